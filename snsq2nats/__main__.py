@@ -1,0 +1,3 @@
+from snsq2nats.cli import main
+
+main()

@@ -1,0 +1,91 @@
+"""All terminal output goes through here: one rich Console for people, stdout for scripts.
+
+Human output goes to stderr so that `--json` on stdout stays machine-readable.
+NO_COLOR and a non-TTY give plain, deterministic text; COLUMNS fixes the width.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import IO, Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from snsq2nats.errors import SnsqError
+
+
+def _make_console(file: IO[str] | None = None) -> Console:
+    width = int(os.environ["COLUMNS"]) if os.environ.get("COLUMNS", "").isdigit() else None
+    return Console(
+        file=file if file is not None else sys.stderr,
+        width=width,
+        no_color="NO_COLOR" in os.environ,
+        highlight=False,
+        soft_wrap=False,
+    )
+
+
+class Output:
+    """The single wrapper: `info` and `table` for people, `data` for scripts, `abort` to fail."""
+
+    def __init__(self, err: IO[str] | None = None, out: IO[str] | None = None) -> None:
+        self.console = _make_console(err)
+        self._out = out
+
+    @property
+    def interactive(self) -> bool:
+        return self.console.is_terminal
+
+    def info(self, *objects: Any) -> None:
+        self.console.print(*objects)
+
+    def warn(self, message: str) -> None:
+        self.console.print(f"warning: {message}", markup=False)
+
+    def data(self, text: str) -> None:
+        """Machine-readable output on stdout, never styled."""
+        out = self._out if self._out is not None else sys.stdout
+        out.write(text)
+        if not text.endswith("\n"):
+            out.write("\n")
+        out.flush()
+
+    def error(self, err: SnsqError) -> None:
+        self.console.print(f"error: {err.one_line()}", markup=False)
+
+    @contextmanager
+    def progress(self, description: str, total: int | None) -> Iterator[ProgressSink]:
+        """A bar on a terminal; one plain line at start and end otherwise."""
+        if self.interactive:
+            bar = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=self.console,
+                transient=True,
+            )
+            with bar:
+                task = bar.add_task(description, total=total)
+                yield ProgressSink(lambda n, total: bar.update(task, advance=n, total=total))
+        else:
+            self.console.print(f"{description} …", markup=False)
+            done = [0]
+
+            def count(n: int, total: int | None) -> None:
+                done[0] += n
+
+            yield ProgressSink(count)
+            self.console.print(f"{description}: {done[0]} done", markup=False)
+
+
+class ProgressSink:
+    def __init__(self, advance: Any) -> None:
+        self._advance = advance
+
+    def advance(self, n: int = 1, total: int | None = None) -> None:
+        self._advance(n, total)

@@ -1,0 +1,70 @@
+"""Every failure snsq2nats expects, in one place.
+
+Expected failures carry three things a person needs: what went wrong, where, and what to do.
+Only the CLI turns them into a one-line message and an exit code; library code raises.
+
+    SnsqError                      what / where / hint, exit code 1
+    ├── UsageError                 bad flags, bad files, bad mapping rules
+    │   ├── InventoryFileError     an inventory or plan file that cannot be read
+    │   └── MappingError           a mapping rule that does not validate
+    ├── FilterPolicyError          a filter policy SNS itself would reject
+    ├── ConnectError               an endpoint that cannot be reached or refuses us
+    │   ├── AwsConnectError
+    │   └── NatsConnectError
+    └── ScanError                  AWS answered, but not in a way the scan can continue from
+"""
+
+from __future__ import annotations
+
+
+class SnsqError(Exception):
+    """An expected failure: reported as one line, never a traceback."""
+
+    exit_code = 1
+
+    def __init__(self, what: str, *, where: str | None = None, hint: str | None = None) -> None:
+        super().__init__(what)
+        self.what = what
+        self.where = where
+        self.hint = hint
+
+    def one_line(self) -> str:
+        parts = [self.what]
+        if self.where:
+            parts.append(f"(at {self.where})")
+        line = " ".join(parts)
+        if self.hint:
+            line = f"{line}: {self.hint}"
+        return line
+
+
+class UsageError(SnsqError):
+    exit_code = 2
+
+
+class InventoryFileError(UsageError):
+    pass
+
+
+class MappingError(UsageError):
+    pass
+
+
+class FilterPolicyError(SnsqError):
+    pass
+
+
+class ConnectError(SnsqError):
+    pass
+
+
+class AwsConnectError(ConnectError):
+    pass
+
+
+class NatsConnectError(ConnectError):
+    pass
+
+
+class ScanError(SnsqError):
+    pass
