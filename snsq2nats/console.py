@@ -44,7 +44,7 @@ class Output:
         self.console.print(*objects)
 
     def warn(self, message: str) -> None:
-        self.console.print(f"warning: {message}", markup=False)
+        self.console.print(f"warning: {message}", markup=False, soft_wrap=True)
 
     def data(self, text: str) -> None:
         """Machine-readable output on stdout, never styled."""
@@ -55,7 +55,7 @@ class Output:
         out.flush()
 
     def error(self, err: SnsqError) -> None:
-        self.console.print(f"error: {err.one_line()}", markup=False)
+        self.console.print(f"error: {err.one_line()}", markup=False, soft_wrap=True)
 
     @contextmanager
     def progress(self, description: str, total: int | None) -> Iterator[ProgressSink]:

@@ -1,0 +1,549 @@
+"""Read an SNS/SQS estate from AWS into an `Inventory`.
+
+The only module that reads AWS. It lists sequentially (pagination is inherently serial) and
+describes in parallel on a bounded thread pool: boto3 clients are thread-safe, sessions are not,
+so clients are built once per region up front and shared. Raw AWS strings become typed fields
+here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from snsq2nats.errors import AwsConnectError, ScanError, UsageError
+from snsq2nats.inventory import (
+    DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_MAX_RECEIVE_COUNT,
+    DEFAULT_RETENTION_PERIOD,
+    DEFAULT_VISIBILITY_TIMEOUT,
+    ArchivePolicy,
+    Inventory,
+    Queue,
+    RedriveAllowPolicy,
+    RedrivePolicy,
+    ScanWarning,
+    Subscription,
+    Topic,
+)
+
+if TYPE_CHECKING:
+    import boto3
+    from mypy_boto3_sns import SNSClient
+    from mypy_boto3_sqs import SQSClient
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+DEFAULT_CONCURRENCY = 16
+MISSING_CODES = {
+    "AWS.SimpleQueueService.NonExistentQueue",
+    "QueueDoesNotExist",
+    "NotFound",
+    "NotFoundException",
+    "ResourceNotFound",
+}
+DENIED_CODES = {"AccessDenied", "AccessDeniedException", "AuthorizationError"}
+
+
+@dataclass
+class RegionClients:
+    region: str
+    sqs: SQSClient
+    sns: SNSClient
+
+
+def make_clients(
+    session: boto3.Session,
+    regions: Iterable[str],
+    endpoint_url: str | None = None,
+    concurrency: int = DEFAULT_CONCURRENCY,
+) -> list[RegionClients]:
+    """One SQS and one SNS client per region, sized for the thread pool.
+
+    Adaptive retries make botocore slow down on throttling instead of failing the scan.
+    """
+    from botocore.config import Config
+
+    config = Config(
+        retries={"mode": "adaptive", "max_attempts": 8},
+        max_pool_connections=max(10, concurrency),
+        connect_timeout=5,
+        read_timeout=30,
+    )
+    clients = []
+    for region in regions:
+        kwargs: dict[str, Any] = {"region_name": region, "config": config}
+        if endpoint_url:
+            kwargs["endpoint_url"] = endpoint_url
+        clients.append(
+            RegionClients(
+                region=region,
+                sqs=session.client("sqs", **kwargs),
+                sns=session.client("sns", **kwargs),
+            )
+        )
+    return clients
+
+
+def resolve_regions(session: boto3.Session, regions: Iterable[str]) -> list[str]:
+    chosen = list(dict.fromkeys(regions)) or ([session.region_name] if session.region_name else [])
+    if not chosen:
+        raise UsageError(
+            "no AWS region given",
+            hint="pass --region, or set AWS_REGION / AWS_DEFAULT_REGION or a profile's region",
+        )
+    return chosen
+
+
+@dataclass
+class _Collector:
+    """Results gathered from worker threads; list.append is atomic under the GIL."""
+
+    warnings: list[ScanWarning] = field(default_factory=list)
+
+    def warn(self, code: Any, resource: str, message: str) -> None:
+        self.warnings.append(ScanWarning(code=code, resource=resource, message=message))
+
+
+def scan(
+    clients: list[RegionClients],
+    *,
+    prefix: str | None = None,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    on_progress: Callable[[int, int | None], None] | None = None,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> Inventory:
+    """Scan every region's queues, topics and subscriptions into one inventory.
+
+    `concurrency=1` gives the one-call-at-a-time scan the benchmark compares against.
+    """
+    collector = _Collector()
+    advance = on_progress or (lambda n, total: None)
+    queues: list[Queue] = []
+    topics: list[Topic] = []
+    subscriptions: list[Subscription] = []
+    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+        for region in clients:
+            queue_urls = _guard(
+                region, "sqs", functools.partial(_list_queue_urls, region.sqs, prefix)
+            )
+            topic_arns = _guard(
+                region, "sns", functools.partial(_list_topic_arns, region.sns, prefix)
+            )
+            raw_subs = _guard(
+                region,
+                "sns",
+                functools.partial(_list_subscriptions, region.sns, set(topic_arns)),
+            )
+            total = len(queue_urls) + len(topic_arns) + len(raw_subs)
+            advance(0, total)
+
+            def describe_queue(url: str, r: RegionClients = region) -> Queue | None:
+                return _describe_queue(r, url, collector)
+
+            def describe_topic(arn: str, r: RegionClients = region) -> Topic | None:
+                return _describe_topic(r, arn, collector)
+
+            def describe_sub(raw: dict[str, str], r: RegionClients = region) -> Subscription | None:
+                return _describe_subscription(r, raw, collector)
+
+            queues += _run(pool, describe_queue, queue_urls, advance)
+            topics += _run(pool, describe_topic, topic_arns, advance)
+            subscriptions += _run(pool, describe_sub, raw_subs, advance)
+
+    _cross_reference(queues, topics, subscriptions, collector)
+    return Inventory(
+        generated_at=now().isoformat(timespec="seconds"),
+        regions=[c.region for c in clients],
+        queues=sorted(queues, key=lambda q: q.arn),
+        topics=sorted(topics, key=lambda t: t.arn),
+        subscriptions=sorted(subscriptions, key=lambda s: (s.topic_arn, s.arn)),
+        warnings=sorted(collector.warnings, key=lambda w: (w.resource, w.code)),
+    )
+
+
+def _run(
+    pool: ThreadPoolExecutor,
+    fn: Callable[[T], R | None],
+    items: list[T],
+    advance: Callable[[int, int | None], None],
+) -> list[R]:
+    results: list[R] = []
+    for result in pool.map(fn, items):
+        advance(1, None)
+        if result is not None:
+            results.append(result)
+    return results
+
+
+def _guard(region: RegionClients, service: str, call: Callable[[], T]) -> T:
+    """Turn whole-scan failures (no endpoint, no credentials, listing denied) into one line."""
+    from botocore.exceptions import (
+        ClientError,
+        EndpointConnectionError,
+        NoCredentialsError,
+        PartialCredentialsError,
+    )
+
+    client = region.sqs if service == "sqs" else region.sns
+    endpoint = client.meta.endpoint_url
+    try:
+        return call()
+    except (NoCredentialsError, PartialCredentialsError):
+        raise AwsConnectError(
+            "no AWS credentials found",
+            where=f"{service} {region.region}",
+            hint="set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+        ) from None
+    except EndpointConnectionError:
+        raise AwsConnectError(
+            f"cannot reach the {service.upper()} endpoint",
+            where=endpoint,
+            hint="check --endpoint-url / AWS_ENDPOINT_URL and the region",
+        ) from None
+    except ClientError as exc:
+        code = _error_code(exc)
+        if code in DENIED_CODES or code in {"InvalidClientTokenId", "SignatureDoesNotMatch"}:
+            raise ScanError(
+                f"AWS refused to list {service.upper()} resources ({code})",
+                where=f"{service} {region.region}",
+                hint="the scan needs sqs:ListQueues, sqs:GetQueueAttributes, sqs:ListQueueTags, "
+                "sns:ListTopics, sns:GetTopicAttributes, sns:ListSubscriptions, "
+                "sns:GetSubscriptionAttributes and sns:ListTagsForResource",
+            ) from None
+        raise ScanError(
+            f"AWS error while listing {service.upper()} resources: {code}",
+            where=f"{service} {region.region}",
+        ) from None
+    except Exception as exc:  # urllib3/botocore transport errors have many shapes
+        if exc.__class__.__module__.startswith(("botocore", "urllib3")):
+            raise AwsConnectError(
+                f"cannot talk to the {service.upper()} endpoint ({exc.__class__.__name__})",
+                where=endpoint,
+                hint="check --endpoint-url / AWS_ENDPOINT_URL and the network",
+            ) from None
+        raise
+
+
+def _error_code(exc: Exception) -> str:
+    response = getattr(exc, "response", {}) or {}
+    return str(response.get("Error", {}).get("Code", exc.__class__.__name__))
+
+
+def _list_queue_urls(sqs: SQSClient, prefix: str | None) -> list[str]:
+    # ListQueues returns NextToken only when MaxResults is set: without it real AWS stops at 1,000.
+    paginator = sqs.get_paginator("list_queues")
+    kwargs: dict[str, Any] = {"PaginationConfig": {"PageSize": 1000}}
+    if prefix:
+        kwargs["QueueNamePrefix"] = prefix
+    urls: list[str] = []
+    for page in paginator.paginate(**kwargs):
+        urls.extend(page.get("QueueUrls", []))
+    return list(dict.fromkeys(urls))
+
+
+def _list_topic_arns(sns: SNSClient, prefix: str | None) -> list[str]:
+    arns: list[str] = []
+    for page in sns.get_paginator("list_topics").paginate():
+        for topic in page.get("Topics", []):
+            arn = topic["TopicArn"]
+            if not prefix or _arn_name(arn).startswith(prefix):
+                arns.append(arn)
+    return arns
+
+
+def _list_subscriptions(sns: SNSClient, topic_arns: set[str]) -> list[dict[str, str]]:
+    """Account-wide listing: 100 per call, far fewer calls than listing per topic."""
+    found: list[dict[str, str]] = []
+    for page in sns.get_paginator("list_subscriptions").paginate():
+        for sub in page.get("Subscriptions", []):
+            if sub.get("TopicArn") in topic_arns:
+                found.append({k: str(v) for k, v in sub.items()})
+    return found
+
+
+def _skip_missing_or_denied(
+    arn: str, what: str, collector: _Collector, call: Callable[[], T]
+) -> T | None:
+    from botocore.exceptions import ClientError
+
+    try:
+        return call()
+    except ClientError as exc:
+        code = _error_code(exc)
+        if code in MISSING_CODES:
+            collector.warn(
+                "deleted-during-scan", arn, f"{what} disappeared between listing and describing"
+            )
+            return None
+        if code in DENIED_CODES:
+            collector.warn("access-denied", arn, f"access denied reading {what} ({code}); skipped")
+            return None
+        raise ScanError(f"AWS error reading {what}: {code}", where=arn) from None
+
+
+def _describe_queue(region: RegionClients, url: str, collector: _Collector) -> Queue | None:
+    def read() -> tuple[dict[str, str], dict[str, str]]:
+        attrs = region.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])
+        tags = region.sqs.list_queue_tags(QueueUrl=url)
+        return {str(k): v for k, v in attrs.get("Attributes", {}).items()}, dict(
+            tags.get("Tags", {})
+        )
+
+    got = _skip_missing_or_denied(url, "queue", collector, read)
+    if got is None:
+        return None
+    attrs, tags = got
+    arn = attrs.get("QueueArn") or _queue_arn_from_url(url, region.region)
+    return queue_from_attributes(arn, url, attrs, tags, collector)
+
+
+def queue_from_attributes(
+    arn: str,
+    url: str,
+    attrs: dict[str, str],
+    tags: dict[str, str],
+    collector: _Collector | None = None,
+) -> Queue:
+    """The boundary: SQS's all-strings attribute map to a typed `Queue`."""
+    warn = collector.warn if collector else (lambda *a: None)
+    redrive = _json_attr(attrs, "RedrivePolicy", arn, warn)
+    allow = _json_attr(attrs, "RedriveAllowPolicy", arn, warn)
+    _, _, _, region, account, name = _split_arn(arn)
+    return Queue(
+        arn=arn,
+        name=name,
+        url=url,
+        region=region,
+        account=account,
+        fifo=_bool(attrs.get("FifoQueue")),
+        content_based_deduplication=_bool(attrs.get("ContentBasedDeduplication")),
+        deduplication_scope=attrs.get("DeduplicationScope"),  # type: ignore[arg-type]
+        fifo_throughput_limit=attrs.get("FifoThroughputLimit"),  # type: ignore[arg-type]
+        visibility_timeout=_int(attrs, "VisibilityTimeout", DEFAULT_VISIBILITY_TIMEOUT),
+        message_retention_period=_int(attrs, "MessageRetentionPeriod", DEFAULT_RETENTION_PERIOD),
+        maximum_message_size=_int(attrs, "MaximumMessageSize", DEFAULT_MAX_MESSAGE_SIZE),
+        delay_seconds=_int(attrs, "DelaySeconds", 0),
+        receive_message_wait_time_seconds=_int(attrs, "ReceiveMessageWaitTimeSeconds", 0),
+        redrive_policy=_redrive(redrive),
+        redrive_allow_policy=RedriveAllowPolicy(
+            redrive_permission=allow.get("redrivePermission", "allowAll"),
+            source_queue_arns=list(allow.get("sourceQueueArns", [])),
+        )
+        if allow
+        else None,
+        kms_master_key_id=attrs.get("KmsMasterKeyId") or None,
+        kms_data_key_reuse_period_seconds=_int(attrs, "KmsDataKeyReusePeriodSeconds", None)
+        if attrs.get("KmsMasterKeyId")
+        else None,
+        sqs_managed_sse_enabled=_bool(attrs.get("SqsManagedSseEnabled")),
+        policy=_json_attr(attrs, "Policy", arn, warn) or None,
+        tags=tags,
+        approximate_messages=_int(attrs, "ApproximateNumberOfMessages", 0),
+        approximate_messages_not_visible=_int(attrs, "ApproximateNumberOfMessagesNotVisible", 0),
+        approximate_messages_delayed=_int(attrs, "ApproximateNumberOfMessagesDelayed", 0),
+        created_timestamp=_int(attrs, "CreatedTimestamp", None),
+        last_modified_timestamp=_int(attrs, "LastModifiedTimestamp", None),
+        attributes=attrs,
+    )
+
+
+def _describe_topic(region: RegionClients, arn: str, collector: _Collector) -> Topic | None:
+    def read() -> tuple[dict[str, str], dict[str, str]]:
+        attrs = region.sns.get_topic_attributes(TopicArn=arn)
+        tags = region.sns.list_tags_for_resource(ResourceArn=arn)
+        return dict(attrs.get("Attributes", {})), {t["Key"]: t["Value"] for t in tags["Tags"]}
+
+    got = _skip_missing_or_denied(arn, "topic", collector, read)
+    if got is None:
+        return None
+    attrs, tags = got
+    warn = collector.warn
+    archive = _json_attr(attrs, "ArchivePolicy", arn, warn)
+    _, _, _, region_name, account, name = _split_arn(arn)
+    return Topic(
+        arn=arn,
+        name=name,
+        region=region_name,
+        account=account,
+        fifo=_bool(attrs.get("FifoTopic")),
+        content_based_deduplication=_bool(attrs.get("ContentBasedDeduplication")),
+        fifo_throughput_scope=attrs.get("FifoThroughputScope"),  # type: ignore[arg-type]
+        archive_policy=ArchivePolicy(message_retention_days=int(archive["MessageRetentionPeriod"]))
+        if archive.get("MessageRetentionPeriod")
+        else None,
+        display_name=attrs.get("DisplayName") or None,
+        delivery_policy=_json_attr(attrs, "DeliveryPolicy", arn, warn) or None,
+        kms_master_key_id=attrs.get("KmsMasterKeyId") or None,
+        policy=_json_attr(attrs, "Policy", arn, warn) or None,
+        tracing_config=attrs.get("TracingConfig") or None,
+        signature_version=attrs.get("SignatureVersion") or None,
+        tags=tags,
+        attributes=attrs,
+    )
+
+
+def _describe_subscription(
+    region: RegionClients, raw: dict[str, str], collector: _Collector
+) -> Subscription | None:
+    arn = raw["SubscriptionArn"]
+    topic_arn = raw["TopicArn"]
+    endpoint = redact_endpoint(raw.get("Endpoint", ""))
+    _, _, _, region_name, account, _ = _split_arn(topic_arn)
+    if not arn.startswith("arn:"):
+        # Unconfirmed subscriptions have no ARN and no readable attributes.
+        collector.warn(
+            "pending-confirmation",
+            topic_arn,
+            f"{raw.get('Protocol')} subscription to {endpoint} is pending confirmation",
+        )
+        return Subscription(
+            arn=f"{topic_arn}#pending:{raw.get('Protocol')}:{endpoint}",
+            topic_arn=topic_arn,
+            protocol=raw.get("Protocol", ""),
+            endpoint=endpoint,
+            region=region_name,
+            account=account,
+            pending_confirmation=True,
+        )
+
+    def read() -> dict[str, str]:
+        return dict(region.sns.get_subscription_attributes(SubscriptionArn=arn)["Attributes"])
+
+    attrs = _skip_missing_or_denied(arn, "subscription", collector, read)
+    if attrs is None:
+        return None
+    return subscription_from_attributes(arn, raw, attrs, collector)
+
+
+def subscription_from_attributes(
+    arn: str, raw: dict[str, str], attrs: dict[str, str], collector: _Collector | None = None
+) -> Subscription:
+    warn = collector.warn if collector else (lambda *a: None)
+    topic_arn = attrs.get("TopicArn", raw["TopicArn"])
+    _, _, _, region_name, account, _ = _split_arn(topic_arn)
+    if "Endpoint" in attrs:
+        attrs = {**attrs, "Endpoint": redact_endpoint(attrs["Endpoint"])}
+    return Subscription(
+        arn=arn,
+        topic_arn=topic_arn,
+        protocol=attrs.get("Protocol", raw.get("Protocol", "")),
+        endpoint=redact_endpoint(attrs.get("Endpoint", raw.get("Endpoint", ""))),
+        region=region_name,
+        account=account,
+        pending_confirmation=_bool(attrs.get("PendingConfirmation")),
+        raw_message_delivery=_bool(attrs.get("RawMessageDelivery")),
+        filter_policy=attrs.get("FilterPolicy") or None,
+        filter_policy_scope=attrs.get("FilterPolicyScope") or "MessageAttributes",  # type: ignore[arg-type]
+        redrive_policy=_redrive(_json_attr(attrs, "RedrivePolicy", arn, warn)),
+        delivery_policy=_json_attr(attrs, "DeliveryPolicy", arn, warn) or None,
+        replay_policy=_json_attr(attrs, "ReplayPolicy", arn, warn) or None,
+        subscription_role_arn=attrs.get("SubscriptionRoleArn") or None,
+        attributes=attrs,
+    )
+
+
+def _cross_reference(
+    queues: list[Queue],
+    topics: list[Topic],
+    subscriptions: list[Subscription],
+    collector: _Collector,
+) -> None:
+    queue_arns = {q.arn for q in queues}
+    topic_arns = {t.arn for t in topics}
+    for queue in queues:
+        if queue.redrive_policy and queue.redrive_policy.dead_letter_target_arn not in queue_arns:
+            collector.warn(
+                "dangling-dlq",
+                queue.arn,
+                f"dead-letter queue {queue.redrive_policy.dead_letter_target_arn} "
+                "was not found among the scanned queues",
+            )
+    for sub in subscriptions:
+        if sub.topic_arn not in topic_arns:
+            collector.warn("dangling-topic", sub.arn, f"topic {sub.topic_arn} was not found")
+        if sub.protocol == "sqs" and sub.endpoint not in queue_arns:
+            collector.warn(
+                "dangling-endpoint",
+                sub.arn,
+                f"subscribed queue {sub.endpoint} was not found among the scanned queues",
+            )
+        if sub.redrive_policy and sub.redrive_policy.dead_letter_target_arn not in queue_arns:
+            collector.warn(
+                "dangling-dlq",
+                sub.arn,
+                f"subscription dead-letter queue {sub.redrive_policy.dead_letter_target_arn} "
+                "was not found among the scanned queues",
+            )
+
+
+def redact_endpoint(endpoint: str) -> str:
+    """HTTP endpoints may carry credentials in userinfo or query tokens: keep only the shape."""
+    if not endpoint.startswith(("http://", "https://")):
+        return endpoint
+    parts = urlsplit(endpoint)
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rsplit("@", 1)[1]
+    query = urlencode([(k, "***") for k, _ in parse_qsl(parts.query, keep_blank_values=True)])
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def _split_arn(arn: str) -> tuple[str, str, str, str, str, str]:
+    parts = arn.split(":", 5)
+    if len(parts) != 6:
+        raise ScanError(f"unexpected ARN shape {arn!r}")
+    return parts[0], parts[1], parts[2], parts[3], parts[4], parts[5]
+
+
+def _arn_name(arn: str) -> str:
+    return arn.rsplit(":", 1)[-1]
+
+
+def _queue_arn_from_url(url: str, region: str) -> str:
+    path = urlsplit(url).path.strip("/").split("/")
+    account, name = (path[-2], path[-1]) if len(path) >= 2 else ("000000000000", path[-1])
+    return f"arn:aws:sqs:{region}:{account}:{name}"
+
+
+def _bool(value: str | None) -> bool:
+    return str(value).lower() == "true"
+
+
+def _int(attrs: dict[str, str], key: str, default: Any) -> Any:
+    value = attrs.get(key)
+    try:
+        return int(value) if value not in (None, "") else default
+    except ValueError:
+        return default
+
+
+def _json_attr(
+    attrs: dict[str, str], key: str, arn: str, warn: Callable[[Any, str, str], None]
+) -> dict[str, Any]:
+    text = attrs.get(key)
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        warn("unreadable-attribute", arn, f"{key} is not valid JSON; kept verbatim in attributes")
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _redrive(policy: dict[str, Any]) -> RedrivePolicy | None:
+    target = policy.get("deadLetterTargetArn")
+    if not target:
+        return None
+    return RedrivePolicy(
+        dead_letter_target_arn=target,
+        max_receive_count=int(policy.get("maxReceiveCount", DEFAULT_MAX_RECEIVE_COUNT)),
+    )
