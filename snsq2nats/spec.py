@@ -1,0 +1,78 @@
+"""Desired JetStream objects: the fields snsq2nats manages, in the server's own JSON shape.
+
+Keys are the server's snake_case config keys and durations are integer nanoseconds, so a spec
+goes to `$JS.API.STREAM.CREATE` unchanged and a live config compares field by field. Only the
+fields listed here are managed; anything else on a live object is the server's or a person's.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+NS = 1_000_000_000
+SOURCE_KEY = "snsq2nats.source"
+"""Metadata key on every stream and consumer snsq2nats creates: the source ARN."""
+MANAGED_BY_KEY = "snsq2nats.managed"
+
+
+class Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def to_api(self) -> dict[str, Any]:
+        """The request body the JetStream API takes (unset optional fields left out)."""
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+class SubjectTransform(Spec):
+    src: str
+    dest: str
+
+
+class StreamSource(Spec):
+    name: str
+    filter_subject: str | None = None
+    subject_transforms: list[SubjectTransform] | None = None
+
+
+class Placement(Spec):
+    cluster: str | None = None
+    tags: list[str] | None = None
+
+
+class StreamSpec(Spec):
+    name: str
+    description: str | None = None
+    subjects: list[str] = Field(default_factory=list)
+    retention: Literal["limits", "interest", "workqueue"] = "limits"
+    storage: Literal["file", "memory"] = "file"
+    num_replicas: int = 1
+    max_age: int = 0
+    max_msgs: int = -1
+    max_bytes: int = -1
+    max_msg_size: int = -1
+    discard: Literal["old", "new"] = "old"
+    duplicate_window: int = 120 * NS
+    allow_msg_schedules: bool | None = None
+    sources: list[StreamSource] | None = None
+    placement: Placement | None = None
+    metadata: dict[str, str] = Field(default_factory=dict)
+
+
+class ConsumerSpec(Spec):
+    stream_name: str = Field(exclude=True)
+    durable_name: str
+    description: str | None = None
+    deliver_policy: Literal["all", "new", "last"] = "all"
+    ack_policy: Literal["explicit", "none", "all"] = "explicit"
+    ack_wait: int = 30 * NS
+    max_deliver: int = -1
+    max_ack_pending: int = 1000
+    filter_subjects: list[str] | None = None
+    num_replicas: int = 0
+    metadata: dict[str, str] = Field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return f"{self.stream_name}/{self.durable_name}"
