@@ -55,6 +55,7 @@ class StreamSpec(Spec):
     discard: Literal["old", "new"] = "old"
     duplicate_window: int = 120 * NS
     allow_msg_schedules: bool | None = None
+    allow_rollup_hdrs: bool | None = None
     sources: list[StreamSource] | None = None
     placement: Placement | None = None
     metadata: dict[str, str] = Field(default_factory=dict)

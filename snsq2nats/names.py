@@ -1,0 +1,80 @@
+"""NATS names and subjects for AWS resources: valid, deterministic, never merging two sources.
+
+SQS and SNS names use `[A-Za-z0-9_-]` plus a `.fifo` suffix; JetStream stream and consumer
+names allow `[A-Za-z0-9_-]`. The only character to drop is the dot of `.fifo`, so FIFO resources
+get their own template (`sqsfifo_…`) instead of a rewritten name: `payments.fifo` and
+`payments_fifo` become `sqsfifo_payments` and `sqs_payments_fifo`, distinct by construction.
+Whatever a user's rename or template produces is still checked: an invalid name or a name two
+sources share is an error that names both sources, never a silent merge.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from snsq2nats.errors import MappingError
+
+NAME_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+TOKEN_RE = re.compile(r"^[^.*>\s]+$")
+MAX_NAME_LENGTH = 255
+
+
+def base_name(aws_name: str) -> tuple[str, bool]:
+    """The name without `.fifo`, and whether it was FIFO."""
+    if aws_name.endswith(".fifo"):
+        return aws_name[: -len(".fifo")], True
+    return aws_name, False
+
+
+def render(template: str, *, name: str, region: str, account: str, where: str) -> str:
+    try:
+        return template.format(name=name, region=region, account=account)
+    except (KeyError, IndexError, ValueError) as exc:
+        raise MappingError(
+            f"naming template {template!r} cannot be filled ({exc})",
+            where=where,
+            hint="templates may use {name}, {region} and {account}",
+        ) from None
+
+
+def check_name(name: str, *, what: str, source: str) -> str:
+    if not NAME_RE.match(name) or len(name) > MAX_NAME_LENGTH:
+        raise MappingError(
+            f"{what} name {name!r} is not a valid JetStream name",
+            where=source,
+            hint="use only letters, digits, '_' and '-' (at most 255 characters)",
+        )
+    return name
+
+
+def check_subject(subject: str, *, source: str) -> str:
+    tokens = subject.split(".")
+    if not subject or not all(TOKEN_RE.match(t) for t in tokens):
+        raise MappingError(
+            f"subject {subject!r} is not a valid NATS subject",
+            where=source,
+            hint="tokens are separated by '.', non-empty, without '*', '>' or whitespace",
+        )
+    return subject
+
+
+@dataclass
+class NameRegistry:
+    """Remembers which source took which name, so a second claimant is caught."""
+
+    what: str
+
+    def __post_init__(self) -> None:
+        self._owners: dict[str, str] = {}
+
+    def claim(self, name: str, source: str) -> str:
+        owner = self._owners.setdefault(name, source)
+        if owner != source:
+            raise MappingError(
+                f"{self.what} name {name!r} would be shared by {owner} and {source}",
+                where="naming",
+                hint="rename one of them with a mapping override (`rename:`), or add "
+                "{region}/{account} to the naming template when scanning several regions",
+            )
+        return name

@@ -1,0 +1,240 @@
+"""Mapping rules: the shipped defaults (`mappings/default.yaml`) plus users' `--mapping` files.
+
+Files merge in order, later files winning: `defaults` and `naming` key by key, `overrides`
+appended so a later override applies after an earlier one. Every key is validated; a typo is an
+error naming the file, the key path and what is allowed, never a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from snsq2nats.errors import MappingError
+
+DEFAULT_RULES_FILE = Path(__file__).resolve().parent.parent / "mappings" / "default.yaml"
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
+_SIZE = re.compile(r"^\s*(\d+)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {
+    "b": 1,
+    "kb": 1000,
+    "mb": 1000**2,
+    "gb": 1000**3,
+    "tb": 1000**4,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": 1024**3,
+    "tib": 1024**4,
+}
+
+
+def _seconds(value: Any) -> Any:
+    """`90`, `"90s"`, `"5m"`, `"24h"`, `"7d"` → seconds (float)."""
+    if isinstance(value, bool):
+        raise ValueError("a duration such as 30s, 5m, 24h or 7d")
+    if isinstance(value, int | float):
+        return float(value)
+    match = _DURATION.match(str(value))
+    if not match:
+        raise ValueError(f"{value!r} is not a duration: use e.g. 30s, 5m, 24h or 7d")
+    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+
+
+def _bytes(value: Any) -> Any:
+    """`1048576`, `"256KiB"`, `"1GB"` → bytes (int); -1 means unlimited."""
+    if isinstance(value, bool):
+        raise ValueError("a size such as 1MiB or 10GB")
+    if isinstance(value, int):
+        return value
+    match = _SIZE.match(str(value))
+    if not match:
+        raise ValueError(f"{value!r} is not a size: use e.g. 1048576, 256KiB, 1GB")
+    return int(match.group(1)) * _SIZE_UNITS[(match.group(2) or "b").lower()]
+
+
+Seconds = Annotated[float, BeforeValidator(_seconds)]
+Bytes = Annotated[int, BeforeValidator(_bytes)]
+Side = Literal["aws", "nats"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Placement(Strict):
+    cluster: str | None = None
+    tags: list[str] | None = None
+
+
+class Limits(Strict):
+    max_age: Seconds | None = None
+    max_bytes: Bytes | None = None
+    max_msgs: int | None = None
+    max_msg_size: Bytes | None = None
+
+
+class Defaults(Strict):
+    storage: Literal["file", "memory"] = "file"
+    replicas: int = Field(default=1, ge=1, le=5)
+    placement: Placement | None = None
+    duplicate_window: Seconds = 300.0
+    topic_retention: Seconds = 86400.0
+    max_ack_pending: int = Field(default=1000, ge=1)
+    fifo_max_ack_pending: int = Field(default=1, ge=1)
+    max_promoted_attributes: int = Field(default=3, ge=0, le=8)
+    min_ack_wait: Seconds = 1.0
+
+
+class Naming(Strict):
+    queue_stream: str = "sqs_{name}"
+    fifo_queue_stream: str = "sqsfifo_{name}"
+    topic_stream: str = "sns_{name}"
+    fifo_topic_stream: str = "snsfifo_{name}"
+    queue_consumer: str = "{name}"
+    queue_subject: str = "sqs.{name}"
+    fifo_queue_subject: str = "sqsfifo.{name}"
+    topic_subject: str = "sns.{name}"
+    fifo_topic_subject: str = "snsfifo.{name}"
+
+
+class Cutover(Strict):
+    """Where a resource's producers and consumers live right now."""
+
+    producers: Literal["aws", "nats", "both"] = "aws"
+    consumers: Side = "aws"
+
+
+class Override(Strict):
+    match: str = Field(description="name or ARN glob")
+    exclude: bool = False
+    rename: str | None = None
+    replicas: int | None = Field(default=None, ge=1, le=5)
+    storage: Literal["file", "memory"] | None = None
+    placement: Placement | None = None
+    promote: list[str] | None = None
+    subjects: list[str] | None = None
+    limits: Limits | None = None
+    cutover: Cutover | None = None
+
+    def applies_to(self, name: str, arn: str) -> bool:
+        return fnmatch.fnmatchcase(name, self.match) or fnmatch.fnmatchcase(arn, self.match)
+
+
+class RulesFile(Strict):
+    version: Literal[1] = 1
+    defaults: dict[str, Any] = Field(default_factory=dict)
+    naming: dict[str, Any] = Field(default_factory=dict)
+    overrides: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class Rules(Strict):
+    defaults: Defaults = Field(default_factory=lambda: Defaults())
+    naming: Naming = Field(default_factory=lambda: Naming())
+    overrides: list[Override] = Field(default_factory=list)
+
+    def resolve(self, name: str, arn: str) -> Override:
+        """All overrides matching a resource folded into one, later ones winning per key."""
+        merged: dict[str, Any] = {"match": arn}
+        for override in self.overrides:
+            if override.applies_to(name, arn):
+                merged.update(override.model_dump(exclude_unset=True, exclude={"match"}))
+        return Override.model_validate(merged)
+
+
+def _allowed(model: type[BaseModel], loc: tuple[int | str, ...]) -> str:
+    """The keys allowed where an unknown key was found, to put in the error."""
+    current: Any = model
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = current.model_fields.get(part) if hasattr(current, "model_fields") else None
+        if field is None:
+            return ""
+        annotation = field.annotation
+        args = getattr(annotation, "__args__", ())
+        candidates = [annotation, *args]
+        current = next(
+            (c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None
+        )
+        if current is None:
+            return ""
+    return ", ".join(sorted(current.model_fields)) if current is not None else ""
+
+
+def _raise(path: str, section: str, model: type[BaseModel], exc: ValidationError) -> None:
+    first = exc.errors()[0]
+    loc = tuple(first["loc"])
+    key_path = (
+        ".".join(str(p) for p in (section, *loc) if p != "")
+        if section
+        else ".".join(str(p) for p in loc)
+    )
+    if first["type"] == "extra_forbidden":
+        allowed = _allowed(model, loc)
+        raise MappingError(
+            f"unknown key {loc[-1]!r}",
+            where=f"{path}: {key_path}",
+            hint=f"allowed keys here: {allowed}" if allowed else "remove it",
+        )
+    raise MappingError(f"invalid value: {first['msg']}", where=f"{path}: {key_path}")
+
+
+def _read(path: Path) -> RulesFile:
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise MappingError("mapping file not found", where=str(path)) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark is not None else ""
+        raise MappingError(
+            "mapping file is not valid YAML", where=f"{path}:{line}".rstrip(":")
+        ) from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise MappingError("a mapping file must be a YAML mapping", where=str(path))
+    try:
+        rules_file = RulesFile.model_validate(raw)
+    except ValidationError as exc:
+        _raise(str(path), "", RulesFile, exc)
+    try:
+        Defaults.model_validate(rules_file.defaults)
+    except ValidationError as exc:
+        _raise(str(path), "defaults", Defaults, exc)
+    try:
+        Naming.model_validate(rules_file.naming)
+    except ValidationError as exc:
+        _raise(str(path), "naming", Naming, exc)
+    for index, override in enumerate(rules_file.overrides):
+        try:
+            Override.model_validate(override)
+        except ValidationError as exc:
+            _raise(str(path), f"overrides.{index}", Override, exc)
+    return rules_file
+
+
+def load_rules(paths: list[Path], *, replicas: int | None = None) -> Rules:
+    """Shipped defaults, then each user file in order, then command-line settings."""
+    defaults: dict[str, Any] = {}
+    naming: dict[str, Any] = {}
+    overrides: list[dict[str, Any]] = []
+    for path in [DEFAULT_RULES_FILE, *paths]:
+        rules_file = _read(path)
+        defaults.update(rules_file.defaults)
+        naming.update(rules_file.naming)
+        overrides.extend(rules_file.overrides)
+    if replicas is not None:
+        defaults["replicas"] = replicas
+    return Rules(
+        defaults=Defaults.model_validate(defaults),
+        naming=Naming.model_validate(naming),
+        overrides=[Override.model_validate(o) for o in overrides],
+    )
