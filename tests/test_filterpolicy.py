@@ -287,3 +287,66 @@ def test_choose_promoted_is_deterministic_and_stable() -> None:
     assert choose_promoted(list(reversed(policies)), max_tokens=1) == ["a"]
     assert choose_promoted(_policies({"x": [{"prefix": "p"}]})) == []
     assert choose_promoted([]) == []
+
+
+# ---- moto as a second opinion --------------------------------------------------------------
+
+# Where moto 5's FilterPolicyMatcher and the AWS guide part ways, we follow the guide. Keys are
+# (case name, "match" | "no_match", index) in matching.json; values say why moto differs.
+MOTO_DISAGREES = {
+    **{
+        (
+            "equals-ignore-case with an upper-case pattern (moto lowercases one side only)",
+            "match",
+            i,
+        ): "moto lowercases only the message side"
+        for i in range(3)
+    },
+    **{(f"cidr IPv{v}", "match", i): "moto has no cidr" for v in (4, 6) for i in range(2)},
+    (
+        "anything-but list",
+        "no_match",
+        3,
+    ): "moto passes a String.Array whose elements are all excluded",
+    (
+        "anything-but numbers",
+        "no_match",
+        2,
+    ): "moto passes a String.Array whose elements are all excluded",
+    ("numeric on a custom Number type", "match", 0): "moto ignores custom Number.x types",
+    ("Binary attributes are ignored", "no_match", 0): "moto lets exists see Binary attributes",
+    **{
+        ("$or operator (body, nested)", k, i): "moto's $or works in attribute scope only"
+        for k, i in (("match", 0), ("match", 1), ("no_match", 0))
+    },
+    (
+        "$or with reserved field names is an ordinary key",
+        "match",
+        1,
+    ): "moto does not match numeric entries under a key named $or",
+    ("nested body keys", "match", 2): "moto does not let a dotted body key meet a nested policy",
+    (
+        "dotted policy key reaches nested body",
+        "match",
+        0,
+    ): "moto does not let a dotted policy key reach nested body",
+    ("literals in body", "match", 0): "moto does not match false/null literals",
+}
+
+
+def test_moto_agrees_except_where_documented() -> None:
+    utils = pytest.importorskip("moto.sns.utils")
+    disagreements = set()
+    for case in MATCHING:
+        for key in ("match", "no_match"):
+            for i, message in enumerate(case[key]):
+                attributes, body = _message(message)
+                ours = parse_policy(case["policy"], scope=case["scope"]).matches(attributes, body)
+                try:
+                    matcher = utils.FilterPolicyMatcher(case["policy"], case["scope"])
+                    theirs = matcher.matches(message.get("attributes", {}), body or "")
+                except Exception:  # moto crashes on some policies it does not support
+                    theirs = None
+                if theirs != ours:
+                    disagreements.add((case["name"], key, i))
+    assert disagreements == set(MOTO_DISAGREES)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import re
 from typing import Any
 
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
 from snsq2nats.filterpolicy import (
@@ -151,3 +153,117 @@ def test_plain_values_stay_readable(value: str) -> None:
 def test_token_encoding_is_injective(a: str | None, b: str | None) -> None:
     if a != b:
         assert encode_token(a) != encode_token(b)
+
+
+# ---- the compiled matcher against a plain reading of the grammar ---------------------------
+
+WORDS = ["rugby", "Rugby", "base", "baseball", "10.0.0.7", "10.1.0.1", "2001:db8::1", "", "é"]
+NUMBERS = [0, 1, 99.5, 100, 150, -3]
+
+
+def reference(policy: dict[str, Any], attributes: dict[str, MessageAttribute]) -> bool:
+    """An interpreter written straight from the module docs, slow and obvious."""
+
+    def values(attr: MessageAttribute) -> list[Any] | None:
+        kind = attr.data_type
+        if kind == "String.Array":
+            return list(json.loads(str(attr.value)))
+        if kind.startswith("String"):
+            return [attr.value]
+        if kind.startswith("Number"):
+            return [float(attr.value)]
+        return None
+
+    def is_num(v: Any) -> bool:
+        return isinstance(v, int | float) and not isinstance(v, bool)
+
+    def entry_ok(entry: Any, v: Any) -> bool:
+        if isinstance(entry, str):
+            return isinstance(v, str) and v == entry
+        if is_num(entry):
+            return is_num(v) and float(v) == float(entry)
+        ((kind, arg),) = entry.items()
+        text = v if isinstance(v, str) else None
+        if kind == "prefix":
+            return text is not None and text.startswith(arg)
+        if kind == "suffix":
+            return text is not None and text.endswith(arg)
+        if kind == "equals-ignore-case":
+            return text is not None and text.casefold() == arg.casefold()
+        if kind == "anything-but":
+            if isinstance(arg, dict):
+                return not (text is not None and text.startswith(arg["prefix"]))
+            listed = arg if isinstance(arg, list) else [arg]
+            return not any(entry_ok(x, v) for x in listed)
+        if kind == "numeric":
+            if not is_num(v):
+                return False
+            ops = {"=": float.__eq__, "<": float.__lt__, "<=": float.__le__}
+            ops |= {">": float.__gt__, ">=": float.__ge__}
+            return all(ops[arg[i]](float(v), float(arg[i + 1])) for i in range(0, len(arg), 2))
+        if kind == "cidr":
+            try:
+                return ipaddress.ip_address(text or "") in ipaddress.ip_network(arg)
+            except (ValueError, TypeError):
+                return False
+        raise AssertionError(kind)
+
+    for key, entries in policy.items():
+        attr = attributes.get(key)
+        found = None if attr is None else values(attr)
+        ok = False
+        for entry in entries:
+            if isinstance(entry, dict) and "exists" in entry:
+                ok = ok or (found is not None) == entry["exists"]
+            elif found is not None:
+                ok = ok or any(entry_ok(entry, v) for v in found)
+        if not ok:
+            return False
+    return True
+
+
+any_entry = st.one_of(
+    st.sampled_from(WORDS),
+    st.sampled_from(NUMBERS),
+    st.builds(lambda w: {"prefix": w[:3]}, st.sampled_from(WORDS)),
+    st.builds(lambda w: {"suffix": w[-3:]}, st.sampled_from(WORDS)),
+    st.builds(lambda w: {"equals-ignore-case": w}, st.sampled_from(WORDS)),
+    st.builds(
+        lambda xs: {"anything-but": xs},
+        st.lists(st.sampled_from(WORDS + NUMBERS), min_size=1, max_size=2),
+    ),
+    st.builds(lambda w: {"anything-but": {"prefix": w[:2]}}, st.sampled_from(WORDS)),
+    st.builds(
+        lambda op, n: {"numeric": [op, n]},
+        st.sampled_from(["=", "<", "<=", ">", ">="]),
+        st.sampled_from(NUMBERS),
+    ),
+    st.just({"numeric": [">", 0, "<=", 100]}),
+    st.sampled_from([{"cidr": "10.0.0.0/24"}, {"cidr": "2001:db8::/32"}]),
+    st.sampled_from([{"exists": True}, {"exists": False}]),
+)
+any_attribute = st.one_of(
+    st.none(),
+    st.builds(lambda w: MessageAttribute("String", w), st.sampled_from(WORDS)),
+    st.builds(lambda n: MessageAttribute("Number", str(n)), st.sampled_from(NUMBERS)),
+    st.builds(
+        lambda xs: MessageAttribute("String.Array", json.dumps(xs)),
+        st.lists(st.sampled_from(WORDS + NUMBERS), max_size=3),
+    ),
+)
+
+
+@FAST
+@given(
+    st.dictionaries(
+        st.sampled_from(["k1", "k2", "k3"]), st.lists(any_entry, min_size=1, max_size=3), max_size=3
+    ),
+    st.fixed_dictionaries({k: any_attribute for k in ["k1", "k2", "k3"]}),
+)
+def test_matcher_agrees_with_a_plain_reading(
+    document: dict[str, Any], drawn: dict[str, MessageAttribute | None]
+) -> None:
+    attributes = {k: v for k, v in drawn.items() if v is not None}
+    expected = reference(document, attributes)
+    event(f"matches={expected}")
+    assert parse_policy(document).matches(attributes, None) == expected

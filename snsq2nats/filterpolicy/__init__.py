@@ -26,6 +26,9 @@ Array entries are:
 ``"$or": [{...}, {...}]`` ORs whole sub-policies. It is an operator only when its value is an
 array of at least two objects none of which uses a match type (``prefix``, ``numeric``...) as a
 field name; otherwise ``$or`` is an ordinary key, exactly as AWS documents.
+The guide's own illustration of that, ``{"$or": [{"numeric": 123}, {"prefix": "abc"}]}``, is
+then an ordinary key whose ``numeric`` entry is not an array, so we reject it as SNS's grammar
+requires (``{"numeric": ["=", 123]}`` is the valid spelling).
 
 Rejected as SNS rejects them: malformed JSON, a non-object policy, ``wildcard`` and any other
 unknown match type, ``anything-but`` with ``suffix``/``exists``/anything but ``prefix``, match
@@ -86,6 +89,17 @@ elements of a ``String.Array``, which one token cannot represent, so publishers 
 bridge) must promote only ``String`` attributes; a ``String.Array`` on a promoted attribute is
 written as ``~typed`` and would be missed by the compiled filters. A ``Number`` written as
 ``~typed`` is exact: string entries never match numbers.
+
+moto
+----
+moto 5's ``FilterPolicyMatcher`` is a second opinion in the tests, not a reference. It differs
+from the AWS guide (and from us) on: ``equals-ignore-case`` with an upper-case pattern (it
+lowercases only the message), ``cidr`` (unsupported), ``anything-but`` on a ``String.Array``
+whose elements are all excluded (it passes), custom ``Number.x`` types, ``exists`` on
+``Binary`` attributes, ``$or`` in body scope, dotted body keys, and ``false``/``null`` literals.
+
+Layout: `model` (values, attributes, parsed entries), `policy` (grammar and validation),
+`match` (the compiled matcher), `subjects` (tokens, compiling, choosing promoted attributes).
 """
 
 from snsq2nats.filterpolicy.model import KeyRule, MessageAttribute, Numeric, Scope
