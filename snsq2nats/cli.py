@@ -9,12 +9,16 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from snsq2nats.console import Output
 from snsq2nats.errors import SnsqError
+
+if TYPE_CHECKING:
+    from snsq2nats.pipeline import PlanRequest
+    from snsq2nats.plan import Plan
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -52,6 +56,90 @@ def aws_options(fn: F) -> F:
         return fn(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]
+
+
+def nats_options(fn: F) -> F:
+    @click.option(
+        "-s",
+        "--server",
+        envvar="NATS_URL",
+        metavar="URL",
+        help="NATS server URL(s), comma-separated. Env: NATS_URL.",
+    )
+    @click.option(
+        "--context",
+        "nats_context",
+        envvar="NATS_CONTEXT",
+        metavar="NAME",
+        help="natscli context name or file. Env: NATS_CONTEXT. "
+        "Credentials: NATS_CREDS, NATS_NKEY, NATS_USER/NATS_PASSWORD, NATS_TOKEN, "
+        "NATS_CERT/NATS_KEY/NATS_CA.",
+    )
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return fn(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def plan_options(fn: F) -> F:
+    """What plan, apply, subject and bridge share: where the inventory and rules come from."""
+
+    @aws_options
+    @click.option(
+        "--inventory",
+        "inventory_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="Plan from this inventory file (from `scan -o`) instead of scanning AWS.",
+    )
+    @click.option("--prefix", metavar="P", help="When scanning: only names starting with P.")
+    @click.option(
+        "--mapping",
+        "mapping_paths",
+        multiple=True,
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="Mapping rules file (repeatable; later files win).",
+    )
+    @click.option(
+        "--replicas",
+        type=click.IntRange(1, 5),
+        help="Default stream replicas (overrides the mapping defaults).",
+    )
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return fn(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def plan_request(
+    kwargs: dict[str, Any], *, prune: bool = False, offline: bool = False
+) -> PlanRequest:
+    from snsq2nats.pipeline import PlanRequest
+
+    return PlanRequest(
+        inventory_path=kwargs["inventory_path"],
+        regions=kwargs["regions"],
+        endpoint_url=kwargs["endpoint_url"],
+        prefix=kwargs["prefix"],
+        mapping_paths=list(kwargs["mapping_paths"]),
+        replicas=kwargs["replicas"],
+        prune=prune,
+        offline=offline,
+    )
+
+
+def build_plan(out: Output, kwargs: dict[str, Any], *, prune: bool, offline: bool) -> Plan:
+    from snsq2nats.connect import NatsOptions
+    from snsq2nats.pipeline import make_plan
+
+    request = plan_request(kwargs, prune=prune, offline=offline)
+    nats = None if offline else NatsOptions.resolve(kwargs["server"], kwargs["nats_context"])
+    return make_plan(
+        request,
+        scan=lambda: scan_estate(out, request.regions, request.endpoint_url, request.prefix),
+        nats=nats,
+    )
 
 
 @click.group(cls=FunnelGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -122,6 +210,112 @@ def scan_estate(
         return aws_scan.scan(
             clients, prefix=prefix, concurrency=concurrency, on_progress=bar.advance
         )
+
+
+@main.command()
+@plan_options
+@nats_options
+@click.option("--prune", is_flag=True, help="Plan deletes of managed objects whose source is gone.")
+@click.option("--offline", is_flag=True, help="Do not read NATS: plan everything as create.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the plan JSON (for `apply`) to this file.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the plan JSON to stdout.")
+@click.option(
+    "--report",
+    "reports",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write a review document: FILE.md or FILE.html (repeatable).",
+)
+@click.option(
+    "--detailed-exitcode",
+    is_flag=True,
+    help="Exit 0 when nothing changes, 2 when changes are pending, 1 on error.",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Also list unchanged objects.")
+def plan(
+    prune: bool,
+    offline: bool,
+    output: Path | None,
+    as_json: bool,
+    reports: tuple[Path, ...],
+    detailed_exitcode: bool,
+    verbose: bool,
+    **kwargs: Any,
+) -> None:
+    """Show what the estate becomes in JetStream and what would change (a dry run)."""
+    from snsq2nats.files import write_atomic
+    from snsq2nats.report import render_plan, write_report
+
+    out = Output()
+    result = build_plan(out, kwargs, prune=prune, offline=offline)
+    if output:
+        write_atomic(output, result.to_json())
+    for report in reports:
+        write_report(report, result)
+    if as_json:
+        out.data(result.to_json())
+    else:
+        render_plan(out, result, verbose=verbose)
+        for path in [*([output] if output else []), *reports]:
+            out.info(f"written: {path}")
+    if detailed_exitcode and result.pending:
+        raise SystemExit(2)
+
+
+@main.command()
+@click.argument("source")
+@click.option(
+    "--attr",
+    "attrs",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="A message attribute value for a promoted subject token (repeatable). "
+    "FIFO queues take MessageGroupId=G.",
+)
+@click.option(
+    "--plan",
+    "plan_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Read the mapping from this plan file instead of planning.",
+)
+@plan_options
+def subject(source: str, attrs: tuple[str, ...], plan_path: Path | None, **kwargs: Any) -> None:
+    """Print the subject a NATS producer publishes to for a topic or queue (name or ARN)."""
+    from snsq2nats.pipeline import make_plan, publish_subject
+    from snsq2nats.plan import load_plan
+
+    out = Output()
+    if plan_path is not None:
+        result = load_plan(plan_path)
+    else:
+        request = plan_request(kwargs, offline=True)
+        result = make_plan(
+            request,
+            scan=lambda: scan_estate(out, request.regions, request.endpoint_url, request.prefix),
+            nats=None,
+        )
+    out.data(publish_subject(result, source, attrs))
+
+
+@main.command()
+@click.option(
+    "--dir",
+    "workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".demo"),
+    show_default=True,
+    help="Where the demo writes the inventory, plan and reports.",
+)
+def demo(workdir: Path) -> None:
+    """Run the migration story on local moto and nats-server (started and stopped here)."""
+    from snsq2nats.demo import run_demo
+
+    run_demo(Output(), workdir)
 
 
 __all__ = ["SnsqError", "main"]

@@ -3,7 +3,8 @@
 Expected failures carry three things a person needs: what went wrong, where, and what to do.
 Only the CLI turns them into a one-line message and an exit code; library code raises.
 
-    SnsqError                      what / where / hint, exit code 1
+    SnsqError                      what / where / hint; always exit code 1 (2 means
+                                   "changes pending" for plan --detailed-exitcode)
     ├── UsageError                 bad flags, bad files, bad mapping rules
     │   ├── InventoryFileError     an inventory or plan file that cannot be read
     │   └── MappingError           a mapping rule that does not validate
@@ -39,7 +40,7 @@ class SnsqError(Exception):
 
 
 class UsageError(SnsqError):
-    exit_code = 2
+    pass
 
 
 class InventoryFileError(UsageError):

@@ -257,7 +257,7 @@ def test_cli_without_region_says_how_to_set_one(
     monkeypatch.delenv("AWS_REGION")
     monkeypatch.delenv("AWS_DEFAULT_REGION")
     result = CliRunner().invoke(main, ["scan"])
-    assert result.exit_code == 2
+    assert result.exit_code == 1
     assert "no AWS region given" in result.stderr and "--region" in result.stderr
 
 

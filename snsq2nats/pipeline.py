@@ -1,0 +1,172 @@
+"""The stages wired together: inventory → desired state → live state → plan.
+
+`assemble_plan` is pure; the functions around it do the I/O of one stage each, with the
+connections passed in, so the CLI, the demo, apply and the tests share one path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from snsq2nats.diff import diff
+from snsq2nats.inventory import Inventory, load_inventory
+from snsq2nats.mapping import translate
+from snsq2nats.plan import Plan, ServerInfo
+from snsq2nats.rules import Rules, load_rules
+
+if TYPE_CHECKING:
+    from snsq2nats.connect import NatsOptions
+    from snsq2nats.jetstream import LiveState
+
+
+@dataclass
+class PlanRequest:
+    """Everything `plan` (and `apply` without a plan file) needs to know."""
+
+    inventory_path: Path | None = None
+    regions: tuple[str, ...] = ()
+    endpoint_url: str | None = None
+    prefix: str | None = None
+    mapping_paths: list[Path] = field(default_factory=list)
+    replicas: int | None = None
+    prune: bool = False
+    offline: bool = False
+
+
+def assemble_plan(
+    inventory: Inventory,
+    rules: Rules,
+    live: LiveState | None,
+    *,
+    server: ServerInfo,
+    prune: bool = False,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> Plan:
+    desired = translate(inventory, rules, server_version=server.version)
+    changes = diff(desired, live, prune=prune)
+    return Plan(
+        generated_at=now().isoformat(timespec="seconds"),
+        inventory_generated_at=inventory.generated_at,
+        server=server,
+        resources=desired.resources,
+        changes=changes,
+        routes=desired.routes,
+        streams=desired.streams,
+        consumers=desired.consumers,
+    )
+
+
+def obtain_inventory(request: PlanRequest, scan: Callable[[], Inventory]) -> Inventory:
+    if request.inventory_path is not None:
+        return load_inventory(request.inventory_path)
+    return scan()
+
+
+async def read_server(opts: NatsOptions) -> tuple[LiveState | None, ServerInfo]:
+    """The live JetStream state, or None with the reason when no server can be read."""
+    from snsq2nats.connect import connect_nats
+    from snsq2nats.errors import SnsqError
+    from snsq2nats.jetstream import read_live
+
+    try:
+        nc = await connect_nats(opts, name="snsq2nats plan")
+    except SnsqError as err:
+        return None, ServerInfo(
+            reachable=False,
+            url=opts.redacted_servers,
+            note=f"no NATS server reachable ({err.what}): everything is planned as create",
+        )
+    try:
+        live = await read_live(nc)
+    finally:
+        await nc.close()
+    return live, live.server
+
+
+def make_plan(
+    request: PlanRequest,
+    *,
+    scan: Callable[[], Inventory],
+    nats: NatsOptions | None,
+) -> Plan:
+    import asyncio
+
+    inventory = obtain_inventory(request, scan)
+    rules = load_rules(request.mapping_paths, replicas=request.replicas)
+    if request.offline or nats is None:
+        live: Any = None
+        server = ServerInfo(
+            reachable=False,
+            note="offline plan: no NATS server read; everything is planned as create",
+        )
+    else:
+        live, server = asyncio.run(read_server(nats))
+    return assemble_plan(inventory, rules, live, server=server, prune=request.prune)
+
+
+GROUP_ATTRIBUTE = "MessageGroupId"
+
+
+def publish_subject(plan: Plan, source: str, attrs: tuple[str, ...] | list[str]) -> str:
+    """The concrete subject for a queue or topic, promoted tokens filled from `NAME=VALUE`s."""
+    from snsq2nats.errors import UsageError
+    from snsq2nats.filterpolicy import MessageAttribute, encode_token, subject_for
+
+    candidates = [
+        r
+        for r in plan.resources
+        if r.kind in ("sqs-queue", "sns-topic") and source in (r.name, r.source_arn)
+    ]
+    if not candidates:
+        known = ", ".join(sorted(r.name for r in plan.resources if r.kind != "sns-subscription"))
+        raise UsageError(
+            f"no queue or topic named {source!r} in the plan",
+            hint=f"use a name or ARN from: {known}" if known else "the plan has no resources",
+        )
+    if len(candidates) > 1:
+        raise UsageError(
+            f"{source!r} names both a queue and a topic",
+            hint="pass the ARN instead: " + " or ".join(r.source_arn for r in candidates),
+        )
+    resource = candidates[0]
+    values: dict[str, str] = {}
+    for item in attrs:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise UsageError(
+                f"--attr {item!r} is not NAME=VALUE", hint="e.g. --attr event_type=created"
+            )
+        values[name] = value
+    template = resource.publish_subject or ""
+    if resource.kind == "sqs-queue":
+        placeholder = f".<{GROUP_ATTRIBUTE}>"
+        extra = set(values) - {GROUP_ATTRIBUTE}
+        if extra:
+            raise UsageError(
+                f"queue subjects carry no attribute tokens ({', '.join(sorted(extra))})",
+                hint="send message attributes as NATS headers",
+            )
+        if template.endswith(placeholder):
+            if GROUP_ATTRIBUTE not in values:
+                raise UsageError(
+                    f"{resource.name} is a FIFO queue: its subject ends with the message group",
+                    hint=f"pass --attr {GROUP_ATTRIBUTE}=<group>",
+                )
+            return template[: -len(placeholder)] + "." + encode_token(values[GROUP_ATTRIBUTE])
+        return template
+    tokens = resource.subject_tokens
+    unknown = set(values) - set(tokens)
+    if unknown:
+        raise UsageError(
+            f"{', '.join(sorted(unknown))} not a subject token of {resource.name}",
+            hint=f"promoted attributes: {', '.join(tokens) or 'none'}; "
+            "send other attributes as NATS headers",
+        )
+    prefix = ".".join(template.split(".")[: len(template.split(".")) - len(tokens)])
+    return subject_for(
+        {name: MessageAttribute("String", value) for name, value in values.items()}, tokens, prefix
+    )
