@@ -1,0 +1,460 @@
+"""The only module that talks to JetStream: read the live state, create/update/delete objects.
+
+Everything goes through raw `$JS.API.*` requests with JSON bodies rather than nats-py's
+JetStream manager: nats-py's config dataclasses drop fields they do not know, so a
+read-modify-write through them would silently strip newer server settings (and they lack some
+fields snsq2nats manages). Raw JSON round-trips whatever the server sends.
+
+nats-py is only imported inside functions, so `diff` (which is pure) can import the live-state
+models from here without pulling in a NATS client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from snsq2nats.errors import NatsConnectError, SnsqError
+from snsq2nats.plan import ServerInfo
+from snsq2nats.spec import ConsumerSpec, StreamSpec
+
+__all__ = [
+    "API_PREFIX",
+    "ConsumerAction",
+    "JetStreamApiError",
+    "LiveState",
+    "LiveStream",
+    "api",
+    "create_consumer",
+    "create_stream",
+    "delete_consumer",
+    "delete_stream",
+    "pedantic_supported",
+    "read_live",
+    "server_info",
+    "stream_request_body",
+    "update_stream",
+]
+
+API_PREFIX = "$JS.API"
+ConsumerAction = Literal["create", "update", ""]
+
+# JetStream API error codes snsq2nats reacts to (server/errors.json).
+ERR_CONSUMER_CREATE = 10012  # wraps "… can not be updated" for immutable consumer fields
+ERR_CONSUMER_NOT_FOUND = 10014
+ERR_NOT_ENABLED_FOR_ACCOUNT = 10039
+ERR_STREAM_INVALID_CONFIG = 10052  # immutable stream field changed, among others
+ERR_STREAM_MIRROR_UPDATE = 10055
+ERR_STREAM_NAME_IN_USE = 10058  # CREATE with a different config: update instead
+ERR_STREAM_NOT_FOUND = 10059
+ERR_NOT_ENABLED = 10076
+ERR_CONSUMER_EXISTS = 10148  # action "create" on a consumer with a different config
+ERR_CONSUMER_DOES_NOT_EXIST = 10149  # action "update" on a missing consumer
+ERR_PEDANTIC = 10157
+
+_HINTS: dict[int, str] = {
+    ERR_STREAM_INVALID_CONFIG: (
+        "the server refuses this configuration; if an immutable field changed, the stream "
+        "must be replaced (re-plan, then apply with --allow-destructive)"
+    ),
+    ERR_STREAM_MIRROR_UPDATE: "a mirror cannot be changed in place; the stream must be replaced",
+    ERR_CONSUMER_CREATE: (
+        "if an immutable consumer field changed (deliver/ack/replay policy, push vs pull), "
+        "the consumer must be replaced"
+    ),
+    ERR_STREAM_NAME_IN_USE: "the stream exists with another configuration; update it instead",
+    ERR_CONSUMER_EXISTS: "the consumer exists with another configuration; update it instead",
+    ERR_CONSUMER_DOES_NOT_EXIST: "the consumer is gone; re-plan to create it",
+    ERR_STREAM_NOT_FOUND: "the stream is gone; re-plan",
+    ERR_CONSUMER_NOT_FOUND: "the consumer is gone; re-plan",
+    ERR_PEDANTIC: (
+        "pedantic mode: the server would have adjusted the requested configuration; "
+        "fix the mapping so the request is exactly what the server keeps"
+    ),
+    ERR_NOT_ENABLED_FOR_ACCOUNT: "enable JetStream for this account in the server configuration",
+    ERR_NOT_ENABLED: "start nats-server with -js (or a `jetstream {}` block in its config)",
+}
+
+# STREAM.LIST and CONSUMER.LIST are issued per stream; a bounded fan-out keeps a large estate
+# fast to read without flooding the server's JetStream API queue.
+_LIST_CONCURRENCY = 16
+# Pedantic requests exist since 2.11; older servers reject the unknown request field.
+_PEDANTIC_SINCE = (2, 11)
+
+
+class JetStreamApiError(SnsqError):
+    """The JetStream API answered with an error (or not at all).
+
+    `err_code` is the server's stable JetStream error code (10052, 10058, …), `code` the
+    HTTP-like status; both are None when the API did not answer.
+    """
+
+    def __init__(
+        self,
+        what: str,
+        *,
+        err_code: int | None = None,
+        code: int | None = None,
+        description: str | None = None,
+        subject: str | None = None,
+        where: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(what, where=where, hint=hint)
+        self.err_code = err_code
+        self.code = code
+        self.description = description
+        self.subject = subject
+
+
+@dataclass
+class LiveStream:
+    """A stream as the server reports it; configs stay raw dicts so nothing is lost."""
+
+    config: dict[str, Any]
+    messages: int = 0
+    bytes: int = 0
+    consumers: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass
+class LiveState:
+    streams: dict[str, LiveStream]
+    server: ServerInfo
+
+
+# --- the raw API ----------------------------------------------------------------------------
+
+
+def _where(subject: str) -> str:
+    """A readable location for an API subject: `stream X` / `consumer S/C`."""
+    parts = subject.split(".")
+    if len(parts) >= 5 and parts[2] == "STREAM":
+        return f"stream {parts[4]}"
+    if len(parts) >= 6 and parts[2] == "CONSUMER":
+        return f"consumer {parts[4]}/{parts[5]}"
+    if len(parts) >= 5 and parts[2] == "CONSUMER":
+        return f"consumers of stream {parts[4]}"
+    return subject
+
+
+async def api(
+    nc: Any, subject: str, payload: Mapping[str, Any] | None = None, timeout: float = 5.0
+) -> dict[str, Any]:
+    """One JetStream API request; returns the response object or raises JetStreamApiError.
+
+    `subject` is the full API subject (`$JS.API.STREAM.INFO.ORDERS`).  A `None` payload sends
+    an empty body, which INFO and DELETE requests expect.
+    """
+    from nats import errors as nats_errors
+
+    data = b"" if payload is None else json.dumps(payload, separators=(",", ":")).encode()
+    where = _where(subject)
+    try:
+        msg = await nc.request(subject, data, timeout=timeout)
+    except nats_errors.NoRespondersError:
+        # Nothing subscribes to $JS.API.> in this account: JetStream is off for it.
+        raise JetStreamApiError(
+            "JetStream is not enabled on this NATS server or account",
+            err_code=ERR_NOT_ENABLED,
+            subject=subject,
+            where=where,
+            hint=_HINTS[ERR_NOT_ENABLED] + ", or use an account with JetStream enabled",
+        ) from None
+    except (TimeoutError, nats_errors.TimeoutError):
+        raise JetStreamApiError(
+            f"the JetStream API did not answer within {timeout:g}s",
+            subject=subject,
+            where=where,
+            hint=(
+                "check that JetStream is healthy (a cluster needs a meta leader) and that the "
+                "user may publish to $JS.API.> and receive replies on its inbox"
+            ),
+        ) from None
+    except (nats_errors.ConnectionClosedError, nats_errors.ConnectionReconnectingError) as exc:
+        raise NatsConnectError(
+            f"lost the NATS connection during a JetStream request ({type(exc).__name__})",
+            where=where,
+            hint="check the server is running and re-run the command",
+        ) from None
+    try:
+        response = json.loads(msg.data) if msg.data else {}
+    except (ValueError, UnicodeDecodeError):
+        raise JetStreamApiError(
+            "the JetStream API answered with something that is not JSON",
+            subject=subject,
+            where=where,
+            hint="check that the server really is nats-server with JetStream",
+        ) from None
+    if not isinstance(response, dict):
+        raise JetStreamApiError(
+            "the JetStream API answered with JSON that is not an object",
+            subject=subject,
+            where=where,
+        )
+    error = response.get("error")
+    if error:
+        raise _api_error(error, subject, where)
+    return response
+
+
+def _api_error(error: Any, subject: str, where: str) -> JetStreamApiError:
+    if not isinstance(error, dict):
+        return JetStreamApiError(f"JetStream API error: {error}", subject=subject, where=where)
+    err_code = error.get("err_code")
+    code = error.get("code")
+    description = str(error.get("description") or "no description")
+    label = f"{err_code}" if err_code is not None else f"status {code}"
+    return JetStreamApiError(
+        f"JetStream refused the request: {description} ({label})",
+        err_code=err_code if isinstance(err_code, int) else None,
+        code=code if isinstance(code, int) else None,
+        description=description,
+        subject=subject,
+        where=where,
+        hint=_HINTS.get(err_code) if isinstance(err_code, int) else None,
+    )
+
+
+# --- server facts ---------------------------------------------------------------------------
+
+
+def _version_tuple(version: str | None) -> tuple[int, ...] | None:
+    if not version:
+        return None
+    match = re.match(r"v?(\d+)\.(\d+)(?:\.(\d+))?", version.strip())
+    if match is None:
+        return None
+    return tuple(int(g or 0) for g in match.groups())
+
+
+def pedantic_supported(version: str | ServerInfo | None) -> bool:
+    """True when the server (version string or ServerInfo) understands `"pedantic": true`."""
+    if isinstance(version, ServerInfo):
+        version = version.version
+    parsed = _version_tuple(version)
+    return parsed is not None and parsed[:2] >= _PEDANTIC_SINCE
+
+
+def server_info(nc: Any) -> ServerInfo:
+    """What we know about the server the connection landed on, with no secrets in the URL."""
+    # nats-py keeps the server's INFO only in a private attribute; it is the one place the
+    # cluster name is available without a system-account request.
+    info: dict[str, Any] = dict(getattr(nc, "_server_info", None) or {})
+    version = info.get("version")
+    if not version:
+        sv = getattr(nc, "connected_server_version", None)
+        raw = getattr(sv, "_server_version", None)
+        version = raw if isinstance(raw, str) and raw else None
+    url: str | None = None
+    parsed = getattr(nc, "connected_url", None)
+    if parsed is not None and getattr(parsed, "hostname", None):
+        # Rebuilt from parts so user:password@ in the URL never reaches a plan file.
+        port = f":{parsed.port}" if parsed.port else ""
+        url = f"{parsed.scheme}://{parsed.hostname}{port}"
+    cluster = info.get("cluster")
+    return ServerInfo(
+        reachable=True,
+        url=url,
+        version=str(version) if version else None,
+        cluster=str(cluster) if cluster else None,
+    )
+
+
+# --- reading ----------------------------------------------------------------------------------
+
+
+async def _paginate(nc: Any, subject: str, key: str, timeout: float) -> list[dict[str, Any]]:
+    """All items of a paged LIST API (pages of `limit`, 256 on current servers)."""
+    items: list[dict[str, Any]] = []
+    offset = 0
+    while True:
+        page = await api(nc, subject, {"offset": offset}, timeout)
+        batch = page.get(key) or []
+        items.extend(item for item in batch if isinstance(item, dict))
+        total = int(page.get("total") or 0)
+        offset += len(batch)
+        # An empty page ends the loop even if `total` says otherwise: objects deleted while we
+        # page would otherwise have us ask forever.
+        if not batch or offset >= total:
+            return items
+
+
+async def _stream_consumers(
+    nc: Any, name: str, timeout: float, gate: asyncio.Semaphore
+) -> dict[str, dict[str, Any]] | None:
+    """A stream's consumer configs by name, or None when the stream vanished meanwhile."""
+    async with gate:
+        try:
+            infos = await _paginate(nc, f"{API_PREFIX}.CONSUMER.LIST.{name}", "consumers", timeout)
+        except JetStreamApiError as exc:
+            if exc.err_code == ERR_STREAM_NOT_FOUND:
+                return None
+            raise
+    consumers: dict[str, dict[str, Any]] = {}
+    for info in infos:
+        config = info.get("config") or {}
+        consumer_name = info.get("name") or config.get("durable_name") or config.get("name")
+        if consumer_name:
+            consumers[str(consumer_name)] = dict(config)
+    return consumers
+
+
+async def read_live(nc: Any, *, timeout: float = 5.0) -> LiveState:
+    """Every stream (config, message count, bytes) and its consumers' configs."""
+    infos = await _paginate(nc, f"{API_PREFIX}.STREAM.LIST", "streams", timeout)
+    streams: dict[str, LiveStream] = {}
+    for info in infos:
+        config = dict(info.get("config") or {})
+        name = config.get("name")
+        if not name:
+            continue
+        state = info.get("state") or {}
+        streams[str(name)] = LiveStream(
+            config=config,
+            messages=int(state.get("messages") or 0),
+            bytes=int(state.get("bytes") or 0),
+        )
+    gate = asyncio.Semaphore(_LIST_CONCURRENCY)
+    names = sorted(streams)
+    results = await asyncio.gather(*(_stream_consumers(nc, n, timeout, gate) for n in names))
+    for name, consumers in zip(names, results, strict=True):
+        if consumers is None:
+            del streams[name]
+        else:
+            streams[name].consumers = consumers
+    return LiveState(streams=streams, server=server_info(nc))
+
+
+# --- writing ----------------------------------------------------------------------------------
+
+
+def _without_server_metadata(config: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(config)
+    metadata = out.get("metadata")
+    if isinstance(metadata, dict):
+        out["metadata"] = {k: v for k, v in metadata.items() if not k.startswith("_nats.")}
+    return out
+
+
+def stream_request_body(
+    spec: StreamSpec, *, pedantic: bool, base: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The STREAM.CREATE/UPDATE body for a spec, optionally laid over a live config.
+
+    With `base` (the live config) every field snsq2nats does not manage keeps its live value,
+    because STREAM.UPDATE replaces the whole config and would reset omitted fields to defaults.
+    """
+    desired = spec.to_api()
+    body: dict[str, Any] = _without_server_metadata(base) if base is not None else {}
+    # `sources` is managed even when the spec has none: a source left behind by hand (or by an
+    # old subscription) would keep feeding the stream.
+    if "sources" not in desired:
+        body.pop("sources", None)
+    body.update(desired)
+    if desired.get("allow_msg_schedules"):
+        # Schedules need roll-ups and purges; without pedantic the server turns these on/off
+        # silently, with pedantic it refuses (10052), so ask for what it would have set.
+        body["allow_rollup_hdrs"] = True
+        body["deny_purge"] = False
+    if pedantic:
+        body["pedantic"] = True
+    return body
+
+
+async def create_stream(
+    nc: Any, spec: StreamSpec, *, pedantic: bool, timeout: float = 5.0
+) -> dict[str, Any]:
+    """STREAM.CREATE; returns the server's stream info (its `config` is what it kept)."""
+    body = stream_request_body(spec, pedantic=pedantic)
+    return await api(nc, f"{API_PREFIX}.STREAM.CREATE.{spec.name}", body, timeout)
+
+
+async def update_stream(
+    nc: Any,
+    spec: StreamSpec,
+    *,
+    pedantic: bool,
+    base: Mapping[str, Any] | None = None,
+    timeout: float = 5.0,
+) -> dict[str, Any]:
+    """STREAM.UPDATE of the managed fields; unmanaged fields keep their live values.
+
+    `base` is the live config the plan was made against; without it the current config is
+    fetched first (one extra request).
+    """
+    if base is None:
+        info = await api(nc, f"{API_PREFIX}.STREAM.INFO.{spec.name}", None, timeout)
+        base = info.get("config") or {}
+    body = stream_request_body(spec, pedantic=pedantic, base=base)
+    return await api(nc, f"{API_PREFIX}.STREAM.UPDATE.{spec.name}", body, timeout)
+
+
+async def delete_stream(
+    nc: Any, name: str, *, missing_ok: bool = False, timeout: float = 5.0
+) -> bool:
+    """STREAM.DELETE (its messages and consumers go with it); False if it was already gone."""
+    try:
+        await api(nc, f"{API_PREFIX}.STREAM.DELETE.{name}", None, timeout)
+    except JetStreamApiError as exc:
+        if missing_ok and exc.err_code == ERR_STREAM_NOT_FOUND:
+            return False
+        raise
+    return True
+
+
+def consumer_request_config(
+    spec: ConsumerSpec, *, base: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The consumer config to send, optionally laid over the live config (see streams)."""
+    desired = spec.to_api()
+    config: dict[str, Any] = _without_server_metadata(base) if base is not None else {}
+    # The filter is managed even when absent from the spec (no filter = every subject), and
+    # the server refuses a config carrying both filter_subject and filter_subjects.
+    config.pop("filter_subject", None)
+    config.pop("filter_subjects", None)
+    config.update(desired)
+    return config
+
+
+async def create_consumer(
+    nc: Any,
+    spec: ConsumerSpec,
+    *,
+    action: ConsumerAction = "create",
+    pedantic: bool,
+    base: Mapping[str, Any] | None = None,
+    timeout: float = 5.0,
+) -> dict[str, Any]:
+    """CONSUMER.CREATE of a durable consumer; `action` "update" changes an existing one.
+
+    "create" fails (10148) if the consumer exists with another config, "update" fails (10149)
+    if it does not exist, "" creates or updates.  Pass the live config as `base` when updating
+    so fields snsq2nats does not manage keep their values.
+    """
+    body: dict[str, Any] = {
+        "stream_name": spec.stream_name,
+        "config": consumer_request_config(spec, base=base),
+        "action": action,
+    }
+    if pedantic:
+        body["pedantic"] = True
+    subject = f"{API_PREFIX}.CONSUMER.CREATE.{spec.stream_name}.{spec.durable_name}"
+    return await api(nc, subject, body, timeout)
+
+
+async def delete_consumer(
+    nc: Any, stream: str, name: str, *, missing_ok: bool = False, timeout: float = 5.0
+) -> bool:
+    """CONSUMER.DELETE; False if it (or its stream) was already gone and `missing_ok`."""
+    try:
+        await api(nc, f"{API_PREFIX}.CONSUMER.DELETE.{stream}.{name}", None, timeout)
+    except JetStreamApiError as exc:
+        if missing_ok and exc.err_code in (ERR_CONSUMER_NOT_FOUND, ERR_STREAM_NOT_FOUND):
+            return False
+        raise
+    return True
