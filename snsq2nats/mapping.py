@@ -222,6 +222,7 @@ class Translator:
             else:
                 allow_schedules = True
                 subjects.append(f"{subject_base}.{SCHEDULE_TOKEN}.*")
+                target = f"{subject_base}.<MessageGroupId>" if fifo else publish_subject
                 fidelity.append(
                     _fid(
                         "DelaySeconds",
@@ -230,7 +231,7 @@ class Translator:
                         f"SQS delays every message by itself; on NATS the producer must publish "
                         f"to {subject_base}.{SCHEDULE_TOKEN}.<id> with headers 'Nats-Schedule: "
                         f"@at <now+{queue.delay_seconds}s>' and 'Nats-Schedule-Target: "
-                        f"{publish_subject}' (needs nats-server 2.12+); the bridge does this "
+                        f"{target}' (needs nats-server 2.12+); the bridge does this "
                         "for relayed messages",
                         target="stream allow_msg_schedules",
                         manual_step="change producers to publish delayed messages as schedules",
@@ -288,9 +289,6 @@ class Translator:
                     "to the dead-letter queue's stream on the MAX_DELIVERIES advisory, with "
                     "headers naming where it came from",
                     target="bridge dlq-mover",
-                    manual_step=None
-                    if self.inventory.queue(dlq)
-                    else "the dead-letter queue was not scanned: include it or create it",
                 )
             )
         else:
@@ -319,6 +317,10 @@ class Translator:
         if fifo:
             max_ack_pending = defaults.fifo_max_ack_pending
             duplicate_window = max(duplicate_window, 300 * NS)
+        if max_age:
+            # JetStream refuses a duplicate window longer than max_age.
+            duplicate_window = min(duplicate_window, max_age)
+        if fifo:
             fidelity.append(
                 _fid(
                     "FifoQueue",
@@ -339,12 +341,27 @@ class Translator:
                     "approximate",
                     f"dedup window {duplicate_window // NS}s on Nats-Msg-Id; producers set "
                     "Nats-Msg-Id = MessageDeduplicationId"
-                    + (" or sha256(body)" if queue.content_based_deduplication else ""),
+                    + (" or sha256(body)" if queue.content_based_deduplication else "")
+                    + (
+                        " (shorter than SQS's 5 minutes because the retention is)"
+                        if duplicate_window < 300 * NS
+                        else ""
+                    ),
                     target="stream duplicate_window",
                     manual_step="set the Nats-Msg-Id header in producers",
                 )
             )
-            if queue.deduplication_scope == "messageGroup":
+            if queue.deduplication_scope == "queue":
+                fidelity.append(
+                    _fid(
+                        "DeduplicationScope",
+                        "queue",
+                        "exact",
+                        "JetStream deduplicates per stream, which is per queue",
+                        target="stream duplicate_window",
+                    )
+                )
+            elif queue.deduplication_scope == "messageGroup":
                 fidelity.append(
                     _fid(
                         "DeduplicationScope",
@@ -365,6 +382,16 @@ class Translator:
                     )
                 )
         _encryption(fidelity, queue.kms_master_key_id, queue.sqs_managed_sse_enabled)
+        if queue.kms_master_key_id and queue.kms_data_key_reuse_period_seconds is not None:
+            fidelity.append(
+                _fid(
+                    "KmsDataKeyReusePeriodSeconds",
+                    str(queue.kms_data_key_reuse_period_seconds),
+                    "unsupported",
+                    "data-key reuse is a KMS setting; JetStream encryption uses the server's key",
+                    manual_step="enable JetStream encryption at rest on every server",
+                )
+            )
         _policy(fidelity, queue.policy)
         metadata = {SOURCE_KEY: queue.arn}
         metadata.update({f"aws.tag.{k}": v for k, v in sorted(queue.tags.items())})
@@ -389,7 +416,7 @@ class Translator:
             max_msg_size=max_msg_size,
             max_bytes=limits.max_bytes if limits and limits.max_bytes is not None else -1,
             max_msgs=limits.max_msgs if limits and limits.max_msgs is not None else -1,
-            duplicate_window=min(duplicate_window, max_age) if max_age else duplicate_window,
+            duplicate_window=duplicate_window,
             allow_msg_schedules=allow_schedules,
             # The server requires roll-ups for schedules (a one-shot schedule purges itself).
             allow_rollup_hdrs=allow_schedules,
@@ -500,6 +527,15 @@ class Translator:
                         manual_step="set the Nats-Msg-Id header in producers",
                     )
                 )
+            if topic.fifo_throughput_scope:
+                fidelity.append(
+                    _fid(
+                        "FifoThroughputScope",
+                        topic.fifo_throughput_scope,
+                        "approximate",
+                        "throughput is bounded by the server, not a quota",
+                    )
+                )
         retention = self.rules.defaults.topic_retention
         if topic.archive_policy:
             retention = topic.archive_policy.message_retention_days * 86400.0
@@ -561,6 +597,7 @@ class Translator:
             subject=subject,
             promoted=promoted,
             fidelity=fidelity,
+            needs_stream=topic.archive_policy is not None,
         )
         self.topic_retention[topic.arn] = retention
 
@@ -601,6 +638,8 @@ class Translator:
         topic_plan = self.topics.get(sub.topic_arn)
         if topic_plan is None:
             return  # topic excluded or not scanned: reported by the scan
+        if self.rules.resolve(sub.arn, sub.arn).exclude:
+            return
         fidelity: list[Fidelity] = []
         if sub.pending_confirmation:
             fidelity.append(
@@ -608,8 +647,9 @@ class Translator:
                     "PendingConfirmation",
                     "true",
                     "unsupported",
-                    "the subscription was never confirmed, so SNS delivers nothing to it",
-                    manual_step="confirm or delete it in AWS before migrating",
+                    "the subscription was never confirmed, so SNS delivers nothing to it; "
+                    "nothing is wired up in NATS either",
+                    manual_step="confirm or delete it in AWS before migrating, then plan again",
                 )
             )
         if sub.protocol != "sqs":
@@ -652,11 +692,11 @@ class Translator:
                 )
             )
             return
-        topic_plan.needs_stream = True
         filter_subjects: list[str] | None = None
         prefix = topic_plan.subject
         all_subjects = ".".join([prefix, *("*" for _ in topic_plan.promoted)])
         emulated = False
+        deliver = not sub.pending_confirmation
         if sub.filter_policy:
             try:
                 policy = filterpolicy.parse_policy(
@@ -668,11 +708,13 @@ class Translator:
                         "FilterPolicy",
                         sub.filter_policy,
                         "unsupported",
-                        f"SNS would reject this policy: {err.what}",
+                        f"SNS would reject this policy: {err.what}; nothing is delivered to the "
+                        "queue rather than everything",
                         manual_step="fix the filter policy in AWS, then plan again",
                     )
                 )
                 policy = None
+                deliver = False
             if policy is not None:
                 compiled = filterpolicy.compile_to_subjects(policy, topic_plan.promoted, prefix)
                 if compiled.exact:
@@ -743,7 +785,10 @@ class Translator:
                     "replay is a consumer on the topic stream with a start time",
                 )
             )
-        if emulated:
+        if not deliver:
+            pass
+        elif emulated:
+            topic_plan.needs_stream = True
             self.routes.append(
                 Route(
                     name=f"filter:{topic_plan.topic.name}->{queue_plan.queue.name}",
@@ -760,6 +805,7 @@ class Translator:
                 )
             )
         else:
+            topic_plan.needs_stream = True
             filters = filter_subjects or [all_subjects]
             source = StreamSource(
                 name=topic_plan.stream_name,
@@ -822,7 +868,8 @@ class Translator:
                         "Subscriptions",
                         None,
                         "approximate",
-                        "no sqs subscribers: the topic is a subject namespace without a stream "
+                        "no sqs subscription delivers from it: the topic is a subject namespace "
+                        "without a stream "
                         "(core NATS subscribers only; nothing is stored)",
                     )
                 )
@@ -841,6 +888,29 @@ class Translator:
             queue = queue_plan.queue
             stream = queue_plan.stream
             consumer = queue_plan.consumer
+            dlq_arn = queue.redrive_policy.dead_letter_target_arn if queue.redrive_policy else None
+            if dlq_arn is not None and dlq_arn not in self.queues:
+                # No stream to move to: the DLQ is not emulated, whatever the bridge does.
+                why = (
+                    "the dead-letter queue is excluded by the mapping rules"
+                    if self.inventory.queue(dlq_arn)
+                    else "the dead-letter queue was not scanned"
+                )
+                queue_plan.fidelity[:] = [
+                    _fid(
+                        f.attribute,
+                        f.value,
+                        "unsupported",
+                        f"{why}: messages past max_deliver stay in the stream unacknowledged "
+                        "until max_age",
+                        target=f.target,
+                        manual_step=f"{why}: include it (scan its account/region, drop the "
+                        "exclude) or create it",
+                    )
+                    if f.attribute == "RedrivePolicy.deadLetterTargetArn"
+                    else f
+                    for f in queue_plan.fidelity
+                ]
             if queue_plan.sources:
                 sources = sorted(queue_plan.sources, key=lambda s: s.name)
                 update: dict[str, object] = {"sources": sources}
@@ -897,8 +967,8 @@ class Translator:
                         fifo=queue.fifo,
                     )
                 )
-            if queue.redrive_policy and queue.redrive_policy.dead_letter_target_arn in self.queues:
-                dlq = self.queues[queue.redrive_policy.dead_letter_target_arn]
+            if dlq_arn is not None and dlq_arn in self.queues:
+                dlq = self.queues[dlq_arn]
                 self.routes.append(
                     Route(
                         name=f"dlq:{queue.name}",
@@ -918,7 +988,7 @@ class Translator:
             streams=sorted(streams, key=lambda s: s.name),
             consumers=sorted(consumers, key=lambda c: c.key),
             resources=sorted(resources, key=lambda r: (order[r.kind], r.source_arn)),
-            routes=sorted(self.routes, key=lambda r: (r.kind, r.name)),
+            routes=sorted(self.routes, key=lambda r: (r.kind, r.name, r.source_arn)),
         )
 
 

@@ -144,7 +144,15 @@ class Rules(Strict):
         merged: dict[str, Any] = {"match": arn}
         for override in self.overrides:
             if override.applies_to(name, arn):
-                merged.update(override.model_dump(exclude_unset=True, exclude={"match"}))
+                for key, value in override.model_dump(
+                    exclude_unset=True, exclude={"match"}
+                ).items():
+                    # Nested settings (limits, placement, cutover) merge key by key too, so
+                    # `limits: {max_msgs: 10}` does not wipe an earlier `limits: {max_age: 7d}`.
+                    if isinstance(value, dict) and isinstance(merged.get(key), dict):
+                        merged[key] = {**merged[key], **value}
+                    else:
+                        merged[key] = value
         return Override.model_validate(merged)
 
 
