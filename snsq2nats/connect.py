@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import re
+import socket
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -371,6 +372,12 @@ class _QuietCallbacks:
 
 
 def _describe(exc: BaseException) -> str:
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve host name: {exc.strerror}"
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
@@ -497,8 +504,9 @@ async def connect_nats(opts: NatsOptions, *, name: str = "snsq2nats", **extra: A
     kwargs.update(extra)
 
     nc = Client()
-    # A blackholed address costs connect_timeout per attempt; cap the total too.
-    deadline = opts.connect_timeout * 2 + 1.0
+    # A blackholed address costs connect_timeout per attempt; cap the total so one dead server
+    # fails in about connect_timeout, while a cluster list still gets to try a second server.
+    deadline = opts.connect_timeout * min(len(opts.servers), 2) + 1.0
     failure: BaseException | None = None
     try:
         async with asyncio.timeout(deadline):
@@ -510,8 +518,17 @@ async def connect_nats(opts: NatsOptions, *, name: str = "snsq2nats", **extra: A
     except (OSError, ssl.SSLError) as exc:
         failure = exc
     except Exception as exc:
+        module = type(exc).__module__
+        if module.startswith("nkeys"):
+            await _discard(nc)
+            # Never include the exception text: it is about the seed itself.
+            raise UsageError(
+                "the NATS nkey seed or credentials file is not valid",
+                where=nkey or creds,
+                hint="check NATS_NKEY / NATS_CREDS (or the context's nkey / creds)",
+            ) from None
         # nats-py signals auth and protocol failures with its own Error hierarchy.
-        if type(exc).__module__.startswith("nats"):
+        if module.startswith("nats"):
             failure = exc
         else:
             raise

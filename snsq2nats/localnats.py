@@ -31,6 +31,7 @@ from types import TracebackType
 from typing import Any, Self
 
 __all__ = [
+    "ClusterSpec",
     "LocalNatsError",
     "NatsCluster",
     "NatsServer",
@@ -123,7 +124,9 @@ class TlsConfig:
 
 
 @dataclass
-class _ClusterSpec:
+class ClusterSpec:
+    """The `cluster {}` block of one node."""
+
     name: str
     port: int
     routes: list[str]
@@ -184,7 +187,8 @@ class NatsServer:
     monitor_port: int = 0
     binary: str | None = None
     debug: bool = False
-    _cluster: _ClusterSpec | None = field(default=None, repr=False)
+    # Set by NatsCluster: this node's route listener and its peers.
+    cluster: ClusterSpec | None = field(default=None, repr=False)
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     _owns_workdir: bool = field(default=False, init=False, repr=False)
     _log_handle: Any = field(default=None, init=False, repr=False)
@@ -274,17 +278,17 @@ class NatsServer:
             auth["token"] = self.token
         if auth:
             conf["authorization"] = auth
-        if self._cluster:
-            cluster: dict[str, Any] = {
-                "name": self._cluster.name,
-                "listen": f"{_LOOPBACK}:{self._cluster.port}",
-                "routes": self._cluster.routes,
+        if self.cluster:
+            block: dict[str, Any] = {
+                "name": self.cluster.name,
+                "listen": f"{_LOOPBACK}:{self.cluster.port}",
+                "routes": self.cluster.routes,
             }
-            if self._cluster.tls:
-                cluster["tls"] = self._cluster.tls.render()
-            if self._cluster.route_user:
-                cluster["authorization"] = {"user": self._cluster.route_user}
-            conf["cluster"] = cluster
+            if self.cluster.tls:
+                block["tls"] = self.cluster.tls.render()
+            if self.cluster.route_user:
+                block["authorization"] = {"user": self.cluster.route_user}
+            conf["cluster"] = block
         if self.extra_config:
             conf.update(self.extra_config)
         return conf
@@ -428,7 +432,12 @@ class NatsServer:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
     def __enter__(self) -> Self:
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:
+            # __exit__ will not run, so the work directory would be left behind.
+            self.close()
+            raise
 
     def __exit__(
         self,
@@ -473,7 +482,7 @@ class NatsCluster:
         self.nodes: list[NatsServer] = []
         for i in range(size):
             node_name = f"n{i + 1}"
-            spec = _ClusterSpec(
+            spec = ClusterSpec(
                 name=name,
                 port=ports[3 * i + 2],
                 routes=[r for j, r in enumerate(routes) if j != i],
@@ -493,7 +502,7 @@ class NatsCluster:
                     monitor_port=ports[3 * i + 1],
                     binary=binary,
                     extra_config=extra_config,
-                    _cluster=spec,
+                    cluster=spec,
                 )
             )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import socket
 import time
 from collections.abc import Awaitable, Callable
@@ -15,7 +16,7 @@ import pytest
 
 from snsq2nats.connect import DEFAULT_NATS_URL, NatsOptions, connect_nats, redact_url
 from snsq2nats.errors import NatsConnectError, UsageError
-from snsq2nats.localnats import NatsCluster, NatsServer, free_ports
+from snsq2nats.localnats import LocalNatsError, NatsCluster, NatsServer, free_ports
 from tests.fixtures.nats import AuthServer, TlsServer
 
 BURGER = b"one big burger"
@@ -275,6 +276,31 @@ async def test_token_connect(nats_token_server: AuthServer) -> None:
     assert "not-the-token" not in info.value.one_line()
 
 
+async def test_nkey_seed_file_connect(tmp_path: Path) -> None:
+    import nkeys
+
+    seed = nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER)
+    public = nkeys.from_seed(bytearray(seed)).public_key.decode()
+    seed_file = tmp_path / "user.nk"
+    seed_file.write_bytes(seed + b"\n")
+    with NatsServer(jetstream=False, users=[{"nkey": public}]) as server:
+        env = {"NATS_URL": server.url, "NATS_NKEY": str(seed_file)}
+        opts = NatsOptions.resolve(env=env, config_home=tmp_path)
+        assert seed.decode() not in repr(opts)
+        nc = await connect_nats(opts)
+        try:
+            await roundtrip(nc)
+        finally:
+            await nc.close()
+        with pytest.raises(NatsConnectError, match="authorization violation"):
+            await connect_nats(NatsOptions(servers=[server.url]))
+        bad = tmp_path / "bad.nk"
+        bad.write_text("SUAGARBAGE\n", encoding="utf-8")
+        with pytest.raises(UsageError, match="nkey") as info:
+            await connect_nats(NatsOptions(servers=[server.url], nkey=str(bad)))
+        assert "GARBAGE" not in info.value.one_line()
+
+
 async def test_connect_through_context_file(
     nats_userpass_server: AuthServer, tmp_path: Path
 ) -> None:
@@ -499,3 +525,14 @@ async def test_tls_cluster_replicas3_over_mtls(nats_tls_cluster: TlsServer) -> N
         await publish_and_consume_r3(nc, "ORDERS", kill=_kill_second_node(nats_tls_cluster.cluster))
     finally:
         await nc.close()
+
+
+def test_failed_start_reports_log_and_cleans_up() -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen(1)
+        server = NatsServer(port=squatter.getsockname()[1], jetstream=False)
+        with pytest.raises(LocalNatsError, match="address already in use"), server:
+            pass
+    assert server.workdir is not None and not server.workdir.exists()
+    assert not server.is_running
