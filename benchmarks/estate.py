@@ -1,0 +1,72 @@
+"""The benchmark estate: 1,000 queues, 200 topics, 1,000 subscriptions on a moto server."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from collections.abc import Iterator
+from typing import Any
+
+from benchmarks.latency import latency_proxy
+
+QUEUES, TOPICS, SUBSCRIPTIONS = 1000, 200, 1000
+AWS_ROUND_TRIP = 0.020  # seconds added to every request: a modest in-region AWS API call
+
+
+@contextlib.contextmanager
+def moto_process() -> Iterator[tuple[str, int]]:
+    """moto in its own process, so the benchmark's threads do not share its interpreter lock."""
+    from snsq2nats.localnats import free_ports
+
+    port = free_ports(1)[0]
+    moto = Path(sys.executable).with_name("moto_server")
+    proc = subprocess.Popen(
+        [str(moto), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("moto_server did not start") from None
+                time.sleep(0.1)
+        yield "127.0.0.1", port
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@contextlib.contextmanager
+def seeded_moto(
+    queues: int = QUEUES, topics: int = TOPICS, subscriptions: int = SUBSCRIPTIONS
+) -> Iterator[tuple[Any, str]]:
+    import boto3
+
+    from snsq2nats.estate import seed_synthetic
+
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
+    with moto_process() as (host, port):
+        endpoint = f"http://{host}:{port}"
+        session = boto3.Session(region_name="us-east-1")
+        started = time.perf_counter()
+        seed_synthetic(
+            session.client("sqs", endpoint_url=endpoint),
+            session.client("sns", endpoint_url=endpoint),
+            queues=queues,
+            topics=topics,
+            subscriptions=subscriptions,
+        )
+        print(f"  seeded estate in {time.perf_counter() - started:.1f}s", file=sys.stderr)
+        with latency_proxy(host, port, AWS_ROUND_TRIP) as proxied:
+            yield session, proxied
