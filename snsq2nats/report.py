@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.padding import Padding
@@ -113,14 +113,12 @@ def summary_line(plan: Plan) -> str:
     )
 
 
+_USERINFO = re.compile(r"^((?:[A-Za-z][A-Za-z0-9+.-]*://)?)[^/@]*@")
+
+
 def _safe_url(url: str) -> str:
     """Drop user:password@ from a server URL: reports are shared, credentials must not be."""
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    return _USERINFO.sub(r"\1", url.strip())
 
 
 def server_line(plan: Plan) -> str:
@@ -131,7 +129,7 @@ def server_line(plan: Plan) -> str:
     details = [f"server {server.version}" if server.version else "server version unknown"]
     if server.cluster:
         details.append(f"cluster {server.cluster}")
-    where = ", ".join(_safe_url(u.strip()) for u in server.url.split(",")) if server.url else "?"
+    where = ", ".join(_safe_url(u) for u in server.url.split(",")) if server.url else "?"
     line = f"NATS {where} ({', '.join(details)})"
     return f"{line}: {server.note}" if server.note else line
 
@@ -150,14 +148,17 @@ def change_name(change: Change) -> str:
 
 
 def loss_line(change: Change) -> str | None:
-    """What a destructive change costs; the line a reviewer has to consciously accept."""
+    """What a destructive change costs in messages: the line a reviewer must consciously accept.
+
+    Consumers hold no messages (their delivery state is what goes, and the reason says so).
+    """
     if change.action not in ("replace", "delete"):
         return None
     if change.live_messages is not None:
         return f"{_plural(change.live_messages, 'message')} would be lost"
     if change.type == "stream":
         return "the stream's messages would be lost (count unknown)"
-    return "the consumer's delivery state (pending acks, redelivery counts) is reset"
+    return None
 
 
 def findings(plan: Plan) -> list[tuple[Resource, Fidelity]]:
@@ -172,6 +173,34 @@ def findings(plan: Plan) -> list[tuple[Resource, Fidelity]]:
             rf[1].attribute,
         ),
     )
+
+
+# At most this many resource names per finding on a terminal; the report files list them all.
+TERMINAL_NAMES = 6
+
+
+def grouped_findings(plan: Plan) -> list[tuple[Fidelity, list[str]]]:
+    """Findings that say the same thing about several resources, said once with every name.
+
+    A real estate repeats itself (every SSE queue gets the same encryption note): a thousand
+    identical lines would bury the one finding that differs.
+    """
+    groups: dict[tuple[str, str, str, str], tuple[Fidelity, list[str]]] = {}
+    for resource, fidelity in findings(plan):
+        key = (fidelity.verdict, fidelity.attribute, fidelity.note, fidelity.manual_step or "")
+        groups.setdefault(key, (fidelity, []))[1].append(resource.name)
+    return [
+        groups[key] for key in sorted(groups, key=lambda k: (VERDICT_ORDER[k[0]], k[1], k[2], k[3]))
+    ]
+
+
+def manual_steps(plan: Plan) -> list[tuple[str, list[tuple[str, str]]]]:
+    """Each distinct manual step once, with the (resource, attribute) pairs that need it."""
+    steps: dict[str, list[tuple[str, str]]] = {}
+    for resource, fidelity in findings(plan):
+        if fidelity.manual_step:
+            steps.setdefault(fidelity.manual_step, []).append((resource.name, fidelity.attribute))
+    return list(steps.items())
 
 
 def verdict_counts(plan: Plan) -> dict[str, int]:
@@ -323,7 +352,7 @@ def _grid(*columns: str) -> Table:
         if role == "short":
             grid.add_column(no_wrap=True)
         elif role == "label":
-            grid.add_column(max_width=30, overflow="fold")
+            grid.add_column(max_width=46, overflow="fold")
         else:
             grid.add_column(ratio=1, overflow="fold")
     return grid
@@ -360,24 +389,28 @@ def _changes_renderable(plan: Plan, *, verbose: bool) -> RenderableType:
 
 
 def _findings_renderables(plan: Plan) -> list[RenderableType]:
-    found = findings(plan)
+    counts = verdict_counts(plan)
+    grouped = grouped_findings(plan)
     out: list[RenderableType] = [_heading("Fidelity"), Text(fidelity_line(plan))]
     for verdict in FINDING_VERDICTS:
-        group = [(r, f) for r, f in found if f.verdict == verdict]
-        if not group:
+        if not counts[verdict]:
             continue
         out.append(Text(""))
-        title = Text(f"{verdict.capitalize()} ({len(group)})", style=VERDICT_STYLES[verdict])
+        title = Text(f"{verdict.capitalize()} ({counts[verdict]})", style=VERDICT_STYLES[verdict])
         title.append(f": {VERDICT_MEANING[verdict]}", style="")
         out.append(title)
-        grid = _grid("label", "short", "prose")
-        for resource, fidelity in group:
-            note = Text(fidelity.note)
+        for fidelity, names in (g for g in grouped if g[0].verdict == verdict):
+            shown = ", ".join(names[:TERMINAL_NAMES])
+            if len(names) > TERMINAL_NAMES:
+                shown += f" and {len(names) - TERMINAL_NAMES} more"
+            header = Text(fidelity.attribute, style="bold")
+            header.append(f" on {shown}", style="")
+            # A hanging indent: the prose wraps under itself, not under the names.
+            body = Text(fidelity.note)
             if fidelity.manual_step:
-                note.append("\nmanual step: ", style="bold")
-                note.append(fidelity.manual_step)
-            grid.add_row(Text(resource.name, style="bold"), Text(fidelity.attribute), note)
-        out.append(Padding(grid, (0, 0, 0, 2)))
+                body.append("\nmanual step: ", style="bold")
+                body.append(fidelity.manual_step)
+            out.append(Group(Padding(header, (0, 0, 0, 2)), Padding(body, (0, 0, 0, 6))))
     return out
 
 
@@ -520,14 +553,15 @@ def plan_markdown(plan: Plan) -> str:
             for r, f in group
         ]
         lines += [*_md_table(["resource", "attribute", "value", "becomes", "note"], rows), ""]
-        steps = [(r, f) for r, f in group if f.manual_step]
-        if steps:
-            lines += ["Manual steps:", ""]
-            lines += [
-                f"- [ ] {_md_code(r.name)} {_md_code(f.attribute)}: {_md_text(f.manual_step)}"
-                for r, f in steps
-            ]
-            lines.append("")
+
+    steps = manual_steps(plan)
+    if steps:
+        # One box per distinct action (enabling encryption once covers every queue that asked).
+        lines += ["### Manual steps", ""]
+        for step, where in steps:
+            names = ", ".join(f"{_md_code(name)} {_md_code(attr)}" for name, attr in where)
+            lines.append(f"- [ ] {_md_text(step)} ({names})")
+        lines.append("")
 
     lines += ["## Resources", ""]
     if plan.resources:
@@ -579,7 +613,7 @@ table { border-collapse: collapse; width: 100%; margin: 6px 0 12px; }
 th, td { border: 1px solid var(--line); padding: 4px 8px; text-align: left; vertical-align: top; }
 th { background: var(--bg); font-weight: 600; }
 code { font: 12px/1.4 ui-monospace, SFMono-Regular, Menlo, Consolas, monospace;
-  word-break: break-all; }
+  overflow-wrap: break-word; }
 .badge { display: inline-block; padding: 0 8px; border-radius: 10px; font-size: 12px;
   font-weight: 600; color: #fff; white-space: nowrap; }
 .create { background: #1a7f37; } .update { background: #9a6700; }
@@ -671,15 +705,17 @@ def plan_html(plan: Plan) -> str:
             for r, f in group
         ]
         body += _html_table(["resource", "attribute", "value", "becomes", "note"], rows)
-        steps = [(r, f) for r, f in group if f.manual_step]
-        if steps:
-            # Checkboxes a reviewer can tick while reading; nothing is stored, no script needed.
-            items = "".join(
-                f"<li><label><input type='checkbox'> {_code(r.name)} {_code(f.attribute)}: "
-                f"{_e(f.manual_step)}</label></li>"
-                for r, f in steps
-            )
-            body.append(f'<p>Manual steps:</p><ul class="steps">{items}</ul>')
+
+    steps = manual_steps(plan)
+    if steps:
+        # Checkboxes a reviewer can tick while reading; nothing is stored, no script needed.
+        items = "".join(
+            f"<li><label><input type='checkbox'> {_e(step)} <span class='muted'>("
+            + ", ".join(f"{_code(name)} {_code(attr)}" for name, attr in where)
+            + ")</span></label></li>"
+            for step, where in steps
+        )
+        body.append(f'<h3>Manual steps</h3><ul class="steps">{items}</ul>')
 
     body.append("<h2>Resources</h2>")
     if plan.resources:

@@ -10,14 +10,26 @@ from __future__ import annotations
 import fnmatch
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NoReturn
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from snsq2nats.errors import MappingError
+from snsq2nats.names import NAME_RE
 
-DEFAULT_RULES_FILE = Path(__file__).resolve().parent.parent / "mappings" / "default.yaml"
+# A wheel ships the defaults inside the package (pyproject force-include); a source checkout
+# reads them from the repository's mappings/ directory.
+PACKAGED_RULES_FILE = Path(__file__).resolve().parent / "default_mapping.yaml"
+REPO_RULES_FILE = Path(__file__).resolve().parent.parent / "mappings" / "default.yaml"
+
+
+def default_rules_file() -> Path:
+    """The shipped defaults: the packaged copy first, then the repository's."""
+    return PACKAGED_RULES_FILE if PACKAGED_RULES_FILE.is_file() else REPO_RULES_FILE
+
+
+DEFAULT_RULES_FILE = default_rules_file()
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
@@ -40,6 +52,8 @@ def _seconds(value: Any) -> Any:
     if isinstance(value, bool):
         raise ValueError("a duration such as 30s, 5m, 24h or 7d")
     if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError(f"{value!r} is negative: a duration is 0 or more")
         return float(value)
     match = _DURATION.match(str(value))
     if not match:
@@ -52,6 +66,8 @@ def _bytes(value: Any) -> Any:
     if isinstance(value, bool):
         raise ValueError("a size such as 1MiB or 10GB")
     if isinstance(value, int):
+        if value < -1:
+            raise ValueError(f"{value} is not a size: use bytes, or -1 for unlimited")
         return value
     match = _SIZE.match(str(value))
     if not match:
@@ -123,15 +139,38 @@ class Override(Strict):
     limits: Limits | None = None
     cutover: Cutover | None = None
 
+    @field_validator("rename")
+    @classmethod
+    def _valid_stream_name(cls, value: str | None) -> str | None:
+        if value is not None and (not NAME_RE.match(value) or len(value) > 255):
+            raise ValueError(
+                f"{value!r} is not a valid JetStream stream name: use only letters, digits, "
+                "'_' and '-' (no '.', '*', '>', spaces or slashes)"
+            )
+        return value
+
     def applies_to(self, name: str, arn: str) -> bool:
         return fnmatch.fnmatchcase(name, self.match) or fnmatch.fnmatchcase(arn, self.match)
 
 
+def _empty_if_none(value: Any) -> Any:
+    """`defaults:` with nothing under it is YAML null: treat it as empty, not as an error."""
+    return {} if value is None else value
+
+
+def _list_if_none(value: Any) -> Any:
+    return [] if value is None else value
+
+
 class RulesFile(Strict):
     version: Literal[1] = 1
-    defaults: dict[str, Any] = Field(default_factory=dict)
-    naming: dict[str, Any] = Field(default_factory=dict)
-    overrides: list[dict[str, Any]] = Field(default_factory=list)
+    defaults: Annotated[dict[str, Any], BeforeValidator(_empty_if_none)] = Field(
+        default_factory=dict
+    )
+    naming: Annotated[dict[str, Any], BeforeValidator(_empty_if_none)] = Field(default_factory=dict)
+    overrides: Annotated[list[dict[str, Any]], BeforeValidator(_list_if_none)] = Field(
+        default_factory=list
+    )
 
 
 class Rules(Strict):
@@ -176,7 +215,16 @@ def _allowed(model: type[BaseModel], loc: tuple[int | str, ...]) -> str:
     return ", ".join(sorted(current.model_fields)) if current is not None else ""
 
 
-def _raise(path: str, section: str, model: type[BaseModel], exc: ValidationError) -> None:
+# What to write instead, for values that are easy to get wrong.
+_VALUE_HINTS = {
+    "rename": "a stream name uses only letters, digits, '_' and '-', e.g. orders_v2",
+    "replicas": "use 1 to 5",
+    "storage": "use file or memory",
+    "match": "every override needs `match:`, a name or ARN glob",
+}
+
+
+def _raise(path: str, section: str, model: type[BaseModel], exc: ValidationError) -> NoReturn:
     first = exc.errors()[0]
     loc = tuple(first["loc"])
     key_path = (
@@ -191,20 +239,33 @@ def _raise(path: str, section: str, model: type[BaseModel], exc: ValidationError
             where=f"{path}: {key_path}",
             hint=f"allowed keys here: {allowed}" if allowed else "remove it",
         )
-    raise MappingError(f"invalid value: {first['msg']}", where=f"{path}: {key_path}")
+    message = str(first["msg"]).removeprefix("Value error, ")
+    field_name = next((p for p in reversed(loc) if isinstance(p, str)), "")
+    raise MappingError(
+        f"invalid value: {message}",
+        where=f"{path}: {key_path}",
+        hint=_VALUE_HINTS.get(field_name),
+    )
 
 
 def _read(path: Path) -> RulesFile:
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise MappingError("mapping file not found", where=str(path)) from None
+        raise MappingError(
+            "mapping file not found", where=str(path), hint="check the --mapping path"
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        line = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None)
+        where = f"{path}: line {mark.line + 1}" if mark is not None else str(path)
         raise MappingError(
-            "mapping file is not valid YAML", where=f"{path}:{line}".rstrip(":")
+            "mapping file is not valid YAML" + (f" ({problem})" if problem else ""),
+            where=where,
+            hint="fix the YAML syntax at that line",
         ) from None
+    except OSError as exc:
+        raise MappingError(f"cannot read mapping file ({exc.strerror})", where=str(path)) from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -234,13 +295,19 @@ def load_rules(paths: list[Path], *, replicas: int | None = None) -> Rules:
     defaults: dict[str, Any] = {}
     naming: dict[str, Any] = {}
     overrides: list[dict[str, Any]] = []
-    for path in [DEFAULT_RULES_FILE, *paths]:
+    for path in [default_rules_file(), *paths]:
         rules_file = _read(path)
         defaults.update(rules_file.defaults)
         naming.update(rules_file.naming)
         overrides.extend(rules_file.overrides)
     if replicas is not None:
         defaults["replicas"] = replicas
+        try:
+            Defaults.model_validate(defaults)
+        except ValidationError:
+            raise MappingError(
+                f"--replicas {replicas} is out of range", where="--replicas", hint="use 1 to 5"
+            ) from None
     return Rules(
         defaults=Defaults.model_validate(defaults),
         naming=Naming.model_validate(naming),

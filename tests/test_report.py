@@ -331,14 +331,38 @@ def test_server_credentials_never_shown(plan: Plan) -> None:
         assert "n1.example.internal:4222" in text
 
 
+@pytest.mark.parametrize(
+    "url", ["nats://u:p@h:4222", "tls://u:p@h:4222", "u:p@h:4222", "nats://token@h:4222"]
+)
+def test_server_url_userinfo_dropped(plan: Plan, url: str) -> None:
+    server = ServerInfo(reachable=True, url=url, version="2.12.1")
+    line = terminal(plan.model_copy(update={"server": server})).splitlines()[0]
+    assert "@" not in line
+    assert "h:4222 (server 2.12.1)" in line
+
+
 def test_findings_ordered_by_severity(plan: Plan) -> None:
     for text in (terminal(plan), plan_markdown(plan), plan_html(plan)):
         # One attribute of each severity, each named nowhere else in the outputs.
         positions = [text.index(a) for a in ("KmsMasterKeyId", "FilterPolicy", "FifoQueue")]
         assert positions == sorted(positions)
     text = terminal(plan)
-    # Within a severity, by resource name.
-    assert text.index("Protocol") < text.index("KmsMasterKeyId")
+    # Within a severity, by attribute: the same attribute on many resources reads as one finding.
+    assert text.index("KmsMasterKeyId on payments.fifo") < text.index("Protocol on events")
+
+
+def test_identical_findings_said_once(plan: Plan) -> None:
+    note = fid("SqsManagedSseEnabled", "unsupported", "encryption is a server setting")
+    many = [
+        Resource(source_arn=f"{ACCOUNT}:q{i}", kind="sqs-queue", name=f"q{i}", fidelity=[note])
+        for i in range(8)
+    ]
+    text = terminal(plan.model_copy(update={"resources": many}))
+    assert "SqsManagedSseEnabled on q0, q1, q2, q3, q4, q5 and 2 more" in text
+    assert text.count("encryption is a server setting") == 1
+    assert "Unsupported (8)" in text
+    # The review document names every resource.
+    assert plan_markdown(plan.model_copy(update={"resources": many})).count("`q7`") == 1
 
 
 def test_no_changes_says_so(plan: Plan) -> None:
