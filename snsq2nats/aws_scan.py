@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -93,7 +94,9 @@ def make_clients(
 
 
 def resolve_regions(session: boto3.Session, regions: Iterable[str]) -> list[str]:
-    chosen = list(dict.fromkeys(regions)) or ([session.region_name] if session.region_name else [])
+    # botocore reads AWS_DEFAULT_REGION and profiles; the other SDKs' AWS_REGION counts too.
+    fallback = session.region_name or os.environ.get("AWS_REGION")
+    chosen = list(dict.fromkeys(regions)) or ([fallback] if fallback else [])
     if not chosen:
         raise UsageError(
             "no AWS region given",

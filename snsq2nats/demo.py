@@ -28,6 +28,10 @@ def moto_endpoint() -> Iterator[str]:
             "the demo needs moto's server (a development dependency)",
             hint="run `make demo`, or pip install 'snsq2nats[dev]'",
         ) from None
+    import logging
+
+    # The embedded server would log every request to the terminal.
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     try:
@@ -44,6 +48,7 @@ def demo_environment(endpoint: str) -> Iterator[None]:
         "AWS_ACCESS_KEY_ID": "demo",
         "AWS_SECRET_ACCESS_KEY": "demo",
         "AWS_REGION": DEMO_REGION,
+        "AWS_DEFAULT_REGION": DEMO_REGION,
         "AWS_ENDPOINT_URL": endpoint,
     }
     saved = {name: os.environ.get(name) for name in values}
@@ -72,7 +77,7 @@ def run_demo(out: Output, workdir: Path) -> dict[str, Any]:
     workdir.mkdir(parents=True, exist_ok=True)
     with moto_endpoint() as endpoint, demo_environment(endpoint), NatsServer() as nats:
         out.info(f"[1/3] local AWS (moto) at {endpoint}, nats-server at {nats.url}")
-        session = boto3.Session()
+        session = boto3.Session(region_name=DEMO_REGION)
         seeded = seed_shop(
             session.client("sqs", endpoint_url=endpoint),
             session.client("sns", endpoint_url=endpoint),

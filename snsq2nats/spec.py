@@ -62,7 +62,7 @@ class StreamSpec(Spec):
 
 
 class ConsumerSpec(Spec):
-    stream_name: str = Field(exclude=True)
+    stream_name: str
     durable_name: str
     description: str | None = None
     deliver_policy: Literal["all", "new", "last"] = "all"
@@ -77,3 +77,9 @@ class ConsumerSpec(Spec):
     @property
     def key(self) -> str:
         return f"{self.stream_name}/{self.durable_name}"
+
+    def to_api(self) -> dict[str, Any]:
+        """The consumer config; the stream is part of the request subject, not the config."""
+        body = super().to_api()
+        del body["stream_name"]
+        return body

@@ -367,10 +367,5 @@ def test_translate_output_is_plain_json(shop_desired: Desired) -> None:
     assert json.loads(text)["streams"][0]["name"] == "sns_orders"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="spec.ConsumerSpec.stream_name is Field(exclude=True), so consumers in plan.json "
-    "(Plan.consumers) and Desired JSON do not load back; remove this mark once spec.py keeps it",
-)
 def test_desired_json_round_trip(shop_desired: Desired) -> None:
     assert Desired.model_validate_json(shop_desired.model_dump_json()) == shop_desired

@@ -261,6 +261,15 @@ def test_cli_without_region_says_how_to_set_one(
     assert "no AWS region given" in result.stderr and "--region" in result.stderr
 
 
+def test_aws_region_alone_selects_the_region(
+    aws: AwsEndpoint, shop: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AWS_DEFAULT_REGION")
+    result = CliRunner().invoke(main, ["scan", "--json"])
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["regions"] == ["us-east-1"]
+
+
 def test_cli_without_credentials_is_a_clear_error(
     aws: AwsEndpoint, monkeypatch: pytest.MonkeyPatch
 ) -> None:
