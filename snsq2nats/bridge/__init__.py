@@ -1,0 +1,1 @@
+"""The live-cutover bridge: relays between SQS/SNS and JetStream without losing a message."""

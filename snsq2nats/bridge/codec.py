@@ -1,0 +1,138 @@
+"""Message attributes ↔ NATS headers, so a message survives AWS → NATS → AWS unchanged.
+
+Each attribute travels as a header named after it, holding its string value, which is what a
+NATS consumer reads. Headers cannot carry everything an attribute can (line breaks, binary
+bytes, the data type such as `Number.int`), so one extra header, `Snsq2nats-Attributes`, holds
+a JSON object with each attribute's exact data type and, where the plain header could not hold
+the value faithfully, the value itself (base64 for bytes). Decoding trusts that header first,
+so the round trip is exact; headers a NATS producer set without it become String attributes.
+
+Attributes whose names would be read by NATS or by us (`Nats-*`, `Snsq2nats-*`) never become
+headers of their own: a producer's `Nats-Msg-Id` attribute must not turn on deduplication.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+ATTRIBUTES_HEADER = "Snsq2nats-Attributes"
+ORIGIN_HEADER = "Snsq2nats-Origin"
+ROUTE_HEADER = "Snsq2nats-Route"
+ORIGIN_ATTRIBUTE = "snsq2nats.origin"
+MSG_ID_HEADER = "Nats-Msg-Id"
+GROUP_HEADER = "Snsq2nats-Group-Id"
+DEDUP_HEADER = "Snsq2nats-Deduplication-Id"
+AWS_MESSAGE_ID_HEADER = "Snsq2nats-Aws-Message-Id"
+MAX_SQS_ATTRIBUTES = 10
+_RESERVED_PREFIXES = ("nats-", "snsq2nats-")
+
+
+@dataclass(frozen=True)
+class Attribute:
+    """One SQS/SNS message attribute: its data type and value (bytes for Binary types)."""
+
+    data_type: str
+    value: str | bytes
+
+    @property
+    def is_binary(self) -> bool:
+        return self.data_type.split(".", 1)[0] == "Binary"
+
+    def to_sqs(self) -> dict[str, Any]:
+        if self.is_binary:
+            raw = self.value if isinstance(self.value, bytes) else base64.b64decode(self.value)
+            return {"DataType": self.data_type, "BinaryValue": raw}
+        return {"DataType": self.data_type, "StringValue": _text(self.value)}
+
+    def to_sns(self) -> dict[str, Any]:
+        return self.to_sqs()
+
+    @classmethod
+    def from_sqs(cls, raw: Mapping[str, Any]) -> Attribute:
+        data_type = str(raw.get("DataType", "String"))
+        if "BinaryValue" in raw and raw["BinaryValue"] is not None:
+            value = raw["BinaryValue"]
+            return cls(data_type, value if isinstance(value, bytes) else base64.b64decode(value))
+        return cls(data_type, str(raw.get("StringValue", "")))
+
+    @classmethod
+    def from_sns_envelope(cls, raw: Mapping[str, Any]) -> Attribute:
+        """The envelope's `{"Type": …, "Value": …}`; Binary values arrive base64-encoded."""
+        data_type = str(raw.get("Type", "String"))
+        value = str(raw.get("Value", ""))
+        if data_type.split(".", 1)[0] == "Binary":
+            return cls(data_type, base64.b64decode(value))
+        return cls(data_type, value)
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else value
+
+
+def _header_safe(value: str) -> bool:
+    return "\r" not in value and "\n" not in value and value == value.strip()
+
+
+def _reserved(name: str) -> bool:
+    return name.lower().startswith(_RESERVED_PREFIXES)
+
+
+def attributes_to_headers(attributes: Mapping[str, Attribute]) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    described: dict[str, dict[str, str]] = {}
+    for name in sorted(attributes):
+        attr = attributes[name]
+        entry: dict[str, str] = {"t": attr.data_type}
+        if attr.is_binary:
+            raw = attr.value if isinstance(attr.value, bytes) else attr.value.encode()
+            entry["b64"] = base64.b64encode(raw).decode("ascii")
+        else:
+            text = _text(attr.value)
+            if _reserved(name) or not _header_safe(text):
+                entry["v"] = text
+            else:
+                headers[name] = text
+        described[name] = entry
+    if described:
+        headers[ATTRIBUTES_HEADER] = json.dumps(described, separators=(",", ":"), sort_keys=True)
+    return headers
+
+
+def headers_to_attributes(headers: Mapping[str, str] | None) -> dict[str, Attribute]:
+    """The attributes a message carried; plain headers from NATS producers become Strings."""
+    if not headers:
+        return {}
+    attributes: dict[str, Attribute] = {}
+    described: dict[str, Any] = {}
+    if ATTRIBUTES_HEADER in headers:
+        try:
+            loaded = json.loads(headers[ATTRIBUTES_HEADER])
+            described = loaded if isinstance(loaded, dict) else {}
+        except json.JSONDecodeError:
+            described = {}
+    for name, entry in described.items():
+        if not isinstance(entry, dict):
+            continue
+        data_type = str(entry.get("t", "String"))
+        if "b64" in entry:
+            attributes[name] = Attribute(data_type, base64.b64decode(entry["b64"]))
+        elif "v" in entry:
+            attributes[name] = Attribute(data_type, str(entry["v"]))
+        elif name in headers:
+            attributes[name] = Attribute(data_type, headers[name])
+    for name, value in headers.items():
+        if name in attributes or _reserved(name):
+            continue
+        attributes[name] = Attribute("String", value)
+    return attributes
+
+
+def string_attributes(attributes: Mapping[str, Attribute]) -> dict[str, Any]:
+    """The filter-policy view of attributes (filterpolicy.MessageAttribute objects)."""
+    from snsq2nats.filterpolicy import MessageAttribute
+
+    return {name: MessageAttribute(a.data_type, a.value) for name, a in attributes.items()}

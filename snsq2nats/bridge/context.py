@@ -1,0 +1,89 @@
+"""What every route runner gets: connections, the stop signal, metrics, and the delivery limit.
+
+Runners are `async def run(ctx: BridgeContext, route: Route) -> None` coroutines. A runner works
+until `ctx.stopping` is set, then drains: it finishes (or safely abandons) what it holds, never
+acknowledging on one side what the other side has not accepted, and returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from snsq2nats.plan import Plan, Route
+
+# Latency buckets in seconds, shared by the Prometheus histogram and the live view.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+@dataclass
+class RouteMetrics:
+    """Counters for one route; the metrics endpoint and the live view read these."""
+
+    route: str
+    kind: str
+    messages: int = 0
+    bytes: int = 0
+    errors: int = 0
+    skipped: int = 0
+    in_flight: int = 0
+    lag: int | None = None
+    latency_counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
+    latency_sum: float = 0.0
+    started: float = field(default_factory=time.monotonic)
+
+    def delivered(self, count: int, size: int, latency: float | None = None) -> None:
+        self.messages += count
+        self.bytes += size
+        if latency is not None:
+            self.latency_sum += latency * count
+            index = next(
+                (i for i, bound in enumerate(LATENCY_BUCKETS) if latency <= bound),
+                len(LATENCY_BUCKETS),
+            )
+            self.latency_counts[index] += count
+
+    def error(self, count: int = 1) -> None:
+        self.errors += count
+
+    @property
+    def rate(self) -> float:
+        elapsed = time.monotonic() - self.started
+        return self.messages / elapsed if elapsed > 0 else 0.0
+
+
+@dataclass
+class BridgeContext:
+    plan: Plan
+    nc: Any
+    sqs: Any
+    sns: Any
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    metrics: dict[str, RouteMetrics] = field(default_factory=dict)
+    max_messages: int | None = None
+    log: Callable[[str], None] = lambda line: None
+    max_in_flight: int = 256
+    aws_call: Callable[..., Awaitable[Any]] | None = None
+
+    def route_metrics(self, route: Route) -> RouteMetrics:
+        metrics = self.metrics.get(route.name)
+        if metrics is None:
+            metrics = self.metrics[route.name] = RouteMetrics(route.name, route.kind)
+        return metrics
+
+    def total_delivered(self) -> int:
+        return sum(m.messages for m in self.metrics.values())
+
+    def count_and_check_limit(self) -> None:
+        """Stop the bridge once --max-messages deliveries have happened in total."""
+        if self.max_messages is not None and self.total_delivered() >= self.max_messages:
+            self.stopping.set()
+
+    async def call_aws(self, fn: Callable[..., Any], /, **kwargs: Any) -> Any:
+        """boto3 is blocking: every AWS call runs in a worker thread, never on the loop."""
+        if self.aws_call is not None:
+            return await self.aws_call(fn, **kwargs)
+        return await asyncio.to_thread(fn, **kwargs)
