@@ -318,4 +318,85 @@ def demo(workdir: Path) -> None:
     run_demo(Output(), workdir)
 
 
+# --- verify ---------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option(
+    "--plan",
+    "plan_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Verify the mapping in this plan file instead of planning now.",
+)
+@plan_options
+@nats_options
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON to stdout.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(0.1, 600),
+    default=5.0,
+    show_default=True,
+    help="Seconds to wait for each canary.",
+)
+def verify(plan_path: Path | None, as_json: bool, timeout: float, **kwargs: Any) -> None:
+    """Send a canary through every queue and topic and receive it where the plan says."""
+    import asyncio
+    import json
+
+    from snsq2nats.connect import NatsOptions, connect_nats
+    from snsq2nats.plan import load_plan
+    from snsq2nats.verify import verify_plan
+
+    out = Output()
+    plan = (
+        load_plan(plan_path) if plan_path else build_plan(out, kwargs, prune=False, offline=False)
+    )
+    nats = NatsOptions.resolve(kwargs["server"], kwargs["nats_context"])
+    total = sum(1 for r in plan.resources if r.kind in ("sqs-queue", "sns-topic")) + 1
+
+    async def go() -> list[Any]:
+        nc = await connect_nats(nats, name="snsq2nats verify")
+        try:
+            with out.progress("verifying", total=total) as bar:
+                return await verify_plan(nc, plan, timeout=timeout, on_progress=bar.advance)
+        finally:
+            await nc.close()
+
+    results = asyncio.run(go())
+    counts = {k: sum(1 for r in results if r.result == k) for k in ("ok", "failed", "skipped")}
+    if as_json:
+        doc = {
+            "ok": counts["failed"] == 0,
+            "counts": counts,
+            "results": [r.to_dict() for r in results],
+        }
+        out.data(json.dumps(doc, indent=2, ensure_ascii=False))
+    else:
+        from rich.table import Table
+        from rich.text import Text
+
+        table = Table(title="Verify", title_justify="left")
+        table.add_column("resource", overflow="fold", ratio=2)
+        table.add_column("check", overflow="fold", ratio=3)
+        table.add_column("result", no_wrap=True)
+        table.add_column("detail", overflow="fold", ratio=4)
+        table.add_column("ms", justify="right", no_wrap=True)
+        styles = {"ok": "green", "failed": "bold red", "skipped": "yellow"}
+        for r in results:
+            table.add_row(
+                Text(r.resource),
+                Text(r.check),
+                Text(r.result, style=styles[r.result]),
+                Text(r.detail),
+                "" if r.latency_ms is None else f"{r.latency_ms:g}",
+            )
+        out.info(table)
+        out.info(
+            f"verify: {counts['ok']} ok, {counts['failed']} failed, {counts['skipped']} skipped"
+            + (" — FAILED" if counts["failed"] else "")
+        )
+    if counts["failed"]:
+        raise SystemExit(1)
+
+
 __all__ = ["SnsqError", "main"]
