@@ -1,12 +1,16 @@
-"""Writing the files users keep (inventory, plan, reports): whole or not at all."""
+"""The files users keep (inventory, plan, reports): written whole or not at all, read strictly."""
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
+from typing import TypeVar
 
-from snsq2nats.errors import UsageError
+from pydantic import BaseModel, ValidationError
+
+from snsq2nats.errors import InventoryFileError, UsageError
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -27,3 +31,49 @@ def write_atomic(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def read_document(path: Path, model: type[M], *, what: str, remedy: str, version: int) -> M:
+    """Read a versioned JSON document snsq2nats wrote (inventory, plan).
+
+    Every way the file can be wrong (missing, truncated, another tool's, another version, a
+    damaged field) becomes one error naming the file and what to do.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InventoryFileError(f"{what} file not found", where=str(path), hint=remedy) from None
+    except OSError as exc:
+        raise InventoryFileError(
+            f"cannot read {what} file ({exc.strerror})", where=str(path)
+        ) from None
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InventoryFileError(
+            f"{what} file is not valid JSON ({exc.msg} at line {exc.lineno})",
+            where=str(path),
+            hint=f"the file may be damaged or truncated: {remedy}",
+        ) from None
+    if not isinstance(raw, dict) or "format_version" not in raw:
+        raise InventoryFileError(
+            f"not a snsq2nats {what} (no format_version)", where=str(path), hint=remedy
+        )
+    if raw["format_version"] != version:
+        raise InventoryFileError(
+            f"{what} format_version {raw['format_version']!r} is not supported "
+            f"(this snsq2nats reads {version})",
+            where=str(path),
+            hint=remedy,
+        )
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        raise InventoryFileError(
+            f"invalid {what}: {first['msg']}", where=f"{path}: {loc}", hint=remedy
+        ) from None

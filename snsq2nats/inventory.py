@@ -7,13 +7,10 @@ verbatim in `attributes` so nothing the scanner did not model is lost.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
-from snsq2nats.errors import InventoryFileError
+from pydantic import BaseModel, ConfigDict, Field
 
 FORMAT_VERSION = 1
 
@@ -170,45 +167,12 @@ class Inventory(Model):
 
 
 def load_inventory(path: Path) -> Inventory:
-    """Read an inventory file; every way it can be wrong becomes one clear error."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InventoryFileError(
-            "inventory file not found", where=str(path), hint="run `snsq2nats scan -o FILE` first"
-        ) from None
-    except OSError as exc:
-        raise InventoryFileError(
-            f"cannot read inventory file ({exc.strerror})", where=str(path)
-        ) from None
-    try:
-        raw = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InventoryFileError(
-            f"inventory file is not valid JSON ({exc.msg} at line {exc.lineno})",
-            where=str(path),
-            hint="the file may be truncated; scan again",
-        ) from None
-    if not isinstance(raw, dict) or "format_version" not in raw:
-        raise InventoryFileError(
-            "not a snsq2nats inventory (no format_version)",
-            where=str(path),
-            hint="pass the file written by `snsq2nats scan -o`",
-        )
-    if raw["format_version"] != FORMAT_VERSION:
-        raise InventoryFileError(
-            f"inventory format_version {raw['format_version']!r} is not supported "
-            f"(this snsq2nats reads {FORMAT_VERSION})",
-            where=str(path),
-            hint="scan again with this version of snsq2nats",
-        )
-    try:
-        return Inventory.model_validate(raw)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"])
-        raise InventoryFileError(
-            f"invalid inventory: {first['msg']}",
-            where=f"{path}: {loc}",
-            hint="scan again, or fix the field by hand",
-        ) from None
+    from snsq2nats.files import read_document
+
+    return read_document(
+        path,
+        Inventory,
+        what="inventory",
+        remedy="run `snsq2nats scan -o FILE` (with this version of snsq2nats) and pass that file",
+        version=FORMAT_VERSION,
+    )

@@ -6,13 +6,11 @@ routes. The JSON shape is a contract (`format_version`); fields are only ever ad
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from snsq2nats.errors import InventoryFileError
 from snsq2nats.spec import ConsumerSpec, StreamSpec
 
 FORMAT_VERSION = 1
@@ -75,6 +73,15 @@ class Route(Model):
     filter_policy_scope: str = "MessageAttributes"
     subject_tokens: list[str] = Field(default_factory=list)
     target_stream: str | None = None
+    # nats-to-sqs: the queue's own subjects (copies sourced from topics are not relayed);
+    # nats-to-sns / filter-router: the topic's NATS-origin space; sns-to-nats: the `aws.` space.
+    relay_subjects: list[str] = Field(default_factory=list)
+    # sns-to-nats: the SQS queue the bridge owns, subscribed to the topic with raw delivery.
+    bridge_queue: str | None = None
+    # dlq-mover: the durable on the advisory stream that holds this route's MAX_DELIVERIES
+    # advisories while no bridge runs.
+    advisory_stream: str | None = None
+    advisory_consumer: str | None = None
 
 
 class Desired(Model):
@@ -138,31 +145,12 @@ class Plan(Model):
 
 
 def load_plan(path: Path) -> Plan:
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InventoryFileError(
-            "plan file not found", where=str(path), hint="run `snsq2nats plan -o FILE` first"
-        ) from None
-    except json.JSONDecodeError as exc:
-        raise InventoryFileError(
-            f"plan file is not valid JSON ({exc.msg} at line {exc.lineno})",
-            where=str(path),
-            hint="the file may be damaged or truncated; run `snsq2nats plan -o FILE` again",
-        ) from None
-    if not isinstance(raw, dict) or raw.get("format_version") != FORMAT_VERSION:
-        raise InventoryFileError(
-            f"not a snsq2nats plan of format_version {FORMAT_VERSION}",
-            where=str(path),
-            hint="pass the file written by `snsq2nats plan -o`",
-        )
-    try:
-        return Plan.model_validate(raw)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"])
-        raise InventoryFileError(
-            f"invalid plan: {first['msg']}",
-            where=f"{path}: {loc}",
-            hint="run `snsq2nats plan -o FILE` again",
-        ) from None
+    from snsq2nats.files import read_document
+
+    return read_document(
+        path,
+        Plan,
+        what="plan",
+        remedy="run `snsq2nats plan -o FILE` (with this version of snsq2nats) and pass that file",
+        version=FORMAT_VERSION,
+    )
