@@ -318,6 +318,137 @@ def demo(workdir: Path) -> None:
     run_demo(Output(), workdir)
 
 
+# --- apply ----------------------------------------------------------------------------------
+
+# Planning options that mean nothing when a saved plan is applied: the plan already decided.
+_PLANNING_ONLY = {
+    "inventory_path": "--inventory",
+    "prefix": "--prefix",
+    "mapping_paths": "--mapping",
+    "replicas": "--replicas",
+    "regions": "--region",
+}
+
+
+@main.command()
+@click.argument("plan_file", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@plan_options
+@nats_options
+@click.option("--auto-approve", is_flag=True, help="Apply without asking for confirmation.")
+@click.option(
+    "--allow-destructive",
+    is_flag=True,
+    help="Allow replaces (delete and recreate), which lose the stream's messages.",
+)
+@click.option(
+    "--prune", is_flag=True, help="When planning: delete managed objects whose source is gone."
+)
+def apply(
+    plan_file: Path | None,
+    auto_approve: bool,
+    allow_destructive: bool,
+    prune: bool,
+    **kwargs: Any,
+) -> None:
+    """Create or change the JetStream objects: a saved PLAN_FILE exactly, or a fresh plan."""
+    import sys
+
+    from snsq2nats.apply import destructive_refusal
+    from snsq2nats.connect import NatsOptions
+    from snsq2nats.plan import load_plan
+    from snsq2nats.report import render_plan, summary_line
+
+    out = Output()
+    if plan_file is not None:
+        given = [flag for name, flag in _PLANNING_ONLY.items() if kwargs.get(name)]
+        given += ["--prune"] if prune else []
+        if given:
+            from snsq2nats.errors import UsageError
+
+            raise UsageError(
+                f"{', '.join(given)} cannot be combined with a plan file",
+                hint="the saved plan already fixes what is applied; plan again to change it",
+            )
+        plan = load_plan(plan_file)
+        out.info(f"applying {plan_file}: {summary_line(plan)}")
+    else:
+        plan = build_plan(out, kwargs, prune=prune, offline=False)
+        _require_reachable(plan)
+        render_plan(out, plan)
+        if plan.pending:
+            if not allow_destructive:
+                refusal = destructive_refusal(plan.pending)
+                if refusal is not None:
+                    raise refusal
+            if not auto_approve:
+                _confirm(sys.stdin.isatty())
+    nats = NatsOptions.resolve(kwargs["server"], kwargs["nats_context"])
+    _run_apply(out, nats, plan, allow_destructive=allow_destructive)
+
+
+def _require_reachable(plan: Plan) -> None:
+    if not plan.server.reachable:
+        from snsq2nats.errors import NatsConnectError
+
+        raise NatsConnectError(
+            "cannot apply: no NATS server reachable",
+            where=plan.server.url,
+            hint=(plan.server.note or "") + "; check --server / NATS_URL and the credentials",
+        )
+
+
+def _confirm(interactive: bool) -> None:
+    from snsq2nats.errors import UsageError
+
+    if not interactive:
+        raise UsageError(
+            "refusing to apply without confirmation: not running on a terminal",
+            hint="review the plan, then pass --auto-approve (or apply a file saved by plan -o)",
+        )
+    if not click.confirm("Apply these changes to NATS JetStream?", default=False, err=True):
+        raise SnsqError("apply cancelled: nothing was changed")
+
+
+def _run_apply(out: Output, nats: Any, plan: Plan, *, allow_destructive: bool) -> None:
+    import asyncio
+
+    from snsq2nats.apply import ApplyError, apply_plan, outcome_table, result_line
+    from snsq2nats.connect import connect_nats
+
+    async def go() -> Any:
+        nc = await connect_nats(nats, name="snsq2nats apply")
+        try:
+            if not plan.pending:
+                # Still checked against the live state: an empty plan can be stale too.
+                return await apply_plan(nc, plan, allow_destructive=allow_destructive)
+            with out.progress("applying", total=len(plan.pending)) as bar:
+                return await apply_plan(
+                    nc,
+                    plan,
+                    allow_destructive=allow_destructive,
+                    on_progress=lambda _outcome: bar.advance(1),
+                )
+        finally:
+            await nc.close()
+
+    result = asyncio.run(go())
+    if not result.outcomes:
+        out.info("No changes. JetStream matches the plan.")
+        return
+    out.info(outcome_table(result))
+    out.info(result_line(result))
+    if not result.ok:
+        failed = result.failed[0] if result.failed else None
+        what = f"{failed.change.type} {failed.change.name}: {failed.detail}" if failed else ""
+        raise ApplyError(
+            f"apply stopped: the server rejected {what}",
+            hint=(
+                f"{len(result.done)} change(s) were applied and kept, "
+                f"{len(result.not_done)} not done; fix the cause, then run apply again"
+            ),
+        )
+
+
 # --- verify ---------------------------------------------------------------------------------
 
 

@@ -1,0 +1,554 @@
+"""Execute a plan against live JetStream: exactly its changes, in dependency order, safely.
+
+Safety comes before speed, and all of it happens before the first write:
+
+1. Re-read the live state and refuse objects snsq2nats does not own: a desired stream name taken
+   by a foreign stream, or a foreign consumer where a managed one should be, is an error, never
+   a silent "done".
+2. Re-diff the plan's desired objects against that state. If the changes differ from the plan's
+   (action, or the field changes a reviewer saw), the plan is stale and nothing is applied, as in
+   Terraform. A planned change that the live state already satisfies is not staleness but work
+   already done (typically a re-run after a partial failure): it is skipped, which is what makes
+   re-applying the same plan converge.
+3. A `replace` (delete + create: the stream's messages go) needs `allow_destructive`; without it
+   the refusal names each stream and how many messages it would lose.
+
+Then the changes run as a dependency graph with bounded concurrency: a stream after the streams
+it sources and its DLQ target, a consumer after its stream, deletes last (one at a time, in the
+plan's order, which already puts consumers before their streams and sourcing streams before
+their origins). The first rejection stops the run: what is in flight finishes, nothing new
+starts, and the result lists every change as done, failed or skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from rich.table import Table
+from rich.text import Text
+
+from snsq2nats.diff import diff
+from snsq2nats.errors import SnsqError
+from snsq2nats.jetstream import (
+    JetStreamApiError,
+    LiveState,
+    create_consumer,
+    create_stream,
+    delete_consumer,
+    delete_stream,
+    pedantic_supported,
+    read_live,
+    update_stream,
+)
+from snsq2nats.plan import Change, Desired, Plan
+from snsq2nats.spec import SOURCE_KEY, ConsumerSpec, StreamSpec
+
+__all__ = [
+    "DEFAULT_CONCURRENCY",
+    "ApplyError",
+    "ApplyResult",
+    "Outcome",
+    "apply_plan",
+    "destructive_refusal",
+    "outcome_table",
+    "result_line",
+]
+
+Status = Literal["done", "failed", "skipped"]
+Key = tuple[str, str, str]  # (type, stream, name): consumer names are unique per stream only
+
+# Enough requests in flight to hide the round trip, few enough that the server's JetStream API
+# queue (and a cluster's meta leader, which serialises stream assignments) never backs up.
+DEFAULT_CONCURRENCY = 32
+# A replicated create waits for the meta leader and a new RAFT group: slower than a lookup.
+WRITE_TIMEOUT = 10.0
+
+ALREADY_DONE = "already in the planned state"
+
+
+class ApplyError(SnsqError):
+    """apply refused to start (stale plan, conflict, destructive change) or stopped midway."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    change: Change
+    status: Status
+    detail: str = ""
+    seconds: float = 0.0
+
+    @property
+    def key(self) -> Key:
+        return _key(self.change)
+
+
+@dataclass
+class ApplyResult:
+    """Every pending change of the plan, in plan order, with what happened to it."""
+
+    outcomes: list[Outcome] = field(default_factory=list)
+    error: JetStreamApiError | SnsqError | None = None
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and not self.failed
+
+    def _with(self, status: Status) -> list[Outcome]:
+        return [o for o in self.outcomes if o.status == status]
+
+    @property
+    def done(self) -> list[Outcome]:
+        return self._with("done")
+
+    @property
+    def failed(self) -> list[Outcome]:
+        return self._with("failed")
+
+    @property
+    def skipped(self) -> list[Outcome]:
+        return self._with("skipped")
+
+    @property
+    def not_done(self) -> list[Outcome]:
+        """Skipped because the run stopped, not because the object was already right."""
+        return [o for o in self.skipped if o.detail != ALREADY_DONE]
+
+
+def _key(change: Change) -> Key:
+    return (change.type, change.stream, change.name)
+
+
+def _label(change: Change) -> str:
+    return (
+        f"consumer {change.stream}/{change.name}"
+        if change.type == "consumer"
+        else (f"stream {change.name}")
+    )
+
+
+def _managed(config: Mapping[str, Any] | None) -> bool:
+    metadata = (config or {}).get("metadata")
+    return isinstance(metadata, Mapping) and bool(metadata.get(SOURCE_KEY))
+
+
+def _messages(n: int) -> str:
+    return f"{n} message" if n == 1 else f"{n} messages"
+
+
+def _desired(plan: Plan) -> Desired:
+    return Desired(
+        streams=plan.streams,
+        consumers=plan.consumers,
+        resources=plan.resources,
+        routes=plan.routes,
+    )
+
+
+# --- checks before anything is written ----------------------------------------------------------
+
+
+def _conflicts(plan: Plan, live: LiveState) -> list[str]:
+    """Desired objects whose names live objects without snsq2nats metadata already hold."""
+    problems: list[str] = []
+    for spec in plan.streams:
+        ls = live.streams.get(spec.name)
+        if ls is not None and not _managed(ls.config):
+            problems.append(f"stream {spec.name} exists but is not managed by snsq2nats")
+    for cspec in plan.consumers:
+        ls = live.streams.get(cspec.stream_name)
+        if ls is None or not _managed(ls.config):
+            continue  # a foreign stream is reported above; a missing one is simply created
+        cfg = ls.consumers.get(cspec.durable_name)
+        if cfg is not None and not _managed(cfg):
+            problems.append(f"consumer {cspec.key} exists but is not managed by snsq2nats")
+    return problems
+
+
+def _signature(change: Change) -> tuple[Any, ...]:
+    """What a reviewer approved for one object: the action and each field's before → after."""
+    return (change.action, tuple((d.field, repr(d.live), repr(d.desired)) for d in change.diff))
+
+
+def _describe(change: Change | None) -> str:
+    if change is None or change.action == "noop":
+        return "no change"
+    fields = ", ".join(d.field for d in change.diff)
+    return f"{change.action} ({fields})" if fields else change.action
+
+
+def _reconcile(plan: Plan, fresh: list[Change]) -> tuple[list[Change], list[Change], list[str]]:
+    """Split the plan's pending changes into (to run, already done) and list what is stale."""
+    planned = {_key(c): c for c in plan.pending}
+    now = {_key(c): c for c in fresh if c.action != "noop"}
+    stale: list[str] = []
+    run: list[Change] = []
+    already: list[Change] = []
+    for change in plan.pending:
+        current = now.get(_key(change))
+        if current is None:
+            already.append(change)
+        elif _signature(current) == _signature(change):
+            run.append(change)
+        else:
+            stale.append(f"{_label(change)}: planned {_describe(change)}, now {_describe(current)}")
+    for key, current in now.items():
+        if key not in planned:
+            stale.append(f"{_label(current)}: planned no change, now {_describe(current)}")
+    return run, already, stale
+
+
+def destructive_refusal(
+    changes: Iterable[Change], messages: Callable[[Change], int | None] | None = None
+) -> ApplyError | None:
+    """The error for replaces not allowed by --allow-destructive, or None when there are none.
+
+    `messages` gives a stream's current message count (default: the plan's count).
+    """
+    losses: list[str] = []
+    for change in changes:
+        if change.action != "replace":
+            continue
+        if change.type == "stream":
+            count = messages(change) if messages else change.live_messages
+            lost = _messages(count) if count is not None else "an unknown number of messages"
+            losses.append(f"stream {change.name} would lose {lost}")
+        else:
+            losses.append(
+                f"consumer {change.stream}/{change.name} would lose its delivery state "
+                "(acknowledgements, pending redeliveries)"
+            )
+    if not losses:
+        return None
+    n = len(losses)
+    return ApplyError(
+        f"the plan replaces {n} object{'s' if n != 1 else ''} (delete and recreate): "
+        + "; ".join(losses),
+        hint="review the loss, then apply again with --allow-destructive",
+    )
+
+
+def _foreign_consumers_lost(run: list[Change], live: LiveState) -> list[str]:
+    """Replacing a stream deletes every consumer on it, including ones we must never touch."""
+    problems: list[str] = []
+    for change in run:
+        if change.type != "stream" or change.action != "replace":
+            continue
+        ls = live.streams.get(change.name)
+        foreign = sorted(n for n, cfg in (ls.consumers if ls else {}).items() if not _managed(cfg))
+        if foreign:
+            problems.append(
+                f"replacing stream {change.name} would delete consumers snsq2nats does not "
+                f"manage ({', '.join(foreign)})"
+            )
+    return problems
+
+
+def _live_config(change: Change, live: LiveState) -> dict[str, Any] | None:
+    ls = live.streams.get(change.stream)
+    if ls is None:
+        return None
+    return ls.config if change.type == "stream" else ls.consumers.get(change.name)
+
+
+def _unmanaged_targets(run: list[Change], live: LiveState) -> list[str]:
+    """Updates, replaces and deletes must only ever land on objects snsq2nats created."""
+    out: list[str] = []
+    for change in run:
+        if change.action in ("update", "replace", "delete"):
+            config = _live_config(change, live)
+            if config is not None and not _managed(config):
+                out.append(f"{_label(change)} has no {SOURCE_KEY} metadata")
+    return out
+
+
+# --- execution ----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Op:
+    change: Change
+    run: Callable[[], Awaitable[None]]
+    deps: list[Key]
+
+
+@dataclass
+class _Runner:
+    """Runs ops as a dependency graph, at most `concurrency` at once, stopping at a failure."""
+
+    concurrency: int
+    on_progress: Callable[[Outcome], None] | None
+    outcomes: dict[Key, Outcome] = field(default_factory=dict)
+    error: JetStreamApiError | SnsqError | None = None
+    failed_label: str | None = None
+
+    def record(self, outcome: Outcome) -> None:
+        self.outcomes[outcome.key] = outcome
+        if self.on_progress is not None:
+            self.on_progress(outcome)
+
+    async def run(self, ops: list[_Op]) -> None:
+        finished: dict[Key, asyncio.Event] = {_key(op.change): asyncio.Event() for op in ops}
+        gate = asyncio.Semaphore(self.concurrency)
+
+        async def one(op: _Op) -> None:
+            key = _key(op.change)
+            try:
+                for dep in op.deps:
+                    if dep in finished:
+                        await finished[dep].wait()
+                blocked = [
+                    d for d in op.deps if d in self.outcomes and self.outcomes[d].status != "done"
+                ]
+                if blocked or self.error is not None:
+                    self.record(Outcome(op.change, "skipped", self._why_skipped(blocked)))
+                    return
+                async with gate:
+                    # Re-checked inside the gate: a failure while this op queued stops it too.
+                    if self.stopped():
+                        self.record(Outcome(op.change, "skipped", self._why_skipped([])))
+                        return
+                    started = time.perf_counter()
+                    try:
+                        await op.run()
+                    except SnsqError as exc:
+                        if self.error is None:
+                            self.error = exc
+                            self.failed_label = _label(op.change)
+                        self.record(
+                            Outcome(
+                                op.change,
+                                "failed",
+                                _error_detail(exc),
+                                time.perf_counter() - started,
+                            )
+                        )
+                        return
+                    self.record(Outcome(op.change, "done", "", time.perf_counter() - started))
+            finally:
+                finished[key].set()
+
+        await asyncio.gather(*(one(op) for op in ops))
+
+    def stopped(self) -> bool:
+        return self.error is not None
+
+    def _why_skipped(self, blocked: list[Key]) -> str:
+        if blocked:
+            dep = self.outcomes[blocked[0]].change
+            return f"needs {_label(dep)}, which was not applied"
+        return f"apply stopped after {self.failed_label} failed"
+
+
+def _error_detail(exc: SnsqError) -> str:
+    if isinstance(exc, JetStreamApiError) and exc.err_code is not None:
+        return f"{exc.err_code}: {exc.description}"
+    return exc.what
+
+
+def _stream_deps(spec: StreamSpec, plan: Plan) -> set[str]:
+    """Streams that must exist first: the origins it sources and the DLQ its messages move to."""
+    deps = {s.name for s in spec.sources or []}
+    for route in plan.routes:
+        if route.kind == "dlq-mover" and route.stream == spec.name and route.target_stream:
+            deps.add(route.target_stream)
+    deps.discard(spec.name)
+    return deps
+
+
+def _ops(nc: Any, plan: Plan, run: list[Change], live: LiveState, pedantic: bool) -> list[_Op]:
+    streams = {s.name: s for s in plan.streams}
+    consumers = {(c.stream_name, c.durable_name): c for c in plan.consumers}
+    writes = [c for c in run if c.action != "delete"]
+    deletes = [c for c in run if c.action == "delete"]
+    changed_streams = {c.name for c in writes if c.type == "stream"}
+
+    def missing(change: Change) -> ApplyError:
+        return ApplyError(
+            f"the plan has a {change.action} for {_label(change)} but no desired config for it",
+            hint="the plan file is inconsistent: run `snsq2nats plan -o FILE` again",
+        )
+
+    ops: list[_Op] = []
+    for change in writes:
+        if change.type == "stream":
+            spec = streams.get(change.name)
+            if spec is None:
+                raise missing(change)
+            deps = [("stream", d, d) for d in sorted(_stream_deps(spec, plan) & changed_streams)]
+            ops.append(_Op(change, _stream_write(nc, change, spec, live, pedantic), deps))
+        else:
+            cspec = consumers.get((change.stream, change.name))
+            if cspec is None:
+                raise missing(change)
+            deps = (
+                [("stream", change.stream, change.stream)]
+                if (change.stream in changed_streams)
+                else []
+            )
+            ops.append(_Op(change, _consumer_write(nc, change, cspec, live, pedantic), deps))
+    # Deletes run one after another, after every write, in the plan's order.
+    previous: list[Key] = [_key(c) for c in writes]
+    for change in deletes:
+        ops.append(_Op(change, _delete(nc, change), previous))
+        previous = [_key(change)]
+    return ops
+
+
+def _stream_write(
+    nc: Any, change: Change, spec: StreamSpec, live: LiveState, pedantic: bool
+) -> Callable[[], Awaitable[None]]:
+    async def go() -> None:
+        if change.action == "update":
+            base = _live_config(change, live)
+            await update_stream(nc, spec, pedantic=pedantic, base=base, timeout=WRITE_TIMEOUT)
+            return
+        if change.action == "replace":
+            await delete_stream(nc, spec.name, missing_ok=True, timeout=WRITE_TIMEOUT)
+        await create_stream(nc, spec, pedantic=pedantic, timeout=WRITE_TIMEOUT)
+
+    return go
+
+
+def _consumer_write(
+    nc: Any, change: Change, spec: ConsumerSpec, live: LiveState, pedantic: bool
+) -> Callable[[], Awaitable[None]]:
+    async def go() -> None:
+        if change.action == "update":
+            base = _live_config(change, live)
+            await create_consumer(
+                nc, spec, action="update", pedantic=pedantic, base=base, timeout=WRITE_TIMEOUT
+            )
+            return
+        if change.action == "replace":
+            await delete_consumer(
+                nc, spec.stream_name, spec.durable_name, missing_ok=True, timeout=WRITE_TIMEOUT
+            )
+        await create_consumer(nc, spec, action="create", pedantic=pedantic, timeout=WRITE_TIMEOUT)
+
+    return go
+
+
+def _delete(nc: Any, change: Change) -> Callable[[], Awaitable[None]]:
+    async def go() -> None:
+        if change.type == "stream":
+            await delete_stream(nc, change.name, missing_ok=True, timeout=WRITE_TIMEOUT)
+        else:
+            await delete_consumer(
+                nc, change.stream, change.name, missing_ok=True, timeout=WRITE_TIMEOUT
+            )
+
+    return go
+
+
+async def apply_plan(
+    nc: Any,
+    plan: Plan,
+    *,
+    allow_destructive: bool,
+    on_progress: Callable[[Outcome], None] | None = None,
+    concurrency: int = DEFAULT_CONCURRENCY,
+) -> ApplyResult:
+    """Apply `plan` over the connection `nc`; raises ApplyError if it must not start.
+
+    Returns the result of every pending change; `result.ok` is False (and `result.error` holds
+    the server's refusal) when the server rejected one, in which case the run stopped there.
+    """
+    started = time.perf_counter()
+    live = await read_live(nc)
+    conflicts = _conflicts(plan, live)
+    if conflicts:
+        raise ApplyError(
+            "names the plan needs are taken by objects snsq2nats does not manage: "
+            + "; ".join(conflicts),
+            hint="snsq2nats never touches them: rename the mapped objects (mapping `rename`) "
+            "or remove the existing ones, then plan again",
+        )
+    prune = any(c.action == "delete" for c in plan.changes)
+    fresh = diff(_desired(plan), live, prune=prune)
+    run, already, stale = _reconcile(plan, fresh)
+    if stale:
+        raise ApplyError(
+            "the live state changed since the plan was made: " + "; ".join(stale),
+            hint="run plan again and apply the new plan; nothing was changed",
+        )
+    unsafe = _unmanaged_targets(run, live) + _foreign_consumers_lost(run, live)
+    if unsafe:
+        raise ApplyError(
+            "refusing to touch objects snsq2nats does not manage: " + "; ".join(unsafe),
+            hint="nothing was changed",
+        )
+    if not allow_destructive:
+
+        def current(change: Change) -> int | None:
+            ls = live.streams.get(change.name)
+            return ls.messages if ls is not None else change.live_messages
+
+        refusal = destructive_refusal(run, current)
+        if refusal is not None:
+            raise refusal
+
+    ops = _ops(nc, plan, run, live, pedantic_supported(live.server))
+    runner = _Runner(concurrency=max(1, concurrency), on_progress=on_progress)
+    for change in already:
+        runner.record(Outcome(change, "skipped", ALREADY_DONE))
+    await runner.run(ops)
+    ordered = [runner.outcomes[_key(c)] for c in plan.pending]
+    return ApplyResult(outcomes=ordered, error=runner.error, seconds=time.perf_counter() - started)
+
+
+# --- rendering ----------------------------------------------------------------------------------
+
+_RESULT_STYLES: dict[str, str] = {"done": "green", "failed": "bold red", "skipped": "yellow"}
+# A 1,000-object apply should not print 1,000 "done" rows; failures and skips are always shown.
+MAX_DONE_ROWS = 60
+
+
+def outcome_table(result: ApplyResult) -> Table:
+    """What apply did, object by object: the table printed at the end of a run."""
+    table = Table(title="Applied", title_justify="left", title_style="bold underline")
+    table.add_column("object", overflow="fold", ratio=3)
+    table.add_column("action", no_wrap=True)
+    table.add_column("result", overflow="fold", ratio=4)
+    table.add_column("time", justify="right", no_wrap=True)
+    done_rows = 0
+    hidden = 0
+    for outcome in result.outcomes:
+        if outcome.status == "done":
+            done_rows += 1
+            if done_rows > MAX_DONE_ROWS:
+                hidden += 1
+                continue
+        status: str = outcome.status
+        if status == "skipped" and outcome.detail != ALREADY_DONE:
+            status = "not done"
+        text = Text(status, style=_RESULT_STYLES[outcome.status])
+        if outcome.detail:
+            text.append(f": {outcome.detail}", style="")
+        seconds = f"{outcome.seconds:.2f}s" if outcome.status != "skipped" else ""
+        table.add_row(Text(_label(outcome.change)), outcome.change.action, text, seconds)
+    if hidden:
+        table.add_row(Text(f"… and {hidden} more done"), "", "", "")
+    return table
+
+
+def result_line(result: ApplyResult) -> str:
+    """One line: how much was done, what failed, what is left."""
+    by_action: dict[str, int] = {}
+    for outcome in result.done:
+        by_action[outcome.change.action] = by_action.get(outcome.change.action, 0) + 1
+    verbs = {"create": "created", "update": "updated", "replace": "replaced", "delete": "deleted"}
+    parts = [f"{by_action[a]} {verbs[a]}" for a in verbs if by_action.get(a)]
+    already = len(result.skipped) - len(result.not_done)
+    if already:
+        parts.append(f"{already} already as planned")
+    summary = ", ".join(parts) or "nothing applied"
+    if result.ok:
+        return f"Apply complete: {summary} in {result.seconds:.1f}s."
+    return (
+        f"Apply stopped: {summary}; {len(result.failed)} failed, {len(result.not_done)} not done."
+    )

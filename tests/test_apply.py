@@ -1,0 +1,374 @@
+"""`snsq2nats apply` end to end: moto for AWS, real nats-server processes for JetStream.
+
+Every test drives the CLI the way a person would (plan, apply, plan again) and then looks at
+the server directly, so "apply worked" always means "the server holds the right objects".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from click.testing import CliRunner, Result
+
+from snsq2nats.cli import main
+from snsq2nats.connect import NatsOptions, connect_nats
+from snsq2nats.estate import seed_shop
+from snsq2nats.jetstream import LiveState, api, read_live
+from snsq2nats.localnats import NatsServer, free_ports
+from snsq2nats.spec import NS, SOURCE_KEY
+from tests.fixtures.aws import AwsEndpoint
+from tests.fixtures.nats import TlsServer
+
+T = TypeVar("T")
+
+
+def cli(*args: str | Path) -> Result:
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def desired(inventory: Path, *extra: str | Path) -> tuple[set[str], set[tuple[str, str]]]:
+    """Stream names and (stream, consumer) pairs an inventory maps to, from an offline plan:
+    the expectations follow the mapping rather than repeating it here."""
+    result = cli("plan", "--inventory", inventory, "--offline", "--json", *extra)
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.stdout)
+    return (
+        {s["name"] for s in plan["streams"]},
+        {(c["stream_name"], c["durable_name"]) for c in plan["consumers"]},
+    )
+
+
+def live_names(opts: NatsOptions) -> tuple[set[str], set[tuple[str, str]]]:
+    state = live(opts)
+    return set(state.streams), {(s, c) for s, ls in state.streams.items() for c in ls.consumers}
+
+
+def on_nats(opts: NatsOptions, work: Callable[[Any], Awaitable[T]]) -> T:
+    """Run `work(nc)` on a fresh connection: the tests themselves stay synchronous because the
+    CLI under test runs its own event loop."""
+
+    async def go() -> T:
+        nc = await connect_nats(opts, name="pytest")
+        try:
+            return await work(nc)
+        finally:
+            await nc.close()
+
+    return asyncio.run(go())
+
+
+def live(opts: NatsOptions) -> LiveState:
+    return on_nats(opts, read_live)
+
+
+def stream_api(opts: NatsOptions, verb: str, name: str, body: dict[str, Any] | None) -> Any:
+    return on_nats(opts, lambda nc: api(nc, f"$JS.API.STREAM.{verb}.{name}", body))
+
+
+def hand_edit(opts: NatsOptions, name: str, **changes: Any) -> None:
+    """Change a stream the way a person with natscli would: read, modify, update."""
+    config = stream_api(opts, "INFO", name, None)["config"]
+    stream_api(opts, "UPDATE", name, {**config, **changes})
+
+
+@pytest.fixture
+def opts(nats_server: NatsServer, monkeypatch: pytest.MonkeyPatch) -> NatsOptions:
+    monkeypatch.setenv("NATS_URL", nats_server.url)
+    return NatsOptions(servers=[nats_server.url])
+
+
+@pytest.fixture
+def inventory(aws: AwsEndpoint, tmp_path: Path) -> Path:
+    """The shop estate seeded into moto and scanned once into a file."""
+    seed_shop(aws.client("sqs"), aws.client("sns"))
+    path = tmp_path / "inventory.json"
+    result = cli("scan", "-o", path)
+    assert result.exit_code == 0, result.output
+    return path
+
+
+def applied(inventory: Path, *extra: str | Path) -> Result:
+    result = cli("apply", "--inventory", inventory, "--auto-approve", *extra)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def assert_converged(inventory: Path, *extra: str | Path) -> None:
+    result = cli("plan", "--inventory", inventory, "--detailed-exitcode", *extra)
+    assert result.exit_code == 0, result.output
+
+
+# -- the happy path --------------------------------------------------------------------------
+
+
+def test_apply_plan_file_is_exact_and_idempotent(
+    opts: NatsOptions, aws: AwsEndpoint, tmp_path: Path
+) -> None:
+    seed_shop(aws.client("sqs"), aws.client("sns"))
+    plan_file = tmp_path / "plan.json"
+    result = cli("plan", "-o", plan_file)  # scans moto through the environment
+    assert result.exit_code == 0, result.output
+    plan = json.loads(plan_file.read_text())
+    creates = [c for c in plan["changes"] if c["action"] == "create"]
+    assert len(creates) == len(plan["changes"]) >= 17
+
+    result = cli("apply", plan_file, "--auto-approve")
+    assert result.exit_code == 0, result.output
+    assert f"Apply complete: {len(creates)} created" in result.output
+
+    result = cli("plan", "--detailed-exitcode")
+    assert result.exit_code == 0, result.output
+    state = live(opts)
+    assert set(state.streams) == {s["name"] for s in plan["streams"]}
+    consumers = {(s, c) for s, ls in state.streams.items() for c in ls.consumers}
+    assert consumers == {(c["stream_name"], c["durable_name"]) for c in plan["consumers"]}
+    for stream in state.streams.values():
+        assert stream.config["metadata"][SOURCE_KEY]
+        for config in stream.consumers.values():
+            assert config["metadata"][SOURCE_KEY]
+
+    result = cli("apply", "--auto-approve")
+    assert result.exit_code == 0, result.output
+    assert "No changes. JetStream matches the plan." in result.output
+    # The same saved plan again: everything in it is already true, so nothing runs.
+    result = cli("apply", plan_file)
+    assert result.exit_code == 0, result.output
+    assert f"{len(creates)} already as planned" in result.output
+
+
+def test_without_a_terminal_apply_needs_auto_approve(opts: NatsOptions, inventory: Path) -> None:
+    result = cli("apply", "--inventory", inventory)
+    assert result.exit_code == 1
+    assert "refusing to apply without confirmation" in result.output
+    assert "--auto-approve" in result.output
+    assert live(opts).streams == {}
+
+
+# -- drift and stale plans -------------------------------------------------------------------
+
+
+def test_drift_is_repaired_and_unmanaged_fields_survive(opts: NatsOptions, inventory: Path) -> None:
+    applied(inventory)
+    hand_edit(opts, "sqs_orders-dlq", max_age=3600 * NS, allow_direct=True)
+
+    result = cli("plan", "--inventory", inventory, "--detailed-exitcode")
+    assert result.exit_code == 2, result.output
+    assert "max_age" in result.output
+
+    result = applied(inventory)
+    assert "1 updated" in result.output
+    assert_converged(inventory)
+    config = live(opts).streams["sqs_orders-dlq"].config
+    assert config["max_age"] == 14 * 86400 * NS  # the queue's MessageRetentionPeriod
+    assert config["allow_direct"] is True  # not managed by snsq2nats: left as set by hand
+
+
+def test_stale_plan_is_refused_and_nothing_changes(
+    opts: NatsOptions, inventory: Path, tmp_path: Path
+) -> None:
+    applied(inventory)
+    hand_edit(opts, "sqs_orders-dlq", max_age=3600 * NS)
+    plan_file = tmp_path / "plan.json"
+    assert cli("plan", "--inventory", inventory, "-o", plan_file).exit_code == 0
+    # After the plan was reviewed, someone changes another stream.
+    hand_edit(opts, "sqs_orders-fraud", max_age=7200 * NS)
+
+    result = cli("apply", plan_file)
+    assert result.exit_code == 1
+    assert "the live state changed since the plan was made" in result.output
+    assert "stream sqs_orders-fraud: planned no change, now update (max_age)" in result.output
+    assert "run plan again" in result.output
+    state = live(opts)
+    assert state.streams["sqs_orders-dlq"].config["max_age"] == 3600 * NS
+    assert state.streams["sqs_orders-fraud"].config["max_age"] == 7200 * NS
+
+
+def test_a_name_held_by_a_foreign_stream_is_an_error_not_a_noop(
+    opts: NatsOptions, inventory: Path
+) -> None:
+    stream_api(opts, "CREATE", "sqs_orders-dlq", {"name": "sqs_orders-dlq", "subjects": ["old"]})
+    result = cli("apply", "--inventory", inventory, "--auto-approve")
+    assert result.exit_code == 1
+    assert "stream sqs_orders-dlq exists but is not managed by snsq2nats" in result.output
+    assert set(live(opts).streams) == {"sqs_orders-dlq"}
+
+
+# -- destructive changes ---------------------------------------------------------------------
+
+
+def test_replace_needs_allow_destructive_and_names_the_loss(
+    opts: NatsOptions, inventory: Path, tmp_path: Path
+) -> None:
+    applied(inventory)
+
+    async def publish(nc: Any) -> None:
+        js = nc.jetstream()
+        for i in range(3):
+            await js.publish("sqs.orders-fraud", f"order {i}".encode())
+
+    on_nats(opts, publish)
+    mapping = tmp_path / "memory.yaml"
+    mapping.write_text("overrides:\n  - match: orders-fraud\n    storage: memory\n")
+    plan_file = tmp_path / "plan.json"
+    result = cli("plan", "--inventory", inventory, "--mapping", mapping, "-o", plan_file)
+    assert result.exit_code == 0, result.output
+    assert "storage cannot change in place" in result.output
+
+    result = cli("apply", plan_file)
+    assert result.exit_code == 1
+    assert "stream sqs_orders-fraud would lose 3 messages" in result.output
+    assert "--allow-destructive" in result.output
+    assert live(opts).streams["sqs_orders-fraud"].config["storage"] == "file"
+
+    result = cli("apply", plan_file, "--allow-destructive")
+    assert result.exit_code == 0, result.output
+    assert "1 replaced" in result.output
+    state = live(opts)
+    assert state.streams["sqs_orders-fraud"].config["storage"] == "memory"
+    assert set(state.streams["sqs_orders-fraud"].consumers) == {"orders-fraud"}
+    assert_converged(inventory, "--mapping", mapping)
+
+
+def test_prune_deletes_managed_orphans_only(
+    opts: NatsOptions, inventory: Path, tmp_path: Path
+) -> None:
+    applied(inventory)
+    stream_api(opts, "CREATE", "legacy", {"name": "legacy", "subjects": ["legacy.>"]})
+    raw = json.loads(inventory.read_text())
+    raw["queues"] = [q for q in raw["queues"] if q["name"] != "notifications-delayed"]
+    smaller = tmp_path / "smaller.json"
+    smaller.write_text(json.dumps(raw))
+
+    before = desired(inventory)
+    after = desired(smaller)
+    gone = len(before[0] - after[0]) + len(before[1] - after[1])
+    assert gone >= 2  # at least the queue's stream and its consumer
+
+    result = applied(smaller, "--prune")
+    assert f"{gone} deleted" in result.output
+    streams, consumers = live_names(opts)
+    assert streams == after[0] | {"legacy"}
+    assert consumers == after[1]
+    assert_converged(smaller, "--prune")
+
+
+# -- failures ----------------------------------------------------------------------------------
+
+
+def test_partial_failure_stops_reports_and_a_rerun_converges(
+    opts: NatsOptions, inventory: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "200")  # table rows on one line each, to assert on them
+    # A stream snsq2nats does not manage already captures a subject the plan needs.
+    stream_api(
+        opts,
+        "CREATE",
+        "legacy_shipping",
+        {"name": "legacy_shipping", "subjects": ["sqs.orders-shipping"]},
+    )
+    plan_file = tmp_path / "plan.json"
+    assert cli("plan", "--inventory", inventory, "-o", plan_file).exit_code == 0
+
+    result = cli("apply", plan_file)
+    assert result.exit_code == 1
+    out = result.output
+    assert "Apply stopped" in out
+    assert "failed: 10065" in out  # the server's subject-overlap error code
+    assert "stream sqs_orders-shipping" in out
+    # Its consumer cannot exist without it, and is reported as not done.
+    assert re.search(r"stream sqs_orders-shipping +│ create │ failed: 10065", out)
+    assert re.search(
+        r"consumer sqs_orders-shipping/orders-shipping +│ create │ not done: needs stream "
+        "sqs_orders-shipping, which was not applied",
+        out,
+    )
+    assert "sqs_orders-shipping" not in live(opts).streams
+
+    stream_api(opts, "DELETE", "legacy_shipping", None)
+    result = cli("apply", plan_file)  # the same plan: what was done is skipped, the rest runs
+    assert result.exit_code == 0, result.output
+    assert "Apply complete" in result.output
+    assert_converged(inventory)
+
+
+def test_damaged_plan_file_is_named(tmp_path: Path, opts: NatsOptions, inventory: Path) -> None:
+    plan_file = tmp_path / "plan.json"
+    assert cli("plan", "--inventory", inventory, "-o", plan_file).exit_code == 0
+    truncated = tmp_path / "truncated.json"
+    truncated.write_text(plan_file.read_text()[:500])
+    result = cli("apply", truncated)
+    assert result.exit_code == 1
+    assert str(truncated) in result.output
+    assert "not valid JSON" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_unreachable_server_fails_fast(
+    tmp_path: Path, inventory: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NATS_URL", f"nats://127.0.0.1:{free_ports(1)[0]}")
+    plan_file = tmp_path / "plan.json"
+    assert cli("plan", "--inventory", inventory, "--offline", "-o", plan_file).exit_code == 0
+
+    started = time.monotonic()
+    result = cli("apply", plan_file)
+    assert result.exit_code == 1
+    assert "cannot connect to NATS" in result.output
+    result = cli("apply", "--inventory", inventory, "--auto-approve")
+    assert result.exit_code == 1
+    assert "cannot apply: no NATS server reachable" in result.output
+    assert time.monotonic() - started < 10
+
+
+# -- the seed's world: 3 nodes, replicas 3, mutual TLS ---------------------------------------
+
+
+@pytest.mark.slow
+def test_secure_cluster_replicas_3_survives_losing_a_node(
+    nats_tls_cluster: TlsServer, inventory: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NATS_URL", nats_tls_cluster.url)
+    monkeypatch.setenv("NATS_CA", str(nats_tls_cluster.ca))
+    monkeypatch.setenv("NATS_CERT", str(nats_tls_cluster.cert))
+    monkeypatch.setenv("NATS_KEY", str(nats_tls_cluster.key))
+    opts = nats_tls_cluster.options()
+
+    applied(inventory, "--replicas", "3")
+    assert_converged(inventory, "--replicas", "3")
+    state = live(opts)
+    assert set(state.streams) == desired(inventory)[0]
+    assert {s.config["num_replicas"] for s in state.streams.values()} == {3}
+
+    async def round_trip(nc: Any, body: bytes) -> tuple[bytes, str]:
+        js = nc.jetstream()
+        # Right after losing a node the stream may be electing a leader: retry briefly.
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                await js.publish("sqs.orders-fraud", body, timeout=2)
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
+        sub = await js.pull_subscribe_bind("orders-fraud", stream="sqs_orders-fraud")
+        msgs = await sub.fetch(1, timeout=10)
+        await msgs[0].ack_sync()
+        info = await api(nc, "$JS.API.STREAM.INFO.sqs_orders-fraud")
+        return msgs[0].data, str(info["cluster"]["leader"])
+
+    data, leader = on_nats(opts, lambda nc: round_trip(nc, b"one big burger"))
+    assert data == b"one big burger"
+
+    assert nats_tls_cluster.cluster is not None
+    nats_tls_cluster.cluster.kill_node(int(leader.removeprefix("n")) - 1)  # the stream's leader
+    data, new_leader = on_nats(opts, lambda nc: round_trip(nc, b"another big burger"))
+    assert data == b"another big burger"
+    assert new_leader != leader
