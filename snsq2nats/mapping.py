@@ -20,8 +20,9 @@ from snsq2nats import filterpolicy
 from snsq2nats.errors import FilterPolicyError
 from snsq2nats.inventory import Inventory, Queue, Subscription, Topic
 from snsq2nats.names import NameRegistry, base_name, check_name, check_subject, render
-from snsq2nats.plan import Desired, Fidelity, Resource, Route, Verdict
-from snsq2nats.rules import Override, Rules
+from snsq2nats.plan import Desired, Fidelity, Resource, Verdict
+from snsq2nats.routes import RELAY_PREFIX, QueueInfo, SubscriptionInfo, TopicInfo, derive
+from snsq2nats.rules import Cutover, Override, Rules
 from snsq2nats.spec import (
     NS,
     SOURCE_KEY,
@@ -89,7 +90,7 @@ class Translator:
         self.subjects = NameRegistry("subject")
         self.queues: dict[str, _QueuePlan] = {}
         self.topics: dict[str, _TopicPlan] = {}
-        self.routes: list[Route] = []
+        self.subscription_infos: dict[str, list[SubscriptionInfo]] = {}
         self.resources: list[Resource] = []
         self.topic_retention: dict[str, float] = {}
 
@@ -615,7 +616,9 @@ class Translator:
         return StreamSpec(
             name=plan.stream_name,
             description=topic.display_name or f"SNS topic {topic.name}",
-            subjects=[pattern, *(plan.override.subjects or [])],
+            # The `aws.` twin holds what the bridge relays from SNS: visible to topic-level
+            # consumers, never selected by queue sources (those queues got it through SQS).
+            subjects=[pattern, RELAY_PREFIX + pattern, *(plan.override.subjects or [])],
             retention="limits",
             storage=plan.override.storage or defaults.storage,
             num_replicas=plan.override.replicas or defaults.replicas,
@@ -638,8 +641,27 @@ class Translator:
         topic_plan = self.topics.get(sub.topic_arn)
         if topic_plan is None:
             return  # topic excluded or not scanned: reported by the scan
+        infos = self.subscription_infos.setdefault(sub.topic_arn, [])
         if self.rules.resolve(sub.arn, sub.arn).exclude:
+            # Not migrated, so SNS keeps delivering it: the routes must know it exists.
+            infos.append(
+                SubscriptionInfo(
+                    arn=sub.arn,
+                    protocol=sub.protocol,
+                    endpoint=sub.endpoint,
+                    delivers=not sub.pending_confirmation,
+                )
+            )
             return
+        if sub.protocol != "sqs" or sub.endpoint not in self.queues:
+            infos.append(
+                SubscriptionInfo(
+                    arn=sub.arn,
+                    protocol=sub.protocol,
+                    endpoint=sub.endpoint,
+                    delivers=not sub.pending_confirmation,
+                )
+            )
         fidelity: list[Fidelity] = []
         if sub.pending_confirmation:
             fidelity.append(
@@ -785,25 +807,24 @@ class Translator:
                     "replay is a consumer on the topic stream with a start time",
                 )
             )
+        infos.append(
+            SubscriptionInfo(
+                arn=sub.arn,
+                protocol=sub.protocol,
+                endpoint=sub.endpoint,
+                delivers=deliver,
+                mapped=deliver,
+                emulated=emulated,
+                filter_policy=sub.filter_policy,
+                filter_policy_scope=sub.filter_policy_scope,
+                raw_delivery=sub.raw_message_delivery,
+            )
+        )
         if not deliver:
             pass
         elif emulated:
+            # The filter router (routes.py) carries it: no stream source.
             topic_plan.needs_stream = True
-            self.routes.append(
-                Route(
-                    name=f"filter:{topic_plan.topic.name}->{queue_plan.queue.name}",
-                    kind="filter-router",
-                    source_arn=sub.arn,
-                    aws_arn=sub.topic_arn,
-                    stream=topic_plan.stream_name,
-                    subject=queue_plan.subject.replace(".<MessageGroupId>", ""),
-                    target_stream=queue_plan.stream.name,
-                    filter_policy=sub.filter_policy,
-                    filter_policy_scope=sub.filter_policy_scope,
-                    subject_tokens=topic_plan.promoted,
-                    raw_delivery=sub.raw_message_delivery,
-                )
-            )
         else:
             topic_plan.needs_stream = True
             filters = filter_subjects or [all_subjects]
@@ -842,26 +863,20 @@ class Translator:
         for sub in inv.subscriptions:
             self.subscription(sub)
 
-        streams: list[StreamSpec] = []
-        consumers: list[ConsumerSpec] = []
+        derived = derive(
+            [self._queue_info(q) for q in self.queues.values()],
+            [self._topic_info(t) for t in self.topics.values()],
+            self.rules.defaults,
+            advisory_replicas=self.rules.defaults.replicas,
+        )
+        streams: list[StreamSpec] = list(derived.streams)
+        consumers: list[ConsumerSpec] = list(derived.consumers)
         resources: list[Resource] = []
         for topic_plan in self.topics.values():
             stream = None
-            if topic_plan.needs_stream:
+            if topic_plan.topic.arn in derived.topic_streams:
                 stream = self.topic_stream(topic_plan)
                 streams.append(stream)
-                self.routes.append(
-                    Route(
-                        name=f"sns:{topic_plan.topic.name}",
-                        kind="sns-to-nats",
-                        source_arn=topic_plan.topic.arn,
-                        aws_arn=topic_plan.topic.arn,
-                        stream=stream.name,
-                        subject=topic_plan.subject,
-                        subject_tokens=topic_plan.promoted,
-                        fifo=topic_plan.topic.fifo,
-                    )
-                )
             else:
                 topic_plan.fidelity.append(
                     _fid(
@@ -954,41 +969,41 @@ class Translator:
                     fidelity=queue_plan.fidelity,
                 )
             )
-            cutover = queue_plan.override.cutover
-            if cutover and cutover.consumers == "nats":
-                self.routes.append(
-                    Route(
-                        name=f"sqs:{queue.name}",
-                        kind="sqs-to-nats",
-                        source_arn=queue.arn,
-                        aws_arn=queue.arn,
-                        stream=stream.name,
-                        subject=queue_plan.subject.replace(".<MessageGroupId>", ""),
-                        fifo=queue.fifo,
-                    )
-                )
-            if dlq_arn is not None and dlq_arn in self.queues:
-                dlq = self.queues[dlq_arn]
-                self.routes.append(
-                    Route(
-                        name=f"dlq:{queue.name}",
-                        kind="dlq-mover",
-                        source_arn=queue.arn,
-                        aws_arn=dlq.queue.arn,
-                        stream=stream.name,
-                        consumer=consumer.durable_name,
-                        target_stream=dlq.stream.name,
-                        subject=dlq.subject.replace(".<MessageGroupId>", ""),
-                        fifo=queue.fifo,
-                    )
-                )
         resources.extend(self.resources)
         order = {"sqs-queue": 0, "sns-topic": 1, "sns-subscription": 2}
         return Desired(
             streams=sorted(streams, key=lambda s: s.name),
             consumers=sorted(consumers, key=lambda c: c.key),
             resources=sorted(resources, key=lambda r: (order[r.kind], r.source_arn)),
-            routes=sorted(self.routes, key=lambda r: (r.kind, r.name, r.source_arn)),
+            routes=derived.routes,
+        )
+
+    def _queue_info(self, plan: _QueuePlan) -> QueueInfo:
+        queue = plan.queue
+        return QueueInfo(
+            arn=queue.arn,
+            name=queue.name,
+            fifo=queue.fifo,
+            stream=plan.stream.name,
+            durable=plan.consumer.durable_name,
+            subject=plan.subject.replace(".<MessageGroupId>", ""),
+            own_subjects=[s for s in plan.stream.subjects if f".{SCHEDULE_TOKEN}." not in s],
+            cutover=plan.override.cutover or Cutover(),
+            dlq_arn=queue.redrive_policy.dead_letter_target_arn if queue.redrive_policy else None,
+        )
+
+    def _topic_info(self, plan: _TopicPlan) -> TopicInfo:
+        topic = plan.topic
+        return TopicInfo(
+            arn=topic.arn,
+            name=topic.name,
+            fifo=topic.fifo,
+            stream=plan.stream_name,
+            subject=plan.subject,
+            promoted=list(plan.promoted),
+            cutover=plan.override.cutover or Cutover(),
+            needs_stream=plan.needs_stream,
+            subscriptions=sorted(self.subscription_infos.get(topic.arn, []), key=lambda s: s.arn),
         )
 
 

@@ -38,6 +38,7 @@ from snsq2nats.errors import MappingError
 from snsq2nats.inventory import Inventory, load_inventory
 from snsq2nats.mapping import translate
 from snsq2nats.plan import Desired, Resource
+from snsq2nats.routes import ROUTE_KEY
 from snsq2nats.rules import Rules, load_rules
 from snsq2nats.spec import SOURCE_KEY
 
@@ -179,7 +180,12 @@ def check_invariants(inventory: Inventory, desired: Desired) -> None:
     for resource in desired.resources:
         if resource.kind != "sqs-queue":
             continue
-        owners = [c for c in desired.consumers if c.metadata[SOURCE_KEY] == resource.source_arn]
+        # Bridge-owned consumers (ROUTE_KEY) are the bridge's, not the queue's workers.
+        owners = [
+            c
+            for c in desired.consumers
+            if c.metadata[SOURCE_KEY] == resource.source_arn and ROUTE_KEY not in c.metadata
+        ]
         assert len(owners) == 1, f"{resource.source_arn}: {len(owners)} durable consumers"
         assert owners[0].durable_name == resource.consumer
         assert owners[0].stream_name == resource.stream
@@ -347,6 +353,7 @@ def test_shop_estate_shape(shop_desired: Desired) -> None:
         "sqs_orders-shipping",
         "sqsfifo_payments",
         "sqsfifo_payments-dlq",
+        "snsq2nats_advisories",
     }
     kinds = sorted((r.kind, r.name) for r in shop_desired.routes)
     assert kinds == [
