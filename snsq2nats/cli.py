@@ -506,7 +506,7 @@ def verify(plan_path: Path | None, as_json: bool, timeout: float, **kwargs: Any)
         from rich.table import Table
         from rich.text import Text
 
-        table = Table(title="Verify", title_justify="left")
+        table = Table(title="Verify", title_justify="left", expand=True)
         table.add_column("resource", overflow="fold", ratio=2)
         table.add_column("check", overflow="fold", ratio=3)
         table.add_column("result", no_wrap=True)

@@ -396,7 +396,7 @@ class _Verifier:
                 result.result = "failed"
                 result.detail = f"arrived after {result.latency_ms:g} ms, before the delay"
             else:
-                result.detail = f"arrived after the delay on {target}, acked"
+                result.detail = f"arrived after the delay via {queue.consumer}, acked"
         return result
 
     # -- topics -------------------------------------------------------------------------------
@@ -597,7 +597,7 @@ class _Verifier:
                     latency,
                 )
             else:
-                yield CheckResult(name, check, "ok", f"not delivered (filters {shown})")
+                yield CheckResult(name, check, "ok", "not delivered: no filter selects it")
 
     # -- cleanup ------------------------------------------------------------------------------
 

@@ -1,0 +1,297 @@
+"""verify against a real nats-server: the shop estate applied, canaries through every path.
+
+The inventory is scanned from moto once per module; every test gets a fresh JetStream server,
+applies the shop plan to it and then verifies (or breaks something first).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import urllib.request
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from snsq2nats.cli import main
+from snsq2nats.connect import NatsOptions, connect_nats
+from snsq2nats.jetstream import api, create_consumer, create_stream, pedantic_supported
+from snsq2nats.localnats import NatsServer
+from snsq2nats.pipeline import PlanRequest, make_plan
+from snsq2nats.plan import Plan
+from snsq2nats.verify import CANARY_HEADER, CheckResult, verify_plan
+
+REGION = "us-east-1"
+
+
+@pytest.fixture(scope="module")
+def inventory_file(moto_server: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shop, seeded into moto and scanned once: the tests only need its inventory."""
+    import boto3
+
+    from snsq2nats import aws_scan
+    from snsq2nats.estate import seed_shop
+
+    reset = urllib.request.Request(f"{moto_server}/moto-api/reset", method="POST")
+    urllib.request.urlopen(reset, timeout=10).close()
+    session = boto3.Session(
+        aws_access_key_id="testing", aws_secret_access_key="testing", region_name=REGION
+    )
+    seed_shop(
+        session.client("sqs", endpoint_url=moto_server),
+        session.client("sns", endpoint_url=moto_server),
+    )
+    inventory = aws_scan.scan(aws_scan.make_clients(session, [REGION], moto_server))
+    path = tmp_path_factory.mktemp("verify") / "inventory.json"
+    path.write_text(inventory.to_json(), encoding="utf-8")
+    return path
+
+
+def with_nc(url: str, fn: Callable[[Any], Awaitable[Any]]) -> Any:
+    async def go() -> Any:
+        nc = await connect_nats(NatsOptions(servers=[url]), name="pytest verify")
+        try:
+            return await fn(nc)
+        finally:
+            await nc.close()
+
+    return asyncio.run(go())
+
+
+async def _apply(nc: Any, plan: Plan) -> None:
+    try:
+        from snsq2nats.apply import apply_plan
+    except ImportError:
+        # Streams first (in plan order, topic streams before the queues that source them),
+        # then consumers: the order apply uses.
+        pedantic = pedantic_supported(plan.server)
+        for stream in plan.streams:
+            await create_stream(nc, stream, pedantic=pedantic)
+        for consumer in plan.consumers:
+            await create_consumer(nc, consumer, pedantic=pedantic)
+        return
+    result = await apply_plan(nc, plan, allow_destructive=False)
+    assert result.ok, result
+
+
+@pytest.fixture
+def applied(nats_server: NatsServer, inventory_file: Path) -> tuple[str, Plan]:
+    url = nats_server.url
+    plan = make_plan(
+        PlanRequest(inventory_path=inventory_file),
+        scan=lambda: pytest.fail("must not scan"),
+        nats=NatsOptions(servers=[url]),
+    )
+    with_nc(url, lambda nc: _apply(nc, plan))
+    return url, plan
+
+
+async def counts(nc: Any, plan: Plan) -> dict[str, int]:
+    out = {}
+    for stream in plan.streams:
+        info = await api(nc, f"$JS.API.STREAM.INFO.{stream.name}")
+        out[stream.name] = info["state"]["messages"]
+    return out
+
+
+async def canaries_left(nc: Any, plan: Plan) -> list[str]:
+    """Every message carrying the canary header, in any stream of the plan."""
+    found = []
+    for stream in plan.streams:
+        seq = 1
+        while True:
+            try:
+                resp = await api(
+                    nc, f"$JS.API.STREAM.MSG.GET.{stream.name}", {"seq": seq, "next_by_subj": ">"}
+                )
+            except Exception:
+                break
+            msg = resp["message"]
+            if CANARY_HEADER.encode() in base64.b64decode(msg.get("hdrs") or ""):
+                found.append(f"{stream.name}#{msg['seq']} {msg['subject']}")
+            seq = msg["seq"] + 1
+    return found
+
+
+def run_verify(url: str, plan: Plan, timeout: float = 3.0) -> tuple[list[CheckResult], Any]:
+    async def go(nc: Any) -> tuple[list[CheckResult], dict[str, int], dict[str, int], list[str]]:
+        before = await counts(nc, plan)
+        results = await verify_plan(nc, plan, timeout=timeout)
+        return results, before, await counts(nc, plan), await canaries_left(nc, plan)
+
+    results, before, after, left = with_nc(url, go)
+    return results, (before, after, left)
+
+
+def row(results: list[CheckResult], resource: str, check: str) -> CheckResult:
+    matches = [r for r in results if r.resource == resource and r.check == check]
+    assert len(matches) == 1, (resource, check, [(r.resource, r.check) for r in results])
+    return matches[0]
+
+
+def test_verify_passes_checks_filters_both_ways_and_leaves_nothing(
+    applied: tuple[str, Plan],
+) -> None:
+    url, plan = applied
+    results, (before, after, left) = run_verify(url, plan)
+
+    failed = [r for r in results if r.result == "failed"]
+    assert not failed, failed
+    queues = [r.name for r in plan.resources if r.kind == "sqs-queue"]
+    round_trips = [r for r in results if r.check.startswith("round trip")]
+    assert sorted(r.resource for r in round_trips) == sorted(queues)
+    assert all(r.result == "ok" and r.latency_ms is not None for r in round_trips)
+    fifo = row(results, "payments.fifo", "round trip via sqsfifo.payments.snsq2nats-canary")
+    assert fifo.result == "ok"
+    delayed = row(results, "notifications-delayed", "delayed delivery (1s schedule)")
+    assert delayed.result == "ok" and delayed.latency_ms is not None
+    assert delayed.latency_ms >= 900
+
+    billing, shipping, analytics = (
+        f"orders → orders-{q}" for q in ("billing", "shipping", "analytics")
+    )
+    expect = {
+        (billing, "receives sns.orders.order_placed.eu"),
+        (billing, "receives sns.orders.order_placed.~canary"),
+        (billing, "receives sns.orders.order_cancelled.~canary"),
+        (billing, "does not receive sns.orders.~canary.~canary"),
+        (shipping, "receives sns.orders.order_placed.eu"),
+        (shipping, "does not receive sns.orders.order_placed.~canary"),
+        (shipping, "does not receive sns.orders.order_cancelled.~canary"),
+        (shipping, "does not receive sns.orders.~canary.~canary"),
+        (analytics, "receives sns.orders.order_placed.eu"),
+        (analytics, "receives sns.orders.order_placed.~canary"),
+        (analytics, "receives sns.orders.order_cancelled.~canary"),
+        (analytics, "receives sns.orders.~canary.~canary"),
+    }
+    for resource, check in expect:
+        assert row(results, resource, check).result == "ok"
+    fraud = row(results, "orders → orders-fraud", "filter routing")
+    assert fraud.result == "skipped"
+    assert fraud.detail == "skipped: evaluated by the bridge's filter router"
+    assert row(results, "(verify)", "no canary left behind").result == "ok"
+
+    assert after == before
+    assert left == []
+
+
+def test_missing_source_is_a_failure_and_cleaned_up(applied: tuple[str, Plan]) -> None:
+    url, plan = applied
+
+    async def drop_source(nc: Any) -> None:
+        info = await api(nc, "$JS.API.STREAM.INFO.sqs_orders-billing")
+        config = info["config"]
+        config.pop("sources")
+        await api(nc, "$JS.API.STREAM.UPDATE.sqs_orders-billing", config)
+
+    with_nc(url, drop_source)
+    results, (before, after, left) = run_verify(url, plan, timeout=1.0)
+
+    failed = {(r.resource, r.check) for r in results if r.result == "failed"}
+    assert failed == {
+        ("orders → orders-billing", "receives sns.orders.order_placed.eu"),
+        ("orders → orders-billing", "receives sns.orders.order_placed.~canary"),
+        ("orders → orders-billing", "receives sns.orders.order_cancelled.~canary"),
+    }
+    detail = row(results, "orders → orders-billing", "receives sns.orders.order_placed.eu").detail
+    assert "did not arrive in sqs_orders-billing/orders-billing" in detail
+    assert after == before
+    assert left == []
+
+
+def test_pending_real_message_is_left_alone(applied: tuple[str, Plan]) -> None:
+    url, plan = applied
+
+    async def send_real(nc: Any) -> dict[str, Any]:
+        await nc.jetstream().publish("sqs.orders-billing", b"a real order")
+        return await api(nc, "$JS.API.CONSUMER.INFO.sqs_orders-billing.orders-billing")
+
+    info_before = with_nc(url, send_real)
+    assert info_before["num_pending"] == 1
+    results, (before, after, left) = run_verify(url, plan)
+
+    assert not [r for r in results if r.result == "failed"]
+    skipped = row(results, "orders-billing", "round trip")
+    assert skipped.result == "skipped"
+    assert skipped.detail == "queue has 1 pending messages: not verified (would disturb traffic)"
+    # The canaries billing would receive are not even published; the one it would not is.
+    not_published = [
+        r.check for r in results if r.resource == "orders" and r.check.startswith("publish sns")
+    ]
+    assert sorted(not_published) == [
+        "publish sns.orders.order_cancelled.~canary",
+        "publish sns.orders.order_placed.eu",
+        "publish sns.orders.order_placed.~canary",
+    ]
+    assert (
+        row(
+            results, "orders → orders-shipping", "does not receive sns.orders.~canary.~canary"
+        ).result
+        == "ok"
+    )
+    assert after == before
+    assert left == []
+
+    async def inspect(nc: Any) -> tuple[dict[str, Any], Any]:
+        info = await api(nc, "$JS.API.CONSUMER.INFO.sqs_orders-billing.orders-billing")
+        sub = await nc.jetstream().pull_subscribe_bind(
+            "orders-billing", stream="sqs_orders-billing"
+        )
+        msgs = await sub.fetch(1, timeout=2)
+        await msgs[0].ack_sync()
+        return info, msgs[0]
+
+    info_after, msg = with_nc(url, inspect)
+    assert info_after["num_pending"] == 1
+    assert info_after["num_ack_pending"] == 0
+    assert info_after["num_redelivered"] == 0
+    assert info_after["delivered"] == info_before["delivered"]
+    assert msg.data == b"a real order"
+    assert msg.metadata.num_delivered == 1
+
+
+def _cli(*args: str) -> Any:
+    return CliRunner().invoke(main, ["verify", *args], catch_exceptions=False)
+
+
+def test_cli_table_json_and_exit_code(applied: tuple[str, Plan], tmp_path: Path) -> None:
+    url, plan = applied
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_text(plan.to_json(), encoding="utf-8")
+
+    ok = _cli("--plan", str(plan_file), "-s", url, "--timeout", "3")
+    assert ok.exit_code == 0, ok.output
+    text = ok.stderr
+    assert "\x1b[" not in text  # NO_COLOR
+    for heading in ("resource", "check", "result", "detail", "ms"):
+        assert heading in text
+    assert "payments.fifo" in text and "orders-fraud" in text and "filter router" in text
+    assert "verify: " in text and " 0 failed, " in text
+    assert ok.stdout == ""
+
+    as_json = _cli("--plan", str(plan_file), "-s", url, "--json", "--timeout", "3")
+    assert as_json.exit_code == 0, as_json.output
+    doc = json.loads(as_json.stdout)
+    assert doc["ok"] is True and doc["counts"]["failed"] == 0
+    first = doc["results"][0]
+    assert set(first) == {"resource", "check", "result", "detail", "latency_ms"}
+
+    async def break_consumer(nc: Any) -> None:
+        await api(nc, "$JS.API.CONSUMER.DELETE.sqs_orders-shipping.orders-shipping")
+
+    with_nc(url, break_consumer)
+    broken = _cli("--plan", str(plan_file), "-s", url, "--json", "--timeout", "1")
+    assert broken.exit_code == 1
+    doc = json.loads(broken.stdout)
+    assert doc["ok"] is False
+    shipping = [r for r in doc["results"] if r["resource"] == "orders-shipping"]
+    assert shipping[0]["result"] == "failed"
+    assert "sqs_orders-shipping/orders-shipping does not exist" in shipping[0]["detail"]
+    # The canary fanned out to the consumer-less queue was swept away again.
+    cleanup = next(r for r in doc["results"] if r["resource"] == "(verify)")
+    assert cleanup["result"] == "ok" and "removed 1 canary" in cleanup["detail"]
+    assert with_nc(url, lambda nc: canaries_left(nc, plan)) == []
