@@ -178,6 +178,17 @@ def test_verify_passes_checks_filters_both_ways_and_leaves_nothing(
     assert after == before
     assert left == []
 
+    async def router_backlog(nc: Any) -> list[int]:
+        # Consumers on the topic stream (the bridge's filter router) see no canary later:
+        # deleting them by sequence removes them from every consumer's backlog too.
+        consumers = [c for c in plan.consumers if c.stream_name == "sns_orders"]
+        infos = [
+            await api(nc, f"$JS.API.CONSUMER.INFO.sns_orders.{c.durable_name}") for c in consumers
+        ]
+        return [i["num_pending"] + i["num_ack_pending"] for i in infos]
+
+    assert set(with_nc(url, router_backlog)) <= {0}
+
 
 def test_missing_source_is_a_failure_and_cleaned_up(applied: tuple[str, Plan]) -> None:
     url, plan = applied
