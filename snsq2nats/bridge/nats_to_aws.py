@@ -1,0 +1,843 @@
+"""NATS → AWS: relay a route's durable pull consumer into an SQS queue or an SNS topic.
+
+The one rule: a JetStream message is acknowledged only after AWS accepted *its* entry of a
+batch call. Anything else either stays unacknowledged (redelivered after `ack_wait`), is NAKed
+(with a growing delay once in-process retries are used up, so a dead endpoint never turns into
+a tight redelivery loop and `max_deliver` still counts), or is TERMed with a reason when AWS
+will never take it (more than 10 attributes on SQS, oversize, a body that is not text, an
+entry AWS refuses as the sender's fault). A TERMed message stays in the stream for inspection.
+
+Batches of up to 10 entries (and at most the call's byte budget) go out concurrently on
+"lanes"; FIFO routes use a single lane so each message group reaches AWS in stream order.
+
+The pull-loop helpers at the top (`PullSource`, `publish_with_retry`, `term_with_reason`, …)
+are shared with the DLQ mover and the filter router, which consume JetStream the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import random
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from snsq2nats.bridge.codec import (
+    DEDUP_HEADER,
+    GROUP_HEADER,
+    MAX_SQS_ATTRIBUTES,
+    MSG_ID_HEADER,
+    ORIGIN_ATTRIBUTE,
+    ORIGIN_HEADER,
+    Attribute,
+    headers_to_attributes,
+)
+from snsq2nats.bridge.context import BridgeContext, RouteMetrics
+from snsq2nats.errors import SnsqError
+from snsq2nats.filterpolicy import decode_token
+from snsq2nats.jetstream import (
+    API_PREFIX,
+    ERR_CONSUMER_NOT_FOUND,
+    ERR_STREAM_NOT_FOUND,
+    JetStreamApiError,
+    api,
+)
+from snsq2nats.plan import Route
+
+__all__ = [
+    "FETCH_WAIT",
+    "PullSource",
+    "backoff_delay",
+    "publish_with_retry",
+    "run_nats_to_sns",
+    "run_nats_to_sqs",
+    "sleep_unless_stopping",
+    "subject_in",
+    "term_with_reason",
+]
+
+# How long one pull request waits on the server for messages. An empty fetch is the normal
+# idle state, so this bounds both the idle request rate and how long a stop takes to notice.
+FETCH_WAIT = 2.0
+# Re-check the consumer after this much idle time: a pull subscription can go silent after a
+# server restart without raising anything (nats.py #504).
+IDLE_RECHECK = 30.0
+# JetStream publish (PubAck) timeout; nats-py futures may never resolve, so we always bound.
+PUBLISH_TIMEOUT = 5.0
+# In-process attempts at one batch before its failures are NAKed with a delay.
+MAX_ATTEMPTS = 5
+BACKOFF_BASE = 0.2
+BACKOFF_CAP = 10.0
+NAK_DELAY_BASE = 1.0
+NAK_DELAY_CAP = 60.0
+BATCH_ENTRIES = 10
+SQS_MAX_BYTES = 1_048_576  # per message and per SendMessageBatch request
+SNS_MAX_BYTES = 262_144  # per message and per PublishBatch request
+ACK_ATTEMPTS = 3
+
+# AWS error codes that mean "slow down / try again", whatever the service.
+_THROTTLE_CODES = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottled",
+        "RequestThrottledException",
+        "TooManyRequestsException",
+        "RequestLimitExceeded",
+        "SlowDown",
+        "KMSThrottlingException",
+        "ServiceUnavailable",
+        "InternalError",
+        "InternalFailure",
+    }
+)
+# Batch-level errors caused by the content of some entry: the batch is split so the entry that
+# AWS refuses fails alone and the others still go through.
+_ENTRY_FAULT_CODES = frozenset(
+    {
+        "InvalidParameterValue",
+        "InvalidParameter",
+        "InvalidParameterException",
+        "ParameterValueInvalid",
+        "InvalidMessageContents",
+        "InvalidAttributeName",
+        "InvalidAttributeValue",
+        "BatchRequestTooLong",
+        "AWS.SimpleQueueService.BatchRequestTooLong",
+        "MissingParameter",
+        "ValidationError",
+        "ValidationException",
+    }
+)
+_MISSING_CODES = frozenset(
+    {
+        "AWS.SimpleQueueService.NonExistentQueue",
+        "QueueDoesNotExist",
+        "NonExistentQueue",
+        "NotFound",
+        "NotFoundException",
+    }
+)
+
+_ATTRIBUTE_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,256}$")
+# MessageGroupId / MessageDeduplicationId: 1–128 printable ASCII characters.
+_AWS_ID_RE = re.compile(r"^[\x21-\x7e]{1,128}$")
+
+
+# --------------------------------------------------------------------------------------------
+# Shared pull-consumer helpers
+# --------------------------------------------------------------------------------------------
+
+
+def backoff_delay(attempt: int, *, base: float = BACKOFF_BASE, cap: float = BACKOFF_CAP) -> float:
+    """Capped exponential backoff with jitter (half fixed, half random).
+
+    The random half spreads several bridge processes hitting the same throttled endpoint; the
+    fixed half keeps the delay from collapsing to ~0 the way full jitter can.
+    """
+    delay = min(cap, base * 2.0 ** min(max(0, attempt), 30))
+    return delay / 2 + random.uniform(0, delay / 2)
+
+
+async def sleep_unless_stopping(ctx: BridgeContext, seconds: float) -> bool:
+    """Sleep, waking early when the bridge stops; True if it is stopping."""
+    if seconds > 0 and not ctx.stopping.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(ctx.stopping.wait(), timeout=seconds)
+    return ctx.stopping.is_set()
+
+
+async def term_with_reason(nc: Any, msg: Any, reason: str) -> None:
+    """`+TERM <reason>`: nats-py's `term()` sends no reason, and the reason is what an operator
+    reads in the MSG_TERMINATED advisory (server ≥ 2.10.4)."""
+    if not msg.reply:
+        return
+    text = " ".join(reason.split())[:512]
+    await nc.publish(msg.reply, b"+TERM " + text.encode("utf-8", "replace"))
+    msg._ackd = True  # nats-py's own flag: a later ack() on this message must fail loudly
+
+
+async def nak(msg: Any, delay: float | None = None) -> None:
+    """NAK, swallowing connection errors: an unacknowledged message comes back after ack_wait
+    anyway, so a NAK that cannot be sent changes timing only."""
+    with contextlib.suppress(Exception):
+        await msg.nak(delay=delay)
+
+
+def nak_delay(msg: Any) -> float:
+    """Redelivery delay growing with the delivery count, so a failing message is retried ever
+    more slowly until `max_deliver` (and the DLQ mover, when the queue has one) takes over."""
+    try:
+        delivered = int(msg.metadata.num_delivered)
+    except Exception:
+        delivered = 1
+    return min(NAK_DELAY_CAP, NAK_DELAY_BASE * 2.0 ** min(max(0, delivered - 1), 30))
+
+
+async def ack(msg: Any) -> bool:
+    """Acknowledge and wait for the server to confirm, retrying briefly.
+
+    Confirmed acks matter here: an ack lost on the wire means a redelivery and, on a standard
+    SQS queue, a second copy. Acks are idempotent, so retrying is safe.
+    """
+    for attempt in range(ACK_ATTEMPTS):
+        try:
+            await msg.ack_sync(timeout=2.0)
+            return True
+        except Exception:
+            if attempt + 1 < ACK_ATTEMPTS:
+                await asyncio.sleep(backoff_delay(attempt, base=0.1, cap=1.0))
+    return False
+
+
+async def ack_all(msgs: Sequence[Any], metrics: RouteMetrics) -> None:
+    results = await asyncio.gather(*(ack(m) for m in msgs))
+    failed = sum(1 for ok in results if not ok)
+    if failed:
+        metrics.error(failed)
+
+
+async def consumer_info(ctx: BridgeContext, stream: str, consumer: str) -> dict[str, Any]:
+    return await api(ctx.nc, f"{API_PREFIX}.CONSUMER.INFO.{stream}.{consumer}")
+
+
+async def require_consumer(ctx: BridgeContext, route: Route, stream: str, consumer: str) -> None:
+    """Fail clearly when the durable the route binds to does not exist: the bridge never creates
+    consumers (apply does), because a consumer made here would miss the plan's settings."""
+    try:
+        await consumer_info(ctx, stream, consumer)
+    except JetStreamApiError as exc:
+        if exc.err_code in (ERR_CONSUMER_NOT_FOUND, ERR_STREAM_NOT_FOUND):
+            raise SnsqError(
+                f"consumer {consumer!r} on stream {stream!r} does not exist: run "
+                "`snsq2nats apply` with the plan first",
+                where=f"route {route.name}",
+                hint="the bridge only binds to the consumers the plan creates, never its own",
+            ) from None
+        raise
+
+
+def route_binding(route: Route) -> tuple[str, str]:
+    if not route.stream or not route.consumer:
+        raise SnsqError(
+            "the route names no stream/consumer to read from",
+            where=f"route {route.name}",
+            hint="re-run `snsq2nats plan` and `apply`; bridge routes carry their consumer",
+        )
+    return route.stream, route.consumer
+
+
+class PullSource:
+    """A durable pull consumer that keeps working across server restarts.
+
+    `fetch` returns an empty list when idle or after a recoverable error (having slept a
+    backoff), so callers loop on it without special cases. The subscription is re-created after
+    the client reconnected, after fetch errors, and when a long idle period's consumer check
+    fails, because nats-py pull subscriptions can stop receiving after a restart (#504).
+    """
+
+    def __init__(self, ctx: BridgeContext, route: Route, stream: str, consumer: str) -> None:
+        self.ctx = ctx
+        self.route = route
+        self.stream = stream
+        self.consumer = consumer
+        self._sub: Any = None
+        self._reconnects = -1
+        self._failures = 0
+        self._idle_since = time.monotonic()
+
+    async def _bind(self) -> None:
+        await self.close()
+        js = self.ctx.nc.jetstream()
+        self._reconnects = self._reconnect_count()
+        self._sub = await js.pull_subscribe_bind(durable=self.consumer, stream=self.stream)
+        self._idle_since = time.monotonic()
+
+    def _reconnect_count(self) -> int:
+        stats = getattr(self.ctx.nc, "stats", None) or {}
+        return int(stats.get("reconnects", 0))
+
+    async def close(self) -> None:
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    async def fetch(self, batch: int, wait: float = FETCH_WAIT) -> list[Any]:
+        from nats import errors as nats_errors
+
+        try:
+            if self._sub is None or self._reconnect_count() != self._reconnects:
+                await self._bind()
+            msgs: list[Any] = await self._sub.fetch(batch, timeout=wait)
+        except (TimeoutError, nats_errors.TimeoutError):
+            # Normal idle. Once in a while make sure the consumer is still there and the
+            # subscription still gets answers; a failed check re-binds on the next call.
+            if time.monotonic() - self._idle_since > IDLE_RECHECK:
+                self._idle_since = time.monotonic()
+                try:
+                    await consumer_info(self.ctx, self.stream, self.consumer)
+                except Exception as exc:
+                    await self._failed(exc)
+                else:
+                    await self._bind()
+            return []
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await self._failed(exc)
+            return []
+        self._failures = 0
+        self._idle_since = time.monotonic()
+        return msgs
+
+    async def _failed(self, exc: BaseException) -> None:
+        self._failures += 1
+        self.ctx.route_metrics(self.route).error()
+        self.ctx.log(
+            f"{self.route.name}: pull from {self.stream}/{self.consumer} failed "
+            f"({type(exc).__name__}: {exc}); re-subscribing"
+        )
+        await self.close()
+        await sleep_unless_stopping(self.ctx, backoff_delay(self._failures))
+
+
+async def publish_with_retry(
+    ctx: BridgeContext,
+    subject: str,
+    data: bytes,
+    headers: Mapping[str, str],
+    *,
+    stream: str | None = None,
+    attempts: int = MAX_ATTEMPTS,
+) -> bool:
+    """Publish to JetStream and wait for the PubAck; True once the stream has the message.
+
+    Every attempt carries the same headers, hence the same `Nats-Msg-Id`, so a publish that
+    timed out but did land is deduplicated by the stream. False when the attempts are used up
+    or the bridge is stopping; the caller then leaves its source message unacknowledged.
+    """
+    js = ctx.nc.jetstream()
+    for attempt in range(attempts):
+        try:
+            await asyncio.wait_for(
+                js.publish(
+                    subject, data, timeout=PUBLISH_TIMEOUT, stream=stream, headers=dict(headers)
+                ),
+                timeout=PUBLISH_TIMEOUT + 1.0,
+            )
+            return True
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            ctx.log(f"publish to {subject} failed ({type(exc).__name__}: {exc})")
+            if attempt + 1 >= attempts or await sleep_unless_stopping(ctx, backoff_delay(attempt)):
+                return False
+    return False
+
+
+# --------------------------------------------------------------------------------------------
+# AWS targets
+# --------------------------------------------------------------------------------------------
+
+
+class Rejected(Exception):
+    """This message can never be delivered to the target; the reason goes into the TERM."""
+
+
+@dataclass
+class _Item:
+    msg: Any
+    entry: dict[str, Any]
+    size: int
+    fetched: float = field(default_factory=time.monotonic)
+
+
+def _error_code(exc: BaseException) -> tuple[str, int]:
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        error = response.get("Error") or {}
+        meta = response.get("ResponseMetadata") or {}
+        return str(error.get("Code") or ""), int(meta.get("HTTPStatusCode") or 0)
+    return "", 0
+
+
+def _entry_fault(exc: BaseException) -> bool:
+    code, status = _error_code(exc)
+    return code in _ENTRY_FAULT_CODES and 400 <= status < 500
+
+
+def _attribute_size(name: str, attr: Attribute) -> int:
+    raw = attr.value if isinstance(attr.value, bytes) else attr.value.encode("utf-8")
+    return len(name.encode()) + len(attr.data_type.encode()) + len(raw)
+
+
+def _check_attribute_name(name: str) -> None:
+    lowered = name.lower()
+    if (
+        not _ATTRIBUTE_NAME_RE.match(name)
+        or name.startswith(".")
+        or name.endswith(".")
+        or ".." in name
+        or lowered.startswith(("aws.", "amazon."))
+    ):
+        raise Rejected(
+            f"header {name!r} cannot be an AWS message attribute name "
+            "([A-Za-z0-9_.-], ≤256 characters, no AWS./Amazon. prefix, no leading, trailing "
+            "or double dots)"
+        )
+
+
+def _body_text(data: bytes) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise Rejected("the body is not UTF-8 text; SQS and SNS carry text bodies") from None
+
+
+def _aws_id(value: str, what: str) -> str:
+    """A value usable as MessageGroupId / MessageDeduplicationId."""
+    if _AWS_ID_RE.match(value):
+        return value
+    if what == "dedup":
+        # Only equality matters for deduplication, so an unusable id is replaced by its hash
+        # (same input, same id) instead of failing the message.
+        return "sha256-" + hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
+    raise Rejected(
+        f"MessageGroupId {value!r} is not 1-128 printable ASCII characters, as AWS requires"
+    )
+
+
+def _group_id(msg: Any) -> str:
+    headers = msg.headers or {}
+    value = headers.get(GROUP_HEADER)
+    if not value:
+        # FIFO queue subjects end in the encoded group token (`sqsfifo.orders.<group>`).
+        token = str(msg.subject).rsplit(".", 1)[-1]
+        try:
+            value = decode_token(token)
+        except ValueError:
+            value = token
+    if not value:
+        raise Rejected(
+            f"no message group: set header {GROUP_HEADER} or publish to a subject ending in "
+            "the group token"
+        )
+    return _aws_id(value, "group")
+
+
+def _dedup_id(msg: Any) -> str:
+    headers = msg.headers or {}
+    value = headers.get(DEDUP_HEADER) or headers.get(MSG_ID_HEADER)
+    if not value:
+        meta = msg.metadata
+        value = f"{meta.stream}:{meta.sequence.stream}"
+    return _aws_id(value, "dedup")
+
+
+class _Target:
+    """One AWS destination: how to build an entry and send a batch."""
+
+    kind = ""
+    max_bytes = SQS_MAX_BYTES
+    fifo = False
+    max_attributes: int | None = None
+
+    def __init__(self, ctx: BridgeContext, route: Route) -> None:
+        self.ctx = ctx
+        self.route = route
+
+    async def prepare(self) -> None:
+        raise NotImplementedError
+
+    def body_field(self) -> str:
+        raise NotImplementedError
+
+    async def call(self, entries: list[dict[str, Any]]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def build(self, msg: Any) -> _Item:
+        attributes = headers_to_attributes(msg.headers)
+        attributes[ORIGIN_ATTRIBUTE] = Attribute("String", "nats")
+        if self.max_attributes is not None and len(attributes) > self.max_attributes:
+            raise Rejected(
+                f"{len(attributes)} message attributes (including {ORIGIN_ATTRIBUTE}); "
+                f"{self.kind} allows at most {self.max_attributes}: "
+                + ", ".join(sorted(attributes))
+            )
+        for name in attributes:
+            _check_attribute_name(name)
+        body = _body_text(msg.data or b"")
+        size = len(body.encode("utf-8")) + sum(_attribute_size(n, a) for n, a in attributes.items())
+        if size > self.max_bytes:
+            raise Rejected(
+                f"message of {size} bytes (body and attributes) exceeds the {self.kind} "
+                f"limit of {self.max_bytes} bytes"
+            )
+        entry: dict[str, Any] = {
+            self.body_field(): body,
+            "MessageAttributes": {n: a.to_sqs() for n, a in sorted(attributes.items())},
+        }
+        if self.fifo:
+            entry["MessageGroupId"] = _group_id(msg)
+            entry["MessageDeduplicationId"] = _dedup_id(msg)
+        return _Item(msg=msg, entry=entry, size=size)
+
+    async def prepare_with_retry(self) -> bool:
+        """Resolve the target, retrying transient failures; False if stopped meanwhile."""
+        attempt = 0
+        while True:
+            try:
+                await self.prepare()
+                return True
+            except SnsqError:
+                raise
+            except Exception as exc:
+                code, _ = _error_code(exc)
+                if code in _MISSING_CODES:
+                    raise SnsqError(
+                        f"{self.kind} target {self.route.aws_arn} does not exist",
+                        where=f"route {self.route.name}",
+                        hint="create it (or re-plan without this route) and start the bridge again",
+                    ) from None
+                self.ctx.route_metrics(self.route).error()
+                self.ctx.log(f"{self.route.name}: cannot resolve {self.route.aws_arn}: {exc}")
+                if await sleep_unless_stopping(self.ctx, backoff_delay(attempt)):
+                    return False
+                attempt += 1
+
+
+class _SqsTarget(_Target):
+    kind = "SQS"
+    max_bytes = SQS_MAX_BYTES
+    max_attributes = MAX_SQS_ATTRIBUTES
+
+    def __init__(self, ctx: BridgeContext, route: Route) -> None:
+        super().__init__(ctx, route)
+        self.queue_url = ""
+
+    async def prepare(self) -> None:
+        parts = self.route.aws_arn.split(":")
+        if len(parts) < 6 or parts[2] != "sqs":
+            raise SnsqError(
+                f"{self.route.aws_arn!r} is not an SQS queue ARN", where=f"route {self.route.name}"
+            )
+        account, name = parts[4], parts[5]
+        response = await self.ctx.call_aws(
+            self.ctx.sqs.get_queue_url, QueueName=name, QueueOwnerAWSAccountId=account
+        )
+        self.queue_url = str(response["QueueUrl"])
+        # The queue's real type decides the entry shape: a plan that disagrees would otherwise
+        # turn every message into an AWS validation error (and a TERM).
+        attrs = await self.ctx.call_aws(
+            self.ctx.sqs.get_queue_attributes,
+            QueueUrl=self.queue_url,
+            AttributeNames=["FifoQueue"],
+        )
+        self.fifo = (attrs.get("Attributes") or {}).get("FifoQueue") == "true"
+
+    def body_field(self) -> str:
+        return "MessageBody"
+
+    async def call(self, entries: list[dict[str, Any]]) -> dict[str, Any]:
+        result: dict[str, Any] = await self.ctx.call_aws(
+            self.ctx.sqs.send_message_batch, QueueUrl=self.queue_url, Entries=entries
+        )
+        return result
+
+
+class _SnsTarget(_Target):
+    kind = "SNS"
+    max_bytes = SNS_MAX_BYTES
+
+    async def prepare(self) -> None:
+        response = await self.ctx.call_aws(
+            self.ctx.sns.get_topic_attributes, TopicArn=self.route.aws_arn
+        )
+        self.fifo = (response.get("Attributes") or {}).get("FifoTopic") == "true"
+
+    def body_field(self) -> str:
+        return "Message"
+
+    async def call(self, entries: list[dict[str, Any]]) -> dict[str, Any]:
+        result: dict[str, Any] = await self.ctx.call_aws(
+            self.ctx.sns.publish_batch,
+            TopicArn=self.route.aws_arn,
+            PublishBatchRequestEntries=entries,
+        )
+        return result
+
+
+# --------------------------------------------------------------------------------------------
+# The relay
+# --------------------------------------------------------------------------------------------
+
+
+class _Lanes:
+    """Bounded concurrency for batch calls that also tells the fetch loop how many are free,
+    so it never fetches more than it can hand to AWS right away (fetched messages age toward
+    their ack_wait while they wait)."""
+
+    def __init__(self, count: int) -> None:
+        self.free = count
+        self._changed = asyncio.Event()
+
+    async def wait_free(self) -> int:
+        while self.free <= 0:
+            self._changed.clear()
+            await self._changed.wait()
+        return self.free
+
+    def take(self) -> None:
+        self.free -= 1
+
+    def give(self) -> None:
+        self.free += 1
+        self._changed.set()
+
+
+class _Relay:
+    def __init__(self, ctx: BridgeContext, route: Route, target: _Target) -> None:
+        self.ctx = ctx
+        self.route = route
+        self.target = target
+        self.metrics = ctx.route_metrics(route)
+        stream, consumer = route_binding(route)
+        self.source = PullSource(ctx, route, stream, consumer)
+        # Only nats-to-sqs routes filter: a queue's stream also holds copies sourced from
+        # topic streams, which SNS delivers to the queue on its own.
+        self.relay_subjects: tuple[str, ...] = (
+            tuple(getattr(route, "relay_subjects", None) or ())
+            if isinstance(target, _SqsTarget)
+            else ()
+        )
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.pause_until = 0.0
+        self.route_failures = 0
+
+    async def run(self) -> None:
+        await require_consumer(self.ctx, self.route, self.source.stream, self.source.consumer)
+        if not await self.target.prepare_with_retry():
+            return
+        lanes = _Lanes(1 if self.target.fifo else max(1, self.ctx.max_in_flight // BATCH_ENTRIES))
+        try:
+            while not self.ctx.stopping.is_set():
+                wait = self.pause_until - time.monotonic()
+                if wait > 0 and await sleep_unless_stopping(self.ctx, wait):
+                    break
+                free = await lanes.wait_free()
+                if self.ctx.stopping.is_set():
+                    break
+                msgs = await self.source.fetch(min(free, 10) * BATCH_ENTRIES)
+                if not msgs:
+                    continue
+                if self.ctx.stopping.is_set():
+                    # Fetched but not sent: hand them back at once for another bridge.
+                    await asyncio.gather(*(nak(m) for m in msgs))
+                    break
+                items = await self._prepare(msgs)
+                for batch in self._batches(items):
+                    await lanes.wait_free()
+                    lanes.take()
+                    self.metrics.in_flight += len(batch)
+                    task = asyncio.create_task(self._deliver_batch(batch, lanes))
+                    self.tasks.add(task)
+                    task.add_done_callback(self.tasks.discard)
+        finally:
+            # Drain: batches already at AWS finish (ack what was accepted, NAK the rest).
+            if self.tasks:
+                await asyncio.gather(*self.tasks, return_exceptions=True)
+            await self.source.close()
+
+    async def _prepare(self, msgs: list[Any]) -> list[_Item]:
+        items: list[_Item] = []
+        skipped: list[Any] = []
+        for msg in msgs:
+            headers = msg.headers or {}
+            if headers.get(ORIGIN_HEADER, "").lower() == "aws":
+                # Came from AWS through the other direction: relaying it back would loop.
+                skipped.append(msg)
+                continue
+            if self.relay_subjects and not subject_in(msg.subject, self.relay_subjects):
+                # A copy that arrived through a topic stream source; SNS delivers it to the
+                # queue itself, so relaying it would make a second copy.
+                skipped.append(msg)
+                continue
+            try:
+                items.append(self.target.build(msg))
+            except Rejected as exc:
+                await self._reject(msg, str(exc))
+        if skipped:
+            self.metrics.skipped += len(skipped)
+            await ack_all(skipped, self.metrics)
+        return items
+
+    def _batches(self, items: list[_Item]) -> list[list[_Item]]:
+        batches: list[list[_Item]] = []
+        current: list[_Item] = []
+        size = 0
+        for item in items:
+            if current and (
+                len(current) >= BATCH_ENTRIES or size + item.size > self.target.max_bytes
+            ):
+                batches.append(current)
+                current, size = [], 0
+            current.append(item)
+            size += item.size
+        if current:
+            batches.append(current)
+        return batches
+
+    async def _reject(self, msg: Any, reason: str) -> None:
+        self.metrics.error()
+        meta = _describe(msg)
+        self.ctx.log(f"{self.route.name}: TERM {meta}: {reason}")
+        with contextlib.suppress(Exception):
+            await term_with_reason(self.ctx.nc, msg, f"snsq2nats {self.route.name}: {reason}")
+
+    async def _deliver_batch(self, batch: list[_Item], lanes: _Lanes) -> None:
+        try:
+            await self._deliver(batch)
+        except Exception as exc:  # a bug must not strand messages: leave them to redelivery
+            self.metrics.error()
+            self.ctx.log(f"{self.route.name}: batch failed unexpectedly: {exc!r}")
+            await asyncio.gather(*(nak(i.msg) for i in batch))
+        finally:
+            self.metrics.in_flight -= len(batch)
+            lanes.give()
+
+    async def _deliver(self, batch: list[_Item]) -> None:
+        pending = batch
+        attempt = 0
+        while pending:
+            accepted, retry, rejected = await self._send(pending)
+            if accepted:
+                await ack_all([i.msg for i in accepted], self.metrics)
+                now = time.monotonic()
+                for item in accepted:
+                    self.metrics.delivered(1, item.size, now - item.fetched)
+                self.ctx.count_and_check_limit()
+            for item, reason in rejected:
+                await self._reject(item.msg, reason)
+            pending = retry
+            if not pending:
+                self.route_failures = 0
+                return
+            attempt += 1
+            if attempt >= MAX_ATTEMPTS or self.ctx.stopping.is_set():
+                await self._give_back(pending, delayed=not self.ctx.stopping.is_set())
+                return
+            # Keep the messages ours while we wait, so ack_wait does not hand them to another
+            # bridge mid-retry (that would send them twice).
+            await asyncio.gather(*(_in_progress(i.msg) for i in pending))
+            if await sleep_unless_stopping(self.ctx, backoff_delay(attempt)):
+                await self._give_back(pending, delayed=False)
+                return
+
+    async def _give_back(self, items: list[_Item], *, delayed: bool) -> None:
+        if delayed:
+            # The endpoint keeps failing: slow the whole route down as well, not only these.
+            self.route_failures += 1
+            self.pause_until = time.monotonic() + backoff_delay(self.route_failures, cap=30.0)
+        await asyncio.gather(*(nak(i.msg, nak_delay(i.msg) if delayed else None) for i in items))
+
+    async def _send(
+        self, items: list[_Item]
+    ) -> tuple[list[_Item], list[_Item], list[tuple[_Item, str]]]:
+        """One batch call: (accepted, to retry, rejected with reason)."""
+        entries = [{"Id": f"m{i}", **item.entry} for i, item in enumerate(items)]
+        try:
+            response = await self.target.call(entries)
+        except Exception as exc:
+            if _entry_fault(exc):
+                if len(items) == 1:
+                    code, _ = _error_code(exc)
+                    return [], [], [(items[0], f"{self.target.kind} refused it: {code}: {exc}")]
+                # The call names no culprit: send each entry alone so only it fails.
+                return await self._send_each(items)
+            self.metrics.error()
+            self.ctx.log(f"{self.route.name}: {self.target.kind} batch call failed: {exc}")
+            return [], items, []
+        by_id = {f"m{i}": item for i, item in enumerate(items)}
+        accepted = [by_id[s["Id"]] for s in response.get("Successful") or [] if s["Id"] in by_id]
+        retry: list[_Item] = []
+        rejected: list[tuple[_Item, str]] = []
+        answered = {id(i) for i in accepted}
+        for failure in response.get("Failed") or []:
+            item = by_id.get(str(failure.get("Id")))
+            if item is None:
+                continue
+            answered.add(id(item))
+            reason = f"{failure.get('Code')}: {failure.get('Message')}"
+            if failure.get("SenderFault"):
+                rejected.append((item, f"{self.target.kind} refused it: {reason}"))
+            else:
+                self.metrics.error()
+                retry.append(item)
+        # An entry AWS did not mention was not accepted: retry it (dedup ids cover FIFO).
+        retry.extend(i for i in items if id(i) not in answered)
+        return accepted, retry, rejected
+
+    async def _send_each(
+        self, items: list[_Item]
+    ) -> tuple[list[_Item], list[_Item], list[tuple[_Item, str]]]:
+        accepted: list[_Item] = []
+        retry: list[_Item] = []
+        rejected: list[tuple[_Item, str]] = []
+        # Sequential, so a FIFO group keeps its order.
+        for item in items:
+            a, r, x = await self._send([item])
+            accepted += a
+            retry += r
+            rejected += x
+        return accepted, retry, rejected
+
+
+def subject_in(subject: str, patterns: Iterable[str]) -> bool:
+    """Whether a concrete subject matches any of the patterns (`*` one token, `>` the rest)."""
+    tokens = subject.split(".")
+    for pattern in patterns:
+        parts = pattern.split(".")
+        for i, part in enumerate(parts):
+            if part == ">":
+                if len(tokens) > i:
+                    return True
+                break
+            if i >= len(tokens) or (part != "*" and part != tokens[i]):
+                break
+        else:
+            if len(parts) == len(tokens):
+                return True
+    return False
+
+
+async def _in_progress(msg: Any) -> None:
+    with contextlib.suppress(Exception):
+        await msg.in_progress()
+
+
+def _describe(msg: Any) -> str:
+    try:
+        meta = msg.metadata
+        return f"{meta.stream}#{meta.sequence.stream} ({msg.subject})"
+    except Exception:
+        return str(msg.subject)
+
+
+async def _run(ctx: BridgeContext, route: Route, make: Callable[..., _Target]) -> None:
+    await _Relay(ctx, route, make(ctx, route)).run()
+
+
+async def run_nats_to_sqs(ctx: BridgeContext, route: Route) -> None:
+    """Relay the route's durable consumer into the SQS queue `route.aws_arn`."""
+    await _run(ctx, route, _SqsTarget)
+
+
+async def run_nats_to_sns(ctx: BridgeContext, route: Route) -> None:
+    """Relay the route's durable consumer into the SNS topic `route.aws_arn` (PublishBatch)."""
+    await _run(ctx, route, _SnsTarget)

@@ -1,0 +1,468 @@
+"""NATS → SQS / SNS relays against a real nats-server and moto over HTTP.
+
+Each test builds the stream and durable the route binds to (as `apply` would), publishes on
+NATS, runs the runner as a task and then checks both sides: what AWS holds (count, ids,
+attributes) and what JetStream still owes (pending / ack-pending), so "exactly once" and
+"acked only after AWS accepted it" are measured, not assumed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from snsq2nats.bridge import nats_to_aws
+from snsq2nats.bridge.codec import (
+    DEDUP_HEADER,
+    GROUP_HEADER,
+    ORIGIN_ATTRIBUTE,
+    ORIGIN_HEADER,
+    Attribute,
+    attributes_to_headers,
+)
+from snsq2nats.bridge.context import BridgeContext
+from snsq2nats.bridge.nats_to_aws import run_nats_to_sns, run_nats_to_sqs, subject_in
+from snsq2nats.errors import SnsqError
+from snsq2nats.filterpolicy import encode_token
+from snsq2nats.jetstream import api, create_consumer, create_stream
+from snsq2nats.plan import Plan, Route, ServerInfo
+from snsq2nats.spec import NS, ConsumerSpec, StreamSpec
+from tests.fixtures.aws import AwsEndpoint
+
+Runner = Callable[[BridgeContext, Route], Awaitable[None]]
+
+if "relay_subjects" in Route.model_fields:
+    RelayRoute: type[Route] = Route
+else:  # the route derivation adds the field; until then a subclass carries it
+
+    class RelayRoute(Route):  # type: ignore[no-redef]
+        relay_subjects: tuple[str, ...] = ()
+
+
+@pytest.fixture(autouse=True)
+def _fast_fetch(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Short pulls keep stop latency (and so the suite) short; the logic is the same.
+    monkeypatch.setattr(nats_to_aws, "FETCH_WAIT", 0.5)
+
+
+def make_ctx(nc: Any, aws: AwsEndpoint, **kw: Any) -> BridgeContext:
+    plan = Plan(generated_at="test", server=ServerInfo(reachable=True))
+    return BridgeContext(
+        plan=plan, nc=nc, sqs=aws.client("sqs"), sns=aws.client("sns"), log=print, **kw
+    )
+
+
+async def setup_stream(
+    nc: Any, name: str, subjects: list[str], *, max_deliver: int = -1, ack_wait: float = 30
+) -> None:
+    await create_stream(
+        nc, StreamSpec(name=name, subjects=subjects, retention="workqueue"), pedantic=False
+    )
+    await create_consumer(
+        nc,
+        ConsumerSpec(
+            stream_name=name,
+            durable_name="workers",
+            ack_wait=int(ack_wait * NS),
+            max_deliver=max_deliver,
+        ),
+        pedantic=False,
+    )
+
+
+async def consumer_state(nc: Any, stream: str, consumer: str = "workers") -> dict[str, Any]:
+    return await api(nc, f"$JS.API.CONSUMER.INFO.{stream}.{consumer}")
+
+
+async def wait_until(check: Callable[[], Awaitable[bool]], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await check():
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("condition not reached in time")
+
+
+async def run_until(
+    runner: Runner, ctx: BridgeContext, route: Route, done: Callable[[], Awaitable[bool]]
+) -> None:
+    """Run the runner until `done`, then stop it the way the runtime does (ctx.stopping)."""
+    task = asyncio.create_task(runner(ctx, route))
+    try:
+        await wait_until(lambda: _done_or_failed(task, done))
+    finally:
+        ctx.stopping.set()
+        await asyncio.wait_for(task, timeout=15)
+
+
+async def _done_or_failed(task: asyncio.Task[None], done: Callable[[], Awaitable[bool]]) -> bool:
+    if task.done():
+        task.result()  # raise the runner's error instead of timing out
+        raise AssertionError("runner returned before the condition held")
+    return await done()
+
+
+async def drained(nc: Any, stream: str) -> bool:
+    info = await consumer_state(nc, stream)
+    return info["num_pending"] == 0 and info["num_ack_pending"] == 0
+
+
+def receive_all(sqs: Any, url: str) -> list[dict[str, Any]]:
+    """Everything in the queue (messages stay in flight, so none is read twice)."""
+    out: list[dict[str, Any]] = []
+    empty = 0
+    while empty < 2:
+        got = sqs.receive_message(
+            QueueUrl=url,
+            MaxNumberOfMessages=10,
+            WaitTimeSeconds=0,
+            VisibilityTimeout=300,
+            MessageAttributeNames=["All"],
+            MessageSystemAttributeNames=["All"],
+        ).get("Messages", [])
+        empty = 0 if got else empty + 1
+        out.extend(got)
+    return out
+
+
+def sqs_route(arn: str, stream: str, **kw: Any) -> Route:
+    return RelayRoute(
+        name=f"to-sqs:{stream}",
+        kind="nats-to-sqs",
+        source_arn=arn,
+        aws_arn=arn,
+        stream=stream,
+        consumer="workers",
+        **kw,
+    )
+
+
+def queue(aws: AwsEndpoint, name: str, **attributes: str) -> tuple[str, str]:
+    sqs = aws.client("sqs")
+    url = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    return url, arn
+
+
+async def publish(
+    js: Any, subject: str, body: bytes, headers: dict[str, str] | None = None
+) -> None:
+    await js.publish(subject, body, headers=headers)
+
+
+# --------------------------------------------------------------------------------------------
+
+
+async def test_every_message_exactly_once_with_attribute_types(
+    nc: Any, js: Any, aws: AwsEndpoint
+) -> None:
+    """50 messages, several batches in flight at once: each lands in SQS once, data types of
+    attributes survive NATS → SQS byte-exactly, and JetStream owes nothing afterwards."""
+    url, arn = queue(aws, "orders")
+    await setup_stream(nc, "q_orders", ["sqs.orders"])
+    typed = attributes_to_headers(
+        {
+            "s": Attribute("String", "hello"),
+            "n": Attribute("Number", "12.5"),
+            "ni": Attribute("Number.int", "42"),
+            "b": Attribute("Binary", b"\x00\x01\xfe\xff"),
+            "nl": Attribute("String", "line one\nline two"),
+        }
+    )
+    for i in range(50):
+        headers = dict(typed) if i == 0 else {"seq": str(i)}
+        await publish(js, "sqs.orders", f"order-{i}".encode(), headers)
+
+    ctx = make_ctx(nc, aws, max_in_flight=30)
+    route = sqs_route(arn, "q_orders")
+    await run_until(run_nats_to_sqs, ctx, route, lambda: drained(nc, "q_orders"))
+
+    got = receive_all(aws.client("sqs"), url)
+    bodies = sorted(m["Body"] for m in got)
+    assert bodies == sorted(f"order-{i}" for i in range(50))
+    first = next(m for m in got if m["Body"] == "order-0")
+    attrs = first["MessageAttributes"]
+    assert attrs["s"] == {"DataType": "String", "StringValue": "hello"}
+    assert attrs["n"] == {"DataType": "Number", "StringValue": "12.5"}
+    assert attrs["ni"] == {"DataType": "Number.int", "StringValue": "42"}
+    assert attrs["b"] == {"DataType": "Binary", "BinaryValue": b"\x00\x01\xfe\xff"}
+    assert attrs["nl"] == {"DataType": "String", "StringValue": "line one\nline two"}
+    assert attrs[ORIGIN_ATTRIBUTE] == {"DataType": "String", "StringValue": "nats"}
+    # A plain header from a NATS producer becomes a String attribute.
+    other = next(m for m in got if m["Body"] == "order-7")
+    assert other["MessageAttributes"]["seq"] == {"DataType": "String", "StringValue": "7"}
+    assert ctx.route_metrics(route).messages == 50
+    assert ctx.route_metrics(route).in_flight == 0
+
+
+async def test_partial_failure_terms_only_the_refused_message(
+    nc: Any, js: Any, aws: AwsEndpoint
+) -> None:
+    """A queue with MaximumMessageSize=1024 refuses one oversize entry: that message is TERMed
+    with AWS's reason (never acked as delivered) while its batch mates arrive once; a message
+    with 11 attributes is TERMed before any AWS call instead of losing an attribute."""
+    url, arn = queue(aws, "small", MaximumMessageSize="1024")
+    await setup_stream(nc, "q_small", ["sqs.small"])
+    terminated: list[dict[str, Any]] = []
+
+    async def on_term(msg: Any) -> None:
+        terminated.append(json.loads(msg.data))
+
+    await nc.subscribe("$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED.q_small.workers", cb=on_term)
+    for i in range(6):
+        body = b"x" * 2000 if i == 2 else f"small-{i}".encode()
+        await publish(js, "sqs.small", body)
+    many = {f"a{i}": str(i) for i in range(10)}  # + snsq2nats.origin = 11
+    await publish(js, "sqs.small", b"too-many-attributes", many)
+
+    ctx = make_ctx(nc, aws)
+    route = sqs_route(arn, "q_small")
+    await run_until(run_nats_to_sqs, ctx, route, lambda: drained(nc, "q_small"))
+    await nc.flush()
+    await wait_until(lambda: _true(len(terminated) == 2))
+
+    got = receive_all(aws.client("sqs"), url)
+    assert sorted(m["Body"] for m in got) == [f"small-{i}" for i in (0, 1, 3, 4, 5)]
+    assert ctx.route_metrics(route).messages == 5
+    assert ctx.route_metrics(route).errors >= 2
+    by_seq = {t["stream_seq"]: t for t in terminated}
+    assert set(by_seq) == {3, 7}
+    assert "1024" in by_seq[3]["reason"] or "shorter" in by_seq[3]["reason"]
+    assert "11 message attributes" in by_seq[7]["reason"]
+    # Nothing is left pending for redelivery: a refused message is reported, not retried.
+    # (A workqueue stream drops a TERMed message; its reason stays in the advisory and log.)
+    info = await consumer_state(nc, "q_small")
+    assert info["num_ack_pending"] == 0 and info["num_redelivered"] == 0
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def test_failed_entries_and_throttling_are_retried_once(
+    nc: Any, js: Any, aws: AwsEndpoint
+) -> None:
+    """Failed[] entries with SenderFault=false and throttled calls are retried with backoff:
+    every message still arrives exactly once."""
+    url, arn = queue(aws, "flaky")
+    await setup_stream(nc, "q_flaky", ["sqs.flaky"])
+    for i in range(15):
+        await publish(js, "sqs.flaky", f"m-{i}".encode())
+    calls = {"send": 0}
+
+    async def flaky(fn: Callable[..., Any], /, **kw: Any) -> Any:
+        if getattr(fn, "__name__", "") != "send_message_batch":
+            return await asyncio.to_thread(fn, **kw)
+        calls["send"] += 1
+        if calls["send"] <= 2:
+            raise ClientError(
+                {
+                    "Error": {"Code": "ThrottlingException", "Message": "slow down"},
+                    "ResponseMetadata": {"HTTPStatusCode": 400},
+                },
+                "SendMessageBatch",
+            )
+        if calls["send"] <= 4 and len(kw["Entries"]) > 1:
+            # AWS accepts all but the last entry and reports it as a transient failure.
+            entries = kw["Entries"]
+            result = await asyncio.to_thread(fn, **{**kw, "Entries": entries[:-1]})
+            failed = {"Id": entries[-1]["Id"], "SenderFault": False, "Code": "InternalError"}
+            result["Failed"] = [*result.get("Failed", []), failed]
+            return result
+        return await asyncio.to_thread(fn, **kw)
+
+    ctx = make_ctx(nc, aws, max_in_flight=10, aws_call=flaky)
+    route = sqs_route(arn, "q_flaky")
+    await run_until(run_nats_to_sqs, ctx, route, lambda: drained(nc, "q_flaky"))
+    got = receive_all(aws.client("sqs"), url)
+    assert sorted(m["Body"] for m in got) == sorted(f"m-{i}" for i in range(15))
+    assert calls["send"] > 4
+
+
+async def test_fifo_group_and_dedup_ids(nc: Any, js: Any, aws: AwsEndpoint) -> None:
+    """Group from the Snsq2nats-Group-Id header or the subject's last token (decoded); dedup
+    from Snsq2nats-Deduplication-Id, Nats-Msg-Id, else <stream>:<seq>; group order kept."""
+    url, arn = queue(aws, "pay.fifo", FifoQueue="true", ContentBasedDeduplication="false")
+    await setup_stream(nc, "sqsfifo_pay", ["sqsfifo.pay.*"])
+    await publish(js, f"sqsfifo.pay.{encode_token('g/1')}", b"a1")
+    await publish(js, f"sqsfifo.pay.{encode_token('g/1')}", b"a2", {"Nats-Msg-Id": "msg-a2"})
+    await publish(js, "sqsfifo.pay.ignored", b"b1", {GROUP_HEADER: "g2", DEDUP_HEADER: "d-b1"})
+    await publish(js, f"sqsfifo.pay.{encode_token('g/1')}", b"a3")
+
+    ctx = make_ctx(nc, aws)
+    route = sqs_route(arn, "sqsfifo_pay", fifo=True)
+    await run_until(run_nats_to_sqs, ctx, route, lambda: drained(nc, "sqsfifo_pay"))
+    got = receive_all(aws.client("sqs"), url)
+    ids = {m["Body"]: m["Attributes"] for m in got}
+    assert set(ids) == {"a1", "a2", "a3", "b1"}
+    assert ids["a1"]["MessageGroupId"] == "g/1"
+    assert ids["a1"]["MessageDeduplicationId"] == "sqsfifo_pay:1"
+    assert ids["a2"]["MessageDeduplicationId"] == "msg-a2"
+    assert ids["b1"]["MessageGroupId"] == "g2"
+    assert ids["b1"]["MessageDeduplicationId"] == "d-b1"
+    group = [m["Body"] for m in got if m["Attributes"]["MessageGroupId"] == "g/1"]
+    assert group == ["a1", "a2", "a3"]
+
+
+async def test_loop_prevention_and_relay_subjects(nc: Any, js: Any, aws: AwsEndpoint) -> None:
+    """Messages that came from AWS (origin header) and copies that reached the queue stream
+    from a topic stream are acked without relaying; the queue's own subjects are relayed."""
+    url, arn = queue(aws, "mixed")
+    await setup_stream(nc, "q_mixed", ["sqs.mixed", "sns.news.>"])
+    await publish(js, "sqs.mixed", b"own-1")
+    await publish(js, "sqs.mixed", b"from-aws", {ORIGIN_HEADER: "aws"})
+    await publish(js, "sns.news.sport", b"topic-copy")
+    await publish(js, "sqs.mixed", b"own-2")
+
+    ctx = make_ctx(nc, aws)
+    route = sqs_route(arn, "q_mixed", relay_subjects=["sqs.mixed"])
+    await run_until(run_nats_to_sqs, ctx, route, lambda: drained(nc, "q_mixed"))
+    got = receive_all(aws.client("sqs"), url)
+    assert sorted(m["Body"] for m in got) == ["own-1", "own-2"]
+    assert ctx.route_metrics(route).skipped == 2
+
+
+def test_subject_patterns() -> None:
+    assert subject_in("sqsfifo.pay.g1", ["sqsfifo.pay.*"])
+    assert not subject_in("sqsfifo.pay.g1.x", ["sqsfifo.pay.*"])
+    assert subject_in("a.b.c", ["a.>"])
+    assert not subject_in("a", ["a.>"])
+    assert not subject_in("sqs.mixed", ["sqs.other"])
+
+
+async def test_stop_mid_stream_then_resume_is_exactly_once(
+    nc: Any, js: Any, aws: AwsEndpoint
+) -> None:
+    """ctx.stopping while batches are at AWS: accepted entries are acked, fetched-but-unsent
+    messages are NAKed (nothing held until ack_wait); a second run delivers the rest once."""
+    url, arn = queue(aws, "drain")
+    await setup_stream(nc, "q_drain", ["sqs.drain"])
+    for i in range(60):
+        await publish(js, "sqs.drain", f"d-{i}".encode())
+
+    async def slow(fn: Callable[..., Any], /, **kw: Any) -> Any:
+        if getattr(fn, "__name__", "") == "send_message_batch":
+            await asyncio.sleep(0.3)
+        return await asyncio.to_thread(fn, **kw)
+
+    route = sqs_route(arn, "q_drain")
+    ctx = make_ctx(nc, aws, max_in_flight=20, aws_call=slow)
+    task = asyncio.create_task(run_nats_to_sqs(ctx, route))
+    await wait_until(lambda: _true(ctx.route_metrics(route).messages >= 10))
+    ctx.stopping.set()
+    await asyncio.wait_for(task, timeout=15)
+    first = ctx.route_metrics(route).messages
+    assert first < 60
+    info = await consumer_state(nc, "q_drain")
+    assert info["num_ack_pending"] == 0  # nothing left dangling for ack_wait
+    assert len(receive_all(aws.client("sqs"), url)) == first
+
+    ctx2 = make_ctx(nc, aws, max_in_flight=20)
+    await run_until(run_nats_to_sqs, ctx2, route, lambda: drained(nc, "q_drain"))
+    assert first + ctx2.route_metrics(route).messages == 60
+    # Earlier receives left those in flight; read the visible rest plus what we saw.
+    sqs = aws.client("sqs")
+    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    total = int(attrs["ApproximateNumberOfMessages"]) + int(
+        attrs["ApproximateNumberOfMessagesNotVisible"]
+    )
+    assert total == 60
+
+
+async def test_max_messages_stops_the_runner(nc: Any, js: Any, aws: AwsEndpoint) -> None:
+    _url, arn = queue(aws, "limited")
+    await setup_stream(nc, "q_limited", ["sqs.limited"])
+    for i in range(30):
+        await publish(js, "sqs.limited", f"l-{i}".encode())
+    ctx = make_ctx(nc, aws, max_messages=5, max_in_flight=10)
+    await asyncio.wait_for(run_nats_to_sqs(ctx, sqs_route(arn, "q_limited")), timeout=15)
+    assert ctx.stopping.is_set()
+    assert 5 <= ctx.total_delivered() < 30
+    assert (await consumer_state(nc, "q_limited"))["num_ack_pending"] == 0
+
+
+async def test_missing_consumer_is_a_clear_error(nc: Any, aws: AwsEndpoint) -> None:
+    _url, arn = queue(aws, "nobody")
+    ctx = make_ctx(nc, aws)
+    with pytest.raises(SnsqError, match="apply"):
+        await run_nats_to_sqs(ctx, sqs_route(arn, "q_nobody"))
+
+
+async def test_sns_publish_batch_reaches_raw_and_envelope_subscribers_once(
+    nc: Any, js: Any, aws: AwsEndpoint
+) -> None:
+    sns = aws.client("sns")
+    topic = sns.create_topic(Name="news")["TopicArn"]
+    raw_url, raw_arn = queue(aws, "news-raw")
+    env_url, env_arn = queue(aws, "news-env")
+    sub = sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=raw_arn)["SubscriptionArn"]
+    sns.set_subscription_attributes(
+        SubscriptionArn=sub, AttributeName="RawMessageDelivery", AttributeValue="true"
+    )
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=env_arn)
+    await setup_stream(nc, "t_news", ["sns.news.>"])
+    headers = attributes_to_headers(
+        {"kind": Attribute("String", "sport"), "n": Attribute("Number", "3")}
+    )
+    for i in range(12):
+        await publish(js, "sns.news.sport", f"n-{i}".encode(), headers)
+    await publish(js, "sns.news.sport", b"echo", {ORIGIN_HEADER: "aws"})
+
+    ctx = make_ctx(nc, aws)
+    route = Route(
+        name="to-sns:news",
+        kind="nats-to-sns",
+        source_arn=topic,
+        aws_arn=topic,
+        stream="t_news",
+        consumer="workers",
+    )
+    await run_until(run_nats_to_sns, ctx, route, lambda: drained(nc, "t_news"))
+    sqs = aws.client("sqs")
+    raw = receive_all(sqs, raw_url)
+    assert sorted(m["Body"] for m in raw) == sorted(f"n-{i}" for i in range(12))
+    assert raw[0]["MessageAttributes"]["n"] == {"DataType": "Number", "StringValue": "3"}
+    assert raw[0]["MessageAttributes"][ORIGIN_ATTRIBUTE]["StringValue"] == "nats"
+    envelopes = [json.loads(m["Body"]) for m in receive_all(sqs, env_url)]
+    assert sorted(e["Message"] for e in envelopes) == sorted(f"n-{i}" for i in range(12))
+    assert {e["Type"] for e in envelopes} == {"Notification"}
+    assert envelopes[0]["MessageAttributes"]["kind"] == {"Type": "String", "Value": "sport"}
+    assert envelopes[0]["MessageAttributes"][ORIGIN_ATTRIBUTE]["Value"] == "nats"
+    assert ctx.route_metrics(route).skipped == 1
+
+
+async def test_sns_fifo_topic_gets_group_and_dedup(nc: Any, js: Any, aws: AwsEndpoint) -> None:
+    sns = aws.client("sns")
+    topic = sns.create_topic(
+        Name="ledger.fifo", Attributes={"FifoTopic": "true", "ContentBasedDeduplication": "false"}
+    )["TopicArn"]
+    url, arn = queue(aws, "ledger-sub.fifo", FifoQueue="true")
+    sub = sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn)["SubscriptionArn"]
+    sns.set_subscription_attributes(
+        SubscriptionArn=sub, AttributeName="RawMessageDelivery", AttributeValue="true"
+    )
+    await setup_stream(nc, "snsfifo_ledger", ["snsfifo.ledger"])
+    for i in range(3):
+        await publish(js, "snsfifo.ledger", f"l-{i}".encode(), {GROUP_HEADER: "acct-1"})
+    ctx = make_ctx(nc, aws)
+    route = Route(
+        name="to-sns:ledger",
+        kind="nats-to-sns",
+        source_arn=topic,
+        aws_arn=topic,
+        stream="snsfifo_ledger",
+        consumer="workers",
+        fifo=True,
+    )
+    await run_until(run_nats_to_sns, ctx, route, lambda: drained(nc, "snsfifo_ledger"))
+    got = receive_all(aws.client("sqs"), url)
+    assert [m["Body"] for m in got] == ["l-0", "l-1", "l-2"]
+    assert {m["Attributes"]["MessageGroupId"] for m in got} == {"acct-1"}
