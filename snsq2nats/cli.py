@@ -530,4 +530,216 @@ def verify(plan_path: Path | None, as_json: bool, timeout: float, **kwargs: Any)
         raise SystemExit(1)
 
 
+# --- bridge ---------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option(
+    "--plan",
+    "plan_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Run the routes of this plan file instead of planning.",
+)
+@plan_options
+@nats_options
+@click.option(
+    "--direction",
+    type=click.Choice(["aws-to-nats", "nats-to-aws", "both"]),
+    default="both",
+    show_default=True,
+    help="Which relays to run (the DLQ mover and filter router run with either).",
+)
+@click.option("--route", "route_globs", multiple=True, metavar="GLOB", help="Only routes named so.")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), help="Serve Prometheus metrics.")
+@click.option("--duration", type=click.FloatRange(min=0), help="Stop after this many seconds.")
+@click.option(
+    "--max-messages", type=click.IntRange(min=1), help="Stop after relaying this many messages."
+)
+@click.option(
+    "--cleanup",
+    is_flag=True,
+    help="Remove the bridge-owned SQS queues of SNS topics (relaying what they hold), then exit.",
+)
+@click.option(
+    "--pollers",
+    type=click.IntRange(1, 64),
+    default=4,
+    show_default=True,
+    help="SQS pollers per route.",
+)
+@click.option(
+    "--max-in-flight",
+    type=click.IntRange(10, 100_000),
+    default=256,
+    show_default=True,
+    help="Messages in flight per route.",
+)
+@click.option("--poll-wait", type=click.IntRange(1, 20), default=20, hidden=True)
+@click.option("--visibility-timeout", type=click.IntRange(2, 43_200), default=30, hidden=True)
+def bridge(
+    plan_path: Path | None,
+    direction: str,
+    route_globs: tuple[str, ...],
+    metrics_port: int | None,
+    duration: float | None,
+    max_messages: int | None,
+    cleanup: bool,
+    pollers: int,
+    max_in_flight: int,
+    poll_wait: int,
+    visibility_timeout: int,
+    **kwargs: Any,
+) -> None:
+    """Relay live traffic between AWS and NATS along the plan's routes during cutover."""
+    import asyncio
+
+    from snsq2nats.bridge.runtime import select_routes
+    from snsq2nats.connect import NatsOptions
+    from snsq2nats.errors import UsageError
+    from snsq2nats.plan import load_plan
+
+    out = Output()
+    plan = (
+        load_plan(plan_path)
+        if plan_path is not None
+        else build_plan(out, kwargs, prune=False, offline=True)
+    )
+    routes = select_routes(plan.routes, direction, route_globs)
+    if cleanup:
+        routes = [r for r in routes if r.kind == "sns-to-nats"]
+    if not routes:
+        raise UsageError(
+            "no bridge routes selected",
+            hint="the plan has routes: " + ", ".join(r.name for r in plan.routes)
+            if plan.routes
+            else "set cutover overrides in a --mapping file so the plan derives routes",
+        )
+    nats = NatsOptions.resolve(kwargs["server"], kwargs["nats_context"])
+    settings = {
+        "pollers": pollers,
+        "max_in_flight": max_in_flight,
+        "wait_time_seconds": poll_wait,
+        "visibility_timeout": visibility_timeout,
+        "max_messages": max_messages,
+    }
+    asyncio.run(
+        _run_bridge(
+            out,
+            nats,
+            plan,
+            routes,
+            regions=kwargs["regions"],
+            endpoint_url=kwargs["endpoint_url"],
+            settings=settings,
+            duration=duration,
+            metrics_port=metrics_port,
+            cleanup=cleanup,
+        )
+    )
+
+
+async def _run_bridge(
+    out: Output,
+    nats: Any,
+    plan: Plan,
+    routes: list[Any],
+    *,
+    regions: tuple[str, ...],
+    endpoint_url: str | None,
+    settings: dict[str, Any],
+    duration: float | None,
+    metrics_port: int | None,
+    cleanup: bool,
+) -> None:
+    import asyncio
+
+    import boto3
+    from botocore.config import Config
+    from rich.text import Text
+
+    from snsq2nats.bridge.aws_to_nats import cleanup_sns_to_nats
+    from snsq2nats.bridge.context import BridgeContext
+    from snsq2nats.bridge.metrics import serve_metrics
+    from snsq2nats.bridge.runtime import load_runners, run_bridge
+    from snsq2nats.bridge.view import run_view, summary
+    from snsq2nats.connect import connect_nats
+    from snsq2nats.errors import NatsConnectError
+
+    session = boto3.Session()
+    # The routes' own region unless told otherwise: the ARNs say where the resources live.
+    region = regions[0] if regions else routes[0].aws_arn.split(":")[3] or session.region_name
+    config = Config(
+        retries={"mode": "adaptive", "max_attempts": 8},
+        max_pool_connections=max(10, settings["pollers"] * len(routes) + 10),
+        read_timeout=40,
+    )
+    client_kwargs: dict[str, Any] = {"region_name": region, "config": config}
+    if endpoint_url:
+        client_kwargs["endpoint_url"] = endpoint_url
+
+    def log(line: str) -> None:
+        out.info(Text(line))
+
+    async def disconnected() -> None:
+        log("NATS disconnected: reconnecting")
+
+    async def reconnected() -> None:
+        log("NATS reconnected")
+
+    # A bridge outlives server restarts: reconnect for ever, never give up on the connection.
+    nc = await connect_nats(
+        nats,
+        name="snsq2nats bridge",
+        allow_reconnect=True,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=1,
+        disconnected_cb=disconnected,
+        reconnected_cb=reconnected,
+    )
+    ctx = BridgeContext(
+        plan=plan,
+        nc=nc,
+        sqs=session.client("sqs", **client_kwargs),
+        sns=session.client("sns", **client_kwargs),
+        log=log,
+        **settings,
+    )
+    server = None
+    try:
+        missing = sorted({r.stream for r in routes if r.stream} - await _streams(nc))
+        if missing:
+            raise NatsConnectError(
+                f"stream(s) {', '.join(missing)} do not exist",
+                where=nats.redacted_servers,
+                hint="run `snsq2nats apply` with this plan before bridging",
+            )
+        if cleanup:
+            for route in routes:
+                if not await cleanup_sns_to_nats(ctx, route):
+                    log(f"{route.name}: no bridge queue {route.bridge_queue}")
+            return
+        if metrics_port is not None:
+            server = await serve_metrics(ctx, metrics_port)
+            log(f"metrics on :{metrics_port}/metrics")
+        runners, unavailable = load_runners()
+        log(f"bridging {len(routes)} route(s): {', '.join(r.name for r in routes)}")
+        view = asyncio.create_task(run_view(ctx, out))
+        try:
+            await run_bridge(ctx, routes, runners, duration, missing=unavailable)
+        finally:
+            ctx.stopping.set()
+            await view
+        for text in summary(ctx):
+            log(text)
+    finally:
+        if server is not None:
+            server.close()
+        await nc.drain() if nc.is_connected else await nc.close()
+
+
+async def _streams(nc: Any) -> set[str]:
+    js = nc.jetstream()
+    return {info.config.name for info in await js.streams_info()}
+
+
 __all__ = ["SnsqError", "main"]

@@ -31,6 +31,9 @@ class RouteMetrics:
     skipped: int = 0
     in_flight: int = 0
     lag: int | None = None
+    # "starting", "running", "restarting", "stopped", "finished" or "not available: <why>".
+    status: str = "starting"
+    restarts: int = 0
     latency_counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
     latency_sum: float = 0.0
     started: float = field(default_factory=time.monotonic)
@@ -67,6 +70,12 @@ class BridgeContext:
     log: Callable[[str], None] = lambda line: None
     max_in_flight: int = 256
     aws_call: Callable[..., Awaitable[Any]] | None = None
+    # AWS → NATS tuning. Long polls of 20 s never busy-loop; the visibility given on receive
+    # is what the bridge extends while a publish is slow.
+    pollers: int = 4
+    wait_time_seconds: int = 20
+    visibility_timeout: int = 30
+    publish_timeout: float = 5.0
 
     def route_metrics(self, route: Route) -> RouteMetrics:
         metrics = self.metrics.get(route.name)

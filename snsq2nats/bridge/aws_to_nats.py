@@ -1,0 +1,587 @@
+"""AWS → NATS: relay an SQS queue (`sqs-to-nats`) or an SNS topic (`sns-to-nats`) into JetStream.
+
+The one rule that matters: a message is deleted from SQS only after JetStream acknowledged it.
+Every publish carries `Nats-Msg-Id` (the SQS MessageId, or the FIFO deduplication id), so a
+message received twice — after a crash, a kill -9, a lost PubAck, an expired visibility, or by
+a second bridge process — is stored once: the stream's duplicate window absorbs the redelivery.
+
+Each route runs several pollers. A poller long-polls, hands the batch to a task that publishes
+all its messages at once (pipelined; the in-flight total is bounded per route) and goes back to
+polling. While a batch's publishes are slow its messages are kept invisible
+(ChangeMessageVisibilityBatch at half the visibility timeout), so nobody else receives them
+meanwhile. On stop, pollers stop receiving, in-flight batches finish, and anything received but
+not published is made visible again at once.
+
+An SNS topic is relayed through an SQS queue the bridge owns, subscribed with raw delivery so
+attributes arrive as SQS attributes; it is created on start, reused across restarts, and
+removed by `cleanup_sns_to_nats` (unsubscribe, relay what is left, delete).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from snsq2nats.bridge.codec import (
+    AWS_MESSAGE_ID_HEADER,
+    DEDUP_HEADER,
+    GROUP_HEADER,
+    MSG_ID_HEADER,
+    ORIGIN_ATTRIBUTE,
+    ORIGIN_HEADER,
+    ROUTE_HEADER,
+    Attribute,
+    attributes_to_headers,
+    string_attributes,
+)
+from snsq2nats.bridge.context import BridgeContext, RouteMetrics
+from snsq2nats.filterpolicy import encode_token, subject_for
+from snsq2nats.plan import Route
+
+MAX_BATCH = 10
+BACKOFF_CAP = 20.0
+SNS_TOPIC_HEADER = "Snsq2nats-Sns-Topic-Arn"
+SNS_MESSAGE_ID_HEADER = "Snsq2nats-Sns-Message-Id"
+SNS_SUBJECT_HEADER = "Snsq2nats-Sns-Subject"
+BRIDGE_TAG = "snsq2nats.bridge"
+_THROTTLED = {
+    "Throttling",
+    "ThrottlingException",
+    "RequestThrottled",
+    "RequestThrottledException",
+    "TooManyRequestsException",
+    "ServiceUnavailable",
+    "InternalError",
+    "KMS.ThrottlingException",
+}
+
+
+class PublishGaveUp(Exception):
+    """A message JetStream refused for good (too big, no stream): SQS redelivers it later."""
+
+
+class Abandoned(Exception):
+    """Stopping while JetStream does not answer: the message goes back to SQS unpublished."""
+
+
+def backoff(attempt: int, base: float = 0.2, cap: float = BACKOFF_CAP) -> float:
+    """Exponential with full jitter, so several pollers hit by one throttle do not re-sync."""
+    return random.uniform(0, min(cap, base * (2 ** min(attempt, 16))))
+
+
+def parse_arn(arn: str) -> tuple[str, str, str]:
+    """(region, account, name) of an SQS or SNS ARN."""
+    parts = arn.split(":", 5)
+    if len(parts) != 6:
+        raise ValueError(f"not an ARN: {arn!r}")
+    return parts[3], parts[4], parts[5]
+
+
+def _error_code(exc: BaseException) -> str | None:
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        code = response.get("Error", {}).get("Code")
+        return str(code) if code else None
+    return None
+
+
+async def queue_url_for(ctx: BridgeContext, arn: str) -> str:
+    _, account, name = parse_arn(arn)
+    reply = await ctx.call_aws(
+        ctx.sqs.get_queue_url, QueueName=name, QueueOwnerAWSAccountId=account
+    )
+    return str(reply["QueueUrl"])
+
+
+# --- one received message --------------------------------------------------------------------
+
+
+@dataclass
+class Relayed:
+    """What a received SQS message becomes on NATS (or `drop` when it must not be relayed)."""
+
+    subject: str
+    payload: bytes
+    headers: dict[str, str]
+    msg_id: str
+    drop: bool = False
+
+
+def _sns_envelope(body: str) -> dict[str, Any] | None:
+    """The SNS notification a non-raw subscription wraps a message in, if `body` is one."""
+    if not body.startswith("{") or '"Notification"' not in body:
+        return None
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return None
+    if (
+        isinstance(doc, dict)
+        and doc.get("Type") == "Notification"
+        and "TopicArn" in doc
+        and "Message" in doc
+        and "MessageId" in doc
+    ):
+        return doc
+    return None
+
+
+def convert(route: Route, message: dict[str, Any]) -> Relayed:
+    """The NATS message for one SQS message: subject, body, headers and deduplication id."""
+    body = str(message.get("Body", ""))
+    attributes = {
+        name: Attribute.from_sqs(raw)
+        for name, raw in (message.get("MessageAttributes") or {}).items()
+    }
+    system = message.get("Attributes") or {}
+    extra: dict[str, str] = {}
+    envelope = _sns_envelope(body) if not attributes else None
+    if envelope is not None:
+        # A non-raw subscription: NATS consumers get the raw message, as the mapping promises,
+        # with the attributes SNS put in the envelope.
+        body = str(envelope["Message"])
+        attributes = {
+            name: Attribute.from_sns_envelope(raw)
+            for name, raw in (envelope.get("MessageAttributes") or {}).items()
+            if isinstance(raw, dict)
+        }
+        extra[SNS_TOPIC_HEADER] = str(envelope["TopicArn"])
+        extra[SNS_MESSAGE_ID_HEADER] = str(envelope["MessageId"])
+        if envelope.get("Subject"):
+            extra[SNS_SUBJECT_HEADER] = str(envelope["Subject"]).replace("\n", " ")
+    origin = attributes.get(ORIGIN_ATTRIBUTE)
+    # NATS published it: it reached the queue stream through a topic stream source already.
+    drop = origin is not None and origin.value in ("nats", b"nats")
+    attributes.pop(ORIGIN_ATTRIBUTE, None)
+
+    message_id = str(message["MessageId"])
+    headers = attributes_to_headers(attributes)
+    headers.update(extra)
+    headers[ORIGIN_HEADER] = "aws"
+    headers[ROUTE_HEADER] = route.name
+    headers[AWS_MESSAGE_ID_HEADER] = message_id
+    msg_id = message_id
+    base = route.subject or ""
+    if route.kind == "sns-to-nats":
+        subject = subject_for(string_attributes(attributes), route.subject_tokens, base)
+    else:
+        subject = base
+    group = system.get("MessageGroupId")
+    dedup = system.get("MessageDeduplicationId")
+    if route.fifo:
+        if group is not None:
+            headers[GROUP_HEADER] = str(group)
+            if route.kind == "sqs-to-nats":
+                subject = f"{base}.{encode_token(str(group))}"
+        if dedup:
+            headers[DEDUP_HEADER] = str(dedup)
+            msg_id = str(dedup)
+    headers[MSG_ID_HEADER] = msg_id
+    return Relayed(subject, body.encode("utf-8"), headers, msg_id, drop)
+
+
+# --- the relay -------------------------------------------------------------------------------
+
+
+@dataclass
+class _Pending:
+    message: dict[str, Any]
+    received: float
+    done: bool = False
+
+
+@dataclass
+class Relay:
+    """One route's pollers, publishes and deletes against one SQS queue."""
+
+    ctx: BridgeContext
+    route: Route
+    queue_url: str
+    until_empty: bool = False
+    metrics: RouteMetrics = field(init=False)
+    permits: asyncio.Semaphore = field(init=False)
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    js: Any = None
+
+    def __post_init__(self) -> None:
+        self.metrics = self.ctx.route_metrics(self.route)
+        self.permits = asyncio.Semaphore(max(self.ctx.max_in_flight, MAX_BATCH))
+        self.js = self.ctx.nc.jetstream()
+
+    def log(self, line: str) -> None:
+        self.ctx.log(f"{self.route.name}: {line}")
+
+    async def run(self) -> None:
+        pollers = [asyncio.create_task(self.poll(i)) for i in range(max(1, self.ctx.pollers))]
+        lag = asyncio.create_task(self.watch_lag())
+        try:
+            await asyncio.gather(*pollers)
+            # Drain: the batches already received finish (publish, delete) before returning.
+            while self.tasks:
+                await asyncio.gather(*list(self.tasks), return_exceptions=True)
+        finally:
+            lag.cancel()
+            for task in [*pollers, *self.tasks]:
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.gather(lag, *pollers, *self.tasks, return_exceptions=True)
+
+    # -- polling
+
+    async def poll(self, index: int) -> None:
+        attempt = 0
+        while not self.ctx.stopping.is_set():
+            # Reserve room for a full batch first: in-flight work stays bounded.
+            for _ in range(MAX_BATCH):
+                await self.permits.acquire()
+            try:
+                messages = await self.receive()
+                attempt = 0
+            except Exception as exc:
+                self._release(MAX_BATCH)
+                attempt += 1
+                self.metrics.error()
+                delay = backoff(attempt, base=0.5)
+                code = _error_code(exc)
+                kind = "throttled" if code in _THROTTLED else "receive failed"
+                self.log(f"{kind} ({code or type(exc).__name__}: {exc}); retry in {delay:.1f}s")
+                await self._sleep(delay)
+                continue
+            self._release(MAX_BATCH - len(messages))
+            if not messages:
+                if self.until_empty and await self.queue_empty():
+                    return
+                continue
+            if self.ctx.stopping.is_set():
+                # Received during shutdown: hand them straight back.
+                await self.set_visibility([m["ReceiptHandle"] for m in messages], 0)
+                self._release(len(messages))
+                return
+            task = asyncio.create_task(self.handle(messages))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    def _release(self, count: int) -> None:
+        for _ in range(count):
+            self.permits.release()
+
+    async def _sleep(self, delay: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.ctx.stopping.wait(), timeout=delay)
+
+    async def receive(self) -> list[dict[str, Any]]:
+        wait = 1 if self.until_empty else self.ctx.wait_time_seconds
+        reply = await self.ctx.call_aws(
+            self.ctx.sqs.receive_message,
+            QueueUrl=self.queue_url,
+            MaxNumberOfMessages=MAX_BATCH,
+            WaitTimeSeconds=wait,
+            VisibilityTimeout=self.ctx.visibility_timeout,
+            MessageAttributeNames=["All"],
+            MessageSystemAttributeNames=["All"],
+        )
+        return list(reply.get("Messages") or [])
+
+    async def queue_empty(self) -> bool:
+        reply = await self.ctx.call_aws(
+            self.ctx.sqs.get_queue_attributes,
+            QueueUrl=self.queue_url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )
+        attrs = reply.get("Attributes", {})
+        return all(int(attrs.get(k, "0")) == 0 for k in attrs)
+
+    async def watch_lag(self) -> None:
+        """The queue's backlog for the view and the metrics; a failure here is only cosmetic."""
+        while not self.ctx.stopping.is_set():
+            with contextlib.suppress(Exception):
+                reply = await self.ctx.call_aws(
+                    self.ctx.sqs.get_queue_attributes,
+                    QueueUrl=self.queue_url,
+                    AttributeNames=["ApproximateNumberOfMessages"],
+                )
+                self.metrics.lag = int(reply["Attributes"]["ApproximateNumberOfMessages"])
+            await self._sleep(5.0)
+
+    # -- one batch
+
+    async def handle(self, messages: list[dict[str, Any]]) -> None:
+        received = time.monotonic()
+        pending = [_Pending(m, received) for m in messages]
+        self.metrics.in_flight += len(pending)
+        keeper = asyncio.create_task(self.keep_invisible(pending))
+        try:
+            results = await asyncio.gather(
+                *(self.deliver(p) for p in pending), return_exceptions=True
+            )
+            done = [p for p, ok in zip(pending, results, strict=True) if ok is True]
+            # Refused for good: left alone, so SQS redelivers it and its redrive policy applies.
+            # Anything else (stopping, NATS unreachable) is made visible again right away.
+            abandoned = [
+                p.message["ReceiptHandle"]
+                for p, ok in zip(pending, results, strict=True)
+                if ok is not True and not isinstance(ok, PublishGaveUp)
+            ]
+            for p in done:
+                p.done = True
+            keeper.cancel()
+            await self.delete([p.message for p in done])
+            if abandoned:
+                await self.set_visibility(abandoned, 0)
+        finally:
+            keeper.cancel()
+            self.metrics.in_flight -= len(pending)
+            self._release(len(pending))
+        self.ctx.count_and_check_limit()
+
+    async def deliver(self, pending: _Pending) -> bool:
+        """Publish one message until JetStream acknowledges it; True when it may be deleted."""
+        message = pending.message
+        try:
+            relayed = convert(self.route, message)
+        except Exception as exc:
+            self.metrics.error()
+            self.log(f"cannot convert message {message.get('MessageId')}: {exc}")
+            raise PublishGaveUp(str(exc)) from None
+        if relayed.drop:
+            self.metrics.skipped += 1
+            return True
+        await self.publish(relayed)
+        self.metrics.delivered(1, len(relayed.payload), time.monotonic() - pending.received)
+        return True
+
+    async def publish(self, relayed: Relayed) -> Any:
+        from nats.js.errors import APIError, ServiceUnavailableError
+
+        attempt = 0
+        timeout = self.ctx.publish_timeout
+        while True:
+            try:
+                # nats-py's publish can hang across a reconnect: bound it ourselves, and
+                # republish with the same Msg-Id, which JetStream deduplicates.
+                return await asyncio.wait_for(
+                    self.js.publish(
+                        relayed.subject,
+                        relayed.payload,
+                        timeout=timeout,
+                        stream=self.route.stream,
+                        headers=relayed.headers,
+                    ),
+                    timeout=timeout + 1.0,
+                )
+            except ServiceUnavailableError:
+                pass  # no leader during an election: retry
+            except APIError as exc:
+                if exc.code is not None and exc.code >= 500:
+                    pass
+                else:
+                    self.metrics.error()
+                    self.log(f"JetStream refused {relayed.msg_id} on {relayed.subject}: {exc}")
+                    raise PublishGaveUp(str(exc)) from None
+            except Exception as exc:  # timeouts, no responders, reconnecting, closed
+                if attempt == 0 or attempt % 10 == 0:
+                    self.log(f"publish of {relayed.msg_id} not acknowledged ({exc!r}); retrying")
+            attempt += 1
+            self.metrics.error()
+            if self.ctx.stopping.is_set() and attempt >= 3:
+                raise Abandoned(relayed.msg_id)
+            await asyncio.sleep(backoff(attempt, base=0.1, cap=2.0))
+
+    async def keep_invisible(self, pending: list[_Pending]) -> None:
+        """Extend visibility before half of it passes, while any publish is outstanding."""
+        interval = max(self.ctx.visibility_timeout / 2.0, 0.5)
+        while True:
+            await asyncio.sleep(interval)
+            handles = [p.message["ReceiptHandle"] for p in pending if not p.done]
+            if not handles:
+                return
+            await self.set_visibility(handles, self.ctx.visibility_timeout)
+
+    async def set_visibility(self, handles: list[str], seconds: int) -> None:
+        for start in range(0, len(handles), MAX_BATCH):
+            entries = [
+                {"Id": str(i), "ReceiptHandle": h, "VisibilityTimeout": seconds}
+                for i, h in enumerate(handles[start : start + MAX_BATCH])
+            ]
+            try:
+                await self.ctx.call_aws(
+                    self.ctx.sqs.change_message_visibility_batch,
+                    QueueUrl=self.queue_url,
+                    Entries=entries,
+                )
+            except Exception as exc:
+                # Only timing is at stake: the message reappears when its visibility ends.
+                self.metrics.error()
+                self.log(f"cannot change visibility: {exc}")
+
+    async def delete(self, messages: list[dict[str, Any]]) -> None:
+        """Delete what JetStream stored; Failed[] entries are retried, never forgotten silently."""
+        for start in range(0, len(messages), MAX_BATCH):
+            entries = [
+                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
+                for i, m in enumerate(messages[start : start + MAX_BATCH])
+            ]
+            attempt = 0
+            while entries:
+                try:
+                    reply = await self.ctx.call_aws(
+                        self.ctx.sqs.delete_message_batch, QueueUrl=self.queue_url, Entries=entries
+                    )
+                    failed = {f["Id"]: f for f in reply.get("Failed") or []}
+                except Exception as exc:
+                    failed = {e["Id"]: {"Code": _error_code(exc) or str(exc)} for e in entries}
+                if not failed:
+                    break
+                attempt += 1
+                self.metrics.error(len(failed))
+                if attempt >= 5:
+                    # The message comes back after its visibility; the dedup window absorbs it.
+                    self.log(f"delete failed for {len(failed)} message(s): {list(failed.values())}")
+                    break
+                entries = [e for e in entries if e["Id"] in failed]
+                await asyncio.sleep(backoff(attempt, base=0.2, cap=5.0))
+
+
+# --- the bridge-owned queue of an SNS topic -----------------------------------------------------
+
+
+def _queue_policy(queue_arn: str, topic_arn: str) -> str:
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Sid": "snsq2nats-bridge",
+                    "Effect": "Allow",
+                    "Principal": {"Service": "sns.amazonaws.com"},
+                    "Action": "sqs:SendMessage",
+                    "Resource": queue_arn,
+                    "Condition": {"ArnEquals": {"aws:SourceArn": topic_arn}},
+                }
+            ],
+        }
+    )
+
+
+async def _bridge_queue(
+    ctx: BridgeContext, route: Route, *, create: bool
+) -> tuple[str, str] | None:
+    """(url, arn) of the route's bridge queue; created when missing if `create`."""
+    name = route.bridge_queue
+    if not name:
+        raise ValueError(f"route {route.name} names no bridge queue")
+    try:
+        url = str((await ctx.call_aws(ctx.sqs.get_queue_url, QueueName=name))["QueueUrl"])
+    except Exception as exc:
+        if _error_code(exc) not in ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"):
+            raise
+        if not create:
+            return None
+        attributes = {"FifoQueue": "true"} if route.fifo else {}
+        reply = await ctx.call_aws(
+            ctx.sqs.create_queue,
+            QueueName=name,
+            Attributes=attributes,
+            tags={BRIDGE_TAG: route.aws_arn},
+        )
+        url = str(reply["QueueUrl"])
+    attrs = await ctx.call_aws(
+        ctx.sqs.get_queue_attributes, QueueUrl=url, AttributeNames=["QueueArn"]
+    )
+    return url, str(attrs["Attributes"]["QueueArn"])
+
+
+async def _subscriptions_to(
+    ctx: BridgeContext, topic_arn: str, queue_arn: str
+) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    token: str | None = None
+    while True:
+        kwargs: dict[str, Any] = {"TopicArn": topic_arn}
+        if token:
+            kwargs["NextToken"] = token
+        reply = await ctx.call_aws(ctx.sns.list_subscriptions_by_topic, **kwargs)
+        found += [
+            s
+            for s in reply.get("Subscriptions", [])
+            if s.get("Protocol") == "sqs" and s.get("Endpoint") == queue_arn
+        ]
+        token = reply.get("NextToken")
+        if not token:
+            return found
+
+
+async def ensure_bridge_queue(ctx: BridgeContext, route: Route) -> str:
+    """Create or reuse the topic's bridge queue and its raw subscription; returns the URL."""
+    found = await _bridge_queue(ctx, route, create=True)
+    assert found is not None
+    url, arn = found
+    await ctx.call_aws(
+        ctx.sqs.set_queue_attributes,
+        QueueUrl=url,
+        Attributes={"Policy": _queue_policy(arn, route.aws_arn)},
+    )
+    subs = await _subscriptions_to(ctx, route.aws_arn, arn)
+    if not subs:
+        await ctx.call_aws(
+            ctx.sns.subscribe,
+            TopicArn=route.aws_arn,
+            Protocol="sqs",
+            Endpoint=arn,
+            Attributes={"RawMessageDelivery": "true"},
+            ReturnSubscriptionArn=True,
+        )
+        ctx.log(f"{route.name}: subscribed bridge queue {route.bridge_queue} to the topic")
+    else:
+        for sub in subs:
+            # Someone turned raw delivery off: attributes would arrive inside an envelope.
+            await ctx.call_aws(
+                ctx.sns.set_subscription_attributes,
+                SubscriptionArn=sub["SubscriptionArn"],
+                AttributeName="RawMessageDelivery",
+                AttributeValue="true",
+            )
+    return url
+
+
+async def cleanup_sns_to_nats(ctx: BridgeContext, route: Route) -> bool:
+    """Unsubscribe, relay what the queue still holds, then delete it; False if nothing existed."""
+    found = await _bridge_queue(ctx, route, create=False)
+    if found is None:
+        return False
+    url, arn = found
+    for sub in await _subscriptions_to(ctx, route.aws_arn, arn):
+        await ctx.call_aws(ctx.sns.unsubscribe, SubscriptionArn=sub["SubscriptionArn"])
+    # Deleting a queue with messages in it would lose them: relay until it is empty.
+    await Relay(ctx, route, url, until_empty=True).run()
+    if ctx.stopping.is_set():
+        ctx.log(f"{route.name}: stopped before the bridge queue drained; it was kept")
+        return True
+    await ctx.call_aws(ctx.sqs.delete_queue, QueueUrl=url)
+    ctx.log(f"{route.name}: removed bridge queue {route.bridge_queue}")
+    return True
+
+
+# --- the runners -------------------------------------------------------------------------------
+
+
+async def run_sqs_to_nats(ctx: BridgeContext, route: Route) -> None:
+    url = await queue_url_for(ctx, route.aws_arn)
+    await Relay(ctx, route, url).run()
+
+
+async def run_sns_to_nats(ctx: BridgeContext, route: Route) -> None:
+    url = await ensure_bridge_queue(ctx, route)
+    await Relay(ctx, route, url).run()
+
+
+RUNNERS: dict[str, Callable[[BridgeContext, Route], Any]] = {
+    "sqs-to-nats": run_sqs_to_nats,
+    "sns-to-nats": run_sns_to_nats,
+}
