@@ -37,13 +37,6 @@ from tests.fixtures.aws import AwsEndpoint
 
 Runner = Callable[[BridgeContext, Route], Awaitable[None]]
 
-if "relay_subjects" in Route.model_fields:
-    RelayRoute: type[Route] = Route
-else:  # the route derivation adds the field; until then a subclass carries it
-
-    class RelayRoute(Route):  # type: ignore[no-redef]
-        relay_subjects: tuple[str, ...] = ()
-
 
 @pytest.fixture(autouse=True)
 def _fast_fetch(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -132,7 +125,7 @@ def receive_all(sqs: Any, url: str) -> list[dict[str, Any]]:
 
 
 def sqs_route(arn: str, stream: str, **kw: Any) -> Route:
-    return RelayRoute(
+    return Route(
         name=f"to-sqs:{stream}",
         kind="nats-to-sqs",
         source_arn=arn,

@@ -37,7 +37,7 @@ from snsq2nats.bridge.codec import (
     headers_to_attributes,
 )
 from snsq2nats.bridge.context import BridgeContext, RouteMetrics
-from snsq2nats.errors import SnsqError
+from snsq2nats.errors import NatsConnectError, SnsqError
 from snsq2nats.filterpolicy import decode_token
 from snsq2nats.jetstream import (
     API_PREFIX,
@@ -208,18 +208,33 @@ async def consumer_info(ctx: BridgeContext, stream: str, consumer: str) -> dict[
 
 async def require_consumer(ctx: BridgeContext, route: Route, stream: str, consumer: str) -> None:
     """Fail clearly when the durable the route binds to does not exist: the bridge never creates
-    consumers (apply does), because a consumer made here would miss the plan's settings."""
-    try:
-        await consumer_info(ctx, stream, consumer)
-    except JetStreamApiError as exc:
-        if exc.err_code in (ERR_CONSUMER_NOT_FOUND, ERR_STREAM_NOT_FOUND):
-            raise SnsqError(
-                f"consumer {consumer!r} on stream {stream!r} does not exist: run "
-                "`snsq2nats apply` with the plan first",
-                where=f"route {route.name}",
-                hint="the bridge only binds to the consumers the plan creates, never its own",
-            ) from None
-        raise
+    consumers (apply does), because a consumer made here would miss the plan's settings.
+
+    An API that does not answer (a leader election, a reconnect) is waited out instead.
+    """
+    attempt = 0
+    while True:
+        try:
+            await consumer_info(ctx, stream, consumer)
+            return
+        except JetStreamApiError as exc:
+            if exc.err_code in (ERR_CONSUMER_NOT_FOUND, ERR_STREAM_NOT_FOUND):
+                raise SnsqError(
+                    f"consumer {consumer!r} on stream {stream!r} does not exist: run "
+                    "`snsq2nats apply` with the plan first",
+                    where=f"route {route.name}",
+                    hint="the bridge only binds to the consumers the plan creates, never its own",
+                ) from None
+            if exc.err_code is not None:
+                raise
+            transient: Exception = exc
+        except NatsConnectError as exc:
+            transient = exc
+        attempt += 1
+        ctx.route_metrics(route).error()
+        ctx.log(f"{route.name}: cannot check {stream}/{consumer} yet ({transient}); retrying")
+        if await sleep_unless_stopping(ctx, backoff_delay(attempt)):
+            return
 
 
 def route_binding(route: Route) -> tuple[str, str]:
@@ -609,13 +624,10 @@ class _Relay:
         self.metrics = ctx.route_metrics(route)
         stream, consumer = route_binding(route)
         self.source = PullSource(ctx, route, stream, consumer)
-        # Only nats-to-sqs routes filter: a queue's stream also holds copies sourced from
-        # topic streams, which SNS delivers to the queue on its own.
-        self.relay_subjects: tuple[str, ...] = (
-            tuple(getattr(route, "relay_subjects", None) or ())
-            if isinstance(target, _SqsTarget)
-            else ()
-        )
+        # A queue's stream also holds copies sourced from topic streams, which SNS delivers to
+        # the queue on its own; only the route's own subjects are relayed (for nats-to-sns the
+        # consumer filter already selects them; checking again costs nothing).
+        self.relay_subjects: tuple[str, ...] = tuple(route.relay_subjects)
         self.tasks: set[asyncio.Task[None]] = set()
         self.pause_until = 0.0
         self.route_failures = 0

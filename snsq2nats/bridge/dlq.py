@@ -1,0 +1,289 @@
+"""The DLQ mover: what SQS does after maxReceiveCount, for a queue that now lives in JetStream.
+
+JetStream stops redelivering a message after the consumer's `max_deliver` and announces it on
+`$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.<stream>.<consumer>`, but it leaves the message
+where it is. Advisories are plain core-NATS messages, so the plan captures them in a stream
+(`snsq2nats_advisories`) with one durable consumer per dlq-mover route: advisories raised while
+no bridge runs are waiting when one starts.
+
+Per advisory: read the message by sequence, publish it to the dead-letter queue's subject with
+its headers plus where it came from and why, wait for the PubAck, delete the original, then
+acknowledge the advisory. Every step is safe to repeat after a crash at any point: the copy's
+`Nats-Msg-Id` is `dlq:<stream>:<seq>` (the DLQ stream drops a second copy inside its duplicate
+window), deleting a deleted message is "not found", and a message already gone means the
+advisory was handled before, so it is simply acknowledged.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+from snsq2nats.bridge.codec import GROUP_HEADER, MSG_ID_HEADER
+from snsq2nats.bridge.context import BridgeContext
+from snsq2nats.bridge.nats_to_aws import (
+    PullSource,
+    ack,
+    backoff_delay,
+    nak,
+    publish_with_retry,
+    require_consumer,
+    sleep_unless_stopping,
+)
+from snsq2nats.errors import SnsqError
+from snsq2nats.filterpolicy import encode_token
+from snsq2nats.jetstream import API_PREFIX, ERR_STREAM_NOT_FOUND, JetStreamApiError, api
+from snsq2nats.plan import Route
+from snsq2nats.spec import MANAGED_BY_KEY, NS, SOURCE_KEY, ConsumerSpec, StreamSpec
+
+__all__ = [
+    "ADVISORY_MAX_AGE",
+    "ADVISORY_STREAM",
+    "MAX_DELIVERIES_PREFIX",
+    "advisory_consumer_name",
+    "advisory_consumer_spec",
+    "advisory_stream_name",
+    "advisory_stream_spec",
+    "parse_header_block",
+    "run_dlq_mover",
+]
+
+ADVISORY_STREAM = "snsq2nats_advisories"
+MAX_DELIVERIES_PREFIX = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
+ADVISORY_MAX_AGE = 7 * 86400 * NS
+DLQ_CONSUMER_PREFIX = "snsq2nats-dlq-"
+ROUTE_KEY = "snsq2nats.route"
+
+DLQ_SOURCE_STREAM = "Snsq2nats-Dlq-Source-Stream"
+DLQ_SOURCE_SUBJECT = "Snsq2nats-Dlq-Source-Subject"
+DLQ_SOURCE_SEQ = "Snsq2nats-Dlq-Source-Seq"
+DLQ_DELIVERIES = "Snsq2nats-Dlq-Deliveries"
+DLQ_REASON = "Snsq2nats-Dlq-Reason"
+DLQ_SOURCE_MSG_ID = "Snsq2nats-Dlq-Source-Msg-Id"
+
+# "no message found": deleted already (by us before a crash, by retention, or by hand).
+ERR_NO_MESSAGE = 10037
+ADVISORY_BATCH = 10
+PUBLISH_ATTEMPTS = 3
+
+
+def advisory_consumer_name(route: Route) -> str:
+    """The durable advisory consumer of a dlq-mover route: the plan's, else one derived from
+    the source stream (one dlq-mover per queue stream; stream names are valid in names)."""
+    if route.advisory_consumer:
+        return route.advisory_consumer
+    stream, _ = _source(route)
+    return DLQ_CONSUMER_PREFIX + stream
+
+
+def advisory_stream_name(route: Route) -> str:
+    return route.advisory_stream or ADVISORY_STREAM
+
+
+def advisory_filter(route: Route) -> str:
+    stream, consumer = _source(route)
+    return f"{MAX_DELIVERIES_PREFIX}.{stream}.{consumer}"
+
+
+def advisory_stream_spec() -> StreamSpec:
+    """The stream capturing max-deliveries advisories of every stream (limits, file, 7 days)."""
+    return StreamSpec(
+        name=ADVISORY_STREAM,
+        description="snsq2nats: max-deliveries advisories for the bridge's DLQ mover",
+        subjects=[f"{MAX_DELIVERIES_PREFIX}.>"],
+        retention="limits",
+        storage="file",
+        max_age=ADVISORY_MAX_AGE,
+        metadata={MANAGED_BY_KEY: "snsq2nats"},
+    )
+
+
+def advisory_consumer_spec(route: Route) -> ConsumerSpec:
+    """The route's durable consumer on the advisory stream, filtered to its source consumer."""
+    stream, consumer = _source(route)
+    return ConsumerSpec(
+        stream_name=advisory_stream_name(route),
+        durable_name=advisory_consumer_name(route),
+        description=f"snsq2nats DLQ mover for {stream}/{consumer}",
+        filter_subjects=[advisory_filter(route)],
+        metadata={SOURCE_KEY: route.source_arn, ROUTE_KEY: route.name},
+    )
+
+
+def _source(route: Route) -> tuple[str, str]:
+    if not route.stream or not route.consumer:
+        raise SnsqError(
+            "the dlq-mover route names no source stream/consumer",
+            where=f"route {route.name}",
+            hint="re-run `snsq2nats plan` and `apply`",
+        )
+    return route.stream, route.consumer
+
+
+def parse_header_block(raw: bytes) -> dict[str, str]:
+    """A NATS header block (`NATS/1.0\\r\\nKey: Value\\r\\n…`) as a dict.
+
+    A repeated key keeps its last value, as nats-py's own parser does for delivered messages.
+    """
+    headers: dict[str, str] = {}
+    lines = raw.decode("utf-8", "replace").split("\r\n")
+    for line in lines[1:]:  # the first line is the version (and maybe a status)
+        if not line or ":" not in line:
+            continue
+        key, value = line.split(":", 1)
+        headers[key.strip()] = value.strip()
+    return headers
+
+
+class _Mover:
+    def __init__(self, ctx: BridgeContext, route: Route) -> None:
+        self.ctx = ctx
+        self.route = route
+        self.metrics = ctx.route_metrics(route)
+        self.stream, self.consumer = _source(route)
+        if not route.subject:
+            raise SnsqError(
+                "the dlq-mover route names no dead-letter subject",
+                where=f"route {route.name}",
+                hint="re-run `snsq2nats plan`",
+            )
+        self.subject = route.subject
+        self.advisories = PullSource(
+            ctx, route, advisory_stream_name(route), advisory_consumer_name(route)
+        )
+
+    async def run(self) -> None:
+        await require_consumer(
+            self.ctx, self.route, self.advisories.stream, self.advisories.consumer
+        )
+        try:
+            while not self.ctx.stopping.is_set():
+                msgs = await self.advisories.fetch(ADVISORY_BATCH)
+                for index, advisory in enumerate(msgs):
+                    if self.ctx.stopping.is_set():
+                        # Not started: give them back for the next run or another bridge.
+                        for rest in msgs[index:]:
+                            await nak(rest)
+                        break
+                    await self._handle(advisory)
+        finally:
+            await self.advisories.close()
+
+    async def _handle(self, advisory: Any) -> None:
+        try:
+            event = json.loads(advisory.data)
+            stream = str(event["stream"])
+            seq = int(event["stream_seq"])
+            deliveries = int(event.get("deliveries") or 0)
+        except (ValueError, KeyError, TypeError):
+            # Not an advisory we can act on; keeping it would block nothing but fill the log.
+            self.metrics.error()
+            self.ctx.log(f"{self.route.name}: ignoring malformed advisory {advisory.data[:200]!r}")
+            await ack(advisory)
+            return
+        reason = _reason(event)
+        self.metrics.in_flight += 1
+        try:
+            moved = await self._move(stream, seq, deliveries, reason)
+        except Exception as exc:
+            moved = None
+            self.metrics.error()
+            self.ctx.log(f"{self.route.name}: moving {stream}#{seq} failed: {exc}")
+        finally:
+            self.metrics.in_flight -= 1
+        if moved is None:
+            # Try again later: the advisory stays ours until then, the message stays put.
+            await nak(advisory, backoff_delay(3, cap=30.0))
+            return
+        if await ack(advisory):
+            if moved:
+                self.metrics.delivered(1, moved)
+                self.ctx.count_and_check_limit()
+            else:
+                self.metrics.skipped += 1
+
+    async def _move(self, stream: str, seq: int, deliveries: int, reason: str) -> int | None:
+        """Move one message; its size if moved, 0 if it was already gone, None to retry."""
+        try:
+            response = await api(self.ctx.nc, f"{API_PREFIX}.STREAM.MSG.GET.{stream}", {"seq": seq})
+        except JetStreamApiError as exc:
+            if exc.err_code in (ERR_NO_MESSAGE, ERR_STREAM_NOT_FOUND):
+                return 0
+            raise
+        message = response.get("message") or {}
+        subject = str(message.get("subject") or "")
+        data = base64.b64decode(message.get("data") or "")
+        raw_headers = message.get("hdrs")
+        original = parse_header_block(base64.b64decode(raw_headers)) if raw_headers else {}
+
+        # Server-interpreted headers (Nats-Expected-*, Nats-Rollup, Nats-TTL, …) would act
+        # again on the copy; only the original id is worth keeping, as a plain header.
+        headers = {k: v for k, v in original.items() if not k.lower().startswith("nats-")}
+        if MSG_ID_HEADER in original:
+            headers[DLQ_SOURCE_MSG_ID] = original[MSG_ID_HEADER]
+        headers.update(
+            {
+                DLQ_SOURCE_STREAM: stream,
+                DLQ_SOURCE_SUBJECT: subject,
+                DLQ_SOURCE_SEQ: str(seq),
+                DLQ_DELIVERIES: str(deliveries),
+                DLQ_REASON: reason,
+                MSG_ID_HEADER: f"dlq:{stream}:{seq}",
+            }
+        )
+        target = self._target_subject(original, subject)
+        published = await publish_with_retry(
+            self.ctx,
+            target,
+            data,
+            headers,
+            stream=self.route.target_stream,
+            attempts=PUBLISH_ATTEMPTS,
+        )
+        if not published:
+            return None
+        try:
+            await api(
+                self.ctx.nc,
+                f"{API_PREFIX}.STREAM.MSG.DELETE.{stream}",
+                {"seq": seq, "no_erase": True},
+            )
+        except JetStreamApiError as exc:
+            if exc.err_code not in (ERR_NO_MESSAGE, ERR_STREAM_NOT_FOUND):
+                raise
+        return len(data)
+
+    def _target_subject(self, headers: dict[str, str], source_subject: str) -> str:
+        if not self.route.fifo:
+            return self.subject
+        group = headers.get(GROUP_HEADER)
+        # FIFO queue subjects end in the group token; reuse it as is (already encoded).
+        token = encode_token(group) if group else source_subject.rsplit(".", 1)[-1]
+        return f"{self.subject}.{token}"
+
+
+def _reason(event: dict[str, Any]) -> str:
+    kind = str(event.get("type") or "")
+    if kind.endswith(".terminated"):
+        detail = str(event.get("reason") or "").strip()
+        return f"terminated: {detail}" if detail else "terminated"
+    return "max_deliver"
+
+
+async def run_dlq_mover(ctx: BridgeContext, route: Route) -> None:
+    """Move messages past `max_deliver` on route.stream/route.consumer to the DLQ subject."""
+    mover = _Mover(ctx, route)
+    attempt = 0
+    while not ctx.stopping.is_set():
+        try:
+            await mover.run()
+            return
+        except SnsqError:
+            raise
+        except Exception as exc:  # keep moving after a surprise; the advisory is still ours
+            attempt += 1
+            ctx.route_metrics(route).error()
+            ctx.log(f"{route.name}: DLQ mover error ({exc!r}); restarting")
+            if await sleep_unless_stopping(ctx, backoff_delay(attempt)):
+                return
