@@ -31,7 +31,7 @@ from typing import Any, Literal
 from rich.table import Table
 from rich.text import Text
 
-from snsq2nats.diff import diff
+from snsq2nats.diff import CONFLICT_PREFIX, diff
 from snsq2nats.errors import SnsqError
 from snsq2nats.jetstream import (
     JetStreamApiError,
@@ -53,6 +53,7 @@ __all__ = [
     "ApplyResult",
     "Outcome",
     "apply_plan",
+    "conflict_refusal",
     "destructive_refusal",
     "outcome_table",
     "result_line",
@@ -68,6 +69,14 @@ DEFAULT_CONCURRENCY = 32
 WRITE_TIMEOUT = 10.0
 
 ALREADY_DONE = "already in the planned state"
+
+# A cluster under load can briefly think a peer is offline (10005 "… peer offline") or be
+# between meta leaders (10008). Every write here is idempotent (same-config creates succeed,
+# deletes tolerate "gone"), so such a refusal is retried a few times before it counts as the
+# server rejecting the object. Timeouts are not retried: each already cost WRITE_TIMEOUT.
+ERR_NO_PEERS = 10005
+ERR_CLUSTER_UNAVAILABLE = 10008
+RETRY_DELAYS = (0.5, 1.0, 2.0)
 
 
 class ApplyError(SnsqError):
@@ -167,6 +176,29 @@ def _conflicts(plan: Plan, live: LiveState) -> list[str]:
         if cfg is not None and not _managed(cfg):
             problems.append(f"consumer {cspec.key} exists but is not managed by snsq2nats")
     return problems
+
+
+def _conflict_error(problems: list[str]) -> ApplyError:
+    return ApplyError(
+        "names the plan needs are taken by objects snsq2nats does not manage: "
+        + "; ".join(problems),
+        hint="snsq2nats never touches them: rename the mapped objects (mapping `rename`) "
+        "or remove the existing ones, then plan again",
+    )
+
+
+def conflict_refusal(plan: Plan) -> ApplyError | None:
+    """The error for a plan whose diff found foreign streams under desired names, if any.
+
+    The diff keeps such a stream as a noop (it must never be touched), which must not read as
+    "nothing to do": the mapped queue or topic would have no stream at all.
+    """
+    problems = [
+        f"{_label(c)} exists but is not managed by snsq2nats"
+        for c in plan.changes
+        if c.reason.startswith(CONFLICT_PREFIX)
+    ]
+    return _conflict_error(problems) if problems else None
 
 
 def _signature(change: Change) -> tuple[Any, ...]:
@@ -314,7 +346,7 @@ class _Runner:
                         return
                     started = time.perf_counter()
                     try:
-                        await op.run()
+                        await _with_retries(op.run)
                     except SnsqError as exc:
                         if self.error is None:
                             self.error = exc
@@ -342,6 +374,27 @@ class _Runner:
             dep = self.outcomes[blocked[0]].change
             return f"needs {_label(dep)}, which was not applied"
         return f"apply stopped after {self.failed_label} failed"
+
+
+def _transient(exc: SnsqError) -> bool:
+    if not isinstance(exc, JetStreamApiError):
+        return False
+    if exc.err_code == ERR_NO_PEERS:
+        # Only a peer that is offline right now; a placement no server matches never heals.
+        return "offline" in (exc.description or "")
+    return exc.err_code == ERR_CLUSTER_UNAVAILABLE
+
+
+async def _with_retries(op: Callable[[], Awaitable[None]]) -> None:
+    for delay in RETRY_DELAYS:
+        try:
+            await op()
+            return
+        except SnsqError as exc:
+            if not _transient(exc):
+                raise
+        await asyncio.sleep(delay)
+    await op()
 
 
 def _error_detail(exc: SnsqError) -> str:
@@ -462,12 +515,7 @@ async def apply_plan(
     live = await read_live(nc)
     conflicts = _conflicts(plan, live)
     if conflicts:
-        raise ApplyError(
-            "names the plan needs are taken by objects snsq2nats does not manage: "
-            + "; ".join(conflicts),
-            hint="snsq2nats never touches them: rename the mapped objects (mapping `rename`) "
-            "or remove the existing ones, then plan again",
-        )
+        raise _conflict_error(conflicts)
     prune = any(c.action == "delete" for c in plan.changes)
     fresh = diff(_desired(plan), live, prune=prune)
     run, already, stale = _reconcile(plan, fresh)

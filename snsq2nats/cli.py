@@ -353,7 +353,7 @@ def apply(
     """Create or change the JetStream objects: a saved PLAN_FILE exactly, or a fresh plan."""
     import sys
 
-    from snsq2nats.apply import destructive_refusal
+    from snsq2nats.apply import conflict_refusal, destructive_refusal
     from snsq2nats.connect import NatsOptions
     from snsq2nats.plan import load_plan
     from snsq2nats.report import render_plan, summary_line
@@ -375,6 +375,9 @@ def apply(
         plan = build_plan(out, kwargs, prune=prune, offline=False)
         _require_reachable(plan)
         render_plan(out, plan)
+        conflicts = conflict_refusal(plan)
+        if conflicts is not None:
+            raise conflicts
         if plan.pending:
             if not allow_destructive:
                 refusal = destructive_refusal(plan.pending)

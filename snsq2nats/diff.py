@@ -28,11 +28,19 @@ from snsq2nats.spec import NS, SOURCE_KEY, ConsumerSpec, StreamSpec
 if TYPE_CHECKING:
     from snsq2nats.jetstream import LiveState, LiveStream
 
-__all__ = ["diff", "normalise_consumer_field", "normalise_stream_field", "stream_order"]
+__all__ = [
+    "CONFLICT_PREFIX",
+    "diff",
+    "normalise_consumer_field",
+    "normalise_stream_field",
+    "stream_order",
+]
 
 OFFLINE_REASON = "no NATS server reachable: planned as create"
 UP_TO_DATE = "up to date"
 SOURCE_GONE_KEPT = "source gone; kept (use --prune to delete)"
+# Starts the reason of a noop whose name a foreign stream holds: apply refuses such a plan.
+CONFLICT_PREFIX = "conflict: "
 
 # Limits where the server stores "unlimited" as -1 whatever was sent (0 or any negative).
 _UNLIMITED_AS_MINUS_ONE = frozenset(
@@ -315,9 +323,9 @@ def _stream_change(spec: StreamSpec, live: LiveStream | None) -> Change:
         return Change(
             action="noop",
             reason=(
-                f"conflict: a stream named {spec.name} exists but is not managed by snsq2nats "
-                f"(no {SOURCE_KEY} metadata); left untouched: rename the mapped stream or "
-                "remove the existing one"
+                f"{CONFLICT_PREFIX}a stream named {spec.name} exists but is not managed by "
+                f"snsq2nats (no {SOURCE_KEY} metadata); left untouched: rename the mapped "
+                "stream or remove the existing one"
             ),
             diff=diffs,
             live_messages=live.messages,
