@@ -1,0 +1,162 @@
+"""The filter router: SNS filter policies JetStream subjects cannot express, evaluated here.
+
+A subscription whose policy does not compile to filter subjects (numeric ranges, prefixes,
+anything-but, body scope, …) gets a bridge consumer on the topic stream instead of a stream
+source. Each NATS-published topic message is evaluated exactly as SNS would
+(snsq2nats.filterpolicy, attributes read back from the headers by the codec); a match is
+published to the subscribed queue's subject, everything is acknowledged afterwards.
+
+Exactly once: the copy's `Nats-Msg-Id` is `<topic stream>:<stream seq>`, so a restart that
+re-delivers a message the router had already published (crash before the ack) is absorbed by
+the queue stream's duplicate window. The body goes over raw: NATS consumers of the queue read
+the raw body with attributes as headers, whatever RawMessageDelivery said on AWS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from snsq2nats import filterpolicy
+from snsq2nats.bridge.codec import (
+    GROUP_HEADER,
+    MSG_ID_HEADER,
+    ORIGIN_HEADER,
+    ROUTE_HEADER,
+    headers_to_attributes,
+    string_attributes,
+)
+from snsq2nats.bridge.context import BridgeContext
+from snsq2nats.bridge.nats_to_aws import (
+    PullSource,
+    ack,
+    nak,
+    nak_delay,
+    publish_with_retry,
+    require_consumer,
+    route_binding,
+    subject_in,
+)
+from snsq2nats.errors import SnsqError
+from snsq2nats.plan import Route
+
+__all__ = ["run_filter_router"]
+
+# Messages fetched per pull; each is one publish, so this is also the pipelining depth.
+FETCH_BATCH = 100
+
+
+class _Router:
+    def __init__(self, ctx: BridgeContext, route: Route) -> None:
+        self.ctx = ctx
+        self.route = route
+        self.metrics = ctx.route_metrics(route)
+        stream, consumer = route_binding(route)
+        if not route.filter_policy or not route.subject:
+            raise SnsqError(
+                "the filter-router route has no filter policy or target subject",
+                where=f"route {route.name}",
+                hint="re-run `snsq2nats plan`",
+            )
+        if route.filter_policy_scope not in ("MessageBody", "MessageAttributes"):
+            raise SnsqError(
+                f"unknown FilterPolicyScope {route.filter_policy_scope!r}",
+                where=f"route {route.name}",
+                hint="SNS knows MessageAttributes and MessageBody; re-scan and re-plan",
+            )
+        scope: filterpolicy.Scope = (
+            "MessageBody" if route.filter_policy_scope == "MessageBody" else "MessageAttributes"
+        )
+        # Parsed once: evaluation is then a compiled matcher per message.
+        self.policy = filterpolicy.parse_policy(
+            route.filter_policy, scope=scope, source=route.source_arn
+        )
+        self.subject = route.subject
+        self.source = PullSource(ctx, route, stream, consumer)
+        self.gate = asyncio.Semaphore(1 if route.fifo else max(1, ctx.max_in_flight))
+
+    async def run(self) -> None:
+        await require_consumer(self.ctx, self.route, self.source.stream, self.source.consumer)
+        try:
+            while not self.ctx.stopping.is_set():
+                size = 1 if self.route.fifo else min(FETCH_BATCH, max(1, self.ctx.max_in_flight))
+                msgs = await self.source.fetch(size)
+                if not msgs:
+                    continue
+                if self.ctx.stopping.is_set():
+                    await asyncio.gather(*(nak(m) for m in msgs))
+                    break
+                if self.route.fifo:
+                    for msg in msgs:  # in order: a FIFO queue's groups keep publish order
+                        await self._route(msg)
+                else:
+                    await asyncio.gather(*(self._route(m) for m in msgs))
+        finally:
+            await self.source.close()
+
+    async def _route(self, msg: Any) -> None:
+        async with self.gate:
+            if self.ctx.stopping.is_set():
+                await nak(msg)
+                return
+            headers: dict[str, str] = dict(msg.headers or {})
+            if headers.get(ORIGIN_HEADER, "").lower() == "aws" or (
+                self.route.relay_subjects and not subject_in(msg.subject, self.route.relay_subjects)
+            ):
+                # SNS filtered AWS-published messages itself and delivered them to the queue,
+                # which sqs-to-nats relays; routing them here too would make a second copy.
+                await self._skip(msg)
+                return
+            attributes = string_attributes(headers_to_attributes(headers))
+            try:
+                matched = self.policy.matches(attributes, msg.data)
+            except Exception as exc:  # a policy engine bug must not stop the route
+                self.metrics.error()
+                self.ctx.log(f"{self.route.name}: evaluating the policy failed: {exc!r}")
+                await nak(msg, nak_delay(msg))
+                return
+            if not matched:
+                await self._skip(msg)
+                return
+            await self._forward(msg, headers)
+
+    async def _skip(self, msg: Any) -> None:
+        if await ack(msg):
+            self.metrics.skipped += 1
+        else:
+            self.metrics.error()
+
+    async def _forward(self, msg: Any, original: dict[str, str]) -> None:
+        meta = msg.metadata
+        # Server-interpreted headers of the topic message (expected-stream checks, TTLs,
+        # roll-ups) must not act on the copy; the id is ours, for restart deduplication.
+        headers = {k: v for k, v in original.items() if not k.lower().startswith("nats-")}
+        headers[MSG_ID_HEADER] = f"{meta.stream}:{meta.sequence.stream}"
+        headers[ROUTE_HEADER] = self.route.name
+        subject = self.subject
+        if self.route.fifo:
+            group = original.get(GROUP_HEADER)
+            subject = f"{subject}.{filterpolicy.encode_token(group or None)}"
+        started = asyncio.get_running_loop().time()
+        self.metrics.in_flight += 1
+        try:
+            published = await publish_with_retry(
+                self.ctx, subject, msg.data or b"", headers, stream=self.route.target_stream
+            )
+        finally:
+            self.metrics.in_flight -= 1
+        if not published:
+            self.metrics.error()
+            await nak(msg, None if self.ctx.stopping.is_set() else nak_delay(msg))
+            return
+        if await ack(msg):
+            latency = asyncio.get_running_loop().time() - started
+            self.metrics.delivered(1, len(msg.data or b""), latency)
+            self.ctx.count_and_check_limit()
+        else:
+            self.metrics.error()
+
+
+async def run_filter_router(ctx: BridgeContext, route: Route) -> None:
+    """Evaluate route.filter_policy on the topic stream and publish matches to route.subject."""
+    await _Router(ctx, route).run()
