@@ -1,0 +1,535 @@
+"""SQS/SNS → JetStream against a real moto server and real nats-server processes.
+
+Every test checks the two delivery rules at the end: each SQS message is in the stream exactly
+once (by its AWS message id), and nothing was deleted from SQS that the stream does not hold.
+A recorder wraps every AWS call of in-process bridges to see receives, deletes and visibility
+changes as they happen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from snsq2nats.bridge.aws_to_nats import RUNNERS, cleanup_sns_to_nats
+from snsq2nats.bridge.codec import AWS_MESSAGE_ID_HEADER, headers_to_attributes
+from snsq2nats.bridge.context import BridgeContext
+from snsq2nats.bridge.runtime import run_bridge
+from snsq2nats.connect import NatsOptions, connect_nats
+from snsq2nats.localnats import NatsCluster, NatsServer
+from snsq2nats.plan import Plan, Route, ServerInfo
+from tests.fixtures.aws import AwsEndpoint
+
+N = 200
+
+
+class Recorder:
+    """Every AWS call an in-process bridge makes, run in a thread like the real path."""
+
+    def __init__(self) -> None:
+        self.received: Counter[str] = Counter()
+        self.handles: dict[str, str] = {}
+        self.deleted: list[str] = []
+        self.visibility_changes = 0
+
+    async def __call__(self, fn: Callable[..., Any], **kwargs: Any) -> Any:
+        reply = await asyncio.to_thread(fn, **kwargs)
+        name = getattr(fn, "__name__", "")
+        if name == "receive_message":
+            for m in reply.get("Messages") or []:
+                self.received[m["MessageId"]] += 1
+                self.handles[m["ReceiptHandle"]] = m["MessageId"]
+        elif name == "delete_message_batch":
+            failed = {f["Id"] for f in reply.get("Failed") or []}
+            self.deleted += [
+                self.handles[e["ReceiptHandle"]] for e in kwargs["Entries"] if e["Id"] not in failed
+            ]
+        elif (
+            name == "change_message_visibility_batch" and kwargs["Entries"][0]["VisibilityTimeout"]
+        ):
+            self.visibility_changes += 1
+        return reply
+
+
+def plan_with(routes: list[Route]) -> Plan:
+    return Plan(generated_at="now", server=ServerInfo(reachable=True), routes=routes)
+
+
+def sqs_route(aws: AwsEndpoint, name: str, stream: str, subject: str, fifo: bool = False) -> Route:
+    arn = f"arn:aws:sqs:{aws.region}:123456789012:{name}"
+    return Route(
+        name=f"sqs:{name}",
+        kind="sqs-to-nats",
+        source_arn=arn,
+        aws_arn=arn,
+        stream=stream,
+        subject=subject,
+        fifo=fifo,
+    )
+
+
+async def add_stream(url: str, name: str, subjects: list[str], replicas: int = 1) -> None:
+    nc = await connect_nats(NatsOptions(servers=url.split(",")))
+    try:
+        await nc.jetstream().add_stream(
+            name=name, subjects=subjects, num_replicas=replicas, duplicate_window=300.0
+        )
+    finally:
+        await nc.close()
+
+
+def send(aws: AwsEndpoint, url: str, n: int, **extra: Any) -> list[str]:
+    sqs = aws.client("sqs")
+    ids: list[str] = []
+    for start in range(0, n, 10):
+        entries = [
+            {"Id": str(i), "MessageBody": f"order-{start + i}", **extra}
+            for i in range(min(10, n - start))
+        ]
+        reply = sqs.send_message_batch(QueueUrl=url, Entries=entries)
+        assert not reply.get("Failed")
+        ids += [s["MessageId"] for s in reply["Successful"]]
+    return ids
+
+
+async def stream_ids(url: str, stream: str) -> list[str]:
+    """The AWS message id of every message in the stream, duplicates included."""
+    nc = await connect_nats(NatsOptions(servers=url.split(",")))
+    try:
+        js = nc.jetstream()
+        info = await js.stream_info(stream)
+        out = []
+        for seq in range(info.state.first_seq, info.state.last_seq + 1):
+            msg = await js.get_msg(stream, seq)
+            out.append(msg.headers[AWS_MESSAGE_ID_HEADER])
+        return out
+    finally:
+        await nc.close()
+
+
+def queue_depth(aws: AwsEndpoint, url: str) -> tuple[int, int]:
+    attrs = aws.client("sqs").get_queue_attributes(
+        QueueUrl=url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return int(attrs["ApproximateNumberOfMessages"]), int(
+        attrs["ApproximateNumberOfMessagesNotVisible"]
+    )
+
+
+class InProcess:
+    """A bridge running in this event loop, with a recorder on its AWS calls."""
+
+    def __init__(self, aws: AwsEndpoint, url: str, routes: list[Route], **settings: Any) -> None:
+        self.aws, self.url, self.routes, self.settings = aws, url, routes, settings
+        self.recorder = Recorder()
+        self.task: asyncio.Task[None] | None = None
+        self.ctx: BridgeContext | None = None
+        self.nc: Any = None
+
+    async def __aenter__(self) -> InProcess:
+        self.nc = await connect_nats(
+            NatsOptions(servers=self.url.split(",")),
+            allow_reconnect=True,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+        )
+        settings = {"pollers": 2, "wait_time_seconds": 1, "visibility_timeout": 10}
+        settings.update(self.settings)
+        self.ctx = BridgeContext(
+            plan=plan_with(self.routes),
+            nc=self.nc,
+            sqs=self.aws.client("sqs"),
+            sns=self.aws.client("sns"),
+            aws_call=self.recorder,
+            log=print,
+            **settings,
+        )
+        self.task = asyncio.create_task(
+            run_bridge(self.ctx, self.routes, RUNNERS, handle_signals=False, drain_timeout=20)
+        )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.ctx is not None and self.task is not None
+        self.ctx.stopping.set()
+        await asyncio.wait_for(self.task, 30)
+        await self.nc.close()
+
+    def delivered(self) -> int:
+        assert self.ctx is not None
+        return self.ctx.total_delivered()
+
+
+async def until(check: Callable[[], Any], timeout: float = 30.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what or check}")
+
+
+async def assert_exactly_once(url: str, stream: str, sent: list[str], deleted: list[str]) -> None:
+    ids = await stream_ids(url, stream)
+    counts = Counter(ids)
+    assert set(counts) == set(sent), f"missing {len(set(sent) - set(counts))}"
+    assert max(counts.values()) == 1, f"duplicates: {[i for i, c in counts.items() if c > 1][:5]}"
+    assert set(deleted) <= set(ids), "deleted from SQS but not in the stream"
+
+
+# --- delivery rules --------------------------------------------------------------------------
+
+
+async def test_attributes_become_headers_with_their_types(
+    aws: AwsEndpoint, nats_server: NatsServer
+) -> None:
+    url = aws.client("sqs").create_queue(QueueName="orders")["QueueUrl"]
+    await add_stream(nats_server.url, "sqs_orders", ["sqs.orders"])
+    route = sqs_route(aws, "orders", "sqs_orders", "sqs.orders")
+    attributes = {
+        "kind": {"DataType": "String", "StringValue": "order_placed"},
+        "amount": {"DataType": "Number", "StringValue": "12.5"},
+        "count": {"DataType": "Number.int", "StringValue": "7"},
+        "blob": {"DataType": "Binary", "BinaryValue": b"\x00\xff"},
+        "note": {"DataType": "String", "StringValue": "two\nlines"},
+    }
+    sent = send(aws, url, 20, MessageAttributes=attributes)
+    async with InProcess(aws, nats_server.url, [route]) as bridge:
+        await until(lambda: bridge.delivered() >= 20, what="20 relayed")
+        await until(lambda: queue_depth(aws, url) == (0, 0), what="queue empty")
+    await assert_exactly_once(nats_server.url, "sqs_orders", sent, bridge.recorder.deleted)
+    nc = await connect_nats(NatsOptions(servers=[nats_server.url]))
+    msg = await nc.jetstream().get_msg("sqs_orders", 1)
+    await nc.close()
+    attrs = headers_to_attributes(msg.headers)
+    assert {n: (a.data_type, a.value) for n, a in attrs.items()} == {
+        "kind": ("String", "order_placed"),
+        "amount": ("Number", "12.5"),
+        "count": ("Number.int", "7"),
+        "blob": ("Binary", b"\x00\xff"),
+        "note": ("String", "two\nlines"),
+    }
+    assert msg.headers["kind"] == "order_placed"
+    assert msg.headers["Snsq2nats-Route"] == "sqs:orders"
+
+
+async def test_fifo_group_and_dedup_ids(aws: AwsEndpoint, nats_server: NatsServer) -> None:
+    sqs = aws.client("sqs")
+    url = sqs.create_queue(QueueName="jobs.fifo", Attributes={"FifoQueue": "true"})["QueueUrl"]
+    await add_stream(nats_server.url, "sqsfifo_jobs", ["sqsfifo.jobs.*"])
+    route = sqs_route(aws, "jobs.fifo", "sqsfifo_jobs", "sqsfifo.jobs", fifo=True)
+    for i in range(6):
+        sqs.send_message(
+            QueueUrl=url,
+            MessageBody=f"job-{i}",
+            MessageGroupId=f"g{i % 2}",
+            MessageDeduplicationId=f"d-{i}",
+        )
+    async with InProcess(aws, nats_server.url, [route]) as bridge:
+        await until(lambda: bridge.delivered() >= 6, what="6 relayed")
+    nc = await connect_nats(NatsOptions(servers=[nats_server.url]))
+    js = nc.jetstream()
+    msgs = [await js.get_msg("sqsfifo_jobs", s) for s in range(1, 7)]
+    await nc.close()
+    by_group: dict[str, list[str]] = {}
+    for m in msgs:
+        assert m.subject == f"sqsfifo.jobs.{m.headers['Snsq2nats-Group-Id']}"
+        assert m.headers["Nats-Msg-Id"] == m.headers["Snsq2nats-Deduplication-Id"]
+        by_group.setdefault(m.headers["Snsq2nats-Group-Id"], []).append(m.data.decode())
+    # Order within each group survives.
+    assert by_group == {"g0": ["job-0", "job-2", "job-4"], "g1": ["job-1", "job-3", "job-5"]}
+
+
+async def test_nats_origin_messages_are_deleted_not_relayed(
+    aws: AwsEndpoint, nats_server: NatsServer
+) -> None:
+    url = aws.client("sqs").create_queue(QueueName="billing")["QueueUrl"]
+    await add_stream(nats_server.url, "sqs_billing", ["sqs.billing"])
+    route = sqs_route(aws, "billing", "sqs_billing", "sqs.billing")
+    origin = {"snsq2nats.origin": {"DataType": "String", "StringValue": "nats"}}
+    looped = send(aws, url, 10, MessageAttributes=origin)
+    sent = send(aws, url, 10)
+    async with InProcess(aws, nats_server.url, [route]) as bridge:
+        await until(lambda: queue_depth(aws, url) == (0, 0), what="queue empty")
+    deleted = set(bridge.recorder.deleted)
+    assert set(looped) <= deleted
+    await assert_exactly_once(nats_server.url, "sqs_billing", sent, list(deleted - set(looped)))
+    assert bridge.ctx is not None and bridge.ctx.metrics["sqs:billing"].skipped == 10
+
+
+async def test_sns_topic_through_the_bridge_owned_queue(
+    aws: AwsEndpoint, nats_server: NatsServer
+) -> None:
+    sns, sqs = aws.client("sns"), aws.client("sqs")
+    topic_arn = sns.create_topic(Name="orders")["TopicArn"]
+    await add_stream(nats_server.url, "sns_orders", ["sns.orders.*", "aws.sns.orders.*"])
+    route = Route(
+        name="sns:orders",
+        kind="sns-to-nats",
+        source_arn=topic_arn,
+        aws_arn=topic_arn,
+        stream="sns_orders",
+        subject="aws.sns.orders",
+        subject_tokens=["event_type"],
+        relay_subjects=["aws.sns.orders.*"],
+        bridge_queue="snsq2nats-bridge-orders",
+    )
+    async with InProcess(aws, nats_server.url, [route]) as bridge:
+        await until(
+            lambda: sns.list_subscriptions_by_topic(TopicArn=topic_arn)["Subscriptions"],
+            what="bridge subscribed",
+        )
+        for i in range(5):
+            sns.publish(
+                TopicArn=topic_arn,
+                Message=f"o{i}",
+                MessageAttributes={
+                    "event_type": {"DataType": "String", "StringValue": "placed"},
+                    "amount": {"DataType": "Number", "StringValue": str(i)},
+                },
+            )
+        await until(lambda: bridge.delivered() >= 5, what="5 relayed")
+    url = sqs.get_queue_url(QueueName="snsq2nats-bridge-orders")["QueueUrl"]
+    subs = sns.list_subscriptions_by_topic(TopicArn=topic_arn)["Subscriptions"]
+    assert len(subs) == 1
+    raw = sns.get_subscription_attributes(SubscriptionArn=subs[0]["SubscriptionArn"])
+    assert raw["Attributes"]["RawMessageDelivery"] == "true"
+    nc = await connect_nats(NatsOptions(servers=[nats_server.url]))
+    js = nc.jetstream()
+    msgs = [await js.get_msg("sns_orders", s) for s in range(1, 6)]
+    await nc.close()
+    assert {m.subject for m in msgs} == {"aws.sns.orders.placed"}
+    assert sorted(m.data.decode() for m in msgs) == [f"o{i}" for i in range(5)]
+    assert headers_to_attributes(msgs[0].headers)["amount"].data_type == "Number"
+
+    # A restart reuses the queue and the subscription.
+    async with InProcess(aws, nats_server.url, [route]):
+        await asyncio.sleep(1.0)
+    assert sqs.get_queue_url(QueueName="snsq2nats-bridge-orders")["QueueUrl"] == url
+    assert len(sns.list_subscriptions_by_topic(TopicArn=topic_arn)["Subscriptions"]) == 1
+
+    # Cleanup unsubscribes, relays what is left, and deletes the queue.
+    sns.publish(TopicArn=topic_arn, Message="late")
+    nc = await connect_nats(NatsOptions(servers=[nats_server.url]))
+    ctx = BridgeContext(
+        plan=plan_with([route]), nc=nc, sqs=sqs, sns=sns, pollers=1, wait_time_seconds=1
+    )
+    assert await cleanup_sns_to_nats(ctx, route)
+    info = await nc.jetstream().stream_info("sns_orders")
+    await nc.close()
+    assert info.state.messages == 6
+    assert sns.list_subscriptions_by_topic(TopicArn=topic_arn)["Subscriptions"] == []
+    names = sqs.list_queues().get("QueueUrls", [])
+    assert not any("snsq2nats-bridge-orders" in u for u in names)
+
+
+async def test_slow_publish_extends_visibility(aws: AwsEndpoint, nats_server: NatsServer) -> None:
+    """A paused nats-server (SIGSTOP) makes every publish slow for real; with a 2 s visibility
+    and 5 s of silence, no message may be received twice."""
+    url = aws.client("sqs").create_queue(QueueName="slow")["QueueUrl"]
+    await add_stream(nats_server.url, "sqs_slow", ["sqs.slow"])
+    route = sqs_route(aws, "slow", "sqs_slow", "sqs.slow")
+    async with InProcess(
+        aws, nats_server.url, [route], visibility_timeout=2, publish_timeout=1.0
+    ) as bridge:
+        assert nats_server.pid is not None
+        os.kill(nats_server.pid, signal.SIGSTOP)
+        try:
+            sent = send(aws, url, 20)
+            await until(lambda: len(bridge.recorder.received) >= 20, what="20 received")
+            await asyncio.sleep(5)
+        finally:
+            os.kill(nats_server.pid, signal.SIGCONT)
+        await until(lambda: queue_depth(aws, url) == (0, 0), what="queue empty")
+    assert bridge.recorder.visibility_changes > 0
+    assert max(bridge.recorder.received.values()) == 1, "a message reappeared while publishing"
+    await assert_exactly_once(nats_server.url, "sqs_slow", sent, bridge.recorder.deleted)
+
+
+async def test_nats_restart_mid_stream_loses_and_duplicates_nothing(
+    aws: AwsEndpoint, nats_server: NatsServer
+) -> None:
+    url = aws.client("sqs").create_queue(QueueName="restart")["QueueUrl"]
+    await add_stream(nats_server.url, "sqs_restart", ["sqs.restart"])
+    route = sqs_route(aws, "restart", "sqs_restart", "sqs.restart")
+    sent = send(aws, url, N)
+    async with InProcess(aws, nats_server.url, [route], publish_timeout=1.0) as bridge:
+        await until(lambda: bridge.delivered() >= 40, what="40 relayed")
+        nats_server.stop()
+        deleted_when_down = len(bridge.recorder.deleted)
+        await asyncio.sleep(2)
+        # While NATS is down nothing more is acknowledged, so nothing more may be deleted
+        # (beyond the batches whose PubAcks were already in).
+        stalled = len(bridge.recorder.deleted)
+        assert stalled - deleted_when_down <= 2 * 10 * 2
+        nats_server.start()
+        await until(lambda: queue_depth(aws, url) == (0, 0), timeout=60, what="queue empty")
+    await assert_exactly_once(nats_server.url, "sqs_restart", sent, bridge.recorder.deleted)
+
+
+@pytest.mark.slow
+async def test_leader_loss_in_a_cluster(aws: AwsEndpoint, nats_cluster: NatsCluster) -> None:
+    url = aws.client("sqs").create_queue(QueueName="ha")["QueueUrl"]
+    await add_stream(nats_cluster.url, "sqs_ha", ["sqs.ha"], replicas=3)
+    route = sqs_route(aws, "ha", "sqs_ha", "sqs.ha")
+    sent = send(aws, url, N)
+    async with InProcess(aws, nats_cluster.url, [route], publish_timeout=2.0) as bridge:
+        await until(lambda: bridge.delivered() >= 40, what="40 relayed")
+        info = await bridge.nc.jetstream().stream_info("sqs_ha")
+        leader = info.cluster.leader
+        index = next(i for i, node in enumerate(nats_cluster) if node.name == leader)
+        nats_cluster.kill_node(index)
+        await until(lambda: queue_depth(aws, url) == (0, 0), timeout=90, what="queue empty")
+    nats_cluster.start_node(index)
+    await assert_exactly_once(nats_cluster.url, "sqs_ha", sent, bridge.recorder.deleted)
+
+
+# --- real bridge processes ---------------------------------------------------------------------
+
+
+def start_bridge(plan: Path, url: str, *extra: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "snsq2nats",
+            "bridge",
+            "--plan",
+            str(plan),
+            "-s",
+            url,
+            "--pollers",
+            "2",
+            "--poll-wait",
+            "1",
+            "--visibility-timeout",
+            "3",
+            *extra,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+async def stream_count(url: str, stream: str) -> int:
+    nc = await connect_nats(NatsOptions(servers=[url]))
+    try:
+        return int((await nc.jetstream().stream_info(stream)).state.messages)
+    finally:
+        await nc.close()
+
+
+async def process_setup(
+    aws: AwsEndpoint, server: NatsServer, tmp_path: Path, name: str
+) -> tuple[str, Path, list[str]]:
+    url = aws.client("sqs").create_queue(QueueName=name)["QueueUrl"]
+    await add_stream(server.url, f"sqs_{name}", [f"sqs.{name}"])
+    plan = tmp_path / "plan.json"
+    plan.write_text(plan_with([sqs_route(aws, name, f"sqs_{name}", f"sqs.{name}")]).to_json())
+    return url, plan, send(aws, url, N)
+
+
+@pytest.mark.slow
+async def test_kill_9_then_restart_gives_each_message_once(
+    aws: AwsEndpoint, nats_server: NatsServer, tmp_path: Path
+) -> None:
+    url, plan, sent = await process_setup(aws, nats_server, tmp_path, "killed")
+    proc = start_bridge(plan, nats_server.url)
+    try:
+        await until(
+            lambda: stream_count(nats_server.url, "sqs_killed"), timeout=30, what="first messages"
+        )
+        await until(
+            lambda: _at_least(stream_count(nats_server.url, "sqs_killed"), 60), what="60 in stream"
+        )
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        proc.kill()
+    # Killed mid-stream: work was left in SQS, some of it received and not deleted.
+    visible, invisible = queue_depth(aws, url)
+    assert visible + invisible > 0
+    # Published but not yet deleted: back after the 3 s visibility, republished, deduplicated.
+    proc = start_bridge(plan, nats_server.url)
+    try:
+        await until(lambda: queue_depth(aws, url) == (0, 0), timeout=60, what="queue empty")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    await assert_exactly_once(nats_server.url, "sqs_killed", sent, [])
+
+
+@pytest.mark.slow
+async def test_two_bridges_on_one_route(
+    aws: AwsEndpoint, nats_server: NatsServer, tmp_path: Path
+) -> None:
+    url, plan, sent = await process_setup(aws, nats_server, tmp_path, "shared")
+    procs = [start_bridge(plan, nats_server.url) for _ in range(2)]
+    try:
+        await until(lambda: queue_depth(aws, url) == (0, 0), timeout=60, what="queue empty")
+    finally:
+        for proc in procs:
+            proc.terminate()
+        codes = [proc.wait(timeout=30) for proc in procs]
+    assert codes == [0, 0]
+    # Both took a share: the final summary line of each names its message count.
+    shares = [_relayed(proc) for proc in procs]
+    assert all(share > 0 for share in shares) and sum(shares) >= N, shares
+    await assert_exactly_once(nats_server.url, "sqs_shared", sent, [])
+
+
+@pytest.mark.slow
+async def test_sigterm_drains_in_flight_messages(
+    aws: AwsEndpoint, nats_server: NatsServer, tmp_path: Path
+) -> None:
+    url, plan, sent = await process_setup(aws, nats_server, tmp_path, "drained")
+    proc = start_bridge(plan, nats_server.url, "--max-in-flight", "20")
+    try:
+        await until(
+            lambda: _at_least(stream_count(nats_server.url, "sqs_drained"), 30), what="30 in stream"
+        )
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=30)
+    finally:
+        proc.kill()
+    assert code == 0, proc.stderr.read().decode() if proc.stderr else ""
+    # Received but unpublished messages were handed back at once, not after the visibility.
+    visible, invisible = queue_depth(aws, url)
+    assert invisible == 0
+    assert visible > 0, "stopped too late to test a drain"
+    in_stream = await stream_count(nats_server.url, "sqs_drained")
+    assert in_stream + visible == N
+    proc = start_bridge(plan, nats_server.url)
+    try:
+        await until(lambda: queue_depth(aws, url) == (0, 0), timeout=60, what="queue empty")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    await assert_exactly_once(nats_server.url, "sqs_drained", sent, [])
+
+
+def _relayed(proc: subprocess.Popen[bytes]) -> int:
+    assert proc.stderr is not None
+    text = proc.stderr.read().decode()
+    counts = re.findall(r"route=\S+ kind=sqs-to-nats status=\S+ messages=(\d+)", text)
+    assert counts, text
+    return int(counts[-1])
+
+
+async def _at_least(count: Any, n: int) -> bool:
+    return int(await count) >= n
