@@ -533,3 +533,92 @@ def _relayed(proc: subprocess.Popen[bytes]) -> int:
 
 async def _at_least(count: Any, n: int) -> bool:
     return int(await count) >= n
+
+
+# --- runtime, metrics and view (no servers) ------------------------------------------------------
+
+
+def fake_route(name: str, kind: str = "sqs-to-nats") -> Route:
+    return Route(name=name, kind=kind, source_arn="arn:a", aws_arn="arn:a")  # type: ignore[arg-type]
+
+
+async def test_runtime_restarts_a_crashing_runner_and_keeps_the_others(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from snsq2nats.bridge import runtime
+
+    monkeypatch.setattr(runtime, "RESTART_BASE", 0.05)
+    calls = Counter[str]()
+    lines: list[str] = []
+
+    async def flaky(ctx: BridgeContext, route: Route) -> None:
+        calls[route.name] += 1
+        if calls[route.name] < 3:
+            raise RuntimeError("boom")
+        ctx.route_metrics(route).delivered(1, 10, 0.002)
+        await ctx.stopping.wait()
+
+    async def steady(ctx: BridgeContext, route: Route) -> None:
+        ctx.route_metrics(route).delivered(5, 50, 0.3)
+        await ctx.stopping.wait()
+
+    ctx = BridgeContext(plan=plan_with([]), nc=None, sqs=None, sns=None, log=lines.append)
+    routes = [fake_route("a"), fake_route("b", "nats-to-sqs"), fake_route("c", "dlq-mover")]
+    runners, missing = runtime.load_runners({"dlq-mover": "snsq2nats.no_such_module:run"})
+    assert runners == {} and "not installed" in missing["dlq-mover"]
+    await runtime.run_bridge(
+        ctx,
+        routes,
+        {"sqs-to-nats": flaky, "nats-to-sqs": steady},
+        duration=1.0,
+        missing=missing,
+        handle_signals=False,
+    )
+    assert calls["a"] == 3
+    assert ctx.metrics["a"].restarts == 2 and ctx.metrics["a"].status == "stopped"
+    assert ctx.metrics["c"].status.startswith("not available")
+    assert any("runner failed (RuntimeError: boom)" in line for line in lines)
+
+    from snsq2nats.bridge.metrics import render, serve_metrics
+
+    text = render(ctx.metrics.values())
+    assert 'snsq2nats_bridge_messages_total{route="b",kind="nats-to-sqs"} 5' in text
+    assert (
+        'snsq2nats_bridge_latency_seconds_bucket{route="b",kind="nats-to-sqs",le="0.5"} 5' in text
+    )
+    assert 'snsq2nats_bridge_restarts_total{route="a",kind="sqs-to-nats"} 2' in text
+    server = await serve_metrics(ctx, 0, host="127.0.0.1")
+    port = server.sockets[0].getsockname()[1]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    reply = (await reader.read()).decode()
+    writer.close()
+    server.close()
+    assert reply.startswith("HTTP/1.1 200 OK") and "snsq2nats_bridge_in_flight" in reply
+
+
+def test_route_selection_by_direction_and_glob() -> None:
+    from snsq2nats.bridge.runtime import select_routes
+
+    routes = [
+        fake_route("sqs:a"),
+        fake_route("to-sqs:a", "nats-to-sqs"),
+        fake_route("dlq:a", "dlq-mover"),
+    ]
+    names = lambda rs: [r.name for r in rs]  # noqa: E731
+    assert names(select_routes(routes, "aws-to-nats")) == ["sqs:a", "dlq:a"]
+    assert names(select_routes(routes, "nats-to-aws")) == ["to-sqs:a", "dlq:a"]
+    assert names(select_routes(routes, "both", ("*sqs:*",))) == ["sqs:a", "to-sqs:a"]
+
+
+def test_plain_view_lines() -> None:
+    from snsq2nats.bridge.view import line
+
+    ctx = BridgeContext(plan=plan_with([]), nc=None, sqs=None, sns=None)
+    metrics = ctx.route_metrics(fake_route("sqs:a"))
+    metrics.delivered(3, 30)
+    metrics.lag = 7
+    assert line(metrics, 1.5) == (
+        "route=sqs:a kind=sqs-to-nats status=starting messages=3 rate=1.5/s in_flight=0 "
+        "errors=0 skipped=0 lag=7"
+    )
