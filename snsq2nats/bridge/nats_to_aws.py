@@ -653,8 +653,14 @@ class _Relay:
                     await asyncio.gather(*(nak(m) for m in msgs))
                     break
                 items = await self._prepare(msgs)
-                for batch in self._batches(items):
+                batches = self._batches(items)
+                for index, batch in enumerate(batches):
                     await lanes.wait_free()
+                    if self.ctx.stopping.is_set():
+                        # Stopped while waiting for a lane: what was not sent goes back now.
+                        rest = [item.msg for b in batches[index:] for item in b]
+                        await asyncio.gather(*(nak(m) for m in rest))
+                        break
                     lanes.take()
                     self.metrics.in_flight += len(batch)
                     task = asyncio.create_task(self._deliver_batch(batch, lanes))
