@@ -351,8 +351,6 @@ def apply(
     **kwargs: Any,
 ) -> None:
     """Create or change the JetStream objects: a saved PLAN_FILE exactly, or a fresh plan."""
-    import sys
-
     from snsq2nats.apply import conflict_refusal, destructive_refusal
     from snsq2nats.connect import NatsOptions
     from snsq2nats.plan import load_plan
@@ -384,7 +382,7 @@ def apply(
                 if refusal is not None:
                     raise refusal
             if not auto_approve:
-                _confirm(sys.stdin.isatty())
+                _confirm(_stdin_is_terminal())
     nats = NatsOptions.resolve(kwargs["server"], kwargs["nats_context"])
     _run_apply(out, nats, plan, allow_destructive=allow_destructive)
 
@@ -398,6 +396,12 @@ def _require_reachable(plan: Plan) -> None:
             where=plan.server.url,
             hint=(plan.server.note or "") + "; check --server / NATS_URL and the credentials",
         )
+
+
+def _stdin_is_terminal() -> bool:
+    import sys
+
+    return sys.stdin.isatty()
 
 
 def _confirm(interactive: bool) -> None:

@@ -163,6 +163,23 @@ def test_without_a_terminal_apply_needs_auto_approve(opts: NatsOptions, inventor
     assert live(opts).streams == {}
 
 
+def test_on_a_terminal_apply_asks_first(
+    opts: NatsOptions, inventory: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("snsq2nats.cli._stdin_is_terminal", lambda: True)
+    runner = CliRunner()
+    result = runner.invoke(main, ["apply", "--inventory", str(inventory)], input="n\n")
+    assert result.exit_code == 1
+    assert "Apply these changes to NATS JetStream?" in result.output
+    assert "apply cancelled: nothing was changed" in result.output
+    assert live(opts).streams == {}
+
+    result = runner.invoke(main, ["apply", "--inventory", str(inventory)], input="y\n")
+    assert result.exit_code == 0, result.output
+    assert "Apply complete" in result.output
+    assert_converged(inventory)
+
+
 # -- drift and stale plans -------------------------------------------------------------------
 
 
