@@ -499,3 +499,37 @@ async def _publish_retrying(js: Any, subject: str, body: bytes) -> None:
             if time.monotonic() > deadline:
                 raise
             await asyncio.sleep(0.2)
+
+
+async def test_refused_message_is_copied_to_the_queue_dlq_before_term(
+    nc: Any, js: Any, aws: AwsEndpoint
+) -> None:
+    """A workqueue stream deletes a TERMed message, so with a dlq-mover route in the plan the
+    refused message is first kept in the DLQ stream, with the reason."""
+    url, arn = queue(aws, "keep", MaximumMessageSize="1024")
+    await setup_stream(nc, "q_keep", ["sqs.keep"])
+    await create_stream(
+        nc, StreamSpec(name="q_keep_dlq", subjects=["sqs.keep-dlq"]), pedantic=False
+    )
+    await publish(js, "sqs.keep", b"fine")
+    await publish(js, "sqs.keep", b"y" * 2000, {"order": "o-9"})
+    dlq_route = Route(
+        name="dlq:keep",
+        kind="dlq-mover",
+        source_arn=arn,
+        aws_arn=arn + "-dlq",
+        stream="q_keep",
+        consumer="workers",
+        target_stream="q_keep_dlq",
+        subject="sqs.keep-dlq",
+    )
+    ctx = make_ctx(nc, aws)
+    ctx.plan = ctx.plan.model_copy(update={"routes": [dlq_route]})
+    await run_until(run_nats_to_sqs, ctx, sqs_route(arn, "q_keep"), lambda: drained(nc, "q_keep"))
+    assert [m["Body"] for m in receive_all(aws.client("sqs"), url)] == ["fine"]
+    kept = await js.get_msg("q_keep_dlq", seq=1)
+    assert kept.data == b"y" * 2000
+    assert kept.headers["order"] == "o-9"
+    assert kept.headers["Snsq2nats-Dlq-Source-Seq"] == "2"
+    assert "rejected by SQS" in kept.headers["Snsq2nats-Dlq-Reason"]
+    assert kept.headers["Nats-Msg-Id"] == "dlq:q_keep:2"

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from snsq2nats.bridge.codec import GROUP_HEADER, MSG_ID_HEADER
@@ -45,6 +46,7 @@ __all__ = [
     "advisory_consumer_spec",
     "advisory_stream_name",
     "advisory_stream_spec",
+    "copy_to_dlq",
     "parse_header_block",
     "run_dlq_mover",
 ]
@@ -217,29 +219,16 @@ class _Mover:
         raw_headers = message.get("hdrs")
         original = parse_header_block(base64.b64decode(raw_headers)) if raw_headers else {}
 
-        # Server-interpreted headers (Nats-Expected-*, Nats-Rollup, Nats-TTL, …) would act
-        # again on the copy; only the original id is worth keeping, as a plain header.
-        headers = {k: v for k, v in original.items() if not k.lower().startswith("nats-")}
-        if MSG_ID_HEADER in original:
-            headers[DLQ_SOURCE_MSG_ID] = original[MSG_ID_HEADER]
-        headers.update(
-            {
-                DLQ_SOURCE_STREAM: stream,
-                DLQ_SOURCE_SUBJECT: subject,
-                DLQ_SOURCE_SEQ: str(seq),
-                DLQ_DELIVERIES: str(deliveries),
-                DLQ_REASON: reason,
-                MSG_ID_HEADER: f"dlq:{stream}:{seq}",
-            }
-        )
-        target = self._target_subject(original, subject)
-        published = await publish_with_retry(
+        published = await copy_to_dlq(
             self.ctx,
-            target,
-            data,
-            headers,
-            stream=self.route.target_stream,
-            attempts=PUBLISH_ATTEMPTS,
+            self.route,
+            source_stream=stream,
+            seq=seq,
+            subject=subject,
+            data=data,
+            original=original,
+            deliveries=deliveries,
+            reason=reason,
         )
         if not published:
             return None
@@ -254,13 +243,56 @@ class _Mover:
                 raise
         return len(data)
 
-    def _target_subject(self, headers: dict[str, str], source_subject: str) -> str:
-        if not self.route.fifo:
-            return self.subject
-        group = headers.get(GROUP_HEADER)
-        # FIFO queue subjects end in the group token; reuse it as is (already encoded).
-        token = encode_token(group) if group else source_subject.rsplit(".", 1)[-1]
-        return f"{self.subject}.{token}"
+
+async def copy_to_dlq(
+    ctx: BridgeContext,
+    route: Route,
+    *,
+    source_stream: str,
+    seq: int,
+    subject: str,
+    data: bytes,
+    original: Mapping[str, str],
+    deliveries: int,
+    reason: str,
+) -> bool:
+    """Publish the dead-letter copy of `source_stream#seq` for a dlq-mover `route`; True once
+    the DLQ stream has it. Also used by the NATS → AWS relay before it TERMs a message AWS
+    refuses, because a workqueue stream deletes a TERMed message."""
+    # Server-interpreted headers (Nats-Expected-*, Nats-Rollup, Nats-TTL, …) would act again on
+    # the copy; only the original id is worth keeping, as a plain header.
+    headers = {k: v for k, v in original.items() if not k.lower().startswith("nats-")}
+    if MSG_ID_HEADER in original:
+        headers[DLQ_SOURCE_MSG_ID] = original[MSG_ID_HEADER]
+    headers.update(
+        {
+            DLQ_SOURCE_STREAM: source_stream,
+            DLQ_SOURCE_SUBJECT: subject,
+            DLQ_SOURCE_SEQ: str(seq),
+            DLQ_DELIVERIES: str(deliveries),
+            DLQ_REASON: " ".join(reason.split())[:1024],
+            MSG_ID_HEADER: f"dlq:{source_stream}:{seq}",
+        }
+    )
+    return await publish_with_retry(
+        ctx,
+        _dlq_subject(route, original, subject),
+        data,
+        headers,
+        stream=route.target_stream,
+        attempts=PUBLISH_ATTEMPTS,
+    )
+
+
+def _dlq_subject(route: Route, headers: Mapping[str, str], source_subject: str) -> str:
+    if not route.subject:
+        raise SnsqError("the dlq-mover route names no dead-letter subject", where=route.name)
+    if not route.fifo:
+        return route.subject
+    group = headers.get(GROUP_HEADER)
+    # FIFO queue subjects end in the group token; reuse it as is (already encoded).
+    token = encode_token(group) if group else source_subject.rsplit(".", 1)[-1]
+    return f"{route.subject}.{token}"
 
 
 def _reason(event: dict[str, Any]) -> str:

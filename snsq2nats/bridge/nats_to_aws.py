@@ -5,7 +5,9 @@ batch call. Anything else either stays unacknowledged (redelivered after `ack_wa
 (with a growing delay once in-process retries are used up, so a dead endpoint never turns into
 a tight redelivery loop and `max_deliver` still counts), or is TERMed with a reason when AWS
 will never take it (more than 10 attributes on SQS, oversize, a body that is not text, an
-entry AWS refuses as the sender's fault). A TERMed message stays in the stream for inspection.
+entry AWS refuses as the sender's fault). A workqueue stream (every queue stream) deletes a
+TERMed message, so when the plan has a dlq-mover route for the same consumer the message is
+first copied to that DLQ; the TERM reason, the log line and the error metric say why.
 
 Batches of up to 10 entries (and at most the call's byte budget) go out concurrently on
 "lanes"; FIFO routes use a single lane so each message group reaches AWS in stream order.
@@ -629,6 +631,10 @@ class _Relay:
         # consumer filter already selects them; checking again costs nothing).
         self.relay_subjects: tuple[str, ...] = tuple(route.relay_subjects)
         self.tasks: set[asyncio.Task[None]] = set()
+        self.dlq_route: Route | None = None
+        for other in ctx.plan.routes:
+            if other.kind == "dlq-mover" and (other.stream, other.consumer) == (stream, consumer):
+                self.dlq_route = other
         self.pause_until = 0.0
         self.route_failures = 0
 
@@ -712,11 +718,42 @@ class _Relay:
         return batches
 
     async def _reject(self, msg: Any, reason: str) -> None:
+        """TERM a message AWS will never take, copying it to the queue's DLQ first if it has
+        one: a workqueue stream deletes a TERMed message, and the TERM reason alone does not
+        keep the order itself."""
         self.metrics.error()
         meta = _describe(msg)
+        if self.dlq_route is not None:
+            if not await self._copy_to_dlq(msg, reason):
+                # Never TERM what we could not keep: try again later instead.
+                self.ctx.log(f"{self.route.name}: cannot copy {meta} to the DLQ; NAK")
+                await nak(msg, nak_delay(msg))
+                return
+            reason = f"{reason} (copied to {self.dlq_route.subject})"
         self.ctx.log(f"{self.route.name}: TERM {meta}: {reason}")
         with contextlib.suppress(Exception):
             await term_with_reason(self.ctx.nc, msg, f"snsq2nats {self.route.name}: {reason}")
+
+    async def _copy_to_dlq(self, msg: Any, reason: str) -> bool:
+        from snsq2nats.bridge.dlq import copy_to_dlq  # dlq builds on this module's helpers
+
+        assert self.dlq_route is not None
+        meta = msg.metadata
+        try:
+            return await copy_to_dlq(
+                self.ctx,
+                self.dlq_route,
+                source_stream=meta.stream,
+                seq=int(meta.sequence.stream),
+                subject=str(msg.subject),
+                data=msg.data or b"",
+                original=dict(msg.headers or {}),
+                deliveries=int(meta.num_delivered),
+                reason=f"rejected by {self.target.kind}: {reason}",
+            )
+        except Exception as exc:
+            self.ctx.log(f"{self.route.name}: DLQ copy failed: {exc!r}")
+            return False
 
     async def _deliver_batch(self, batch: list[_Item], lanes: _Lanes) -> None:
         try:
