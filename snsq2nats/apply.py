@@ -100,7 +100,7 @@ class ApplyResult:
     """Every pending change of the plan, in plan order, with what happened to it."""
 
     outcomes: list[Outcome] = field(default_factory=list)
-    error: JetStreamApiError | SnsqError | None = None
+    error: SnsqError | None = None  # the first refusal; usually a JetStreamApiError
     seconds: float = 0.0
 
     @property
@@ -133,11 +133,9 @@ def _key(change: Change) -> Key:
 
 
 def _label(change: Change) -> str:
-    return (
-        f"consumer {change.stream}/{change.name}"
-        if change.type == "consumer"
-        else (f"stream {change.name}")
-    )
+    if change.type == "consumer":
+        return f"consumer {change.stream}/{change.name}"
+    return f"stream {change.name}"
 
 
 def _managed(config: Mapping[str, Any] | None) -> bool:
@@ -315,7 +313,7 @@ class _Runner:
     concurrency: int
     on_progress: Callable[[Outcome], None] | None
     outcomes: dict[Key, Outcome] = field(default_factory=dict)
-    error: JetStreamApiError | SnsqError | None = None
+    error: SnsqError | None = None
     failed_label: str | None = None
 
     def record(self, outcome: Outcome) -> None:
@@ -336,7 +334,7 @@ class _Runner:
                 blocked = [
                     d for d in op.deps if d in self.outcomes and self.outcomes[d].status != "done"
                 ]
-                if blocked or self.error is not None:
+                if blocked or self.stopped():
                     self.record(Outcome(op.change, "skipped", self._why_skipped(blocked)))
                     return
                 async with gate:
@@ -418,7 +416,15 @@ def _ops(nc: Any, plan: Plan, run: list[Change], live: LiveState, pedantic: bool
     consumers = {(c.stream_name, c.durable_name): c for c in plan.consumers}
     writes = [c for c in run if c.action != "delete"]
     deletes = [c for c in run if c.action == "delete"]
-    changed_streams = {c.name for c in writes if c.type == "stream"}
+    # A stream may only wait for streams the plan orders before it: the plan's order is
+    # topological with any (never expected) cycle broken, so the waits can never deadlock.
+    earlier: dict[str, set[str]] = {}
+    seen: set[str] = set()
+    for c in writes:
+        if c.type == "stream":
+            earlier[c.name] = set(seen)
+            seen.add(c.name)
+    changed_streams = seen
 
     def missing(change: Change) -> ApplyError:
         return ApplyError(
@@ -432,17 +438,16 @@ def _ops(nc: Any, plan: Plan, run: list[Change], live: LiveState, pedantic: bool
             spec = streams.get(change.name)
             if spec is None:
                 raise missing(change)
-            deps = [("stream", d, d) for d in sorted(_stream_deps(spec, plan) & changed_streams)]
+            needed = _stream_deps(spec, plan) & earlier[change.name]
+            deps = [("stream", d, d) for d in sorted(needed)]
             ops.append(_Op(change, _stream_write(nc, change, spec, live, pedantic), deps))
         else:
             cspec = consumers.get((change.stream, change.name))
             if cspec is None:
                 raise missing(change)
-            deps = (
-                [("stream", change.stream, change.stream)]
-                if (change.stream in changed_streams)
-                else []
-            )
+            deps = []
+            if change.stream in changed_streams:
+                deps.append(("stream", change.stream, change.stream))
             ops.append(_Op(change, _consumer_write(nc, change, cspec, live, pedantic), deps))
     # Deletes run one after another, after every write, in the plan's order.
     previous: list[Key] = [_key(c) for c in writes]
