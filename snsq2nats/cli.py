@@ -744,6 +744,84 @@ async def _run_bridge(
         await nc.drain() if nc.is_connected else await nc.close()
 
 
+@main.command()
+@click.option(
+    "--plan",
+    "plan_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Read the routes from this plan file instead of planning.",
+)
+@click.option("--route", "route_globs", multiple=True, metavar="GLOB", help="Only these routes.")
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON on stdout.")
+@plan_options
+@nats_options
+def status(
+    plan_path: Path | None, route_globs: tuple[str, ...], as_json: bool, **kwargs: Any
+) -> None:
+    """Per bridge route: backlog on both sides and whether it is drained (exit 0 only if all)."""
+    import asyncio
+    import json as jsonlib
+
+    from snsq2nats import status as status_lib
+    from snsq2nats.connect import NatsOptions
+    from snsq2nats.errors import UsageError
+    from snsq2nats.plan import load_plan
+
+    out = Output()
+    plan = (
+        load_plan(plan_path)
+        if plan_path is not None
+        else build_plan(out, kwargs, prune=False, offline=True)
+    )
+    routes = status_lib.select(plan.routes, route_globs)
+    if not routes:
+        raise UsageError(
+            "no bridge routes selected",
+            hint="routes in the plan: " + (", ".join(r.name for r in plan.routes) or "none"),
+        )
+    nats = NatsOptions.resolve(kwargs["server"], kwargs["nats_context"])
+    statuses = asyncio.run(_collect_status(nats, plan, routes, kwargs["endpoint_url"]))
+    if as_json:
+        out.data(
+            jsonlib.dumps(
+                {
+                    "drained": all(s.drained for s in statuses),
+                    "routes": [s.to_dict() for s in statuses],
+                },
+                indent=2,
+            )
+        )
+    else:
+        out.info(status_lib.status_table(statuses))
+        waiting = [s.route for s in statuses if not s.drained]
+        out.info(f"not drained: {', '.join(waiting)}" if waiting else "all selected routes drained")
+    if not all(s.drained for s in statuses):
+        raise SystemExit(1)
+
+
+async def _collect_status(
+    nats: Any, plan: Plan, routes: list[Any], endpoint_url: str | None
+) -> list[Any]:
+    import boto3
+
+    from snsq2nats import status as status_lib
+    from snsq2nats.connect import connect_nats
+
+    session = boto3.Session()
+    clients: dict[str, Any] = {}
+
+    def sqs_for(region: str) -> Any:
+        if region not in clients:
+            clients[region] = session.client("sqs", region_name=region, endpoint_url=endpoint_url)
+        return clients[region]
+
+    nc = await connect_nats(nats, name="snsq2nats status")
+    try:
+        return await status_lib.collect(nc, sqs_for, plan, routes)
+    finally:
+        await nc.close()
+
+
 async def _streams(nc: Any) -> set[str]:
     js = nc.jetstream()
     return {info.config.name for info in await js.streams_info()}

@@ -1,0 +1,234 @@
+"""Is it safe to switch? Per bridge route, the backlog on both sides and a drained verdict.
+
+A route is drained when nothing is waiting on its *source* side: the SQS queue it empties
+(visible, in flight and delayed all zero) for AWS → NATS routes, the durable consumer it reads
+(pending and unacknowledged both zero) for NATS → AWS routes, the filter router and the DLQ
+mover. The other side's numbers are shown for context. SQS's counts are approximate and
+eventually consistent: AWS advises waiting for a minute of zeros before trusting them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from rich.table import Table
+
+from snsq2nats.errors import SnsqError
+from snsq2nats.plan import Plan, Route
+
+AWS_TO_NATS = {"sqs-to-nats", "sns-to-nats"}
+COUNT_ATTRIBUTES = [
+    "ApproximateNumberOfMessages",
+    "ApproximateNumberOfMessagesNotVisible",
+    "ApproximateNumberOfMessagesDelayed",
+]
+
+
+@dataclass
+class SqsBacklog:
+    queue: str
+    visible: int = 0
+    not_visible: int = 0
+    delayed: int = 0
+    exists: bool = True
+
+    @property
+    def total(self) -> int:
+        return self.visible + self.not_visible + self.delayed
+
+
+@dataclass
+class NatsBacklog:
+    stream: str
+    consumer: str | None
+    pending: int = 0
+    ack_pending: int = 0
+    stream_messages: int = 0
+    exists: bool = True
+
+    @property
+    def total(self) -> int:
+        return self.pending + self.ack_pending
+
+
+@dataclass
+class RouteStatus:
+    route: str
+    kind: str
+    drained: bool
+    reason: str
+    aws: SqsBacklog | None = None
+    nats: NatsBacklog | None = None
+    dlq: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def select(routes: Iterable[Route], globs: Iterable[str]) -> list[Route]:
+    patterns = list(globs)
+    return [r for r in routes if not patterns or any(fnmatch.fnmatch(r.name, p) for p in patterns)]
+
+
+def _arn_parts(arn: str) -> tuple[str, str, str]:
+    parts = arn.split(":")
+    return parts[3], parts[4], parts[5]
+
+
+async def sqs_backlog(sqs: Any, arn: str, name: str | None = None) -> SqsBacklog:
+    """The queue's approximate counts; a queue that does not exist holds nothing."""
+    _, account, queue_name = _arn_parts(arn)
+    queue_name = name or queue_name
+    try:
+        url = (
+            await asyncio.to_thread(
+                sqs.get_queue_url, QueueName=queue_name, QueueOwnerAWSAccountId=account
+            )
+        )["QueueUrl"]
+        attrs = (
+            await asyncio.to_thread(
+                sqs.get_queue_attributes, QueueUrl=url, AttributeNames=COUNT_ATTRIBUTES
+            )
+        )["Attributes"]
+    except Exception as exc:
+        code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+        if "NonExistentQueue" in code or "QueueDoesNotExist" in code:
+            return SqsBacklog(queue=queue_name, exists=False)
+        raise SnsqError(
+            f"cannot read SQS queue counts ({code or type(exc).__name__})", where=queue_name
+        ) from None
+    return SqsBacklog(
+        queue=queue_name,
+        visible=int(attrs.get("ApproximateNumberOfMessages", 0)),
+        not_visible=int(attrs.get("ApproximateNumberOfMessagesNotVisible", 0)),
+        delayed=int(attrs.get("ApproximateNumberOfMessagesDelayed", 0)),
+    )
+
+
+async def nats_backlog(nc: Any, stream: str, consumer: str | None) -> NatsBacklog:
+    from snsq2nats.jetstream import JetStreamApiError, api
+
+    backlog = NatsBacklog(stream=stream, consumer=consumer)
+    try:
+        info = await api(nc, f"$JS.API.STREAM.INFO.{stream}", None, 5.0)
+    except JetStreamApiError:
+        backlog.exists = False
+        return backlog
+    backlog.stream_messages = int((info.get("state") or {}).get("messages", 0))
+    if consumer:
+        try:
+            cinfo = await api(nc, f"$JS.API.CONSUMER.INFO.{stream}.{consumer}", None, 5.0)
+        except JetStreamApiError:
+            backlog.exists = False
+            return backlog
+        backlog.pending = int(cinfo.get("num_pending", 0))
+        backlog.ack_pending = int(cinfo.get("num_ack_pending", 0))
+    return backlog
+
+
+def _queue_durable(plan: Plan, route: Route) -> str | None:
+    """The durable the queue's NATS workers read (what an sqs-to-nats route fills)."""
+    return next(
+        (r.consumer for r in plan.resources if r.kind == "sqs-queue" and r.stream == route.stream),
+        None,
+    )
+
+
+async def route_status(
+    nc: Any, sqs_for: Callable[[str], Any], plan: Plan, route: Route
+) -> RouteStatus:
+    region = _arn_parts(route.aws_arn)[0]
+    if route.kind in AWS_TO_NATS:
+        queue_name = route.bridge_queue if route.kind == "sns-to-nats" else None
+        aws = await sqs_backlog(sqs_for(region), route.aws_arn, queue_name)
+        nats = (
+            await nats_backlog(nc, route.stream, _queue_durable(plan, route))
+            if route.stream
+            else None
+        )
+        if not aws.exists:
+            return RouteStatus(
+                route.name,
+                route.kind,
+                True,
+                "no SQS queue to drain (bridge not started)",
+                aws,
+                nats,
+            )
+        drained = aws.total == 0
+        reason = (
+            "SQS queue empty"
+            if drained
+            else f"{aws.total} message(s) still in SQS ({aws.visible} visible, "
+            f"{aws.not_visible} in flight, {aws.delayed} delayed)"
+        )
+        return RouteStatus(route.name, route.kind, drained, reason, aws, nats)
+
+    if route.kind == "dlq-mover":
+        consumer = route.advisory_consumer
+        stream = route.advisory_stream or "snsq2nats_advisories"
+        advisories = await nats_backlog(nc, stream, consumer)
+        dlq_stream = await nats_backlog(nc, route.target_stream or "", None)
+        dlq_sqs = await sqs_backlog(sqs_for(region), route.aws_arn)
+        dlq = {"nats_messages": dlq_stream.stream_messages, "sqs_messages": dlq_sqs.total}
+        drained = advisories.exists and advisories.total == 0
+        reason = (
+            "no dead-letter moves waiting"
+            if drained
+            else "advisory consumer missing: run apply"
+            if not advisories.exists
+            else f"{advisories.total} dead-letter move(s) waiting"
+        )
+        return RouteStatus(route.name, route.kind, drained, reason, dlq_sqs, advisories, dlq)
+
+    nats = await nats_backlog(nc, route.stream or "", route.consumer)
+    target = (
+        await sqs_backlog(sqs_for(region), route.aws_arn) if route.kind == "nats-to-sqs" else None
+    )
+    if not nats.exists:
+        return RouteStatus(
+            route.name, route.kind, False, "stream or consumer missing: run apply", target, nats
+        )
+    drained = nats.total == 0
+    reason = (
+        "nothing pending on NATS"
+        if drained
+        else f"{nats.pending} pending, {nats.ack_pending} unacknowledged on NATS"
+    )
+    return RouteStatus(route.name, route.kind, drained, reason, target, nats)
+
+
+async def collect(
+    nc: Any, sqs_for: Callable[[str], Any], plan: Plan, routes: list[Route]
+) -> list[RouteStatus]:
+    return list(await asyncio.gather(*(route_status(nc, sqs_for, plan, r) for r in routes)))
+
+
+def status_table(statuses: list[RouteStatus]) -> Table:
+    table = Table(title="Bridge routes", title_justify="left")
+    for column in ("route", "kind", "AWS backlog", "NATS backlog", "DLQ", "verdict"):
+        table.add_column(column, overflow="fold")
+    for st in statuses:
+        aws = (
+            "—"
+            if st.aws is None
+            else "no queue"
+            if not st.aws.exists
+            else f"{st.aws.visible}/{st.aws.not_visible}/{st.aws.delayed}"
+        )
+        nats = (
+            "—"
+            if st.nats is None
+            else "missing"
+            if not st.nats.exists
+            else f"{st.nats.pending}/{st.nats.ack_pending}"
+        )
+        dlq = ", ".join(f"{k.split('_')[0]} {v}" for k, v in st.dlq.items()) or "—"
+        verdict = ("drained" if st.drained else "NOT drained") + f": {st.reason}"
+        table.add_row(st.route, st.kind, aws, nats, dlq, verdict)
+    table.caption = "AWS: visible/in flight/delayed · NATS: pending/unacknowledged"
+    return table
