@@ -629,8 +629,10 @@ def bridge(
         "visibility_timeout": visibility_timeout,
         "max_messages": max_messages,
     }
+    from snsq2nats.bridge.session import bridge_session
+
     asyncio.run(
-        _run_bridge(
+        bridge_session(
             out,
             nats,
             plan,
@@ -643,105 +645,6 @@ def bridge(
             cleanup=cleanup,
         )
     )
-
-
-async def _run_bridge(
-    out: Output,
-    nats: Any,
-    plan: Plan,
-    routes: list[Any],
-    *,
-    regions: tuple[str, ...],
-    endpoint_url: str | None,
-    settings: dict[str, Any],
-    duration: float | None,
-    metrics_port: int | None,
-    cleanup: bool,
-) -> None:
-    import asyncio
-
-    import boto3
-    from botocore.config import Config
-    from rich.text import Text
-
-    from snsq2nats.bridge.aws_to_nats import cleanup_sns_to_nats
-    from snsq2nats.bridge.context import BridgeContext
-    from snsq2nats.bridge.metrics import serve_metrics
-    from snsq2nats.bridge.runtime import load_runners, run_bridge
-    from snsq2nats.bridge.view import run_view, summary
-    from snsq2nats.connect import connect_nats
-    from snsq2nats.errors import NatsConnectError
-
-    session = boto3.Session()
-    # The routes' own region unless told otherwise: the ARNs say where the resources live.
-    region = regions[0] if regions else routes[0].aws_arn.split(":")[3] or session.region_name
-    config = Config(
-        retries={"mode": "adaptive", "max_attempts": 8},
-        max_pool_connections=max(10, settings["pollers"] * len(routes) + 10),
-        read_timeout=40,
-    )
-    client_kwargs: dict[str, Any] = {"region_name": region, "config": config}
-    if endpoint_url:
-        client_kwargs["endpoint_url"] = endpoint_url
-
-    def log(line: str) -> None:
-        out.info(Text(line))
-
-    async def disconnected() -> None:
-        log("NATS disconnected: reconnecting")
-
-    async def reconnected() -> None:
-        log("NATS reconnected")
-
-    # A bridge outlives server restarts: reconnect for ever, never give up on the connection.
-    nc = await connect_nats(
-        nats,
-        name="snsq2nats bridge",
-        allow_reconnect=True,
-        max_reconnect_attempts=-1,
-        reconnect_time_wait=1,
-        disconnected_cb=disconnected,
-        reconnected_cb=reconnected,
-    )
-    ctx = BridgeContext(
-        plan=plan,
-        nc=nc,
-        sqs=session.client("sqs", **client_kwargs),
-        sns=session.client("sns", **client_kwargs),
-        log=log,
-        **settings,
-    )
-    server = None
-    try:
-        missing = sorted({r.stream for r in routes if r.stream} - await _streams(nc))
-        if missing:
-            raise NatsConnectError(
-                f"stream(s) {', '.join(missing)} do not exist",
-                where=nats.redacted_servers,
-                hint="run `snsq2nats apply` with this plan before bridging",
-            )
-        if cleanup:
-            for route in routes:
-                if not await cleanup_sns_to_nats(ctx, route):
-                    log(f"{route.name}: no bridge queue {route.bridge_queue}")
-            return
-        if metrics_port is not None:
-            server = await serve_metrics(ctx, metrics_port)
-            log(f"metrics on :{metrics_port}/metrics")
-        runners, unavailable = load_runners()
-        log(f"bridging {len(routes)} route(s): {', '.join(r.name for r in routes)}")
-        view = asyncio.create_task(run_view(ctx, out))
-        try:
-            await run_bridge(ctx, routes, runners, duration, missing=unavailable)
-        finally:
-            ctx.stopping.set()
-            await view
-        for text in summary(ctx):
-            log(text)
-    finally:
-        if server is not None:
-            server.close()
-        await nc.drain() if nc.is_connected else await nc.close()
 
 
 @main.command()
@@ -820,11 +723,6 @@ async def _collect_status(
         return await status_lib.collect(nc, sqs_for, plan, routes)
     finally:
         await nc.close()
-
-
-async def _streams(nc: Any) -> set[str]:
-    js = nc.jetstream()
-    return {info.config.name for info in await js.streams_info()}
 
 
 __all__ = ["SnsqError", "main"]
