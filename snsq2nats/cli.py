@@ -483,7 +483,7 @@ def verify(plan_path: Path | None, as_json: bool, timeout: float, **kwargs: Any)
 
     from snsq2nats.connect import NatsOptions, connect_nats
     from snsq2nats.plan import load_plan
-    from snsq2nats.verify import verify_plan
+    from snsq2nats.verify import result_counts, results_table, summary_line, verify_plan
 
     out = Output()
     plan = (
@@ -501,7 +501,7 @@ def verify(plan_path: Path | None, as_json: bool, timeout: float, **kwargs: Any)
             await nc.close()
 
     results = asyncio.run(go())
-    counts = {k: sum(1 for r in results if r.result == k) for k in ("ok", "failed", "skipped")}
+    counts = result_counts(results)
     if as_json:
         doc = {
             "ok": counts["failed"] == 0,
@@ -510,29 +510,8 @@ def verify(plan_path: Path | None, as_json: bool, timeout: float, **kwargs: Any)
         }
         out.data(json.dumps(doc, indent=2, ensure_ascii=False))
     else:
-        from rich.table import Table
-        from rich.text import Text
-
-        table = Table(title="Verify", title_justify="left", expand=True)
-        table.add_column("resource", overflow="fold", ratio=2)
-        table.add_column("check", overflow="fold", ratio=3)
-        table.add_column("result", no_wrap=True)
-        table.add_column("detail", overflow="fold", ratio=4)
-        table.add_column("ms", justify="right", no_wrap=True)
-        styles = {"ok": "green", "failed": "bold red", "skipped": "yellow"}
-        for r in results:
-            table.add_row(
-                Text(r.resource),
-                Text(r.check),
-                Text(r.result, style=styles[r.result]),
-                Text(r.detail),
-                "" if r.latency_ms is None else f"{r.latency_ms:g}",
-            )
-        out.info(table)
-        out.info(
-            f"verify: {counts['ok']} ok, {counts['failed']} failed, {counts['skipped']} skipped"
-            + (" — FAILED" if counts["failed"] else "")
-        )
+        out.info(results_table(results))
+        out.info(summary_line(counts))
     if counts["failed"]:
         raise SystemExit(1)
 
