@@ -43,6 +43,10 @@ class Output:
     def info(self, *objects: Any) -> None:
         self.console.print(*objects)
 
+    def line(self, text: str) -> None:
+        """One plain log line, never wrapped (log readers and grep want whole lines)."""
+        self.console.print(text, markup=False, highlight=False, soft_wrap=True)
+
     def warn(self, message: str) -> None:
         self.console.print(f"warning: {message}", markup=False, soft_wrap=True)
 

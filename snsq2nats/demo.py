@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,60 @@ def moto_endpoint() -> Iterator[str]:
         server.stop()
 
 
+@dataclass
+class Webhook:
+    """The shop's https subscriber, served on loopback: SNS really posts the orders to it."""
+
+    url: str
+    received: list[bytes] = field(default_factory=list)
+
+
+@contextlib.contextmanager
+def https_webhook() -> Iterator[Webhook]:
+    import http.server
+    import ssl
+    import tempfile
+    import threading
+
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    hook = Webhook(url="")
+
+    class Receiver(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            hook.received.append(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass  # the URL carries a token: keep it out of the terminal
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(context)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle = Path(tmp) / "ca.pem"
+        ca.cert_pem.write_to_path(str(bundle))
+        # moto delivers in this process with requests: trust the local CA for the demo only.
+        saved = os.environ.get("REQUESTS_CA_BUNDLE")
+        os.environ["REQUESTS_CA_BUNDLE"] = str(bundle)
+        hook.url = f"https://127.0.0.1:{server.server_address[1]}/orders?token=s3cr3t-token"
+        try:
+            yield hook
+        finally:
+            if saved is None:
+                os.environ.pop("REQUESTS_CA_BUNDLE", None)
+            else:
+                os.environ["REQUESTS_CA_BUNDLE"] = saved
+            server.shutdown()
+            server.server_close()
+
+
 @contextlib.contextmanager
 def demo_environment(endpoint: str) -> Iterator[None]:
     """Point the standard AWS chain at the local endpoint, and put it back afterwards."""
@@ -63,7 +118,33 @@ def demo_environment(endpoint: str) -> Iterator[None]:
                 os.environ[name] = value
 
 
+CUTOVER_RULES = """\
+# The demo's cutover state: these queues' consumers already run on NATS, so the bridge
+# drains their SQS queues into JetStream; everything else still lives on AWS.
+overrides:
+  - match: "orders-billing"
+    cutover: {consumers: nats}
+  - match: "orders-shipping"
+    cutover: {consumers: nats}
+  - match: "orders-fraud"
+    cutover: {consumers: nats}
+  - match: "payments.fifo"
+    cutover: {consumers: nats}
+"""
+
+BURST = [
+    ("order_placed", "eu", 120),
+    ("order_placed", "us", 2400),
+    ("order_cancelled", "eu", 80),
+    ("order_placed", "apac", 990),
+    ("order_shipped", "us", 15),
+    ("order_placed", "eu", 5000),
+]
+
+
 def run_demo(out: Output, workdir: Path) -> dict[str, Any]:
+    import asyncio
+
     import boto3
 
     from snsq2nats import aws_scan
@@ -75,34 +156,193 @@ def run_demo(out: Output, workdir: Path) -> dict[str, Any]:
     from snsq2nats.report import render_plan, scan_summary, write_report
 
     workdir.mkdir(parents=True, exist_ok=True)
-    with moto_endpoint() as endpoint, demo_environment(endpoint), NatsServer() as nats:
-        out.info(f"[1/3] local AWS (moto) at {endpoint}, nats-server at {nats.url}")
+    rules = workdir / "cutover.yaml"
+    write_atomic(rules, CUTOVER_RULES)
+    with (
+        moto_endpoint() as endpoint,
+        demo_environment(endpoint),
+        https_webhook() as webhook,
+        NatsServer() as nats,
+    ):
+        out.info(f"[1/7] local AWS (moto) at {endpoint}, nats-server at {nats.url}")
         session = boto3.Session(region_name=DEMO_REGION)
-        seeded = seed_shop(
-            session.client("sqs", endpoint_url=endpoint),
-            session.client("sns", endpoint_url=endpoint),
-        )
+        sqs = session.client("sqs", endpoint_url=endpoint)
+        sns = session.client("sns", endpoint_url=endpoint)
+        seeded = seed_shop(sqs, sns, webhook=webhook.url)
         out.info(
             f"      seeded the shop: {len(seeded.queues)} queues, {len(seeded.topics)} topic, "
             f"{len(seeded.subscriptions)} subscriptions"
         )
 
-        out.info("[2/3] snsq2nats scan")
+        out.info("[2/7] snsq2nats scan")
         clients = aws_scan.make_clients(session, [DEMO_REGION], endpoint)
         with out.progress("scanning AWS", total=None) as bar:
             inventory = aws_scan.scan(clients, on_progress=bar.advance)
         write_atomic(workdir / "inventory.json", inventory.to_json())
         out.info(scan_summary(inventory))
 
-        out.info("[3/3] snsq2nats plan")
+        out.info(f"[3/7] snsq2nats plan --mapping {rules}")
+        options = NatsOptions(servers=[nats.url])
         plan = make_plan(
-            PlanRequest(inventory_path=workdir / "inventory.json"),
+            PlanRequest(inventory_path=workdir / "inventory.json", mapping_paths=[rules]),
             scan=lambda: inventory,
-            nats=NatsOptions(servers=[nats.url]),
+            nats=options,
         )
         write_atomic(workdir / "plan.json", plan.to_json())
         write_report(workdir / "plan.md", plan)
         write_report(workdir / "plan.html", plan)
         render_plan(out, plan, verbose=False)
-        out.info(f"files in {workdir}: inventory.json, plan.json, plan.md, plan.html")
+
+        asyncio.run(_live_story(out, plan, options, sqs, sns, seeded, endpoint))
+        out.info(
+            f"      the https webhook, still served by SNS, received {len(webhook.received)} "
+            "order(s)"
+        )
+        out.info(f"files in {workdir}: cutover.yaml, inventory.json, plan.json, plan.md, plan.html")
     return {"inventory": inventory, "plan": plan}
+
+
+async def _live_story(
+    out: Output, plan: Any, options: Any, sqs: Any, sns: Any, seeded: Any, endpoint: str
+) -> None:
+    import asyncio
+    import json
+
+    from snsq2nats import status as status_lib
+    from snsq2nats.apply import apply_plan, outcome_table, result_line
+    from snsq2nats.bridge.session import bridge_session
+    from snsq2nats.connect import connect_nats
+    from snsq2nats.errors import SnsqError
+    from snsq2nats.verify import result_counts, results_table, summary_line, verify_plan
+
+    nc = await connect_nats(options, name="snsq2nats demo")
+    try:
+        out.info("[4/7] snsq2nats apply plan.json --auto-approve")
+        applied = await apply_plan(nc, plan, allow_destructive=False)
+        out.info(outcome_table(applied))
+        out.info(result_line(applied))
+        if not applied.ok:
+            raise SnsqError("the demo's apply failed", hint="see the table above")
+
+        out.info("[5/7] snsq2nats verify: a canary through every queue and topic")
+        results = await verify_plan(nc, plan)
+        out.info(results_table(results))
+        counts = result_counts(results)
+        out.info(summary_line(counts))
+        if counts["failed"]:
+            raise SnsqError("the demo's verify failed", hint="see the table above")
+
+        out.info("[6/7] snsq2nats bridge: a burst of orders published on AWS")
+        stop = asyncio.Event()
+        settings = {
+            "pollers": 2,
+            "max_in_flight": 64,
+            "wait_time_seconds": 1,
+            "visibility_timeout": 30,
+            "max_messages": None,
+        }
+        bridge = asyncio.create_task(
+            bridge_session(
+                out,
+                options,
+                plan,
+                plan.routes,
+                regions=(DEMO_REGION,),
+                endpoint_url=endpoint,
+                settings=settings,
+                duration=120,
+                metrics_port=None,
+                cleanup=False,
+                stop=stop,
+            )
+        )
+        topic = seeded.topics["orders"]
+        bridge_queues = [r.bridge_queue for r in plan.routes if r.bridge_queue]
+        await _wait_for_bridge(sqs, sns, topic, bridge_queues)
+        for number, (event, region, amount) in enumerate(BURST, start=1):
+            await asyncio.to_thread(
+                sns.publish,
+                TopicArn=topic,
+                Message=json.dumps({"order": number, "amount": amount}),
+                MessageAttributes={
+                    "event_type": {"DataType": "String", "StringValue": event},
+                    "region": {"DataType": "String", "StringValue": region},
+                    "amount": {"DataType": "Number", "StringValue": str(amount)},
+                },
+            )
+        payments = (await asyncio.to_thread(sqs.get_queue_url, QueueName="payments.fifo"))[
+            "QueueUrl"
+        ]
+        for number in range(1, 4):
+            await asyncio.to_thread(
+                sqs.send_message,
+                QueueUrl=payments,
+                MessageBody=json.dumps({"payment": number}),
+                MessageGroupId="customer-42",
+                MessageDeduplicationId=f"payment-{number}",
+            )
+        out.info(f"      published {len(BURST)} orders to SNS and 3 payments to payments.fifo")
+
+        clients: dict[str, Any] = {}
+
+        def sqs_for(region: str) -> Any:
+            return clients.setdefault(region, sqs)
+
+        statuses: list[Any] = []
+        for _ in range(60):
+            await asyncio.sleep(1)
+            statuses = await status_lib.collect(nc, sqs_for, plan, plan.routes)
+            if all(s.drained for s in statuses):
+                break
+        stop.set()
+        await bridge
+
+        out.info("[7/7] snsq2nats status")
+        out.info(status_lib.status_table(statuses))
+        out.info(
+            "all routes drained: safe to switch"
+            if all(s.drained for s in statuses)
+            else "some routes are not drained yet"
+        )
+        await _nats_workers(out, nc, plan)
+    finally:
+        await nc.close()
+
+
+async def _wait_for_bridge(sqs: Any, sns: Any, topic: str, names: list[str]) -> None:
+    """The bridge subscribes its own queue to the topic on start: publish only after that."""
+    import asyncio
+
+    for _ in range(100):
+        subs = (await asyncio.to_thread(sns.list_subscriptions_by_topic, TopicArn=topic))[
+            "Subscriptions"
+        ]
+        endpoints = {s["Endpoint"].rsplit(":", 1)[-1] for s in subs}
+        if all(name in endpoints for name in names):
+            return
+        await asyncio.sleep(0.1)
+
+
+async def _nats_workers(out: Output, nc: Any, plan: Any) -> None:
+    """The applications' side of the cutover: NATS workers pull and ack from the durables."""
+    js = nc.jetstream()
+    for resource in plan.resources:
+        if resource.kind != "sqs-queue" or not resource.consumer:
+            continue
+        sub = await js.pull_subscribe_bind(resource.consumer, stream=resource.stream)
+        received = 0
+        try:
+            while True:
+                try:
+                    batch = await sub.fetch(10, timeout=0.3)
+                except Exception:  # nothing more waiting
+                    break
+                for msg in batch:
+                    await msg.ack_sync()
+                    received += 1
+        finally:
+            await sub.unsubscribe()
+        if received:
+            out.info(
+                f"      NATS workers of {resource.name}: {received} message(s) received and acked"
+            )

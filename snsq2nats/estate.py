@@ -55,7 +55,11 @@ def _subscribe(
     seeded.subscriptions[label] = arn
 
 
-def seed_shop(sqs: SQSClient, sns: SNSClient) -> Seeded:
+WEBHOOK = "https://hooks.example.com/orders?token=s3cr3t-token"
+
+
+def seed_shop(sqs: SQSClient, sns: SNSClient, *, webhook: str = WEBHOOK) -> Seeded:
+    """The shop; `webhook` is the https subscriber (SNS posts to it when the topic publishes)."""
     seeded = Seeded()
     team = {"team": "shop", "cost-center": "cc-42"}
     orders_dlq = _queue(sqs, seeded, "orders-dlq", {"MessageRetentionPeriod": "1209600"}, team)
@@ -137,7 +141,7 @@ def seed_shop(sqs: SQSClient, sns: SNSClient) -> Seeded:
         "webhook",
         orders,
         "https",
-        "https://hooks.example.com/orders?token=s3cr3t-token",
+        webhook,
         {},
     )
     return seeded

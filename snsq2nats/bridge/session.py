@@ -24,10 +24,11 @@ async def bridge_session(
     duration: float | None,
     metrics_port: int | None,
     cleanup: bool,
+    stop: asyncio.Event | None = None,
 ) -> None:
+    """Run the routes until a signal, --duration, --max-messages, or `stop` (for embedders)."""
     import boto3
     from botocore.config import Config
-    from rich.text import Text
 
     from snsq2nats.bridge.aws_to_nats import cleanup_sns_to_nats
     from snsq2nats.bridge.context import BridgeContext
@@ -50,10 +51,13 @@ async def bridge_session(
         client_kwargs["endpoint_url"] = endpoint_url
 
     def log(line: str) -> None:
-        out.info(Text(line))
+        out.line(line)
+
+    closing = False
 
     async def disconnected() -> None:
-        log("NATS disconnected: reconnecting")
+        if not closing:
+            log("NATS disconnected: reconnecting")
 
     async def reconnected() -> None:
         log("NATS reconnected")
@@ -96,19 +100,28 @@ async def bridge_session(
         runners, unavailable = load_runners()
         log(f"bridging {len(routes)} route(s): {', '.join(r.name for r in routes)}")
         view = asyncio.create_task(run_view(ctx, out))
+        relay_stop = asyncio.create_task(_forward(stop, ctx.stopping)) if stop else None
         try:
             await run_bridge(ctx, routes, runners, duration, missing=unavailable)
         finally:
             ctx.stopping.set()
+            if relay_stop is not None:
+                relay_stop.cancel()
             await view
         for text in summary(ctx):
             log(text)
     finally:
         if server is not None:
             server.close()
+        closing = True
         await nc.drain() if nc.is_connected else await nc.close()
 
 
 async def _streams(nc: Any) -> set[str]:
     js = nc.jetstream()
     return {info.config.name for info in await js.streams_info()}
+
+
+async def _forward(source: asyncio.Event, target: asyncio.Event) -> None:
+    await source.wait()
+    target.set()

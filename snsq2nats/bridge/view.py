@@ -77,7 +77,7 @@ async def run_view(ctx: BridgeContext, out: Output, interval: float = 10.0) -> N
         if ctx.stopping.is_set():
             break
         for m in sorted(ctx.metrics.values(), key=lambda m: m.route):
-            out.info(Text(line(m, meter.rate(m))))
+            out.line(line(m, meter.rate(m)))
 
 
 def summary(ctx: BridgeContext) -> list[str]:

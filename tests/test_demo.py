@@ -1,0 +1,33 @@
+"""`make demo` end to end: the whole story on embedded moto and nats-server must keep working."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from snsq2nats.cli import main
+from snsq2nats.plan import load_plan
+
+
+@pytest.mark.slow
+def test_demo_tells_the_whole_story(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["demo", "--dir", str(tmp_path)], catch_exceptions=False)
+    assert result.exit_code == 0, result.stderr[-3000:]
+    text = result.stderr
+    for step in range(1, 8):
+        assert f"[{step}/7]" in text
+    assert "verify: " in text and " 0 failed" in text
+    assert "all routes drained: safe to switch" in text
+    # Filters applied on the way: billing takes placed+cancelled, shipping placed in eu/us,
+    # fraud (a numeric policy) amounts >= 1000; the https webhook still gets every order.
+    assert "NATS workers of orders-billing: 5 message(s)" in text
+    assert "NATS workers of orders-shipping: 3 message(s)" in text
+    assert "NATS workers of orders-fraud: 2 message(s)" in text
+    assert "NATS workers of payments.fifo: 3 message(s)" in text
+    assert "received 6 order(s)" in text
+    assert "s3cr3t" not in text
+    for name in ("cutover.yaml", "inventory.json", "plan.json", "plan.md", "plan.html"):
+        assert (tmp_path / name).is_file()
+    assert load_plan(tmp_path / "plan.json").routes
