@@ -31,6 +31,7 @@ from typing import Any, Literal
 from rich.table import Table
 from rich.text import Text
 
+from snsq2nats.bridge.codec import CANARY_HEADER
 from snsq2nats.errors import SnsqError
 from snsq2nats.jetstream import API_PREFIX, JetStreamApiError, api
 from snsq2nats.mapping import SCHEDULE_TOKEN
@@ -49,7 +50,6 @@ __all__ = [
 
 Outcome = Literal["ok", "failed", "skipped"]
 
-CANARY_HEADER = "Snsq2nats-Canary"
 """Header on every canary; its value is the verify run id. Consumers and the bridge may drop
 messages carrying it."""
 CANARY_ID_HEADER = "Snsq2nats-Canary-Id"

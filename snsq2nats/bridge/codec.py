@@ -27,6 +27,8 @@ MSG_ID_HEADER = "Nats-Msg-Id"
 GROUP_HEADER = "Snsq2nats-Group-Id"
 DEDUP_HEADER = "Snsq2nats-Deduplication-Id"
 AWS_MESSAGE_ID_HEADER = "Snsq2nats-Aws-Message-Id"
+CANARY_HEADER = "Snsq2nats-Canary"
+"""Marks `verify`'s test messages: the bridge never relays or routes them anywhere."""
 MAX_SQS_ATTRIBUTES = 10
 _RESERVED_PREFIXES = ("nats-", "snsq2nats-")
 

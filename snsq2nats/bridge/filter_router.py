@@ -19,6 +19,7 @@ from typing import Any
 
 from snsq2nats import filterpolicy
 from snsq2nats.bridge.codec import (
+    CANARY_HEADER,
     GROUP_HEADER,
     MSG_ID_HEADER,
     ORIGIN_HEADER,
@@ -105,6 +106,10 @@ class _Router:
             ):
                 # SNS filtered AWS-published messages itself and delivered them to the queue,
                 # which sqs-to-nats relays; routing them here too would make a second copy.
+                await self._skip(msg)
+                return
+            if CANARY_HEADER in headers:
+                # verify's canaries test NATS's own routing; copying one would leave it behind.
                 await self._skip(msg)
                 return
             attributes = string_attributes(headers_to_attributes(headers))
