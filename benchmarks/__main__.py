@@ -9,7 +9,7 @@ import sys
 import time
 from typing import Any
 
-SUITES = ["bench_filterpolicy", "bench_scan", "bench_plan", "bench_apply"]
+SUITES = ["bench_filterpolicy", "bench_scan", "bench_plan", "bench_apply", "bench_bridge"]
 
 
 def main(argv: list[str] | None = None) -> int:
