@@ -263,6 +263,13 @@ def plan(
         render_plan(out, result, verbose=verbose)
         for path in [*([output] if output else []), *reports]:
             out.info(f"written: {path}")
+    from snsq2nats.apply import conflict_refusal
+
+    # A desired name held by an object snsq2nats does not manage can never be applied: say so
+    # now, as an error, rather than as an unchanged object at the bottom of the list.
+    refusal = conflict_refusal(result)
+    if refusal is not None:
+        raise refusal
     if detailed_exitcode and result.pending:
         raise SystemExit(2)
 
