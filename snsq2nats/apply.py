@@ -36,6 +36,7 @@ from snsq2nats.errors import SnsqError
 from snsq2nats.jetstream import (
     JetStreamApiError,
     LiveState,
+    api,
     create_consumer,
     create_stream,
     delete_consumer,
@@ -463,13 +464,43 @@ def _stream_write(
     async def go() -> None:
         if change.action == "update":
             base = _live_config(change, live)
-            await update_stream(nc, spec, pedantic=pedantic, base=base, timeout=WRITE_TIMEOUT)
+            anchored = await anchor_new_sources(nc, spec, base)
+            await update_stream(nc, anchored, pedantic=pedantic, base=base, timeout=WRITE_TIMEOUT)
             return
         if change.action == "replace":
             await delete_stream(nc, spec.name, missing_ok=True, timeout=WRITE_TIMEOUT)
-        await create_stream(nc, spec, pedantic=pedantic, timeout=WRITE_TIMEOUT)
+        anchored = await anchor_new_sources(nc, spec, None)
+        await create_stream(nc, anchored, pedantic=pedantic, timeout=WRITE_TIMEOUT)
 
     return go
+
+
+async def anchor_new_sources(nc: Any, spec: StreamSpec, base: dict[str, Any] | None) -> StreamSpec:
+    """Start a newly added source after the origin's last message, never at its beginning.
+
+    A source appears when a queue's consumers move to NATS. Until then SNS delivered the topic's
+    messages into the SQS queue, and the bridge's sqs-to-nats route relays those that precede
+    the source's start sequence (and drops those from it on): starting at the origin's first
+    message would hand NATS workers the whole retained history a second time. Sources the live
+    stream already has keep the start they were created with.
+    """
+    if not spec.sources:
+        return spec
+    existing = {
+        str(s.get("name")): s.get("opt_start_seq")
+        for s in (base or {}).get("sources") or []
+        if isinstance(s, dict)
+    }
+    anchored = []
+    for source in spec.sources:
+        if source.name in existing:
+            start = existing[source.name]
+        else:
+            info = await api(nc, f"$JS.API.STREAM.INFO.{source.name}", None, WRITE_TIMEOUT)
+            last = int((info.get("state") or {}).get("last_seq") or 0)
+            start = last + 1 if last else None
+        anchored.append(source.model_copy(update={"opt_start_seq": start or None}))
+    return spec.model_copy(update={"sources": anchored})
 
 
 def _consumer_write(

@@ -820,10 +820,30 @@ class Translator:
                 raw_delivery=sub.raw_message_delivery,
             )
         )
+        cutover = queue_plan.override.cutover
+        consumers_on_nats = cutover is not None and cutover.consumers == "nats"
+        if deliver:
+            fidelity.append(
+                _fid(
+                    "Cutover",
+                    "consumers on NATS" if consumers_on_nats else "consumers on AWS",
+                    "exact",
+                    "NATS delivers topic messages into the queue stream"
+                    if consumers_on_nats
+                    else "SNS delivers into the SQS queue, also what NATS producers publish "
+                    "(through the bridge); the stream source is added when the queue's "
+                    "consumers move to NATS, so no message reaches both sides",
+                    target="stream source" if consumers_on_nats else "SNS subscription",
+                )
+            )
         if not deliver:
             pass
         elif emulated:
             # The filter router (routes.py) carries it: no stream source.
+            topic_plan.needs_stream = True
+        elif not consumers_on_nats:
+            # A source now would pile up copies that the AWS consumers also get, and NATS
+            # workers would process them again at cutover.
             topic_plan.needs_stream = True
         else:
             topic_plan.needs_stream = True

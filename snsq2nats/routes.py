@@ -21,6 +21,7 @@ out, so every cutover combination is a table test.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from snsq2nats.plan import Route
 from snsq2nats.rules import Cutover, Defaults
@@ -136,11 +137,13 @@ def _bridge_consumer(
     filters: list[str],
     defaults: Defaults,
     ordered: bool = False,
+    deliver_policy: Literal["all", "new"] = "all",
 ) -> ConsumerSpec:
     return ConsumerSpec(
         stream_name=stream,
         durable_name=durable,
         description=description,
+        deliver_policy=deliver_policy,
         ack_wait=30 * NS,
         max_deliver=-1,
         # A FIFO relay keeps publish order only with one message outstanding at a time.
@@ -281,6 +284,8 @@ def _topic_routes(
         queue = queues.get(sub.endpoint)
         if not (sub.emulated and sub.delivers and queue is not None):
             continue
+        if queue.cutover.consumers != "nats":
+            continue  # SNS applies the policy itself while the queue's consumers are on AWS
         needs_stream = True
         name = f"filter:{topic.name}->{queue.name}"
         durable = FILTER_CONSUMER_PREFIX + queue.durable
@@ -312,6 +317,9 @@ def _topic_routes(
                 filters=[topic.nats_pattern],
                 defaults=defaults,
                 ordered=queue.fifo,
+                # Created when the queue's consumers move to NATS: what the topic held before
+                # went to the SQS queue through SNS, so the router starts at new messages.
+                deliver_policy="new",
             )
         )
     if not needs_stream:

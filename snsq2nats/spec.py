@@ -32,6 +32,8 @@ class SubjectTransform(Spec):
 
 class StreamSource(Spec):
     name: str
+    opt_start_seq: int | None = None
+    """Set by apply when a source is added to a stream, never by the mapping (see apply)."""
     filter_subject: str | None = None
     subject_transforms: list[SubjectTransform] | None = None
 

@@ -24,7 +24,7 @@ import contextlib
 import json
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,6 +99,8 @@ async def queue_url_for(ctx: BridgeContext, arn: str) -> str:
     return str(reply["QueueUrl"])
 
 
+SOURCE_REFRESH = 30.0
+
 # --- one received message --------------------------------------------------------------------
 
 
@@ -132,7 +134,23 @@ def _sns_envelope(body: str) -> dict[str, Any] | None:
     return None
 
 
-def convert(route: Route, message: dict[str, Any]) -> Relayed:
+def parse_origin(value: str | bytes | None) -> tuple[str, int] | None:
+    """`nats:<topic stream>:<seq>` → (stream, seq); None for anything else.
+
+    The NATS → SNS relay stamps every message it hands SNS with where it came from, so that the
+    copy SNS delivers back into a queue can be matched against that queue's own NATS path.
+    """
+    text = value.decode() if isinstance(value, bytes) else value
+    if not text or not text.startswith("nats:"):
+        return None
+    stream, _, seq = text[len("nats:") :].rpartition(":")
+    return (stream, int(seq)) if stream and seq.isdigit() else None
+
+
+def convert(
+    route: Route, message: dict[str, Any], source_starts: Mapping[str, int] | None = None
+) -> Relayed:
+    """`source_starts`: for each topic stream the queue stream sources, its first sequence."""
     """The NATS message for one SQS message: subject, body, headers and deduplication id."""
     body = str(message.get("Body", ""))
     attributes = {
@@ -155,18 +173,25 @@ def convert(route: Route, message: dict[str, Any]) -> Relayed:
         extra[SNS_MESSAGE_ID_HEADER] = str(envelope["MessageId"])
         if envelope.get("Subject"):
             extra[SNS_SUBJECT_HEADER] = str(envelope["Subject"]).replace("\n", " ")
-    origin = attributes.get(ORIGIN_ATTRIBUTE)
-    # NATS published it: it reached the queue stream through a topic stream source already.
-    drop = origin is not None and origin.value in ("nats", b"nats")
-    attributes.pop(ORIGIN_ATTRIBUTE, None)
-
+    origin_attr = attributes.pop(ORIGIN_ATTRIBUTE, None)
+    origin = parse_origin(origin_attr.value if origin_attr else None)
     message_id = str(message["MessageId"])
+    msg_id = message_id
+    drop = False
+    if origin is not None:
+        # A topic message published on NATS that SNS delivered back into this queue. From the
+        # queue stream's source start on, the source carried it already; before that (while
+        # the queue's consumers were on AWS) only this path has it. Its id is the same on
+        # every path, so the filter router's copy and this one deduplicate.
+        stream, seq = origin
+        start = (source_starts or {}).get(stream)
+        drop = start is not None and seq >= start
+        msg_id = f"{stream}:{seq}"
     headers = attributes_to_headers(attributes)
     headers.update(extra)
     headers[ORIGIN_HEADER] = "aws"
     headers[ROUTE_HEADER] = route.name
     headers[AWS_MESSAGE_ID_HEADER] = message_id
-    msg_id = message_id
     base = route.subject or ""
     if route.kind == "sns-to-nats":
         subject = subject_for(string_attributes(attributes), route.subject_tokens, base)
@@ -208,6 +233,8 @@ class Relay:
     permits: asyncio.Semaphore = field(init=False)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     js: Any = None
+    _starts: dict[str, int] | None = None
+    _starts_read: float = 0.0
 
     def __post_init__(self) -> None:
         self.metrics = self.ctx.route_metrics(self.route)
@@ -216,6 +243,33 @@ class Relay:
 
     def log(self, line: str) -> None:
         self.ctx.log(f"{self.route.name}: {line}")
+
+    async def source_starts(self) -> dict[str, int]:
+        """The queue stream's sources and where each starts, re-read every half minute.
+
+        Apply adds a source while the bridge runs (when the queue's consumers move to NATS);
+        reading it late only means relaying a copy that the dedup window then absorbs.
+        """
+        if self.route.kind != "sqs-to-nats" or not self.route.stream:
+            return {}
+        now = time.monotonic()
+        if self._starts is not None and now - self._starts_read < SOURCE_REFRESH:
+            return self._starts
+        from snsq2nats.jetstream import api
+
+        try:
+            info = await api(self.ctx.nc, f"$JS.API.STREAM.INFO.{self.route.stream}", None, 5.0)
+        except Exception as exc:  # keep the last answer through an election or reconnect
+            self.log(f"cannot read the stream's sources ({exc}); using the last known")
+            return self._starts or {}
+        sources = (info.get("config") or {}).get("sources") or []
+        self._starts = {
+            str(src["name"]): int(src.get("opt_start_seq") or 1)
+            for src in sources
+            if isinstance(src, dict) and src.get("name")
+        }
+        self._starts_read = now
+        return self._starts
 
     async def run(self) -> None:
         pollers = [asyncio.create_task(self.poll(i)) for i in range(max(1, self.ctx.pollers))]
@@ -344,7 +398,7 @@ class Relay:
         """Publish one message until JetStream acknowledges it; True when it may be deleted."""
         message = pending.message
         try:
-            relayed = convert(self.route, message)
+            relayed = convert(self.route, message, await self.source_starts())
         except Exception as exc:
             self.metrics.error()
             self.log(f"cannot convert message {message.get('MessageId')}: {exc}")

@@ -472,6 +472,17 @@ class _Target:
     async def prepare(self) -> None:
         raise NotImplementedError
 
+    def origin(self, msg: Any) -> str:
+        """Where the message came from, for the sqs-to-nats route that may meet it again.
+
+        A topic message names its topic stream and sequence (`nats:<stream>:<seq>`): SNS hands
+        a copy to every subscribed queue, and a queue already fed by a source from that stream
+        must drop the copy. A queue's own message is plain `nats`: it reaches SQS once.
+        """
+        if self.kind == "SNS":
+            return f"nats:{self.route.stream}:{msg.metadata.sequence.stream}"
+        return "nats"
+
     def body_field(self) -> str:
         raise NotImplementedError
 
@@ -480,7 +491,7 @@ class _Target:
 
     def build(self, msg: Any) -> _Item:
         attributes = headers_to_attributes(msg.headers)
-        attributes[ORIGIN_ATTRIBUTE] = Attribute("String", "nats")
+        attributes[ORIGIN_ATTRIBUTE] = Attribute("String", self.origin(msg))
         if self.max_attributes is not None and len(attributes) > self.max_attributes:
             raise Rejected(
                 f"{len(attributes)} message attributes (including {ORIGIN_ATTRIBUTE}); "
