@@ -150,8 +150,10 @@ def parse_origin(value: str | bytes | None) -> tuple[str, int] | None:
 def convert(
     route: Route, message: dict[str, Any], source_starts: Mapping[str, int] | None = None
 ) -> Relayed:
-    """`source_starts`: for each topic stream the queue stream sources, its first sequence."""
-    """The NATS message for one SQS message: subject, body, headers and deduplication id."""
+    """The NATS message for one SQS message: subject, body, headers and deduplication id.
+
+    `source_starts`: for each topic stream the queue stream sources, its first sequence.
+    """
     body = str(message.get("Body", ""))
     attributes = {
         name: Attribute.from_sqs(raw)
@@ -206,7 +208,10 @@ def convert(
                 subject = f"{base}.{encode_token(str(group))}"
         if dedup:
             headers[DEDUP_HEADER] = str(dedup)
-            msg_id = str(dedup)
+            if origin is None:
+                # A NATS topic message keeps `<stream>:<seq>`: the filter router's copy of
+                # it carries that id, whatever deduplication id SNS handed SQS.
+                msg_id = str(dedup)
     headers[MSG_ID_HEADER] = msg_id
     return Relayed(subject, body.encode("utf-8"), headers, msg_id, drop)
 
@@ -371,8 +376,11 @@ class Relay:
         self.metrics.in_flight += len(pending)
         keeper = asyncio.create_task(self.keep_invisible(pending))
         try:
+            # Read once per batch, before any publish: the publishes must start in receive
+            # order (FIFO groups), so no await may come between a batch's deliveries.
+            starts = await self.source_starts()
             results = await asyncio.gather(
-                *(self.deliver(p) for p in pending), return_exceptions=True
+                *(self.deliver(p, starts) for p in pending), return_exceptions=True
             )
             done = [p for p, ok in zip(pending, results, strict=True) if ok is True]
             # Refused for good: left alone, so SQS redelivers it and its redrive policy applies.
@@ -394,11 +402,11 @@ class Relay:
             self._release(len(pending))
         self.ctx.count_and_check_limit()
 
-    async def deliver(self, pending: _Pending) -> bool:
+    async def deliver(self, pending: _Pending, starts: Mapping[str, int]) -> bool:
         """Publish one message until JetStream acknowledges it; True when it may be deleted."""
         message = pending.message
         try:
-            relayed = convert(self.route, message, await self.source_starts())
+            relayed = convert(self.route, message, starts)
         except Exception as exc:
             self.metrics.error()
             self.log(f"cannot convert message {message.get('MessageId')}: {exc}")
