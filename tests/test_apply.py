@@ -32,6 +32,8 @@ from tests.fixtures.aws import AwsEndpoint
 from tests.fixtures.nats import TlsServer
 
 T = TypeVar("T")
+# The orders-* queues' consumers on NATS: the orders topic fans out through stream sources.
+SHOP_CUTOVER = Path(__file__).parent / "data" / "mapping" / "shop_cutover.yaml"
 
 
 def cli(*args: str | Path) -> Result:
@@ -55,10 +57,10 @@ def live_names(opts: NatsOptions) -> tuple[set[str], set[tuple[str, str]]]:
     return set(state.streams), {(s, c) for s, ls in state.streams.items() for c in ls.consumers}
 
 
-async def fresh_plan(nc: Any, inventory: Path) -> Plan:
+async def fresh_plan(nc: Any, inventory: Path, mapping: list[Path] | None = None) -> Plan:
     live_state = await read_live(nc)
     return assemble_plan(
-        load_inventory(inventory), load_rules([]), live_state, server=live_state.server
+        load_inventory(inventory), load_rules(mapping or []), live_state, server=live_state.server
     )
 
 
@@ -258,7 +260,7 @@ async def test_a_foreign_consumer_under_a_managed_name_is_refused(
 async def test_writes_run_in_dependency_order(nats_server: NatsServer, inventory: Path) -> None:
     nc = await connect_nats(NatsOptions(servers=[nats_server.url]), name="pytest")
     try:
-        plan = await fresh_plan(nc, inventory)
+        plan = await fresh_plan(nc, inventory, [SHOP_CUTOVER])
         finished: list[tuple[str, str, str]] = []
         result = await apply_plan(
             nc, plan, allow_destructive=False, on_progress=lambda o: finished.append(o.key)
@@ -287,6 +289,81 @@ async def test_writes_run_in_dependency_order(nats_server: NatsServer, inventory
             < at[("consumer", consumer.stream_name, consumer.durable_name)]
         )
     assert checked >= 5  # the shop has three sourcing queues and two dead-letter queues
+
+
+# -- cutover: sources added to live streams -------------------------------------------------
+
+FANNED_OUT = ("sqs_orders-billing", "sqs_orders-shipping", "sqs_orders-analytics")
+
+
+def test_a_source_added_later_starts_after_the_topics_last_message(
+    opts: NatsOptions, inventory: Path
+) -> None:
+    """The orders-* consumers move to NATS after the topic stream already holds messages (SNS
+    delivered those into the SQS queues): the new sources start after them, whether apply
+    adds the source to a live queue stream (update) or creates the queue stream with it; a
+    later apply keeps that start, and the plan shows no change for it."""
+    applied(inventory)  # every consumer on AWS: no sources yet
+    assert not [n for n, s in live(opts).streams.items() if s.config.get("sources")]
+
+    async def publish(nc: Any, body: str) -> None:
+        await nc.jetstream().publish("sns.orders.order_placed.eu", body.encode())
+
+    for i in range(3):
+        on_nats(opts, lambda nc, i=i: publish(nc, f"early-{i}"))
+    # One queue stream is gone by the cutover (re-created: the create path).
+    stream_api(opts, "DELETE", "sqs_orders-billing", None)
+
+    result = applied(inventory, "--mapping", SHOP_CUTOVER)
+    # Created: billing's stream and consumer, and the fraud filter router; updated: the
+    # shipping and analytics queue streams, which gain their source.
+    assert "Apply complete: 3 created, 2 updated" in result.output, result.output
+    state = live(opts)
+    for name in FANNED_OUT:
+        (source,) = state.streams[name].config["sources"]
+        assert (source["name"], source.get("opt_start_seq")) == ("sns_orders", 4), name
+    router = state.streams["sns_orders"].consumers["snsq2nats-filter-orders-fraud"]
+    assert router["deliver_policy"] == "new"
+
+    for i in range(2):
+        on_nats(opts, lambda nc, i=i: publish(nc, f"late-{i}"))
+
+    async def queue_bodies(nc: Any, stream: str) -> list[str]:
+        js = nc.jetstream()
+        deadline = time.monotonic() + 10
+        while (await js.stream_info(stream)).state.messages < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.3)  # anything more would have arrived by now
+        info = await js.stream_info(stream)
+        return [
+            (await js.get_msg(stream, seq)).data.decode()
+            for seq in range(info.state.first_seq, info.state.last_seq + 1)
+        ]
+
+    for name in FANNED_OUT:
+        assert on_nats(opts, lambda nc, n=name: queue_bodies(nc, n)) == ["late-0", "late-1"]
+    assert stream_api(opts, "INFO", "sns_orders", None)["state"]["last_seq"] == 5
+    pending = on_nats(
+        opts,
+        lambda nc: api(nc, "$JS.API.CONSUMER.INFO.sns_orders.snsq2nats-filter-orders-fraud", None),
+    )
+    assert pending["num_pending"] == 2  # the router starts at new messages too
+
+    # Re-planning sees no difference in the anchored sources; re-applying changes nothing.
+    assert_converged(inventory, "--mapping", SHOP_CUTOVER)
+    result = applied(inventory, "--mapping", SHOP_CUTOVER)
+    assert "No changes. JetStream matches the plan." in result.output
+    # An update for another reason (drift) rewrites the config: the start survives it.
+    hand_edit(opts, "sqs_orders-shipping", max_age=3600 * NS)
+    result = applied(inventory, "--mapping", SHOP_CUTOVER)
+    assert "1 updated" in result.output, result.output
+    (source,) = live(opts).streams["sqs_orders-shipping"].config["sources"]
+    assert source.get("opt_start_seq") == 4
+    assert on_nats(opts, lambda nc: queue_bodies(nc, "sqs_orders-shipping")) == [
+        "late-0",
+        "late-1",
+    ]
+    assert_converged(inventory, "--mapping", SHOP_CUTOVER)
 
 
 # -- destructive changes ---------------------------------------------------------------------

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
-from snsq2nats.bridge.aws_to_nats import convert
+from snsq2nats.bridge.aws_to_nats import convert, parse_origin
 from snsq2nats.bridge.codec import (
     ATTRIBUTES_HEADER,
     Attribute,
@@ -78,21 +79,93 @@ def test_fifo_group_becomes_a_token_and_dedup_id_the_msg_id() -> None:
     assert relayed.headers["Snsq2nats-Deduplication-Id"] == "d-9"
 
 
-def test_nats_origin_is_dropped_raw_or_in_an_envelope() -> None:
-    raw = {
-        "MessageId": "m-3",
+def _origin_raw(value: str, message_id: str = "m-3") -> dict[str, Any]:
+    return {
+        "MessageId": message_id,
         "Body": "x",
-        "MessageAttributes": {"snsq2nats.origin": {"DataType": "String", "StringValue": "nats"}},
+        "MessageAttributes": {"snsq2nats.origin": {"DataType": "String", "StringValue": value}},
     }
-    assert convert(sqs_route(), raw).drop
+
+
+def _origin_envelope(value: str) -> dict[str, Any]:
     envelope = {
         "Type": "Notification",
         "MessageId": "sns-1",
         "TopicArn": "arn:aws:sns:us-east-1:1:orders",
         "Message": "payload",
-        "MessageAttributes": {"snsq2nats.origin": {"Type": "String", "Value": "nats"}},
+        "MessageAttributes": {"snsq2nats.origin": {"Type": "String", "Value": value}},
     }
-    assert convert(sqs_route(), {"MessageId": "m-4", "Body": json.dumps(envelope)}).drop
+    return {"MessageId": "m-4", "Body": json.dumps(envelope)}
+
+
+def test_parse_origin_names_the_topic_stream_and_sequence() -> None:
+    assert parse_origin("nats:sns_orders:42") == ("sns_orders", 42)
+    assert parse_origin(b"nats:sns_orders:7") == ("sns_orders", 7)
+    # Only the last colon splits: the stream part is everything in between.
+    assert parse_origin("nats:a:b:3") == ("a:b", 3)
+    for value in (None, "", "nats", "aws", "nats:", "nats:sns_orders", "nats::5", "nats:s:x"):
+        assert parse_origin(value) is None, value
+
+
+def test_nats_topic_origin_is_dropped_raw_or_in_an_envelope_from_the_source_start() -> None:
+    starts = {"sns_orders": 5}
+    # From the source's start on, the source carried the message: the SNS copy is dropped.
+    for seq in (5, 6, 1000):
+        relayed = convert(sqs_route(), _origin_raw(f"nats:sns_orders:{seq}"), starts)
+        assert relayed.drop, seq
+        assert convert(sqs_route(), _origin_envelope(f"nats:sns_orders:{seq}"), starts).drop
+    # Before the start (published while the queue's consumers were on AWS) only SNS delivered
+    # it: relayed, under the id every path gives that topic message.
+    for seq in (1, 4):
+        for message in (
+            _origin_raw(f"nats:sns_orders:{seq}"),
+            _origin_envelope(f"nats:sns_orders:{seq}"),
+        ):
+            relayed = convert(sqs_route(), message, starts)
+            assert not relayed.drop, seq
+            assert relayed.msg_id == f"sns_orders:{seq}"
+            assert relayed.headers["Nats-Msg-Id"] == f"sns_orders:{seq}"
+            assert "snsq2nats.origin" not in relayed.headers
+            assert relayed.headers["Snsq2nats-Origin"] == "aws"
+    assert convert(sqs_route(), _origin_envelope("nats:sns_orders:4"), starts).payload == (
+        b"payload"
+    )
+
+
+def test_nats_topic_origin_without_a_covering_source_is_relayed() -> None:
+    message = _origin_raw("nats:sns_orders:9")
+    # No sources at all, or a source from another topic stream: nothing else carried it.
+    for starts in (None, {}, {"sns_other": 1}):
+        relayed = convert(sqs_route(), message, starts)
+        assert not relayed.drop, starts
+        assert relayed.headers["Nats-Msg-Id"] == "sns_orders:9"
+        assert relayed.headers["Snsq2nats-Aws-Message-Id"] == "m-3"
+
+
+def test_plain_nats_origin_is_relayed() -> None:
+    """`nats` alone is a queue message NATS handed SQS while the consumers were on AWS: it has
+    not been consumed yet, so when the consumers move back it must come along."""
+    for starts in (None, {"sns_orders": 1}):
+        relayed = convert(sqs_route(), _origin_raw("nats"), starts)
+        assert not relayed.drop
+        assert relayed.headers["Nats-Msg-Id"] == "m-3"
+        assert "snsq2nats.origin" not in relayed.headers
+        assert not convert(sqs_route(), _origin_envelope("nats"), starts).drop
+
+
+def test_fifo_topic_origin_keeps_the_topic_message_id() -> None:
+    """The filter router's copy of a FIFO topic message carries `<stream>:<seq>`; so does the
+    SNS copy, whatever deduplication id SNS handed SQS, or the two would not deduplicate."""
+    message = {
+        **_origin_raw("nats:snsfifo_ledger:3"),
+        "Attributes": {"MessageGroupId": "acct-1", "MessageDeduplicationId": "producer-id"},
+    }
+    relayed = convert(sqs_route(fifo=True), message, {})
+    assert not relayed.drop
+    assert relayed.headers["Nats-Msg-Id"] == "snsfifo_ledger:3"
+    assert relayed.headers["Snsq2nats-Deduplication-Id"] == "producer-id"
+    assert relayed.subject == "sqsfifo.jobs.acct-1"
+    assert convert(sqs_route(fifo=True), message, {"snsfifo_ledger": 3}).drop
 
 
 def test_envelope_is_unwrapped_for_nats_consumers() -> None:

@@ -43,8 +43,10 @@ from snsq2nats.rules import Rules, load_rules
 from snsq2nats.spec import SOURCE_KEY
 
 DATA = Path(__file__).parent / "data" / "mapping"
-CASES = sorted(DATA.glob("*.yaml"))
+# shop_* files are the shop estate and mapping files for it, not cases.
+CASES = sorted(p for p in DATA.glob("*.yaml") if not p.name.startswith("shop_"))
 SHOP = DATA / "shop_inventory.json"
+SHOP_CUTOVER = DATA / "shop_cutover.yaml"
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
 ABSENT = "<absent>"
@@ -341,32 +343,79 @@ def test_shop_estate_translates_deterministically(shop: Inventory, shop_desired:
         assert again.model_dump_json() == shop_desired.model_dump_json()
 
 
+SHOP_STREAMS = {
+    "sns_orders",
+    "sqs_notifications-delayed",
+    "sqs_orders-analytics",
+    "sqs_orders-billing",
+    "sqs_orders-dlq",
+    "sqs_orders-fraud",
+    "sqs_orders-shipping",
+    "sqsfifo_payments",
+    "sqsfifo_payments-dlq",
+    "snsq2nats_advisories",
+}
+
+
+@pytest.fixture(scope="module")
+def shop_cutover(shop: Inventory) -> Desired:
+    """The shop with the orders-* queues' consumers on NATS (tests/data/mapping/shop_cutover)."""
+    return translate(shop, load_rules([SHOP_CUTOVER]), server_version="2.12.0")
+
+
 def test_shop_estate_shape(shop_desired: Desired) -> None:
-    streams = {s.name for s in shop_desired.streams}
-    assert streams == {
-        "sns_orders",
-        "sqs_notifications-delayed",
-        "sqs_orders-analytics",
-        "sqs_orders-billing",
-        "sqs_orders-dlq",
-        "sqs_orders-fraud",
-        "sqs_orders-shipping",
-        "sqsfifo_payments",
-        "sqsfifo_payments-dlq",
-        "snsq2nats_advisories",
-    }
+    """Every consumer still on AWS (the default): SNS delivers the orders topic into the SQS
+    queues, so no queue stream sources it and no filter router runs; the topic keeps its
+    stream for the sns-to-nats relay."""
+    assert {s.name for s in shop_desired.streams} == SHOP_STREAMS
     kinds = sorted((r.kind, r.name) for r in shop_desired.routes)
+    assert kinds == [
+        ("dlq-mover", "dlq:orders-billing"),
+        ("dlq-mover", "dlq:payments.fifo"),
+        ("sns-to-nats", "sns:orders"),
+    ]
+    assert [s.name for s in shop_desired.streams if s.sources] == []
+    assert not [c for c in shop_desired.consumers if c.stream_name == "sns_orders"]
+    cutover = {
+        r.name: [f.note for f in r.fidelity if f.attribute == "Cutover"]
+        for r in shop_desired.resources
+        if r.kind == "sns-subscription" and r.stream is not None
+    }
+    assert sorted(cutover) == [
+        f"orders → orders-{q}" for q in ("analytics", "billing", "fraud", "shipping")
+    ]
+    assert all(len(n) == 1 and n[0].startswith("SNS delivers") for n in cutover.values())
+
+
+def test_shop_estate_shape_with_orders_consumers_on_nats(shop_cutover: Desired) -> None:
+    assert {s.name for s in shop_cutover.streams} == SHOP_STREAMS
+    kinds = sorted((r.kind, r.name) for r in shop_cutover.routes)
     assert kinds == [
         ("dlq-mover", "dlq:orders-billing"),
         ("dlq-mover", "dlq:payments.fifo"),
         ("filter-router", "filter:orders->orders-fraud"),
         ("sns-to-nats", "sns:orders"),
+        *(
+            ("sqs-to-nats", f"sqs:orders-{q}")
+            for q in ("analytics", "billing", "dlq", "fraud", "shipping")
+        ),
+    ]
+    # The exact filters become sources; fraud's numeric policy goes through the router.
+    by_name = {s.name: s for s in shop_cutover.streams}
+    assert sorted(n for n, s in by_name.items() if s.sources) == [
+        "sqs_orders-analytics",
+        "sqs_orders-billing",
+        "sqs_orders-shipping",
     ]
     # Every stream a source names exists and is a topic stream.
-    by_name = {s.name: s for s in shop_desired.streams}
-    for stream in shop_desired.streams:
+    for stream in shop_cutover.streams:
         for source in stream.sources or []:
             assert by_name[source.name].retention == "limits"
+            assert source.opt_start_seq is None  # apply anchors it, never the mapping
+    (router,) = [c for c in shop_cutover.consumers if c.stream_name == "sns_orders"]
+    assert router.durable_name == "snsq2nats-filter-orders-fraud"
+    assert router.deliver_policy == "new"
+    check_invariants(load_inventory(SHOP), shop_cutover)
 
 
 def test_translate_output_is_plain_json(shop_desired: Desired) -> None:

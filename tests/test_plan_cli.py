@@ -22,7 +22,9 @@ from snsq2nats.plan import FORMAT_VERSION, Plan, load_plan
 
 DATA = Path(__file__).parent / "data"
 SHOP = DATA / "mapping" / "shop_inventory.json"
+SHOP_CUTOVER = DATA / "mapping" / "shop_cutover.yaml"
 GOLDEN = DATA / "plan" / "shop_plan.json"
+GOLDEN_CUTOVER = DATA / "plan" / "shop_plan_cutover.json"
 
 
 def invoke(*args: str, env: dict[str, str] | None = None) -> Any:
@@ -41,14 +43,24 @@ def _closed_url() -> str:
         return f"nats://127.0.0.1:{sock.getsockname()[1]}"
 
 
-def test_offline_plan_json_matches_the_golden_plan() -> None:
-    result = invoke("plan", "--inventory", str(SHOP), "--offline", "--json")
+@pytest.mark.parametrize(
+    ("golden", "mapping"),
+    [
+        # Every consumer still on AWS (the default): no topic fan-out on NATS yet.
+        (GOLDEN, []),
+        # The orders-* queues' consumers on NATS: sources, subject transforms, filter router.
+        (GOLDEN_CUTOVER, ["--mapping", str(SHOP_CUTOVER)]),
+    ],
+    ids=["all-on-aws", "orders-consumers-on-nats"],
+)
+def test_offline_plan_json_matches_the_golden_plan(golden: Path, mapping: list[str]) -> None:
+    result = invoke("plan", "--inventory", str(SHOP), "--offline", "--json", *mapping)
     assert result.exit_code == 0, result.stderr
     doc = _normalised(json.loads(result.stdout))
     if os.environ.get("UPDATE_GOLDEN"):
-        GOLDEN.parent.mkdir(parents=True, exist_ok=True)
-        GOLDEN.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
-    assert doc == json.loads(GOLDEN.read_text())
+        golden.parent.mkdir(parents=True, exist_ok=True)
+        golden.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+    assert doc == json.loads(golden.read_text())
 
 
 def test_plan_document_contract() -> None:
@@ -214,3 +226,21 @@ def test_subject_errors_say_what_to_do(args: list[str], message: str) -> None:
     result = invoke("subject", *args, "--inventory", str(SHOP))
     assert result.exit_code == 1
     assert message in result.stderr
+
+
+def test_a_name_held_by_a_foreign_stream_is_an_error(nats_server: Any) -> None:
+    async def squat() -> None:
+        import nats
+
+        nc = await nats.connect(nats_server.url)
+        try:
+            await nc.jetstream().add_stream(name="sqs_orders-billing", subjects=["legacy.billing"])
+        finally:
+            await nc.close()
+
+    asyncio.run(squat())
+    result = invoke("plan", "--inventory", str(SHOP), "-s", nats_server.url, "--detailed-exitcode")
+    assert result.exit_code == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "sqs_orders-billing" in last
+    assert "not managed by snsq2nats" in result.stderr

@@ -26,6 +26,7 @@ from snsq2nats.plan import Plan
 from snsq2nats.verify import CANARY_HEADER, CheckResult, verify_plan
 
 REGION = "us-east-1"
+SHOP_CUTOVER = Path(__file__).parent / "data" / "mapping" / "shop_cutover.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -78,16 +79,22 @@ async def _apply(nc: Any, plan: Plan) -> None:
     assert result.ok, result
 
 
-@pytest.fixture
-def applied(nats_server: NatsServer, inventory_file: Path) -> tuple[str, Plan]:
-    url = nats_server.url
+def apply_shop(url: str, inventory_file: Path, mapping: list[Path]) -> Plan:
     plan = make_plan(
-        PlanRequest(inventory_path=inventory_file),
+        PlanRequest(inventory_path=inventory_file, mapping_paths=mapping),
         scan=lambda: pytest.fail("must not scan"),
         nats=NatsOptions(servers=[url]),
     )
     with_nc(url, lambda nc: _apply(nc, plan))
-    return url, plan
+    return plan
+
+
+@pytest.fixture
+def applied(nats_server: NatsServer, inventory_file: Path) -> tuple[str, Plan]:
+    """The shop with the orders-* queues' consumers on NATS: the orders topic fans out on NATS
+    (stream sources, the fraud filter router), so every routing check has something to do."""
+    url = nats_server.url
+    return url, apply_shop(url, inventory_file, [SHOP_CUTOVER])
 
 
 async def counts(nc: Any, plan: Plan) -> dict[str, int]:
@@ -190,6 +197,29 @@ def test_verify_passes_checks_filters_both_ways_and_leaves_nothing(
     assert set(with_nc(url, router_backlog)) <= {0}
 
 
+def test_consumers_on_aws_get_no_canary_through_nats(
+    nats_server: NatsServer, inventory_file: Path
+) -> None:
+    """The default plan (every consumer on AWS): SNS delivers into the SQS queues, so no topic
+    canary may reach a queue stream, and there is no filter router to skip."""
+    url = nats_server.url
+    plan = apply_shop(url, inventory_file, [])
+    assert not [s.name for s in plan.streams if s.sources]
+    results, (before, after, left) = run_verify(url, plan, timeout=1.0)
+
+    assert not [r for r in results if r.result == "failed"], results
+    subs = [f"orders → orders-{q}" for q in ("billing", "shipping", "analytics", "fraud")]
+    for sub in subs:
+        checks = [r for r in results if r.resource == sub]
+        assert checks and all(r.check.startswith("does not receive") for r in checks), checks
+        assert all(r.result == "ok" for r in checks)
+    assert not [r for r in results if r.check == "filter routing"]
+    round_trips = [r for r in results if r.check.startswith("round trip")]
+    assert len(round_trips) == len([r for r in plan.resources if r.kind == "sqs-queue"])
+    assert after == before
+    assert left == []
+
+
 def test_missing_source_is_a_failure_and_cleaned_up(applied: tuple[str, Plan]) -> None:
     url, plan = applied
 
@@ -219,7 +249,13 @@ def test_pending_real_message_is_left_alone(applied: tuple[str, Plan]) -> None:
 
     async def send_real(nc: Any) -> dict[str, Any]:
         await nc.jetstream().publish("sqs.orders-billing", b"a real order")
-        return await api(nc, "$JS.API.CONSUMER.INFO.sqs_orders-billing.orders-billing")
+        # The server counts a consumer's pending messages a moment after the PubAck.
+        for _ in range(50):
+            info = await api(nc, "$JS.API.CONSUMER.INFO.sqs_orders-billing.orders-billing")
+            if info["num_pending"]:
+                break
+            await asyncio.sleep(0.05)
+        return info
 
     info_before = with_nc(url, send_real)
     assert info_before["num_pending"] == 1
