@@ -17,15 +17,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
+from benchmarks.latency import delayed_link
+from benchmarks.synthetic import synthetic_inventory
 from snsq2nats.apply import apply_plan
 from snsq2nats.connect import NatsOptions, connect_nats
 from snsq2nats.diff import diff
-from snsq2nats.inventory import Inventory, Queue
+from snsq2nats.inventory import Inventory
 from snsq2nats.jetstream import create_consumer, create_stream, pedantic_supported, read_live
 from snsq2nats.localnats import NatsServer
 from snsq2nats.pipeline import assemble_plan
@@ -41,83 +41,8 @@ ACCOUNT = "123456789012"
 REGION = "us-east-1"
 
 
-async def _delayed_pipe(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, delay: float
-) -> None:
-    """Forward bytes, each chunk `delay` after it arrived: latency without a bandwidth cap.
-
-    Chunks are stamped on arrival and released at stamp + delay, so pipelined requests overlap
-    as on a real link instead of queueing behind each other's delay.
-    """
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
-
-    async def pump() -> None:
-        with contextlib.suppress(ConnectionError):
-            while chunk := await reader.read(65536):
-                queue.put_nowait((loop.time() + delay, chunk))
-        queue.put_nowait((0.0, b""))
-
-    async def deliver() -> None:
-        with contextlib.suppress(ConnectionError):
-            while True:
-                due, chunk = await queue.get()
-                if not chunk:
-                    break
-                if (wait := due - loop.time()) > 0:
-                    await asyncio.sleep(wait)
-                writer.write(chunk)
-                await writer.drain()
-        with contextlib.suppress(Exception):
-            writer.close()
-
-    await asyncio.gather(pump(), deliver())
-
-
-@contextlib.contextmanager
-def delayed_link(port: int, rtt: float) -> Iterator[str]:
-    """A NATS URL that reaches 127.0.0.1:`port` with `rtt` added to every round trip."""
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-    bound: list[int] = []
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", port)
-        await asyncio.gather(
-            _delayed_pipe(reader, up_writer, rtt / 2), _delayed_pipe(up_reader, writer, rtt / 2)
-        )
-
-    def serve() -> None:
-        server = loop.run_until_complete(asyncio.start_server(handle, "127.0.0.1", 0))
-        bound.append(server.sockets[0].getsockname()[1])
-        ready.set()
-        loop.run_forever()
-        server.close()
-
-    # Its own thread and loop, so the proxy's timing does not depend on the client's loop.
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    ready.wait(10)
-    try:
-        yield f"nats://127.0.0.1:{bound[0]}"
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(5)
-
-
 def inventory(n: int = QUEUES) -> Inventory:
-    queues = [
-        Queue(
-            arn=f"arn:aws:sqs:{REGION}:{ACCOUNT}:bench-{i:04d}",
-            name=f"bench-{i:04d}",
-            url=f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/bench-{i:04d}",
-            region=REGION,
-            account=ACCOUNT,
-            visibility_timeout=30 + i % 90,
-        )
-        for i in range(n)
-    ]
-    return Inventory(generated_at="2026-01-01T00:00:00+00:00", regions=[REGION], queues=queues)
+    return synthetic_inventory(n, 0, 0)
 
 
 async def _plan(nc: Any, inv: Inventory) -> Plan:

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from benchmarks.latency import latency_proxy
+from benchmarks.latency import delayed_link
 
 QUEUES, TOPICS, SUBSCRIPTIONS = 1000, 200, 1000
 AWS_ROUND_TRIP = 0.020  # seconds added to every request: a modest in-region AWS API call
@@ -68,5 +68,5 @@ def seeded_moto(
             subscriptions=subscriptions,
         )
         print(f"  seeded estate in {time.perf_counter() - started:.1f}s", file=sys.stderr)
-        with latency_proxy(host, port, AWS_ROUND_TRIP) as proxied:
+        with delayed_link(port, AWS_ROUND_TRIP, scheme="http") as proxied:
             yield session, proxied
