@@ -142,6 +142,16 @@ def build_plan(out: Output, kwargs: dict[str, Any], *, prune: bool, offline: boo
     )
 
 
+def plan_for(out: Output, plan_path: Path | None, kwargs: dict[str, Any], *, live: bool) -> Plan:
+    """The plan a command works from: a saved plan file, or one made now from the same inputs
+    `plan` takes (`live`: read the NATS server too, else plan offline)."""
+    from snsq2nats.plan import load_plan
+
+    if plan_path is not None:
+        return load_plan(plan_path)
+    return build_plan(out, kwargs, prune=False, offline=not live)
+
+
 @click.group(cls=FunnelGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="snsq2nats")
 def main() -> None:
@@ -293,19 +303,10 @@ def plan(
 @plan_options
 def subject(source: str, attrs: tuple[str, ...], plan_path: Path | None, **kwargs: Any) -> None:
     """Print the subject a NATS producer publishes to for a topic or queue (name or ARN)."""
-    from snsq2nats.pipeline import make_plan, publish_subject
-    from snsq2nats.plan import load_plan
+    from snsq2nats.pipeline import publish_subject
 
     out = Output()
-    if plan_path is not None:
-        result = load_plan(plan_path)
-    else:
-        request = plan_request(kwargs, offline=True)
-        result = make_plan(
-            request,
-            scan=lambda: scan_estate(out, request.regions, request.endpoint_url, request.prefix),
-            nats=None,
-        )
+    result = plan_for(out, plan_path, kwargs, live=False)
     out.data(publish_subject(result, source, attrs))
 
 
@@ -489,13 +490,10 @@ def verify(plan_path: Path | None, as_json: bool, timeout: float, **kwargs: Any)
     import json
 
     from snsq2nats.connect import NatsOptions, connect_nats
-    from snsq2nats.plan import load_plan
     from snsq2nats.verify import result_counts, results_table, summary_line, verify_plan
 
     out = Output()
-    plan = (
-        load_plan(plan_path) if plan_path else build_plan(out, kwargs, prune=False, offline=False)
-    )
+    plan = plan_for(out, plan_path, kwargs, live=True)
     nats = NatsOptions.resolve(kwargs["server"], kwargs["nats_context"])
     total = sum(1 for r in plan.resources if r.kind in ("sqs-queue", "sns-topic")) + 1
 
@@ -589,14 +587,9 @@ def bridge(
     from snsq2nats.bridge.runtime import select_routes
     from snsq2nats.connect import NatsOptions
     from snsq2nats.errors import UsageError
-    from snsq2nats.plan import load_plan
 
     out = Output()
-    plan = (
-        load_plan(plan_path)
-        if plan_path is not None
-        else build_plan(out, kwargs, prune=False, offline=True)
-    )
+    plan = plan_for(out, plan_path, kwargs, live=False)
     routes = select_routes(plan.routes, direction, route_globs)
     if cleanup:
         routes = [r for r in routes if r.kind == "sns-to-nats"]
@@ -652,17 +645,13 @@ def status(
     import json as jsonlib
 
     from snsq2nats import status as status_lib
+    from snsq2nats.bridge.runtime import select_routes
     from snsq2nats.connect import NatsOptions
     from snsq2nats.errors import UsageError
-    from snsq2nats.plan import load_plan
 
     out = Output()
-    plan = (
-        load_plan(plan_path)
-        if plan_path is not None
-        else build_plan(out, kwargs, prune=False, offline=True)
-    )
-    routes = status_lib.select(plan.routes, route_globs)
+    plan = plan_for(out, plan_path, kwargs, live=False)
+    routes = select_routes(plan.routes, "both", route_globs)
     if not routes:
         raise UsageError(
             "no bridge routes selected",

@@ -10,8 +10,7 @@ eventually consistent: AWS advises waiting for a minute of zeros before trusting
 from __future__ import annotations
 
 import asyncio
-import fnmatch
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -67,11 +66,6 @@ class RouteStatus:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def select(routes: Iterable[Route], globs: Iterable[str]) -> list[Route]:
-    patterns = list(globs)
-    return [r for r in routes if not patterns or any(fnmatch.fnmatch(r.name, p) for p in patterns)]
 
 
 def _arn_parts(arn: str) -> tuple[str, str, str]:
