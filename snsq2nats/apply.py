@@ -481,8 +481,9 @@ async def anchor_new_sources(nc: Any, spec: StreamSpec, base: dict[str, Any] | N
     A source appears when a queue's consumers move to NATS. Until then SNS delivered the topic's
     messages into the SQS queue, and the bridge's sqs-to-nats route relays those that precede
     the source's start sequence (and drops those from it on): starting at the origin's first
-    message would hand NATS workers the whole retained history a second time. Sources the live
-    stream already has keep the start they were created with.
+    message would hand NATS workers the whole retained history a second time. The start is also
+    no later than the first message the nats-to-sns relay has not handed to SNS yet. Sources the
+    live stream already has keep the start they were created with.
     """
     if not spec.sources:
         return spec
@@ -498,9 +499,28 @@ async def anchor_new_sources(nc: Any, spec: StreamSpec, base: dict[str, Any] | N
         else:
             info = await api(nc, f"$JS.API.STREAM.INFO.{source.name}", None, WRITE_TIMEOUT)
             last = int((info.get("state") or {}).get("last_seq") or 0)
+            last = min(last, await _relayed_to_sns(nc, source.name, last))
             start = last + 1 if last else None
         anchored.append(source.model_copy(update={"opt_start_seq": start or None}))
     return spec.model_copy(update={"sources": anchored})
+
+
+async def _relayed_to_sns(nc: Any, stream: str, last: int) -> int:
+    """The last topic message the bridge has handed to SNS (all of them without that relay).
+
+    Messages the relay has not handed over yet would reach the SQS queue of the moving consumers
+    later, to be dropped there as already sourced: the source must start early enough to carry
+    them, or they would reach neither side.
+    """
+    from snsq2nats.routes import TO_SNS_CONSUMER
+
+    try:
+        info = await api(
+            nc, f"$JS.API.CONSUMER.INFO.{stream}.{TO_SNS_CONSUMER}", None, WRITE_TIMEOUT
+        )
+    except JetStreamApiError:
+        return last  # no nats-to-sns relay on this topic
+    return int((info.get("ack_floor") or {}).get("stream_seq") or 0)
 
 
 def _consumer_write(

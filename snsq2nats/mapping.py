@@ -68,6 +68,8 @@ class _QueuePlan:
     fidelity: list[Fidelity]
     sources: list[StreamSource] = field(default_factory=list)
     source_subjects: list[str] = field(default_factory=list)
+    fed_by_topic: bool = False
+    """A topic delivers into it through a stream source now or once its consumers move."""
 
 
 @dataclass
@@ -845,7 +847,9 @@ class Translator:
             # A source now would pile up copies that the AWS consumers also get, and NATS
             # workers would process them again at cutover.
             topic_plan.needs_stream = True
+            queue_plan.fed_by_topic = True
         else:
+            queue_plan.fed_by_topic = True
             topic_plan.needs_stream = True
             filters = filter_subjects or [all_subjects]
             source = StreamSource(
@@ -946,9 +950,11 @@ class Translator:
                     else f
                     for f in queue_plan.fidelity
                 ]
-            if queue_plan.sources:
+            if queue_plan.fed_by_topic:
                 sources = sorted(queue_plan.sources, key=lambda s: s.name)
-                update: dict[str, object] = {"sources": sources}
+                update: dict[str, object] = {"sources": sources or None}
+                # Decided by the final shape, not the cutover stage: schedules cannot be
+                # turned off in place, so a stream that will get a source never has them.
                 if stream.allow_msg_schedules:
                     # Schedules are refused on streams with sources: say so, keep sources.
                     update["allow_msg_schedules"] = None
@@ -963,8 +969,9 @@ class Translator:
                             "DelaySeconds",
                             str(queue.delay_seconds),
                             "unsupported",
-                            "the queue is fed by topic sources and JetStream refuses message "
-                            "schedules on streams with sources",
+                            "the queue is fed by a topic stream source (now, or once its "
+                            "consumers move to NATS) and JetStream refuses message schedules "
+                            "on streams with sources",
                             manual_step="delay in the consumer (NAK with a delay on first "
                             "delivery) or drop the delay",
                         )

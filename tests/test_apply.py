@@ -366,6 +366,31 @@ def test_a_source_added_later_starts_after_the_topics_last_message(
     assert_converged(inventory, "--mapping", SHOP_CUTOVER)
 
 
+def test_a_new_source_starts_no_later_than_what_the_sns_relay_has_not_handed_over(
+    opts: NatsOptions, inventory: Path
+) -> None:
+    """While the queues' consumers were on AWS, NATS-published topic messages reached them only
+    through the nats-to-sns relay. Messages that relay has not handed to SNS yet must come
+    through the new source, or they would reach neither side."""
+    applied(inventory)
+
+    async def relay_lags(nc: Any) -> None:
+        js = nc.jetstream()
+        for i in range(3):
+            await js.publish("sns.orders.order_placed.eu", f"m{i}".encode())
+        relay = await js.pull_subscribe(
+            "sns.orders.>", durable="snsq2nats-to-sns", stream="sns_orders"
+        )
+        (first,) = await relay.fetch(1, timeout=5)
+        await first.ack_sync()  # handed m0 to SNS; m1 and m2 still waiting
+
+    on_nats(opts, relay_lags)
+    applied(inventory, "--mapping", SHOP_CUTOVER)
+    for name in FANNED_OUT:
+        (source,) = live(opts).streams[name].config["sources"]
+        assert source.get("opt_start_seq") == 2, name
+
+
 # -- destructive changes ---------------------------------------------------------------------
 
 
