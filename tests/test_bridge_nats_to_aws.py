@@ -204,12 +204,13 @@ async def test_every_message_exactly_once_with_attribute_types(
     assert ctx.route_metrics(route).in_flight == 0
 
 
-async def test_partial_failure_terms_only_the_refused_message(
+async def test_partial_failure_keeps_only_the_refused_message_on_nats(
     nc: Any, js: Any, aws: AwsEndpoint
 ) -> None:
-    """A queue with MaximumMessageSize=1024 refuses one oversize entry: that message is TERMed
-    with AWS's reason (never acked as delivered) while its batch mates arrive once; a message
-    with 11 attributes is TERMed before any AWS call instead of losing an attribute."""
+    """A queue with MaximumMessageSize=1024 refuses one oversize entry while its batch mates
+    arrive once; a message with 11 attributes is refused before any AWS call instead of losing
+    an attribute. With no DLQ to copy them to, both stay in the work-queue stream (a TERM would
+    delete them): NAKed for a long delay and reported, never acked as delivered."""
     url, arn = queue(aws, "small", MaximumMessageSize="1024")
     await setup_stream(nc, "q_small", ["sqs.small"])
     terminated: list[dict[str, Any]] = []
@@ -224,24 +225,30 @@ async def test_partial_failure_terms_only_the_refused_message(
     many = {f"a{i}": str(i) for i in range(10)}  # + snsq2nats.origin = 11
     await publish(js, "sqs.small", b"too-many-attributes", many)
 
+    lines: list[str] = []
     ctx = make_ctx(nc, aws)
+    ctx.log = lines.append
     route = sqs_route(arn, "q_small")
-    await run_until(run_nats_to_sqs, ctx, route, lambda: drained(nc, "q_small"))
+
+    async def relayed_and_refused() -> bool:
+        info = await consumer_state(nc, "q_small")
+        return info["num_pending"] == 0 and len([x for x in lines if "kept on NATS" in x]) == 2
+
+    await run_until(run_nats_to_sqs, ctx, route, relayed_and_refused)
     await nc.flush()
-    await wait_until(lambda: _true(len(terminated) == 2))
 
     got = receive_all(aws.client("sqs"), url)
     assert sorted(m["Body"] for m in got) == [f"small-{i}" for i in (0, 1, 3, 4, 5)]
     assert ctx.route_metrics(route).messages == 5
     assert ctx.route_metrics(route).errors >= 2
-    by_seq = {t["stream_seq"]: t for t in terminated}
-    assert set(by_seq) == {3, 7}
-    assert "1024" in by_seq[3]["reason"] or "shorter" in by_seq[3]["reason"]
-    assert "11 message attributes" in by_seq[7]["reason"]
-    # Nothing is left pending for redelivery: a refused message is reported, not retried.
-    # (A workqueue stream drops a TERMed message; its reason stays in the advisory and log.)
-    info = await consumer_state(nc, "q_small")
-    assert info["num_ack_pending"] == 0 and info["num_redelivered"] == 0
+    assert terminated == []
+    refused = " ".join(x for x in lines if "kept on NATS" in x)
+    assert "q_small#3" in refused and ("1024" in refused or "shorter" in refused)
+    assert "q_small#7" in refused and "11 message attributes" in refused
+    kept = await js.stream_info("q_small")
+    assert kept.state.messages == 2, "the refused orders are still there"
+    assert (await js.get_msg("q_small", 3)).data == b"x" * 2000
+    assert (await js.get_msg("q_small", 7)).data == b"too-many-attributes"
 
 
 async def _true(value: bool) -> bool:
@@ -540,3 +547,18 @@ async def test_refused_message_is_copied_to_the_queue_dlq_before_term(
     assert kept.headers["Snsq2nats-Dlq-Source-Seq"] == "2"
     assert "rejected by SQS" in kept.headers["Snsq2nats-Dlq-Reason"]
     assert kept.headers["Nats-Msg-Id"] == "dlq:q_keep:2"
+
+
+async def test_verify_canaries_never_reach_aws(nc: Any, js: Any, aws: AwsEndpoint) -> None:
+    """`verify` publishes canaries on NATS while the bridge runs: they are acked, not relayed."""
+    from snsq2nats.bridge.codec import CANARY_HEADER
+
+    url, arn = queue(aws, "canary")
+    await setup_stream(nc, "q_canary", ["sqs.canary"])
+    await js.publish("sqs.canary", b"canary", headers={CANARY_HEADER: "run-1"})
+    await publish(js, "sqs.canary", b"real order")
+    ctx = make_ctx(nc, aws)
+    route = sqs_route(arn, "q_canary")
+    await run_until(run_nats_to_sqs, ctx, route, lambda: drained(nc, "q_canary"))
+    assert [m["Body"] for m in receive_all(aws.client("sqs"), url)] == ["real order"]
+    assert ctx.route_metrics(route).skipped == 1

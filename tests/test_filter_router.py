@@ -203,3 +203,19 @@ async def test_missing_consumer_and_bad_route(nc: Any) -> None:
         await run_filter_router(
             make_ctx(nc), router_route().model_copy(update={"filter_policy": None})
         )
+
+
+async def test_verify_canaries_are_never_routed(nc: Any, js: Any) -> None:
+    """A canary that matches the policy is still not copied: verify would leave it behind."""
+    from snsq2nats.bridge.codec import CANARY_HEADER
+
+    await setup(nc)
+    await js.publish(
+        "sns.orders.x", b"canary", headers={**attrs("150", "eu-west-1"), CANARY_HEADER: "r1"}
+    )
+    await js.publish("sns.orders.x", b"match", headers=attrs("150", "eu-west-1"))
+    ctx = make_ctx(nc)
+    route = router_route()
+    await run_until(ctx, route)
+    assert [body for body, _ in await queue_messages(nc)] == [b"match"]
+    assert ctx.route_metrics(route).skipped == 1

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from snsq2nats.bridge.codec import (
+    CANARY_HEADER,
     DEDUP_HEADER,
     GROUP_HEADER,
     MAX_SQS_ATTRIBUTES,
@@ -361,6 +362,10 @@ async def publish_with_retry(
 # --------------------------------------------------------------------------------------------
 # AWS targets
 # --------------------------------------------------------------------------------------------
+
+
+KEEP_DELAY = 900.0
+"""Seconds before a message AWS refused (and that has no DLQ to go to) is offered again."""
 
 
 class Rejected(Exception):
@@ -698,6 +703,10 @@ class _Relay:
                 # Came from AWS through the other direction: relaying it back would loop.
                 skipped.append(msg)
                 continue
+            if CANARY_HEADER in headers:
+                # verify's canaries test NATS's own wiring; AWS consumers must never see one.
+                skipped.append(msg)
+                continue
             if self.relay_subjects and not subject_in(msg.subject, self.relay_subjects):
                 # A copy that arrived through a topic stream source; SNS delivers it to the
                 # queue itself, so relaying it would make a second copy.
@@ -729,9 +738,9 @@ class _Relay:
         return batches
 
     async def _reject(self, msg: Any, reason: str) -> None:
-        """TERM a message AWS will never take, copying it to the queue's DLQ first if it has
-        one: a workqueue stream deletes a TERMed message, and the TERM reason alone does not
-        keep the order itself."""
+        """A message AWS will never take: copied to the queue's DLQ and TERMed when there is
+        one; otherwise kept (NAKed for KEEP_DELAY) and reported on every attempt, because a
+        work-queue stream deletes a TERMed message and the order would be gone."""
         self.metrics.error()
         meta = _describe(msg)
         if self.dlq_route is not None:
@@ -741,6 +750,13 @@ class _Relay:
                 await nak(msg, nak_delay(msg))
                 return
             reason = f"{reason} (copied to {self.dlq_route.subject})"
+        elif self.route.kind == "nats-to-sqs":
+            self.ctx.log(
+                f"{self.route.name}: {self.target.kind} refuses {meta}: {reason}; kept on NATS "
+                f"(retried every {KEEP_DELAY:g}s) — fix or remove it by hand"
+            )
+            await nak(msg, KEEP_DELAY)
+            return
         self.ctx.log(f"{self.route.name}: TERM {meta}: {reason}")
         with contextlib.suppress(Exception):
             await term_with_reason(self.ctx.nc, msg, f"snsq2nats {self.route.name}: {reason}")
