@@ -103,6 +103,34 @@ class Derived:
     """ARNs of topics that need a stream, including those only rule 5 needs."""
 
 
+def advisory_stream_spec(replicas: int = 1) -> StreamSpec:
+    """MAX_DELIVERIES advisories of every stream, kept so none is lost while the bridge is down."""
+    return StreamSpec(
+        name=ADVISORY_STREAM,
+        description="MAX_DELIVERIES advisories kept for the bridge's DLQ mover",
+        subjects=[f"{MAX_DELIVERIES_ADVISORY}.>"],
+        retention="limits",
+        storage="file",
+        num_replicas=replicas,
+        max_age=ADVISORY_MAX_AGE * NS,
+        metadata={SOURCE_KEY: ADVISORY_SOURCE},
+    )
+
+
+def advisory_consumer_spec(route: Route, defaults: Defaults | None = None) -> ConsumerSpec:
+    """A dlq-mover route's durable on the advisory stream, filtered to its queue's consumer."""
+    assert route.advisory_consumer is not None
+    return _bridge_consumer(
+        ADVISORY_STREAM,
+        route.advisory_consumer,
+        source=route.source_arn,
+        route=route.name,
+        description=f"DLQ mover of {route.stream}/{route.consumer}",
+        filters=[f"{MAX_DELIVERIES_ADVISORY}.{route.stream}.{route.consumer}"],
+        defaults=defaults or Defaults(),
+    )
+
+
 def relay_subject(topic_subject: str) -> str:
     return RELAY_PREFIX + topic_subject
 
@@ -169,31 +197,8 @@ def derive(
         _topic_routes(topic, by_arn, defaults, out)
     dlq_routes = [r for r in out.routes if r.kind == "dlq-mover"]
     if dlq_routes:
-        out.streams.append(
-            StreamSpec(
-                name=ADVISORY_STREAM,
-                description="MAX_DELIVERIES advisories kept for the bridge's DLQ mover",
-                subjects=[f"{MAX_DELIVERIES_ADVISORY}.>"],
-                retention="limits",
-                storage="file",
-                num_replicas=advisory_replicas,
-                max_age=ADVISORY_MAX_AGE * NS,
-                metadata={SOURCE_KEY: ADVISORY_SOURCE},
-            )
-        )
-        for route in dlq_routes:
-            assert route.advisory_consumer is not None
-            out.consumers.append(
-                _bridge_consumer(
-                    ADVISORY_STREAM,
-                    route.advisory_consumer,
-                    source=route.source_arn,
-                    route=route.name,
-                    description=f"DLQ mover of {route.stream}/{route.consumer}",
-                    filters=[f"{MAX_DELIVERIES_ADVISORY}.{route.stream}.{route.consumer}"],
-                    defaults=defaults,
-                )
-            )
+        out.streams.append(advisory_stream_spec(advisory_replicas))
+        out.consumers.extend(advisory_consumer_spec(route, defaults) for route in dlq_routes)
     out.routes.sort(key=lambda r: (r.kind, r.name, r.source_arn))
     out.consumers.sort(key=lambda c: c.key)
     return out

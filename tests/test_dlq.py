@@ -19,14 +19,13 @@ from snsq2nats.bridge.context import BridgeContext
 from snsq2nats.bridge.dlq import (
     ADVISORY_STREAM,
     advisory_consumer_name,
-    advisory_consumer_spec,
-    advisory_stream_spec,
     parse_header_block,
     run_dlq_mover,
 )
 from snsq2nats.errors import SnsqError
 from snsq2nats.jetstream import JetStreamApiError, api, create_consumer, create_stream
 from snsq2nats.plan import Plan, Route, ServerInfo
+from snsq2nats.routes import advisory_consumer_spec, advisory_stream_spec
 from snsq2nats.spec import NS, ConsumerSpec, StreamSpec
 
 SRC = "arn:aws:sqs:us-east-1:123456789012:"
@@ -83,7 +82,8 @@ async def setup(nc: Any, route: Route, *, advisory_ack_wait: float = 30) -> None
     with pytest.raises(JetStreamApiError):
         await api(nc, f"$JS.API.STREAM.INFO.{ADVISORY_STREAM}")
     await create_stream(nc, advisory_stream_spec(), pedantic=False)
-    spec = advisory_consumer_spec(route).model_copy(
+    named = route.model_copy(update={"advisory_consumer": advisory_consumer_name(route)})
+    spec = advisory_consumer_spec(named).model_copy(
         update={"ack_wait": int(advisory_ack_wait * NS)}
     )
     await create_consumer(nc, spec, pedantic=False)
@@ -277,7 +277,8 @@ def test_names_and_specs() -> None:
     assert advisory_consumer_name(route) == "snsq2nats-dlq-q_orders"
     planned = route.model_copy(update={"advisory_consumer": "custom"})
     assert advisory_consumer_name(planned) == "custom"
-    spec = advisory_consumer_spec(route)
+    spec = advisory_consumer_spec(planned)
+    assert spec.durable_name == "custom"
     assert spec.filter_subjects == ["$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.q_orders.workers"]
     assert advisory_stream_spec().subjects == ["$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.>"]
     raw = b"NATS/1.0\r\nA: 1\r\nB: x: y\r\n\r\n"

@@ -36,26 +36,16 @@ from snsq2nats.errors import SnsqError
 from snsq2nats.filterpolicy import encode_token
 from snsq2nats.jetstream import API_PREFIX, ERR_STREAM_NOT_FOUND, JetStreamApiError, api
 from snsq2nats.plan import Route
-from snsq2nats.spec import MANAGED_BY_KEY, NS, SOURCE_KEY, ConsumerSpec, StreamSpec
+from snsq2nats.routes import ADVISORY_STREAM, DLQ_CONSUMER_PREFIX
 
 __all__ = [
-    "ADVISORY_MAX_AGE",
     "ADVISORY_STREAM",
-    "MAX_DELIVERIES_PREFIX",
     "advisory_consumer_name",
-    "advisory_consumer_spec",
     "advisory_stream_name",
-    "advisory_stream_spec",
     "copy_to_dlq",
     "parse_header_block",
     "run_dlq_mover",
 ]
-
-ADVISORY_STREAM = "snsq2nats_advisories"
-MAX_DELIVERIES_PREFIX = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
-ADVISORY_MAX_AGE = 7 * 86400 * NS
-DLQ_CONSUMER_PREFIX = "snsq2nats-dlq-"
-ROUTE_KEY = "snsq2nats.route"
 
 DLQ_SOURCE_STREAM = "Snsq2nats-Dlq-Source-Stream"
 DLQ_SOURCE_SUBJECT = "Snsq2nats-Dlq-Source-Subject"
@@ -81,36 +71,6 @@ def advisory_consumer_name(route: Route) -> str:
 
 def advisory_stream_name(route: Route) -> str:
     return route.advisory_stream or ADVISORY_STREAM
-
-
-def advisory_filter(route: Route) -> str:
-    stream, consumer = _source(route)
-    return f"{MAX_DELIVERIES_PREFIX}.{stream}.{consumer}"
-
-
-def advisory_stream_spec() -> StreamSpec:
-    """The stream capturing max-deliveries advisories of every stream (limits, file, 7 days)."""
-    return StreamSpec(
-        name=ADVISORY_STREAM,
-        description="snsq2nats: max-deliveries advisories for the bridge's DLQ mover",
-        subjects=[f"{MAX_DELIVERIES_PREFIX}.>"],
-        retention="limits",
-        storage="file",
-        max_age=ADVISORY_MAX_AGE,
-        metadata={MANAGED_BY_KEY: "snsq2nats"},
-    )
-
-
-def advisory_consumer_spec(route: Route) -> ConsumerSpec:
-    """The route's durable consumer on the advisory stream, filtered to its source consumer."""
-    stream, consumer = _source(route)
-    return ConsumerSpec(
-        stream_name=advisory_stream_name(route),
-        durable_name=advisory_consumer_name(route),
-        description=f"snsq2nats DLQ mover for {stream}/{consumer}",
-        filter_subjects=[advisory_filter(route)],
-        metadata={SOURCE_KEY: route.source_arn, ROUTE_KEY: route.name},
-    )
 
 
 def _source(route: Route) -> tuple[str, str]:
