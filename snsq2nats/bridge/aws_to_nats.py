@@ -41,6 +41,7 @@ from snsq2nats.bridge.codec import (
     string_attributes,
 )
 from snsq2nats.bridge.context import BridgeContext, RouteMetrics
+from snsq2nats.bridge.replies import EXPECTED_STREAM_HEADER, Replies, pub_ack
 from snsq2nats.filterpolicy import encode_token, subject_for
 from snsq2nats.plan import Route
 
@@ -219,6 +220,16 @@ def convert(
 # --- the relay -------------------------------------------------------------------------------
 
 
+def _refused(exc: BaseException) -> bool:
+    """JetStream refused a publish for good (too big, wrong stream): retrying cannot help.
+    No leader (503), a server error, a timeout or a lost connection are retried."""
+    from nats.js.errors import APIError, ServiceUnavailableError
+
+    if isinstance(exc, ServiceUnavailableError) or not isinstance(exc, APIError):
+        return False
+    return exc.code is None or exc.code < 500
+
+
 @dataclass
 class _Pending:
     message: dict[str, Any]
@@ -237,14 +248,14 @@ class Relay:
     metrics: RouteMetrics = field(init=False)
     permits: asyncio.Semaphore = field(init=False)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
-    js: Any = None
+    replies: Replies = field(init=False)
     _starts: dict[str, int] | None = None
     _starts_read: float = 0.0
 
     def __post_init__(self) -> None:
         self.metrics = self.ctx.route_metrics(self.route)
         self.permits = asyncio.Semaphore(max(self.ctx.max_in_flight, MAX_BATCH))
-        self.js = self.ctx.nc.jetstream()
+        self.replies = Replies(self.ctx.nc)
 
     def log(self, line: str) -> None:
         self.ctx.log(f"{self.route.name}: {line}")
@@ -277,6 +288,7 @@ class Relay:
         return self._starts
 
     async def run(self) -> None:
+        await self.replies.start()
         pollers = [asyncio.create_task(self.poll(i)) for i in range(max(1, self.ctx.pollers))]
         lag = asyncio.create_task(self.watch_lag())
         try:
@@ -290,6 +302,7 @@ class Relay:
                 task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.gather(lag, *pollers, *self.tasks, return_exceptions=True)
+            await self.replies.close()
 
     # -- polling
 
@@ -379,9 +392,7 @@ class Relay:
             # Read once per batch, before any publish: the publishes must start in receive
             # order (FIFO groups), so no await may come between a batch's deliveries.
             starts = await self.source_starts()
-            results = await asyncio.gather(
-                *(self.deliver(p, starts) for p in pending), return_exceptions=True
-            )
+            results = await self.deliver(pending, starts)
             done = [p for p, ok in zip(pending, results, strict=True) if ok is True]
             # Refused for good: left alone, so SQS redelivers it and its redrive policy applies.
             # Anything else (stopping, NATS unreachable) is made visible again right away.
@@ -402,58 +413,94 @@ class Relay:
             self._release(len(pending))
         self.ctx.count_and_check_limit()
 
-    async def deliver(self, pending: _Pending, starts: Mapping[str, int]) -> bool:
-        """Publish one message until JetStream acknowledges it; True when it may be deleted."""
-        message = pending.message
-        try:
-            relayed = convert(self.route, message, starts)
-        except Exception as exc:
-            self.metrics.error()
-            self.log(f"cannot convert message {message.get('MessageId')}: {exc}")
-            raise PublishGaveUp(str(exc)) from None
-        if relayed.drop:
-            self.metrics.skipped += 1
-            return True
-        await self.publish(relayed)
-        self.metrics.delivered(1, len(relayed.payload), time.monotonic() - pending.received)
-        return True
+    async def deliver(
+        self, pending: list[_Pending], starts: Mapping[str, int]
+    ) -> list[bool | BaseException]:
+        """Publish a batch until JetStream acknowledged each message: True for those that may
+        be deleted, else why not (PublishGaveUp: refused for good; Abandoned: stopping).
 
-    async def publish(self, relayed: Relayed) -> Any:
-        from nats.js.errors import APIError, ServiceUnavailableError
-
-        attempt = 0
-        timeout = self.ctx.publish_timeout
-        while True:
+        All publishes of a batch go out at once, in receive order (FIFO groups keep their
+        order), and their PubAcks are awaited together under one timeout. The ones without a
+        PubAck are republished with the same `Nats-Msg-Id`, which JetStream deduplicates.
+        """
+        results: list[bool | BaseException] = [True] * len(pending)
+        relayed: dict[int, Relayed] = {}
+        for i, item in enumerate(pending):
             try:
-                # nats-py's publish can hang across a reconnect: bound it ourselves, and
-                # republish with the same Msg-Id, which JetStream deduplicates.
-                return await asyncio.wait_for(
-                    self.js.publish(
-                        relayed.subject,
-                        relayed.payload,
-                        timeout=timeout,
-                        stream=self.route.stream,
-                        headers=relayed.headers,
-                    ),
-                    timeout=timeout + 1.0,
-                )
-            except ServiceUnavailableError:
-                pass  # no leader during an election: retry
-            except APIError as exc:
-                if exc.code is not None and exc.code >= 500:
-                    pass
-                else:
+                converted = convert(self.route, item.message, starts)
+            except Exception as exc:
+                self.metrics.error()
+                self.log(f"cannot convert message {item.message.get('MessageId')}: {exc}")
+                results[i] = PublishGaveUp(str(exc))
+                continue
+            if converted.drop:
+                self.metrics.skipped += 1
+                continue
+            if self.route.stream:
+                converted.headers[EXPECTED_STREAM_HEADER] = self.route.stream
+            relayed[i] = converted
+        waiting = list(relayed)
+        attempt = 0
+        while waiting:
+            failures = await self.publish(waiting, relayed, pending)
+            retry = []
+            for i, why in failures:
+                if _refused(why):
                     self.metrics.error()
-                    self.log(f"JetStream refused {relayed.msg_id} on {relayed.subject}: {exc}")
-                    raise PublishGaveUp(str(exc)) from None
-            except Exception as exc:  # timeouts, no responders, reconnecting, closed
-                if attempt == 0 or attempt % 10 == 0:
-                    self.log(f"publish of {relayed.msg_id} not acknowledged ({exc!r}); retrying")
+                    self.log(
+                        f"JetStream refused {relayed[i].msg_id} on {relayed[i].subject}: {why}"
+                    )
+                    results[i] = PublishGaveUp(str(why))
+                else:
+                    retry.append(i)
+            if not retry:
+                break
+            if attempt == 0 or attempt % 10 == 0:
+                first = relayed[retry[0]].msg_id
+                self.log(
+                    f"{len(retry)} publish(es) not acknowledged, e.g. {first} "
+                    f"({failures[0][1]!r}); retrying"
+                )
             attempt += 1
-            self.metrics.error()
+            self.metrics.error(len(retry))
             if self.ctx.stopping.is_set() and attempt >= 3:
-                raise Abandoned(relayed.msg_id)
+                for i in retry:
+                    results[i] = Abandoned(relayed[i].msg_id)
+                break
             await asyncio.sleep(backoff(attempt, base=0.1, cap=2.0))
+            waiting = retry
+        return results
+
+    async def publish(
+        self, indexes: list[int], relayed: Mapping[int, Relayed], pending: list[_Pending]
+    ) -> list[tuple[int, BaseException]]:
+        """One attempt at publishing `indexes`: the ones that failed, with the reason."""
+        failures: list[tuple[int, BaseException]] = []
+        sent: list[int] = []
+        futures = []
+        for i in indexes:
+            message = relayed[i]
+            try:
+                futures.append(
+                    await self.replies.send(message.subject, message.payload, message.headers)
+                )
+                sent.append(i)
+            except Exception as exc:  # closed or draining connection
+                failures.append((i, exc))
+        answers = await self.replies.gather(futures, self.ctx.publish_timeout)
+        now = time.monotonic()
+        for i, answer in zip(sent, answers, strict=True):
+            if not isinstance(answer, BaseException):
+                try:
+                    pub_ack(answer)
+                except Exception as exc:
+                    answer = exc
+                else:
+                    self.metrics.delivered(1, len(relayed[i].payload), now - pending[i].received)
+                    continue
+            failures.append((i, answer))
+        failures.sort(key=lambda failure: failure[0])
+        return failures
 
     async def keep_invisible(self, pending: list[_Pending]) -> None:
         """Extend visibility before half of it passes, while any publish is outstanding."""

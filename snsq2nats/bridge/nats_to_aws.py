@@ -21,9 +21,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import random
 import re
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +42,7 @@ from snsq2nats.bridge.codec import (
     headers_to_attributes,
 )
 from snsq2nats.bridge.context import BridgeContext, RouteMetrics
+from snsq2nats.bridge.replies import Replies
 from snsq2nats.errors import NatsConnectError, SnsqError
 from snsq2nats.filterpolicy import decode_token
 from snsq2nats.jetstream import (
@@ -81,6 +84,8 @@ BATCH_ENTRIES = 10
 SQS_MAX_BYTES = 1_048_576  # per message and per SendMessageBatch request
 SNS_MAX_BYTES = 262_144  # per message and per PublishBatch request
 ACK_ATTEMPTS = 3
+ACK_TIMEOUT = 2.0
+_ACK = b"+ACK"
 
 # AWS error codes that mean "slow down / try again", whatever the service.
 _THROTTLE_CODES = frozenset(
@@ -205,6 +210,34 @@ async def ack_all(msgs: Sequence[Any], metrics: RouteMetrics) -> None:
         metrics.error(failed)
 
 
+async def ack_confirmed(replies: Replies, msgs: Sequence[Any], metrics: RouteMetrics) -> None:
+    """`ack_all` for many messages at once: every ack goes out together on `replies`' inbox and
+    the server's confirmations are awaited together; unconfirmed ones are sent again."""
+    waiting = [m for m in msgs if m.reply]
+    for attempt in range(ACK_ATTEMPTS):
+        sent: list[Any] = []
+        futures = []
+        for msg in waiting:
+            with contextlib.suppress(Exception):  # a closed connection: counted below
+                futures.append(await replies.send(msg.reply, _ACK))
+                sent.append(msg)
+        answers = await replies.gather(futures, ACK_TIMEOUT)
+        confirmed = {
+            id(msg)
+            for msg, answer in zip(sent, answers, strict=True)
+            if not isinstance(answer, BaseException)
+        }
+        for msg in waiting:
+            if id(msg) in confirmed:
+                msg._ackd = True  # nats-py's own flag, as `ack_sync` sets it
+        waiting = [m for m in waiting if id(m) not in confirmed]
+        if not waiting:
+            return
+        if attempt + 1 < ACK_ATTEMPTS:
+            await asyncio.sleep(backoff_delay(attempt, base=0.1, cap=1.0))
+    metrics.error(len(waiting))
+
+
 async def consumer_info(ctx: BridgeContext, stream: str, consumer: str) -> dict[str, Any]:
     return await api(ctx.nc, f"{API_PREFIX}.CONSUMER.INFO.{stream}.{consumer}")
 
@@ -250,13 +283,24 @@ def route_binding(route: Route) -> tuple[str, str]:
     return route.stream, route.consumer
 
 
+class PullFailed(Exception):
+    """The server answered a pull request with an error status (consumer deleted, no leader)."""
+
+
 class PullSource:
     """A durable pull consumer that keeps working across server restarts.
 
     `fetch` returns an empty list when idle or after a recoverable error (having slept a
     backoff), so callers loop on it without special cases. The subscription is re-created after
     the client reconnected, after fetch errors, and when a long idle period's consumer check
-    fails, because nats-py pull subscriptions can stop receiving after a restart (#504).
+    fails, because pull subscriptions can stop receiving after a restart (nats.py #504).
+
+    Pull requests are made here rather than with nats-py's `fetch`, which spends a task (named
+    with a fresh uuid4, a system call) on every message; here messages land in a buffer from a
+    subscription callback. Each request has its own reply subject under the inbox, so a status
+    reply (no messages, request expired, error) is matched to the request it ends. A request
+    may deliver after `fetch` returned; those messages wait in the buffer for the next call,
+    and are handed back (NAK) if the source closes first.
     """
 
     def __init__(self, ctx: BridgeContext, route: Route, stream: str, consumer: str) -> None:
@@ -265,35 +309,100 @@ class PullSource:
         self.stream = stream
         self.consumer = consumer
         self._sub: Any = None
+        self._inbox = ""
+        self._requests = 0
+        self._buffer: deque[Any] = deque()
+        self._current = ""  # the reply token of the request being waited for
+        self._ended: str | None = None  # the status that ended it
+        self._arrived = asyncio.Event()
         self._reconnects = -1
         self._failures = 0
         self._idle_since = time.monotonic()
 
     async def _bind(self) -> None:
         await self.close()
-        js = self.ctx.nc.jetstream()
         self._reconnects = self._reconnect_count()
-        self._sub = await js.pull_subscribe_bind(durable=self.consumer, stream=self.stream)
+        inbox = self.ctx.nc.new_inbox()
+        self._sub = await self.ctx.nc.subscribe(f"{inbox}.*", cb=self._on_msg)
+        self._inbox = inbox
         self._idle_since = time.monotonic()
 
     def _reconnect_count(self) -> int:
         stats = getattr(self.ctx.nc, "stats", None) or {}
         return int(stats.get("reconnects", 0))
 
+    async def _on_msg(self, msg: Any) -> None:
+        status = msg.headers.get("Status") if msg.headers else None
+        if status is None:
+            self._buffer.append(msg)
+        elif status != "100" and msg.subject.rpartition(".")[2] == self._current:
+            # 100 is a heartbeat; the end of an earlier request that returned early is moot.
+            self._ended = f"{status} {msg.headers.get('Description', '')}".strip()
+        self._arrived.set()
+
     async def close(self) -> None:
         sub, self._sub = self._sub, None
+        left = list(self._buffer)
+        self._buffer.clear()
+        self._current, self._ended = "", None
         if sub is not None:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+        # Delivered to us but never handed out: give them back now rather than at ack_wait.
+        await asyncio.gather(*(nak(m) for m in left))
+
+    def _end(self) -> str | None:
+        return self._ended  # read through a call: the callback changes it meanwhile
+
+    def _take(self, batch: int) -> list[Any]:
+        return [self._buffer.popleft() for _ in range(min(batch, len(self._buffer)))]
+
+    async def _request(self, batch: int, wait: float, *, no_wait: bool) -> None:
+        """Ask for up to `batch` messages; return once some arrived (all of them for a
+        `no_wait` request), the request ended, or `wait` passed."""
+        self._requests += 1
+        token = self._current = str(self._requests)
+        self._ended = None
+        request: dict[str, Any] = {"batch": batch}
+        if no_wait:
+            request["no_wait"] = True
+        else:
+            request["expires"] = int(wait * 1e9)
+        self._arrived.clear()
+        await self.ctx.nc.publish(
+            f"{API_PREFIX}.CONSUMER.MSG.NEXT.{self.stream}.{self.consumer}",
+            json.dumps(request).encode(),
+            reply=f"{self._inbox}.{token}",
+        )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait + (0.0 if no_wait else 0.5)
+        while (ended := self._end()) is None:
+            if self._buffer and (not no_wait or len(self._buffer) >= batch):
+                return
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise TimeoutError(f"no answer to a pull from {self.stream}/{self.consumer}")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+            self._arrived.clear()
+        # 404 no messages, 408 request expired: normal ends. Anything else is an error (409
+        # consumer deleted or leadership change, 503 no responders), unless messages came.
+        if not ended.startswith(("404", "408")) and not self._buffer:
+            raise PullFailed(ended)
 
     async def fetch(self, batch: int, wait: float = FETCH_WAIT) -> list[Any]:
-        from nats import errors as nats_errors
-
+        if self._buffer:
+            return self._take(batch)
         try:
             if self._sub is None or self._reconnect_count() != self._reconnects:
                 await self._bind()
-            msgs: list[Any] = await self._sub.fetch(batch, timeout=wait)
-        except (TimeoutError, nats_errors.TimeoutError):
+            # What is there now, without waiting; if nothing, wait up to `wait` for more.
+            await self._request(batch, wait, no_wait=True)
+            if not self._buffer:
+                await self._request(batch, wait, no_wait=False)
+            if not self._buffer:
+                raise TimeoutError("idle")
+        except TimeoutError:
             # Normal idle. Once in a while make sure the consumer is still there and the
             # subscription still gets answers; a failed check re-binds on the next call.
             if time.monotonic() - self._idle_since > IDLE_RECHECK:
@@ -312,7 +421,7 @@ class PullSource:
             return []
         self._failures = 0
         self._idle_since = time.monotonic()
-        return msgs
+        return self._take(batch)
 
     async def _failed(self, exc: BaseException) -> None:
         self._failures += 1
@@ -647,6 +756,7 @@ class _Relay:
         # consumer filter already selects them; checking again costs nothing).
         self.relay_subjects: tuple[str, ...] = tuple(route.relay_subjects)
         self.tasks: set[asyncio.Task[None]] = set()
+        self.replies = Replies(ctx.nc)
         self.dlq_route: Route | None = None
         for other in ctx.plan.routes:
             if other.kind == "dlq-mover" and (other.stream, other.consumer) == (stream, consumer):
@@ -693,6 +803,7 @@ class _Relay:
             if self.tasks:
                 await asyncio.gather(*self.tasks, return_exceptions=True)
             await self.source.close()
+            await self.replies.close()
 
     async def _prepare(self, msgs: list[Any]) -> list[_Item]:
         items: list[_Item] = []
@@ -718,7 +829,7 @@ class _Relay:
                 await self._reject(msg, str(exc))
         if skipped:
             self.metrics.skipped += len(skipped)
-            await ack_all(skipped, self.metrics)
+            await ack_confirmed(self.replies, skipped, self.metrics)
         return items
 
     def _batches(self, items: list[_Item]) -> list[list[_Item]]:
@@ -799,7 +910,7 @@ class _Relay:
         while pending:
             accepted, retry, rejected = await self._send(pending)
             if accepted:
-                await ack_all([i.msg for i in accepted], self.metrics)
+                await ack_confirmed(self.replies, [i.msg for i in accepted], self.metrics)
                 now = time.monotonic()
                 for item in accepted:
                     self.metrics.delivered(1, item.size, now - item.fetched)

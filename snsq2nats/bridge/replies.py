@@ -1,0 +1,126 @@
+"""Many requests in flight on one inbox: PubAcks for pipelined publishes, confirmed acks.
+
+nats-py's `request` (which `js.publish` and `msg.ack_sync` use) costs, per message, a random
+token read from the OS, a wait task and a timer; at thousands of messages a second on a busy
+interpreter those syscalls and tasks are most of what the bridge spends. Here every request of a
+batch is published at once with a counter token on one wildcard reply subscription, and the
+caller waits for all the replies together with a single timeout. A reply that does not come in
+time (a reconnect, a leader election) leaves its future unresolved: the caller retries, which is
+safe because every publish carries a `Nats-Msg-Id` and acks are idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+EXPECTED_STREAM_HEADER = "Nats-Expected-Stream"
+_STATUS_HEADER = "Status"
+_NO_RESPONDERS = "503"
+
+
+class NoResponders(Exception):
+    """Nobody listens on the subject: no stream (or no leader yet) for a publish."""
+
+
+class Replies:
+    """Request/reply over one wildcard inbox subscription, for batches of requests."""
+
+    def __init__(self, nc: Any) -> None:
+        self.nc = nc
+        self.prefix = ""
+        self._sub: Any = None
+        self._waiting: dict[str, asyncio.Future[Any]] = {}
+        self._token_of: dict[int, str] = {}
+        self._tokens = itertools.count(1)
+        self._starting = asyncio.Lock()
+
+    async def start(self) -> Replies:
+        async with self._starting:
+            if self._sub is None:
+                prefix = self.nc.new_inbox()
+                self._sub = await self.nc.subscribe(f"{prefix}.*", cb=self._on_reply)
+                self.prefix = prefix
+        return self
+
+    async def close(self) -> None:
+        sub, self._sub = self._sub, None
+        for future in self._waiting.values():
+            future.cancel()
+        self._waiting.clear()
+        self._token_of.clear()
+        if sub is not None:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    async def _on_reply(self, msg: Any) -> None:
+        future = self._waiting.pop(msg.subject[len(self.prefix) + 1 :], None)
+        if future is not None:
+            self._token_of.pop(id(future), None)
+            if not future.done():
+                future.set_result(msg)
+
+    async def send(
+        self, subject: str, payload: bytes, headers: Mapping[str, str] | None = None
+    ) -> asyncio.Future[Any]:
+        """Publish one request; the future gets the reply (or never resolves: see `gather`)."""
+        if self._sub is None:
+            await self.start()
+        token = str(next(self._tokens))
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiting[token] = future
+        self._token_of[id(future)] = token
+        try:
+            await self.nc.publish(
+                subject,
+                payload,
+                reply=f"{self.prefix}.{token}",
+                headers=dict(headers) if headers else None,
+            )
+        except BaseException:
+            self._waiting.pop(token, None)
+            self._token_of.pop(id(future), None)
+            raise
+        return future
+
+    async def gather(
+        self, futures: Sequence[asyncio.Future[Any]], timeout: float
+    ) -> list[Any | BaseException]:
+        """Each future's reply, or the exception instead: TimeoutError for those that did not
+        answer within `timeout` (they are forgotten, so a late reply is simply dropped)."""
+        pending = [f for f in futures if not f.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=timeout)
+        results: list[Any | BaseException] = []
+        for future in futures:
+            if not future.done():
+                future.cancel()
+                token = self._token_of.pop(id(future), None)
+                if token is not None:
+                    self._waiting.pop(token, None)
+                results.append(TimeoutError("no reply in time"))
+            elif future.cancelled():
+                results.append(TimeoutError("request abandoned"))
+            elif (exc := future.exception()) is not None:
+                results.append(exc)
+            else:
+                results.append(future.result())
+        return results
+
+
+def pub_ack(reply: Any) -> dict[str, Any]:
+    """The PubAck of a JetStream publish reply; raises what `js.publish` would have raised."""
+    headers = getattr(reply, "headers", None)
+    if headers and headers.get(_STATUS_HEADER) == _NO_RESPONDERS:
+        raise NoResponders("no responders: the stream is not available")
+    data = reply.data or b""
+    answer: dict[str, Any] = json.loads(data) if data else {}
+    if "error" in answer:
+        from nats.js.errors import APIError
+
+        raise APIError.from_error(answer["error"])
+    return answer
