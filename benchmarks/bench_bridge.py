@@ -188,7 +188,8 @@ def client(service: str, endpoint: str, pool: int = POLLERS + 10) -> Any:
         max_pool_connections=max(10, pool),
         read_timeout=40,
     )
-    return boto3.Session().client(service, region_name=REGION, endpoint_url=endpoint, config=config)
+    session: Any = boto3.Session()
+    return session.client(service, region_name=REGION, endpoint_url=endpoint, config=config)
 
 
 def _attributes(i: int) -> dict[str, Any]:
