@@ -6,7 +6,6 @@ the only place exceptions become exit codes.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -37,36 +36,42 @@ class FunnelGroup(click.Group):
             ctx.exit(130)
 
 
-def aws_options(fn: F) -> F:
-    @click.option(
+def option_group(*options: Callable[[F], F]) -> Callable[[F], F]:
+    """Several click options applied as one decorator, in the order they are listed."""
+
+    def apply(fn: F) -> F:
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+
+    return apply
+
+
+aws_options = option_group(
+    click.option(
         "--region",
         "regions",
         multiple=True,
         metavar="REGION",
         help="AWS region to read (repeatable). Default: AWS_REGION or the profile's region.",
-    )
-    @click.option(
+    ),
+    click.option(
         "--endpoint-url",
         envvar="AWS_ENDPOINT_URL",
         metavar="URL",
         help="Custom AWS endpoint (e.g. a local emulator). Env: AWS_ENDPOINT_URL.",
-    )
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        return fn(*args, **kwargs)
+    ),
+)
 
-    return wrapper  # type: ignore[return-value]
-
-
-def nats_options(fn: F) -> F:
-    @click.option(
+nats_options = option_group(
+    click.option(
         "-s",
         "--server",
         envvar="NATS_URL",
         metavar="URL",
         help="NATS server URL(s), comma-separated. Env: NATS_URL.",
-    )
-    @click.option(
+    ),
+    click.option(
         "--context",
         "nats_context",
         envvar="NATS_CONTEXT",
@@ -74,42 +79,32 @@ def nats_options(fn: F) -> F:
         help="natscli context name or file. Env: NATS_CONTEXT. "
         "Credentials: NATS_CREDS, NATS_NKEY, NATS_USER/NATS_PASSWORD, NATS_TOKEN, "
         "NATS_CERT/NATS_KEY/NATS_CA.",
-    )
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        return fn(*args, **kwargs)
+    ),
+)
 
-    return wrapper  # type: ignore[return-value]
-
-
-def plan_options(fn: F) -> F:
-    """What plan, apply, subject and bridge share: where the inventory and rules come from."""
-
-    @aws_options
-    @click.option(
+# What plan, apply, verify, subject, bridge and status share: where inventory and rules come from.
+plan_options = option_group(
+    aws_options,
+    click.option(
         "--inventory",
         "inventory_path",
         type=click.Path(dir_okay=False, path_type=Path),
         help="Plan from this inventory file (from `scan -o`) instead of scanning AWS.",
-    )
-    @click.option("--prefix", metavar="P", help="When scanning: only names starting with P.")
-    @click.option(
+    ),
+    click.option("--prefix", metavar="P", help="When scanning: only names starting with P."),
+    click.option(
         "--mapping",
         "mapping_paths",
         multiple=True,
         type=click.Path(dir_okay=False, path_type=Path),
         help="Mapping rules file (repeatable; later files win).",
-    )
-    @click.option(
+    ),
+    click.option(
         "--replicas",
         type=click.IntRange(1, 5),
         help="Default stream replicas (overrides the mapping defaults).",
-    )
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        return fn(*args, **kwargs)
-
-    return wrapper  # type: ignore[return-value]
+    ),
+)
 
 
 def plan_request(
