@@ -488,7 +488,8 @@ class Relay:
             except Exception as exc:  # closed or draining connection
                 failures.append((i, exc))
         answers = await self.replies.gather(futures, self.ctx.publish_timeout)
-        now = time.monotonic()
+        count = size = 0
+        received = 0.0
         for i, answer in zip(sent, answers, strict=True):
             if not isinstance(answer, BaseException):
                 try:
@@ -496,9 +497,14 @@ class Relay:
                 except Exception as exc:
                     answer = exc
                 else:
-                    self.metrics.delivered(1, len(relayed[i].payload), now - pending[i].received)
+                    count += 1
+                    size += len(relayed[i].payload)
+                    received = pending[i].received  # one batch: received together
                     continue
             failures.append((i, answer))
+        if count:
+            # One record per batch rather than per message.
+            self.metrics.delivered(count, size, time.monotonic() - received)
         failures.sort(key=lambda failure: failure[0])
         return failures
 

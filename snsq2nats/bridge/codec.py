@@ -14,6 +14,7 @@ headers of their own: a producer's `Nats-Msg-Id` attribute must not turn on dedu
 from __future__ import annotations
 
 import base64
+import functools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -42,7 +43,8 @@ class Attribute:
 
     @property
     def is_binary(self) -> bool:
-        return self.data_type.split(".", 1)[0] == "Binary"
+        data_type = self.data_type
+        return data_type == "Binary" or data_type.startswith("Binary.")
 
     def to_sqs(self) -> dict[str, Any]:
         if self.is_binary:
@@ -79,11 +81,40 @@ def _header_safe(value: str) -> bool:
     return "\r" not in value and "\n" not in value and value == value.strip()
 
 
+@functools.lru_cache(maxsize=4096)
 def _reserved(name: str) -> bool:
     return name.lower().startswith(_RESERVED_PREFIXES)
 
 
+@functools.lru_cache(maxsize=1024)
+def _shape_header(shape: tuple[tuple[str, str], ...]) -> str:
+    """The `Snsq2nats-Attributes` value when every attribute travels as its own header: it only
+    names the data types, so messages of one shape (names and types) share it."""
+    return json.dumps({n: {"t": t} for n, t in shape}, separators=(",", ":"), sort_keys=True)
+
+
 def attributes_to_headers(attributes: Mapping[str, Attribute]) -> dict[str, str]:
+    # The usual case first: every value fits a header of its own, and the JSON header depends
+    # only on the names and types.
+    headers: dict[str, str] = {}
+    shape: list[tuple[str, str]] = []
+    for name in sorted(attributes):
+        attr = attributes[name]
+        value = attr.value
+        if not isinstance(value, str) or attr.is_binary or _reserved(name):
+            break
+        if not _header_safe(value):
+            break
+        headers[name] = value
+        shape.append((name, attr.data_type))
+    else:
+        if shape:
+            headers[ATTRIBUTES_HEADER] = _shape_header(tuple(shape))
+        return headers
+    return _described_headers(attributes)
+
+
+def _described_headers(attributes: Mapping[str, Attribute]) -> dict[str, str]:
     headers: dict[str, str] = {}
     described: dict[str, dict[str, str]] = {}
     for name in sorted(attributes):
