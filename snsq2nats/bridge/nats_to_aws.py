@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 import random
@@ -315,6 +316,9 @@ class PullSource:
         self._current = ""  # the reply token of the request being waited for
         self._ended: str | None = None  # the status that ended it
         self._arrived = asyncio.Event()
+        # How many buffered messages end the current wait: waking the waiter for each message
+        # of a 100-message batch (an asyncio.wait_for each time) costs more than the messages.
+        self._want = 1
         self._reconnects = -1
         self._failures = 0
         self._idle_since = time.monotonic()
@@ -335,6 +339,8 @@ class PullSource:
         status = msg.headers.get("Status") if msg.headers else None
         if status is None:
             self._buffer.append(msg)
+            if len(self._buffer) < self._want:
+                return
         elif status != "100" and msg.subject.rpartition(".")[2] == self._current:
             # 100 is a heartbeat; the end of an earlier request that returned early is moot.
             self._ended = f"{status} {msg.headers.get('Description', '')}".strip()
@@ -369,6 +375,7 @@ class PullSource:
         else:
             request["expires"] = int(wait * 1e9)
         self._arrived.clear()
+        self._want = batch if no_wait else 1
         await self.ctx.nc.publish(
             f"{API_PREFIX}.CONSUMER.MSG.NEXT.{self.stream}.{self.consumer}",
             json.dumps(request).encode(),
@@ -508,15 +515,20 @@ def _attribute_size(name: str, attr: Attribute) -> int:
     return len(name.encode()) + len(attr.data_type.encode()) + len(raw)
 
 
-def _check_attribute_name(name: str) -> None:
-    lowered = name.lower()
-    if (
+@functools.lru_cache(maxsize=4096)
+def _valid_attribute_name(name: str) -> bool:
+    """Per name, once: the same few header names come with every message."""
+    return not (
         not _ATTRIBUTE_NAME_RE.match(name)
         or name.startswith(".")
         or name.endswith(".")
         or ".." in name
-        or lowered.startswith(("aws.", "amazon."))
-    ):
+        or name.lower().startswith(("aws.", "amazon."))
+    )
+
+
+def _check_attribute_name(name: str) -> None:
+    if not _valid_attribute_name(name):
         raise Rejected(
             f"header {name!r} cannot be an AWS message attribute name "
             "([A-Za-z0-9_.-], ≤256 characters, no AWS./Amazon. prefix, no leading, trailing "
@@ -571,6 +583,9 @@ def _dedup_id(msg: Any) -> str:
     return _aws_id(value, "dedup")
 
 
+_NATS_ORIGIN = Attribute("String", "nats")
+
+
 class _Target:
     """One AWS destination: how to build an entry and send a batch."""
 
@@ -603,32 +618,40 @@ class _Target:
     async def call(self, entries: list[dict[str, Any]]) -> dict[str, Any]:
         raise NotImplementedError
 
-    def build(self, msg: Any) -> _Item:
+    def build(self, msg: Any, fetched: float | None = None) -> _Item:
         attributes = headers_to_attributes(msg.headers)
-        attributes[ORIGIN_ATTRIBUTE] = Attribute("String", self.origin(msg))
+        origin = self.origin(msg)
+        attributes[ORIGIN_ATTRIBUTE] = (
+            _NATS_ORIGIN if origin == _NATS_ORIGIN.value else Attribute("String", origin)
+        )
         if self.max_attributes is not None and len(attributes) > self.max_attributes:
             raise Rejected(
                 f"{len(attributes)} message attributes (including {ORIGIN_ATTRIBUTE}); "
                 f"{self.kind} allows at most {self.max_attributes}: "
                 + ", ".join(sorted(attributes))
             )
-        for name in attributes:
+        data = msg.data or b""
+        body = _body_text(data)
+        # One pass over the attributes: names checked, size summed, entries made.
+        size = len(data)
+        entries: dict[str, Any] = {}
+        for name in sorted(attributes):
             _check_attribute_name(name)
-        body = _body_text(msg.data or b"")
-        size = len(body.encode("utf-8")) + sum(_attribute_size(n, a) for n, a in attributes.items())
+            attr = attributes[name]
+            size += _attribute_size(name, attr)
+            entries[name] = attr.to_sqs()
         if size > self.max_bytes:
             raise Rejected(
                 f"message of {size} bytes (body and attributes) exceeds the {self.kind} "
                 f"limit of {self.max_bytes} bytes"
             )
-        entry: dict[str, Any] = {
-            self.body_field(): body,
-            "MessageAttributes": {n: a.to_sqs() for n, a in sorted(attributes.items())},
-        }
+        entry: dict[str, Any] = {self.body_field(): body, "MessageAttributes": entries}
         if self.fifo:
             entry["MessageGroupId"] = _group_id(msg)
             entry["MessageDeduplicationId"] = _dedup_id(msg)
-        return _Item(msg=msg, entry=entry, size=size)
+        if fetched is None:
+            return _Item(msg=msg, entry=entry, size=size)
+        return _Item(msg=msg, entry=entry, size=size, fetched=fetched)
 
     async def prepare_with_retry(self) -> bool:
         """Resolve the target, retrying transient failures; False if stopped meanwhile."""
@@ -808,6 +831,7 @@ class _Relay:
     async def _prepare(self, msgs: list[Any]) -> list[_Item]:
         items: list[_Item] = []
         skipped: list[Any] = []
+        fetched = time.monotonic()
         for msg in msgs:
             headers = msg.headers or {}
             if headers.get(ORIGIN_HEADER, "").lower() == "aws":
@@ -824,7 +848,7 @@ class _Relay:
                 skipped.append(msg)
                 continue
             try:
-                items.append(self.target.build(msg))
+                items.append(self.target.build(msg, fetched))
             except Rejected as exc:
                 await self._reject(msg, str(exc))
         if skipped:
@@ -911,9 +935,12 @@ class _Relay:
             accepted, retry, rejected = await self._send(pending)
             if accepted:
                 await ack_confirmed(self.replies, [i.msg for i in accepted], self.metrics)
-                now = time.monotonic()
-                for item in accepted:
-                    self.metrics.delivered(1, item.size, now - item.fetched)
+                # One record per batch: its entries were fetched together.
+                self.metrics.delivered(
+                    len(accepted),
+                    sum(item.size for item in accepted),
+                    time.monotonic() - min(item.fetched for item in accepted),
+                )
                 self.ctx.count_and_check_limit()
             for item, reason in rejected:
                 await self._reject(item.msg, reason)
