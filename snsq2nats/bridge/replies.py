@@ -36,6 +36,9 @@ class Replies:
         self._sub: Any = None
         self._waiting: dict[str, asyncio.Future[Any]] = {}
         self._token_of: dict[int, str] = {}
+        # id(future) → the gather waiting for it: [futures still unanswered, its waiter]. One
+        # wake-up per batch rather than a done-callback scheduled for every reply.
+        self._watch: dict[int, list[Any]] = {}
         self._tokens = itertools.count(1)
         self._starting = asyncio.Lock()
 
@@ -53,6 +56,10 @@ class Replies:
             future.cancel()
         self._waiting.clear()
         self._token_of.clear()
+        for group in self._watch.values():
+            if not group[1].done():
+                group[1].set_result(None)
+        self._watch.clear()
         if sub is not None:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
@@ -63,6 +70,11 @@ class Replies:
             self._token_of.pop(id(future), None)
             if not future.done():
                 future.set_result(msg)
+            group = self._watch.pop(id(future), None)
+            if group is not None:
+                group[0] -= 1
+                if group[0] <= 0 and not group[1].done():
+                    group[1].set_result(None)
 
     async def send(
         self, subject: str, payload: bytes, headers: Mapping[str, str] | None = None
@@ -94,7 +106,15 @@ class Replies:
         answer within `timeout` (they are forgotten, so a late reply is simply dropped)."""
         pending = [f for f in futures if not f.done()]
         if pending:
-            await asyncio.wait(pending, timeout=timeout)
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            group: list[Any] = [len(pending), waiter]
+            for future in pending:
+                self._watch[id(future)] = group
+            try:
+                await asyncio.wait([waiter], timeout=timeout)
+            finally:
+                for future in pending:
+                    self._watch.pop(id(future), None)
         results: list[Any | BaseException] = []
         for future in futures:
             if not future.done():
