@@ -1,8 +1,8 @@
 """Plan time for 1,000 queues / 200 topics / 1,000 subscriptions: offline, and against a server
 already holding the applied state (read live + diff, all noop).
 
-The applied state is created object by object through the JetStream API on a local server in
-the same run. The offline plan is the baseline the live plan is compared with.
+The applied state is created with `apply` on a local server in the same run. The offline plan
+is the baseline the live plan is compared with.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 from benchmarks.synthetic import synthetic_inventory
-from snsq2nats import jetstream
+from snsq2nats.apply import apply_plan
 from snsq2nats.connect import NatsOptions
 from snsq2nats.localnats import NatsServer
 from snsq2nats.pipeline import assemble_plan, read_server
@@ -33,10 +33,9 @@ def run() -> list[dict[str, Any]]:
 
         nc = await nats.connect(url)
         try:
-            for stream in plan.streams:
-                await jetstream.create_stream(nc, stream, pedantic=True)
-            for consumer in plan.consumers:
-                await jetstream.create_consumer(nc, consumer, pedantic=True)
+            applied = await apply_plan(nc, plan, allow_destructive=False)
+            if not applied.ok:
+                raise AssertionError(f"apply failed: {applied.error}")
         finally:
             await nc.close()
         began = time.perf_counter()

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from snsq2nats import jetstream
+from snsq2nats.apply import apply_plan
 from snsq2nats.cli import main
 from snsq2nats.plan import FORMAT_VERSION, Plan, load_plan
 
@@ -142,10 +142,7 @@ def test_live_plan_reads_the_server_and_sees_applied_objects(nats_server: Any) -
 
         nc = await nats.connect(url)
         try:
-            for stream in plan.streams:
-                await jetstream.create_stream(nc, stream, pedantic=True)
-            for consumer in plan.consumers:
-                await jetstream.create_consumer(nc, consumer, pedantic=True)
+            assert (await apply_plan(nc, plan, allow_destructive=False)).ok
         finally:
             await nc.close()
 
