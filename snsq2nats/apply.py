@@ -46,6 +46,7 @@ from snsq2nats.jetstream import (
     update_stream,
 )
 from snsq2nats.plan import Change, Desired, Plan
+from snsq2nats.routes import ROUTE_KEY
 from snsq2nats.spec import SOURCE_KEY, ConsumerSpec, StreamSpec
 
 __all__ = [
@@ -505,6 +506,24 @@ async def anchor_new_sources(nc: Any, spec: StreamSpec, base: dict[str, Any] | N
     return spec.model_copy(update={"sources": anchored})
 
 
+async def anchor_new_consumer(nc: Any, spec: ConsumerSpec) -> ConsumerSpec:
+    """A bridge consumer planned to start at "new" messages gets an exact start sequence.
+
+    The filter router appears when a queue's consumers move to NATS: it must begin where SNS
+    stopped carrying the topic's NATS-published messages into the queue (the nats-to-sns
+    relay's ack floor), and the queue's sqs-to-nats relay reads that start to tell which SNS
+    copies the router covers. "new" alone would leave a gap and no record of where it began.
+    """
+    if spec.deliver_policy != "new" or ROUTE_KEY not in spec.metadata:
+        return spec
+    info = await api(nc, f"$JS.API.STREAM.INFO.{spec.stream_name}", None, WRITE_TIMEOUT)
+    last = int((info.get("state") or {}).get("last_seq") or 0)
+    last = min(last, await _relayed_to_sns(nc, spec.stream_name, last))
+    return spec.model_copy(
+        update={"deliver_policy": "by_start_sequence", "opt_start_seq": last + 1}
+    )
+
+
 async def _relayed_to_sns(nc: Any, stream: str, last: int) -> int:
     """The last topic message the bridge has handed to SNS (all of them without that relay).
 
@@ -537,7 +556,10 @@ def _consumer_write(
             await delete_consumer(
                 nc, spec.stream_name, spec.durable_name, missing_ok=True, timeout=WRITE_TIMEOUT
             )
-        await create_consumer(nc, spec, action="create", pedantic=pedantic, timeout=WRITE_TIMEOUT)
+        anchored = await anchor_new_consumer(nc, spec)
+        await create_consumer(
+            nc, anchored, action="create", pedantic=pedantic, timeout=WRITE_TIMEOUT
+        )
 
     return go
 

@@ -160,6 +160,10 @@ def normalise_consumer_field(key: str, value: Any) -> Any:
         return _CONSUMER_DEFAULTS[key] if not value else int(value)
     if key in ("backoff", "filter_subjects"):
         return list(value or [])
+    if key == "deliver_policy" and value == "by_start_sequence":
+        # apply creates a consumer planned as "new" at an explicit start (the same intent,
+        # made exact); see apply.anchor_new_consumer.
+        return "new"
     if value is None:
         return _CONSUMER_DEFAULTS.get(key)
     return value

@@ -67,7 +67,9 @@ class ConsumerSpec(Spec):
     stream_name: str
     durable_name: str
     description: str | None = None
-    deliver_policy: Literal["all", "new", "last"] = "all"
+    deliver_policy: Literal["all", "new", "last", "by_start_sequence"] = "all"
+    opt_start_seq: int | None = None
+    """Set by apply when it anchors a bridge consumer planned as "new" (see apply)."""
     ack_policy: Literal["explicit", "none", "all"] = "explicit"
     ack_wait: int = 30 * NS
     max_deliver: int = -1

@@ -323,7 +323,8 @@ def test_a_source_added_later_starts_after_the_topics_last_message(
         (source,) = state.streams[name].config["sources"]
         assert (source["name"], source.get("opt_start_seq")) == ("sns_orders", 4), name
     router = state.streams["sns_orders"].consumers["snsq2nats-filter-orders-fraud"]
-    assert router["deliver_policy"] == "new"
+    # Planned as "new", created at an exact start: where the sources start too.
+    assert (router["deliver_policy"], router.get("opt_start_seq")) == ("by_start_sequence", 4)
 
     for i in range(2):
         on_nats(opts, lambda nc, i=i: publish(nc, f"late-{i}"))
@@ -386,9 +387,12 @@ def test_a_new_source_starts_no_later_than_what_the_sns_relay_has_not_handed_ove
 
     on_nats(opts, relay_lags)
     applied(inventory, "--mapping", SHOP_CUTOVER)
+    state = live(opts)
     for name in FANNED_OUT:
-        (source,) = live(opts).streams[name].config["sources"]
+        (source,) = state.streams[name].config["sources"]
         assert source.get("opt_start_seq") == 2, name
+    router = state.streams["sns_orders"].consumers["snsq2nats-filter-orders-fraud"]
+    assert router.get("opt_start_seq") == 2
 
 
 # -- destructive changes ---------------------------------------------------------------------
@@ -539,20 +543,26 @@ def test_secure_cluster_replicas_3_survives_losing_a_node(
 
     async def round_trip(nc: Any, body: bytes) -> tuple[bytes, str]:
         js = nc.jetstream()
-        # Right after losing a node the stream may be electing a leader: retry briefly.
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                await js.publish("sqs.orders-fraud", body, timeout=2)
-                break
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(0.2)
-        sub = await js.pull_subscribe_bind("orders-fraud", stream="sqs_orders-fraud")
-        msgs = await sub.fetch(1, timeout=10)
-        await msgs[0].ack_sync()
-        info = await api(nc, "$JS.API.STREAM.INFO.sqs_orders-fraud")
+        # Right after losing a node the stream and its consumer may be electing leaders (the
+        # API answers "service unavailable" meanwhile): retry each step briefly.
+        deadline = time.monotonic() + 20
+
+        async def retried(step: Callable[[], Awaitable[Any]]) -> Any:
+            while True:
+                try:
+                    return await step()
+                except Exception:
+                    if time.monotonic() > deadline:
+                        raise
+                    await asyncio.sleep(0.2)
+
+        await retried(lambda: js.publish("sqs.orders-fraud", body, timeout=2))
+        sub = await retried(
+            lambda: js.pull_subscribe_bind("orders-fraud", stream="sqs_orders-fraud")
+        )
+        msgs = await retried(lambda: sub.fetch(1, timeout=5))
+        await retried(msgs[0].ack_sync)
+        info = await retried(lambda: api(nc, "$JS.API.STREAM.INFO.sqs_orders-fraud"))
         return msgs[0].data, str(info["cluster"]["leader"])
 
     data, leader = on_nats(opts, lambda nc: round_trip(nc, b"one big burger"))

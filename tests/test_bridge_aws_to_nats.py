@@ -141,6 +141,7 @@ class InProcess:
     def __init__(self, aws: AwsEndpoint, url: str, routes: list[Route], **settings: Any) -> None:
         self.aws, self.url, self.routes, self.settings = aws, url, routes, settings
         self.recorder = Recorder()
+        self.plan_routes: list[Route] = routes  # the plan may hold routes this run does not
         self.task: asyncio.Task[None] | None = None
         self.ctx: BridgeContext | None = None
         self.nc: Any = None
@@ -155,7 +156,7 @@ class InProcess:
         settings = {"pollers": 2, "wait_time_seconds": 1, "visibility_timeout": 10}
         settings.update(self.settings)
         self.ctx = BridgeContext(
-            plan=plan_with(self.routes),
+            plan=plan_with(self.plan_routes),
             nc=self.nc,
             sqs=self.aws.client("sqs"),
             sns=self.aws.client("sns"),
@@ -408,6 +409,56 @@ async def test_relayed_topic_copy_deduplicates_with_the_filter_routers_copy(
     assert len(bridge.recorder.deleted) == 3
     msgs = await stream_messages(nats_server.url, "sqs_fraud")
     assert sorted(m.data.decode() for m in msgs) == ["big-5", "big-7", "big-8"]
+
+
+async def test_filter_router_start_decides_which_sns_copies_are_dropped(
+    aws: AwsEndpoint, nats_server: NatsServer
+) -> None:
+    """A filter router feeding the queue covers its topic from its start sequence on (apply
+    anchors it there): SNS copies from that sequence on are dropped, earlier ones relayed."""
+    url = aws.client("sqs").create_queue(QueueName="fraud")["QueueUrl"]
+    await add_stream(nats_server.url, "sqs_fraud", ["sqs.fraud"])
+    nc = await connect_nats(NatsOptions(servers=[nats_server.url]))
+    try:
+        js = nc.jetstream()
+        await js.add_stream(name="sns_orders", subjects=["sns.orders"])
+        for seq in range(1, 9):
+            await js.publish("sns.orders", f"topic-{seq}".encode())
+        await api(
+            nc,
+            "$JS.API.CONSUMER.CREATE.sns_orders.snsq2nats-filter-fraud",
+            {
+                "stream_name": "sns_orders",
+                "config": {
+                    "durable_name": "snsq2nats-filter-fraud",
+                    "ack_policy": "explicit",
+                    "deliver_policy": "by_start_sequence",
+                    "opt_start_seq": 7,
+                },
+            },
+        )
+    finally:
+        await nc.close()
+    for seq in (5, 7, 8):
+        send_one(aws, url, f"big-{seq}", MessageAttributes=origin(f"nats:sns_orders:{seq}"))
+    route = sqs_route(aws, "fraud", "sqs_fraud", "sqs.fraud")
+    router = Route(
+        name="filter:orders->fraud",
+        kind="filter-router",
+        source_arn="arn:aws:sns:us-east-1:123456789012:orders:sub",
+        aws_arn="arn:aws:sns:us-east-1:123456789012:orders",
+        stream="sns_orders",
+        consumer="snsq2nats-filter-fraud",
+        subject="sqs.fraud",
+        target_stream="sqs_fraud",
+    )
+    bridge = InProcess(aws, nats_server.url, [route])
+    bridge.plan_routes = [route, router]
+    async with bridge:
+        await until(lambda: queue_depth(aws, url) == (0, 0), what="queue empty")
+    assert bridge.ctx is not None and bridge.ctx.metrics["sqs:fraud"].skipped == 2
+    msgs = await stream_messages(nats_server.url, "sqs_fraud")
+    assert [m.data.decode() for m in msgs] == ["big-5"]
 
 
 def consume_on_aws(aws: AwsEndpoint, url: str, bodies: set[str]) -> set[str]:

@@ -279,11 +279,29 @@ class Relay:
             self.log(f"cannot read the stream's sources ({exc}); using the last known")
             return self._starts or {}
         sources = (info.get("config") or {}).get("sources") or []
-        self._starts = {
+        starts = {
             str(src["name"]): int(src.get("opt_start_seq") or 1)
             for src in sources
             if isinstance(src, dict) and src.get("name")
         }
+        # A filter router feeding this stream covers its topic from its own start on, like a
+        # source (it applies the same policy SNS does).
+        for router in self.ctx.plan.routes:
+            if router.kind != "filter-router" or router.target_stream != self.route.stream:
+                continue
+            try:
+                cinfo = await api(
+                    self.ctx.nc,
+                    f"$JS.API.CONSUMER.INFO.{router.stream}.{router.consumer}",
+                    None,
+                    5.0,
+                )
+            except Exception:
+                continue  # no router yet: its topic's SNS copies are relayed
+            config = cinfo.get("config") or {}
+            if config.get("deliver_policy") == "by_start_sequence" and router.stream:
+                starts[router.stream] = int(config.get("opt_start_seq") or 1)
+        self._starts = starts
         self._starts_read = now
         return self._starts
 
