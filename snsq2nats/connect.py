@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from snsq2nats.errors import NatsConnectError, UsageError
+from snsq2nats.errors import NatsConnectError, NatsRefusedError, UsageError
 
 __all__ = [
     "DEFAULT_NATS_URL",
@@ -431,14 +431,14 @@ def _classify(exc: BaseException | None, opts: NatsOptions) -> NatsConnectError:
     where = opts.redacted_servers
     secrets = opts.secrets()
     if exc is not None and _is_auth_error(exc):
-        return NatsConnectError(
+        return NatsRefusedError(
             "NATS server refused the credentials (authorization violation)",
             where=where,
             hint=_AUTH_HINT,
         )
     if exc is not None and _is_tls_error(exc, opts):
         problem = _scrub(_tls_problem(exc, opts), secrets)
-        return NatsConnectError(
+        return NatsRefusedError(
             f"TLS connection to NATS failed: {problem}",
             where=where,
             hint=_TLS_HINT,

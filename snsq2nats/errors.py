@@ -12,6 +12,7 @@ Only the CLI turns them into a one-line message and an exit code; library code r
     ├── ConnectError               an endpoint that cannot be reached or refuses us
     │   ├── AwsConnectError
     │   └── NatsConnectError
+    │       └── NatsRefusedError   the server answered but refused us (credentials, TLS)
     └── ScanError                  AWS answered, but not in a way the scan can continue from
 """
 
@@ -65,6 +66,10 @@ class AwsConnectError(ConnectError):
 
 class NatsConnectError(ConnectError):
     pass
+
+
+class NatsRefusedError(NatsConnectError):
+    """A server that is up said no: never mistaken for "no server reachable"."""
 
 
 class ScanError(SnsqError):

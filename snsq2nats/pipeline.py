@@ -69,12 +69,14 @@ def obtain_inventory(request: PlanRequest, scan: Callable[[], Inventory]) -> Inv
 async def read_server(opts: NatsOptions) -> tuple[LiveState | None, ServerInfo]:
     """The live JetStream state, or None with the reason when no server can be read."""
     from snsq2nats.connect import connect_nats
-    from snsq2nats.errors import SnsqError
+    from snsq2nats.errors import NatsConnectError, NatsRefusedError
     from snsq2nats.jetstream import read_live
 
     try:
         nc = await connect_nats(opts, name="snsq2nats plan")
-    except SnsqError as err:
+    except NatsRefusedError:
+        raise  # a server that refuses our credentials is a mistake to fix, not "offline"
+    except NatsConnectError as err:
         return None, ServerInfo(
             reachable=False,
             url=opts.redacted_servers,

@@ -181,11 +181,13 @@ def test_cli_apply_without_creds_exits_1_mentioning_authorization(
         assert "Traceback" not in text
         texts.append(text)
 
-    # `plan` degrades to an offline plan rather than failing, but says why.
+    # A server that is up and refuses the credentials is an error for `plan` too, never a
+    # silent "no server reachable: everything is create".
     planned = cli("plan", "--inventory", SHOP, "-s", jwt_nats.url, env=env)
-    assert planned.exit_code == 0, planned.output
+    assert planned.exit_code == 1, planned.output
     texts.append(planned.stdout + planned.stderr)
     assert "authorization" in texts[-1].lower()
+    assert "planned as create" not in texts[-1]
 
     for text in texts:
         assert_no_secrets(text, auth, creds)
