@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from typing import Literal
 
 from snsq2nats import filterpolicy
 from snsq2nats.errors import FilterPolicyError
@@ -99,16 +100,24 @@ class Translator:
     # -- helpers --------------------------------------------------------------------------
 
     def _names(
-        self, name: str, region: str, account: str, template: str, fifo_template: str, where: str
-    ) -> tuple[str, bool]:
-        base, fifo = base_name(name)
-        return render(
-            fifo_template if fifo else template,
-            name=base,
-            region=region,
-            account=account,
-            where=where,
-        ), fifo
+        self, resource: Queue | Topic, override: Override, kind: Literal["queue", "topic"]
+    ) -> tuple[str, str, str, bool]:
+        """(stream name, subject base, name without .fifo, fifo) for a queue or topic.
+
+        The subject is claimed here (two sources never share one); the stream name is claimed
+        by the caller when the stream is really created (a topic may need none).
+        """
+        naming = self.rules.naming
+        base, fifo = base_name(resource.name)
+        fill = {"name": base, "region": resource.region, "account": resource.account}
+        stream_key = f"{'fifo_' if fifo else ''}{kind}_stream"
+        subject_key = f"{'fifo_' if fifo else ''}{kind}_subject"
+        stream = render(getattr(naming, stream_key), where=f"naming.{stream_key}", **fill)
+        stream = check_name(override.rename or stream, what="stream", source=resource.arn)
+        subject = render(getattr(naming, subject_key), where=f"naming.{subject_key}", **fill)
+        check_subject(subject, source=resource.arn)
+        self.subjects.claim(subject, resource.arn)
+        return stream, subject, base, fifo
 
     def _schedules_supported(self) -> bool | None:
         if self.server_version is None:
@@ -133,26 +142,8 @@ class Translator:
             return
         naming = self.rules.naming
         defaults = self.rules.defaults
-        stream_name, fifo = self._names(
-            queue.name,
-            queue.region,
-            queue.account,
-            naming.queue_stream,
-            naming.fifo_queue_stream,
-            "naming.queue_stream",
-        )
-        stream_name = check_name(override.rename or stream_name, what="stream", source=queue.arn)
+        stream_name, subject_base, base, fifo = self._names(queue, override, "queue")
         self.streams.claim(stream_name, queue.arn)
-        base, _ = base_name(queue.name)
-        subject_base = render(
-            naming.fifo_queue_subject if fifo else naming.queue_subject,
-            name=base,
-            region=queue.region,
-            account=queue.account,
-            where="naming.queue_subject",
-        )
-        check_subject(subject_base, source=queue.arn)
-        self.subjects.claim(subject_base, queue.arn)
         consumer_name = check_name(
             render(
                 naming.queue_consumer,
@@ -450,26 +441,7 @@ class Translator:
         override = self.rules.resolve(topic.name, topic.arn)
         if override.exclude:
             return
-        naming = self.rules.naming
-        stream_name, fifo = self._names(
-            topic.name,
-            topic.region,
-            topic.account,
-            naming.topic_stream,
-            naming.fifo_topic_stream,
-            "naming.topic_stream",
-        )
-        stream_name = check_name(override.rename or stream_name, what="stream", source=topic.arn)
-        base, _ = base_name(topic.name)
-        subject = render(
-            naming.fifo_topic_subject if fifo else naming.topic_subject,
-            name=base,
-            region=topic.region,
-            account=topic.account,
-            where="naming.topic_subject",
-        )
-        check_subject(subject, source=topic.arn)
-        self.subjects.claim(subject, topic.arn)
+        stream_name, subject, _, fifo = self._names(topic, override, "topic")
         if override.promote is not None:
             promoted = list(override.promote)
         else:
