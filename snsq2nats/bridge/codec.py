@@ -164,6 +164,20 @@ def headers_to_attributes(headers: Mapping[str, str] | None) -> dict[str, Attrib
     return attributes
 
 
+def headers_to_aws(headers: Mapping[str, str] | None) -> dict[str, dict[str, Any]]:
+    """The attributes a message carried, as SQS/SNS `MessageAttributes` entries."""
+    if not headers:
+        return {}
+    if ATTRIBUTES_HEADER not in headers:
+        # A NATS producer's plain headers, the relay's common case: all Strings, built directly.
+        return {
+            name: {"DataType": "String", "StringValue": value}
+            for name, value in headers.items()
+            if not _reserved(name)
+        }
+    return {name: attr.to_sqs() for name, attr in headers_to_attributes(headers).items()}
+
+
 def string_attributes(attributes: Mapping[str, Attribute]) -> dict[str, Any]:
     """The filter-policy view of attributes (filterpolicy.MessageAttribute objects)."""
     from snsq2nats.filterpolicy import MessageAttribute

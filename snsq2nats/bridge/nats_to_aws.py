@@ -28,7 +28,7 @@ import re
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from snsq2nats.bridge.codec import (
@@ -39,8 +39,7 @@ from snsq2nats.bridge.codec import (
     MSG_ID_HEADER,
     ORIGIN_ATTRIBUTE,
     ORIGIN_HEADER,
-    Attribute,
-    headers_to_attributes,
+    headers_to_aws,
 )
 from snsq2nats.bridge.context import BridgeContext, RouteMetrics
 from snsq2nats.bridge.replies import Replies
@@ -82,6 +81,7 @@ BACKOFF_CAP = 10.0
 NAK_DELAY_BASE = 1.0
 NAK_DELAY_CAP = 60.0
 BATCH_ENTRIES = 10
+_ENTRY_IDS = tuple(f"m{i}" for i in range(BATCH_ENTRIES))
 SQS_MAX_BYTES = 1_048_576  # per message and per SendMessageBatch request
 SNS_MAX_BYTES = 262_144  # per message and per PublishBatch request
 ACK_ATTEMPTS = 3
@@ -212,27 +212,17 @@ async def ack_all(msgs: Sequence[Any], metrics: RouteMetrics) -> None:
 
 
 async def ack_confirmed(replies: Replies, msgs: Sequence[Any], metrics: RouteMetrics) -> None:
-    """`ack_all` for many messages at once: every ack goes out together on `replies`' inbox and
-    the server's confirmations are awaited together; unconfirmed ones are sent again."""
+    """`ack_all` for many messages at once: the acks go out together with one reply subject on
+    `replies`' inbox and the batch counts as acknowledged once the server answered every one.
+    Otherwise all of them are sent again (an ack of an acknowledged message is answered too)."""
     waiting = [m for m in msgs if m.reply]
+    if not waiting:
+        return
+    subjects = [m.reply for m in waiting]
     for attempt in range(ACK_ATTEMPTS):
-        sent: list[Any] = []
-        futures = []
-        for msg in waiting:
-            with contextlib.suppress(Exception):  # a closed connection: counted below
-                futures.append(await replies.send(msg.reply, _ACK))
-                sent.append(msg)
-        answers = await replies.gather(futures, ACK_TIMEOUT)
-        confirmed = {
-            id(msg)
-            for msg, answer in zip(sent, answers, strict=True)
-            if not isinstance(answer, BaseException)
-        }
-        for msg in waiting:
-            if id(msg) in confirmed:
+        if await replies.confirm(subjects, _ACK, ACK_TIMEOUT):
+            for msg in waiting:
                 msg._ackd = True  # nats-py's own flag, as `ack_sync` sets it
-        waiting = [m for m in waiting if id(m) not in confirmed]
-        if not waiting:
             return
         if attempt + 1 < ACK_ATTEMPTS:
             await asyncio.sleep(backoff_delay(attempt, base=0.1, cap=1.0))
@@ -488,12 +478,12 @@ class Rejected(Exception):
     """This message can never be delivered to the target; the reason goes into the TERM."""
 
 
-@dataclass
+@dataclass(slots=True)
 class _Item:
     msg: Any
     entry: dict[str, Any]
     size: int
-    fetched: float = field(default_factory=time.monotonic)
+    fetched: float
 
 
 def _error_code(exc: BaseException) -> tuple[str, int]:
@@ -510,9 +500,16 @@ def _entry_fault(exc: BaseException) -> bool:
     return code in _ENTRY_FAULT_CODES and 400 <= status < 500
 
 
-def _attribute_size(name: str, attr: Attribute) -> int:
-    raw = attr.value if isinstance(attr.value, bytes) else attr.value.encode("utf-8")
-    return len(name.encode()) + len(attr.data_type.encode()) + len(raw)
+def _entry_size(name: str, entry: Mapping[str, Any]) -> int:
+    """What AWS counts toward the message size: name, data type and value."""
+    value = entry.get("StringValue")
+    size = len(entry["BinaryValue"]) if value is None else _utf8_len(value)
+    return _utf8_len(name) + _utf8_len(entry["DataType"]) + size
+
+
+def _utf8_len(text: str) -> int:
+    # isascii() reads a flag CPython keeps on every string: no encoding on the common path.
+    return len(text) if text.isascii() else len(text.encode("utf-8"))
 
 
 @functools.lru_cache(maxsize=4096)
@@ -583,9 +580,6 @@ def _dedup_id(msg: Any) -> str:
     return _aws_id(value, "dedup")
 
 
-_NATS_ORIGIN = Attribute("String", "nats")
-
-
 class _Target:
     """One AWS destination: how to build an entry and send a batch."""
 
@@ -618,28 +612,20 @@ class _Target:
     async def call(self, entries: list[dict[str, Any]]) -> dict[str, Any]:
         raise NotImplementedError
 
-    def build(self, msg: Any, fetched: float | None = None) -> _Item:
-        attributes = headers_to_attributes(msg.headers)
-        origin = self.origin(msg)
-        attributes[ORIGIN_ATTRIBUTE] = (
-            _NATS_ORIGIN if origin == _NATS_ORIGIN.value else Attribute("String", origin)
-        )
-        if self.max_attributes is not None and len(attributes) > self.max_attributes:
+    def build(self, msg: Any, fetched: float) -> _Item:
+        entries = headers_to_aws(msg.headers)
+        entries[ORIGIN_ATTRIBUTE] = {"DataType": "String", "StringValue": self.origin(msg)}
+        if self.max_attributes is not None and len(entries) > self.max_attributes:
             raise Rejected(
-                f"{len(attributes)} message attributes (including {ORIGIN_ATTRIBUTE}); "
-                f"{self.kind} allows at most {self.max_attributes}: "
-                + ", ".join(sorted(attributes))
+                f"{len(entries)} message attributes (including {ORIGIN_ATTRIBUTE}); "
+                f"{self.kind} allows at most {self.max_attributes}: " + ", ".join(sorted(entries))
             )
         data = msg.data or b""
         body = _body_text(data)
-        # One pass over the attributes: names checked, size summed, entries made.
         size = len(data)
-        entries: dict[str, Any] = {}
-        for name in sorted(attributes):
+        for name, attribute in entries.items():
             _check_attribute_name(name)
-            attr = attributes[name]
-            size += _attribute_size(name, attr)
-            entries[name] = attr.to_sqs()
+            size += _entry_size(name, attribute)
         if size > self.max_bytes:
             raise Rejected(
                 f"message of {size} bytes (body and attributes) exceeds the {self.kind} "
@@ -649,9 +635,7 @@ class _Target:
         if self.fifo:
             entry["MessageGroupId"] = _group_id(msg)
             entry["MessageDeduplicationId"] = _dedup_id(msg)
-        if fetched is None:
-            return _Item(msg=msg, entry=entry, size=size)
-        return _Item(msg=msg, entry=entry, size=size, fetched=fetched)
+        return _Item(msg, entry, size, fetched)
 
     async def prepare_with_retry(self) -> bool:
         """Resolve the target, retrying transient failures; False if stopped meanwhile."""
@@ -970,7 +954,10 @@ class _Relay:
         self, items: list[_Item]
     ) -> tuple[list[_Item], list[_Item], list[tuple[_Item, str]]]:
         """One batch call: (accepted, to retry, rejected with reason)."""
-        entries = [{"Id": f"m{i}", **item.entry} for i, item in enumerate(items)]
+        entries = []
+        for entry_id, sent in zip(_ENTRY_IDS, items, strict=False):
+            sent.entry["Id"] = entry_id  # ids only need to be unique within a call
+            entries.append(sent.entry)
         try:
             response = await self.target.call(entries)
         except Exception as exc:
@@ -983,7 +970,7 @@ class _Relay:
             self.metrics.error()
             self.ctx.log(f"{self.route.name}: {self.target.kind} batch call failed: {exc}")
             return [], items, []
-        by_id = {f"m{i}": item for i, item in enumerate(items)}
+        by_id = dict(zip(_ENTRY_IDS, items, strict=False))
         accepted = [by_id[s["Id"]] for s in response.get("Successful") or [] if s["Id"] in by_id]
         retry: list[_Item] = []
         rejected: list[tuple[_Item, str]] = []
@@ -1020,6 +1007,12 @@ class _Relay:
 
 def subject_in(subject: str, patterns: Iterable[str]) -> bool:
     """Whether a concrete subject matches any of the patterns (`*` one token, `>` the rest)."""
+    return _subject_in(subject, tuple(patterns))
+
+
+@functools.lru_cache(maxsize=8192)
+def _subject_in(subject: str, patterns: tuple[str, ...]) -> bool:
+    # Cached: a route sees the same few subjects (one per FIFO group at most) over and over.
     tokens = subject.split(".")
     for pattern in patterns:
         parts = pattern.split(".")

@@ -1,0 +1,115 @@
+"""Batched requests on one inbox against a real nats-server: what `confirm` calls confirmed
+must really be acknowledged on the consumer, and anything short of an answer for every
+request (a timeout, nobody listening, a deleted consumer) must not count as confirmed."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from snsq2nats.bridge import nats_to_aws
+from snsq2nats.bridge.context import RouteMetrics
+from snsq2nats.bridge.nats_to_aws import ack_confirmed
+from snsq2nats.bridge.replies import Replies
+
+
+class PublicApiOnly:
+    """A client exposing only nats-py's public surface: `confirm` must fall back to publish."""
+
+    def __init__(self, nc: Any) -> None:
+        self._nc = nc
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("_send_command", "_flush_pending", "_flush_queue"):
+            raise AttributeError(name)
+        return getattr(self._nc, name)
+
+
+async def pulled(js: Any, stream: str, count: int) -> list[Any]:
+    await js.add_stream(name=stream, subjects=[f"{stream.lower()}.>"])
+    for i in range(count):
+        await js.publish(f"{stream.lower()}.x", f"m{i}".encode())
+    sub = await js.pull_subscribe(f"{stream.lower()}.>", durable="workers", stream=stream)
+    return list(await sub.fetch(count, timeout=5))
+
+
+async def ack_state(js: Any, stream: str) -> tuple[int, int]:
+    info = await js.consumer_info(stream, "workers")
+    return int(info.num_ack_pending), int(info.ack_floor.stream_seq)
+
+
+@pytest.mark.parametrize("client", ["nats-py", "public-api-only"])
+async def test_confirm_means_every_ack_was_taken(nc: Any, js: Any, client: str) -> None:
+    msgs = await pulled(js, "CONFIRM", 25)
+    replies = Replies(nc if client == "nats-py" else PublicApiOnly(nc))
+    try:
+        assert await replies.confirm([m.reply for m in msgs[:20]], b"+ACK", 5.0)
+        assert await ack_state(js, "CONFIRM") == (5, 20)
+        # Acknowledging again is answered too: a retry after a short count is harmless.
+        assert await replies.confirm([m.reply for m in msgs], b"+ACK", 5.0)
+        assert await ack_state(js, "CONFIRM") == (0, 25)
+    finally:
+        await replies.close()
+
+
+async def test_a_request_nobody_takes_fails_the_batch_at_once(nc: Any, js: Any) -> None:
+    msgs = await pulled(js, "NOBODY", 3)
+    replies = Replies(nc)
+    try:
+        started = asyncio.get_running_loop().time()
+        subjects = [msgs[0].reply, "no.one.listens", msgs[1].reply]
+        assert not await replies.confirm(subjects, b"+ACK", 5.0)
+        # The no-responders status ends the wait; it does not run into the timeout.
+        assert asyncio.get_running_loop().time() - started < 2.0
+    finally:
+        await replies.close()
+
+
+async def test_a_missing_answer_is_a_timeout_not_a_confirmation(nc: Any) -> None:
+    answered = 0
+
+    async def answer_first_only(msg: Any) -> None:
+        nonlocal answered
+        answered += 1
+        if answered == 1:
+            await nc.publish(msg.reply, b"")
+
+    sub = await nc.subscribe("svc.*", cb=answer_first_only)
+    replies = Replies(nc)
+    try:
+        assert not await replies.confirm(["svc.a", "svc.b"], b"x", 0.5)
+        assert answered == 2
+        # A late answer to the abandoned batch must not leak into the next one.
+        answered = 0
+        assert not await replies.confirm(["svc.c", "svc.d"], b"x", 0.5)
+    finally:
+        await sub.unsubscribe()
+        await replies.close()
+
+
+async def test_acks_for_a_deleted_consumer_are_reported_not_assumed(
+    nc: Any, js: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(nats_to_aws, "ACK_TIMEOUT", 0.5)
+    msgs = await pulled(js, "GONE", 4)
+    await js.delete_consumer("GONE", "workers")
+    metrics = RouteMetrics("r", "nats-to-sqs")
+    replies = Replies(nc)
+    try:
+        await ack_confirmed(replies, msgs, metrics)
+    finally:
+        await replies.close()
+    assert metrics.errors == 4
+    assert not any(m._ackd for m in msgs)
+
+
+async def test_confirm_on_a_closed_connection_is_false(nats_url: str) -> None:
+    import nats
+
+    conn = await nats.connect(nats_url)
+    replies = Replies(conn)
+    await replies.start()
+    await conn.close()
+    assert not await replies.confirm(["a.b"], b"+ACK", 0.5)
