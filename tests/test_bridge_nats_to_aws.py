@@ -28,9 +28,11 @@ from snsq2nats.bridge.codec import (
 )
 from snsq2nats.bridge.context import BridgeContext
 from snsq2nats.bridge.nats_to_aws import run_nats_to_sns, run_nats_to_sqs, subject_in
+from snsq2nats.connect import NatsOptions, connect_nats
 from snsq2nats.errors import SnsqError
 from snsq2nats.filterpolicy import encode_token
 from snsq2nats.jetstream import api, create_consumer, create_stream
+from snsq2nats.localnats import NatsCluster
 from snsq2nats.plan import Plan, Route, ServerInfo
 from snsq2nats.spec import NS, ConsumerSpec, StreamSpec
 from tests.fixtures.aws import AwsEndpoint
@@ -501,6 +503,88 @@ async def test_survives_nats_server_restart(
         await asyncio.wait_for(task, timeout=15)
     got = [m["Body"] for m in receive_all(aws.client("sqs"), url)]
     assert got == [f"r-{i:02d}" for i in range(40)]
+
+
+async def test_acks_are_answered_per_batch_only_outside_a_cluster(
+    nc: Any, js: Any, aws: AwsEndpoint, nats_cluster: NatsCluster
+) -> None:
+    """A consumer on a lone server takes a batch's acks in order, so one answer covers the
+    batch; in a cluster (any replica count) a leader change can drop acks mid-batch, so each
+    ack is answered."""
+    _url, arn = queue(aws, "placement")
+    await setup_stream(nc, "q_alone", ["sqs.alone"])
+    await publish(js, "sqs.alone", b"x")
+    alone = nats_to_aws.PullSource(
+        make_ctx(nc, aws), sqs_route(arn, "q_alone"), "q_alone", "workers"
+    )
+    assert len(await alone.fetch(1)) == 1
+    assert alone.standalone
+    await alone.close()
+
+    cnc = await connect_nats(NatsOptions(servers=nats_cluster.urls))
+    try:
+        for replicas in (1, 3):
+            name = f"q_r{replicas}"
+            await cnc.jetstream().add_stream(
+                name=name, subjects=[f"sqs.r{replicas}"], num_replicas=replicas
+            )
+            await cnc.jetstream().add_consumer(name, durable_name="workers", ack_policy="explicit")
+            await cnc.jetstream().publish(f"sqs.r{replicas}", b"x")
+            source = nats_to_aws.PullSource(
+                make_ctx(cnc, aws), sqs_route(arn, name), name, "workers"
+            )
+            assert len(await source.fetch(1)) == 1
+            assert not source.standalone
+            await source.close()
+    finally:
+        await cnc.close()
+
+
+@pytest.mark.slow
+async def test_consumer_leader_loss_in_a_cluster_is_exactly_once(
+    aws: AwsEndpoint, nats_cluster: NatsCluster
+) -> None:
+    """The R3 consumer's leader dies while batches are at SQS: acks answered by the old leader
+    count, the others are sent again to the new one, and the FIFO dedup ids absorb anything
+    JetStream hands out twice across the election."""
+    url, arn = queue(aws, "ha.fifo", FifoQueue="true")
+    cnc = await connect_nats(NatsOptions(servers=nats_cluster.urls))
+    js = cnc.jetstream()
+    try:
+        await js.add_stream(name="sqsfifo_ha", subjects=["sqsfifo.ha.*"], num_replicas=3)
+        await js.add_consumer("sqsfifo_ha", durable_name="workers", ack_policy="explicit")
+        for i in range(200):
+            await js.publish("sqsfifo.ha.g", f"h-{i:03d}".encode())
+
+        async def slow(fn: Callable[..., Any], /, **kw: Any) -> Any:
+            if getattr(fn, "__name__", "") == "send_message_batch":
+                await asyncio.sleep(0.05)
+            return await asyncio.to_thread(fn, **kw)
+
+        ctx = make_ctx(cnc, aws, aws_call=slow)
+        route = sqs_route(arn, "sqsfifo_ha", fifo=True)
+        task = asyncio.create_task(run_nats_to_sqs(ctx, route))
+        try:
+            await wait_until(lambda: _true(ctx.route_metrics(route).messages >= 40))
+            leader = (await js.consumer_info("sqsfifo_ha", "workers")).cluster.leader
+            index = next(i for i, node in enumerate(nats_cluster) if node.name == leader)
+            nats_cluster.kill_node(index)
+            await wait_until(lambda: _drained_retrying(cnc, "sqsfifo_ha"), timeout=90)
+        finally:
+            ctx.stopping.set()
+            await asyncio.wait_for(task, timeout=30)
+        nats_cluster.start_node(index)
+    finally:
+        await cnc.close()
+    got = [m["Body"] for m in receive_all(aws.client("sqs"), url)]
+    assert got == [f"h-{i:03d}" for i in range(200)]
+
+
+async def _drained_retrying(nc: Any, stream: str) -> bool:
+    try:
+        return await drained(nc, stream)
+    except Exception:  # no consumer leader during the election
+        return False
 
 
 async def _publish_retrying(js: Any, subject: str, body: bytes) -> None:

@@ -54,6 +54,36 @@ async def test_confirm_means_every_ack_was_taken(nc: Any, js: Any, client: str) 
         await replies.close()
 
 
+def count_answers(replies: Replies) -> Any:
+    """Count the answers that reach `replies` (wrapped before its subscription is made)."""
+    seen: list[str] = []
+    original = replies._on_reply
+
+    async def counting(msg: Any) -> None:
+        seen.append(msg.subject)
+        await original(msg)
+
+    replies._on_reply = counting  # type: ignore[method-assign]
+    return lambda: len(seen)
+
+
+@pytest.mark.parametrize(("client", "answers"), [("nats-py", 1), ("public-api-only", 20)])
+async def test_last_only_needs_the_batch_in_one_write(
+    nc: Any, js: Any, client: str, answers: int
+) -> None:
+    """One answer covers a batch only when the batch went out in one write; through the public
+    API alone (one publish each) every ack is answered."""
+    msgs = await pulled(js, "LAST", 20)
+    replies = Replies(nc if client == "nats-py" else PublicApiOnly(nc))
+    answered = count_answers(replies)
+    try:
+        assert await replies.confirm([m.reply for m in msgs], b"+ACK", 5.0, last_only=True)
+        assert answered() == answers
+        assert await ack_state(js, "LAST") == (0, 20)
+    finally:
+        await replies.close()
+
+
 async def test_a_request_nobody_takes_fails_the_batch_at_once(nc: Any, js: Any) -> None:
     msgs = await pulled(js, "NOBODY", 3)
     replies = Replies(nc)

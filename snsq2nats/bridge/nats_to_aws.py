@@ -211,16 +211,26 @@ async def ack_all(msgs: Sequence[Any], metrics: RouteMetrics) -> None:
         metrics.error(failed)
 
 
-async def ack_confirmed(replies: Replies, msgs: Sequence[Any], metrics: RouteMetrics) -> None:
+async def ack_confirmed(
+    replies: Replies, msgs: Sequence[Any], metrics: RouteMetrics, *, standalone: bool = False
+) -> None:
     """`ack_all` for many messages at once: the acks go out together with one reply subject on
     `replies`' inbox and the batch counts as acknowledged once the server answered every one.
-    Otherwise all of them are sent again (an ack of an acknowledged message is answered too)."""
+    Otherwise all of them are sent again (an ack of an acknowledged message is answered too).
+
+    `standalone`: the consumer lives on a server outside any cluster, so it never changes
+    leader and takes the acks of one write in order; the answer to the last ack then covers
+    the batch. A clustered consumer answers each ack: a leader change in the middle of a batch
+    can drop the acks before it while the new leader answers the last one.
+    """
     waiting = [m for m in msgs if m.reply]
     if not waiting:
         return
     subjects = [m.reply for m in waiting]
     for attempt in range(ACK_ATTEMPTS):
-        if await replies.confirm(subjects, _ACK, ACK_TIMEOUT):
+        # A retry asks for every answer: a short count is no time to be clever.
+        last_only = standalone and attempt == 0
+        if await replies.confirm(subjects, _ACK, ACK_TIMEOUT, last_only=last_only):
             for msg in waiting:
                 msg._ackd = True  # nats-py's own flag, as `ack_sync` sets it
             return
@@ -310,12 +320,17 @@ class PullSource:
         # of a 100-message batch (an asyncio.wait_for each time) costs more than the messages.
         self._want = 1
         self._reconnects = -1
+        # The consumer's info names no cluster: see `ack_confirmed`.
+        self.standalone = False
         self._failures = 0
         self._idle_since = time.monotonic()
 
     async def _bind(self) -> None:
         await self.close()
         self._reconnects = self._reconnect_count()
+        # Looked up on every (re)bind: a reconnect may land on another server.
+        info = await consumer_info(self.ctx, self.stream, self.consumer)
+        self.standalone = "cluster" not in info
         inbox = self.ctx.nc.new_inbox()
         self._sub = await self.ctx.nc.subscribe(f"{inbox}.*", cb=self._on_msg)
         self._inbox = inbox
@@ -500,11 +515,11 @@ def _entry_fault(exc: BaseException) -> bool:
     return code in _ENTRY_FAULT_CODES and 400 <= status < 500
 
 
-def _entry_size(name: str, entry: Mapping[str, Any]) -> int:
-    """What AWS counts toward the message size: name, data type and value."""
+def _value_size(entry: Mapping[str, Any]) -> int:
+    """What AWS counts toward the message size for an attribute besides its name."""
     value = entry.get("StringValue")
     size = len(entry["BinaryValue"]) if value is None else _utf8_len(value)
-    return _utf8_len(name) + _utf8_len(entry["DataType"]) + size
+    return _utf8_len(entry["DataType"]) + size
 
 
 def _utf8_len(text: str) -> int:
@@ -524,13 +539,15 @@ def _valid_attribute_name(name: str) -> bool:
     )
 
 
-def _check_attribute_name(name: str) -> None:
-    if not _valid_attribute_name(name):
-        raise Rejected(
-            f"header {name!r} cannot be an AWS message attribute name "
-            "([A-Za-z0-9_.-], ≤256 characters, no AWS./Amazon. prefix, no leading, trailing "
-            "or double dots)"
-        )
+def _name_size(name: str) -> int:
+    """The name's size toward the message size, once it is known to be a valid name (ASCII)."""
+    if _valid_attribute_name(name):
+        return len(name)
+    raise Rejected(
+        f"header {name!r} cannot be an AWS message attribute name "
+        "([A-Za-z0-9_.-], ≤256 characters, no AWS./Amazon. prefix, no leading, trailing "
+        "or double dots)"
+    )
 
 
 def _body_text(data: bytes) -> str:
@@ -580,6 +597,9 @@ def _dedup_id(msg: Any) -> str:
     return _aws_id(value, "dedup")
 
 
+_PLAIN_ORIGIN = {"DataType": "String", "StringValue": "nats"}
+
+
 class _Target:
     """One AWS destination: how to build an entry and send a batch."""
 
@@ -606,6 +626,12 @@ class _Target:
             return f"nats:{self.route.stream}:{msg.metadata.sequence.stream}"
         return "nats"
 
+    def origin_attribute(self, msg: Any) -> dict[str, str]:
+        if self.kind == "SNS":
+            return {"DataType": "String", "StringValue": self.origin(msg)}
+        # Shared by every entry: read, never changed, by the batch call.
+        return _PLAIN_ORIGIN
+
     def body_field(self) -> str:
         raise NotImplementedError
 
@@ -614,7 +640,7 @@ class _Target:
 
     def build(self, msg: Any, fetched: float) -> _Item:
         entries = headers_to_aws(msg.headers)
-        entries[ORIGIN_ATTRIBUTE] = {"DataType": "String", "StringValue": self.origin(msg)}
+        entries[ORIGIN_ATTRIBUTE] = self.origin_attribute(msg)
         if self.max_attributes is not None and len(entries) > self.max_attributes:
             raise Rejected(
                 f"{len(entries)} message attributes (including {ORIGIN_ATTRIBUTE}); "
@@ -624,8 +650,7 @@ class _Target:
         body = _body_text(data)
         size = len(data)
         for name, attribute in entries.items():
-            _check_attribute_name(name)
-            size += _entry_size(name, attribute)
+            size += _name_size(name) + _value_size(attribute)
         if size > self.max_bytes:
             raise Rejected(
                 f"message of {size} bytes (body and attributes) exceeds the {self.kind} "
@@ -818,7 +843,8 @@ class _Relay:
         fetched = time.monotonic()
         for msg in msgs:
             headers = msg.headers or {}
-            if headers.get(ORIGIN_HEADER, "").lower() == "aws":
+            origin = headers.get(ORIGIN_HEADER)
+            if origin is not None and origin.lower() == "aws":
                 # Came from AWS through the other direction: relaying it back would loop.
                 skipped.append(msg)
                 continue
@@ -837,7 +863,9 @@ class _Relay:
                 await self._reject(msg, str(exc))
         if skipped:
             self.metrics.skipped += len(skipped)
-            await ack_confirmed(self.replies, skipped, self.metrics)
+            await ack_confirmed(
+                self.replies, skipped, self.metrics, standalone=self.source.standalone
+            )
         return items
 
     def _batches(self, items: list[_Item]) -> list[list[_Item]]:
@@ -918,7 +946,12 @@ class _Relay:
         while pending:
             accepted, retry, rejected = await self._send(pending)
             if accepted:
-                await ack_confirmed(self.replies, [i.msg for i in accepted], self.metrics)
+                await ack_confirmed(
+                    self.replies,
+                    [i.msg for i in accepted],
+                    self.metrics,
+                    standalone=self.source.standalone,
+                )
                 # One record per batch: its entries were fetched together.
                 self.metrics.delivered(
                     len(accepted),

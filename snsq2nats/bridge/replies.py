@@ -116,22 +116,36 @@ class Replies:
             raise
         return future
 
-    async def confirm(self, subjects: Sequence[str], payload: bytes, timeout: float) -> bool:
+    async def confirm(
+        self, subjects: Sequence[str], payload: bytes, timeout: float, *, last_only: bool = False
+    ) -> bool:
         """Send `payload` to every subject with one shared reply subject; True when every
         request was answered within `timeout` and none found nobody listening.
 
         For requests whose answer says nothing but "done" (acks): a short count does not tell
         which request went unanswered, so the caller retries them all, which must be harmless.
+
+        `last_only` asks for an answer to the last request alone, for a receiver that takes the
+        batch in order from one connection (see `ack_confirmed`). It needs the whole batch in a
+        single write: a connection that breaks loses a suffix of what was written, so an answer
+        to the last request means the others arrived. Without that (a client that lacks the
+        internals for it) every request is answered as usual.
         """
         if self._sub is None:
             await self.start()
+        single_write = self._can_write_raw()
+        last_only = last_only and single_write and len(subjects) > 1
         token = f"c{next(self._tokens)}"
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        count: list[Any] = [len(subjects), waiter, False]
+        count: list[Any] = [1 if last_only else len(subjects), waiter, False]
         self._counts[token] = count
         reply = f"{self.prefix}.{token}"
         try:
-            await self._publish_all(subjects, payload, reply)
+            if single_write:
+                await self._write_all(subjects, payload, reply, last_only=last_only)
+            else:
+                for subject in subjects:
+                    await self.nc.publish(subject, payload, reply=reply)
             if count[0] > 0 and not count[2]:
                 await asyncio.wait([waiter], timeout=timeout)
         except Exception:  # a closed connection: not confirmed, the caller retries
@@ -140,23 +154,35 @@ class Replies:
             self._counts.pop(token, None)
         return count[0] <= 0 and not count[2]
 
-    async def _publish_all(self, subjects: Sequence[str], payload: bytes, reply: str) -> None:
-        """One write for the whole batch. nats-py's `publish` re-validates and re-encodes
+    def _can_write_raw(self) -> bool:
+        nc = self.nc
+        return (
+            getattr(nc, "_send_command", None) is not None
+            and getattr(nc, "_flush_pending", None) is not None
+            and bool(nc.is_connected)
+        )
+
+    async def _write_all(
+        self, subjects: Sequence[str], payload: bytes, reply: str, *, last_only: bool
+    ) -> None:
+        """The batch's PUB lines in one write. nats-py's `publish` re-validates and re-encodes
         every subject (a tenth of the relay's time at 10,000 acks a second); these subjects come
-        from the server, so the PUB lines are built here and queued the way `publish` queues
-        them. A client without that internal, or one that is not connected (where `publish`
-        decides between buffering and raising), goes through `publish`."""
-        send_command = getattr(self.nc, "_send_command", None)
-        flush_pending = getattr(self.nc, "_flush_pending", None)
-        if send_command is None or flush_pending is None or not self.nc.is_connected:
-            for subject in subjects:
-                await self.nc.publish(subject, payload, reply=reply)
-            return
-        tail = f" {reply} {len(payload)}\r\n".encode() + payload + b"\r\n"
-        await send_command(b"".join([b"PUB " + subject.encode() + tail for subject in subjects]))
+        from the server, so the lines are built here and queued the way `publish` queues them.
+        Only for a connected client: while disconnected `publish` decides between buffering
+        and raising."""
+        body = f"{len(payload)}\r\n".encode() + payload + b"\r\n"
+        answered = f" {reply} ".encode() + body
+        unanswered = b" " + body
+        lines = [
+            b"PUB " + subject.encode() + (unanswered if last_only else answered)
+            for subject in subjects
+        ]
+        if last_only:
+            lines[-1] = b"PUB " + subjects[-1].encode() + answered
+        await self.nc._send_command(b"".join(lines))
         flush_queue = getattr(self.nc, "_flush_queue", None)
         if flush_queue is None or flush_queue.empty():
-            await flush_pending()
+            await self.nc._flush_pending()
 
     async def gather(
         self, futures: Sequence[asyncio.Future[Any]], timeout: float
