@@ -8,11 +8,12 @@ import asyncio
 from typing import Any
 
 import pytest
+from nats.js.errors import APIError
 
 from snsq2nats.bridge import nats_to_aws
 from snsq2nats.bridge.context import RouteMetrics
 from snsq2nats.bridge.nats_to_aws import ack_confirmed
-from snsq2nats.bridge.replies import Replies
+from snsq2nats.bridge.replies import NoResponders, Replies, check_pub_ack
 
 
 class PublicApiOnly:
@@ -143,3 +144,76 @@ async def test_confirm_on_a_closed_connection_is_false(nats_url: str) -> None:
     await replies.start()
     await conn.close()
     assert not await replies.confirm(["a.b"], b"+ACK", 0.5)
+
+
+async def capture(nc: Any, subject: str) -> tuple[Any, list[Any]]:
+    got: list[Any] = []
+
+    async def keep(msg: Any) -> None:
+        got.append(msg)
+
+    return await nc.subscribe(subject, cb=keep), got
+
+
+async def until(check: Any, timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached"
+        await asyncio.sleep(0.02)
+
+
+async def test_send_many_writes_what_publish_would(nc: Any) -> None:
+    """Same bytes on the wire as nats-py's publish (names trimmed, values trimmed and CR/LF
+    made spaces), in order; a request publish refuses fails alone and keeps its place."""
+    headers = [
+        {"plain": "v", "Nats-Msg-Id": "id-1"},
+        {" padded ": "  spaced  ", "multi": "line\r\nbreak"},
+        None,
+        {"bad name": "x"},  # a space: nats-py refuses the header name
+        {"after": "bad"},
+    ]
+    sub_raw, raw = await capture(nc, "raw.*")
+    sub_ref, ref = await capture(nc, "ref.*")
+    replies = Replies(nc)
+    try:
+        requests = [(f"raw.{i}", f"body-{i}".encode(), h) for i, h in enumerate(headers)]
+        out = await replies.send_many(requests)
+        assert [isinstance(o, BaseException) for o in out] == [False, False, False, True, False]
+        for i, h in enumerate(headers):
+            if i != 3:
+                await nc.publish(f"ref.{i}", f"body-{i}".encode(), headers=h)
+        await until(lambda: len(raw) == 4 and len(ref) == 4)
+    finally:
+        await sub_raw.unsubscribe()
+        await sub_ref.unsubscribe()
+        await replies.close()
+    assert [m.subject for m in raw] == ["raw.0", "raw.1", "raw.2", "raw.4"]
+    for mine, theirs in zip(raw, ref, strict=True):
+        assert (mine.data, mine.headers) == (theirs.data, theirs.headers)
+        assert mine.reply.startswith(replies.prefix)
+
+
+async def test_send_many_pub_acks_and_refusals(nc: Any, js: Any) -> None:
+    await js.add_stream(name="MANY", subjects=["many.>"], duplicate_window=60)
+    replies = Replies(nc)
+    try:
+        requests = [
+            ("many.a", b"1", {"Nats-Msg-Id": "m-1"}),
+            ("many.a", b"1 again", {"Nats-Msg-Id": "m-1"}),  # deduplicated, still a PubAck
+            ("many.b", b"2", {"Nats-Expected-Stream": "OTHER"}),  # refused by the stream
+            ("nostream.c", b"3", None),  # nobody listens
+            ("many.big", b"x" * (nc.max_payload + 1), None),  # over the server's limit
+        ]
+        out = await replies.send_many(requests)
+        assert isinstance(out[4], BaseException)
+        answers = await replies.gather([f for f in out[:4] if isinstance(f, asyncio.Future)], 5)
+    finally:
+        await replies.close()
+    check_pub_ack(answers[0])
+    check_pub_ack(answers[1])
+    with pytest.raises(APIError):
+        check_pub_ack(answers[2])
+    with pytest.raises(NoResponders):
+        check_pub_ack(answers[3])
+    info = await js.stream_info("MANY")
+    assert info.state.messages == 1

@@ -41,7 +41,7 @@ from snsq2nats.bridge.codec import (
     string_attributes,
 )
 from snsq2nats.bridge.context import BridgeContext, RouteMetrics
-from snsq2nats.bridge.replies import EXPECTED_STREAM_HEADER, Replies, pub_ack
+from snsq2nats.bridge.replies import EXPECTED_STREAM_HEADER, Replies, check_pub_ack
 from snsq2nats.filterpolicy import encode_token, subject_for
 from snsq2nats.plan import Route
 
@@ -496,22 +496,20 @@ class Relay:
         failures: list[tuple[int, BaseException]] = []
         sent: list[int] = []
         futures = []
-        for i in indexes:
-            message = relayed[i]
-            try:
-                futures.append(
-                    await self.replies.send(message.subject, message.payload, message.headers)
-                )
+        requests = [(relayed[i].subject, relayed[i].payload, relayed[i].headers) for i in indexes]
+        for i, future in zip(indexes, await self.replies.send_many(requests), strict=True):
+            if isinstance(future, BaseException):  # closed or draining connection
+                failures.append((i, future))
+            else:
+                futures.append(future)
                 sent.append(i)
-            except Exception as exc:  # closed or draining connection
-                failures.append((i, exc))
         answers = await self.replies.gather(futures, self.ctx.publish_timeout)
         count = size = 0
         received = 0.0
         for i, answer in zip(sent, answers, strict=True):
             if not isinstance(answer, BaseException):
                 try:
-                    pub_ack(answer)
+                    check_pub_ack(answer)
                 except Exception as exc:
                     answer = exc
                 else:

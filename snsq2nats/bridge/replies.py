@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -116,6 +118,71 @@ class Replies:
             raise
         return future
 
+    async def send_many(
+        self, requests: Sequence[tuple[str, bytes, Mapping[str, str] | None]]
+    ) -> list[asyncio.Future[Any] | BaseException]:
+        """`send` for a batch, in order, as one write: per request its future, or the error
+        that kept it from going out (a closed connection, a header nats-py would refuse)."""
+        if self._sub is None:
+            await self.start()
+        if not self._can_write_raw():
+            return [await self._send_or_error(*request) for request in requests]
+        loop = asyncio.get_running_loop()
+        max_payload = int(self.nc.max_payload)
+        out: list[asyncio.Future[Any] | BaseException] = []
+        chunk: list[bytes] = []
+        for subject, payload, headers in requests:
+            block = _header_block(headers) if headers else b""
+            if block is None or len(block) + len(payload) > max_payload:
+                # nats-py's own publish raises the precise error; the batch keeps its order.
+                await self._write(chunk)
+                chunk = []
+                out.append(await self._send_or_error(subject, payload, headers))
+                continue
+            token = str(next(self._tokens))
+            future: asyncio.Future[Any] = loop.create_future()
+            self._waiting[token] = future
+            self._token_of[id(future)] = token
+            reply = f"{self.prefix}.{token}"
+            if block:
+                line = f"HPUB {subject} {reply} {len(block)} {len(block) + len(payload)}\r\n"
+                chunk.append(line.encode() + block + payload + b"\r\n")
+            else:
+                chunk.append(
+                    f"PUB {subject} {reply} {len(payload)}\r\n".encode() + payload + b"\r\n"
+                )
+            out.append(future)
+        try:
+            await self._write(chunk)
+        except Exception as exc:
+            for index, item in enumerate(out):
+                if isinstance(item, asyncio.Future) and not item.done():
+                    self._forget(item)
+                    out[index] = exc
+        return out
+
+    async def _send_or_error(
+        self, subject: str, payload: bytes, headers: Mapping[str, str] | None
+    ) -> asyncio.Future[Any] | BaseException:
+        try:
+            return await self.send(subject, payload, headers)
+        except Exception as exc:
+            return exc
+
+    def _forget(self, future: asyncio.Future[Any]) -> None:
+        token = self._token_of.pop(id(future), None)
+        if token is not None:
+            self._waiting.pop(token, None)
+
+    async def _write(self, chunk: list[bytes]) -> None:
+        """Queue protocol lines the way nats-py's `publish` queues its own, in one piece."""
+        if not chunk:
+            return
+        await self.nc._send_command(b"".join(chunk))
+        flush_queue = getattr(self.nc, "_flush_queue", None)
+        if flush_queue is None or flush_queue.empty():
+            await self.nc._flush_pending()
+
     async def confirm(
         self, subjects: Sequence[str], payload: bytes, timeout: float, *, last_only: bool = False
     ) -> bool:
@@ -179,10 +246,7 @@ class Replies:
         ]
         if last_only:
             lines[-1] = b"PUB " + subjects[-1].encode() + answered
-        await self.nc._send_command(b"".join(lines))
-        flush_queue = getattr(self.nc, "_flush_queue", None)
-        if flush_queue is None or flush_queue.empty():
-            await self.nc._flush_pending()
+        await self._write(lines)
 
     async def gather(
         self, futures: Sequence[asyncio.Future[Any]], timeout: float
@@ -217,15 +281,44 @@ class Replies:
         return results
 
 
-def pub_ack(reply: Any) -> dict[str, Any]:
-    """The PubAck of a JetStream publish reply; raises what `js.publish` would have raised."""
+# What nats-py's `publish` accepts as a header name, and how it cleans a value.
+_HEADER_NAME_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_VALUE_NEWLINES = str.maketrans({"\r": " ", "\n": " "})
+
+
+@functools.lru_cache(maxsize=4096)
+def _header_name(name: str) -> bytes | None:
+    stripped = name.strip()
+    if not stripped:
+        return b""
+    return stripped.encode() if _HEADER_NAME_RE.fullmatch(stripped) else None
+
+
+def _header_block(headers: Mapping[str, str]) -> bytes | None:
+    """The header block nats-py's `publish` would write, or None where it would raise."""
+    parts = [b"NATS/1.0\r\n"]
+    for name, value in headers.items():
+        encoded = _header_name(name)
+        if encoded is None:
+            return None
+        if encoded:
+            parts.append(
+                encoded + b": " + value.strip().translate(_VALUE_NEWLINES).encode() + b"\r\n"
+            )
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+def check_pub_ack(reply: Any) -> None:
+    """Raise what `js.publish` would have raised if the reply is not a PubAck."""
     headers = getattr(reply, "headers", None)
     if headers and headers.get(_STATUS_HEADER) == _NO_RESPONDERS:
         raise NoResponders("no responders: the stream is not available")
     data = reply.data or b""
-    answer: dict[str, Any] = json.loads(data) if data else {}
-    if "error" in answer:
+    if b'"error"' not in data:
+        return  # `{"stream":…,"seq":…}`: nothing in it is needed, so no JSON parse per message
+    answer = json.loads(data)
+    if isinstance(answer, dict) and "error" in answer:
         from nats.js.errors import APIError
 
         raise APIError.from_error(answer["error"])
-    return answer
