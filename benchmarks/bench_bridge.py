@@ -6,6 +6,10 @@ is the client side — the bridge — not the emulator. Every comparison runs in
 the same boto3 client settings as `snsq2nats bridge`, the same worker threads and the same
 concurrency (SQS pollers, messages in flight), in the same run:
 
+This process runs on one CPU and the servers on the others (`place`; SNSQ2NATS_BENCH_PIN=0 turns
+it off): its event loop and worker threads share one GIL, and handing it across cores costs
+both sides alike, but unevenly from run to run.
+
 Throughput is measured in `ROUNDS` rounds of `ROUND` messages in which the ceiling and the bridge
 take turns; the best round of each counts, so a passing disturbance does not decide the ratio.
 
@@ -132,9 +136,15 @@ def ensure_fauxqs() -> Path:
     return BENCH_DIR / "node_modules" / FAUXQS / "dist" / "app.js"
 
 
+@dataclass
+class Fauxqs:
+    endpoint: str
+    pid: int
+
+
 @contextlib.contextmanager
-def fauxqs() -> Iterator[str]:
-    """A fauxqs server on a free loopback port; yields its endpoint URL."""
+def fauxqs() -> Iterator[Fauxqs]:
+    """A fauxqs server on a free loopback port."""
     from snsq2nats.localnats import free_ports
 
     app = ensure_fauxqs()
@@ -159,7 +169,7 @@ def fauxqs() -> Iterator[str]:
                 if time.monotonic() > deadline:
                     raise RuntimeError("fauxqs did not answer /health within 30 s") from None
                 time.sleep(0.1)
-        yield endpoint
+        yield Fauxqs(endpoint, proc.pid)
     finally:
         proc.terminate()
         try:
@@ -167,6 +177,56 @@ def fauxqs() -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
+
+
+# --- where the work runs ----------------------------------------------------------------------
+
+
+def _tasks(pid: int) -> list[int]:
+    try:
+        return [int(tid) for tid in os.listdir(f"/proc/{pid}/task")]
+    except OSError:
+        return [pid]
+
+
+def _set_affinity(pid: int, cpus: set[int]) -> None:
+    # Per thread: sched_setaffinity moves one thread; threads started later inherit it.
+    for tid in _tasks(pid):
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(tid, cpus)
+
+
+def place(server_pids: list[int]) -> str:
+    """This process on one CPU, the servers on the others; a description for the report.
+
+    The measured side is one Python process whose event loop and boto3 worker threads share
+    the GIL. Left to the scheduler they run on every CPU and hand the GIL across cores, which
+    on a small VM costs a quarter of the CPU in context switches and moves the ratio by ±0.05
+    from run to run; on one CPU the ceiling is higher and repeats. Ceiling and bridge run in
+    this same process, so both are measured the same way.
+    """
+    if not hasattr(os, "sched_setaffinity"):
+        return "not pinned (no CPU affinity on this platform)"
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return "not pinned (one CPU)"
+    mine, others = cpus[0], set(cpus[1:])
+    for pid in server_pids:
+        _set_affinity(pid, others)
+    _set_affinity(os.getpid(), {mine})
+    return f"bench process on CPU {mine}, fauxqs and nats-server on CPU {_ranges(others)}"
+
+
+def _ranges(cpus: set[int]) -> str:
+    ordered = sorted(cpus)
+    return str(ordered[0]) if len(ordered) == 1 else f"{ordered[0]}-{ordered[-1]}"
+
+
+def _unpin() -> None:
+    """For helper processes started from the pinned one: they inherit its single CPU."""
+    if hasattr(os, "sched_setaffinity"):
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
 
 
 # --- AWS clients and load generation ----------------------------------------------------------
@@ -220,7 +280,7 @@ def _fill(endpoint: str, url: str, start: int, count: int, threads: int) -> int:
 
 def _processes(count: int) -> concurrent.futures.ProcessPoolExecutor:
     return concurrent.futures.ProcessPoolExecutor(
-        count, mp_context=multiprocessing.get_context("spawn")
+        count, mp_context=multiprocessing.get_context("spawn"), initializer=_unpin
     )
 
 
@@ -682,7 +742,9 @@ async def bridge_rss(setup: Setup, workdir: Path) -> RssRun:
     command += ["--route", route.name, "--max-messages", str(RSS_MESSAGES)]
     command += ["--pollers", str(POLLERS), "--max-in-flight", str(MAX_IN_FLIGHT)]
     command += ["--poll-wait", str(POLL_WAIT)]
-    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    proc = subprocess.Popen(
+        command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, preexec_fn=_unpin
+    )
     started = time.perf_counter()
     samples: list[tuple[int, int]] = []  # (messages relayed, RSS kB)
     peak = 0
@@ -716,11 +778,16 @@ async def measure() -> list[dict[str, Any]]:
 
     with (
         tempfile.TemporaryDirectory(prefix="bench-bridge-") as tmp,
-        fauxqs() as endpoint,
+        fauxqs() as sqs_endpoint,
         NatsServer(name="bench-bridge") as server,
     ):
+        if os.environ.get("SNSQ2NATS_BENCH_PIN", "1") == "0":
+            placement = "not pinned (SNSQ2NATS_BENCH_PIN=0)"
+        else:
+            placement = place([sqs_endpoint.pid, server.pid or 0])
+        print(f"  {placement}", file=sys.stderr)
         workdir = Path(tmp)
-        setup = await make_setup(endpoint, server.url, workdir)
+        setup = await make_setup(sqs_endpoint.endpoint, server.url, workdir)
         inbound = await sqs_to_nats(setup)
         outbound = await nats_to_sqs(setup)
         raw = await raw_latency(setup)
