@@ -36,7 +36,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import gc
 import json
 import multiprocessing
 import os
@@ -536,7 +535,9 @@ async def run_bridge_until(
 
 
 async def timed(coro: Any, tally: Tally, timeout: float) -> float:
-    gc.freeze()  # as `run_bridge` does before relaying: both sides run on the same heap state
+    from snsq2nats.bridge.runtime import freeze_startup_heap
+
+    freeze_startup_heap()  # as `run_bridge` does: both sides relay on the same heap state
     started = time.perf_counter()
     await asyncio.wait_for(coro, timeout)
     return tally.finished - started
