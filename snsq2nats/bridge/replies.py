@@ -7,6 +7,10 @@ batch is published at once with a counter token on one wildcard reply subscripti
 caller waits for all the replies together with a single timeout. A reply that does not come in
 time (a reconnect, a leader election) leaves its future unresolved: the caller retries, which is
 safe because every publish carries a `Nats-Msg-Id` and acks are idempotent.
+
+A connected client gets a batch as one write of protocol lines built here, byte for byte what
+nats-py's `publish` would queue (the header rules included); anything `publish` would refuse,
+and every request while disconnected, goes through `publish` itself.
 """
 
 from __future__ import annotations
