@@ -30,6 +30,7 @@ def moto_endpoint() -> Iterator[str]:
             hint="run `make demo`, or pip install 'snsq2nats[dev]'",
         ) from None
     import logging
+    import urllib.request
 
     # The embedded server would log every request to the terminal.
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
@@ -37,7 +38,11 @@ def moto_endpoint() -> Iterator[str]:
     server.start()
     try:
         host, port = server.get_host_and_port()
-        yield f"http://{host}:{port}"
+        endpoint = f"http://{host}:{port}"
+        # moto keeps its accounts per process: start from an empty one, whatever ran before.
+        request = urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")
+        urllib.request.urlopen(request, timeout=10).close()
+        yield endpoint
     finally:
         server.stop()
 

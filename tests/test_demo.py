@@ -9,10 +9,17 @@ from click.testing import CliRunner
 
 from snsq2nats.cli import main
 from snsq2nats.plan import load_plan
+from tests.fixtures.aws import AwsEndpoint
 
 
 @pytest.mark.slow
-def test_demo_tells_the_whole_story(tmp_path: Path) -> None:
+def test_demo_tells_the_whole_story(tmp_path: Path, aws: AwsEndpoint) -> None:
+    # moto keeps its state per process: what an earlier test left (here, the shop's topic with
+    # a webhook nobody can reach) must not leak into the demo's own embedded AWS.
+    sns = aws.client("sns")
+    stale = sns.create_topic(Name="orders")["TopicArn"]
+    sns.subscribe(TopicArn=stale, Protocol="https", Endpoint="https://unreachable.invalid/x")
+
     result = CliRunner().invoke(main, ["demo", "--dir", str(tmp_path)], catch_exceptions=False)
     assert result.exit_code == 0, result.stderr[-3000:]
     text = result.stderr
