@@ -28,6 +28,7 @@ from snsq2nats.bridge.codec import (
 )
 from snsq2nats.bridge.context import BridgeContext
 from snsq2nats.bridge.nats_to_aws import run_nats_to_sns, run_nats_to_sqs, subject_in
+from snsq2nats.bridge.runtime import load_runners, run_bridge
 from snsq2nats.connect import NatsOptions, connect_nats
 from snsq2nats.errors import SnsqError
 from snsq2nats.filterpolicy import encode_token
@@ -503,6 +504,37 @@ async def test_survives_nats_server_restart(
         await asyncio.wait_for(task, timeout=15)
     got = [m["Body"] for m in receive_all(aws.client("sqs"), url)]
     assert got == [f"r-{i:02d}" for i in range(40)]
+
+
+async def test_idle_long_polls_never_hold_up_sends(nc: Any, js: Any, aws: AwsEndpoint) -> None:
+    """More pollers long-polling an idle queue than asyncio's default pool has threads on any
+    machine (32 at most): the nats-to-sqs relay in the same bridge still sends at once."""
+    _idle_url, idle_arn = queue(aws, "idle")
+    await js.add_stream(name="sqs_idle", subjects=["sqs.idle"])
+    idle = Route(
+        name="sqs:idle",
+        kind="sqs-to-nats",
+        source_arn=idle_arn,
+        aws_arn=idle_arn,
+        stream="sqs_idle",
+        subject="sqs.idle",
+    )
+    url, arn = queue(aws, "busy")
+    await setup_stream(nc, "q_busy", ["sqs.busy"])
+    for i in range(30):
+        await publish(js, "sqs.busy", f"b-{i}".encode())
+    ctx = make_ctx(nc, aws, pollers=40, wait_time_seconds=5)
+    runners, _ = load_runners()
+    routes = [idle, sqs_route(arn, "q_busy")]
+    task = asyncio.create_task(run_bridge(ctx, routes, runners, handle_signals=False))
+    try:
+        await asyncio.sleep(1)  # every poller is inside its long poll by now
+        await wait_until(lambda: drained(nc, "q_busy"), timeout=4)
+    finally:
+        ctx.stopping.set()
+        await asyncio.wait_for(task, timeout=30)
+    assert len(receive_all(aws.client("sqs"), url)) == 30
+    assert ctx.aws_threads is None  # the run's own pools are gone with it
 
 
 async def test_acks_are_answered_per_batch_only_outside_a_cluster(

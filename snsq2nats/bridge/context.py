@@ -8,8 +8,10 @@ acknowledging on one side what the other side has not accepted, and returns.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,6 +60,31 @@ class RouteMetrics:
         return self.messages / elapsed if elapsed > 0 else 0.0
 
 
+class AwsThreads:
+    """Threads for boto3's blocking calls.
+
+    A long poll (a receive with WaitTimeSeconds) holds its thread for up to 20 s, so polls get
+    a pool of their own, a thread per poller, and every other call (sends, deletes, visibility
+    changes) a pool no poll can fill. In asyncio's default pool (CPU count + 4 threads), two
+    idle queues' pollers left a 2-CPU machine no thread to send or delete with for 20 s.
+    """
+
+    def __init__(self, polls: int, calls: int) -> None:
+        self.polls = ThreadPoolExecutor(max(1, polls), thread_name_prefix="aws-poll")
+        self.calls = ThreadPoolExecutor(max(1, calls), thread_name_prefix="aws-call")
+
+    async def run(self, fn: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+        pool = self.polls if kwargs.get("WaitTimeSeconds") else self.calls
+        return await asyncio.get_running_loop().run_in_executor(
+            pool, functools.partial(fn, **kwargs)
+        )
+
+    def shutdown(self) -> None:
+        # Calls in progress finish on their own (a long poll within its wait); none start.
+        for pool in (self.polls, self.calls):
+            pool.shutdown(wait=False, cancel_futures=True)
+
+
 @dataclass
 class BridgeContext:
     plan: Plan
@@ -70,6 +97,7 @@ class BridgeContext:
     log: Callable[[str], None] = lambda line: None
     max_in_flight: int = 256
     aws_call: Callable[..., Awaitable[Any]] | None = None
+    aws_threads: AwsThreads | None = None
     # AWS → NATS tuning. Long polls of 20 s never busy-loop; the visibility given on receive
     # is what the bridge extends while a publish is slow.
     pollers: int = 4
@@ -95,4 +123,6 @@ class BridgeContext:
         """boto3 is blocking: every AWS call runs in a worker thread, never on the loop."""
         if self.aws_call is not None:
             return await self.aws_call(fn, **kwargs)
+        if self.aws_threads is not None:
+            return await self.aws_threads.run(fn, kwargs)
         return await asyncio.to_thread(fn, **kwargs)
