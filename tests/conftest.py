@@ -1,6 +1,6 @@
 import os
 
-pytest_plugins = ["tests.fixtures.nats", "tests.fixtures.aws"]
+pytest_plugins = ["tests.fixtures.nats", "tests.fixtures.aws", "tests.fixtures.bridge"]
 
 # Deterministic human output: no colour, a fixed width, no terminal detection surprises.
 os.environ["NO_COLOR"] = "1"

@@ -15,7 +15,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -37,6 +36,7 @@ from snsq2nats.localnats import NatsCluster, NatsServer
 from snsq2nats.plan import Plan, Route, ServerInfo
 from snsq2nats.spec import NS, ConsumerSpec, StreamSource, StreamSpec
 from tests.fixtures.aws import AwsEndpoint
+from tests.fixtures.bridge import until
 
 N = 200
 
@@ -178,18 +178,6 @@ class InProcess:
     def delivered(self) -> int:
         assert self.ctx is not None
         return self.ctx.total_delivered()
-
-
-async def until(check: Callable[[], Any], timeout: float = 30.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what or check}")
 
 
 async def assert_exactly_once(url: str, stream: str, sent: list[str], deleted: list[str]) -> None:

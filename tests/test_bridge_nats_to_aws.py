@@ -37,14 +37,12 @@ from snsq2nats.localnats import NatsCluster
 from snsq2nats.plan import Plan, Route, ServerInfo
 from snsq2nats.spec import NS, ConsumerSpec, StreamSpec
 from tests.fixtures.aws import AwsEndpoint
+from tests.fixtures.bridge import until
 
 Runner = Callable[[BridgeContext, Route], Awaitable[None]]
 
 
-@pytest.fixture(autouse=True)
-def _fast_fetch(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Short pulls keep stop latency (and so the suite) short; the logic is the same.
-    monkeypatch.setattr(nats_to_aws, "FETCH_WAIT", 0.5)
+pytestmark = pytest.mark.usefixtures("fast_fetch")
 
 
 def make_ctx(nc: Any, aws: AwsEndpoint, **kw: Any) -> BridgeContext:
@@ -76,22 +74,13 @@ async def consumer_state(nc: Any, stream: str, consumer: str = "workers") -> dic
     return await api(nc, f"$JS.API.CONSUMER.INFO.{stream}.{consumer}")
 
 
-async def wait_until(check: Callable[[], Awaitable[bool]], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await check():
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError("condition not reached in time")
-
-
 async def run_until(
     runner: Runner, ctx: BridgeContext, route: Route, done: Callable[[], Awaitable[bool]]
 ) -> None:
     """Run the runner until `done`, then stop it the way the runtime does (ctx.stopping)."""
     task = asyncio.create_task(runner(ctx, route))
     try:
-        await wait_until(lambda: _done_or_failed(task, done))
+        await until(lambda: _done_or_failed(task, done))
     finally:
         ctx.stopping.set()
         await asyncio.wait_for(task, timeout=15)
@@ -254,10 +243,6 @@ async def test_partial_failure_keeps_only_the_refused_message_on_nats(
     assert (await js.get_msg("q_small", 7)).data == b"too-many-attributes"
 
 
-async def _true(value: bool) -> bool:
-    return value
-
-
 async def test_failed_entries_and_throttling_are_retried_once(
     nc: Any, js: Any, aws: AwsEndpoint
 ) -> None:
@@ -367,7 +352,7 @@ async def test_stop_mid_stream_then_resume_is_exactly_once(
     route = sqs_route(arn, "q_drain")
     ctx = make_ctx(nc, aws, max_in_flight=20, aws_call=slow)
     task = asyncio.create_task(run_nats_to_sqs(ctx, route))
-    await wait_until(lambda: _true(ctx.route_metrics(route).messages >= 10))
+    await until(lambda: ctx.route_metrics(route).messages >= 10)
     ctx.stopping.set()
     await asyncio.wait_for(task, timeout=15)
     first = ctx.route_metrics(route).messages
@@ -494,11 +479,11 @@ async def test_survives_nats_server_restart(
     route = sqs_route(arn, "sqsfifo_restart", fifo=True)
     task = asyncio.create_task(run_nats_to_sqs(ctx, route))
     try:
-        await wait_until(lambda: _true(ctx.route_metrics(route).messages >= 5))
+        await until(lambda: ctx.route_metrics(route).messages >= 5)
         await asyncio.to_thread(nats_server.restart)
         for i in range(20, 40):
             await _publish_retrying(js, "sqsfifo.restart.g", f"r-{i:02d}".encode())
-        await wait_until(lambda: drained(nc, "sqsfifo_restart"), timeout=40)
+        await until(lambda: drained(nc, "sqsfifo_restart"), timeout=40)
     finally:
         ctx.stopping.set()
         await asyncio.wait_for(task, timeout=15)
@@ -529,12 +514,37 @@ async def test_idle_long_polls_never_hold_up_sends(nc: Any, js: Any, aws: AwsEnd
     task = asyncio.create_task(run_bridge(ctx, routes, runners, handle_signals=False))
     try:
         await asyncio.sleep(1)  # every poller is inside its long poll by now
-        await wait_until(lambda: drained(nc, "q_busy"), timeout=4)
+        await until(lambda: drained(nc, "q_busy"), timeout=4)
     finally:
         ctx.stopping.set()
         await asyncio.wait_for(task, timeout=30)
     assert len(receive_all(aws.client("sqs"), url)) == 30
     assert ctx.aws_threads is None  # the run's own pools are gone with it
+
+
+async def test_idle_recheck_rebinds_or_reports_a_missing_consumer(
+    nc: Any, aws: AwsEndpoint, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An idle pull source checks its consumer now and then: still there, it subscribes afresh
+    (a subscription can go silent after a restart); gone, the check is a reported error, never
+    an exception out of `fetch`."""
+    monkeypatch.setattr(nats_to_aws, "IDLE_RECHECK", 0.0)
+    _url, arn = queue(aws, "quiet")
+    await setup_stream(nc, "q_quiet", ["sqs.quiet"])
+    ctx = make_ctx(nc, aws)
+    route = sqs_route(arn, "q_quiet")
+    source = nats_to_aws.PullSource(ctx, route, "q_quiet", "workers")
+    try:
+        assert await source.fetch(1, wait=0.2) == []
+        first_inbox = source._inbox
+        assert await source.fetch(1, wait=0.2) == []
+        assert source._inbox != first_inbox  # re-subscribed after the check
+        errors = ctx.route_metrics(route).errors
+        await api(nc, "$JS.API.CONSUMER.DELETE.q_quiet.workers")
+        assert await source.fetch(1, wait=0.2) == []
+        assert ctx.route_metrics(route).errors == errors + 1
+    finally:
+        await source.close()
 
 
 async def test_acks_are_answered_per_batch_only_outside_a_cluster(
@@ -597,11 +607,11 @@ async def test_consumer_leader_loss_in_a_cluster_is_exactly_once(
         route = sqs_route(arn, "sqsfifo_ha", fifo=True)
         task = asyncio.create_task(run_nats_to_sqs(ctx, route))
         try:
-            await wait_until(lambda: _true(ctx.route_metrics(route).messages >= 40))
+            await until(lambda: ctx.route_metrics(route).messages >= 40)
             leader = (await js.consumer_info("sqsfifo_ha", "workers")).cluster.leader
             index = next(i for i, node in enumerate(nats_cluster) if node.name == leader)
             nats_cluster.kill_node(index)
-            await wait_until(lambda: _drained_retrying(cnc, "sqsfifo_ha"), timeout=90)
+            await until(lambda: _drained_retrying(cnc, "sqsfifo_ha"), timeout=90)
         finally:
             ctx.stopping.set()
             await asyncio.wait_for(task, timeout=30)

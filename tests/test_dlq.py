@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from snsq2nats.bridge import dlq, nats_to_aws
+from snsq2nats.bridge import dlq
 from snsq2nats.bridge.codec import GROUP_HEADER
 from snsq2nats.bridge.context import BridgeContext
 from snsq2nats.bridge.dlq import (
@@ -27,13 +27,12 @@ from snsq2nats.jetstream import JetStreamApiError, api, create_consumer, create_
 from snsq2nats.plan import Plan, Route, ServerInfo
 from snsq2nats.routes import advisory_consumer_spec, advisory_stream_spec
 from snsq2nats.spec import NS, ConsumerSpec, StreamSpec
+from tests.fixtures.bridge import until
 
 SRC = "arn:aws:sqs:us-east-1:123456789012:"
 
 
-@pytest.fixture(autouse=True)
-def _fast_fetch(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(nats_to_aws, "FETCH_WAIT", 0.5)
+pytestmark = pytest.mark.usefixtures("fast_fetch")
 
 
 def make_ctx(nc: Any) -> BridgeContext:
@@ -110,15 +109,6 @@ async def poison(js: Any, stream: str, expect_dead: int) -> None:
     raise AssertionError("no max-deliveries advisory")
 
 
-async def wait_until(check: Callable[[], Awaitable[bool]], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await check():
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError("condition not reached in time")
-
-
 async def stream_msgs(nc: Any, stream: str) -> int:
     info = await api(nc, f"$JS.API.STREAM.INFO.{stream}")
     return int(info["state"]["messages"])
@@ -162,7 +152,7 @@ async def dead_letters(nc: Any, route: Route) -> list[Stored]:
 async def run_until(ctx: BridgeContext, route: Route, done: Callable[[], Awaitable[bool]]) -> None:
     task = asyncio.create_task(run_dlq_mover(ctx, route))
     try:
-        await wait_until(done)
+        await until(done)
     finally:
         ctx.stopping.set()
         await asyncio.wait_for(task, timeout=10)

@@ -6,13 +6,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 
-from snsq2nats.bridge import filter_router, nats_to_aws
+from snsq2nats.bridge import filter_router
 from snsq2nats.bridge.codec import ORIGIN_HEADER, Attribute, attributes_to_headers
 from snsq2nats.bridge.context import BridgeContext
 from snsq2nats.bridge.dlq import parse_header_block
@@ -21,15 +19,14 @@ from snsq2nats.errors import SnsqError
 from snsq2nats.jetstream import JetStreamApiError, api, create_consumer, create_stream
 from snsq2nats.plan import Plan, Route, ServerInfo
 from snsq2nats.spec import NS, ConsumerSpec, StreamSpec
+from tests.fixtures.bridge import until
 
 TOPIC = "arn:aws:sns:us-east-1:123456789012:orders"
 DURABLE = "snsq2nats-filter-workers"
 POLICY = json.dumps({"price": [{"numeric": [">", 100]}], "region": [{"prefix": "eu-"}]})
 
 
-@pytest.fixture(autouse=True)
-def _fast_fetch(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(nats_to_aws, "FETCH_WAIT", 0.5)
+pytestmark = pytest.mark.usefixtures("fast_fetch")
 
 
 def make_ctx(nc: Any) -> BridgeContext:
@@ -80,15 +77,6 @@ def attrs(price: str, region: str, price_type: str = "Number") -> dict[str, str]
     )
 
 
-async def wait_until(check: Callable[[], Awaitable[bool]], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await check():
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError("condition not reached in time")
-
-
 async def drained(nc: Any) -> bool:
     info = await api(nc, f"$JS.API.CONSUMER.INFO.t_orders.{DURABLE}")
     return info["num_pending"] == 0 and info["num_ack_pending"] == 0
@@ -116,7 +104,7 @@ async def queue_messages(nc: Any) -> list[tuple[bytes, dict[str, str]]]:
 async def run_until(ctx: BridgeContext, route: Route) -> None:
     task = asyncio.create_task(run_filter_router(ctx, route))
     try:
-        await wait_until(lambda: drained(ctx.nc))
+        await until(lambda: drained(ctx.nc))
     finally:
         ctx.stopping.set()
         await asyncio.wait_for(task, timeout=10)

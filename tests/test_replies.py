@@ -14,6 +14,7 @@ from snsq2nats.bridge import nats_to_aws
 from snsq2nats.bridge.context import RouteMetrics
 from snsq2nats.bridge.nats_to_aws import ack_confirmed
 from snsq2nats.bridge.replies import NoResponders, Replies, check_pub_ack
+from tests.fixtures.bridge import until
 
 
 class PublicApiOnly:
@@ -155,13 +156,6 @@ async def capture(nc: Any, subject: str) -> tuple[Any, list[Any]]:
     return await nc.subscribe(subject, cb=keep), got
 
 
-async def until(check: Any, timeout: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not check():
-        assert asyncio.get_running_loop().time() < deadline, "condition not reached"
-        await asyncio.sleep(0.02)
-
-
 async def test_send_many_writes_what_publish_would(nc: Any) -> None:
     """Same bytes on the wire as nats-py's publish (names trimmed, values trimmed and CR/LF
     made spaces), in order; a request publish refuses fails alone and keeps its place."""
@@ -182,7 +176,7 @@ async def test_send_many_writes_what_publish_would(nc: Any) -> None:
         for i, h in enumerate(headers):
             if i != 3:
                 await nc.publish(f"ref.{i}", f"body-{i}".encode(), headers=h)
-        await until(lambda: len(raw) == 4 and len(ref) == 4)
+        await until(lambda: len(raw) == 4 and len(ref) == 4, timeout=5)
     finally:
         await sub_raw.unsubscribe()
         await sub_ref.unsubscribe()

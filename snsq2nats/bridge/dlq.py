@@ -30,6 +30,7 @@ from snsq2nats.bridge.nats_to_aws import (
     nak,
     publish_with_retry,
     require_consumer,
+    route_binding,
     sleep_unless_stopping,
 )
 from snsq2nats.errors import SnsqError
@@ -65,22 +66,12 @@ def advisory_consumer_name(route: Route) -> str:
     the source stream (one dlq-mover per queue stream; stream names are valid in names)."""
     if route.advisory_consumer:
         return route.advisory_consumer
-    stream, _ = _source(route)
+    stream, _ = route_binding(route)
     return DLQ_CONSUMER_PREFIX + stream
 
 
 def advisory_stream_name(route: Route) -> str:
     return route.advisory_stream or ADVISORY_STREAM
-
-
-def _source(route: Route) -> tuple[str, str]:
-    if not route.stream or not route.consumer:
-        raise SnsqError(
-            "the dlq-mover route names no source stream/consumer",
-            where=f"route {route.name}",
-            hint="re-run `snsq2nats plan` and `apply`",
-        )
-    return route.stream, route.consumer
 
 
 def parse_header_block(raw: bytes) -> dict[str, str]:
@@ -103,7 +94,7 @@ class _Mover:
         self.ctx = ctx
         self.route = route
         self.metrics = ctx.route_metrics(route)
-        self.stream, self.consumer = _source(route)
+        self.stream, self.consumer = route_binding(route)
         if not route.subject:
             raise SnsqError(
                 "the dlq-mover route names no dead-letter subject",

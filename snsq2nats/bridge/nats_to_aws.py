@@ -420,11 +420,9 @@ class PullSource:
             if time.monotonic() - self._idle_since > IDLE_RECHECK:
                 self._idle_since = time.monotonic()
                 try:
-                    await consumer_info(self.ctx, self.stream, self.consumer)
+                    await self._bind()  # reads the consumer's info before subscribing again
                 except Exception as exc:
                     await self._failed(exc)
-                else:
-                    await self._bind()
             return []
         except asyncio.CancelledError:
             raise
@@ -615,7 +613,7 @@ class _Target:
     async def prepare(self) -> None:
         raise NotImplementedError
 
-    def origin(self, msg: Any) -> str:
+    def origin_attribute(self, msg: Any) -> dict[str, str]:
         """Where the message came from, for the sqs-to-nats route that may meet it again.
 
         A topic message names its topic stream and sequence (`nats:<stream>:<seq>`): SNS hands
@@ -623,12 +621,8 @@ class _Target:
         must drop the copy. A queue's own message is plain `nats`: it reaches SQS once.
         """
         if self.kind == "SNS":
-            return f"nats:{self.route.stream}:{msg.metadata.sequence.stream}"
-        return "nats"
-
-    def origin_attribute(self, msg: Any) -> dict[str, str]:
-        if self.kind == "SNS":
-            return {"DataType": "String", "StringValue": self.origin(msg)}
+            origin = f"nats:{self.route.stream}:{msg.metadata.sequence.stream}"
+            return {"DataType": "String", "StringValue": origin}
         # Shared by every entry: read, never changed, by the batch call.
         return _PLAIN_ORIGIN
 
