@@ -23,14 +23,15 @@ from typing import Any
 from benchmarks.latency import delayed_link
 from benchmarks.synthetic import synthetic_inventory
 from snsq2nats.apply import apply_plan
-from snsq2nats.connect import NatsOptions, connect_nats
-from snsq2nats.diff import diff
+from snsq2nats.demo.nats_server import NatsServer
 from snsq2nats.inventory import Inventory
-from snsq2nats.jetstream import create_consumer, create_stream, pedantic_supported, read_live
-from snsq2nats.localnats import NatsServer
-from snsq2nats.pipeline import assemble_plan
-from snsq2nats.plan import Desired, Plan
-from snsq2nats.rules import load_rules
+from snsq2nats.jetstream.api import create_consumer, create_stream, pedantic_supported
+from snsq2nats.jetstream.connect import NatsOptions, connect_nats
+from snsq2nats.jetstream.state import read_live
+from snsq2nats.plan.diff import diff
+from snsq2nats.plan.model import Desired, Plan
+from snsq2nats.plan.pipeline import assemble_plan
+from snsq2nats.plan.rules import load_rules
 
 QUEUES = 500
 # Pipelining cannot beat the server: on a loaded 2-CPU machine it creates a file stream in

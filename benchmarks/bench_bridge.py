@@ -144,7 +144,7 @@ class Fauxqs:
 @contextlib.contextmanager
 def fauxqs() -> Iterator[Fauxqs]:
     """A fauxqs server on a free loopback port."""
-    from snsq2nats.localnats import free_ports
+    from snsq2nats.demo.nats_server import free_ports
 
     app = ensure_fauxqs()
     port = free_ports(1)[0]
@@ -468,12 +468,12 @@ async def make_setup(endpoint: str, nats_url: str, workdir: Path) -> Setup:
     """Queues on fauxqs, scanned, planned with the cutover mapping, applied to NATS."""
     import boto3
 
-    from snsq2nats import aws_scan
     from snsq2nats.apply import apply_plan
-    from snsq2nats.connect import NatsOptions, connect_nats
-    from snsq2nats.jetstream import read_live
-    from snsq2nats.pipeline import assemble_plan
-    from snsq2nats.rules import load_rules
+    from snsq2nats.aws import scan as aws_scan
+    from snsq2nats.jetstream.connect import NatsOptions, connect_nats
+    from snsq2nats.jetstream.state import read_live
+    from snsq2nats.plan.pipeline import assemble_plan
+    from snsq2nats.plan.rules import load_rules
 
     sqs = client("sqs", endpoint)
     urls = {
@@ -508,7 +508,7 @@ async def run_bridge_until(
     seconds until the goal."""
     from snsq2nats.bridge.context import BridgeContext
     from snsq2nats.bridge.runtime import load_runners, run_bridge
-    from snsq2nats.connect import NatsOptions, connect_nats
+    from snsq2nats.jetstream.connect import NatsOptions, connect_nats
 
     nc = await connect_nats(NatsOptions(servers=[setup.nats_url]), name="bench bridge")
     ctx = BridgeContext(
@@ -548,7 +548,7 @@ async def timed(coro: Any, tally: Tally, timeout: float) -> float:
 
 async def stream_state(nats_url: str, stream: str) -> tuple[int, int]:
     """(messages, last sequence) of a stream."""
-    from snsq2nats.connect import NatsOptions, connect_nats
+    from snsq2nats.jetstream.connect import NatsOptions, connect_nats
 
     nc = await connect_nats(NatsOptions(servers=[nats_url]))
     try:
@@ -582,7 +582,7 @@ async def sqs_to_nats(setup: Setup) -> dict[str, float]:
 
 
 async def publish_to_stream(nats_url: str, subject: str, n: int) -> None:
-    from snsq2nats.connect import NatsOptions, connect_nats
+    from snsq2nats.jetstream.connect import NatsOptions, connect_nats
 
     nc = await connect_nats(NatsOptions(servers=[nats_url]))
     try:
@@ -602,7 +602,7 @@ async def publish_to_stream(nats_url: str, subject: str, n: int) -> None:
 
 
 async def consumer_pending(nats_url: str, stream: str, consumer: str) -> tuple[int, int]:
-    from snsq2nats.connect import NatsOptions, connect_nats
+    from snsq2nats.jetstream.connect import NatsOptions, connect_nats
 
     nc = await connect_nats(NatsOptions(servers=[nats_url]))
     try:
@@ -676,7 +676,7 @@ async def _until(check: Callable[[], bool], timeout: float) -> None:
 
 async def bridge_latency(setup: Setup) -> list[float]:
     """Send → stored in JetStream (the stream's timestamp of the PubAck'd message), in ms."""
-    from snsq2nats.connect import NatsOptions, connect_nats
+    from snsq2nats.jetstream.connect import NatsOptions, connect_nats
 
     route = setup.route("sqs-to-nats")
     _, before = await stream_state(setup.nats_url, route.stream)
@@ -775,7 +775,7 @@ async def bridge_rss(setup: Setup, workdir: Path) -> RssRun:
 
 
 async def measure() -> list[dict[str, Any]]:
-    from snsq2nats.localnats import NatsServer
+    from snsq2nats.demo.nats_server import NatsServer
 
     with (
         tempfile.TemporaryDirectory(prefix="bench-bridge-") as tmp,

@@ -13,11 +13,11 @@ from typing import Any
 
 from benchmarks.synthetic import synthetic_inventory
 from snsq2nats.apply import apply_plan
-from snsq2nats.connect import NatsOptions
-from snsq2nats.localnats import NatsServer
-from snsq2nats.pipeline import assemble_plan, read_server
-from snsq2nats.plan import ServerInfo
-from snsq2nats.rules import load_rules
+from snsq2nats.demo.nats_server import NatsServer
+from snsq2nats.jetstream.connect import NatsOptions
+from snsq2nats.jetstream.spec import ServerInfo
+from snsq2nats.plan.pipeline import assemble_plan, read_server
+from snsq2nats.plan.rules import load_rules
 
 
 def run() -> list[dict[str, Any]]:

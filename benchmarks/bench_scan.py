@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from benchmarks.estate import AWS_ROUND_TRIP, QUEUES, SUBSCRIPTIONS, TOPICS, seeded_moto
-from snsq2nats import aws_scan
+from snsq2nats.aws import scan as aws_scan
 
 TARGET_SPEEDUP = 5.0
 

@@ -21,7 +21,7 @@ AWS_ROUND_TRIP = 0.020  # seconds added to every request: a modest in-region AWS
 @contextlib.contextmanager
 def moto_process() -> Iterator[tuple[str, int]]:
     """moto in its own process, so the benchmark's threads do not share its interpreter lock."""
-    from snsq2nats.localnats import free_ports
+    from snsq2nats.demo.nats_server import free_ports
 
     port = free_ports(1)[0]
     moto = Path(sys.executable).with_name("moto_server")
@@ -52,7 +52,7 @@ def seeded_moto(
 ) -> Iterator[tuple[Any, str]]:
     import boto3
 
-    from snsq2nats.estate import seed_synthetic
+    from snsq2nats.demo.estate import seed_synthetic
 
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")

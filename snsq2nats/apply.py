@@ -31,23 +31,24 @@ from typing import Any, Literal
 from rich.table import Table
 from rich.text import Text
 
-from snsq2nats.diff import CONFLICT_PREFIX, diff
 from snsq2nats.errors import SnsqError
-from snsq2nats.jetstream import (
+from snsq2nats.jetstream.api import (
+    ERR_CLUSTER_UNAVAILABLE,
+    ERR_NO_PEERS,
     JetStreamApiError,
-    LiveState,
     api,
     create_consumer,
     create_stream,
     delete_consumer,
     delete_stream,
     pedantic_supported,
-    read_live,
     update_stream,
 )
-from snsq2nats.plan import Change, Desired, Plan
-from snsq2nats.routes import ROUTE_KEY
-from snsq2nats.spec import SOURCE_KEY, ConsumerSpec, StreamSpec
+from snsq2nats.jetstream.spec import SOURCE_KEY, ConsumerSpec, LiveState, StreamSpec
+from snsq2nats.jetstream.state import read_live
+from snsq2nats.plan.diff import CONFLICT_PREFIX, diff
+from snsq2nats.plan.model import Change, Desired, Plan
+from snsq2nats.plan.routes import ROUTE_KEY
 
 __all__ = [
     "DEFAULT_CONCURRENCY",
@@ -76,8 +77,6 @@ ALREADY_DONE = "already in the planned state"
 # between meta leaders (10008). Every write here is idempotent (same-config creates succeed,
 # deletes tolerate "gone"), so such a refusal is retried a few times before it counts as the
 # server rejecting the object. Timeouts are not retried: each already cost WRITE_TIMEOUT.
-ERR_NO_PEERS = 10005
-ERR_CLUSTER_UNAVAILABLE = 10008
 RETRY_DELAYS = (0.5, 1.0, 2.0)
 
 
@@ -531,7 +530,7 @@ async def _relayed_to_sns(nc: Any, stream: str, last: int) -> int:
     later, to be dropped there as already sourced: the source must start early enough to carry
     them, or they would reach neither side.
     """
-    from snsq2nats.routes import TO_SNS_CONSUMER
+    from snsq2nats.plan.routes import TO_SNS_CONSUMER
 
     try:
         info = await api(

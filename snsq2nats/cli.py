@@ -16,8 +16,8 @@ from snsq2nats.console import Output
 from snsq2nats.errors import SnsqError
 
 if TYPE_CHECKING:
-    from snsq2nats.pipeline import PlanRequest
-    from snsq2nats.plan import Plan
+    from snsq2nats.plan.model import Plan
+    from snsq2nats.plan.pipeline import PlanRequest
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -110,7 +110,7 @@ plan_options = option_group(
 def plan_request(
     kwargs: dict[str, Any], *, prune: bool = False, offline: bool = False
 ) -> PlanRequest:
-    from snsq2nats.pipeline import PlanRequest
+    from snsq2nats.plan.pipeline import PlanRequest
 
     return PlanRequest(
         inventory_path=kwargs["inventory_path"],
@@ -125,8 +125,8 @@ def plan_request(
 
 
 def build_plan(out: Output, kwargs: dict[str, Any], *, prune: bool, offline: bool) -> Plan:
-    from snsq2nats.connect import NatsOptions
-    from snsq2nats.pipeline import make_plan
+    from snsq2nats.jetstream.connect import NatsOptions
+    from snsq2nats.plan.pipeline import make_plan
 
     request = plan_request(kwargs, prune=prune, offline=offline)
     nats = None if offline else NatsOptions.resolve(kwargs["server"], kwargs["nats_context"])
@@ -140,7 +140,7 @@ def build_plan(out: Output, kwargs: dict[str, Any], *, prune: bool, offline: boo
 def plan_for(out: Output, plan_path: Path | None, kwargs: dict[str, Any], *, live: bool) -> Plan:
     """The plan a command works from: a saved plan file, or one made now from the same inputs
     `plan` takes (`live`: read the NATS server too, else plan offline)."""
-    from snsq2nats.plan import load_plan
+    from snsq2nats.plan.model import load_plan
 
     if plan_path is not None:
         return load_plan(plan_path)
@@ -180,7 +180,7 @@ def scan(
 ) -> None:
     """Read every SNS topic, subscription and SQS queue into an inventory."""
     from snsq2nats.files import write_atomic
-    from snsq2nats.report import scan_summary, warnings_table
+    from snsq2nats.report.plan import scan_summary, warnings_table
 
     out = Output()
     inventory = scan_estate(out, regions, endpoint_url, prefix, concurrency)
@@ -206,7 +206,7 @@ def scan_estate(
 ) -> Any:
     import boto3
 
-    from snsq2nats import aws_scan
+    from snsq2nats.aws import scan as aws_scan
 
     session = boto3.Session()
     chosen = aws_scan.resolve_regions(session, regions)
@@ -254,7 +254,7 @@ def plan(
 ) -> None:
     """Show what the estate becomes in JetStream and what would change (a dry run)."""
     from snsq2nats.files import write_atomic
-    from snsq2nats.report import render_plan, write_report
+    from snsq2nats.report.plan import render_plan, write_report
 
     out = Output()
     result = build_plan(out, kwargs, prune=prune, offline=offline)
@@ -298,7 +298,7 @@ def plan(
 @plan_options
 def subject(source: str, attrs: tuple[str, ...], plan_path: Path | None, **kwargs: Any) -> None:
     """Print the subject a NATS producer publishes to for a topic or queue (name or ARN)."""
-    from snsq2nats.pipeline import publish_subject
+    from snsq2nats.plan.pipeline import publish_subject
 
     out = Output()
     result = plan_for(out, plan_path, kwargs, live=False)
@@ -316,7 +316,7 @@ def subject(source: str, attrs: tuple[str, ...], plan_path: Path | None, **kwarg
 )
 def demo(workdir: Path) -> None:
     """Run the migration story on local moto and nats-server (started and stopped here)."""
-    from snsq2nats.demo import run_demo
+    from snsq2nats.demo.story import run_demo
 
     run_demo(Output(), workdir)
 
@@ -355,9 +355,9 @@ def apply(
 ) -> None:
     """Create or change the JetStream objects: a saved PLAN_FILE exactly, or a fresh plan."""
     from snsq2nats.apply import conflict_refusal, destructive_refusal
-    from snsq2nats.connect import NatsOptions
-    from snsq2nats.plan import load_plan
-    from snsq2nats.report import render_plan, summary_line
+    from snsq2nats.jetstream.connect import NatsOptions
+    from snsq2nats.plan.model import load_plan
+    from snsq2nats.report.plan import render_plan, summary_line
 
     out = Output()
     if plan_file is not None:
@@ -423,7 +423,7 @@ def _run_apply(out: Output, nats: Any, plan: Plan, *, allow_destructive: bool) -
     import asyncio
 
     from snsq2nats.apply import ApplyError, apply_plan, outcome_table, result_line
-    from snsq2nats.connect import connect_nats
+    from snsq2nats.jetstream.connect import connect_nats
 
     async def go() -> Any:
         nc = await connect_nats(nats, name="snsq2nats apply")
@@ -484,7 +484,7 @@ def verify(plan_path: Path | None, as_json: bool, timeout: float, **kwargs: Any)
     import asyncio
     import json
 
-    from snsq2nats.connect import NatsOptions, connect_nats
+    from snsq2nats.jetstream.connect import NatsOptions, connect_nats
     from snsq2nats.verify import result_counts, results_table, summary_line, verify_plan
 
     out = Output()
@@ -580,8 +580,8 @@ def bridge(
     import asyncio
 
     from snsq2nats.bridge.runtime import select_routes
-    from snsq2nats.connect import NatsOptions
     from snsq2nats.errors import UsageError
+    from snsq2nats.jetstream.connect import NatsOptions
 
     out = Output()
     plan = plan_for(out, plan_path, kwargs, live=False)
@@ -641,8 +641,8 @@ def status(
 
     from snsq2nats import status as status_lib
     from snsq2nats.bridge.runtime import select_routes
-    from snsq2nats.connect import NatsOptions
     from snsq2nats.errors import UsageError
+    from snsq2nats.jetstream.connect import NatsOptions
 
     out = Output()
     plan = plan_for(out, plan_path, kwargs, live=False)
@@ -678,7 +678,7 @@ async def _collect_status(
     import boto3
 
     from snsq2nats import status as status_lib
-    from snsq2nats.connect import connect_nats
+    from snsq2nats.jetstream.connect import connect_nats
 
     session = boto3.Session()
     clients: dict[str, Any] = {}

@@ -17,7 +17,7 @@ from typing import Any
 from rich.table import Table
 
 from snsq2nats.errors import SnsqError
-from snsq2nats.plan import Plan, Route
+from snsq2nats.plan.model import Plan, Route
 
 AWS_TO_NATS = {"sqs-to-nats", "sns-to-nats"}
 COUNT_ATTRIBUTES = [
@@ -104,7 +104,7 @@ async def sqs_backlog(sqs: Any, arn: str, name: str | None = None) -> SqsBacklog
 
 
 async def nats_backlog(nc: Any, stream: str, consumer: str | None) -> NatsBacklog:
-    from snsq2nats.jetstream import JetStreamApiError, api
+    from snsq2nats.jetstream.api import JetStreamApiError, api
 
     backlog = NatsBacklog(stream=stream, consumer=consumer)
     try:

@@ -33,11 +33,19 @@ from rich.text import Text
 
 from snsq2nats.bridge.codec import CANARY_HEADER
 from snsq2nats.errors import SnsqError
-from snsq2nats.jetstream import API_PREFIX, JetStreamApiError, api
-from snsq2nats.mapping import SCHEDULE_TOKEN
-from snsq2nats.pipeline import GROUP_ATTRIBUTE, publish_subject
-from snsq2nats.plan import Plan, Resource
-from snsq2nats.spec import StreamSpec
+from snsq2nats.jetstream.api import (
+    API_PREFIX,
+    ERR_CONSUMER_NOT_FOUND,
+    ERR_NO_MESSAGE,
+    ERR_STREAM_NOT_FOUND,
+    JetStreamApiError,
+    api,
+)
+from snsq2nats.jetstream.spec import StreamSpec
+from snsq2nats.jetstream.subjects import subject_matches
+from snsq2nats.plan.model import Plan, Resource
+from snsq2nats.plan.names import SCHEDULE_TOKEN
+from snsq2nats.plan.pipeline import GROUP_ATTRIBUTE, publish_subject
 
 __all__ = [
     "CANARY_HEADER",
@@ -60,10 +68,6 @@ CANARY_TOKEN = "~canary"
 CANARY_GROUP = "snsq2nats-canary"
 SCHEDULE_DELAY = 1.0
 
-_ERR_NO_MESSAGE = 10037
-_ERR_STREAM_NOT_FOUND = 10059
-_ERR_CONSUMER_NOT_FOUND = 10014
-
 
 @dataclass
 class CheckResult:
@@ -79,18 +83,6 @@ class CheckResult:
 
 def is_canary(headers: dict[str, str] | None) -> bool:
     return bool(headers and CANARY_HEADER in headers)
-
-
-def subject_matches(pattern: str, subject: str) -> bool:
-    """NATS subject matching: `*` is one token, a trailing `>` one or more."""
-    p_tokens = pattern.split(".")
-    s_tokens = subject.split(".")
-    for i, tok in enumerate(p_tokens):
-        if tok == ">":
-            return len(s_tokens) > i
-        if i >= len(s_tokens) or (tok != "*" and tok != s_tokens[i]):
-            return False
-    return len(p_tokens) == len(s_tokens)
 
 
 def _canary_subject(pattern: str) -> str:
@@ -183,7 +175,7 @@ class _Verifier:
         try:
             info = await api(self.nc, f"{API_PREFIX}.STREAM.INFO.{name}", None, self.timeout)
         except JetStreamApiError as exc:
-            if exc.err_code == _ERR_STREAM_NOT_FOUND:
+            if exc.err_code == ERR_STREAM_NOT_FOUND:
                 return None
             raise
         return info
@@ -195,9 +187,9 @@ class _Verifier:
                 self.nc, f"{API_PREFIX}.CONSUMER.INFO.{stream}.{consumer}", None, self.timeout
             )
         except JetStreamApiError as exc:
-            if exc.err_code == _ERR_STREAM_NOT_FOUND:
+            if exc.err_code == ERR_STREAM_NOT_FOUND:
                 return f"stream {stream} does not exist (apply the plan first)"
-            if exc.err_code == _ERR_CONSUMER_NOT_FOUND:
+            if exc.err_code == ERR_CONSUMER_NOT_FOUND:
                 return f"durable consumer {stream}/{consumer} does not exist (apply the plan)"
             return exc.what
 
@@ -613,7 +605,7 @@ class _Verifier:
                 self.timeout,
             )
         except JetStreamApiError as exc:
-            if exc.err_code == _ERR_NO_MESSAGE:
+            if exc.err_code == ERR_NO_MESSAGE:
                 return False  # already gone (acked from a work queue, or removed by limits)
             raise
         return True
@@ -632,7 +624,7 @@ class _Verifier:
                         self.timeout,
                     )
                 except JetStreamApiError as exc:
-                    if exc.err_code in (_ERR_NO_MESSAGE, _ERR_STREAM_NOT_FOUND):
+                    if exc.err_code in (ERR_NO_MESSAGE, ERR_STREAM_NOT_FOUND):
                         break
                     raise
                 message = resp.get("message") or {}

@@ -19,15 +19,16 @@ from click.testing import CliRunner, Result
 
 from snsq2nats.apply import ApplyError, apply_plan
 from snsq2nats.cli import main
-from snsq2nats.connect import NatsOptions, connect_nats
-from snsq2nats.estate import seed_shop
+from snsq2nats.demo.estate import seed_shop
+from snsq2nats.demo.nats_server import NatsServer, free_ports
 from snsq2nats.inventory import load_inventory
-from snsq2nats.jetstream import LiveState, api, read_live
-from snsq2nats.localnats import NatsServer, free_ports
-from snsq2nats.pipeline import assemble_plan
-from snsq2nats.plan import Plan
-from snsq2nats.rules import load_rules
-from snsq2nats.spec import NS, SOURCE_KEY
+from snsq2nats.jetstream.api import api
+from snsq2nats.jetstream.connect import NatsOptions, connect_nats
+from snsq2nats.jetstream.spec import NS, SOURCE_KEY, LiveState
+from snsq2nats.jetstream.state import read_live
+from snsq2nats.plan.model import Plan
+from snsq2nats.plan.pipeline import assemble_plan
+from snsq2nats.plan.rules import load_rules
 from tests.fixtures.aws import AwsEndpoint
 from tests.fixtures.nats import TlsServer
 

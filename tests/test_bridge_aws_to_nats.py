@@ -22,7 +22,6 @@ from typing import Any
 
 import pytest
 
-from snsq2nats import jetstream
 from snsq2nats.apply import anchor_new_sources
 from snsq2nats.bridge import aws_to_nats, nats_to_aws
 from snsq2nats.bridge.aws_to_nats import RUNNERS, cleanup_sns_to_nats
@@ -30,13 +29,14 @@ from snsq2nats.bridge.codec import AWS_MESSAGE_ID_HEADER, headers_to_attributes
 from snsq2nats.bridge.context import BridgeContext
 from snsq2nats.bridge.nats_to_aws import run_nats_to_sns, run_nats_to_sqs
 from snsq2nats.bridge.runtime import run_bridge
-from snsq2nats.connect import NatsOptions, connect_nats
-from snsq2nats.jetstream import api, create_consumer, create_stream, update_stream
-from snsq2nats.localnats import NatsCluster, NatsServer
-from snsq2nats.plan import Plan, Route, ServerInfo
-from snsq2nats.spec import NS, ConsumerSpec, StreamSource, StreamSpec
+from snsq2nats.demo.nats_server import NatsCluster, NatsServer
+from snsq2nats.jetstream import api as jetstream
+from snsq2nats.jetstream.api import api, create_consumer, create_stream, update_stream
+from snsq2nats.jetstream.connect import NatsOptions, connect_nats
+from snsq2nats.jetstream.spec import NS, ConsumerSpec, ServerInfo, StreamSource, StreamSpec
+from snsq2nats.plan.model import Plan, Route
 from tests.fixtures.aws import AwsEndpoint
-from tests.fixtures.bridge import until
+from tests.fixtures.wait import until
 
 N = 200
 
@@ -921,7 +921,7 @@ def test_route_selection_by_direction_and_glob() -> None:
 
 
 def test_plain_view_lines() -> None:
-    from snsq2nats.bridge.view import line
+    from snsq2nats.report.live import line
 
     ctx = BridgeContext(plan=plan_with([]), nc=None, sqs=None, sns=None)
     metrics = ctx.route_metrics(fake_route("sqs:a"))

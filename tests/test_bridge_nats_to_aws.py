@@ -27,17 +27,18 @@ from snsq2nats.bridge.codec import (
     attributes_to_headers,
 )
 from snsq2nats.bridge.context import BridgeContext
-from snsq2nats.bridge.nats_to_aws import run_nats_to_sns, run_nats_to_sqs, subject_in
+from snsq2nats.bridge.nats_to_aws import run_nats_to_sns, run_nats_to_sqs
 from snsq2nats.bridge.runtime import load_runners, run_bridge
-from snsq2nats.connect import NatsOptions, connect_nats
+from snsq2nats.demo.nats_server import NatsCluster
 from snsq2nats.errors import SnsqError
 from snsq2nats.filterpolicy import encode_token
-from snsq2nats.jetstream import api, create_consumer, create_stream
-from snsq2nats.localnats import NatsCluster
-from snsq2nats.plan import Plan, Route, ServerInfo
-from snsq2nats.spec import NS, ConsumerSpec, StreamSpec
+from snsq2nats.jetstream.api import api, create_consumer, create_stream
+from snsq2nats.jetstream.connect import NatsOptions, connect_nats
+from snsq2nats.jetstream.spec import NS, ConsumerSpec, ServerInfo, StreamSpec
+from snsq2nats.jetstream.subjects import subject_in, subject_matches
+from snsq2nats.plan.model import Plan, Route
 from tests.fixtures.aws import AwsEndpoint
-from tests.fixtures.bridge import until
+from tests.fixtures.wait import until
 
 Runner = Callable[[BridgeContext, Route], Awaitable[None]]
 
@@ -332,6 +333,7 @@ def test_subject_patterns() -> None:
     assert subject_in("a.b.c", ["a.>"])
     assert not subject_in("a", ["a.>"])
     assert not subject_in("sqs.mixed", ["sqs.other"])
+    assert subject_matches("a.*.c", "a.b.c") and not subject_matches("a.*", "a.b.c")
 
 
 async def test_stop_mid_stream_then_resume_is_exactly_once(

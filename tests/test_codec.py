@@ -12,7 +12,7 @@ from snsq2nats.bridge.codec import (
     attributes_to_headers,
     headers_to_attributes,
 )
-from snsq2nats.plan import Route
+from snsq2nats.plan.model import Route
 
 ATTRS = {
     "kind": Attribute("String", "order_placed"),

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from snsq2nats.connect import DEFAULT_NATS_URL, NatsOptions, connect_nats, redact_url
+from snsq2nats.demo.nats_server import LocalNatsError, NatsCluster, NatsServer, free_ports
 from snsq2nats.errors import NatsConnectError, UsageError
-from snsq2nats.localnats import LocalNatsError, NatsCluster, NatsServer, free_ports
+from snsq2nats.jetstream.connect import DEFAULT_NATS_URL, NatsOptions, connect_nats, redact_url
 from tests.fixtures.nats import AuthServer, TlsServer
 
 BURGER = b"one big burger"

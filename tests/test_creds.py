@@ -18,9 +18,9 @@ import pytest
 from click.testing import CliRunner, Result
 
 from snsq2nats.cli import main
-from snsq2nats.connect import NatsOptions, connect_nats
+from snsq2nats.demo.nats_server import NatsServer
 from snsq2nats.errors import NatsConnectError
-from snsq2nats.localnats import NatsServer
+from snsq2nats.jetstream.connect import NatsOptions, connect_nats
 from tests.fixtures.jwt_auth import JwtAuth, jwt_server
 
 SHOP = Path(__file__).parent / "data" / "mapping" / "shop_inventory.json"

@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from snsq2nats.cli import main
-from snsq2nats.plan import load_plan
+from snsq2nats.plan.model import load_plan
 from tests.fixtures.aws import AwsEndpoint
 
 

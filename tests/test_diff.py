@@ -16,10 +16,16 @@ from typing import Any
 
 import pytest
 
-from snsq2nats.diff import diff, normalise_consumer_field, normalise_stream_field
-from snsq2nats.jetstream import LiveState, LiveStream
-from snsq2nats.plan import Desired, ServerInfo
-from snsq2nats.spec import SOURCE_KEY, StreamSource, StreamSpec
+from snsq2nats.jetstream.spec import (
+    SOURCE_KEY,
+    LiveState,
+    LiveStream,
+    ServerInfo,
+    StreamSource,
+    StreamSpec,
+)
+from snsq2nats.plan.diff import diff, normalise_consumer_field, normalise_stream_field
+from snsq2nats.plan.model import Desired
 
 CASES = sorted((Path(__file__).parent / "data" / "diff").glob("*.json"))
 
@@ -160,7 +166,7 @@ def test_consumer_normalisation(key: str, value: Any, normal: Any) -> None:
 def test_diff_imports_no_client_library() -> None:
     """diff is pure: planning offline must not need (or load) nats-py or boto3."""
     code = (
-        "import sys, snsq2nats.diff; "
+        "import sys, snsq2nats.plan.diff; "
         "bad = [m for m in ('nats', 'boto3', 'botocore') if m in sys.modules]; "
         "print(','.join(bad))"
     )

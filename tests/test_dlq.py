@@ -23,11 +23,11 @@ from snsq2nats.bridge.dlq import (
     run_dlq_mover,
 )
 from snsq2nats.errors import SnsqError
-from snsq2nats.jetstream import JetStreamApiError, api, create_consumer, create_stream
-from snsq2nats.plan import Plan, Route, ServerInfo
-from snsq2nats.routes import advisory_consumer_spec, advisory_stream_spec
-from snsq2nats.spec import NS, ConsumerSpec, StreamSpec
-from tests.fixtures.bridge import until
+from snsq2nats.jetstream.api import JetStreamApiError, api, create_consumer, create_stream
+from snsq2nats.jetstream.spec import NS, ConsumerSpec, ServerInfo, StreamSpec
+from snsq2nats.plan.model import Plan, Route
+from snsq2nats.plan.routes import advisory_consumer_spec, advisory_stream_spec
+from tests.fixtures.wait import until
 
 SRC = "arn:aws:sqs:us-east-1:123456789012:"
 

@@ -16,10 +16,10 @@ from snsq2nats.bridge.context import BridgeContext
 from snsq2nats.bridge.dlq import parse_header_block
 from snsq2nats.bridge.filter_router import run_filter_router
 from snsq2nats.errors import SnsqError
-from snsq2nats.jetstream import JetStreamApiError, api, create_consumer, create_stream
-from snsq2nats.plan import Plan, Route, ServerInfo
-from snsq2nats.spec import NS, ConsumerSpec, StreamSpec
-from tests.fixtures.bridge import until
+from snsq2nats.jetstream.api import JetStreamApiError, api, create_consumer, create_stream
+from snsq2nats.jetstream.spec import NS, ConsumerSpec, ServerInfo, StreamSpec
+from snsq2nats.plan.model import Plan, Route
+from tests.fixtures.wait import until
 
 TOPIC = "arn:aws:sns:us-east-1:123456789012:orders"
 DURABLE = "snsq2nats-filter-workers"

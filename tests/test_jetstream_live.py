@@ -13,32 +13,31 @@ from typing import Any
 
 import pytest
 
-from snsq2nats.connect import NatsOptions, connect_nats
-from snsq2nats.diff import diff
-from snsq2nats.jetstream import (
+from snsq2nats.demo.nats_server import NatsCluster, NatsServer
+from snsq2nats.jetstream.api import (
     JetStreamApiError,
-    LiveState,
     api,
     create_consumer,
     create_stream,
     delete_consumer,
     delete_stream,
     pedantic_supported,
-    read_live,
-    server_info,
     update_stream,
 )
-from snsq2nats.localnats import NatsCluster, NatsServer
-from snsq2nats.plan import Change, Desired, Route
-from snsq2nats.spec import (
+from snsq2nats.jetstream.connect import NatsOptions, connect_nats
+from snsq2nats.jetstream.spec import (
     NS,
     SOURCE_KEY,
     ConsumerSpec,
+    LiveState,
     Placement,
     StreamSource,
     StreamSpec,
     SubjectTransform,
 )
+from snsq2nats.jetstream.state import read_live, server_info
+from snsq2nats.plan.diff import diff
+from snsq2nats.plan.model import Change, Desired, Route
 
 ARN = "arn:aws:sqs:eu-west-1:123456789012:"
 TOPIC = "arn:aws:sns:eu-west-1:123456789012:"

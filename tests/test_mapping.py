@@ -36,11 +36,11 @@ import yaml
 
 from snsq2nats.errors import MappingError
 from snsq2nats.inventory import Inventory, load_inventory
-from snsq2nats.mapping import translate
-from snsq2nats.plan import Desired, Resource
-from snsq2nats.routes import ROUTE_KEY
-from snsq2nats.rules import Rules, load_rules
-from snsq2nats.spec import SOURCE_KEY
+from snsq2nats.jetstream.spec import SOURCE_KEY
+from snsq2nats.plan.model import Desired, Resource
+from snsq2nats.plan.routes import ROUTE_KEY
+from snsq2nats.plan.rules import Rules, load_rules
+from snsq2nats.plan.translate import translate
 
 DATA = Path(__file__).parent / "data" / "mapping"
 # shop_* files are the shop estate and mapping files for it, not cases.

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from snsq2nats.apply import apply_plan
 from snsq2nats.cli import main
-from snsq2nats.plan import FORMAT_VERSION, Plan, load_plan
+from snsq2nats.plan.model import FORMAT_VERSION, Plan, load_plan
 
 DATA = Path(__file__).parent / "data"
 SHOP = DATA / "mapping" / "shop_inventory.json"

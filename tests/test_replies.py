@@ -14,7 +14,7 @@ from snsq2nats.bridge import nats_to_aws
 from snsq2nats.bridge.context import RouteMetrics
 from snsq2nats.bridge.nats_to_aws import ack_confirmed
 from snsq2nats.bridge.replies import NoResponders, Replies, check_pub_ack
-from tests.fixtures.bridge import until
+from tests.fixtures.wait import until
 
 
 class PublicApiOnly:

@@ -18,8 +18,9 @@ import pytest
 from rich.console import Console
 
 from snsq2nats.errors import UsageError
-from snsq2nats.plan import Change, Fidelity, FieldDiff, Plan, Resource, Route, ServerInfo
-from snsq2nats.report import (
+from snsq2nats.jetstream.spec import NS, ServerInfo
+from snsq2nats.plan.model import Change, Fidelity, FieldDiff, Plan, Resource, Route
+from snsq2nats.report.plan import (
     format_duration,
     format_size,
     format_value,
@@ -28,7 +29,6 @@ from snsq2nats.report import (
     plan_renderables,
     write_report,
 )
-from snsq2nats.spec import NS
 
 GOLDEN = Path(__file__).parent / "data" / "report"
 ACCOUNT = "arn:aws:sqs:us-east-1:123456789012"

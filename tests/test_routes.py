@@ -16,8 +16,8 @@ import pytest
 
 from snsq2nats.bridge.aws_to_nats import convert
 from snsq2nats.bridge.codec import ORIGIN_ATTRIBUTE
-from snsq2nats.plan import Route
-from snsq2nats.routes import (
+from snsq2nats.plan.model import Route
+from snsq2nats.plan.routes import (
     ADVISORY_STREAM,
     QueueInfo,
     SubscriptionInfo,
@@ -25,7 +25,7 @@ from snsq2nats.routes import (
     bridge_queue_name,
     derive,
 )
-from snsq2nats.rules import Cutover, Defaults
+from snsq2nats.plan.rules import Cutover, Defaults
 
 ARN = "arn:aws:sqs:us-east-1:1:"
 TOPIC = "arn:aws:sns:us-east-1:1:orders"

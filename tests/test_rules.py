@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from snsq2nats import rules as rules_module
 from snsq2nats.errors import MappingError
-from snsq2nats.rules import (
+from snsq2nats.plan import rules as rules_module
+from snsq2nats.plan.rules import (
     REPO_RULES_FILE,
     Defaults,
     Limits,

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from snsq2nats import aws_scan
+from snsq2nats.aws import scan as aws_scan
 from snsq2nats.cli import main
+from snsq2nats.demo.estate import seed_shop
 from snsq2nats.errors import InventoryFileError
-from snsq2nats.estate import seed_shop
 from snsq2nats.inventory import Inventory, load_inventory
 from tests.fixtures.aws import AwsEndpoint
 

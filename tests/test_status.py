@@ -12,8 +12,8 @@ from click.testing import CliRunner
 
 from snsq2nats.apply import apply_plan
 from snsq2nats.cli import main
-from snsq2nats.estate import seed_shop
-from snsq2nats.plan import load_plan
+from snsq2nats.demo.estate import seed_shop
+from snsq2nats.plan.model import load_plan
 from tests.fixtures.aws import AwsEndpoint
 
 CUTOVER = """

@@ -18,11 +18,11 @@ import pytest
 from click.testing import CliRunner
 
 from snsq2nats.cli import main
-from snsq2nats.connect import NatsOptions, connect_nats
-from snsq2nats.jetstream import api, create_consumer, create_stream, pedantic_supported
-from snsq2nats.localnats import NatsServer
-from snsq2nats.pipeline import PlanRequest, make_plan
-from snsq2nats.plan import Plan
+from snsq2nats.demo.nats_server import NatsServer
+from snsq2nats.jetstream.api import api, create_consumer, create_stream, pedantic_supported
+from snsq2nats.jetstream.connect import NatsOptions, connect_nats
+from snsq2nats.plan.model import Plan
+from snsq2nats.plan.pipeline import PlanRequest, make_plan
 from snsq2nats.verify import CANARY_HEADER, CheckResult, verify_plan
 
 REGION = "us-east-1"
@@ -34,8 +34,8 @@ def inventory_file(moto_server: str, tmp_path_factory: pytest.TempPathFactory) -
     """The shop, seeded into moto and scanned once: the tests only need its inventory."""
     import boto3
 
-    from snsq2nats import aws_scan
-    from snsq2nats.estate import seed_shop
+    from snsq2nats.aws import scan as aws_scan
+    from snsq2nats.demo.estate import seed_shop
 
     reset = urllib.request.Request(f"{moto_server}/moto-api/reset", method="POST")
     urllib.request.urlopen(reset, timeout=10).close()

@@ -43,7 +43,7 @@ from snsq2nats.bridge.codec import (
 from snsq2nats.bridge.context import BridgeContext, RouteMetrics
 from snsq2nats.bridge.replies import EXPECTED_STREAM_HEADER, Replies, check_pub_ack
 from snsq2nats.filterpolicy import encode_token, subject_for
-from snsq2nats.plan import Route
+from snsq2nats.plan.model import Route
 
 MAX_BATCH = 10
 BACKOFF_CAP = 20.0
@@ -271,7 +271,7 @@ class Relay:
         now = time.monotonic()
         if self._starts is not None and now - self._starts_read < SOURCE_REFRESH:
             return self._starts
-        from snsq2nats.jetstream import api
+        from snsq2nats.jetstream.api import api
 
         try:
             info = await api(self.ctx.nc, f"$JS.API.STREAM.INFO.{self.route.stream}", None, 5.0)

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from snsq2nats.plan import Plan, Route
+from snsq2nats.plan.model import Plan, Route
 
 # Latency buckets in seconds, shared by the Prometheus histogram and the live view.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)

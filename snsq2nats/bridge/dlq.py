@@ -35,9 +35,15 @@ from snsq2nats.bridge.nats_to_aws import (
 )
 from snsq2nats.errors import SnsqError
 from snsq2nats.filterpolicy import encode_token
-from snsq2nats.jetstream import API_PREFIX, ERR_STREAM_NOT_FOUND, JetStreamApiError, api
-from snsq2nats.plan import Route
-from snsq2nats.routes import ADVISORY_STREAM, DLQ_CONSUMER_PREFIX
+from snsq2nats.jetstream.api import (
+    API_PREFIX,
+    ERR_NO_MESSAGE,
+    ERR_STREAM_NOT_FOUND,
+    JetStreamApiError,
+    api,
+)
+from snsq2nats.plan.model import Route
+from snsq2nats.plan.routes import ADVISORY_STREAM, DLQ_CONSUMER_PREFIX
 
 __all__ = [
     "ADVISORY_STREAM",
@@ -56,7 +62,6 @@ DLQ_REASON = "Snsq2nats-Dlq-Reason"
 DLQ_SOURCE_MSG_ID = "Snsq2nats-Dlq-Source-Msg-Id"
 
 # "no message found": deleted already (by us before a crash, by retention, or by hand).
-ERR_NO_MESSAGE = 10037
 ADVISORY_BATCH = 10
 PUBLISH_ATTEMPTS = 3
 

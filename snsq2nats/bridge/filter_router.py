@@ -36,10 +36,10 @@ from snsq2nats.bridge.nats_to_aws import (
     publish_with_retry,
     require_consumer,
     route_binding,
-    subject_in,
 )
 from snsq2nats.errors import SnsqError
-from snsq2nats.plan import Route
+from snsq2nats.jetstream.subjects import subject_in
+from snsq2nats.plan.model import Route
 
 __all__ = ["run_filter_router"]
 

@@ -27,7 +27,7 @@ import random
 import re
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,14 +45,15 @@ from snsq2nats.bridge.context import BridgeContext, RouteMetrics
 from snsq2nats.bridge.replies import Replies
 from snsq2nats.errors import NatsConnectError, SnsqError
 from snsq2nats.filterpolicy import decode_token
-from snsq2nats.jetstream import (
+from snsq2nats.jetstream.api import (
     API_PREFIX,
     ERR_CONSUMER_NOT_FOUND,
     ERR_STREAM_NOT_FOUND,
     JetStreamApiError,
     api,
 )
-from snsq2nats.plan import Route
+from snsq2nats.jetstream.subjects import subject_in
+from snsq2nats.plan.model import Route
 
 __all__ = [
     "FETCH_WAIT",
@@ -1030,30 +1031,6 @@ class _Relay:
             retry += r
             rejected += x
         return accepted, retry, rejected
-
-
-def subject_in(subject: str, patterns: Iterable[str]) -> bool:
-    """Whether a concrete subject matches any of the patterns (`*` one token, `>` the rest)."""
-    return _subject_in(subject, tuple(patterns))
-
-
-@functools.lru_cache(maxsize=8192)
-def _subject_in(subject: str, patterns: tuple[str, ...]) -> bool:
-    # Cached: a route sees the same few subjects (one per FIFO group at most) over and over.
-    tokens = subject.split(".")
-    for pattern in patterns:
-        parts = pattern.split(".")
-        for i, part in enumerate(parts):
-            if part == ">":
-                if len(tokens) > i:
-                    return True
-                break
-            if i >= len(tokens) or (part != "*" and part != tokens[i]):
-                break
-        else:
-            if len(parts) == len(tokens):
-                return True
-    return False
 
 
 async def _in_progress(msg: Any) -> None:

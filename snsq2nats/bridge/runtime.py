@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from snsq2nats.bridge.context import AwsThreads, BridgeContext
-from snsq2nats.plan import Route
+from snsq2nats.plan.model import Route
 
 Runner = Callable[[BridgeContext, Route], Awaitable[None]]
 

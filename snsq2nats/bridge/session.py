@@ -9,7 +9,7 @@ import asyncio
 from typing import Any
 
 from snsq2nats.console import Output
-from snsq2nats.plan import Plan
+from snsq2nats.plan.model import Plan
 
 
 async def bridge_session(
@@ -34,9 +34,10 @@ async def bridge_session(
     from snsq2nats.bridge.context import BridgeContext
     from snsq2nats.bridge.metrics import serve_metrics
     from snsq2nats.bridge.runtime import load_runners, run_bridge
-    from snsq2nats.bridge.view import run_view, summary
-    from snsq2nats.connect import connect_nats
     from snsq2nats.errors import NatsConnectError
+    from snsq2nats.jetstream.connect import connect_nats
+    from snsq2nats.jetstream.state import stream_names
+    from snsq2nats.report.live import run_view, summary
 
     session = boto3.Session()
     # The routes' own region unless told otherwise: the ARNs say where the resources live.
@@ -82,7 +83,7 @@ async def bridge_session(
     )
     server = None
     try:
-        missing = sorted({r.stream for r in routes if r.stream} - await _streams(nc))
+        missing = sorted({r.stream for r in routes if r.stream} - await stream_names(nc))
         if missing:
             raise NatsConnectError(
                 f"stream(s) {', '.join(missing)} do not exist",
@@ -115,11 +116,6 @@ async def bridge_session(
             server.close()
         closing = True
         await nc.drain() if nc.is_connected else await nc.close()
-
-
-async def _streams(nc: Any) -> set[str]:
-    js = nc.jetstream()
-    return {info.config.name for info in await js.streams_info()}
 
 
 async def _forward(source: asyncio.Event, target: asyncio.Event) -> None:

@@ -24,8 +24,8 @@ from snsq2nats.console import Output
 from snsq2nats.errors import UsageError
 from snsq2nats.files import write_atomic
 from snsq2nats.inventory import Inventory
-from snsq2nats.plan import VERDICT_ORDER, Change, Fidelity, Plan, Resource, Route
-from snsq2nats.spec import NS
+from snsq2nats.jetstream.spec import NS
+from snsq2nats.plan.model import VERDICT_ORDER, Change, Fidelity, Plan, Resource, Route
 
 # --------------------------------------------------------------------------------------------
 # scan

@@ -16,12 +16,12 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from snsq2nats.errors import MappingError
-from snsq2nats.names import NAME_RE
+from snsq2nats.plan.names import NAME_RE
 
 # A wheel ships the defaults inside the package (pyproject force-include); a source checkout
 # reads them from the repository's mappings/ directory.
-PACKAGED_RULES_FILE = Path(__file__).resolve().parent / "default_mapping.yaml"
-REPO_RULES_FILE = Path(__file__).resolve().parent.parent / "mappings" / "default.yaml"
+PACKAGED_RULES_FILE = Path(__file__).resolve().parents[1] / "default_mapping.yaml"
+REPO_RULES_FILE = Path(__file__).resolve().parents[2] / "mappings" / "default.yaml"
 
 
 def default_rules_file() -> Path:

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from snsq2nats.spec import ConsumerSpec, StreamSpec
+from snsq2nats.jetstream.spec import ConsumerSpec, ServerInfo, StreamSpec
 
 FORMAT_VERSION = 1
 
@@ -109,14 +109,6 @@ class Change(Model):
     diff: list[FieldDiff] = Field(default_factory=list)
     config: dict[str, Any] | None = None
     live_messages: int | None = None
-
-
-class ServerInfo(Model):
-    reachable: bool
-    url: str | None = None
-    version: str | None = None
-    cluster: str | None = None
-    note: str | None = None
 
 
 class Plan(Model):

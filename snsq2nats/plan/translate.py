@@ -20,11 +20,7 @@ from typing import Literal
 from snsq2nats import filterpolicy
 from snsq2nats.errors import FilterPolicyError
 from snsq2nats.inventory import Inventory, Queue, Subscription, Topic
-from snsq2nats.names import NameRegistry, base_name, check_name, check_subject, render
-from snsq2nats.plan import Desired, Fidelity, Resource, Verdict
-from snsq2nats.routes import RELAY_PREFIX, QueueInfo, SubscriptionInfo, TopicInfo, derive
-from snsq2nats.rules import Cutover, Override, Rules
-from snsq2nats.spec import (
+from snsq2nats.jetstream.spec import (
     NS,
     SOURCE_KEY,
     ConsumerSpec,
@@ -32,9 +28,20 @@ from snsq2nats.spec import (
     StreamSource,
     StreamSpec,
     SubjectTransform,
+    version_tuple,
 )
+from snsq2nats.plan.model import Desired, Fidelity, Resource, Verdict
+from snsq2nats.plan.names import (
+    SCHEDULE_TOKEN,
+    NameRegistry,
+    base_name,
+    check_name,
+    check_subject,
+    render,
+)
+from snsq2nats.plan.routes import RELAY_PREFIX, QueueInfo, SubscriptionInfo, TopicInfo, derive
+from snsq2nats.plan.rules import Cutover, Override, Rules
 
-SCHEDULE_TOKEN = "_sched"
 MAX_PAYLOAD_DEFAULT = 1_048_576
 SNS_MAX_MESSAGE = 262_144
 
@@ -120,13 +127,8 @@ class Translator:
         return stream, subject, base, fifo
 
     def _schedules_supported(self) -> bool | None:
-        if self.server_version is None:
-            return None
-        parts = self.server_version.lstrip("v").split(".")
-        try:
-            return (int(parts[0]), int(parts[1])) >= (2, 12)
-        except (ValueError, IndexError):
-            return None
+        parsed = version_tuple(self.server_version)
+        return None if parsed is None else parsed[:2] >= (2, 12)
 
     def _placement(self, override: Override) -> Placement | None:
         chosen = override.placement or self.rules.defaults.placement

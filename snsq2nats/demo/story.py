@@ -152,13 +152,13 @@ def run_demo(out: Output, workdir: Path) -> dict[str, Any]:
 
     import boto3
 
-    from snsq2nats import aws_scan
-    from snsq2nats.connect import NatsOptions
-    from snsq2nats.estate import seed_shop
+    from snsq2nats.aws import scan as aws_scan
+    from snsq2nats.demo.estate import seed_shop
+    from snsq2nats.demo.nats_server import NatsServer
     from snsq2nats.files import write_atomic
-    from snsq2nats.localnats import NatsServer
-    from snsq2nats.pipeline import PlanRequest, make_plan
-    from snsq2nats.report import render_plan, scan_summary, write_report
+    from snsq2nats.jetstream.connect import NatsOptions
+    from snsq2nats.plan.pipeline import PlanRequest, make_plan
+    from snsq2nats.report.plan import render_plan, scan_summary, write_report
 
     workdir.mkdir(parents=True, exist_ok=True)
     rules = workdir / "cutover.yaml"
@@ -216,8 +216,8 @@ async def _live_story(
     from snsq2nats import status as status_lib
     from snsq2nats.apply import apply_plan, outcome_table, result_line
     from snsq2nats.bridge.session import bridge_session
-    from snsq2nats.connect import connect_nats
     from snsq2nats.errors import SnsqError
+    from snsq2nats.jetstream.connect import connect_nats
     from snsq2nats.verify import result_counts, results_table, summary_line, verify_plan
 
     nc = await connect_nats(options, name="snsq2nats demo")

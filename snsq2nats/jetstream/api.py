@@ -11,31 +11,28 @@ models from here without pulling in a NATS client.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from snsq2nats.errors import NatsConnectError, SnsqError
-from snsq2nats.plan import ServerInfo
-from snsq2nats.spec import ConsumerSpec, StreamSpec
+from snsq2nats.jetstream.spec import (
+    ConsumerSpec,
+    ServerInfo,
+    StreamSpec,
+    version_tuple,
+)
 
 __all__ = [
     "API_PREFIX",
     "ConsumerAction",
     "JetStreamApiError",
-    "LiveState",
-    "LiveStream",
     "api",
     "create_consumer",
     "create_stream",
     "delete_consumer",
     "delete_stream",
     "pedantic_supported",
-    "read_live",
-    "server_info",
     "stream_request_body",
     "update_stream",
 ]
@@ -44,8 +41,11 @@ API_PREFIX = "$JS.API"
 ConsumerAction = Literal["create", "update", ""]
 
 # JetStream API error codes snsq2nats reacts to (server/errors.json).
+ERR_NO_PEERS = 10005  # a cluster under load briefly thinks a peer is offline
+ERR_CLUSTER_UNAVAILABLE = 10008  # between meta leaders
 ERR_CONSUMER_CREATE = 10012  # wraps "… can not be updated" for immutable consumer fields
 ERR_CONSUMER_NOT_FOUND = 10014
+ERR_NO_MESSAGE = 10037
 ERR_NOT_ENABLED_FOR_ACCOUNT = 10039
 ERR_STREAM_INVALID_CONFIG = 10052  # immutable stream field changed, among others
 ERR_STREAM_MIRROR_UPDATE = 10055
@@ -81,7 +81,6 @@ _HINTS: dict[int, str] = {
 
 # STREAM.LIST and CONSUMER.LIST are issued per stream; a bounded fan-out keeps a large estate
 # fast to read without flooding the server's JetStream API queue.
-_LIST_CONCURRENCY = 16
 # Pedantic requests exist since 2.11; older servers reject the unknown request field.
 _PEDANTIC_SINCE = (2, 11)
 
@@ -109,22 +108,6 @@ class JetStreamApiError(SnsqError):
         self.code = code
         self.description = description
         self.subject = subject
-
-
-@dataclass
-class LiveStream:
-    """A stream as the server reports it; configs stay raw dicts so nothing is lost."""
-
-    config: dict[str, Any]
-    messages: int = 0
-    bytes: int = 0
-    consumers: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-
-@dataclass
-class LiveState:
-    streams: dict[str, LiveStream]
-    server: ServerInfo
 
 
 # --- the raw API ----------------------------------------------------------------------------
@@ -223,111 +206,12 @@ def _api_error(error: Any, subject: str, where: str) -> JetStreamApiError:
 # --- server facts ---------------------------------------------------------------------------
 
 
-def _version_tuple(version: str | None) -> tuple[int, ...] | None:
-    if not version:
-        return None
-    match = re.match(r"v?(\d+)\.(\d+)(?:\.(\d+))?", version.strip())
-    if match is None:
-        return None
-    return tuple(int(g or 0) for g in match.groups())
-
-
 def pedantic_supported(version: str | ServerInfo | None) -> bool:
     """True when the server (version string or ServerInfo) understands `"pedantic": true`."""
     if isinstance(version, ServerInfo):
         version = version.version
-    parsed = _version_tuple(version)
+    parsed = version_tuple(version)
     return parsed is not None and parsed[:2] >= _PEDANTIC_SINCE
-
-
-def server_info(nc: Any) -> ServerInfo:
-    """What we know about the server the connection landed on, with no secrets in the URL."""
-    # nats-py keeps the server's INFO only in a private attribute; it is the one place the
-    # cluster name is available without a system-account request.
-    info: dict[str, Any] = dict(getattr(nc, "_server_info", None) or {})
-    version = info.get("version")
-    if not version:
-        sv = getattr(nc, "connected_server_version", None)
-        raw = getattr(sv, "_server_version", None)
-        version = raw if isinstance(raw, str) and raw else None
-    url: str | None = None
-    parsed = getattr(nc, "connected_url", None)
-    if parsed is not None and getattr(parsed, "hostname", None):
-        # Rebuilt from parts so user:password@ in the URL never reaches a plan file.
-        port = f":{parsed.port}" if parsed.port else ""
-        url = f"{parsed.scheme}://{parsed.hostname}{port}"
-    cluster = info.get("cluster")
-    return ServerInfo(
-        reachable=True,
-        url=url,
-        version=str(version) if version else None,
-        cluster=str(cluster) if cluster else None,
-    )
-
-
-# --- reading ----------------------------------------------------------------------------------
-
-
-async def _paginate(nc: Any, subject: str, key: str, timeout: float) -> list[dict[str, Any]]:
-    """All items of a paged LIST API (pages of `limit`, 256 on current servers)."""
-    items: list[dict[str, Any]] = []
-    offset = 0
-    while True:
-        page = await api(nc, subject, {"offset": offset}, timeout)
-        batch = page.get(key) or []
-        items.extend(item for item in batch if isinstance(item, dict))
-        total = int(page.get("total") or 0)
-        offset += len(batch)
-        # An empty page ends the loop even if `total` says otherwise: objects deleted while we
-        # page would otherwise have us ask forever.
-        if not batch or offset >= total:
-            return items
-
-
-async def _stream_consumers(
-    nc: Any, name: str, timeout: float, gate: asyncio.Semaphore
-) -> dict[str, dict[str, Any]] | None:
-    """A stream's consumer configs by name, or None when the stream vanished meanwhile."""
-    async with gate:
-        try:
-            infos = await _paginate(nc, f"{API_PREFIX}.CONSUMER.LIST.{name}", "consumers", timeout)
-        except JetStreamApiError as exc:
-            if exc.err_code == ERR_STREAM_NOT_FOUND:
-                return None
-            raise
-    consumers: dict[str, dict[str, Any]] = {}
-    for info in infos:
-        config = info.get("config") or {}
-        consumer_name = info.get("name") or config.get("durable_name") or config.get("name")
-        if consumer_name:
-            consumers[str(consumer_name)] = dict(config)
-    return consumers
-
-
-async def read_live(nc: Any, *, timeout: float = 5.0) -> LiveState:
-    """Every stream (config, message count, bytes) and its consumers' configs."""
-    infos = await _paginate(nc, f"{API_PREFIX}.STREAM.LIST", "streams", timeout)
-    streams: dict[str, LiveStream] = {}
-    for info in infos:
-        config = dict(info.get("config") or {})
-        name = config.get("name")
-        if not name:
-            continue
-        state = info.get("state") or {}
-        streams[str(name)] = LiveStream(
-            config=config,
-            messages=int(state.get("messages") or 0),
-            bytes=int(state.get("bytes") or 0),
-        )
-    gate = asyncio.Semaphore(_LIST_CONCURRENCY)
-    names = sorted(streams)
-    results = await asyncio.gather(*(_stream_consumers(nc, n, timeout, gate) for n in names))
-    for name, consumers in zip(names, results, strict=True):
-        if consumers is None:
-            del streams[name]
-        else:
-            streams[name].consumers = consumers
-    return LiveState(streams=streams, server=server_info(nc))
 
 
 # --- writing ----------------------------------------------------------------------------------

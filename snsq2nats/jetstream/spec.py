@@ -7,6 +7,8 @@ fields listed here are managed; anything else on a live object is the server's o
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -87,3 +89,37 @@ class ConsumerSpec(Spec):
         body = super().to_api()
         del body["stream_name"]
         return body
+
+
+class ServerInfo(Spec):
+    reachable: bool
+    url: str | None = None
+    version: str | None = None
+    cluster: str | None = None
+    note: str | None = None
+
+
+@dataclass
+class LiveStream:
+    """A stream as the server reports it; configs stay raw dicts so nothing is lost."""
+
+    config: dict[str, Any]
+    messages: int = 0
+    bytes: int = 0
+    consumers: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass
+class LiveState:
+    streams: dict[str, LiveStream]
+    server: ServerInfo
+
+
+def version_tuple(version: str | None) -> tuple[int, ...] | None:
+    """`2.12.1` / `v2.12` as numbers; None when there is no version or it does not parse."""
+    if not version:
+        return None
+    match = re.match(r"v?(\d+)\.(\d+)(?:\.(\d+))?", version.strip())
+    if match is None:
+        return None
+    return tuple(int(g or 0) for g in match.groups())

@@ -23,9 +23,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from snsq2nats.plan import Route
-from snsq2nats.rules import Cutover, Defaults
-from snsq2nats.spec import NS, SOURCE_KEY, ConsumerSpec, StreamSpec
+from snsq2nats.jetstream.spec import NS, SOURCE_KEY, ConsumerSpec, StreamSpec
+from snsq2nats.plan.model import Route
+from snsq2nats.plan.names import SCHEDULE_TOKEN
+from snsq2nats.plan.rules import Cutover, Defaults
 
 ROUTE_KEY = "snsq2nats.route"
 """Consumer metadata naming the bridge route that owns the consumer."""
@@ -38,7 +39,7 @@ TO_SNS_CONSUMER = "snsq2nats-to-sns"
 FILTER_CONSUMER_PREFIX = "snsq2nats-filter-"
 DLQ_CONSUMER_PREFIX = "snsq2nats-dlq-"
 BRIDGE_QUEUE_PREFIX = "snsq2nats-bridge-"
-SCHEDULE_MARK = "._sched."
+SCHEDULE_MARK = f".{SCHEDULE_TOKEN}."
 ADVISORY_MAX_AGE = 7 * 86400
 
 

@@ -22,11 +22,11 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from snsq2nats.plan import Action, Change, Desired, FieldDiff
-from snsq2nats.spec import NS, SOURCE_KEY, ConsumerSpec, StreamSpec
+from snsq2nats.jetstream.spec import NS, SOURCE_KEY, ConsumerSpec, StreamSpec
+from snsq2nats.plan.model import Action, Change, Desired, FieldDiff
 
 if TYPE_CHECKING:
-    from snsq2nats.jetstream import LiveState, LiveStream
+    from snsq2nats.jetstream.spec import LiveState, LiveStream
 
 __all__ = [
     "CONFLICT_PREFIX",

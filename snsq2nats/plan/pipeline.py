@@ -12,15 +12,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from snsq2nats.diff import diff
 from snsq2nats.inventory import Inventory, load_inventory
-from snsq2nats.mapping import translate
-from snsq2nats.plan import Plan, ServerInfo
-from snsq2nats.rules import Rules, load_rules
+from snsq2nats.jetstream.spec import ServerInfo
+from snsq2nats.plan.diff import diff
+from snsq2nats.plan.model import Plan
+from snsq2nats.plan.rules import Rules, load_rules
+from snsq2nats.plan.translate import translate
 
 if TYPE_CHECKING:
-    from snsq2nats.connect import NatsOptions
-    from snsq2nats.jetstream import LiveState
+    from snsq2nats.jetstream.connect import NatsOptions
+    from snsq2nats.jetstream.spec import LiveState
 
 
 @dataclass
@@ -68,9 +69,9 @@ def obtain_inventory(request: PlanRequest, scan: Callable[[], Inventory]) -> Inv
 
 async def read_server(opts: NatsOptions) -> tuple[LiveState | None, ServerInfo]:
     """The live JetStream state, or None with the reason when no server can be read."""
-    from snsq2nats.connect import connect_nats
     from snsq2nats.errors import NatsConnectError, NatsRefusedError
-    from snsq2nats.jetstream import read_live
+    from snsq2nats.jetstream.connect import connect_nats
+    from snsq2nats.jetstream.state import read_live
 
     try:
         nc = await connect_nats(opts, name="snsq2nats plan")

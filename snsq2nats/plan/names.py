@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 from snsq2nats.errors import MappingError
 
+SCHEDULE_TOKEN = "_sched"
+"""The subject token under which a delayed queue takes scheduled messages."""
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 TOKEN_RE = re.compile(r"^[^.*>\s]+$")
 MAX_NAME_LENGTH = 255

@@ -1,0 +1,1 @@
+"""AWS: clients, the scan, and how AWS errors are classified."""

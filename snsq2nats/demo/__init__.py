@@ -1,0 +1,1 @@
+"""The demo: local services (moto, nats-server), the seeded estate and the story."""

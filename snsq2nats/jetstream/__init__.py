@@ -1,0 +1,1 @@
+"""JetStream: the API, the paginated live-state reader, connecting, object specs."""

@@ -1,0 +1,117 @@
+"""Reading JetStream's state: every list goes through one paginated reader.
+
+Real estates have thousands of streams: a LIST answers at most one page (256 infos, 1024
+names), so every reader here walks the pages until the server's `total` is reached.
+nats-py is never imported here, so this stays cheap to import.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from snsq2nats.jetstream.api import API_PREFIX, ERR_STREAM_NOT_FOUND, JetStreamApiError, api
+from snsq2nats.jetstream.spec import LiveState, LiveStream, ServerInfo
+
+_LIST_CONCURRENCY = 16
+
+
+async def stream_names(nc: Any, *, timeout: float = 5.0) -> set[str]:
+    """Every stream's name, all pages."""
+    names = await paginate(nc, f"{API_PREFIX}.STREAM.NAMES", "streams", timeout)
+    return {str(n) for n in names if isinstance(n, str)}
+
+
+def server_info(nc: Any) -> ServerInfo:
+    """What we know about the server the connection landed on, with no secrets in the URL."""
+    # nats-py keeps the server's INFO only in a private attribute; it is the one place the
+    # cluster name is available without a system-account request.
+    info: dict[str, Any] = dict(getattr(nc, "_server_info", None) or {})
+    version = info.get("version")
+    if not version:
+        sv = getattr(nc, "connected_server_version", None)
+        raw = getattr(sv, "_server_version", None)
+        version = raw if isinstance(raw, str) and raw else None
+    url: str | None = None
+    parsed = getattr(nc, "connected_url", None)
+    if parsed is not None and getattr(parsed, "hostname", None):
+        # Rebuilt from parts so user:password@ in the URL never reaches a plan file.
+        port = f":{parsed.port}" if parsed.port else ""
+        url = f"{parsed.scheme}://{parsed.hostname}{port}"
+    cluster = info.get("cluster")
+    return ServerInfo(
+        reachable=True,
+        url=url,
+        version=str(version) if version else None,
+        cluster=str(cluster) if cluster else None,
+    )
+
+
+# --- reading ----------------------------------------------------------------------------------
+
+
+async def paginate(nc: Any, subject: str, key: str, timeout: float = 5.0) -> list[Any]:
+    """All items of a paged LIST or NAMES API (pages of `limit`: 256 infos or 1024 names on
+    current servers). nats-py's `streams_info()` reads only the first page: never use it."""
+    items: list[Any] = []
+    offset = 0
+    while True:
+        page = await api(nc, subject, {"offset": offset}, timeout)
+        batch = page.get(key) or []
+        items.extend(batch)
+        total = int(page.get("total") or 0)
+        offset += len(batch)
+        # An empty page ends the loop even if `total` says otherwise: objects deleted while we
+        # page would otherwise have us ask forever.
+        if not batch or offset >= total:
+            return items
+
+
+async def _stream_consumers(
+    nc: Any, name: str, timeout: float, gate: asyncio.Semaphore
+) -> dict[str, dict[str, Any]] | None:
+    """A stream's consumer configs by name, or None when the stream vanished meanwhile."""
+    async with gate:
+        try:
+            infos = await paginate(nc, f"{API_PREFIX}.CONSUMER.LIST.{name}", "consumers", timeout)
+        except JetStreamApiError as exc:
+            if exc.err_code == ERR_STREAM_NOT_FOUND:
+                return None
+            raise
+    consumers: dict[str, dict[str, Any]] = {}
+    for info in infos:
+        if not isinstance(info, dict):
+            continue
+        config = info.get("config") or {}
+        consumer_name = info.get("name") or config.get("durable_name") or config.get("name")
+        if consumer_name:
+            consumers[str(consumer_name)] = dict(config)
+    return consumers
+
+
+async def read_live(nc: Any, *, timeout: float = 5.0) -> LiveState:
+    """Every stream (config, message count, bytes) and its consumers' configs."""
+    infos = await paginate(nc, f"{API_PREFIX}.STREAM.LIST", "streams", timeout)
+    streams: dict[str, LiveStream] = {}
+    for info in infos:
+        if not isinstance(info, dict):
+            continue
+        config = dict(info.get("config") or {})
+        name = config.get("name")
+        if not name:
+            continue
+        state = info.get("state") or {}
+        streams[str(name)] = LiveStream(
+            config=config,
+            messages=int(state.get("messages") or 0),
+            bytes=int(state.get("bytes") or 0),
+        )
+    gate = asyncio.Semaphore(_LIST_CONCURRENCY)
+    names = sorted(streams)
+    results = await asyncio.gather(*(_stream_consumers(nc, n, timeout, gate) for n in names))
+    for name, consumers in zip(names, results, strict=True):
+        if consumers is None:
+            del streams[name]
+        else:
+            streams[name].consumers = consumers
+    return LiveState(streams=streams, server=server_info(nc))

@@ -1,0 +1,1 @@
+"""Planning: rules, names, translation per resource kind, routes and the diff (pure)."""

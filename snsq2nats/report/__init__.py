@@ -1,0 +1,1 @@
+"""Everything people read: terminal tables, Markdown and HTML reports, the live view."""
