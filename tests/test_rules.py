@@ -318,5 +318,6 @@ def test_wheel_ships_the_defaults_inside_the_package() -> None:
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
     wheel = pyproject["tool"]["hatch"]["build"]["targets"]["wheel"]
     assert wheel["force-include"]["mappings/default.yaml"] == "snsq2nats/default_mapping.yaml"
-    assert rules_module.PACKAGED_RULES_FILE.name == "default_mapping.yaml"
-    assert rules_module.PACKAGED_RULES_FILE.parent == Path(rules_module.__file__).parent
+    # Where the wheel puts the file is exactly where the rules module looks for it.
+    shipped = (ROOT / wheel["force-include"]["mappings/default.yaml"]).resolve()
+    assert shipped == rules_module.PACKAGED_RULES_FILE
