@@ -28,9 +28,6 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from rich.table import Table
-from rich.text import Text
-
 from snsq2nats.errors import SnsqError
 from snsq2nats.jetstream.api import (
     ERR_CLUSTER_UNAVAILABLE,
@@ -58,8 +55,6 @@ __all__ = [
     "apply_plan",
     "conflict_refusal",
     "destructive_refusal",
-    "outcome_table",
-    "result_line",
 ]
 
 Status = Literal["done", "failed", "skipped"]
@@ -624,56 +619,3 @@ async def apply_plan(
     await runner.run(ops)
     ordered = [runner.outcomes[_key(c)] for c in plan.pending]
     return ApplyResult(outcomes=ordered, error=runner.error, seconds=time.perf_counter() - started)
-
-
-# --- rendering ----------------------------------------------------------------------------------
-
-_RESULT_STYLES: dict[str, str] = {"done": "green", "failed": "bold red", "skipped": "yellow"}
-# A 1,000-object apply should not print 1,000 "done" rows; failures and skips are always shown.
-MAX_DONE_ROWS = 60
-
-
-def outcome_table(result: ApplyResult) -> Table:
-    """What apply did, object by object: the table printed at the end of a run."""
-    table = Table(title="Applied", title_justify="left", title_style="bold underline")
-    table.add_column("object", overflow="fold", ratio=3)
-    table.add_column("action", no_wrap=True)
-    table.add_column("result", overflow="fold", ratio=4)
-    table.add_column("time", justify="right", no_wrap=True)
-    done_rows = 0
-    hidden = 0
-    for outcome in result.outcomes:
-        if outcome.status == "done":
-            done_rows += 1
-            if done_rows > MAX_DONE_ROWS:
-                hidden += 1
-                continue
-        status: str = outcome.status
-        if status == "skipped" and outcome.detail != ALREADY_DONE:
-            status = "not done"
-        text = Text(status, style=_RESULT_STYLES[outcome.status])
-        if outcome.detail:
-            text.append(f": {outcome.detail}", style="")
-        seconds = f"{outcome.seconds:.2f}s" if outcome.status != "skipped" else ""
-        table.add_row(Text(_label(outcome.change)), outcome.change.action, text, seconds)
-    if hidden:
-        table.add_row(Text(f"… and {hidden} more done"), "", "", "")
-    return table
-
-
-def result_line(result: ApplyResult) -> str:
-    """One line: how much was done, what failed, what is left."""
-    by_action: dict[str, int] = {}
-    for outcome in result.done:
-        by_action[outcome.change.action] = by_action.get(outcome.change.action, 0) + 1
-    verbs = {"create": "created", "update": "updated", "replace": "replaced", "delete": "deleted"}
-    parts = [f"{by_action[a]} {verbs[a]}" for a in verbs if by_action.get(a)]
-    already = len(result.skipped) - len(result.not_done)
-    if already:
-        parts.append(f"{already} already as planned")
-    summary = ", ".join(parts) or "nothing applied"
-    if result.ok:
-        return f"Apply complete: {summary} in {result.seconds:.1f}s."
-    return (
-        f"Apply stopped: {summary}; {len(result.failed)} failed, {len(result.not_done)} not done."
-    )

@@ -180,7 +180,7 @@ def scan(
 ) -> None:
     """Read every SNS topic, subscription and SQS queue into an inventory."""
     from snsq2nats.files import write_atomic
-    from snsq2nats.report.plan import scan_summary, warnings_table
+    from snsq2nats.report.terminal import scan_summary, warnings_table
 
     out = Output()
     inventory = scan_estate(out, regions, endpoint_url, prefix, concurrency)
@@ -254,7 +254,8 @@ def plan(
 ) -> None:
     """Show what the estate becomes in JetStream and what would change (a dry run)."""
     from snsq2nats.files import write_atomic
-    from snsq2nats.report.plan import render_plan, write_report
+    from snsq2nats.report.document import write_report
+    from snsq2nats.report.terminal import render_plan
 
     out = Output()
     result = build_plan(out, kwargs, prune=prune, offline=offline)
@@ -357,7 +358,8 @@ def apply(
     from snsq2nats.apply import conflict_refusal, destructive_refusal
     from snsq2nats.jetstream.connect import NatsOptions
     from snsq2nats.plan.model import load_plan
-    from snsq2nats.report.plan import render_plan, summary_line
+    from snsq2nats.report.facts import summary_line
+    from snsq2nats.report.terminal import render_plan
 
     out = Output()
     if plan_file is not None:
@@ -422,8 +424,9 @@ def _confirm(interactive: bool) -> None:
 def _run_apply(out: Output, nats: Any, plan: Plan, *, allow_destructive: bool) -> None:
     import asyncio
 
-    from snsq2nats.apply import ApplyError, apply_plan, outcome_table, result_line
+    from snsq2nats.apply import ApplyError, apply_plan
     from snsq2nats.jetstream.connect import connect_nats
+    from snsq2nats.report.apply import outcome_table, result_line
 
     async def go() -> Any:
         nc = await connect_nats(nats, name="snsq2nats apply")
@@ -485,7 +488,8 @@ def verify(plan_path: Path | None, as_json: bool, timeout: float, **kwargs: Any)
     import json
 
     from snsq2nats.jetstream.connect import NatsOptions, connect_nats
-    from snsq2nats.verify import result_counts, results_table, summary_line, verify_plan
+    from snsq2nats.report.verify import results_table, summary_line
+    from snsq2nats.verify import result_counts, verify_plan
 
     out = Output()
     plan = plan_for(out, plan_path, kwargs, live=True)
@@ -639,10 +643,10 @@ def status(
     import asyncio
     import json as jsonlib
 
-    from snsq2nats import status as status_lib
     from snsq2nats.bridge.runtime import select_routes
     from snsq2nats.errors import UsageError
     from snsq2nats.jetstream.connect import NatsOptions
+    from snsq2nats.report.status import status_line, status_table
 
     out = Output()
     plan = plan_for(out, plan_path, kwargs, live=False)
@@ -665,9 +669,8 @@ def status(
             )
         )
     else:
-        out.info(status_lib.status_table(statuses))
-        waiting = [s.route for s in statuses if not s.drained]
-        out.info(f"not drained: {', '.join(waiting)}" if waiting else "all selected routes drained")
+        out.info(status_table(statuses))
+        out.info(status_line(statuses))
     if not all(s.drained for s in statuses):
         raise SystemExit(1)
 

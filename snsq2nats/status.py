@@ -14,8 +14,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from rich.table import Table
-
 from snsq2nats.errors import SnsqError
 from snsq2nats.plan.model import Plan, Route
 
@@ -200,29 +198,3 @@ async def collect(
     nc: Any, sqs_for: Callable[[str], Any], plan: Plan, routes: list[Route]
 ) -> list[RouteStatus]:
     return list(await asyncio.gather(*(route_status(nc, sqs_for, plan, r) for r in routes)))
-
-
-def status_table(statuses: list[RouteStatus]) -> Table:
-    table = Table(title="Bridge routes", title_justify="left")
-    for column in ("route", "kind", "AWS backlog", "NATS backlog", "DLQ", "verdict"):
-        table.add_column(column, overflow="fold")
-    for st in statuses:
-        aws = (
-            "—"
-            if st.aws is None
-            else "no queue"
-            if not st.aws.exists
-            else f"{st.aws.visible}/{st.aws.not_visible}/{st.aws.delayed}"
-        )
-        nats = (
-            "—"
-            if st.nats is None
-            else "missing"
-            if not st.nats.exists
-            else f"{st.nats.pending}/{st.nats.ack_pending}"
-        )
-        dlq = ", ".join(f"{k.split('_')[0]} {v}" for k, v in st.dlq.items()) or "—"
-        verdict = ("drained" if st.drained else "NOT drained") + f": {st.reason}"
-        table.add_row(st.route, st.kind, aws, nats, dlq, verdict)
-    table.caption = "AWS: visible/in flight/delayed · NATS: pending/unacknowledged"
-    return table

@@ -28,9 +28,6 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from rich.table import Table
-from rich.text import Text
-
 from snsq2nats.bridge.codec import CANARY_HEADER
 from snsq2nats.errors import SnsqError
 from snsq2nats.jetstream.api import (
@@ -737,28 +734,3 @@ async def verify_plan(
 
 def result_counts(results: list[CheckResult]) -> dict[str, int]:
     return {k: sum(1 for r in results if r.result == k) for k in ("ok", "failed", "skipped")}
-
-
-def summary_line(counts: dict[str, int]) -> str:
-    return f"verify: {counts['ok']} ok, {counts['failed']} failed, {counts['skipped']} skipped" + (
-        " — FAILED" if counts["failed"] else ""
-    )
-
-
-def results_table(results: list[CheckResult]) -> Table:
-    table = Table(title="Verify", title_justify="left", expand=True)
-    table.add_column("resource", overflow="fold", ratio=2)
-    table.add_column("check", overflow="fold", ratio=3)
-    table.add_column("result", no_wrap=True)
-    table.add_column("detail", overflow="fold", ratio=4)
-    table.add_column("ms", justify="right", no_wrap=True)
-    styles = {"ok": "green", "failed": "bold red", "skipped": "yellow"}
-    for r in results:
-        table.add_row(
-            Text(r.resource),
-            Text(r.check),
-            Text(r.result, style=styles[r.result]),
-            Text(r.detail),
-            "" if r.latency_ms is None else f"{r.latency_ms:g}",
-        )
-    return table

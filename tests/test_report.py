@@ -20,15 +20,11 @@ from rich.console import Console
 from snsq2nats.errors import UsageError
 from snsq2nats.jetstream.spec import NS, ServerInfo
 from snsq2nats.plan.model import Change, Fidelity, FieldDiff, Plan, Resource, Route
-from snsq2nats.report.plan import (
-    format_duration,
-    format_size,
-    format_value,
-    plan_html,
-    plan_markdown,
-    plan_renderables,
-    write_report,
-)
+from snsq2nats.report.document import write_report
+from snsq2nats.report.format import format_duration, format_size, format_value
+from snsq2nats.report.html import plan_html
+from snsq2nats.report.markdown import plan_markdown
+from snsq2nats.report.terminal import plan_renderables
 
 GOLDEN = Path(__file__).parent / "data" / "report"
 ACCOUNT = "arn:aws:sqs:us-east-1:123456789012"

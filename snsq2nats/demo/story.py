@@ -158,7 +158,8 @@ def run_demo(out: Output, workdir: Path) -> dict[str, Any]:
     from snsq2nats.files import write_atomic
     from snsq2nats.jetstream.connect import NatsOptions
     from snsq2nats.plan.pipeline import PlanRequest, make_plan
-    from snsq2nats.report.plan import render_plan, scan_summary, write_report
+    from snsq2nats.report.document import write_report
+    from snsq2nats.report.terminal import render_plan, scan_summary
 
     workdir.mkdir(parents=True, exist_ok=True)
     rules = workdir / "cutover.yaml"
@@ -214,11 +215,15 @@ async def _live_story(
     import json
 
     from snsq2nats import status as status_lib
-    from snsq2nats.apply import apply_plan, outcome_table, result_line
+    from snsq2nats.apply import apply_plan
     from snsq2nats.bridge.session import bridge_session
+    from snsq2nats.console import configure_logging
     from snsq2nats.errors import SnsqError
     from snsq2nats.jetstream.connect import connect_nats
-    from snsq2nats.verify import result_counts, results_table, summary_line, verify_plan
+    from snsq2nats.report.apply import outcome_table, result_line
+    from snsq2nats.report.status import status_table
+    from snsq2nats.report.verify import results_table, summary_line
+    from snsq2nats.verify import result_counts, verify_plan
 
     nc = await connect_nats(options, name="snsq2nats demo")
     try:
@@ -246,6 +251,7 @@ async def _live_story(
             "visibility_timeout": 30,
             "max_messages": None,
         }
+        configure_logging(out.console)  # the bridge logs what it does
         bridge = asyncio.create_task(
             bridge_session(
                 out,
@@ -303,7 +309,7 @@ async def _live_story(
         await bridge
 
         out.info("[7/7] snsq2nats status")
-        out.info(status_lib.status_table(statuses))
+        out.info(status_table(statuses))
         out.info(
             "all routes drained: safe to switch"
             if all(s.drained for s in statuses)

@@ -1,0 +1,38 @@
+"""Bridge routes' backlog on both sides, as `status` prints it."""
+
+from __future__ import annotations
+
+from rich.table import Table
+
+from snsq2nats.status import RouteStatus
+
+
+def status_table(statuses: list[RouteStatus]) -> Table:
+    table = Table(title="Bridge routes", title_justify="left")
+    for column in ("route", "kind", "AWS backlog", "NATS backlog", "DLQ", "verdict"):
+        table.add_column(column, overflow="fold")
+    for st in statuses:
+        aws = (
+            "—"
+            if st.aws is None
+            else "no queue"
+            if not st.aws.exists
+            else f"{st.aws.visible}/{st.aws.not_visible}/{st.aws.delayed}"
+        )
+        nats = (
+            "—"
+            if st.nats is None
+            else "missing"
+            if not st.nats.exists
+            else f"{st.nats.pending}/{st.nats.ack_pending}"
+        )
+        dlq = ", ".join(f"{k.split('_')[0]} {v}" for k, v in st.dlq.items()) or "—"
+        verdict = ("drained" if st.drained else "NOT drained") + f": {st.reason}"
+        table.add_row(st.route, st.kind, aws, nats, dlq, verdict)
+    table.caption = "AWS: visible/in flight/delayed · NATS: pending/unacknowledged"
+    return table
+
+
+def status_line(statuses: list[RouteStatus]) -> str:
+    waiting = [s.route for s in statuses if not s.drained]
+    return f"not drained: {', '.join(waiting)}" if waiting else "all selected routes drained"
