@@ -1,0 +1,78 @@
+"""Fidelity verdicts: how one source attribute was carried over (DESIGN.md §2).
+
+The entry constructor and the verdicts every resource kind shares (encryption, resource
+policies, tags). Each resource kind's module decides its own attributes; nothing here knows
+about queues, topics or subscriptions.
+"""
+
+from __future__ import annotations
+
+import json
+
+from snsq2nats.plan.model import Fidelity, Verdict
+
+
+def entry(
+    attribute: str,
+    value: object,
+    verdict: Verdict,
+    note: str,
+    *,
+    target: str | None = None,
+    manual_step: str | None = None,
+) -> Fidelity:
+    """One verdict; a non-string value is shown as JSON, as AWS shows it."""
+    shown = None if value is None else (value if isinstance(value, str) else json.dumps(value))
+    return Fidelity(
+        attribute=attribute,
+        value=shown,
+        verdict=verdict,
+        target=target,
+        note=note,
+        manual_step=manual_step,
+    )
+
+
+def encryption(kms_key: str | None, sse: bool) -> list[Fidelity]:
+    """KMS or SQS-managed encryption: a server-wide setting in NATS, so a manual step."""
+    if not (kms_key or sse):
+        return []
+    return [
+        entry(
+            "KmsMasterKeyId" if kms_key else "SqsManagedSseEnabled",
+            kms_key or "true",
+            "unsupported",
+            "encryption at rest is a server setting in NATS, not per stream",
+            manual_step="enable JetStream encryption at rest (jetstream { cipher, key }) on "
+            "every server",
+        )
+    ]
+
+
+def resource_policy(policy: dict[str, object] | None) -> list[Fidelity]:
+    """An IAM resource policy: NATS permissions are configured elsewhere."""
+    if not policy:
+        return []
+    statements = policy.get("Statement") or []
+    # AWS also accepts a single statement written as an object rather than a list.
+    count = len(statements) if isinstance(statements, list) else 1
+    return [
+        entry(
+            "Policy",
+            f"{count} statement(s)",
+            "unsupported",
+            "IAM resource policies do not carry over",
+            manual_step="grant the same producers and consumers NATS permissions on the "
+            "stream's subjects and consumer",
+        )
+    ]
+
+
+def tags(values: dict[str, str]) -> Fidelity:
+    return entry(
+        "Tags",
+        values or None,
+        "exact",
+        "kept as stream metadata aws.tag.<key>",
+        target="stream metadata",
+    )

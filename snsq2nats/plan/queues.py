@@ -1,0 +1,475 @@
+"""SQS queues → a work-queue stream and the one durable pull consumer its workers bind to.
+
+A queue is translated in two steps. `name_queue` runs for every queue before anything else:
+it claims the stream name and subject (so collisions surface first) and fixes the names the
+subscriptions need. `plan_queue` runs once the subscriptions are wired, with the facts other
+resources decide about the queue (`QueueFacts`: is a topic feeding it, is its dead-letter queue
+mapped), so each verdict below is decided once, by one function, with everything it depends on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from snsq2nats.inventory import Queue
+from snsq2nats.jetstream.spec import NS, ConsumerSpec, StreamSource, StreamSpec
+from snsq2nats.plan.context import Context
+from snsq2nats.plan.fidelity import encryption, entry, resource_policy, tags
+from snsq2nats.plan.metadata import for_source
+from snsq2nats.plan.model import Fidelity, Resource
+from snsq2nats.plan.names import SCHEDULE_TOKEN, check_name, render
+from snsq2nats.plan.routes import QueueInfo
+from snsq2nats.plan.rules import Cutover, Defaults, Limits, Override
+
+MAX_PAYLOAD_DEFAULT = 1_048_576
+"""nats-server's default max_payload."""
+SQS_DEDUP_WINDOW = 300 * NS
+"""SQS deduplicates FIFO messages for 5 minutes."""
+
+
+@dataclass(frozen=True)
+class QueueNames:
+    queue: Queue
+    override: Override
+    stream: str
+    consumer: str
+    subject_base: str
+    fifo: bool
+
+    @property
+    def own_subject(self) -> str:
+        """The stream's subject for the queue: a FIFO queue's last token is the group id."""
+        return f"{self.subject_base}.*" if self.fifo else self.subject_base
+
+    @property
+    def producer_subject(self) -> str:
+        """Where producers publish, as the plan shows it."""
+        return f"{self.subject_base}.<MessageGroupId>" if self.fifo else self.subject_base
+
+    @property
+    def own_subjects(self) -> list[str]:
+        """The subjects producers publish to (no schedule holders, no sourced topic subjects)."""
+        return [self.own_subject, *(self.override.subjects or [])]
+
+    @property
+    def cutover(self) -> Cutover:
+        return self.override.cutover or Cutover()
+
+
+def name_queue(queue: Queue, override: Override, ctx: Context) -> QueueNames:
+    names = ctx.names(queue, override, "queue")
+    ctx.streams.claim(names.stream, queue.arn)
+    consumer = render(
+        ctx.naming.queue_consumer,
+        name=names.base,
+        region=queue.region,
+        account=queue.account,
+        where="naming.queue_consumer",
+    )
+    return QueueNames(
+        queue=queue,
+        override=override,
+        stream=names.stream,
+        consumer=check_name(consumer, what="consumer", source=queue.arn),
+        subject_base=names.subject,
+        fifo=names.fifo,
+    )
+
+
+@dataclass(frozen=True)
+class QueueFacts:
+    """What other resources decide about a queue, known before its verdicts are."""
+
+    fed_by_topic: bool = False
+    """A topic delivers into it through a stream source, now or once its consumers move."""
+    sources: tuple[StreamSource, ...] = ()
+    """The topic stream sources it has now (its consumers are on NATS)."""
+    dlq_unmapped: str | None = None
+    """Why its dead-letter queue has no stream to move messages to, when it has none."""
+
+
+@dataclass(frozen=True)
+class QueuePlan:
+    names: QueueNames
+    stream: StreamSpec
+    consumer: ConsumerSpec
+    fidelity: list[Fidelity]
+
+    def info(self) -> QueueInfo:
+        """What the routes need to know about the queue."""
+        queue = self.names.queue
+        return QueueInfo(
+            arn=queue.arn,
+            name=queue.name,
+            fifo=queue.fifo,
+            stream=self.stream.name,
+            durable=self.consumer.durable_name,
+            subject=self.names.subject_base,
+            own_subjects=self.names.own_subjects,
+            cutover=self.names.cutover,
+            dlq_arn=queue.redrive_policy.dead_letter_target_arn if queue.redrive_policy else None,
+        )
+
+    def resource(self) -> Resource:
+        return Resource(
+            source_arn=self.names.queue.arn,
+            kind="sqs-queue",
+            name=self.names.queue.name,
+            stream=self.stream.name,
+            consumer=self.consumer.durable_name,
+            publish_subject=self.names.producer_subject,
+            fidelity=self.fidelity,
+        )
+
+
+def plan_queue(names: QueueNames, facts: QueueFacts, ctx: Context) -> QueuePlan:
+    queue, override, defaults = names.queue, names.override, ctx.defaults
+    limits = override.limits
+    max_age, retention = _retention(queue, limits)
+    max_msg_size, size = _message_size(queue, limits)
+    delay = _delay(names, facts, ctx)
+    ack_wait, visibility = _visibility(queue, defaults.min_ack_wait)
+    max_deliver, redrive = _redrive(queue, facts.dlq_unmapped)
+    max_ack_pending = defaults.fifo_max_ack_pending if names.fifo else defaults.max_ack_pending
+    duplicate_window = _duplicate_window(names.fifo, defaults, max_age)
+    fidelity = [
+        retention,
+        size,
+        *delay.here,
+        visibility,
+        _long_polling(queue),
+        *redrive,
+        *_redrive_allow(queue),
+        *_fifo(names, max_ack_pending, duplicate_window),
+        *encryption(queue.kms_master_key_id, queue.sqs_managed_sse_enabled),
+        *_kms_data_key_reuse(queue),
+        *resource_policy(queue.policy),
+        tags(queue.tags),
+        *delay.last,
+    ]
+    subjects = names.own_subjects
+    if delay.schedules:
+        subjects = [*subjects, f"{names.subject_base}.{SCHEDULE_TOKEN}.*"]
+    stream = StreamSpec(
+        name=names.stream,
+        description=f"SQS queue {queue.name}",
+        subjects=subjects,
+        retention="workqueue",
+        storage=override.storage or defaults.storage,
+        num_replicas=override.replicas or defaults.replicas,
+        max_age=max_age,
+        max_msg_size=max_msg_size,
+        max_bytes=limits.max_bytes if limits and limits.max_bytes is not None else -1,
+        max_msgs=limits.max_msgs if limits and limits.max_msgs is not None else -1,
+        duplicate_window=duplicate_window,
+        allow_msg_schedules=True if delay.schedules else None,
+        # The server requires roll-ups for schedules (a one-shot schedule purges itself).
+        allow_rollup_hdrs=True if delay.schedules else None,
+        sources=sorted(facts.sources, key=lambda s: s.name) or None,
+        placement=ctx.placement(override),
+        metadata=for_source(queue.arn, queue.tags),
+    )
+    consumer = ConsumerSpec(
+        stream_name=names.stream,
+        durable_name=names.consumer,
+        description=f"workers of SQS queue {queue.name}",
+        ack_wait=int(ack_wait * NS),
+        max_deliver=max_deliver,
+        max_ack_pending=max_ack_pending,
+        # Workers must not see the schedule holders, only the messages they release.
+        filter_subjects=names.own_subjects if delay.schedules else None,
+        metadata=for_source(queue.arn),
+    )
+    return QueuePlan(names=names, stream=stream, consumer=consumer, fidelity=fidelity)
+
+
+# --- one decision each ------------------------------------------------------------------------
+
+
+def _retention(queue: Queue, limits: Limits | None) -> tuple[int, Fidelity]:
+    """Stream max_age (ns) from MessageRetentionPeriod, or from the mapping's limit."""
+    period = queue.message_retention_period
+    if limits and limits.max_age is not None:
+        return int(limits.max_age * NS), entry(
+            "MessageRetentionPeriod",
+            str(period),
+            "approximate",
+            f"overridden: stream max_age {limits.max_age:g}s instead of the queue's {period}s",
+            target="stream max_age",
+        )
+    return int(period * NS), entry(
+        "MessageRetentionPeriod",
+        str(period),
+        "exact",
+        "messages older than the retention period are discarded, as in SQS",
+        target="stream max_age",
+    )
+
+
+def _message_size(queue: Queue, limits: Limits | None) -> tuple[int, Fidelity]:
+    size = queue.maximum_message_size
+    if limits and limits.max_msg_size is not None:
+        size = limits.max_msg_size
+    fits = size <= MAX_PAYLOAD_DEFAULT
+    return size, entry(
+        "MaximumMessageSize",
+        str(queue.maximum_message_size),
+        "exact" if fits else "approximate",
+        "larger messages are rejected at publish, as SQS rejects them"
+        if fits
+        else "above nats-server's default max_payload (1 MiB): raise max_payload",
+        target="stream max_msg_size",
+    )
+
+
+@dataclass(frozen=True)
+class _Delay:
+    verdict: Fidelity
+    schedules: bool
+    """The stream takes message schedules."""
+    refused_by_sources: bool = False
+
+    # A delay refused because a topic feeds the queue is a consequence of the wiring, not of
+    # the queue's own attributes: the plan lists it after them.
+    @property
+    def here(self) -> list[Fidelity]:
+        return [] if self.refused_by_sources else [self.verdict]
+
+    @property
+    def last(self) -> list[Fidelity]:
+        return [self.verdict] if self.refused_by_sources else []
+
+
+def _delay(names: QueueNames, facts: QueueFacts, ctx: Context) -> _Delay:
+    """DelaySeconds → message schedules (nats-server 2.12+), where the stream can take them."""
+    seconds = names.queue.delay_seconds
+    if not seconds:
+        return _Delay(
+            entry("DelaySeconds", "0", "exact", "no delay", target="immediate delivery"),
+            schedules=False,
+        )
+    if ctx.schedules_supported() is False:
+        return _Delay(
+            entry(
+                "DelaySeconds",
+                str(seconds),
+                "unsupported",
+                f"nats-server {ctx.server_version} has no message schedules (2.12+)",
+                manual_step="upgrade nats-server to 2.12 or later, or delay in the consumer "
+                "(NAK with delay on first delivery)",
+            ),
+            schedules=False,
+        )
+    if facts.fed_by_topic:
+        # Decided by the final shape, not the cutover stage: schedules cannot be turned off
+        # in place, so a stream that will get a source never has them.
+        return _Delay(
+            entry(
+                "DelaySeconds",
+                str(seconds),
+                "unsupported",
+                "the queue is fed by a topic stream source (now, or once its consumers move "
+                "to NATS) and JetStream refuses message schedules on streams with sources",
+                manual_step="delay in the consumer (NAK with a delay on first delivery) or "
+                "drop the delay",
+            ),
+            schedules=False,
+            refused_by_sources=True,
+        )
+    base = names.subject_base
+    target = f"{base}.<MessageGroupId>" if names.fifo else names.own_subject
+    return _Delay(
+        entry(
+            "DelaySeconds",
+            str(seconds),
+            "approximate",
+            f"SQS delays every message by itself; on NATS the producer must publish to "
+            f"{base}.{SCHEDULE_TOKEN}.<id> with headers 'Nats-Schedule: @at "
+            f"<now+{seconds}s>' and 'Nats-Schedule-Target: {target}' (needs nats-server "
+            "2.12+); the bridge does this for relayed messages",
+            target="stream allow_msg_schedules",
+            manual_step="change producers to publish delayed messages as schedules",
+        ),
+        schedules=True,
+    )
+
+
+def _visibility(queue: Queue, min_ack_wait: float) -> tuple[float, Fidelity]:
+    """VisibilityTimeout → ack_wait (seconds), which JetStream needs to be positive."""
+    visibility = queue.visibility_timeout
+    ack_wait = max(float(visibility), min_ack_wait)
+    exact = visibility >= min_ack_wait
+    return ack_wait, entry(
+        "VisibilityTimeout",
+        str(visibility),
+        "exact" if exact else "approximate",
+        "an unacked message is redelivered after ack_wait; ChangeMessageVisibility becomes "
+        "+WPI (reset to the full ack_wait) or NAK with a delay"
+        if exact
+        else f"JetStream needs a positive ack_wait: {ack_wait:g}s instead of 0",
+        target="consumer ack_wait",
+    )
+
+
+def _long_polling(queue: Queue) -> Fidelity:
+    return entry(
+        "ReceiveMessageWaitTimeSeconds",
+        str(queue.receive_message_wait_time_seconds),
+        "approximate",
+        "long polling is a client setting on NATS: fetch(batch, timeout) waits up to its timeout",
+        target="client fetch timeout",
+    )
+
+
+def _redrive(queue: Queue, dlq_unmapped: str | None) -> tuple[int, list[Fidelity]]:
+    """RedrivePolicy → consumer max_deliver, and the dead-letter target the bridge emulates."""
+    if not queue.redrive_policy:
+        return -1, [
+            entry(
+                "RedrivePolicy",
+                None,
+                "exact",
+                "no dead-letter queue: unlimited redeliveries, as in SQS",
+                target="consumer max_deliver -1",
+            )
+        ]
+    max_deliver = queue.redrive_policy.max_receive_count
+    max_receive = entry(
+        "RedrivePolicy.maxReceiveCount",
+        str(max_deliver),
+        "exact",
+        "after this many deliveries the message is no longer redelivered",
+        target="consumer max_deliver",
+    )
+    return max_deliver, [
+        max_receive,
+        _dead_letter_target(queue.redrive_policy.dead_letter_target_arn, dlq_unmapped),
+    ]
+
+
+def _dead_letter_target(dlq_arn: str, unmapped: str | None) -> Fidelity:
+    if unmapped is not None:
+        # No stream to move to: the DLQ is not emulated, whatever the bridge does.
+        return entry(
+            "RedrivePolicy.deadLetterTargetArn",
+            dlq_arn,
+            "unsupported",
+            f"{unmapped}: messages past max_deliver stay in the stream unacknowledged until "
+            "max_age",
+            target="bridge dlq-mover",
+            manual_step=f"{unmapped}: include it (scan its account/region, drop the exclude) "
+            "or create it",
+        )
+    return entry(
+        "RedrivePolicy.deadLetterTargetArn",
+        dlq_arn,
+        "emulated",
+        "JetStream has no dead-letter queue: the bridge's DLQ mover moves a message to the "
+        "dead-letter queue's stream on the MAX_DELIVERIES advisory, with headers naming where "
+        "it came from",
+        target="bridge dlq-mover",
+    )
+
+
+def _redrive_allow(queue: Queue) -> list[Fidelity]:
+    if not queue.redrive_allow_policy:
+        return []
+    return [
+        entry(
+            "RedriveAllowPolicy",
+            queue.redrive_allow_policy.redrive_permission,
+            "approximate",
+            "which queues may use this one as a DLQ is decided by the mapping, not enforced by "
+            "NATS",
+        )
+    ]
+
+
+def _duplicate_window(fifo: bool, defaults: Defaults, max_age: int) -> int:
+    """The dedup window (ns): SQS's 5 minutes for FIFO queues, never longer than max_age."""
+    window = int(defaults.duplicate_window * NS)
+    if fifo:
+        window = max(window, SQS_DEDUP_WINDOW)
+    if max_age:
+        # JetStream refuses a duplicate window longer than max_age.
+        window = min(window, max_age)
+    return window
+
+
+def _fifo(names: QueueNames, max_ack_pending: int, duplicate_window: int) -> list[Fidelity]:
+    """FIFO ordering and deduplication: what guarantee the mapping gives, exactly."""
+    if not names.fifo:
+        return []
+    queue = names.queue
+    out = [
+        entry(
+            "FifoQueue",
+            "true",
+            "approximate",
+            f"the MessageGroupId is the last subject token ({names.subject_base}.<group>); the "
+            f"stream keeps publish order and the consumer allows {max_ack_pending} unacked "
+            "message(s): with 1 the order is strict across all groups (stronger than SQS, less "
+            "parallel); above 1 order per group is not guaranteed",
+            target="subject token + consumer max_ack_pending",
+        ),
+        entry(
+            "ContentBasedDeduplication",
+            str(queue.content_based_deduplication).lower(),
+            "approximate",
+            f"dedup window {duplicate_window // NS}s on Nats-Msg-Id; producers set "
+            "Nats-Msg-Id = MessageDeduplicationId"
+            + (" or sha256(body)" if queue.content_based_deduplication else "")
+            + (
+                " (shorter than SQS's 5 minutes because the retention is)"
+                if duplicate_window < SQS_DEDUP_WINDOW
+                else ""
+            ),
+            target="stream duplicate_window",
+            manual_step="set the Nats-Msg-Id header in producers",
+        ),
+    ]
+    if queue.deduplication_scope == "queue":
+        out.append(
+            entry(
+                "DeduplicationScope",
+                "queue",
+                "exact",
+                "JetStream deduplicates per stream, which is per queue",
+                target="stream duplicate_window",
+            )
+        )
+    elif queue.deduplication_scope == "messageGroup":
+        out.append(
+            entry(
+                "DeduplicationScope",
+                "messageGroup",
+                "approximate",
+                "JetStream deduplicates per stream: prefix Nats-Msg-Id with the group id to "
+                "keep per-group scope",
+                manual_step="prefix Nats-Msg-Id with the MessageGroupId",
+            )
+        )
+    if queue.fifo_throughput_limit:
+        out.append(
+            entry(
+                "FifoThroughputLimit",
+                queue.fifo_throughput_limit,
+                "approximate",
+                "throughput is bounded by the server, not a quota",
+            )
+        )
+    return out
+
+
+def _kms_data_key_reuse(queue: Queue) -> list[Fidelity]:
+    if not queue.kms_master_key_id or queue.kms_data_key_reuse_period_seconds is None:
+        return []
+    return [
+        entry(
+            "KmsDataKeyReusePeriodSeconds",
+            str(queue.kms_data_key_reuse_period_seconds),
+            "unsupported",
+            "data-key reuse is a KMS setting; JetStream encryption uses the server's key",
+            manual_step="enable JetStream encryption at rest on every server",
+        )
+    ]

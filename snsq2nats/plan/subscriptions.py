@@ -1,0 +1,318 @@
+"""SNS subscriptions → how a topic's messages reach a queue, and what NATS cannot deliver.
+
+Fan-out uses **stream sources**: each SQS queue keeps its own work-queue stream and exactly one
+durable pull consumer, and every sqs subscription becomes a source from the topic's stream into
+the queue's stream, filtered by the compiled filter subjects. That mirrors SNS → SQS closely:
+the queue stays its own buffer with its own retention and limits, messages sent straight to the
+queue and messages fanned out by a topic meet in one consumer, and a queue subscribed to several
+topics simply has several sources. (Consumers on the topic stream were the alternative; they
+would give a queue one consumer per topic, so its workers could not bind to one durable.)
+
+The source is added only once the queue's consumers are on NATS: before that SNS delivers
+into the SQS queue, and a source would pile up copies the NATS workers would process again.
+A policy that cannot be a subject filter is evaluated by the bridge's filter router instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from snsq2nats import filterpolicy
+from snsq2nats.errors import FilterPolicyError
+from snsq2nats.inventory import Subscription
+from snsq2nats.jetstream.spec import StreamSource, SubjectTransform
+from snsq2nats.plan.fidelity import entry
+from snsq2nats.plan.model import Fidelity, Resource
+from snsq2nats.plan.queues import QueueNames
+from snsq2nats.plan.routes import SubscriptionInfo
+from snsq2nats.plan.topics import TopicNames
+
+MANUAL_STEPS = {
+    "http": "run a NATS consumer that POSTs each message to the endpoint, or keep the SNS "
+    "subscription fed by a nats-to-sns bridge route",
+    "https": "run a NATS consumer that POSTs each message to the endpoint, or keep the SNS "
+    "subscription fed by a nats-to-sns bridge route",
+    "lambda": "invoke the function from a NATS consumer, or keep SNS for it via a nats-to-sns "
+    "route",
+    "email": "send email from a NATS consumer, or keep SNS for it via a nats-to-sns route",
+    "email-json": "send email from a NATS consumer, or keep SNS for it via a nats-to-sns route",
+    "sms": "send SMS from a NATS consumer, or keep SNS for it via a nats-to-sns route",
+    "firehose": "write to Firehose from a NATS consumer, or keep SNS for it via a nats-to-sns "
+    "route",
+    "application": "push to devices from a NATS consumer, or keep SNS for it via a nats-to-sns "
+    "route",
+}
+"""What to do instead, per protocol NATS cannot deliver to."""
+
+
+@dataclass(frozen=True)
+class Wiring:
+    """What one subscription becomes, and what it decides about its topic and queue."""
+
+    topic_arn: str
+    info: SubscriptionInfo
+    """What the routes need to know (also for subscriptions that are not migrated)."""
+    resource: Resource | None = None
+    queue_arn: str | None = None
+    """The mapped queue it delivers into."""
+    feeds_queue: bool = False
+    """It delivers into the queue through a stream source, now or once its consumers move."""
+    source: StreamSource | None = None
+    """The stream source the queue has now."""
+    topic_needs_stream: bool = False
+
+
+def wire(
+    sub: Subscription, topic: TopicNames, queue: QueueNames | None, *, excluded: bool
+) -> Wiring:
+    """The subscription of a mapped topic; `queue` is the mapped queue it names, if any."""
+    not_mapped = Wiring(
+        topic_arn=sub.topic_arn,
+        info=SubscriptionInfo(
+            arn=sub.arn,
+            protocol=sub.protocol,
+            endpoint=sub.endpoint,
+            delivers=not sub.pending_confirmation,
+        ),
+    )
+    if excluded:
+        # Not migrated, so SNS keeps delivering it: the routes must know it exists.
+        return not_mapped
+    pending = _pending_confirmation(sub)
+    if sub.protocol != "sqs":
+        resource = Resource(
+            source_arn=sub.arn,
+            kind="sns-subscription",
+            name=f"{topic.topic.name} → {sub.protocol}:{sub.endpoint}",
+            publish_subject=topic.template,
+            fidelity=[*pending, _protocol(sub)],
+        )
+        return Wiring(topic_arn=sub.topic_arn, info=not_mapped.info, resource=resource)
+    if queue is None:
+        resource = Resource(
+            source_arn=sub.arn,
+            kind="sns-subscription",
+            name=f"{topic.topic.name} → {sub.endpoint}",
+            fidelity=[*pending, _unmapped_endpoint(sub)],
+        )
+        return Wiring(topic_arn=sub.topic_arn, info=not_mapped.info, resource=resource)
+    return _into_queue(sub, topic, queue, pending)
+
+
+def _into_queue(
+    sub: Subscription, topic: TopicNames, queue: QueueNames, pending: list[Fidelity]
+) -> Wiring:
+    policy = _filter(sub, topic)
+    delivers = not sub.pending_confirmation and policy.valid
+    on_nats = queue.cutover.consumers == "nats"
+    fidelity = [
+        *pending,
+        policy.verdict,
+        *_delivery(sub),
+        *([_cutover(on_nats)] if delivers else []),
+    ]
+    # An emulated filter is carried by the filter router (routes.py), never a stream source.
+    feeds_queue = delivers and not policy.emulated
+    filters = policy.subjects or [topic.pattern]
+    return Wiring(
+        topic_arn=sub.topic_arn,
+        info=SubscriptionInfo(
+            arn=sub.arn,
+            protocol=sub.protocol,
+            endpoint=sub.endpoint,
+            delivers=delivers,
+            mapped=delivers,
+            emulated=policy.emulated,
+            filter_policy=sub.filter_policy,
+            filter_policy_scope=sub.filter_policy_scope,
+            raw_delivery=sub.raw_message_delivery,
+        ),
+        resource=Resource(
+            source_arn=sub.arn,
+            kind="sns-subscription",
+            name=f"{topic.topic.name} → {queue.queue.name}",
+            stream=queue.stream,
+            consumer=queue.consumer,
+            publish_subject=topic.template,
+            subject_tokens=topic.promoted,
+            filter_subjects=policy.subjects,
+            fidelity=fidelity,
+        ),
+        queue_arn=queue.queue.arn,
+        feeds_queue=feeds_queue,
+        source=_source(topic.stream, filters) if feeds_queue and on_nats else None,
+        topic_needs_stream=delivers,
+    )
+
+
+def _source(stream: str, filters: list[str]) -> StreamSource:
+    return StreamSource(
+        name=stream,
+        # An empty dest keeps the subject: the transforms act as several filters.
+        subject_transforms=[SubjectTransform(src=f, dest="") for f in filters]
+        if len(filters) > 1
+        else None,
+        filter_subject=filters[0] if len(filters) == 1 else None,
+    )
+
+
+# --- one decision each ------------------------------------------------------------------------
+
+
+def _pending_confirmation(sub: Subscription) -> list[Fidelity]:
+    if not sub.pending_confirmation:
+        return []
+    return [
+        entry(
+            "PendingConfirmation",
+            "true",
+            "unsupported",
+            "the subscription was never confirmed, so SNS delivers nothing to it; nothing is "
+            "wired up in NATS either",
+            manual_step="confirm or delete it in AWS before migrating, then plan again",
+        )
+    ]
+
+
+def _protocol(sub: Subscription) -> Fidelity:
+    return entry(
+        "Protocol",
+        sub.protocol,
+        "unsupported",
+        f"NATS does not deliver to {sub.protocol} endpoints",
+        manual_step=MANUAL_STEPS.get(sub.protocol, MANUAL_STEPS["http"]),
+    )
+
+
+def _unmapped_endpoint(sub: Subscription) -> Fidelity:
+    return entry(
+        "Endpoint",
+        sub.endpoint,
+        "unsupported",
+        "the subscribed queue was not scanned or is excluded",
+        manual_step="scan the queue's account/region, or remove the subscription",
+    )
+
+
+@dataclass(frozen=True)
+class _Filter:
+    verdict: Fidelity
+    subjects: list[str] | None = None
+    """Exact filter subjects, when the policy compiles to them."""
+    emulated: bool = False
+    valid: bool = True
+    """SNS accepts the policy (one it would reject delivers nothing)."""
+
+
+def _filter(sub: Subscription, topic: TopicNames) -> _Filter:
+    """FilterPolicy → source subject filters when exact, else the bridge's filter router."""
+    if not sub.filter_policy:
+        return _Filter(
+            entry("FilterPolicy", None, "exact", "no filter: every message is delivered")
+        )
+    try:
+        policy = filterpolicy.parse_policy(
+            sub.filter_policy, scope=sub.filter_policy_scope, source=sub.arn
+        )
+    except FilterPolicyError as err:
+        return _Filter(
+            entry(
+                "FilterPolicy",
+                sub.filter_policy,
+                "unsupported",
+                f"SNS would reject this policy: {err.what}; nothing is delivered to the queue "
+                "rather than everything",
+                manual_step="fix the filter policy in AWS, then plan again",
+            ),
+            valid=False,
+        )
+    compiled = filterpolicy.compile_to_subjects(policy, topic.promoted, topic.subject)
+    if compiled.exact:
+        return _Filter(
+            entry(
+                "FilterPolicy",
+                sub.filter_policy,
+                "exact",
+                f"compiled to {len(compiled.subjects)} filter subject(s) on promoted attributes",
+                target="source subject filters",
+            ),
+            subjects=compiled.subjects,
+        )
+    return _Filter(
+        entry(
+            "FilterPolicy",
+            sub.filter_policy,
+            "emulated",
+            f"cannot be a subject filter ({compiled.reason}); the bridge's filter router "
+            "evaluates it with SNS semantics",
+            target="bridge filter-router",
+        ),
+        emulated=True,
+    )
+
+
+def _delivery(sub: Subscription) -> list[Fidelity]:
+    """RawMessageDelivery, the subscription's own DLQ and replay policy."""
+    out = []
+    if sub.raw_message_delivery:
+        out.append(
+            entry(
+                "RawMessageDelivery",
+                "true",
+                "exact",
+                "the message body and attributes (as headers) arrive unchanged",
+            )
+        )
+    else:
+        out.append(
+            entry(
+                "RawMessageDelivery",
+                "false",
+                "approximate",
+                "SQS consumers receive the SNS JSON envelope; NATS consumers receive the raw "
+                "body with attributes as headers (the bridge builds the envelope when relaying "
+                "to SQS)",
+                manual_step="make NATS consumers read the raw body instead of the envelope",
+            )
+        )
+    if sub.redrive_policy:
+        out.append(
+            entry(
+                "RedrivePolicy",
+                sub.redrive_policy.dead_letter_target_arn,
+                "approximate",
+                "delivery from topic to queue happens inside JetStream and does not fail per "
+                "message, so the subscription DLQ is not used",
+            )
+        )
+    if sub.replay_policy:
+        out.append(
+            entry(
+                "ReplayPolicy",
+                sub.replay_policy,
+                "approximate",
+                "replay is a consumer on the topic stream with a start time",
+            )
+        )
+    return out
+
+
+def _cutover(consumers_on_nats: bool) -> Fidelity:
+    """Which side delivers the topic into the queue at this stage of the cutover."""
+    if consumers_on_nats:
+        return entry(
+            "Cutover",
+            "consumers on NATS",
+            "exact",
+            "NATS delivers topic messages into the queue stream",
+            target="stream source",
+        )
+    return entry(
+        "Cutover",
+        "consumers on AWS",
+        "exact",
+        "SNS delivers into the SQS queue, also what NATS producers publish (through the "
+        "bridge); the stream source is added when the queue's consumers move to NATS, so no "
+        "message reaches both sides",
+        target="SNS subscription",
+    )
