@@ -23,7 +23,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 class FunnelGroup(click.Group):
-    """Expected failures print one line and exit non-zero; nothing else reaches the user raw."""
+    """Expected failures print one line and exit non-zero; nothing else reaches the user raw.
+
+    Anything else is a bug: one line names it and exits 1, and `--debug` lets the traceback
+    through instead. click's own exceptions (usage errors, `ctx.exit`) pass untouched.
+    """
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -34,6 +38,13 @@ class FunnelGroup(click.Group):
         except KeyboardInterrupt:
             Output().info("interrupted")
             ctx.exit(130)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as exc:
+            if ctx.params.get("debug"):
+                raise
+            Output().unexpected(exc)
+            ctx.exit(1)
 
 
 def option_group(*options: Callable[[F], F]) -> Callable[[F], F]:
@@ -149,7 +160,13 @@ def plan_for(out: Output, plan_path: Path | None, kwargs: dict[str, Any], *, liv
 
 @click.group(cls=FunnelGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="snsq2nats")
-def main() -> None:
+@click.option(
+    "--debug",
+    is_flag=True,
+    envvar="SNSQ2NATS_DEBUG",
+    help="Show the full traceback of an unexpected error. Env: SNSQ2NATS_DEBUG.",
+)
+def main(debug: bool) -> None:
     """Migrate AWS SNS/SQS messaging to NATS JetStream: scan, plan, apply, bridge."""
 
 

@@ -61,6 +61,16 @@ class Output:
     def error(self, err: SnsqError) -> None:
         self.console.print(f"error: {err.one_line()}", markup=False, soft_wrap=True)
 
+    def unexpected(self, exc: BaseException) -> None:
+        """A bug, not a user mistake: one line that names it, and how to see more."""
+        message = " ".join(str(exc).split())
+        what = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+        self.console.print(
+            f"error: unexpected {what} (run with --debug for the traceback)",
+            markup=False,
+            soft_wrap=True,
+        )
+
     @contextmanager
     def progress(self, description: str, total: int | None) -> Iterator[ProgressSink]:
         """A bar on a terminal; one plain line at start and end otherwise."""

@@ -13,7 +13,12 @@ Only the CLI turns them into a one-line message and an exit code; library code r
     │   ├── AwsConnectError
     │   └── NatsConnectError
     │       └── NatsRefusedError   the server answered but refused us (credentials, TLS)
-    └── ScanError                  AWS answered, but not in a way the scan can continue from
+    ├── ScanError                  AWS answered, but not in a way the scan can continue from
+    └── LocalNatsError             a local nats-server (demo, tests, benchmarks) could not be
+                                   found, started or made ready
+
+Anything else that escapes a command is a bug: the CLI prints it as one `unexpected` line and
+shows the traceback only under `--debug`.
 """
 
 from __future__ import annotations
@@ -74,3 +79,7 @@ class NatsRefusedError(NatsConnectError):
 
 class ScanError(SnsqError):
     pass
+
+
+class LocalNatsError(SnsqError):
+    """A local nats-server could not be found, started or made ready."""

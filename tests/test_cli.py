@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from pathlib import Path
 
+import click
+import pytest
 from click.testing import CliRunner
 
 from snsq2nats.cli import main
@@ -41,4 +46,63 @@ def test_unknown_option_is_a_usage_error_without_traceback() -> None:
     result = CliRunner().invoke(main, ["plan", "--no-such-flag"])
     assert result.exit_code == 2
     assert "No such option" in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.fixture
+def broken_command() -> Iterator[str]:
+    """A command with a bug in it, added to the real group: the funnel is what is under test."""
+
+    @click.command("broken-for-test")
+    def broken() -> None:
+        {}["no such key"]
+
+    main.add_command(broken)
+    try:
+        yield "broken-for-test"
+    finally:
+        main.commands.pop("broken-for-test")
+
+
+def test_unexpected_error_is_one_line_without_traceback(broken_command: str) -> None:
+    result = CliRunner().invoke(main, [broken_command])
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "error: unexpected KeyError: 'no such key' (run with --debug for the traceback)\n"
+    )
+    assert "Traceback" not in result.output
+
+
+def test_debug_lets_the_traceback_through() -> None:
+    # A real process: with --debug the exception leaves click as Python reports it.
+    code = (
+        "import click\n"
+        "from snsq2nats.cli import main\n"
+        "@main.command('broken-for-test')\n"
+        "def broken():\n"
+        "    {}['no such key']\n"
+        "main()\n"
+    )
+    for args, traceback in (([], False), (["--debug"], True)):
+        run = subprocess.run(
+            [sys.executable, "-c", code, *args, "broken-for-test"],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "SNSQ2NATS_DEBUG": ""},
+        )
+        assert run.returncode == 1
+        assert ("Traceback (most recent call last)" in run.stderr) is traceback
+        assert ("(run with --debug for the traceback)" in run.stderr) is not traceback
+        assert "KeyError: 'no such key'" in run.stderr
+
+
+def test_a_local_nats_server_that_cannot_start_is_one_line(tmp_path: Path) -> None:
+    missing = tmp_path / "no-nats-server"
+    result = CliRunner().invoke(
+        main, ["demo", "--dir", str(tmp_path)], env={"NATS_SERVER_BIN": str(missing)}
+    )
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[-1] == (
+        f"error: NATS_SERVER_BIN={missing} is not an executable file"
+    )
     assert "Traceback" not in result.output

