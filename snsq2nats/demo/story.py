@@ -154,6 +154,7 @@ def run_demo(out: Output, workdir: Path) -> dict[str, Any]:
 
     from snsq2nats.aws import scan as aws_scan
     from snsq2nats.demo.estate import seed_shop
+    from snsq2nats.demo.extras import require_demo_extras
     from snsq2nats.demo.nats_server import NatsServer
     from snsq2nats.files import write_atomic
     from snsq2nats.jetstream.connect import NatsOptions
@@ -161,6 +162,7 @@ def run_demo(out: Output, workdir: Path) -> dict[str, Any]:
     from snsq2nats.report.document import write_report
     from snsq2nats.report.terminal import render_plan, scan_summary
 
+    require_demo_extras()
     workdir.mkdir(parents=True, exist_ok=True)
     rules = workdir / "cutover.yaml"
     write_atomic(rules, CUTOVER_RULES)
