@@ -20,6 +20,7 @@ install: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check snsq2nats tests benchmarks
 	$(BIN)/ruff format --check snsq2nats tests benchmarks
+	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
