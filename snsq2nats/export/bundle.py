@@ -10,10 +10,9 @@ from typing import Literal
 
 from snsq2nats.errors import SnsqError, UsageError
 from snsq2nats.files import write_atomic
-from snsq2nats.jetstream.spec import NS, SOURCE_KEY, ConsumerSpec, StreamSpec
+from snsq2nats.jetstream.spec import NS, ROUTE_KEY, ConsumerSpec, StreamSpec
 from snsq2nats.plan.diff import stream_order
 from snsq2nats.plan.model import Desired, Plan
-from snsq2nats.plan.routes import ROUTE_KEY
 
 Format = Literal["natscli", "nack", "terraform"]
 FORMATS: tuple[Format, ...] = ("natscli", "nack", "terraform")
@@ -61,7 +60,7 @@ class Export:
 
 def owner(metadata: dict[str, str]) -> Owner:
     """Bridge-owned objects exist only while the bridge relays; a team may leave them out."""
-    if ROUTE_KEY in metadata or metadata.get(SOURCE_KEY, "").startswith("snsq2nats:"):
+    if ROUTE_KEY in metadata:
         return "bridge"
     return "estate"
 

@@ -1,0 +1,1 @@
+"""NATS identities and permissions generated from the plan: least privilege by construction."""

@@ -1,0 +1,219 @@
+"""Who may do what on NATS, derived from the plan (pure: no server, no secrets).
+
+Per queue a producer (publish on the queue's own subjects, FIFO group and schedule subjects
+included) and a consumer (pull from exactly the queue's durable, acknowledge its messages, read
+that consumer's info); per topic a publisher on the topic's NATS subject space; the bridge with
+what its routes use; an admin for plan/apply/verify/status scoped to the managed streams.
+
+Every identity has an inbox prefix of its own instead of `_INBOX.>`, so one application cannot
+read another's replies (PubAcks, pulled messages). Acks are allowed in both subject forms:
+`$JS.ACK.<stream>.<consumer>.>` and, for servers with `js_ack_fc_v2`, the form with domain and
+account-hash tokens first, `$JS.ACK.*.*.<stream>.<consumer>.>`. (A literal `$JS.ACK.<stream>`
+matches no real ack subject: every ack would be denied and every message redelivered.)
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Literal
+
+from snsq2nats.plan.model import Plan, Resource, Route
+from snsq2nats.plan.routes import RELAY_PREFIX
+
+Role = Literal["producer", "consumer", "publisher", "bridge", "admin"]
+API = "$JS.API"
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+@dataclass(frozen=True)
+class Identity:
+    name: str
+    role: Role
+    serves: str | None
+    """The ARN of the queue or topic this identity is for (None for bridge and admin)."""
+    publish: tuple[str, ...]
+    subscribe: tuple[str, ...]
+    description: str = ""
+
+    @property
+    def inbox_prefix(self) -> str:
+        return inbox_prefix(self.name)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "role": self.role,
+            "serves": self.serves,
+            "inbox_prefix": self.inbox_prefix,
+            "publish": list(self.publish),
+            "subscribe": list(self.subscribe),
+            "description": self.description,
+        }
+
+
+def inbox_prefix(name: str) -> str:
+    return f"_INBOX_{name}"
+
+
+def ack_subjects(stream: str, consumer: str) -> list[str]:
+    return [f"$JS.ACK.{stream}.{consumer}.>", f"$JS.ACK.*.*.{stream}.{consumer}.>"]
+
+
+def pull_subjects(stream: str, consumer: str) -> list[str]:
+    """Pull, acknowledge (ack, nak, in progress, term share one subject) and look the
+    consumer up; nothing else of the stream."""
+    return [
+        f"{API}.CONSUMER.MSG.NEXT.{stream}.{consumer}",
+        f"{API}.CONSUMER.INFO.{stream}.{consumer}",
+        *ack_subjects(stream, consumer),
+    ]
+
+
+def _ordered(subjects: list[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(subjects))
+
+
+def _identity(
+    name: str, role: Role, serves: str | None, publish: list[str], about: str
+) -> Identity:
+    safe = _UNSAFE.sub("_", name)
+    return Identity(
+        name=safe,
+        role=role,
+        serves=serves,
+        publish=_ordered(publish),
+        subscribe=(f"{inbox_prefix(safe)}.>",),
+        description=about,
+    )
+
+
+@dataclass
+class _Subjects:
+    """The plan's streams' subjects, split into what producers write and what the bridge
+    relays from AWS into the same stream (the `aws.` space)."""
+
+    plan: Plan
+    by_stream: dict[str, list[str]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.by_stream = {s.name: list(s.subjects) for s in self.plan.streams}
+
+    def own(self, stream: str | None) -> list[str]:
+        return [s for s in self.by_stream.get(stream or "", []) if not s.startswith(RELAY_PREFIX)]
+
+    def relayed(self, stream: str | None) -> list[str]:
+        return [s for s in self.by_stream.get(stream or "", []) if s.startswith(RELAY_PREFIX)]
+
+
+def _topic_space(resource: Resource, subjects: _Subjects) -> list[str]:
+    own = subjects.own(resource.stream)
+    if own:
+        return own
+    base = (resource.publish_subject or "").split(".<")[0]
+    return [base, f"{base}.>"] if resource.subject_tokens else [base]
+
+
+def queue_identities(resource: Resource, subjects: _Subjects) -> list[Identity]:
+    stream, consumer = resource.stream, resource.consumer
+    if not stream or not consumer:
+        return []
+    producer = _identity(
+        f"{stream}-producer",
+        "producer",
+        resource.source_arn,
+        subjects.own(stream),
+        f"sends to SQS queue {resource.name}",
+    )
+    worker = _identity(
+        f"{stream}-consumer",
+        "consumer",
+        resource.source_arn,
+        pull_subjects(stream, consumer),
+        f"receives and deletes from SQS queue {resource.name} (durable {consumer})",
+    )
+    return [producer, worker]
+
+
+def topic_identities(resource: Resource, subjects: _Subjects) -> list[Identity]:
+    base = resource.stream or (resource.publish_subject or resource.name).split(".<")[0]
+    return [
+        _identity(
+            f"{base}-publisher",
+            "publisher",
+            resource.source_arn,
+            _topic_space(resource, subjects),
+            f"publishes to SNS topic {resource.name}",
+        )
+    ]
+
+
+def _route_publish(route: Route, subjects: _Subjects) -> list[str]:
+    """What one route's relay does on NATS."""
+    if route.kind == "sqs-to-nats":
+        return subjects.own(route.stream)
+    if route.kind == "sns-to-nats":
+        return subjects.relayed(route.stream)
+    out: list[str] = []
+    if route.stream and route.consumer and route.kind in ("nats-to-sqs", "nats-to-sns"):
+        out += pull_subjects(route.stream, route.consumer)
+    if route.kind == "filter-router" and route.stream and route.consumer:
+        out += pull_subjects(route.stream, route.consumer)
+        out += subjects.own(route.target_stream)
+    if route.kind == "dlq-mover":
+        if route.advisory_stream and route.advisory_consumer:
+            out += pull_subjects(route.advisory_stream, route.advisory_consumer)
+        if route.stream:
+            # Fetch the failed message by sequence, then remove it once the DLQ holds a copy.
+            out += [
+                f"{API}.STREAM.MSG.GET.{route.stream}",
+                f"{API}.STREAM.MSG.DELETE.{route.stream}",
+            ]
+        out += subjects.own(route.target_stream)
+    return out
+
+
+def bridge_identity(plan: Plan, subjects: _Subjects) -> Identity:
+    publish = [f"{API}.STREAM.NAMES", f"{API}.STREAM.LIST"]
+    for route in plan.routes:
+        if route.stream:
+            publish.append(f"{API}.STREAM.INFO.{route.stream}")
+        publish += _route_publish(route, subjects)
+    return _identity("snsq2nats-bridge", "bridge", None, publish, "runs the bridge's routes")
+
+
+def admin_identity(plan: Plan, subjects: _Subjects) -> Identity:
+    """plan/apply/verify/status: the managed streams and their consumers, nothing else."""
+    publish = [f"{API}.INFO", f"{API}.STREAM.NAMES", f"{API}.STREAM.LIST"]
+    for stream in sorted(subjects.by_stream):
+        publish += [f"{API}.STREAM.{op}.{stream}" for op in ("CREATE", "UPDATE", "INFO", "DELETE")]
+        publish += [
+            f"{API}.STREAM.MSG.GET.{stream}",
+            f"{API}.STREAM.MSG.DELETE.{stream}",
+            f"{API}.CONSUMER.CREATE.{stream}.>",
+            f"{API}.CONSUMER.DURABLE.CREATE.{stream}.*",
+            f"{API}.CONSUMER.INFO.{stream}.*",
+            f"{API}.CONSUMER.DELETE.{stream}.*",
+            f"{API}.CONSUMER.NAMES.{stream}",
+            f"{API}.CONSUMER.LIST.{stream}",
+            f"{API}.CONSUMER.MSG.NEXT.{stream}.*",
+            *ack_subjects(stream, "*"),
+        ]
+        # verify sends canaries through every queue and topic.
+        publish += subjects.own(stream) + subjects.relayed(stream)
+    return _identity("snsq2nats-admin", "admin", None, publish, "plan, apply, verify, status")
+
+
+def identities(plan: Plan) -> list[Identity]:
+    """Every identity the plan implies, in a stable order."""
+    subjects = _Subjects(plan)
+    out: list[Identity] = []
+    for resource in sorted(plan.resources, key=lambda r: (r.kind, r.name)):
+        if resource.kind == "sqs-queue":
+            out += queue_identities(resource, subjects)
+        elif resource.kind == "sns-topic":
+            out += topic_identities(resource, subjects)
+    if plan.routes:
+        out.append(bridge_identity(plan, subjects))
+    out.append(admin_identity(plan, subjects))
+    return out

@@ -1,0 +1,276 @@
+"""Generated NATS identities, proven on a real nats-server.
+
+The server runs with exactly the generated `authorization.users`; each identity then tries what
+it is for (and succeeds) and what its neighbours are for (and is refused). A refusal is the
+server's permissions-violation error, waited for as an event, never a timeout guessed at.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import stat
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import nats
+import pytest
+
+from snsq2nats.apply import apply_plan
+from snsq2nats.auth.config import Written, render_authorization, write_auth
+from snsq2nats.auth.identities import Identity, identities
+from snsq2nats.demo.nats_server import NatsServer, find_nats_server
+from snsq2nats.inventory import load_inventory
+from snsq2nats.jetstream.spec import ServerInfo
+from snsq2nats.plan.model import Plan
+from snsq2nats.plan.pipeline import assemble_plan
+from snsq2nats.plan.rules import load_rules
+from tests.fixtures.wait import until
+
+DATA = Path(__file__).parent / "data"
+SHOP = DATA / "mapping" / "shop_inventory.json"
+SHOP_CUTOVER = DATA / "mapping" / "shop_cutover.yaml"
+
+
+def shop_plan(version: str) -> Plan:
+    return assemble_plan(
+        load_inventory(SHOP),
+        load_rules([SHOP_CUTOVER]),
+        None,
+        server=ServerInfo(reachable=False, version=version),
+    )
+
+
+@dataclass
+class Estate:
+    server: NatsServer
+    plan: Plan
+    written: Written
+    by_name: dict[str, Identity]
+
+    def password(self, name: str) -> str:
+        return self.written.secrets[name].read_text().strip()
+
+
+class Client:
+    """A connection as one identity, recording the server's permission refusals."""
+
+    def __init__(self, estate: Estate, name: str) -> None:
+        self.estate, self.name = estate, name
+        self.errors: list[str] = []
+        self.nc: Any = None
+
+    async def __aenter__(self) -> Client:
+        async def on_error(exc: Exception) -> None:
+            self.errors.append(str(exc).lower())
+
+        self.nc = await nats.connect(
+            self.estate.server.url,
+            user=self.name,
+            password=self.estate.password(self.name),
+            inbox_prefix=self.estate.by_name[self.name].inbox_prefix,
+            error_cb=on_error,
+            allow_reconnect=False,
+        )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.nc.close()
+
+    async def refused(self, what: str, subject: str) -> None:
+        await until(
+            lambda: any(
+                f"permissions violation for {what}" in e and subject in e for e in self.errors
+            ),
+            what=f"{self.name}: refusal of {what} {subject}",
+        )
+
+
+@pytest.fixture(scope="module")
+def estate(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Estate]:
+    workdir = tmp_path_factory.mktemp("auth")
+    plan = shop_plan(probe_version())
+    generated = identities(plan)
+    written = write_auth(generated, workdir / "out", mode="password")
+    server = NatsServer(name="auth", users=written.users)
+    server.start()
+    try:
+        estate = Estate(server, plan, written, {i.name: i for i in generated})
+        asyncio.run(apply_as_admin(estate))
+        yield estate
+    finally:
+        server.stop()
+
+
+def probe_version() -> str:
+    out = subprocess.run(
+        [find_nats_server(), "--version"], capture_output=True, text=True, check=True
+    )
+    return out.stdout.strip().split()[-1]
+
+
+async def apply_as_admin(estate: Estate) -> None:
+    """apply needs nothing beyond the admin identity's grants."""
+    async with Client(estate, "snsq2nats-admin") as admin:
+        result = await apply_plan(admin.nc, estate.plan, allow_destructive=False)
+        assert result.ok, [o.detail for o in result.failed]
+        assert not admin.errors, admin.errors
+
+
+def test_secrets_are_private_files_and_never_in_the_config(estate: Estate) -> None:
+    conf = estate.written.config.read_text()
+    for name, path in estate.written.secrets.items():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert estate.password(name) not in conf
+    for path in estate.written.contexts.values():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(estate.written.config.stat().st_mode) == 0o600
+    assert "$2" in conf  # bcrypt hashes
+
+
+def test_generated_config_is_accepted_by_nats_server(estate: Estate, tmp_path: Path) -> None:
+    auth = tmp_path / "snsq2nats-auth.conf"
+    auth.write_text(render_authorization(estate.written.users))
+    main = tmp_path / "server.conf"
+    main.write_text(f'port: 4222\ninclude "{auth.name}"\n')
+    check = subprocess.run(
+        [find_nats_server(), "-t", "-c", str(main)], capture_output=True, text=True
+    )
+    assert check.returncode == 0, check.stderr + check.stdout
+
+
+def test_contexts_carry_url_credentials_and_inbox_prefix(estate: Estate) -> None:
+    ctx = json.loads(estate.written.contexts["sqs_orders-billing-consumer"].read_text())
+    assert ctx["user"] == "sqs_orders-billing-consumer"
+    assert ctx["inbox_prefix"] == "_INBOX_sqs_orders-billing-consumer"
+    assert ctx["password"] == estate.password("sqs_orders-billing-consumer")
+
+
+async def test_queue_producer_sends_to_its_queue_only(estate: Estate) -> None:
+    async with Client(estate, "sqs_orders-billing-producer") as producer:
+        ack = await producer.nc.jetstream().publish("sqs.orders-billing", b"order-1")
+        assert ack.stream == "sqs_orders-billing"
+        await producer.nc.publish("sqs.orders-fraud", b"not mine")
+        await producer.refused("publish", "sqs.orders-fraud")
+        await producer.nc.publish("$JS.API.STREAM.DELETE.sqs_orders-billing", b"")
+        await producer.refused("publish", "$js.api.stream.delete.sqs_orders-billing")
+        await producer.nc.subscribe("_INBOX_sqs_orders-billing-consumer.>")
+        await producer.refused("subscription", "_inbox_sqs_orders-billing-consumer.>")
+        await producer.nc.subscribe("sqs.orders-billing")
+        await producer.refused("subscription", "sqs.orders-billing")
+
+
+async def test_queue_consumer_pulls_and_its_acks_remove_the_message(estate: Estate) -> None:
+    async with Client(estate, "sqs_orders-shipping-producer") as producer:
+        await producer.nc.jetstream().publish("sqs.orders-shipping", b"parcel")
+    async with Client(estate, "sqs_orders-shipping-consumer") as consumer:
+        js = consumer.nc.jetstream()
+        sub = await js.pull_subscribe_bind("orders-shipping", "sqs_orders-shipping")
+        (msg,) = await sub.fetch(1, timeout=10)
+        assert msg.data == b"parcel"
+        await msg.ack_sync()
+        info = await js.consumer_info("sqs_orders-shipping", "orders-shipping")
+        assert info.num_ack_pending == 0 and info.num_pending == 0
+        # Neighbours' consumers, the stream admin API and producing are all refused.
+        await consumer.nc.publish(
+            "$JS.API.CONSUMER.MSG.NEXT.sqs_orders-billing.orders-billing", b"1"
+        )
+        await consumer.refused("publish", "$js.api.consumer.msg.next.sqs_orders-billing")
+        await consumer.nc.publish("$JS.ACK.sqs_orders-billing.orders-billing.1.1.1.1.0", b"+ACK")
+        await consumer.refused("publish", "$js.ack.sqs_orders-billing.orders-billing")
+        await consumer.nc.publish("$JS.API.STREAM.PURGE.sqs_orders-shipping", b"")
+        await consumer.refused("publish", "$js.api.stream.purge.sqs_orders-shipping")
+        await consumer.nc.publish("sqs.orders-shipping", b"not a producer")
+        await consumer.refused("publish", "sqs.orders-shipping")
+
+
+async def test_topic_publisher_reaches_the_topic_stream_not_queues(estate: Estate) -> None:
+    async with Client(estate, "sns_orders-publisher") as publisher:
+        ack = await publisher.nc.jetstream().publish("sns.orders.order_placed.eu", b"{}")
+        assert ack.stream == "sns_orders"
+        await publisher.nc.publish("sqs.orders-billing", b"x")
+        await publisher.refused("publish", "sqs.orders-billing")
+        await publisher.nc.publish("aws.sns.orders.order_placed.eu", b"x")
+        await publisher.refused("publish", "aws.sns.orders.order_placed.eu")
+
+
+async def test_admin_is_scoped_to_the_managed_streams(estate: Estate) -> None:
+    async with Client(estate, "snsq2nats-admin") as admin:
+        await admin.nc.publish("$JS.API.STREAM.CREATE.someone_elses", b"{}")
+        await admin.refused("publish", "$js.api.stream.create.someone_elses")
+        names = await admin.nc.request("$JS.API.STREAM.NAMES", b"{}", timeout=10)
+        assert "sqs_orders-billing" in json.loads(names.data)["streams"]
+
+
+@pytest.fixture(params=[False, True], ids=["classic-acks", "v2-acks"])
+def ack_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Estate, bool]]:
+    plan = shop_plan(probe_version())
+    generated = identities(plan)
+    written = write_auth(generated, tmp_path / "auth")
+    server = NatsServer(
+        name="acks",
+        users=written.users,
+        extra_config={"feature_flags": {"js_ack_fc_v2": request.param}},
+    )
+    server.start()
+    try:
+        estate = Estate(server, plan, written, {i.name: i for i in generated})
+        asyncio.run(apply_as_admin(estate))
+        yield estate, request.param
+    finally:
+        server.stop()
+
+
+async def test_acks_work_in_both_ack_subject_formats(ack_server: tuple[Estate, bool]) -> None:
+    estate, v2 = ack_server
+    async with Client(estate, "sqs_orders-dlq-producer") as producer:
+        await producer.nc.jetstream().publish("sqs.orders-dlq", b"dead")
+    async with Client(estate, "sqs_orders-dlq-consumer") as consumer:
+        js = consumer.nc.jetstream()
+        sub = await js.pull_subscribe_bind("orders-dlq", "sqs_orders-dlq")
+        (msg,) = await sub.fetch(1, timeout=10)
+        assert msg.reply.startswith("$JS.ACK._." if v2 else "$JS.ACK.sqs_orders-dlq.")
+        await msg.ack_sync()
+        info = await js.consumer_info("sqs_orders-dlq", "orders-dlq")
+        assert info.num_ack_pending == 0
+        assert not consumer.errors
+
+
+async def test_a_literal_ack_subject_denies_every_ack(tmp_path: Path) -> None:
+    """The seed's bug: `$JS.ACK.<stream>` matches no real ack subject, so the ack is refused
+    and the message stays unacknowledged (and would come back after ack_wait)."""
+    plan = shop_plan(probe_version())
+    generated = identities(plan)
+    broken = [
+        replace(
+            i,
+            publish=(
+                *(s for s in i.publish if not s.startswith("$JS.ACK")),
+                "$JS.ACK.sqs_orders-dlq",
+            ),
+        )
+        if i.name == "sqs_orders-dlq-consumer"
+        else i
+        for i in generated
+    ]
+    written = write_auth(broken, tmp_path / "auth")
+    server = NatsServer(name="seedbug", users=written.users)
+    server.start()
+    try:
+        estate = Estate(server, plan, written, {i.name: i for i in broken})
+        await apply_as_admin(estate)
+        async with Client(estate, "sqs_orders-dlq-producer") as producer:
+            await producer.nc.jetstream().publish("sqs.orders-dlq", b"dead")
+        async with Client(estate, "sqs_orders-dlq-consumer") as consumer:
+            js = consumer.nc.jetstream()
+            sub = await js.pull_subscribe_bind("orders-dlq", "sqs_orders-dlq")
+            (msg,) = await sub.fetch(1, timeout=10)
+            await msg.ack()
+            await consumer.refused("publish", "$js.ack.sqs_orders-dlq")
+            info = await js.consumer_info("sqs_orders-dlq", "orders-dlq")
+            assert info.num_ack_pending == 1
+    finally:
+        server.stop()
