@@ -21,6 +21,7 @@ from snsq2nats.cli import main
 from snsq2nats.demo.nats_server import NatsServer
 from snsq2nats.errors import NatsConnectError
 from snsq2nats.jetstream.connect import NatsOptions, connect_nats
+from snsq2nats.jetstream.state import stream_names
 from tests.fixtures.jwt_auth import JwtAuth, jwt_server
 
 SHOP = Path(__file__).parent / "data" / "mapping" / "shop_inventory.json"
@@ -125,14 +126,14 @@ def test_plan_and_apply_over_a_creds_file(
     assert again.exit_code == 0, again.output
 
     # The streams really are in the user's account on the server.
-    async def stream_names() -> list[str]:
+    async def account_streams() -> set[str]:
         nc = await connect_nats(NatsOptions(servers=[jwt_nats.url], creds=str(creds)))
         try:
-            return [s.config.name for s in await nc.jetstream().streams_info()]
+            return await stream_names(nc)
         finally:
             await nc.close()
 
-    assert asyncio.run(stream_names())
+    assert asyncio.run(account_streams())
     for text in outputs:
         assert_no_secrets(text, auth, creds)
 

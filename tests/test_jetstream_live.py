@@ -7,6 +7,7 @@ refusals, and pagination.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -35,7 +36,7 @@ from snsq2nats.jetstream.spec import (
     StreamSpec,
     SubjectTransform,
 )
-from snsq2nats.jetstream.state import read_live, server_info
+from snsq2nats.jetstream.state import read_live, server_info, stream_names
 from snsq2nats.plan.diff import diff
 from snsq2nats.plan.model import Change, Desired, Route
 
@@ -364,29 +365,61 @@ async def test_prune_deletes_a_managed_orphan_only(applied: Any) -> None:
     assert "foreign" in live.streams and "q_gone" not in live.streams
 
 
-async def test_read_live_paginates_streams_and_consumers(nc: Any) -> None:
-    # Both LIST APIs page at 256 on current servers.
-    for i in range(260):
-        await api(
-            nc,
-            f"$JS.API.STREAM.CREATE.p{i:03d}",
-            {"name": f"p{i:03d}", "subjects": [f"p.{i}"], "storage": "memory"},
-        )
-    for i in range(260):
-        await api(
-            nc,
-            f"$JS.API.CONSUMER.CREATE.p000.c{i:03d}",
-            {
-                "stream_name": "p000",
-                "config": {"durable_name": f"c{i:03d}", "ack_policy": "explicit"},
-            },
-        )
-    page = await api(nc, "$JS.API.STREAM.LIST", {"offset": 0})
-    assert page["limit"] < 260  # otherwise this test no longer tests paging
+# More than one page of every list the readers walk: STREAM.LIST and CONSUMER.LIST page at 256
+# infos on current servers, STREAM.NAMES at 1024 names.
+PAGED_STREAMS = 1030
+PAGED_CONSUMERS = 300
+
+
+async def _create_all(nc: Any, requests: list[tuple[str, dict[str, Any]]]) -> None:
+    """Many creates at once (bounded), so a thousand streams take seconds, not minutes."""
+    gate = asyncio.Semaphore(32)
+
+    async def one(subject: str, body: dict[str, Any]) -> None:
+        async with gate:
+            await api(nc, subject, body, 30.0)
+
+    await asyncio.gather(*(one(subject, body) for subject, body in requests))
+
+
+async def test_every_list_reader_sees_every_page(nc: Any) -> None:
+    streams = [f"p{i:04d}" for i in range(PAGED_STREAMS)]
+    await _create_all(
+        nc,
+        [
+            (
+                f"$JS.API.STREAM.CREATE.{name}",
+                {"name": name, "subjects": [f"p.{name}"], "storage": "memory"},
+            )
+            for name in streams
+        ],
+    )
+    consumers = [f"c{i:03d}" for i in range(PAGED_CONSUMERS)]
+    await _create_all(
+        nc,
+        [
+            (
+                f"$JS.API.CONSUMER.CREATE.p0000.{name}",
+                {
+                    "stream_name": "p0000",
+                    "config": {"durable_name": name, "ack_policy": "explicit"},
+                },
+            )
+            for name in consumers
+        ],
+    )
+    # Otherwise this test no longer tests paging: each list must need more than one page.
+    assert (await api(nc, "$JS.API.STREAM.LIST", {"offset": 0}))["limit"] < PAGED_STREAMS
+    assert (await api(nc, "$JS.API.STREAM.NAMES", {"offset": 0}))["limit"] < PAGED_STREAMS
+    first = await api(nc, "$JS.API.CONSUMER.LIST.p0000", {"offset": 0})
+    assert first["limit"] < PAGED_CONSUMERS
+
     live = await read_live(nc)
-    assert len(live.streams) == 260
-    assert len(live.streams["p000"].consumers) == 260
-    assert live.streams["p259"].consumers == {}
+    assert sorted(live.streams) == streams
+    assert sorted(live.streams["p0000"].consumers) == consumers
+    assert live.streams["p0000"].consumers["c299"]["durable_name"] == "c299"
+    assert all(live.streams[name].consumers == {} for name in streams[1:])
+    assert await stream_names(nc) == set(streams)
 
 
 async def test_jetstream_disabled_is_a_clear_error(nats_no_js: NatsServer) -> None:
