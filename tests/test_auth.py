@@ -274,3 +274,96 @@ async def test_a_literal_ack_subject_denies_every_ack(tmp_path: Path) -> None:
             assert info.num_ack_pending == 1
     finally:
         server.stop()
+
+
+async def test_certificate_mapped_users_over_mutual_tls(tmp_path: Path) -> None:
+    """--credentials tls: users are the certificates' email identities (verify_and_map), as in
+    a secure cluster; each application's certificate gets exactly its identity's grants."""
+    import ssl
+
+    import trustme
+
+    from snsq2nats.demo.nats_server import TlsConfig
+
+    plan = shop_plan(probe_version())
+    generated = identities(plan)
+    written = write_auth(
+        generated,
+        tmp_path / "auth",
+        mode="tls",
+        tls_names={i.name: f"{i.name}@shop.test" for i in generated},
+    )
+    assert not written.secrets  # nothing secret to generate: the certificates are the identity
+    ca = trustme.CA()
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    server_cert = ca.issue_cert("127.0.0.1", "localhost")
+    server_cert.cert_chain_pems[0].write_to_path(str(tmp_path / "server.pem"))
+    server_cert.private_key_pem.write_to_path(str(tmp_path / "server.key"))
+    tls = TlsConfig(
+        cert_file=tmp_path / "server.pem",
+        key_file=tmp_path / "server.key",
+        ca_file=ca_file,
+        verify=True,
+        verify_and_map=True,
+    )
+
+    def context_for(name: str) -> ssl.SSLContext:
+        cert = ca.issue_cert(f"{name}@shop.test")
+        ctx = ssl.create_default_context(cafile=str(ca_file))
+        cert.configure_cert(ctx)
+        return ctx
+
+    with NatsServer(name="mtls", tls=tls, users=written.users) as server:
+        by_name = {i.name: i for i in generated}
+        errors: list[str] = []
+
+        async def on_error(exc: Exception) -> None:
+            errors.append(str(exc).lower())
+
+        async def connect(name: str) -> Any:
+            return await nats.connect(
+                server.url,
+                tls=context_for(name),
+                inbox_prefix=by_name[name].inbox_prefix,
+                error_cb=on_error,
+                allow_reconnect=False,
+            )
+
+        admin = await connect("snsq2nats-admin")
+        try:
+            result = await apply_plan(admin, plan, allow_destructive=False)
+            assert result.ok
+        finally:
+            await admin.close()
+        producer = await connect("sqs_orders-billing-producer")
+        try:
+            ack = await producer.jetstream().publish("sqs.orders-billing", b"paid")
+            assert ack.stream == "sqs_orders-billing"
+            await producer.publish("sqs.orders-fraud", b"no")
+            await until(
+                lambda: any("publish to" in e and "sqs.orders-fraud" in e for e in errors),
+                what="the producer refused on another queue",
+            )
+        finally:
+            await producer.close()
+
+
+def test_cli_writes_identities_without_printing_secrets(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from snsq2nats.cli import main
+
+    out = tmp_path / "auth"
+    plan_path = tmp_path / "plan.json"
+    plan_path.write_text(shop_plan("2.12.0").to_json())
+    run = CliRunner().invoke(main, ["auth", "--plan", str(plan_path), "-o", str(out)])
+    assert run.exit_code == 0, run.output
+    secrets = {p.read_text().strip() for p in (out / "secrets").iterdir()}
+    assert secrets and not any(s in run.output for s in secrets)
+    listed = CliRunner().invoke(main, ["auth", "--plan", str(plan_path), "-o", str(out), "--json"])
+    names = [i["name"] for i in json.loads(listed.stdout)["identities"]]
+    assert "snsq2nats-admin" in names and "sqs_orders-billing-consumer" in names
+    # A second run keeps every application's secret: only permissions are regenerated.
+    assert {p.read_text().strip() for p in (out / "secrets").iterdir()} == secrets
+    assert not any(s in listed.output for s in secrets)
