@@ -41,11 +41,11 @@ from snsq2nats.jetstream.api import (
     pedantic_supported,
     update_stream,
 )
-from snsq2nats.jetstream.spec import SOURCE_KEY, ConsumerSpec, LiveState, StreamSpec
+from snsq2nats.jetstream.spec import ROUTE_KEY, SOURCE_KEY, ConsumerSpec, LiveState, StreamSpec
 from snsq2nats.jetstream.state import read_live
 from snsq2nats.plan.diff import CONFLICT_PREFIX, diff
+from snsq2nats.plan.metadata import is_managed
 from snsq2nats.plan.model import Change, Desired, Plan
-from snsq2nats.plan.routes import ROUTE_KEY
 
 __all__ = [
     "DEFAULT_CONCURRENCY",
@@ -135,8 +135,8 @@ def _label(change: Change) -> str:
 
 
 def _managed(config: Mapping[str, Any] | None) -> bool:
-    metadata = (config or {}).get("metadata")
-    return isinstance(metadata, Mapping) and bool(metadata.get(SOURCE_KEY))
+    """Created by snsq2nats: a source's object or a bridge-owned one (see plan.metadata)."""
+    return is_managed((config or {}).get("metadata"))
 
 
 def _messages(n: int) -> str:
@@ -288,7 +288,7 @@ def _unmanaged_targets(run: list[Change], live: LiveState) -> list[str]:
         if change.action in ("update", "replace", "delete"):
             config = _live_config(change, live)
             if config is not None and not _managed(config):
-                out.append(f"{_label(change)} has no {SOURCE_KEY} metadata")
+                out.append(f"{_label(change)} has no {SOURCE_KEY} or {ROUTE_KEY} metadata")
     return out
 
 
@@ -518,6 +518,21 @@ async def anchor_new_consumer(nc: Any, spec: ConsumerSpec) -> ConsumerSpec:
     )
 
 
+def _keep_anchor(spec: ConsumerSpec, base: Mapping[str, Any] | None) -> ConsumerSpec:
+    """An update keeps the start a consumer planned as "new" was anchored at when created.
+
+    The start is immutable, and the server refuses "new" next to the live opt_start_seq
+    (10094): without this a metadata update of a filter router could never apply.
+    """
+    if spec.deliver_policy != "new" or not base:
+        return spec
+    if base.get("deliver_policy") != "by_start_sequence" or not base.get("opt_start_seq"):
+        return spec
+    return spec.model_copy(
+        update={"deliver_policy": "by_start_sequence", "opt_start_seq": base["opt_start_seq"]}
+    )
+
+
 async def _relayed_to_sns(nc: Any, stream: str, last: int) -> int:
     """The last topic message the bridge has handed to SNS (all of them without that relay).
 
@@ -543,7 +558,12 @@ def _consumer_write(
         if change.action == "update":
             base = _live_config(change, live)
             await create_consumer(
-                nc, spec, action="update", pedantic=pedantic, base=base, timeout=WRITE_TIMEOUT
+                nc,
+                _keep_anchor(spec, base),
+                action="update",
+                pedantic=pedantic,
+                base=base,
+                timeout=WRITE_TIMEOUT,
             )
             return
         if change.action == "replace":

@@ -17,7 +17,6 @@ from typing import Any
 import pytest
 
 from snsq2nats.jetstream.spec import (
-    SOURCE_KEY,
     LiveState,
     LiveStream,
     ServerInfo,
@@ -25,6 +24,7 @@ from snsq2nats.jetstream.spec import (
     StreamSpec,
 )
 from snsq2nats.plan.diff import diff, normalise_consumer_field, normalise_stream_field
+from snsq2nats.plan.metadata import Owner, is_managed, owner, served_arn
 from snsq2nats.plan.model import Desired
 
 CASES = sorted((Path(__file__).parent / "data" / "diff").glob("*.json"))
@@ -69,7 +69,7 @@ def test_case(path: Path) -> None:
         assert change.reason
         if change.action in ("create", "update", "replace"):
             # The body apply sends: the desired spec as the API takes it.
-            assert change.config is not None and SOURCE_KEY in change.config["metadata"]
+            assert change.config is not None and is_managed(change.config["metadata"])
         else:
             assert change.config is None
         if change.action == "replace" and change.type == "stream":
@@ -88,6 +88,8 @@ def test_cases_cover_the_brief() -> None:
         "consumer_replace",
         "prune",
         "ordering",
+        "bridge_metadata_upgrade",
+        "bridge_prune",
     } <= names
 
 
@@ -172,3 +174,30 @@ def test_diff_imports_no_client_library() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+@pytest.mark.parametrize(
+    ("metadata", "owner_", "served"),
+    [
+        ({"snsq2nats.source": "arn:q"}, Owner("source", "arn:q"), "arn:q"),
+        ({"snsq2nats.route": "dlq:q", "snsq2nats.for": "arn:q"}, Owner("route", "dlq:q"), "arn:q"),
+        ({"snsq2nats.route": "dlq:*", "snsq2nats.for": "*"}, Owner("route", "dlq:*"), None),
+        # Written before bridge-owned objects had their own keys: the route decides.
+        (
+            {"snsq2nats.source": "arn:q", "snsq2nats.route": "dlq:q"},
+            Owner("route", "dlq:q"),
+            "arn:q",
+        ),
+        (
+            {"snsq2nats.source": "snsq2nats:advisories"},
+            Owner("source", "snsq2nats:advisories"),
+            "snsq2nats:advisories",
+        ),
+        ({"team": "x", "snsq2nats.source": ""}, None, None),
+        (None, None, None),
+    ],
+)
+def test_metadata_owner(metadata: Any, owner_: Owner | None, served: str | None) -> None:
+    assert owner(metadata) == owner_
+    assert is_managed(metadata) is (owner_ is not None)
+    assert served_arn(metadata) == served

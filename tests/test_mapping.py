@@ -36,9 +36,8 @@ import yaml
 
 from snsq2nats.errors import MappingError
 from snsq2nats.inventory import Inventory, load_inventory
-from snsq2nats.jetstream.spec import SOURCE_KEY
+from snsq2nats.jetstream.spec import FOR_KEY, ROUTE_KEY, SOURCE_KEY
 from snsq2nats.plan.model import Desired, Resource
-from snsq2nats.plan.routes import ROUTE_KEY
 from snsq2nats.plan.rules import Rules, load_rules
 from snsq2nats.plan.translate import translate
 
@@ -175,20 +174,26 @@ def check_expectations(desired: Desired, expect: dict[str, Any]) -> None:
 
 def check_invariants(inventory: Inventory, desired: Desired) -> None:
     """What holds for every translation, whatever the case asserts."""
-    for stream in desired.streams:
-        assert stream.metadata.get(SOURCE_KEY), f"stream {stream.name} lacks {SOURCE_KEY}"
-    for consumer in desired.consumers:
-        assert consumer.metadata.get(SOURCE_KEY), f"consumer {consumer.key} lacks {SOURCE_KEY}"
+    routes = {r.name: r for r in desired.routes}
+    objects = [(f"stream {s.name}", s.metadata) for s in desired.streams]
+    objects += [(f"consumer {c.key}", c.metadata) for c in desired.consumers]
+    for what, metadata in objects:
+        if ROUTE_KEY in metadata:
+            # Bridge-owned: its route and what that route serves, never a source (DESIGN §2).
+            assert SOURCE_KEY not in metadata, f"bridge-owned {what} carries {SOURCE_KEY}"
+            assert metadata.get(FOR_KEY), f"bridge-owned {what} lacks {FOR_KEY}"
+            route = routes.get(metadata[ROUTE_KEY])
+            if route is not None:
+                assert metadata[FOR_KEY] == route.source_arn, what
+        else:
+            assert metadata.get(SOURCE_KEY), f"{what} lacks {SOURCE_KEY} and {ROUTE_KEY}"
     for resource in desired.resources:
         if resource.kind != "sqs-queue":
             continue
-        # Bridge-owned consumers (ROUTE_KEY) are the bridge's, not the queue's workers.
-        owners = [
-            c
-            for c in desired.consumers
-            if c.metadata[SOURCE_KEY] == resource.source_arn and ROUTE_KEY not in c.metadata
-        ]
-        assert len(owners) == 1, f"{resource.source_arn}: {len(owners)} durable consumers"
+        # A script looking up "the consumer of this queue" by metadata finds exactly one: the
+        # durable its workers bind to.
+        owners = [c for c in desired.consumers if c.metadata.get(SOURCE_KEY) == resource.source_arn]
+        assert len(owners) == 1, f"{resource.source_arn}: {len(owners)} consumers carry its ARN"
         assert owners[0].durable_name == resource.consumer
         assert owners[0].stream_name == resource.stream
 

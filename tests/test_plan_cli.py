@@ -18,7 +18,9 @@ from click.testing import CliRunner
 
 from snsq2nats.apply import apply_plan
 from snsq2nats.cli import main
-from snsq2nats.plan.model import FORMAT_VERSION, Plan, load_plan
+from snsq2nats.jetstream.spec import FOR_KEY, ROUTE_KEY, SOURCE_KEY, LiveState
+from snsq2nats.plan.diff import diff
+from snsq2nats.plan.model import FORMAT_VERSION, Desired, Plan, load_plan
 
 DATA = Path(__file__).parent / "data"
 SHOP = DATA / "mapping" / "shop_inventory.json"
@@ -241,3 +243,99 @@ def test_a_name_held_by_a_foreign_stream_is_an_error(nats_server: Any) -> None:
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and "sqs_orders-billing" in last
     assert "not managed by snsq2nats" in result.stderr
+
+
+def _before_route_keys(metadata: dict[str, str]) -> dict[str, str]:
+    """The metadata snsq2nats wrote on bridge-owned objects before they had their own keys."""
+    if ROUTE_KEY not in metadata:
+        return metadata
+    if metadata[ROUTE_KEY] == "dlq:*":
+        return {SOURCE_KEY: "snsq2nats:advisories"}
+    return {SOURCE_KEY: metadata[FOR_KEY], ROUTE_KEY: metadata[ROUTE_KEY]}
+
+
+def test_bridge_objects_applied_with_the_old_metadata_update_cleanly(
+    nats_server: Any, tmp_path: Path
+) -> None:
+    """An estate applied by an earlier version: its bridge-owned objects carry the queue's or
+    topic's ARN as snsq2nats.source. The next plan updates their metadata (no conflict, no
+    replace), after apply nothing is pending, and on the server exactly one consumer per queue
+    carries the queue's ARN: the one its workers bind to."""
+    url = nats_server.url
+    producers = tmp_path / "producers.yaml"
+    producers.write_text("overrides:\n  - match: orders\n    cutover: {producers: both}\n")
+    mapping = ["--mapping", str(SHOP_CUTOVER), "--mapping", str(producers)]
+    planned = invoke("plan", "--inventory", str(SHOP), "-s", url, "--json", *mapping)
+    current = Plan.model_validate_json(planned.stdout)
+    bridge_kinds = {r.kind for r in current.routes}
+    assert {"dlq-mover", "filter-router", "nats-to-sns"} <= bridge_kinds
+    old = Desired(
+        streams=[
+            s.model_copy(update={"metadata": _before_route_keys(s.metadata)})
+            for s in current.streams
+        ],
+        consumers=[
+            c.model_copy(update={"metadata": _before_route_keys(c.metadata)})
+            for c in current.consumers
+        ],
+        resources=current.resources,
+        routes=current.routes,
+    )
+    old_plan = current.model_copy(
+        update={
+            "streams": old.streams,
+            "consumers": old.consumers,
+            "changes": diff(old, LiveState(streams={}, server=current.server)),
+        }
+    )
+    asyncio.run(_apply(url, old_plan))
+
+    replanned = invoke("plan", "--inventory", str(SHOP), "-s", url, "--json", *mapping)
+    upgrade = Plan.model_validate_json(replanned.stdout)
+    pending = {(c.type, c.name): [d.field for d in c.diff] for c in upgrade.pending}
+    bridge_owned = {("stream", s.name) for s in current.streams if ROUTE_KEY in s.metadata}
+    bridge_owned |= {
+        ("consumer", c.durable_name) for c in current.consumers if ROUTE_KEY in c.metadata
+    }
+    assert set(pending) == bridge_owned
+    assert all(fields == ["metadata"] for fields in pending.values()), pending
+    assert {c.action for c in upgrade.pending} == {"update"}
+    asyncio.run(_apply(url, upgrade))
+
+    again = invoke("plan", "--inventory", str(SHOP), "-s", url, "--detailed-exitcode", *mapping)
+    assert again.exit_code == 0, again.stderr
+    live = asyncio.run(_read(url))
+    consumers = [
+        (name, cfg.get("metadata") or {})
+        for stream in live.streams.values()
+        for name, cfg in stream.consumers.items()
+    ]
+    for queue in (r for r in upgrade.resources if r.kind == "sqs-queue"):
+        carriers = [name for name, meta in consumers if meta.get(SOURCE_KEY) == queue.source_arn]
+        assert carriers == [queue.consumer], queue.source_arn
+    for name, meta in consumers:
+        if ROUTE_KEY in meta:
+            assert SOURCE_KEY not in meta and meta[FOR_KEY], name
+
+
+async def _apply(url: str, plan: Plan) -> None:
+    import nats
+
+    nc = await nats.connect(url)
+    try:
+        result = await apply_plan(nc, plan, allow_destructive=False)
+        assert result.ok, result.error
+    finally:
+        await nc.close()
+
+
+async def _read(url: str) -> LiveState:
+    import nats
+
+    from snsq2nats.jetstream.state import read_live
+
+    nc = await nats.connect(url)
+    try:
+        return await read_live(nc)
+    finally:
+        await nc.close()

@@ -354,7 +354,10 @@ def test_dlq_route_gets_an_advisory_consumer() -> None:
     assert consumer.filter_subjects == [
         "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.sqs_orders.orders"
     ]
-    assert consumer.metadata["snsq2nats.route"] == "dlq:orders"
+    # Bridge-owned: the queue's ARN is what the route serves, never its snsq2nats.source (the
+    # queue's worker consumer alone carries that).
+    assert consumer.metadata == {"snsq2nats.route": "dlq:orders", "snsq2nats.for": q.arn}
+    assert stream.metadata == {"snsq2nats.route": "dlq:*", "snsq2nats.for": "*"}
 
 
 def test_bridge_queue_names_fit_sqs() -> None:

@@ -15,7 +15,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 NS = 1_000_000_000
 SOURCE_KEY = "snsq2nats.source"
-"""Metadata key on every stream and consumer snsq2nats creates: the source ARN."""
+"""Metadata on a queue's or topic's own stream and on a queue's worker consumer: the source ARN."""
+ROUTE_KEY = "snsq2nats.route"
+"""Metadata on a bridge-owned stream or consumer: the name of the route that owns it."""
+FOR_KEY = "snsq2nats.for"
+"""Metadata on a bridge-owned stream or consumer: the ARN of the resource its route serves."""
 MANAGED_BY_KEY = "snsq2nats.managed"
 
 

@@ -11,8 +11,9 @@ Rules worth knowing before reading the code:
   filter (consumers), which are managed even when the spec has none: "no sources" and "no
   filter" are meaningful settings, and a leftover one would route the wrong messages.
 - A change to an immutable field is a `replace` (delete and recreate), never an `update`.
-- Only objects carrying `snsq2nats.source` metadata are ever deleted, only with `prune`, and
-  only when that source no longer appears in the desired state.  Foreign objects are invisible.
+- Only managed objects (`snsq2nats.source` metadata, or `snsq2nats.route` for bridge-owned
+  ones: see `metadata`) are ever deleted, only with `prune`, and only when their owner (the
+  source, or the route) no longer appears in the desired state.  Foreign objects are invisible.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from snsq2nats.jetstream.spec import NS, SOURCE_KEY, ConsumerSpec, StreamSpec
+from snsq2nats.jetstream.spec import NS, ROUTE_KEY, SOURCE_KEY, ConsumerSpec, StreamSpec
+from snsq2nats.plan.metadata import Owner, is_managed, owner, served_arn
 from snsq2nats.plan.model import Action, Change, Desired, FieldDiff
 
 if TYPE_CHECKING:
@@ -38,7 +40,6 @@ __all__ = [
 
 OFFLINE_REASON = "no NATS server reachable: planned as create"
 UP_TO_DATE = "up to date"
-SOURCE_GONE_KEPT = "source gone; kept (use --prune to delete)"
 # Starts the reason of a noop whose name a foreign stream holds: apply refuses such a plan.
 CONFLICT_PREFIX = "conflict: "
 
@@ -296,13 +297,6 @@ def stream_order(desired: Desired) -> list[str]:
 # --- the diff -----------------------------------------------------------------------------------
 
 
-def _source_arn(metadata: Any) -> str | None:
-    if isinstance(metadata, Mapping):
-        value = metadata.get(SOURCE_KEY)
-        return str(value) if value else None
-    return None
-
-
 def _messages(n: int) -> str:
     return f"{n} message" if n == 1 else f"{n} messages"
 
@@ -311,15 +305,14 @@ def _is_conflict(spec: StreamSpec, live: LiveStream | None) -> bool:
     """The name is taken by a stream snsq2nats did not create: it is never touched."""
     return (
         live is not None
-        and _source_arn(spec.metadata) is not None
-        and _source_arn(live.config.get("metadata")) is None
+        and is_managed(spec.metadata)
+        and not is_managed(live.config.get("metadata"))
     )
 
 
 def _stream_change(spec: StreamSpec, live: LiveStream | None) -> Change:
-    arn = _source_arn(spec.metadata)
     base: dict[str, Any] = {"type": "stream", "name": spec.name, "stream": spec.name}
-    base["source_arn"] = arn
+    base["source_arn"] = served_arn(spec.metadata)
     if live is None:
         return Change(action="create", reason="not on the server", config=spec.to_api(), **base)
     diffs = _stream_field_diffs(spec, live.config)
@@ -328,8 +321,8 @@ def _stream_change(spec: StreamSpec, live: LiveStream | None) -> Change:
             action="noop",
             reason=(
                 f"{CONFLICT_PREFIX}a stream named {spec.name} exists but is not managed by "
-                f"snsq2nats (no {SOURCE_KEY} metadata); left untouched: rename the mapped "
-                "stream or remove the existing one"
+                f"snsq2nats (no {SOURCE_KEY} or {ROUTE_KEY} metadata); left untouched: rename "
+                "the mapped stream or remove the existing one"
             ),
             diff=diffs,
             live_messages=live.messages,
@@ -367,7 +360,7 @@ def _consumer_change(
         "type": "consumer",
         "name": spec.durable_name,
         "stream": spec.stream_name,
-        "source_arn": _source_arn(spec.metadata),
+        "source_arn": served_arn(spec.metadata),
     }
     live_stream = live.streams.get(spec.stream_name)
     if not stream_managed:
@@ -410,43 +403,46 @@ def _consumer_change(
     )
 
 
-def _desired_arns(desired: Desired) -> set[str]:
-    arns = {r.source_arn for r in desired.resources}
+def _desired_owners(desired: Desired) -> set[Owner]:
+    """Every source and route the desired state still has."""
+    owners = {Owner("source", r.source_arn) for r in desired.resources}
+    owners |= {Owner("route", r.name) for r in desired.routes}
     for metadata in [s.metadata for s in desired.streams] + [c.metadata for c in desired.consumers]:
-        arn = _source_arn(metadata)
-        if arn:
-            arns.add(arn)
-    return arns
+        found = owner(metadata)
+        if found is not None:
+            owners.add(found)
+    return owners
 
 
-def _orphan(arn: str, desired_arns: set[str], prune: bool) -> tuple[Action, str]:
+def _orphan(found: Owner, desired: set[Owner], prune: bool) -> tuple[Action, str]:
     """(action, reason) for a managed live object the desired state no longer contains."""
-    if arn in desired_arns:
-        return "noop", (f"not in the desired state, but its source {arn} still is (renamed?); kept")
+    if found in desired:
+        return "noop", (f"not in the desired state, but its {found} still is (renamed?); kept")
     if not prune:
-        return "noop", SOURCE_GONE_KEPT
-    return "delete", f"source {arn} is gone"
+        return "noop", f"{found.kind} gone; kept (use --prune to delete)"
+    return "delete", f"{found} is gone"
 
 
 def _orphans(desired: Desired, live: LiveState, prune: bool) -> list[Change]:
     desired_streams = {s.name for s in desired.streams}
     desired_consumers = {(c.stream_name, c.durable_name) for c in desired.consumers}
-    arns = _desired_arns(desired)
+    owners = _desired_owners(desired)
 
     stream_changes: dict[str, Change] = {}
     for name, ls in live.streams.items():
-        arn = _source_arn(ls.config.get("metadata"))
-        if name in desired_streams or arn is None:
+        metadata = ls.config.get("metadata")
+        found = owner(metadata)
+        if name in desired_streams or found is None:
             continue
-        action, reason = _orphan(arn, arns, prune)
+        action, reason = _orphan(found, owners, prune)
         if action == "delete":
             foreign = sorted(
-                c for c, cfg in ls.consumers.items() if not _source_arn(cfg.get("metadata"))
+                c for c, cfg in ls.consumers.items() if not is_managed(cfg.get("metadata"))
             )
             if foreign:
                 action = "noop"
                 reason = (
-                    f"source {arn} is gone, but the stream has consumers snsq2nats does not "
+                    f"{found} is gone, but the stream has consumers snsq2nats does not "
                     f"manage ({', '.join(foreign)}); kept"
                 )
             else:
@@ -456,7 +452,7 @@ def _orphans(desired: Desired, live: LiveState, prune: bool) -> list[Change]:
             type="stream",
             name=name,
             stream=name,
-            source_arn=arn,
+            source_arn=served_arn(metadata),
             reason=reason,
             live_messages=ls.messages,
         )
@@ -466,10 +462,11 @@ def _orphans(desired: Desired, live: LiveState, prune: bool) -> list[Change]:
         ls = live.streams[stream_name]
         stream_deleted = stream_changes.get(stream_name)
         for cname in sorted(ls.consumers):
-            arn = _source_arn(ls.consumers[cname].get("metadata"))
-            if arn is None or (stream_name, cname) in desired_consumers:
+            metadata = ls.consumers[cname].get("metadata")
+            found = owner(metadata)
+            if found is None or (stream_name, cname) in desired_consumers:
                 continue
-            action, reason = _orphan(arn, arns, prune)
+            action, reason = _orphan(found, owners, prune)
             if stream_deleted is not None and stream_deleted.action == "delete":
                 action, reason = "delete", f"its stream {stream_name} is deleted"
             consumer_changes.append(
@@ -478,7 +475,7 @@ def _orphans(desired: Desired, live: LiveState, prune: bool) -> list[Change]:
                     type="consumer",
                     name=cname,
                     stream=stream_name,
-                    source_arn=arn,
+                    source_arn=served_arn(metadata),
                     reason=reason,
                 )
             )
@@ -516,7 +513,7 @@ def diff(desired: Desired, live: LiveState | None, *, prune: bool = False) -> li
                 type="stream",
                 name=name,
                 stream=name,
-                source_arn=_source_arn(specs[name].metadata),
+                source_arn=served_arn(specs[name].metadata),
                 reason=OFFLINE_REASON,
                 config=specs[name].to_api(),
             )
@@ -528,7 +525,7 @@ def diff(desired: Desired, live: LiveState | None, *, prune: bool = False) -> li
                 type="consumer",
                 name=c.durable_name,
                 stream=c.stream_name,
-                source_arn=_source_arn(c.metadata),
+                source_arn=served_arn(c.metadata),
                 reason=OFFLINE_REASON,
                 config=c.to_api(),
             )

@@ -23,17 +23,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from snsq2nats.jetstream.spec import NS, SOURCE_KEY, ConsumerSpec, StreamSpec
+from snsq2nats.jetstream.spec import NS, ConsumerSpec, StreamSpec
+from snsq2nats.plan.metadata import EVERY, for_route
 from snsq2nats.plan.model import Route
 from snsq2nats.plan.names import SCHEDULE_TOKEN
 from snsq2nats.plan.rules import Cutover, Defaults
 
-ROUTE_KEY = "snsq2nats.route"
-"""Consumer metadata naming the bridge route that owns the consumer."""
 RELAY_PREFIX = "aws."
 """Messages the bridge brought from SNS live under `aws.<topic subject>…` in the topic stream."""
 ADVISORY_STREAM = "snsq2nats_advisories"
-ADVISORY_SOURCE = "snsq2nats:advisories"
+ADVISORY_ROUTES = "dlq:*"
+"""The advisory stream's `snsq2nats.route`: every dlq-mover route (`dlq:<queue>`) reads it."""
 MAX_DELIVERIES_ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
 TO_SNS_CONSUMER = "snsq2nats-to-sns"
 FILTER_CONSUMER_PREFIX = "snsq2nats-filter-"
@@ -114,7 +114,7 @@ def advisory_stream_spec(replicas: int = 1) -> StreamSpec:
         storage="file",
         num_replicas=replicas,
         max_age=ADVISORY_MAX_AGE * NS,
-        metadata={SOURCE_KEY: ADVISORY_SOURCE},
+        metadata=for_route(ADVISORY_ROUTES, EVERY),
     )
 
 
@@ -124,7 +124,7 @@ def advisory_consumer_spec(route: Route, defaults: Defaults | None = None) -> Co
     return _bridge_consumer(
         ADVISORY_STREAM,
         route.advisory_consumer,
-        source=route.source_arn,
+        serves=route.source_arn,
         route=route.name,
         description=f"DLQ mover of {route.stream}/{route.consumer}",
         filters=[f"{MAX_DELIVERIES_ADVISORY}.{route.stream}.{route.consumer}"],
@@ -160,7 +160,7 @@ def _bridge_consumer(
     stream: str,
     durable: str,
     *,
-    source: str,
+    serves: str,
     route: str,
     description: str,
     filters: list[str],
@@ -178,7 +178,8 @@ def _bridge_consumer(
         # A FIFO relay keeps publish order only with one message outstanding at a time.
         max_ack_pending=defaults.fifo_max_ack_pending if ordered else defaults.max_ack_pending,
         filter_subjects=filters,
-        metadata={SOURCE_KEY: source, ROUTE_KEY: route},
+        # Bridge-owned: never `snsq2nats.source`, which marks the queue's own worker consumer.
+        metadata=for_route(route, serves),
     )
 
 
@@ -278,7 +279,7 @@ def _topic_routes(
             _bridge_consumer(
                 topic.stream,
                 TO_SNS_CONSUMER,
-                source=topic.arn,
+                serves=topic.arn,
                 route=name,
                 description=f"bridge: NATS-published messages of {topic.name} to SNS",
                 filters=[topic.nats_pattern],
@@ -317,7 +318,7 @@ def _topic_routes(
             _bridge_consumer(
                 topic.stream,
                 durable,
-                source=sub.arn,
+                serves=sub.arn,
                 route=name,
                 description=f"bridge: filter policy of {topic.name} → {queue.name}",
                 filters=[topic.nats_pattern],
