@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,13 +23,14 @@ from snsq2nats.demo.nats_server import NatsServer, free_ports
 from snsq2nats.inventory import load_inventory
 from snsq2nats.jetstream.api import api
 from snsq2nats.jetstream.connect import NatsOptions, connect_nats
-from snsq2nats.jetstream.spec import NS, SOURCE_KEY, LiveState
+from snsq2nats.jetstream.spec import FOR_KEY, NS, ROUTE_KEY, SOURCE_KEY, LiveState
 from snsq2nats.jetstream.state import read_live
 from snsq2nats.plan.model import Plan
 from snsq2nats.plan.pipeline import assemble_plan
 from snsq2nats.plan.rules import load_rules
 from tests.fixtures.aws import AwsEndpoint
 from tests.fixtures.nats import TlsServer
+from tests.fixtures.wait import retrying, until
 
 T = TypeVar("T")
 # The orders-* queues' consumers on NATS: the orders topic fans out through stream sources.
@@ -144,10 +144,21 @@ def test_apply_plan_file_is_exact_and_idempotent(
     assert set(state.streams) == {s["name"] for s in plan["streams"]}
     consumers = {(s, c) for s, ls in state.streams.items() for c in ls.consumers}
     assert consumers == {(c["stream_name"], c["durable_name"]) for c in plan["consumers"]}
-    for stream in state.streams.values():
-        assert stream.config["metadata"][SOURCE_KEY]
-        for config in stream.consumers.values():
-            assert config["metadata"][SOURCE_KEY]
+    # Every object is managed: traced to its AWS source, or (bridge-owned) to its route and
+    # what that route serves; and exactly one consumer per queue carries the queue's ARN.
+    configs = [s.config for s in state.streams.values()]
+    configs += [c for s in state.streams.values() for c in s.consumers.values()]
+    for config in configs:
+        meta = config["metadata"]
+        assert bool(meta.get(SOURCE_KEY)) != bool(meta.get(ROUTE_KEY) and meta.get(FOR_KEY))
+    queue_consumers = [
+        c["metadata"][SOURCE_KEY]
+        for s in state.streams.values()
+        for c in s.consumers.values()
+        if c["metadata"].get(SOURCE_KEY, "").startswith("arn:aws:sqs:")
+    ]
+    queues = [r["source_arn"] for r in plan["resources"] if r["kind"] == "sqs-queue"]
+    assert sorted(queue_consumers) == sorted(queues)
 
     result = cli("apply", "--auto-approve")
     assert result.exit_code == 0, result.output
@@ -332,10 +343,17 @@ def test_a_source_added_later_starts_after_the_topics_last_message(
 
     async def queue_bodies(nc: Any, stream: str) -> list[str]:
         js = nc.jetstream()
-        deadline = time.monotonic() + 10
-        while (await js.stream_info(stream)).state.messages < 2 and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
-        await asyncio.sleep(0.3)  # anything more would have arrived by now
+
+        async def caught_up() -> bool:
+            # A source reports its lag behind the topic stream, counted from its start: 0 with
+            # the two late messages in means it has seen all of the topic's 5 (asserted below),
+            # so nothing more is on the way. A source starting too early lags until it has
+            # copied the early messages too, and the bodies below then show them.
+            info = await api(nc, f"$JS.API.STREAM.INFO.{stream}", None)
+            lags = [source.get("lag", 0) for source in info.get("sources") or []]
+            return info["state"]["messages"] >= 2 and lags == [0]
+
+        await until(caught_up, what=f"{stream} to catch up with sns_orders")
         info = await js.stream_info(stream)
         return [
             (await js.get_msg(stream, seq)).data.decode()
@@ -506,21 +524,19 @@ def test_damaged_plan_file_is_named(tmp_path: Path, opts: NatsOptions, inventory
     assert "Traceback" not in result.output
 
 
-def test_unreachable_server_fails_fast(
+def test_unreachable_server_is_a_clear_error(
     tmp_path: Path, inventory: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("NATS_URL", f"nats://127.0.0.1:{free_ports(1)[0]}")
     plan_file = tmp_path / "plan.json"
     assert cli("plan", "--inventory", inventory, "--offline", "-o", plan_file).exit_code == 0
 
-    started = time.monotonic()
     result = cli("apply", plan_file)
     assert result.exit_code == 1
     assert "cannot connect to NATS" in result.output
     result = cli("apply", "--inventory", inventory, "--auto-approve")
     assert result.exit_code == 1
     assert "cannot apply: no NATS server reachable" in result.output
-    assert time.monotonic() - started < 10
 
 
 # -- the seed's world: 3 nodes, replicas 3, mutual TLS ---------------------------------------
@@ -545,25 +561,14 @@ def test_secure_cluster_replicas_3_survives_losing_a_node(
     async def round_trip(nc: Any, body: bytes) -> tuple[bytes, str]:
         js = nc.jetstream()
         # Right after losing a node the stream and its consumer may be electing leaders (the
-        # API answers "service unavailable" meanwhile): retry each step briefly.
-        deadline = time.monotonic() + 20
-
-        async def retried(step: Callable[[], Awaitable[Any]]) -> Any:
-            while True:
-                try:
-                    return await step()
-                except Exception:
-                    if time.monotonic() > deadline:
-                        raise
-                    await asyncio.sleep(0.2)
-
-        await retried(lambda: js.publish("sqs.orders-fraud", body, timeout=2))
-        sub = await retried(
+        # API answers "service unavailable" meanwhile): retry each step until they have.
+        await retrying(lambda: js.publish("sqs.orders-fraud", body, timeout=2))
+        sub = await retrying(
             lambda: js.pull_subscribe_bind("orders-fraud", stream="sqs_orders-fraud")
         )
-        msgs = await retried(lambda: sub.fetch(1, timeout=5))
-        await retried(msgs[0].ack_sync)
-        info = await retried(lambda: api(nc, "$JS.API.STREAM.INFO.sqs_orders-fraud"))
+        msgs = await retrying(lambda: sub.fetch(1, timeout=5))
+        await retrying(msgs[0].ack_sync)
+        info = await retrying(lambda: api(nc, "$JS.API.STREAM.INFO.sqs_orders-fraud"))
         return msgs[0].data, str(info["cluster"]["leader"])
 
     data, leader = on_nats(opts, lambda nc: round_trip(nc, b"one big burger"))

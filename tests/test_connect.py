@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
 import socket
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ from snsq2nats.demo.nats_server import LocalNatsError, NatsCluster, NatsServer, 
 from snsq2nats.errors import NatsConnectError, UsageError
 from snsq2nats.jetstream.connect import DEFAULT_NATS_URL, NatsOptions, connect_nats, redact_url
 from tests.fixtures.nats import AuthServer, TlsServer
+from tests.fixtures.wait import retrying
 
 BURGER = b"one big burger"
 
@@ -356,10 +355,8 @@ async def test_mtls_verify_and_map(nats_tls_map_server: TlsServer) -> None:
 
 async def test_mtls_without_client_cert_fails_clearly(nats_tls_server: TlsServer) -> None:
     opts = NatsOptions(servers=nats_tls_server.urls, ca=str(nats_tls_server.ca))
-    started = time.monotonic()
     with pytest.raises(NatsConnectError) as info:
         await connect_nats(opts)
-    assert time.monotonic() - started < 8
     line = info.value.one_line()
     assert "TLS" in line and "NATS_CERT" in line
     assert nats_tls_server.urls[0] in line
@@ -390,16 +387,15 @@ async def test_missing_cert_file_is_a_usage_error(tmp_path: Path) -> None:
     assert "NATS_CA" in info.value.one_line()
 
 
-async def test_unreachable_fails_fast_with_redacted_url(
+async def test_unreachable_is_refused_with_redacted_url(
     caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
 ) -> None:
     (port,) = free_ports(1)
     url = f"nats://bob:topsecret@127.0.0.1:{port}"
-    started = time.monotonic()
     with caplog.at_level(logging.DEBUG), pytest.raises(NatsConnectError) as info:
         await connect_nats(NatsOptions(servers=[url]))
-    assert time.monotonic() - started < 5
     line = info.value.one_line()
+    assert "(connection refused)" in line  # the first refusal ends it: no reconnect loop
     assert f"nats://127.0.0.1:{port}" in line
     assert "topsecret" not in line
     assert "NATS_URL" in line and "nats-server" in line
@@ -414,10 +410,10 @@ async def test_silent_server_is_bounded_by_connect_timeout() -> None:
         listener.bind(("127.0.0.1", 0))
         listener.listen(8)
         url = f"nats://127.0.0.1:{listener.getsockname()[1]}"
-        started = time.monotonic()
         with pytest.raises(NatsConnectError) as info:
             await connect_nats(NatsOptions(servers=[url], connect_timeout=1.0))
-        assert time.monotonic() - started < 4
+    # Ended by the connect timeout (a hang would be stopped by pytest-timeout, and fail).
+    assert "(timed out)" in info.value.one_line()
     assert url in info.value.one_line()
 
 
@@ -452,18 +448,6 @@ async def test_restart_keeps_jetstream_store(nats_server: NatsServer) -> None:
 # -- clusters: replicas 3 survive losing a node --------------------------------------------
 
 
-async def retry(action: Callable[[], Awaitable[Any]], seconds: float = 20.0) -> Any:
-    """Retry through the few seconds a cluster needs to elect new leaders."""
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            return await action()
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.25)
-
-
 async def publish_and_consume_r3(nc: Any, stream: str, *, kill: Callable[[], None]) -> None:
     js = nc.jetstream()
     info = await js.add_stream(name=stream, subjects=[f"{stream}.*"], num_replicas=3)
@@ -476,16 +460,17 @@ async def publish_and_consume_r3(nc: Any, stream: str, *, kill: Callable[[], Non
 
     kill()
 
-    await retry(lambda: js.publish(f"{stream}.received", b"another burger", timeout=2))
+    # Retried through the few seconds the cluster needs to elect new leaders.
+    await retrying(lambda: js.publish(f"{stream}.received", b"another burger", timeout=2))
 
     async def fetch_one() -> Any:
         (m,) = await psub.fetch(1, timeout=2)
         return m
 
-    msg = await retry(fetch_one)
+    msg = await retrying(fetch_one)
     assert msg.data == b"another burger"
-    await retry(msg.ack_sync)
-    info = await retry(lambda: js.stream_info(stream))
+    await retrying(msg.ack_sync)
+    info = await retrying(lambda: js.stream_info(stream))
     assert info.state.messages == 2
 
 

@@ -24,6 +24,7 @@ from snsq2nats.jetstream.connect import NatsOptions, connect_nats
 from snsq2nats.plan.model import Plan
 from snsq2nats.plan.pipeline import PlanRequest, make_plan
 from snsq2nats.verify import CANARY_HEADER, CheckResult, verify_plan
+from tests.fixtures.wait import until
 
 REGION = "us-east-1"
 SHOP_CUTOVER = Path(__file__).parent / "data" / "mapping" / "shop_cutover.yaml"
@@ -249,12 +250,14 @@ def test_pending_real_message_is_left_alone(applied: tuple[str, Plan]) -> None:
 
     async def send_real(nc: Any) -> dict[str, Any]:
         await nc.jetstream().publish("sqs.orders-billing", b"a real order")
-        # The server counts a consumer's pending messages a moment after the PubAck.
-        for _ in range(50):
-            info = await api(nc, "$JS.API.CONSUMER.INFO.sqs_orders-billing.orders-billing")
-            if info["num_pending"]:
-                break
-            await asyncio.sleep(0.05)
+        subject = "$JS.API.CONSUMER.INFO.sqs_orders-billing.orders-billing"
+
+        async def counted() -> bool:
+            # The server counts a consumer's pending messages a moment after the PubAck.
+            return bool((await api(nc, subject))["num_pending"])
+
+        await until(counted, what="the real order to count as pending")
+        info: dict[str, Any] = await api(nc, subject)
         return info
 
     info_before = with_nc(url, send_real)
