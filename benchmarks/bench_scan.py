@@ -12,12 +12,13 @@ from typing import Any
 
 from benchmarks.estate import AWS_ROUND_TRIP, QUEUES, SUBSCRIPTIONS, TOPICS, seeded_moto
 from snsq2nats.aws import scan as aws_scan
+from snsq2nats.aws.clients import DEFAULT_CONCURRENCY, make_clients
 
 TARGET_SPEEDUP = 5.0
 
 
 def _timed_scan(session: Any, endpoint: str, concurrency: int) -> tuple[float, Any]:
-    clients = aws_scan.make_clients(session, ["us-east-1"], endpoint, concurrency)
+    clients = make_clients(session, ["us-east-1"], endpoint, concurrency)
     started = time.perf_counter()
     inventory = aws_scan.scan(clients, concurrency=concurrency)
     return time.perf_counter() - started, inventory
@@ -25,7 +26,7 @@ def _timed_scan(session: Any, endpoint: str, concurrency: int) -> tuple[float, A
 
 def run() -> list[dict[str, Any]]:
     with seeded_moto() as (session, endpoint):
-        parallel, inventory = _timed_scan(session, endpoint, aws_scan.DEFAULT_CONCURRENCY)
+        parallel, inventory = _timed_scan(session, endpoint, DEFAULT_CONCURRENCY)
         serial, baseline = _timed_scan(session, endpoint, 1)
     counts = (len(inventory.queues), len(inventory.topics), len(inventory.subscriptions))
     if counts != (QUEUES, TOPICS, SUBSCRIPTIONS) or inventory.queues != baseline.queues:

@@ -224,10 +224,11 @@ def scan_estate(
     import boto3
 
     from snsq2nats.aws import scan as aws_scan
+    from snsq2nats.aws.clients import make_clients, resolve_regions
 
     session = boto3.Session()
-    chosen = aws_scan.resolve_regions(session, regions)
-    clients = aws_scan.make_clients(session, chosen, endpoint_url, concurrency)
+    chosen = resolve_regions(session, regions)
+    clients = make_clients(session, chosen, endpoint_url, concurrency)
     with out.progress("scanning AWS", total=None) as bar:
         return aws_scan.scan(
             clients, prefix=prefix, concurrency=concurrency, on_progress=bar.advance
@@ -599,12 +600,15 @@ def bridge(
 ) -> None:
     """Relay live traffic between AWS and NATS along the plan's routes during cutover."""
     import asyncio
+    import gc
 
     from snsq2nats.bridge.runtime import select_routes
+    from snsq2nats.console import configure_logging
     from snsq2nats.errors import UsageError
     from snsq2nats.jetstream.connect import NatsOptions
 
     out = Output()
+    configure_logging(out.console)
     plan = plan_for(out, plan_path, kwargs, live=False)
     routes = select_routes(plan.routes, direction, route_globs)
     if cleanup:
@@ -638,6 +642,10 @@ def bridge(
             duration=duration,
             metrics_port=metrics_port,
             cleanup=cleanup,
+            # Everything made before relaying (boto3's service models, the plan, the clients)
+            # lives for the whole run; frozen, it is no longer rescanned by every full
+            # collection, which otherwise costs about a tenth of a busy route's time.
+            on_ready=gc.freeze,
         )
     )
 

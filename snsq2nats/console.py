@@ -103,3 +103,28 @@ class ProgressSink:
 
     def advance(self, n: int = 1, total: int | None = None) -> None:
         self._advance(n, total)
+
+
+def configure_logging(console: Console, level: int | str = "INFO") -> None:
+    """Send the package's log records (`snsq2nats.*`) to `console`: through rich on a terminal,
+    as plain `message` lines otherwise (systemd and CI add their own timestamps).
+
+    Calling it again replaces the handler it installed rather than adding a second one.
+    """
+    import logging
+
+    from rich.logging import RichHandler
+
+    name = "snsq2nats.console"
+    logger = logging.getLogger("snsq2nats")
+    for old in [h for h in logger.handlers if h.get_name() == name]:
+        logger.removeHandler(old)
+    handler: logging.Handler
+    if console.is_terminal:
+        handler = RichHandler(console=console, show_path=False, markup=False)
+    else:
+        handler = logging.StreamHandler(console.file)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.set_name(name)
+    logger.addHandler(handler)
+    logger.setLevel(level)

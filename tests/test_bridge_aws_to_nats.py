@@ -9,6 +9,7 @@ changes as they happen.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import random
 import re
@@ -23,12 +24,12 @@ from typing import Any
 import pytest
 
 from snsq2nats.apply import anchor_new_sources
-from snsq2nats.bridge import aws_to_nats, nats_to_aws
-from snsq2nats.bridge.aws_to_nats import RUNNERS, cleanup_sns_to_nats
 from snsq2nats.bridge.codec import AWS_MESSAGE_ID_HEADER, headers_to_attributes
-from snsq2nats.bridge.context import BridgeContext
-from snsq2nats.bridge.nats_to_aws import run_nats_to_sns, run_nats_to_sqs
-from snsq2nats.bridge.runtime import run_bridge
+from snsq2nats.bridge.context import BridgeContext, Timings
+from snsq2nats.bridge.nats_to_sns import run_nats_to_sns
+from snsq2nats.bridge.nats_to_sqs import run_nats_to_sqs
+from snsq2nats.bridge.runtime import RUNNERS, run_bridge
+from snsq2nats.bridge.sns_to_nats import cleanup_sns_to_nats
 from snsq2nats.demo.nats_server import NatsCluster, NatsServer
 from snsq2nats.jetstream import api as jetstream
 from snsq2nats.jetstream.api import api, create_consumer, create_stream, update_stream
@@ -36,6 +37,7 @@ from snsq2nats.jetstream.connect import NatsOptions, connect_nats
 from snsq2nats.jetstream.spec import NS, ConsumerSpec, ServerInfo, StreamSource, StreamSpec
 from snsq2nats.plan.model import Plan, Route
 from tests.fixtures.aws import AwsEndpoint
+from tests.fixtures.bridge import FAST
 from tests.fixtures.wait import until
 
 N = 200
@@ -161,7 +163,6 @@ class InProcess:
             sqs=self.aws.client("sqs"),
             sns=self.aws.client("sns"),
             aws_call=self.recorder,
-            log=print,
             **settings,
         )
         self.task = asyncio.create_task(
@@ -270,7 +271,6 @@ async def test_fifo_order_survives_a_slow_read_of_the_queue_streams_sources(
         return await real_api(nc, subject, *args, **kwargs)
 
     monkeypatch.setattr(jetstream, "api", uneven_api)
-    monkeypatch.setattr(aws_to_nats, "SOURCE_REFRESH", 0.0)
     for start in range(0, 30, 10):
         reply = sqs.send_message_batch(
             QueueUrl=url,
@@ -285,7 +285,8 @@ async def test_fifo_order_survives_a_slow_read_of_the_queue_streams_sources(
             ],
         )
         assert not reply.get("Failed")
-    async with InProcess(aws, nats_server.url, [route], pollers=1) as bridge:
+    every_batch = Timings(source_refresh=0.0)
+    async with InProcess(aws, nats_server.url, [route], pollers=1, timings=every_batch) as bridge:
         await until(lambda: bridge.delivered() >= 30, what="30 relayed")
     msgs = await stream_messages(nats_server.url, "sqsfifo_jobs")
     assert [m.data.decode() for m in msgs] == [f"job-{i}" for i in range(30)]
@@ -468,7 +469,7 @@ def consume_on_aws(aws: AwsEndpoint, url: str, bodies: set[str]) -> set[str]:
 
 
 async def test_consumers_moving_to_nats_get_each_topic_message_once(
-    aws: AwsEndpoint, nats_server: NatsServer, monkeypatch: pytest.MonkeyPatch
+    aws: AwsEndpoint, nats_server: NatsServer
 ) -> None:
     """The cutover of one subscribed queue, end to end. While billing's consumers are on AWS,
     SNS delivers the topic's NATS-published messages (through nats-to-sns) and NATS queue
@@ -476,7 +477,6 @@ async def test_consumers_moving_to_nats_get_each_topic_message_once(
     anchored after the topic's last message, and sqs-to-nats starts: the SQS backlog is
     relayed, later SNS copies are dropped, and the queue stream has every message the AWS
     workers did not process, once."""
-    monkeypatch.setattr(nats_to_aws, "FETCH_WAIT", 0.5)
     sns, sqs = aws.client("sns"), aws.client("sqs")
     topic_arn = sns.create_topic(Name="orders")["TopicArn"]
     urls: dict[str, str] = {}
@@ -529,7 +529,7 @@ async def test_consumers_moving_to_nats_get_each_topic_message_once(
             )
 
         async def relay(route: Route, runner: Any, stream: str, durable: str) -> None:
-            ctx = BridgeContext(plan=plan_with([route]), nc=nc, sqs=sqs, sns=sns, log=print)
+            ctx = BridgeContext(plan=plan_with([route]), nc=nc, sqs=sqs, sns=sns, timings=FAST)
             task = asyncio.create_task(runner(ctx, route))
 
             async def drained() -> bool:
@@ -626,9 +626,14 @@ async def test_sns_topic_through_the_bridge_owned_queue(
     assert sorted(m.data.decode() for m in msgs) == [f"o{i}" for i in range(5)]
     assert headers_to_attributes(msgs[0].headers)["amount"].data_type == "Number"
 
-    # A restart reuses the queue and the subscription.
-    async with InProcess(aws, nats_server.url, [route]):
-        await asyncio.sleep(1.0)
+    # A restart reuses the queue and the subscription: it relays a new message through them.
+    async with InProcess(aws, nats_server.url, [route]) as again:
+        sns.publish(
+            TopicArn=topic_arn,
+            Message="after-restart",
+            MessageAttributes={"event_type": {"DataType": "String", "StringValue": "placed"}},
+        )
+        await until(lambda: again.delivered() >= 1, what="relayed after the restart")
     assert sqs.get_queue_url(QueueName="snsq2nats-bridge-orders")["QueueUrl"] == url
     assert len(sns.list_subscriptions_by_topic(TopicArn=topic_arn)["Subscriptions"]) == 1
 
@@ -641,7 +646,7 @@ async def test_sns_topic_through_the_bridge_owned_queue(
     assert await cleanup_sns_to_nats(ctx, route)
     info = await nc.jetstream().stream_info("sns_orders")
     await nc.close()
-    assert info.state.messages == 6
+    assert info.state.messages == 7
     assert sns.list_subscriptions_by_topic(TopicArn=topic_arn)["Subscriptions"] == []
     names = sqs.list_queues().get("QueueUrls", [])
     assert not any("snsq2nats-bridge-orders" in u for u in names)
@@ -654,14 +659,19 @@ async def test_slow_publish_extends_visibility(aws: AwsEndpoint, nats_server: Na
     await add_stream(nats_server.url, "sqs_slow", ["sqs.slow"])
     route = sqs_route(aws, "slow", "sqs_slow", "sqs.slow")
     async with InProcess(
-        aws, nats_server.url, [route], visibility_timeout=2, publish_timeout=1.0
+        aws, nats_server.url, [route], visibility_timeout=2, timings=Timings(publish_timeout=1.0)
     ) as bridge:
         assert nats_server.pid is not None
         os.kill(nats_server.pid, signal.SIGSTOP)
         try:
             sent = send(aws, url, 20)
             await until(lambda: len(bridge.recorder.received) >= 20, what="20 received")
-            await asyncio.sleep(5)
+            # Kept invisible over two visibility timeouts (one extension per half of one).
+            changes = bridge.recorder.visibility_changes
+            await until(
+                lambda: bridge.recorder.visibility_changes >= changes + 4,
+                what="visibility extended while NATS is silent",
+            )
         finally:
             os.kill(nats_server.pid, signal.SIGCONT)
         await until(lambda: queue_depth(aws, url) == (0, 0), what="queue empty")
@@ -677,13 +687,18 @@ async def test_nats_restart_mid_stream_loses_and_duplicates_nothing(
     await add_stream(nats_server.url, "sqs_restart", ["sqs.restart"])
     route = sqs_route(aws, "restart", "sqs_restart", "sqs.restart")
     sent = send(aws, url, N)
-    async with InProcess(aws, nats_server.url, [route], publish_timeout=1.0) as bridge:
+    quick = Timings(publish_timeout=1.0)
+    async with InProcess(aws, nats_server.url, [route], timings=quick) as bridge:
         await until(lambda: bridge.delivered() >= 40, what="40 relayed")
         nats_server.stop()
         deleted_when_down = len(bridge.recorder.deleted)
-        await asyncio.sleep(2)
-        # While NATS is down nothing more is acknowledged, so nothing more may be deleted
-        # (beyond the batches whose PubAcks were already in).
+        assert bridge.ctx is not None
+        metrics = bridge.ctx.metrics[route.name]
+        errors = metrics.errors
+        # Publishes go unanswered while NATS is down (each a counted error): once several
+        # have, nothing more may have been acknowledged, so nothing more deleted (beyond
+        # the batches whose PubAcks were already in).
+        await until(lambda: metrics.errors >= errors + 20, what="publishes failing")
         stalled = len(bridge.recorder.deleted)
         assert stalled - deleted_when_down <= 2 * 10 * 2
         nats_server.start()
@@ -697,7 +712,9 @@ async def test_leader_loss_in_a_cluster(aws: AwsEndpoint, nats_cluster: NatsClus
     await add_stream(nats_cluster.url, "sqs_ha", ["sqs.ha"], replicas=3)
     route = sqs_route(aws, "ha", "sqs_ha", "sqs.ha")
     sent = send(aws, url, N)
-    async with InProcess(aws, nats_cluster.url, [route], publish_timeout=2.0) as bridge:
+    async with InProcess(
+        aws, nats_cluster.url, [route], timings=Timings(publish_timeout=2.0)
+    ) as bridge:
         await until(lambda: bridge.delivered() >= 40, what="40 relayed")
         info = await bridge.nc.jetstream().stream_info("sqs_ha")
         leader = info.cluster.leader
@@ -852,13 +869,12 @@ def fake_route(name: str, kind: str = "sqs-to-nats") -> Route:
 
 
 async def test_runtime_restarts_a_crashing_runner_and_keeps_the_others(
-    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     from snsq2nats.bridge import runtime
 
-    monkeypatch.setattr(runtime, "RESTART_BASE", 0.05)
+    caplog.set_level(logging.INFO, logger="snsq2nats")
     calls = Counter[str]()
-    lines: list[str] = []
 
     async def flaky(ctx: BridgeContext, route: Route) -> None:
         calls[route.name] += 1
@@ -871,22 +887,23 @@ async def test_runtime_restarts_a_crashing_runner_and_keeps_the_others(
         ctx.route_metrics(route).delivered(5, 50, 0.3)
         await ctx.stopping.wait()
 
-    ctx = BridgeContext(plan=plan_with([]), nc=None, sqs=None, sns=None, log=lines.append)
+    quick_restarts = Timings(restart_base=0.05)
+    ctx = BridgeContext(plan=plan_with([]), nc=None, sqs=None, sns=None, timings=quick_restarts)
     routes = [fake_route("a"), fake_route("b", "nats-to-sqs"), fake_route("c", "dlq-mover")]
-    runners, missing = runtime.load_runners({"dlq-mover": "snsq2nats.no_such_module:run"})
-    assert runners == {} and "not installed" in missing["dlq-mover"]
-    await runtime.run_bridge(
-        ctx,
-        routes,
-        {"sqs-to-nats": flaky, "nats-to-sqs": steady},
-        duration=1.0,
-        missing=missing,
-        handle_signals=False,
+    run = asyncio.create_task(
+        runtime.run_bridge(
+            ctx, routes, {"sqs-to-nats": flaky, "nats-to-sqs": steady}, handle_signals=False
+        )
     )
+    a, b = (ctx.route_metrics(route) for route in routes[:2])
+    await until(lambda: a.messages == 1, what="a running after two crashes")
+    await until(lambda: b.messages == 5, what="b running")
+    ctx.stopping.set()
+    await asyncio.wait_for(run, 10)
     assert calls["a"] == 3
     assert ctx.metrics["a"].restarts == 2 and ctx.metrics["a"].status == "stopped"
-    assert ctx.metrics["c"].status.startswith("not available")
-    assert any("runner failed (RuntimeError: boom)" in line for line in lines)
+    assert ctx.metrics["c"].status == "not available: no runner for dlq-mover"
+    assert any("runner failed (RuntimeError: boom)" in line for line in caplog.messages)
 
     from snsq2nats.bridge.metrics import render, serve_metrics
 
@@ -904,6 +921,29 @@ async def test_runtime_restarts_a_crashing_runner_and_keeps_the_others(
     writer.close()
     server.close()
     assert reply.startswith("HTTP/1.1 200 OK") and "snsq2nats_bridge_in_flight" in reply
+
+
+def test_every_route_kind_has_a_runner() -> None:
+    """Runners are imported with the runtime: one that cannot be imported fails the bridge at
+    start instead of leaving its routes out."""
+    from typing import get_args
+
+    from snsq2nats.plan.model import RouteKind
+
+    assert set(RUNNERS) == set(get_args(RouteKind))
+    assert all(asyncio.iscoroutinefunction(runner) for runner in RUNNERS.values())
+
+
+async def test_duration_stops_the_run() -> None:
+    ctx = BridgeContext(plan=plan_with([]), nc=None, sqs=None, sns=None)
+
+    async def idle(ctx: BridgeContext, route: Route) -> None:
+        await ctx.stopping.wait()
+
+    await asyncio.wait_for(
+        run_bridge(ctx, [fake_route("a")], {"sqs-to-nats": idle}, 0.1, handle_signals=False), 30
+    )
+    assert ctx.stopping.is_set() and ctx.metrics["a"].status == "stopped"
 
 
 def test_route_selection_by_direction_and_glob() -> None:

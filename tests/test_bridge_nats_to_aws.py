@@ -9,15 +9,16 @@ attributes) and what JetStream still owes (pending / ack-pending), so "exactly o
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 import json
-import time
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
 
-from snsq2nats.bridge import nats_to_aws
 from snsq2nats.bridge.codec import (
     DEDUP_HEADER,
     GROUP_HEADER,
@@ -27,8 +28,10 @@ from snsq2nats.bridge.codec import (
     attributes_to_headers,
 )
 from snsq2nats.bridge.context import BridgeContext
-from snsq2nats.bridge.nats_to_aws import run_nats_to_sns, run_nats_to_sqs
-from snsq2nats.bridge.runtime import load_runners, run_bridge
+from snsq2nats.bridge.nats_to_sns import run_nats_to_sns
+from snsq2nats.bridge.nats_to_sqs import run_nats_to_sqs
+from snsq2nats.bridge.pull import PullSource
+from snsq2nats.bridge.runtime import run_bridge
 from snsq2nats.demo.nats_server import NatsCluster
 from snsq2nats.errors import SnsqError
 from snsq2nats.filterpolicy import encode_token
@@ -38,19 +41,16 @@ from snsq2nats.jetstream.spec import NS, ConsumerSpec, ServerInfo, StreamSpec
 from snsq2nats.jetstream.subjects import subject_in, subject_matches
 from snsq2nats.plan.model import Plan, Route
 from tests.fixtures.aws import AwsEndpoint
-from tests.fixtures.wait import until
+from tests.fixtures.bridge import FAST
+from tests.fixtures.wait import retrying, until
 
 Runner = Callable[[BridgeContext, Route], Awaitable[None]]
 
 
-pytestmark = pytest.mark.usefixtures("fast_fetch")
-
-
 def make_ctx(nc: Any, aws: AwsEndpoint, **kw: Any) -> BridgeContext:
     plan = Plan(generated_at="test", server=ServerInfo(reachable=True))
-    return BridgeContext(
-        plan=plan, nc=nc, sqs=aws.client("sqs"), sns=aws.client("sns"), log=print, **kw
-    )
+    kw.setdefault("timings", FAST)
+    return BridgeContext(plan=plan, nc=nc, sqs=aws.client("sqs"), sns=aws.client("sns"), **kw)
 
 
 async def setup_stream(
@@ -198,7 +198,7 @@ async def test_every_message_exactly_once_with_attribute_types(
 
 
 async def test_partial_failure_keeps_only_the_refused_message_on_nats(
-    nc: Any, js: Any, aws: AwsEndpoint
+    nc: Any, js: Any, aws: AwsEndpoint, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A queue with MaximumMessageSize=1024 refuses one oversize entry while its batch mates
     arrive once; a message with 11 attributes is refused before any AWS call instead of losing
@@ -218,14 +218,16 @@ async def test_partial_failure_keeps_only_the_refused_message_on_nats(
     many = {f"a{i}": str(i) for i in range(10)}  # + snsq2nats.origin = 11
     await publish(js, "sqs.small", b"too-many-attributes", many)
 
-    lines: list[str] = []
+    caplog.set_level(logging.INFO, logger="snsq2nats")
     ctx = make_ctx(nc, aws)
-    ctx.log = lines.append
     route = sqs_route(arn, "q_small")
+
+    def refusals() -> list[str]:
+        return [x for x in caplog.messages if "kept on NATS" in x]
 
     async def relayed_and_refused() -> bool:
         info = await consumer_state(nc, "q_small")
-        return info["num_pending"] == 0 and len([x for x in lines if "kept on NATS" in x]) == 2
+        return info["num_pending"] == 0 and len(refusals()) == 2
 
     await run_until(run_nats_to_sqs, ctx, route, relayed_and_refused)
     await nc.flush()
@@ -235,7 +237,7 @@ async def test_partial_failure_keeps_only_the_refused_message_on_nats(
     assert ctx.route_metrics(route).messages == 5
     assert ctx.route_metrics(route).errors >= 2
     assert terminated == []
-    refused = " ".join(x for x in lines if "kept on NATS" in x)
+    refused = " ".join(refusals())
     assert "q_small#3" in refused and ("1024" in refused or "shorter" in refused)
     assert "q_small#7" in refused and "11 message attributes" in refused
     kept = await js.stream_info("q_small")
@@ -346,19 +348,28 @@ async def test_stop_mid_stream_then_resume_is_exactly_once(
     for i in range(60):
         await publish(js, "sqs.drain", f"d-{i}".encode())
 
-    async def slow(fn: Callable[..., Any], /, **kw: Any) -> Any:
+    sends = 0
+    held = 0
+
+    async def held_after_first(fn: Callable[..., Any], /, **kw: Any) -> Any:
+        # The first batch goes through; later ones reach "AWS" and wait there for the stop.
+        nonlocal sends, held
         if getattr(fn, "__name__", "") == "send_message_batch":
-            await asyncio.sleep(0.3)
+            sends += 1
+            if sends > 1:
+                held += 1
+                await ctx.stopping.wait()
         return await asyncio.to_thread(fn, **kw)
 
     route = sqs_route(arn, "q_drain")
-    ctx = make_ctx(nc, aws, max_in_flight=20, aws_call=slow)
+    ctx = make_ctx(nc, aws, max_in_flight=20, aws_call=held_after_first)
     task = asyncio.create_task(run_nats_to_sqs(ctx, route))
-    await until(lambda: ctx.route_metrics(route).messages >= 10)
+    await until(lambda: ctx.route_metrics(route).messages >= 10 and held >= 1)
     ctx.stopping.set()
     await asyncio.wait_for(task, timeout=15)
     first = ctx.route_metrics(route).messages
-    assert first < 60
+    # The batches held at AWS when the stop came were accepted, hence acked; no more went out.
+    assert first == 10 * sends < 60
     info = await consumer_state(nc, "q_drain")
     assert info["num_ack_pending"] == 0  # nothing left dangling for ack_wait
     first_bodies = [m["Body"] for m in receive_all(aws.client("sqs"), url)]
@@ -371,15 +382,20 @@ async def test_stop_mid_stream_then_resume_is_exactly_once(
 
 
 async def test_max_messages_stops_the_runner(nc: Any, js: Any, aws: AwsEndpoint) -> None:
-    _url, arn = queue(aws, "limited")
+    url, arn = queue(aws, "limited")
     await setup_stream(nc, "q_limited", ["sqs.limited"])
     for i in range(30):
         await publish(js, "sqs.limited", f"l-{i}".encode())
     ctx = make_ctx(nc, aws, max_messages=5, max_in_flight=10)
     await asyncio.wait_for(run_nats_to_sqs(ctx, sqs_route(arn, "q_limited")), timeout=15)
     assert ctx.stopping.is_set()
-    assert 5 <= ctx.total_delivered() < 30
-    assert (await consumer_state(nc, "q_limited"))["num_ack_pending"] == 0
+    delivered = ctx.total_delivered()
+    assert delivered >= 5
+    # It stopped there: what SQS got was acked, and everything else is still owed on NATS.
+    assert len(receive_all(aws.client("sqs"), url)) == delivered
+    state = await consumer_state(nc, "q_limited")
+    assert state["num_ack_pending"] == 0
+    assert state["num_pending"] == 30 - delivered > 0
 
 
 async def test_missing_consumer_is_a_clear_error(nc: Any, aws: AwsEndpoint) -> None:
@@ -484,7 +500,11 @@ async def test_survives_nats_server_restart(
         await until(lambda: ctx.route_metrics(route).messages >= 5)
         await asyncio.to_thread(nats_server.restart)
         for i in range(20, 40):
-            await _publish_retrying(js, "sqsfifo.restart.g", f"r-{i:02d}".encode())
+            body = f"r-{i:02d}".encode()
+            publish_once = functools.partial(
+                js.publish, "sqsfifo.restart.g", body, headers={"Nats-Msg-Id": body.decode()}
+            )
+            await retrying(publish_once, timeout=20, what="publish after the restart")
         await until(lambda: drained(nc, "sqsfifo_restart"), timeout=40)
     finally:
         ctx.stopping.set()
@@ -495,7 +515,8 @@ async def test_survives_nats_server_restart(
 
 async def test_idle_long_polls_never_hold_up_sends(nc: Any, js: Any, aws: AwsEndpoint) -> None:
     """More pollers long-polling an idle queue than asyncio's default pool has threads on any
-    machine (32 at most): the nats-to-sqs relay in the same bridge still sends at once."""
+    machine (32 at most): the nats-to-sqs relay in the same bridge sends everything while
+    every one of those long polls is still waiting."""
     _idle_url, idle_arn = queue(aws, "idle")
     await js.add_stream(name="sqs_idle", subjects=["sqs.idle"])
     idle = Route(
@@ -510,13 +531,24 @@ async def test_idle_long_polls_never_hold_up_sends(nc: Any, js: Any, aws: AwsEnd
     await setup_stream(nc, "q_busy", ["sqs.busy"])
     for i in range(30):
         await publish(js, "sqs.busy", f"b-{i}".encode())
-    ctx = make_ctx(nc, aws, pollers=40, wait_time_seconds=5)
-    runners, _ = load_runners()
+    # Room in flight for every poller's batch, so all 40 long-poll at once.
+    ctx = make_ctx(nc, aws, pollers=40, max_in_flight=400, wait_time_seconds=10)
+    polls = {"started": 0, "returned": 0}
+
+    def count(key: str) -> Callable[..., None]:
+        def handler(**_: Any) -> None:
+            polls[key] += 1
+
+        return handler
+
+    ctx.sqs.meta.events.register("before-call.sqs.ReceiveMessage", count("started"))
+    ctx.sqs.meta.events.register("after-call.sqs.ReceiveMessage", count("returned"))
     routes = [idle, sqs_route(arn, "q_busy")]
-    task = asyncio.create_task(run_bridge(ctx, routes, runners, handle_signals=False))
+    task = asyncio.create_task(run_bridge(ctx, routes, handle_signals=False))
     try:
-        await asyncio.sleep(1)  # every poller is inside its long poll by now
-        await until(lambda: drained(nc, "q_busy"), timeout=4)
+        await until(lambda: polls["started"] >= 40, what="every poller in its long poll")
+        await until(lambda: drained(nc, "q_busy") if not polls["returned"] else True)
+        assert polls["returned"] == 0, "sends waited for a long poll to return"
     finally:
         ctx.stopping.set()
         await asyncio.wait_for(task, timeout=30)
@@ -525,17 +557,16 @@ async def test_idle_long_polls_never_hold_up_sends(nc: Any, js: Any, aws: AwsEnd
 
 
 async def test_idle_recheck_rebinds_or_reports_a_missing_consumer(
-    nc: Any, aws: AwsEndpoint, monkeypatch: pytest.MonkeyPatch
+    nc: Any, aws: AwsEndpoint
 ) -> None:
     """An idle pull source checks its consumer now and then: still there, it subscribes afresh
     (a subscription can go silent after a restart); gone, the check is a reported error, never
     an exception out of `fetch`."""
-    monkeypatch.setattr(nats_to_aws, "IDLE_RECHECK", 0.0)
     _url, arn = queue(aws, "quiet")
     await setup_stream(nc, "q_quiet", ["sqs.quiet"])
-    ctx = make_ctx(nc, aws)
+    ctx = make_ctx(nc, aws, timings=dataclasses.replace(FAST, idle_recheck=0.0))
     route = sqs_route(arn, "q_quiet")
-    source = nats_to_aws.PullSource(ctx, route, "q_quiet", "workers")
+    source = PullSource(ctx, route, "q_quiet", "workers")
     try:
         assert await source.fetch(1, wait=0.2) == []
         first_inbox = source._inbox
@@ -558,9 +589,7 @@ async def test_acks_are_answered_per_batch_only_outside_a_cluster(
     _url, arn = queue(aws, "placement")
     await setup_stream(nc, "q_alone", ["sqs.alone"])
     await publish(js, "sqs.alone", b"x")
-    alone = nats_to_aws.PullSource(
-        make_ctx(nc, aws), sqs_route(arn, "q_alone"), "q_alone", "workers"
-    )
+    alone = PullSource(make_ctx(nc, aws), sqs_route(arn, "q_alone"), "q_alone", "workers")
     assert len(await alone.fetch(1)) == 1
     assert alone.standalone
     await alone.close()
@@ -574,9 +603,7 @@ async def test_acks_are_answered_per_batch_only_outside_a_cluster(
             )
             await cnc.jetstream().add_consumer(name, durable_name="workers", ack_policy="explicit")
             await cnc.jetstream().publish(f"sqs.r{replicas}", b"x")
-            source = nats_to_aws.PullSource(
-                make_ctx(cnc, aws), sqs_route(arn, name), name, "workers"
-            )
+            source = PullSource(make_ctx(cnc, aws), sqs_route(arn, name), name, "workers")
             assert len(await source.fetch(1)) == 1
             assert not source.standalone
             await source.close()
@@ -629,18 +656,6 @@ async def _drained_retrying(nc: Any, stream: str) -> bool:
         return await drained(nc, stream)
     except Exception:  # no consumer leader during the election
         return False
-
-
-async def _publish_retrying(js: Any, subject: str, body: bytes) -> None:
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            await js.publish(subject, body, headers={"Nats-Msg-Id": body.decode()})
-            return
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.2)
 
 
 async def test_refused_message_is_copied_to_the_queue_dlq_before_term(

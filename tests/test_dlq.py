@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -27,17 +26,15 @@ from snsq2nats.jetstream.api import JetStreamApiError, api, create_consumer, cre
 from snsq2nats.jetstream.spec import NS, ConsumerSpec, ServerInfo, StreamSpec
 from snsq2nats.plan.model import Plan, Route
 from snsq2nats.plan.routes import advisory_consumer_spec, advisory_stream_spec
+from tests.fixtures.bridge import FAST
 from tests.fixtures.wait import until
 
 SRC = "arn:aws:sqs:us-east-1:123456789012:"
 
 
-pytestmark = pytest.mark.usefixtures("fast_fetch")
-
-
 def make_ctx(nc: Any) -> BridgeContext:
     plan = Plan(generated_at="test", server=ServerInfo(reachable=True))
-    return BridgeContext(plan=plan, nc=nc, sqs=None, sns=None, log=print)
+    return BridgeContext(plan=plan, nc=nc, sqs=None, sns=None, timings=FAST)
 
 
 def dlq_route(name: str, *, fifo: bool = False) -> Route:
@@ -91,8 +88,8 @@ async def setup(nc: Any, route: Route, *, advisory_ack_wait: float = 30) -> None
 async def poison(js: Any, stream: str, expect_dead: int) -> None:
     """A worker that acks good messages and NAKs poison ones until the server gives up."""
     sub = await js.pull_subscribe_bind(durable="workers", stream=stream)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
+
+    async def work_then_check() -> bool:
         try:
             msgs = await sub.fetch(10, timeout=0.5)
         except TimeoutError:
@@ -103,10 +100,12 @@ async def poison(js: Any, stream: str, expect_dead: int) -> None:
             else:
                 await msg.ack()
         info = await api(js._nc, f"$JS.API.STREAM.INFO.{ADVISORY_STREAM}")
-        if info["state"]["messages"] >= expect_dead:
-            await sub.unsubscribe()
-            return
-    raise AssertionError("no max-deliveries advisory")
+        return bool(info["state"]["messages"] >= expect_dead)
+
+    try:
+        await until(work_then_check, timeout=20, what="max-deliveries advisories")
+    finally:
+        await sub.unsubscribe()
 
 
 async def stream_msgs(nc: Any, stream: str) -> int:

@@ -19,6 +19,7 @@ from snsq2nats.errors import SnsqError
 from snsq2nats.jetstream.api import JetStreamApiError, api, create_consumer, create_stream
 from snsq2nats.jetstream.spec import NS, ConsumerSpec, ServerInfo, StreamSpec
 from snsq2nats.plan.model import Plan, Route
+from tests.fixtures.bridge import FAST
 from tests.fixtures.wait import until
 
 TOPIC = "arn:aws:sns:us-east-1:123456789012:orders"
@@ -26,12 +27,9 @@ DURABLE = "snsq2nats-filter-workers"
 POLICY = json.dumps({"price": [{"numeric": [">", 100]}], "region": [{"prefix": "eu-"}]})
 
 
-pytestmark = pytest.mark.usefixtures("fast_fetch")
-
-
 def make_ctx(nc: Any) -> BridgeContext:
     plan = Plan(generated_at="test", server=ServerInfo(reachable=True))
-    return BridgeContext(plan=plan, nc=nc, sqs=None, sns=None, log=print)
+    return BridgeContext(plan=plan, nc=nc, sqs=None, sns=None, timings=FAST)
 
 
 def router_route(policy: str = POLICY, scope: str = "MessageAttributes") -> Route:
@@ -163,7 +161,7 @@ async def test_crash_after_publish_then_restart_does_not_duplicate(
     real_ack = filter_router.ack
     crashed = asyncio.Event()
 
-    async def hang(msg: Any) -> bool:
+    async def hang(msg: Any, timeout: float) -> bool:
         crashed.set()
         await asyncio.Event().wait()
         return False
@@ -172,11 +170,15 @@ async def test_crash_after_publish_then_restart_does_not_duplicate(
     ctx = make_ctx(nc)
     task = asyncio.create_task(run_filter_router(ctx, router_route()))
     await asyncio.wait_for(crashed.wait(), timeout=10)
-    await asyncio.sleep(0.3)  # let the other in-flight publishes land too
+
+    async def all_published() -> bool:
+        return len(await queue_messages(nc)) == 5
+
+    # Every match is published before its ack (which hangs): all five copies land first.
+    await until(all_published, what="the five copies in the queue stream")
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert len(await queue_messages(nc)) >= 1
 
     monkeypatch.setattr(filter_router, "ack", real_ack)
     await run_until(make_ctx(nc), router_route())

@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from snsq2nats.aws import scan as aws_scan
+from snsq2nats.aws.clients import make_clients
 from snsq2nats.cli import main
 from snsq2nats.demo.estate import seed_shop
 from snsq2nats.errors import InventoryFileError
@@ -21,7 +22,7 @@ from tests.fixtures.aws import AwsEndpoint
 
 def run_scan(aws: AwsEndpoint, regions: list[str] | None = None, **kwargs: Any) -> Inventory:
     session = aws.session()
-    clients = aws_scan.make_clients(session, regions or [aws.region], aws.url)
+    clients = make_clients(session, regions or [aws.region], aws.url)
     return aws_scan.scan(clients, **kwargs)
 
 
@@ -139,7 +140,7 @@ def test_access_denied_on_one_queue_is_a_warning(aws: AwsEndpoint) -> None:
     sqs = aws.client("sqs")
     sqs.create_queue(QueueName="open")
     secret = sqs.create_queue(QueueName="locked")["QueueUrl"]
-    clients = aws_scan.make_clients(aws.session(), [aws.region], aws.url)
+    clients = make_clients(aws.session(), [aws.region], aws.url)
 
     def deny(params: dict[str, Any], **kwargs: Any) -> None:
         # botocore's own hook point: the call fails the way IAM would refuse it.

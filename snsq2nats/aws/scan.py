@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import functools
 import json
-import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from snsq2nats.errors import AwsConnectError, ScanError, UsageError
+from snsq2nats.aws.clients import DEFAULT_CONCURRENCY, RegionClients, make_clients, resolve_regions
+from snsq2nats.aws.errors import BAD_CREDENTIALS_CODES, DENIED_CODES, MISSING_CODES, error_code
+from snsq2nats.errors import AwsConnectError, ScanError
 from snsq2nats.inventory import (
     DEFAULT_MAX_MESSAGE_SIZE,
     DEFAULT_MAX_RECEIVE_COUNT,
@@ -35,74 +36,21 @@ from snsq2nats.inventory import (
 )
 
 if TYPE_CHECKING:
-    import boto3
     from mypy_boto3_sns import SNSClient
     from mypy_boto3_sqs import SQSClient
 
 T = TypeVar("T")
 R = TypeVar("R")
 
-DEFAULT_CONCURRENCY = 16
-MISSING_CODES = {
-    "AWS.SimpleQueueService.NonExistentQueue",
-    "QueueDoesNotExist",
-    "NotFound",
-    "NotFoundException",
-    "ResourceNotFound",
-}
-DENIED_CODES = {"AccessDenied", "AccessDeniedException", "AuthorizationError"}
-
-
-@dataclass
-class RegionClients:
-    region: str
-    sqs: SQSClient
-    sns: SNSClient
-
-
-def make_clients(
-    session: boto3.Session,
-    regions: Iterable[str],
-    endpoint_url: str | None = None,
-    concurrency: int = DEFAULT_CONCURRENCY,
-) -> list[RegionClients]:
-    """One SQS and one SNS client per region, sized for the thread pool.
-
-    Adaptive retries make botocore slow down on throttling instead of failing the scan.
-    """
-    from botocore.config import Config
-
-    config = Config(
-        retries={"mode": "adaptive", "max_attempts": 8},
-        max_pool_connections=max(10, concurrency),
-        connect_timeout=5,
-        read_timeout=30,
-    )
-    clients = []
-    for region in regions:
-        kwargs: dict[str, Any] = {"region_name": region, "config": config}
-        if endpoint_url:
-            kwargs["endpoint_url"] = endpoint_url
-        clients.append(
-            RegionClients(
-                region=region,
-                sqs=session.client("sqs", **kwargs),
-                sns=session.client("sns", **kwargs),
-            )
-        )
-    return clients
-
-
-def resolve_regions(session: boto3.Session, regions: Iterable[str]) -> list[str]:
-    # botocore reads AWS_DEFAULT_REGION and profiles; the other SDKs' AWS_REGION counts too.
-    fallback = session.region_name or os.environ.get("AWS_REGION")
-    chosen = list(dict.fromkeys(regions)) or ([fallback] if fallback else [])
-    if not chosen:
-        raise UsageError(
-            "no AWS region given",
-            hint="pass --region, or set AWS_REGION / AWS_DEFAULT_REGION or a profile's region",
-        )
-    return chosen
+__all__ = [
+    "DEFAULT_CONCURRENCY",
+    "RegionClients",
+    "make_clients",
+    "queue_from_attributes",
+    "redact_endpoint",
+    "resolve_regions",
+    "scan",
+]
 
 
 @dataclass
@@ -212,8 +160,8 @@ def _guard(region: RegionClients, service: str, call: Callable[[], T]) -> T:
             hint="check --endpoint-url / AWS_ENDPOINT_URL and the region",
         ) from None
     except ClientError as exc:
-        code = _error_code(exc)
-        if code in DENIED_CODES or code in {"InvalidClientTokenId", "SignatureDoesNotMatch"}:
+        code = _code(exc)
+        if code in DENIED_CODES or code in BAD_CREDENTIALS_CODES:
             raise ScanError(
                 f"AWS refused to list {service.upper()} resources ({code})",
                 where=f"{service} {region.region}",
@@ -235,9 +183,8 @@ def _guard(region: RegionClients, service: str, call: Callable[[], T]) -> T:
         raise
 
 
-def _error_code(exc: Exception) -> str:
-    response = getattr(exc, "response", {}) or {}
-    return str(response.get("Error", {}).get("Code", exc.__class__.__name__))
+def _code(exc: Exception) -> str:
+    return error_code(exc) or exc.__class__.__name__
 
 
 def _list_queue_urls(sqs: SQSClient, prefix: str | None) -> list[str]:
@@ -280,7 +227,7 @@ def _skip_missing_or_denied(
     try:
         return call()
     except ClientError as exc:
-        code = _error_code(exc)
+        code = _code(exc)
         if code in MISSING_CODES:
             collector.warn(
                 "deleted-during-scan", arn, f"{what} disappeared between listing and describing"

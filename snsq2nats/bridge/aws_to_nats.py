@@ -12,9 +12,8 @@ polling. While a batch's publishes are slow its messages are kept invisible
 meanwhile. On stop, pollers stop receiving, in-flight batches finish, and anything received but
 not published is made visible again at once.
 
-An SNS topic is relayed through an SQS queue the bridge owns, subscribed with raw delivery so
-attributes arrive as SQS attributes; it is created on start, reused across restarts, and
-removed by `cleanup_sns_to_nats` (unsubscribe, relay what is left, delete).
+An SNS topic is relayed through an SQS queue the bridge owns (see `sns_to_nats`). The runners
+are `sqs_to_nats` and `sns_to_nats`; the relay they share is here.
 """
 
 from __future__ import annotations
@@ -22,12 +21,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import random
+import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from snsq2nats.aws.errors import error_code, is_throttle
 from snsq2nats.bridge.codec import (
     AWS_MESSAGE_ID_HEADER,
     DEDUP_HEADER,
@@ -40,27 +40,17 @@ from snsq2nats.bridge.codec import (
     attributes_to_headers,
     string_attributes,
 )
-from snsq2nats.bridge.context import BridgeContext, RouteMetrics
+from snsq2nats.bridge.context import BridgeContext, RouteMetrics, backoff
 from snsq2nats.bridge.replies import EXPECTED_STREAM_HEADER, Replies, check_pub_ack
 from snsq2nats.filterpolicy import encode_token, subject_for
 from snsq2nats.plan.model import Route
 
+log = logging.getLogger(__name__)
+
 MAX_BATCH = 10
-BACKOFF_CAP = 20.0
 SNS_TOPIC_HEADER = "Snsq2nats-Sns-Topic-Arn"
 SNS_MESSAGE_ID_HEADER = "Snsq2nats-Sns-Message-Id"
 SNS_SUBJECT_HEADER = "Snsq2nats-Sns-Subject"
-BRIDGE_TAG = "snsq2nats.bridge"
-_THROTTLED = {
-    "Throttling",
-    "ThrottlingException",
-    "RequestThrottled",
-    "RequestThrottledException",
-    "TooManyRequestsException",
-    "ServiceUnavailable",
-    "InternalError",
-    "KMS.ThrottlingException",
-}
 
 
 class PublishGaveUp(Exception):
@@ -71,25 +61,12 @@ class Abandoned(Exception):
     """Stopping while JetStream does not answer: the message goes back to SQS unpublished."""
 
 
-def backoff(attempt: int, base: float = 0.2, cap: float = BACKOFF_CAP) -> float:
-    """Exponential with full jitter, so several pollers hit by one throttle do not re-sync."""
-    return random.uniform(0, min(cap, base * (2 ** min(attempt, 16))))
-
-
 def parse_arn(arn: str) -> tuple[str, str, str]:
     """(region, account, name) of an SQS or SNS ARN."""
     parts = arn.split(":", 5)
     if len(parts) != 6:
         raise ValueError(f"not an ARN: {arn!r}")
     return parts[3], parts[4], parts[5]
-
-
-def _error_code(exc: BaseException) -> str | None:
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict):
-        code = response.get("Error", {}).get("Code")
-        return str(code) if code else None
-    return None
 
 
 async def queue_url_for(ctx: BridgeContext, arn: str) -> str:
@@ -99,8 +76,6 @@ async def queue_url_for(ctx: BridgeContext, arn: str) -> str:
     )
     return str(reply["QueueUrl"])
 
-
-SOURCE_REFRESH = 30.0
 
 # --- one received message --------------------------------------------------------------------
 
@@ -258,7 +233,7 @@ class Relay:
         self.replies = Replies(self.ctx.nc)
 
     def log(self, line: str) -> None:
-        self.ctx.log(f"{self.route.name}: {line}")
+        log.warning("%s: %s", self.route.name, line)
 
     async def source_starts(self) -> dict[str, int]:
         """The queue stream's sources and where each starts, re-read every half minute.
@@ -269,7 +244,7 @@ class Relay:
         if self.route.kind != "sqs-to-nats" or not self.route.stream:
             return {}
         now = time.monotonic()
-        if self._starts is not None and now - self._starts_read < SOURCE_REFRESH:
+        if self._starts is not None and now - self._starts_read < self.ctx.timings.source_refresh:
             return self._starts
         from snsq2nats.jetstream.api import api
 
@@ -337,11 +312,11 @@ class Relay:
                 self._release(MAX_BATCH)
                 attempt += 1
                 self.metrics.error()
-                delay = backoff(attempt, base=0.5)
-                code = _error_code(exc)
-                kind = "throttled" if code in _THROTTLED else "receive failed"
-                self.log(f"{kind} ({code or type(exc).__name__}: {exc}); retry in {delay:.1f}s")
-                await self._sleep(delay)
+                delay = backoff(attempt, base=0.5, cap=20.0)
+                kind = "throttled" if is_throttle(exc) else "receive failed"
+                code = error_code(exc) or type(exc).__name__
+                self.log(f"{kind} ({code}: {exc}); retry in {delay:.1f}s")
+                await self.ctx.pause(delay)
                 continue
             self._release(MAX_BATCH - len(messages))
             if not messages:
@@ -360,10 +335,6 @@ class Relay:
     def _release(self, count: int) -> None:
         for _ in range(count):
             self.permits.release()
-
-    async def _sleep(self, delay: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.ctx.stopping.wait(), timeout=delay)
 
     async def receive(self) -> list[dict[str, Any]]:
         wait = 1 if self.until_empty else self.ctx.wait_time_seconds
@@ -397,7 +368,7 @@ class Relay:
                     AttributeNames=["ApproximateNumberOfMessages"],
                 )
                 self.metrics.lag = int(reply["Attributes"]["ApproximateNumberOfMessages"])
-            await self._sleep(5.0)
+            await self.ctx.pause(self.ctx.timings.lag_interval)
 
     # -- one batch
 
@@ -503,7 +474,7 @@ class Relay:
             else:
                 futures.append(future)
                 sent.append(i)
-        answers = await self.replies.gather(futures, self.ctx.publish_timeout)
+        answers = await self.replies.gather(futures, self.ctx.timings.publish_timeout)
         count = size = 0
         received = 0.0
         for i, answer in zip(sent, answers, strict=True):
@@ -566,7 +537,7 @@ class Relay:
                     )
                     failed = {f["Id"]: f for f in reply.get("Failed") or []}
                 except Exception as exc:
-                    failed = {e["Id"]: {"Code": _error_code(exc) or str(exc)} for e in entries}
+                    failed = {e["Id"]: {"Code": error_code(exc) or str(exc)} for e in entries}
                 if not failed:
                     break
                 attempt += 1
@@ -577,142 +548,3 @@ class Relay:
                     break
                 entries = [e for e in entries if e["Id"] in failed]
                 await asyncio.sleep(backoff(attempt, base=0.2, cap=5.0))
-
-
-# --- the bridge-owned queue of an SNS topic -----------------------------------------------------
-
-
-def _queue_policy(queue_arn: str, topic_arn: str) -> str:
-    return json.dumps(
-        {
-            "Version": "2012-10-17",
-            "Statement": [
-                {
-                    "Sid": "snsq2nats-bridge",
-                    "Effect": "Allow",
-                    "Principal": {"Service": "sns.amazonaws.com"},
-                    "Action": "sqs:SendMessage",
-                    "Resource": queue_arn,
-                    "Condition": {"ArnEquals": {"aws:SourceArn": topic_arn}},
-                }
-            ],
-        }
-    )
-
-
-async def _bridge_queue(
-    ctx: BridgeContext, route: Route, *, create: bool
-) -> tuple[str, str] | None:
-    """(url, arn) of the route's bridge queue; created when missing if `create`."""
-    name = route.bridge_queue
-    if not name:
-        raise ValueError(f"route {route.name} names no bridge queue")
-    try:
-        url = str((await ctx.call_aws(ctx.sqs.get_queue_url, QueueName=name))["QueueUrl"])
-    except Exception as exc:
-        if _error_code(exc) not in ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"):
-            raise
-        if not create:
-            return None
-        attributes = {"FifoQueue": "true"} if route.fifo else {}
-        reply = await ctx.call_aws(
-            ctx.sqs.create_queue,
-            QueueName=name,
-            Attributes=attributes,
-            tags={BRIDGE_TAG: route.aws_arn},
-        )
-        url = str(reply["QueueUrl"])
-    attrs = await ctx.call_aws(
-        ctx.sqs.get_queue_attributes, QueueUrl=url, AttributeNames=["QueueArn"]
-    )
-    return url, str(attrs["Attributes"]["QueueArn"])
-
-
-async def _subscriptions_to(
-    ctx: BridgeContext, topic_arn: str, queue_arn: str
-) -> list[dict[str, Any]]:
-    found: list[dict[str, Any]] = []
-    token: str | None = None
-    while True:
-        kwargs: dict[str, Any] = {"TopicArn": topic_arn}
-        if token:
-            kwargs["NextToken"] = token
-        reply = await ctx.call_aws(ctx.sns.list_subscriptions_by_topic, **kwargs)
-        found += [
-            s
-            for s in reply.get("Subscriptions", [])
-            if s.get("Protocol") == "sqs" and s.get("Endpoint") == queue_arn
-        ]
-        token = reply.get("NextToken")
-        if not token:
-            return found
-
-
-async def ensure_bridge_queue(ctx: BridgeContext, route: Route) -> str:
-    """Create or reuse the topic's bridge queue and its raw subscription; returns the URL."""
-    found = await _bridge_queue(ctx, route, create=True)
-    assert found is not None
-    url, arn = found
-    await ctx.call_aws(
-        ctx.sqs.set_queue_attributes,
-        QueueUrl=url,
-        Attributes={"Policy": _queue_policy(arn, route.aws_arn)},
-    )
-    subs = await _subscriptions_to(ctx, route.aws_arn, arn)
-    if not subs:
-        await ctx.call_aws(
-            ctx.sns.subscribe,
-            TopicArn=route.aws_arn,
-            Protocol="sqs",
-            Endpoint=arn,
-            Attributes={"RawMessageDelivery": "true"},
-            ReturnSubscriptionArn=True,
-        )
-        ctx.log(f"{route.name}: subscribed bridge queue {route.bridge_queue} to the topic")
-    else:
-        for sub in subs:
-            # Someone turned raw delivery off: attributes would arrive inside an envelope.
-            await ctx.call_aws(
-                ctx.sns.set_subscription_attributes,
-                SubscriptionArn=sub["SubscriptionArn"],
-                AttributeName="RawMessageDelivery",
-                AttributeValue="true",
-            )
-    return url
-
-
-async def cleanup_sns_to_nats(ctx: BridgeContext, route: Route) -> bool:
-    """Unsubscribe, relay what the queue still holds, then delete it; False if nothing existed."""
-    found = await _bridge_queue(ctx, route, create=False)
-    if found is None:
-        return False
-    url, arn = found
-    for sub in await _subscriptions_to(ctx, route.aws_arn, arn):
-        await ctx.call_aws(ctx.sns.unsubscribe, SubscriptionArn=sub["SubscriptionArn"])
-    # Deleting a queue with messages in it would lose them: relay until it is empty.
-    await Relay(ctx, route, url, until_empty=True).run()
-    if ctx.stopping.is_set():
-        ctx.log(f"{route.name}: stopped before the bridge queue drained; it was kept")
-        return True
-    await ctx.call_aws(ctx.sqs.delete_queue, QueueUrl=url)
-    ctx.log(f"{route.name}: removed bridge queue {route.bridge_queue}")
-    return True
-
-
-# --- the runners -------------------------------------------------------------------------------
-
-
-async def run_sqs_to_nats(ctx: BridgeContext, route: Route) -> None:
-    url = await queue_url_for(ctx, route.aws_arn)
-    await Relay(ctx, route, url).run()
-
-
-async def run_sns_to_nats(ctx: BridgeContext, route: Route) -> None:
-    url = await ensure_bridge_queue(ctx, route)
-    await Relay(ctx, route, url).run()
-
-
-RUNNERS: dict[str, Callable[[BridgeContext, Route], Any]] = {
-    "sqs-to-nats": run_sqs_to_nats,
-    "sns-to-nats": run_sns_to_nats,
-}

@@ -1,21 +1,30 @@
-"""What every route runner gets: connections, the stop signal, metrics, and the delivery limit.
+"""What every route runner gets: connections, the stop signal, metrics, timings, limits.
 
 Runners are `async def run(ctx: BridgeContext, route: Route) -> None` coroutines. A runner works
 until `ctx.stopping` is set, then drains: it finishes (or safely abandons) what it holds, never
-acknowledging on one side what the other side has not accepted, and returns.
+acknowledging on one side what the other side has not accepted, and returns. Every wait a
+runner makes goes through `ctx.pause`, so a stop is noticed at once, and every retry delay
+comes from `backoff`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import random
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from snsq2nats.plan.model import Plan, Route
+
+if TYPE_CHECKING:
+    from mypy_boto3_sns import SNSClient
+    from mypy_boto3_sqs import SQSClient
+    from nats.aio.client import Client
 
 # Latency buckets in seconds, shared by the Prometheus histogram and the live view.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -85,25 +94,69 @@ class AwsThreads:
             pool.shutdown(wait=False, cancel_futures=True)
 
 
+def backoff(attempt: int, *, base: float = 0.2, cap: float = 10.0) -> float:
+    """The bridge's one retry delay: exponential in `attempt` (0 = first retry), capped at
+    `cap`, half of it fixed and half random.
+
+    The random half keeps several pollers or bridge processes hit by one throttle from retrying
+    in step; the fixed half keeps a delay from collapsing to nearly nothing, as full jitter can.
+    """
+    delay = min(cap, base * 2.0 ** min(max(0, attempt), 30))
+    return delay / 2 + random.uniform(0, delay / 2)
+
+
+@dataclass(frozen=True)
+class Timings:
+    """How long the bridge waits for things. The defaults are for production; tests pass
+    shorter ones (a stop is noticed within `fetch_wait`, so it bounds a test's teardown)."""
+
+    # One pull request's wait on the server. An empty fetch is the normal idle state, so this
+    # bounds both the idle request rate and how long a stop takes to notice.
+    fetch_wait: float = 2.0
+    # Re-check a pull consumer after this much idle time: a pull subscription can go silent
+    # after a server restart without raising anything (nats.py #504).
+    idle_recheck: float = 30.0
+    # The server's answer to a batch of acks.
+    ack_timeout: float = 2.0
+    # A JetStream PubAck; nats-py futures may never resolve, so every publish is bounded.
+    publish_timeout: float = 5.0
+    # How often the AWS → NATS relay re-reads its queue stream's sources (apply adds them
+    # while the bridge runs).
+    source_refresh: float = 30.0
+    # How often a queue's backlog is read for the view and the metrics.
+    lag_interval: float = 5.0
+    # A crashed runner restarts after restart_base, doubling per crash up to restart_cap; one
+    # that stayed up healthy_after seconds had recovered and starts afresh.
+    restart_base: float = 1.0
+    restart_cap: float = 60.0
+    healthy_after: float = 60.0
+
+
 @dataclass
 class BridgeContext:
     plan: Plan
-    nc: Any
-    sqs: Any
-    sns: Any
+    nc: Client
+    sqs: SQSClient
+    sns: SNSClient
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     metrics: dict[str, RouteMetrics] = field(default_factory=dict)
     max_messages: int | None = None
-    log: Callable[[str], None] = lambda line: None
     max_in_flight: int = 256
     aws_call: Callable[..., Awaitable[Any]] | None = None
     aws_threads: AwsThreads | None = None
+    timings: Timings = field(default_factory=Timings)
     # AWS → NATS tuning. Long polls of 20 s never busy-loop; the visibility given on receive
     # is what the bridge extends while a publish is slow.
     pollers: int = 4
     wait_time_seconds: int = 20
     visibility_timeout: int = 30
-    publish_timeout: float = 5.0
+
+    async def pause(self, seconds: float) -> bool:
+        """Sleep `seconds`, waking early when the bridge stops; True if it is stopping."""
+        if seconds > 0 and not self.stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), timeout=seconds)
+        return self.stopping.is_set()
 
     def route_metrics(self, route: Route) -> RouteMetrics:
         metrics = self.metrics.get(route.name)

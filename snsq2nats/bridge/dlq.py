@@ -18,20 +18,19 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from snsq2nats.bridge.codec import GROUP_HEADER, MSG_ID_HEADER
-from snsq2nats.bridge.context import BridgeContext
-from snsq2nats.bridge.nats_to_aws import (
+from snsq2nats.bridge.context import BridgeContext, backoff
+from snsq2nats.bridge.pull import (
     PullSource,
     ack,
-    backoff_delay,
     nak,
     publish_with_retry,
     require_consumer,
     route_binding,
-    sleep_unless_stopping,
 )
 from snsq2nats.errors import SnsqError
 from snsq2nats.filterpolicy import encode_token
@@ -44,6 +43,9 @@ from snsq2nats.jetstream.api import (
 )
 from snsq2nats.plan.model import Route
 from snsq2nats.plan.routes import ADVISORY_STREAM, DLQ_CONSUMER_PREFIX
+
+if TYPE_CHECKING:
+    from nats.aio.msg import Msg
 
 __all__ = [
     "ADVISORY_STREAM",
@@ -62,6 +64,8 @@ DLQ_REASON = "Snsq2nats-Dlq-Reason"
 DLQ_SOURCE_MSG_ID = "Snsq2nats-Dlq-Source-Msg-Id"
 
 # "no message found": deleted already (by us before a crash, by retention, or by hand).
+log = logging.getLogger(__name__)
+
 ADVISORY_BATCH = 10
 PUBLISH_ATTEMPTS = 3
 
@@ -128,7 +132,7 @@ class _Mover:
         finally:
             await self.advisories.close()
 
-    async def _handle(self, advisory: Any) -> None:
+    async def _handle(self, advisory: Msg) -> None:
         try:
             event = json.loads(advisory.data)
             stream = str(event["stream"])
@@ -137,8 +141,8 @@ class _Mover:
         except (ValueError, KeyError, TypeError):
             # Not an advisory we can act on; keeping it would block nothing but fill the log.
             self.metrics.error()
-            self.ctx.log(f"{self.route.name}: ignoring malformed advisory {advisory.data[:200]!r}")
-            await ack(advisory)
+            log.warning("%s: ignoring malformed advisory %r", self.route.name, advisory.data[:200])
+            await ack(advisory, self.ctx.timings.ack_timeout)
             return
         reason = _reason(event)
         self.metrics.in_flight += 1
@@ -147,14 +151,14 @@ class _Mover:
         except Exception as exc:
             moved = None
             self.metrics.error()
-            self.ctx.log(f"{self.route.name}: moving {stream}#{seq} failed: {exc}")
+            log.warning("%s: moving %s#%s failed: %s", self.route.name, stream, seq, exc)
         finally:
             self.metrics.in_flight -= 1
         if moved is None:
             # Try again later: the advisory stays ours until then, the message stays put.
-            await nak(advisory, backoff_delay(3, cap=30.0))
+            await nak(advisory, backoff(3, cap=30.0))
             return
-        if await ack(advisory):
+        if await ack(advisory, self.ctx.timings.ack_timeout):
             if moved:
                 self.metrics.delivered(1, moved)
                 self.ctx.count_and_check_limit()
@@ -272,6 +276,6 @@ async def run_dlq_mover(ctx: BridgeContext, route: Route) -> None:
         except Exception as exc:  # keep moving after a surprise; the advisory is still ours
             attempt += 1
             ctx.route_metrics(route).error()
-            ctx.log(f"{route.name}: DLQ mover error ({exc!r}); restarting")
-            if await sleep_unless_stopping(ctx, backoff_delay(attempt)):
+            log.error("%s: DLQ mover error (%r); restarting", route.name, exc)
+            if await ctx.pause(backoff(attempt)):
                 return

@@ -15,7 +15,8 @@ the raw body with attributes as headers, whatever RawMessageDelivery said on AWS
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import logging
+from typing import TYPE_CHECKING
 
 from snsq2nats import filterpolicy
 from snsq2nats.bridge.codec import (
@@ -28,7 +29,7 @@ from snsq2nats.bridge.codec import (
     string_attributes,
 )
 from snsq2nats.bridge.context import BridgeContext
-from snsq2nats.bridge.nats_to_aws import (
+from snsq2nats.bridge.pull import (
     PullSource,
     ack,
     nak,
@@ -41,7 +42,12 @@ from snsq2nats.errors import SnsqError
 from snsq2nats.jetstream.subjects import subject_in
 from snsq2nats.plan.model import Route
 
+if TYPE_CHECKING:
+    from nats.aio.msg import Msg
+
 __all__ = ["run_filter_router"]
+
+log = logging.getLogger(__name__)
 
 # Messages fetched per pull; each is one publish, so this is also the pipelining depth.
 FETCH_BATCH = 100
@@ -95,7 +101,7 @@ class _Router:
         finally:
             await self.source.close()
 
-    async def _route(self, msg: Any) -> None:
+    async def _route(self, msg: Msg) -> None:
         async with self.gate:
             if self.ctx.stopping.is_set():
                 await nak(msg)
@@ -117,7 +123,7 @@ class _Router:
                 matched = self.policy.matches(attributes, msg.data)
             except Exception as exc:  # a policy engine bug must not stop the route
                 self.metrics.error()
-                self.ctx.log(f"{self.route.name}: evaluating the policy failed: {exc!r}")
+                log.error("%s: evaluating the policy failed: %r", self.route.name, exc)
                 await nak(msg, nak_delay(msg))
                 return
             if not matched:
@@ -125,13 +131,13 @@ class _Router:
                 return
             await self._forward(msg, headers)
 
-    async def _skip(self, msg: Any) -> None:
-        if await ack(msg):
+    async def _skip(self, msg: Msg) -> None:
+        if await ack(msg, self.ctx.timings.ack_timeout):
             self.metrics.skipped += 1
         else:
             self.metrics.error()
 
-    async def _forward(self, msg: Any, original: dict[str, str]) -> None:
+    async def _forward(self, msg: Msg, original: dict[str, str]) -> None:
         meta = msg.metadata
         # Server-interpreted headers of the topic message (expected-stream checks, TTLs,
         # roll-ups) must not act on the copy; the id is ours, for restart deduplication.
@@ -154,7 +160,7 @@ class _Router:
             self.metrics.error()
             await nak(msg, None if self.ctx.stopping.is_set() else nak_delay(msg))
             return
-        if await ack(msg):
+        if await ack(msg, self.ctx.timings.ack_timeout):
             latency = asyncio.get_running_loop().time() - started
             self.metrics.delivered(1, len(msg.data or b""), latency)
             self.ctx.count_and_check_limit()

@@ -10,7 +10,8 @@ safe because every publish carries a `Nats-Msg-Id` and acks are idempotent.
 
 A connected client gets a batch as one write of protocol lines built here, byte for byte what
 nats-py's `publish` would queue (the header rules included); anything `publish` would refuse,
-and every request while disconnected, goes through `publish` itself.
+and every request while disconnected, goes through `publish` itself. The write goes through
+`wire`, the one module that touches nats-py's internals; without them, `publish` does it all.
 """
 
 from __future__ import annotations
@@ -22,7 +23,14 @@ import itertools
 import json
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from snsq2nats.bridge import wire
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client
+    from nats.aio.msg import Msg
+    from nats.aio.subscription import Subscription
 
 EXPECTED_STREAM_HEADER = "Nats-Expected-Stream"
 _STATUS_HEADER = "Status"
@@ -36,11 +44,11 @@ class NoResponders(Exception):
 class Replies:
     """Request/reply over one wildcard inbox subscription, for batches of requests."""
 
-    def __init__(self, nc: Any) -> None:
+    def __init__(self, nc: Client) -> None:
         self.nc = nc
         self.prefix = ""
-        self._sub: Any = None
-        self._waiting: dict[str, asyncio.Future[Any]] = {}
+        self._sub: Subscription | None = None
+        self._waiting: dict[str, asyncio.Future[Msg]] = {}
         self._token_of: dict[int, str] = {}
         # id(future) → the gather waiting for it: [futures still unanswered, its waiter]. One
         # wake-up per batch rather than a done-callback scheduled for every reply.
@@ -77,7 +85,7 @@ class Replies:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
 
-    async def _on_reply(self, msg: Any) -> None:
+    async def _on_reply(self, msg: Msg) -> None:
         token = msg.subject[len(self.prefix) + 1 :]
         count = self._counts.get(token)
         if count is not None:
@@ -101,12 +109,12 @@ class Replies:
 
     async def send(
         self, subject: str, payload: bytes, headers: Mapping[str, str] | None = None
-    ) -> asyncio.Future[Any]:
+    ) -> asyncio.Future[Msg]:
         """Publish one request; the future gets the reply (or never resolves: see `gather`)."""
         if self._sub is None:
             await self.start()
         token = str(next(self._tokens))
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Msg] = asyncio.get_running_loop().create_future()
         self._waiting[token] = future
         self._token_of[id(future)] = token
         try:
@@ -124,7 +132,7 @@ class Replies:
 
     async def send_many(
         self, requests: Sequence[tuple[str, bytes, Mapping[str, str] | None]]
-    ) -> list[asyncio.Future[Any] | BaseException]:
+    ) -> list[asyncio.Future[Msg] | BaseException]:
         """`send` for a batch, in order, as one write: per request its future, or the error
         that kept it from going out (a closed connection, a header nats-py would refuse)."""
         if self._sub is None:
@@ -133,7 +141,7 @@ class Replies:
             return [await self._send_or_error(*request) for request in requests]
         loop = asyncio.get_running_loop()
         max_payload = int(self.nc.max_payload)
-        out: list[asyncio.Future[Any] | BaseException] = []
+        out: list[asyncio.Future[Msg] | BaseException] = []
         chunk: list[bytes] = []
         for subject, payload, headers in requests:
             block = _header_block(headers) if headers else b""
@@ -144,7 +152,7 @@ class Replies:
                 out.append(await self._send_or_error(subject, payload, headers))
                 continue
             token = str(next(self._tokens))
-            future: asyncio.Future[Any] = loop.create_future()
+            future: asyncio.Future[Msg] = loop.create_future()
             self._waiting[token] = future
             self._token_of[id(future)] = token
             reply = f"{self.prefix}.{token}"
@@ -167,25 +175,21 @@ class Replies:
 
     async def _send_or_error(
         self, subject: str, payload: bytes, headers: Mapping[str, str] | None
-    ) -> asyncio.Future[Any] | BaseException:
+    ) -> asyncio.Future[Msg] | BaseException:
         try:
             return await self.send(subject, payload, headers)
         except Exception as exc:
             return exc
 
-    def _forget(self, future: asyncio.Future[Any]) -> None:
+    def _forget(self, future: asyncio.Future[Msg]) -> None:
         token = self._token_of.pop(id(future), None)
         if token is not None:
             self._waiting.pop(token, None)
 
     async def _write(self, chunk: list[bytes]) -> None:
         """Queue protocol lines the way nats-py's `publish` queues its own, in one piece."""
-        if not chunk:
-            return
-        await self.nc._send_command(b"".join(chunk))
-        flush_queue = getattr(self.nc, "_flush_queue", None)
-        if flush_queue is None or flush_queue.empty():
-            await self.nc._flush_pending()
+        if chunk:
+            await wire.write_raw(self.nc, b"".join(chunk))
 
     async def confirm(
         self, subjects: Sequence[str], payload: bytes, timeout: float, *, last_only: bool = False
@@ -226,12 +230,7 @@ class Replies:
         return count[0] <= 0 and not count[2]
 
     def _can_write_raw(self) -> bool:
-        nc = self.nc
-        return (
-            getattr(nc, "_send_command", None) is not None
-            and getattr(nc, "_flush_pending", None) is not None
-            and bool(nc.is_connected)
-        )
+        return wire.can_write_raw(self.nc)
 
     async def _write_all(
         self, subjects: Sequence[str], payload: bytes, reply: str, *, last_only: bool
@@ -253,8 +252,8 @@ class Replies:
         await self._write(lines)
 
     async def gather(
-        self, futures: Sequence[asyncio.Future[Any]], timeout: float
-    ) -> list[Any | BaseException]:
+        self, futures: Sequence[asyncio.Future[Msg]], timeout: float
+    ) -> list[Msg | BaseException]:
         """Each future's reply, or the exception instead: TimeoutError for those that did not
         answer within `timeout` (they are forgotten, so a late reply is simply dropped)."""
         pending = [f for f in futures if not f.done()]
@@ -268,7 +267,7 @@ class Replies:
             finally:
                 for future in pending:
                     self._watch.pop(id(future), None)
-        results: list[Any | BaseException] = []
+        results: list[Msg | BaseException] = []
         for future in futures:
             if not future.done():
                 future.cancel()
@@ -313,7 +312,7 @@ def _header_block(headers: Mapping[str, str]) -> bytes | None:
     return b"".join(parts)
 
 
-def check_pub_ack(reply: Any) -> None:
+def check_pub_ack(reply: Msg) -> None:
     """Raise what `js.publish` would have raised if the reply is not a PubAck."""
     headers = getattr(reply, "headers", None)
     if headers and headers.get(_STATUS_HEADER) == _NO_RESPONDERS:

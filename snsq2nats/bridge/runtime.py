@@ -1,7 +1,9 @@
 """Run every selected route at once until told to stop, then drain.
 
-One supervised task per route. A runner that raises is logged and restarted with backoff: a bug
-or an outage in one route must not stop the others. SIGINT/SIGTERM, `--duration` and
+One supervised task per route, run by the runner of its kind (`RUNNERS`, imported directly: a
+runner that cannot be imported fails the bridge at start, never silently leaves a route out).
+A runner that raises is logged and restarted with backoff: a bug or an outage in one route
+must not stop the others. SIGINT/SIGTERM, `--duration` and
 `--max-messages` all end the run the same way, by setting `ctx.stopping`; runners then finish
 what they hold and return. A second signal, or a drain longer than `drain_timeout`, cancels
 them: still safe, because nothing is ever acknowledged on one side before the other side
@@ -11,56 +13,37 @@ accepted it, so the cost is only redelivery (absorbed by deduplication).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import gc
-import importlib
+import logging
 import signal
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from snsq2nats.bridge.context import AwsThreads, BridgeContext
+from snsq2nats.bridge.context import AwsThreads, BridgeContext, backoff
+from snsq2nats.bridge.dlq import run_dlq_mover
+from snsq2nats.bridge.filter_router import run_filter_router
+from snsq2nats.bridge.nats_to_sns import run_nats_to_sns
+from snsq2nats.bridge.nats_to_sqs import run_nats_to_sqs
+from snsq2nats.bridge.sns_to_nats import run_sns_to_nats
+from snsq2nats.bridge.sqs_to_nats import run_sqs_to_nats
 from snsq2nats.plan.model import Route
+
+log = logging.getLogger(__name__)
 
 Runner = Callable[[BridgeContext, Route], Awaitable[None]]
 
-RUNNER_PATHS: dict[str, str] = {
-    "sqs-to-nats": "snsq2nats.bridge.aws_to_nats:run_sqs_to_nats",
-    "sns-to-nats": "snsq2nats.bridge.aws_to_nats:run_sns_to_nats",
-    "nats-to-sqs": "snsq2nats.bridge.nats_to_aws:run_nats_to_sqs",
-    "nats-to-sns": "snsq2nats.bridge.nats_to_aws:run_nats_to_sns",
-    "dlq-mover": "snsq2nats.bridge.dlq:run_dlq_mover",
-    "filter-router": "snsq2nats.bridge.filter_router:run_filter_router",
+RUNNERS: dict[str, Runner] = {
+    "sqs-to-nats": run_sqs_to_nats,
+    "sns-to-nats": run_sns_to_nats,
+    "nats-to-sqs": run_nats_to_sqs,
+    "nats-to-sns": run_nats_to_sns,
+    "dlq-mover": run_dlq_mover,
+    "filter-router": run_filter_router,
 }
 AWS_TO_NATS = ("sqs-to-nats", "sns-to-nats")
 NATS_TO_AWS = ("nats-to-sqs", "nats-to-sns")
 # Concurrent short AWS calls worth having: past this the GIL, not the thread count, limits.
 MAX_CALL_THREADS = 64
-RESTART_BASE = 1.0
-RESTART_CAP = 60.0
-# A runner that stayed up this long had recovered: its next crash starts the backoff afresh.
-HEALTHY_AFTER = 60.0
-
-
-def load_runners(
-    paths: Mapping[str, str] = RUNNER_PATHS,
-) -> tuple[dict[str, Runner], dict[str, str]]:
-    """The runners that can be imported, and why the others cannot (by route kind)."""
-    runners: dict[str, Runner] = {}
-    missing: dict[str, str] = {}
-    for kind, path in paths.items():
-        module_name, _, attr = path.partition(":")
-        try:
-            module = importlib.import_module(module_name)
-            runners[kind] = getattr(module, attr)
-        except ModuleNotFoundError as exc:
-            if exc.name is not None and module_name.startswith(exc.name):
-                missing[kind] = f"{module_name} is not installed"
-            else:
-                missing[kind] = f"{module_name} cannot be imported: {exc}"
-        except (ImportError, AttributeError) as exc:
-            missing[kind] = f"{path} cannot be loaded: {exc}"
-    return runners, missing
 
 
 def route_direction(kind: str) -> str:
@@ -87,13 +70,9 @@ def select_routes(routes: list[Route], direction: str, globs: tuple[str, ...] = 
     return chosen
 
 
-async def _pause(ctx: BridgeContext, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(ctx.stopping.wait(), timeout=seconds)
-
-
 async def supervise(ctx: BridgeContext, route: Route, runner: Runner) -> None:
     """Run one route until stopping; restart it with capped exponential backoff if it fails."""
+    timings = ctx.timings
     metrics = ctx.route_metrics(route)
     failures = 0
     while not ctx.stopping.is_set():
@@ -105,18 +84,21 @@ async def supervise(ctx: BridgeContext, route: Route, runner: Runner) -> None:
             metrics.status = "stopped"
             raise
         except Exception as exc:
-            if time.monotonic() - started > HEALTHY_AFTER:
+            if time.monotonic() - started > timings.healthy_after:
                 failures = 0
-            failures += 1
             metrics.error()
             metrics.restarts += 1
-            delay = min(RESTART_CAP, RESTART_BASE * 2 ** (failures - 1))
+            delay = backoff(failures, base=timings.restart_base, cap=timings.restart_cap)
+            failures += 1
             metrics.status = "restarting"
-            ctx.log(
-                f"{route.name}: runner failed ({type(exc).__name__}: {exc}); "
-                f"restarting in {delay:.0f}s"
+            log.error(
+                "%s: runner failed (%s: %s); restarting in %.0fs",
+                route.name,
+                type(exc).__name__,
+                exc,
+                delay,
             )
-            await _pause(ctx, delay)
+            await ctx.pause(delay)
             continue
         metrics.status = "stopped" if ctx.stopping.is_set() else "finished"
         return
@@ -134,20 +116,12 @@ def aws_threads_for(ctx: BridgeContext, routes: list[Route]) -> AwsThreads:
     )
 
 
-def freeze_startup_heap() -> None:
-    """Everything made before relaying (boto3's service models, the plan, the clients) lives
-    for the whole run; frozen, it is no longer rescanned by every full collection, which
-    otherwise costs about a tenth of the relay's time on a busy route."""
-    gc.freeze()
-
-
 async def run_bridge(
     ctx: BridgeContext,
     routes: list[Route],
-    runners: Mapping[str, Runner],
+    runners: Mapping[str, Runner] = RUNNERS,
     duration: float | None = None,
     *,
-    missing: Mapping[str, str] | None = None,
     drain_timeout: float = 60.0,
     handle_signals: bool = True,
 ) -> None:
@@ -160,7 +134,7 @@ async def run_bridge(
         nonlocal signals_seen
         signals_seen += 1
         if signals_seen == 1:
-            ctx.log("stopping: draining in-flight messages (signal again to stop at once)")
+            log.info("stopping: draining in-flight messages (signal again to stop at once)")
             ctx.stopping.set()
         else:
             for task in tasks.values():
@@ -178,13 +152,12 @@ async def run_bridge(
     owned_threads = None
     if ctx.aws_call is None and ctx.aws_threads is None:
         owned_threads = ctx.aws_threads = aws_threads_for(ctx, routes)
-    freeze_startup_heap()
     for route in routes:
         runner = runners.get(route.kind)
         if runner is None:
-            why = (missing or {}).get(route.kind, f"no runner for {route.kind}")
+            why = f"no runner for {route.kind}"
             ctx.route_metrics(route).status = f"not available: {why}"
-            ctx.log(f"{route.name}: not available ({why})")
+            log.error("%s: not available (%s)", route.name, why)
             continue
         tasks[route.name] = asyncio.create_task(supervise(ctx, route, runner), name=route.name)
 
@@ -193,7 +166,7 @@ async def run_bridge(
 
         async def stop_later() -> None:
             await asyncio.sleep(duration)
-            ctx.log(f"stopping: --duration {duration:g}s reached")
+            log.info("stopping: --duration %gs reached", duration)
             ctx.stopping.set()
 
         timer = asyncio.create_task(stop_later())
@@ -207,7 +180,7 @@ async def run_bridge(
             if not all_done.done():
                 _, pending = await asyncio.wait(tasks.values(), timeout=drain_timeout)
                 if pending:
-                    ctx.log(f"drain took longer than {drain_timeout:g}s: cancelling")
+                    log.warning("drain took longer than %gs: cancelling", drain_timeout)
                     for task in pending:
                         task.cancel()
                     await asyncio.gather(*pending, return_exceptions=True)

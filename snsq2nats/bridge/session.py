@@ -1,22 +1,34 @@
 """One bridge run: AWS clients, a NATS connection that never gives up, the routes, the view.
 
-The CLI's `bridge` command and `snsq2nats demo` both run the bridge through here.
+The CLI's `bridge` command and `snsq2nats demo` both run the bridge through here. What the
+bridge has to say goes to the `snsq2nats.bridge` loggers; the caller decides where (see
+`console.configure_logging`).
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from snsq2nats.console import Output
-from snsq2nats.plan.model import Plan
+from snsq2nats.plan.model import Plan, Route
+
+if TYPE_CHECKING:
+    from snsq2nats.jetstream.connect import NatsOptions
+
+log = logging.getLogger(__name__)
+
+# A long poll waits up to 20 s: a read timeout under that would cut idle polls off.
+READ_TIMEOUT = 40
 
 
 async def bridge_session(
     out: Output,
-    nats: Any,
+    nats: NatsOptions,
     plan: Plan,
-    routes: list[Any],
+    routes: list[Route],
     *,
     regions: tuple[str, ...],
     endpoint_url: str | None,
@@ -25,15 +37,20 @@ async def bridge_session(
     metrics_port: int | None,
     cleanup: bool,
     stop: asyncio.Event | None = None,
+    on_ready: Callable[[], None] | None = None,
 ) -> None:
-    """Run the routes until a signal, --duration, --max-messages, or `stop` (for embedders)."""
-    import boto3
-    from botocore.config import Config
+    """Run the routes until a signal, --duration, --max-messages, or `stop` (for embedders).
 
-    from snsq2nats.bridge.aws_to_nats import cleanup_sns_to_nats
+    `on_ready` runs once the clients and the connection exist, just before relaying starts
+    (the CLI freezes the heap there).
+    """
+    import boto3
+
+    from snsq2nats.aws.clients import make_clients
     from snsq2nats.bridge.context import BridgeContext
     from snsq2nats.bridge.metrics import serve_metrics
-    from snsq2nats.bridge.runtime import load_runners, run_bridge
+    from snsq2nats.bridge.runtime import run_bridge
+    from snsq2nats.bridge.sns_to_nats import cleanup_sns_to_nats
     from snsq2nats.errors import NatsConnectError
     from snsq2nats.jetstream.connect import connect_nats
     from snsq2nats.jetstream.state import stream_names
@@ -42,26 +59,18 @@ async def bridge_session(
     session = boto3.Session()
     # The routes' own region unless told otherwise: the ARNs say where the resources live.
     region = regions[0] if regions else routes[0].aws_arn.split(":")[3] or session.region_name
-    config = Config(
-        retries={"mode": "adaptive", "max_attempts": 8},
-        max_pool_connections=max(10, settings["pollers"] * len(routes) + 10),
-        read_timeout=40,
-    )
-    client_kwargs: dict[str, Any] = {"region_name": region, "config": config}
-    if endpoint_url:
-        client_kwargs["endpoint_url"] = endpoint_url
-
-    def log(line: str) -> None:
-        out.line(line)
+    # A connection for every poller of every route, and some for the other calls.
+    pool = settings.get("pollers", 4) * len(routes) + 10
+    (aws,) = make_clients(session, [region], endpoint_url, pool, read_timeout=READ_TIMEOUT)
 
     closing = False
 
     async def disconnected() -> None:
         if not closing:
-            log("NATS disconnected: reconnecting")
+            log.warning("NATS disconnected: reconnecting")
 
     async def reconnected() -> None:
-        log("NATS reconnected")
+        log.info("NATS reconnected")
 
     # A bridge outlives server restarts: reconnect for ever, never give up on the connection.
     nc = await connect_nats(
@@ -73,14 +82,7 @@ async def bridge_session(
         disconnected_cb=disconnected,
         reconnected_cb=reconnected,
     )
-    ctx = BridgeContext(
-        plan=plan,
-        nc=nc,
-        sqs=session.client("sqs", **client_kwargs),
-        sns=session.client("sns", **client_kwargs),
-        log=log,
-        **settings,
-    )
+    ctx = BridgeContext(plan=plan, nc=nc, sqs=aws.sqs, sns=aws.sns, **settings)
     server = None
     try:
         missing = sorted({r.stream for r in routes if r.stream} - await stream_names(nc))
@@ -93,24 +95,25 @@ async def bridge_session(
         if cleanup:
             for route in routes:
                 if not await cleanup_sns_to_nats(ctx, route):
-                    log(f"{route.name}: no bridge queue {route.bridge_queue}")
+                    log.info("%s: no bridge queue %s", route.name, route.bridge_queue)
             return
         if metrics_port is not None:
             server = await serve_metrics(ctx, metrics_port)
-            log(f"metrics on :{metrics_port}/metrics")
-        runners, unavailable = load_runners()
-        log(f"bridging {len(routes)} route(s): {', '.join(r.name for r in routes)}")
+            log.info("metrics on :%d/metrics", metrics_port)
+        log.info("bridging %d route(s): %s", len(routes), ", ".join(r.name for r in routes))
+        if on_ready is not None:
+            on_ready()
         view = asyncio.create_task(run_view(ctx, out))
         relay_stop = asyncio.create_task(_forward(stop, ctx.stopping)) if stop else None
         try:
-            await run_bridge(ctx, routes, runners, duration, missing=unavailable)
+            await run_bridge(ctx, routes, duration=duration)
         finally:
             ctx.stopping.set()
             if relay_stop is not None:
                 relay_stop.cancel()
             await view
         for text in summary(ctx):
-            log(text)
+            log.info("%s", text)
     finally:
         if server is not None:
             server.close()

@@ -1,0 +1,82 @@
+"""boto3 clients for the scan and the bridge: one configuration, adaptive retries.
+
+Adaptive retries make botocore slow down on throttling (a client-side rate limiter plus
+backoff) instead of failing the call; that is the only AWS backoff the scan needs, and the
+bridge's own retries come on top of it only for what botocore cannot retry (a batch entry).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from snsq2nats.errors import UsageError
+
+if TYPE_CHECKING:
+    import boto3
+    from botocore.config import Config
+    from mypy_boto3_sns import SNSClient
+    from mypy_boto3_sqs import SQSClient
+
+DEFAULT_CONCURRENCY = 16
+MAX_ATTEMPTS = 8
+
+
+@dataclass
+class RegionClients:
+    region: str
+    sqs: SQSClient
+    sns: SNSClient
+
+
+def client_config(pool: int, *, read_timeout: float = 30) -> Config:
+    """`pool` connections: one per thread that may call at once. `read_timeout` must exceed
+    the longest long poll a client makes."""
+    from botocore.config import Config
+
+    return Config(
+        retries={"mode": "adaptive", "max_attempts": MAX_ATTEMPTS},
+        max_pool_connections=max(10, pool),
+        connect_timeout=5,
+        read_timeout=read_timeout,
+    )
+
+
+def make_clients(
+    session: boto3.Session,
+    regions: Iterable[str],
+    endpoint_url: str | None = None,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    *,
+    read_timeout: float = 30,
+) -> list[RegionClients]:
+    """One SQS and one SNS client per region (boto3 clients are thread-safe, sessions are not),
+    with a connection per concurrent call."""
+    config = client_config(concurrency, read_timeout=read_timeout)
+    clients = []
+    for region in regions:
+        kwargs: dict[str, Any] = {"region_name": region, "config": config}
+        if endpoint_url:
+            kwargs["endpoint_url"] = endpoint_url
+        clients.append(
+            RegionClients(
+                region=region,
+                sqs=session.client("sqs", **kwargs),
+                sns=session.client("sns", **kwargs),
+            )
+        )
+    return clients
+
+
+def resolve_regions(session: boto3.Session, regions: Iterable[str]) -> list[str]:
+    # botocore reads AWS_DEFAULT_REGION and profiles; the other SDKs' AWS_REGION counts too.
+    fallback = session.region_name or os.environ.get("AWS_REGION")
+    chosen = list(dict.fromkeys(regions)) or ([fallback] if fallback else [])
+    if not chosen:
+        raise UsageError(
+            "no AWS region given",
+            hint="pass --region, or set AWS_REGION / AWS_DEFAULT_REGION or a profile's region",
+        )
+    return chosen

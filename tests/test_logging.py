@@ -1,0 +1,42 @@
+"""`configure_logging`: plain lines off a terminal, one handler however often it is called."""
+
+from __future__ import annotations
+
+import io
+import logging
+
+from rich.console import Console
+
+from snsq2nats.console import configure_logging
+
+
+def test_plain_lines_and_no_stacked_handlers() -> None:
+    logger = logging.getLogger("snsq2nats")
+    before = list(logger.handlers)
+    first, second = io.StringIO(), io.StringIO()
+    try:
+        configure_logging(Console(file=first, force_terminal=False))
+        configure_logging(Console(file=second, force_terminal=False))
+        assert len(logger.handlers) == len(before) + 1
+        logging.getLogger("snsq2nats.bridge.runtime").info("route a: %s", "running")
+        assert first.getvalue() == ""
+        assert second.getvalue() == "route a: running\n"
+    finally:
+        for handler in [h for h in logger.handlers if h not in before]:
+            logger.removeHandler(handler)
+        logger.setLevel(logging.NOTSET)
+
+
+def test_a_terminal_gets_rich_output() -> None:
+    from rich.logging import RichHandler
+
+    logger = logging.getLogger("snsq2nats")
+    before = list(logger.handlers)
+    try:
+        configure_logging(Console(file=io.StringIO(), force_terminal=True))
+        added = [h for h in logger.handlers if h not in before]
+        assert len(added) == 1 and isinstance(added[0], RichHandler)
+    finally:
+        for handler in [h for h in logger.handlers if h not in before]:
+            logger.removeHandler(handler)
+        logger.setLevel(logging.NOTSET)
