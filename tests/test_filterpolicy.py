@@ -302,7 +302,16 @@ MOTO_DISAGREES = {
         ): "moto lowercases only the message side"
         for i in range(3)
     },
-    **{(f"cidr IPv{v}", "match", i): "moto has no cidr" for v in (4, 6) for i in range(2)},
+    **{
+        (name, "match", i): "moto has no cidr"
+        for name in (
+            "cidr IPv4",
+            "cidr IPv6",
+            "cidr /31 (the longest IPv4 mask SNS takes)",
+            "cidr /127 (the longest IPv6 mask SNS takes)",
+        )
+        for i in range(2)
+    },
     (
         "anything-but list",
         "no_match",

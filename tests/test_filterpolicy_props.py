@@ -228,11 +228,15 @@ any_entry = st.one_of(
     st.builds(lambda w: {"prefix": w[:3]}, st.sampled_from(WORDS)),
     st.builds(lambda w: {"suffix": w[-3:]}, st.sampled_from(WORDS)),
     st.builds(lambda w: {"equals-ignore-case": w}, st.sampled_from(WORDS)),
+    # SNS takes anything-but lists of one type and non-empty prefixes only (see filterpolicy).
     st.builds(
         lambda xs: {"anything-but": xs},
-        st.lists(st.sampled_from(WORDS + NUMBERS), min_size=1, max_size=2),
+        st.lists(st.sampled_from(WORDS), min_size=1, max_size=2)
+        | st.lists(st.sampled_from(NUMBERS), min_size=1, max_size=2),
     ),
-    st.builds(lambda w: {"anything-but": {"prefix": w[:2]}}, st.sampled_from(WORDS)),
+    st.builds(
+        lambda w: {"anything-but": {"prefix": w[:2]}}, st.sampled_from([w for w in WORDS if w])
+    ),
     st.builds(
         lambda op, n: {"numeric": [op, n]},
         st.sampled_from(["=", "<", "<=", ">", ">="]),

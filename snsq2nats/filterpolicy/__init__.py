@@ -31,13 +31,39 @@ then an ordinary key whose ``numeric`` entry is not an array, so we reject it as
 requires (``{"numeric": ["=", 123]}`` is the valid spelling).
 
 Rejected as SNS rejects them: malformed JSON, a non-object policy, ``wildcard`` and any other
-unknown match type, ``anything-but`` with ``suffix``/``exists``/anything but ``prefix``, match
-objects with more than one key, empty arrays, nested objects in attribute scope, numbers outside
-±10^9, more than 5 keys (leaf keys; counted per ``$or`` alternative, the reading most permissive
-to policies that already live in AWS) and more than 150 combinations. Combinations follow AWS's
+unknown match type, ``anything-but`` with ``suffix``/``exists``/anything but ``prefix``, an
+``anything-but`` list mixing strings and numbers, an empty ``anything-but`` prefix, a ``cidr``
+with a /32 (IPv4) or /128 (IPv6) mask (see "Decisions" below), match objects with more than one
+key, empty arrays, nested objects in attribute scope, numbers outside ±10^9, more than 5 keys
+(leaf keys; counted per ``$or`` alternative, the reading most permissive to policies that
+already live in AWS) and more than 150 combinations. Combinations follow AWS's
 documented arithmetic: the product, over leaf keys, of ``len(values) * depth`` (top level is
 depth 1, so the nested example gives 3 x 4 x 2 x 3 = 72), and ``$or`` alternatives add up.
 Numbers keep five decimals (AWS's stated accuracy): they are compared as integers scaled by 10^5.
+
+Decisions
+---------
+Three policies were accepted here although AWS's own matching library (aws/event-ruler, whose
+errors SNS returns) refuses them; public test suites that recorded real AWS answers agree with
+that library. Each is now rejected with a FilterPolicyError naming the key and what to write
+instead. A policy SNS refuses can never be live on a subscription, so rejecting costs no
+migration, while accepting would let the filter router run a policy SNS never ran.
+
+(a) ``anything-but`` with a list mixing strings and numbers (``{"anything-but": ["x", 1]}``):
+    rejected. The guide documents string lists (string-value-matching.html, "Anything-but
+    matching") and number lists (numeric-value-matching.html, "Anything-but matching"), never
+    a mix; the library refuses it ("Inside anything but list, either all values are number or
+    string, mixed type is not supported"). Keep one type: a value of the other type passes
+    ``anything-but`` anyway.
+(b) ``anything-but`` with an empty ``prefix`` (``{"anything-but": {"prefix": ""}}``): rejected.
+    Every value starts with "", so it could match nothing; the guide's form is a non-empty
+    prefix to deny ("Using a prefix with the anything-but operator": ``"order-"``) and the
+    library refuses it ("Null prefix/suffix not allowed").
+(c) ``cidr`` with a /32 (IPv4) or /128 (IPv6) mask: rejected. The guide's IP address matching
+    ("check whether an incoming message originates from a specific IP address or subnet",
+    example ``10.0.0.0/24``) gives no mask limit, but the library's parser refuses them ("IPv4
+    mask bits must be < 32", "IPv6 mask bits must be < 128"). /31 and /127 are accepted; for one
+    address use the exact string (``"10.0.0.1"``), which SNS compares as written.
 
 Evaluation semantics
 --------------------

@@ -233,6 +233,14 @@ class _Parser:
             prefix = operand["prefix"]
             if not isinstance(prefix, str):
                 raise self.fail(f"key {key!r}: anything-but prefix needs a string")
+            if not prefix:
+                # Decision (b) in the package docstring: AWS refuses it.
+                raise self.fail(
+                    f"key {key!r}: anything-but prefix is empty (every value starts with "
+                    '"", so nothing could ever match)',
+                    hint='give the prefix to exclude, e.g. {"anything-but": {"prefix": "order-"}}'
+                    ', or use {"exists": false} for messages without the key',
+                )
             parts["anything-but-prefix"].append(prefix)
             return
         items = operand if isinstance(operand, list) else [operand]
@@ -248,6 +256,14 @@ class _Parser:
                 raise self.fail(
                     f"key {key!r}: anything-but accepts strings and numbers, not {item!r}"
                 )
+        if len({type(value) for value in excluded}) > 1:
+            # Decision (a) in the package docstring: AWS refuses a mixed list.
+            raise self.fail(
+                f"key {key!r}: anything-but list {json.dumps(items, default=str)} mixes strings "
+                "and numbers; SNS takes a list of only strings or only numbers",
+                hint="keep one type in the list: a value of the other type passes anything-but "
+                'anyway (a number is "anything but" any string)',
+            )
         parts["anything-but"].append(frozenset(excluded))
 
     def numeric(self, key: str, operand: object) -> Numeric:
@@ -282,9 +298,19 @@ class _Parser:
         if not isinstance(operand, str) or operand.count("/") != 1:
             raise self.fail(f'key {key!r}: cidr needs a string like "10.0.0.0/24"')
         try:
-            return ipaddress.ip_network(operand, strict=False)
+            network = ipaddress.ip_network(operand, strict=False)
         except ValueError as exc:
             raise self.fail(f"key {key!r}: malformed cidr {operand!r} ({exc})") from None
+        if network.prefixlen == network.max_prefixlen:
+            # Decision (c) in the package docstring: AWS refuses a single-address mask.
+            longest = network.max_prefixlen - 1
+            raise self.fail(
+                f"key {key!r}: cidr {operand!r} has a /{network.prefixlen} mask; SNS takes "
+                f"masks up to /{longest} for IPv{network.version}",
+                hint=f"to match this one address, use the exact string "
+                f'"{network.network_address}" instead of cidr (written as messages write it)',
+            )
+        return network
 
 
 def _is_or(value: object) -> bool:
