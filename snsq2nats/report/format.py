@@ -22,8 +22,8 @@ _COUNT_FIELDS = {"max_msgs", "max_deliver", "max_ack_pending", "max_msgs_per_sub
 _ZERO_IS_UNLIMITED = {"max_age"}
 
 
-def plural(n: int, word: str, plural: str | None = None) -> str:
-    return f"{n} {word if n == 1 else (plural or word + 's')}"
+def plural(n: int, word: str, many: str | None = None) -> str:
+    return f"{n} {word if n == 1 else (many or word + 's')}"
 
 
 _USERINFO = re.compile(r"^((?:[A-Za-z][A-Za-z0-9+.-]*://)?)[^/@]*@")
