@@ -22,6 +22,7 @@ import pytest
 from snsq2nats.apply import apply_plan
 from snsq2nats.auth.config import Written, render_authorization, write_auth
 from snsq2nats.auth.identities import Identity, identities
+from snsq2nats.auth.jwt import nsc_script, write_jwt
 from snsq2nats.demo.nats_server import NatsServer, find_nats_server
 from snsq2nats.inventory import load_inventory
 from snsq2nats.jetstream.spec import ServerInfo
@@ -48,11 +49,18 @@ def shop_plan(version: str) -> Plan:
 class Estate:
     server: NatsServer
     plan: Plan
-    written: Written
+    written: Written | None
     by_name: dict[str, Identity]
+    creds: dict[str, Path] | None = None
 
     def password(self, name: str) -> str:
+        assert self.written is not None
         return self.written.secrets[name].read_text().strip()
+
+    def credentials(self, name: str) -> dict[str, Any]:
+        if self.creds is not None:
+            return {"user_credentials": str(self.creds[name])}
+        return {"user": name, "password": self.password(name)}
 
 
 class Client:
@@ -69,8 +77,7 @@ class Client:
 
         self.nc = await nats.connect(
             self.estate.server.url,
-            user=self.name,
-            password=self.estate.password(self.name),
+            **self.estate.credentials(self.name),
             inbox_prefix=self.estate.by_name[self.name].inbox_prefix,
             error_cb=on_error,
             allow_reconnect=False,
@@ -121,6 +128,7 @@ async def apply_as_admin(estate: Estate) -> None:
 
 
 def test_secrets_are_private_files_and_never_in_the_config(estate: Estate) -> None:
+    assert estate.written is not None
     conf = estate.written.config.read_text()
     for name, path in estate.written.secrets.items():
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -132,6 +140,7 @@ def test_secrets_are_private_files_and_never_in_the_config(estate: Estate) -> No
 
 
 def test_generated_config_is_accepted_by_nats_server(estate: Estate, tmp_path: Path) -> None:
+    assert estate.written is not None
     auth = tmp_path / "snsq2nats-auth.conf"
     auth.write_text(render_authorization(estate.written.users))
     main = tmp_path / "server.conf"
@@ -143,6 +152,7 @@ def test_generated_config_is_accepted_by_nats_server(estate: Estate, tmp_path: P
 
 
 def test_contexts_carry_url_credentials_and_inbox_prefix(estate: Estate) -> None:
+    assert estate.written is not None
     ctx = json.loads(estate.written.contexts["sqs_orders-billing-consumer"].read_text())
     assert ctx["user"] == "sqs_orders-billing-consumer"
     assert ctx["inbox_prefix"] == "_INBOX_sqs_orders-billing-consumer"
@@ -367,3 +377,87 @@ def test_cli_writes_identities_without_printing_secrets(tmp_path: Path) -> None:
     # A second run keeps every application's secret: only permissions are regenerated.
     assert {p.read_text().strip() for p in (out / "secrets").iterdir()} == secrets
     assert not any(s in listed.output for s in secrets)
+
+
+async def test_operator_mode_user_jwts_carry_the_same_permissions(tmp_path: Path) -> None:
+    """--format jwt: the server trusts the generated operator (MEMORY resolver); every identity
+    connects with its creds file and has exactly its grants."""
+    plan = shop_plan(probe_version())
+    generated = identities(plan)
+    written = write_jwt(generated, tmp_path / "jwt")
+    for path in written.creds.values():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    with NatsServer(name="jwt", extra_config=written.settings) as server:
+        estate = Estate(server, plan, None, {i.name: i for i in generated}, creds=written.creds)
+        await apply_as_admin(estate)
+        async with Client(estate, "sqs_orders-billing-producer") as producer:
+            ack = await producer.nc.jetstream().publish("sqs.orders-billing", b"order")
+            assert ack.stream == "sqs_orders-billing"
+            await producer.nc.publish("sqs.orders-fraud", b"no")
+            await producer.refused("publish", "sqs.orders-fraud")
+        async with Client(estate, "sqs_orders-billing-consumer") as consumer:
+            js = consumer.nc.jetstream()
+            sub = await js.pull_subscribe_bind("orders-billing", "sqs_orders-billing")
+            (msg,) = await sub.fetch(1, timeout=10)
+            await msg.ack_sync()
+            assert (
+                await js.consumer_info("sqs_orders-billing", "orders-billing")
+            ).num_ack_pending == 0
+            await consumer.nc.subscribe("_INBOX_sqs_orders-billing-producer.>")
+            await consumer.refused("subscription", "_inbox_sqs_orders-billing-producer.>")
+    # A re-run keeps every seed (applications keep their credentials).
+    again = write_jwt(generated, tmp_path / "jwt")
+    assert again.settings["system_account"] == written.settings["system_account"]
+    assert [p.read_text().split("SEED-----")[1] for p in again.creds.values()] == [
+        p.read_text().split("SEED-----")[1] for p in written.creds.values()
+    ]
+
+
+NSC_FLAGS = json.loads((DATA / "auth" / "nsc_flags.json").read_text())
+
+
+def test_nsc_script_uses_only_nsc_flags() -> None:
+    """nsc is not installable here: every command and flag the script uses must be one nsc
+    documents (tests/data/auth/nsc_flags.json), and every identity must get its grants."""
+    import shlex
+
+    plan = shop_plan(probe_version())
+    generated = identities(plan)
+    script = nsc_script(generated)
+    users = {}
+    for line in script.splitlines():
+        if not line.startswith("nsc "):
+            continue
+        words = shlex.split(line)
+        command = " ".join(words[1:3])
+        assert command in NSC_FLAGS, command
+        flags = [w.split("=")[0] for w in words[3:] if w.startswith("--")]
+        assert set(flags) <= set(NSC_FLAGS[command]), (command, flags)
+        if command == "add user":
+            values = dict(zip(words[3::2], words[4::2], strict=False))
+            users[values["--name"]] = (values["--allow-pub"].split(","), values["--allow-sub"])
+    assert set(users) == {i.name for i in generated}
+    for identity in generated:
+        assert users[identity.name][0] == list(identity.publish)
+
+
+def test_cli_jwt_and_nsc_formats(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from snsq2nats.cli import main
+
+    plan_path = tmp_path / "plan.json"
+    plan_path.write_text(shop_plan("2.12.0").to_json())
+    jwt = CliRunner().invoke(
+        main, ["auth", "--plan", str(plan_path), "--format", "jwt", "-o", str(tmp_path / "j")]
+    )
+    assert jwt.exit_code == 0, jwt.output
+    ctx = json.loads((tmp_path / "j" / "contexts" / "snsq2nats-bridge.json").read_text())
+    assert Path(ctx["creds"]).read_text().startswith("-----BEGIN NATS USER JWT-----")
+    assert ctx["inbox_prefix"] == "_INBOX_snsq2nats-bridge"
+    assert "SU" not in jwt.output  # no user seed printed
+    nsc = CliRunner().invoke(
+        main, ["auth", "--plan", str(plan_path), "--format", "nsc", "-o", str(tmp_path / "n")]
+    )
+    assert nsc.exit_code == 0, nsc.output
+    assert "nsc add user" in (tmp_path / "n" / "nsc.sh").read_text()

@@ -78,27 +78,30 @@ def render_authorization(users: list[dict[str, Any]]) -> str:
     )
 
 
-def context(
-    identity: Identity,
-    url: str,
-    mode: Mode,
-    secret_file: Path | None,
-    tls: Mapping[str, str] | None = None,
-) -> dict[str, Any]:
+def context(identity: Identity, url: str, credentials: Mapping[str, str]) -> dict[str, Any]:
     """A natscli context (`~/.config/nats/context/NAME.json`) for one identity."""
-    ctx: dict[str, Any] = {
+    return {
         "description": f"snsq2nats {identity.role}: {identity.description}",
         "url": url,
         "inbox_prefix": identity.inbox_prefix,
+        **credentials,
     }
-    if mode == "password" and secret_file is not None:
-        ctx["user"] = identity.name
-        ctx["password"] = secret_file.read_text().strip()
-    elif mode == "nkey" and secret_file is not None:
-        ctx["nkey"] = str(secret_file)
-    if tls:
-        ctx.update(tls)
-    return ctx
+
+
+def write_contexts(
+    identities: list[Identity],
+    directory: Path,
+    url: str,
+    credentials: Mapping[str, Mapping[str, str]],
+) -> dict[str, Path]:
+    """One natscli context file per identity (0600: a context may hold a password)."""
+    paths = {}
+    for identity in identities:
+        path = directory / "contexts" / f"{identity.name}.json"
+        body = context(identity, url, credentials.get(identity.name, {}))
+        write_private(path, json.dumps(body, indent=2) + "\n")
+        paths[identity.name] = path
+    return paths
 
 
 def write_private(path: Path, text: str) -> None:
@@ -133,23 +136,23 @@ def write_auth(
     directory.mkdir(parents=True, exist_ok=True)
     users: list[dict[str, Any]] = []
     secret_paths: dict[str, Path] = {}
-    context_paths: dict[str, Path] = {}
+    credentials: dict[str, dict[str, str]] = {}
     for identity in identities:
-        secret_file: Path | None = None
         secret: Secret | None = None
         if mode != "tls":
-            secret_file = (
-                directory / "secrets" / f"{identity.name}.{'nk' if mode == 'nkey' else 'password'}"
-            )
+            suffix = "nk" if mode == "nkey" else "password"
+            secret_file = directory / "secrets" / f"{identity.name}.{suffix}"
             secret = _reuse_or_create(secret_file, mode)
             secret_paths[identity.name] = secret_file
+            credentials[identity.name] = (
+                {"nkey": str(secret_file)}
+                if mode == "nkey"
+                else {"user": identity.name, "password": secret.text}
+            )
+        else:
+            credentials[identity.name] = dict(tls_files or {})
         users.append(user_entry(identity, mode, secret, (tls_names or {}).get(identity.name)))
-        ctx_path = directory / "contexts" / f"{identity.name}.json"
-        write_private(
-            ctx_path,
-            json.dumps(context(identity, url, mode, secret_file, tls_files), indent=2) + "\n",
-        )
-        context_paths[identity.name] = ctx_path
+    context_paths = write_contexts(identities, directory, url, credentials)
     config = directory / "snsq2nats-auth.conf"
     write_private(config, render_authorization(users))
     return Written(config=config, secrets=secret_paths, contexts=context_paths, users=users)

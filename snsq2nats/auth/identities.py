@@ -186,16 +186,15 @@ def admin_identity(plan: Plan, subjects: _Subjects) -> Identity:
     """plan/apply/verify/status: the managed streams and their consumers, nothing else."""
     publish = [f"{API}.INFO", f"{API}.STREAM.NAMES", f"{API}.STREAM.LIST"]
     for stream in sorted(subjects.by_stream):
-        publish += [f"{API}.STREAM.{op}.{stream}" for op in ("CREATE", "UPDATE", "INFO", "DELETE")]
+        # One wildcard per API family and stream, so the grant list (and a JWT carrying it)
+        # stays short: CREATE/UPDATE/INFO/DELETE/PURGE, message get/delete, consumer
+        # create/info/delete/names/list, pulls and acks on any of the stream's consumers.
         publish += [
-            f"{API}.STREAM.MSG.GET.{stream}",
-            f"{API}.STREAM.MSG.DELETE.{stream}",
-            f"{API}.CONSUMER.CREATE.{stream}.>",
+            f"{API}.STREAM.*.{stream}",
+            f"{API}.STREAM.MSG.*.{stream}",
+            f"{API}.CONSUMER.*.{stream}",
+            f"{API}.CONSUMER.*.{stream}.>",
             f"{API}.CONSUMER.DURABLE.CREATE.{stream}.*",
-            f"{API}.CONSUMER.INFO.{stream}.*",
-            f"{API}.CONSUMER.DELETE.{stream}.*",
-            f"{API}.CONSUMER.NAMES.{stream}",
-            f"{API}.CONSUMER.LIST.{stream}",
             f"{API}.CONSUMER.MSG.NEXT.{stream}.*",
             *ack_subjects(stream, "*"),
         ]

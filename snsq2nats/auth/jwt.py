@@ -1,0 +1,190 @@
+"""Operator/JWT mode: the identities as user JWTs in one JetStream-enabled account.
+
+An operator signs a system account and the application account (JetStream enabled); the
+account signs one user JWT per identity, carrying that identity's publish and subscribe allow
+lists. Each user gets a creds file (JWT + seed, mode 0600); the server gets an operator block
+with a MEMORY resolver preloaded with both accounts. Seeds already on disk are reused, so a
+re-run re-signs permissions without changing any application's credentials.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import shlex
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from snsq2nats.auth.config import HEADER, write_private
+from snsq2nats.auth.identities import Identity
+
+ACCOUNT = "SNSQ2NATS"
+SYSTEM = "SYS"
+_HEADER = {"typ": "JWT", "alg": "ed25519-nkey"}
+_UNLIMITED = -1
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _compact(doc: dict[str, Any]) -> bytes:
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True)
+class Key:
+    public: str
+    seed: str
+
+    def sign(self, data: bytes) -> bytes:
+        import nkeys
+
+        pair = nkeys.from_seed(self.seed.encode())
+        try:
+            signed: bytes = pair.sign(data)
+            return signed
+        finally:
+            pair.wipe()
+
+
+def load_or_create_key(path: Path, prefix_name: str) -> Key:
+    import nkeys
+
+    if path.exists():
+        seed = path.read_text().strip()
+    else:
+        prefix = getattr(nkeys, f"PREFIX_BYTE_{prefix_name}")
+        seed = nkeys.encode_seed(os.urandom(32), prefix).decode()
+        write_private(path, seed + "\n")
+    pair = nkeys.from_seed(seed.encode())
+    try:
+        return Key(public=pair.public_key.decode(), seed=seed)
+    finally:
+        pair.wipe()
+
+
+def sign_jwt(issuer: Key, subject: str, name: str, claims: dict[str, Any]) -> str:
+    standard: dict[str, Any] = {
+        "iat": int(time.time()),
+        "iss": issuer.public,
+        "name": name,
+        "sub": subject,
+    }
+    # The jti identifies the JWT: a hash of its standard claims (SHA-512/256 where available).
+    try:
+        digest = hashlib.new("sha512_256", _compact(standard)).digest()
+    except ValueError:
+        digest = hashlib.sha256(_compact(standard)).digest()
+    jti = base64.b32encode(digest).rstrip(b"=").decode()
+    body = {"jti": jti, **standard, "nats": {**claims, "version": 2}}
+    signing_input = f"{_b64url(_compact(_HEADER))}.{_b64url(_compact(body))}"
+    return f"{signing_input}.{_b64url(issuer.sign(signing_input.encode()))}"
+
+
+def account_claims(*, jetstream: bool) -> dict[str, Any]:
+    limits: dict[str, Any] = {
+        key: _UNLIMITED for key in ("subs", "data", "payload", "imports", "exports", "conn", "leaf")
+    }
+    limits["wildcards"] = True
+    if jetstream:
+        limits |= {k: _UNLIMITED for k in ("mem_storage", "disk_storage", "streams", "consumer")}
+    return {"type": "account", "limits": limits}
+
+
+def user_claims(identity: Identity) -> dict[str, Any]:
+    return {
+        "type": "user",
+        "pub": {"allow": list(identity.publish)},
+        "sub": {"allow": list(identity.subscribe)},
+        "subs": _UNLIMITED,
+        "data": _UNLIMITED,
+        "payload": _UNLIMITED,
+    }
+
+
+def creds_text(user_jwt: str, seed: str) -> str:
+    """The decorated creds format nsc writes and every NATS client reads."""
+    return (
+        f"-----BEGIN NATS USER JWT-----\n{user_jwt}\n------END NATS USER JWT------\n\n"
+        "************************* IMPORTANT *************************\n"
+        "NKEY Seed printed below can be used to sign and prove identity.\n"
+        "NKEYs are sensitive and should be treated as secrets.\n\n"
+        f"-----BEGIN USER NKEY SEED-----\n{seed}\n------END USER NKEY SEED------\n\n"
+        "*************************************************************\n"
+    )
+
+
+@dataclass
+class JwtWritten:
+    server_config: Path
+    settings: dict[str, Any]
+    """The server config's settings as data (to embed in a larger config)."""
+    creds: dict[str, Path]
+
+
+def write_jwt(identities: list[Identity], directory: Path) -> JwtWritten:
+    """Write `snsq2nats-jwt.conf` (operator, system account, MEMORY resolver preload) and one
+    creds file per identity under `directory`; seeds live in `directory/secrets`."""
+    secrets = directory / "secrets"
+    operator = load_or_create_key(secrets / "operator.nk", "OPERATOR")
+    system = load_or_create_key(secrets / "account-sys.nk", "ACCOUNT")
+    account = load_or_create_key(secrets / "account-snsq2nats.nk", "ACCOUNT")
+    operator_jwt = sign_jwt(
+        operator,
+        operator.public,
+        "snsq2nats",
+        {"type": "operator", "system_account": system.public},
+    )
+    system_jwt = sign_jwt(operator, system.public, SYSTEM, account_claims(jetstream=False))
+    account_jwt = sign_jwt(operator, account.public, ACCOUNT, account_claims(jetstream=True))
+    creds: dict[str, Path] = {}
+    longest = 0
+    for identity in identities:
+        user = load_or_create_key(secrets / f"{identity.name}.nk", "USER")
+        user_jwt = sign_jwt(account, user.public, identity.name, user_claims(identity))
+        longest = max(longest, len(user_jwt))
+        path = directory / "creds" / f"{identity.name}.creds"
+        write_private(path, creds_text(user_jwt, user.seed))
+        creds[identity.name] = path
+    settings: dict[str, Any] = {
+        "operator": operator_jwt,
+        "system_account": system.public,
+        "resolver": "MEMORY",
+        "resolver_preload": {system.public: system_jwt, account.public: account_jwt},
+        # A client sends its JWT in the CONNECT line: the server's default limit (4 KiB) is
+        # smaller than the JWT of an identity with many grants (the admin, the bridge).
+        "max_control_line": max(4096, (longest + 4096 + 1023) // 1024 * 1024),
+    }
+    config = directory / "snsq2nats-jwt.conf"
+    body = "".join(f"{key}: {json.dumps(value, indent=2)}\n" for key, value in settings.items())
+    write_private(config, f"{HEADER}\n{body}")
+    return JwtWritten(config, settings, creds)
+
+
+# nsc's own flags (nsc add operator|account|user, nsc edit account); checked in the tests
+# against nsc's documented flag set, since nsc itself is not installable here.
+def nsc_script(identities: list[Identity], *, operator: str = "snsq2nats") -> str:
+    lines = [
+        "#!/bin/sh",
+        HEADER,
+        "# The same account and users for teams that manage their operator with nsc.",
+        "# Run it against an nsc environment whose operator you sign with; then push the account",
+        "# (nsc push -A) or regenerate the server's resolver config (nsc generate config).",
+        "set -eu",
+        f"OPERATOR=${{OPERATOR:-{operator}}}",
+        'nsc select operator "$OPERATOR"',
+        f"nsc add account --name {ACCOUNT}",
+        f"nsc edit account --name {ACCOUNT} --js-enable 1",
+    ]
+    for identity in identities:
+        lines.append(
+            f"nsc add user --account {ACCOUNT} --name {shlex.quote(identity.name)}"
+            f" --allow-pub {shlex.quote(','.join(identity.publish))}"
+            f" --allow-sub {shlex.quote(','.join(identity.subscribe))}"
+        )
+    return "\n".join(lines) + "\n"
