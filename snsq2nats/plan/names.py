@@ -11,6 +11,7 @@ sources share is an error that names both sources, never a silent merge.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from snsq2nats.errors import MappingError
@@ -20,6 +21,11 @@ SCHEDULE_TOKEN = "_sched"
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 TOKEN_RE = re.compile(r"^[^.*>\s]+$")
 MAX_NAME_LENGTH = 255
+
+
+def topic_pattern(subject: str, promoted: Sequence[str]) -> str:
+    """The subjects a topic's messages are published on: one `*` per promoted attribute."""
+    return ".".join([subject, *("*" for _ in promoted)])
 
 
 def base_name(aws_name: str) -> tuple[str, bool]:

@@ -26,7 +26,7 @@ from typing import Literal
 from snsq2nats.jetstream.spec import NS, ConsumerSpec, StreamSpec
 from snsq2nats.plan.metadata import EVERY, for_route
 from snsq2nats.plan.model import Route
-from snsq2nats.plan.names import SCHEDULE_TOKEN
+from snsq2nats.plan.names import topic_pattern
 from snsq2nats.plan.rules import Cutover, Defaults
 
 RELAY_PREFIX = "aws."
@@ -39,7 +39,6 @@ TO_SNS_CONSUMER = "snsq2nats-to-sns"
 FILTER_CONSUMER_PREFIX = "snsq2nats-filter-"
 DLQ_CONSUMER_PREFIX = "snsq2nats-dlq-"
 BRIDGE_QUEUE_PREFIX = "snsq2nats-bridge-"
-SCHEDULE_MARK = f".{SCHEDULE_TOKEN}."
 ADVISORY_MAX_AGE = 7 * 86400
 
 
@@ -88,7 +87,7 @@ class TopicInfo:
 
     @property
     def nats_pattern(self) -> str:
-        return ".".join([self.subject, *("*" for _ in self.promoted)])
+        return topic_pattern(self.subject, self.promoted)
 
     @property
     def relay_pattern(self) -> str:
@@ -183,6 +182,27 @@ def _bridge_consumer(
     )
 
 
+def _route_consumer(
+    route: Route,
+    description: str,
+    defaults: Defaults,
+    deliver_policy: Literal["all", "new"] = "all",
+) -> ConsumerSpec:
+    """The durable a relay route reads its stream through: named and filtered by the route."""
+    assert route.stream is not None and route.consumer is not None
+    return _bridge_consumer(
+        route.stream,
+        route.consumer,
+        serves=route.source_arn,
+        route=route.name,
+        description=description,
+        filters=list(route.relay_subjects),
+        defaults=defaults,
+        ordered=route.fifo,
+        deliver_policy=deliver_policy,
+    )
+
+
 def derive(
     queues: list[QueueInfo],
     topics: list[TopicInfo],
@@ -260,31 +280,22 @@ def _topic_routes(
     needs_stream = topic.needs_stream
     if producers in ("nats", "both") and _aws_side_subscribers(topic, queues):
         needs_stream = True
-        name = f"to-sns:{topic.name}"
-        out.routes.append(
-            Route(
-                name=name,
-                kind="nats-to-sns",
-                source_arn=topic.arn,
-                aws_arn=topic.arn,
-                stream=topic.stream,
-                consumer=TO_SNS_CONSUMER,
-                subject=topic.subject,
-                subject_tokens=list(topic.promoted),
-                relay_subjects=[topic.nats_pattern],
-                fifo=topic.fifo,
-            )
+        to_sns = Route(
+            name=f"to-sns:{topic.name}",
+            kind="nats-to-sns",
+            source_arn=topic.arn,
+            aws_arn=topic.arn,
+            stream=topic.stream,
+            consumer=TO_SNS_CONSUMER,
+            subject=topic.subject,
+            subject_tokens=list(topic.promoted),
+            relay_subjects=[topic.nats_pattern],
+            fifo=topic.fifo,
         )
+        out.routes.append(to_sns)
         out.consumers.append(
-            _bridge_consumer(
-                topic.stream,
-                TO_SNS_CONSUMER,
-                serves=topic.arn,
-                route=name,
-                description=f"bridge: NATS-published messages of {topic.name} to SNS",
-                filters=[topic.nats_pattern],
-                defaults=defaults,
-                ordered=topic.fifo,
+            _route_consumer(
+                to_sns, f"bridge: NATS-published messages of {topic.name} to SNS", defaults
             )
         )
     for sub in topic.subscriptions:
@@ -294,36 +305,28 @@ def _topic_routes(
         if queue.cutover.consumers != "nats":
             continue  # SNS applies the policy itself while the queue's consumers are on AWS
         needs_stream = True
-        name = f"filter:{topic.name}->{queue.name}"
-        durable = FILTER_CONSUMER_PREFIX + queue.durable
-        out.routes.append(
-            Route(
-                name=name,
-                kind="filter-router",
-                source_arn=sub.arn,
-                aws_arn=topic.arn,
-                stream=topic.stream,
-                consumer=durable,
-                subject=queue.subject,
-                target_stream=queue.stream,
-                filter_policy=sub.filter_policy,
-                filter_policy_scope=sub.filter_policy_scope,
-                subject_tokens=list(topic.promoted),
-                relay_subjects=[topic.nats_pattern],
-                raw_delivery=sub.raw_delivery,
-                fifo=queue.fifo,
-            )
+        router = Route(
+            name=f"filter:{topic.name}->{queue.name}",
+            kind="filter-router",
+            source_arn=sub.arn,
+            aws_arn=topic.arn,
+            stream=topic.stream,
+            consumer=FILTER_CONSUMER_PREFIX + queue.durable,
+            subject=queue.subject,
+            target_stream=queue.stream,
+            filter_policy=sub.filter_policy,
+            filter_policy_scope=sub.filter_policy_scope,
+            subject_tokens=list(topic.promoted),
+            relay_subjects=[topic.nats_pattern],
+            raw_delivery=sub.raw_delivery,
+            fifo=queue.fifo,
         )
+        out.routes.append(router)
         out.consumers.append(
-            _bridge_consumer(
-                topic.stream,
-                durable,
-                serves=sub.arn,
-                route=name,
-                description=f"bridge: filter policy of {topic.name} → {queue.name}",
-                filters=[topic.nats_pattern],
-                defaults=defaults,
-                ordered=queue.fifo,
+            _route_consumer(
+                router,
+                f"bridge: filter policy of {topic.name} → {queue.name}",
+                defaults,
                 # Created when the queue's consumers move to NATS: what the topic held before
                 # went to the SQS queue through SNS, so the router starts at new messages.
                 deliver_policy="new",

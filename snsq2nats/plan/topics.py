@@ -19,6 +19,7 @@ from snsq2nats.plan.context import Context
 from snsq2nats.plan.fidelity import encryption, entry, resource_policy, tags
 from snsq2nats.plan.metadata import for_source
 from snsq2nats.plan.model import Fidelity, Resource
+from snsq2nats.plan.names import topic_pattern
 from snsq2nats.plan.routes import RELAY_PREFIX, SubscriptionInfo, TopicInfo
 from snsq2nats.plan.rules import Cutover, Override
 
@@ -41,7 +42,7 @@ class TopicNames:
     @property
     def pattern(self) -> str:
         """The subjects NATS producers publish to: one `*` per promoted attribute."""
-        return ".".join([self.subject, *("*" for _ in self.promoted)])
+        return topic_pattern(self.subject, self.promoted)
 
     @property
     def template(self) -> str:
