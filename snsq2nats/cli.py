@@ -629,10 +629,10 @@ def bridge(
         "max_messages": max_messages,
     }
     from snsq2nats.bridge.session import bridge_session
+    from snsq2nats.report.live import LiveView
 
     asyncio.run(
         bridge_session(
-            out,
             nats,
             plan,
             routes,
@@ -646,6 +646,7 @@ def bridge(
             # lives for the whole run; frozen, it is no longer rescanned by every full
             # collection, which otherwise costs about a tenth of a busy route's time.
             on_ready=gc.freeze,
+            view=LiveView(out),
         )
     )
 

@@ -12,31 +12,30 @@ from snsq2nats.console import configure_logging
 
 def test_plain_lines_and_no_stacked_handlers() -> None:
     logger = logging.getLogger("snsq2nats")
-    before = list(logger.handlers)
+    before, level = list(logger.handlers), logger.level
     first, second = io.StringIO(), io.StringIO()
     try:
         configure_logging(Console(file=first, force_terminal=False))
         configure_logging(Console(file=second, force_terminal=False))
-        assert len(logger.handlers) == len(before) + 1
+        ours = [h for h in logger.handlers if h.get_name() == "snsq2nats.console"]
+        assert len(ours) == 1
         logging.getLogger("snsq2nats.bridge.runtime").info("route a: %s", "running")
         assert first.getvalue() == ""
         assert second.getvalue() == "route a: running\n"
     finally:
-        for handler in [h for h in logger.handlers if h not in before]:
-            logger.removeHandler(handler)
-        logger.setLevel(logging.NOTSET)
+        logger.handlers[:] = before
+        logger.setLevel(level)
 
 
 def test_a_terminal_gets_rich_output() -> None:
     from rich.logging import RichHandler
 
     logger = logging.getLogger("snsq2nats")
-    before = list(logger.handlers)
+    before, level = list(logger.handlers), logger.level
     try:
         configure_logging(Console(file=io.StringIO(), force_terminal=True))
-        added = [h for h in logger.handlers if h not in before]
-        assert len(added) == 1 and isinstance(added[0], RichHandler)
+        ours = [h for h in logger.handlers if h.get_name() == "snsq2nats.console"]
+        assert len(ours) == 1 and isinstance(ours[0], RichHandler)
     finally:
-        for handler in [h for h in logger.handlers if h not in before]:
-            logger.removeHandler(handler)
-        logger.setLevel(logging.NOTSET)
+        logger.handlers[:] = before
+        logger.setLevel(level)

@@ -4,9 +4,10 @@ One supervised task per route, run by the runner of its kind (`RUNNERS`, importe
 runner that cannot be imported fails the bridge at start, never silently leaves a route out).
 A runner that raises is logged and restarted with backoff: a bug or an outage in one route
 must not stop the others. SIGINT/SIGTERM, `--duration` and `--max-messages` all end the run
-the same way, by setting `ctx.stopping`; runners then finish what they hold and return. A second signal, or a drain longer than `drain_timeout`, cancels
-them: still safe, because nothing is ever acknowledged on one side before the other side
-accepted it, so the cost is only redelivery (absorbed by deduplication).
+the same way, by setting `ctx.stopping`; runners then finish what they hold and return. A
+second signal, or a drain longer than `drain_timeout`, cancels them: still safe, because
+nothing is ever acknowledged on one side before the other side accepted it, so the cost is
+only redelivery (absorbed by deduplication).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
-"""One bridge run: AWS clients, a NATS connection that never gives up, the routes, the view.
+"""One bridge run: AWS clients, a NATS connection that never gives up, the routes, a view.
 
 The CLI's `bridge` command and `snsq2nats demo` both run the bridge through here. What the
-bridge has to say goes to the `snsq2nats.bridge` loggers; the caller decides where (see
-`console.configure_logging`).
+bridge has to say goes to the `snsq2nats.bridge` loggers and what it shows to the caller's
+`View` (`report.live.LiveView`); the caller decides where both go.
 """
 
 from __future__ import annotations
@@ -10,12 +10,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from snsq2nats.console import Output
 from snsq2nats.plan.model import Plan, Route
 
 if TYPE_CHECKING:
+    from snsq2nats.bridge.context import BridgeContext
     from snsq2nats.jetstream.connect import NatsOptions
 
 log = logging.getLogger(__name__)
@@ -24,8 +24,15 @@ log = logging.getLogger(__name__)
 READ_TIMEOUT = 40
 
 
+class View(Protocol):
+    async def show(self, ctx: BridgeContext) -> None:
+        """Show progress until `ctx.stopping` is set."""
+
+    def final(self, ctx: BridgeContext) -> None:
+        """Show the outcome, once every route has drained."""
+
+
 async def bridge_session(
-    out: Output,
     nats: NatsOptions,
     plan: Plan,
     routes: list[Route],
@@ -38,6 +45,7 @@ async def bridge_session(
     cleanup: bool,
     stop: asyncio.Event | None = None,
     on_ready: Callable[[], None] | None = None,
+    view: View | None = None,
 ) -> None:
     """Run the routes until a signal, --duration, --max-messages, or `stop` (for embedders).
 
@@ -54,7 +62,6 @@ async def bridge_session(
     from snsq2nats.errors import NatsConnectError
     from snsq2nats.jetstream.connect import connect_nats
     from snsq2nats.jetstream.state import stream_names
-    from snsq2nats.report.live import run_view, summary
 
     session = boto3.Session()
     # The routes' own region unless told otherwise: the ARNs say where the resources live.
@@ -103,7 +110,7 @@ async def bridge_session(
         log.info("bridging %d route(s): %s", len(routes), ", ".join(r.name for r in routes))
         if on_ready is not None:
             on_ready()
-        view = asyncio.create_task(run_view(ctx, out))
+        showing = asyncio.create_task(view.show(ctx)) if view is not None else None
         relay_stop = asyncio.create_task(_forward(stop, ctx.stopping)) if stop else None
         try:
             await run_bridge(ctx, routes, duration=duration)
@@ -111,9 +118,10 @@ async def bridge_session(
             ctx.stopping.set()
             if relay_stop is not None:
                 relay_stop.cancel()
-            await view
-        for text in summary(ctx):
-            log.info("%s", text)
+            if showing is not None:
+                await showing
+        if view is not None:
+            view.final(ctx)
     finally:
         if server is not None:
             server.close()

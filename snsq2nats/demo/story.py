@@ -223,6 +223,7 @@ async def _live_story(
     from snsq2nats.errors import SnsqError
     from snsq2nats.jetstream.connect import connect_nats
     from snsq2nats.report.apply import outcome_table, result_line
+    from snsq2nats.report.live import LiveView
     from snsq2nats.report.status import status_table
     from snsq2nats.report.verify import results_table, summary_line
     from snsq2nats.verify import result_counts, verify_plan
@@ -256,7 +257,6 @@ async def _live_story(
         configure_logging(out.console)  # the bridge logs what it does
         bridge = asyncio.create_task(
             bridge_session(
-                out,
                 options,
                 plan,
                 plan.routes,
@@ -267,6 +267,7 @@ async def _live_story(
                 metrics_port=None,
                 cleanup=False,
                 stop=stop,
+                view=LiveView(out),
             )
         )
         topic = seeded.topics["orders"]

@@ -62,7 +62,7 @@ def line(m: RouteMetrics, rate: float) -> str:
 
 
 async def run_view(ctx: BridgeContext, out: Output, interval: float = 10.0) -> None:
-    """Show progress until `ctx.stopping`; prints a final summary either way."""
+    """Show progress until `ctx.stopping`."""
     meter = RateMeter()
     if out.interactive:
         with Live(table(ctx, meter), console=out.console, refresh_per_second=2) as live:
@@ -82,3 +82,19 @@ async def run_view(ctx: BridgeContext, out: Output, interval: float = 10.0) -> N
 
 def summary(ctx: BridgeContext) -> list[str]:
     return [line(m, m.rate) for m in sorted(ctx.metrics.values(), key=lambda m: m.route)]
+
+
+class LiveView:
+    """The bridge session's view (`bridge.session.View`): progress while it runs, a summary
+    line per route once it has drained."""
+
+    def __init__(self, out: Output, interval: float = 10.0) -> None:
+        self.out = out
+        self.interval = interval
+
+    async def show(self, ctx: BridgeContext) -> None:
+        await run_view(ctx, self.out, self.interval)
+
+    def final(self, ctx: BridgeContext) -> None:
+        for text in summary(ctx):
+            self.out.line(text)
