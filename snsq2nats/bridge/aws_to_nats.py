@@ -456,6 +456,7 @@ class Relay:
                 for i in retry:
                     results[i] = Abandoned(relayed[i].msg_id)
                 break
+            # Not `ctx.pause`: a drain keeps retrying (up to 3 attempts) what it received.
             await asyncio.sleep(backoff(attempt, base=0.1, cap=2.0))
             waiting = retry
         return results
@@ -547,4 +548,5 @@ class Relay:
                     self.log(f"delete failed for {len(failed)} message(s): {list(failed.values())}")
                     break
                 entries = [e for e in entries if e["Id"] in failed]
+                # Not `ctx.pause`: what JetStream stored is deleted during a drain too.
                 await asyncio.sleep(backoff(attempt, base=0.2, cap=5.0))
