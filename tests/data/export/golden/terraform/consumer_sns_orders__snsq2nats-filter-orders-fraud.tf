@@ -12,7 +12,7 @@ resource "jetstream_consumer" "sns_orders__snsq2nats-filter-orders-fraud" {
   replicas = 0
   filter_subject = "sns.orders.*.*"
   metadata = {
-    "snsq2nats.source" = "arn:aws:sns:us-east-1:123456789012:orders:6e6b9a45-ad4e-4d72-8a14-2c0387cfbee0"
     "snsq2nats.route" = "filter:orders->orders-fraud"
+    "snsq2nats.for" = "arn:aws:sns:us-east-1:123456789012:orders:6e6b9a45-ad4e-4d72-8a14-2c0387cfbee0"
   }
 }

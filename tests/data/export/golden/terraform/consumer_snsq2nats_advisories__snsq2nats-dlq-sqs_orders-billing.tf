@@ -12,7 +12,7 @@ resource "jetstream_consumer" "snsq2nats_advisories__snsq2nats-dlq-sqs_orders-bi
   replicas = 0
   filter_subject = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.sqs_orders-billing.orders-billing"
   metadata = {
-    "snsq2nats.source" = "arn:aws:sqs:us-east-1:123456789012:orders-billing"
     "snsq2nats.route" = "dlq:orders-billing"
+    "snsq2nats.for" = "arn:aws:sqs:us-east-1:123456789012:orders-billing"
   }
 }

@@ -12,7 +12,7 @@ resource "jetstream_consumer" "snsq2nats_advisories__snsq2nats-dlq-sqsfifo_payme
   replicas = 0
   filter_subject = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.sqsfifo_payments.payments"
   metadata = {
-    "snsq2nats.source" = "arn:aws:sqs:us-east-1:123456789012:payments.fifo"
     "snsq2nats.route" = "dlq:payments.fifo"
+    "snsq2nats.for" = "arn:aws:sqs:us-east-1:123456789012:payments.fifo"
   }
 }

@@ -16,6 +16,7 @@ resource "jetstream_stream" "snsq2nats_advisories" {
   duplicate_window = 120
   allow_direct = false
   metadata = {
-    "snsq2nats.source" = "snsq2nats:advisories"
+    "snsq2nats.route" = "dlq:*"
+    "snsq2nats.for" = "*"
   }
 }
