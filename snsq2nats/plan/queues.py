@@ -86,6 +86,8 @@ class QueueFacts:
     """The topic stream sources it has now (its consumers are on NATS)."""
     dlq_unmapped: str | None = None
     """Why its dead-letter queue has no stream to move messages to, when it has none."""
+    dead_letter_for: int = 0
+    """How many queues name it as their dead-letter queue."""
 
 
 @dataclass(frozen=True)
@@ -147,6 +149,9 @@ def plan_queue(names: QueueNames, facts: QueueFacts, ctx: Context) -> QueuePlan:
         tags(queue.tags),
         *delay.last,
     ]
+    monitor = _monitor(names, facts, ctx)
+    if monitor.fidelity is not None:
+        fidelity.append(monitor.fidelity)
     subjects = names.own_subjects
     if delay.schedules:
         subjects = [*subjects, f"{names.subject_base}.{SCHEDULE_TOKEN}.*"]
@@ -167,7 +172,7 @@ def plan_queue(names: QueueNames, facts: QueueFacts, ctx: Context) -> QueuePlan:
         allow_rollup_hdrs=True if delay.schedules else None,
         sources=sorted(facts.sources, key=lambda s: s.name) or None,
         placement=ctx.placement(override),
-        metadata=for_source(queue.arn, queue.tags),
+        metadata=for_source(queue.arn, queue.tags) | monitor.stream,
     )
     consumer = ConsumerSpec(
         stream_name=names.stream,
@@ -178,12 +183,62 @@ def plan_queue(names: QueueNames, facts: QueueFacts, ctx: Context) -> QueuePlan:
         max_ack_pending=max_ack_pending,
         # Workers must not see the schedule holders, only the messages they release.
         filter_subjects=names.own_subjects if delay.schedules else None,
-        metadata=for_source(queue.arn),
+        metadata=for_source(queue.arn) | monitor.consumer,
     )
     return QueuePlan(names=names, stream=stream, consumer=consumer, fidelity=fidelity)
 
 
 # --- one decision each ------------------------------------------------------------------------
+
+
+MONITOR_PREFIX = "io.nats.monitor."
+
+
+@dataclass(frozen=True)
+class _Monitoring:
+    stream: dict[str, str]
+    consumer: dict[str, str]
+    fidelity: Fidelity | None
+
+
+def _monitor(names: QueueNames, facts: QueueFacts, ctx: Context) -> _Monitoring:
+    """SQS-alarm-like thresholds as `io.nats.monitor.*` metadata (`nats server check`, `nats
+    audit`): a backlog alarm on the workers' consumer (any message at all on a dead-letter
+    queue, like the usual DLQ alarm), a retry alarm, and a fan-out alarm on a topic-fed stream
+    (a source missing or lagging)."""
+    settings = ctx.defaults.monitor
+    override = names.override.monitor
+    if override is not None:
+        settings = settings.model_copy(update=override.model_dump(exclude_unset=True))
+    if not settings.enabled:
+        return _Monitoring({}, {}, None)
+    backlog = 1 if facts.dead_letter_for else settings.unprocessed_critical
+    consumer = {
+        f"{MONITOR_PREFIX}enabled": "true",
+        f"{MONITOR_PREFIX}unprocessed-critical": str(backlog),
+        f"{MONITOR_PREFIX}redelivery-critical": str(settings.redelivery_critical),
+    }
+    stream: dict[str, str] = {}
+    checks = [
+        f"{'dead letters' if facts.dead_letter_for else 'waiting messages'} >= {backlog}",
+        f"messages being retried >= {settings.redelivery_critical}",
+    ]
+    if facts.sources:
+        stream = {
+            f"{MONITOR_PREFIX}enabled": "true",
+            f"{MONITOR_PREFIX}min-sources": str(len(facts.sources)),
+            f"{MONITOR_PREFIX}lag-critical": str(settings.source_lag_critical),
+        }
+        checks.append(
+            f"stream sources < {len(facts.sources)} or lagging >= {settings.source_lag_critical}"
+        )
+    note = (
+        "CloudWatch alarms are not read; these thresholds are written as io.nats.monitor.* "
+        f"metadata for `nats server check` and `nats audit`: {'; '.join(checks)}"
+    )
+    return _Monitoring(
+        stream, consumer, entry("Alarms", None, "approximate", note, target="io.nats.monitor.*")
+    )
 
 
 def _retention(queue: Queue, limits: Limits | None) -> tuple[int, Fidelity]:

@@ -96,6 +96,20 @@ class Limits(Strict):
     max_msg_size: Bytes | None = None
 
 
+class Monitor(Strict):
+    """SQS-alarm-like thresholds written as `io.nats.monitor.*` metadata, which
+    `nats server check consumer|stream` and `nats audit` read."""
+
+    enabled: bool = False
+    unprocessed_critical: int = Field(default=1000, ge=1)
+    """Messages waiting for a worker (CloudWatch's ApproximateNumberOfMessagesVisible alarm)."""
+    redelivery_critical: int = Field(default=100, ge=1)
+    """Messages being retried right now; a queue with a redrive policy retries each at most
+    maxReceiveCount times before the DLQ mover takes it."""
+    source_lag_critical: int = Field(default=1000, ge=1)
+    """Messages a topic-fed queue's stream source may lag behind the topic."""
+
+
 class Defaults(Strict):
     storage: Literal["file", "memory"] = "file"
     replicas: int = Field(default=1, ge=1, le=5)
@@ -106,6 +120,7 @@ class Defaults(Strict):
     fifo_max_ack_pending: int = Field(default=1, ge=1)
     max_promoted_attributes: int = Field(default=3, ge=0, le=8)
     min_ack_wait: Seconds = 1.0
+    monitor: Monitor = Field(default_factory=lambda: Monitor())
 
 
 class Naming(Strict):
@@ -138,6 +153,7 @@ class Override(Strict):
     subjects: list[str] | None = None
     limits: Limits | None = None
     cutover: Cutover | None = None
+    monitor: Monitor | None = None
 
     @field_validator("rename")
     @classmethod

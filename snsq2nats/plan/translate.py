@@ -130,10 +130,17 @@ def _queue_facts(
             if inventory.queue(redrive.dead_letter_target_arn)
             else "the dead-letter queue was not scanned"
         )
+    dead_letter_for = sum(
+        1
+        for q in queues.values()
+        if q.queue.redrive_policy is not None
+        and q.queue.redrive_policy.dead_letter_target_arn == names.queue.arn
+    )
     return QueueFacts(
         fed_by_topic=bool(feeding),
         sources=tuple(w.source for w in feeding if w.source is not None),
         dlq_unmapped=dlq_unmapped,
+        dead_letter_for=dead_letter_for,
     )
 
 
