@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from snsq2nats.aws.arns import parse_arn
 from snsq2nats.aws.clients import DEFAULT_CONCURRENCY, RegionClients, make_clients, resolve_regions
 from snsq2nats.aws.errors import BAD_CREDENTIALS_CODES, DENIED_CODES, MISSING_CODES, error_code
 from snsq2nats.errors import AwsConnectError, ScanError
@@ -447,10 +448,11 @@ def redact_endpoint(endpoint: str) -> str:
 
 
 def _split_arn(arn: str) -> tuple[str, str, str, str, str, str]:
-    parts = arn.split(":", 5)
-    if len(parts) != 6:
-        raise ScanError(f"unexpected ARN shape {arn!r}")
-    return parts[0], parts[1], parts[2], parts[3], parts[4], parts[5]
+    try:
+        parts = parse_arn(arn)
+    except ValueError:
+        raise ScanError(f"unexpected ARN shape {arn!r}") from None
+    return "arn", parts.partition, parts.service, parts.region, parts.account, parts.resource
 
 
 def _arn_name(arn: str) -> str:

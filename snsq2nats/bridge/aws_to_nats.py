@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from snsq2nats.aws.arns import parse_arn
 from snsq2nats.aws.errors import error_code, is_throttle
 from snsq2nats.bridge.codec import (
     AWS_MESSAGE_ID_HEADER,
@@ -61,18 +62,10 @@ class Abandoned(Exception):
     """Stopping while JetStream does not answer: the message goes back to SQS unpublished."""
 
 
-def parse_arn(arn: str) -> tuple[str, str, str]:
-    """(region, account, name) of an SQS or SNS ARN."""
-    parts = arn.split(":", 5)
-    if len(parts) != 6:
-        raise ValueError(f"not an ARN: {arn!r}")
-    return parts[3], parts[4], parts[5]
-
-
 async def queue_url_for(ctx: BridgeContext, arn: str) -> str:
-    _, account, name = parse_arn(arn)
+    queue = parse_arn(arn)
     reply = await ctx.call_aws(
-        ctx.sqs.get_queue_url, QueueName=name, QueueOwnerAWSAccountId=account
+        ctx.sqs.get_queue_url, QueueName=queue.resource, QueueOwnerAWSAccountId=queue.account
     )
     return str(reply["QueueUrl"])
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from snsq2nats.aws.arns import parse_arn
 from snsq2nats.bridge.codec import MAX_SQS_ATTRIBUTES
 from snsq2nats.bridge.context import BridgeContext
 from snsq2nats.bridge.nats_to_aws import SQS_MAX_BYTES, Target, run_relay
@@ -22,14 +23,18 @@ class SqsTarget(Target):
         self.queue_url = ""
 
     async def prepare(self) -> None:
-        parts = self.route.aws_arn.split(":")
-        if len(parts) < 6 or parts[2] != "sqs":
+        try:
+            queue = parse_arn(self.route.aws_arn)
+        except ValueError:
+            queue = None
+        if queue is None or queue.service != "sqs":
             raise SnsqError(
                 f"{self.route.aws_arn!r} is not an SQS queue ARN", where=f"route {self.route.name}"
             )
-        account, name = parts[4], parts[5]
         response = await self.ctx.call_aws(
-            self.ctx.sqs.get_queue_url, QueueName=name, QueueOwnerAWSAccountId=account
+            self.ctx.sqs.get_queue_url,
+            QueueName=queue.resource,
+            QueueOwnerAWSAccountId=queue.account,
         )
         self.queue_url = str(response["QueueUrl"])
         # The queue's real type decides the entry shape: a plan that disagrees would otherwise

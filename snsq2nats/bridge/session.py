@@ -54,6 +54,7 @@ async def bridge_session(
     """
     import boto3
 
+    from snsq2nats.aws.arns import parse_arn
     from snsq2nats.aws.clients import make_clients
     from snsq2nats.bridge.context import BridgeContext
     from snsq2nats.bridge.metrics import serve_metrics
@@ -65,7 +66,7 @@ async def bridge_session(
 
     session = boto3.Session()
     # The routes' own region unless told otherwise: the ARNs say where the resources live.
-    region = regions[0] if regions else routes[0].aws_arn.split(":")[3] or session.region_name
+    region = regions[0] if regions else parse_arn(routes[0].aws_arn).region or session.region_name
     # A connection for every poller of every route, and some for the other calls.
     pool = settings.get("pollers", 4) * len(routes) + 10
     (aws,) = make_clients(session, [region], endpoint_url, pool, read_timeout=READ_TIMEOUT)
