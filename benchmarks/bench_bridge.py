@@ -472,6 +472,7 @@ async def make_setup(endpoint: str, nats_url: str, workdir: Path) -> Setup:
 
     from snsq2nats.apply import apply_plan
     from snsq2nats.aws import scan as aws_scan
+    from snsq2nats.aws.clients import make_clients
     from snsq2nats.jetstream.connect import NatsOptions, connect_nats
     from snsq2nats.jetstream.state import read_live
     from snsq2nats.plan.pipeline import assemble_plan
@@ -482,7 +483,7 @@ async def make_setup(endpoint: str, nats_url: str, workdir: Path) -> Setup:
         name: sqs.create_queue(QueueName=name)["QueueUrl"]
         for name in (IN_QUEUE, OUT_QUEUE, RAW_QUEUE)
     }
-    clients = aws_scan.make_clients(boto3.Session(), [REGION], endpoint)
+    clients = make_clients(boto3.Session(), [REGION], endpoint)
     inventory = await asyncio.to_thread(aws_scan.scan, clients)
     mapping = workdir / "mapping.yaml"
     mapping.write_text(MAPPING)
