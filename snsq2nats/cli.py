@@ -724,4 +724,201 @@ async def _collect_status(
         await nc.close()
 
 
+# --- export ---------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["natscli", "nack", "terraform"]),
+    required=True,
+    help="natscli JSON configs + create script, NACK resources, or Terraform resources.",
+)
+@click.option(
+    "--plan",
+    "plan_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Export this plan file instead of planning now.",
+)
+@plan_options
+@nats_options
+@click.option(
+    "-o",
+    "--output",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("export"),
+    show_default=True,
+    help="Directory to write into.",
+)
+@click.option(
+    "--bundle", is_flag=True, help="One file (NACK, Terraform) instead of one per object."
+)
+@click.option("--without-bridge", is_flag=True, help="Leave out the objects only the bridge needs.")
+@click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON to stdout.")
+@click.option("--servers", multiple=True, metavar="URL", help="NACK: NATS URL(s) on each resource.")
+@click.option("--creds", metavar="PATH", help="NACK: credentials file path in the controller.")
+@click.option("--tls-cert", metavar="PATH", help="NACK: client certificate path.")
+@click.option("--tls-key", metavar="PATH", help="NACK: client key path.")
+@click.option("--tls-ca", metavar="PATH", help="NACK: CA certificate path.")
+@click.option("--account", metavar="NAME", help="NACK: an Account resource to connect through.")
+@click.option("--namespace", metavar="NS", help="NACK: Kubernetes namespace of the resources.")
+def export(
+    fmt: str,
+    plan_path: Path | None,
+    out_dir: Path,
+    bundle: bool,
+    without_bridge: bool,
+    as_json: bool,
+    servers: tuple[str, ...],
+    creds: str | None,
+    tls_cert: str | None,
+    tls_key: str | None,
+    tls_ca: str | None,
+    account: str | None,
+    namespace: str | None,
+    **kwargs: Any,
+) -> None:
+    """Write the plan's streams and consumers for natscli, NACK or Terraform."""
+    import json
+
+    from snsq2nats.export.bundle import write_export
+    from snsq2nats.export.nack import Connection
+    from snsq2nats.export.targets import export_plan
+
+    out = Output()
+    # A live plan when a server answers: Terraform's import commands need to know what exists.
+    plan = plan_for(out, plan_path, kwargs, live=True)
+    connection = Connection(
+        servers=list(servers),
+        creds=creds,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        tls_ca=tls_ca,
+        account=account,
+        namespace=namespace,
+    )
+    result = export_plan(
+        plan,
+        fmt,  # type: ignore[arg-type]
+        include_bridge=not without_bridge,
+        bundle=bundle,
+        connection=connection,
+    )
+    write_export(result, out_dir)
+    if as_json:
+        out.data(json.dumps(result.to_dict(), indent=2))
+        return
+    out.info(f"{fmt}: {len(result.files)} file(s) written to {out_dir}")
+    if result.bridge_owned:
+        out.info(f"bridge-owned (leave out with --without-bridge): {len(result.bridge_owned)}")
+    for note in result.notes:
+        out.warn(f"{note.object}: {note.message}")
+
+
+# --- auth -----------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option(
+    "--plan",
+    "plan_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Generate from this plan file instead of planning now.",
+)
+@plan_options
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["config", "jwt", "nsc"]),
+    default="config",
+    show_default=True,
+    help="A server authorization block (+ contexts), operator-mode JWTs and creds files "
+    "(+ contexts), or an nsc script.",
+)
+@click.option(
+    "--credentials",
+    type=click.Choice(["password", "nkey", "tls"]),
+    default="password",
+    show_default=True,
+    help="bcrypt passwords, nkeys, or certificate-mapped users (mutual TLS, verify_and_map).",
+)
+@click.option(
+    "--tls-user",
+    default="{name}",
+    show_default=True,
+    metavar="TEMPLATE",
+    help="With --credentials tls: the certificate email or DN each identity maps to.",
+)
+@click.option(
+    "--url",
+    default="nats://127.0.0.1:4222",
+    show_default=True,
+    help="The server URL written into each natscli context.",
+)
+@click.option(
+    "-o",
+    "--output",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("nats-auth"),
+    show_default=True,
+    help="Directory for the config, the secrets (mode 0600) and the contexts.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the identities as JSON to stdout.")
+def auth(
+    plan_path: Path | None,
+    fmt: str,
+    credentials: str,
+    tls_user: str,
+    url: str,
+    out_dir: Path,
+    as_json: bool,
+    **kwargs: Any,
+) -> None:
+    """Generate NATS users with least-privilege permissions for every queue, topic and tool."""
+    import json
+
+    from snsq2nats.auth.config import write_auth, write_contexts, write_private
+    from snsq2nats.auth.identities import identities
+    from snsq2nats.auth.jwt import nsc_script, write_jwt
+
+    out = Output()
+    plan = plan_for(out, plan_path, kwargs, live=False)
+    generated = identities(plan)
+    if as_json:
+        out.data(json.dumps({"identities": [i.to_dict() for i in generated]}, indent=2))
+    if fmt == "nsc":
+        script = out_dir / "nsc.sh"
+        write_private(script, nsc_script(generated))
+        script.chmod(0o700)
+        if not as_json:
+            out.info(f"{len(generated)} identities: nsc script {script}")
+        return
+    if fmt == "jwt":
+        jwt = write_jwt(generated, out_dir)
+        write_contexts(
+            generated, out_dir, url, {n: {"creds": str(p)} for n, p in jwt.creds.items()}
+        )
+        if not as_json:
+            out.info(f"{len(generated)} identities: server config {jwt.server_config}")
+            out.info(
+                f"creds files (0600) in {out_dir / 'creds'}, contexts in {out_dir / 'contexts'}"
+            )
+        return
+    tls_names = {i.name: tls_user.format(name=i.name) for i in generated}
+    written = write_auth(
+        generated,
+        out_dir,
+        mode=credentials,  # type: ignore[arg-type]
+        url=url,
+        tls_names=tls_names if credentials == "tls" else None,
+    )
+    if as_json:
+        return
+    out.info(f"{len(generated)} identities: server config {written.config}")
+    out.info(f"natscli contexts in {out_dir / 'contexts'}; secrets (0600) in {out_dir / 'secrets'}")
+
+
 __all__ = ["SnsqError", "main"]
