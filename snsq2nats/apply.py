@@ -43,7 +43,7 @@ from snsq2nats.jetstream.api import (
 )
 from snsq2nats.jetstream.spec import ROUTE_KEY, SOURCE_KEY, ConsumerSpec, LiveState, StreamSpec
 from snsq2nats.jetstream.state import read_live
-from snsq2nats.plan.diff import CONFLICT_PREFIX, diff
+from snsq2nats.plan.diff import CONFLICT_PREFIX, count_messages, diff
 from snsq2nats.plan.metadata import is_managed
 from snsq2nats.plan.model import Change, Desired, Plan
 
@@ -137,10 +137,6 @@ def _label(change: Change) -> str:
 def _managed(config: Mapping[str, Any] | None) -> bool:
     """Created by snsq2nats: a source's object or a bridge-owned one (see plan.metadata)."""
     return is_managed((config or {}).get("metadata"))
-
-
-def _messages(n: int) -> str:
-    return f"{n} message" if n == 1 else f"{n} messages"
 
 
 def _desired(plan: Plan) -> Desired:
@@ -241,7 +237,7 @@ def destructive_refusal(
             continue
         if change.type == "stream":
             count = messages(change) if messages else change.live_messages
-            lost = _messages(count) if count is not None else "an unknown number of messages"
+            lost = count_messages(count) if count is not None else "an unknown number of messages"
             losses.append(f"stream {change.name} would lose {lost}")
         else:
             losses.append(

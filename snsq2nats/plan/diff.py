@@ -297,7 +297,8 @@ def stream_order(desired: Desired) -> list[str]:
 # --- the diff -----------------------------------------------------------------------------------
 
 
-def _messages(n: int) -> str:
+def count_messages(n: int) -> str:
+    """`1 message`, `3 messages`: how a loss is counted in reasons and refusals."""
     return f"{n} message" if n == 1 else f"{n} messages"
 
 
@@ -337,7 +338,7 @@ def _stream_change(spec: StreamSpec, live: LiveStream | None) -> Change:
             action="replace",
             reason=(
                 f"{'; '.join(immutable)}: replace deletes the stream and its "
-                f"{_messages(live.messages)}{consumers}"
+                f"{count_messages(live.messages)}{consumers}"
             ),
             diff=diffs,
             config=spec.to_api(),
@@ -446,7 +447,7 @@ def _orphans(desired: Desired, live: LiveState, prune: bool) -> list[Change]:
                     f"manage ({', '.join(foreign)}); kept"
                 )
             else:
-                reason += f": deletes the stream and its {_messages(ls.messages)}"
+                reason += f": deletes the stream and its {count_messages(ls.messages)}"
         stream_changes[name] = Change(
             action=action,
             type="stream",

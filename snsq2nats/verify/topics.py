@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from snsq2nats.jetstream.spec import StreamSpec
 from snsq2nats.jetstream.subjects import subject_matches
 from snsq2nats.plan.model import Plan, Resource
+from snsq2nats.plan.names import topic_pattern
 from snsq2nats.verify.canary import (
     Canary,
     CanaryRun,
@@ -91,7 +92,7 @@ async def check_topic(run: CanaryRun, topic: Resource) -> list[CheckResult]:
     template = topic.publish_subject or ""
     parts = template.split(".")
     prefix = ".".join(parts[: len(parts) - len(topic.subject_tokens)])
-    all_subjects = ".".join([prefix, *("*" for _ in topic.subject_tokens)])
+    all_subjects = topic_pattern(prefix, topic.subject_tokens)
 
     results: list[CheckResult] = []
     targets: list[_Target] = []
