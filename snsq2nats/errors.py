@@ -13,6 +13,8 @@ Only the CLI turns them into a one-line message and an exit code; library code r
     │   ├── AwsConnectError
     │   └── NatsConnectError
     │       └── NatsRefusedError   the server answered but refused us (credentials, TLS)
+    │           └── PermissionDeniedError  connected, but this identity may not publish or
+    │                                      subscribe where the command needs to
     ├── ScanError                  AWS answered, but not in a way the scan can continue from
     └── LocalNatsError             a local nats-server (demo, tests, benchmarks) could not be
                                    found, started or made ready
@@ -75,6 +77,10 @@ class NatsConnectError(ConnectError):
 
 class NatsRefusedError(NatsConnectError):
     """A server that is up said no: never mistaken for "no server reachable"."""
+
+
+class PermissionDeniedError(NatsRefusedError):
+    """The server refused one publish or subscription: names the subject and the identity."""
 
 
 class ScanError(SnsqError):

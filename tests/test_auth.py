@@ -101,8 +101,9 @@ def estate(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Estate]:
     workdir = tmp_path_factory.mktemp("auth")
     plan = shop_plan(probe_version())
     generated = identities(plan)
-    written = write_auth(generated, workdir / "out", mode="password")
-    server = NatsServer(name="auth", users=written.users)
+    server = NatsServer(name="auth")
+    written = write_auth(generated, workdir / "out", mode="password", url=server.url)
+    server.users = written.users
     server.start()
     try:
         estate = Estate(server, plan, written, {i.name: i for i in generated})
@@ -461,3 +462,32 @@ def test_cli_jwt_and_nsc_formats(tmp_path: Path) -> None:
     )
     assert nsc.exit_code == 0, nsc.output
     assert "nsc add user" in (tmp_path / "n" / "nsc.sh").read_text()
+
+
+def test_commands_run_under_the_generated_contexts(estate: Estate, tmp_path: Path) -> None:
+    """plan and apply with the admin's natscli context (its inbox prefix included) see the
+    applied estate; an identity without the grants a command needs gets one line naming the
+    identity and the refused subject, at once, not a timeout."""
+    from click.testing import CliRunner
+
+    from snsq2nats.cli import main
+
+    assert estate.written is not None
+    admin = estate.written.contexts["snsq2nats-admin"]
+    plan_args = ["plan", "--inventory", str(SHOP), "--mapping", str(SHOP_CUTOVER)]
+    clean = CliRunner().invoke(main, [*plan_args, "--context", str(admin), "--detailed-exitcode"])
+    assert clean.exit_code == 0, clean.output
+    path = tmp_path / "plan.json"
+    path.write_text(estate.plan.to_json())
+    applied = CliRunner().invoke(
+        main, ["apply", str(path), "--context", str(admin), "--auto-approve"]
+    )
+    assert applied.exit_code == 0, applied.output
+    producer = estate.written.contexts["sqs_orders-billing-producer"]
+    refused = CliRunner().invoke(main, [*plan_args, "--context", str(producer)])
+    assert refused.exit_code == 1
+    assert (
+        "permission denied: user sqs_orders-billing-producer may not publish to" in refused.output
+    )
+    assert "$JS.API.STREAM." in refused.output and "snsq2nats auth" in refused.output
+    assert estate.password("sqs_orders-billing-producer") not in refused.output

@@ -11,11 +11,13 @@ models from here without pulling in a NATS client.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from snsq2nats.errors import NatsConnectError, SnsqError
+from snsq2nats.errors import NatsConnectError, PermissionDeniedError, SnsqError
+from snsq2nats.jetstream.permissions import denials_of
 from snsq2nats.jetstream.spec import (
     ConsumerSpec,
     ServerInfo,
@@ -138,7 +140,7 @@ async def api(
     data = b"" if payload is None else json.dumps(payload, separators=(",", ":")).encode()
     where = _where(subject)
     try:
-        msg = await nc.request(subject, data, timeout=timeout)
+        msg = await _request(nc, subject, data, timeout, where)
     except nats_errors.NoRespondersError:
         # Nothing subscribes to $JS.API.> in this account: JetStream is off for it.
         raise JetStreamApiError(
@@ -183,6 +185,32 @@ async def api(
     if error:
         raise _api_error(error, subject, where)
     return response
+
+
+async def _request(nc: Any, subject: str, data: bytes, timeout: float, where: str) -> Any:
+    """`nc.request`, failing at once when the server refuses it for lack of permission."""
+    denials = denials_of(nc)
+    if denials is None:
+        return await nc.request(subject, data, timeout=timeout)
+    request = asyncio.ensure_future(nc.request(subject, data, timeout=timeout))
+    try:
+        while True:
+            refusal = asyncio.ensure_future(denials.next())
+            done, _ = await asyncio.wait({request, refusal}, return_when=asyncio.FIRST_COMPLETED)
+            refusal.cancel()
+            if request in done:
+                return request.result()
+            what = denials.blocking(subject)
+            if what is not None:
+                raise PermissionDeniedError(
+                    f"permission denied: {denials.identity} may not {what}",
+                    where=where,
+                    hint="grant it in the server's authorization for this identity (`snsq2nats "
+                    "auth` generates what each command needs), or connect as one that has it",
+                )
+    finally:
+        if not request.done():
+            request.cancel()
 
 
 def _api_error(error: Any, subject: str, where: str) -> JetStreamApiError:

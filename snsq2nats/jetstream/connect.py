@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from snsq2nats.errors import NatsConnectError, NatsRefusedError, UsageError
+from snsq2nats.jetstream.permissions import Denials, watch
 
 __all__ = [
     "DEFAULT_NATS_URL",
@@ -34,6 +35,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
+DEFAULT_INBOX_PREFIX = "_INBOX"
 
 # Environment variables natscli honours, mapped to our field names.
 _ENV_FIELDS: dict[str, str] = {
@@ -45,6 +47,9 @@ _ENV_FIELDS: dict[str, str] = {
     "cert": "NATS_CERT",
     "key": "NATS_KEY",
     "ca": "NATS_CA",
+    # A user whose permissions allow only its own inbox (as `snsq2nats auth` generates) needs
+    # its replies there: natscli contexts carry it as `inbox_prefix`.
+    "inbox_prefix": "NATS_INBOX_PREFIX",
 }
 _PATH_FIELDS = ("creds", "nkey", "cert", "key", "ca")
 _SECRET_FIELDS = ("password", "token")
@@ -110,6 +115,7 @@ class NatsOptions:
     cert: str | None = None
     key: str | None = None
     ca: str | None = None
+    inbox_prefix: str | None = None
     tls_first: bool = False
     connect_timeout: float = 5.0
 
@@ -127,6 +133,21 @@ class NatsOptions:
         return f"NatsOptions({', '.join(parts)})"
 
     __str__ = __repr__
+
+    @property
+    def identity(self) -> str:
+        """Who this connection is, for messages (never a secret)."""
+        if self.user:
+            return f"user {self.user}"
+        if self.creds:
+            return f"creds {Path(self.creds).name}"
+        if self.nkey:
+            return f"nkey {Path(self.nkey).name}"
+        if self.cert:
+            return f"certificate {Path(self.cert).name}"
+        if self.context:
+            return f"context {self.context}"
+        return "this connection"
 
     @property
     def redacted_servers(self) -> str:
@@ -256,7 +277,18 @@ def _load_context(ref: str, base: Path, environ: Mapping[str, str]) -> tuple[str
             hint="fix the file, or recreate it with `nats context save`",
         )
     ctx: dict[str, Any] = {}
-    for key in ("url", "user", "password", "token", "creds", "nkey", "cert", "key", "ca"):
+    for key in (
+        "url",
+        "user",
+        "password",
+        "token",
+        "creds",
+        "nkey",
+        "cert",
+        "key",
+        "ca",
+        "inbox_prefix",
+    ):
         value = data.get(key)
         if isinstance(value, str) and value:
             ctx[key] = _deref(value, key, path, environ)
@@ -352,7 +384,9 @@ class _QuietCallbacks:
         self,
         secrets: list[str],
         user_error_cb: Callable[[Exception], Awaitable[None]] | None,
+        denials: Denials,
     ) -> None:
+        self.denials = denials
         self.connecting = True
         self.last_error: BaseException | None = None
         self._secrets = secrets
@@ -362,10 +396,12 @@ class _QuietCallbacks:
         if self.connecting:
             self.last_error = exc
             return
+        refused = self.denials.record(str(exc))
         if self._user_error_cb is not None:
             await self._user_error_cb(exc)
             return
-        log.warning("NATS connection error: %s", _scrub(_describe(exc), self._secrets))
+        if not refused:  # a refusal is reported by the request it stopped, with its subject
+            log.warning("NATS connection error: %s", _scrub(_describe(exc), self._secrets))
 
     async def noop(self) -> None:
         return None
@@ -474,7 +510,8 @@ async def connect_nats(opts: NatsOptions, *, name: str = "snsq2nats", **extra: A
         "max_reconnect_attempts": extra.pop("max_reconnect_attempts", 60),
         "reconnect_time_wait": extra.pop("reconnect_time_wait", 2),
     }
-    callbacks = _QuietCallbacks(opts.secrets(), extra.pop("error_cb", None))
+    denials = Denials(opts.identity, opts.inbox_prefix or DEFAULT_INBOX_PREFIX)
+    callbacks = _QuietCallbacks(opts.secrets(), extra.pop("error_cb", None), denials)
     kwargs: dict[str, Any] = {
         "servers": list(opts.servers),
         "name": name,
@@ -496,6 +533,8 @@ async def connect_nats(opts: NatsOptions, *, name: str = "snsq2nats", **extra: A
         kwargs["password"] = opts.password or ""
     if opts.token is not None:
         kwargs["token"] = opts.token
+    if opts.inbox_prefix:
+        kwargs["inbox_prefix"] = opts.inbox_prefix
     # natscli's order: user/password wins over creds, creds over a bare nkey.
     if creds is not None and opts.user is None:
         kwargs["user_credentials"] = creds
@@ -537,6 +576,7 @@ async def connect_nats(opts: NatsOptions, *, name: str = "snsq2nats", **extra: A
         raise _classify(failure, opts) from None
 
     callbacks.connecting = False
+    watch(nc, denials)
     nc.options.update(later)
     return nc
 
