@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export NO_COLOR := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install test lint typecheck unit demo bench clean
+.PHONY: install test lint typecheck unit demo bench screenshot clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,20 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
+
+# The HTML plan (with its estate picture) rendered by a real headless browser: Debian's
+# chromium, installed on first use. Writes .demo/screenshot/plan.html and plan.png to look at.
+SHOTS := .demo/screenshot
+CHROMIUM_FLAGS := --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
+	--disable-background-networking --disable-component-update --disable-sync
+screenshot: $(STAMP)
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+	mkdir -p $(SHOTS)
+	$(BIN)/snsq2nats plan --offline --inventory tests/data/mapping/shop_inventory.json \
+		--mapping tests/data/mapping/shop_cutover.yaml --report $(SHOTS)/plan.html >/dev/null
+	chromium $(CHROMIUM_FLAGS) --user-data-dir=$$(mktemp -d) --window-size=1280,2600 \
+		--screenshot=$(CURDIR)/$(SHOTS)/plan.png file://$(CURDIR)/$(SHOTS)/plan.html 2>/dev/null
+	test -s $(SHOTS)/plan.png && echo "screenshot: $(SHOTS)/plan.png"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -19,7 +19,7 @@ from rich.console import Console
 
 from snsq2nats.errors import UsageError
 from snsq2nats.jetstream.spec import NS, ServerInfo
-from snsq2nats.plan.model import Change, Fidelity, FieldDiff, Plan, Resource, Route
+from snsq2nats.plan.model import Change, Fidelity, FieldDiff, Plan, Resource, Route, load_plan
 from snsq2nats.report.document import write_report
 from snsq2nats.report.format import format_duration, format_size, format_value
 from snsq2nats.report.html import plan_html
@@ -503,3 +503,37 @@ def test_write_report_rejects_other_suffixes(tmp_path: Path, plan: Plan, name: s
         write_report(tmp_path / name, plan)
     assert "FILE.md" in caught.value.one_line()
     assert not (tmp_path / name).exists()
+
+
+def test_html_plan_draws_the_estate() -> None:
+    """The picture: every topic, subscription and queue, its JetStream stream and durable,
+    which side producers and consumers are on, and an edge for each hop."""
+    import xml.etree.ElementTree as ET
+
+    from snsq2nats.report.picture import estate_svg
+
+    plan = load_plan(Path(__file__).parent / "data" / "plan" / "shop_plan_cutover.json")
+    svg = estate_svg(plan)
+    root = ET.fromstring(svg)  # well-formed, self-contained
+    ns = "{http://www.w3.org/2000/svg}"
+    groups = {g.get("class"): [] for g in root.iter(f"{ns}g")}
+    for g in root.iter(f"{ns}g"):
+        groups[g.get("class")].append(" ".join(t.text or "" for t in g.iter(f"{ns}text")))
+    queues = [r for r in plan.resources if r.kind == "sqs-queue"]
+    subs = [r for r in plan.resources if r.kind == "sns-subscription"]
+    assert len(groups["queue"]) == len(queues) == len(groups["jetstream"])
+    assert len(groups["subscription"]) == len(subs)
+    assert len(groups["topic"]) == len([r for r in plan.resources if r.kind == "sns-topic"])
+    for queue in queues:
+        text = next(t for t in groups["queue"] if t.startswith(queue.name + " "))
+        assert f"C {(queue.consumers or 'aws').upper()}" in text
+        assert f"P {(queue.producers or 'aws').upper()}" in text
+    assert any("C NATS" in t for t in groups["queue"]) and any(
+        "C AWS" in t for t in groups["queue"]
+    )
+    into_queues = sum(1 for s in subs if s.stream)
+    paths = list(root.iter(f"{ns}path"))
+    assert len(paths) == len(subs) + into_queues + len(queues)
+    assert any("filter {" in t for t in groups["subscription"])
+    html_text = plan_html(plan)
+    assert svg in html_text and "<script" not in html_text

@@ -49,6 +49,9 @@ class Resource(Model):
     subject_tokens: list[str] = Field(default_factory=list)
     filter_subjects: list[str] | None = None
     fidelity: list[Fidelity] = Field(default_factory=list)
+    # Where the resource's producers and (queues) consumers live now, from the cutover state.
+    producers: Literal["aws", "nats", "both"] | None = None
+    consumers: Literal["aws", "nats"] | None = None
 
     @property
     def worst_verdict(self) -> Verdict:

@@ -121,6 +121,8 @@ class QueuePlan:
             consumer=self.consumer.durable_name,
             publish_subject=self.names.producer_subject,
             fidelity=self.fidelity,
+            producers=self.names.cutover.producers,
+            consumers=self.names.cutover.consumers,
         )
 
 

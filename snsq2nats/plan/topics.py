@@ -164,6 +164,7 @@ def topic_resource(names: TopicNames, stream: StreamSpec | None) -> Resource:
         publish_subject=names.template,
         subject_tokens=names.promoted,
         fidelity=fidelity,
+        producers=names.cutover.producers,
     )
 
 

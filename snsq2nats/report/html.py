@@ -20,6 +20,7 @@ from snsq2nats.report.facts import (
     verdict_sentence,
 )
 from snsq2nats.report.format import format_value, route_ends
+from snsq2nats.report.picture import estate_svg
 
 _CSS = """
 :root { --fg: #1f2328; --muted: #656d76; --line: #d0d7de; --bg: #f6f8fa; }
@@ -50,6 +51,7 @@ ul.diff { margin: 4px 0 0; padding-left: 18px; }
 .old { color: #cf222e; } .new { color: #1a7f37; }
 .loss { color: #cf222e; font-weight: 600; }
 ul.steps { list-style: none; padding-left: 4px; }
+.picture { overflow-x: auto; border: 1px solid var(--line); border-radius: 6px; padding: 8px; }
 """
 
 
@@ -98,6 +100,8 @@ def plan_html(plan: Plan) -> str:
     server_class = "server" if plan.server.reachable else "server down"
     body.append(f'<p class="{server_class}">{_e(server_line(plan))}</p>')
     body.append(f'<p class="summary">{_e(summary_line(plan))}</p>')
+
+    body += ["<h2>Estate</h2>", f'<div class="picture">{estate_svg(plan)}</div>']
 
     body.append("<h2>Changes</h2>")
     changes = sorted_changes(plan)
