@@ -106,3 +106,13 @@ async def test_publish_fallback_relays_every_message_once(nc: Any, js: Any) -> N
         check_pub_ack(answer)
     info = await js.stream_info("FALLBACK")
     assert info.state.messages == 20
+
+
+async def test_server_info_attribute_holds_the_servers_info(nc: Any) -> None:
+    """`snsq2nats.jetstream.state.server_info` reads nats-py's private `_server_info` (the only
+    place a server's cluster name is known without a system-account request)."""
+    info = getattr(nc, "_server_info", None)
+    assert isinstance(info, dict), broken("Client._server_info is no longer the INFO dict")
+    assert info.get("version") and "server_id" in info, broken(
+        f"Client._server_info lacks the INFO fields (has {sorted(info)})"
+    )

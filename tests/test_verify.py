@@ -36,6 +36,7 @@ def inventory_file(moto_server: str, tmp_path_factory: pytest.TempPathFactory) -
     import boto3
 
     from snsq2nats.aws import scan as aws_scan
+    from snsq2nats.aws.clients import make_clients
     from snsq2nats.demo.estate import seed_shop
 
     reset = urllib.request.Request(f"{moto_server}/moto-api/reset", method="POST")
@@ -47,7 +48,7 @@ def inventory_file(moto_server: str, tmp_path_factory: pytest.TempPathFactory) -
         session.client("sqs", endpoint_url=moto_server),
         session.client("sns", endpoint_url=moto_server),
     )
-    inventory = aws_scan.scan(aws_scan.make_clients(session, [REGION], moto_server))
+    inventory = aws_scan.scan(make_clients(session, [REGION], moto_server))
     path = tmp_path_factory.mktemp("verify") / "inventory.json"
     path.write_text(inventory.to_json(), encoding="utf-8")
     return path

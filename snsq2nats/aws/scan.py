@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from snsq2nats.aws.arns import parse_arn
-from snsq2nats.aws.clients import DEFAULT_CONCURRENCY, RegionClients, make_clients, resolve_regions
+from snsq2nats.aws.clients import DEFAULT_CONCURRENCY, RegionClients
 from snsq2nats.aws.errors import BAD_CREDENTIALS_CODES, DENIED_CODES, MISSING_CODES, error_code
 from snsq2nats.errors import AwsConnectError, ScanError
 from snsq2nats.inventory import (
@@ -46,10 +46,8 @@ R = TypeVar("R")
 __all__ = [
     "DEFAULT_CONCURRENCY",
     "RegionClients",
-    "make_clients",
     "queue_from_attributes",
     "redact_endpoint",
-    "resolve_regions",
     "scan",
 ]
 

@@ -153,6 +153,7 @@ def run_demo(out: Output, workdir: Path) -> dict[str, Any]:
     import boto3
 
     from snsq2nats.aws import scan as aws_scan
+    from snsq2nats.aws.clients import make_clients
     from snsq2nats.demo.estate import seed_shop
     from snsq2nats.demo.extras import require_demo_extras
     from snsq2nats.demo.nats_server import NatsServer
@@ -183,7 +184,7 @@ def run_demo(out: Output, workdir: Path) -> dict[str, Any]:
         )
 
         out.info("[2/7] snsq2nats scan")
-        clients = aws_scan.make_clients(session, [DEMO_REGION], endpoint)
+        clients = make_clients(session, [DEMO_REGION], endpoint)
         with out.progress("scanning AWS", total=None) as bar:
             inventory = aws_scan.scan(clients, on_progress=bar.advance)
         write_atomic(workdir / "inventory.json", inventory.to_json())
