@@ -118,6 +118,16 @@ plan_options = option_group(
 )
 
 
+def plan_file_option(purpose: str) -> Callable[[F], F]:
+    """`--plan FILE`: work from a saved plan instead of planning now."""
+    return click.option(
+        "--plan",
+        "plan_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help=f"{purpose} this plan file instead of planning now.",
+    )
+
+
 def plan_request(
     kwargs: dict[str, Any], *, prune: bool = False, offline: bool = False
 ) -> PlanRequest:
@@ -308,12 +318,7 @@ def plan(
     help="A message attribute value for a promoted subject token (repeatable). "
     "FIFO queues take MessageGroupId=G.",
 )
-@click.option(
-    "--plan",
-    "plan_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Read the mapping from this plan file instead of planning.",
-)
+@plan_file_option("Read the mapping from")
 @plan_options
 def subject(source: str, attrs: tuple[str, ...], plan_path: Path | None, **kwargs: Any) -> None:
     """Print the subject a NATS producer publishes to for a topic or queue (name or ARN)."""
@@ -484,12 +489,7 @@ def _run_apply(out: Output, nats: Any, plan: Plan, *, allow_destructive: bool) -
 
 
 @main.command()
-@click.option(
-    "--plan",
-    "plan_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Verify the mapping in this plan file instead of planning now.",
-)
+@plan_file_option("Verify the mapping in")
 @plan_options
 @nats_options
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON to stdout.")
@@ -542,12 +542,7 @@ def verify(plan_path: Path | None, as_json: bool, timeout: float, **kwargs: Any)
 
 
 @main.command()
-@click.option(
-    "--plan",
-    "plan_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Run the routes of this plan file instead of planning.",
-)
+@plan_file_option("Run the routes of")
 @plan_options
 @nats_options
 @click.option(
@@ -652,12 +647,7 @@ def bridge(
 
 
 @main.command()
-@click.option(
-    "--plan",
-    "plan_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Read the routes from this plan file instead of planning.",
-)
+@plan_file_option("Read the routes from")
 @click.option("--route", "route_globs", multiple=True, metavar="GLOB", help="Only these routes.")
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON on stdout.")
 @plan_options
@@ -735,12 +725,7 @@ async def _collect_status(
     required=True,
     help="natscli JSON configs + create script, NACK resources, or Terraform resources.",
 )
-@click.option(
-    "--plan",
-    "plan_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Export this plan file instead of planning now.",
-)
+@plan_file_option("Export")
 @plan_options
 @nats_options
 @click.option(
@@ -821,12 +806,7 @@ def export(
 
 
 @main.command()
-@click.option(
-    "--plan",
-    "plan_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Generate from this plan file instead of planning now.",
-)
+@plan_file_option("Generate from")
 @plan_options
 @click.option(
     "--format",

@@ -87,6 +87,14 @@ class Client:
     async def __aexit__(self, *exc: object) -> None:
         await self.nc.close()
 
+    async def publish_refused(self, subject: str, body: bytes = b"") -> None:
+        await self.nc.publish(subject, body)
+        await self.refused("publish", subject.lower())
+
+    async def subscribe_refused(self, subject: str) -> None:
+        await self.nc.subscribe(subject)
+        await self.refused("subscription", subject.lower())
+
     async def refused(self, what: str, subject: str) -> None:
         await until(
             lambda: any(
@@ -164,14 +172,10 @@ async def test_queue_producer_sends_to_its_queue_only(estate: Estate) -> None:
     async with Client(estate, "sqs_orders-billing-producer") as producer:
         ack = await producer.nc.jetstream().publish("sqs.orders-billing", b"order-1")
         assert ack.stream == "sqs_orders-billing"
-        await producer.nc.publish("sqs.orders-fraud", b"not mine")
-        await producer.refused("publish", "sqs.orders-fraud")
-        await producer.nc.publish("$JS.API.STREAM.DELETE.sqs_orders-billing", b"")
-        await producer.refused("publish", "$js.api.stream.delete.sqs_orders-billing")
-        await producer.nc.subscribe("_INBOX_sqs_orders-billing-consumer.>")
-        await producer.refused("subscription", "_inbox_sqs_orders-billing-consumer.>")
-        await producer.nc.subscribe("sqs.orders-billing")
-        await producer.refused("subscription", "sqs.orders-billing")
+        await producer.publish_refused("sqs.orders-fraud", b"not mine")
+        await producer.publish_refused("$JS.API.STREAM.DELETE.sqs_orders-billing", b"")
+        await producer.subscribe_refused("_INBOX_sqs_orders-billing-consumer.>")
+        await producer.subscribe_refused("sqs.orders-billing")
 
 
 async def test_queue_consumer_pulls_and_its_acks_remove_the_message(estate: Estate) -> None:
@@ -186,32 +190,27 @@ async def test_queue_consumer_pulls_and_its_acks_remove_the_message(estate: Esta
         info = await js.consumer_info("sqs_orders-shipping", "orders-shipping")
         assert info.num_ack_pending == 0 and info.num_pending == 0
         # Neighbours' consumers, the stream admin API and producing are all refused.
-        await consumer.nc.publish(
+        await consumer.publish_refused(
             "$JS.API.CONSUMER.MSG.NEXT.sqs_orders-billing.orders-billing", b"1"
         )
-        await consumer.refused("publish", "$js.api.consumer.msg.next.sqs_orders-billing")
-        await consumer.nc.publish("$JS.ACK.sqs_orders-billing.orders-billing.1.1.1.1.0", b"+ACK")
-        await consumer.refused("publish", "$js.ack.sqs_orders-billing.orders-billing")
-        await consumer.nc.publish("$JS.API.STREAM.PURGE.sqs_orders-shipping", b"")
-        await consumer.refused("publish", "$js.api.stream.purge.sqs_orders-shipping")
-        await consumer.nc.publish("sqs.orders-shipping", b"not a producer")
-        await consumer.refused("publish", "sqs.orders-shipping")
+        await consumer.publish_refused(
+            "$JS.ACK.sqs_orders-billing.orders-billing.1.1.1.1.0", b"+ACK"
+        )
+        await consumer.publish_refused("$JS.API.STREAM.PURGE.sqs_orders-shipping", b"")
+        await consumer.publish_refused("sqs.orders-shipping", b"not a producer")
 
 
 async def test_topic_publisher_reaches_the_topic_stream_not_queues(estate: Estate) -> None:
     async with Client(estate, "sns_orders-publisher") as publisher:
         ack = await publisher.nc.jetstream().publish("sns.orders.order_placed.eu", b"{}")
         assert ack.stream == "sns_orders"
-        await publisher.nc.publish("sqs.orders-billing", b"x")
-        await publisher.refused("publish", "sqs.orders-billing")
-        await publisher.nc.publish("aws.sns.orders.order_placed.eu", b"x")
-        await publisher.refused("publish", "aws.sns.orders.order_placed.eu")
+        await publisher.publish_refused("sqs.orders-billing", b"x")
+        await publisher.publish_refused("aws.sns.orders.order_placed.eu", b"x")
 
 
 async def test_admin_is_scoped_to_the_managed_streams(estate: Estate) -> None:
     async with Client(estate, "snsq2nats-admin") as admin:
-        await admin.nc.publish("$JS.API.STREAM.CREATE.someone_elses", b"{}")
-        await admin.refused("publish", "$js.api.stream.create.someone_elses")
+        await admin.publish_refused("$JS.API.STREAM.CREATE.someone_elses", b"{}")
         names = await admin.nc.request("$JS.API.STREAM.NAMES", b"{}", timeout=10)
         assert "sqs_orders-billing" in json.loads(names.data)["streams"]
 
@@ -394,8 +393,7 @@ async def test_operator_mode_user_jwts_carry_the_same_permissions(tmp_path: Path
         async with Client(estate, "sqs_orders-billing-producer") as producer:
             ack = await producer.nc.jetstream().publish("sqs.orders-billing", b"order")
             assert ack.stream == "sqs_orders-billing"
-            await producer.nc.publish("sqs.orders-fraud", b"no")
-            await producer.refused("publish", "sqs.orders-fraud")
+            await producer.publish_refused("sqs.orders-fraud", b"no")
         async with Client(estate, "sqs_orders-billing-consumer") as consumer:
             js = consumer.nc.jetstream()
             sub = await js.pull_subscribe_bind("orders-billing", "sqs_orders-billing")
@@ -404,8 +402,7 @@ async def test_operator_mode_user_jwts_carry_the_same_permissions(tmp_path: Path
             assert (
                 await js.consumer_info("sqs_orders-billing", "orders-billing")
             ).num_ack_pending == 0
-            await consumer.nc.subscribe("_INBOX_sqs_orders-billing-producer.>")
-            await consumer.refused("subscription", "_inbox_sqs_orders-billing-producer.>")
+            await consumer.subscribe_refused("_INBOX_sqs_orders-billing-producer.>")
     # A re-run keeps every seed (applications keep their credentials).
     again = write_jwt(generated, tmp_path / "jwt")
     assert again.settings["system_account"] == written.settings["system_account"]

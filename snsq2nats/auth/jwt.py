@@ -52,20 +52,31 @@ class Key:
             pair.wipe()
 
 
-def load_or_create_key(path: Path, prefix_name: str) -> Key:
+def new_key(role: str) -> Key:
+    """A fresh key pair of one role: OPERATOR, ACCOUNT or USER."""
     import nkeys
 
-    if path.exists():
-        seed = path.read_text().strip()
-    else:
-        prefix = getattr(nkeys, f"PREFIX_BYTE_{prefix_name}")
-        seed = nkeys.encode_seed(os.urandom(32), prefix).decode()
-        write_private(path, seed + "\n")
+    seed = nkeys.encode_seed(os.urandom(32), getattr(nkeys, f"PREFIX_BYTE_{role}"))
+    return _key(seed.decode())
+
+
+def _key(seed: str) -> Key:
+    import nkeys
+
     pair = nkeys.from_seed(seed.encode())
     try:
         return Key(public=pair.public_key.decode(), seed=seed)
     finally:
         pair.wipe()
+
+
+def load_or_create_key(path: Path, role: str) -> Key:
+    """The key whose seed is in `path`, or a new one written there (0600)."""
+    if path.exists():
+        return _key(path.read_text().strip())
+    key = new_key(role)
+    write_private(path, key.seed + "\n")
+    return key
 
 
 def sign_jwt(issuer: Key, subject: str, name: str, claims: dict[str, Any]) -> str:
