@@ -23,7 +23,7 @@ from snsq2nats.apply import apply_plan
 from snsq2nats.auth.config import Written, render_authorization, write_auth
 from snsq2nats.auth.identities import Identity, identities
 from snsq2nats.auth.jwt import nsc_script, write_jwt
-from snsq2nats.demo.nats_server import NatsServer, find_nats_server
+from snsq2nats.demo.nats_server import NatsServer, find_nats_server, nats_server_version
 from snsq2nats.inventory import load_inventory
 from snsq2nats.jetstream.spec import ServerInfo
 from snsq2nats.plan.model import Plan
@@ -122,10 +122,7 @@ def estate(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Estate]:
 
 
 def probe_version() -> str:
-    out = subprocess.run(
-        [find_nats_server(), "--version"], capture_output=True, text=True, check=True
-    )
-    return out.stdout.strip().split()[-1]
+    return nats_server_version()
 
 
 async def apply_as_admin(estate: Estate) -> None:

@@ -38,3 +38,13 @@ def test_demo_tells_the_whole_story(tmp_path: Path, aws: AwsEndpoint) -> None:
     for name in ("cutover.yaml", "inventory.json", "plan.json", "plan.md", "plan.html"):
         assert (tmp_path / name).is_file()
     assert load_plan(tmp_path / "plan.json").routes
+    # The story runs on a mutual-TLS server whose users `snsq2nats auth` generated: apply and
+    # verify as the admin, the bridge as the bridge identity, each queue's workers as its own
+    # consumer identity; a refusal anywhere would have failed the demo.
+    assert "certificate-mapped users" in text
+    assert "snsq2nats-auth.conf" in {p.name for p in (tmp_path / "auth").iterdir()}
+    assert (tmp_path / "auth" / "contexts" / "snsq2nats-bridge.json").is_file()
+    assert "permission denied" not in text
+    for fmt in ("natscli", "nack", "terraform"):
+        assert (tmp_path / "export" / fmt / "NOTES.md").is_file()
+    assert "<svg" in (tmp_path / "plan.html").read_text()

@@ -128,7 +128,7 @@ def write_auth(
     mode: Mode = "password",
     url: str = "nats://127.0.0.1:4222",
     tls_names: Mapping[str, str] | None = None,
-    tls_files: Mapping[str, str] | None = None,
+    tls_files: Mapping[str, Mapping[str, str]] | None = None,
 ) -> Written:
     """Write `snsq2nats-auth.conf`, one secret file per identity (0600) and one natscli context
     per identity into `directory`. Existing secrets are reused, so a re-run keeps every
@@ -150,7 +150,8 @@ def write_auth(
                 else {"user": identity.name, "password": secret.text}
             )
         else:
-            credentials[identity.name] = dict(tls_files or {})
+            # The certificate each identity's context presents (cert, key, ca paths).
+            credentials[identity.name] = dict((tls_files or {}).get(identity.name, {}))
         users.append(user_entry(identity, mode, secret, (tls_names or {}).get(identity.name)))
     context_paths = write_contexts(identities, directory, url, credentials)
     config = directory / "snsq2nats-auth.conf"

@@ -73,6 +73,17 @@ def find_nats_server() -> str:
     )
 
 
+def nats_server_version() -> str:
+    """The local nats-server's version (`2.15.1`), as `nats-server --version` prints it."""
+    try:
+        done = subprocess.run(
+            [find_nats_server(), "--version"], capture_output=True, text=True, timeout=30
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise LocalNatsError(f"cannot run nats-server --version: {exc}") from None
+    return done.stdout.strip().split()[-1].lstrip("v") if done.stdout.strip() else ""
+
+
 def free_ports(count: int) -> list[int]:
     """Reserve `count` distinct free TCP ports on loopback.
 

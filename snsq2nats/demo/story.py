@@ -147,6 +147,64 @@ BURST = [
 ]
 
 
+@dataclass
+class SecureNats:
+    """The demo's NATS: mutual TLS, users mapped from client certificates (verify_and_map), each
+    with exactly the permissions `snsq2nats auth` generated from the plan, as in a secure
+    cluster. `options(name)` connects as one identity through its generated natscli context."""
+
+    url: str
+    contexts: dict[str, Path]
+
+    def options(self, identity: str) -> Any:
+        from snsq2nats.jetstream.connect import NatsOptions
+
+        return NatsOptions.resolve(context=str(self.contexts[identity]), env={})
+
+
+def _secure_nats(stack: contextlib.ExitStack, plan: Any, workdir: Path) -> SecureNats:
+    import trustme
+
+    from snsq2nats.auth.config import write_auth, write_private
+    from snsq2nats.auth.identities import identities
+    from snsq2nats.demo.nats_server import NatsServer, TlsConfig
+
+    tls_dir = workdir / "tls"
+    tls_dir.mkdir(parents=True, exist_ok=True)
+    ca = trustme.CA()
+    ca_file = tls_dir / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+
+    def issue(name: str, *ids: str) -> tuple[Path, Path]:
+        cert = ca.issue_cert(*ids)
+        cert_file, key_file = tls_dir / f"{name}.pem", tls_dir / f"{name}.key"
+        cert.cert_chain_pems[0].write_to_path(str(cert_file))
+        write_private(key_file, cert.private_key_pem.bytes().decode())
+        return cert_file, key_file
+
+    server_cert, server_key = issue("server", "127.0.0.1", "localhost")
+    server = NatsServer(
+        tls=TlsConfig(server_cert, server_key, ca_file, verify_and_map=True),
+    )
+    generated = identities(plan)
+    emails = {i.name: f"{i.name}@shop.demo" for i in generated}
+    files: dict[str, dict[str, str]] = {}
+    for identity in generated:
+        cert_file, key_file = issue(identity.name, emails[identity.name])
+        files[identity.name] = {"cert": str(cert_file), "key": str(key_file), "ca": str(ca_file)}
+    written = write_auth(
+        generated,
+        workdir / "auth",
+        mode="tls",
+        url=server.url,
+        tls_names=emails,
+        tls_files=files,
+    )
+    server.users = written.users
+    stack.enter_context(server)
+    return SecureNats(url=server.url, contexts=written.contexts)
+
+
 def run_demo(out: Output, workdir: Path) -> dict[str, Any]:
     import asyncio
 
@@ -156,10 +214,13 @@ def run_demo(out: Output, workdir: Path) -> dict[str, Any]:
     from snsq2nats.aws.clients import make_clients
     from snsq2nats.demo.estate import seed_shop
     from snsq2nats.demo.extras import require_demo_extras
-    from snsq2nats.demo.nats_server import NatsServer
+    from snsq2nats.demo.nats_server import nats_server_version
+    from snsq2nats.export.bundle import FORMATS, write_export
+    from snsq2nats.export.targets import export_plan
     from snsq2nats.files import write_atomic
-    from snsq2nats.jetstream.connect import NatsOptions
-    from snsq2nats.plan.pipeline import PlanRequest, make_plan
+    from snsq2nats.jetstream.spec import ServerInfo
+    from snsq2nats.plan.pipeline import PlanRequest, assemble_plan, make_plan
+    from snsq2nats.plan.rules import load_rules
     from snsq2nats.report.document import write_report
     from snsq2nats.report.terminal import render_plan, scan_summary
 
@@ -167,13 +228,11 @@ def run_demo(out: Output, workdir: Path) -> dict[str, Any]:
     workdir.mkdir(parents=True, exist_ok=True)
     rules = workdir / "cutover.yaml"
     write_atomic(rules, CUTOVER_RULES)
-    with (
-        moto_endpoint() as endpoint,
-        demo_environment(endpoint),
-        https_webhook() as webhook,
-        NatsServer() as nats,
-    ):
-        out.info(f"[1/7] local AWS (moto) at {endpoint}, nats-server at {nats.url}")
+    with contextlib.ExitStack() as stack:
+        endpoint = stack.enter_context(moto_endpoint())
+        stack.enter_context(demo_environment(endpoint))
+        webhook = stack.enter_context(https_webhook())
+        out.info(f"[1/7] local AWS (moto) at {endpoint}")
         session = boto3.Session(region_name=DEMO_REGION)
         sqs = session.client("sqs", endpoint_url=endpoint)
         sns = session.client("sns", endpoint_url=endpoint)
@@ -190,29 +249,46 @@ def run_demo(out: Output, workdir: Path) -> dict[str, Any]:
         write_atomic(workdir / "inventory.json", inventory.to_json())
         out.info(scan_summary(inventory))
 
-        out.info(f"[3/7] snsq2nats plan --mapping {rules}")
-        options = NatsOptions(servers=[nats.url])
-        plan = make_plan(
-            PlanRequest(inventory_path=workdir / "inventory.json", mapping_paths=[rules]),
-            scan=lambda: inventory,
-            nats=options,
+        request = PlanRequest(inventory_path=workdir / "inventory.json", mapping_paths=[rules])
+        # Identities follow the plan for the server that will run (its version decides, e.g.,
+        # whether delayed queues take schedule subjects), before that server starts with them.
+        offline = assemble_plan(
+            inventory,
+            load_rules([rules]),
+            None,
+            server=ServerInfo(reachable=False, version=nats_server_version()),
         )
+        nats = _secure_nats(stack, offline, workdir)
+        out.info(
+            f"      snsq2nats auth --credentials tls: {len(nats.contexts)} identities; "
+            f"nats-server at {nats.url} with mutual TLS and certificate-mapped users"
+        )
+
+        out.info(f"[3/7] snsq2nats plan --mapping {rules} --context auth/contexts/snsq2nats-admin")
+        admin = nats.options("snsq2nats-admin")
+        plan = make_plan(request, scan=lambda: inventory, nats=admin)
         write_atomic(workdir / "plan.json", plan.to_json())
         write_report(workdir / "plan.md", plan)
         write_report(workdir / "plan.html", plan)
         render_plan(out, plan, verbose=False)
+        for fmt in FORMATS:
+            write_export(export_plan(plan, fmt), workdir / "export" / fmt)
+        out.info(f"      exports for {', '.join(FORMATS)} in {workdir / 'export'}")
 
-        asyncio.run(_live_story(out, plan, options, sqs, sns, seeded, endpoint))
+        asyncio.run(_live_story(out, plan, nats, sqs, sns, seeded, endpoint))
         out.info(
             f"      the https webhook, still served by SNS, received {len(webhook.received)} "
             "order(s)"
         )
-        out.info(f"files in {workdir}: cutover.yaml, inventory.json, plan.json, plan.md, plan.html")
+        out.info(
+            f"files in {workdir}: cutover.yaml, inventory.json, plan.json, plan.md, plan.html, "
+            "export/{natscli,nack,terraform}/, auth/ (server users, contexts), tls/"
+        )
     return {"inventory": inventory, "plan": plan}
 
 
 async def _live_story(
-    out: Output, plan: Any, options: Any, sqs: Any, sns: Any, seeded: Any, endpoint: str
+    out: Output, plan: Any, nats: SecureNats, sqs: Any, sns: Any, seeded: Any, endpoint: str
 ) -> None:
     import asyncio
     import json
@@ -229,7 +305,7 @@ async def _live_story(
     from snsq2nats.report.verify import results_table, summary_line
     from snsq2nats.verify import result_counts, verify_plan
 
-    nc = await connect_nats(options, name="snsq2nats demo")
+    nc = await connect_nats(nats.options("snsq2nats-admin"), name="snsq2nats demo")
     try:
         out.info("[4/7] snsq2nats apply plan.json --auto-approve")
         applied = await apply_plan(nc, plan, allow_destructive=False)
@@ -258,7 +334,7 @@ async def _live_story(
         configure_logging(out.console)  # the bridge logs what it does
         bridge = asyncio.create_task(
             bridge_session(
-                options,
+                nats.options("snsq2nats-bridge"),
                 plan,
                 plan.routes,
                 regions=(DEMO_REGION,),
@@ -319,7 +395,7 @@ async def _live_story(
             if all(s.drained for s in statuses)
             else "some routes are not drained yet"
         )
-        await _nats_workers(out, nc, plan)
+        await _nats_workers(out, nats, plan)
     finally:
         await nc.close()
 
@@ -338,15 +414,20 @@ async def _wait_for_bridge(sqs: Any, sns: Any, topic: str, names: list[str]) -> 
         await asyncio.sleep(0.1)
 
 
-async def _nats_workers(out: Output, nc: Any, plan: Any) -> None:
-    """The applications' side of the cutover: NATS workers pull and ack from the durables."""
-    js = nc.jetstream()
+async def _nats_workers(out: Output, nats: SecureNats, plan: Any) -> None:
+    """The applications' side of the cutover: each queue's workers connect as its generated
+    consumer identity, pull from its durable and ack."""
+    from snsq2nats.jetstream.connect import connect_nats
+
     for resource in plan.resources:
         if resource.kind != "sqs-queue" or not resource.consumer:
             continue
-        sub = await js.pull_subscribe_bind(resource.consumer, stream=resource.stream)
+        nc = await connect_nats(nats.options(f"{resource.stream}-consumer"), name="demo worker")
         received = 0
         try:
+            sub = await nc.jetstream().pull_subscribe_bind(
+                resource.consumer, stream=resource.stream
+            )
             while True:
                 try:
                     batch = await sub.fetch(10, timeout=0.3)
@@ -356,7 +437,7 @@ async def _nats_workers(out: Output, nc: Any, plan: Any) -> None:
                     await msg.ack_sync()
                     received += 1
         finally:
-            await sub.unsubscribe()
+            await nc.close()
         if received:
             out.info(
                 f"      NATS workers of {resource.name}: {received} message(s) received and acked"

@@ -387,6 +387,7 @@ class _QuietCallbacks:
         denials: Denials,
     ) -> None:
         self.denials = denials
+        self.client: Any = None
         self.connecting = True
         self.last_error: BaseException | None = None
         self._secrets = secrets
@@ -396,6 +397,9 @@ class _QuietCallbacks:
         if self.connecting:
             self.last_error = exc
             return
+        client = self.client
+        if client is not None and (client.is_closed or client.is_draining):
+            return  # a TLS connection being closed can report its own shutdown: not news
         refused = self.denials.record(str(exc))
         if self._user_error_cb is not None:
             await self._user_error_cb(exc)
@@ -487,6 +491,20 @@ def _classify(exc: BaseException | None, opts: NatsOptions) -> NatsConnectError:
     )
 
 
+class _TlsEofNoise(logging.Filter):
+    """nats-py answers a TLS peer's EOF the plain-socket way, and asyncio then warns on every
+    closed TLS connection: harmless, and noise in every command's output."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "eof_received() has no effect when using ssl" not in record.getMessage()
+
+
+def _quiet_tls_eof() -> None:
+    noise = logging.getLogger("asyncio")
+    if not any(isinstance(f, _TlsEofNoise) for f in noise.filters):
+        noise.addFilter(_TlsEofNoise())
+
+
 async def connect_nats(opts: NatsOptions, *, name: str = "snsq2nats", **extra: Any) -> Any:
     """Open a NATS connection, or raise NatsConnectError / UsageError with a one-line reason.
 
@@ -510,6 +528,8 @@ async def connect_nats(opts: NatsOptions, *, name: str = "snsq2nats", **extra: A
         "max_reconnect_attempts": extra.pop("max_reconnect_attempts", 60),
         "reconnect_time_wait": extra.pop("reconnect_time_wait", 2),
     }
+    if opts.uses_tls:
+        _quiet_tls_eof()
     denials = Denials(opts.identity, opts.inbox_prefix or DEFAULT_INBOX_PREFIX)
     callbacks = _QuietCallbacks(opts.secrets(), extra.pop("error_cb", None), denials)
     kwargs: dict[str, Any] = {
@@ -576,6 +596,7 @@ async def connect_nats(opts: NatsOptions, *, name: str = "snsq2nats", **extra: A
         raise _classify(failure, opts) from None
 
     callbacks.connecting = False
+    callbacks.client = nc
     watch(nc, denials)
     nc.options.update(later)
     return nc
