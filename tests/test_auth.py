@@ -485,3 +485,52 @@ def test_commands_run_under_the_generated_contexts(estate: Estate, tmp_path: Pat
     )
     assert "$JS.API.STREAM." in refused.output and "snsq2nats auth" in refused.output
     assert estate.password("sqs_orders-billing-producer") not in refused.output
+
+
+async def test_identities_named_after_the_policys_principals(tmp_path: Path) -> None:
+    """A queue policy naming roles yields one identity per role with exactly those roles: the
+    sender may send and nothing else; a role allowed ReceiveMessage but not DeleteMessage may
+    pull, and its ack is refused (the message stays, as in SQS without DeleteMessage)."""
+    import yaml
+
+    from tests.test_mapping import case_inventory
+
+    case = yaml.safe_load((DATA / "mapping" / "policy.yaml").read_text())
+    inventory = case_inventory(case["inventory"])
+    statements = inventory.queues[0].policy["Statement"]  # type: ignore[index]
+    statements.append(
+        {
+            "Sid": "auditor",
+            "Effect": "Allow",
+            "Principal": {"AWS": "arn:aws:iam::123456789012:role/auditor"},
+            "Action": "sqs:ReceiveMessage",
+            "Resource": "*",
+        }
+    )
+    plan = assemble_plan(
+        inventory, load_rules([]), None, server=ServerInfo(reachable=False, version=probe_version())
+    )
+    generated = identities(plan)
+    by_name = {i.name: i for i in generated}
+    assert {"aws-role-checkout", "aws-role-billing", "aws-role-auditor"} <= set(by_name)
+    assert by_name["aws-role-checkout"].publish == ("sqs.guarded",)
+    written = write_auth(generated, tmp_path / "auth")
+    with NatsServer(name="principals", users=written.users) as server:
+        estate = Estate(server, plan, written, by_name)
+        await apply_as_admin(estate)
+        async with Client(estate, "aws-role-checkout") as checkout:
+            ack = await checkout.nc.jetstream().publish("sqs.guarded", b"order")
+            assert ack.stream == "sqs_guarded"
+            await checkout.publish_refused("$JS.API.CONSUMER.MSG.NEXT.sqs_guarded.guarded", b"1")
+        async with Client(estate, "aws-role-auditor") as auditor:
+            js = auditor.nc.jetstream()
+            sub = await js.pull_subscribe_bind("guarded", "sqs_guarded")
+            (msg,) = await sub.fetch(1, timeout=10)
+            await msg.ack()
+            await auditor.refused("publish", "$js.ack.sqs_guarded.guarded")
+        async with Client(estate, "aws-role-billing") as billing:
+            js = billing.nc.jetstream()
+            sub = await js.pull_subscribe_bind("guarded", "sqs_guarded")
+            info = await js.consumer_info("sqs_guarded", "guarded")
+            assert info.num_ack_pending == 1  # the auditor's fetch was never acknowledged
+            await billing.publish_refused("sqs.guarded", b"not a sender")

@@ -21,7 +21,7 @@ from typing import Literal
 from snsq2nats.plan.model import Plan, Resource, Route
 from snsq2nats.plan.routes import RELAY_PREFIX
 
-Role = Literal["producer", "consumer", "publisher", "bridge", "admin"]
+Role = Literal["producer", "consumer", "publisher", "principal", "bridge", "admin"]
 API = "$JS.API"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
@@ -148,6 +148,72 @@ def topic_identities(resource: Resource, subjects: _Subjects) -> list[Identity]:
     ]
 
 
+def principal_name(principal: str) -> str:
+    """A NATS user name for an AWS principal: `aws-role-checkout`, `aws-user-ops`,
+    `aws-account-123456789012`, `aws-owner-account`."""
+    if principal == "owner-account":
+        return "aws-owner-account"
+    if principal.isdigit():
+        return f"aws-account-{principal}"
+    parts = principal.split(":")
+    if len(parts) >= 6:
+        resource = parts[5]
+        if resource == "root":
+            return f"aws-account-{parts[4]}"
+        kind, _, rest = resource.partition("/")
+        if kind == "assumed-role":
+            rest = rest.split("/")[0]
+            kind = "role"
+        return f"aws-{kind}-{rest.rsplit('/', 1)[-1]}"
+    return f"aws-{principal}"
+
+
+def _grant_subjects(role: str, resource: Resource, subjects: _Subjects) -> list[str]:
+    stream, consumer = resource.stream or "", resource.consumer or ""
+    if role == "producer":
+        return subjects.own(stream)
+    if role == "publisher":
+        return _topic_space(resource, subjects)
+    if role == "consumer" and consumer:
+        return pull_subjects(stream, consumer)
+    if role == "receiver" and consumer:
+        # Receiving without deleting: pull, never acknowledge (messages come back, as in SQS).
+        return [
+            f"{API}.CONSUMER.MSG.NEXT.{stream}.{consumer}",
+            f"{API}.CONSUMER.INFO.{stream}.{consumer}",
+        ]
+    if role == "reader" and stream:
+        return [f"{API}.STREAM.INFO.{stream}"] + (
+            [f"{API}.CONSUMER.INFO.{stream}.{consumer}"] if consumer else []
+        )
+    if role == "purger" and stream:
+        return [f"{API}.STREAM.PURGE.{stream}"]
+    return []
+
+
+def principal_identities(plan: Plan, subjects: _Subjects) -> list[Identity]:
+    """One identity per AWS principal a resource policy names (what IAM grants is not in the
+    plan), with the union of its roles over every queue and topic."""
+    publish: dict[str, list[str]] = {}
+    about: dict[str, list[str]] = {}
+    arns: dict[str, str] = {}
+    for resource in sorted(plan.resources, key=lambda r: (r.kind, r.name)):
+        for grant in resource.access.grants if resource.access else []:
+            if grant.principal == "*":
+                continue  # anyone: no identity stands for it (the plan reports it)
+            name = principal_name(grant.principal)
+            arns.setdefault(name, grant.principal)
+            for role in grant.roles:
+                publish.setdefault(name, []).extend(_grant_subjects(role, resource, subjects))
+            about.setdefault(name, []).append(f"{'+'.join(grant.roles)} on {resource.name}")
+    return [
+        _identity(
+            name, "principal", None, publish[name], f"{arns[name]}: {'; '.join(about[name])}"
+        )
+        for name in sorted(publish)
+    ]
+
+
 def _route_publish(route: Route, subjects: _Subjects) -> list[str]:
     """What one route's relay does on NATS."""
     if route.kind == "sqs-to-nats":
@@ -212,6 +278,7 @@ def identities(plan: Plan) -> list[Identity]:
             out += queue_identities(resource, subjects)
         elif resource.kind == "sns-topic":
             out += topic_identities(resource, subjects)
+    out += principal_identities(plan, subjects)
     if plan.routes:
         out.append(bridge_identity(plan, subjects))
     out.append(admin_identity(plan, subjects))

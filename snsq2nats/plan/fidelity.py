@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 
+from snsq2nats.plan.access import Access
 from snsq2nats.plan.model import Fidelity, Verdict
 
 
@@ -49,21 +50,35 @@ def encryption(kms_key: str | None, sse: bool) -> list[Fidelity]:
     ]
 
 
-def resource_policy(policy: dict[str, object] | None) -> list[Fidelity]:
-    """An IAM resource policy: NATS permissions are configured elsewhere."""
+def resource_policy(policy: dict[str, object] | None, access: Access) -> list[Fidelity]:
+    """A resource policy: who it lets in becomes NATS identities (`snsq2nats auth`)."""
     if not policy:
         return []
     statements = policy.get("Statement") or []
     # AWS also accepts a single statement written as an object rather than a list.
     count = len(statements) if isinstance(statements, list) else 1
+    parts = [
+        f"{g.principal} as {'+'.join(g.roles)}"
+        + (f" (not enforced on NATS: {', '.join(g.conditions)})" if g.conditions else "")
+        for g in access.grants
+    ]
+    said = [f"grants {'; '.join(parts)}"] if parts else ["grants no NATS role"]
+    if access.plumbing:
+        said.append(f"lets {', '.join(access.plumbing)} deliver (the stream source, not a user)")
+    said += access.unmapped
+    said.append(
+        "same-account access granted by IAM identity policies is not in a resource policy: "
+        "find the other producers and consumers before they move"
+    )
     return [
         entry(
             "Policy",
             f"{count} statement(s)",
-            "unsupported",
-            "IAM resource policies do not carry over",
-            manual_step="grant the same producers and consumers NATS permissions on the "
-            "stream's subjects and consumer",
+            "approximate",
+            "; ".join(said),
+            target="NATS permissions (snsq2nats auth)",
+            manual_step="give the applications of these principals their generated NATS "
+            "identities (`snsq2nats auth`), and the ones IAM grants access too",
         )
     ]
 

@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from snsq2nats.jetstream.spec import ConsumerSpec, ServerInfo, StreamSpec
+from snsq2nats.plan.access import Access
 
 FORMAT_VERSION = 1
 
@@ -52,6 +53,8 @@ class Resource(Model):
     # Where the resource's producers and (queues) consumers live now, from the cutover state.
     producers: Literal["aws", "nats", "both"] | None = None
     consumers: Literal["aws", "nats"] | None = None
+    # Who its resource policy lets in, as NATS roles (queues and topics with a policy).
+    access: Access | None = None
 
     @property
     def worst_verdict(self) -> Verdict:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from snsq2nats.inventory import Queue
 from snsq2nats.jetstream.spec import NS, ConsumerSpec, StreamSource, StreamSpec
+from snsq2nats.plan.access import Access, analyse
 from snsq2nats.plan.context import Context
 from snsq2nats.plan.fidelity import encryption, entry, resource_policy, tags
 from snsq2nats.plan.metadata import for_source
@@ -96,6 +97,7 @@ class QueuePlan:
     stream: StreamSpec
     consumer: ConsumerSpec
     fidelity: list[Fidelity]
+    access: Access | None = None
 
     def info(self) -> QueueInfo:
         """What the routes need to know about the queue."""
@@ -123,11 +125,13 @@ class QueuePlan:
             fidelity=self.fidelity,
             producers=self.names.cutover.producers,
             consumers=self.names.cutover.consumers,
+            access=self.access,
         )
 
 
 def plan_queue(names: QueueNames, facts: QueueFacts, ctx: Context) -> QueuePlan:
     queue, override, defaults = names.queue, names.override, ctx.defaults
+    access = analyse(queue.policy, service="sqs", account=queue.account)
     limits = override.limits
     max_age, retention = _retention(queue, limits)
     max_msg_size, size = _message_size(queue, limits)
@@ -147,7 +151,7 @@ def plan_queue(names: QueueNames, facts: QueueFacts, ctx: Context) -> QueuePlan:
         *_fifo(names, max_ack_pending, duplicate_window),
         *encryption(queue.kms_master_key_id, queue.sqs_managed_sse_enabled),
         *_kms_data_key_reuse(queue),
-        *resource_policy(queue.policy),
+        *resource_policy(queue.policy, access),
         tags(queue.tags),
         *delay.last,
     ]
@@ -187,7 +191,13 @@ def plan_queue(names: QueueNames, facts: QueueFacts, ctx: Context) -> QueuePlan:
         filter_subjects=names.own_subjects if delay.schedules else None,
         metadata=for_source(queue.arn) | monitor.consumer,
     )
-    return QueuePlan(names=names, stream=stream, consumer=consumer, fidelity=fidelity)
+    return QueuePlan(
+        names=names,
+        stream=stream,
+        consumer=consumer,
+        fidelity=fidelity,
+        access=access if queue.policy else None,
+    )
 
 
 # --- one decision each ------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from snsq2nats import filterpolicy
 from snsq2nats.errors import FilterPolicyError
 from snsq2nats.inventory import Subscription, Topic
 from snsq2nats.jetstream.spec import NS, StreamSpec
+from snsq2nats.plan.access import analyse
 from snsq2nats.plan.context import Context
 from snsq2nats.plan.fidelity import encryption, entry, resource_policy, tags
 from snsq2nats.plan.metadata import for_source
@@ -137,6 +138,7 @@ def topic_stream(names: TopicNames, ctx: Context) -> StreamSpec:
 
 def topic_resource(names: TopicNames, stream: StreamSpec | None) -> Resource:
     topic = names.topic
+    access = analyse(topic.policy, service="sns", account=topic.account)
     fidelity = [
         *_promotion(names),
         entry(
@@ -152,7 +154,7 @@ def topic_resource(names: TopicNames, stream: StreamSpec | None) -> Resource:
         *_tracing(topic),
         *_display_name(topic),
         *encryption(topic.kms_master_key_id, False),
-        *resource_policy(topic.policy),
+        *resource_policy(topic.policy, access),
         tags(topic.tags),
         *_storage(stream),
     ]
@@ -165,6 +167,7 @@ def topic_resource(names: TopicNames, stream: StreamSpec | None) -> Resource:
         subject_tokens=names.promoted,
         fidelity=fidelity,
         producers=names.cutover.producers,
+        access=access if topic.policy else None,
     )
 
 
