@@ -905,22 +905,42 @@ async def test_runtime_restarts_a_crashing_runner_and_keeps_the_others(
     assert ctx.metrics["c"].status == "not available: no runner for dlq-mover"
     assert any("runner failed (RuntimeError: boom)" in line for line in caplog.messages)
 
+    from prometheus_client.parser import text_string_to_metric_families
+
     from snsq2nats.bridge.metrics import render, serve_metrics
 
-    text = render(ctx.metrics.values())
-    assert 'snsq2nats_bridge_messages_total{route="b",kind="nats-to-sqs"} 5' in text
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(render(ctx.metrics.values()))
+        for s in family.samples
+    }
+    b = (("kind", "nats-to-sqs"), ("route", "b"))
+    assert samples[("snsq2nats_bridge_messages_total", b)] == 5
     assert (
-        'snsq2nats_bridge_latency_seconds_bucket{route="b",kind="nats-to-sqs",le="0.5"} 5' in text
+        samples[("snsq2nats_bridge_latency_seconds_bucket", tuple(sorted((*b, ("le", "0.5")))))]
+        == 5
     )
-    assert 'snsq2nats_bridge_restarts_total{route="a",kind="sqs-to-nats"} 2' in text
+    assert (
+        samples[("snsq2nats_bridge_restarts_total", (("kind", "sqs-to-nats"), ("route", "a")))] == 2
+    )
+    assert any(name == "process_cpu_seconds_total" for name, _ in samples)  # process metrics too
     server = await serve_metrics(ctx, 0, host="127.0.0.1")
     port = server.sockets[0].getsockname()[1]
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-    reply = (await reader.read()).decode()
-    writer.close()
-    server.close()
+
+    async def get(path: str) -> str:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        reply = (await reader.read()).decode()
+        writer.close()
+        return reply
+
+    reply = await get("/metrics")
     assert reply.startswith("HTTP/1.1 200 OK") and "snsq2nats_bridge_in_flight" in reply
+    assert (await get("/healthz")).startswith("HTTP/1.1 200 OK")
+    # No NATS connection in this context and the routes stopped: not ready, saying why.
+    not_ready = await get("/readyz")
+    assert not_ready.startswith("HTTP/1.1 503") and "not connected to NATS" in not_ready
+    server.close()
 
 
 def test_every_route_kind_has_a_runner() -> None:
@@ -971,3 +991,34 @@ def test_plain_view_lines() -> None:
         "route=sqs:a kind=sqs-to-nats status=starting messages=3 rate=1.5/s in_flight=0 "
         "errors=0 skipped=0 lag=7"
     )
+
+
+def test_grafana_dashboard_queries_only_metrics_the_bridge_exports() -> None:
+    """The dashboard shipped with the bridge: every metric a panel or variable queries is one
+    the bridge's /metrics serves (route metrics, process and python collectors)."""
+    import json
+    import re
+    from importlib import resources
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from snsq2nats.bridge.context import RouteMetrics
+    from snsq2nats.bridge.metrics import render
+
+    sample = RouteMetrics(route="r", kind="sqs-to-nats", lag=3)
+    sample.delivered(1, 10, 0.01)
+    exported = {s.name for f in text_string_to_metric_families(render([sample])) for s in f.samples}
+    text = resources.files("snsq2nats.bridge").joinpath("grafana_dashboard.json").read_text()
+    dashboard = json.loads(text)
+    queries = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    queries += [v["query"] for v in dashboard["templating"]["list"] if v["type"] == "query"]
+    promql = {"sum", "by", "rate", "increase", "histogram_quantile", "count", "max", "label_values"}
+    used = set()
+    for query in queries:
+        without_strings = re.sub(r'"[^"]*"', "", query)
+        for name in re.findall(r"\b([a-z_][a-z0-9_]*)\s*(?=[{\[(),]|$)", without_strings):
+            if name not in promql and name not in {"le", "route", "job", "instance"}:
+                used.add(name)
+    assert used, "the dashboard queries nothing"
+    assert used <= exported, f"not exported: {sorted(used - exported)}"
+    assert {"snsq2nats_bridge_lag", "snsq2nats_bridge_latency_seconds_bucket"} <= used

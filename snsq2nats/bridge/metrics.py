@@ -1,82 +1,144 @@
-"""Prometheus text exposition of the per-route counters, served on `--metrics-port`.
+"""The bridge's Prometheus metrics through prometheus-client, and its health endpoints.
 
-The format is small enough to write by hand (version 0.0.4 text), which spares a dependency
-and a second registry to keep in step with RouteMetrics.
+One registry per bridge: a collector that reads the per-route counters at scrape time (the
+relays only bump plain integers, nothing per message goes through the client library), plus
+the standard `process_*` and `python_*` collectors. Served on `--metrics-port` by the bridge's
+own event loop (no extra thread): `/metrics`, `/healthz` (the process answers) and `/readyz`
+(connected to NATS and every route running).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING
 
-from snsq2nats.bridge.context import LATENCY_BUCKETS, BridgeContext, RouteMetrics
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+
+from snsq2nats.bridge.context import LATENCY_BUCKETS, RouteMetrics
+
+if TYPE_CHECKING:
+    from snsq2nats.bridge.context import BridgeContext
 
 PREFIX = "snsq2nats_bridge"
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+LABELS = ["route", "kind"]
+
+_COUNTERS: list[tuple[str, str, Callable[[RouteMetrics], int]]] = [
+    ("messages", "Messages relayed.", lambda m: m.messages),
+    ("bytes", "Payload bytes relayed.", lambda m: m.bytes),
+    ("errors", "Errors (retried or not).", lambda m: m.errors),
+    ("skipped", "Messages not relayed on purpose.", lambda m: m.skipped),
+    ("restarts", "Runner restarts after a failure.", lambda m: m.restarts),
+]
 
 
-def _label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+_GAUGES: list[tuple[str, str, Callable[[RouteMetrics], int]]] = [
+    ("in_flight", "Messages received and not yet settled.", lambda m: m.in_flight),
+    ("up", "1 while the route's runner is running.", lambda m: int(m.status == "running")),
+]
 
 
-def _labels(m: RouteMetrics, **extra: str) -> str:
-    pairs = {"route": m.route, "kind": m.kind, **extra}
-    return "{" + ",".join(f'{k}="{_label(v)}"' for k, v in pairs.items()) + "}"
+class RouteCollector:
+    """Reads the routes' counters when Prometheus scrapes, never on the relay's hot path."""
+
+    def __init__(self, routes: Callable[[], Iterable[RouteMetrics]]) -> None:
+        self._routes = routes
+
+    def collect(self) -> Iterator[Metric]:
+        routes = sorted(self._routes(), key=lambda m: m.route)
+        for name, help_text, value in _COUNTERS:
+            counter = CounterMetricFamily(f"{PREFIX}_{name}", help_text, labels=LABELS)
+            for m in routes:
+                counter.add_metric([m.route, m.kind], value(m))
+            yield counter
+        for name, help_text, read in _GAUGES:
+            gauge = GaugeMetricFamily(f"{PREFIX}_{name}", help_text, labels=LABELS)
+            for m in routes:
+                gauge.add_metric([m.route, m.kind], read(m))
+            yield gauge
+        lag = GaugeMetricFamily(
+            f"{PREFIX}_lag", "Backlog waiting at the route's source (when known).", labels=LABELS
+        )
+        for m in routes:
+            if m.lag is not None:
+                lag.add_metric([m.route, m.kind], m.lag)
+        yield lag
+        latency = HistogramMetricFamily(
+            f"{PREFIX}_latency_seconds", "Time from receipt to the other side's ack.", labels=LABELS
+        )
+        for m in routes:
+            cumulative, buckets = 0, []
+            for bound, count in zip(LATENCY_BUCKETS, m.latency_counts, strict=False):
+                cumulative += count
+                buckets.append((f"{bound:g}", cumulative))
+            buckets.append(("+Inf", sum(m.latency_counts)))
+            latency.add_metric([m.route, m.kind], buckets, m.latency_sum)
+        yield latency
 
 
-def _family(name: str, kind: str, help_text: str) -> list[str]:
-    return [f"# HELP {PREFIX}_{name} {help_text}", f"# TYPE {PREFIX}_{name} {kind}"]
+def registry_for(routes: Callable[[], Iterable[RouteMetrics]]) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(RouteCollector(routes))
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    return registry
 
 
 def render(metrics: Iterable[RouteMetrics]) -> str:
-    routes = sorted(metrics, key=lambda m: m.route)
-    lines: list[str] = []
-    simple: list[tuple[str, str, str, Callable[[RouteMetrics], int]]] = [
-        ("messages_total", "counter", "Messages relayed.", lambda m: m.messages),
-        ("bytes_total", "counter", "Payload bytes relayed.", lambda m: m.bytes),
-        ("errors_total", "counter", "Errors (retried or not).", lambda m: m.errors),
-        ("skipped_total", "counter", "Messages not relayed on purpose.", lambda m: m.skipped),
-        ("restarts_total", "counter", "Runner restarts after a failure.", lambda m: m.restarts),
-        ("in_flight", "gauge", "Messages received and not yet settled.", lambda m: m.in_flight),
-    ]
-    for name, kind, help_text, value in simple:
-        lines += _family(name, kind, help_text)
-        lines += [f"{PREFIX}_{name}{_labels(m)} {value(m)}" for m in routes]
-    lines += _family("lag", "gauge", "Backlog waiting at the route's source (when known).")
-    lines += [f"{PREFIX}_lag{_labels(m)} {m.lag}" for m in routes if m.lag is not None]
-    lines += _family("up", "gauge", "1 while the route's runner is running.")
-    lines += [f"{PREFIX}_up{_labels(m)} {int(m.status == 'running')}" for m in routes]
-    name = f"{PREFIX}_latency_seconds"
-    lines += _family("latency_seconds", "histogram", "Time from receipt to the other side's ack.")
-    for m in routes:
-        cumulative = 0
-        for bound, count in zip(LATENCY_BUCKETS, m.latency_counts, strict=False):
-            cumulative += count
-            lines.append(f"{name}_bucket{_labels(m, le=f'{bound:g}')} {cumulative}")
-        total = sum(m.latency_counts)
-        lines.append(f"{name}_bucket{_labels(m, le='+Inf')} {total}")
-        lines.append(f"{name}_sum{_labels(m)} {m.latency_sum:.6f}")
-        lines.append(f"{name}_count{_labels(m)} {total}")
-    return "\n".join(lines) + "\n"
+    """The exposition text for these routes (the standard format, with process metrics)."""
+    fixed = list(metrics)
+    return generate_latest(registry_for(lambda: fixed)).decode()
+
+
+def ready(ctx: BridgeContext) -> str | None:
+    """None when ready; otherwise why not."""
+    if ctx.nc is None or not ctx.nc.is_connected:
+        return "not connected to NATS"
+    waiting = sorted(m.route for m in ctx.metrics.values() if m.status != "running")
+    return f"routes not running: {', '.join(waiting)}" if waiting else None
 
 
 async def serve_metrics(
     ctx: BridgeContext, port: int, host: str = "0.0.0.0"
 ) -> asyncio.base_events.Server:
-    """Start the endpoint (any path answers; /metrics is the convention). Close it when done."""
+    """Start the endpoint: /metrics (any other path too), /healthz, /readyz. Close it when done."""
+    registry = registry_for(lambda: ctx.metrics.values())
+
+    def answer(path: bytes) -> tuple[bytes, str, bytes]:
+        if path.startswith(b"/healthz"):
+            return b"200 OK", "text/plain; charset=utf-8", b"ok\n"
+        if path.startswith(b"/readyz"):
+            why = ready(ctx)
+            if why is None:
+                return b"200 OK", "text/plain; charset=utf-8", b"ready\n"
+            return b"503 Service Unavailable", "text/plain; charset=utf-8", f"{why}\n".encode()
+        return b"200 OK", CONTENT_TYPE, generate_latest(registry)
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(Exception):
             request = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=5)
-            method = request.split(b" ", 1)[0]
-            body = render(ctx.metrics.values()).encode()
-            status = b"200 OK" if method in (b"GET", b"HEAD") else b"405 Method Not Allowed"
+            method, _, rest = request.partition(b" ")
+            path = rest.split(b" ", 1)[0]
+            if method in (b"GET", b"HEAD"):
+                status, content_type, body = answer(path)
+            else:
+                status, content_type, body = b"405 Method Not Allowed", "text/plain", b""
             head = (
                 b"HTTP/1.1 "
                 + status
                 + b"\r\nContent-Type: "
-                + CONTENT_TYPE.encode()
+                + content_type.encode()
                 + b"\r\nContent-Length: "
                 + str(len(body)).encode()
                 + b"\r\nConnection: close\r\n\r\n"
