@@ -207,9 +207,7 @@ def principal_identities(plan: Plan, subjects: _Subjects) -> list[Identity]:
                 publish.setdefault(name, []).extend(_grant_subjects(role, resource, subjects))
             about.setdefault(name, []).append(f"{'+'.join(grant.roles)} on {resource.name}")
     return [
-        _identity(
-            name, "principal", None, publish[name], f"{arns[name]}: {'; '.join(about[name])}"
-        )
+        _identity(name, "principal", None, publish[name], f"{arns[name]}: {'; '.join(about[name])}")
         for name in sorted(publish)
     ]
 
