@@ -205,6 +205,35 @@ async def test_topic_publisher_reaches_the_topic_stream_not_queues(estate: Estat
         await publisher.publish_refused("aws.sns.orders.order_placed.eu", b"x")
 
 
+async def test_topic_subscriber_owns_one_durable_on_the_topic_stream(estate: Estate) -> None:
+    """A NATS application reading the topic itself creates its own durable (named after its
+    identity) on the topic stream, pulls and acks there; any other consumer name is refused."""
+    name = "sns_orders-subscriber"
+    async with Client(estate, name) as subscriber:
+        config = {
+            "name": name,
+            "durable_name": name,
+            "filter_subject": "sns.orders.>",
+            "ack_policy": "explicit",
+        }
+        created = await subscriber.nc.request(
+            f"$JS.API.CONSUMER.CREATE.sns_orders.{name}",
+            json.dumps({"stream_name": "sns_orders", "config": config}).encode(),
+            timeout=10,
+        )
+        assert "error" not in json.loads(created.data), created.data
+        async with Client(estate, "sns_orders-publisher") as publisher:
+            await publisher.nc.jetstream().publish("sns.orders.order_placed.us", b"tap")
+        js = subscriber.nc.jetstream()
+        sub = await js.pull_subscribe_bind(name, "sns_orders")
+        (msg,) = await sub.fetch(1, timeout=10)
+        await msg.ack_sync()
+        await subscriber.publish_refused("$JS.API.CONSUMER.CREATE.sns_orders.someone-else")
+        await subscriber.publish_refused(
+            "$JS.API.CONSUMER.MSG.NEXT.sqs_orders-billing.orders-billing"
+        )
+
+
 async def test_admin_is_scoped_to_the_managed_streams(estate: Estate) -> None:
     async with Client(estate, "snsq2nats-admin") as admin:
         await admin.publish_refused("$JS.API.STREAM.CREATE.someone_elses", b"{}")

@@ -21,7 +21,7 @@ from typing import Literal
 from snsq2nats.plan.model import Plan, Resource, Route
 from snsq2nats.plan.routes import RELAY_PREFIX
 
-Role = Literal["producer", "consumer", "publisher", "principal", "bridge", "admin"]
+Role = Literal["producer", "consumer", "publisher", "subscriber", "principal", "bridge", "admin"]
 API = "$JS.API"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
@@ -137,7 +137,7 @@ def queue_identities(resource: Resource, subjects: _Subjects) -> list[Identity]:
 
 def topic_identities(resource: Resource, subjects: _Subjects) -> list[Identity]:
     base = resource.stream or (resource.publish_subject or resource.name).split(".<")[0]
-    return [
+    out = [
         _identity(
             f"{base}-publisher",
             "publisher",
@@ -146,6 +146,26 @@ def topic_identities(resource: Resource, subjects: _Subjects) -> list[Identity]:
             f"publishes to SNS topic {resource.name}",
         )
     ]
+    if resource.stream:
+        # A NATS application that subscribes to the topic itself gets one durable of its own
+        # on the topic stream, named after the identity (the server refuses any other name in
+        # a CONSUMER.CREATE subject pinned so), and nothing of the queues'.
+        name = f"{base}-subscriber"
+        out.append(
+            _identity(
+                name,
+                "subscriber",
+                resource.source_arn,
+                [
+                    f"{API}.CONSUMER.CREATE.{resource.stream}.{name}",
+                    f"{API}.CONSUMER.CREATE.{resource.stream}.{name}.>",
+                    f"{API}.CONSUMER.DELETE.{resource.stream}.{name}",
+                    *pull_subjects(resource.stream, name),
+                ],
+                f"subscribes to SNS topic {resource.name} with its own durable {name}",
+            )
+        )
+    return out
 
 
 def principal_name(principal: str) -> str:
