@@ -671,3 +671,12 @@ def test_cli_writes_an_export_and_reports_it(tmp_path: Path) -> None:
         main, ["export", "--format", "natscli", "--plan", str(plan_path), "--servers", "nats://x"]
     )
     assert bad.exit_code == 1 and "only apply to --format nack" in bad.output
+
+
+def test_the_every_field_specs_set_every_field() -> None:
+    """The round-trip tests above build a stream and a consumer with every field the plan can
+    set; a field added to the specs must be added there too (and so to every exporter), or a
+    target could drop it silently."""
+    stream, consumer = every_field_stream(), every_field_consumer()
+    assert stream.model_fields_set == set(StreamSpec.model_fields)
+    assert consumer.model_fields_set == set(ConsumerSpec.model_fields)
