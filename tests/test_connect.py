@@ -452,21 +452,31 @@ async def publish_and_consume_r3(nc: Any, stream: str, *, kill: Callable[[], Non
     js = nc.jetstream()
     info = await js.add_stream(name=stream, subjects=[f"{stream}.*"], num_replicas=3)
     assert info.config.num_replicas == 3
-    await js.publish(f"{stream}.received", BURGER)
-    psub = await js.pull_subscribe(f"{stream}.received", durable="PROCESSOR", stream=stream)
-    (msg,) = await psub.fetch(1, timeout=5)
-    assert msg.data == BURGER
-    await msg.ack_sync()
-
-    kill()
-
-    # Retried through the few seconds the cluster needs to elect new leaders.
-    await retrying(lambda: js.publish(f"{stream}.received", b"another burger", timeout=2))
+    # A new R3 stream and consumer elect their leaders first (slow on a loaded machine): every
+    # step is retried, and the message ids make a retried publish a duplicate the stream drops.
+    await retrying(
+        lambda: js.publish(f"{stream}.received", BURGER, headers={"Nats-Msg-Id": "first"})
+    )
+    psub = await retrying(
+        lambda: js.pull_subscribe(f"{stream}.received", durable="PROCESSOR", stream=stream)
+    )
 
     async def fetch_one() -> Any:
         (m,) = await psub.fetch(1, timeout=2)
         return m
 
+    msg = await retrying(fetch_one)
+    assert msg.data == BURGER
+    await retrying(msg.ack_sync)
+
+    kill()
+
+    # Retried through the few seconds the cluster needs to elect new leaders.
+    await retrying(
+        lambda: js.publish(
+            f"{stream}.received", b"another burger", timeout=2, headers={"Nats-Msg-Id": "second"}
+        )
+    )
     msg = await retrying(fetch_one)
     assert msg.data == b"another burger"
     await retrying(msg.ack_sync)
