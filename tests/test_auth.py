@@ -87,6 +87,17 @@ class Client:
     async def __aexit__(self, *exc: object) -> None:
         await self.nc.close()
 
+    async def send(self, subject: str, body: bytes, stream: str) -> None:
+        """Publish with a PubAck from `stream`: the grant to publish and read its inbox."""
+        ack = await self.nc.jetstream().publish(subject, body)
+        assert ack.stream == stream
+
+    async def pull_one(self, durable: str, stream: str) -> Any:
+        """Bind to an existing durable and fetch one message (no API call but the pull)."""
+        sub = await self.nc.jetstream().pull_subscribe_bind(durable, stream)
+        (msg,) = await sub.fetch(1, timeout=10)
+        return msg
+
     async def publish_refused(self, subject: str, body: bytes = b"") -> None:
         await self.nc.publish(subject, body)
         await self.refused("publish", subject.lower())
@@ -167,8 +178,7 @@ def test_contexts_carry_url_credentials_and_inbox_prefix(estate: Estate) -> None
 
 async def test_queue_producer_sends_to_its_queue_only(estate: Estate) -> None:
     async with Client(estate, "sqs_orders-billing-producer") as producer:
-        ack = await producer.nc.jetstream().publish("sqs.orders-billing", b"order-1")
-        assert ack.stream == "sqs_orders-billing"
+        await producer.send("sqs.orders-billing", b"order-1", "sqs_orders-billing")
         await producer.publish_refused("sqs.orders-fraud", b"not mine")
         await producer.publish_refused("$JS.API.STREAM.DELETE.sqs_orders-billing", b"")
         await producer.subscribe_refused("_INBOX_sqs_orders-billing-consumer.>")
@@ -179,9 +189,8 @@ async def test_queue_consumer_pulls_and_its_acks_remove_the_message(estate: Esta
     async with Client(estate, "sqs_orders-shipping-producer") as producer:
         await producer.nc.jetstream().publish("sqs.orders-shipping", b"parcel")
     async with Client(estate, "sqs_orders-shipping-consumer") as consumer:
+        msg = await consumer.pull_one("orders-shipping", "sqs_orders-shipping")
         js = consumer.nc.jetstream()
-        sub = await js.pull_subscribe_bind("orders-shipping", "sqs_orders-shipping")
-        (msg,) = await sub.fetch(1, timeout=10)
         assert msg.data == b"parcel"
         await msg.ack_sync()
         info = await js.consumer_info("sqs_orders-shipping", "orders-shipping")
@@ -199,8 +208,7 @@ async def test_queue_consumer_pulls_and_its_acks_remove_the_message(estate: Esta
 
 async def test_topic_publisher_reaches_the_topic_stream_not_queues(estate: Estate) -> None:
     async with Client(estate, "sns_orders-publisher") as publisher:
-        ack = await publisher.nc.jetstream().publish("sns.orders.order_placed.eu", b"{}")
-        assert ack.stream == "sns_orders"
+        await publisher.send("sns.orders.order_placed.eu", b"{}", "sns_orders")
         await publisher.publish_refused("sqs.orders-billing", b"x")
         await publisher.publish_refused("aws.sns.orders.order_placed.eu", b"x")
 
@@ -224,9 +232,7 @@ async def test_topic_subscriber_owns_one_durable_on_the_topic_stream(estate: Est
         assert "error" not in json.loads(created.data), created.data
         async with Client(estate, "sns_orders-publisher") as publisher:
             await publisher.nc.jetstream().publish("sns.orders.order_placed.us", b"tap")
-        js = subscriber.nc.jetstream()
-        sub = await js.pull_subscribe_bind(name, "sns_orders")
-        (msg,) = await sub.fetch(1, timeout=10)
+        msg = await subscriber.pull_one(name, "sns_orders")
         await msg.ack_sync()
         await subscriber.publish_refused("$JS.API.CONSUMER.CREATE.sns_orders.someone-else")
         await subscriber.publish_refused(
@@ -265,9 +271,8 @@ async def test_acks_work_in_both_ack_subject_formats(ack_server: tuple[Estate, b
     async with Client(estate, "sqs_orders-dlq-producer") as producer:
         await producer.nc.jetstream().publish("sqs.orders-dlq", b"dead")
     async with Client(estate, "sqs_orders-dlq-consumer") as consumer:
+        msg = await consumer.pull_one("orders-dlq", "sqs_orders-dlq")
         js = consumer.nc.jetstream()
-        sub = await js.pull_subscribe_bind("orders-dlq", "sqs_orders-dlq")
-        (msg,) = await sub.fetch(1, timeout=10)
         assert msg.reply.startswith("$JS.ACK._." if v2 else "$JS.ACK.sqs_orders-dlq.")
         await msg.ack_sync()
         info = await js.consumer_info("sqs_orders-dlq", "orders-dlq")
@@ -301,9 +306,8 @@ async def test_a_literal_ack_subject_denies_every_ack(tmp_path: Path) -> None:
         async with Client(estate, "sqs_orders-dlq-producer") as producer:
             await producer.nc.jetstream().publish("sqs.orders-dlq", b"dead")
         async with Client(estate, "sqs_orders-dlq-consumer") as consumer:
+            msg = await consumer.pull_one("orders-dlq", "sqs_orders-dlq")
             js = consumer.nc.jetstream()
-            sub = await js.pull_subscribe_bind("orders-dlq", "sqs_orders-dlq")
-            (msg,) = await sub.fetch(1, timeout=10)
             await msg.ack()
             await consumer.refused("publish", "$js.ack.sqs_orders-dlq")
             info = await js.consumer_info("sqs_orders-dlq", "orders-dlq")
@@ -417,13 +421,11 @@ async def test_operator_mode_user_jwts_carry_the_same_permissions(tmp_path: Path
         estate = Estate(server, plan, None, {i.name: i for i in generated}, creds=written.creds)
         await apply_as_admin(estate)
         async with Client(estate, "sqs_orders-billing-producer") as producer:
-            ack = await producer.nc.jetstream().publish("sqs.orders-billing", b"order")
-            assert ack.stream == "sqs_orders-billing"
+            await producer.send("sqs.orders-billing", b"order", "sqs_orders-billing")
             await producer.publish_refused("sqs.orders-fraud", b"no")
         async with Client(estate, "sqs_orders-billing-consumer") as consumer:
+            msg = await consumer.pull_one("orders-billing", "sqs_orders-billing")
             js = consumer.nc.jetstream()
-            sub = await js.pull_subscribe_bind("orders-billing", "sqs_orders-billing")
-            (msg,) = await sub.fetch(1, timeout=10)
             await msg.ack_sync()
             assert (
                 await js.consumer_info("sqs_orders-billing", "orders-billing")
@@ -548,18 +550,14 @@ async def test_identities_named_after_the_policys_principals(tmp_path: Path) -> 
         estate = Estate(server, plan, written, by_name)
         await apply_as_admin(estate)
         async with Client(estate, "aws-role-checkout") as checkout:
-            ack = await checkout.nc.jetstream().publish("sqs.guarded", b"order")
-            assert ack.stream == "sqs_guarded"
+            await checkout.send("sqs.guarded", b"order", "sqs_guarded")
             await checkout.publish_refused("$JS.API.CONSUMER.MSG.NEXT.sqs_guarded.guarded", b"1")
         async with Client(estate, "aws-role-auditor") as auditor:
-            js = auditor.nc.jetstream()
-            sub = await js.pull_subscribe_bind("guarded", "sqs_guarded")
-            (msg,) = await sub.fetch(1, timeout=10)
+            msg = await auditor.pull_one("guarded", "sqs_guarded")
             await msg.ack()
             await auditor.refused("publish", "$js.ack.sqs_guarded.guarded")
         async with Client(estate, "aws-role-billing") as billing:
             js = billing.nc.jetstream()
-            sub = await js.pull_subscribe_bind("guarded", "sqs_guarded")
             info = await js.consumer_info("sqs_guarded", "guarded")
             assert info.num_ack_pending == 1  # the auditor's fetch was never acknowledged
             await billing.publish_refused("sqs.guarded", b"not a sender")
