@@ -20,7 +20,6 @@ ROUTE_KEY = "snsq2nats.route"
 """Metadata on a bridge-owned stream or consumer: the name of the route that owns it."""
 FOR_KEY = "snsq2nats.for"
 """Metadata on a bridge-owned stream or consumer: the ARN of the resource its route serves."""
-MANAGED_BY_KEY = "snsq2nats.managed"
 
 
 class Spec(BaseModel):

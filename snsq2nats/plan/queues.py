@@ -423,7 +423,6 @@ def _dead_letter_target(dlq_arn: str, unmapped: str | None) -> Fidelity:
             "unsupported",
             f"{unmapped}: messages past max_deliver stay in the stream unacknowledged until "
             "max_age",
-            target="bridge dlq-mover",
             manual_step=f"{unmapped}: include it (scan its account/region, drop the exclude) "
             "or create it",
         )
