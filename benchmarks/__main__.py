@@ -9,7 +9,14 @@ import sys
 import time
 from typing import Any
 
-SUITES = ["bench_filterpolicy", "bench_scan", "bench_plan", "bench_apply", "bench_bridge"]
+SUITES = [
+    "bench_filterpolicy",
+    "bench_scan",
+    "bench_plan",
+    "bench_apply",
+    "bench_bridge",
+    "bench_routes",
+]
 
 
 def main(argv: list[str] | None = None) -> int:
