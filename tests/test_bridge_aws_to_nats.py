@@ -51,10 +51,21 @@ class Recorder:
         self.handles: dict[str, str] = {}
         self.deleted: list[str] = []
         self.visibility_changes = 0
+        self.calls: Counter[str] = Counter()
+        self.receiving = 0
+        self.receiving_peak = 0
 
     async def __call__(self, fn: Callable[..., Any], **kwargs: Any) -> Any:
-        reply = await asyncio.to_thread(fn, **kwargs)
         name = getattr(fn, "__name__", "")
+        self.calls[name] += 1
+        if name == "receive_message":
+            self.receiving += 1
+            self.receiving_peak = max(self.receiving_peak, self.receiving)
+        try:
+            reply = await asyncio.to_thread(fn, **kwargs)
+        finally:
+            if name == "receive_message":
+                self.receiving -= 1
         if name == "receive_message":
             for m in reply.get("Messages") or []:
                 self.received[m["MessageId"]] += 1
@@ -1024,3 +1035,24 @@ def test_grafana_dashboard_queries_only_metrics_the_bridge_exports() -> None:
     assert used, "the dashboard queries nothing"
     assert used <= exported, f"not exported: {sorted(used - exported)}"
     assert {"snsq2nats_bridge_lag", "snsq2nats_bridge_latency_seconds_bucket"} <= used
+
+
+async def test_an_idle_queue_holds_one_long_poll_and_a_busy_one_scales_up(
+    aws: AwsEndpoint, nats_server: NatsServer
+) -> None:
+    """AWS request cost per idle route is one long poll at a time (180 an hour at 20 s) and no
+    backlog reads; a backlog adds pollers, up to --pollers, and still relays exactly once."""
+    url = aws.client("sqs").create_queue(QueueName="adaptive")["QueueUrl"]
+    await add_stream(nats_server.url, "sqs_adaptive", ["sqs.adaptive"])
+    route = sqs_route(aws, "adaptive", "sqs_adaptive", "sqs.adaptive")
+    quick_lag = Timings(lag_interval=0.1)
+    async with InProcess(aws, nats_server.url, [route], pollers=4, timings=quick_lag) as bridge:
+        calls = bridge.recorder.calls
+        await until(lambda: calls["receive_message"] >= 4, what="several idle long polls")
+        assert bridge.recorder.receiving_peak == 1
+        assert calls["get_queue_attributes"] == 0  # the empty polls said the backlog is 0
+        sent = send(aws, url, 150)
+        await until(lambda: bridge.delivered() >= 150, what="the backlog relayed")
+        assert 2 <= bridge.recorder.receiving_peak <= 4
+        assert calls["get_queue_attributes"] > 0  # busy: the backlog is read for the metrics
+    await assert_exactly_once(nats_server.url, "sqs_adaptive", sent, bridge.recorder.deleted)

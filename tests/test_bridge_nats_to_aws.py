@@ -514,25 +514,29 @@ async def test_survives_nats_server_restart(
 
 
 async def test_idle_long_polls_never_hold_up_sends(nc: Any, js: Any, aws: AwsEndpoint) -> None:
-    """More pollers long-polling an idle queue than asyncio's default pool has threads on any
-    machine (32 at most): the nats-to-sqs relay in the same bridge sends everything while
+    """More idle queues long-polling (one poll each) than asyncio's default pool has threads on
+    any machine (32 at most): the nats-to-sqs relay in the same bridge sends everything while
     every one of those long polls is still waiting."""
-    _idle_url, idle_arn = queue(aws, "idle")
-    await js.add_stream(name="sqs_idle", subjects=["sqs.idle"])
-    idle = Route(
-        name="sqs:idle",
-        kind="sqs-to-nats",
-        source_arn=idle_arn,
-        aws_arn=idle_arn,
-        stream="sqs_idle",
-        subject="sqs.idle",
-    )
+    idle_routes = []
+    for n in range(40):
+        _idle_url, idle_arn = queue(aws, f"idle{n}")
+        await js.add_stream(name=f"sqs_idle{n}", subjects=[f"sqs.idle{n}"])
+        idle_routes.append(
+            Route(
+                name=f"sqs:idle{n}",
+                kind="sqs-to-nats",
+                source_arn=idle_arn,
+                aws_arn=idle_arn,
+                stream=f"sqs_idle{n}",
+                subject=f"sqs.idle{n}",
+            )
+        )
     url, arn = queue(aws, "busy")
     await setup_stream(nc, "q_busy", ["sqs.busy"])
     for i in range(30):
         await publish(js, "sqs.busy", f"b-{i}".encode())
-    # Room in flight for every poller's batch, so all 40 long-poll at once.
-    ctx = make_ctx(nc, aws, pollers=40, max_in_flight=400, wait_time_seconds=10)
+    # An idle queue holds one long poll: 40 idle queues, 40 long polls at once.
+    ctx = make_ctx(nc, aws, pollers=4, max_in_flight=400, wait_time_seconds=10)
     polls = {"started": 0, "returned": 0}
 
     def count(key: str) -> Callable[..., None]:
@@ -543,7 +547,7 @@ async def test_idle_long_polls_never_hold_up_sends(nc: Any, js: Any, aws: AwsEnd
 
     ctx.sqs.meta.events.register("before-call.sqs.ReceiveMessage", count("started"))
     ctx.sqs.meta.events.register("after-call.sqs.ReceiveMessage", count("returned"))
-    routes = [idle, sqs_route(arn, "q_busy")]
+    routes = [*idle_routes, sqs_route(arn, "q_busy")]
     task = asyncio.create_task(run_bridge(ctx, routes, handle_signals=False))
     try:
         await until(lambda: polls["started"] >= 40, what="every poller in its long poll")

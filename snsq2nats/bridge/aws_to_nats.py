@@ -5,12 +5,15 @@ Every publish carries `Nats-Msg-Id` (the SQS MessageId, or the FIFO deduplicatio
 message received twice — after a crash, a kill -9, a lost PubAck, an expired visibility, or by
 a second bridge process — is stored once: the stream's duplicate window absorbs the redelivery.
 
-Each route runs several pollers. A poller long-polls, hands the batch to a task that publishes
-all its messages at once (pipelined; the in-flight total is bounded per route) and goes back to
-polling. While a batch's publishes are slow its messages are kept invisible
-(ChangeMessageVisibilityBatch at half the visibility timeout), so nobody else receives them
-meanwhile. On stop, pollers stop receiving, in-flight batches finish, and anything received but
-not published is made visible again at once.
+Each route's pollers adapt to its queue: an idle queue holds one long poll (the floor of one
+request per wait time), and every full batch received adds a poller, up to `--pollers`; an extra
+poller that finds the queue empty stops again. A poller long-polls, hands the batch to a task
+that publishes all its messages at once (pipelined; the in-flight total is bounded per route)
+and goes back to polling. The backlog metric is only asked of AWS while the queue is busy: an
+empty long poll already says it is zero. While a batch's publishes are slow its messages are
+kept invisible (ChangeMessageVisibilityBatch at half the visibility timeout), so nobody else
+receives them meanwhile. On stop, pollers stop receiving, in-flight batches finish, and
+anything received but not published is made visible again at once.
 
 An SNS topic is relayed through an SQS queue the bridge owns (see `sns_to_nats`). The runners
 are `sqs_to_nats` and `sns_to_nats`; the relay they share is here.
@@ -216,6 +219,9 @@ class Relay:
     metrics: RouteMetrics = field(init=False)
     permits: asyncio.Semaphore = field(init=False)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    pollers: set[asyncio.Task[None]] = field(default_factory=set)
+    idle: bool = True
+    """The last receive found the queue empty (so far: nothing received, nothing to ask AWS)."""
     replies: Replies = field(init=False)
     _starts: dict[str, int] | None = None
     _starts_read: float = 0.0
@@ -275,24 +281,40 @@ class Relay:
 
     async def run(self) -> None:
         await self.replies.start()
-        pollers = [asyncio.create_task(self.poll(i)) for i in range(max(1, self.ctx.pollers))]
+        self._add_poller(scout=True)
         lag = asyncio.create_task(self.watch_lag())
         try:
-            await asyncio.gather(*pollers)
+            # Pollers come and go with the backlog: wait until none is left running.
+            while running := [task for task in self.pollers if not task.done()]:
+                await asyncio.gather(*running)
             # Drain: the batches already received finish (publish, delete) before returning.
             while self.tasks:
                 await asyncio.gather(*list(self.tasks), return_exceptions=True)
         finally:
             lag.cancel()
-            for task in [*pollers, *self.tasks]:
+            left = [*self.pollers, *self.tasks]
+            for task in left:
                 task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.gather(lag, *pollers, *self.tasks, return_exceptions=True)
+                await asyncio.gather(lag, *left, return_exceptions=True)
             await self.replies.close()
+
+    def _add_poller(self, *, scout: bool = False) -> None:
+        """The scout polls for as long as the route runs; extra pollers while there is work."""
+        if not scout and len(self.pollers) >= max(1, self.ctx.pollers):
+            return
+        task = asyncio.create_task(self.poll(scout=scout))
+        self.pollers.add(task)
+        task.add_done_callback(self._poller_done)
+
+    def _poller_done(self, task: asyncio.Task[None]) -> None:
+        # A poller that failed stays in the set: run() must see its exception.
+        if not task.cancelled() and task.exception() is None:
+            self.pollers.discard(task)
 
     # -- polling
 
-    async def poll(self, index: int) -> None:
+    async def poll(self, *, scout: bool = True) -> None:
         attempt = 0
         while not self.ctx.stopping.is_set():
             # Reserve room for a full batch first: in-flight work stays bounded.
@@ -312,10 +334,16 @@ class Relay:
                 await self.ctx.pause(delay)
                 continue
             self._release(MAX_BATCH - len(messages))
+            self.idle = not messages
             if not messages:
+                self.metrics.lag = 0
+                if not scout:
+                    return  # the queue ran dry: the scout's single long poll is enough
                 if self.until_empty and await self.queue_empty():
                     return
                 continue
+            if len(messages) == MAX_BATCH:
+                self._add_poller()  # a full batch: there is likely more waiting
             if self.ctx.stopping.is_set():
                 # Received during shutdown: hand them straight back.
                 await self.set_visibility([m["ReceiptHandle"] for m in messages], 0)
@@ -354,13 +382,15 @@ class Relay:
     async def watch_lag(self) -> None:
         """The queue's backlog for the view and the metrics; a failure here is only cosmetic."""
         while not self.ctx.stopping.is_set():
-            with contextlib.suppress(Exception):
-                reply = await self.ctx.call_aws(
-                    self.ctx.sqs.get_queue_attributes,
-                    QueueUrl=self.queue_url,
-                    AttributeNames=["ApproximateNumberOfMessages"],
-                )
-                self.metrics.lag = int(reply["Attributes"]["ApproximateNumberOfMessages"])
+            # While idle, an empty long poll already said the backlog is zero: no request.
+            if not self.idle:
+                with contextlib.suppress(Exception):
+                    reply = await self.ctx.call_aws(
+                        self.ctx.sqs.get_queue_attributes,
+                        QueueUrl=self.queue_url,
+                        AttributeNames=["ApproximateNumberOfMessages"],
+                    )
+                    self.metrics.lag = int(reply["Attributes"]["ApproximateNumberOfMessages"])
             await self.ctx.pause(self.ctx.timings.lag_interval)
 
     # -- one batch
