@@ -568,7 +568,7 @@ def verify(plan_path: Path | None, as_json: bool, timeout: float, **kwargs: Any)
     type=click.IntRange(1, 64),
     default=4,
     show_default=True,
-    help="SQS pollers per route.",
+    help="SQS pollers per route at most: an idle queue holds one long poll, a backlog adds more.",
 )
 @click.option(
     "--max-in-flight",
