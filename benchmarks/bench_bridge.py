@@ -470,13 +470,9 @@ async def make_setup(endpoint: str, nats_url: str, workdir: Path) -> Setup:
     """Queues on fauxqs, scanned, planned with the cutover mapping, applied to NATS."""
     import boto3
 
-    from snsq2nats.apply import apply_plan
+    from benchmarks.estate import apply_estate
     from snsq2nats.aws import scan as aws_scan
     from snsq2nats.aws.clients import make_clients
-    from snsq2nats.jetstream.connect import NatsOptions, connect_nats
-    from snsq2nats.jetstream.state import read_live
-    from snsq2nats.plan.pipeline import assemble_plan
-    from snsq2nats.plan.rules import load_rules
 
     sqs = client("sqs", endpoint)
     urls = {
@@ -485,17 +481,7 @@ async def make_setup(endpoint: str, nats_url: str, workdir: Path) -> Setup:
     }
     clients = make_clients(boto3.Session(), [REGION], endpoint)
     inventory = await asyncio.to_thread(aws_scan.scan, clients)
-    mapping = workdir / "mapping.yaml"
-    mapping.write_text(MAPPING)
-    nc = await connect_nats(NatsOptions(servers=[nats_url]), name="bench bridge setup")
-    try:
-        live = await read_live(nc)
-        plan = assemble_plan(inventory, load_rules([mapping]), live, server=live.server)
-        result = await apply_plan(nc, plan, allow_destructive=False)
-        if not result.ok:
-            raise RuntimeError(f"apply failed: {result.error}")
-    finally:
-        await nc.close()
+    plan = await apply_estate(nats_url, inventory, MAPPING, workdir)
     kinds = sorted(r.kind for r in plan.routes)
     if kinds != ["nats-to-sqs", "sqs-to-nats"]:
         raise RuntimeError(f"unexpected routes in the plan: {kinds}")

@@ -308,12 +308,8 @@ class Estate:
 
 async def make_estate(routes: int, endpoint: str, nats_url: str, workdir: Path) -> Estate:
     """N queues on fauxqs, a plan of N sqs-to-nats routes, applied."""
-    from snsq2nats.apply import apply_plan
+    from benchmarks.estate import apply_estate
     from snsq2nats.aws.arns import parse_arn
-    from snsq2nats.jetstream.connect import NatsOptions, connect_nats
-    from snsq2nats.jetstream.state import read_live
-    from snsq2nats.plan.pipeline import assemble_plan
-    from snsq2nats.plan.rules import load_rules
 
     inventory = synthetic_inventory(routes, 0, 0)
     sqs = client("sqs", endpoint, 16)
@@ -339,17 +335,7 @@ async def make_estate(routes: int, endpoint: str, nats_url: str, workdir: Path) 
         for q, url in zip(inventory.queues, urls, strict=True)
     ]
     inventory = inventory.model_copy(update={"queues": queues})
-    mapping = workdir / "mapping.yaml"
-    mapping.write_text(MAPPING)
-    nc = await connect_nats(NatsOptions(servers=[nats_url]), name="bench routes setup")
-    try:
-        live = await read_live(nc)
-        plan = assemble_plan(inventory, load_rules([mapping]), live, server=live.server)
-        result = await apply_plan(nc, plan, allow_destructive=False)
-        if not result.ok:
-            raise RuntimeError(f"apply failed: {result.error}")
-    finally:
-        await nc.close()
+    plan = await apply_estate(nats_url, inventory, MAPPING, workdir)
     kinds = {r.kind for r in plan.routes}
     if len(plan.routes) != routes or kinds != {"sqs-to-nats"}:
         raise RuntimeError(f"expected {routes} sqs-to-nats routes, got {len(plan.routes)} {kinds}")

@@ -70,3 +70,26 @@ def seeded_moto(
         print(f"  seeded estate in {time.perf_counter() - started:.1f}s", file=sys.stderr)
         with delayed_link(port, AWS_ROUND_TRIP, scheme="http") as proxied:
             yield session, proxied
+
+
+async def apply_estate(nats_url: str, inventory: Any, mapping_text: str, workdir: Path) -> Any:
+    """Plan `inventory` under a mapping against the server at `nats_url` and apply it there;
+    the applied plan comes back (its routes are what the bridge runs)."""
+    from snsq2nats.apply import apply_plan
+    from snsq2nats.jetstream.connect import NatsOptions, connect_nats
+    from snsq2nats.jetstream.state import read_live
+    from snsq2nats.plan.pipeline import assemble_plan
+    from snsq2nats.plan.rules import load_rules
+
+    mapping = workdir / "mapping.yaml"
+    mapping.write_text(mapping_text)
+    nc = await connect_nats(NatsOptions(servers=[nats_url]), name="bench setup")
+    try:
+        live = await read_live(nc)
+        plan = assemble_plan(inventory, load_rules([mapping]), live, server=live.server)
+        result = await apply_plan(nc, plan, allow_destructive=False)
+        if not result.ok:
+            raise RuntimeError(f"apply failed: {result.error}")
+    finally:
+        await nc.close()
+    return plan
