@@ -469,12 +469,9 @@ def _stream_write(
 async def anchor_new_sources(nc: Any, spec: StreamSpec, base: dict[str, Any] | None) -> StreamSpec:
     """Start a newly added source after the origin's last message, never at its beginning.
 
-    A source appears when a queue's consumers move to NATS. Until then SNS delivered the topic's
-    messages into the SQS queue, and the bridge's sqs-to-nats route relays those that precede
-    the source's start sequence (and drops those from it on): starting at the origin's first
-    message would hand NATS workers the whole retained history a second time. The start is also
-    no later than the first message the nats-to-sns relay has not handed to SNS yet. Sources the
-    live stream already has keep the start they were created with.
+    Like a new SNS subscription, a new source carries what is published from now on: starting
+    at the origin's first message would hand the queue the topic's whole retained history.
+    Sources the live stream already has keep the start they were created with.
     """
     if not spec.sources:
         return spec
@@ -488,27 +485,18 @@ async def anchor_new_sources(nc: Any, spec: StreamSpec, base: dict[str, Any] | N
         if source.name in existing:
             start = existing[source.name]
         else:
-            info = await api(nc, f"$JS.API.STREAM.INFO.{source.name}", None, WRITE_TIMEOUT)
-            last = int((info.get("state") or {}).get("last_seq") or 0)
-            last = min(last, await _relayed_to_sns(nc, source.name, last))
+            last = await _last_seq(nc, source.name)
             start = last + 1 if last else None
         anchored.append(source.model_copy(update={"opt_start_seq": start or None}))
     return spec.model_copy(update={"sources": anchored})
 
 
 async def anchor_new_consumer(nc: Any, spec: ConsumerSpec) -> ConsumerSpec:
-    """A bridge consumer planned to start at "new" messages gets an exact start sequence.
-
-    The filter router appears when a queue's consumers move to NATS: it must begin where SNS
-    stopped carrying the topic's NATS-published messages into the queue (the nats-to-sns
-    relay's ack floor), and the queue's sqs-to-nats relay reads that start to tell which SNS
-    copies the router covers. "new" alone would leave a gap and no record of where it began.
-    """
+    """A bridge consumer planned to start at "new" messages gets an exact start sequence: the
+    record of where it began, which "new" alone would not leave."""
     if spec.deliver_policy != "new" or ROUTE_KEY not in spec.metadata:
         return spec
-    info = await api(nc, f"$JS.API.STREAM.INFO.{spec.stream_name}", None, WRITE_TIMEOUT)
-    last = int((info.get("state") or {}).get("last_seq") or 0)
-    last = min(last, await _relayed_to_sns(nc, spec.stream_name, last))
+    last = await _last_seq(nc, spec.stream_name)
     return spec.model_copy(
         update={"deliver_policy": "by_start_sequence", "opt_start_seq": last + 1}
     )
@@ -529,22 +517,9 @@ def _keep_anchor(spec: ConsumerSpec, base: Mapping[str, Any] | None) -> Consumer
     )
 
 
-async def _relayed_to_sns(nc: Any, stream: str, last: int) -> int:
-    """The last topic message the bridge has handed to SNS (all of them without that relay).
-
-    Messages the relay has not handed over yet would reach the SQS queue of the moving consumers
-    later, to be dropped there as already sourced: the source must start early enough to carry
-    them, or they would reach neither side.
-    """
-    from snsq2nats.plan.routes import TO_SNS_CONSUMER
-
-    try:
-        info = await api(
-            nc, f"$JS.API.CONSUMER.INFO.{stream}.{TO_SNS_CONSUMER}", None, WRITE_TIMEOUT
-        )
-    except JetStreamApiError:
-        return last  # no nats-to-sns relay on this topic
-    return int((info.get("ack_floor") or {}).get("stream_seq") or 0)
+async def _last_seq(nc: Any, stream: str) -> int:
+    info = await api(nc, f"$JS.API.STREAM.INFO.{stream}", None, WRITE_TIMEOUT)
+    return int((info.get("state") or {}).get("last_seq") or 0)
 
 
 def _consumer_write(

@@ -16,6 +16,8 @@ Only the CLI turns them into a one-line message and an exit code; library code r
     │           └── PermissionDeniedError  connected, but this identity may not publish or
     │                                      subscribe where the command needs to
     ├── ScanError                  AWS answered, but not in a way the scan can continue from
+    ├── CutoverError               a move that cannot be made now: the plan is not applied,
+    │                              the state bucket is missing, a bridge does not confirm
     └── LocalNatsError             a local nats-server (demo, tests, benchmarks) could not be
                                    found, started or made ready
 
@@ -84,6 +86,10 @@ class PermissionDeniedError(NatsRefusedError):
 
 
 class ScanError(SnsqError):
+    pass
+
+
+class CutoverError(SnsqError):
     pass
 
 

@@ -300,58 +300,73 @@ async def test_writes_run_in_dependency_order(nats_server: NatsServer, inventory
             stream(consumer.stream_name)
             < at[("consumer", consumer.stream_name, consumer.durable_name)]
         )
-    assert checked >= 5  # the shop has three sourcing queues and two dead-letter queues
+    assert checked >= 2  # two dead-letter queues (the shop's orders topic fans out via SNS)
 
 
-# -- cutover: sources added to live streams -------------------------------------------------
+# -- sources and bridge consumers added to live streams ---------------------------------------
 
 FANNED_OUT = ("sqs_orders-billing", "sqs_orders-shipping", "sqs_orders-analytics")
+
+
+def sources_shop(inventory: Path, *, without: str | None = None) -> Path:
+    """The shop with every orders subscription raw and the https one gone, so the topic fans
+    out through stream sources; `without`: leave out the subscription into that queue too."""
+    doc = json.loads(inventory.read_text())
+    subs = []
+    for sub in doc["subscriptions"]:
+        if sub["protocol"] != "sqs" or (without and sub["endpoint"].endswith(":" + without)):
+            continue
+        subs.append({**sub, "raw_message_delivery": True})
+    doc["subscriptions"] = subs
+    path = inventory.with_name(f"sources-{without or 'all'}.json")
+    path.write_text(json.dumps(doc))
+    return path
 
 
 def test_a_source_added_later_starts_after_the_topics_last_message(
     opts: NatsOptions, inventory: Path
 ) -> None:
-    """The orders-* consumers move to NATS after the topic stream already holds messages (SNS
-    delivered those into the SQS queues): the new sources start after them, whether apply
-    adds the source to a live queue stream (update) or creates the queue stream with it; a
-    later apply keeps that start, and the plan shows no change for it."""
-    applied(inventory)  # every consumer on AWS: no sources yet
-    assert not [n for n, s in live(opts).streams.items() if s.config.get("sources")]
+    """A subscription added once the topic stream holds messages (found by the next scan) is
+    like a new SNS subscription: its source starts after them, whether apply adds it to a live
+    queue stream (update) or creates the queue stream with it; a later apply keeps that start,
+    and the plan shows no change for it. Sources that were there keep theirs."""
+    before = sources_shop(inventory, without="orders-analytics")
+    applied(before)
+    state = live(opts)
+    (billing,) = state.streams["sqs_orders-billing"].config["sources"]
+    assert billing.get("opt_start_seq") is None  # the topic stream was empty: from its start
+    assert "sources" not in state.streams["sqs_orders-analytics"].config
 
     async def publish(nc: Any, body: str) -> None:
         await nc.jetstream().publish("sns.orders.order_placed.eu", body.encode())
 
     for i in range(3):
         on_nats(opts, lambda nc, i=i: publish(nc, f"early-{i}"))
-    # One queue stream is gone by the cutover (re-created: the create path).
-    stream_api(opts, "DELETE", "sqs_orders-billing", None)
+    # One queue stream is gone meanwhile (re-created: the create path).
+    stream_api(opts, "DELETE", "sqs_orders-shipping", None)
 
-    result = applied(inventory, "--mapping", SHOP_CUTOVER)
-    # Created: billing's stream and consumer, and the fraud filter router; updated: the
-    # shipping and analytics queue streams, which gain their source.
-    assert "Apply complete: 3 created, 2 updated" in result.output, result.output
+    after = sources_shop(inventory)
+    result = applied(after)
+    assert "2 created, 1 updated" in result.output, result.output
     state = live(opts)
-    for name in FANNED_OUT:
+    for name in ("sqs_orders-shipping", "sqs_orders-analytics"):
         (source,) = state.streams[name].config["sources"]
         assert (source["name"], source.get("opt_start_seq")) == ("sns_orders", 4), name
-    router = state.streams["sns_orders"].consumers["snsq2nats-filter-orders-fraud"]
-    # Planned as "new", created at an exact start: where the sources start too.
-    assert (router["deliver_policy"], router.get("opt_start_seq")) == ("by_start_sequence", 4)
+    (billing,) = state.streams["sqs_orders-billing"].config["sources"]
+    assert billing.get("opt_start_seq") is None
 
     for i in range(2):
         on_nats(opts, lambda nc, i=i: publish(nc, f"late-{i}"))
 
-    async def queue_bodies(nc: Any, stream: str) -> list[str]:
+    async def queue_bodies(nc: Any, stream: str, count: int) -> list[str]:
         js = nc.jetstream()
 
         async def caught_up() -> bool:
             # A source reports its lag behind the topic stream, counted from its start: 0 with
-            # the two late messages in means it has seen all of the topic's 5 (asserted below),
-            # so nothing more is on the way. A source starting too early lags until it has
-            # copied the early messages too, and the bodies below then show them.
+            # the late messages in means it has seen all of the topic's 5 (asserted below).
             info = await api(nc, f"$JS.API.STREAM.INFO.{stream}", None)
             lags = [source.get("lag", 0) for source in info.get("sources") or []]
-            return info["state"]["messages"] >= 2 and lags == [0]
+            return info["state"]["messages"] >= count and lags == [0]
 
         await until(caught_up, what=f"{stream} to catch up with sns_orders")
         info = await js.stream_info(stream)
@@ -360,58 +375,50 @@ def test_a_source_added_later_starts_after_the_topics_last_message(
             for seq in range(info.state.first_seq, info.state.last_seq + 1)
         ]
 
-    for name in FANNED_OUT:
-        assert on_nats(opts, lambda nc, n=name: queue_bodies(nc, n)) == ["late-0", "late-1"]
-    assert stream_api(opts, "INFO", "sns_orders", None)["state"]["last_seq"] == 5
-    pending = on_nats(
-        opts,
-        lambda nc: api(nc, "$JS.API.CONSUMER.INFO.sns_orders.snsq2nats-filter-orders-fraud", None),
-    )
-    assert pending["num_pending"] == 2  # the router starts at new messages too
-
-    # Re-planning sees no difference in the anchored sources; re-applying changes nothing.
-    assert_converged(inventory, "--mapping", SHOP_CUTOVER)
-    result = applied(inventory, "--mapping", SHOP_CUTOVER)
-    assert "No changes. JetStream matches the plan." in result.output
-    # An update for another reason (drift) rewrites the config: the start survives it.
-    hand_edit(opts, "sqs_orders-shipping", max_age=3600 * NS)
-    result = applied(inventory, "--mapping", SHOP_CUTOVER)
-    assert "1 updated" in result.output, result.output
-    (source,) = live(opts).streams["sqs_orders-shipping"].config["sources"]
-    assert source.get("opt_start_seq") == 4
-    assert on_nats(opts, lambda nc: queue_bodies(nc, "sqs_orders-shipping")) == [
+    for name in ("sqs_orders-shipping", "sqs_orders-analytics"):
+        bodies = on_nats(opts, lambda nc, n=name: queue_bodies(nc, n, 2))
+        assert bodies == ["late-0", "late-1"], name
+    assert on_nats(opts, lambda nc: queue_bodies(nc, "sqs_orders-billing", 5)) == [
+        "early-0",
+        "early-1",
+        "early-2",
         "late-0",
         "late-1",
     ]
-    assert_converged(inventory, "--mapping", SHOP_CUTOVER)
+    assert stream_api(opts, "INFO", "sns_orders", None)["state"]["last_seq"] == 5
+
+    # Re-planning sees no difference in the anchored sources; re-applying changes nothing.
+    assert_converged(after)
+    result = applied(after)
+    assert "No changes. JetStream matches the plan." in result.output
+    # An update for another reason (drift) rewrites the config: the start survives it.
+    hand_edit(opts, "sqs_orders-shipping", max_age=3600 * NS)
+    result = applied(after)
+    assert "1 updated" in result.output, result.output
+    (source,) = live(opts).streams["sqs_orders-shipping"].config["sources"]
+    assert source.get("opt_start_seq") == 4
+    assert_converged(after)
 
 
-def test_a_new_source_starts_no_later_than_what_the_sns_relay_has_not_handed_over(
-    opts: NatsOptions, inventory: Path
-) -> None:
-    """While the queues' consumers were on AWS, NATS-published topic messages reached them only
-    through the nats-to-sns relay. Messages that relay has not handed to SNS yet must come
-    through the new source, or they would reach neither side."""
-    applied(inventory)
+def test_bridge_consumers_start_at_their_creation(opts: NatsOptions, inventory: Path) -> None:
+    """The nats-to-sns relay's consumer (a topic fanning out through SNS) and a filter router
+    (through sources) exist from the apply that creates their topic's subscription, anchored
+    after what the topic stream held then: they carry what is published from then on, like a
+    new SNS subscription, whatever the cutover state."""
+    partial = sources_shop(inventory, without="orders-fraud")
+    applied(partial)
 
-    async def relay_lags(nc: Any) -> None:
-        js = nc.jetstream()
+    async def publish(nc: Any) -> None:
         for i in range(3):
-            await js.publish("sns.orders.order_placed.eu", f"m{i}".encode())
-        relay = await js.pull_subscribe(
-            "sns.orders.>", durable="snsq2nats-to-sns", stream="sns_orders"
-        )
-        (first,) = await relay.fetch(1, timeout=5)
-        await first.ack_sync()  # handed m0 to SNS; m1 and m2 still waiting
+            await nc.jetstream().publish("sns.orders.order_placed.eu", f"m{i}".encode())
 
-    on_nats(opts, relay_lags)
-    applied(inventory, "--mapping", SHOP_CUTOVER)
-    state = live(opts)
-    for name in FANNED_OUT:
-        (source,) = state.streams[name].config["sources"]
-        assert source.get("opt_start_seq") == 2, name
-    router = state.streams["sns_orders"].consumers["snsq2nats-filter-orders-fraud"]
-    assert router.get("opt_start_seq") == 2
+    on_nats(opts, publish)
+    applied(sources_shop(inventory))
+    router = live(opts).streams["sns_orders"].consumers["snsq2nats-filter-orders-fraud"]
+    assert (router["deliver_policy"], router.get("opt_start_seq")) == ("by_start_sequence", 4)
+    applied(inventory)  # the real shop: an https subscriber, so the topic fans out via SNS
+    relay = live(opts).streams["sns_orders"].consumers["snsq2nats-to-sns"]
+    assert (relay["deliver_policy"], relay.get("opt_start_seq")) == ("by_start_sequence", 4)
 
 
 # -- destructive changes ---------------------------------------------------------------------

@@ -107,50 +107,54 @@ def test_parse_origin_names_the_topic_stream_and_sequence() -> None:
         assert parse_origin(value) is None, value
 
 
-def test_nats_topic_origin_is_dropped_raw_or_in_an_envelope_from_the_source_start() -> None:
-    starts = {"sns_orders": 5}
-    # From the source's start on, the source carried the message: the SNS copy is dropped.
-    for seq in (5, 6, 1000):
-        relayed = convert(sqs_route(), _origin_raw(f"nats:sns_orders:{seq}"), starts)
-        assert relayed.drop, seq
-        assert convert(sqs_route(), _origin_envelope(f"nats:sns_orders:{seq}"), starts).drop
-    # Before the start (published while the queue's consumers were on AWS) only SNS delivered
-    # it: relayed, under the id every path gives that topic message.
-    for seq in (1, 4):
+def bridge_queue_route(stream: str = "sns_orders") -> Route:
+    return Route(
+        name="sns:orders",
+        kind="sns-to-nats",
+        source_arn="arn:aws:sns:us-east-1:1:orders",
+        aws_arn="arn:aws:sns:us-east-1:1:orders",
+        stream=stream,
+        subject="aws.sns.orders",
+        bridge_queue="snsq2nats-bridge-orders",
+    )
+
+
+def test_nats_topic_origin_in_a_queue_is_its_one_copy_relayed_under_the_topic_id() -> None:
+    """SNS delivered a topic message published on NATS into a queue: that is the queue's only
+    copy (the topic fans out through SNS, or nats-to-sqs relayed it there), raw or enveloped,
+    relayed under the id every path gives that topic message."""
+    for seq in (1, 5, 1000):
         for message in (
             _origin_raw(f"nats:sns_orders:{seq}"),
             _origin_envelope(f"nats:sns_orders:{seq}"),
         ):
-            relayed = convert(sqs_route(), message, starts)
+            relayed = convert(sqs_route(), message)
             assert not relayed.drop, seq
             assert relayed.msg_id == f"sns_orders:{seq}"
             assert relayed.headers["Nats-Msg-Id"] == f"sns_orders:{seq}"
             assert "snsq2nats.origin" not in relayed.headers
             assert relayed.headers["Snsq2nats-Origin"] == "aws"
-    assert convert(sqs_route(), _origin_envelope("nats:sns_orders:4"), starts).payload == (
-        b"payload"
-    )
+            assert relayed.headers["Snsq2nats-Aws-Message-Id"] == message["MessageId"]
+    assert convert(sqs_route(), _origin_envelope("nats:sns_orders:4")).payload == b"payload"
 
 
-def test_nats_topic_origin_without_a_covering_source_is_relayed() -> None:
-    message = _origin_raw("nats:sns_orders:9")
-    # No sources at all, or a source from another topic stream: nothing else carried it.
-    for starts in (None, {}, {"sns_other": 1}):
-        relayed = convert(sqs_route(), message, starts)
-        assert not relayed.drop, starts
-        assert relayed.headers["Nats-Msg-Id"] == "sns_orders:9"
-        assert relayed.headers["Snsq2nats-Aws-Message-Id"] == "m-3"
+def test_the_topic_bridge_queue_drops_the_echo_of_its_own_stream() -> None:
+    """The nats-to-sns relay's copy comes back through the topic's bridge queue: the topic
+    stream has the original, so that echo is dropped; another topic's messages are not."""
+    assert convert(bridge_queue_route(), _origin_raw("nats:sns_orders:7")).drop
+    assert convert(bridge_queue_route(), _origin_envelope("nats:sns_orders:7")).drop
+    assert not convert(bridge_queue_route("sns_other"), _origin_raw("nats:sns_orders:7")).drop
+    assert not convert(bridge_queue_route(), {"MessageId": "m-1", "Body": "x"}).drop
 
 
 def test_plain_nats_origin_is_relayed() -> None:
     """`nats` alone is a queue message NATS handed SQS while the consumers were on AWS: it has
     not been consumed yet, so when the consumers move back it must come along."""
-    for starts in (None, {"sns_orders": 1}):
-        relayed = convert(sqs_route(), _origin_raw("nats"), starts)
-        assert not relayed.drop
-        assert relayed.headers["Nats-Msg-Id"] == "m-3"
-        assert "snsq2nats.origin" not in relayed.headers
-        assert not convert(sqs_route(), _origin_envelope("nats"), starts).drop
+    relayed = convert(sqs_route(), _origin_raw("nats"))
+    assert not relayed.drop
+    assert relayed.headers["Nats-Msg-Id"] == "m-3"
+    assert "snsq2nats.origin" not in relayed.headers
+    assert not convert(sqs_route(), _origin_envelope("nats")).drop
 
 
 def test_fifo_topic_origin_keeps_the_topic_message_id() -> None:
@@ -165,7 +169,6 @@ def test_fifo_topic_origin_keeps_the_topic_message_id() -> None:
     assert relayed.headers["Nats-Msg-Id"] == "snsfifo_ledger:3"
     assert relayed.headers["Snsq2nats-Deduplication-Id"] == "producer-id"
     assert relayed.subject == "sqsfifo.jobs.acct-1"
-    assert convert(sqs_route(fifo=True), message, {"snsfifo_ledger": 3}).drop
 
 
 def test_envelope_is_unwrapped_for_nats_consumers() -> None:

@@ -268,7 +268,7 @@ def test_bridge_objects_applied_with_the_old_metadata_update_cleanly(
     planned = invoke("plan", "--inventory", str(SHOP), "-s", url, "--json", *mapping)
     current = Plan.model_validate_json(planned.stdout)
     bridge_kinds = {r.kind for r in current.routes}
-    assert {"dlq-mover", "filter-router", "nats-to-sns"} <= bridge_kinds
+    assert {"dlq-mover", "nats-to-sns"} <= bridge_kinds
     old = Desired(
         streams=[
             s.model_copy(update={"metadata": _before_route_keys(s.metadata)})
@@ -280,6 +280,7 @@ def test_bridge_objects_applied_with_the_old_metadata_update_cleanly(
         ],
         resources=current.resources,
         routes=current.routes,
+        candidate_routes=current.candidate_routes,
     )
     old_plan = current.model_copy(
         update={

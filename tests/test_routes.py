@@ -1,15 +1,20 @@
-"""Route derivation: every cutover combination gives each consumer exactly one copy.
+"""Route derivation: every cutover journey gives each application every message exactly once.
 
-The simulator follows a message along every path the derived routes open — SNS fan-out, stream
-sources, each bridge route with its drop rules — and counts the copies each queue's consumers
-receive on the side where they live. One copy, always, or the cutover loses or duplicates
-orders.
+The simulator follows each message along every path the routes of the current cutover state
+open — SNS fan-out, stream sources, the filter router, each bridge relay with its drop rule (the
+real `aws_to_nats.convert` decides drops and `Nats-Msg-Id`s, a queue stream keeps one copy per
+id) — while the applications' workers run on AWS, on NATS, or on both during a move. Whoever
+may take a copy (a worker or a relay competing with it) takes it, chosen at random: the
+property is that each application gets each message once whatever the interleaving and
+whenever the old workers stop.
 """
 
 from __future__ import annotations
 
 import itertools
+import random
 from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -19,16 +24,20 @@ from snsq2nats.bridge.codec import ORIGIN_ATTRIBUTE
 from snsq2nats.plan.model import Route
 from snsq2nats.plan.routes import (
     ADVISORY_STREAM,
+    CutoverView,
+    Fanout,
     QueueInfo,
     SubscriptionInfo,
     TopicInfo,
     bridge_queue_name,
     derive,
+    route_active,
 )
 from snsq2nats.plan.rules import Cutover, Defaults
 
 ARN = "arn:aws:sqs:us-east-1:1:"
 TOPIC = "arn:aws:sns:us-east-1:1:orders"
+TOPIC_STREAM = "sns_orders"
 
 
 def queue(name: str, consumers: str, producers: str = "aws") -> QueueInfo:
@@ -44,24 +53,33 @@ def queue(name: str, consumers: str, producers: str = "aws") -> QueueInfo:
     )
 
 
-def topic(producers: str, subs: list[SubscriptionInfo]) -> TopicInfo:
+def topic(producers: str, subs: list[SubscriptionInfo], fanout: Fanout = "sources") -> TopicInfo:
     return TopicInfo(
         arn=TOPIC,
         name="orders",
         fifo=False,
-        stream="sns_orders",
+        stream=TOPIC_STREAM,
         subject="sns.orders",
         promoted=[],
         cutover=Cutover(producers=producers),  # type: ignore[arg-type]
         needs_stream=any(s.mapped for s in subs),
         subscriptions=subs,
+        fanout=fanout,
     )
 
 
 def sub(q: QueueInfo, *, emulated: bool = False) -> SubscriptionInfo:
     return SubscriptionInfo(
-        arn=f"{TOPIC}:{q.name}", protocol="sqs", endpoint=q.arn, mapped=True, emulated=emulated
+        arn=f"{TOPIC}:{q.name}",
+        protocol="sqs",
+        endpoint=q.arn,
+        mapped=True,
+        emulated=emulated,
+        raw_delivery=True,
     )
+
+
+HTTP = SubscriptionInfo(arn=f"{TOPIC}:web", protocol="https", endpoint="https://x")
 
 
 def kinds(routes: list[Route]) -> set[tuple[str, str]]:
@@ -70,257 +88,292 @@ def kinds(routes: list[Route]) -> set[tuple[str, str]]:
 
 # -- the simulator ----------------------------------------------------------------------------
 
-TOPIC_STREAM = "sns_orders"
 
+@dataclass
+class Sim:
+    """One topic (fan-out `fanout`) and its queues, moved through cutover states.
 
-def has_source(q: QueueInfo, s: SubscriptionInfo) -> bool:
-    """The mapping's rule (the tests/data/mapping cases pin it): a topic stream source only for
-    a plain (not emulated) subscription of a queue whose consumers are on NATS."""
-    return s.mapped and s.delivers and not s.emulated and q.cutover.consumers == "nats"
-
-
-class Estate:
-    """One topic and its queues, following every path a message can take under the routes of
-    the current cutover state: SNS fan-out into SQS (with the origin attribute the nats-to-sns
-    relay stamps), topic stream sources and filter routers into queue streams (each with the
-    sequence it starts at), nats-to-sqs, and sqs-to-nats with its drop rule — the real
-    `aws_to_nats.convert` decides what is dropped and under which `Nats-Msg-Id`, and a queue
-    stream keeps one copy per id (its duplicate window). `delivered` counts the copies each
-    queue's consumers get, on the side where they live when the copy reaches them.
+    Places a message copy can wait in: each queue's SQS queue, each queue's stream (its one
+    durable), the nats-to-sns relay's and each filter router's consumer (fixed when the plan
+    is applied: they exist from the start and fill whether or not their route runs).
     """
 
-    def __init__(self, queues: list[QueueInfo], t: TopicInfo | None = None) -> None:
-        self.seq = 0  # the topic stream's last sequence
-        self.history: list[str] = []  # the topic stream's NATS-published messages, by seq - 1
-        self.sqs: dict[str, list[dict[str, Any]]] = {q.name: [] for q in queues}
-        self.stream_ids: dict[str, set[str]] = {q.name: set() for q in queues}
-        self.delivered: dict[str, Counter[str]] = {q.name: Counter() for q in queues}
-        self.source_start: dict[str, int] = {}
-        self.router_start: dict[str, int] = {}
-        self.message_ids = itertools.count()
-        self.cut(queues, t)
+    names: list[str]
+    fanout: Fanout
+    emulated: set[str] = field(default_factory=set)
+    seed: int = 0
 
-    def cut(self, queues: list[QueueInfo], t: TopicInfo | None) -> None:
-        """Move to a cutover state, as apply + the bridge would: derive the routes; a source or
-        filter router that appears starts after the topic stream's last message
-        (apply.anchor_new_sources, deliver policy "new"); one that stays keeps its start."""
-        self.queues = {q.name: q for q in queues}
-        self.topic = t
-        derived = derive(queues, [t] if t else [], Defaults())
-        self.routes = {r.name: r for r in derived.routes}
-        by_arn = {q.arn: q for q in queues}
-        previous_sources, previous_routers = set(self.source_start), set(self.router_start)
-        sources: dict[str, int] = {}
-        for s in t.subscriptions if t else []:
-            q = by_arn.get(s.endpoint)
-            if q is not None and has_source(q, s):
-                sources[q.name] = self.source_start.get(q.name, self.seq + 1)
-        self.source_start = sources
-        for name, start in sources.items():
-            if name not in previous_sources:
-                self.replay(self.queues[name], start, None)
-        routers: dict[str, int] = {}
-        for c in derived.consumers:
-            route = self.routes[c.metadata["snsq2nats.route"]]
-            if route.kind == "filter-router":
-                assert c.deliver_policy == "new", "a new router must not replay the topic"
-                name = route.name.split("->", 1)[1]
-                routers[name] = self.router_start.get(name, self.seq + 1)
-        self.router_start = routers
-        for name, start in routers.items():
-            if name not in previous_routers:
-                self.replay(self.queues[name], start, TOPIC_STREAM)
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.seed)
+        self.state: dict[str, Cutover] = {}
+        self.moved: set[str] = set()
+        self.workers: dict[str, set[str]] = {n: {"aws"} for n in self.names}
+        self.sqs: dict[str, list[dict[str, Any]]] = {n: [] for n in self.names}
+        self.stream: dict[str, list[str]] = {n: [] for n in self.names}
+        self.stream_ids: dict[str, set[str]] = {n: set() for n in self.names}
+        self.to_sns: list[tuple[int, str]] = []
+        self.routers: dict[str, list[tuple[int, str]]] = {n: [] for n in self.emulated}
+        self.delivered: dict[str, Counter[str]] = {n: Counter() for n in self.names}
+        self.seq = 0
+        self.ids = itertools.count()
 
-    def replay(self, q: QueueInfo, start: int, id_stream: str | None) -> None:
-        """A new source or router copies what the topic stream holds from its start on."""
-        for seq in range(start, self.seq + 1):
-            msg_id = f"{id_stream}:{seq}" if id_stream else None
-            self.to_stream(q, self.history[seq - 1], msg_id, own=False)
-
-    def subscribed(self) -> list[QueueInfo]:
-        assert self.topic is not None
-        by_arn = {q.arn: q for q in self.queues.values()}
-        return [
-            by_arn[s.endpoint]
-            for s in self.topic.subscriptions
-            if s.delivers and s.protocol == "sqs" and s.endpoint in by_arn
+    # the estate as the plan sees it
+    def infos(self) -> tuple[list[QueueInfo], TopicInfo]:
+        queues = [
+            QueueInfo(**{**queue(n, "aws").__dict__, "cutover": self.state.get(ARN + n, Cutover())})
+            for n in self.names
         ]
+        subs = [sub(q, emulated=q.name in self.emulated) for q in queues]
+        if self.fanout == "sns":
+            subs.append(HTTP)
+        t = topic("aws", subs, self.fanout)
+        t = TopicInfo(**{**t.__dict__, "cutover": self.state.get(TOPIC, Cutover())})
+        return queues, t
 
-    def to_sqs(self, q: QueueInfo, label: str, origin: str | None) -> None:
+    def routes(self) -> dict[str, Route]:
+        queues, t = self.infos()
+        derived = derive(queues, [t], Defaults(), moved=self.moved)
+        view = CutoverView({**{q.arn: q.cutover for q in queues}, TOPIC: t.cutover}, self.moved)
+        assert all(route_active(r, view) for r in derived.routes)
+        return {r.name: r for r in derived.routes}
+
+    def move(self, arn: str, **sides: str) -> None:
+        current = self.state.get(arn, Cutover())
+        self.state[arn] = current.model_copy(update=sides)
+        self.moved.add(arn)
+
+    # publishing
+    def publish_topic(self, side: str, label: str) -> None:
+        if side == "aws":
+            for n in self.names:  # SNS: every subscribed queue (filters pass everything here)
+                self.to_sqs(n, label, None)
+            return
+        self.seq += 1
+        for n in self.names:
+            if n in self.emulated:
+                self.routers[n].append((self.seq, label)) if self.fanout == "sources" else None
+            elif self.fanout == "sources":
+                self.to_stream(n, label, None)
+        if self.fanout == "sns":
+            self.to_sns.append((self.seq, label))
+
+    def publish_queue(self, side: str, n: str, label: str) -> None:
+        self.to_sqs(n, label, None) if side == "aws" else self.to_stream(n, label, None)
+
+    def to_sqs(self, n: str, label: str, origin: str | None) -> None:
         attributes = {}
         if origin is not None:
             attributes[ORIGIN_ATTRIBUTE] = {"DataType": "String", "StringValue": origin}
-        message_id = f"m-{next(self.message_ids)}"
-        self.sqs[q.name].append(
+        message_id = f"m-{next(self.ids)}"
+        self.sqs[n].append(
             {"MessageId": message_id, "Body": label, "MessageAttributes": attributes}
         )
 
-    def to_stream(self, q: QueueInfo, label: str, msg_id: str | None, *, own: bool) -> None:
-        """A message lands in the queue stream (on its own subject, or a topic copy)."""
+    def to_stream(self, n: str, label: str, msg_id: str | None) -> None:
         if msg_id is not None:
-            if msg_id in self.stream_ids[q.name]:
+            if msg_id in self.stream_ids[n]:
                 return  # the duplicate window absorbs it
-            self.stream_ids[q.name].add(msg_id)
-        if q.cutover.consumers == "nats":
-            self.delivered[q.name][label] += 1
+            self.stream_ids[n].add(msg_id)
+        self.stream[n].append(label)
+
+    # everything that can move a copy, run in a random order until nothing can
+    def actions(self) -> list[tuple[str, str]]:
+        routes = self.routes()
+        out = []
+        for n in self.names:
+            if self.sqs[n]:
+                if "aws" in self.workers[n]:
+                    out.append(("aws-worker", n))
+                if f"sqs:{n}" in routes:
+                    out.append(("sqs-to-nats", n))
+            if self.stream[n]:
+                if "nats" in self.workers[n]:
+                    out.append(("nats-worker", n))
+                if f"to-sqs:{n}" in routes:
+                    out.append(("nats-to-sqs", n))
+            if self.routers.get(n) and f"filter:orders->{n}" in routes:
+                out.append(("filter-router", n))
+        if self.to_sns and "to-sns:orders" in routes:
+            out.append(("nats-to-sns", ""))
+        return out
+
+    def step(self) -> bool:
+        possible = self.actions()
+        if not possible:
+            return False
+        actor, n = self.rng.choice(possible)
+        routes = self.routes()
+        if actor == "aws-worker":
+            message = self.sqs[n].pop(self.rng.randrange(len(self.sqs[n])))
+            self.delivered[n][message["Body"]] += 1
+        elif actor == "sqs-to-nats":
+            message = self.sqs[n].pop(self.rng.randrange(len(self.sqs[n])))
+            relayed = convert(routes[f"sqs:{n}"], message)
+            if not relayed.drop:
+                self.to_stream(n, message["Body"], relayed.msg_id)
+        elif actor == "nats-worker":
+            self.delivered[n][self.stream[n].pop(0)] += 1
+        elif actor == "nats-to-sqs":
+            self.to_sqs(n, self.stream[n].pop(0), "nats")
+        elif actor == "filter-router":
+            seq, label = self.routers[n].pop(0)
+            self.to_stream(n, label, f"{TOPIC_STREAM}:{seq}")
         else:
-            # nats-to-sqs would ack a topic copy without relaying it (SNS delivers those):
-            # piling them up here is what sources only for NATS consumers avoid.
-            assert own, f"a topic copy of {label} in {q.name}'s stream, consumers on AWS"
-            if f"to-sqs:{q.name}" in self.routes:
-                self.to_sqs(q, label, "nats")
+            seq, label = self.to_sns.pop(0)
+            for q in self.names:
+                self.to_sqs(q, label, f"nats:{TOPIC_STREAM}:{seq}")
+        return True
 
-    def publish_topic(self, side: str, label: str) -> None:
-        if side == "aws":
-            # SNS delivers into every subscribed queue; sns-to-nats writes the `aws.` space,
-            # which no source selects and filter routers skip.
-            for q in self.subscribed():
-                self.to_sqs(q, label, None)
-            return
-        self.seq += 1
-        self.history.append(label)
-        for q in self.subscribed():
-            if self.source_start.get(q.name, self.seq + 1) <= self.seq:
-                self.to_stream(q, label, None, own=False)
-            if self.router_start.get(q.name, self.seq + 1) <= self.seq:
-                self.to_stream(q, label, f"{TOPIC_STREAM}:{self.seq}", own=False)
-        if "to-sns:orders" in self.routes:
-            for q in self.subscribed():
-                self.to_sqs(q, label, f"nats:{TOPIC_STREAM}:{self.seq}")
-
-    def publish_queue(self, side: str, q: QueueInfo, label: str) -> None:
-        if side == "aws":
-            self.to_sqs(q, label, None)
-        else:
-            self.to_stream(q, label, None, own=True)
-
-    def drain(self, only: set[str] | None = None) -> None:
-        """Whoever reads each SQS queue now takes what it holds (`only`: just these bodies)."""
-        for name, messages in self.sqs.items():
-            q = self.queues[name]
-            keep = []
-            for message in messages:
-                if only is not None and message["Body"] not in only:
-                    keep.append(message)
-                elif q.cutover.consumers == "aws":
-                    self.delivered[name][message["Body"]] += 1
-                else:
-                    route = self.routes[f"sqs:{name}"]
-                    starts = (
-                        {TOPIC_STREAM: self.source_start[name]} if name in self.source_start else {}
-                    )
-                    relayed = convert(route, message, starts)
-                    if not relayed.drop:
-                        self.to_stream(q, message["Body"], relayed.msg_id, own=True)
-            self.sqs[name] = keep
-
-
-def state(
-    producers: str, consumers: dict[str, str], emulated: set[str]
-) -> tuple[list[QueueInfo], TopicInfo]:
-    queues = [queue(name, c) for name, c in consumers.items()]
-    return queues, topic(producers, [sub(q, emulated=q.name in emulated) for q in queues])
+    def run(self, steps: int | None = None) -> None:
+        for _ in itertools.count() if steps is None else range(steps):
+            if not self.step():
+                return
 
 
 SIDES = {"aws": ["aws"], "nats": ["nats"], "both": ["aws", "nats"]}
 
 
-@pytest.mark.parametrize(
-    ("topic_producers", "c1", "c2", "emulated"),
-    list(itertools.product(["aws", "nats", "both"], ["aws", "nats"], ["aws", "nats"], [0, 1])),
-)
-def test_every_topic_cutover_delivers_exactly_once(
-    topic_producers: str, c1: str, c2: str, emulated: int
-) -> None:
-    queues, t = state(
-        topic_producers, {"billing": c1, "shipping": c2}, {"shipping"} if emulated else set()
-    )
-    estate = Estate(queues, t)
-    labels = []
-    for side in SIDES[topic_producers]:
-        for i in range(3):
-            labels.append(f"{side}-{i}")
-            estate.publish_topic(side, labels[-1])
-    estate.drain()
-    want = Counter(labels)
-    assert estate.delivered == {"billing": want, "shipping": want}, sorted(estate.routes)
+def journey(fanout: Fanout, emulated: set[str], overlap: bool, seed: int, settle: bool) -> Sim:
+    """The issue's journey: all on AWS → billing's consumers to NATS → topic producers to both →
+    to NATS → shipping's consumers to NATS → finish. Traffic keeps flowing; with `overlap` the
+    old workers keep running through the next phase (they stop only after it), else they stop
+    right at the move. Each phase runs part of the way before the next move, or (`settle`) to
+    the end: then nothing may be left waiting where no one reads it."""
+    sim = Sim(["billing", "shipping"], fanout, emulated, seed)
+    producers = "aws"
+    labels: list[str] = []
 
-
-@pytest.mark.parametrize(
-    ("producers", "moving", "other", "emulated"),
-    list(itertools.product(["aws", "nats", "both"], ["aws", "nats"], ["aws", "nats"], [0, 1])),
-)
-def test_consumers_moving_to_nats_mid_stream_get_each_message_once(
-    producers: str, moving: str, other: str, emulated: int
-) -> None:
-    """billing's consumers move to NATS while messages are in flight: some SNS delivered into
-    SQS before the move (the AWS workers processed a few of those, the rest wait in SQS), more
-    are published after it. The SQS backlog is relayed, SNS copies from the source's start on
-    are dropped, and every consumer gets every message once. `moving` is where billing's
-    consumers started (aws: a real move; nats: no move, the steady state)."""
-    emulated_subs = {"billing"} if emulated else set()
-    before = state(producers, {"billing": moving, "shipping": other}, emulated_subs)
-    after = state(producers, {"billing": "nats", "shipping": other}, emulated_subs)
-    estate = Estate(*before)
-    labels = []
-    for phase, current in (("before", before), ("after", after)):
-        estate.cut(*current)
+    def traffic(phase: str) -> None:
         for side in SIDES[producers]:
-            for i in range(3):
+            for i in range(4):
                 labels.append(f"{phase}-{side}-{i}")
-                estate.publish_topic(side, labels[-1])
-        if phase == "before":
-            # The AWS workers get through part of the backlog before the move.
-            estate.drain(only={f"before-{side}-0" for side in SIDES[producers]})
-    estate.drain()
+                sim.publish_topic(side, labels[-1])
+        sim.run(sim.rng.randrange(0, 12))
+
+    def consumers_to(n: str, side: str) -> None:
+        sim.move(ARN + n, consumers=side)
+        sim.workers[n].add(side)
+        old = "aws" if side == "nats" else "nats"
+        if not overlap:
+            sim.workers[n].discard(old)
+        traffic(f"{n}-{side}")
+        sim.workers[n].discard(old)
+        settled()
+
+    def settled() -> None:
+        if settle:
+            sim.run()
+            stranded = {
+                f"{where}:{n}": v
+                for where, places in (("sqs", sim.sqs), ("stream", sim.stream))
+                for n, v in places.items()
+                if v
+            }
+            assert not stranded and not sim.to_sns, (stranded, sorted(sim.routes()))
+
+    traffic("start")
+    consumers_to("billing", "nats")
+    for producers in ("both", "nats"):
+        sim.move(TOPIC, producers=producers)
+        traffic(f"producers-{producers}")
+        settled()
+    consumers_to("shipping", "nats")
+    consumers_to("billing", "aws")  # and back
+    consumers_to("billing", "nats")
+    sim.run()
     want = Counter(labels)
-    assert estate.delivered == {"billing": want, "shipping": want}, (
-        sorted(estate.routes),
-        estate.source_start,
-        estate.router_start,
-    )
-    if moving == "aws" and not emulated and producers != "aws":
-        # The source starts after the three NATS-published messages of before the move.
-        assert estate.source_start["billing"] == 4
+    assert sim.delivered == {"billing": want, "shipping": want}, sorted(sim.routes())
+    assert not any(sim.sqs.values()) and not any(sim.stream.values())
+    return sim
+
+
+@pytest.mark.parametrize(
+    ("fanout", "emulated", "overlap", "settle", "seed"),
+    list(
+        itertools.product(
+            ["sources", "sns"],
+            [frozenset(), frozenset({"shipping"})],
+            [False, True],
+            [False, True],
+            range(6),
+        )
+    ),
+)
+def test_journey_delivers_each_message_once_whatever_the_workers_do(
+    fanout: Fanout, emulated: frozenset[str], overlap: bool, settle: bool, seed: int
+) -> None:
+    journey(fanout, set(emulated), overlap, seed, settle)
 
 
 @pytest.mark.parametrize(
     ("producers", "consumers"), list(itertools.product(["aws", "nats", "both"], ["aws", "nats"]))
 )
-def test_every_queue_cutover_delivers_exactly_once(producers: str, consumers: str) -> None:
-    q = queue("jobs", consumers, producers)
-    estate = Estate([q])
-    for side in SIDES[producers]:
-        estate.publish_queue(side, q, side)
-    estate.drain()
-    assert estate.delivered == {"jobs": Counter(SIDES[producers])}, sorted(estate.routes)
-    # Never both directions for one queue: that would be a loop.
-    assert len([r for r in estate.routes.values() if r.source_arn == q.arn]) <= 1
-
-
-@pytest.mark.parametrize("producers", ["nats", "both"])
-def test_queue_messages_nats_handed_to_sqs_come_back_when_consumers_move_to_nats(
-    producers: str,
+def test_every_queue_state_delivers_once_and_never_runs_both_directions(
+    producers: str, consumers: str
 ) -> None:
-    """While the consumers are on AWS, nats-to-sqs hands NATS producers' messages to SQS
-    (origin plain `nats`); those still waiting when the consumers move to NATS are relayed
-    back, not dropped: nothing else carries them."""
-    before = queue("jobs", "aws", producers)
-    estate = Estate([before])
-    estate.publish_queue("nats", before, "early-0")
-    estate.publish_queue("nats", before, "early-1")
-    estate.drain(only={"early-0"})  # one processed on AWS, one still queued
-    after = queue("jobs", "nats", producers)
-    estate.cut([after], None)
-    estate.publish_queue("nats", after, "late")
-    estate.drain()
-    assert estate.delivered == {"jobs": Counter(["early-0", "early-1", "late"])}
+    sim = Sim(["jobs"], "sources")
+    sim.move(ARN + "jobs", producers=producers, consumers=consumers)
+    sim.workers["jobs"] = {consumers}
+    for side in SIDES[producers]:
+        sim.publish_queue(side, "jobs", side)
+    sim.run()
+    assert sim.delivered == {"jobs": Counter(SIDES[producers])}
+    own = [r for r in sim.routes().values() if r.source_arn == ARN + "jobs"]
+    assert len(own) <= 1  # never both directions for one queue: that would be a loop
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_queue_backlog_follows_its_consumers_back_and_forth(seed: int) -> None:
+    """NATS producers; consumers move to NATS and back with workers overlapping: what one side
+    holds when the consumers leave it is relayed to the other, never stranded or doubled."""
+    sim = Sim(["jobs"], "sources", seed=seed)
+    sim.move(ARN + "jobs", producers="both")
+    labels = []
+    for phase, side in enumerate(["nats", "aws", "nats", "aws"]):
+        for i in range(5):
+            labels.append(f"{phase}-{i}")
+            sim.publish_queue(["aws", "nats"][i % 2], "jobs", labels[-1])
+        sim.run(sim.rng.randrange(0, 8))
+        sim.move(ARN + "jobs", consumers=side)
+        sim.workers["jobs"].add(side)
+        sim.run(sim.rng.randrange(0, 8))
+        sim.workers["jobs"] = {side}
+    sim.run()
+    assert sim.delivered == {"jobs": Counter(labels)}
+
+
+def test_objects_do_not_depend_on_the_cutover_state() -> None:
+    """A move starts and stops relays only: the JetStream objects stay what apply created."""
+    shapes = set()
+    for producers, c1, c2 in itertools.product(["aws", "nats", "both"], *[["aws", "nats"]] * 2):
+        billing, shipping = queue("billing", c1), queue("shipping", c2)
+        t = topic(producers, [sub(billing), sub(shipping, emulated=True)])
+        derived = derive([billing, shipping], [t], Defaults())
+        shapes.add(
+            (
+                tuple(c.model_dump_json() for c in derived.consumers),
+                tuple(s.model_dump_json() for s in derived.streams),
+                tuple(r.name for r in derived.candidates),
+            )
+        )
+    assert len(shapes) == 1
+
+
+def test_sns_fanout_has_no_filter_router_and_a_to_sns_relay() -> None:
+    billing = queue("billing", "nats")
+    t = topic("nats", [sub(billing, emulated=True), HTTP], fanout="sns")
+    derived = derive([billing], [t], Defaults())
+    assert kinds(derived.routes) == {
+        ("nats-to-sns", "to-sns:orders"),
+        ("sqs-to-nats", "sqs:billing"),
+    }
 
 
 def test_http_subscriber_keeps_topic_on_sns_and_gives_it_a_stream() -> None:
     t = topic(
         "nats",
         [SubscriptionInfo(arn=f"{TOPIC}:web", protocol="https", endpoint="https://x")],
+        fanout="sns",
     )
     derived = derive([], [t], Defaults())
     assert kinds(derived.routes) == {("nats-to-sns", "to-sns:orders")}

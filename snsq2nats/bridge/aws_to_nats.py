@@ -153,13 +153,12 @@ def convert(
     msg_id = message_id
     drop = False
     if origin is not None:
-        # A topic message published on NATS that SNS delivered back into this queue. From the
-        # queue stream's source start on, the source carried it already; before that (while
-        # the queue's consumers were on AWS) only this path has it. Its id is the same on
-        # every path, so the filter router's copy and this one deduplicate.
+        # A topic message published on NATS that SNS handed back. In the topic's own bridge
+        # queue it is the echo of the nats-to-sns relay: the topic stream has the original. In
+        # a queue it is that queue's one copy (the topic fans out through SNS, or nats-to-sqs
+        # relayed it while the consumers were on AWS), relayed under the same id on any path.
         stream, seq = origin
-        start = (source_starts or {}).get(stream)
-        drop = start is not None and seq >= start
+        drop = route.kind == "sns-to-nats" and stream == route.stream
         msg_id = f"{stream}:{seq}"
     headers = attributes_to_headers(attributes)
     headers.update(extra)

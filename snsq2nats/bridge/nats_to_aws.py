@@ -347,8 +347,10 @@ class Relay:
         for msg in msgs:
             headers = msg.headers or {}
             origin = headers.get(ORIGIN_HEADER)
-            if origin is not None and origin.lower() == "aws":
-                # Came from AWS through the other direction: relaying it back would loop.
+            if origin is not None and origin.lower() == "aws" and self.route.kind != "nats-to-sqs":
+                # Came from AWS into the topic stream: relaying it back would loop. A queue's
+                # stream holds what sqs-to-nats relayed while its consumers were on NATS; moved
+                # back to AWS, that backlog is theirs (the two relays never run together).
                 skipped.append(msg)
                 continue
             if CANARY_HEADER in headers:
@@ -356,8 +358,8 @@ class Relay:
                 skipped.append(msg)
                 continue
             if self.relay_subjects and not subject_in(msg.subject, self.relay_subjects):
-                # A copy that arrived through a topic stream source; SNS delivers it to the
-                # queue itself, so relaying it would make a second copy.
+                # Outside the topic's NATS-origin space (the `aws.` relay space): SNS delivered
+                # those to its subscribers itself.
                 skipped.append(msg)
                 continue
             try:

@@ -115,3 +115,28 @@ async def read_live(nc: Any, *, timeout: float = 5.0) -> LiveState:
         else:
             streams[name].consumers = consumers
     return LiveState(streams=streams, server=server_info(nc))
+
+
+async def read_bucket(nc: Any, bucket: str, keys: str = ">") -> dict[str, tuple[bytes, int]] | None:
+    """A KV bucket's current values under `keys` (value, revision), or None without the bucket.
+
+    One ordered watch: the server streams every key's last value, however many there are.
+    """
+    from nats.js.errors import BucketNotFoundError, NoKeysError, NotFoundError
+
+    try:
+        kv = await nc.jetstream().key_value(bucket)
+    except (BucketNotFoundError, NotFoundError):
+        return None
+    values: dict[str, tuple[bytes, int]] = {}
+    try:
+        watcher = await kv.watch(keys, ignore_deletes=True)
+    except NoKeysError:
+        return values
+    try:
+        while (entry := await watcher.updates(timeout=10.0)) is not None:
+            if entry.value:
+                values[entry.key] = (entry.value, entry.revision or 0)
+    finally:
+        await watcher.stop()
+    return values

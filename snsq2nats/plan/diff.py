@@ -288,7 +288,7 @@ def stream_order(desired: Desired) -> list[str]:
     deps: dict[str, set[str]] = {
         s.name: {src.name for src in s.sources or []} for s in desired.streams
     }
-    for route in desired.routes:
+    for route in [*desired.routes, *desired.candidate_routes]:
         if route.kind == "dlq-mover" and route.stream and route.target_stream:
             deps.setdefault(route.stream, set()).add(route.target_stream)
     return _topological([s.name for s in desired.streams], deps)
@@ -407,7 +407,9 @@ def _consumer_change(
 def _desired_owners(desired: Desired) -> set[Owner]:
     """Every source and route the desired state still has."""
     owners = {Owner("source", r.source_arn) for r in desired.resources}
-    owners |= {Owner("route", r.name) for r in desired.routes}
+    # Every candidate route keeps its objects: a route that does not run in this cutover
+    # state may run in the next one, and its consumer keeps its place meanwhile.
+    owners |= {Owner("route", r.name) for r in [*desired.routes, *desired.candidate_routes]}
     for metadata in [s.metadata for s in desired.streams] + [c.metadata for c in desired.consumers]:
         found = owner(metadata)
         if found is not None:

@@ -88,6 +88,9 @@ class Route(Model):
     # advisories while no bridge runs.
     advisory_stream: str | None = None
     advisory_consumer: str | None = None
+    # nats-to-sqs: topics whose NATS-published messages reach the queue stream directly (a
+    # source or a filter router), so the relay runs while they have producers on NATS.
+    feeds: list[str] = Field(default_factory=list)
 
 
 class Desired(Model):
@@ -97,6 +100,7 @@ class Desired(Model):
     consumers: list[ConsumerSpec] = Field(default_factory=list)
     resources: list[Resource] = Field(default_factory=list)
     routes: list[Route] = Field(default_factory=list)
+    candidate_routes: list[Route] = Field(default_factory=list)
 
 
 class FieldDiff(Model):
@@ -125,6 +129,12 @@ class Plan(Model):
     resources: list[Resource] = Field(default_factory=list)
     changes: list[Change] = Field(default_factory=list)
     routes: list[Route] = Field(default_factory=list)
+    """The routes the bridge runs in the plan's cutover state."""
+    candidate_routes: list[Route] = Field(default_factory=list)
+    """Every route some cutover state runs: a bridge following the live cutover state (the
+    `snsq2nats_cutover` bucket) picks from these without a new plan."""
+    cutover_origin: dict[str, str] = Field(default_factory=dict)
+    """Where each moved resource's cutover state came from ("live" or "mapping"), by ARN."""
     streams: list[StreamSpec] = Field(default_factory=list)
     consumers: list[ConsumerSpec] = Field(default_factory=list)
 

@@ -6,7 +6,7 @@ connections passed in, so the CLI, the demo, apply and the tests share one path.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +17,7 @@ from snsq2nats.jetstream.spec import ServerInfo
 from snsq2nats.plan.diff import diff
 from snsq2nats.plan.model import Plan
 from snsq2nats.plan.rules import Rules, load_rules
+from snsq2nats.plan.states import CUTOVER_BUCKET, RESOURCE_PREFIX, CutoverRecord, parse_records
 from snsq2nats.plan.translate import translate
 
 if TYPE_CHECKING:
@@ -45,20 +46,49 @@ def assemble_plan(
     *,
     server: ServerInfo,
     prune: bool = False,
+    records: Mapping[str, CutoverRecord] | None = None,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> Plan:
-    desired = translate(inventory, rules, server_version=server.version)
+    """`records`: the live cutover state (`plan.states`), which wins over the mapping's."""
+    records = records or {}
+    desired = translate(
+        inventory,
+        rules,
+        server_version=server.version,
+        cutover={arn: r.state for arn, r in records.items()},
+        moved=frozenset(records),
+    )
     changes = diff(desired, live, prune=prune)
     return Plan(
+        cutover_origin=cutover_origin(inventory, rules, records),
         generated_at=now().isoformat(timespec="seconds"),
         inventory_generated_at=inventory.generated_at,
         server=server,
         resources=desired.resources,
         changes=changes,
         routes=desired.routes,
+        candidate_routes=desired.candidate_routes,
         streams=desired.streams,
         consumers=desired.consumers,
     )
+
+
+def cutover_origin(
+    inventory: Inventory, rules: Rules, records: Mapping[str, CutoverRecord]
+) -> dict[str, str]:
+    """Where each resource's cutover state comes from, for those not simply on AWS by default:
+    the live state, the mapping file, or the live state overriding a different mapping."""
+    origin: dict[str, str] = {}
+    named = [(q.name, q.arn) for q in inventory.queues] + [(t.name, t.arn) for t in inventory.topics]
+    for name, arn in named:
+        mapped = rules.resolve(name, arn).cutover
+        record = records.get(arn)
+        if record is not None:
+            differs = mapped is not None and mapped != record.state
+            origin[arn] = "live, overriding the mapping" if differs else "live"
+        elif mapped is not None:
+            origin[arn] = "mapping"
+    return origin
 
 
 def obtain_inventory(request: PlanRequest, scan: Callable[[], Inventory]) -> Inventory:
@@ -69,25 +99,38 @@ def obtain_inventory(request: PlanRequest, scan: Callable[[], Inventory]) -> Inv
 
 async def read_server(opts: NatsOptions) -> tuple[LiveState | None, ServerInfo]:
     """The live JetStream state, or None with the reason when no server can be read."""
+    live, server, _ = await read_state(opts)
+    return live, server
+
+
+async def read_state(
+    opts: NatsOptions,
+) -> tuple[LiveState | None, ServerInfo, dict[str, CutoverRecord]]:
+    """The live JetStream state and cutover state, or None with the reason without a server."""
     from snsq2nats.errors import NatsConnectError, NatsRefusedError
     from snsq2nats.jetstream.connect import connect_nats
-    from snsq2nats.jetstream.state import read_live
+    from snsq2nats.jetstream.state import read_bucket, read_live
 
     try:
         nc = await connect_nats(opts, name="snsq2nats plan")
     except NatsRefusedError:
         raise  # a server that refuses our credentials is a mistake to fix, not "offline"
     except NatsConnectError as err:
-        return None, ServerInfo(
-            reachable=False,
-            url=opts.redacted_servers,
-            note=f"no NATS server reachable ({err.what}): everything is planned as create",
+        return (
+            None,
+            ServerInfo(
+                reachable=False,
+                url=opts.redacted_servers,
+                note=f"no NATS server reachable ({err.what}): everything is planned as create",
+            ),
+            {},
         )
     try:
         live = await read_live(nc)
+        values = await read_bucket(nc, CUTOVER_BUCKET, RESOURCE_PREFIX + ">")
     finally:
         await nc.close()
-    return live, live.server
+    return live, live.server, parse_records(values or {})
 
 
 def make_plan(
@@ -100,6 +143,7 @@ def make_plan(
 
     inventory = obtain_inventory(request, scan)
     rules = load_rules(request.mapping_paths, replicas=request.replicas)
+    records: dict[str, CutoverRecord] = {}
     if request.offline or nats is None:
         live: Any = None
         server = ServerInfo(
@@ -107,8 +151,10 @@ def make_plan(
             note="offline plan: no NATS server read; everything is planned as create",
         )
     else:
-        live, server = asyncio.run(read_server(nats))
-    return assemble_plan(inventory, rules, live, server=server, prune=request.prune)
+        live, server, records = asyncio.run(read_state(nats))
+    return assemble_plan(
+        inventory, rules, live, server=server, prune=request.prune, records=records
+    )
 
 
 GROUP_ATTRIBUTE = "MessageGroupId"

@@ -82,7 +82,7 @@ class QueueFacts:
     """What other resources decide about a queue, known before its verdicts are."""
 
     fed_by_topic: bool = False
-    """A topic delivers into it through a stream source, now or once its consumers move."""
+    """A topic delivers into it through a stream source, now or once the topic is finished."""
     sources: tuple[StreamSource, ...] = ()
     """The topic stream sources it has now (its consumers are on NATS)."""
     dlq_unmapped: str | None = None
@@ -335,8 +335,8 @@ def _delay(names: QueueNames, facts: QueueFacts, ctx: Context) -> _Delay:
                 "DelaySeconds",
                 str(seconds),
                 "unsupported",
-                "the queue is fed by a topic stream source (now, or once its consumers move "
-                "to NATS) and JetStream refuses message schedules on streams with sources",
+                "the queue is fed by a topic stream source (now, or once the topic's migration "
+                "is finished) and JetStream refuses message schedules on streams with sources",
                 manual_step="delay in the consumer (NAK with a delay on first delivery) or "
                 "drop the delay",
             ),

@@ -1,18 +1,26 @@
-"""Bridge routes from the cutover state: exactly one path from each producer side to each consumer.
+"""Bridge routes: every path a message may need during a migration, and which run in a state.
 
 During a migration producers and consumers of a queue or topic live on AWS, on NATS, or (for
-producers) on both. Every message must reach every consumer once, whichever side published it,
-and nothing may be relayed back where it came from. The rules (one per route kind):
+producers) on both. Every message must reach every consumer once, whichever side published it
+and wherever the consumer's workers run — including both sides at once while a team moves.
 
-1. queue consumers on NATS → `sqs-to-nats` (SQS messages that NATS published are dropped: they
-   reached the queue stream through a topic stream source already);
-2. queue consumers on AWS, producers on NATS → `nats-to-sqs`, relaying only the queue's own
-   subjects (topic copies sourced into the queue stream reach SQS through SNS instead);
-3. a mapped dead-letter queue → `dlq-mover`;
-4. a topic stream with producers on AWS → `sns-to-nats` into the `aws.` relay space, which
-   queue stream sources never select (the queues got their copies through SQS);
-5. producers on NATS and subscribers still on AWS → `nats-to-sns` from the NATS-origin space;
-6. an emulated filter policy → `filter-router` from the NATS-origin space.
+The design that makes a move exact without a synchronised switch: **one copy per message per
+queue, fixed when the plan is applied, and the bridge competes for it.** The JetStream objects
+(sources, bridge consumers) do not depend on the cutover state; a move only starts and stops
+relays, and a relay joins the workers on the side the copy waits on as one more competing
+consumer (the SQS queue's receivers, or the queue's own durable), so each copy is taken once
+by whoever gets it first — the old workers, or the bridge carrying it to the new side.
+
+Candidate routes (one per possible path) and when each runs (`route_active`):
+
+1. `sqs-to-nats` (queue consumers on NATS): the SQS queue relayed into the queue stream;
+2. `nats-to-sqs` (queue consumers on AWS, and something on NATS may feed the stream): the queue's
+   durable relayed to SQS, topic copies included;
+3. `dlq-mover`: always, for a mapped dead-letter queue;
+4. `sns-to-nats` (topic producers on AWS, or still draining): into the `aws.` relay space of the
+   topic stream, for NATS-native topic subscribers; no queue source selects that space;
+5. `nats-to-sns` (producers on NATS, topic fanning out through SNS — see `subscriptions`);
+6. `filter-router` (producers on NATS, topic fanning out through sources): an emulated filter.
 
 Everything here is pure: plain descriptions in, routes and the bridge-owned JetStream objects
 out, so every cutover combination is a table test.
@@ -20,6 +28,7 @@ out, so every cutover combination is a table test.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -40,6 +49,10 @@ FILTER_CONSUMER_PREFIX = "snsq2nats-filter-"
 DLQ_CONSUMER_PREFIX = "snsq2nats-dlq-"
 BRIDGE_QUEUE_PREFIX = "snsq2nats-bridge-"
 ADVISORY_MAX_AGE = 7 * 86400
+
+
+Fanout = Literal["sources", "sns"]
+"""How NATS-published topic messages reach the topic's queues (`subscriptions.fanout_of`)."""
 
 
 @dataclass(frozen=True)
@@ -84,6 +97,7 @@ class TopicInfo:
     needs_stream: bool
     """True when the mapping already gives the topic a stream (sources, archive policy)."""
     subscriptions: list[SubscriptionInfo] = field(default_factory=list)
+    fanout: Fanout = "sources"
 
     @property
     def nats_pattern(self) -> str:
@@ -94,8 +108,48 @@ class TopicInfo:
         return RELAY_PREFIX + self.nats_pattern
 
 
+@dataclass(frozen=True)
+class CutoverView:
+    """The cutover state routes run under: each resource's sides, by ARN, and which resources
+    were ever moved by `snsq2nats cutover` (their streams may hold a backlog to drain)."""
+
+    states: Mapping[str, Cutover] = field(default_factory=dict)
+    moved: Collection[str] = frozenset()
+
+    def of(self, arn: str) -> Cutover:
+        return self.states.get(arn) or Cutover()
+
+    def nats_fed(self, arn: str) -> bool:
+        """Something on NATS may publish into the resource, or its stream may hold a backlog."""
+        return self.of(arn).producers != "aws" or arn in self.moved
+
+
+def route_active(route: Route, view: CutoverView) -> bool:
+    """Whether the bridge runs `route` in the cutover state `view` (see the module docstring)."""
+    if route.kind == "sqs-to-nats":
+        state = view.of(route.source_arn)
+        return state.consumers == "nats" and not state.finished
+    if route.kind == "nats-to-sqs":
+        if view.of(route.source_arn).consumers != "aws":
+            return False
+        return any(view.nats_fed(arn) for arn in [route.source_arn, *route.feeds])
+    if route.kind == "dlq-mover":
+        return True
+    topic = view.of(route.aws_arn)
+    if route.kind == "sns-to-nats":
+        return not topic.finished and (topic.producers != "nats" or route.aws_arn in view.moved)
+    # nats-to-sns, filter-router: NATS producers, or a backlog left by ones that moved back.
+    return not topic.finished and view.nats_fed(route.aws_arn)
+
+
+def active_routes(candidates: list[Route], view: CutoverView) -> list[Route]:
+    return [route for route in candidates if route_active(route, view)]
+
+
 @dataclass
 class Derived:
+    candidates: list[Route] = field(default_factory=list)
+    """Every route some cutover state runs; `routes` are those the given state runs."""
     routes: list[Route] = field(default_factory=list)
     streams: list[StreamSpec] = field(default_factory=list)
     consumers: list[ConsumerSpec] = field(default_factory=list)
@@ -140,19 +194,6 @@ def bridge_queue_name(topic_name: str, fifo: bool) -> str:
     base = topic_name[: -len(".fifo")] if fifo and topic_name.endswith(".fifo") else topic_name
     suffix = ".fifo" if fifo else ""
     return (BRIDGE_QUEUE_PREFIX + base)[: 80 - len(suffix)] + suffix
-
-
-def _aws_side_subscribers(topic: TopicInfo, queues: dict[str, QueueInfo]) -> list[str]:
-    """Subscriptions SNS must still serve: all but those NATS delivers to a NATS consumer."""
-    out = []
-    for sub in topic.subscriptions:
-        if not sub.delivers:
-            continue
-        queue = queues.get(sub.endpoint) if sub.protocol == "sqs" else None
-        nats_side = queue is not None and sub.mapped and queue.cutover.consumers == "nats"
-        if not nats_side:
-            out.append(sub.arn)
-    return out
 
 
 def _bridge_consumer(
@@ -209,54 +250,72 @@ def derive(
     defaults: Defaults,
     *,
     advisory_replicas: int = 1,
+    moved: Collection[str] = frozenset(),
 ) -> Derived:
-    """The routes, bridge consumers and advisory stream for one cutover state."""
+    """Every candidate route with its bridge consumers and the advisory stream, and the routes
+    the cutover state the queues and topics carry runs (`moved`: see `CutoverView`)."""
     by_arn = {q.arn: q for q in queues}
+    feeds = _nats_feeds(topics, by_arn)
     out = Derived()
     for queue in queues:
-        _queue_routes(queue, by_arn, out)
+        _queue_routes(queue, by_arn, feeds.get(queue.arn, []), out)
     for topic in topics:
         _topic_routes(topic, by_arn, defaults, out)
-    dlq_routes = [r for r in out.routes if r.kind == "dlq-mover"]
+    dlq_routes = [r for r in out.candidates if r.kind == "dlq-mover"]
     if dlq_routes:
         out.streams.append(advisory_stream_spec(advisory_replicas))
         out.consumers.extend(advisory_consumer_spec(route, defaults) for route in dlq_routes)
-    out.routes.sort(key=lambda r: (r.kind, r.name, r.source_arn))
+    out.candidates.sort(key=lambda r: (r.kind, r.name, r.source_arn))
     out.consumers.sort(key=lambda c: c.key)
+    states = {q.arn: q.cutover for q in queues} | {t.arn: t.cutover for t in topics}
+    out.routes = active_routes(out.candidates, CutoverView(states, frozenset(moved)))
     return out
 
 
-def _queue_routes(queue: QueueInfo, queues: dict[str, QueueInfo], out: Derived) -> None:
-    cutover = queue.cutover
-    if cutover.consumers == "nats":
-        out.routes.append(
-            Route(
-                name=f"sqs:{queue.name}",
-                kind="sqs-to-nats",
-                source_arn=queue.arn,
-                aws_arn=queue.arn,
-                stream=queue.stream,
-                subject=queue.subject,
-                fifo=queue.fifo,
-            )
+def _nats_feeds(topics: list[TopicInfo], queues: dict[str, QueueInfo]) -> dict[str, list[str]]:
+    """For each queue, the topics whose NATS-published messages reach its stream directly
+    (a source or a filter router): the bridge relays those to SQS while its consumers are on
+    AWS."""
+    feeds: dict[str, list[str]] = {}
+    for topic in topics:
+        if topic.fanout != "sources":
+            continue
+        for sub in topic.subscriptions:
+            if sub.delivers and sub.mapped and sub.endpoint in queues:
+                feeds.setdefault(sub.endpoint, []).append(topic.arn)
+    return feeds
+
+
+def _queue_routes(
+    queue: QueueInfo, queues: dict[str, QueueInfo], feeds: list[str], out: Derived
+) -> None:
+    out.candidates.append(
+        Route(
+            name=f"sqs:{queue.name}",
+            kind="sqs-to-nats",
+            source_arn=queue.arn,
+            aws_arn=queue.arn,
+            stream=queue.stream,
+            subject=queue.subject,
+            fifo=queue.fifo,
         )
-    elif cutover.producers in ("nats", "both"):
-        out.routes.append(
-            Route(
-                name=f"to-sqs:{queue.name}",
-                kind="nats-to-sqs",
-                source_arn=queue.arn,
-                aws_arn=queue.arn,
-                stream=queue.stream,
-                consumer=queue.durable,
-                subject=queue.subject,
-                relay_subjects=list(queue.own_subjects),
-                fifo=queue.fifo,
-            )
+    )
+    out.candidates.append(
+        Route(
+            name=f"to-sqs:{queue.name}",
+            kind="nats-to-sqs",
+            source_arn=queue.arn,
+            aws_arn=queue.arn,
+            stream=queue.stream,
+            consumer=queue.durable,
+            subject=queue.subject,
+            fifo=queue.fifo,
+            feeds=sorted(set(feeds)),
         )
+    )
     dlq = queues.get(queue.dlq_arn) if queue.dlq_arn else None
     if dlq is not None:
-        out.routes.append(
+        out.candidates.append(
             Route(
                 name=f"dlq:{queue.name}",
                 kind="dlq-mover",
@@ -276,10 +335,9 @@ def _queue_routes(queue: QueueInfo, queues: dict[str, QueueInfo], out: Derived) 
 def _topic_routes(
     topic: TopicInfo, queues: dict[str, QueueInfo], defaults: Defaults, out: Derived
 ) -> None:
-    producers = topic.cutover.producers
-    needs_stream = topic.needs_stream
-    if producers in ("nats", "both") and _aws_side_subscribers(topic, queues):
-        needs_stream = True
+    delivering = [sub for sub in topic.subscriptions if sub.delivers]
+    relay_to_sns = topic.fanout == "sns" and bool(delivering)
+    if relay_to_sns:
         to_sns = Route(
             name=f"to-sns:{topic.name}",
             kind="nats-to-sns",
@@ -292,19 +350,21 @@ def _topic_routes(
             relay_subjects=[topic.nats_pattern],
             fifo=topic.fifo,
         )
-        out.routes.append(to_sns)
+        out.candidates.append(to_sns)
         out.consumers.append(
             _route_consumer(
-                to_sns, f"bridge: NATS-published messages of {topic.name} to SNS", defaults
+                to_sns,
+                f"bridge: NATS-published messages of {topic.name} to SNS",
+                defaults,
+                # Created with the plan, before any producer publishes on NATS: "new" is
+                # anchored at creation by apply, so nothing is missed and nothing replayed.
+                deliver_policy="new",
             )
         )
-    for sub in topic.subscriptions:
+    for sub in delivering if topic.fanout == "sources" else []:
         queue = queues.get(sub.endpoint)
-        if not (sub.emulated and sub.delivers and queue is not None):
+        if not (sub.emulated and queue is not None):
             continue
-        if queue.cutover.consumers != "nats":
-            continue  # SNS applies the policy itself while the queue's consumers are on AWS
-        needs_stream = True
         router = Route(
             name=f"filter:{topic.name}->{queue.name}",
             kind="filter-router",
@@ -321,32 +381,31 @@ def _topic_routes(
             raw_delivery=sub.raw_delivery,
             fifo=queue.fifo,
         )
-        out.routes.append(router)
+        out.candidates.append(router)
         out.consumers.append(
             _route_consumer(
                 router,
                 f"bridge: filter policy of {topic.name} → {queue.name}",
                 defaults,
-                # Created when the queue's consumers move to NATS: what the topic held before
-                # went to the SQS queue through SNS, so the router starts at new messages.
+                # Like a new SNS subscription: messages published from its creation on.
                 deliver_policy="new",
             )
         )
-    if not needs_stream:
-        return
-    out.topic_streams.add(topic.arn)
-    if producers in ("aws", "both"):
-        out.routes.append(
-            Route(
-                name=f"sns:{topic.name}",
-                kind="sns-to-nats",
-                source_arn=topic.arn,
-                aws_arn=topic.arn,
-                stream=topic.stream,
-                subject=relay_subject(topic.subject),
-                subject_tokens=list(topic.promoted),
-                relay_subjects=[topic.relay_pattern],
-                fifo=topic.fifo,
-                bridge_queue=bridge_queue_name(topic.name, topic.fifo),
-            )
+    if relay_to_sns or topic.needs_stream:
+        out.topic_streams.add(topic.arn)
+    if not topic.needs_stream:
+        return  # no queue reads the topic: nothing on NATS wants what AWS producers publish
+    out.candidates.append(
+        Route(
+            name=f"sns:{topic.name}",
+            kind="sns-to-nats",
+            source_arn=topic.arn,
+            aws_arn=topic.arn,
+            stream=topic.stream,
+            subject=relay_subject(topic.subject),
+            subject_tokens=list(topic.promoted),
+            relay_subjects=[topic.relay_pattern],
+            fifo=topic.fifo,
+            bridge_queue=bridge_queue_name(topic.name, topic.fifo),
         )
+    )

@@ -140,6 +140,8 @@ class Cutover(Strict):
 
     producers: Literal["aws", "nats", "both"] = "aws"
     consumers: Side = "aws"
+    finished: bool = False
+    """Both sides are on NATS and `snsq2nats cutover finish` retired the bridge's paths."""
 
 
 class Override(Strict):

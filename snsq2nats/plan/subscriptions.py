@@ -8,14 +8,22 @@ queue and messages fanned out by a topic meet in one consumer, and a queue subsc
 topics simply has several sources. (Consumers on the topic stream were the alternative; they
 would give a queue one consumer per topic, so its workers could not bind to one durable.)
 
-The source is added only once the queue's consumers are on NATS: before that SNS delivers
-into the SQS queue, and a source would pile up copies the NATS workers would process again.
+How NATS-published topic messages reach the queues during a migration (`fanout_of`) is
+decided per topic, once, and never changes with the cutover state, so that every message has
+exactly one copy per queue whichever side the queue's workers are on (or both, during a move):
+
+- `sources`: every subscriber is a mapped SQS queue with raw delivery. The sources exist from
+  the start; while a queue's consumers are on AWS the bridge relays its stream to SQS.
+- `sns`: some subscriber NATS cannot serve (another protocol, an unmapped queue) or a queue
+  expecting SNS's JSON envelope. NATS-published messages then go through SNS like everyone
+  else's, and a queue whose consumers moved to NATS gets them through its SQS queue.
+
 A policy that cannot be a subject filter is evaluated by the bridge's filter router instead.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from snsq2nats import filterpolicy
 from snsq2nats.errors import FilterPolicyError
@@ -24,7 +32,7 @@ from snsq2nats.jetstream.spec import StreamSource, SubjectTransform
 from snsq2nats.plan.fidelity import entry
 from snsq2nats.plan.model import Fidelity, Resource
 from snsq2nats.plan.queues import QueueNames
-from snsq2nats.plan.routes import SubscriptionInfo
+from snsq2nats.plan.routes import Fanout, SubscriptionInfo
 from snsq2nats.plan.topics import TopicNames
 
 MANUAL_STEPS = {
@@ -58,8 +66,10 @@ class Wiring:
     feeds_queue: bool = False
     """It delivers into the queue through a stream source, now or once its consumers move."""
     source: StreamSource | None = None
-    """The stream source the queue has now."""
+    """The stream source into the queue (none once `settle` finds the topic fans out via SNS)."""
     topic_needs_stream: bool = False
+    blocks_sources: str | None = None
+    """Why this subscription keeps the topic's NATS-published messages on SNS, if it does."""
 
 
 def wire(
@@ -74,6 +84,9 @@ def wire(
             endpoint=sub.endpoint,
             delivers=not sub.pending_confirmation,
         ),
+        blocks_sources=None
+        if sub.pending_confirmation
+        else f"{sub.protocol}:{sub.endpoint} is not served by NATS",
     )
     if excluded:
         # Not migrated, so SNS keeps delivering it: the routes must know it exists.
@@ -87,7 +100,7 @@ def wire(
             publish_subject=topic.template,
             fidelity=[*pending, _protocol(sub)],
         )
-        return Wiring(topic_arn=sub.topic_arn, info=not_mapped.info, resource=resource)
+        return replace(not_mapped, resource=resource)
     if queue is None:
         resource = Resource(
             source_arn=sub.arn,
@@ -95,7 +108,7 @@ def wire(
             name=f"{topic.topic.name} → {sub.endpoint}",
             fidelity=[*pending, _unmapped_endpoint(sub)],
         )
-        return Wiring(topic_arn=sub.topic_arn, info=not_mapped.info, resource=resource)
+        return replace(not_mapped, resource=resource)
     return _into_queue(sub, topic, queue, pending)
 
 
@@ -104,13 +117,7 @@ def _into_queue(
 ) -> Wiring:
     policy = _filter(sub, topic)
     delivers = not sub.pending_confirmation and policy.valid
-    on_nats = queue.cutover.consumers == "nats"
-    fidelity = [
-        *pending,
-        policy.verdict,
-        *_delivery(sub),
-        *([_cutover(on_nats)] if delivers else []),
-    ]
+    fidelity = [*pending, policy.verdict, *_delivery(sub)]
     # An emulated filter is carried by the filter router (routes.py), never a stream source.
     feeds_queue = delivers and not policy.emulated
     filters = policy.subjects or [topic.pattern]
@@ -140,9 +147,35 @@ def _into_queue(
         ),
         queue_arn=queue.queue.arn,
         feeds_queue=feeds_queue,
-        source=_source(topic.stream, filters) if feeds_queue and on_nats else None,
+        source=_source(topic.stream, filters) if feeds_queue else None,
         topic_needs_stream=delivers,
+        blocks_sources=None
+        if not delivers or sub.raw_message_delivery
+        else f"{queue.queue.name} expects the SNS envelope (raw delivery off)",
     )
+
+
+def fanout_of(wirings: list[Wiring]) -> tuple[Fanout, list[str]]:
+    """How a topic's NATS-published messages reach its subscribers, and what keeps them on SNS.
+
+    Stream sources only when NATS can serve every subscription SNS delivers to exactly as SNS
+    does; one that it cannot (an HTTP endpoint, an unmapped queue, a queue reading SNS's JSON
+    envelope) needs the nats-to-sns relay, and SNS then hands a copy to every subscribed queue:
+    a source next to it would be a second copy.
+    """
+    reasons = sorted({w.blocks_sources for w in wirings if w.blocks_sources})
+    return ("sns" if reasons else "sources"), reasons
+
+
+def settle(wiring: Wiring, fanout: Fanout, reasons: list[str]) -> Wiring:
+    """The subscription once its topic's fan-out is known: its source, and the verdict."""
+    if wiring.queue_arn is None or wiring.resource is None or not wiring.info.delivers:
+        return wiring
+    resource = wiring.resource.model_copy(
+        update={"fidelity": [*wiring.resource.fidelity, _cutover(fanout, reasons)]}
+    )
+    source = wiring.source if fanout == "sources" else None
+    return replace(wiring, resource=resource, source=source)
 
 
 def _source(stream: str, filters: list[str]) -> StreamSource:
@@ -297,22 +330,26 @@ def _delivery(sub: Subscription) -> list[Fidelity]:
     return out
 
 
-def _cutover(consumers_on_nats: bool) -> Fidelity:
-    """Which side delivers the topic into the queue at this stage of the cutover."""
-    if consumers_on_nats:
+def _cutover(fanout: Fanout, reasons: list[str]) -> Fidelity:
+    """How the topic reaches the queue on either side of its cutover: one copy either way."""
+    if fanout == "sources":
         return entry(
             "Cutover",
-            "consumers on NATS",
+            "stream source",
             "exact",
-            "NATS delivers topic messages into the queue stream",
+            "NATS-published messages reach the queue stream through its source (the bridge "
+            "relays the stream to SQS while the queue's consumers are on AWS); SNS-published "
+            "ones reach the SQS queue (relayed to the stream while its consumers are on NATS). "
+            "One copy per message, so workers on either side, or both during a move, get it once",
             target="stream source",
         )
     return entry(
         "Cutover",
-        "consumers on AWS",
+        "through SNS",
         "exact",
-        "SNS delivers into the SQS queue, also what NATS producers publish (through the "
-        "bridge); the stream source is added when the queue's consumers move to NATS, so no "
-        "message reaches both sides",
+        "NATS-published messages reach this queue through SNS like any other ("
+        + "; ".join(reasons)
+        + "): the bridge relays them to SNS, and from the SQS queue to the stream once the "
+        "queue's consumers are on NATS. One copy per message, one AWS round trip more",
         target="SNS subscription",
     )

@@ -21,7 +21,7 @@ from snsq2nats.plan.fidelity import encryption, entry, resource_policy, tags
 from snsq2nats.plan.metadata import for_source
 from snsq2nats.plan.model import Fidelity, Resource
 from snsq2nats.plan.names import topic_pattern
-from snsq2nats.plan.routes import RELAY_PREFIX, SubscriptionInfo, TopicInfo
+from snsq2nats.plan.routes import RELAY_PREFIX, Fanout, SubscriptionInfo, TopicInfo
 from snsq2nats.plan.rules import Cutover, Override
 
 SNS_MAX_MESSAGE = 262_144
@@ -54,7 +54,9 @@ class TopicNames:
     def cutover(self) -> Cutover:
         return self.override.cutover or Cutover()
 
-    def info(self, subscriptions: list[SubscriptionInfo], needs_stream: bool) -> TopicInfo:
+    def info(
+        self, subscriptions: list[SubscriptionInfo], needs_stream: bool, fanout: Fanout
+    ) -> TopicInfo:
         """What the routes need to know about the topic."""
         return TopicInfo(
             arn=self.topic.arn,
@@ -65,6 +67,7 @@ class TopicNames:
             promoted=list(self.promoted),
             cutover=self.cutover,
             needs_stream=needs_stream or self.topic.archive_policy is not None,
+            fanout=fanout,
             subscriptions=sorted(subscriptions, key=lambda s: s.arn),
         )
 
@@ -136,7 +139,12 @@ def topic_stream(names: TopicNames, ctx: Context) -> StreamSpec:
     )
 
 
-def topic_resource(names: TopicNames, stream: StreamSpec | None) -> Resource:
+def topic_resource(
+    names: TopicNames,
+    stream: StreamSpec | None,
+    fanout: Fanout = "sources",
+    reasons: list[str] | None = None,
+) -> Resource:
     topic = names.topic
     access = analyse(topic.policy, service="sns", account=topic.account)
     fidelity = [
@@ -157,6 +165,7 @@ def topic_resource(names: TopicNames, stream: StreamSpec | None) -> Resource:
         *resource_policy(topic.policy, access),
         tags(topic.tags),
         *_storage(stream),
+        *_fanout(fanout, reasons or []),
     ]
     return Resource(
         source_arn=topic.arn,
@@ -172,6 +181,27 @@ def topic_resource(names: TopicNames, stream: StreamSpec | None) -> Resource:
 
 
 # --- one decision each ------------------------------------------------------------------------
+
+
+def _fanout(fanout: Fanout, reasons: list[str]) -> list[Fidelity]:
+    """Say when NATS-published messages must take the SNS road to the topic's queues."""
+    if fanout == "sources":
+        return []
+    return [
+        entry(
+            "Fanout",
+            "through SNS",
+            "approximate",
+            "while the topic has a subscriber NATS cannot serve ("
+            + "; ".join(reasons)
+            + "), what producers publish on NATS is relayed to SNS and reaches every subscribed "
+            "queue through SQS (the bridge relays it on for queues whose consumers moved): "
+            "exactly once, one AWS round trip slower than a stream source",
+            target="nats-to-sns relay",
+            manual_step="move or remove those subscriptions (or turn raw delivery on) to let "
+            "NATS fan out through stream sources",
+        )
+    ]
 
 
 def _promotion(names: TopicNames) -> list[Fidelity]:

@@ -17,7 +17,7 @@ Every attribute gets a fidelity verdict; nothing is dropped silently.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 
 from snsq2nats.inventory import Inventory
 from snsq2nats.jetstream.spec import ConsumerSpec, StreamSpec
@@ -25,19 +25,34 @@ from snsq2nats.plan.context import Context
 from snsq2nats.plan.model import Desired, Resource
 from snsq2nats.plan.queues import QueueFacts, QueueNames, name_queue, plan_queue
 from snsq2nats.plan.routes import TopicInfo, derive
-from snsq2nats.plan.rules import Rules
-from snsq2nats.plan.subscriptions import Wiring, wire
+from snsq2nats.plan.rules import Cutover, Override, Rules
+from snsq2nats.plan.subscriptions import Wiring, fanout_of, settle, wire
 from snsq2nats.plan.topics import TopicNames, name_topic, topic_resource, topic_stream
 
 _KIND_ORDER = {"sqs-queue": 0, "sns-topic": 1, "sns-subscription": 2}
 
 
-def translate(inventory: Inventory, rules: Rules, *, server_version: str | None = None) -> Desired:
-    """The desired JetStream state for an inventory: pure, deterministic."""
+def translate(
+    inventory: Inventory,
+    rules: Rules,
+    *,
+    server_version: str | None = None,
+    cutover: Mapping[str, Cutover] | None = None,
+    moved: Collection[str] = frozenset(),
+) -> Desired:
+    """The desired JetStream state for an inventory: pure, deterministic.
+
+    `cutover`: the live cutover state by ARN (the `snsq2nats_cutover` bucket), which wins over
+    the mapping's `cutover:` keys; `moved`: the resources it has a record of.
+    """
     ctx = Context(rules, server_version)
-    queues = _name_queues(inventory, ctx)
-    topics = _name_topics(inventory, ctx)
+    queues = _name_queues(inventory, ctx, cutover or {})
+    topics = _name_topics(inventory, ctx, cutover or {})
     wirings = _wire(inventory, topics, queues, rules)
+    fanouts = {
+        arn: fanout_of(group) for arn, group in _group(wirings, lambda w: w.topic_arn).items()
+    }
+    wirings = [settle(w, *fanouts[w.topic_arn]) for w in wirings]
     into_queue = _group(wirings, lambda w: w.queue_arn)
     of_topic = _group(wirings, lambda w: w.topic_arn)
     plans = [
@@ -49,6 +64,7 @@ def translate(inventory: Inventory, rules: Rules, *, server_version: str | None 
         [_topic_info(names, of_topic.get(arn, [])) for arn, names in topics.items()],
         rules.defaults,
         advisory_replicas=rules.defaults.replicas,
+        moved=moved,
     )
 
     streams: list[StreamSpec] = list(derived.streams)
@@ -58,7 +74,8 @@ def translate(inventory: Inventory, rules: Rules, *, server_version: str | None 
         stream = topic_stream(names, ctx) if names.topic.arn in derived.topic_streams else None
         if stream is not None:
             streams.append(stream)
-        resources.append(topic_resource(names, stream))
+        fanout = fanouts.get(names.topic.arn, ("sources", []))
+        resources.append(topic_resource(names, stream, *fanout))
     for plan in plans:
         streams.append(plan.stream)
         consumers.append(plan.consumer)
@@ -69,26 +86,35 @@ def translate(inventory: Inventory, rules: Rules, *, server_version: str | None 
         consumers=sorted(consumers, key=lambda c: c.key),
         resources=sorted(resources, key=lambda r: (_KIND_ORDER[r.kind], r.source_arn)),
         routes=derived.routes,
+        candidate_routes=derived.candidates,
     )
 
 
-def _name_queues(inventory: Inventory, ctx: Context) -> dict[str, QueueNames]:
+def _name_queues(
+    inventory: Inventory, ctx: Context, cutover: Mapping[str, Cutover]
+) -> dict[str, QueueNames]:
     queues: dict[str, QueueNames] = {}
     for queue in inventory.queues:
-        override = ctx.rules.resolve(queue.name, queue.arn)
+        override = _with_live(ctx.rules.resolve(queue.name, queue.arn), cutover.get(queue.arn))
         if not override.exclude:
             queues[queue.arn] = name_queue(queue, override, ctx)
     return queues
 
 
-def _name_topics(inventory: Inventory, ctx: Context) -> dict[str, TopicNames]:
+def _name_topics(
+    inventory: Inventory, ctx: Context, cutover: Mapping[str, Cutover]
+) -> dict[str, TopicNames]:
     topics: dict[str, TopicNames] = {}
     for topic in inventory.topics:
-        override = ctx.rules.resolve(topic.name, topic.arn)
+        override = _with_live(ctx.rules.resolve(topic.name, topic.arn), cutover.get(topic.arn))
         if not override.exclude:
             subscriptions = inventory.subscriptions_of(topic.arn)
             topics[topic.arn] = name_topic(topic, override, subscriptions, ctx)
     return topics
+
+
+def _with_live(override: Override, live: Cutover | None) -> Override:
+    return override if live is None else override.model_copy(update={"cutover": live})
 
 
 def _wire(
@@ -146,4 +172,8 @@ def _queue_facts(
 
 def _topic_info(names: TopicNames, wirings: list[Wiring]) -> TopicInfo:
     """The topic as the routes see it, with the subscriptions of it that were wired."""
-    return names.info([w.info for w in wirings], any(w.topic_needs_stream for w in wirings))
+    return names.info(
+        [w.info for w in wirings],
+        any(w.topic_needs_stream for w in wirings),
+        fanout_of(wirings)[0],
+    )

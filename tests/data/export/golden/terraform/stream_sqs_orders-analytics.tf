@@ -18,8 +18,4 @@ resource "jetstream_stream" "sqs_orders-analytics" {
   metadata = {
     "snsq2nats.source" = "arn:aws:sqs:us-east-1:123456789012:orders-analytics"
   }
-  source {
-    name = "sns_orders"
-    filter_subject = "sns.orders.*.*"
-  }
 }

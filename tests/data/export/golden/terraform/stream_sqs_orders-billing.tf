@@ -21,15 +21,4 @@ resource "jetstream_stream" "sqs_orders-billing" {
     "aws.tag.owner" = "billing"
     "aws.tag.team" = "shop"
   }
-  source {
-    name = "sns_orders"
-    subject_transform {
-      source = "sns.orders.order_cancelled.*"
-      destination = ""
-    }
-    subject_transform {
-      source = "sns.orders.order_placed.*"
-      destination = ""
-    }
-  }
 }

@@ -19,15 +19,4 @@ resource "jetstream_stream" "sqs_orders-shipping" {
     "snsq2nats.source" = "arn:aws:sqs:us-east-1:123456789012:orders-shipping"
     "aws.tag.owner" = "shipping"
   }
-  source {
-    name = "sns_orders"
-    subject_transform {
-      source = "sns.orders.order_placed.eu"
-      destination = ""
-    }
-    subject_transform {
-      source = "sns.orders.order_placed.us"
-      destination = ""
-    }
-  }
 }

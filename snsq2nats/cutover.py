@@ -1,0 +1,492 @@
+"""`snsq2nats cutover`: move one application at a time, exactly once, without editing YAML.
+
+A move is recorded in the live cutover state (`plan.states`, the KV bucket every bridge
+watches). The bridges switch their relays without a restart and confirm in their fleet
+heartbeat; the command returns once every live bridge has. The handover needs no synchronised
+switch point: a relay that starts joins the old side's workers as one more competing consumer
+of the one copy each message has (`plan.routes`), so whether the old workers stop before,
+during or after the switch, each message is taken once — by them, or by the bridge carrying it
+to the new side. `--wait` then blocks until the old side holds nothing, which is when the old
+workers may stop.
+
+`finish` retires the bridge's paths for a resource whose sides are all on NATS, removes the
+bridge-owned queue and subscription of a finished topic, and lists the AWS resources nothing
+uses any more (deleted only with `--delete-aws`, and only those).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+from snsq2nats.errors import CutoverError
+from snsq2nats.jetstream.api import JetStreamApiError, api
+from snsq2nats.jetstream.state import read_bucket
+from snsq2nats.plan.model import Plan, Route
+from snsq2nats.plan.moves import Move, plan_finish, plan_moves
+from snsq2nats.plan.states import CUTOVER_BUCKET, Change, CutoverRecord, record_key
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client
+    from nats.js.kv import KeyValue
+
+    from snsq2nats.aws.clients import RegionClients
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str], None]
+CONFIRM_TIMEOUT = 120.0
+POLL = 1.0
+
+
+@dataclass
+class CutoverRequest:
+    side: Literal["consumers", "producers", "finish"]
+    names: list[str]
+    to: str | None = None
+    dry_run: bool = False
+    wait: bool = False
+    by: str = "unknown"
+    command: str = ""
+    delete_aws: bool = False
+    confirm_timeout: float = CONFIRM_TIMEOUT
+    drain_timeout: float | None = None
+
+
+@dataclass
+class Drained:
+    resource: str
+    where: str
+    seconds: float
+
+
+@dataclass
+class CutoverResult:
+    moves: list[Move]
+    dry_run: bool = False
+    revision: int | None = None
+    confirmed: list[str] = field(default_factory=list)
+    """The bridge fleet members that confirmed running the new state."""
+    seconds_to_confirm: float | None = None
+    drained: list[Drained] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
+    """Bridge-owned AWS resources finish left in place, and why."""
+
+    @property
+    def no_bridge(self) -> bool:
+        return self.revision is not None and not self.confirmed
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "dry_run": self.dry_run,
+            "revision": self.revision,
+            "moves": [
+                {
+                    "resource": m.resource.name,
+                    "arn": m.resource.source_arn,
+                    "kind": m.kind,
+                    "side": m.side,
+                    "changed": m.changed,
+                    "before": m.before.model_dump(),
+                    "after": m.after.model_dump(),
+                    "start": [r.name for r in m.starts],
+                    "stop": [r.name for r in m.stops],
+                    "steps": m.steps,
+                    "unused_aws": m.unused,
+                }
+                for m in self.moves
+            ],
+            "confirmed_by": self.confirmed,
+            "no_bridge": self.no_bridge,
+            "seconds_to_confirm": self.seconds_to_confirm,
+            "drained": [d.__dict__ for d in self.drained],
+            "deleted_aws": self.deleted,
+            "kept_aws": self.kept,
+        }
+
+
+# --- the state bucket ---------------------------------------------------------------------------
+
+
+async def open_state(nc: Client) -> KeyValue:
+    from nats.js.errors import BucketNotFoundError, NotFoundError
+
+    try:
+        return await nc.jetstream().key_value(CUTOVER_BUCKET)
+    except (BucketNotFoundError, NotFoundError):
+        raise CutoverError(
+            f"the cutover state bucket {CUTOVER_BUCKET} does not exist",
+            hint="run `snsq2nats apply` with a plan made by this version (it creates the bucket)",
+        ) from None
+
+
+async def read_records(nc: Client) -> dict[str, CutoverRecord]:
+    """Every recorded resource by ARN."""
+    from snsq2nats.plan.states import RESOURCE_PREFIX, parse_records
+
+    values = await read_bucket(nc, CUTOVER_BUCKET, RESOURCE_PREFIX + ">")
+    return parse_records(values or {})
+
+
+async def history(kv: KeyValue, arn: str) -> list[CutoverRecord]:
+    from nats.js.errors import NoKeysError
+
+    try:
+        entries = await kv.history(record_key(arn))
+    except NoKeysError:
+        return []
+    return [CutoverRecord.from_bytes(e.value, e.revision or 0) for e in entries if e.value]
+
+
+async def _record(
+    kv: KeyValue, moves: list[Move], records: dict[str, CutoverRecord], request: CutoverRequest
+) -> int:
+    from nats.js.errors import KeyWrongLastSequenceError
+
+    at = datetime.now(UTC).isoformat(timespec="seconds")
+    revision = 0
+    for move in moves:
+        if not move.changed:
+            continue
+        arn = move.resource.source_arn
+        record = CutoverRecord(
+            arn=arn,
+            kind=move.kind,
+            name=move.resource.name,
+            state=move.after,
+            change=Change(by=request.by, at=at, command=request.command, previous=move.before),
+        )
+        key = record_key(arn)
+        previous = records.get(arn)
+        try:
+            if previous is None:
+                revision = await kv.create(key, record.to_bytes())
+            else:
+                revision = await kv.update(key, record.to_bytes(), last=previous.revision)
+        except KeyWrongLastSequenceError:
+            raise CutoverError(
+                f"the cutover state of {move.resource.name} changed while this command ran",
+                hint="run the command again: it reads the new state first",
+            ) from None
+        records[arn] = record.model_copy(update={"revision": revision})
+    return revision
+
+
+# --- checks ---------------------------------------------------------------------------------------
+
+
+async def check_applied(nc: Client, moves: list[Move]) -> None:
+    """Every object the moved resources and the relays to start need exists on the server."""
+    needed: dict[str, str] = {}
+    for move in moves:
+        if move.resource.stream:
+            needed[f"$JS.API.STREAM.INFO.{move.resource.stream}"] = f"stream {move.resource.stream}"
+        for route in move.starts:
+            if route.stream:
+                needed[f"$JS.API.STREAM.INFO.{route.stream}"] = f"stream {route.stream}"
+            if route.stream and route.consumer:
+                needed[f"$JS.API.CONSUMER.INFO.{route.stream}.{route.consumer}"] = (
+                    f"consumer {route.stream}/{route.consumer}"
+                )
+    for subject, what in needed.items():
+        try:
+            await api(nc, subject, None, 5.0)
+        except JetStreamApiError as err:
+            if err.code != 404:
+                raise
+            raise CutoverError(
+                f"{what} does not exist on the server",
+                hint="run `snsq2nats apply` with this plan first: a cutover only starts and "
+                "stops bridge relays, it creates nothing",
+            ) from None
+
+
+# --- the bridges ----------------------------------------------------------------------------------
+
+
+async def wait_for_bridges(
+    nc: Client, revision: int, timeout: float, progress: Progress
+) -> list[str]:
+    """Wait until every live bridge fleet member runs cutover state `revision`; their ids.
+
+    Live: a heartbeat written recently (its declared lease TTL, twice, on the server's clock)
+    that keeps moving while we wait. A member that stops beating is dead: its routes go to the
+    others, which already run the new state.
+    """
+    from nats.js.errors import BucketNotFoundError, NoKeysError, NotFoundError
+
+    from snsq2nats.bridge.fleet import MEMBERS, Heartbeat
+    from snsq2nats.plan.buckets import FLEET_BUCKET
+
+    try:
+        fleet = await nc.jetstream().key_value(FLEET_BUCKET)
+    except (BucketNotFoundError, NotFoundError):
+        return []
+    seen: dict[str, tuple[Heartbeat, int, float]] = {}
+    try:
+        watcher: Any = await fleet.watch(MEMBERS + ">")
+    except NoKeysError:
+        return []
+    started = time.monotonic()
+    loaded = False
+    confirmed: set[str] = set()
+    last_said = 0.0
+    try:
+        while True:
+            try:
+                entry = await watcher.updates(timeout=POLL)
+            except asyncio.TimeoutError:
+                entry = None
+                if not loaded:
+                    continue
+            now = time.monotonic()
+            if entry is None:
+                loaded = True
+            elif entry.value and entry.operation is None:
+                with contextlib.suppress(ValueError):
+                    beat = Heartbeat.model_validate_json(entry.value)
+                    age = time.time() - (entry.created or 0) / 1e9
+                    if not beat.leaving and (loaded or age < 2 * beat.lease_ttl):
+                        previous = seen.get(beat.member)
+                        since = now if previous is None or previous[1] != entry.revision else previous[2]
+                        seen[beat.member] = (beat, entry.revision or 0, since)
+                    elif beat.member in seen and beat.leaving:
+                        del seen[beat.member]
+            elif entry.key.startswith(MEMBERS):
+                seen.pop(entry.key[len(MEMBERS) :], None)
+            if not loaded:
+                continue
+            for member, (beat, _, at) in list(seen.items()):
+                if now - at > beat.lease_ttl:
+                    progress(f"bridge {member} stopped beating: its routes go to the others")
+                    del seen[member]
+                elif beat.cutover_revision >= revision:
+                    confirmed.add(member)
+            waiting = sorted(m for m in seen if m not in confirmed)
+            if not waiting:
+                return sorted(confirmed)
+            if now - started > timeout:
+                raise CutoverError(
+                    f"bridge(s) {', '.join(waiting)} did not confirm the move within {timeout:g}s",
+                    hint="the move is recorded and they switch when they catch up: check their "
+                    "logs, then run `snsq2nats status`",
+                )
+            if now - last_said > 5:
+                last_said = now
+                progress(f"waiting for {len(waiting)} bridge(s) to switch: {', '.join(waiting)}")
+    finally:
+        with contextlib.suppress(Exception):
+            await watcher.stop()
+
+
+# --- draining the old side ------------------------------------------------------------------------
+
+
+async def _sqs_backlog(aws: RegionClients, arn: str) -> int:
+    from snsq2nats.aws.arns import parse_arn
+
+    parts = parse_arn(arn)
+    url = (
+        await asyncio.to_thread(
+            aws.sqs.get_queue_url, QueueName=parts.resource, QueueOwnerAWSAccountId=parts.account
+        )
+    )["QueueUrl"]
+    attributes = (
+        await asyncio.to_thread(
+            aws.sqs.get_queue_attributes,
+            QueueUrl=url,
+            AttributeNames=[
+                "ApproximateNumberOfMessages",
+                "ApproximateNumberOfMessagesNotVisible",
+                "ApproximateNumberOfMessagesDelayed",
+            ],
+        )
+    )["Attributes"]
+    return sum(int(v) for v in attributes.values())
+
+
+async def _stream_backlog(nc: Client, stream: str, durable: str) -> int:
+    info = await api(nc, f"$JS.API.CONSUMER.INFO.{stream}.{durable}", None, 5.0)
+    return int(info.get("num_pending") or 0) + int(info.get("num_ack_pending") or 0)
+
+
+async def drain(
+    what: str,
+    backlog: Callable[[], Any],
+    progress: Progress,
+    timeout: float | None,
+) -> float:
+    """Poll `backlog()` until it reads 0 twice in a row (SQS counts are approximate)."""
+    started = time.monotonic()
+    zeros = 0
+    last_said = 0.0
+    while zeros < 2:
+        left = await backlog()
+        zeros = zeros + 1 if left == 0 else 0
+        now = time.monotonic()
+        if left and now - last_said > 2:
+            last_said = now
+            progress(f"{what}: {left} message(s) left")
+        if timeout is not None and now - started > timeout:
+            raise CutoverError(
+                f"{what} still holds {left} message(s) after {timeout:g}s",
+                hint="the move is done; run the command again with --wait to keep watching",
+            )
+        if zeros < 2:
+            await asyncio.sleep(POLL)
+    return time.monotonic() - started
+
+
+async def _drain_old_side(
+    nc: Client, aws: RegionClients | None, move: Move, request: CutoverRequest, progress: Progress
+) -> Drained | None:
+    resource = move.resource
+    if not move.changed or move.side != "consumers":
+        return None
+    if move.after.consumers == "nats":
+        if aws is None:
+            raise CutoverError("--wait on a move to NATS reads the SQS queue: no AWS access given")
+        where = f"SQS queue {resource.name}"
+        seconds = await drain(
+            where, lambda: _sqs_backlog(aws, resource.source_arn), progress, request.drain_timeout
+        )
+    else:
+        assert resource.stream and resource.consumer
+        where = f"stream {resource.stream} (durable {resource.consumer})"
+        stream, durable = resource.stream, resource.consumer
+        seconds = await drain(
+            where, lambda: _stream_backlog(nc, stream, durable), progress, request.drain_timeout
+        )
+    progress(f"{where} is drained: the old workers of {resource.name} may stop")
+    return Drained(resource.name, where, round(seconds, 3))
+
+
+# --- the command ----------------------------------------------------------------------------------
+
+
+async def run_cutover(
+    nc: Client,
+    plan: Plan,
+    request: CutoverRequest,
+    *,
+    aws: RegionClients | None = None,
+    progress: Progress = lambda line: None,
+) -> CutoverResult:
+    kv = await open_state(nc)
+    records = await read_records(nc)
+    if request.side == "finish":
+        moves = plan_finish(plan, records, request.names)
+    else:
+        assert request.to is not None
+        moves = plan_moves(plan, records, request.side, request.names, request.to)
+    await check_applied(nc, moves)
+    result = CutoverResult(moves=moves, dry_run=request.dry_run)
+    if request.dry_run or not any(m.changed for m in moves):
+        return result
+    if request.side == "finish":
+        await _before_finish(nc, aws, moves, request, progress)
+    started = time.monotonic()
+    result.revision = await _record(kv, moves, records, request)
+    progress(f"recorded (state revision {result.revision}); waiting for the bridges to switch")
+    result.confirmed = await wait_for_bridges(
+        nc, result.revision, request.confirm_timeout, progress
+    )
+    result.seconds_to_confirm = round(time.monotonic() - started, 3)
+    if not result.confirmed:
+        progress("no bridge is running: the move takes effect when one starts")
+    if request.side == "finish":
+        await _after_finish(nc, plan, aws, moves, request, result)
+    elif request.wait:
+        for move in moves:
+            drained = await _drain_old_side(nc, aws, move, request, progress)
+            if drained is not None:
+                result.drained.append(drained)
+    return result
+
+
+async def _before_finish(
+    nc: Client,
+    aws: RegionClients | None,
+    moves: list[Move],
+    request: CutoverRequest,
+    progress: Progress,
+) -> None:
+    """A finished queue's SQS queue must be empty: the relay stops with the finish."""
+    for move in moves:
+        if move.kind != "queue":
+            continue
+        if aws is None:
+            raise CutoverError("finishing a queue reads its SQS queue: no AWS access given")
+        where = f"SQS queue {move.resource.name}"
+        arn = move.resource.source_arn
+        if request.wait:
+            await drain(where, lambda arn=arn: _sqs_backlog(aws, arn), progress, request.drain_timeout)  # type: ignore[misc]
+            continue
+        left = await _sqs_backlog(aws, arn)
+        if left:
+            raise CutoverError(
+                f"{where} still holds {left} message(s) the bridge has not relayed yet",
+                hint="pass --wait to finish once it is empty",
+            )
+
+
+async def _after_finish(
+    nc: Client,
+    plan: Plan,
+    aws: RegionClients | None,
+    moves: list[Move],
+    request: CutoverRequest,
+    result: CutoverResult,
+) -> None:
+    for move in moves:
+        for route in move.stops:
+            if route.kind == "sns-to-nats" and route.bridge_queue:
+                if aws is None:
+                    result.kept.append(f"{route.bridge_queue} (no AWS access given)")
+                    continue
+                await _remove_bridge_queue(nc, plan, aws, route)
+                result.deleted.append(route.bridge_queue)
+        if request.delete_aws and aws is not None:
+            # Subscriptions before their topic: deleting the topic takes them along.
+            for arn in sorted(move.unused, key=lambda a: a.count(":"), reverse=True):
+                await _delete_aws(aws, arn)
+                result.deleted.append(arn)
+
+
+async def _remove_bridge_queue(nc: Client, plan: Plan, aws: RegionClients, route: Route) -> None:
+    """Unsubscribe the topic's bridge queue, relay what it still holds, delete it."""
+    from snsq2nats.bridge.context import BridgeContext
+    from snsq2nats.bridge.sns_to_nats import cleanup_sns_to_nats
+
+    ctx = BridgeContext(plan=plan, nc=nc, sqs=aws.sqs, sns=aws.sns)
+    try:
+        await cleanup_sns_to_nats(ctx, route)
+    finally:
+        ctx.stopping.set()
+
+
+async def _delete_aws(aws: RegionClients, arn: str) -> None:
+    from snsq2nats.aws.arns import parse_arn
+
+    parts = parse_arn(arn)
+    if parts.service == "sqs":
+        url = (
+            await asyncio.to_thread(
+                aws.sqs.get_queue_url,
+                QueueName=parts.resource,
+                QueueOwnerAWSAccountId=parts.account,
+            )
+        )["QueueUrl"]
+        await asyncio.to_thread(aws.sqs.delete_queue, QueueUrl=url)
+    elif ":" in parts.resource:
+        await asyncio.to_thread(aws.sns.unsubscribe, SubscriptionArn=arn)
+    else:
+        await asyncio.to_thread(aws.sns.delete_topic, TopicArn=arn)
+    log.info("deleted %s", arn)

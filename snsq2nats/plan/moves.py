@@ -1,0 +1,292 @@
+"""Cutover moves as data: which resource, from where to where, which relays start and stop, and
+what the application team does around it.
+
+A move changes no JetStream object (see `routes`): it starts and stops bridge relays, and a
+relay that starts competes with the old side's workers for the one copy of each message, so
+the handover is exact whenever the old workers stop. `plan_moves` and `plan_finish` validate
+a request against the plan and the live state and say exactly what will happen; the engine
+(`snsq2nats.cutover`) then records it and waits for the bridges.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from snsq2nats.errors import UsageError
+from snsq2nats.plan.model import Plan, Resource, Route
+from snsq2nats.plan.routes import CutoverView, active_routes
+from snsq2nats.plan.rules import Cutover
+from snsq2nats.plan.states import CutoverRecord, view_of
+
+Side = Literal["consumers", "producers", "finish"]
+QUEUE, TOPIC = "sqs-queue", "sns-topic"
+
+
+@dataclass(frozen=True)
+class Move:
+    resource: Resource
+    side: Side
+    before: Cutover
+    after: Cutover
+    starts: list[Route] = field(default_factory=list)
+    stops: list[Route] = field(default_factory=list)
+    steps: list[str] = field(default_factory=list)
+    """What the application team does, in order."""
+    unused: list[str] = field(default_factory=list)
+    """finish: the AWS resources (ARNs) nothing uses any more once it is done."""
+
+    @property
+    def changed(self) -> bool:
+        return self.before != self.after
+
+    @property
+    def kind(self) -> Literal["queue", "topic"]:
+        return "queue" if self.resource.kind == QUEUE else "topic"
+
+    def describe(self) -> str:
+        if self.side == "finish":
+            return f"finish {self.resource.name}"
+        old = getattr(self.before, self.side)
+        new = getattr(self.after, self.side)
+        return f"{self.resource.name}: {self.side} {old} → {new}"
+
+
+def base_states(plan: Plan) -> dict[str, Cutover]:
+    """Each queue's and topic's cutover state as the plan has it (mapping file or default)."""
+    return {
+        r.source_arn: Cutover(producers=r.producers or "aws", consumers=r.consumers or "aws")
+        for r in plan.resources
+        if r.kind in (QUEUE, TOPIC)
+    }
+
+
+def current_view(plan: Plan, records: Mapping[str, CutoverRecord]) -> CutoverView:
+    return view_of(records.values(), base_states(plan))
+
+
+def resolve(plan: Plan, names: list[str], kinds: tuple[str, ...] = (QUEUE, TOPIC)) -> list[Resource]:
+    """The plan's queues/topics named by `names` (name or ARN), in order, each once."""
+    candidates = [r for r in plan.resources if r.kind in (QUEUE, TOPIC)]
+    found: list[Resource] = []
+    for name in names:
+        matches = [r for r in candidates if name in (r.name, r.source_arn)]
+        if not matches:
+            close = difflib.get_close_matches(name, [r.name for r in candidates], n=3)
+            raise UsageError(
+                f"no queue or topic named {name!r} in the plan",
+                hint=f"did you mean {', '.join(close)}?"
+                if close
+                else "pass a queue or topic name (or ARN) from `snsq2nats plan`",
+            )
+        if len(matches) > 1:
+            raise UsageError(
+                f"{name!r} names {len(matches)} resources",
+                hint="pass the ARN instead: " + " or ".join(r.source_arn for r in matches),
+            )
+        (resource,) = matches
+        if resource.kind not in kinds:
+            raise UsageError(
+                f"{resource.name} is a topic: topics have no consumers of their own",
+                hint="move the consumers of the queues subscribed to it (`snsq2nats cutover "
+                "consumers QUEUE`), or its producers (`cutover producers "
+                f"{resource.name} --to nats`)",
+            )
+        if resource not in found:
+            found.append(resource)
+    return found
+
+
+def plan_moves(
+    plan: Plan,
+    records: Mapping[str, CutoverRecord],
+    side: Literal["consumers", "producers"],
+    names: list[str],
+    to: str,
+) -> list[Move]:
+    """The moves `cutover consumers|producers NAMES --to TO` makes, applied one after another
+    (so moving several queues at once shows each one's relays)."""
+    targets = resolve(plan, names, (QUEUE,) if side == "consumers" else (QUEUE, TOPIC))
+    view = current_view(plan, records)
+    moves = []
+    for resource in targets:
+        before = view.of(resource.source_arn)
+        if before.finished:
+            raise UsageError(
+                f"{resource.name} is finished: both sides are on NATS and the bridge's paths "
+                "for it are retired",
+                hint="moving it back is not supported once finished",
+            )
+        after = before.model_copy(update={side: to})
+        new_view = CutoverView({**view.states, resource.source_arn: after}, {*view.moved, resource.source_arn})
+        moves.append(_move(plan, resource, side, before, after, view, new_view))
+        view = new_view
+    return moves
+
+
+def plan_finish(
+    plan: Plan, records: Mapping[str, CutoverRecord], names: list[str]
+) -> list[Move]:
+    """`cutover finish`: a queue or topic whose sides are all on NATS stops being bridged.
+
+    A queue: its SQS queue must get nothing new (no AWS producers, no topic delivering into it
+    through SNS); the bridge stops relaying it once it is empty. A topic: its producers are on
+    NATS and every subscriber it has reads on NATS; the bridge stops its sns-to-nats relay and
+    its bridge queue goes.
+    """
+    targets = resolve(plan, names)
+    view = current_view(plan, records)
+    moves = []
+    for resource in targets:
+        before = view.of(resource.source_arn)
+        blockers = _finish_blockers(plan, resource, view)
+        if blockers:
+            raise UsageError(
+                f"{resource.name} cannot be finished yet: " + "; ".join(blockers),
+                hint="move those first (`snsq2nats runbook` lists the order)",
+            )
+        after = before.model_copy(update={"finished": True})
+        new_view = CutoverView({**view.states, resource.source_arn: after}, {*view.moved, resource.source_arn})
+        move = _move(plan, resource, "finish", before, after, view, new_view)
+        moves.append(replace(move, unused=_unused_after_finish(plan, resource)))
+        view = new_view
+    return moves
+
+
+# --- one move -----------------------------------------------------------------------------------
+
+
+def _move(
+    plan: Plan,
+    resource: Resource,
+    side: Side,
+    before: Cutover,
+    after: Cutover,
+    old: CutoverView,
+    new: CutoverView,
+) -> Move:
+    was = {r.name: r for r in active_routes(plan.candidate_routes, old)}
+    now = {r.name: r for r in active_routes(plan.candidate_routes, new)}
+    return Move(
+        resource=resource,
+        side=side,
+        before=before,
+        after=after,
+        starts=[r for n, r in sorted(now.items()) if n not in was],
+        stops=[r for n, r in sorted(was.items()) if n not in now],
+        steps=_steps(resource, side, before, after),
+    )
+
+
+def _steps(resource: Resource, side: Side, before: Cutover, after: Cutover) -> list[str]:
+    name = resource.name
+    if before == after:
+        return [f"nothing to do: {name}'s {side} are already on {getattr(after, side)}"]
+    manual = [
+        f"{f.attribute}: {f.manual_step}" for f in resource.fidelity if f.manual_step is not None
+    ]
+    if side == "consumers" and after.consumers == "nats":
+        return [
+            f"start {name}'s workers on NATS: bind to the durable `{resource.consumer}` on "
+            f"stream `{resource.stream}` (pull, ack each message)",
+            *(f"change in the workers — {m}" for m in manual),
+            "your AWS workers may keep running: each message is taken once, by them or by the "
+            "bridge carrying it to NATS; stop them when `--wait` reports the SQS queue drained",
+        ]
+    if side == "consumers":
+        return [
+            f"start {name}'s workers on AWS again (the SQS queue)",
+            "your NATS workers may keep running: each message in the stream is taken once, by "
+            "them or by the bridge relaying it to SQS; stop them when `--wait` reports the "
+            "stream drained",
+        ]
+    if side == "producers":
+        subject = resource.publish_subject or "(see `snsq2nats subject`)"
+        where = {"nats": "on NATS only", "both": "on NATS and on AWS", "aws": "on AWS only"}
+        steps = [f"{name}'s producers may now publish {where[after.producers]}"]
+        if after.producers in ("nats", "both") and before.producers == "aws":
+            steps.append(
+                f"publish to `{subject}` (`snsq2nats subject {name}` prints the concrete "
+                "subject; message attributes go in NATS headers)"
+            )
+            steps += [f"change in the producers — {m}" for m in manual]
+        if after.producers == "nats":
+            steps.append("stop publishing to AWS: what still arrives there is relayed")
+        if after.producers == "aws":
+            steps.append("stop publishing on NATS: what is still in the stream is relayed")
+        return steps
+    return [f"nothing more runs on AWS for {name}"]
+
+
+# --- finish -------------------------------------------------------------------------------------
+
+
+def _subscriptions_into(plan: Plan, queue: Resource) -> list[Resource]:
+    return [
+        r
+        for r in plan.resources
+        if r.kind == "sns-subscription" and r.stream == queue.stream and r.stream is not None
+    ]
+
+
+def _topic_of(plan: Plan, subscription: Resource) -> Resource | None:
+    arn = subscription.source_arn.rsplit(":", 1)[0]
+    return next((r for r in plan.resources if r.source_arn == arn and r.kind == TOPIC), None)
+
+
+def _finish_blockers(plan: Plan, resource: Resource, view: CutoverView) -> list[str]:
+    state = view.of(resource.source_arn)
+    blockers = []
+    if state.producers != "nats":
+        blockers.append(f"its producers are on {state.producers}")
+    if resource.kind == QUEUE:
+        if state.consumers != "nats":
+            blockers.append("its consumers are on AWS")
+        for sub in _subscriptions_into(plan, resource):
+            topic = _topic_of(plan, sub)
+            if topic is None:
+                continue
+            fed = view.of(topic.source_arn).producers
+            if fed != "nats":
+                blockers.append(f"topic {topic.name} still has producers on {fed}")
+            elif _fans_out_through_sns(topic):
+                blockers.append(f"topic {topic.name} delivers into it through SNS")
+        return blockers
+    for sub in plan.resources:
+        if sub.kind != "sns-subscription" or not sub.source_arn.startswith(
+            resource.source_arn + ":"
+        ):
+            continue
+        queue = next(
+            (q for q in plan.resources if q.kind == QUEUE and q.stream == sub.stream and q.stream),
+            None,
+        )
+        if queue is None:
+            if any(f.verdict == "unsupported" and f.attribute in ("Protocol", "Endpoint") for f in sub.fidelity):
+                blockers.append(f"subscription {sub.name} is served by SNS only")
+            continue
+        if view.of(queue.source_arn).consumers != "nats":
+            blockers.append(f"{queue.name}'s consumers are on AWS")
+    if _fans_out_through_sns(resource) and not blockers:
+        blockers.append(
+            "it fans out through SNS (see its Fanout note): switching a topic to stream "
+            "sources at finish is not supported yet, so the bridge keeps relaying it"
+        )
+    return blockers
+
+
+def _fans_out_through_sns(topic: Resource) -> bool:
+    return any(f.attribute == "Fanout" for f in topic.fidelity)
+
+
+def _unused_after_finish(plan: Plan, resource: Resource) -> list[str]:
+    """AWS resources nothing reads or writes through snsq2nats once `resource` is finished."""
+    if resource.kind == QUEUE:
+        return [resource.source_arn]
+    unused = [resource.source_arn]
+    for sub in plan.resources:
+        if sub.kind == "sns-subscription" and sub.source_arn.startswith(resource.source_arn + ":"):
+            unused.append(sub.source_arn)
+    return unused
