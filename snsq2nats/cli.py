@@ -714,6 +714,178 @@ async def _collect_status(
         await nc.close()
 
 
+# --- cutover --------------------------------------------------------------------------------
+
+
+@main.group()
+def cutover() -> None:
+    """Move a queue's consumers, or a queue's or topic's producers, between AWS and NATS.
+
+    Each move is recorded in the live cutover state (the `snsq2nats_cutover` bucket) that every
+    running bridge follows: they switch their relays without a restart, and the command
+    returns once they confirm. Each message reaches the moved application once, whether its
+    old workers stop before, during or after the move.
+    """
+
+
+cutover_options = option_group(
+    plan_file_option("Move resources of"),
+    plan_options,
+    nats_options,
+    click.option("--dry-run", is_flag=True, help="Show the moves and relays; record nothing."),
+    click.option(
+        "--wait",
+        is_flag=True,
+        help="Block until the old side is drained (then the old workers may stop).",
+    ),
+    click.option(
+        "--timeout",
+        "confirm_timeout",
+        type=click.FloatRange(min=1),
+        default=120,
+        show_default=True,
+        help="Seconds to wait for the running bridges to confirm.",
+    ),
+    click.option(
+        "--drain-timeout",
+        type=click.FloatRange(min=1),
+        help="With --wait: give up after this many seconds (default: wait as long as it takes).",
+    ),
+    click.option("--json", "as_json", is_flag=True, help="Print the result as JSON to stdout."),
+)
+
+
+@cutover.command("consumers")
+@click.argument("names", nargs=-1, required=True)
+@click.option("--to", "to", type=click.Choice(["nats", "aws"]), required=True)
+@cutover_options
+def cutover_consumers(names: tuple[str, ...], to: str, **kwargs: Any) -> None:
+    """Move the consumers of QUEUE(s) (name or ARN) to NATS or back to AWS."""
+    _cutover("consumers", names, to, kwargs)
+
+
+@cutover.command("producers")
+@click.argument("names", nargs=-1, required=True)
+@click.option("--to", "to", type=click.Choice(["aws", "both", "nats"]), required=True)
+@cutover_options
+def cutover_producers(names: tuple[str, ...], to: str, **kwargs: Any) -> None:
+    """Move the producers of TOPIC(s) or QUEUE(s) (name or ARN) to NATS, both, or AWS."""
+    _cutover("producers", names, to, kwargs)
+
+
+@cutover.command("finish")
+@click.argument("names", nargs=-1, required=True)
+@click.option(
+    "--delete-aws",
+    is_flag=True,
+    help="Also delete the AWS resources the result lists as unused (only those).",
+)
+@cutover_options
+def cutover_finish(names: tuple[str, ...], delete_aws: bool, **kwargs: Any) -> None:
+    """Retire the bridge for TOPIC(s)/QUEUE(s) whose sides are all on NATS."""
+    _cutover("finish", names, None, kwargs, delete_aws=delete_aws)
+
+
+@cutover.command("history")
+@click.argument("name")
+@plan_file_option("Find the resource in")
+@plan_options
+@nats_options
+@click.option("--json", "as_json", is_flag=True, help="Print the history as JSON to stdout.")
+def cutover_history(name: str, as_json: bool, plan_path: Path | None, **kwargs: Any) -> None:
+    """Every recorded move of a queue or topic: who, when, from what to what."""
+    import asyncio
+    import json as jsonlib
+
+    from snsq2nats.cutover import history, open_state
+    from snsq2nats.jetstream.connect import NatsOptions, connect_nats
+    from snsq2nats.plan.moves import resolve
+    from snsq2nats.report.cutover import history_table
+
+    out = Output()
+    plan = plan_for(out, plan_path, kwargs, live=False)
+    (resource,) = resolve(plan, [name])
+    nats = NatsOptions.resolve(kwargs["server"], kwargs["nats_context"])
+
+    async def read() -> list[Any]:
+        nc = await connect_nats(nats, name="snsq2nats cutover")
+        try:
+            return await history(await open_state(nc), resource.source_arn)
+        finally:
+            await nc.close()
+
+    records = asyncio.run(read())
+    if as_json:
+        out.data(jsonlib.dumps([r.model_dump(mode="json") for r in records], indent=2))
+    else:
+        out.info(history_table(resource.name, records))
+
+
+def _cutover(
+    side: str, names: tuple[str, ...], to: str | None, kwargs: dict[str, Any], **extra: Any
+) -> None:
+    import asyncio
+    import getpass
+    import json as jsonlib
+    import socket
+
+    from snsq2nats.cutover import CutoverRequest, run_cutover
+    from snsq2nats.jetstream.connect import NatsOptions, connect_nats
+    from snsq2nats.report.cutover import cutover_report
+
+    out = Output()
+    as_json = kwargs.pop("as_json")
+    plan = plan_for(out, kwargs.pop("plan_path"), kwargs, live=False)
+    words = ["cutover", side, *names] + ([f"--to {to}"] if to else [])
+    request = CutoverRequest(
+        side=side,  # type: ignore[arg-type]
+        names=list(names),
+        to=to,
+        dry_run=kwargs["dry_run"],
+        wait=kwargs["wait"],
+        by=f"{getpass.getuser()}@{socket.gethostname()}",
+        command=" ".join(words),
+        confirm_timeout=kwargs["confirm_timeout"],
+        drain_timeout=kwargs["drain_timeout"],
+        delete_aws=extra.get("delete_aws", False),
+    )
+    nats = NatsOptions.resolve(kwargs["server"], kwargs["nats_context"])
+    aws = _aws_clients(plan, kwargs)
+
+    async def go() -> Any:
+        nc = await connect_nats(nats, name="snsq2nats cutover")
+        try:
+            return await run_cutover(nc, plan, request, aws=aws, progress=out.line)
+        finally:
+            await nc.close()
+
+    result = asyncio.run(go())
+    if as_json:
+        out.data(jsonlib.dumps(result.to_json(), indent=2))
+    else:
+        out.info(cutover_report(result))
+
+
+def _aws_clients(plan: Plan, kwargs: dict[str, Any]) -> Any:
+    """SQS/SNS clients for the plan's region (the ARNs say where the resources live)."""
+    import boto3
+
+    from snsq2nats.aws.arns import parse_arn
+    from snsq2nats.aws.clients import make_clients
+
+    session = boto3.Session()
+    arns = [r.source_arn for r in plan.resources if r.kind == "sqs-queue"]
+    region = (
+        kwargs["regions"][0]
+        if kwargs["regions"]
+        else (parse_arn(arns[0]).region if arns else session.region_name)
+    )
+    if not region:
+        return None
+    (clients,) = make_clients(session, [region], kwargs["endpoint_url"])
+    return clients
+
+
 # --- export ---------------------------------------------------------------------------------
 
 

@@ -242,7 +242,7 @@ async def wait_for_bridges(
         while True:
             try:
                 entry = await watcher.updates(timeout=POLL)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 entry = None
                 if not loaded:
                     continue
@@ -255,7 +255,11 @@ async def wait_for_bridges(
                     age = time.time() - (entry.created or 0) / 1e9
                     if not beat.leaving and (loaded or age < 2 * beat.lease_ttl):
                         previous = seen.get(beat.member)
-                        since = now if previous is None or previous[1] != entry.revision else previous[2]
+                        since = (
+                            now
+                            if previous is None or previous[1] != entry.revision
+                            else previous[2]
+                        )
                         seen[beat.member] = (beat, entry.revision or 0, since)
                     elif beat.member in seen and beat.leaving:
                         del seen[beat.member]
@@ -427,7 +431,10 @@ async def _before_finish(
         where = f"SQS queue {move.resource.name}"
         arn = move.resource.source_arn
         if request.wait:
-            await drain(where, lambda arn=arn: _sqs_backlog(aws, arn), progress, request.drain_timeout)  # type: ignore[misc]
+            async def backlog(clients: RegionClients = aws, arn: str = arn) -> int:
+                return await _sqs_backlog(clients, arn)
+
+            await drain(where, backlog, progress, request.drain_timeout)
             continue
         left = await _sqs_backlog(aws, arn)
         if left:

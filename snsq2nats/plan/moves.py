@@ -67,7 +67,9 @@ def current_view(plan: Plan, records: Mapping[str, CutoverRecord]) -> CutoverVie
     return view_of(records.values(), base_states(plan))
 
 
-def resolve(plan: Plan, names: list[str], kinds: tuple[str, ...] = (QUEUE, TOPIC)) -> list[Resource]:
+def resolve(
+    plan: Plan, names: list[str], kinds: tuple[str, ...] = (QUEUE, TOPIC)
+) -> list[Resource]:
     """The plan's queues/topics named by `names` (name or ARN), in order, each once."""
     candidates = [r for r in plan.resources if r.kind in (QUEUE, TOPIC)]
     found: list[Resource] = []
@@ -120,15 +122,15 @@ def plan_moves(
                 hint="moving it back is not supported once finished",
             )
         after = before.model_copy(update={side: to})
-        new_view = CutoverView({**view.states, resource.source_arn: after}, {*view.moved, resource.source_arn})
+        new_view = CutoverView(
+            {**view.states, resource.source_arn: after}, {*view.moved, resource.source_arn}
+        )
         moves.append(_move(plan, resource, side, before, after, view, new_view))
         view = new_view
     return moves
 
 
-def plan_finish(
-    plan: Plan, records: Mapping[str, CutoverRecord], names: list[str]
-) -> list[Move]:
+def plan_finish(plan: Plan, records: Mapping[str, CutoverRecord], names: list[str]) -> list[Move]:
     """`cutover finish`: a queue or topic whose sides are all on NATS stops being bridged.
 
     A queue: its SQS queue must get nothing new (no AWS producers, no topic delivering into it
@@ -148,7 +150,9 @@ def plan_finish(
                 hint="move those first (`snsq2nats runbook` lists the order)",
             )
         after = before.model_copy(update={"finished": True})
-        new_view = CutoverView({**view.states, resource.source_arn: after}, {*view.moved, resource.source_arn})
+        new_view = CutoverView(
+            {**view.states, resource.source_arn: after}, {*view.moved, resource.source_arn}
+        )
         move = _move(plan, resource, "finish", before, after, view, new_view)
         moves.append(replace(move, unused=_unused_after_finish(plan, resource)))
         view = new_view
@@ -264,7 +268,10 @@ def _finish_blockers(plan: Plan, resource: Resource, view: CutoverView) -> list[
             None,
         )
         if queue is None:
-            if any(f.verdict == "unsupported" and f.attribute in ("Protocol", "Endpoint") for f in sub.fidelity):
+            if any(
+                f.verdict == "unsupported" and f.attribute in ("Protocol", "Endpoint")
+                for f in sub.fidelity
+            ):
                 blockers.append(f"subscription {sub.name} is served by SNS only")
             continue
         if view.of(queue.source_arn).consumers != "nats":

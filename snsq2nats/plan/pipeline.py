@@ -79,7 +79,9 @@ def cutover_origin(
     """Where each resource's cutover state comes from, for those not simply on AWS by default:
     the live state, the mapping file, or the live state overriding a different mapping."""
     origin: dict[str, str] = {}
-    named = [(q.name, q.arn) for q in inventory.queues] + [(t.name, t.arn) for t in inventory.topics]
+    named = [(q.name, q.arn) for q in inventory.queues] + [
+        (t.name, t.arn) for t in inventory.topics
+    ]
     for name, arn in named:
         mapped = rules.resolve(name, arn).cutover
         record = records.get(arn)
