@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 from snsq2nats.inventory import Inventory
 from snsq2nats.jetstream.spec import ConsumerSpec, StreamSpec
+from snsq2nats.plan.buckets import bucket_specs
 from snsq2nats.plan.context import Context
 from snsq2nats.plan.model import Desired, Resource
 from snsq2nats.plan.queues import QueueFacts, QueueNames, name_queue, plan_queue
@@ -52,6 +53,7 @@ def translate(inventory: Inventory, rules: Rules, *, server_version: str | None 
     )
 
     streams: list[StreamSpec] = list(derived.streams)
+    streams += bucket_specs(bool(derived.routes), rules.defaults.replicas)
     consumers: list[ConsumerSpec] = list(derived.consumers)
     resources: list[Resource] = []
     for names in topics.values():
