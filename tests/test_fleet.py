@@ -174,8 +174,10 @@ async def test_members_split_rebalance_on_join_and_hand_over_on_leave(
     members = [await Member(bucket, ledger, ROUTES, f"m{i}").start() for i in (1, 2)]
     try:
         await until(
-            lambda: ledger.complete_and_disjoint(ROUTES, ["m1", "m2"])
-            and all(ledger.runs(m.name) for m in members),
+            lambda: (
+                ledger.complete_and_disjoint(ROUTES, ["m1", "m2"])
+                and all(ledger.runs(m.name) for m in members)
+            ),
             what="two members splitting the routes",
         )
         expected = {r.name: preferred(r.name, ["m1", "m2"]) for r in ROUTES}
@@ -185,8 +187,10 @@ async def test_members_split_rebalance_on_join_and_hand_over_on_leave(
         members.append(third)
         names = ["m1", "m2", "m3"]
         await until(
-            lambda: ledger.complete_and_disjoint(ROUTES, names)
-            and {next(iter(ledger.active[r.name])) for r in ROUTES} == set(names),
+            lambda: (
+                ledger.complete_and_disjoint(ROUTES, names)
+                and {next(iter(ledger.active[r.name])) for r in ROUTES} == set(names)
+            ),
             what="the routes rebalanced over three members",
         )
         assert {r.name: next(iter(ledger.active[r.name])) for r in ROUTES} == {
@@ -201,9 +205,7 @@ async def test_members_split_rebalance_on_join_and_hand_over_on_leave(
             lambda: ledger.complete_and_disjoint(ROUTES, ["m2", "m3"]),
             what="m1's routes moved to the others",
         )
-        assert await leases(bucket) == {
-            r.name: next(iter(ledger.active[r.name])) for r in ROUTES
-        }
+        assert await leases(bucket) == {r.name: next(iter(ledger.active[r.name])) for r in ROUTES}
     finally:
         for member in members:
             await member.stop()
