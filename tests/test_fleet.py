@@ -30,7 +30,8 @@ TTL = 3.0
 
 
 def route(name: str) -> Route:
-    return Route(name=name, kind="sqs-to-nats", source_arn=f"arn:{name}", aws_arn=f"arn:{name}")
+    arn = f"arn:aws:sqs:us-east-1:123456789012:{name.split(':')[-1]}"
+    return Route(name=name, kind="sqs-to-nats", source_arn=arn, aws_arn=arn)
 
 
 ROUTES = [route(f"sqs:queue-{i:02d}") for i in range(12)]
@@ -278,3 +279,32 @@ async def test_route_set_stops_one_route_and_leaves_the_others(bucket: str) -> N
     finally:
         routes.close()
         await nc.close()
+
+
+async def test_status_shows_each_routes_owner_and_lease_age(bucket: str, aws: Any) -> None:
+    from rich.console import Console
+
+    from snsq2nats import status as status_lib
+    from snsq2nats.report.status import status_table
+
+    ledger = Ledger()
+    routes = ROUTES[:3]
+    plan = Plan(generated_at="now", server=ServerInfo(reachable=True), routes=routes)
+    nc = await connect_nats(NatsOptions(servers=[bucket]))
+    sqs = aws.client("sqs")
+    one = await Member(bucket, ledger, routes, "m1").start()
+    try:
+        await until(lambda: ledger.complete_and_disjoint(routes, ["m1"]), what="m1 runs all")
+        statuses = await status_lib.collect(nc, lambda region: sqs, plan, routes)
+        for st in statuses:
+            doc = st.to_dict()["owner"]
+            assert doc["member"] == "m1" and doc["alive"] is True
+            assert 0 <= doc["lease_age"] < 600 and doc["heartbeat_age"] is not None
+        console = Console(width=300, record=True)
+        console.print(status_table(statuses))
+        assert "m1, lease" in console.export_text()
+    finally:
+        await one.stop()
+    statuses = await status_lib.collect(nc, lambda region: sqs, plan, routes)
+    assert all(st.owner is not None and st.owner.member is None for st in statuses)
+    await nc.close()

@@ -571,3 +571,64 @@ class Fleet:
             async with self._applied_changed:
                 self._applied = generation
                 self._applied_changed.notify_all()
+
+
+# --- reading the fleet from outside (status) -------------------------------------------------
+
+
+@dataclass
+class FleetSnapshot:
+    """The bucket at one moment: every member's heartbeat and every route's lease."""
+
+    members: dict[str, Heartbeat]
+    leases: dict[str, Lease]
+
+    def heartbeat_age(self, member: str, now: datetime) -> float | None:
+        heartbeat = self.members.get(member)
+        return None if heartbeat is None else _age(heartbeat.at, now)
+
+    def alive(self, member: str, now: datetime) -> bool:
+        """By the heartbeat's own timestamp: for people, where hosts' clocks roughly agree
+        (members judge each other by their own clocks instead)."""
+        heartbeat = self.members.get(member)
+        age = self.heartbeat_age(member, now)
+        return heartbeat is not None and age is not None and age < heartbeat.lease_ttl
+
+
+def _age(stamp: str, now: datetime) -> float | None:
+    try:
+        return max(0.0, (now - datetime.fromisoformat(stamp)).total_seconds())
+    except ValueError:
+        return None
+
+
+def lease_age(lease: Lease, now: datetime) -> float | None:
+    return _age(lease.since, now)
+
+
+async def read_fleet(nc: Client) -> FleetSnapshot | None:
+    """Every heartbeat and lease in the bucket; None when there is no bucket (not applied)."""
+    try:
+        kv = await open_bucket(nc)
+    except BucketMissing:
+        return None
+    members: dict[str, Heartbeat] = {}
+    leases: dict[str, Lease] = {}
+    watcher: Any = await kv.watch(">")
+    try:
+        async for entry in watcher:
+            if entry is None:
+                break
+            if entry.operation in ("DEL", "PURGE") or not entry.value:
+                continue
+            with contextlib.suppress(ValidationError):
+                if entry.key.startswith(MEMBERS):
+                    heartbeat = Heartbeat.model_validate_json(entry.value)
+                    members[heartbeat.member] = heartbeat
+                elif entry.key.startswith(ROUTES):
+                    lease = Lease.model_validate_json(entry.value)
+                    leases[lease.route] = lease
+    finally:
+        with contextlib.suppress(Exception):
+            await watcher.stop()
+    return FleetSnapshot(members, leases)
