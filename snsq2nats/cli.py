@@ -16,7 +16,7 @@ from snsq2nats.console import Output
 from snsq2nats.errors import SnsqError
 
 if TYPE_CHECKING:
-    from snsq2nats.plan.model import Plan
+    from snsq2nats.plan.model import Plan, Route
     from snsq2nats.plan.pipeline import PlanRequest
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -577,6 +577,21 @@ def verify(plan_path: Path | None, as_json: bool, timeout: float, **kwargs: Any)
     show_default=True,
     help="Messages in flight per route.",
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 1024),
+    default=1,
+    show_default=True,
+    help="Local bridge processes, all members of the fleet (one per core on a large host); "
+    "worker i serves metrics on --metrics-port + i.",
+)
+@click.option(
+    "--lease-ttl",
+    type=click.FloatRange(min=1.0),
+    default=15.0,
+    show_default=True,
+    help="Seconds without a heartbeat before a fleet member's routes are taken over.",
+)
 @click.option("--poll-wait", type=click.IntRange(1, 20), default=20, hidden=True)
 @click.option("--visibility-timeout", type=click.IntRange(2, 43_200), default=30, hidden=True)
 def bridge(
@@ -589,15 +604,28 @@ def bridge(
     cleanup: bool,
     pollers: int,
     max_in_flight: int,
+    workers: int,
+    lease_ttl: float,
     poll_wait: int,
     visibility_timeout: int,
     **kwargs: Any,
 ) -> None:
-    """Relay live traffic between AWS and NATS along the plan's routes during cutover."""
+    """Relay live traffic between AWS and NATS along the plan's routes during cutover.
+
+    Every bridge process is a member of one fleet (coordinated in NATS): run more of them, on
+    this host (--workers) or others, with the same plan and NATS URL, and they share the routes.
+    """
     import asyncio
     import gc
+    import sys
 
     from snsq2nats.bridge.runtime import select_routes
+    from snsq2nats.bridge.workers import (
+        run_workers,
+        stop_with_parent,
+        worker_index,
+        worker_metrics_port,
+    )
     from snsq2nats.console import configure_logging
     from snsq2nats.errors import UsageError
     from snsq2nats.jetstream.connect import NatsOptions
@@ -605,15 +633,21 @@ def bridge(
     out = Output()
     configure_logging(out.console)
     plan = plan_for(out, plan_path, kwargs, live=False)
-    routes = select_routes(plan.routes, direction, route_globs)
+
+    def select(candidates: list[Route]) -> list[Route]:
+        return select_routes(candidates, direction, route_globs)
+
+    # The routes of any cutover state: the live state (the cutover bucket) picks among them.
+    candidates = plan.candidate_routes or plan.routes
+    routes = select(candidates)
     if cleanup:
         routes = [r for r in routes if r.kind == "sns-to-nats"]
     if not routes:
         raise UsageError(
             "no bridge routes selected",
-            hint="the plan has routes: " + ", ".join(r.name for r in plan.routes)
-            if plan.routes
-            else "set cutover overrides in a --mapping file so the plan derives routes",
+            hint="the plan has routes: " + ", ".join(r.name for r in candidates)
+            if candidates
+            else "the plan has no queue or topic to bridge",
         )
     nats = NatsOptions.resolve(kwargs["server"], kwargs["nats_context"])
     settings = {
@@ -626,24 +660,38 @@ def bridge(
     from snsq2nats.bridge.session import bridge_session
     from snsq2nats.report.live import LiveView
 
-    asyncio.run(
-        bridge_session(
-            nats,
-            plan,
-            routes,
-            regions=kwargs["regions"],
-            endpoint_url=kwargs["endpoint_url"],
-            settings=settings,
-            duration=duration,
-            metrics_port=metrics_port,
-            cleanup=cleanup,
-            # Everything made before relaying (boto3's service models, the plan, the clients)
-            # lives for the whole run; frozen, it is no longer rescanned by every full
-            # collection, which otherwise costs about a tenth of a busy route's time.
-            on_ready=gc.freeze,
-            view=LiveView(out),
-        )
-    )
+    index = worker_index()
+    if workers > 1 and index is None and not cleanup:
+        raise SystemExit(run_workers(workers, sys.argv[1:]))
+
+    async def session() -> None:
+        stop = asyncio.Event()
+        guard = asyncio.create_task(stop_with_parent(stop)) if index is not None else None
+        try:
+            await bridge_session(
+                nats,
+                plan,
+                routes,
+                regions=kwargs["regions"],
+                endpoint_url=kwargs["endpoint_url"],
+                settings=settings,
+                duration=duration,
+                metrics_port=worker_metrics_port(metrics_port, index),
+                cleanup=cleanup,
+                stop=stop,
+                # Everything made before relaying (boto3's service models, the plan, the
+                # clients) lives for the whole run; frozen, it is no longer rescanned by every
+                # full collection, which otherwise costs about a tenth of a busy route's time.
+                on_ready=gc.freeze,
+                view=LiveView(out),
+                lease_ttl=lease_ttl,
+                select=None if cleanup else select,
+            )
+        finally:
+            if guard is not None:
+                guard.cancel()
+
+    asyncio.run(session())
 
 
 @main.command()

@@ -431,6 +431,7 @@ async def _before_finish(
         where = f"SQS queue {move.resource.name}"
         arn = move.resource.source_arn
         if request.wait:
+
             async def backlog(clients: RegionClients = aws, arn: str = arn) -> int:
                 return await _sqs_backlog(clients, arn)
 

@@ -5,6 +5,9 @@ A route is drained when nothing is waiting on its *source* side: the SQS queue i
 (pending and unacknowledged both zero) for NATS → AWS routes, the filter router and the DLQ
 mover. The other side's numbers are shown for context. SQS's counts are approximate and
 eventually consistent: AWS advises waiting for a minute of zeros before trusting them.
+
+Each route also shows which bridge fleet member holds its lease, for how long, and whether
+that member's heartbeat is current (from the fleet's KV bucket, `bridge.fleet`).
 """
 
 from __future__ import annotations
@@ -12,8 +15,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
+from snsq2nats.bridge.fleet import FleetSnapshot, lease_age, read_fleet
 from snsq2nats.errors import SnsqError
 from snsq2nats.plan.model import Plan, Route
 
@@ -53,6 +58,19 @@ class NatsBacklog:
 
 
 @dataclass
+class RouteOwner:
+    """The fleet member running a route (`member` None: no member holds its lease)."""
+
+    member: str | None = None
+    lease_age: float | None = None
+    """Seconds since the member acquired the lease."""
+    heartbeat_age: float | None = None
+    """Seconds since the member's last heartbeat."""
+    alive: bool = False
+    """Its heartbeat is within its lease TTL (a dead member's routes are being taken over)."""
+
+
+@dataclass
 class RouteStatus:
     route: str
     kind: str
@@ -61,6 +79,8 @@ class RouteStatus:
     aws: SqsBacklog | None = None
     nats: NatsBacklog | None = None
     dlq: dict[str, int] = field(default_factory=dict)
+    owner: RouteOwner | None = None
+    """None when the fleet's bucket does not exist (the plan was not applied)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -194,7 +214,25 @@ async def route_status(
     return RouteStatus(route.name, route.kind, drained, reason, target, nats)
 
 
+def route_owner(fleet: FleetSnapshot, route: str, now: datetime) -> RouteOwner:
+    lease = fleet.leases.get(route)
+    if lease is None:
+        return RouteOwner()
+    return RouteOwner(
+        member=lease.member,
+        lease_age=lease_age(lease, now),
+        heartbeat_age=fleet.heartbeat_age(lease.member, now),
+        alive=fleet.alive(lease.member, now),
+    )
+
+
 async def collect(
     nc: Any, sqs_for: Callable[[str], Any], plan: Plan, routes: list[Route]
 ) -> list[RouteStatus]:
-    return list(await asyncio.gather(*(route_status(nc, sqs_for, plan, r) for r in routes)))
+    statuses = list(await asyncio.gather(*(route_status(nc, sqs_for, plan, r) for r in routes)))
+    fleet = await read_fleet(nc)
+    if fleet is not None:
+        now = datetime.now(UTC)
+        for status in statuses:
+            status.owner = route_owner(fleet, status.route, now)
+    return statuses

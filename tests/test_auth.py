@@ -247,6 +247,44 @@ async def test_admin_is_scoped_to_the_managed_streams(estate: Estate) -> None:
         assert "sqs_orders-billing" in json.loads(names.data)["streams"]
 
 
+async def test_bridge_runs_a_fleet_member_with_its_grants_and_no_more(estate: Estate) -> None:
+    """The generated bridge identity joins the fleet (heartbeat, leases, watch) unrefused,
+    and may not touch the bucket's stream or any other bucket."""
+    from snsq2nats.bridge.context import BridgeContext
+    from snsq2nats.bridge.fleet import Fleet
+    from snsq2nats.bridge.runtime import run_bridge
+
+    routes = estate.plan.routes
+    held: set[str] = set()
+
+    async def runner(ctx: BridgeContext, route: Any) -> None:
+        held.add(route.name)
+        await ctx.stopping.wait()
+
+    async with Client(estate, "snsq2nats-bridge") as bridge:
+        ctx = BridgeContext(plan=estate.plan, nc=bridge.nc, sqs=None, sns=None)  # type: ignore[arg-type]
+        fleet = Fleet(bridge.nc, routes, lease_ttl=3.0)
+        run = asyncio.create_task(
+            run_bridge(
+                ctx,
+                routes,
+                {kind: runner for kind in {r.kind for r in routes}},
+                handle_signals=False,
+                coordinator=fleet,
+            )
+        )
+        try:
+            await until(lambda: held == {r.name for r in routes}, what="every route held")
+            assert set(fleet.owned) == held
+        finally:
+            ctx.stopping.set()
+            await asyncio.wait_for(run, 30)
+        assert fleet.owned == {}
+        assert not bridge.errors, bridge.errors
+        await bridge.publish_refused("$JS.API.STREAM.DELETE.KV_snsq2nats_fleet", b"{}")
+        await bridge.publish_refused("$KV.someone_elses.key", b"x")
+
+
 @pytest.fixture(params=[False, True], ids=["classic-acks", "v2-acks"])
 def ack_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Estate, bool]]:
     plan = shop_plan(probe_version())

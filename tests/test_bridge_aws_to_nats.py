@@ -35,6 +35,7 @@ from snsq2nats.jetstream import api as jetstream
 from snsq2nats.jetstream.api import api, create_consumer, create_stream, update_stream
 from snsq2nats.jetstream.connect import NatsOptions, connect_nats
 from snsq2nats.jetstream.spec import NS, ConsumerSpec, ServerInfo, StreamSource, StreamSpec
+from snsq2nats.plan.buckets import fleet_bucket_spec
 from snsq2nats.plan.model import Plan, Route
 from tests.fixtures.aws import AwsEndpoint
 from tests.fixtures.bridge import FAST
@@ -765,6 +766,15 @@ def start_bridge(plan: Path, url: str, *extra: str) -> subprocess.Popen[bytes]:
     )
 
 
+async def add_fleet_bucket(url: str) -> None:
+    """What `apply` creates for every plan with routes: the bridge fleet's KV bucket."""
+    nc = await connect_nats(NatsOptions(servers=url.split(",")))
+    try:
+        await create_stream(nc, fleet_bucket_spec(), pedantic=False)
+    finally:
+        await nc.close()
+
+
 async def stream_count(url: str, stream: str) -> int:
     nc = await connect_nats(NatsOptions(servers=[url]))
     try:
@@ -778,6 +788,7 @@ async def process_setup(
 ) -> tuple[str, Path, list[str]]:
     url = aws.client("sqs").create_queue(QueueName=name)["QueueUrl"]
     await add_stream(server.url, f"sqs_{name}", [f"sqs.{name}"])
+    await add_fleet_bucket(server.url)
     plan = tmp_path / "plan.json"
     plan.write_text(plan_with([sqs_route(aws, name, f"sqs_{name}", f"sqs.{name}")]).to_json())
     return url, plan, send(aws, url, N)
@@ -826,9 +837,10 @@ async def test_two_bridges_on_one_route(
             proc.terminate()
         codes = [proc.wait(timeout=30) for proc in procs]
     assert codes == [0, 0]
-    # Both took a share: the final summary line of each names its message count.
+    # Two fleet members, one route: one holds its lease at a time (two starting together may
+    # hand it over once); tests/test_fleet*.py cover sharing many routes and the takeovers.
     shares = [_relayed(proc) for proc in procs]
-    assert all(share > 0 for share in shares) and sum(shares) >= N, shares
+    assert sum(shares) >= N, shares
     await assert_exactly_once(nats_server.url, "sqs_shared", sent, [])
 
 
@@ -866,8 +878,7 @@ def _relayed(proc: subprocess.Popen[bytes]) -> int:
     assert proc.stderr is not None
     text = proc.stderr.read().decode()
     counts = re.findall(r"route=\S+ kind=sqs-to-nats status=\S+ messages=(\d+)", text)
-    assert counts, text
-    return int(counts[-1])
+    return int(counts[-1]) if counts else 0
 
 
 async def _at_least(count: Any, n: int) -> bool:

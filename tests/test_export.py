@@ -81,10 +81,12 @@ def every_field_stream() -> StreamSpec:
         max_msgs=1000,
         max_bytes=1 << 30,
         max_msg_size=262_144,
+        max_msgs_per_subject=1,
         discard="new",
         duplicate_window=300 * NS,
         allow_msg_schedules=True,
         allow_rollup_hdrs=True,
+        allow_direct=True,
         sources=[
             StreamSource(
                 name="sns_topic",
@@ -147,6 +149,8 @@ _NACK_STREAM = {
     "maxBytes": "max_bytes",
     "maxMsgSize": "max_msg_size",
     "maxConsumers": "max_consumers",
+    "maxMsgsPerSubject": "max_msgs_per_subject",
+    "allowDirect": "allow_direct",
     "discard": "discard",
     "allowMsgSchedules": "allow_msg_schedules",
     "allowRollup": "allow_rollup_hdrs",
@@ -237,7 +241,9 @@ def terraform_to_server(rtype: str, body: dict[str, Any], stream_of: dict[str, s
             elif key == "replicas":
                 out["num_replicas"] = value
             elif key == "allow_direct":
-                assert value is False  # the server's default, written because the provider's is not
+                # Always written (the provider's default is not the server's); False is unset.
+                if value:
+                    out[key] = value
             elif key in ("placement_cluster", "placement_tags"):
                 placement = out.setdefault("placement", {})
                 placement["cluster" if key == "placement_cluster" else "tags"] = value
@@ -292,7 +298,8 @@ def terraform_to_server(rtype: str, body: dict[str, Any], stream_of: dict[str, s
 
 def without_unmanaged(config: dict[str, Any]) -> dict[str, Any]:
     """The limits an export writes only to be complete (natscli's schema requires them)."""
-    return {k: v for k, v in config.items() if k not in ("max_consumers", "max_msgs_per_subject")}
+    unmanaged = {"max_consumers": -1, "max_msgs_per_subject": -1}
+    return {k: v for k, v in config.items() if unmanaged.get(k, object()) != v}
 
 
 def expected_consumer(spec: ConsumerSpec) -> dict[str, Any]:

@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
+from snsq2nats.plan.buckets import FLEET_BUCKET, bucket_stream
 from snsq2nats.plan.model import Plan, Resource, Route
 from snsq2nats.plan.routes import RELAY_PREFIX
 
@@ -257,8 +258,23 @@ def _route_publish(route: Route, subjects: _Subjects) -> list[str]:
     return out
 
 
+def fleet_grants() -> list[str]:
+    """What a bridge fleet member does with the fleet's KV bucket (`bridge.fleet`): open it,
+    write its heartbeat and the leases (compare-and-set publishes), and watch the bucket
+    through an ordered push consumer (an unnamed ephemeral: created, looked up, its flow
+    control answered; it expires on its own). Nothing of any other bucket or stream."""
+    stream = bucket_stream(FLEET_BUCKET)
+    return [
+        f"{API}.STREAM.INFO.{stream}",
+        f"$KV.{FLEET_BUCKET}.>",
+        f"{API}.CONSUMER.CREATE.{stream}",
+        f"{API}.CONSUMER.INFO.{stream}.*",
+        f"$JS.FC.{stream}.>",
+    ]
+
+
 def bridge_identity(plan: Plan, subjects: _Subjects) -> Identity:
-    publish = [f"{API}.STREAM.NAMES", f"{API}.STREAM.LIST"]
+    publish = [f"{API}.STREAM.NAMES", f"{API}.STREAM.LIST", *fleet_grants()]
     for route in plan.routes:
         if route.stream:
             publish.append(f"{API}.STREAM.INFO.{route.stream}")

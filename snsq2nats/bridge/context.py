@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import random
 import time
@@ -150,6 +151,15 @@ class BridgeContext:
     pollers: int = 4
     wait_time_seconds: int = 20
     visibility_timeout: int = 30
+    # On a route's own context (`for_route`): the bridge's context. Its `stopping` is the
+    # bridge-wide stop; the route's `stopping` is set by that one and by a stop of the route
+    # alone (the fleet handing it to another member).
+    bridge: BridgeContext | None = None
+
+    def for_route(self) -> BridgeContext:
+        """A context for one route: everything shared, except a stop signal of its own, so a
+        runner drains when the route alone is stopped exactly as when the whole bridge is."""
+        return dataclasses.replace(self, stopping=asyncio.Event(), bridge=self.bridge or self)
 
     async def pause(self, seconds: float) -> bool:
         """Sleep `seconds`, waking early when the bridge stops; True if it is stopping."""
@@ -170,7 +180,7 @@ class BridgeContext:
     def count_and_check_limit(self) -> None:
         """Stop the bridge once --max-messages deliveries have happened in total."""
         if self.max_messages is not None and self.total_delivered() >= self.max_messages:
-            self.stopping.set()
+            (self.bridge or self).stopping.set()
 
     async def call_aws(self, fn: Callable[..., Any], /, **kwargs: Any) -> Any:
         """boto3 is blocking: every AWS call runs in a worker thread, never on the loop."""

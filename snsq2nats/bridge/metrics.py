@@ -3,8 +3,14 @@
 One registry per bridge: a collector that reads the per-route counters at scrape time (the
 relays only bump plain integers, nothing per message goes through the client library), plus
 the standard `process_*` and `python_*` collectors. Served on `--metrics-port` by the bridge's
-own event loop (no extra thread): `/metrics`, `/healthz` (the process answers) and `/readyz`
-(connected to NATS and every route running).
+own event loop (no extra thread): `/metrics`, `/healthz` (the process answers) and `/readyz`.
+
+As a fleet member, every route series carries the `member` label (`<host>-<pid>-<random>`), and
+`snsq2nats_bridge_fleet_*` gauges say what the member sees: the live members and the routes it
+holds. `/readyz` answers 200 once the member is connected to NATS, has joined the fleet, and
+every route it holds is running; routes it handed to another member (status `released`) and
+routes it never held do not count, so a member holding nothing (more members than routes)
+is ready: a standby that takes routes over when another member goes.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -33,6 +39,20 @@ if TYPE_CHECKING:
 PREFIX = "snsq2nats_bridge"
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 LABELS = ["route", "kind"]
+RELEASED = "released"
+"""A route's status once this process stopped it alone (handed to another fleet member, or no
+longer wanted): not a failure, and not something /readyz waits for."""
+
+
+class FleetState(Protocol):
+    """What the metrics read of a fleet member (`bridge.fleet.Fleet`)."""
+
+    member: str
+    joined: bool
+    owned: dict[str, int]
+
+    def live_members(self) -> list[str]: ...
+
 
 _COUNTERS: list[tuple[str, str, Callable[[RouteMetrics], int]]] = [
     ("messages", "Messages relayed.", lambda m: m.messages),
@@ -52,30 +72,36 @@ _GAUGES: list[tuple[str, str, Callable[[RouteMetrics], int]]] = [
 class RouteCollector:
     """Reads the routes' counters when Prometheus scrapes, never on the relay's hot path."""
 
-    def __init__(self, routes: Callable[[], Iterable[RouteMetrics]]) -> None:
+    def __init__(
+        self, routes: Callable[[], Iterable[RouteMetrics]], fleet: FleetState | None = None
+    ) -> None:
         self._routes = routes
+        self._fleet = fleet
+        self._labels = [*LABELS, "member"] if fleet is not None else LABELS
+        self._extra = [fleet.member] if fleet is not None else []
 
     def collect(self) -> Iterator[Metric]:
         routes = sorted(self._routes(), key=lambda m: m.route)
+        labels, extra = self._labels, self._extra
         for name, help_text, value in _COUNTERS:
-            counter = CounterMetricFamily(f"{PREFIX}_{name}", help_text, labels=LABELS)
+            counter = CounterMetricFamily(f"{PREFIX}_{name}", help_text, labels=labels)
             for m in routes:
-                counter.add_metric([m.route, m.kind], value(m))
+                counter.add_metric([m.route, m.kind, *extra], value(m))
             yield counter
         for name, help_text, read in _GAUGES:
-            gauge = GaugeMetricFamily(f"{PREFIX}_{name}", help_text, labels=LABELS)
+            gauge = GaugeMetricFamily(f"{PREFIX}_{name}", help_text, labels=labels)
             for m in routes:
-                gauge.add_metric([m.route, m.kind], read(m))
+                gauge.add_metric([m.route, m.kind, *extra], read(m))
             yield gauge
         lag = GaugeMetricFamily(
-            f"{PREFIX}_lag", "Backlog waiting at the route's source (when known).", labels=LABELS
+            f"{PREFIX}_lag", "Backlog waiting at the route's source (when known).", labels=labels
         )
         for m in routes:
             if m.lag is not None:
-                lag.add_metric([m.route, m.kind], m.lag)
+                lag.add_metric([m.route, m.kind, *extra], m.lag)
         yield lag
         latency = HistogramMetricFamily(
-            f"{PREFIX}_latency_seconds", "Time from receipt to the other side's ack.", labels=LABELS
+            f"{PREFIX}_latency_seconds", "Time from receipt to the other side's ack.", labels=labels
         )
         for m in routes:
             cumulative, buckets = 0, []
@@ -83,13 +109,28 @@ class RouteCollector:
                 cumulative += count
                 buckets.append((f"{bound:g}", cumulative))
             buckets.append(("+Inf", sum(m.latency_counts)))
-            latency.add_metric([m.route, m.kind], buckets, m.latency_sum)
+            latency.add_metric([m.route, m.kind, *extra], buckets, m.latency_sum)
         yield latency
+        if self._fleet is not None:
+            yield from self._fleet_gauges(self._fleet)
+
+    @staticmethod
+    def _fleet_gauges(fleet: FleetState) -> Iterator[Metric]:
+        for name, help_text, value in (
+            ("fleet_members", "Live fleet members this member sees.", len(fleet.live_members())),
+            ("fleet_routes_held", "Routes whose lease this member holds.", len(fleet.owned)),
+            ("fleet_joined", "1 once this member has joined the fleet.", int(fleet.joined)),
+        ):
+            gauge = GaugeMetricFamily(f"{PREFIX}_{name}", help_text, labels=["member"])
+            gauge.add_metric([fleet.member], value)
+            yield gauge
 
 
-def registry_for(routes: Callable[[], Iterable[RouteMetrics]]) -> CollectorRegistry:
+def registry_for(
+    routes: Callable[[], Iterable[RouteMetrics]], fleet: FleetState | None = None
+) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(RouteCollector(routes))
+    registry.register(RouteCollector(routes, fleet))
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     return registry
@@ -101,25 +142,31 @@ def render(metrics: Iterable[RouteMetrics]) -> str:
     return generate_latest(registry_for(lambda: fixed)).decode()
 
 
-def ready(ctx: BridgeContext) -> str | None:
+def ready(ctx: BridgeContext, fleet: FleetState | None = None) -> str | None:
     """None when ready; otherwise why not."""
     if ctx.nc is None or not ctx.nc.is_connected:
         return "not connected to NATS"
-    waiting = sorted(m.route for m in ctx.metrics.values() if m.status != "running")
+    if fleet is not None and not fleet.joined:
+        return "not yet a member of the bridge fleet"
+    waiting = sorted(
+        m.route
+        for m in ctx.metrics.values()
+        if m.status not in ("running", RELEASED) and (fleet is None or m.route in fleet.owned)
+    )
     return f"routes not running: {', '.join(waiting)}" if waiting else None
 
 
 async def serve_metrics(
-    ctx: BridgeContext, port: int, host: str = "0.0.0.0"
+    ctx: BridgeContext, port: int, host: str = "0.0.0.0", *, fleet: FleetState | None = None
 ) -> asyncio.base_events.Server:
     """Start the endpoint: /metrics (any other path too), /healthz, /readyz. Close it when done."""
-    registry = registry_for(lambda: ctx.metrics.values())
+    registry = registry_for(lambda: ctx.metrics.values(), fleet)
 
     def answer(path: bytes) -> tuple[bytes, str, bytes]:
         if path.startswith(b"/healthz"):
             return b"200 OK", "text/plain; charset=utf-8", b"ok\n"
         if path.startswith(b"/readyz"):
-            why = ready(ctx)
+            why = ready(ctx, fleet)
             if why is None:
                 return b"200 OK", "text/plain; charset=utf-8", b"ready\n"
             return b"503 Service Unavailable", "text/plain; charset=utf-8", f"{why}\n".encode()

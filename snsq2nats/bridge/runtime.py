@@ -1,4 +1,4 @@
-"""Run every selected route at once until told to stop, then drain.
+"""Run the selected routes until told to stop, then drain; the set can change while running.
 
 One supervised task per route, run by the runner of its kind (`RUNNERS`, imported directly: a
 runner that cannot be imported fails the bridge at start, never silently leaves a route out).
@@ -8,6 +8,20 @@ the same way, by setting `ctx.stopping`; runners then finish what they hold and 
 second signal, or a drain longer than `drain_timeout`, cancels them: still safe, because
 nothing is ever acknowledged on one side before the other side accepted it, so the cost is
 only redelivery (absorbed by deduplication).
+
+The running set is a `RouteSet`, changeable while it runs:
+
+- `await route_set.start(route)` / `await route_set.stop(name)`: one route. Every route has a
+  context of its own (`BridgeContext.for_route`) whose `stopping` the bridge-wide stop also
+  sets, so stopping one route drains exactly as a full stop does, and the others never notice.
+  `stop` returns once the runner has returned: the route is fully drained.
+- `await route_set.reconcile(routes)`: make the running set exactly `routes` (drain the ones
+  left out or changed, start the new) and return once that is done.
+
+`run_bridge(ctx, routes)` starts every route. `run_bridge(..., coordinator=fleet)` hands the
+`RouteSet` to a `Coordinator` instead (the fleet, `bridge.fleet`), which starts and stops routes
+as it acquires and gives up leases; there, `routes` are only the candidates. To change the
+candidates of a running fleet member, see `Fleet.set_candidates` and `Fleet.applied`.
 """
 
 from __future__ import annotations
@@ -16,12 +30,13 @@ import asyncio
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any, Protocol
 
 from snsq2nats.bridge.context import AwsThreads, BridgeContext, backoff
 from snsq2nats.bridge.dlq import run_dlq_mover
 from snsq2nats.bridge.filter_router import run_filter_router
+from snsq2nats.bridge.metrics import RELEASED
 from snsq2nats.bridge.nats_to_sns import run_nats_to_sns
 from snsq2nats.bridge.nats_to_sqs import run_nats_to_sqs
 from snsq2nats.bridge.sns_to_nats import run_sns_to_nats
@@ -116,6 +131,134 @@ def aws_threads_for(ctx: BridgeContext, routes: list[Route]) -> AwsThreads:
     )
 
 
+class RouteSet:
+    """The routes this process runs, changeable while it runs.
+
+    Each route runs supervised on a context of its own (`BridgeContext.for_route`), so one
+    route can be drained while the others carry on: its runner sees its own `stopping` set,
+    finishes what it holds and returns. The bridge-wide stop sets every route's stop.
+    """
+
+    def __init__(
+        self,
+        ctx: BridgeContext,
+        runners: Mapping[str, Runner] = RUNNERS,
+        *,
+        drain_timeout: float = 60.0,
+    ) -> None:
+        self.ctx = ctx
+        self._runners = runners
+        self._drain_timeout = drain_timeout
+        self._running: dict[str, tuple[Route, BridgeContext, asyncio.Task[None]]] = {}
+        self._draining: dict[str, asyncio.Task[None]] = {}
+        self._watch: asyncio.Task[None] | None = None
+
+    @property
+    def running(self) -> dict[str, Route]:
+        """Routes started and not being stopped, by name."""
+        return {name: route for name, (route, _, _) in self._running.items()}
+
+    @property
+    def draining(self) -> set[str]:
+        return set(self._draining)
+
+    def tasks(self) -> list[asyncio.Task[None]]:
+        return [task for _, _, task in self._running.values()] + list(self._draining.values())
+
+    async def start(self, route: Route) -> bool:
+        """Start `route` (after any drain of the same name finishes); False if it cannot run:
+        no runner for its kind, or the bridge is stopping."""
+        self._watch_bridge_stop()
+        current = self._running.get(route.name)
+        if current is not None:
+            if current[0] == route:
+                return True
+            await self.stop(route.name)  # changed in the plan: drain the old one first
+        draining = self._draining.get(route.name)
+        if draining is not None:
+            await asyncio.shield(draining)
+        if self.ctx.stopping.is_set() or route.name in self._running:
+            return route.name in self._running
+        runner = self._runners.get(route.kind)
+        if runner is None:
+            why = f"no runner for {route.kind}"
+            self.ctx.route_metrics(route).status = f"not available: {why}"
+            log.error("%s: not available (%s)", route.name, why)
+            return False
+        child = self.ctx.for_route()
+        task = asyncio.create_task(supervise(child, route, runner), name=route.name)
+        self._running[route.name] = (route, child, task)
+        return True
+
+    async def stop(self, name: str) -> None:
+        """Drain one route and return once its runner has returned (cancelled after the drain
+        timeout: still safe, nothing is acknowledged before the other side accepted it)."""
+        entry = self._running.pop(name, None)
+        if entry is None:
+            draining = self._draining.get(name)
+            if draining is not None:
+                await asyncio.shield(draining)
+            return
+        route, child, task = entry
+        child.stopping.set()
+        drain = self._draining[name] = asyncio.create_task(self._drain(route, task))
+        await asyncio.shield(drain)
+
+    async def _drain(self, route: Route, task: asyncio.Task[None]) -> None:
+        try:
+            _, pending = await asyncio.wait([task], timeout=self._drain_timeout)
+            if pending:
+                log.warning(
+                    "%s: drain took longer than %gs: cancelling", route.name, self._drain_timeout
+                )
+                task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            if not self.ctx.stopping.is_set():
+                self.ctx.route_metrics(route).status = RELEASED
+        finally:
+            self._draining.pop(route.name, None)
+
+    async def reconcile(self, routes: Iterable[Route]) -> None:
+        """Make the running set exactly `routes`: drain the routes not in it (those whose
+        definition changed too), start the new ones; return once all of that is done."""
+        wanted = {route.name: route for route in routes}
+        stale = [n for n, (r, _, _) in self._running.items() if wanted.get(n) != r]
+        await asyncio.gather(*(self.stop(name) for name in stale))
+        for route in wanted.values():
+            await self.start(route)
+
+    async def stop_all(self) -> None:
+        """Drain every route at once (each within the drain timeout)."""
+        await asyncio.gather(*(self.stop(name) for name in list(self._running)))
+        await asyncio.gather(*list(self._draining.values()), return_exceptions=True)
+
+    def cancel_all(self) -> None:
+        for task in self.tasks():
+            task.cancel()
+
+    def _watch_bridge_stop(self) -> None:
+        """The bridge-wide stop reaches every route's own stop signal."""
+        if self._watch is None:
+            self._watch = asyncio.create_task(self._relay_bridge_stop())
+
+    async def _relay_bridge_stop(self) -> None:
+        await self.ctx.stopping.wait()
+        for _, child, _ in self._running.values():
+            child.stopping.set()
+
+    def close(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+
+
+class Coordinator(Protocol):
+    """Decides which routes this process runs (the fleet, `bridge.fleet.Fleet`)."""
+
+    async def run(self, routes: RouteSet) -> None:
+        """Start and stop routes on `routes` until the bridge stops; then drain them all
+        (`routes.stop_all()`), give up what it holds, and return."""
+
+
 async def run_bridge(
     ctx: BridgeContext,
     routes: list[Route],
@@ -124,11 +267,16 @@ async def run_bridge(
     *,
     drain_timeout: float = 60.0,
     handle_signals: bool = True,
+    coordinator: Coordinator | None = None,
 ) -> None:
-    """Run `routes` until stopped (signal, duration, max messages) or all of them return."""
+    """Run `routes` until stopped (signal, duration, max messages) or all of them return.
+
+    Without a coordinator every route runs; with one (the fleet), `routes` are only the
+    candidates and the coordinator starts and stops them as it acquires and gives up leases.
+    """
     loop = asyncio.get_running_loop()
     signals_seen = 0
-    tasks: dict[str, asyncio.Task[None]] = {}
+    route_set = RouteSet(ctx, runners, drain_timeout=drain_timeout)
 
     def on_signal() -> None:
         nonlocal signals_seen
@@ -137,8 +285,7 @@ async def run_bridge(
             log.info("stopping: draining in-flight messages (signal again to stop at once)")
             ctx.stopping.set()
         else:
-            for task in tasks.values():
-                task.cancel()
+            route_set.cancel_all()
 
     installed: list[signal.Signals] = []
     if handle_signals:
@@ -152,14 +299,6 @@ async def run_bridge(
     owned_threads = None
     if ctx.aws_call is None and ctx.aws_threads is None:
         owned_threads = ctx.aws_threads = aws_threads_for(ctx, routes)
-    for route in routes:
-        runner = runners.get(route.kind)
-        if runner is None:
-            why = f"no runner for {route.kind}"
-            ctx.route_metrics(route).status = f"not available: {why}"
-            log.error("%s: not available (%s)", route.name, why)
-            continue
-        tasks[route.name] = asyncio.create_task(supervise(ctx, route, runner), name=route.name)
 
     timer: asyncio.Task[None] | None = None
     if duration is not None:
@@ -171,22 +310,14 @@ async def run_bridge(
 
         timer = asyncio.create_task(stop_later())
     try:
-        if tasks:
-            stop_wait = asyncio.create_task(ctx.stopping.wait())
-            all_done = asyncio.gather(*tasks.values(), return_exceptions=True)
-            racing: list[asyncio.Future[Any]] = [stop_wait, all_done]
-            await asyncio.wait(racing, return_when=asyncio.FIRST_COMPLETED)
-            stop_wait.cancel()
-            if not all_done.done():
-                _, pending = await asyncio.wait(tasks.values(), timeout=drain_timeout)
-                if pending:
-                    log.warning("drain took longer than %gs: cancelling", drain_timeout)
-                    for task in pending:
-                        task.cancel()
-                    await asyncio.gather(*pending, return_exceptions=True)
-            await asyncio.gather(all_done, return_exceptions=True)
+        if coordinator is not None:
+            await _coordinated(ctx, route_set, coordinator)
+        else:
+            await route_set.reconcile(routes)
+            await _until_stopped_or_done(ctx, route_set)
     finally:
         ctx.stopping.set()
+        route_set.close()
         if timer is not None:
             timer.cancel()
         for sig in installed:
@@ -194,3 +325,28 @@ async def run_bridge(
         if owned_threads is not None:
             ctx.aws_threads = None
             owned_threads.shutdown()
+
+
+async def _until_stopped_or_done(ctx: BridgeContext, route_set: RouteSet) -> None:
+    tasks = route_set.tasks()
+    if not tasks:
+        return
+    stop_wait = asyncio.create_task(ctx.stopping.wait())
+    all_done = asyncio.gather(*tasks, return_exceptions=True)
+    racing: list[asyncio.Future[Any]] = [stop_wait, all_done]
+    await asyncio.wait(racing, return_when=asyncio.FIRST_COMPLETED)
+    stop_wait.cancel()
+    if not all_done.done():
+        await route_set.stop_all()
+    await asyncio.gather(all_done, return_exceptions=True)
+
+
+async def _coordinated(ctx: BridgeContext, route_set: RouteSet, coordinator: Coordinator) -> None:
+    """The coordinator runs until the bridge stops; should it fail, the routes it started are
+    drained before the error goes up."""
+    try:
+        await coordinator.run(route_set)
+    except BaseException:
+        ctx.stopping.set()
+        await route_set.stop_all()
+        raise

@@ -46,17 +46,28 @@ async def bridge_session(
     stop: asyncio.Event | None = None,
     on_ready: Callable[[], None] | None = None,
     view: View | None = None,
+    lease_ttl: float | None = None,
+    on_member: Callable[[str], None] | None = None,
+    select: Callable[[list[Route]], list[Route]] | None = None,
 ) -> None:
     """Run the routes until a signal, --duration, --max-messages, or `stop` (for embedders).
 
-    `on_ready` runs once the clients and the connection exist, just before relaying starts
-    (the CLI freezes the heap there).
+    The process is a member of the bridge fleet (`bridge.fleet`): it runs the routes it holds
+    the lease of, all of them when it is alone. `on_ready` runs once the clients and the
+    connection exist, just before relaying starts (the CLI freezes the heap there);
+    `on_member` gets the fleet member id.
+
+    With `select` (and a plan that lists its candidate routes) the bridge follows the live
+    cutover state (`bridge.follow`): it runs the candidates the recorded state needs that
+    `select` keeps, and switches when a move is recorded; `routes` are then only checked.
     """
     import boto3
 
     from snsq2nats.aws.arns import parse_arn
     from snsq2nats.aws.clients import make_clients
     from snsq2nats.bridge.context import BridgeContext
+    from snsq2nats.bridge.fleet import DEFAULT_LEASE_TTL, Fleet, open_bucket
+    from snsq2nats.bridge.follow import CutoverFollower
     from snsq2nats.bridge.metrics import serve_metrics
     from snsq2nats.bridge.runtime import run_bridge
     from snsq2nats.bridge.sns_to_nats import cleanup_sns_to_nats
@@ -105,20 +116,43 @@ async def bridge_session(
                 if not await cleanup_sns_to_nats(ctx, route):
                     log.info("%s: no bridge queue %s", route.name, route.bridge_queue)
             return
+        await open_bucket(nc, nats.redacted_servers)
+        follower = None
+        if select is not None and plan.candidate_routes:
+            follower = CutoverFollower(nc, plan, select)
+            routes = await follower.start(nats.redacted_servers)
+        fleet = Fleet(nc, routes, lease_ttl=lease_ttl or DEFAULT_LEASE_TTL)
+        if on_member is not None:
+            on_member(fleet.member)
         if metrics_port is not None:
-            server = await serve_metrics(ctx, metrics_port)
+            server = await serve_metrics(ctx, metrics_port, fleet=fleet)
             log.info("metrics on :%d/metrics", metrics_port)
-        log.info("bridging %d route(s): %s", len(routes), ", ".join(r.name for r in routes))
+        log.info(
+            "fleet member %s: %d candidate route(s): %s",
+            fleet.member,
+            len(routes),
+            ", ".join(r.name for r in routes),
+        )
         if on_ready is not None:
             on_ready()
         showing = asyncio.create_task(view.show(ctx)) if view is not None else None
         relay_stop = asyncio.create_task(_forward(stop, ctx.stopping)) if stop else None
+        following = (
+            asyncio.create_task(follower.follow(fleet, ctx.stopping), name="cutover-follow")
+            if follower is not None
+            else None
+        )
         try:
-            await run_bridge(ctx, routes, duration=duration)
+            await run_bridge(ctx, routes, duration=duration, coordinator=fleet)
         finally:
             ctx.stopping.set()
             if relay_stop is not None:
                 relay_stop.cancel()
+            if following is not None:
+                following.cancel()
+                await asyncio.gather(following, return_exceptions=True)
+            if follower is not None:
+                await follower.close()
             if showing is not None:
                 await showing
         if view is not None:

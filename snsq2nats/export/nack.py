@@ -89,6 +89,10 @@ def stream_spec(spec: StreamSpec) -> dict[str, Any]:
         "discard": spec.discard,
         "duplicateWindow": go_duration(spec.duplicate_window),
     }
+    if spec.max_msgs_per_subject is not None:
+        out["maxMsgsPerSubject"] = spec.max_msgs_per_subject
+    if spec.allow_direct is not None:
+        out["allowDirect"] = spec.allow_direct
     if spec.allow_msg_schedules is not None:
         out["allowMsgSchedules"] = spec.allow_msg_schedules
     if spec.allow_rollup_hdrs is not None:

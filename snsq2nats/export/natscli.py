@@ -19,7 +19,8 @@ _UNMANAGED_STREAM_LIMITS = {"max_consumers": -1, "max_msgs_per_subject": -1}
 
 
 def stream_config(spec: StreamSpec) -> dict[str, Any]:
-    return {**spec.to_api(), **{k: v for k, v in _UNMANAGED_STREAM_LIMITS.items()}}
+    config = spec.to_api()
+    return {**config, **{k: v for k, v in _UNMANAGED_STREAM_LIMITS.items() if k not in config}}
 
 
 def consumer_config(spec: ConsumerSpec) -> dict[str, Any]:

@@ -101,8 +101,10 @@ def stream_body(spec: StreamSpec) -> dict[str, Any]:
         "max_consumers": -1,
         "discard": spec.discard,
         "duplicate_window": _seconds(spec.duplicate_window, "duplicate_window", where),
-        "allow_direct": False,
+        "allow_direct": bool(spec.allow_direct),
     }
+    if spec.max_msgs_per_subject is not None:
+        body["max_msgs_per_subject"] = spec.max_msgs_per_subject
     if spec.allow_msg_schedules is not None:
         body["allow_msg_schedules"] = spec.allow_msg_schedules
     if spec.allow_rollup_hdrs is not None:

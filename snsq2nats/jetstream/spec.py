@@ -59,10 +59,12 @@ class StreamSpec(Spec):
     max_msgs: int = -1
     max_bytes: int = -1
     max_msg_size: int = -1
+    max_msgs_per_subject: int | None = None
     discard: Literal["old", "new"] = "old"
     duplicate_window: int = 120 * NS
     allow_msg_schedules: bool | None = None
     allow_rollup_hdrs: bool | None = None
+    allow_direct: bool | None = None
     sources: list[StreamSource] | None = None
     placement: Placement | None = None
     metadata: dict[str, str] = Field(default_factory=dict)

@@ -21,6 +21,7 @@ from collections.abc import Callable, Collection, Mapping
 
 from snsq2nats.inventory import Inventory
 from snsq2nats.jetstream.spec import ConsumerSpec, StreamSpec
+from snsq2nats.plan.buckets import bucket_specs
 from snsq2nats.plan.context import Context
 from snsq2nats.plan.model import Desired, Resource
 from snsq2nats.plan.queues import QueueFacts, QueueNames, name_queue, plan_queue
@@ -68,6 +69,8 @@ def translate(
     )
 
     streams: list[StreamSpec] = list(derived.streams)
+    # Every route a cutover state may run needs them, not only those running in this one.
+    streams += bucket_specs(bool(derived.candidates), rules.defaults.replicas)
     consumers: list[ConsumerSpec] = list(derived.consumers)
     resources: list[Resource] = []
     for names in topics.values():

@@ -4,12 +4,35 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from snsq2nats.status import RouteStatus
+from snsq2nats.status import RouteOwner, RouteStatus
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "?"
+    return (
+        f"{value:.0f}s"
+        if value < 120
+        else f"{value / 60:.0f}m"
+        if value < 7200
+        else f"{value / 3600:.0f}h"
+    )
+
+
+def owner_cell(owner: RouteOwner | None) -> str:
+    if owner is None:
+        return "— (no fleet bucket)"
+    if owner.member is None:
+        return "unowned"
+    text = f"{owner.member}, lease {_seconds(owner.lease_age)}"
+    if not owner.alive:
+        text += f", no heartbeat for {_seconds(owner.heartbeat_age)}"
+    return text
 
 
 def status_table(statuses: list[RouteStatus]) -> Table:
     table = Table(title="Bridge routes", title_justify="left")
-    for column in ("route", "kind", "AWS backlog", "NATS backlog", "DLQ", "verdict"):
+    for column in ("route", "kind", "owner", "AWS backlog", "NATS backlog", "DLQ", "verdict"):
         table.add_column(column, overflow="fold")
     for st in statuses:
         aws = (
@@ -28,8 +51,11 @@ def status_table(statuses: list[RouteStatus]) -> Table:
         )
         dlq = ", ".join(f"{k.split('_')[0]} {v}" for k, v in st.dlq.items()) or "—"
         verdict = ("drained" if st.drained else "NOT drained") + f": {st.reason}"
-        table.add_row(st.route, st.kind, aws, nats, dlq, verdict)
-    table.caption = "AWS: visible/in flight/delayed · NATS: pending/unacknowledged"
+        table.add_row(st.route, st.kind, owner_cell(st.owner), aws, nats, dlq, verdict)
+    table.caption = (
+        "owner: the bridge fleet member holding the route's lease, and since when · "
+        "AWS: visible/in flight/delayed · NATS: pending/unacknowledged"
+    )
     return table
 
 

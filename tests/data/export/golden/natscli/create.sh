@@ -4,24 +4,26 @@
 # usual connection settings (NATS_URL, --context, NATS_CREDS, ...).
 set -eu
 cd "$(dirname "$0")"
+nats stream add KV_snsq2nats_cutover --config streams/KV_snsq2nats_cutover.json
+nats stream add KV_snsq2nats_fleet --config streams/KV_snsq2nats_fleet.json
 nats stream add sns_orders --config streams/sns_orders.json
 nats stream add snsq2nats_advisories --config streams/snsq2nats_advisories.json
 nats stream add sqs_notifications-delayed --config streams/sqs_notifications-delayed.json
 nats stream add sqs_orders-analytics --config streams/sqs_orders-analytics.json
-nats stream add sqs_orders-billing --config streams/sqs_orders-billing.json
 nats stream add sqs_orders-dlq --config streams/sqs_orders-dlq.json
+nats stream add sqs_orders-billing --config streams/sqs_orders-billing.json
 nats stream add sqs_orders-fraud --config streams/sqs_orders-fraud.json
 nats stream add sqs_orders-shipping --config streams/sqs_orders-shipping.json
-nats stream add sqsfifo_payments --config streams/sqsfifo_payments.json
 nats stream add sqsfifo_payments-dlq --config streams/sqsfifo_payments-dlq.json
+nats stream add sqsfifo_payments --config streams/sqsfifo_payments.json
 nats consumer add sns_orders snsq2nats-to-sns --config consumers/sns_orders/snsq2nats-to-sns.json
 nats consumer add snsq2nats_advisories snsq2nats-dlq-sqs_orders-billing --config consumers/snsq2nats_advisories/snsq2nats-dlq-sqs_orders-billing.json
 nats consumer add snsq2nats_advisories snsq2nats-dlq-sqsfifo_payments --config consumers/snsq2nats_advisories/snsq2nats-dlq-sqsfifo_payments.json
 nats consumer add sqs_notifications-delayed notifications-delayed --config consumers/sqs_notifications-delayed/notifications-delayed.json
 nats consumer add sqs_orders-analytics orders-analytics --config consumers/sqs_orders-analytics/orders-analytics.json
-nats consumer add sqs_orders-billing orders-billing --config consumers/sqs_orders-billing/orders-billing.json
 nats consumer add sqs_orders-dlq orders-dlq --config consumers/sqs_orders-dlq/orders-dlq.json
+nats consumer add sqs_orders-billing orders-billing --config consumers/sqs_orders-billing/orders-billing.json
 nats consumer add sqs_orders-fraud orders-fraud --config consumers/sqs_orders-fraud/orders-fraud.json
 nats consumer add sqs_orders-shipping orders-shipping --config consumers/sqs_orders-shipping/orders-shipping.json
-nats consumer add sqsfifo_payments payments --config consumers/sqsfifo_payments/payments.json
 nats consumer add sqsfifo_payments-dlq payments-dlq --config consumers/sqsfifo_payments-dlq/payments-dlq.json
+nats consumer add sqsfifo_payments payments --config consumers/sqsfifo_payments/payments.json

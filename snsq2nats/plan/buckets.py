@@ -1,0 +1,70 @@
+"""The JetStream KV buckets the bridge keeps its shared state in, as streams the plan creates.
+
+A KV bucket is a stream named `KV_<bucket>` on the subjects `$KV.<bucket>.>`, keeping the last
+value of each key (`max_msgs_per_subject`). Planning it like any other stream means `plan`
+shows it, `apply` creates it with the same replicas as the streams, and exports carry it; the
+bridge only opens it (and says to run `apply` when it is missing).
+
+- `snsq2nats_fleet`: the bridge fleet's members (heartbeats) and route leases (`bridge.fleet`).
+- `snsq2nats_cutover`: the live cutover state (`plan.states`), each key's history kept.
+"""
+
+from __future__ import annotations
+
+from snsq2nats.jetstream.spec import NS, StreamSpec
+from snsq2nats.plan.metadata import EVERY, for_route
+from snsq2nats.plan.states import CUTOVER_BUCKET, CUTOVER_HISTORY
+
+FLEET_BUCKET = "snsq2nats_fleet"
+FLEET_ROUTES = "fleet:*"
+CUTOVER_ROUTES = "cutover:*"
+"""The cutover bucket's `snsq2nats.route`: every route follows the state it holds."""
+"""The fleet bucket's `snsq2nats.route`: every route of every bridge fleet member uses it."""
+
+
+def bucket_stream(bucket: str) -> str:
+    return f"KV_{bucket}"
+
+
+def fleet_bucket_spec(replicas: int = 1) -> StreamSpec:
+    """Heartbeats and leases: one value per key, no expiry (a lease lasts as long as its
+    holder's heartbeat, which the members judge themselves: see `bridge.fleet`)."""
+    return StreamSpec(
+        name=bucket_stream(FLEET_BUCKET),
+        description="bridge fleet: member heartbeats and route leases (a KV bucket)",
+        subjects=[f"$KV.{FLEET_BUCKET}.>"],
+        retention="limits",
+        storage="file",
+        num_replicas=replicas,
+        max_msgs_per_subject=1,
+        discard="new",
+        duplicate_window=120 * NS,
+        allow_rollup_hdrs=True,
+        allow_direct=True,
+        metadata=for_route(FLEET_ROUTES, EVERY),
+    )
+
+
+def cutover_bucket_spec(replicas: int = 1) -> StreamSpec:
+    """One record per moved resource, with its last changes (who, when, from what)."""
+    return StreamSpec(
+        name=bucket_stream(CUTOVER_BUCKET),
+        description="the live cutover state: where each resource's producers and consumers run",
+        subjects=[f"$KV.{CUTOVER_BUCKET}.>"],
+        retention="limits",
+        storage="file",
+        num_replicas=replicas,
+        max_msgs_per_subject=CUTOVER_HISTORY,
+        discard="new",
+        duplicate_window=120 * NS,
+        allow_rollup_hdrs=True,
+        allow_direct=True,
+        metadata=for_route(CUTOVER_ROUTES, EVERY),
+    )
+
+
+def bucket_specs(has_routes: bool, replicas: int = 1) -> list[StreamSpec]:
+    """The buckets a plan needs when it has routes to bridge: the fleet's and the cutover's."""
+    if not has_routes:
+        return []
+    return [cutover_bucket_spec(replicas), fleet_bucket_spec(replicas)]
