@@ -252,7 +252,7 @@ async def wait_for_bridges(
             elif entry.value and entry.operation is None:
                 with contextlib.suppress(ValueError):
                     beat = Heartbeat.model_validate_json(entry.value)
-                    age = time.time() - (entry.created or 0) / 1e9
+                    age = time.time() - _written_at(entry.created)
                     if not beat.leaving and (loaded or age < 2 * beat.lease_ttl):
                         previous = seen.get(beat.member)
                         since = (
@@ -288,6 +288,13 @@ async def wait_for_bridges(
     finally:
         with contextlib.suppress(Exception):
             await watcher.stop()
+
+
+def _written_at(created: Any) -> float:
+    """An entry's server timestamp as epoch seconds (a datetime in nats-py, ns in the API)."""
+    if isinstance(created, datetime):
+        return created.timestamp()
+    return float(created or 0) / 1e9
 
 
 # --- draining the old side ------------------------------------------------------------------------
