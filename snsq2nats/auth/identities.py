@@ -240,7 +240,8 @@ def _route_publish(route: Route, subjects: _Subjects) -> list[str]:
         return subjects.relayed(route.stream)
     out: list[str] = []
     if route.stream and route.consumer and route.kind in ("nats-to-sqs", "nats-to-sns"):
-        out += pull_subjects(route.stream, route.consumer)
+        for durable in route.durables:
+            out += pull_subjects(route.stream, durable)
     if route.kind == "filter-router" and route.stream and route.consumer:
         out += pull_subjects(route.stream, route.consumer)
         out += subjects.own(route.target_stream)

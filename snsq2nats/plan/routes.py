@@ -55,6 +55,8 @@ class QueueInfo:
     """The queue stream's own subjects (not schedule holders, not sourced topic subjects)."""
     cutover: Cutover
     dlq_arn: str | None = None
+    partitions: int = 1
+    """A partitioned FIFO queue: `durable` is the base of its per-partition durables."""
 
 
 @dataclass(frozen=True)
@@ -126,7 +128,7 @@ def advisory_consumer_spec(route: Route, defaults: Defaults | None = None) -> Co
         serves=route.source_arn,
         route=route.name,
         description=f"DLQ mover of {route.stream}/{route.consumer}",
-        filters=[f"{MAX_DELIVERIES_ADVISORY}.{route.stream}.{route.consumer}"],
+        filters=[f"{MAX_DELIVERIES_ADVISORY}.{route.stream}.{d}" for d in route.durables],
         defaults=defaults or Defaults(),
     )
 
@@ -252,6 +254,7 @@ def _queue_routes(queue: QueueInfo, queues: dict[str, QueueInfo], out: Derived) 
                 subject=queue.subject,
                 relay_subjects=list(queue.own_subjects),
                 fifo=queue.fifo,
+                partitions=queue.partitions,
             )
         )
     dlq = queues.get(queue.dlq_arn) if queue.dlq_arn else None
@@ -269,6 +272,7 @@ def _queue_routes(queue: QueueInfo, queues: dict[str, QueueInfo], out: Derived) 
                 fifo=queue.fifo,
                 advisory_stream=ADVISORY_STREAM,
                 advisory_consumer=DLQ_CONSUMER_PREFIX + queue.stream,
+                partitions=queue.partitions,
             )
         )
 

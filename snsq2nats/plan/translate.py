@@ -61,7 +61,7 @@ def translate(inventory: Inventory, rules: Rules, *, server_version: str | None 
         resources.append(topic_resource(names, stream))
     for plan in plans:
         streams.append(plan.stream)
-        consumers.append(plan.consumer)
+        consumers.extend(plan.consumers)
         resources.append(plan.resource())
     resources.extend(w.resource for w in wirings if w.resource is not None)
     return Desired(
