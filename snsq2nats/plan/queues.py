@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from snsq2nats.inventory import Queue
 from snsq2nats.errors import MappingError
+from snsq2nats.inventory import Queue
 from snsq2nats.jetstream.spec import (
     NS,
     PARTITION_KEY,
