@@ -206,3 +206,23 @@ def test_every_export_target_carries_the_transform(tmp_path: Path, target: str) 
     assert not [n for n in result.notes if "transform" in n.message]
     for i in range(4):
         assert f"jobs-p{i}" in text
+
+
+def test_identities_grant_every_partition_durable(tmp_path: Path) -> None:
+    """The queue's worker identity and the bridge may pull from every partition durable (and
+    the worker from nothing else); the bridge's relay reads them all."""
+    from snsq2nats.auth.identities import identities, pull_subjects
+
+    path = rules_file(
+        tmp_path,
+        {"overrides": [{"match": "jobs.fifo", "partitions": 3, "cutover": {"producers": "nats"}}]},
+    )
+    plan = assemble_plan(inventory(), load_rules([path]), None, server=ServerInfo(reachable=False))
+    by_name = {i.name: i for i in identities(plan)}
+    worker = by_name["sqsfifo_jobs-consumer"]
+    for i in range(3):
+        assert set(pull_subjects("sqsfifo_jobs", f"jobs-p{i}")) <= set(worker.publish)
+    assert not [s for s in worker.publish if s.endswith(".sqsfifo_jobs.jobs")]
+    bridge = next(i for i in by_name.values() if i.role == "bridge")
+    for i in range(3):
+        assert set(pull_subjects("sqsfifo_jobs", f"jobs-p{i}")) <= set(bridge.publish)
