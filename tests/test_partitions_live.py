@@ -340,3 +340,66 @@ async def test_dlq_mover_moves_from_any_partition_durable(
     info = await api(nc, "$JS.API.STREAM.INFO.sqsfifo_jobs-dlq", {"subjects_filter": ">"})
     assert info["state"]["subjects"] == {f"sqsfifo.jobs-dlq.{group}": 1}
     assert await stored_subjects(nc) == {}
+
+
+async def test_sqs_to_nats_publishes_unpartitioned_and_the_transform_places_it(
+    nc: Any, aws: AwsEndpoint, tmp_path: Path
+) -> None:
+    """Consumers on NATS, producers still on SQS: the relay publishes to `<base>.<group>` as for
+    any FIFO queue and the stream stores each group in its partition, in SQS's group order."""
+    from snsq2nats.bridge.sqs_to_nats import run_sqs_to_nats
+
+    url = sqs_fifo(aws, "jobs.fifo")
+    plan = await applied(nc, mapping(tmp_path, 4, cutover={"consumers": "nats"}))
+    (route,) = plan.routes
+    assert route.kind == "sqs-to-nats"
+    sqs = aws.client("sqs")
+    groups = ["a", "b", "c", "d", "e", "f/1"]
+    for i in range(3):
+        for group in groups:
+            sqs.send_message(
+                QueueUrl=url,
+                MessageBody=f"{group}:{i}",
+                MessageGroupId=group,
+                MessageDeduplicationId=f"{group}-{i}",
+            )
+    ctx = BridgeContext(
+        plan=plan,
+        nc=nc,
+        sqs=aws.client("sqs"),
+        sns=aws.client("sns"),
+        timings=FAST,
+        wait_time_seconds=1,
+    )
+    task = asyncio.create_task(run_sqs_to_nats(ctx, route))
+
+    async def arrived() -> bool:
+        if task.done():
+            task.result()
+            raise AssertionError("the relay stopped")
+        return sum((await stored_subjects(nc)).values()) == len(groups) * 3
+
+    try:
+        await until(arrived, timeout=60, what="every SQS message in the stream")
+    finally:
+        ctx.stopping.set()
+        await asyncio.wait_for(task, timeout=15)
+    from snsq2nats.filterpolicy import encode_token
+
+    expected = {f"{BASE}.{partition_of(encode_token(g), 4)}.{encode_token(g)}": 3 for g in groups}
+    assert await stored_subjects(nc) == expected
+    # Each partition's workers see its groups in SQS's order.
+    by_group: dict[str, list[str]] = defaultdict(list)
+    for partition in range(4):
+        sub = await nc.jetstream().pull_subscribe_bind(f"jobs-p{partition}", stream=STREAM)
+        expected_here = sum(3 for g in groups if partition_of(encode_token(g), 4) == partition)
+        taken = 0
+        while taken < expected_here:
+            for msg in await sub.fetch(1, timeout=5):
+                group = msg.data.decode().split(":")[0]
+                assert partition_of(encode_token(group), 4) == partition
+                by_group[group].append(msg.data.decode())
+                await msg.ack_sync()
+                taken += 1
+        await sub.unsubscribe()
+    assert dict(by_group) == {g: [f"{g}:{i}" for i in range(3)] for g in groups}
