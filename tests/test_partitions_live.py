@@ -102,10 +102,16 @@ async def test_the_server_partitions_as_planned_and_status_sums_the_partitions(
 
 
 async def test_verify_sends_a_canary_through_every_partition(nc: Any, tmp_path: Path) -> None:
-    plan = await applied(nc, mapping(tmp_path, 3))
+    """One round trip per partition durable, and (the queue is delayed) a schedule whose
+    released message the transform puts in partition 0, where verify collects it."""
+    plan = await applied(nc, mapping(tmp_path, 3), delay_seconds=5)
+    assert plan.streams[0].allow_msg_schedules
     results = await verify_plan(nc, plan, timeout=5)
-    trips = [r for r in results if r.resource == "jobs.fifo"]
+    trips = [r for r in results if r.resource == "jobs.fifo" and r.check.startswith("round")]
     assert [r.result for r in trips] == ["ok"] * 3, trips
+    (delayed,) = [r for r in results if r.resource == "jobs.fifo" and "delayed" in r.check]
+    assert delayed.result == "ok", delayed.detail
+    assert "jobs-p0" in delayed.detail
     for partition in range(3):
         (trip,) = [r for r in trips if f"(partition {partition} of 3)" in r.check]
         assert f"via jobs-p{partition}" in trip.detail
