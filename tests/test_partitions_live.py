@@ -25,7 +25,7 @@ from snsq2nats.jetstream.subjects import partition_of
 from snsq2nats.plan.model import Plan
 from snsq2nats.plan.pipeline import assemble_plan, worker_durables
 from snsq2nats.plan.rules import load_rules
-from snsq2nats.status import durables_backlog
+from snsq2nats.status import collect, durables_backlog
 from snsq2nats.verify import verify_plan
 from tests.fixtures.aws import AwsEndpoint
 from tests.fixtures.bridge import FAST
@@ -265,6 +265,13 @@ async def test_nats_to_sqs_relays_every_partition_keeping_each_groups_order(
         for group in groups:
             await js.publish(f"{BASE}.{group}", f"{group}:{i}".encode())
 
+    # Before the relay runs, status counts the backlog of every partition durable.
+    (before,) = await collect(nc, lambda _region: aws.client("sqs"), plan, [route])
+    assert not before.drained
+    assert before.nats is not None and before.nats.pending == len(groups) * per_group
+    assert before.nats.by_partition == [2 * per_group] * 3
+    assert f"(by partition: p0 {2 * per_group}, p1 {2 * per_group}" in before.reason
+
     ctx = BridgeContext(
         plan=plan, nc=nc, sqs=aws.client("sqs"), sns=aws.client("sns"), timings=FAST
     )
@@ -294,6 +301,8 @@ async def test_nats_to_sqs_relays_every_partition_keeping_each_groups_order(
         info = await api(nc, f"$JS.API.CONSUMER.INFO.{STREAM}.{durable}")
         assert info["delivered"]["consumer_seq"] >= 2 * per_group, durable
     assert ctx.route_metrics(route).messages == len(groups) * per_group
+    (after,) = await collect(nc, lambda _region: aws.client("sqs"), plan, [route])
+    assert after.drained and after.reason == "nothing pending on NATS"
 
 
 async def test_dlq_mover_moves_from_any_partition_durable(
