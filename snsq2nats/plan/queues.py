@@ -647,7 +647,7 @@ def _ordering(names: QueueNames, max_ack_pending: int, facts: QueueFacts) -> Fid
     durables = names.durables
     unkeyed = [*(names.override.subjects or [])]
     if facts.fed_by_topic:
-        unkeyed.append("topic copies")
+        unkeyed.append("copies sourced from topics")
     rest = (
         f"; messages without a group token ({', '.join(unkeyed)}) all go to partition 0, in order"
         if unkeyed
