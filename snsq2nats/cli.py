@@ -318,14 +318,27 @@ def plan(
     help="A message attribute value for a promoted subject token (repeatable). "
     "FIFO queues take MessageGroupId=G.",
 )
+@click.option(
+    "--durable",
+    "durable",
+    is_flag=True,
+    help="Print the STREAM DURABLE a worker binds to instead: for a partitioned FIFO queue, "
+    "the partition of --attr MessageGroupId=G, or every partition without a group.",
+)
 @plan_file_option("Read the mapping from")
 @plan_options
-def subject(source: str, attrs: tuple[str, ...], plan_path: Path | None, **kwargs: Any) -> None:
+def subject(
+    source: str, attrs: tuple[str, ...], durable: bool, plan_path: Path | None, **kwargs: Any
+) -> None:
     """Print the subject a NATS producer publishes to for a topic or queue (name or ARN)."""
-    from snsq2nats.plan.pipeline import publish_subject
+    from snsq2nats.plan.pipeline import publish_subject, worker_durables
 
     out = Output()
     result = plan_for(out, plan_path, kwargs, live=False)
+    if durable:
+        for stream, name in worker_durables(result, source, attrs):
+            out.data(f"{stream} {name}")
+        return
     out.data(publish_subject(result, source, attrs))
 
 

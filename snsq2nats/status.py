@@ -51,6 +51,8 @@ class NatsBacklog:
     ack_pending: int = 0
     stream_messages: int = 0
     exists: bool = True
+    by_partition: list[int] = field(default_factory=list, repr=False)
+    """A partitioned queue: each partition durable's pending+unacknowledged, partition order."""
 
     @property
     def total(self) -> int:
@@ -142,11 +144,33 @@ async def nats_backlog(nc: Any, stream: str, consumer: str | None) -> NatsBacklo
     return backlog
 
 
-def _queue_durable(plan: Plan, route: Route) -> str | None:
-    """The durable the queue's NATS workers read (what an sqs-to-nats route fills)."""
+async def durables_backlog(nc: Any, stream: str, durables: list[str]) -> NatsBacklog:
+    """One durable's backlog, or a partitioned queue's summed over its partition durables
+    (`by_partition` keeps each one's pending+unacknowledged for the reason line)."""
+    if len(durables) <= 1:
+        return await nats_backlog(nc, stream, durables[0] if durables else None)
+    parts = await asyncio.gather(*(nats_backlog(nc, stream, d) for d in durables))
+    total = NatsBacklog(stream=stream, consumer=",".join(durables))
+    total.stream_messages = parts[0].stream_messages
+    total.exists = all(p.exists for p in parts)
+    total.pending = sum(p.pending for p in parts)
+    total.ack_pending = sum(p.ack_pending for p in parts)
+    total.by_partition = [p.total for p in parts]
+    return total
+
+
+def _partition_detail(backlog: NatsBacklog | None) -> str:
+    busy = [(i, n) for i, n in enumerate(backlog.by_partition if backlog else []) if n]
+    if not busy:
+        return ""
+    return " (by partition: " + ", ".join(f"p{i} {n}" for i, n in busy) + ")"
+
+
+def _queue_durables(plan: Plan, route: Route) -> list[str]:
+    """The durables the queue's NATS workers read (what an sqs-to-nats route fills)."""
     return next(
-        (r.consumer for r in plan.resources if r.kind == "sqs-queue" and r.stream == route.stream),
-        None,
+        (r.durables for r in plan.resources if r.kind == "sqs-queue" and r.stream == route.stream),
+        [],
     )
 
 
@@ -158,7 +182,7 @@ async def route_status(
         queue_name = route.bridge_queue if route.kind == "sns-to-nats" else None
         aws = await sqs_backlog(sqs_for(region), route.aws_arn, queue_name)
         nats = (
-            await nats_backlog(nc, route.stream, _queue_durable(plan, route))
+            await durables_backlog(nc, route.stream, _queue_durables(plan, route))
             if route.stream
             else None
         )
@@ -197,7 +221,7 @@ async def route_status(
         )
         return RouteStatus(route.name, route.kind, drained, reason, dlq_sqs, advisories, dlq)
 
-    nats = await nats_backlog(nc, route.stream or "", route.consumer)
+    nats = await durables_backlog(nc, route.stream or "", route.durables)
     target = (
         await sqs_backlog(sqs_for(region), route.aws_arn) if route.kind == "nats-to-sqs" else None
     )
@@ -210,6 +234,7 @@ async def route_status(
         "nothing pending on NATS"
         if drained
         else f"{nats.pending} pending, {nats.ack_pending} unacknowledged on NATS"
+        + _partition_detail(nats)
     )
     return RouteStatus(route.name, route.kind, drained, reason, target, nats)
 

@@ -97,6 +97,9 @@ def every_field_stream() -> StreamSpec:
         ],
         placement=Placement(cluster="east", tags=["ssd", "az1"]),
         metadata={"snsq2nats.source": "arn:aws:sqs:us-east-1:1:every", "aws.tag.t": "v"},
+        subject_transform=SubjectTransform(
+            src="sqs.every.*", dest="sqs.every.{{partition(4,1)}}.{{wildcard(1)}}"
+        ),
     )
 
 
@@ -198,6 +201,8 @@ def nack_to_server(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
                 for source in out["sources"]:
                     if "subjectTransforms" in source:
                         source["subject_transforms"] = source.pop("subjectTransforms")
+            elif key == "subjectTransform":
+                out["subject_transform"] = {"src": value["source"], "dest": value["dest"]}
             else:
                 out[_NACK_STREAM[key]] = value
         else:
@@ -268,6 +273,9 @@ def terraform_to_server(rtype: str, body: dict[str, Any], stream_of: dict[str, s
                     }
                     for source in value
                 ]
+            elif key == "subject_transform":
+                (transform,) = value
+                out[key] = {"src": transform["source"], "dest": transform["destination"]}
             else:
                 out[key] = value
         return out

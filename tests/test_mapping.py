@@ -36,7 +36,13 @@ import yaml
 
 from snsq2nats.errors import MappingError
 from snsq2nats.inventory import Inventory, load_inventory
-from snsq2nats.jetstream.spec import FOR_KEY, ROUTE_KEY, SOURCE_KEY
+from snsq2nats.jetstream.spec import (
+    FOR_KEY,
+    PARTITION_KEY,
+    PARTITIONS_KEY,
+    ROUTE_KEY,
+    SOURCE_KEY,
+)
 from snsq2nats.plan.model import Desired, Resource
 from snsq2nats.plan.rules import Rules, load_rules
 from snsq2nats.plan.translate import translate
@@ -123,7 +129,14 @@ def assert_subset(actual: Any, expected: Any, where: str) -> None:
 
 def assert_resource(resource: Resource, expected: dict[str, Any]) -> None:
     where = resource.source_arn
-    for key in ("stream", "consumer", "publish_subject", "filter_subjects", "subject_tokens"):
+    for key in (
+        "stream",
+        "consumer",
+        "publish_subject",
+        "filter_subjects",
+        "subject_tokens",
+        "partition_consumers",
+    ):
         if key in expected:
             assert getattr(resource, key) == expected[key], f"{where}: {key}"
     by_attribute: dict[str, list[Any]] = {}
@@ -191,12 +204,18 @@ def check_invariants(inventory: Inventory, desired: Desired) -> None:
     for resource in desired.resources:
         if resource.kind != "sqs-queue":
             continue
-        # A script looking up "the consumer of this queue" by metadata finds exactly one: the
-        # durable its workers bind to.
+        # A script looking up "the consumer of this queue" by metadata finds exactly one per
+        # partition (one, unpartitioned): the durables its workers bind to, partition-labelled.
         owners = [c for c in desired.consumers if c.metadata.get(SOURCE_KEY) == resource.source_arn]
-        assert len(owners) == 1, f"{resource.source_arn}: {len(owners)} consumers carry its ARN"
+        owners.sort(key=lambda c: int(c.metadata.get(PARTITION_KEY, 0)))
+        assert [c.durable_name for c in owners] == resource.durables, resource.source_arn
+        assert all(c.stream_name == resource.stream for c in owners)
         assert owners[0].durable_name == resource.consumer
-        assert owners[0].stream_name == resource.stream
+        if len(owners) > 1:
+            labels = [(c.metadata[PARTITION_KEY], c.metadata[PARTITIONS_KEY]) for c in owners]
+            assert labels == [(str(i), str(len(owners))) for i in range(len(owners))]
+        else:
+            assert PARTITION_KEY not in owners[0].metadata
 
 
 def _load(path: Path) -> dict[str, Any]:

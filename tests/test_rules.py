@@ -155,8 +155,8 @@ def test_unknown_key_in_an_override(tmp_path: Path) -> None:
     assert f"{path}: overrides.1.limtis" in line
     assert "unknown key 'limtis'" in line
     assert (
-        "allowed keys here: cutover, exclude, limits, match, monitor, placement, promote, rename, "
-        "replicas, storage, subjects" in line
+        "allowed keys here: cutover, exclude, limits, match, monitor, partitions, placement, "
+        "promote, rename, replicas, storage, subjects" in line
     )
 
 

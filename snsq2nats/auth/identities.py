@@ -15,6 +15,7 @@ matches no real ack subject: every ack would be denied and every message redeliv
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -126,12 +127,16 @@ def queue_identities(resource: Resource, subjects: _Subjects) -> list[Identity]:
         subjects.own(stream),
         f"sends to SQS queue {resource.name}",
     )
+    durables = resource.durables
     worker = _identity(
         f"{stream}-consumer",
         "consumer",
         resource.source_arn,
-        pull_subjects(stream, consumer),
-        f"receives and deletes from SQS queue {resource.name} (durable {consumer})",
+        _each(durables, lambda d: pull_subjects(stream, d)),
+        f"receives and deletes from SQS queue {resource.name} (durable {consumer})"
+        if len(durables) == 1
+        else f"receives and deletes from SQS queue {resource.name} (partition durables "
+        f"{durables[0]} … {durables[-1]})",
     )
     return [producer, worker]
 
@@ -189,24 +194,32 @@ def principal_name(principal: str) -> str:
     return f"aws-{principal}"
 
 
+def _each(durables: list[str], grant: Callable[[str], list[str]]) -> list[str]:
+    """A grant on every worker durable of a queue (one per partition of a partitioned one)."""
+    return [subject for durable in durables for subject in grant(durable)]
+
+
 def _grant_subjects(role: str, resource: Resource, subjects: _Subjects) -> list[str]:
     stream, consumer = resource.stream or "", resource.consumer or ""
+    durables = resource.durables
     if role == "producer":
         return subjects.own(stream)
     if role == "publisher":
         return _topic_space(resource, subjects)
     if role == "consumer" and consumer:
-        return pull_subjects(stream, consumer)
+        return _each(durables, lambda d: pull_subjects(stream, d))
     if role == "receiver" and consumer:
         # Receiving without deleting: pull, never acknowledge (messages come back, as in SQS).
-        return [
-            f"{API}.CONSUMER.MSG.NEXT.{stream}.{consumer}",
-            f"{API}.CONSUMER.INFO.{stream}.{consumer}",
-        ]
-    if role == "reader" and stream:
-        return [f"{API}.STREAM.INFO.{stream}"] + (
-            [f"{API}.CONSUMER.INFO.{stream}.{consumer}"] if consumer else []
+        return _each(
+            durables,
+            lambda d: [
+                f"{API}.CONSUMER.MSG.NEXT.{stream}.{d}",
+                f"{API}.CONSUMER.INFO.{stream}.{d}",
+            ],
         )
+    if role == "reader" and stream:
+        infos = _each(durables, lambda d: [f"{API}.CONSUMER.INFO.{stream}.{d}"])
+        return [f"{API}.STREAM.INFO.{stream}", *infos]
     if role == "purger" and stream:
         return [f"{API}.STREAM.PURGE.{stream}"]
     return []
@@ -241,7 +254,8 @@ def _route_publish(route: Route, subjects: _Subjects) -> list[str]:
         return subjects.relayed(route.stream)
     out: list[str] = []
     if route.stream and route.consumer and route.kind in ("nats-to-sqs", "nats-to-sns"):
-        out += pull_subjects(route.stream, route.consumer)
+        for durable in route.durables:
+            out += pull_subjects(route.stream, durable)
     if route.kind == "filter-router" and route.stream and route.consumer:
         out += pull_subjects(route.stream, route.consumer)
         out += subjects.own(route.target_stream)

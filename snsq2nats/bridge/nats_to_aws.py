@@ -294,7 +294,8 @@ class Relay:
         self.replies = Replies(ctx.nc)
         self.dlq_route: Route | None = None
         for other in ctx.plan.routes:
-            if other.kind == "dlq-mover" and (other.stream, other.consumer) == (stream, consumer):
+            # A partitioned queue's relay reads one partition durable; its mover watches them all.
+            if other.kind == "dlq-mover" and other.stream == stream and consumer in other.durables:
                 self.dlq_route = other
         self.pause_until = 0.0
         self.route_failures = 0

@@ -3,6 +3,7 @@ consumers still on AWS (SendMessageBatch). The relay itself is `nats_to_aws`."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from snsq2nats.aws.arns import parse_arn
@@ -57,5 +58,17 @@ class SqsTarget(Target):
 
 
 async def run_nats_to_sqs(ctx: BridgeContext, route: Route) -> None:
-    """Relay the route's durable consumer into the SQS queue `route.aws_arn`."""
-    await run_relay(ctx, route, SqsTarget)
+    """Relay the route's durable consumer into the SQS queue `route.aws_arn`.
+
+    A partitioned FIFO queue has one durable per partition: each gets its own relay, one message
+    in flight as always for FIFO, so a group (which lives in one partition) reaches the SQS
+    FIFO queue in order while the partitions' groups are sent in parallel. One failing relay
+    stops the others (the route fails as a whole, as an unpartitioned one does).
+    """
+    if route.partitions <= 1:
+        await run_relay(ctx, route, SqsTarget)
+        return
+    async with asyncio.TaskGroup() as group:
+        for durable in route.durables:
+            one = route.model_copy(update={"consumer": durable, "partitions": 1})
+            group.create_task(run_relay(ctx, one, SqsTarget))

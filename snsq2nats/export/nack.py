@@ -99,6 +99,11 @@ def stream_spec(spec: StreamSpec) -> dict[str, Any]:
         out["allowRollup"] = spec.allow_rollup_hdrs
     if spec.sources:
         out["sources"] = [_source(s.model_dump(exclude_none=True)) for s in spec.sources]
+    if spec.subject_transform is not None:
+        out["subjectTransform"] = {
+            "source": spec.subject_transform.src,
+            "dest": spec.subject_transform.dest,
+        }
     if spec.placement is not None:
         out["placement"] = spec.placement.model_dump(exclude_none=True)
     if spec.metadata:

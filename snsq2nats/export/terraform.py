@@ -118,6 +118,11 @@ def stream_body(spec: StreamSpec) -> dict[str, Any]:
         body["metadata"] = dict(spec.metadata)
     if spec.sources:
         body["source"] = [_source(s.model_dump(exclude_none=True)) for s in spec.sources]
+    if spec.subject_transform is not None:
+        # The provider's block (MaxItems 1) with the names its source transforms use too.
+        body["subject_transform"] = [
+            {"source": spec.subject_transform.src, "destination": spec.subject_transform.dest}
+        ]
     return body
 
 

@@ -20,6 +20,10 @@ ROUTE_KEY = "snsq2nats.route"
 """Metadata on a bridge-owned stream or consumer: the name of the route that owns it."""
 FOR_KEY = "snsq2nats.for"
 """Metadata on a bridge-owned stream or consumer: the ARN of the resource its route serves."""
+PARTITION_KEY = "snsq2nats.partition"
+"""Metadata on each worker durable of a partitioned FIFO queue: its partition, `0`…`N-1`."""
+PARTITIONS_KEY = "snsq2nats.partitions"
+"""Metadata next to `snsq2nats.partition`: how many partitions the queue has."""
 
 
 class Spec(BaseModel):
@@ -68,6 +72,9 @@ class StreamSpec(Spec):
     sources: list[StreamSource] | None = None
     placement: Placement | None = None
     metadata: dict[str, str] = Field(default_factory=dict)
+    # Left out of every document when unset, so plans without partitions stay as they were.
+    subject_transform: SubjectTransform | None = Field(default=None, exclude_if=lambda v: v is None)
+    """A partitioned FIFO queue: `<base>.<group>` stored as `<base>.<partition>.<group>`."""
 
 
 class ConsumerSpec(Spec):

@@ -33,3 +33,19 @@ def _subject_in(subject: str, patterns: tuple[str, ...]) -> bool:
             if len(parts) == len(tokens):
                 return True
     return False
+
+
+def partition_of(token: str, partitions: int) -> int:
+    """The partition nats-server's `{{partition(N, …)}}` mapping puts a token in.
+
+    The server hashes the token's bytes with 32-bit FNV-1a and takes it modulo N; computing the
+    same here lets `subject`, `verify` and the bridge name a group's partition without asking
+    the server.
+    """
+    if partitions <= 1:
+        return 0
+    value = 0x811C9DC5
+    for byte in token.encode("utf-8"):
+        value ^= byte
+        value = (value * 0x01000193) & 0xFFFFFFFF
+    return value % partitions

@@ -7,9 +7,10 @@ and only the fields the desired spec manages are compared.
 
 Rules worth knowing before reading the code:
 
-- Managed fields are the keys of `spec.to_api()`, plus `sources` (streams) and the subject
-  filter (consumers), which are managed even when the spec has none: "no sources" and "no
-  filter" are meaningful settings, and a leftover one would route the wrong messages.
+- Managed fields are the keys of `spec.to_api()`, plus `sources` and `subject_transform`
+  (streams) and the subject filter (consumers), which are managed even when the spec has none:
+  "no sources", "no transform" and "no filter" are meaningful settings, and a leftover one
+  would route the wrong messages.
 - A change to an immutable field is a `replace` (delete and recreate), never an `update`.
 - Only managed objects (`snsq2nats.source` metadata, or `snsq2nats.route` for bridge-owned
   ones: see `metadata`) are ever deleted, only with `prune`, and only when their owner (the
@@ -111,6 +112,13 @@ def _norm_sources(value: Any) -> list[dict[str, Any]]:
     return sorted(out, key=lambda s: json.dumps(s, sort_keys=True))
 
 
+def _norm_transform(value: Any) -> dict[str, str] | None:
+    """None, {} and an empty source/destination all mean "stored as published"."""
+    if not isinstance(value, Mapping) or not (value.get("src") or value.get("dest")):
+        return None
+    return {"src": str(value.get("src") or ""), "dest": str(value.get("dest") or "")}
+
+
 def _norm_placement(value: Any) -> dict[str, Any] | None:
     """None, {} and {"cluster": ""} all mean "anywhere"."""
     if not isinstance(value, Mapping):
@@ -135,6 +143,8 @@ def normalise_stream_field(key: str, value: Any) -> Any:
         return _norm_sources(value)
     if key == "placement":
         return _norm_placement(value)
+    if key == "subject_transform":
+        return _norm_transform(value)
     if key == "num_replicas":
         return 1 if not value else int(value)
     if value is None:
@@ -186,6 +196,8 @@ def _stream_field_diffs(spec: StreamSpec, live: Mapping[str, Any]) -> list[Field
     keys = [k for k in desired if k not in _IDENTITY]
     if "sources" not in desired:
         keys.append("sources")
+    if "subject_transform" not in desired:
+        keys.append("subject_transform")
     diffs: list[FieldDiff] = []
     for key in keys:
         want = normalise_stream_field(key, desired.get(key))
@@ -235,7 +247,21 @@ def _stream_immutable(diffs: list[FieldDiff]) -> list[str]:
             reasons.append(f"retention cannot change to or from workqueue ({d.live} → {d.desired})")
         elif d.field == "allow_msg_schedules" and d.live and not d.desired:
             reasons.append("allow_msg_schedules cannot be turned off")
+        elif d.field == "subject_transform":
+            # The server would change the transform in place, but what is stored keeps its old
+            # partition and the old durables' filters overlap the new ones on a work queue:
+            # partitions change with an empty stream, which a replace makes explicit.
+            reasons.append(
+                "the partitions change (subject_transform "
+                f"{_transform_text(d.live)} → {_transform_text(d.desired)}): stored messages "
+                "keep their old partition and a group's order would break across the old and "
+                "new durables; drain the queue (let its workers finish) before applying"
+            )
     return reasons
+
+
+def _transform_text(value: Any) -> str:
+    return f"{value['dest']}" if isinstance(value, Mapping) else "none"
 
 
 def _consumer_immutable(diffs: list[FieldDiff], live: Mapping[str, Any]) -> list[str]:
@@ -426,7 +452,9 @@ def _orphan(found: Owner, desired: set[Owner], prune: bool) -> tuple[Action, str
     return "delete", f"{found} is gone"
 
 
-def _orphans(desired: Desired, live: LiveState, prune: bool) -> list[Change]:
+def _orphans(
+    desired: Desired, live: LiveState, prune: bool, replaced: frozenset[str] = frozenset()
+) -> list[Change]:
     desired_streams = {s.name for s in desired.streams}
     desired_consumers = {(c.stream_name, c.durable_name) for c in desired.consumers}
     owners = _desired_owners(desired)
@@ -472,6 +500,9 @@ def _orphans(desired: Desired, live: LiveState, prune: bool) -> list[Change]:
             action, reason = _orphan(found, owners, prune)
             if stream_deleted is not None and stream_deleted.action == "delete":
                 action, reason = "delete", f"its stream {stream_name} is deleted"
+            elif stream_name in replaced:
+                # E.g. the durables of partitions a queue no longer has.
+                action, reason = "noop", f"deleted with its stream {stream_name} (replaced)"
             consumer_changes.append(
                 Change(
                     action=action,
@@ -545,4 +576,5 @@ def diff(desired: Desired, live: LiveState | None, *, prune: bool = False) -> li
         )
         for spec in consumers
     ]
-    return stream_changes + consumer_changes + _orphans(desired, live, prune)
+    replaced = frozenset(c.name for c in stream_changes if c.action == "replace")
+    return stream_changes + consumer_changes + _orphans(desired, live, prune, replaced)

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from snsq2nats.jetstream.spec import ConsumerSpec, ServerInfo, StreamSpec
 from snsq2nats.plan.access import Access
+from snsq2nats.plan.names import partition_durables
 
 FORMAT_VERSION = 1
 
@@ -55,6 +56,16 @@ class Resource(Model):
     consumers: Literal["aws", "nats"] | None = None
     # Who its resource policy lets in, as NATS roles (queues and topics with a policy).
     access: Access | None = None
+    # A partitioned FIFO queue: its worker durables, partition i at index i (`consumer` is
+    # partition 0's). Left out of the document for every other resource.
+    partition_consumers: list[str] | None = Field(default=None, exclude_if=lambda v: v is None)
+
+    @property
+    def durables(self) -> list[str]:
+        """The durables its workers bind to: one, or one per partition."""
+        if self.partition_consumers:
+            return list(self.partition_consumers)
+        return [self.consumer] if self.consumer else []
 
     @property
     def worst_verdict(self) -> Verdict:
@@ -91,6 +102,14 @@ class Route(Model):
     # nats-to-sqs: topics whose NATS-published messages reach the queue stream directly (a
     # source or a filter router), so the relay runs while they have producers on NATS.
     feeds: list[str] = Field(default_factory=list)
+    # nats-to-sqs / dlq-mover of a partitioned FIFO queue: `consumer` is the base name and the
+    # route reads each partition's durable (see `durables`). Left out of the document when 1.
+    partitions: int = Field(default=1, exclude_if=lambda v: v == 1)
+
+    @property
+    def durables(self) -> list[str]:
+        """The queue durables the route reads: `consumer`, or one per partition."""
+        return partition_durables(self.consumer, self.partitions) if self.consumer else []
 
 
 class Desired(Model):

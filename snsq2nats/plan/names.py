@@ -21,6 +21,27 @@ SCHEDULE_TOKEN = "_sched"
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 TOKEN_RE = re.compile(r"^[^.*>\s]+$")
 MAX_NAME_LENGTH = 255
+PARTITION_SUFFIX = "-p"
+"""A partitioned FIFO queue's durables: `<consumer>-p0` … `<consumer>-p<N-1>`."""
+
+
+def partition_durables(consumer: str, partitions: int) -> list[str]:
+    """The worker durables of a queue: its one consumer, or one per partition."""
+    if partitions <= 1:
+        return [consumer]
+    return [f"{consumer}{PARTITION_SUFFIX}{i}" for i in range(partitions)]
+
+
+def partition_transform_dest(subject_base: str, partitions: int) -> str:
+    """Where the stream stores `<base>.<group>`: the partition token goes before the group, so
+    the group stays the last token (what workers, the bridge and the DLQ mover read)."""
+    # The mapping's arguments are wildcard positions, not token positions: `<base>.*` has one.
+    return f"{subject_base}.{{{{partition({partitions},1)}}}}.{{{{wildcard(1)}}}}"
+
+
+def partition_subject(subject_base: str, partition: int) -> str:
+    """The stored subjects of one partition, which its durable filters on."""
+    return f"{subject_base}.{partition}.*"
 
 
 def topic_pattern(subject: str, promoted: Sequence[str]) -> str:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from snsq2nats.inventory import Inventory, load_inventory
 from snsq2nats.jetstream.spec import ServerInfo
 from snsq2nats.plan.diff import diff
-from snsq2nats.plan.model import Plan
+from snsq2nats.plan.model import Plan, Resource
 from snsq2nats.plan.rules import Rules, load_rules
 from snsq2nats.plan.states import CUTOVER_BUCKET, RESOURCE_PREFIX, CutoverRecord, parse_records
 from snsq2nats.plan.translate import translate
@@ -162,10 +162,8 @@ def make_plan(
 GROUP_ATTRIBUTE = "MessageGroupId"
 
 
-def publish_subject(plan: Plan, source: str, attrs: tuple[str, ...] | list[str]) -> str:
-    """The concrete subject for a queue or topic, promoted tokens filled from `NAME=VALUE`s."""
+def _find_resource(plan: Plan, source: str) -> Resource:
     from snsq2nats.errors import UsageError
-    from snsq2nats.filterpolicy import MessageAttribute, encode_token, subject_for
 
     candidates = [
         r
@@ -183,7 +181,12 @@ def publish_subject(plan: Plan, source: str, attrs: tuple[str, ...] | list[str])
             f"{source!r} names both a queue and a topic",
             hint="pass the ARN instead: " + " or ".join(r.source_arn for r in candidates),
         )
-    resource = candidates[0]
+    return candidates[0]
+
+
+def _attr_values(attrs: tuple[str, ...] | list[str]) -> dict[str, str]:
+    from snsq2nats.errors import UsageError
+
     values: dict[str, str] = {}
     for item in attrs:
         name, sep, value = item.partition("=")
@@ -192,6 +195,16 @@ def publish_subject(plan: Plan, source: str, attrs: tuple[str, ...] | list[str])
                 f"--attr {item!r} is not NAME=VALUE", hint="e.g. --attr event_type=created"
             )
         values[name] = value
+    return values
+
+
+def publish_subject(plan: Plan, source: str, attrs: tuple[str, ...] | list[str]) -> str:
+    """The concrete subject for a queue or topic, promoted tokens filled from `NAME=VALUE`s."""
+    from snsq2nats.errors import UsageError
+    from snsq2nats.filterpolicy import MessageAttribute, encode_token, subject_for
+
+    resource = _find_resource(plan, source)
+    values = _attr_values(attrs)
     template = resource.publish_subject or ""
     if resource.kind == "sqs-queue":
         placeholder = f".<{GROUP_ATTRIBUTE}>"
@@ -221,3 +234,27 @@ def publish_subject(plan: Plan, source: str, attrs: tuple[str, ...] | list[str])
     return subject_for(
         {name: MessageAttribute("String", value) for name, value in values.items()}, tokens, prefix
     )
+
+
+def worker_durables(
+    plan: Plan, source: str, attrs: tuple[str, ...] | list[str]
+) -> list[tuple[str, str]]:
+    """(stream, durable) a queue's workers bind to: a partitioned FIFO queue's partition of the
+    group given as `MessageGroupId=G` (the one durable that ever delivers that group), or every
+    partition durable when no group is given; an unpartitioned queue's one durable."""
+    from snsq2nats.errors import UsageError
+    from snsq2nats.filterpolicy import encode_token
+    from snsq2nats.jetstream.subjects import partition_of
+
+    resource = _find_resource(plan, source)
+    if resource.kind != "sqs-queue" or resource.stream is None or not resource.durables:
+        raise UsageError(
+            f"{resource.name} is not a queue: topics have no worker durable",
+            hint="workers bind to the durables of the queues subscribed to it",
+        )
+    durables = resource.durables
+    group = _attr_values(attrs).get(GROUP_ATTRIBUTE)
+    if group is not None and len(durables) > 1:
+        # The server hashes the subject token, i.e. the encoded group id.
+        durables = [durables[partition_of(encode_token(group), len(durables))]]
+    return [(resource.stream, d) for d in durables]

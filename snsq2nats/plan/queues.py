@@ -11,14 +11,30 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from snsq2nats.errors import MappingError
 from snsq2nats.inventory import Queue
-from snsq2nats.jetstream.spec import NS, ConsumerSpec, StreamSource, StreamSpec
+from snsq2nats.jetstream.spec import (
+    NS,
+    PARTITION_KEY,
+    PARTITIONS_KEY,
+    ConsumerSpec,
+    StreamSource,
+    StreamSpec,
+    SubjectTransform,
+)
 from snsq2nats.plan.access import Access, analyse
 from snsq2nats.plan.context import Context
 from snsq2nats.plan.fidelity import encryption, entry, resource_policy, tags
 from snsq2nats.plan.metadata import for_source
 from snsq2nats.plan.model import Fidelity, Resource
-from snsq2nats.plan.names import SCHEDULE_TOKEN, check_name, render
+from snsq2nats.plan.names import (
+    SCHEDULE_TOKEN,
+    check_name,
+    partition_durables,
+    partition_subject,
+    partition_transform_dest,
+    render,
+)
 from snsq2nats.plan.routes import QueueInfo
 from snsq2nats.plan.rules import Cutover, Defaults, Limits, Override
 
@@ -36,6 +52,13 @@ class QueueNames:
     consumer: str
     subject_base: str
     fifo: bool
+    partitions: int = 1
+    """FIFO queues: how many durables share the message groups (1: one durable, no transform)."""
+
+    @property
+    def durables(self) -> list[str]:
+        """The worker durables: `consumer`, or `<consumer>-p<i>` for each partition i."""
+        return partition_durables(self.consumer, self.partitions)
 
     @property
     def own_subject(self) -> str:
@@ -53,6 +76,17 @@ class QueueNames:
         return [self.own_subject, *(self.override.subjects or [])]
 
     @property
+    def stored_subjects(self) -> list[str]:
+        """The own subjects as the stream stores them: a partitioned queue's group messages
+        under `<base>.<partition>.<group>` (what the bridge sees when it reads the durables)."""
+        if self.partitions <= 1:
+            return self.own_subjects
+        return [
+            *(partition_subject(self.subject_base, i) for i in range(self.partitions)),
+            *(self.override.subjects or []),
+        ]
+
+    @property
     def cutover(self) -> Cutover:
         return self.override.cutover or Cutover()
 
@@ -67,6 +101,9 @@ def name_queue(queue: Queue, override: Override, ctx: Context) -> QueueNames:
         account=queue.account,
         where="naming.queue_consumer",
     )
+    partitions = _partitions(queue, override, ctx.defaults, fifo=names.fifo)
+    for durable in partition_durables(consumer, partitions):
+        check_name(durable, what="consumer", source=queue.arn)
     return QueueNames(
         queue=queue,
         override=override,
@@ -74,7 +111,28 @@ def name_queue(queue: Queue, override: Override, ctx: Context) -> QueueNames:
         consumer=check_name(consumer, what="consumer", source=queue.arn),
         subject_base=names.subject,
         fifo=names.fifo,
+        partitions=partitions,
     )
+
+
+def _partitions(queue: Queue, override: Override, defaults: Defaults, *, fifo: bool) -> int:
+    """How many partitions a queue's message groups are split over.
+
+    A standard queue has no groups to keep in order: its one durable already hands out
+    max_ack_pending messages at once, so `partitions` there is a mistake in the mapping (an
+    error, as any setting that would do nothing is), not something to note and ignore.
+    """
+    if override.partitions is not None and override.partitions > 1 and not fifo:
+        raise MappingError(
+            f"partitions: {override.partitions} set for standard queue {queue.name}: "
+            "partitions split a FIFO queue's message groups, a standard queue has none",
+            where=queue.arn,
+            hint="match FIFO queues only (e.g. `match: '*.fifo'`); a standard queue's "
+            "consumer already runs max_ack_pending messages in parallel",
+        )
+    if not fifo:
+        return 1
+    return override.partitions if override.partitions is not None else defaults.fifo_partitions
 
 
 @dataclass(frozen=True)
@@ -95,9 +153,15 @@ class QueueFacts:
 class QueuePlan:
     names: QueueNames
     stream: StreamSpec
-    consumer: ConsumerSpec
+    consumers: list[ConsumerSpec]
+    """The worker durables: one, or one per partition (partition i at index i)."""
     fidelity: list[Fidelity]
     access: Access | None = None
+
+    @property
+    def consumer(self) -> ConsumerSpec:
+        """The first (for an unpartitioned queue, the only) worker durable."""
+        return self.consumers[0]
 
     def info(self) -> QueueInfo:
         """What the routes need to know about the queue."""
@@ -107,9 +171,10 @@ class QueuePlan:
             name=queue.name,
             fifo=queue.fifo,
             stream=self.stream.name,
-            durable=self.consumer.durable_name,
+            durable=self.names.consumer,
+            partitions=self.names.partitions,
             subject=self.names.subject_base,
-            own_subjects=self.names.own_subjects,
+            own_subjects=self.names.stored_subjects,
             cutover=self.names.cutover,
             dlq_arn=queue.redrive_policy.dead_letter_target_arn if queue.redrive_policy else None,
         )
@@ -126,6 +191,9 @@ class QueuePlan:
             producers=self.names.cutover.producers,
             consumers=self.names.cutover.consumers,
             access=self.access,
+            partition_consumers=[c.durable_name for c in self.consumers]
+            if self.names.partitions > 1
+            else None,
         )
 
 
@@ -139,6 +207,7 @@ def plan_queue(names: QueueNames, facts: QueueFacts, ctx: Context) -> QueuePlan:
     ack_wait, visibility = _visibility(queue, defaults.min_ack_wait)
     max_deliver, redrive = _redrive(queue, facts.dlq_unmapped)
     max_ack_pending = defaults.fifo_max_ack_pending if names.fifo else defaults.max_ack_pending
+    partitions = names.partitions
     duplicate_window = _duplicate_window(names.fifo, defaults, max_age)
     fidelity = [
         retention,
@@ -148,7 +217,7 @@ def plan_queue(names: QueueNames, facts: QueueFacts, ctx: Context) -> QueuePlan:
         _long_polling(queue),
         *redrive,
         *_redrive_allow(queue),
-        *_fifo(names, max_ack_pending, duplicate_window),
+        *_fifo(names, max_ack_pending, duplicate_window, facts),
         *encryption(queue.kms_master_key_id, queue.sqs_managed_sse_enabled),
         *_kms_data_key_reuse(queue),
         *resource_policy(queue.policy, access),
@@ -179,25 +248,61 @@ def plan_queue(names: QueueNames, facts: QueueFacts, ctx: Context) -> QueuePlan:
         sources=sorted(facts.sources, key=lambda s: s.name) or None,
         placement=ctx.placement(override),
         metadata=for_source(queue.arn, queue.tags) | monitor.stream,
+        subject_transform=SubjectTransform(
+            src=names.own_subject, dest=partition_transform_dest(names.subject_base, partitions)
+        )
+        if partitions > 1
+        else None,
     )
-    consumer = ConsumerSpec(
-        stream_name=names.stream,
-        durable_name=names.consumer,
-        description=f"workers of SQS queue {queue.name}",
-        ack_wait=int(ack_wait * NS),
-        max_deliver=max_deliver,
-        max_ack_pending=max_ack_pending,
-        # Workers must not see the schedule holders, only the messages they release.
-        filter_subjects=names.own_subjects if delay.schedules else None,
-        metadata=for_source(queue.arn) | monitor.consumer,
-    )
+    consumers = [
+        ConsumerSpec(
+            stream_name=names.stream,
+            durable_name=durable,
+            description=f"workers of SQS queue {queue.name}"
+            + (f", partition {i} of {partitions}" if partitions > 1 else ""),
+            ack_wait=int(ack_wait * NS),
+            max_deliver=max_deliver,
+            max_ack_pending=max_ack_pending,
+            filter_subjects=_worker_filters(names, facts, i, schedules=delay.schedules),
+            metadata=for_source(queue.arn)
+            | ({PARTITION_KEY: str(i), PARTITIONS_KEY: str(partitions)} if partitions > 1 else {})
+            | monitor.consumer,
+        )
+        for i, durable in enumerate(names.durables)
+    ]
     return QueuePlan(
         names=names,
         stream=stream,
-        consumer=consumer,
+        consumers=consumers,
         fidelity=fidelity,
         access=access if queue.policy else None,
     )
+
+
+def _worker_filters(
+    names: QueueNames, facts: QueueFacts, partition: int, *, schedules: bool
+) -> list[str] | None:
+    """What one worker durable consumes.
+
+    Unpartitioned: everything, except schedule holders when there are any (workers see only
+    the messages schedules release). Partitioned: the partition's stored subjects; partition 0
+    also takes what the transform leaves as it is (extra subjects, topic copies sourced into
+    the stream), which carry no group token: they keep their order there, in one durable.
+    """
+    if names.partitions <= 1:
+        # Workers must not see the schedule holders, only the messages they release.
+        return names.own_subjects if schedules else None
+    filters = [partition_subject(names.subject_base, partition)]
+    if partition == 0:
+        filters += list(names.override.subjects or [])
+        filters += [subject for source in facts.sources for subject in _sourced_subjects(source)]
+    return filters
+
+
+def _sourced_subjects(source: StreamSource) -> list[str]:
+    if source.subject_transforms:
+        return [t.src for t in source.subject_transforms]
+    return [source.filter_subject] if source.filter_subject else []
 
 
 # --- one decision each ------------------------------------------------------------------------
@@ -462,22 +567,15 @@ def _duplicate_window(fifo: bool, defaults: Defaults, max_age: int) -> int:
     return window
 
 
-def _fifo(names: QueueNames, max_ack_pending: int, duplicate_window: int) -> list[Fidelity]:
+def _fifo(
+    names: QueueNames, max_ack_pending: int, duplicate_window: int, facts: QueueFacts
+) -> list[Fidelity]:
     """FIFO ordering and deduplication: what guarantee the mapping gives, exactly."""
     if not names.fifo:
         return []
     queue = names.queue
     out = [
-        entry(
-            "FifoQueue",
-            "true",
-            "approximate",
-            f"the MessageGroupId is the last subject token ({names.subject_base}.<group>); the "
-            f"stream keeps publish order and the consumer allows {max_ack_pending} unacked "
-            "message(s): with 1 the order is strict across all groups (stronger than SQS, less "
-            "parallel); above 1 order per group is not guaranteed",
-            target="subject token + consumer max_ack_pending",
-        ),
+        _ordering(names, max_ack_pending, facts),
         entry(
             "ContentBasedDeduplication",
             str(queue.content_based_deduplication).lower(),
@@ -525,6 +623,52 @@ def _fifo(names: QueueNames, max_ack_pending: int, duplicate_window: int) -> lis
             )
         )
     return out
+
+
+def _ordering(names: QueueNames, max_ack_pending: int, facts: QueueFacts) -> Fidelity:
+    """Message-group order: one durable for every group, or one per partition of the groups."""
+    base, n = names.subject_base, names.partitions
+    per_group = (
+        "order within a group is kept"
+        if max_ack_pending == 1
+        else "order per group is not guaranteed (max_ack_pending above 1)"
+    )
+    if n <= 1:
+        return entry(
+            "FifoQueue",
+            "true",
+            "approximate",
+            f"the MessageGroupId is the last subject token ({base}.<group>); the "
+            f"stream keeps publish order and the consumer allows {max_ack_pending} unacked "
+            "message(s): with 1 the order is strict across all groups (stronger than SQS, less "
+            "parallel); above 1 order per group is not guaranteed",
+            target="subject token + consumer max_ack_pending",
+        )
+    durables = names.durables
+    unkeyed = [*(names.override.subjects or [])]
+    if facts.fed_by_topic:
+        unkeyed.append("copies sourced from topics")
+    rest = (
+        f"; messages without a group token ({', '.join(unkeyed)}) all go to partition 0, in order"
+        if unkeyed
+        else ""
+    )
+    return entry(
+        "FifoQueue",
+        "true",
+        "approximate",
+        f"the MessageGroupId is the last subject token ({base}.<group>); the stream's subject "
+        f"transform stores it as {base}.<partition>.<group>, partition = "
+        f"partition({n}) of the group (FNV-1a hash mod {n}), and each of the {n} partition "
+        f"durables ({durables[0]} … {durables[-1]}) allows {max_ack_pending} unacked "
+        f"message(s): {per_group}, groups in different partitions run in parallel (at most {n} "
+        "at once; SQS runs every group in parallel, here groups sharing a partition wait for "
+        f"each other){rest}. Changing partitions on a live queue replaces the stream: stored "
+        "messages keep their old partition, so drain the queue first",
+        target="stream subject_transform + one durable per partition",
+        manual_step=f"bind workers to every partition durable ({durables[0]} … {durables[-1]}): "
+        "one worker per durable, or a pool pulling from all of them",
+    )
 
 
 def _kms_data_key_reuse(queue: Queue) -> list[Fidelity]:

@@ -68,6 +68,8 @@ class QueueInfo:
     """The queue stream's own subjects (not schedule holders, not sourced topic subjects)."""
     cutover: Cutover
     dlq_arn: str | None = None
+    partitions: int = 1
+    """A partitioned FIFO queue: `durable` is the base of its per-partition durables."""
 
 
 @dataclass(frozen=True)
@@ -180,7 +182,7 @@ def advisory_consumer_spec(route: Route, defaults: Defaults | None = None) -> Co
         serves=route.source_arn,
         route=route.name,
         description=f"DLQ mover of {route.stream}/{route.consumer}",
-        filters=[f"{MAX_DELIVERIES_ADVISORY}.{route.stream}.{route.consumer}"],
+        filters=[f"{MAX_DELIVERIES_ADVISORY}.{route.stream}.{d}" for d in route.durables],
         defaults=defaults or Defaults(),
     )
 
@@ -311,6 +313,7 @@ def _queue_routes(
             subject=queue.subject,
             fifo=queue.fifo,
             feeds=sorted(set(feeds)),
+            partitions=queue.partitions,
         )
     )
     dlq = queues.get(queue.dlq_arn) if queue.dlq_arn else None
@@ -328,6 +331,7 @@ def _queue_routes(
                 fifo=queue.fifo,
                 advisory_stream=ADVISORY_STREAM,
                 advisory_consumer=DLQ_CONSUMER_PREFIX + queue.stream,
+                partitions=queue.partitions,
             )
         )
 

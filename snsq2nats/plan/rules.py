@@ -78,6 +78,8 @@ def _bytes(value: Any) -> Any:
 Seconds = Annotated[float, BeforeValidator(_seconds)]
 Bytes = Annotated[int, BeforeValidator(_bytes)]
 Side = Literal["aws", "nats"]
+MAX_PARTITIONS = 1024
+"""One durable per partition: more than this is a mistake, not a throughput setting."""
 
 
 class Strict(BaseModel):
@@ -118,6 +120,8 @@ class Defaults(Strict):
     topic_retention: Seconds = 86400.0
     max_ack_pending: int = Field(default=1000, ge=1)
     fifo_max_ack_pending: int = Field(default=1, ge=1)
+    fifo_partitions: int = Field(default=1, ge=1, le=MAX_PARTITIONS, strict=True)
+    """Partitions of every FIFO queue an override does not set `partitions` for."""
     max_promoted_attributes: int = Field(default=3, ge=0, le=8)
     min_ack_wait: Seconds = 1.0
     monitor: Monitor = Field(default_factory=lambda: Monitor())
@@ -156,6 +160,9 @@ class Override(Strict):
     limits: Limits | None = None
     cutover: Cutover | None = None
     monitor: Monitor | None = None
+    partitions: int | None = Field(default=None, ge=1, le=MAX_PARTITIONS, strict=True)
+    """FIFO queues only: split the message groups over this many durables, each keeping one
+    message in flight, so groups run in parallel while each group keeps its order."""
 
     @field_validator("rename")
     @classmethod
@@ -239,6 +246,8 @@ _VALUE_HINTS = {
     "replicas": "use 1 to 5",
     "storage": "use file or memory",
     "match": "every override needs `match:`, a name or ARN glob",
+    "partitions": f"a whole number of partitions from 1 to {MAX_PARTITIONS} (1 = no partitions)",
+    "fifo_partitions": f"a whole number of partitions from 1 to {MAX_PARTITIONS}",
 }
 
 

@@ -139,7 +139,8 @@ def _into_queue(
             kind="sns-subscription",
             name=f"{topic.topic.name} → {queue.queue.name}",
             stream=queue.stream,
-            consumer=queue.consumer,
+            # Topic copies carry no group token: a partitioned queue takes them in partition 0.
+            consumer=queue.durables[0],
             publish_subject=topic.template,
             subject_tokens=topic.promoted,
             filter_subjects=policy.subjects,

@@ -81,7 +81,7 @@ def translate(
         resources.append(topic_resource(names, stream, *fanout))
     for plan in plans:
         streams.append(plan.stream)
-        consumers.append(plan.consumer)
+        consumers.extend(plan.consumers)
         resources.append(plan.resource())
     resources.extend(w.resource for w in wirings if w.resource is not None)
     return Desired(

@@ -105,6 +105,9 @@ def short_arn(arn: str) -> str:
 
 def _nats_end(route: Route, *, with_consumer: bool) -> str:
     if with_consumer and route.stream and route.consumer:
+        durables = route.durables
+        if len(durables) > 1:
+            return f"{route.stream}/{durables[0]}…{durables[-1]}"
         return f"{route.stream}/{route.consumer}"
     if route.subject and route.stream:
         return f"{route.subject} ({route.stream})"

@@ -1,10 +1,20 @@
-"""Queue checks: a canary round trip through each queue's durable, and its delayed delivery."""
+"""Queue checks: a canary round trip through each queue's durable, and its delayed delivery.
+
+A partitioned FIFO queue gets one round trip per partition: each canary is published like any
+message (to `<base>.<group>`) with a group chosen to hash into that partition, and must come
+back through that partition's durable, which proves the stream's transform and the durable's
+filter agree with each other (and with where `subject --durable` says a group goes).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 from datetime import UTC, datetime, timedelta
 
+from snsq2nats.filterpolicy import encode_token
 from snsq2nats.jetstream.spec import StreamSpec
+from snsq2nats.jetstream.subjects import partition_of
 from snsq2nats.plan.model import Resource
 from snsq2nats.plan.names import SCHEDULE_TOKEN
 from snsq2nats.plan.pipeline import GROUP_ATTRIBUTE, publish_subject
@@ -19,8 +29,25 @@ from snsq2nats.verify.canary import (
 )
 
 
+def canary_group(partition: int, partitions: int) -> str:
+    """A canary message group that the stream's transform puts in `partition`."""
+    for k in itertools.count():
+        group = f"{CANARY_GROUP}-{k}"
+        if partition_of(encode_token(group), partitions) == partition:
+            return group
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _stored(subject: str, partition: int) -> str:
+    """`<base>.<group>` as a partitioned stream stores it: `<base>.<partition>.<group>`."""
+    base, group = subject.rsplit(".", 1)
+    return f"{base}.{partition}.{group}"
+
+
 async def check_queue(run: CanaryRun, queue: Resource) -> list[CheckResult]:
     assert queue.stream is not None and queue.consumer is not None
+    if len(queue.durables) > 1:
+        return await _check_partitions(run, queue)
     name = queue.name
     info = await run.consumer_info(queue.stream, queue.consumer)
     if isinstance(info, str):
@@ -38,15 +65,60 @@ async def check_queue(run: CanaryRun, queue: Resource) -> list[CheckResult]:
     return results
 
 
-async def _round_trip(run: CanaryRun, queue: Resource, subject: str) -> CheckResult:
+async def _check_partitions(run: CanaryRun, queue: Resource) -> list[CheckResult]:
+    assert queue.stream is not None
+    durables = queue.durables
+    n = len(durables)
+    results: list[CheckResult] = []
+    trips = []
+    for partition, durable in enumerate(durables):
+        label = f"round trip (partition {partition} of {n})"
+        info = await run.consumer_info(queue.stream, durable)
+        if isinstance(info, str):
+            results.append(CheckResult(queue.name, label, "failed", info))
+            continue
+        busy = run.busy(info)
+        if busy:
+            results.append(CheckResult(queue.name, label, "skipped", busy))
+            continue
+        group = canary_group(partition, n)
+        subject = publish_subject(run.plan, queue.source_arn, [f"{GROUP_ATTRIBUTE}={group}"])
+        trips.append(_round_trip(run, queue, subject, durable=durable, partition=partition))
+    # Partitions are independent durables: their round trips run at once, like queues do.
+    results.extend(await asyncio.gather(*trips))
+    results.sort(key=lambda r: r.check)
+    spec = run.specs.get(queue.stream)
+    if spec is not None and spec.allow_msg_schedules and all(r.result == "ok" for r in results):
+        target = publish_subject(
+            run.plan, queue.source_arn, [f"{GROUP_ATTRIBUTE}={canary_group(0, n)}"]
+        )
+        run.touch(queue.stream, _stored(target, 0))
+        results.append(await _scheduled(run, queue, spec, target))
+    return results
+
+
+async def _round_trip(
+    run: CanaryRun,
+    queue: Resource,
+    subject: str,
+    *,
+    durable: str | None = None,
+    partition: int | None = None,
+) -> CheckResult:
     assert queue.stream is not None and queue.consumer is not None
+    durable = durable or queue.consumer
     check = f"round trip via {subject}"
+    if partition is not None:
+        check += f" (partition {partition} of {len(queue.durables)})"
     canary = run.new_canary(subject)
+    if partition is not None:
+        # Stored under its partition's subject: the final sweep must look there.
+        run.touch(queue.stream, _stored(subject, partition))
     error = await run.publish(canary, queue.stream)
     if error:
         return CheckResult(queue.name, check, "failed", error)
-    got = await run.collect(queue.stream, queue.consumer, {canary.id}, run.timeout)
-    return _judge_arrival(run, queue.name, check, canary, got, queue.consumer)
+    got = await run.collect(queue.stream, durable, {canary.id}, run.timeout)
+    return _judge_arrival(run, queue.name, check, canary, got, durable)
 
 
 def _judge_arrival(
