@@ -17,7 +17,6 @@ uses any more (deleted only with `--delete-aws`, and only those).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -216,85 +215,57 @@ async def wait_for_bridges(
 ) -> list[str]:
     """Wait until every live bridge fleet member runs cutover state `revision`; their ids.
 
-    Live: a heartbeat written recently (its declared lease TTL, twice, on the server's clock)
+    Live: a heartbeat written recently (twice its declared lease TTL, on the server's clock)
     that keeps moving while we wait. A member that stops beating is dead: its routes go to the
     others, which already run the new state.
     """
-    from nats.js.errors import BucketNotFoundError, NoKeysError, NotFoundError
+    from pydantic import ValidationError
 
     from snsq2nats.bridge.fleet import MEMBERS, Heartbeat
     from snsq2nats.plan.buckets import FLEET_BUCKET
 
-    try:
-        fleet = await nc.jetstream().key_value(FLEET_BUCKET)
-    except (BucketNotFoundError, NotFoundError):
-        return []
-    seen: dict[str, tuple[Heartbeat, int, float]] = {}
-    try:
-        watcher: Any = await fleet.watch(MEMBERS + ">")
-    except NoKeysError:
-        return []
     started = time.monotonic()
-    loaded = False
-    confirmed: set[str] = set()
+    # member → (heartbeat, its revision, when we saw that revision change)
+    seen: dict[str, tuple[Heartbeat, int, float]] = {}
+    first = True
     last_said = 0.0
-    try:
-        while True:
+    while True:
+        values = await read_bucket(nc, FLEET_BUCKET, MEMBERS + ">")
+        if values is None:
+            return []
+        now = time.monotonic()
+        for entry in values.values():
             try:
-                entry = await watcher.updates(timeout=POLL)
-            except TimeoutError:
-                entry = None
-                if not loaded:
-                    continue
-            now = time.monotonic()
-            if entry is None:
-                loaded = True
-            elif entry.value and entry.operation is None:
-                with contextlib.suppress(ValueError):
-                    beat = Heartbeat.model_validate_json(entry.value)
-                    age = time.time() - _written_at(entry.created)
-                    if not beat.leaving and (loaded or age < 2 * beat.lease_ttl):
-                        previous = seen.get(beat.member)
-                        since = (
-                            now
-                            if previous is None or previous[1] != entry.revision
-                            else previous[2]
-                        )
-                        seen[beat.member] = (beat, entry.revision or 0, since)
-                    elif beat.member in seen and beat.leaving:
-                        del seen[beat.member]
-            elif entry.key.startswith(MEMBERS):
-                seen.pop(entry.key[len(MEMBERS) :], None)
-            if not loaded:
+                beat = Heartbeat.model_validate_json(entry.value)
+            except ValidationError:
                 continue
-            for member, (beat, _, at) in list(seen.items()):
-                if now - at > beat.lease_ttl:
-                    progress(f"bridge {member} stopped beating: its routes go to the others")
-                    del seen[member]
-                elif beat.cutover_revision >= revision:
-                    confirmed.add(member)
-            waiting = sorted(m for m in seen if m not in confirmed)
-            if not waiting:
-                return sorted(confirmed)
-            if now - started > timeout:
-                raise CutoverError(
-                    f"bridge(s) {', '.join(waiting)} did not confirm the move within {timeout:g}s",
-                    hint="the move is recorded and they switch when they catch up: check their "
-                    "logs, then run `snsq2nats status`",
-                )
-            if now - last_said > 5:
-                last_said = now
-                progress(f"waiting for {len(waiting)} bridge(s) to switch: {', '.join(waiting)}")
-    finally:
-        with contextlib.suppress(Exception):
-            await watcher.stop()
-
-
-def _written_at(created: Any) -> float:
-    """An entry's server timestamp as epoch seconds (a datetime in nats-py, ns in the API)."""
-    if isinstance(created, datetime):
-        return created.timestamp()
-    return float(created or 0) / 1e9
+            previous = seen.get(beat.member)
+            if beat.leaving or (first and time.time() - entry.written > 2 * beat.lease_ttl):
+                seen.pop(beat.member, None)
+                continue
+            if previous is None and not first:
+                # Joined after the move was recorded: it starts in the new state.
+                continue
+            since = now if previous is None or previous[1] != entry.revision else previous[2]
+            seen[beat.member] = (beat, entry.revision, since)
+        first = False
+        for member, (beat, _, since) in list(seen.items()):
+            if now - since > beat.lease_ttl:
+                progress(f"bridge {member} stopped beating: its routes go to the others")
+                del seen[member]
+        waiting = sorted(m for m, (beat, _, _) in seen.items() if beat.cutover_revision < revision)
+        if not waiting:
+            return sorted(seen)
+        if now - started > timeout:
+            raise CutoverError(
+                f"bridge(s) {', '.join(waiting)} did not confirm the move within {timeout:g}s",
+                hint="the move is recorded and they switch when they catch up: check their "
+                "logs, then run `snsq2nats status`",
+            )
+        if now - last_said > 5:
+            last_said = now
+            progress(f"waiting for {len(waiting)} bridge(s) to switch: {', '.join(waiting)}")
+        await asyncio.sleep(POLL / 2)
 
 
 # --- draining the old side ------------------------------------------------------------------------

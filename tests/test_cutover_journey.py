@@ -180,7 +180,7 @@ class NatsWorker:
             while not self.stopping.is_set():
                 try:
                     msgs = await sub.fetch(10, timeout=0.5)
-                except NatsTimeout:
+                except (TimeoutError, NatsTimeout):
                     continue
                 for msg in msgs:
                     headers = msg.headers or {}

@@ -40,27 +40,33 @@ class CutoverFollower:
         self.records: dict[str, CutoverRecord] = {}
         self.revision = 0
         self._watcher: Any = None
+        """The bucket's watch, opened by `start`."""
 
     def routes(self) -> list[Route]:
         view = current_view(self.plan, self.records)
         return self.select(active_routes(self.plan.candidate_routes, view))
 
-    def _take(self, entry: Any) -> bool:
-        """Fold one bucket entry in; True if it is a record."""
-        self.revision = max(self.revision, entry.revision or 0)
-        if not entry.value:
+    def _take(self, key: str, value: bytes | None, revision: int) -> bool:
+        """Fold one bucket value in; True if it changed the state."""
+        if not value:
             return False
         try:
-            record = CutoverRecord.from_bytes(entry.value, entry.revision or 0)
+            record = CutoverRecord.from_bytes(value, revision)
         except ValueError as exc:
-            log.error("cutover state %s unreadable (%s): ignored", entry.key, exc)
+            log.error("cutover state %s unreadable (%s): ignored", key, exc)
             return False
+        known = self.records.get(record.arn)
+        if known is not None and known.revision >= revision:
+            return False  # the watch's first values repeat what the snapshot read
         self.records[record.arn] = record
+        self.revision = max(self.revision, revision)
         return True
 
     async def start(self, where: str = "") -> list[Route]:
         """Read the recorded state; the routes to run from the start."""
-        from nats.js.errors import BucketNotFoundError, NoKeysError, NotFoundError
+        from nats.js.errors import BucketNotFoundError, NotFoundError
+
+        from snsq2nats.jetstream.state import read_bucket
 
         try:
             kv = await self.nc.jetstream().key_value(CUTOVER_BUCKET)
@@ -70,10 +76,12 @@ class CutoverFollower:
                 where=where,
                 hint="run `snsq2nats apply` with this plan (it creates the bucket) before bridging",
             ) from None
-        with contextlib.suppress(NoKeysError):
-            self._watcher = await kv.watch(RESOURCE_PREFIX + ">", ignore_deletes=True)
-            while (entry := await self._watcher.updates(timeout=10.0)) is not None:
-                self._take(entry)
+        # Watch first, then read: a change made in between is in the watch, never lost.
+        self._watcher = await kv.watch(RESOURCE_PREFIX + ">", ignore_deletes=True)
+        for key, entry in (
+            await read_bucket(self.nc, CUTOVER_BUCKET, RESOURCE_PREFIX + ">") or {}
+        ).items():
+            self._take(key, entry.value, entry.revision)
         if self.records:
             log.info(
                 "cutover state (revision %d): %d resource(s) moved",
@@ -85,8 +93,6 @@ class CutoverFollower:
     async def follow(self, fleet: Fleet, stopping: asyncio.Event) -> None:
         """Apply every later change until `stopping`; confirm each in the fleet heartbeat."""
         fleet.cutover_revision = self.revision
-        if self._watcher is None:
-            return
         while not stopping.is_set():
             try:
                 entry = await self._watcher.updates(timeout=1.0)
@@ -96,7 +102,7 @@ class CutoverFollower:
                 log.warning("cutover state watch interrupted (%s): retrying", exc)
                 await asyncio.sleep(1.0)
                 continue
-            if entry is None or not self._take(entry):
+            if entry is None or not self._take(entry.key, entry.value, entry.revision or 0):
                 continue
             routes = self.routes()
             log.info(

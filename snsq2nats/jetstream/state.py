@@ -8,6 +8,7 @@ nats-py is never imported here, so this stays cheap to import.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from typing import Any
 
 from snsq2nats.jetstream.api import API_PREFIX, ERR_STREAM_NOT_FOUND, JetStreamApiError, api
@@ -117,26 +118,59 @@ async def read_live(nc: Any, *, timeout: float = 5.0) -> LiveState:
     return LiveState(streams=streams, server=server_info(nc))
 
 
-async def read_bucket(nc: Any, bucket: str, keys: str = ">") -> dict[str, tuple[bytes, int]] | None:
-    """A KV bucket's current values under `keys` (value, revision), or None without the bucket.
+@dataclass(frozen=True)
+class KvValue:
+    value: bytes
+    revision: int
+    written: float
+    """When the server stored it, in epoch seconds."""
 
-    One ordered watch: the server streams every key's last value, however many there are.
+
+async def read_bucket(nc: Any, bucket: str, keys: str = ">") -> dict[str, KvValue] | None:
+    """A KV bucket's current values under `keys`, or None without the bucket.
+
+    One pull consumer delivering the last message per key: it says up front how many there
+    are, so the read knows when it has them all (a KV watch's "initial values done" marker can
+    arrive before the values themselves).
     """
-    from nats.js.errors import BucketNotFoundError, NoKeysError, NotFoundError
+    from nats.errors import TimeoutError as NatsTimeout
+    from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+    from nats.js.errors import NotFoundError
 
+    stream = f"KV_{bucket}"
+    prefix = f"$KV.{bucket}."
+    js = nc.jetstream()
     try:
-        kv = await nc.jetstream().key_value(bucket)
-    except (BucketNotFoundError, NotFoundError):
+        sub = await js.pull_subscribe(
+            prefix + keys,
+            stream=stream,
+            config=ConsumerConfig(
+                deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
+                ack_policy=AckPolicy.NONE,
+                inactive_threshold=30.0,
+                mem_storage=True,
+            ),
+        )
+    except NotFoundError:
         return None
-    values: dict[str, tuple[bytes, int]] = {}
+    values: dict[str, KvValue] = {}
     try:
-        watcher = await kv.watch(keys, ignore_deletes=True)
-    except NoKeysError:
-        return values
-    try:
-        while (entry := await watcher.updates(timeout=10.0)) is not None:
-            if entry.value:
-                values[entry.key] = (entry.value, entry.revision or 0)
+        left = (await sub.consumer_info()).num_pending
+        while left > 0:
+            try:
+                msgs = await sub.fetch(min(left, 256), timeout=5.0)
+            except (TimeoutError, NatsTimeout):
+                continue
+            for msg in msgs:
+                left = msg.metadata.num_pending
+                operation = (msg.headers or {}).get("KV-Operation")
+                key = msg.subject[len(prefix) :]
+                if operation in ("DEL", "PURGE") or not msg.data:
+                    values.pop(key, None)
+                    continue
+                values[key] = KvValue(
+                    msg.data, msg.metadata.sequence.stream, msg.metadata.timestamp.timestamp()
+                )
     finally:
-        await watcher.stop()
+        await sub.unsubscribe()
     return values

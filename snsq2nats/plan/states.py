@@ -12,7 +12,7 @@ Pure: records in, a `CutoverView` out. The bucket I/O lives with its users.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -58,11 +58,11 @@ class CutoverRecord(BaseModel):
         return cls.model_validate_json(data).model_copy(update={"revision": revision})
 
 
-def parse_records(values: Mapping[str, tuple[bytes, int]]) -> dict[str, CutoverRecord]:
-    """The bucket's `resource.*` values (bytes, revision) as records by ARN."""
+def parse_records(values: Mapping[str, Any]) -> dict[str, CutoverRecord]:
+    """The bucket's `resource.*` values (`jetstream.state.KvValue`s) as records by ARN."""
     records = {}
-    for data, revision in values.values():
-        record = CutoverRecord.from_bytes(data, revision)
+    for entry in values.values():
+        record = CutoverRecord.from_bytes(entry.value, entry.revision)
         records[record.arn] = record
     return records
 
