@@ -4,9 +4,11 @@ Real `snsq2nats bridge` processes (the fleet is always on) drain a queue pre-fil
 (see bench_bridge) into a local nats-server. A route runs on one member at a time (its lease),
 so a second member does not speed one route up: what this shows is that membership costs the
 route nothing (the ratio stays near 1.0; heartbeats and the watch are off the hot path), while
-several routes spread over the members. Throughput is the messages relayed over the time from
-the first message stored to the last (the streams' own timestamps), so process start-up and
-lease acquisition are left out. Runs alternate 1 and 2 members; the best of each counts.
+several routes spread over the members. Throughput is measured once the fleet has settled
+(every member joined, every route leased to the member rendezvous hashing gives it): the
+messages stored from then to the last, over the time between them by the streams' own
+timestamps, so start-up, joining and the first handover are left out. Runs alternate 1 and 2
+members; the best of each counts.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any
 
 from benchmarks.bench_bridge import REGION, ROOT, _unpin, client, fauxqs, prefill
 
-MESSAGES = 10_000  # per route and run
+MESSAGES = {1: 30_000, 4: 10_000}  # per route and run, by the number of routes
 ROUNDS = 2
 TARGET_RATIO = 0.8  # one route with 2 members vs 1: the coordination must cost the route nothing
 
@@ -48,23 +50,49 @@ async def _create(nats_url: str, streams: list[str]) -> None:
         await nc.close()
 
 
-async def _span(nats_url: str, streams: list[str]) -> tuple[int, float]:
-    """Messages in the streams, and seconds from the first stored to the last."""
+async def _counts(nats_url: str, streams: list[str]) -> dict[str, int]:
+    from snsq2nats.jetstream.connect import NatsOptions, connect_nats
+
+    nc = await connect_nats(NatsOptions(servers=[nats_url]))
+    try:
+        js = nc.jetstream()
+        return {s: int((await js.stream_info(s)).state.last_seq) for s in streams}
+    finally:
+        await nc.close()
+
+
+async def _rate_since(nats_url: str, since: dict[str, int]) -> tuple[int, float]:
+    """Messages stored after the sequences in `since`, and the seconds they took."""
     from snsq2nats.jetstream.connect import NatsOptions, connect_nats
 
     nc = await connect_nats(NatsOptions(servers=[nats_url]))
     try:
         js = nc.jetstream()
         total, firsts, lasts = 0, [], []
-        for stream in streams:
-            info = await js.stream_info(stream)
-            total += info.state.messages
-            if info.state.messages:
-                firsts.append(await _stored_at(nc, stream, info.state.first_seq))
-                lasts.append(await _stored_at(nc, stream, info.state.last_seq))
+        for stream, after in since.items():
+            last = int((await js.stream_info(stream)).state.last_seq)
+            if last > after + 1:
+                total += last - after - 1
+                firsts.append(await _stored_at(nc, stream, after + 1))
+                lasts.append(await _stored_at(nc, stream, last))
         return total, (max(lasts) - min(firsts)) if firsts else 0.0
     finally:
         await nc.close()
+
+
+async def _settled(nats_url: str, routes: list[str], members: int) -> bool:
+    from snsq2nats.bridge.fleet import preferred, read_fleet
+    from snsq2nats.jetstream.connect import NatsOptions, connect_nats
+
+    nc = await connect_nats(NatsOptions(servers=[nats_url]))
+    try:
+        fleet = await read_fleet(nc)
+    finally:
+        await nc.close()
+    if fleet is None or len(fleet.members) != members:
+        return False
+    ids = list(fleet.members)
+    return all(r in fleet.leases and fleet.leases[r].member == preferred(r, ids) for r in routes)
 
 
 async def _stored_at(nc: Any, stream: str, seq: int) -> float:
@@ -104,7 +132,7 @@ async def one_run(
     plan.write_text(
         Plan(generated_at="bench", server=ServerInfo(reachable=True), routes=plan_routes).to_json()
     )
-    prefill(endpoint, urls, MESSAGES)
+    prefill(endpoint, urls, MESSAGES[routes])
     command = [sys.executable, "-m", "snsq2nats", "bridge", "--plan", str(plan)]
     command += ["--server", nats_url, "--endpoint-url", endpoint, "--region", REGION]
     command += ["--poll-wait", "2", "--lease-ttl", "5"]
@@ -113,15 +141,21 @@ async def one_run(
         subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, preexec_fn=_unpin)
         for log in logs
     ]
-    want = MESSAGES * routes
+    want = {s: MESSAGES[routes] for s in streams}
     started = time.perf_counter()
+    since: dict[str, int] | None = None
     try:
-        while (await _span(nats_url, streams))[0] < want:
+        while True:
+            if since is None and await _settled(nats_url, [r.name for r in plan_routes], members):
+                since = await _counts(nats_url, streams)
+            counts = await _counts(nats_url, streams)
+            if all(counts[s] >= want[s] for s in streams):
+                break
             if any(p.poll() is not None for p in procs):
                 raise AssertionError(f"a bridge exited early: see {workdir}")
             if time.perf_counter() - started > 600:
                 raise AssertionError("the fleet did not relay its messages within 600 s")
-            await asyncio.sleep(0.25)
+            await asyncio.sleep(0.1)
     finally:
         for proc in procs:
             if proc.poll() is None:
@@ -133,7 +167,9 @@ async def one_run(
                 proc.kill()
         for log in logs:
             log.close()
-    total, span = await _span(nats_url, streams)
+    if since is None or min(want[s] - since[s] for s in streams) < MESSAGES[routes] // 2:
+        raise AssertionError(f"the fleet settled too late to measure (at {since})")
+    total, span = await _rate_since(nats_url, since)
     rate = total / span if span > 0 else 0.0
     print(
         f"  {routes} route(s), {members} member(s): {total:,} msgs in {span:.2f}s "
