@@ -280,8 +280,9 @@ class Fleet:
                     self._beat_at = now
                     with contextlib.suppress(Exception):
                         await self.beat()
-                await self._step(routes, now)
+                # Cleared before the step: a change seen during it wakes the next one at once.
                 self._wake.clear()
+                await self._step(routes, now)
                 await self._sleep(stopping, min(1.0, self.heartbeat_interval / 2), self._wake)
             await self._leave(routes)
         finally:
@@ -495,7 +496,8 @@ class Fleet:
         for member, seen in list(self.view.members.items()):
             dead_for = now - seen.changed_at - seen.heartbeat.lease_ttl
             if (
-                dead_for > seen.heartbeat.lease_ttl
+                member != self.member
+                and dead_for > seen.heartbeat.lease_ttl
                 and preferred(MEMBERS + member, group) == self.member
             ):
                 with contextlib.suppress(Exception):
@@ -518,7 +520,11 @@ class Fleet:
             if seen is None:
                 revision = await self._kv.create(route_key(route.name), value.encode())
             elif seen.lease.member == self.member:
-                revision = seen.revision
+                # Ours by the view (from before a self-stop): confirm by compare-and-set, as
+                # the view may not show yet that it was released or taken over since.
+                revision = await self._kv.update(
+                    route_key(route.name), value.encode(), last=seen.revision
+                )
             else:
                 holder = self.view.members.get(seen.lease.member)
                 if (holder is not None and self._alive(holder, now)) or not fresh:
