@@ -67,17 +67,26 @@ class Ledger:
 
 
 class Member:
-    def __init__(self, url: str, ledger: Ledger, routes: list[Route], name: str) -> None:
-        self.url, self.ledger, self.routes, self.name = url, ledger, routes, name
+    def __init__(
+        self, url: str, ledger: Ledger, routes: list[Route], name: str, ttl: float = TTL
+    ) -> None:
+        self.url, self.ledger, self.routes, self.name, self.ttl = url, ledger, routes, name, ttl
         self.task: asyncio.Task[None] | None = None
         self.fleet: Fleet | None = None
         self.ctx: BridgeContext | None = None
 
     async def start(self) -> Member:
-        nc = await connect_nats(NatsOptions(servers=[self.url]), name=self.name)
+        # As the bridge connects: reconnecting for ever.
+        nc = await connect_nats(
+            NatsOptions(servers=[self.url]),
+            name=self.name,
+            allow_reconnect=True,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.2,
+        )
         plan = Plan(generated_at="now", server=ServerInfo(reachable=True), routes=self.routes)
         self.ctx = BridgeContext(plan=plan, nc=nc, sqs=None, sns=None)  # type: ignore[arg-type]
-        self.fleet = Fleet(nc, self.routes, lease_ttl=TTL, member=self.name)
+        self.fleet = Fleet(nc, self.routes, lease_ttl=self.ttl, member=self.name)
 
         async def run() -> None:
             assert self.ctx is not None
@@ -236,6 +245,35 @@ async def test_a_dead_members_routes_are_taken_over(bucket: str) -> None:
         assert set((await leases(bucket)).values()) == {"m2"}
     finally:
         await two.stop()
+    assert ledger.overlaps == []
+
+
+async def test_the_fleet_carries_on_across_a_nats_restart(
+    nats_server: NatsServer, bucket: str
+) -> None:
+    """A restart shorter than the lease TTL: no route moves, and the members' watches come
+    back (a member joining afterwards gets its share)."""
+    ledger = Ledger()
+    members = [await Member(bucket, ledger, ROUTES, f"m{i}", ttl=8.0).start() for i in (1, 2)]
+    try:
+        await until(lambda: ledger.complete_and_disjoint(ROUTES, ["m1", "m2"]), what="split")
+        before = {r.name: set(ledger.active[r.name]) for r in ROUTES}
+        nats_server.restart()
+        members.append(await Member(bucket, ledger, ROUTES, "m3", ttl=8.0).start())
+        names = ["m1", "m2", "m3"]
+        await until(
+            lambda: (
+                ledger.complete_and_disjoint(ROUTES, names)
+                and all(ledger.active[r.name] == {preferred(r.name, names)} for r in ROUTES)
+            ),
+            timeout=60,
+            what="rebalanced over three members after the restart",
+        )
+        moved = {r.name for r in ROUTES if ledger.active[r.name] != before[r.name]}
+        assert all(ledger.active[name] == {"m3"} for name in moved), "only the joiner gained"
+    finally:
+        for member in members:
+            await member.stop()
     assert ledger.overlaps == []
 
 
