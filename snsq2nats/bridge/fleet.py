@@ -212,6 +212,7 @@ class Fleet:
         self._leaving = False
         self._watch_restart = asyncio.Event()
         self.joined = False
+        self._assigned: tuple[tuple[str, ...], int, set[str]] = ((), -1, set())
 
     # --- interface for callers --------------------------------------------------------------
 
@@ -446,6 +447,15 @@ class Fleet:
             group.append(self.member)
         return group
 
+    def _mine(self, group: list[str]) -> set[str]:
+        """The candidates rendezvous hashing gives this member, recomputed only when the group
+        or the candidates change (a step runs on every heartbeat seen)."""
+        key = tuple(sorted(group))
+        if self._assigned[:2] != (key, self._generation):
+            names = {n for n in self._candidates if preferred(n, key) == self.member}
+            self._assigned = (key, self._generation, names)
+        return self._assigned[2]
+
     async def _step(self, routes: RouteSet, now: float) -> None:
         generation = self._generation
         fresh = self._fresh(now)
@@ -460,6 +470,7 @@ class Fleet:
                 if name not in self._handovers:
                     self._hand_over(name, routes, release=False)
         group = self._group(now)
+        mine = self._mine(group)
         for name, revision in list(self.owned.items()):
             if name in self._handovers:
                 continue
@@ -467,13 +478,13 @@ class Fleet:
             if seen is not None and seen.revision > revision and seen.lease.member != self.member:
                 log.warning("fleet: %s was taken over by %s: stopping it", name, seen.lease.member)
                 self._hand_over(name, routes, release=False)
-            elif name not in self._candidates or preferred(name, group) != self.member:
+            elif name not in mine:
                 self._hand_over(name, routes, release=True)
-        for name, route in self._candidates.items():
+        for name in mine:
             if not beating or routes.ctx.stopping.is_set():
                 break
             if name not in self.owned and name not in self._handovers:
-                await self._consider(route, routes, group, now, fresh)
+                await self._consider(self._candidates[name], routes, now, fresh)
         if fresh:
             await self._forget_dead(group, now)
         for name, seen in list(self.view.leases.items()):
@@ -482,7 +493,7 @@ class Fleet:
                 seen.lease.member == self.member
                 and name not in self.owned
                 and name not in self._handovers
-                and (name not in self._candidates or preferred(name, group) != self.member)
+                and name not in mine
             ):
                 await self._release(name, seen.revision)
         removals = [n for n in self._handovers if n not in self._candidates]
@@ -506,13 +517,10 @@ class Fleet:
                         "fleet: forgot member %s (no heartbeat since %s)", member, seen.heartbeat.at
                     )
 
-    async def _consider(
-        self, route: Route, routes: RouteSet, group: list[str], now: float, fresh: bool
-    ) -> None:
+    async def _consider(self, route: Route, routes: RouteSet, now: float, fresh: bool) -> None:
+        """Acquire `route` (this member's by the hash) if free, ours, or its holder is dead."""
         from nats.js.errors import KeyWrongLastSequenceError
 
-        if preferred(route.name, group) != self.member:
-            return
         assert self._kv is not None
         seen = self.view.leases.get(route.name)
         value = Lease(route=route.name, member=self.member, since=now_iso()).model_dump_json()
