@@ -346,3 +346,25 @@ async def test_status_shows_each_routes_owner_and_lease_age(bucket: str, aws: An
     statuses = await status_lib.collect(nc, lambda region: sqs, plan, routes)
     assert all(st.owner is not None and st.owner.member is None for st in statuses)
     await nc.close()
+
+
+async def test_readyz_of_a_holder_and_of_a_standby(bucket: str) -> None:
+    """More members than routes: the one holding the route is ready once it runs, the other
+    is ready as a standby (it waits for no route, nor for one it handed over)."""
+    from snsq2nats.bridge.metrics import ready
+
+    ledger = Ledger()
+    only = [ROUTES[0]]
+    members = [await Member(bucket, ledger, only, f"m{i}").start() for i in (1, 2)]
+    try:
+        holder = preferred(only[0].name, ["m1", "m2"])
+        await until(lambda: ledger.active[only[0].name] == {holder}, what="the route on its member")
+        for member in members:
+            assert member.ctx is not None and member.fleet is not None
+            await until(lambda m=member: m.fleet.joined, what="joined")  # type: ignore[union-attr]
+            assert ready(member.ctx, member.fleet) is None, member.name
+        standby = next(m for m in members if m.name != holder)
+        assert standby.fleet is not None and standby.fleet.owned == {}
+    finally:
+        for member in members:
+            await member.stop()
