@@ -17,6 +17,7 @@ SUITES = [
     "bench_bridge",
     "bench_routes",
     "bench_fifo",
+    "bench_fleet",
 ]
 
 

@@ -67,17 +67,26 @@ class Ledger:
 
 
 class Member:
-    def __init__(self, url: str, ledger: Ledger, routes: list[Route], name: str) -> None:
-        self.url, self.ledger, self.routes, self.name = url, ledger, routes, name
+    def __init__(
+        self, url: str, ledger: Ledger, routes: list[Route], name: str, ttl: float = TTL
+    ) -> None:
+        self.url, self.ledger, self.routes, self.name, self.ttl = url, ledger, routes, name, ttl
         self.task: asyncio.Task[None] | None = None
         self.fleet: Fleet | None = None
         self.ctx: BridgeContext | None = None
 
     async def start(self) -> Member:
-        nc = await connect_nats(NatsOptions(servers=[self.url]), name=self.name)
+        # As the bridge connects: reconnecting for ever.
+        nc = await connect_nats(
+            NatsOptions(servers=[self.url]),
+            name=self.name,
+            allow_reconnect=True,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.2,
+        )
         plan = Plan(generated_at="now", server=ServerInfo(reachable=True), routes=self.routes)
         self.ctx = BridgeContext(plan=plan, nc=nc, sqs=None, sns=None)  # type: ignore[arg-type]
-        self.fleet = Fleet(nc, self.routes, lease_ttl=TTL, member=self.name)
+        self.fleet = Fleet(nc, self.routes, lease_ttl=self.ttl, member=self.name)
 
         async def run() -> None:
             assert self.ctx is not None
@@ -239,6 +248,35 @@ async def test_a_dead_members_routes_are_taken_over(bucket: str) -> None:
     assert ledger.overlaps == []
 
 
+async def test_the_fleet_carries_on_across_a_nats_restart(
+    nats_server: NatsServer, bucket: str
+) -> None:
+    """A restart shorter than the lease TTL: no route moves, and the members' watches come
+    back (a member joining afterwards gets its share)."""
+    ledger = Ledger()
+    members = [await Member(bucket, ledger, ROUTES, f"m{i}", ttl=8.0).start() for i in (1, 2)]
+    try:
+        await until(lambda: ledger.complete_and_disjoint(ROUTES, ["m1", "m2"]), what="split")
+        before = {r.name: set(ledger.active[r.name]) for r in ROUTES}
+        nats_server.restart()
+        members.append(await Member(bucket, ledger, ROUTES, "m3", ttl=8.0).start())
+        names = ["m1", "m2", "m3"]
+        await until(
+            lambda: (
+                ledger.complete_and_disjoint(ROUTES, names)
+                and all(ledger.active[r.name] == {preferred(r.name, names)} for r in ROUTES)
+            ),
+            timeout=60,
+            what="rebalanced over three members after the restart",
+        )
+        moved = {r.name for r in ROUTES if ledger.active[r.name] != before[r.name]}
+        assert all(ledger.active[name] == {"m3"} for name in moved), "only the joiner gained"
+    finally:
+        for member in members:
+            await member.stop()
+    assert ledger.overlaps == []
+
+
 async def test_candidates_change_while_running_and_applied_waits_for_the_drain(
     bucket: str,
 ) -> None:
@@ -308,3 +346,25 @@ async def test_status_shows_each_routes_owner_and_lease_age(bucket: str, aws: An
     statuses = await status_lib.collect(nc, lambda region: sqs, plan, routes)
     assert all(st.owner is not None and st.owner.member is None for st in statuses)
     await nc.close()
+
+
+async def test_readyz_of_a_holder_and_of_a_standby(bucket: str) -> None:
+    """More members than routes: the one holding the route is ready once it runs, the other
+    is ready as a standby (it waits for no route, nor for one it handed over)."""
+    from snsq2nats.bridge.metrics import ready
+
+    ledger = Ledger()
+    only = [ROUTES[0]]
+    members = [await Member(bucket, ledger, only, f"m{i}").start() for i in (1, 2)]
+    try:
+        holder = preferred(only[0].name, ["m1", "m2"])
+        await until(lambda: ledger.active[only[0].name] == {holder}, what="the route on its member")
+        for member in members:
+            assert member.ctx is not None and member.fleet is not None
+            await until(lambda m=member: m.fleet.joined, what="joined")  # type: ignore[union-attr]
+            assert ready(member.ctx, member.fleet) is None, member.name
+        standby = next(m for m in members if m.name != holder)
+        assert standby.fleet is not None and standby.fleet.owned == {}
+    finally:
+        for member in members:
+            await member.stop()

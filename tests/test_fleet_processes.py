@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from snsq2nats.bridge.codec import AWS_MESSAGE_ID_HEADER
-from snsq2nats.bridge.fleet import Lease, open_bucket, route_key
+from snsq2nats.bridge.fleet import Lease, open_bucket, preferred, read_fleet, route_key
 from snsq2nats.demo.nats_server import NatsServer
 from snsq2nats.jetstream.api import create_consumer, create_stream
 from snsq2nats.jetstream.connect import NatsOptions, connect_nats
@@ -80,6 +80,29 @@ async def owners(url: str, routes: list[Route]) -> dict[str, int]:
         return out
     finally:
         await nc.close()
+
+
+async def split_between_two(url: str, routes: list[Route]) -> bool:
+    """Two members, every route leased to the member rendezvous hashing gives it."""
+    nc = await connect_nats(NatsOptions(servers=[url]))
+    try:
+        fleet = await read_fleet(nc)
+    finally:
+        await nc.close()
+    assert fleet is not None
+    members = list(fleet.members)
+    return len(members) == 2 and all(
+        r.name in fleet.leases and fleet.leases[r.name].member == preferred(r.name, members)
+        for r in routes
+    )
+
+
+def victim_and_survivor(
+    procs: list[subprocess.Popen[bytes]], held: dict[str, int]
+) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes]]:
+    """The member to kill holds routes (all of them, should the hash give it all)."""
+    first, second = procs
+    return (first, second) if first.pid in held.values() else (second, first)
 
 
 async def stream_ids(nc: Any, stream: str) -> list[str]:
@@ -144,15 +167,13 @@ async def test_kill_9_member_routes_taken_over_and_sqs_to_nats_exactly_once(
     )
     sender = Sender(aws, urls)
     procs = [start_member(plan, nats_server.url) for _ in range(2)]
-    pids = {p.pid for p in procs}
     try:
         sender.thread.start()
-
-        async def split() -> bool:
-            held = await owners(nats_server.url, routes)
-            return len(held) == len(routes) and set(held.values()) == pids
-
-        await until(split, timeout=60, what="both members holding routes")
+        await until(
+            lambda: split_between_two(nats_server.url, routes),
+            timeout=60,
+            what="two members sharing the routes",
+        )
 
         async def relayed_everywhere() -> bool:
             js = nc.jetstream()
@@ -160,7 +181,7 @@ async def test_kill_9_member_routes_taken_over_and_sqs_to_nats_exactly_once(
             return all(count >= 20 for count in counts)
 
         await until(relayed_everywhere, timeout=60, what="messages flowing on every route")
-        victim, survivor = procs
+        victim, survivor = victim_and_survivor(procs, await owners(nats_server.url, routes))
         victim.send_signal(signal.SIGKILL)
         victim.wait()
 
@@ -268,19 +289,17 @@ async def test_kill_9_member_nats_to_sqs_loses_nothing(
                 )
 
     procs = [start_member(plan, nats_server.url, "--max-in-flight", "20") for _ in range(2)]
-    pids = {p.pid for p in procs}
     publishing = asyncio.create_task(publish())
     try:
-
-        async def split() -> bool:
-            held = await owners(nats_server.url, routes)
-            return len(held) == len(routes) and set(held.values()) == pids
-
-        await until(split, timeout=60, what="both members holding routes")
+        await until(
+            lambda: split_between_two(nats_server.url, routes),
+            timeout=60,
+            what="two members sharing the routes",
+        )
         await until(
             lambda: all(len(p) >= 50 for p in published.values()), what="publishing under way"
         )
-        victim, survivor = procs
+        victim, survivor = victim_and_survivor(procs, await owners(nats_server.url, routes))
         victim.send_signal(signal.SIGKILL)
         victim.wait()
 

@@ -216,6 +216,7 @@ class Fleet:
         self.joined = False
         self.cutover_revision = 0
         """Set by `bridge.follow` once this member runs that cutover state revision."""
+        self._assigned: tuple[tuple[str, ...], int, set[str]] = ((), -1, set())
 
     # --- interface for callers --------------------------------------------------------------
 
@@ -285,8 +286,9 @@ class Fleet:
                     self._beat_at = now
                     with contextlib.suppress(Exception):
                         await self.beat()
-                await self._step(routes, now)
+                # Cleared before the step: a change seen during it wakes the next one at once.
                 self._wake.clear()
+                await self._step(routes, now)
                 await self._sleep(stopping, min(1.0, self.heartbeat_interval / 2), self._wake)
             await self._leave(routes)
         finally:
@@ -450,6 +452,15 @@ class Fleet:
             group.append(self.member)
         return group
 
+    def _mine(self, group: list[str]) -> set[str]:
+        """The candidates rendezvous hashing gives this member, recomputed only when the group
+        or the candidates change (a step runs on every heartbeat seen)."""
+        key = tuple(sorted(group))
+        if self._assigned[:2] != (key, self._generation):
+            names = {n for n in self._candidates if preferred(n, key) == self.member}
+            self._assigned = (key, self._generation, names)
+        return self._assigned[2]
+
     async def _step(self, routes: RouteSet, now: float) -> None:
         generation = self._generation
         fresh = self._fresh(now)
@@ -464,6 +475,7 @@ class Fleet:
                 if name not in self._handovers:
                     self._hand_over(name, routes, release=False)
         group = self._group(now)
+        mine = self._mine(group)
         for name, revision in list(self.owned.items()):
             if name in self._handovers:
                 continue
@@ -471,13 +483,13 @@ class Fleet:
             if seen is not None and seen.revision > revision and seen.lease.member != self.member:
                 log.warning("fleet: %s was taken over by %s: stopping it", name, seen.lease.member)
                 self._hand_over(name, routes, release=False)
-            elif name not in self._candidates or preferred(name, group) != self.member:
+            elif name not in mine:
                 self._hand_over(name, routes, release=True)
-        for name, route in self._candidates.items():
+        for name in mine:
             if not beating or routes.ctx.stopping.is_set():
                 break
             if name not in self.owned and name not in self._handovers:
-                await self._consider(route, routes, group, now, fresh)
+                await self._consider(self._candidates[name], routes, now, fresh)
         if fresh:
             await self._forget_dead(group, now)
         for name, seen in list(self.view.leases.items()):
@@ -486,7 +498,7 @@ class Fleet:
                 seen.lease.member == self.member
                 and name not in self.owned
                 and name not in self._handovers
-                and (name not in self._candidates or preferred(name, group) != self.member)
+                and name not in mine
             ):
                 await self._release(name, seen.revision)
         removals = [n for n in self._handovers if n not in self._candidates]
@@ -500,7 +512,8 @@ class Fleet:
         for member, seen in list(self.view.members.items()):
             dead_for = now - seen.changed_at - seen.heartbeat.lease_ttl
             if (
-                dead_for > seen.heartbeat.lease_ttl
+                member != self.member
+                and dead_for > seen.heartbeat.lease_ttl
                 and preferred(MEMBERS + member, group) == self.member
             ):
                 with contextlib.suppress(Exception):
@@ -509,13 +522,10 @@ class Fleet:
                         "fleet: forgot member %s (no heartbeat since %s)", member, seen.heartbeat.at
                     )
 
-    async def _consider(
-        self, route: Route, routes: RouteSet, group: list[str], now: float, fresh: bool
-    ) -> None:
+    async def _consider(self, route: Route, routes: RouteSet, now: float, fresh: bool) -> None:
+        """Acquire `route` (this member's by the hash) if free, ours, or its holder is dead."""
         from nats.js.errors import KeyWrongLastSequenceError
 
-        if preferred(route.name, group) != self.member:
-            return
         assert self._kv is not None
         seen = self.view.leases.get(route.name)
         value = Lease(route=route.name, member=self.member, since=now_iso()).model_dump_json()
@@ -523,7 +533,11 @@ class Fleet:
             if seen is None:
                 revision = await self._kv.create(route_key(route.name), value.encode())
             elif seen.lease.member == self.member:
-                revision = seen.revision
+                # Ours by the view (from before a self-stop): confirm by compare-and-set, as
+                # the view may not show yet that it was released or taken over since.
+                revision = await self._kv.update(
+                    route_key(route.name), value.encode(), last=seen.revision
+                )
             else:
                 holder = self.view.members.get(seen.lease.member)
                 if (holder is not None and self._alive(holder, now)) or not fresh:

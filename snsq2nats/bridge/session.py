@@ -47,15 +47,13 @@ async def bridge_session(
     on_ready: Callable[[], None] | None = None,
     view: View | None = None,
     lease_ttl: float | None = None,
-    on_member: Callable[[str], None] | None = None,
     select: Callable[[list[Route]], list[Route]] | None = None,
 ) -> None:
     """Run the routes until a signal, --duration, --max-messages, or `stop` (for embedders).
 
     The process is a member of the bridge fleet (`bridge.fleet`): it runs the routes it holds
     the lease of, all of them when it is alone. `on_ready` runs once the clients and the
-    connection exist, just before relaying starts (the CLI freezes the heap there);
-    `on_member` gets the fleet member id.
+    connection exist, just before relaying starts (the CLI freezes the heap there).
 
     With `select` (and a plan that lists its candidate routes) the bridge follows the live
     cutover state (`bridge.follow`): it runs the candidates the recorded state needs that
@@ -122,8 +120,6 @@ async def bridge_session(
             follower = CutoverFollower(nc, plan, select)
             routes = await follower.start(nats.redacted_servers)
         fleet = Fleet(nc, routes, lease_ttl=lease_ttl or DEFAULT_LEASE_TTL)
-        if on_member is not None:
-            on_member(fleet.member)
         if metrics_port is not None:
             server = await serve_metrics(ctx, metrics_port, fleet=fleet)
             log.info("metrics on :%d/metrics", metrics_port)

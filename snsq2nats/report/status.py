@@ -21,7 +21,7 @@ def _seconds(value: float | None) -> str:
 
 def owner_cell(owner: RouteOwner | None) -> str:
     if owner is None:
-        return "— (no fleet bucket)"
+        return "—"
     if owner.member is None:
         return "unowned"
     text = f"{owner.member}, lease {_seconds(owner.lease_age)}"
@@ -32,7 +32,10 @@ def owner_cell(owner: RouteOwner | None) -> str:
 
 def status_table(statuses: list[RouteStatus]) -> Table:
     table = Table(title="Bridge routes", title_justify="left")
-    for column in ("route", "kind", "owner", "AWS backlog", "NATS backlog", "DLQ", "verdict"):
+    # The owner column only where there is a fleet bucket to read owners from.
+    owners = any(st.owner is not None for st in statuses)
+    columns = ["route", "kind", "owner"] if owners else ["route", "kind"]
+    for column in (*columns, "AWS backlog", "NATS backlog", "DLQ", "verdict"):
         table.add_column(column, overflow="fold")
     for st in statuses:
         aws = (
@@ -51,11 +54,11 @@ def status_table(statuses: list[RouteStatus]) -> Table:
         )
         dlq = ", ".join(f"{k.split('_')[0]} {v}" for k, v in st.dlq.items()) or "—"
         verdict = ("drained" if st.drained else "NOT drained") + f": {st.reason}"
-        table.add_row(st.route, st.kind, owner_cell(st.owner), aws, nats, dlq, verdict)
-    table.caption = (
-        "owner: the bridge fleet member holding the route's lease, and since when · "
-        "AWS: visible/in flight/delayed · NATS: pending/unacknowledged"
-    )
+        owner = [owner_cell(st.owner)] if owners else []
+        table.add_row(st.route, st.kind, *owner, aws, nats, dlq, verdict)
+    table.caption = "AWS: visible/in flight/delayed · NATS: pending/unacknowledged"
+    if owners:
+        table.caption += " · owner: the fleet member holding the route's lease, its age"
     return table
 
 
