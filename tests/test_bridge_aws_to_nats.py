@@ -23,22 +23,18 @@ from typing import Any
 
 import pytest
 
-from snsq2nats.apply import anchor_new_sources
 from snsq2nats.bridge.codec import AWS_MESSAGE_ID_HEADER, headers_to_attributes
 from snsq2nats.bridge.context import BridgeContext, Timings
-from snsq2nats.bridge.nats_to_sns import run_nats_to_sns
-from snsq2nats.bridge.nats_to_sqs import run_nats_to_sqs
 from snsq2nats.bridge.runtime import RUNNERS, run_bridge
 from snsq2nats.bridge.sns_to_nats import cleanup_sns_to_nats
 from snsq2nats.demo.nats_server import NatsCluster, NatsServer
 from snsq2nats.jetstream import api as jetstream
-from snsq2nats.jetstream.api import api, create_consumer, create_stream, update_stream
+from snsq2nats.jetstream.api import create_stream
 from snsq2nats.jetstream.connect import NatsOptions, connect_nats
-from snsq2nats.jetstream.spec import NS, ConsumerSpec, ServerInfo, StreamSource, StreamSpec
+from snsq2nats.jetstream.spec import ServerInfo
 from snsq2nats.plan.buckets import fleet_bucket_spec
 from snsq2nats.plan.model import Plan, Route
 from tests.fixtures.aws import AwsEndpoint
-from tests.fixtures.bridge import FAST
 from tests.fixtures.wait import until
 
 N = 200
@@ -325,37 +321,14 @@ async def stream_messages(url: str, stream: str) -> list[Any]:
         await nc.close()
 
 
-async def test_nats_topic_origin_is_dropped_only_from_the_source_start(
+async def test_every_copy_in_a_queue_is_relayed_under_its_topic_id(
     aws: AwsEndpoint, nats_server: NatsServer
 ) -> None:
-    """SNS copies of NATS topic messages: dropped when the queue stream's source from that
-    topic stream starts at or before their sequence, relayed (under `<stream>:<seq>`) when it
-    starts later or does not exist; a queue message NATS handed SQS (plain `nats`) and
-    AWS-published ones are relayed."""
+    """What SQS holds for a queue is that queue's one copy (see plan.routes): SNS copies of NATS
+    topic messages are relayed under `<stream>:<seq>` whatever their sequence, like a queue
+    message NATS handed SQS (plain `nats`) and AWS-published ones; nothing is dropped."""
     url = aws.client("sqs").create_queue(QueueName="billing")["QueueUrl"]
-    nc = await connect_nats(NatsOptions(servers=[nats_server.url]))
-    try:
-        js = nc.jetstream()
-        await js.add_stream(name="sns_orders", subjects=["sns.orders"])
-        for seq in range(1, 7):
-            await js.publish("sns.orders", f"topic-{seq}".encode())
-        await create_stream(
-            nc,
-            StreamSpec(
-                name="sqs_billing",
-                subjects=["sqs.billing"],
-                duplicate_window=300 * NS,
-                sources=[StreamSource(name="sns_orders", opt_start_seq=4)],
-            ),
-            pedantic=False,
-        )
-
-        async def sourced() -> bool:
-            return (await js.stream_info("sqs_billing")).state.messages == 3
-
-        await until(sourced, what="the source copied sequences 4-6")
-    finally:
-        await nc.close()
+    await add_stream(nats_server.url, "sqs_billing", ["sqs.billing"])
     copies = {
         seq: send_one(aws, url, f"topic-{seq}", MessageAttributes=origin(f"nats:sns_orders:{seq}"))
         for seq in range(1, 7)
@@ -367,20 +340,18 @@ async def test_nats_topic_origin_is_dropped_only_from_the_source_start(
     async with InProcess(aws, nats_server.url, [route]) as bridge:
         await until(lambda: queue_depth(aws, url) == (0, 0), what="queue empty")
     assert set(bridge.recorder.deleted) == {*copies.values(), other, *own, *plain}
-    assert bridge.ctx is not None and bridge.ctx.metrics["sqs:billing"].skipped == 3
+    assert bridge.ctx is not None and bridge.ctx.metrics["sqs:billing"].skipped == 0
 
     msgs = await stream_messages(nats_server.url, "sqs_billing")
     bodies = Counter(m.data.decode() for m in msgs)
-    # Every topic message exactly once: 1-3 through SQS, 4-6 through the source.
     assert bodies == Counter(
         [*(f"topic-{s}" for s in range(1, 7)), "other-2", *(f"own-{i}" for i in range(3))]
         + [f"order-{i}" for i in range(3)]
     )
-    relayed = {m.data.decode(): m.headers for m in msgs if m.headers.get("Snsq2nats-Route")}
-    for seq in (1, 2, 3):
+    relayed = {m.data.decode(): m.headers for m in msgs}
+    for seq in range(1, 7):
         assert relayed[f"topic-{seq}"]["Nats-Msg-Id"] == f"sns_orders:{seq}"
         assert relayed[f"topic-{seq}"][AWS_MESSAGE_ID_HEADER] == copies[seq]
-    assert not {f"topic-{seq}" for seq in (4, 5, 6)} & set(relayed)
     assert relayed["other-2"]["Nats-Msg-Id"] == "sns_other:2"
     assert {relayed[f"own-{i}"]["Nats-Msg-Id"] for i in range(3)} == set(own)
     assert all("snsq2nats.origin" not in h for h in relayed.values())
@@ -410,187 +381,6 @@ async def test_relayed_topic_copy_deduplicates_with_the_filter_routers_copy(
     assert len(bridge.recorder.deleted) == 3
     msgs = await stream_messages(nats_server.url, "sqs_fraud")
     assert sorted(m.data.decode() for m in msgs) == ["big-5", "big-7", "big-8"]
-
-
-async def test_filter_router_start_decides_which_sns_copies_are_dropped(
-    aws: AwsEndpoint, nats_server: NatsServer
-) -> None:
-    """A filter router feeding the queue covers its topic from its start sequence on (apply
-    anchors it there): SNS copies from that sequence on are dropped, earlier ones relayed."""
-    url = aws.client("sqs").create_queue(QueueName="fraud")["QueueUrl"]
-    await add_stream(nats_server.url, "sqs_fraud", ["sqs.fraud"])
-    nc = await connect_nats(NatsOptions(servers=[nats_server.url]))
-    try:
-        js = nc.jetstream()
-        await js.add_stream(name="sns_orders", subjects=["sns.orders"])
-        for seq in range(1, 9):
-            await js.publish("sns.orders", f"topic-{seq}".encode())
-        await api(
-            nc,
-            "$JS.API.CONSUMER.CREATE.sns_orders.snsq2nats-filter-fraud",
-            {
-                "stream_name": "sns_orders",
-                "config": {
-                    "durable_name": "snsq2nats-filter-fraud",
-                    "ack_policy": "explicit",
-                    "deliver_policy": "by_start_sequence",
-                    "opt_start_seq": 7,
-                },
-            },
-        )
-    finally:
-        await nc.close()
-    for seq in (5, 7, 8):
-        send_one(aws, url, f"big-{seq}", MessageAttributes=origin(f"nats:sns_orders:{seq}"))
-    route = sqs_route(aws, "fraud", "sqs_fraud", "sqs.fraud")
-    router = Route(
-        name="filter:orders->fraud",
-        kind="filter-router",
-        source_arn="arn:aws:sns:us-east-1:123456789012:orders:sub",
-        aws_arn="arn:aws:sns:us-east-1:123456789012:orders",
-        stream="sns_orders",
-        consumer="snsq2nats-filter-fraud",
-        subject="sqs.fraud",
-        target_stream="sqs_fraud",
-    )
-    bridge = InProcess(aws, nats_server.url, [route])
-    bridge.plan_routes = [route, router]
-    async with bridge:
-        await until(lambda: queue_depth(aws, url) == (0, 0), what="queue empty")
-    assert bridge.ctx is not None and bridge.ctx.metrics["sqs:fraud"].skipped == 2
-    msgs = await stream_messages(nats_server.url, "sqs_fraud")
-    assert [m.data.decode() for m in msgs] == ["big-5"]
-
-
-def consume_on_aws(aws: AwsEndpoint, url: str, bodies: set[str]) -> set[str]:
-    """What an AWS worker does: receive, process and delete these; leave the rest queued."""
-    sqs = aws.client("sqs")
-    got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get(
-        "Messages", []
-    )
-    done = set()
-    for m in got:
-        if m["Body"] in bodies:
-            sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
-            done.add(m["Body"])
-        else:
-            sqs.change_message_visibility(
-                QueueUrl=url, ReceiptHandle=m["ReceiptHandle"], VisibilityTimeout=0
-            )
-    return done
-
-
-async def test_consumers_moving_to_nats_get_each_topic_message_once(
-    aws: AwsEndpoint, nats_server: NatsServer
-) -> None:
-    """The cutover of one subscribed queue, end to end. While billing's consumers are on AWS,
-    SNS delivers the topic's NATS-published messages (through nats-to-sns) and NATS queue
-    producers' messages (through nats-to-sqs) into SQS. Apply then adds the topic source,
-    anchored after the topic's last message, and sqs-to-nats starts: the SQS backlog is
-    relayed, later SNS copies are dropped, and the queue stream has every message the AWS
-    workers did not process, once."""
-    sns, sqs = aws.client("sns"), aws.client("sqs")
-    topic_arn = sns.create_topic(Name="orders")["TopicArn"]
-    urls: dict[str, str] = {}
-    for name in ("billing", "audit"):  # audit stays on AWS: nats-to-sns keeps running
-        urls[name] = sqs.create_queue(QueueName=name)["QueueUrl"]
-        arn = sqs.get_queue_attributes(QueueUrl=urls[name], AttributeNames=["QueueArn"])[
-            "Attributes"
-        ]["QueueArn"]
-        sns.subscribe(
-            TopicArn=topic_arn,
-            Protocol="sqs",
-            Endpoint=arn,
-            Attributes={"RawMessageDelivery": "true"},
-        )
-    billing_arn = f"arn:aws:sqs:{aws.region}:123456789012:billing"
-    queue_stream = StreamSpec(name="sqs_billing", subjects=["sqs.billing"], retention="workqueue")
-    to_sns = Route(
-        name="to-sns:orders",
-        kind="nats-to-sns",
-        source_arn=topic_arn,
-        aws_arn=topic_arn,
-        stream="sns_orders",
-        consumer="snsq2nats-to-sns",
-        subject="sns.orders",
-        relay_subjects=["sns.orders"],
-    )
-    to_sqs = Route(
-        name="to-sqs:billing",
-        kind="nats-to-sqs",
-        source_arn=billing_arn,
-        aws_arn=billing_arn,
-        stream="sqs_billing",
-        consumer="billing",
-        subject="sqs.billing",
-        relay_subjects=["sqs.billing"],
-    )
-
-    nc = await connect_nats(NatsOptions(servers=[nats_server.url]))
-    try:
-        js = nc.jetstream()
-        await create_stream(
-            nc,
-            StreamSpec(name="sns_orders", subjects=["sns.orders", "aws.sns.orders"]),
-            pedantic=False,
-        )
-        await create_stream(nc, queue_stream, pedantic=False)
-        for stream, durable in (("sns_orders", "snsq2nats-to-sns"), ("sqs_billing", "billing")):
-            await create_consumer(
-                nc, ConsumerSpec(stream_name=stream, durable_name=durable), pedantic=False
-            )
-
-        async def relay(route: Route, runner: Any, stream: str, durable: str) -> None:
-            ctx = BridgeContext(plan=plan_with([route]), nc=nc, sqs=sqs, sns=sns, timings=FAST)
-            task = asyncio.create_task(runner(ctx, route))
-
-            async def drained() -> bool:
-                info = await api(nc, f"$JS.API.CONSUMER.INFO.{stream}.{durable}")
-                return info["num_pending"] == 0 and info["num_ack_pending"] == 0
-
-            try:
-                await until(drained, what=f"{route.name} drained")
-            finally:
-                ctx.stopping.set()
-                await asyncio.wait_for(task, 15)
-
-        # Consumers on AWS: topic messages 1-3 and two queue messages reach SQS.
-        for seq in range(1, 4):
-            await js.publish("sns.orders", f"topic-{seq}".encode())
-        for i in range(2):
-            await js.publish("sqs.billing", f"own-{i}".encode())
-        await relay(to_sns, run_nats_to_sns, "sns_orders", "snsq2nats-to-sns")
-        await relay(to_sqs, run_nats_to_sqs, "sqs_billing", "billing")
-        assert queue_depth(aws, urls["billing"]) == (5, 0)
-        # The AWS workers process two of them before the cutover: NATS must never see those.
-        processed = consume_on_aws(aws, urls["billing"], {"topic-1", "own-0"})
-        assert processed == {"topic-1", "own-0"}
-
-        # Cutover: the source is added to the live queue stream, as apply does.
-        live = (await api(nc, "$JS.API.STREAM.INFO.sqs_billing"))["config"]
-        wanted = queue_stream.model_copy(
-            update={"sources": [StreamSource(name="sns_orders", filter_subject="sns.orders")]}
-        )
-        anchored = await anchor_new_sources(nc, wanted, live)
-        assert [s.opt_start_seq for s in anchored.sources or []] == [4]
-        await update_stream(nc, anchored, pedantic=False, base=live)
-        for seq in range(4, 7):
-            await js.publish("sns.orders", f"topic-{seq}".encode())
-        await relay(to_sns, run_nats_to_sns, "sns_orders", "snsq2nats-to-sns")
-    finally:
-        await nc.close()
-    assert queue_depth(aws, urls["billing"]) == (6, 0)
-
-    route = sqs_route(aws, "billing", "sqs_billing", "sqs.billing")
-    async with InProcess(aws, nats_server.url, [route]) as bridge:
-        await until(lambda: queue_depth(aws, urls["billing"]) == (0, 0), what="billing empty")
-    assert bridge.ctx is not None and bridge.ctx.metrics["sqs:billing"].skipped == 3
-    msgs = await stream_messages(nats_server.url, "sqs_billing")
-    assert Counter(m.data.decode() for m in msgs) == Counter(
-        [*(f"topic-{s}" for s in range(2, 7)), "own-1"]
-    )
-    # The queue still on AWS got every topic message from SNS, once.
-    assert queue_depth(aws, urls["audit"]) == (6, 0)
 
 
 async def test_sns_topic_through_the_bridge_owned_queue(

@@ -311,9 +311,12 @@ async def test_fifo_group_and_dedup_ids(nc: Any, js: Any, aws: AwsEndpoint) -> N
     assert group == ["a1", "a2", "a3"]
 
 
-async def test_loop_prevention_and_relay_subjects(nc: Any, js: Any, aws: AwsEndpoint) -> None:
-    """Messages that came from AWS (origin header) and copies that reached the queue stream
-    from a topic stream are acked without relaying; the queue's own subjects are relayed."""
+async def test_a_queue_relay_carries_everything_its_workers_would_get(
+    nc: Any, js: Any, aws: AwsEndpoint
+) -> None:
+    """nats-to-sqs is the AWS side's way into the queue's one durable: its own messages, copies
+    a topic stream source brought, and what sqs-to-nats relayed while the consumers were on NATS
+    (origin `aws`, moved back) all go to SQS; a relay restricted to subjects skips the rest."""
     url, arn = queue(aws, "mixed")
     await setup_stream(nc, "q_mixed", ["sqs.mixed", "sns.news.>"])
     await publish(js, "sqs.mixed", b"own-1")
@@ -322,11 +325,19 @@ async def test_loop_prevention_and_relay_subjects(nc: Any, js: Any, aws: AwsEndp
     await publish(js, "sqs.mixed", b"own-2")
 
     ctx = make_ctx(nc, aws)
-    route = sqs_route(arn, "q_mixed", relay_subjects=["sqs.mixed"])
+    route = sqs_route(arn, "q_mixed")
     await run_until(run_nats_to_sqs, ctx, route, lambda: drained(nc, "q_mixed"))
     got = receive_all(aws.client("sqs"), url)
-    assert sorted(m["Body"] for m in got) == ["own-1", "own-2"]
-    assert ctx.route_metrics(route).skipped == 2
+    assert sorted(m["Body"] for m in got) == ["from-aws", "own-1", "own-2", "topic-copy"]
+    assert ctx.route_metrics(route).skipped == 0
+
+    await publish(js, "sqs.mixed", b"own-3")
+    await publish(js, "sns.news.sport", b"topic-copy-2")
+    restricted = sqs_route(arn, "q_mixed", relay_subjects=["sqs.mixed"])
+    again = make_ctx(nc, aws)
+    await run_until(run_nats_to_sqs, again, restricted, lambda: drained(nc, "q_mixed"))
+    assert [m["Body"] for m in receive_all(aws.client("sqs"), url)] == ["own-3"]
+    assert again.route_metrics(restricted).skipped == 1
 
 
 def test_subject_patterns() -> None:

@@ -49,7 +49,7 @@ def _subscriptions(plan: Plan, topic: Resource) -> list[Resource]:
 def _emulated(plan: Plan, sub: Resource) -> bool:
     return any(
         route.kind == "filter-router" and route.source_arn == sub.source_arn
-        for route in plan.routes
+        for route in [*plan.routes, *plan.candidate_routes]
     )
 
 
@@ -118,7 +118,7 @@ async def check_topic(run: CanaryRun, topic: Resource) -> list[CheckResult]:
     # a stray canary afterwards; the sweep looks there.
     fed = {t.stream for t in targets} | {
         r.target_stream
-        for r in run.plan.routes
+        for r in [*run.plan.routes, *run.plan.candidate_routes]
         if r.kind == "filter-router" and r.stream == topic.stream and r.target_stream
     }
 
