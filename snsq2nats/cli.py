@@ -723,29 +723,34 @@ def status(
     from snsq2nats.bridge.runtime import select_routes
     from snsq2nats.errors import UsageError
     from snsq2nats.jetstream.connect import NatsOptions
+    from snsq2nats.report.cutover import cutover_state_table
     from snsq2nats.report.status import status_line, status_table
 
     out = Output()
     plan = plan_for(out, plan_path, kwargs, live=False)
-    routes = select_routes(plan.routes, "both", route_globs)
+    candidates = plan.candidate_routes or plan.routes
+    routes = select_routes(candidates, "both", route_globs)
     if not routes:
         raise UsageError(
             "no bridge routes selected",
-            hint="routes in the plan: " + (", ".join(r.name for r in plan.routes) or "none"),
+            hint="routes in the plan: " + (", ".join(r.name for r in candidates) or "none"),
         )
     nats = NatsOptions.resolve(kwargs["server"], kwargs["nats_context"])
-    statuses = asyncio.run(_collect_status(nats, plan, routes, kwargs["endpoint_url"]))
+    statuses, records = asyncio.run(_collect_status(nats, plan, routes, kwargs["endpoint_url"]))
     if as_json:
         out.data(
             jsonlib.dumps(
                 {
                     "drained": all(s.drained for s in statuses),
                     "routes": [s.to_dict() for s in statuses],
+                    "cutover": [r.model_dump(mode="json") for r in records],
                 },
                 indent=2,
             )
         )
     else:
+        if records:
+            out.info(cutover_state_table(records))
         out.info(status_table(statuses))
         out.info(status_line(statuses))
     if not all(s.drained for s in statuses):
@@ -754,11 +759,16 @@ def status(
 
 async def _collect_status(
     nats: Any, plan: Plan, routes: list[Any], endpoint_url: str | None
-) -> list[Any]:
+) -> tuple[list[Any], list[Any]]:
+    """The routes the live cutover state runs (of those selected), their backlogs, and the
+    recorded cutover state."""
     import boto3
 
     from snsq2nats import status as status_lib
+    from snsq2nats.cutover import read_records
     from snsq2nats.jetstream.connect import connect_nats
+    from snsq2nats.plan.moves import current_view
+    from snsq2nats.plan.routes import route_active
 
     session = boto3.Session()
     clients: dict[str, Any] = {}
@@ -770,7 +780,11 @@ async def _collect_status(
 
     nc = await connect_nats(nats, name="snsq2nats status")
     try:
-        return await status_lib.collect(nc, sqs_for, plan, routes)
+        records = await read_records(nc)
+        view = current_view(plan, records)
+        running = [r for r in routes if route_active(r, view)]
+        statuses = await status_lib.collect(nc, sqs_for, plan, running)
+        return statuses, sorted(records.values(), key=lambda r: r.name)
     finally:
         await nc.close()
 

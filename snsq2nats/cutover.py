@@ -230,9 +230,14 @@ async def wait_for_bridges(
     first = True
     last_said = 0.0
     while True:
-        values = await read_bucket(nc, FLEET_BUCKET, MEMBERS + ">")
+        try:
+            values = await read_bucket(nc, FLEET_BUCKET, MEMBERS + ">")
+        except Exception as exc:  # a busy or electing server: read again
+            log.debug("reading the fleet's heartbeats failed (%s): retrying", exc)
+            await asyncio.sleep(POLL / 2)
+            continue
         if values is None:
-            return []
+            return []  # no fleet bucket: no bridge has ever run against this plan
         now = time.monotonic()
         for entry in values.values():
             try:

@@ -81,6 +81,7 @@ def cli(*args: str | Path) -> Any:
 
 
 def start_bridge(plan: Path, url: str) -> subprocess.Popen[bytes]:
+    log = plan.with_name(f"bridge-{time.monotonic_ns()}.log").open("wb")
     return subprocess.Popen(
         [
             sys.executable,
@@ -101,8 +102,32 @@ def start_bridge(plan: Path, url: str) -> subprocess.Popen[bytes]:
             str(TTL),
         ],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=log,
     )
+
+
+async def members(url: str) -> set[str]:
+    """The bridge fleet members whose heartbeat is fresh (within the lease TTL)."""
+    from snsq2nats.bridge.fleet import MEMBERS, Heartbeat
+    from snsq2nats.jetstream.state import read_bucket
+    from snsq2nats.plan.buckets import FLEET_BUCKET
+
+    nc = await connect_nats(NatsOptions(servers=[url]))
+    try:
+        values = await read_bucket(nc, FLEET_BUCKET, MEMBERS + ">") or {}
+    finally:
+        await nc.close()
+    beats = [(Heartbeat.model_validate_json(v.value), v.written) for v in values.values()]
+    return {b.member for b, written in beats if not b.leaving and time.time() - written < TTL}
+
+
+async def joined(url: str, pids: set[int]) -> None:
+    """Wait until every bridge process in `pids` beats (a member id is host-pid-random)."""
+
+    async def all_in() -> bool:
+        return pids <= {int(m.split("-")[-2]) for m in await members(url)}
+
+    await until(all_in, what=f"bridges {sorted(pids)} to join the fleet", timeout=120)
 
 
 # --- the applications -----------------------------------------------------------------------------
@@ -319,6 +344,7 @@ async def run_journey(
         journey.apps[name] = App(name)
         journey.aws_workers[name] = AwsWorker(aws, urls[name], journey.apps[name], raw)
     processes = [start_bridge(plan_path, server.url) for _ in range(bridges)]
+    await joined(server.url, {p.pid for p in processes})
     producers = Producers(aws, urls["topic"], server.url, plan)
     try:
         await until(lambda: producers.count >= 20, what="traffic")
@@ -329,6 +355,8 @@ async def run_journey(
                 victim.send_signal(signal.SIGKILL)
                 victim.wait()
                 processes.append(start_bridge(plan_path, server.url))
+                # The move is made while the dead member still looks alive to the others
+                # (for a lease TTL) and its replacement starts.
             await step
             mark = producers.count
             await until(lambda: producers.count >= mark + 20, what=f"traffic after {name}")

@@ -22,6 +22,7 @@ from typing import Literal
 from snsq2nats.plan.buckets import FLEET_BUCKET, bucket_stream
 from snsq2nats.plan.model import Plan, Resource, Route
 from snsq2nats.plan.routes import RELAY_PREFIX
+from snsq2nats.plan.states import CUTOVER_BUCKET
 
 Role = Literal["producer", "consumer", "publisher", "subscriber", "principal", "bridge", "admin"]
 API = "$JS.API"
@@ -287,9 +288,29 @@ def fleet_grants() -> list[str]:
     ]
 
 
+def cutover_read_grants() -> list[str]:
+    """What a bridge does with the cutover state (`bridge.follow`): read it (a counted pull
+    of each key's last value) and watch it. Read only: `snsq2nats cutover` (the admin) writes."""
+    stream = bucket_stream(CUTOVER_BUCKET)
+    return [
+        f"{API}.STREAM.INFO.{stream}",
+        f"{API}.CONSUMER.CREATE.{stream}",
+        f"{API}.CONSUMER.CREATE.{stream}.>",
+        f"{API}.CONSUMER.INFO.{stream}.*",
+        f"{API}.CONSUMER.MSG.NEXT.{stream}.*",
+        f"$JS.FC.{stream}.>",
+    ]
+
+
 def bridge_identity(plan: Plan, subjects: _Subjects) -> Identity:
-    publish = [f"{API}.STREAM.NAMES", f"{API}.STREAM.LIST", *fleet_grants()]
-    for route in plan.routes:
+    publish = [
+        f"{API}.STREAM.NAMES",
+        f"{API}.STREAM.LIST",
+        *fleet_grants(),
+        *cutover_read_grants(),
+    ]
+    # Any route a cutover state may run: a move switches relays without new credentials.
+    for route in plan.candidate_routes or plan.routes:
         if route.stream:
             publish.append(f"{API}.STREAM.INFO.{route.stream}")
         publish += _route_publish(route, subjects)
@@ -327,7 +348,7 @@ def identities(plan: Plan) -> list[Identity]:
         elif resource.kind == "sns-topic":
             out += topic_identities(resource, subjects)
     out += principal_identities(plan, subjects)
-    if plan.routes:
+    if plan.candidate_routes or plan.routes:
         out.append(bridge_identity(plan, subjects))
     out.append(admin_identity(plan, subjects))
     return out

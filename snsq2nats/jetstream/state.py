@@ -152,7 +152,13 @@ async def read_bucket(nc: Any, bucket: str, keys: str = ">") -> dict[str, KvValu
             ),
         )
     except NotFoundError:
-        return None
+        # The stream or the new consumer: only a missing stream means "no bucket".
+        try:
+            await api(nc, f"{API_PREFIX}.STREAM.INFO.{stream}", None, 5.0)
+        except JetStreamApiError as err:
+            if err.err_code == ERR_STREAM_NOT_FOUND:
+                return None
+        raise
     values: dict[str, KvValue] = {}
     try:
         left = (await sub.consumer_info()).num_pending

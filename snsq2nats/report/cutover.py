@@ -86,3 +86,21 @@ def history_table(name: str, records: list[CutoverRecord]) -> Table:
     if not records:
         table.caption = "never moved: where the plan's mapping puts it"
     return table
+
+
+def cutover_state_table(records: list[CutoverRecord]) -> Table:
+    """The resources `snsq2nats cutover` moved: where they are now, and the last change."""
+    table = Table(title="Cutover state", title_justify="left")
+    for column in ("resource", "now", "last change", "by", "revision"):
+        table.add_column(column, overflow="fold")
+    for record in records:
+        change = record.change
+        table.add_row(
+            record.name,
+            _sides(record.state),
+            f"{change.at} · {change.command}" if change else "",
+            change.by if change else "",
+            str(record.revision),
+        )
+    table.caption = "`snsq2nats cutover history NAME` lists every change"
+    return table

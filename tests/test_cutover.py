@@ -1,0 +1,361 @@
+"""`snsq2nats cutover` on a real nats-server and moto: bad input, dry runs, history, a move made
+while no bridge runs, and a FIFO queue moved to NATS and back with each group kept in order.
+
+The whole migration under traffic is tests/test_cutover_journey.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from snsq2nats.apply import apply_plan
+from snsq2nats.aws.clients import RegionClients
+from snsq2nats.cli import main
+from snsq2nats.cutover import CutoverRequest, history, open_state, run_cutover
+from snsq2nats.demo.nats_server import NatsServer
+from snsq2nats.errors import CutoverError, UsageError
+from snsq2nats.jetstream.api import api
+from snsq2nats.jetstream.connect import NatsOptions, connect_nats
+from snsq2nats.plan.model import Plan
+from snsq2nats.plan.pipeline import PlanRequest, make_plan
+from tests.fixtures.aws import AwsEndpoint
+from tests.fixtures.wait import until
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def seed(aws: AwsEndpoint) -> dict[str, str]:
+    sqs, sns = aws.client("sqs"), aws.client("sns")
+    topic = sns.create_topic(Name="orders")["TopicArn"]
+    urls = {"topic": topic}
+    for name in ("billing", "jobs.fifo"):
+        attributes = {"FifoQueue": "true"} if name.endswith(".fifo") else {}
+        urls[name] = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+    arn = f"arn:aws:sqs:{aws.region}:123456789012:billing"
+    sns.subscribe(
+        TopicArn=topic, Protocol="sqs", Endpoint=arn, Attributes={"RawMessageDelivery": "true"}
+    )
+    return urls
+
+
+async def planned(aws: AwsEndpoint, server: NatsServer, tmp_path: Path, *, apply: bool) -> Plan:
+    from snsq2nats.aws import scan as aws_scan
+    from snsq2nats.aws.clients import make_clients
+
+    inventory = await asyncio.to_thread(
+        aws_scan.scan, make_clients(aws.session(), [aws.region], aws.url)
+    )
+    path = tmp_path / "inventory.json"
+    path.write_text(inventory.to_json())
+    plan = await asyncio.to_thread(
+        make_plan,
+        PlanRequest(inventory_path=path),
+        scan=lambda: inventory,
+        nats=NatsOptions(servers=[server.url]),
+    )
+    if apply:
+        nc = await connect_nats(NatsOptions(servers=[server.url]))
+        try:
+            assert (await apply_plan(nc, plan, allow_destructive=False)).ok
+        finally:
+            await nc.close()
+    return plan
+
+
+async def cutover(
+    server: NatsServer,
+    aws: AwsEndpoint,
+    plan: Plan,
+    side: str,
+    names: list[str],
+    to: str | None,
+    **kw: Any,
+) -> Any:
+    nc = await connect_nats(NatsOptions(servers=[server.url]))
+    try:
+        clients = RegionClients(aws.region, aws.client("sqs"), aws.client("sns"))
+        request = CutoverRequest(side=side, names=names, to=to, by="tester", command="test", **kw)  # type: ignore[arg-type]
+        return await run_cutover(nc, plan, request, aws=clients)
+    finally:
+        await nc.close()
+
+
+# --- bad input ----------------------------------------------------------------------------------
+
+
+async def test_bad_input_says_what_where_and_what_to_do(
+    aws: AwsEndpoint, nats_server: NatsServer, tmp_path: Path
+) -> None:
+    seed(aws)
+    plan = await planned(aws, nats_server, tmp_path, apply=False)
+
+    # Nothing applied yet: no state bucket.
+    with pytest.raises(CutoverError) as missing:
+        await cutover(nats_server, aws, plan, "consumers", ["billing"], "nats")
+    assert "snsq2nats_cutover does not exist" in missing.value.what
+    assert "snsq2nats apply" in (missing.value.hint or "")
+
+    plan = await planned(aws, nats_server, tmp_path, apply=True)
+    with pytest.raises(UsageError) as unknown:
+        await cutover(nats_server, aws, plan, "consumers", ["biling"], "nats")
+    assert "no queue or topic named 'biling'" in unknown.value.what
+    assert "billing" in (unknown.value.hint or "")
+
+    with pytest.raises(UsageError) as topic:
+        await cutover(nats_server, aws, plan, "consumers", ["orders"], "nats")
+    assert "topics have no consumers of their own" in topic.value.what
+    assert "cutover producers orders" in (topic.value.hint or "")
+
+    with pytest.raises(UsageError) as early:
+        await cutover(nats_server, aws, plan, "finish", ["billing"], None)
+    assert "cannot be finished yet" in early.value.what
+    assert "consumers are on AWS" in early.value.what
+
+    # A stream the plan needs was removed: the move names it and the apply to run.
+    nc = await connect_nats(NatsOptions(servers=[nats_server.url]))
+    try:
+        await api(nc, "$JS.API.STREAM.DELETE.sqs_billing")
+        with pytest.raises(CutoverError) as unapplied:
+            await run_cutover(
+                nc,
+                plan,
+                CutoverRequest(side="consumers", names=["billing"], to="nats"),
+            )
+        assert "stream sqs_billing does not exist" in unapplied.value.what
+        assert "snsq2nats apply" in (unapplied.value.hint or "")
+        # Nothing was recorded by the refused move.
+        assert await history(await open_state(nc), plan.resources[0].source_arn) == []
+    finally:
+        await nc.close()
+
+
+async def test_dry_run_records_nothing_and_a_move_is_history(
+    aws: AwsEndpoint, nats_server: NatsServer, tmp_path: Path
+) -> None:
+    seed(aws)
+    plan = await planned(aws, nats_server, tmp_path, apply=True)
+    plan_path = tmp_path / "plan.json"
+    plan_path.write_text(plan.to_json())
+    runner = CliRunner()
+
+    def cli(*args: str) -> Any:
+        return runner.invoke(main, [*args, "--plan", str(plan_path), "-s", nats_server.url])
+
+    dry = await asyncio.to_thread(
+        cli, "cutover", "consumers", "billing", "--to", "nats", "--dry-run", "--json"
+    )
+    assert dry.exit_code == 0, dry.output
+    doc = json.loads(dry.stdout)
+    (move,) = doc["moves"]
+    assert doc["dry_run"] and doc["revision"] is None
+    assert move["start"] == ["sqs:billing"] and move["after"]["consumers"] == "nats"
+    assert any("bind to the durable `billing`" in step for step in move["steps"])
+
+    empty = await asyncio.to_thread(cli, "cutover", "history", "billing", "--json")
+    assert json.loads(empty.stdout) == []
+
+    for to in ("nats", "aws"):
+        moved = await asyncio.to_thread(cli, "cutover", "consumers", "billing", "--to", to)
+        assert moved.exit_code == 0, moved.output
+        assert "no bridge is running" in moved.output
+    same = await asyncio.to_thread(cli, "cutover", "consumers", "billing", "--to", "aws")
+    assert "no change" in same.output
+
+    shown = await asyncio.to_thread(cli, "cutover", "history", "billing", "--json")
+    changes = json.loads(shown.stdout)
+    assert [(c["change"]["previous"]["consumers"], c["state"]["consumers"]) for c in changes] == [
+        ("aws", "nats"),
+        ("nats", "aws"),
+    ]
+    assert all(c["change"]["by"] and c["change"]["at"] for c in changes)
+    table = await asyncio.to_thread(cli, "cutover", "history", "billing")
+    assert "Cutover history of billing" in table.output and "tester" not in table.output
+    assert "--to aws" in table.output
+
+    # The plan reads the live state and says where it came from.
+    replanned = await asyncio.to_thread(
+        make_plan,
+        PlanRequest(inventory_path=tmp_path / "inventory.json"),
+        scan=lambda: None,  # type: ignore[arg-type,return-value]
+        nats=NatsOptions(servers=[nats_server.url]),
+    )
+    billing = next(r for r in replanned.resources if r.name == "billing")
+    assert replanned.cutover_origin[billing.source_arn] == "live"
+    assert not replanned.pending  # a move changes no JetStream object
+
+
+# --- moves and the bridge -------------------------------------------------------------------------
+
+
+class Bridge:
+    """One in-process bridge following the live cutover state."""
+
+    def __init__(self, server: NatsServer, aws: AwsEndpoint, plan: Plan) -> None:
+        from snsq2nats.bridge.runtime import select_routes
+        from snsq2nats.bridge.session import bridge_session
+
+        self.stop = asyncio.Event()
+        self.task = asyncio.create_task(
+            bridge_session(
+                NatsOptions(servers=[server.url]),
+                plan,
+                plan.candidate_routes,
+                regions=(aws.region,),
+                endpoint_url=aws.url,
+                settings={"wait_time_seconds": 1, "visibility_timeout": 5},
+                duration=None,
+                metrics_port=None,
+                cleanup=False,
+                stop=self.stop,
+                lease_ttl=3.0,
+                select=lambda routes: select_routes(routes, "both"),
+            )
+        )
+
+    async def close(self) -> None:
+        self.stop.set()
+        await asyncio.wait_for(self.task, 60)
+
+
+async def stream_bodies(url: str, stream: str) -> list[str]:
+    nc = await connect_nats(NatsOptions(servers=[url]))
+    try:
+        js = nc.jetstream()
+        info = await js.stream_info(stream)
+        if not info.state.messages:
+            return []
+        return [
+            (await js.get_msg(stream, seq)).data.decode()
+            for seq in range(info.state.first_seq, info.state.last_seq + 1)
+        ]
+    finally:
+        await nc.close()
+
+
+async def test_a_move_made_while_no_bridge_runs_takes_effect_when_one_starts(
+    aws: AwsEndpoint, nats_server: NatsServer, tmp_path: Path
+) -> None:
+    urls = seed(aws)
+    plan = await planned(aws, nats_server, tmp_path, apply=True)
+    sqs = aws.client("sqs")
+    for i in range(5):
+        sqs.send_message(QueueUrl=urls["billing"], MessageBody=f"early-{i}")
+    result = await cutover(nats_server, aws, plan, "consumers", ["billing"], "nats")
+    assert result.no_bridge and result.revision
+
+    bridge = Bridge(nats_server, aws, plan)
+    try:
+        for i in range(5):
+            sqs.send_message(QueueUrl=urls["billing"], MessageBody=f"late-{i}")
+
+        async def relayed() -> bool:
+            return len(await stream_bodies(nats_server.url, "sqs_billing")) >= 10
+
+        await until(relayed, what="billing's SQS messages in its stream", timeout=60)
+    finally:
+        await bridge.close()
+    bodies = await stream_bodies(nats_server.url, "sqs_billing")
+    assert sorted(bodies) == sorted(
+        [f"early-{i}" for i in range(5)] + [f"late-{i}" for i in range(5)]
+    )
+
+
+async def test_a_fifo_queue_moves_to_nats_and_back_keeping_each_group_in_order(
+    aws: AwsEndpoint, nats_server: NatsServer, tmp_path: Path
+) -> None:
+    """jobs.fifo's workers: on AWS, then on NATS, then on AWS again (old workers stop at each
+    move, as a FIFO application must: one consumer per group at a time). Producers keep
+    sending to SQS, and NATS producers too once moved; every group arrives complete, once, in
+    order, across both handovers."""
+    urls = seed(aws)
+    plan = await planned(aws, nats_server, tmp_path, apply=True)
+    sqs = aws.client("sqs")
+    resource = next(r for r in plan.resources if r.name == "jobs.fifo")
+    assert resource.stream and resource.consumer
+    processed: list[tuple[str, str]] = []  # (group, body) in processing order
+    sent: dict[str, list[str]] = {"g1": [], "g2": [], "g3": []}
+    counter = iter(range(10_000))
+
+    def send_aws(n: int) -> None:
+        for _ in range(n):
+            for group in sent:
+                body = f"{group}-{next(counter)}"
+                sqs.send_message(
+                    QueueUrl=urls["jobs.fifo"],
+                    MessageBody=body,
+                    MessageGroupId=group,
+                    MessageDeduplicationId=body,
+                )
+                sent[group].append(body)
+
+    def consume_aws() -> int:
+        got = sqs.receive_message(
+            QueueUrl=urls["jobs.fifo"], MaxNumberOfMessages=10, WaitTimeSeconds=1
+        ).get("Messages", [])
+        for m in got:
+            processed.append((m["Body"].split("-")[0], m["Body"]))
+            sqs.delete_message(QueueUrl=urls["jobs.fifo"], ReceiptHandle=m["ReceiptHandle"])
+        return len(got)
+
+    async def consume_nats(until_count: int) -> None:
+        nc = await connect_nats(NatsOptions(servers=[nats_server.url]))
+        try:
+            sub = await nc.jetstream().pull_subscribe_bind(resource.consumer, resource.stream)
+            deadline = time.monotonic() + 60
+            while len(processed) < until_count and time.monotonic() < deadline:
+                try:
+                    msgs = await sub.fetch(1, timeout=1)
+                except Exception:
+                    continue
+                for msg in msgs:
+                    body = msg.data.decode()
+                    processed.append((body.split("-")[0], body))
+                    await msg.ack_sync()
+        finally:
+            await nc.close()
+
+    def total() -> int:
+        return sum(len(v) for v in sent.values())
+
+    bridge = Bridge(nats_server, aws, plan)
+    try:
+        send_aws(4)
+        while len(processed) < 6:
+            await asyncio.to_thread(consume_aws)
+        # The AWS workers stop; the move; NATS workers take over what is left, in order.
+        await cutover(nats_server, aws, plan, "consumers", ["jobs.fifo"], "nats")
+        send_aws(3)
+        await consume_nats(total())
+        assert len(processed) == total()
+        # Back to AWS: what producers on NATS publish now is relayed to SQS, in group order.
+        await cutover(nats_server, aws, plan, "producers", ["jobs.fifo"], "both")
+        nc = await connect_nats(NatsOptions(servers=[nats_server.url]))
+        try:
+            for _ in range(2):
+                for group in sent:
+                    body = f"{group}-{next(counter)}"
+                    await nc.jetstream().publish(
+                        f"sqsfifo.jobs.{group}", body.encode(), headers={"Nats-Msg-Id": body}
+                    )
+                    sent[group].append(body)
+        finally:
+            await nc.close()
+        # --wait: returns once the stream's backlog is in SQS (the old side drained).
+        await cutover(nats_server, aws, plan, "consumers", ["jobs.fifo"], "aws", wait=True)
+        send_aws(2)
+        deadline = time.monotonic() + 90
+        while len(processed) < total() and time.monotonic() < deadline:
+            await asyncio.to_thread(consume_aws)
+    finally:
+        await bridge.close()
+    by_group: dict[str, list[str]] = {g: [] for g in sent}
+    for group, body in processed:
+        by_group[group].append(body)
+    assert by_group == sent
