@@ -215,9 +215,9 @@ async def wait_for_bridges(
 ) -> list[str]:
     """Wait until every live bridge fleet member runs cutover state `revision`; their ids.
 
-    Live: a heartbeat written recently (twice its declared lease TTL, on the server's clock)
-    that keeps moving while we wait. A member that stops beating is dead: its routes go to the
-    others, which already run the new state.
+    Live: a heartbeat written recently (on the server's clock, generously: a busy host beats
+    late) that keeps moving while we wait. A member whose heartbeat stands still for two lease
+    TTLs is dead: its routes go to the others, which already run the new state.
     """
     from pydantic import ValidationError
 
@@ -245,7 +245,8 @@ async def wait_for_bridges(
             except ValidationError:
                 continue
             previous = seen.get(beat.member)
-            if beat.leaving or (first and time.time() - entry.written > 2 * beat.lease_ttl):
+            stale = time.time() - entry.written > max(30.0, 10 * beat.lease_ttl)
+            if beat.leaving or (first and stale):
                 seen.pop(beat.member, None)
                 continue
             if previous is None and not first:
@@ -255,7 +256,8 @@ async def wait_for_bridges(
             seen[beat.member] = (beat, entry.revision, since)
         first = False
         for member, (beat, _, since) in list(seen.items()):
-            if now - since > beat.lease_ttl:
+            # A busy host can delay a beat: dead only after two TTLs without one.
+            if now - since > 2 * beat.lease_ttl:
                 progress(f"bridge {member} stopped beating: its routes go to the others")
                 del seen[member]
         waiting = sorted(m for m, (beat, _, _) in seen.items() if beat.cutover_revision < revision)
