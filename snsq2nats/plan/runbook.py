@@ -242,7 +242,7 @@ def make_runbook(
     plan: Plan,
     records: Mapping[str, CutoverRecord] | None = None,
     *,
-    progress_source: str = "the live cutover state",
+    progress_source: str | None = None,
     notes: list[str] | None = None,
 ) -> Runbook:
     """The ordered moves of the whole estate, marked with the progress `records` record.
@@ -267,7 +267,8 @@ def make_runbook(
     return Runbook(
         plan_generated_at=plan.generated_at,
         groups=groups,
-        progress_source=progress_source,
+        progress_source=progress_source
+        or ("the live cutover state" if records is not None else "the plan's own cutover state"),
         notes=list(notes or []),
     )
 
@@ -506,9 +507,7 @@ class _Writer:
                 "deletes exactly these): " + ", ".join(unused)
             )
         if blocked is not None:
-            changes = [f"cannot be finished yet: {blocked}"] + [
-                f"before it can: {m}" for m in _blocking_steps(estate, arn)
-            ]
+            changes = [f"before it can be: {m}" for m in _blocking_steps(estate, arn)]
         return Step(
             number=number,
             resource=label,
