@@ -573,8 +573,17 @@ def _manual(estate: _Estate, arn: str, *, producers: bool) -> list[str]:
             if sub.kind == "sns-subscription" and sub.stream and sub.stream == resource.stream:
                 entries += [(sub.name, f) for f in sub.fidelity]
     elif producers:
-        # A topic has no workers: everything its notes ask lands on its producers' step.
-        return _unique(f"{f.attribute}: {f.manual_step}" for _, f in entries if f.manual_step)
+        # A topic has no workers: its notes, and those of its subscriptions no mapped queue
+        # reads (a queue's own step carries the others), land on its producers' step.
+        for sub in estate.plan.resources:
+            of_topic = sub.kind == "sns-subscription" and sub.source_arn.startswith(arn + ":")
+            if of_topic and sub.stream is None:
+                entries += [(sub.name, f) for f in sub.fidelity]
+        return _unique(
+            f"{f.attribute}{'' if owner == resource.name else f' ({owner})'}: {f.manual_step}"
+            for owner, f in entries
+            if f.manual_step
+        )
     out = []
     for owner, f in entries:
         if not f.manual_step:
