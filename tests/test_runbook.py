@@ -206,7 +206,6 @@ def test_each_step_is_the_exact_command(plan: Plan) -> None:
     )
     assert step(book, "billing", "finish").command == "snsq2nats cutover finish billing --wait"
     assert step(book, "orders", "finish").command == "snsq2nats cutover finish orders"
-    # A `.fifo` name needs no quoting; one with a shell character does.
     assert step(book, "jobs.fifo", "finish").command == "snsq2nats cutover finish jobs.fifo --wait"
 
 
@@ -339,7 +338,7 @@ def test_a_name_shared_by_a_queue_and_a_topic_is_given_as_its_arn() -> None:
     assert f"snsq2nats cutover producers {tarn('events')} --to both" in commands
 
 
-# --- progress ---------------------------------------------------------------------------------------
+# --- progress -------------------------------------------------------------------------------------
 
 
 def test_recorded_moves_are_marked_done(plan: Plan) -> None:
@@ -382,7 +381,7 @@ def test_without_records_the_marks_follow_the_plans_own_state() -> None:
     assert [s.title for s in book.steps if s.status == "done"] == ["shipping: consumers → NATS"]
 
 
-# --- rendering ---------------------------------------------------------------------------------------
+# --- rendering ------------------------------------------------------------------------------------
 
 
 def test_json_has_stable_keys_and_round_trips(plan: Plan) -> None:
@@ -450,7 +449,7 @@ def test_terminal_table_has_a_row_per_step(plan: Plan) -> None:
     assert "0 of 27 steps done, 2 blocked" in text
 
 
-# --- the command against a real server ---------------------------------------------------------------
+# --- the command against a real server ------------------------------------------------------------
 
 
 def cli(*args: str | Path) -> Any:
