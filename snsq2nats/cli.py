@@ -975,7 +975,7 @@ def runbook(plan_path: Path | None, output: Path | None, as_json: bool, **kwargs
     book = make_runbook(plan, records, notes=[note] if note else None)
     if output is not None:
         write_atomic(output, runbook_markdown(book))
-        out.info(f"wrote {output} ({summary_line(book)})")
+        out.info(f"wrote {output}: {summary_line(book)}")
     if as_json:
         out.data(jsonlib.dumps(book.to_json(), indent=2))
     elif output is None:

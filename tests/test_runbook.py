@@ -220,7 +220,7 @@ def test_every_command_is_a_move_cutover_accepts_in_that_order(plan: Plan) -> No
             (move,) = plan_finish(plan, records, [s.arn])
         else:
             assert s.to is not None
-            (move,) = plan_moves(plan, records, s.action, [s.arn], s.to)  # type: ignore[arg-type]
+            (move,) = plan_moves(plan, records, s.action, [s.arn], s.to)
         assert move.changed, s.title
         records[s.arn] = CutoverRecord(arn=s.arn, kind=s.kind, name=s.resource, state=move.after)
     assert records[qarn("billing")].state.finished
@@ -372,7 +372,7 @@ def test_without_records_the_marks_follow_the_plans_own_state() -> None:
         update={
             "overrides": [
                 *RULES.overrides,
-                Override(match="shipping", cutover={"consumers": "nats"}),
+                Override(match="shipping", cutover=Cutover(consumers="nats")),
             ]
         }
     )

@@ -54,7 +54,9 @@ def runbook_markdown(book: Runbook) -> str:
         "Run each command with the options you give `snsq2nats plan` (or `--plan plan.json`) "
         "and your NATS and AWS options. A step's gate must hold before you run it; moves "
         "of different queues are independent, and any move can be undone with `--to aws` "
-        "(`snsq2nats cutover history NAME` shows who moved what, when).",
+        "(`snsq2nats cutover history NAME` shows who moved what, when). `snsq2nats status` "
+        "reports the routes of the plan it is given: make the plan again after a move "
+        "(`snsq2nats plan` reads the live cutover state) to see the routes the move started.",
         "",
         "## Overview",
         "",
