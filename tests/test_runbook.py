@@ -500,3 +500,20 @@ def test_runbook_without_a_server_says_the_marks_need_one(tmp_path: Path) -> Non
     (note,) = doc["notes"]
     assert "progress marks need one" in note
     assert "progress marks need one" in result.stderr
+
+
+def test_the_bridges_own_queue_found_by_a_later_scan_is_not_moved() -> None:
+    inventory = estate()
+    bridge_queue = "snsq2nats-bridge-orders"
+    inventory = inventory.model_copy(
+        update={
+            "queues": [*inventory.queues, queue(bridge_queue)],
+            "subscriptions": [
+                *inventory.subscriptions,
+                sub("orders", "s-bridge", qarn(bridge_queue), raw_message_delivery=True),
+            ],
+        }
+    )
+    book = make_runbook(make_plan(inventory))
+    assert bridge_queue not in {s.resource for s in book.steps}
+    assert moves_of(book) == moves_of(make_runbook(make_plan()))

@@ -30,6 +30,7 @@ from typing import Any, Literal
 from snsq2nats.errors import UsageError
 from snsq2nats.plan.model import Plan, Resource
 from snsq2nats.plan.moves import QUEUE, TOPIC, current_view, plan_finish, plan_moves
+from snsq2nats.plan.routes import BRIDGE_QUEUE_PREFIX
 from snsq2nats.plan.rules import Cutover
 from snsq2nats.plan.states import CutoverRecord
 
@@ -133,7 +134,13 @@ class _Estate:
 
     @classmethod
     def of(cls, plan: Plan) -> _Estate:
-        queues = {r.source_arn: r for r in plan.resources if r.kind == QUEUE}
+        # The bridge's own queue for a topic is not an application's: a scan made while a
+        # bridge runs finds it, but nothing moves it.
+        queues = {
+            r.source_arn: r
+            for r in plan.resources
+            if r.kind == QUEUE and not r.name.startswith(BRIDGE_QUEUE_PREFIX)
+        }
         topics = {r.source_arn: r for r in plan.resources if r.kind == TOPIC}
         by_stream = {q.stream: arn for arn, q in queues.items() if q.stream}
         topic_queues: dict[str, list[str]] = {arn: [] for arn in topics}
