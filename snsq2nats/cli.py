@@ -961,6 +961,65 @@ def _aws_clients(plan: Plan, kwargs: dict[str, Any]) -> Any:
     return clients
 
 
+@main.command()
+@plan_file_option("Order the moves of")
+@plan_options
+@nats_options
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the runbook as Markdown to this file.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the runbook as JSON to stdout.")
+def runbook(plan_path: Path | None, output: Path | None, as_json: bool, **kwargs: Any) -> None:
+    """The order in which to move the whole estate, step by step, with progress marks."""
+    import asyncio
+    import json as jsonlib
+
+    from snsq2nats.files import write_atomic
+    from snsq2nats.jetstream.connect import NatsOptions
+    from snsq2nats.plan.runbook import make_runbook
+    from snsq2nats.report.runbook import runbook_markdown, runbook_table, summary_line
+
+    out = Output()
+    plan = plan_for(out, plan_path, kwargs, live=False)
+    nats = NatsOptions.resolve(kwargs["server"], kwargs["nats_context"])
+    records, note = asyncio.run(_runbook_records(nats))
+    book = make_runbook(plan, records, notes=[note] if note else None)
+    if output is not None:
+        write_atomic(output, runbook_markdown(book))
+        out.info(f"wrote {output}: {summary_line(book)}")
+    if as_json:
+        out.data(jsonlib.dumps(book.to_json(), indent=2))
+    elif output is None:
+        out.info(runbook_table(book))
+    for line in book.notes:
+        out.warn(line)
+
+
+async def _runbook_records(nats: Any) -> tuple[dict[str, Any] | None, str | None]:
+    """The live cutover records, or None and why when no server or bucket can give them."""
+    from snsq2nats.cutover import open_state, read_records
+    from snsq2nats.errors import ConnectError, CutoverError
+    from snsq2nats.jetstream.connect import connect_nats
+
+    try:
+        nc = await connect_nats(nats, name="snsq2nats runbook")
+    except ConnectError as err:
+        return None, (
+            f"no NATS server reachable ({err.what}): progress marks need one, so they show "
+            "only the plan's own cutover state"
+        )
+    try:
+        await open_state(nc)
+        return await read_records(nc), None
+    except CutoverError as err:
+        return None, f"{err.what}: progress marks show only the plan's own cutover state"
+    finally:
+        await nc.close()
+
+
 # --- export ---------------------------------------------------------------------------------
 
 

@@ -1,0 +1,682 @@
+"""The migration runbook: every `snsq2nats cutover` move of the estate, in the order to make them.
+
+Moves are grouped by what is wired together: a topic (or several topics sharing a queue) with
+the queues subscribed to it, then each queue no topic feeds. Within a group the order keeps the
+bridge's work small and each handover exact:
+
+1. each queue's consumers to NATS (`--wait`: then its old AWS workers may stop), its
+   dead-letter queue right after it — the DLQ mover starts filling the DLQ's stream as soon as
+   the queue's workers fail on NATS, so the DLQ's readers move with it;
+2. each topic's producers to both sides (new publishers roll out), then to NATS only;
+3. each queue's own producers (those that publish to the queue directly) to NATS;
+4. finish: each queue (`--wait`: once its SQS queue is empty), then each topic.
+
+The order is checked by playing it through `plan.moves` from the plan's own state, so every
+step is a move `snsq2nats cutover` accepts at that point, and a finish `moves` refuses (a topic
+fanning out through SNS, a subscriber only SNS serves) becomes a blocked step saying why.
+Progress marks come from the live cutover state (`plan.states` records): a step is done when
+the live state already has its resource where the step puts it.
+
+Pure: a plan and records in, a `Runbook` out. Rendering lives in `report.runbook`.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Literal
+
+from snsq2nats.errors import UsageError
+from snsq2nats.plan.model import Plan, Resource
+from snsq2nats.plan.moves import QUEUE, TOPIC, current_view, plan_finish, plan_moves
+from snsq2nats.plan.routes import BRIDGE_QUEUE_PREFIX
+from snsq2nats.plan.rules import Cutover
+from snsq2nats.plan.states import CutoverRecord
+
+Action = Literal["consumers", "producers", "finish"]
+Status = Literal["done", "todo", "blocked"]
+
+RUNBOOK_FORMAT = 1
+_BLOCKED_PREFIX = "cannot be finished yet: "
+_PRODUCER_WORDS = ("producer", "publish")
+
+
+@dataclass(frozen=True)
+class Step:
+    number: int
+    resource: str
+    arn: str
+    kind: Literal["queue", "topic"]
+    action: Action
+    to: str | None
+    """consumers/producers: the side the step moves them to; finish: None."""
+    command: str | None
+    """The exact command; None when the step cannot be made (see `blocked`)."""
+    gate: str
+    """What must hold before the step is run."""
+    changes: list[str] = field(default_factory=list)
+    """What the application team does around the step, in order."""
+    caveats: list[str] = field(default_factory=list)
+    role: str | None = None
+    """Why the resource is in this group, when not obvious (a dead-letter queue)."""
+    blocked: str | None = None
+    status: Status = "todo"
+
+    @property
+    def title(self) -> str:
+        if self.action == "finish":
+            return f"finish {self.resource}"
+        side = {"nats": "NATS", "aws": "AWS", "both": "both sides"}[self.to or "nats"]
+        return f"{self.resource}: {self.action} → {side}"
+
+
+@dataclass(frozen=True)
+class Group:
+    title: str
+    topics: list[str]
+    queues: list[str]
+    steps: list[Step]
+
+
+@dataclass(frozen=True)
+class Runbook:
+    plan_generated_at: str
+    groups: list[Group]
+    progress_source: str
+    """Where the progress marks come from: the live cutover state, or only the plan's."""
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def steps(self) -> list[Step]:
+        return [step for group in self.groups for step in group.steps]
+
+    def counts(self) -> dict[str, int]:
+        counts = {"done": 0, "todo": 0, "blocked": 0}
+        for step in self.steps:
+            counts[step.status] += 1
+        return counts
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format_version": RUNBOOK_FORMAT,
+            "plan_generated_at": self.plan_generated_at,
+            "progress_source": self.progress_source,
+            "notes": list(self.notes),
+            "counts": self.counts(),
+            "groups": [
+                {
+                    "title": g.title,
+                    "topics": g.topics,
+                    "queues": g.queues,
+                    "steps": [asdict(s) for s in g.steps],
+                }
+                for g in self.groups
+            ],
+        }
+
+
+# --- the estate's shape -----------------------------------------------------------------------
+
+
+@dataclass
+class _Estate:
+    plan: Plan
+    queues: dict[str, Resource]
+    topics: dict[str, Resource]
+    topic_queues: dict[str, list[str]]
+    """Topic ARN → the ARNs of the mapped queues subscribed to it (a stream behind them)."""
+    queue_topics: dict[str, list[str]]
+    dlqs: dict[str, list[str]]
+    """Queue ARN → its dead-letter queues' ARNs (mapped queues only)."""
+    label: dict[str, str]
+    """ARN → how commands name it: the name, or the ARN when the name is ambiguous."""
+
+    @classmethod
+    def of(cls, plan: Plan) -> _Estate:
+        # The bridge's own queue for a topic is not an application's: a scan made while a
+        # bridge runs finds it, but nothing moves it.
+        queues = {
+            r.source_arn: r
+            for r in plan.resources
+            if r.kind == QUEUE and not r.name.startswith(BRIDGE_QUEUE_PREFIX)
+        }
+        topics = {r.source_arn: r for r in plan.resources if r.kind == TOPIC}
+        by_stream = {q.stream: arn for arn, q in queues.items() if q.stream}
+        topic_queues: dict[str, list[str]] = {arn: [] for arn in topics}
+        queue_topics: dict[str, list[str]] = {}
+        for sub in plan.resources:
+            if sub.kind != "sns-subscription" or sub.stream not in by_stream:
+                continue
+            topic_arn = sub.source_arn.rsplit(":", 1)[0]
+            queue_arn = by_stream[sub.stream]
+            if topic_arn in topics and queue_arn not in topic_queues[topic_arn]:
+                topic_queues[topic_arn].append(queue_arn)
+                queue_topics.setdefault(queue_arn, []).append(topic_arn)
+        names: dict[str, int] = {}
+        for r in [*queues.values(), *topics.values()]:
+            names[r.name] = names.get(r.name, 0) + 1
+        label = {
+            arn: r.name if names[r.name] == 1 else arn for arn, r in {**queues, **topics}.items()
+        }
+        return cls(plan, queues, topics, topic_queues, queue_topics, _dead_letters(plan), label)
+
+    def name(self, arn: str) -> str:
+        return (self.queues.get(arn) or self.topics[arn]).name
+
+    def resource(self, arn: str) -> Resource:
+        return self.queues.get(arn) or self.topics[arn]
+
+
+def _dead_letters(plan: Plan) -> dict[str, list[str]]:
+    """Each queue's DLQ, from the dlq-mover routes and the RedrivePolicy fidelity (a plan made
+    before candidate routes existed has only the latter)."""
+    queues = {r.source_arn for r in plan.resources if r.kind == QUEUE}
+    dlqs: dict[str, list[str]] = {}
+
+    def add(queue: str, dlq: str | None) -> None:
+        if dlq and dlq in queues and dlq != queue and dlq not in dlqs.get(queue, []):
+            dlqs.setdefault(queue, []).append(dlq)
+
+    for route in [*plan.candidate_routes, *plan.routes]:
+        if route.kind == "dlq-mover":
+            add(route.source_arn, route.aws_arn)
+    for resource in plan.resources:
+        for f in resource.fidelity:
+            if f.attribute == "RedrivePolicy.deadLetterTargetArn" and f.verdict != "unsupported":
+                add(resource.source_arn, f.value)
+    return dlqs
+
+
+def _groups(estate: _Estate) -> list[tuple[list[str], list[str], dict[str, list[str]]]]:
+    """(topics, queues, DLQs attached after each queue) per group, in runbook order.
+
+    Topics sharing a queue form one group (the queue's finish waits for all of them); a DLQ no
+    topic feeds joins the group of the first queue that dead-letters into it.
+    """
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        while parent.setdefault(x, x) != x:
+            x = parent[x]
+        return x
+
+    for topic, queues in estate.topic_queues.items():
+        find(topic)
+        for queue in queues:
+            parent[find(queue)] = find(topic)
+    members: dict[str, list[str]] = {}
+    for topic in estate.topics:
+        members.setdefault(find(topic), []).append(topic)
+    for queue in estate.queue_topics:
+        members.setdefault(find(queue), []).append(queue)
+
+    def by_name(arns: list[str]) -> list[str]:
+        return sorted(arns, key=lambda a: (estate.name(a), a))
+
+    topic_groups = []
+    for arns in members.values():
+        topics = by_name([a for a in arns if a in estate.topics])
+        queues = by_name([a for a in arns if a in estate.queues])
+        topic_groups.append((topics, queues))
+    topic_groups.sort(key=lambda g: (estate.name(g[0][0]), g[0][0]))
+
+    fed = set(estate.queue_topics)
+    dead = {d for ds in estate.dlqs.values() for d in ds if d not in fed}
+    lone = by_name([a for a in estate.queues if a not in fed and a not in dead])
+    ordered = [*topic_groups, *(([], [q]) for q in lone)]
+
+    placed: set[str] = set()
+    out = []
+    for topics, queues in ordered:
+        attached: dict[str, list[str]] = {}
+        for queue in queues:
+            for dlq in by_name(estate.dlqs.get(queue, [])):
+                if dlq in dead and dlq not in placed:
+                    attached.setdefault(queue, []).append(dlq)
+                    placed.add(dlq)
+        out.append((topics, queues, attached))
+    # A DLQ whose only sources are themselves DLQs (a chain) still gets its steps.
+    for dlq in by_name([d for d in dead if d not in placed]):
+        out.append(([], [dlq], {}))
+    return out
+
+
+# --- the runbook --------------------------------------------------------------------------------
+
+
+def make_runbook(
+    plan: Plan,
+    records: Mapping[str, CutoverRecord] | None = None,
+    *,
+    progress_source: str | None = None,
+    notes: list[str] | None = None,
+) -> Runbook:
+    """The ordered moves of the whole estate, marked with the progress `records` record.
+
+    `records`: the live cutover state by ARN (`cutover.read_records`); None when no server was
+    read, and the marks then follow the plan's own state (its mapping's `cutover:` keys).
+    """
+    estate = _Estate.of(plan)
+    live = current_view(plan, records or {})
+    writer = _Writer(estate)
+    groups = []
+    for topics, queues, attached in _groups(estate):
+        steps = writer.group_steps(topics, queues, attached)
+        steps = [_with_status(step, live.of(step.arn)) for step in steps]
+        names = [estate.label[a] for a in topics]
+        title = (
+            f"topic{'s' if len(topics) > 1 else ''} {', '.join(names)}"
+            if topics
+            else f"queue {estate.label[queues[0]]}"
+        )
+        groups.append(Group(title, names, [estate.label[q] for q in queues], steps))
+    return Runbook(
+        plan_generated_at=plan.generated_at,
+        groups=groups,
+        progress_source=progress_source
+        or ("the live cutover state" if records is not None else "the plan's own cutover state"),
+        notes=list(notes or []),
+    )
+
+
+def _with_status(step: Step, state: Cutover) -> Step:
+    if step.action == "consumers":
+        done = state.finished or state.consumers == step.to
+    elif step.action == "producers" and step.to == "both":
+        done = state.finished or state.producers in ("both", "nats")
+    elif step.action == "producers":
+        done = state.finished or state.producers == step.to
+    else:
+        done = state.finished
+    if done:
+        return _replace(step, status="done")
+    return _replace(step, status="blocked" if step.blocked else "todo")
+
+
+def _replace(step: Step, **changes: Any) -> Step:
+    return replace(step, **changes)
+
+
+class _Writer:
+    """Plays the moves through `plan.moves` from the plan's state, numbering the steps."""
+
+    def __init__(self, estate: _Estate) -> None:
+        self.estate = estate
+        self.records: dict[str, CutoverRecord] = {}
+        self.number = 0
+        self.finished: set[str] = set()
+        self.done_at: dict[tuple[str, str], int] = {}
+        """(ARN, action[:to]) → the step number that makes it."""
+
+    def group_steps(
+        self, topics: list[str], queues: list[str], attached: dict[str, list[str]]
+    ) -> list[Step]:
+        flat = [a for q in queues for a in [q, *attached.get(q, [])]]
+        dlq_of = {d: q for q, ds in attached.items() for d in ds}
+        steps = [self._consumers(q, dlq_of.get(q)) for q in flat]
+        for topic in topics:
+            steps.append(self._producers(topic, "both", dlq_of.get(topic)))
+            steps.append(self._producers(topic, "nats", dlq_of.get(topic)))
+        steps += [self._producers(q, "nats", dlq_of.get(q)) for q in flat]
+        steps += [self._finish(q, dlq_of.get(q)) for q in flat]
+        steps += [self._finish(t, None) for t in topics]
+        return steps
+
+    # --- one step each ---
+
+    def _next(self, arn: str, key: str) -> int:
+        self.number += 1
+        self.done_at[(arn, key)] = self.number
+        return self.number
+
+    def _record(self, arn: str, state: Cutover) -> None:
+        resource = self.estate.resource(arn)
+        self.records[arn] = CutoverRecord(
+            arn=arn,
+            kind="queue" if resource.kind == QUEUE else "topic",
+            name=resource.name,
+            state=state,
+        )
+
+    def _command(self, *words: str) -> str:
+        return "snsq2nats cutover " + " ".join(shlex.quote(w) if w else w for w in words)
+
+    def _consumers(self, arn: str, dlq_of: str | None) -> Step:
+        estate, resource = self.estate, self.estate.queues[arn]
+        (move,) = plan_moves(estate.plan, self.records, "consumers", [arn], "nats")
+        self._record(arn, move.after)
+        number = self._next(arn, "consumers")
+        label = estate.label[arn]
+        if dlq_of is not None:
+            source = estate.label[dlq_of]
+            gate = f"{_done([self.done_at[(dlq_of, 'consumers')]])} ({source}'s consumers)"
+        else:
+            gate = (
+                "the plan is applied (`snsq2nats apply`), a bridge runs, and "
+                f"{label}'s new workers are deployed, ready to bind"
+            )
+        changes = [
+            *_bind(resource),
+            *(f"from the plan's notes — {m}" for m in _manual(estate, arn, producers=False)),
+            f"your AWS workers of {label} may keep running through the move: each message is "
+            "taken once, by them or by the bridge carrying it to NATS; stop them when `--wait` "
+            "reports the SQS queue drained",
+        ]
+        return Step(
+            number=number,
+            resource=label,
+            arn=arn,
+            kind="queue",
+            action="consumers",
+            to="nats",
+            command=self._command("consumers", label, "--to", "nats", "--wait"),
+            gate=gate,
+            changes=changes,
+            caveats=_fifo_caveats(resource, "consumers"),
+            role=_dlq_role(estate, dlq_of),
+        )
+
+    def _producers(self, arn: str, to: str, dlq_of: str | None) -> Step:
+        estate, resource = self.estate, self.estate.resource(arn)
+        (move,) = plan_moves(estate.plan, self.records, "producers", [arn], to)
+        before = move.before.producers
+        self._record(arn, move.after)
+        number = self._next(arn, f"producers:{to}")
+        label = estate.label[arn]
+        kind: Literal["queue", "topic"] = "queue" if arn in estate.queues else "topic"
+        changes: list[str] = []
+        if before == "aws":
+            changes += _publish(resource, label)
+            changes += [
+                f"from the plan's notes — {m}" for m in _manual(estate, arn, producers=True)
+            ]
+        if to == "both":
+            changes.append(
+                "roll the new producers out at your pace: messages published on either side "
+                "reach every subscriber once"
+            )
+        elif kind == "topic":
+            changes.append(
+                f"stop publishing {label} on AWS: what still reaches SNS is relayed to NATS "
+                "until the topic is finished"
+            )
+        elif arn in estate.queue_topics:
+            changes.append(
+                f"stop publishing to the SQS queue {label} directly, if anything does (when only "
+                "its topics feed it there is nothing to change: this records that nothing else "
+                "does); what still arrives there is relayed until the queue is finished"
+            )
+        else:
+            changes.append(
+                f"stop publishing to the SQS queue {label}: what still arrives there is relayed "
+                "until the queue is finished"
+            )
+        if kind == "topic" and to == "both":
+            gate = self._after_consumers(estate.topic_queues[arn], f"every queue of {label}")
+        elif kind == "topic":
+            gate = (
+                f"{_done([self.done_at[(arn, 'producers:both')]])} and every producer of "
+                f"{label} publishes on NATS"
+            )
+        elif dlq_of is not None:
+            gate = (
+                f"{_done([self.done_at[(dlq_of, 'producers:nats')]])}: the dead-letter "
+                f"queue's only producer is the redrive of {estate.label[dlq_of]}, which runs on "
+                "NATS now"
+            )
+            changes = [
+                "nothing to change: the bridge's DLQ mover fills the stream of "
+                f"{label} when {estate.label[dlq_of]}'s NATS workers give a message up"
+            ]
+        else:
+            feeding = [
+                self.done_at[(t, "producers:nats")]
+                for t in estate.queue_topics.get(arn, [])
+                if (t, "producers:nats") in self.done_at
+            ]
+            gate = self._after_consumers([arn], label)
+            if feeding:
+                gate = f"{_done(feeding)} (its topics publish on NATS)"
+        return Step(
+            number=number,
+            resource=label,
+            arn=arn,
+            kind=kind,
+            action="producers",
+            to=to,
+            command=self._command("producers", label, "--to", to),
+            gate=gate,
+            changes=changes,
+            caveats=_fifo_caveats(resource, "producers") if dlq_of is None else [],
+            role=_dlq_role(estate, dlq_of),
+        )
+
+    def _after_consumers(self, queues: list[str], what: str) -> str:
+        numbers = [
+            self.done_at[(q, "consumers")] for q in queues if (q, "consumers") in self.done_at
+        ]
+        if not numbers:
+            return "none: no queue of it reads on NATS, so this only starts the bridge's relays"
+        return f"{_done(numbers)} ({what} reads on NATS; `--wait` returned)"
+
+    def _finish(self, arn: str, dlq_of: str | None) -> Step:
+        estate = self.estate
+        label = estate.label[arn]
+        kind: Literal["queue", "topic"] = "queue" if arn in estate.queues else "topic"
+        blocked: str | None = None
+        unused: list[str] = []
+        if dlq_of is not None and dlq_of not in self.finished:
+            blocked = (
+                f"its source queue {estate.label[dlq_of]} is not finished: SQS can still "
+                "dead-letter into it"
+            )
+        else:
+            try:
+                (move,) = plan_finish(estate.plan, self.records, [arn])
+                self._record(arn, move.after)
+                self.finished.add(arn)
+                unused = move.unused
+            except UsageError as err:
+                blocked = err.what.partition(_BLOCKED_PREFIX)[2] or err.what
+        number = self._next(arn, "finish")
+        if kind == "queue":
+            command = self._command("finish", label, "--wait")
+            routes = _route_names(estate.plan, "sqs-to-nats", arn)
+            gate = (
+                f"nothing publishes to the SQS queue {label} any more ({_publishers(estate, arn)} "
+                "on NATS)"
+                + (f"; `snsq2nats status --route {routes[0]}` shows it drained" if routes else "")
+                + " (`--wait` waits for the SQS queue to empty)"
+            )
+            if dlq_of is not None:
+                gate = f"{_done([self.done_at[(dlq_of, 'finish')]])}; " + gate
+            changes = [
+                f"nothing more runs on AWS for {label}: its SQS queue gets nothing new",
+                "the bridge stops relaying it once it is empty",
+            ]
+        else:
+            command = self._command("finish", label)
+            queued = [self.done_at[(q, "finish")] for q in estate.topic_queues[arn]]
+            routes = _route_names(estate.plan, "sns-to-nats", arn)
+            gate = (f"{_done(queued)}; " if queued else "") + (
+                f"`snsq2nats status --route {routes[0]}` shows the relay drained"
+                if routes
+                else "nothing publishes to it on AWS any more"
+            )
+            changes = [
+                f"nothing more runs on AWS for {label}: the bridge removes its own queue and "
+                "subscription"
+            ]
+        if unused:
+            changes.append(
+                "AWS resources nothing uses any more (kept unless you add `--delete-aws`, which "
+                "deletes exactly these): " + ", ".join(unused)
+            )
+        if blocked is not None:
+            changes = [f"before it can be: {m}" for m in _blocking_steps(estate, arn)]
+        return Step(
+            number=number,
+            resource=label,
+            arn=arn,
+            kind=kind,
+            action="finish",
+            to=None,
+            command=None if blocked else command,
+            gate=gate,
+            changes=changes,
+            role=_dlq_role(estate, dlq_of),
+            blocked=blocked,
+        )
+
+
+# --- what the team changes ----------------------------------------------------------------------
+
+
+def _bind(queue: Resource) -> list[str]:
+    if not queue.stream or not queue.durables:
+        return ["the queue has no stream in the plan: see its fidelity notes"]
+    durables = queue.durables
+    if len(durables) > 1:
+        return [
+            f"bind the workers to every partition durable on stream `{queue.stream}`: "
+            + ", ".join(f"`{d}`" for d in durables)
+            + f" (pull, ack each message; `snsq2nats subject {shlex.quote(queue.name)} "
+            "--durable` lists them)"
+        ]
+    return [
+        f"bind the workers to the durable `{durables[0]}` on stream `{queue.stream}` (pull, ack "
+        "each message after processing it)"
+    ]
+
+
+def _publish(resource: Resource, label: str) -> list[str]:
+    subject = resource.publish_subject or "(none: see its fidelity notes)"
+    out = [
+        f"publish to `{subject}` (`snsq2nats subject {shlex.quote(label)}` prints the concrete "
+        "subject"
+        + (
+            ", filling " + ", ".join(f"`--attr {t}=…`" for t in resource.subject_tokens)
+            if resource.subject_tokens
+            else ""
+        )
+        + ")",
+        "set each message attribute as a NATS header of the same name (string value)",
+    ]
+    if resource.publish_subject and resource.publish_subject.endswith(".<MessageGroupId>"):
+        out.append(
+            "the MessageGroupId is the last subject token (`--attr MessageGroupId=G` fills it)"
+        )
+    return out
+
+
+def _manual(estate: _Estate, arn: str, *, producers: bool) -> list[str]:
+    """The manual steps of a resource's fidelity notes (and, for a queue, of the subscriptions
+    delivering into it) that concern one side: producers, or the workers (everything else)."""
+    resource = estate.resource(arn)
+    entries = [(resource.name, f) for f in resource.fidelity]
+    if arn in estate.queues:
+        for sub in estate.plan.resources:
+            if sub.kind == "sns-subscription" and sub.stream and sub.stream == resource.stream:
+                entries += [(sub.name, f) for f in sub.fidelity]
+    elif producers:
+        # A topic has no workers: its notes, and those of its subscriptions no mapped queue
+        # reads (a queue's own step carries the others), land on its producers' step.
+        for sub in estate.plan.resources:
+            of_topic = sub.kind == "sns-subscription" and sub.source_arn.startswith(arn + ":")
+            if of_topic and sub.stream is None:
+                entries += [(sub.name, f) for f in sub.fidelity]
+        return _unique(
+            f"{f.attribute}{'' if owner == resource.name else f' ({owner})'}: {f.manual_step}"
+            for owner, f in entries
+            if f.manual_step
+        )
+    out = []
+    for owner, f in entries:
+        if not f.manual_step:
+            continue
+        about_producers = any(w in f.manual_step.lower() for w in _PRODUCER_WORDS)
+        if about_producers == producers:
+            where = "" if owner == resource.name else f" ({owner})"
+            out.append(f"{f.attribute}{where}: {f.manual_step}")
+    return _unique(out)
+
+
+def _blocking_steps(estate: _Estate, topic_or_queue: str) -> list[str]:
+    """The manual steps that would unblock a finish (subscriptions only SNS serves, Fanout)."""
+    topics = (
+        [topic_or_queue]
+        if topic_or_queue in estate.topics
+        else estate.queue_topics.get(topic_or_queue, [])
+    )
+    out = []
+    for topic in topics:
+        out += [
+            f.manual_step
+            for f in estate.topics[topic].fidelity
+            if f.attribute == "Fanout" and f.manual_step
+        ]
+        for sub in estate.plan.resources:
+            if sub.kind == "sns-subscription" and sub.source_arn.startswith(topic + ":"):
+                out += [
+                    f"{sub.name}: {f.manual_step}"
+                    for f in sub.fidelity
+                    if f.manual_step and f.attribute in ("Protocol", "Endpoint")
+                ]
+    return _unique(out)
+
+
+def _fifo_caveats(queue: Resource, side: Literal["consumers", "producers"]) -> list[str]:
+    if not any(f.attribute == "FifoQueue" for f in queue.fidelity):
+        return []
+    if side == "producers":
+        return [
+            "FIFO: move each message group's producers at once. The stream keeps the order of "
+            "what is published on NATS, and what still reaches the SQS queue is relayed after "
+            "it, so a group published on both sides at the same time has no order between "
+            "the two"
+        ]
+    caveats = [
+        "FIFO: per-group order holds across the handover when the AWS workers stop before the "
+        "move: the bridge then takes the SQS queue's messages alone, a group's next one only "
+        "once the one before it is stored in the stream, and the stream keeps that order. "
+        "AWS workers still running take turns with the bridge: each message still arrives "
+        "once, but a group's messages may then be processed on both sides at the same time. "
+        "On NATS a group's order is what the plan's `FifoQueue` note says (the durable's "
+        "max_ack_pending)"
+    ]
+    if len(queue.durables) > 1:
+        caveats.append(
+            f"partitioned into {len(queue.durables)}: a group's messages go to one partition "
+            "durable, so every partition durable needs a worker (copies sourced from topics go "
+            "to partition 0)"
+        )
+    return caveats
+
+
+def _publishers(estate: _Estate, queue: str) -> str:
+    if queue in estate.queue_topics:
+        return "its own producers and its topics' producers are"
+    return "its producers are"
+
+
+def _dlq_role(estate: _Estate, dlq_of: str | None) -> str | None:
+    return None if dlq_of is None else f"dead-letter queue of {estate.label[dlq_of]}"
+
+
+def _route_names(plan: Plan, kind: str, arn: str) -> list[str]:
+    routes = plan.candidate_routes or plan.routes
+    return sorted({r.name for r in routes if r.kind == kind and r.source_arn == arn})
+
+
+def _done(numbers: list[int]) -> str:
+    """`step 3 is done` / `steps 3, 4 and 7 are done`."""
+    numbers = sorted(set(numbers))
+    if len(numbers) == 1:
+        return f"step {numbers[0]} is done"
+    listed = ", ".join(str(n) for n in numbers[:-1]) + f" and {numbers[-1]}"
+    return f"steps {listed} are done"
+
+
+def _unique(items: Any) -> list[str]:
+    return list(dict.fromkeys(items))
