@@ -25,7 +25,7 @@ from snsq2nats.plan.buckets import bucket_specs
 from snsq2nats.plan.context import Context
 from snsq2nats.plan.model import Desired, Resource
 from snsq2nats.plan.queues import QueueFacts, QueueNames, name_queue, plan_queue
-from snsq2nats.plan.routes import TopicInfo, derive
+from snsq2nats.plan.routes import BRIDGE_QUEUE_PREFIX, TopicInfo, derive
 from snsq2nats.plan.rules import Cutover, Override, Rules
 from snsq2nats.plan.subscriptions import Wiring, fanout_of, settle, wire
 from snsq2nats.plan.topics import TopicNames, name_topic, topic_resource, topic_stream
@@ -98,6 +98,8 @@ def _name_queues(
 ) -> dict[str, QueueNames]:
     queues: dict[str, QueueNames] = {}
     for queue in inventory.queues:
+        if _bridge_owned(queue.name):
+            continue  # the bridge's own queue for a topic, seen by a scan made while it ran
         override = _with_live(ctx.rules.resolve(queue.name, queue.arn), cutover.get(queue.arn))
         if not override.exclude:
             queues[queue.arn] = name_queue(queue, override, ctx)
@@ -116,6 +118,10 @@ def _name_topics(
     return topics
 
 
+def _bridge_owned(queue_name: str) -> bool:
+    return queue_name.startswith(BRIDGE_QUEUE_PREFIX)
+
+
 def _with_live(override: Override, live: Cutover | None) -> Override:
     return override if live is None else override.model_copy(update={"cutover": live})
 
@@ -131,6 +137,8 @@ def _wire(
         topic = topics.get(sub.topic_arn)
         if topic is None:
             continue  # topic excluded or not scanned: reported by the scan
+        if sub.protocol == "sqs" and _bridge_owned(sub.endpoint.rsplit(":", 1)[-1]):
+            continue  # the bridge's subscription: its sns-to-nats route, not a subscriber
         excluded = rules.resolve(sub.arn, sub.arn).exclude
         target = queues.get(sub.endpoint) if sub.protocol == "sqs" else None
         wirings.append(wire(sub, topic, target, excluded=excluded))
