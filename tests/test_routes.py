@@ -359,6 +359,16 @@ def test_objects_do_not_depend_on_the_cutover_state() -> None:
     assert len(shapes) == 1
 
 
+def test_finishing_a_topic_keeps_its_filter_routers() -> None:
+    """After `finish`, NATS producers still publish: the router still carries what matches."""
+    billing = queue("billing", "nats", producers="nats")
+    t = topic("nats", [sub(billing, emulated=True)])
+    finished = TopicInfo(**{**t.__dict__, "cutover": Cutover(producers="nats", finished=True)})
+    derived = derive([billing], [finished], Defaults())
+    assert ("filter-router", "filter:orders->billing") in kinds(derived.routes)
+    assert ("sns-to-nats", "sns:orders") not in kinds(derived.routes)
+
+
 def test_sns_fanout_has_no_filter_router_and_a_to_sns_relay() -> None:
     billing = queue("billing", "nats")
     t = topic("nats", [sub(billing, emulated=True), HTTP], fanout="sns")

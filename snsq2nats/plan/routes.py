@@ -140,7 +140,11 @@ def route_active(route: Route, view: CutoverView) -> bool:
     topic = view.of(route.aws_arn)
     if route.kind == "sns-to-nats":
         return not topic.finished and (topic.producers != "nats" or route.aws_arn in view.moved)
-    # nats-to-sns, filter-router: NATS producers, or a backlog left by ones that moved back.
+    if route.kind == "filter-router":
+        # It carries NATS producers' messages into the queue for good: finishing the topic
+        # retires only the paths through AWS.
+        return view.nats_fed(route.aws_arn)
+    # nats-to-sns: NATS producers, or a backlog left by ones that moved back.
     return not topic.finished and view.nats_fed(route.aws_arn)
 
 
