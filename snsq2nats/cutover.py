@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from snsq2nats.errors import CutoverError
 from snsq2nats.jetstream.api import JetStreamApiError, api
 from snsq2nats.jetstream.state import read_bucket
-from snsq2nats.plan.model import Plan, Route
-from snsq2nats.plan.moves import Move, plan_finish, plan_moves
+from snsq2nats.plan.model import Plan, Resource, Route
+from snsq2nats.plan.moves import Move, plan_finish, plan_moves, switches_at_finish
 from snsq2nats.plan.states import CUTOVER_BUCKET, Change, CutoverRecord, record_key
 
 if TYPE_CHECKING:
@@ -77,6 +77,8 @@ class CutoverResult:
     deleted: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)
     """Bridge-owned AWS resources finish left in place, and why."""
+    switched: dict[str, int] = field(default_factory=dict)
+    """Topics finish switched from SNS to stream sources: the last sequence that went by SNS."""
 
     @property
     def no_bridge(self) -> bool:
@@ -108,6 +110,7 @@ class CutoverResult:
             "drained": [d.__dict__ for d in self.drained],
             "deleted_aws": self.deleted,
             "kept_aws": self.kept,
+            "switched_to_sources": self.switched,
         }
 
 
@@ -439,6 +442,8 @@ async def _after_finish(
     result: CutoverResult,
 ) -> None:
     for move in moves:
+        if move.kind == "topic" and switches_at_finish(move.resource):
+            result.switched[move.resource.name] = await switch_to_sources(nc, plan, move.resource)
         for route in move.stops:
             if route.kind == "sns-to-nats" and route.bridge_queue:
                 if aws is None:
@@ -451,6 +456,51 @@ async def _after_finish(
             for arn in sorted(move.unused, key=lambda a: a.count(":"), reverse=True):
                 await _delete_aws(aws, arn)
                 result.deleted.append(arn)
+
+
+async def switch_to_sources(nc: Client, plan: Plan, topic: Resource) -> int:
+    """Hand a finished topic's queues from SNS to stream sources at an exact sequence.
+
+    The bridges have stopped the nats-to-sns relay (they confirmed the finish), so its consumer
+    has handed SNS everything up to its ack floor N and nothing after: each subscribed queue's
+    stream now sources the topic from N + 1. What SNS delivered up to N is in the SQS queues,
+    relayed to the same streams until each queue is finished. Returns N. A source a queue
+    stream already has (a second run) is left as it is.
+    """
+    from snsq2nats.plan.routes import TO_SNS_CONSUMER
+    from snsq2nats.plan.subscriptions import stream_source
+
+    assert topic.stream is not None
+    relay = next(
+        r
+        for r in plan.candidate_routes
+        if r.kind == "nats-to-sns" and r.source_arn == topic.source_arn
+    )
+    info = await api(nc, f"$JS.API.CONSUMER.INFO.{topic.stream}.{TO_SNS_CONSUMER}", None, 5.0)
+    handed = int((info.get("ack_floor") or {}).get("stream_seq") or 0)
+    if info.get("num_ack_pending"):
+        # A relay that died mid-batch: SNS may or may not have those; the source carries them
+        # again rather than lose them (the bridge's at-least-once across a crash).
+        log.warning("%s: %d message(s) in doubt at the switch", topic.name, info["num_ack_pending"])
+    for sub in plan.resources:
+        if sub.kind != "sns-subscription" or not sub.source_arn.startswith(topic.source_arn + ":"):
+            continue
+        if sub.stream is None:
+            continue
+        filters = sub.filter_subjects or list(relay.relay_subjects)
+        source = stream_source(topic.stream, filters).model_copy(
+            update={"opt_start_seq": handed + 1}
+        )
+        live = (await api(nc, f"$JS.API.STREAM.INFO.{sub.stream}", None, 5.0))["config"]
+        sources = list(live.get("sources") or [])
+        if any(s.get("name") == topic.stream for s in sources):
+            continue
+        live["sources"] = [*sources, source.to_api()]
+        await api(nc, f"$JS.API.STREAM.UPDATE.{sub.stream}", live, 10.0)
+        log.info(
+            "%s: %s sources %s from sequence %d", topic.name, sub.stream, topic.stream, handed + 1
+        )
+    return handed
 
 
 async def _remove_bridge_queue(nc: Client, plan: Plan, aws: RegionClients, route: Route) -> None:

@@ -367,15 +367,15 @@ async def run_journey(
         await phase("nats", journey.move("producers", "orders", "nats"))
         producers.sides = {"nats"}
         await phase("billing", journey.consumers_to_nats("billing"))
-        await producers.halt()
-        if not raw:
-            return await settle(journey, producers)
+        # Finished under traffic: the topic first (fanning out through SNS, that is the switch
+        # to stream sources at an exact sequence), then each queue once its SQS queue is empty.
+        await phase("finish", journey.move("finish", "orders", None))
         for name in ("billing", "shipping"):
             # Nothing sends to the queues directly: their producers are already where the topic's
             # are; saying so lets them finish.
             await journey.move("producers", name, "nats")
             await journey.move("finish", name, None, wait=True)
-        await journey.move("finish", "orders", None)
+        await producers.halt()
         return await settle(journey, producers)
     finally:
         if not producers.stopping.is_set():

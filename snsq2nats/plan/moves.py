@@ -20,6 +20,7 @@ from snsq2nats.plan.model import Plan, Resource, Route
 from snsq2nats.plan.routes import CutoverView, active_routes
 from snsq2nats.plan.rules import Cutover
 from snsq2nats.plan.states import CutoverRecord, view_of
+from snsq2nats.plan.topics import FANOUT_UNTIL_FINISHED
 
 Side = Literal["consumers", "producers", "finish"]
 QUEUE, TOPIC = "sqs-queue", "sns-topic"
@@ -252,9 +253,15 @@ def _finish_blockers(plan: Plan, resource: Resource, view: CutoverView) -> list[
             topic = _topic_of(plan, sub)
             if topic is None:
                 continue
-            fed = view.of(topic.source_arn).producers
-            if fed != "nats":
-                blockers.append(f"topic {topic.name} still has producers on {fed}")
+            fed = view.of(topic.source_arn)
+            if fed.producers != "nats":
+                blockers.append(f"topic {topic.name} still has producers on {fed.producers}")
+            elif switches_at_finish(topic):
+                if not fed.finished:
+                    blockers.append(
+                        f"topic {topic.name} delivers into it through SNS until it is finished "
+                        f"(`snsq2nats cutover finish {topic.name}` first)"
+                    )
             elif _fans_out_through_sns(topic):
                 blockers.append(f"topic {topic.name} delivers into it through SNS")
         return blockers
@@ -276,16 +283,23 @@ def _finish_blockers(plan: Plan, resource: Resource, view: CutoverView) -> list[
             continue
         if view.of(queue.source_arn).consumers != "nats":
             blockers.append(f"{queue.name}'s consumers are on AWS")
-    if _fans_out_through_sns(resource) and not blockers:
+    if _fans_out_through_sns(resource) and not switches_at_finish(resource) and not blockers:
         blockers.append(
-            "it fans out through SNS (see its Fanout note): switching a topic to stream "
-            "sources at finish is not supported yet, so the bridge keeps relaying it"
+            "it fans out through SNS for a subscriber NATS cannot serve (see its Fanout note), "
+            "so the bridge keeps relaying it"
         )
     return blockers
 
 
 def _fans_out_through_sns(topic: Resource) -> bool:
     return any(f.attribute == "Fanout" for f in topic.fidelity)
+
+
+def switches_at_finish(topic: Resource) -> bool:
+    """A topic fanning out through SNS only for its queues' envelope: `finish` switches it."""
+    return any(
+        f.attribute == "Fanout" and f.target == FANOUT_UNTIL_FINISHED for f in topic.fidelity
+    )
 
 
 def _unused_after_finish(plan: Plan, resource: Resource) -> list[str]:

@@ -9,7 +9,8 @@ bridge's work small and each handover exact:
    the queue's workers fail on NATS, so the DLQ's readers move with it;
 2. each topic's producers to both sides (new publishers roll out), then to NATS only;
 3. each queue's own producers (those that publish to the queue directly) to NATS;
-4. finish: each queue (`--wait`: once its SQS queue is empty), then each topic.
+4. finish: each queue (`--wait`: once its SQS queue is empty), then each topic; a topic that
+   fans out through SNS until finished goes first (its finish switches it to stream sources).
 
 The order is checked by playing it through `plan.moves` from the plan's own state, so every
 step is a move `snsq2nats cutover` accepts at that point, and a finish `moves` refuses (a topic
@@ -29,7 +30,14 @@ from typing import Any, Literal
 
 from snsq2nats.errors import UsageError
 from snsq2nats.plan.model import Plan, Resource
-from snsq2nats.plan.moves import QUEUE, TOPIC, current_view, plan_finish, plan_moves
+from snsq2nats.plan.moves import (
+    QUEUE,
+    TOPIC,
+    current_view,
+    plan_finish,
+    plan_moves,
+    switches_at_finish,
+)
 from snsq2nats.plan.routes import BRIDGE_QUEUE_PREFIX
 from snsq2nats.plan.rules import Cutover
 from snsq2nats.plan.states import CutoverRecord
@@ -319,8 +327,12 @@ class _Writer:
             steps.append(self._producers(topic, "both", dlq_of.get(topic)))
             steps.append(self._producers(topic, "nats", dlq_of.get(topic)))
         steps += [self._producers(q, "nats", dlq_of.get(q)) for q in flat]
+        # A topic that fans out through SNS until finished goes first: its finish is the switch
+        # to stream sources, after which nothing reaches its queues' SQS queues.
+        switching = [t for t in topics if switches_at_finish(self.estate.topics[t])]
+        steps += [self._finish(t, None) for t in switching]
         steps += [self._finish(q, dlq_of.get(q)) for q in flat]
-        steps += [self._finish(t, None) for t in topics]
+        steps += [self._finish(t, None) for t in topics if t not in switching]
         return steps
 
     # --- one step each ---
@@ -497,7 +509,11 @@ class _Writer:
             ]
         else:
             command = self._command("finish", label)
-            queued = [self.done_at[(q, "finish")] for q in estate.topic_queues[arn]]
+            queued = [
+                self.done_at[(q, "finish")]
+                for q in estate.topic_queues[arn]
+                if (q, "finish") in self.done_at
+            ]
             routes = _route_names(estate.plan, "sns-to-nats", arn)
             gate = (f"{_done(queued)}; " if queued else "") + (
                 f"`snsq2nats status --route {routes[0]}` shows the relay drained"

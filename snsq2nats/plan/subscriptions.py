@@ -70,6 +70,9 @@ class Wiring:
     topic_needs_stream: bool = False
     blocks_sources: str | None = None
     """Why this subscription keeps the topic's NATS-published messages on SNS, if it does."""
+    envelope_only: bool = False
+    """It blocks sources only because its queue's AWS workers read SNS's envelope: once they
+    are gone (the topic is finished), a stream source serves it."""
 
 
 def wire(
@@ -148,27 +151,37 @@ def _into_queue(
         ),
         queue_arn=queue.queue.arn,
         feeds_queue=feeds_queue,
-        source=_source(topic.stream, filters) if feeds_queue else None,
+        source=stream_source(topic.stream, filters) if feeds_queue else None,
         topic_needs_stream=delivers,
         blocks_sources=None
         if not delivers or sub.raw_message_delivery
         else f"{queue.queue.name} expects the SNS envelope (raw delivery off)",
+        envelope_only=delivers and not sub.raw_message_delivery and not policy.emulated,
     )
 
 
-def fanout_of(wirings: list[Wiring]) -> tuple[Fanout, list[str]]:
-    """How a topic's NATS-published messages reach its subscribers, and what keeps them on SNS.
+def fanout_of(wirings: list[Wiring], finished: bool = False) -> tuple[Fanout, list[str], bool]:
+    """How a topic's NATS-published messages reach its subscribers, what keeps them on SNS, and
+    whether `cutover finish` may switch the topic to sources.
 
     Stream sources only when NATS can serve every subscription SNS delivers to exactly as SNS
     does; one that it cannot (an HTTP endpoint, an unmapped queue, a queue reading SNS's JSON
     envelope) needs the nats-to-sns relay, and SNS then hands a copy to every subscribed queue:
-    a source next to it would be a second copy.
+    a source next to it would be a second copy. When the only reason is the envelope, finishing
+    the topic (every consumer on NATS) switches it to sources at an exact stream sequence.
     """
-    reasons = sorted({w.blocks_sources for w in wirings if w.blocks_sources})
-    return ("sns" if reasons else "sources"), reasons
+    blocking = [w for w in wirings if w.blocks_sources]
+    reasons = sorted({w.blocks_sources for w in blocking if w.blocks_sources})
+    # An emulated policy needs the filter router, which a topic fanning out through SNS never
+    # had: such a topic stays on SNS.
+    emulated = any(w.info.emulated and w.info.delivers for w in wirings)
+    switchable = bool(blocking) and all(w.envelope_only for w in blocking) and not emulated
+    if not reasons or (finished and switchable):
+        return "sources", [], switchable
+    return "sns", reasons, switchable
 
 
-def settle(wiring: Wiring, fanout: Fanout, reasons: list[str]) -> Wiring:
+def settle(wiring: Wiring, fanout: Fanout, reasons: list[str], _switchable: bool = False) -> Wiring:
     """The subscription once its topic's fan-out is known: its source, and the verdict."""
     if wiring.queue_arn is None or wiring.resource is None or not wiring.info.delivers:
         return wiring
@@ -179,7 +192,7 @@ def settle(wiring: Wiring, fanout: Fanout, reasons: list[str]) -> Wiring:
     return replace(wiring, resource=resource, source=source)
 
 
-def _source(stream: str, filters: list[str]) -> StreamSource:
+def stream_source(stream: str, filters: list[str]) -> StreamSource:
     return StreamSource(
         name=stream,
         # An empty dest keeps the subject: the transforms act as several filters.

@@ -144,6 +144,7 @@ def topic_resource(
     stream: StreamSpec | None,
     fanout: Fanout = "sources",
     reasons: list[str] | None = None,
+    switchable: bool = False,
 ) -> Resource:
     topic = names.topic
     access = analyse(topic.policy, service="sns", account=topic.account)
@@ -165,7 +166,7 @@ def topic_resource(
         *resource_policy(topic.policy, access),
         tags(topic.tags),
         *_storage(stream),
-        *_fanout(fanout, reasons or []),
+        *_fanout(fanout, reasons or [], switchable),
     ]
     return Resource(
         source_arn=topic.arn,
@@ -183,10 +184,20 @@ def topic_resource(
 # --- one decision each ------------------------------------------------------------------------
 
 
-def _fanout(fanout: Fanout, reasons: list[str]) -> list[Fidelity]:
+FANOUT_UNTIL_FINISHED = "nats-to-sns relay until the topic is finished"
+"""The Fanout target of a topic `cutover finish` switches to stream sources."""
+
+
+def _fanout(fanout: Fanout, reasons: list[str], switchable: bool) -> list[Fidelity]:
     """Say when NATS-published messages must take the SNS road to the topic's queues."""
     if fanout == "sources":
         return []
+    until = (
+        "; once every subscribed queue's consumers and the producers are on NATS, `snsq2nats "
+        "cutover finish` switches the topic to stream sources at an exact stream sequence"
+        if switchable
+        else ""
+    )
     return [
         entry(
             "Fanout",
@@ -196,8 +207,8 @@ def _fanout(fanout: Fanout, reasons: list[str]) -> list[Fidelity]:
             + "; ".join(reasons)
             + "), what producers publish on NATS is relayed to SNS and reaches every subscribed "
             "queue through SQS (the bridge relays it on for queues whose consumers moved): "
-            "exactly once, one AWS round trip slower than a stream source",
-            target="nats-to-sns relay",
+            "exactly once, one AWS round trip slower than a stream source" + until,
+            target=FANOUT_UNTIL_FINISHED if switchable else "nats-to-sns relay",
             manual_step="move or remove those subscriptions (or turn raw delivery on) to let "
             "NATS fan out through stream sources",
         )

@@ -51,7 +51,8 @@ def translate(
     topics = _name_topics(inventory, ctx, cutover or {})
     wirings = _wire(inventory, topics, queues, rules)
     fanouts = {
-        arn: fanout_of(group) for arn, group in _group(wirings, lambda w: w.topic_arn).items()
+        arn: fanout_of(group, topics[arn].cutover.finished)
+        for arn, group in _group(wirings, lambda w: w.topic_arn).items()
     }
     wirings = [settle(w, *fanouts[w.topic_arn]) for w in wirings]
     into_queue = _group(wirings, lambda w: w.queue_arn)
@@ -77,7 +78,7 @@ def translate(
         stream = topic_stream(names, ctx) if names.topic.arn in derived.topic_streams else None
         if stream is not None:
             streams.append(stream)
-        fanout = fanouts.get(names.topic.arn, ("sources", []))
+        fanout = fanouts.get(names.topic.arn, ("sources", [], False))
         resources.append(topic_resource(names, stream, *fanout))
     for plan in plans:
         streams.append(plan.stream)
@@ -186,5 +187,5 @@ def _topic_info(names: TopicNames, wirings: list[Wiring]) -> TopicInfo:
     return names.info(
         [w.info for w in wirings],
         any(w.topic_needs_stream for w in wirings),
-        fanout_of(wirings)[0],
+        fanout_of(wirings, names.cutover.finished)[0],
     )

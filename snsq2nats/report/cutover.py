@@ -64,6 +64,11 @@ def outcome_line(result: CutoverResult) -> str:
     )
     for drained in result.drained:
         line += f"\n{drained.where} drained after {drained.seconds:.1f}s"
+    for topic, handed in result.switched.items():
+        line += (
+            f"\n{topic}: NATS-published messages up to sequence {handed} went through SNS; "
+            f"from {handed + 1} on its queues' streams source it"
+        )
     for kept in result.kept:
         line += f"\nkept {kept}"
     return line
