@@ -265,6 +265,14 @@ async def wait_for_bridges(
                 del seen[member]
         waiting = sorted(m for m, (beat, _, _) in seen.items() if beat.cutover_revision < revision)
         if not waiting:
+            if not seen and values:
+                progress(
+                    "no live bridge among heartbeats: "
+                    + "; ".join(
+                        f"{k} written {time.time() - v.written:.1f}s ago: {v.value[:200]!r}"
+                        for k, v in values.items()
+                    )
+                )
             return sorted(seen)
         if now - started > timeout:
             raise CutoverError(
