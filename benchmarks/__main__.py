@@ -16,6 +16,7 @@ SUITES = [
     "bench_apply",
     "bench_bridge",
     "bench_routes",
+    "bench_estate",
 ]
 
 

@@ -500,7 +500,27 @@ def _run_apply(out: Output, nats: Any, plan: Plan, *, allow_destructive: bool) -
     show_default=True,
     help="Seconds to wait for each canary.",
 )
-def verify(plan_path: Path | None, as_json: bool, timeout: float, **kwargs: Any) -> None:
+@click.option(
+    "--sample",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Check N queues and topics, evenly spread over the plan, instead of all of them.",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 256),
+    default=32,
+    show_default=True,
+    help="Checks in flight at once.",
+)
+def verify(
+    plan_path: Path | None,
+    as_json: bool,
+    timeout: float,
+    sample: int | None,
+    concurrency: int,
+    **kwargs: Any,
+) -> None:
     """Send a canary through every queue and topic and receive it where the plan says."""
     import asyncio
     import json
@@ -512,13 +532,20 @@ def verify(plan_path: Path | None, as_json: bool, timeout: float, **kwargs: Any)
     out = Output()
     plan = plan_for(out, plan_path, kwargs, live=True)
     nats = NatsOptions.resolve(kwargs["server"], kwargs["nats_context"])
-    total = sum(1 for r in plan.resources if r.kind in ("sqs-queue", "sns-topic")) + 1
 
     async def go() -> list[Any]:
         nc = await connect_nats(nats, name="snsq2nats verify")
         try:
-            with out.progress("verifying", total=total) as bar:
-                return await verify_plan(nc, plan, timeout=timeout, on_progress=bar.advance)
+            # The total comes with the first tick (it depends on --sample).
+            with out.progress("verifying", total=None) as bar:
+                return await verify_plan(
+                    nc,
+                    plan,
+                    timeout=timeout,
+                    on_progress=bar.advance,
+                    sample=sample,
+                    concurrency=concurrency,
+                )
         finally:
             await nc.close()
 
@@ -673,7 +700,7 @@ def status(
             hint="routes in the plan: " + (", ".join(r.name for r in plan.routes) or "none"),
         )
     nats = NatsOptions.resolve(kwargs["server"], kwargs["nats_context"])
-    statuses = asyncio.run(_collect_status(nats, plan, routes, kwargs["endpoint_url"]))
+    statuses = asyncio.run(_collect_status(out, nats, plan, routes, kwargs["endpoint_url"]))
     if as_json:
         out.data(
             jsonlib.dumps(
@@ -692,24 +719,30 @@ def status(
 
 
 async def _collect_status(
-    nats: Any, plan: Plan, routes: list[Any], endpoint_url: str | None
+    out: Output, nats: Any, plan: Plan, routes: list[Any], endpoint_url: str | None
 ) -> list[Any]:
     import boto3
+    from botocore.config import Config
 
     from snsq2nats import status as status_lib
     from snsq2nats.jetstream.connect import connect_nats
 
     session = boto3.Session()
     clients: dict[str, Any] = {}
+    # One connection per concurrent route: botocore's default pool of 10 would drop the rest.
+    config = Config(max_pool_connections=status_lib.CONCURRENCY)
 
     def sqs_for(region: str) -> Any:
         if region not in clients:
-            clients[region] = session.client("sqs", region_name=region, endpoint_url=endpoint_url)
+            clients[region] = session.client(
+                "sqs", region_name=region, endpoint_url=endpoint_url, config=config
+            )
         return clients[region]
 
     nc = await connect_nats(nats, name="snsq2nats status")
     try:
-        return await status_lib.collect(nc, sqs_for, plan, routes)
+        with out.progress("reading routes", total=len(routes)) as bar:
+            return await status_lib.collect(nc, sqs_for, plan, routes, on_progress=bar.advance)
     finally:
         await nc.close()
 

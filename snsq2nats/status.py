@@ -10,7 +10,9 @@ eventually consistent: AWS advises waiting for a minute of zeros before trusting
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Mapping
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -23,6 +25,11 @@ COUNT_ATTRIBUTES = [
     "ApproximateNumberOfMessagesNotVisible",
     "ApproximateNumberOfMessagesDelayed",
 ]
+# Routes read at once: bounds the AWS threads, their connections and the NATS requests in flight,
+# so 10,000 routes cost time in proportion, not 10,000 sockets.
+CONCURRENCY = 32
+# From this many streams on, one paged STREAM.LIST (256 a page) is cheaper than an INFO each.
+LIST_STREAMS_FROM = 64
 
 
 @dataclass
@@ -71,19 +78,27 @@ def _arn_parts(arn: str) -> tuple[str, str, str]:
     return parts[3], parts[4], parts[5]
 
 
-async def sqs_backlog(sqs: Any, arn: str, name: str | None = None) -> SqsBacklog:
+async def _in_thread(executor: Executor | None, fn: Callable[..., Any], **kwargs: Any) -> Any:
+    return await asyncio.get_running_loop().run_in_executor(
+        executor, functools.partial(fn, **kwargs)
+    )
+
+
+async def sqs_backlog(
+    sqs: Any, arn: str, name: str | None = None, *, executor: Executor | None = None
+) -> SqsBacklog:
     """The queue's approximate counts; a queue that does not exist holds nothing."""
     _, account, queue_name = _arn_parts(arn)
     queue_name = name or queue_name
     try:
         url = (
-            await asyncio.to_thread(
-                sqs.get_queue_url, QueueName=queue_name, QueueOwnerAWSAccountId=account
+            await _in_thread(
+                executor, sqs.get_queue_url, QueueName=queue_name, QueueOwnerAWSAccountId=account
             )
         )["QueueUrl"]
         attrs = (
-            await asyncio.to_thread(
-                sqs.get_queue_attributes, QueueUrl=url, AttributeNames=COUNT_ATTRIBUTES
+            await _in_thread(
+                executor, sqs.get_queue_attributes, QueueUrl=url, AttributeNames=COUNT_ATTRIBUTES
             )
         )["Attributes"]
     except Exception as exc:
@@ -101,15 +116,29 @@ async def sqs_backlog(sqs: Any, arn: str, name: str | None = None) -> SqsBacklog
     )
 
 
-async def nats_backlog(nc: Any, stream: str, consumer: str | None) -> NatsBacklog:
+async def nats_backlog(
+    nc: Any,
+    stream: str,
+    consumer: str | None,
+    *,
+    streams: Mapping[str, dict[str, Any]] | None = None,
+) -> NatsBacklog:
+    """`streams`: every stream's info, already listed (a stream not in it does not exist)."""
     from snsq2nats.jetstream.api import JetStreamApiError, api
 
     backlog = NatsBacklog(stream=stream, consumer=consumer)
-    try:
-        info = await api(nc, f"$JS.API.STREAM.INFO.{stream}", None, 5.0)
-    except JetStreamApiError:
-        backlog.exists = False
-        return backlog
+    if streams is not None:
+        listed = streams.get(stream)
+        if listed is None:
+            backlog.exists = False
+            return backlog
+        info = listed
+    else:
+        try:
+            info = await api(nc, f"$JS.API.STREAM.INFO.{stream}", None, 5.0)
+        except JetStreamApiError:
+            backlog.exists = False
+            return backlog
     backlog.stream_messages = int((info.get("state") or {}).get("messages", 0))
     if consumer:
         try:
@@ -122,23 +151,40 @@ async def nats_backlog(nc: Any, stream: str, consumer: str | None) -> NatsBacklo
     return backlog
 
 
-def _queue_durable(plan: Plan, route: Route) -> str | None:
-    """The durable the queue's NATS workers read (what an sqs-to-nats route fills)."""
-    return next(
-        (r.consumer for r in plan.resources if r.kind == "sqs-queue" and r.stream == route.stream),
-        None,
-    )
+@dataclass
+class _Reading:
+    """What every route's status of one run shares."""
+
+    durables: dict[str, str | None]  # queue stream -> the durable its NATS workers read
+    streams: Mapping[str, dict[str, Any]] | None = None  # listed once, when many are read
+    executor: Executor | None = None
+
+
+def _queue_durables(plan: Plan) -> dict[str, str | None]:
+    """Per queue stream, the durable the queue's NATS workers read (what an sqs-to-nats route
+    fills): indexed once, not searched per route."""
+    durables: dict[str, str | None] = {}
+    for r in plan.resources:
+        if r.kind == "sqs-queue" and r.stream is not None:
+            durables.setdefault(r.stream, r.consumer)
+    return durables
 
 
 async def route_status(
-    nc: Any, sqs_for: Callable[[str], Any], plan: Plan, route: Route
+    nc: Any,
+    sqs_for: Callable[[str], Any],
+    plan: Plan,
+    route: Route,
+    reading: _Reading | None = None,
 ) -> RouteStatus:
+    shared = reading if reading is not None else _Reading(_queue_durables(plan))
+    streams, executor = shared.streams, shared.executor
     region = _arn_parts(route.aws_arn)[0]
     if route.kind in AWS_TO_NATS:
         queue_name = route.bridge_queue if route.kind == "sns-to-nats" else None
-        aws = await sqs_backlog(sqs_for(region), route.aws_arn, queue_name)
+        aws = await sqs_backlog(sqs_for(region), route.aws_arn, queue_name, executor=executor)
         nats = (
-            await nats_backlog(nc, route.stream, _queue_durable(plan, route))
+            await nats_backlog(nc, route.stream, shared.durables.get(route.stream), streams=streams)
             if route.stream
             else None
         )
@@ -163,9 +209,9 @@ async def route_status(
     if route.kind == "dlq-mover":
         consumer = route.advisory_consumer
         stream = route.advisory_stream or "snsq2nats_advisories"
-        advisories = await nats_backlog(nc, stream, consumer)
-        dlq_stream = await nats_backlog(nc, route.target_stream or "", None)
-        dlq_sqs = await sqs_backlog(sqs_for(region), route.aws_arn)
+        advisories = await nats_backlog(nc, stream, consumer, streams=streams)
+        dlq_stream = await nats_backlog(nc, route.target_stream or "", None, streams=streams)
+        dlq_sqs = await sqs_backlog(sqs_for(region), route.aws_arn, executor=executor)
         dlq = {"nats_messages": dlq_stream.stream_messages, "sqs_messages": dlq_sqs.total}
         drained = advisories.exists and advisories.total == 0
         reason = (
@@ -177,9 +223,11 @@ async def route_status(
         )
         return RouteStatus(route.name, route.kind, drained, reason, dlq_sqs, advisories, dlq)
 
-    nats = await nats_backlog(nc, route.stream or "", route.consumer)
+    nats = await nats_backlog(nc, route.stream or "", route.consumer, streams=streams)
     target = (
-        await sqs_backlog(sqs_for(region), route.aws_arn) if route.kind == "nats-to-sqs" else None
+        await sqs_backlog(sqs_for(region), route.aws_arn, executor=executor)
+        if route.kind == "nats-to-sqs"
+        else None
     )
     if not nats.exists:
         return RouteStatus(
@@ -195,6 +243,29 @@ async def route_status(
 
 
 async def collect(
-    nc: Any, sqs_for: Callable[[str], Any], plan: Plan, routes: list[Route]
+    nc: Any,
+    sqs_for: Callable[[str], Any],
+    plan: Plan,
+    routes: list[Route],
+    *,
+    concurrency: int = CONCURRENCY,
+    on_progress: Callable[[int, int | None], None] | None = None,
 ) -> list[RouteStatus]:
-    return list(await asyncio.gather(*(route_status(nc, sqs_for, plan, r) for r in routes)))
+    """Every route's status, in the order given, `concurrency` routes at a time."""
+    from snsq2nats.jetstream.state import stream_infos
+
+    wanted = {s for r in routes for s in (r.stream, r.target_stream, r.advisory_stream) if s}
+    # Many streams: one paged listing reads them all, 256 a request.
+    streams = await stream_infos(nc) if len(wanted) >= LIST_STREAMS_FROM else None
+    gate = asyncio.Semaphore(max(1, concurrency))
+    with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="status") as pool:
+        reading = _Reading(_queue_durables(plan), streams, pool)
+
+        async def one(route: Route) -> RouteStatus:
+            async with gate:
+                status = await route_status(nc, sqs_for, plan, route, reading)
+            if on_progress is not None:
+                on_progress(1, len(routes))
+            return status
+
+        return list(await asyncio.gather(*(one(r) for r in routes)))

@@ -72,34 +72,54 @@ async def _stream_consumers(
 ) -> dict[str, dict[str, Any]] | None:
     """A stream's consumer configs by name, or None when the stream vanished meanwhile."""
     async with gate:
-        try:
-            infos = await paginate(nc, f"{API_PREFIX}.CONSUMER.LIST.{name}", "consumers", timeout)
-        except JetStreamApiError as exc:
-            if exc.err_code == ERR_STREAM_NOT_FOUND:
-                return None
-            raise
-    consumers: dict[str, dict[str, Any]] = {}
+        infos = await consumer_infos(nc, name, timeout=timeout)
+    if infos is None:
+        return None
+    return {n: dict(info.get("config") or {}) for n, info in infos.items()}
+
+
+async def stream_infos(nc: Any, *, timeout: float = 5.0) -> dict[str, dict[str, Any]]:
+    """Every stream's info (`config`, `state`, …) by name, all pages: one request per 256
+    streams where asking each stream's INFO is one per stream."""
+    infos = await paginate(nc, f"{API_PREFIX}.STREAM.LIST", "streams", timeout)
+    by_name: dict[str, dict[str, Any]] = {}
+    for info in infos:
+        if not isinstance(info, dict):
+            continue
+        name = (info.get("config") or {}).get("name")
+        if name:
+            by_name[str(name)] = info
+    return by_name
+
+
+async def consumer_infos(
+    nc: Any, stream: str, *, timeout: float = 5.0
+) -> dict[str, dict[str, Any]] | None:
+    """Every consumer's info (`config`, `num_pending`, …) on `stream` by name, all pages; None
+    when the stream does not exist."""
+    try:
+        infos = await paginate(nc, f"{API_PREFIX}.CONSUMER.LIST.{stream}", "consumers", timeout)
+    except JetStreamApiError as exc:
+        if exc.err_code == ERR_STREAM_NOT_FOUND:
+            return None
+        raise
+    by_name: dict[str, dict[str, Any]] = {}
     for info in infos:
         if not isinstance(info, dict):
             continue
         config = info.get("config") or {}
-        consumer_name = info.get("name") or config.get("durable_name") or config.get("name")
-        if consumer_name:
-            consumers[str(consumer_name)] = dict(config)
-    return consumers
+        name = info.get("name") or config.get("durable_name") or config.get("name")
+        if name:
+            by_name[str(name)] = info
+    return by_name
 
 
 async def read_live(nc: Any, *, timeout: float = 5.0) -> LiveState:
     """Every stream (config, message count, bytes) and its consumers' configs."""
-    infos = await paginate(nc, f"{API_PREFIX}.STREAM.LIST", "streams", timeout)
+    infos = await stream_infos(nc, timeout=timeout)
     streams: dict[str, LiveStream] = {}
-    for info in infos:
-        if not isinstance(info, dict):
-            continue
+    for name, info in infos.items():
         config = dict(info.get("config") or {})
-        name = config.get("name")
-        if not name:
-            continue
         state = info.get("state") or {}
         streams[str(name)] = LiveStream(
             config=config,
