@@ -155,6 +155,7 @@ def build_plan(out: Output, kwargs: dict[str, Any], *, prune: bool, offline: boo
         request,
         scan=lambda: scan_estate(out, request.regions, request.endpoint_url, request.prefix),
         nats=nats,
+        progress=out.progress,
     )
 
 

@@ -8,6 +8,7 @@ nats-py is never imported here, so this stays cheap to import.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from snsq2nats.jetstream.api import API_PREFIX, ERR_STREAM_NOT_FOUND, JetStreamApiError, api
@@ -68,11 +69,16 @@ async def paginate(nc: Any, subject: str, key: str, timeout: float = 5.0) -> lis
 
 
 async def _stream_consumers(
-    nc: Any, name: str, timeout: float, gate: asyncio.Semaphore
+    nc: Any,
+    name: str,
+    timeout: float,
+    gate: asyncio.Semaphore,
+    advance: Callable[[int, int | None], None],
 ) -> dict[str, dict[str, Any]] | None:
     """A stream's consumer configs by name, or None when the stream vanished meanwhile."""
     async with gate:
         infos = await consumer_infos(nc, name, timeout=timeout)
+    advance(1, None)
     if infos is None:
         return None
     return {n: dict(info.get("config") or {}) for n, info in infos.items()}
@@ -114,9 +120,20 @@ async def consumer_infos(
     return by_name
 
 
-async def read_live(nc: Any, *, timeout: float = 5.0) -> LiveState:
-    """Every stream (config, message count, bytes) and its consumers' configs."""
+async def read_live(
+    nc: Any,
+    *,
+    timeout: float = 5.0,
+    on_progress: Callable[[int, int | None], None] | None = None,
+) -> LiveState:
+    """Every stream (config, message count, bytes) and its consumers' configs.
+
+    `on_progress(n, total)`: once the streams are listed (total: one step per stream), then as
+    each stream's consumers are read (one request per stream: the long part on a big server).
+    """
+    advance = on_progress or (lambda n, total: None)
     infos = await stream_infos(nc, timeout=timeout)
+    advance(0, len(infos))
     streams: dict[str, LiveStream] = {}
     for name, info in infos.items():
         config = dict(info.get("config") or {})
@@ -128,7 +145,9 @@ async def read_live(nc: Any, *, timeout: float = 5.0) -> LiveState:
         )
     gate = asyncio.Semaphore(_LIST_CONCURRENCY)
     names = sorted(streams)
-    results = await asyncio.gather(*(_stream_consumers(nc, n, timeout, gate) for n in names))
+    results = await asyncio.gather(
+        *(_stream_consumers(nc, n, timeout, gate, advance) for n in names)
+    )
     for name, consumers in zip(names, results, strict=True):
         if consumers is None:
             del streams[name]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -68,7 +69,9 @@ def obtain_inventory(request: PlanRequest, scan: Callable[[], Inventory]) -> Inv
     return scan()
 
 
-async def read_server(opts: NatsOptions) -> tuple[LiveState | None, ServerInfo]:
+async def read_server(
+    opts: NatsOptions, on_progress: Callable[[int, int | None], None] | None = None
+) -> tuple[LiveState | None, ServerInfo]:
     """The live JetStream state, or None with the reason when no server can be read."""
     from snsq2nats.errors import NatsConnectError, NatsRefusedError
     from snsq2nats.jetstream.connect import connect_nats
@@ -85,7 +88,7 @@ async def read_server(opts: NatsOptions) -> tuple[LiveState | None, ServerInfo]:
             note=f"no NATS server reachable ({err.what}): everything is planned as create",
         )
     try:
-        live = await read_live(nc)
+        live = await read_live(nc, on_progress=on_progress)
     finally:
         await nc.close()
     return live, live.server
@@ -96,7 +99,10 @@ def make_plan(
     *,
     scan: Callable[[], Inventory],
     nats: NatsOptions | None,
+    progress: Callable[[str, int | None], AbstractContextManager[Any]] | None = None,
 ) -> Plan:
+    """`progress(description, total)`: a context giving a sink with `advance(n, total)` (the
+    CLI's bar) for reading the server, which takes a while with 20,000 streams."""
     import asyncio
 
     inventory = obtain_inventory(request, scan)
@@ -108,7 +114,8 @@ def make_plan(
             note="offline plan: no NATS server read; everything is planned as create",
         )
     else:
-        live, server = asyncio.run(read_server(nats))
+        with progress("reading JetStream", None) if progress else nullcontext() as bar:
+            live, server = asyncio.run(read_server(nats, bar.advance if bar else None))
     return assemble_plan(inventory, rules, live, server=server, prune=request.prune)
 
 
