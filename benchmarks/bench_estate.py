@@ -18,12 +18,13 @@ Each stage's wall time and peak RSS (from wait4, per process) are reported, at t
 (`SMALL`: a tenth) and the large one in the same run, as time per object at both sizes: linear
 scaling shows as a ratio near 1 (`per_object_ratio`), a quadratic step as a ratio near 10.
 
-`SNSQ2NATS_BENCH_ESTATE=small` runs only the small estate (a quick look).
+`SNSQ2NATS_BENCH_ESTATE=small` (or `large`) runs one size only.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -56,7 +57,6 @@ class Stage:
     name: str
     seconds: float
     peak_rss_mb: float
-    exit_code: int
 
 
 def _seed(endpoint: str, size: tuple[int, int, int]) -> float:
@@ -80,25 +80,77 @@ def _seed(endpoint: str, size: tuple[int, int, int]) -> float:
     return time.perf_counter() - started
 
 
-def _run(name: str, args: list[str], env: dict[str, str], ok: tuple[int, ...] = (0,)) -> Stage:
-    """One CLI command in its own process: wall time and that process's own peak RSS."""
+def _run(
+    name: str,
+    args: list[str],
+    env: dict[str, str],
+    stdout: Path | None = None,
+) -> tuple[Stage, str]:
+    """One CLI command in its own process: wall time, that process's own peak RSS, stderr."""
     started = time.perf_counter()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "snsq2nats", *args],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    assert proc.stderr is not None
-    err = proc.stderr.read()
-    _, status, usage = os.wait4(proc.pid, 0)
+    with open(stdout or os.devnull, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "snsq2nats", *args],
+            env=env,
+            stdout=out,
+            stderr=subprocess.PIPE,
+        )
+        assert proc.stderr is not None
+        err = proc.stderr.read().decode(errors="replace")
+        _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     seconds = time.perf_counter() - started
-    if proc.returncode not in ok:
-        tail = err.decode(errors="replace")[-3000:]
-        raise AssertionError(f"{name} exited {proc.returncode}: {tail}")
+    if proc.returncode != 0:
+        raise AssertionError(f"{name} exited {proc.returncode}: {err[-3000:]}")
     # ru_maxrss is in KiB on Linux.
-    return Stage(name, seconds, usage.ru_maxrss / 1024.0, proc.returncode)
+    return Stage(name, seconds, usage.ru_maxrss / 1024.0), err
+
+
+PROBE_STREAMS = 300
+
+
+def _create_cost(url: str, label: str) -> float:
+    """nats-server's own cost: ms per file-stream create, `PROBE_STREAMS` of them 8 at a time,
+    on the server as it is now (then removed). Compared empty vs. holding the estate, it shows
+    how much of apply's time at 10,000 queues is the server's."""
+    import asyncio
+
+    from snsq2nats.jetstream.api import api
+    from snsq2nats.jetstream.connect import NatsOptions, connect_nats
+
+    async def go() -> float:
+        nc = await connect_nats(NatsOptions(servers=[url]), name="bench probe")
+        gate = asyncio.Semaphore(8)
+        names = [f"zz_probe_{label}_{i:04d}" for i in range(PROBE_STREAMS)]
+
+        async def one(subject: str, body: dict[str, Any] | None) -> None:
+            async with gate:
+                await api(nc, subject, body, 120.0)
+
+        try:
+            started = time.perf_counter()
+            await asyncio.gather(
+                *(
+                    one(
+                        f"$JS.API.STREAM.CREATE.{n}",
+                        {"name": n, "subjects": [f"probe.{n}"], "retention": "workqueue"},
+                    )
+                    for n in names
+                )
+            )
+            seconds = time.perf_counter() - started
+            await asyncio.gather(*(one(f"$JS.API.STREAM.DELETE.{n}", None) for n in names))
+        finally:
+            await nc.close()
+        return seconds * 1000 / PROBE_STREAMS
+
+    return asyncio.run(go())
+
+
+def _check(name: str, ok: bool, detail: Any) -> None:
+    """A stage that ran but did the wrong thing must not pass for fast."""
+    if not ok:
+        raise AssertionError(f"{name}: {detail}")
 
 
 @contextlib.contextmanager
@@ -108,8 +160,10 @@ def _nats() -> Iterator[NatsServer]:
         yield server
 
 
-def measure(size: tuple[int, int, int]) -> list[Stage]:
-    queues = size[0]
+def measure(size: tuple[int, int, int]) -> tuple[list[Stage], tuple[float, float]]:
+    queues, topics, _ = size
+    objects = 2 * queues + topics  # a stream and a durable per queue, a stream per topic
+    routes = queues + topics  # sqs-to-nats per queue, sns-to-nats per topic
     with (
         tempfile.TemporaryDirectory(prefix="bench-estate-") as tmp,
         fauxqs() as aws,
@@ -117,6 +171,7 @@ def measure(size: tuple[int, int, int]) -> list[Stage]:
     ):
         work = Path(tmp)
         (work / "cutover.yaml").write_text(MAPPING)
+        empty_cost = _create_cost(nats.url, "empty")
         seeded = _seed(aws.endpoint, size)
         print(f"  seeded {queues} queues in {seeded:.1f}s", file=sys.stderr)
         env = {
@@ -129,89 +184,114 @@ def measure(size: tuple[int, int, int]) -> list[Stage]:
             "NO_COLOR": "1",
             "COLUMNS": "120",
         }
-        inv, plan = str(work / "inventory.json"), str(work / "plan.json")
+        inv, plan = work / "inventory.json", work / "plan.json"
         mapping = ["--mapping", str(work / "cutover.yaml")]
-        stages = [
-            _run("scan", ["scan", "-o", inv], env),
-            _run("plan offline", ["plan", "--offline", "--inventory", inv, *mapping], env),
-            _run("plan live", ["plan", "--inventory", inv, *mapping, "-o", plan], env),
-            _run("apply", ["apply", plan], env),
-            _run(
-                "re-plan",
-                ["plan", "--inventory", inv, *mapping, "--detailed-exitcode"],
-                env,
-            ),
-            # Every route is drained on an idle estate: exit 0.
-            _run("status", ["status", "--plan", plan], env),
-            _run(
-                "verify (sample)", ["verify", "--plan", plan, "--sample", str(VERIFY_SAMPLE)], env
-            ),
-        ]
-        for stage in stages:
+        stages: list[Stage] = []
+
+        def stage(name: str, args: list[str], stdout: Path | None = None) -> str:
+            done, err = _run(name, args, env, stdout)
             print(
-                f"  {queues:>6} queues  {stage.name:<16} {stage.seconds:7.2f}s "
-                f"{stage.peak_rss_mb:7.0f} MB",
+                f"  {queues:>6} queues  {name:<16} {done.seconds:7.2f}s {done.peak_rss_mb:7.0f} MB",
                 file=sys.stderr,
             )
-        return stages
+            stages.append(done)
+            return err
+
+        stage("scan", ["scan", "-o", str(inv)])
+        doc = json.loads(inv.read_text())
+        counts = (len(doc["queues"]), len(doc["topics"]), len(doc["subscriptions"]))
+        _check("scan", counts == size, counts)
+        del doc
+
+        stage("plan offline", ["plan", "--offline", "--inventory", str(inv), *mapping])
+        stage("plan live", ["plan", "--inventory", str(inv), *mapping, "-o", str(plan)])
+        doc = json.loads(plan.read_text())
+        actions = {c["action"] for c in doc["changes"]}
+        _check("plan live", len(doc["changes"]) == objects and actions == {"create"}, actions)
+        _check("plan live", len(doc["routes"]) == routes, len(doc["routes"]))
+        del doc
+
+        err = stage("apply", ["apply", str(plan)])
+        _check("apply", f"Apply complete: {objects} created" in err, err[-500:])
+        # Exit 0 with --detailed-exitcode: nothing left to do.
+        stage("re-plan", ["plan", "--inventory", str(inv), *mapping, "--detailed-exitcode"])
+
+        report = work / "status.json"
+        stage("status", ["status", "--plan", str(plan), "--json"], report)
+        doc = json.loads(report.read_text())
+        _check("status", doc["drained"] and len(doc["routes"]) == routes, len(doc["routes"]))
+
+        report = work / "verify.json"
+        stage(
+            "verify (sample)",
+            ["verify", "--plan", str(plan), "--sample", str(VERIFY_SAMPLE), "--json"],
+            report,
+        )
+        doc = json.loads(report.read_text())
+        _check("verify", doc["ok"] and doc["counts"]["failed"] == 0, doc["counts"])
+        checked = {r["resource"] for r in doc["results"]} - {"(verify)"}
+        _check("verify", len(checked) >= VERIFY_SAMPLE, len(checked))
+
+        if os.environ.get("SNSQ2NATS_BENCH_VERIFY_ALL") == "1":
+            report = work / "verify-all.json"
+            stage("verify (all)", ["verify", "--plan", str(plan), "--json"], report)
+            doc = json.loads(report.read_text())
+            _check("verify (all)", doc["ok"], doc["counts"])
+            checked = {r["resource"] for r in doc["results"]} - {"(verify)"}
+            _check("verify (all)", len(checked) >= queues + topics, len(checked))
+        full_cost = _create_cost(nats.url, "full")
+        print(
+            f"  nats-server: {empty_cost:.1f} ms per stream create when empty, "
+            f"{full_cost:.1f} ms holding {objects} objects",
+            file=sys.stderr,
+        )
+        return stages, (empty_cost, full_cost)
 
 
 def _objects(size: tuple[int, int, int]) -> int:
     return sum(size)
 
 
+def _key(name: str) -> str:
+    return name.replace(" ", "_").replace("(", "").replace(")", "")
+
+
+def _row(name: str, value: float, unit: str, target: float | None = None) -> dict[str, Any]:
+    return {"name": name, "value": value, "unit": unit, "target": target}
+
+
 def run() -> list[dict[str, Any]]:
-    only_small = os.environ.get("SNSQ2NATS_BENCH_ESTATE") == "small"
-    sizes = [SMALL] if only_small else [SMALL, LARGE]
+    only = os.environ.get("SNSQ2NATS_BENCH_ESTATE")
+    sizes = [SMALL] if only == "small" else [LARGE] if only == "large" else [SMALL, LARGE]
     measured = {size: measure(size) for size in sizes}
     rows: list[dict[str, Any]] = []
-    for size, stages in measured.items():
+    for size, (stages, (empty, full)) in measured.items():
         label = f"estate.{size[0] // 1000}k"
         for stage in stages:
-            key = stage.name.replace(" ", "_").replace("(", "").replace(")", "")
+            rows.append(_row(f"{label}.{_key(stage.name)}.wall", round(stage.seconds, 2), "s"))
             rows.append(
-                {"name": f"{label}.{key}.wall", "value": round(stage.seconds, 2), "unit": "s"}
+                _row(f"{label}.{_key(stage.name)}.peak_rss", round(stage.peak_rss_mb), "MB")
             )
-            rows.append(
-                {
-                    "name": f"{label}.{key}.peak_rss",
-                    "value": round(stage.peak_rss_mb),
-                    "unit": "MB",
-                }
-            )
-    if not only_small:
-        small, large = measured[SMALL], measured[LARGE]
+        rows.append(_row(f"{label}.server_create_empty", round(empty, 1), "ms/stream"))
+        rows.append(_row(f"{label}.server_create_full", round(full, 1), "ms/stream"))
+    if len(sizes) == 2:
+        (small, (_, s_full)), (large, (_, l_full)) = measured[SMALL], measured[LARGE]
         for a, b in zip(small, large, strict=True):
-            if a.name.startswith("verify"):
-                continue  # a fixed sample: not per object
-            per_small = a.seconds / _objects(SMALL)
-            per_large = b.seconds / _objects(LARGE)
-            key = a.name.replace(" ", "_")
+            if a.name == "verify (sample)":
+                continue  # the same sample at both sizes: not per object
+            per_small = a.seconds * 1000 / _objects(SMALL)
+            per_large = b.seconds * 1000 / _objects(LARGE)
+            key = _key(a.name)
+            rows.append(_row(f"estate.{key}.ms_per_object_1k", round(per_small, 3), "ms"))
+            rows.append(_row(f"estate.{key}.ms_per_object_10k", round(per_large, 3), "ms"))
+            # per object at 1k / per object at 10k: 1 is linear, 0.1 quadratic; above 1 the
+            # fixed cost of starting a process weighs more at 1k. apply has no target: what
+            # grows there is nats-server's own cost per create (the server_create rows).
+            target = None if a.name == "apply" else round(1 / RATIO_CEILING, 2)
             rows.append(
-                {
-                    "name": f"estate.{key}.ms_per_object_1k",
-                    "value": round(per_small * 1000, 3),
-                    "unit": "ms",
-                }
+                _row(f"estate.{key}.linearity", round(per_small / per_large, 2), "x", target)
             )
-            rows.append(
-                {
-                    "name": f"estate.{key}.ms_per_object_10k",
-                    "value": round(per_large * 1000, 3),
-                    "unit": "ms",
-                }
-            )
-            # Inverted so that the table's "value >= target" reads as "scales linearly".
-            rows.append(
-                {
-                    "name": f"estate.{key}.linearity",
-                    "value": round(per_small / per_large, 2),
-                    "unit": "1k/10k",
-                    "target": round(1 / RATIO_CEILING, 2),
-                }
-            )
-    for row in rows:
-        row.setdefault("target", None)
+        rows.append(_row("estate.server_create_growth_10k_vs_1k", round(l_full / s_full, 2), "x"))
     return rows
 
 

@@ -71,7 +71,11 @@ ALREADY_DONE = "already in the planned state"
 # A cluster under load can briefly think a peer is offline (10005 "… peer offline") or be
 # between meta leaders (10008). Every write here is idempotent (same-config creates succeed,
 # deletes tolerate "gone"), so such a refusal is retried a few times before it counts as the
-# server rejecting the object. Timeouts are not retried: each already cost WRITE_TIMEOUT.
+# server rejecting the object. So is no answer within WRITE_TIMEOUT: nats-server's cost per
+# stream create grows with the streams it holds (measured by benchmarks/bench_estate: ~2 ms
+# empty, ~10 ms at 8,000), and with 32 creates queued a stall leaves some unanswered for more
+# than WRITE_TIMEOUT at 10,000 queues. The request was queued, not lost: its retry finds the
+# object made (or makes it).
 RETRY_DELAYS = (0.5, 1.0, 2.0)
 
 
@@ -369,6 +373,8 @@ class _Runner:
 def _transient(exc: SnsqError) -> bool:
     if not isinstance(exc, JetStreamApiError):
         return False
+    if exc.err_code is None and exc.code is None:
+        return True  # no answer in time: see RETRY_DELAYS
     if exc.err_code == ERR_NO_PEERS:
         # Only a peer that is offline right now; a placement no server matches never heals.
         return "offline" in (exc.description or "")
