@@ -108,7 +108,10 @@ class Output:
                     self.console.print(f"{description}: {done[0]}{of}", markup=False)
 
             yield ProgressSink(count)
-            self.console.print(f"{description}: {done[0]} done", markup=False)
+            self.console.print(
+                f"{description}: {done[0]} done" if done[0] else f"{description}: done",
+                markup=False,
+            )
 
 
 class ProgressSink:

@@ -116,7 +116,9 @@ def make_plan(
     else:
         with progress("reading JetStream", None) if progress else nullcontext() as bar:
             live, server = asyncio.run(read_server(nats, bar.advance if bar else None))
-    return assemble_plan(inventory, rules, live, server=server, prune=request.prune)
+    # Seconds at 10,000 queues: a spinner (or a start and an end line) says it is not stuck.
+    with progress("planning", None) if progress else nullcontext():
+        return assemble_plan(inventory, rules, live, server=server, prune=request.prune)
 
 
 GROUP_ATTRIBUTE = "MessageGroupId"
