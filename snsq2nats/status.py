@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from snsq2nats.errors import SnsqError
 from snsq2nats.plan.model import Plan, Route
@@ -30,6 +31,8 @@ COUNT_ATTRIBUTES = [
 CONCURRENCY = 32
 # From this many streams on, one paged STREAM.LIST (256 a page) is cheaper than an INFO each.
 LIST_STREAMS_FROM = 64
+# From this many routes on, one ListQueues per region is cheaper than a GetQueueUrl each.
+LIST_QUEUES_FROM = 64
 
 
 @dataclass
@@ -85,17 +88,31 @@ async def _in_thread(executor: Executor | None, fn: Callable[..., Any], **kwargs
 
 
 async def sqs_backlog(
-    sqs: Any, arn: str, name: str | None = None, *, executor: Executor | None = None
+    sqs: Any,
+    arn: str,
+    name: str | None = None,
+    *,
+    executor: Executor | None = None,
+    listed: _QueueUrls | None = None,
 ) -> SqsBacklog:
-    """The queue's approximate counts; a queue that does not exist holds nothing."""
-    _, account, queue_name = _arn_parts(arn)
+    """The queue's approximate counts; a queue that does not exist holds nothing.
+
+    `listed`: the region's queue URLs, listed once, which saves a GetQueueUrl per queue."""
+    region, account, queue_name = _arn_parts(arn)
     queue_name = name or queue_name
+    url = listed.urls.get((region, account, queue_name)) if listed is not None else None
+    if url is None and listed is not None and (region, account) in listed.accounts:
+        return SqsBacklog(queue=queue_name, exists=False)  # the listing had its account
     try:
-        url = (
-            await _in_thread(
-                executor, sqs.get_queue_url, QueueName=queue_name, QueueOwnerAWSAccountId=account
-            )
-        )["QueueUrl"]
+        if url is None:
+            url = (
+                await _in_thread(
+                    executor,
+                    sqs.get_queue_url,
+                    QueueName=queue_name,
+                    QueueOwnerAWSAccountId=account,
+                )
+            )["QueueUrl"]
         attrs = (
             await _in_thread(
                 executor, sqs.get_queue_attributes, QueueUrl=url, AttributeNames=COUNT_ATTRIBUTES
@@ -152,12 +169,29 @@ async def nats_backlog(
 
 
 @dataclass
+class _QueueUrls:
+    """Queue URLs from ListQueues, by (region, account, name), and the (region, account)s
+    the listing covered: a name missing there does not exist."""
+
+    urls: dict[tuple[str, str, str], str] = field(default_factory=dict)
+    accounts: set[tuple[str, str]] = field(default_factory=set)
+
+    def add(self, region: str, url: str) -> None:
+        # https://sqs.<region>.amazonaws.com/<account>/<name> (emulators: <host>/<account>/<name>)
+        path = urlsplit(url).path.strip("/").split("/")
+        if len(path) >= 2:
+            self.urls[(region, path[-2], path[-1])] = url
+            self.accounts.add((region, path[-2]))
+
+
+@dataclass
 class _Reading:
     """What every route's status of one run shares."""
 
     durables: dict[str, str | None]  # queue stream -> the durable its NATS workers read
     streams: Mapping[str, dict[str, Any]] | None = None  # listed once, when many are read
     executor: Executor | None = None
+    queues: _QueueUrls | None = None  # listed once, when many are read
 
 
 def _queue_durables(plan: Plan) -> dict[str, str | None]:
@@ -182,7 +216,9 @@ async def route_status(
     region = _arn_parts(route.aws_arn)[0]
     if route.kind in AWS_TO_NATS:
         queue_name = route.bridge_queue if route.kind == "sns-to-nats" else None
-        aws = await sqs_backlog(sqs_for(region), route.aws_arn, queue_name, executor=executor)
+        aws = await sqs_backlog(
+            sqs_for(region), route.aws_arn, queue_name, executor=executor, listed=shared.queues
+        )
         nats = (
             await nats_backlog(nc, route.stream, shared.durables.get(route.stream), streams=streams)
             if route.stream
@@ -211,7 +247,9 @@ async def route_status(
         stream = route.advisory_stream or "snsq2nats_advisories"
         advisories = await nats_backlog(nc, stream, consumer, streams=streams)
         dlq_stream = await nats_backlog(nc, route.target_stream or "", None, streams=streams)
-        dlq_sqs = await sqs_backlog(sqs_for(region), route.aws_arn, executor=executor)
+        dlq_sqs = await sqs_backlog(
+            sqs_for(region), route.aws_arn, executor=executor, listed=shared.queues
+        )
         dlq = {"nats_messages": dlq_stream.stream_messages, "sqs_messages": dlq_sqs.total}
         drained = advisories.exists and advisories.total == 0
         reason = (
@@ -225,7 +263,7 @@ async def route_status(
 
     nats = await nats_backlog(nc, route.stream or "", route.consumer, streams=streams)
     target = (
-        await sqs_backlog(sqs_for(region), route.aws_arn, executor=executor)
+        await sqs_backlog(sqs_for(region), route.aws_arn, executor=executor, listed=shared.queues)
         if route.kind == "nats-to-sqs"
         else None
     )
@@ -259,7 +297,18 @@ async def collect(
     streams = await stream_infos(nc) if len(wanted) >= LIST_STREAMS_FROM else None
     gate = asyncio.Semaphore(max(1, concurrency))
     with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="status") as pool:
-        reading = _Reading(_queue_durables(plan), streams, pool)
+        queues = None
+        if len(routes) >= LIST_QUEUES_FROM:
+            # Many queues: ListQueues (1,000 a page) instead of a GetQueueUrl per queue.
+            from snsq2nats.aws.scan import list_queue_urls
+
+            queues = _QueueUrls()
+            loop = asyncio.get_running_loop()
+            for region in sorted({_arn_parts(r.aws_arn)[0] for r in routes}):
+                sqs = sqs_for(region)
+                for url in await loop.run_in_executor(pool, list_queue_urls, sqs, None):
+                    queues.add(region, url)
+        reading = _Reading(_queue_durables(plan), streams, pool, queues)
 
         async def one(route: Route) -> RouteStatus:
             async with gate:

@@ -129,13 +129,19 @@ def test_status_sees_every_page(
     crowded: tuple[Path, Path, str, Plan], listed: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _, plan_file, url, plan = crowded
-    # The shop has few routes, which status reads one INFO each; from this many on, it lists.
+    # The shop has few routes, which status reads one INFO (and GetQueueUrl) each; from this
+    # many on, it lists streams (and queues) instead.
     monkeypatch.setattr(status_lib, "LIST_STREAMS_FROM", 1 if listed else 10_000)
+    monkeypatch.setattr(status_lib, "LIST_QUEUES_FROM", 1 if listed else 10_000)
     result = invoke("status", "--plan", str(plan_file), "-s", url, "--json")
     assert result.exit_code == 0, result.stdout + result.stderr
     routes = json.loads(result.stdout)["routes"]
     assert len(routes) == len(plan.routes)
     assert all(r["nats"] is None or r["nats"]["exists"] for r in routes), routes
+    by_name = {r["route"]: r for r in routes}
+    assert by_name["to-sqs:orders-shipping"]["aws"]["exists"] is True
+    # The bridge creates an SNS route's queue when it starts: none yet.
+    assert by_name["sns:orders"]["aws"]["exists"] is False
 
 
 def test_verify_compares_every_stream(crowded: tuple[Path, Path, str, Plan]) -> None:
@@ -165,3 +171,19 @@ def test_bridge_start_check_sees_every_page(crowded: tuple[Path, Path, str, Plan
     )
     assert result.exit_code == 0, result.stderr
     assert "do not exist" not in result.stderr
+
+
+def test_status_from_listed_queues_counts_the_backlog(
+    crowded: tuple[Path, Path, str, Plan], aws: AwsEndpoint, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, plan_file, url, _ = crowded
+    monkeypatch.setattr(status_lib, "LIST_STREAMS_FROM", 1)
+    monkeypatch.setattr(status_lib, "LIST_QUEUES_FROM", 1)
+    sqs = aws.client("sqs")
+    queue_url = sqs.get_queue_url(QueueName="orders-billing")["QueueUrl"]
+    sqs.send_message(QueueUrl=queue_url, MessageBody="order 1")
+    result = invoke("status", "--plan", str(plan_file), "-s", url, "--json")
+    assert result.exit_code == 1, result.stdout + result.stderr
+    by_name = {r["route"]: r for r in json.loads(result.stdout)["routes"]}
+    billing = by_name["sqs:orders-billing"]
+    assert billing["drained"] is False and billing["aws"]["visible"] == 1

@@ -47,6 +47,7 @@ R = TypeVar("R")
 __all__ = [
     "DEFAULT_CONCURRENCY",
     "RegionClients",
+    "list_queue_urls",
     "queue_from_attributes",
     "redact_endpoint",
     "scan",
@@ -83,7 +84,7 @@ def scan(
     with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
         for region in clients:
             queue_urls = _guard(
-                region, "sqs", functools.partial(_list_queue_urls, region.sqs, prefix)
+                region, "sqs", functools.partial(list_queue_urls, region.sqs, prefix)
             )
             topic_arns = _guard(
                 region, "sns", functools.partial(_list_topic_arns, region.sns, prefix)
@@ -192,7 +193,8 @@ _QUEUE_PAGE = 1000  # ListQueues' largest MaxResults
 _QUEUE_NAME_CHARS = string.ascii_letters + string.digits + "-_."
 
 
-def _list_queue_urls(sqs: SQSClient, prefix: str | None) -> list[str]:
+def list_queue_urls(sqs: SQSClient, prefix: str | None) -> list[str]:
+    """Every queue URL in the client's account and region (names starting with `prefix`)."""
     # ListQueues returns NextToken only when MaxResults is set: without it real AWS stops at 1,000.
     paginator = sqs.get_paginator("list_queues")
     kwargs: dict[str, Any] = {"PaginationConfig": {"PageSize": _QUEUE_PAGE}}
@@ -209,7 +211,7 @@ def _list_queue_urls(sqs: SQSClient, prefix: str | None) -> list[str]:
         # fauxqs) cut the list there. Silently scanning 1,000 of 10,000 queues is the worst
         # outcome, so list again by every longer prefix: each holds fewer queues, recursively.
         for char in _QUEUE_NAME_CHARS:
-            found.update(dict.fromkeys(_list_queue_urls(sqs, (prefix or "") + char)))
+            found.update(dict.fromkeys(list_queue_urls(sqs, (prefix or "") + char)))
         if prefix:
             found.update(dict.fromkeys(_queue_named(sqs, prefix)))
     return list(found)
