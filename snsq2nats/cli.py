@@ -207,13 +207,13 @@ def scan(
     concurrency: int,
 ) -> None:
     """Read every SNS topic, subscription and SQS queue into an inventory."""
-    from snsq2nats.files import write_atomic
+    from snsq2nats.files import document_json, write_atomic
     from snsq2nats.report.terminal import scan_summary, warnings_table
 
     out = Output()
     inventory = scan_estate(out, regions, endpoint_url, prefix, concurrency)
     if output:
-        write_atomic(output, inventory.to_json())
+        write_atomic(output, document_json(inventory))
     if as_json:
         out.data(inventory.to_json())
         return
@@ -282,14 +282,14 @@ def plan(
     **kwargs: Any,
 ) -> None:
     """Show what the estate becomes in JetStream and what would change (a dry run)."""
-    from snsq2nats.files import write_atomic
+    from snsq2nats.files import document_json, write_atomic
     from snsq2nats.report.document import write_report
     from snsq2nats.report.terminal import render_plan
 
     out = Output()
     result = build_plan(out, kwargs, prune=prune, offline=offline)
     if output:
-        write_atomic(output, result.to_json())
+        write_atomic(output, document_json(result))
     for report in reports:
         write_report(report, result)
     if as_json:

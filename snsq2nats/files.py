@@ -13,7 +13,7 @@ from pydantic import BaseModel, ValidationError
 from snsq2nats.errors import InventoryFileError, UsageError
 
 
-def write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str | bytes) -> None:
     """A crash or a full disk never leaves a truncated file under the final name."""
     directory = path.parent if str(path.parent) else Path(".")
     try:
@@ -25,8 +25,13 @@ def write_atomic(path: Path, text: str) -> None:
             hint="check the directory exists and is writable",
         ) from None
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            # Encoded here at once, not whole: a 10,000-queue plan is 70 MB.
+            if isinstance(text, bytes):
+                handle.write(text)
+            else:
+                for start in range(0, len(text), _CHUNK):
+                    handle.write(text[start : start + _CHUNK].encode("utf-8"))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -34,6 +39,13 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 M = TypeVar("M", bound=BaseModel)
+_CHUNK = 1 << 20
+
+
+def document_json(doc: BaseModel) -> bytes:
+    """A document's file text (`model_dump_json(indent=2)` and a newline, as the models'
+    `to_json`), as UTF-8 bytes straight from the serializer: no str copy of a 70 MB plan."""
+    return doc.__pydantic_serializer__.to_json(doc, indent=2) + b"\n"
 
 
 def read_document(path: Path, model: type[M], *, what: str, remedy: str, version: int) -> M:

@@ -217,3 +217,15 @@ def test_status_table_lists_what_is_not_drained_first_and_counts_the_rest() -> N
     assert f"sqs:q{TABLE_ROWS + 49:04d}" not in text
     waiting = [_route(i, drained=False) for i in range(30)]
     assert status_line(waiting).endswith("q0019 and 10 more")
+
+
+def test_files_are_written_as_the_models_render_them(tmp_path: Path) -> None:
+    from snsq2nats.files import document_json, write_atomic
+
+    inventory = _inventory(queues=3, topics=1, subscriptions=3)
+    plan = _plan(inventory)
+    for doc, text in ((plan, plan.to_json()), (inventory, inventory.to_json())):
+        assert document_json(doc) == text.encode()
+    target = tmp_path / "plan.json"
+    write_atomic(target, "é" * 3_000_000)  # more than one chunk, a character on a boundary
+    assert target.read_text(encoding="utf-8") == "é" * 3_000_000
