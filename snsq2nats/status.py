@@ -304,10 +304,15 @@ async def collect(
 
             queues = _QueueUrls()
             loop = asyncio.get_running_loop()
-            for region in sorted({_arn_parts(r.aws_arn)[0] for r in routes}):
-                sqs = sqs_for(region)
-                for url in await loop.run_in_executor(pool, list_queue_urls, sqs, None):
-                    queues.add(region, url)
+            try:
+                for region in sorted({_arn_parts(r.aws_arn)[0] for r in routes}):
+                    sqs = sqs_for(region)
+                    for url in await loop.run_in_executor(pool, list_queue_urls, sqs, None):
+                        queues.add(region, url)
+            except Exception:
+                # Only a shortcut: without sqs:ListQueues (status never needed it), or on any
+                # error listing, each queue is looked up by name as before.
+                queues = None
         reading = _Reading(_queue_durables(plan), streams, pool, queues)
 
         async def one(route: Route) -> RouteStatus:
