@@ -18,6 +18,7 @@ SUITES = [
     "bench_routes",
     "bench_fifo",
     "bench_fleet",
+    "bench_estate",
 ]
 
 

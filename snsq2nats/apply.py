@@ -71,7 +71,11 @@ ALREADY_DONE = "already in the planned state"
 # A cluster under load can briefly think a peer is offline (10005 "… peer offline") or be
 # between meta leaders (10008). Every write here is idempotent (same-config creates succeed,
 # deletes tolerate "gone"), so such a refusal is retried a few times before it counts as the
-# server rejecting the object. Timeouts are not retried: each already cost WRITE_TIMEOUT.
+# server rejecting the object. So is no answer within WRITE_TIMEOUT: nats-server's cost per
+# stream create grows with the streams it holds (measured by benchmarks/bench_estate: ~2 ms
+# empty, ~10 ms at 8,000), and with 32 creates queued a stall leaves some unanswered for more
+# than WRITE_TIMEOUT at 10,000 queues. The request was queued, not lost: its retry finds the
+# object made (or makes it).
 RETRY_DELAYS = (0.5, 1.0, 2.0)
 
 
@@ -369,6 +373,8 @@ class _Runner:
 def _transient(exc: SnsqError) -> bool:
     if not isinstance(exc, JetStreamApiError):
         return False
+    if exc.err_code is None and exc.code is None:
+        return True  # no answer in time: see RETRY_DELAYS
     if exc.err_code == ERR_NO_PEERS:
         # Only a peer that is offline right now; a placement no server matches never heals.
         return "offline" in (exc.description or "")
@@ -393,12 +399,19 @@ def _error_detail(exc: SnsqError) -> str:
     return exc.what
 
 
-def _stream_deps(spec: StreamSpec, plan: Plan) -> set[str]:
-    """Streams that must exist first: the origins it sources and the DLQ its messages move to."""
-    deps = {s.name for s in spec.sources or []}
+def _dlq_targets(plan: Plan) -> dict[str, set[str]]:
+    """Per stream, the DLQ streams its messages move to: indexed once, not searched per stream
+    (that search is quadratic, minutes at 10,000 queues)."""
+    targets: dict[str, set[str]] = {}
     for route in plan.routes:
-        if route.kind == "dlq-mover" and route.stream == spec.name and route.target_stream:
-            deps.add(route.target_stream)
+        if route.kind == "dlq-mover" and route.stream and route.target_stream:
+            targets.setdefault(route.stream, set()).add(route.target_stream)
+    return targets
+
+
+def _stream_deps(spec: StreamSpec, dlq_targets: Mapping[str, set[str]]) -> set[str]:
+    """Streams that must exist first: the origins it sources and the DLQ its messages move to."""
+    deps = {s.name for s in spec.sources or []} | dlq_targets.get(spec.name, set())
     deps.discard(spec.name)
     return deps
 
@@ -410,13 +423,13 @@ def _ops(nc: Any, plan: Plan, run: list[Change], live: LiveState, pedantic: bool
     deletes = [c for c in run if c.action == "delete"]
     # A stream may only wait for streams the plan orders before it: the plan's order is
     # topological with any (never expected) cycle broken, so the waits can never deadlock.
-    earlier: dict[str, set[str]] = {}
-    seen: set[str] = set()
+    # Positions, not a copy of every earlier name per stream (quadratic memory at 10,000).
+    position: dict[str, int] = {}
     for c in writes:
         if c.type == "stream":
-            earlier[c.name] = set(seen)
-            seen.add(c.name)
-    changed_streams = seen
+            position.setdefault(c.name, len(position))
+    changed_streams = set(position)
+    dlq_targets = _dlq_targets(plan)
 
     def missing(change: Change) -> ApplyError:
         return ApplyError(
@@ -430,7 +443,8 @@ def _ops(nc: Any, plan: Plan, run: list[Change], live: LiveState, pedantic: bool
             spec = streams.get(change.name)
             if spec is None:
                 raise missing(change)
-            needed = _stream_deps(spec, plan) & earlier[change.name]
+            mine = position[change.name]
+            needed = {d for d in _stream_deps(spec, dlq_targets) if position.get(d, mine) < mine}
             deps = [("stream", d, d) for d in sorted(needed)]
             ops.append(_Op(change, _stream_write(nc, change, spec, live, pedantic), deps))
         else:

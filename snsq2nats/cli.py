@@ -155,6 +155,7 @@ def build_plan(out: Output, kwargs: dict[str, Any], *, prune: bool, offline: boo
         request,
         scan=lambda: scan_estate(out, request.regions, request.endpoint_url, request.prefix),
         nats=nats,
+        progress=out.progress,
     )
 
 
@@ -206,13 +207,13 @@ def scan(
     concurrency: int,
 ) -> None:
     """Read every SNS topic, subscription and SQS queue into an inventory."""
-    from snsq2nats.files import write_atomic
+    from snsq2nats.files import document_json, write_atomic
     from snsq2nats.report.terminal import scan_summary, warnings_table
 
     out = Output()
     inventory = scan_estate(out, regions, endpoint_url, prefix, concurrency)
     if output:
-        write_atomic(output, inventory.to_json())
+        write_atomic(output, document_json(inventory))
     if as_json:
         out.data(inventory.to_json())
         return
@@ -281,14 +282,14 @@ def plan(
     **kwargs: Any,
 ) -> None:
     """Show what the estate becomes in JetStream and what would change (a dry run)."""
-    from snsq2nats.files import write_atomic
+    from snsq2nats.files import document_json, write_atomic
     from snsq2nats.report.document import write_report
     from snsq2nats.report.terminal import render_plan
 
     out = Output()
     result = build_plan(out, kwargs, prune=prune, offline=offline)
     if output:
-        write_atomic(output, result.to_json())
+        write_atomic(output, document_json(result))
     for report in reports:
         write_report(report, result)
     if as_json:
@@ -513,7 +514,27 @@ def _run_apply(out: Output, nats: Any, plan: Plan, *, allow_destructive: bool) -
     show_default=True,
     help="Seconds to wait for each canary.",
 )
-def verify(plan_path: Path | None, as_json: bool, timeout: float, **kwargs: Any) -> None:
+@click.option(
+    "--sample",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Check N queues and topics, evenly spread over the plan, instead of all of them.",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 256),
+    default=32,
+    show_default=True,
+    help="Checks in flight at once.",
+)
+def verify(
+    plan_path: Path | None,
+    as_json: bool,
+    timeout: float,
+    sample: int | None,
+    concurrency: int,
+    **kwargs: Any,
+) -> None:
     """Send a canary through every queue and topic and receive it where the plan says."""
     import asyncio
     import json
@@ -525,13 +546,20 @@ def verify(plan_path: Path | None, as_json: bool, timeout: float, **kwargs: Any)
     out = Output()
     plan = plan_for(out, plan_path, kwargs, live=True)
     nats = NatsOptions.resolve(kwargs["server"], kwargs["nats_context"])
-    total = sum(1 for r in plan.resources if r.kind in ("sqs-queue", "sns-topic")) + 1
 
     async def go() -> list[Any]:
         nc = await connect_nats(nats, name="snsq2nats verify")
         try:
-            with out.progress("verifying", total=total) as bar:
-                return await verify_plan(nc, plan, timeout=timeout, on_progress=bar.advance)
+            # The total comes with the first tick (it depends on --sample).
+            with out.progress("verifying", total=None) as bar:
+                return await verify_plan(
+                    nc,
+                    plan,
+                    timeout=timeout,
+                    on_progress=bar.advance,
+                    sample=sample,
+                    concurrency=concurrency,
+                )
         finally:
             await nc.close()
 
@@ -736,7 +764,9 @@ def status(
             hint="routes in the plan: " + (", ".join(r.name for r in candidates) or "none"),
         )
     nats = NatsOptions.resolve(kwargs["server"], kwargs["nats_context"])
-    statuses, records = asyncio.run(_collect_status(nats, plan, routes, kwargs["endpoint_url"]))
+    statuses, records = asyncio.run(
+        _collect_status(out, nats, plan, routes, kwargs["endpoint_url"])
+    )
     if as_json:
         out.data(
             jsonlib.dumps(
@@ -758,11 +788,12 @@ def status(
 
 
 async def _collect_status(
-    nats: Any, plan: Plan, routes: list[Any], endpoint_url: str | None
+    out: Output, nats: Any, plan: Plan, routes: list[Any], endpoint_url: str | None
 ) -> tuple[list[Any], list[Any]]:
     """The routes the live cutover state runs (of those selected), their backlogs, and the
     recorded cutover state."""
     import boto3
+    from botocore.config import Config
 
     from snsq2nats import status as status_lib
     from snsq2nats.cutover import read_records
@@ -772,10 +803,14 @@ async def _collect_status(
 
     session = boto3.Session()
     clients: dict[str, Any] = {}
+    # One connection per concurrent route: botocore's default pool of 10 would drop the rest.
+    config = Config(max_pool_connections=status_lib.CONCURRENCY)
 
     def sqs_for(region: str) -> Any:
         if region not in clients:
-            clients[region] = session.client("sqs", region_name=region, endpoint_url=endpoint_url)
+            clients[region] = session.client(
+                "sqs", region_name=region, endpoint_url=endpoint_url, config=config
+            )
         return clients[region]
 
     nc = await connect_nats(nats, name="snsq2nats status")
@@ -783,7 +818,8 @@ async def _collect_status(
         records = await read_records(nc)
         view = current_view(plan, records)
         running = [r for r in routes if route_active(r, view)]
-        statuses = await status_lib.collect(nc, sqs_for, plan, running)
+        with out.progress("reading routes", total=len(running)) as bar:
+            statuses = await status_lib.collect(nc, sqs_for, plan, running, on_progress=bar.advance)
         return statuses, sorted(records.values(), key=lambda r: r.name)
     finally:
         await nc.close()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import IO, Any
@@ -16,6 +17,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from snsq2nats.errors import SnsqError
+
+# Seconds between plain progress lines when not on a terminal.
+PLAIN_PROGRESS_EVERY = 5.0
 
 
 def _make_console(file: IO[str] | None = None) -> Console:
@@ -89,12 +93,25 @@ class Output:
         else:
             self.console.print(f"{description} …", markup=False)
             done = [0]
+            known: list[int | None] = [total]
+            last = [time.monotonic()]
 
             def count(n: int, total: int | None) -> None:
                 done[0] += n
+                known[0] = total if total is not None else known[0]
+                # A line now and then, so a log shows a long stage (10,000 queues) is moving;
+                # by time rather than per item, so a small run prints nothing extra.
+                now = time.monotonic()
+                if now - last[0] >= PLAIN_PROGRESS_EVERY:
+                    last[0] = now
+                    of = f"/{known[0]}" if known[0] is not None else ""
+                    self.console.print(f"{description}: {done[0]}{of}", markup=False)
 
             yield ProgressSink(count)
-            self.console.print(f"{description}: {done[0]} done", markup=False)
+            self.console.print(
+                f"{description}: {done[0]} done" if done[0] else f"{description}: done",
+                markup=False,
+            )
 
 
 class ProgressSink:

@@ -13,10 +13,13 @@ that member's heartbeat is current (from the fleet's KV bucket, `bridge.fleet`).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Mapping
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from snsq2nats.bridge.fleet import FleetSnapshot, lease_age, read_fleet
 from snsq2nats.errors import SnsqError
@@ -28,6 +31,13 @@ COUNT_ATTRIBUTES = [
     "ApproximateNumberOfMessagesNotVisible",
     "ApproximateNumberOfMessagesDelayed",
 ]
+# Routes read at once: bounds the AWS threads, their connections and the NATS requests in flight,
+# so 10,000 routes cost time in proportion, not 10,000 sockets.
+CONCURRENCY = 32
+# From this many streams on, one paged STREAM.LIST (256 a page) is cheaper than an INFO each.
+LIST_STREAMS_FROM = 64
+# From this many routes on, one ListQueues per region is cheaper than a GetQueueUrl each.
+LIST_QUEUES_FROM = 64
 
 
 @dataclass
@@ -93,19 +103,41 @@ def _arn_parts(arn: str) -> tuple[str, str, str]:
     return parts[3], parts[4], parts[5]
 
 
-async def sqs_backlog(sqs: Any, arn: str, name: str | None = None) -> SqsBacklog:
-    """The queue's approximate counts; a queue that does not exist holds nothing."""
-    _, account, queue_name = _arn_parts(arn)
+async def _in_thread(executor: Executor | None, fn: Callable[..., Any], **kwargs: Any) -> Any:
+    return await asyncio.get_running_loop().run_in_executor(
+        executor, functools.partial(fn, **kwargs)
+    )
+
+
+async def sqs_backlog(
+    sqs: Any,
+    arn: str,
+    name: str | None = None,
+    *,
+    executor: Executor | None = None,
+    listed: _QueueUrls | None = None,
+) -> SqsBacklog:
+    """The queue's approximate counts; a queue that does not exist holds nothing.
+
+    `listed`: the region's queue URLs, listed once, which saves a GetQueueUrl per queue."""
+    region, account, queue_name = _arn_parts(arn)
     queue_name = name or queue_name
+    url = listed.urls.get((region, account, queue_name)) if listed is not None else None
+    if url is None and listed is not None and (region, account) in listed.accounts:
+        return SqsBacklog(queue=queue_name, exists=False)  # the listing had its account
     try:
-        url = (
-            await asyncio.to_thread(
-                sqs.get_queue_url, QueueName=queue_name, QueueOwnerAWSAccountId=account
-            )
-        )["QueueUrl"]
+        if url is None:
+            url = (
+                await _in_thread(
+                    executor,
+                    sqs.get_queue_url,
+                    QueueName=queue_name,
+                    QueueOwnerAWSAccountId=account,
+                )
+            )["QueueUrl"]
         attrs = (
-            await asyncio.to_thread(
-                sqs.get_queue_attributes, QueueUrl=url, AttributeNames=COUNT_ATTRIBUTES
+            await _in_thread(
+                executor, sqs.get_queue_attributes, QueueUrl=url, AttributeNames=COUNT_ATTRIBUTES
             )
         )["Attributes"]
     except Exception as exc:
@@ -123,15 +155,29 @@ async def sqs_backlog(sqs: Any, arn: str, name: str | None = None) -> SqsBacklog
     )
 
 
-async def nats_backlog(nc: Any, stream: str, consumer: str | None) -> NatsBacklog:
+async def nats_backlog(
+    nc: Any,
+    stream: str,
+    consumer: str | None,
+    *,
+    streams: Mapping[str, dict[str, Any]] | None = None,
+) -> NatsBacklog:
+    """`streams`: every stream's info, already listed (a stream not in it does not exist)."""
     from snsq2nats.jetstream.api import JetStreamApiError, api
 
     backlog = NatsBacklog(stream=stream, consumer=consumer)
-    try:
-        info = await api(nc, f"$JS.API.STREAM.INFO.{stream}", None, 5.0)
-    except JetStreamApiError:
-        backlog.exists = False
-        return backlog
+    if streams is not None:
+        listed = streams.get(stream)
+        if listed is None:
+            backlog.exists = False
+            return backlog
+        info = listed
+    else:
+        try:
+            info = await api(nc, f"$JS.API.STREAM.INFO.{stream}", None, 5.0)
+        except JetStreamApiError:
+            backlog.exists = False
+            return backlog
     backlog.stream_messages = int((info.get("state") or {}).get("messages", 0))
     if consumer:
         try:
@@ -144,12 +190,18 @@ async def nats_backlog(nc: Any, stream: str, consumer: str | None) -> NatsBacklo
     return backlog
 
 
-async def durables_backlog(nc: Any, stream: str, durables: list[str]) -> NatsBacklog:
+async def durables_backlog(
+    nc: Any,
+    stream: str,
+    durables: list[str],
+    *,
+    streams: Mapping[str, dict[str, Any]] | None = None,
+) -> NatsBacklog:
     """One durable's backlog, or a partitioned queue's summed over its partition durables
     (`by_partition` keeps each one's pending+unacknowledged for the reason line)."""
     if len(durables) <= 1:
-        return await nats_backlog(nc, stream, durables[0] if durables else None)
-    parts = await asyncio.gather(*(nats_backlog(nc, stream, d) for d in durables))
+        return await nats_backlog(nc, stream, durables[0] if durables else None, streams=streams)
+    parts = await asyncio.gather(*(nats_backlog(nc, stream, d, streams=streams) for d in durables))
     total = NatsBacklog(stream=stream, consumer=",".join(durables))
     total.stream_messages = parts[0].stream_messages
     total.exists = all(p.exists for p in parts)
@@ -166,23 +218,61 @@ def _partition_detail(backlog: NatsBacklog | None) -> str:
     return " (by partition: " + ", ".join(f"p{i} {n}" for i, n in busy) + ")"
 
 
-def _queue_durables(plan: Plan, route: Route) -> list[str]:
-    """The durables the queue's NATS workers read (what an sqs-to-nats route fills)."""
-    return next(
-        (r.durables for r in plan.resources if r.kind == "sqs-queue" and r.stream == route.stream),
-        [],
-    )
+@dataclass
+class _QueueUrls:
+    """Queue URLs from ListQueues, by (region, account, name), and the (region, account)s
+    the listing covered: a name missing there does not exist."""
+
+    urls: dict[tuple[str, str, str], str] = field(default_factory=dict)
+    accounts: set[tuple[str, str]] = field(default_factory=set)
+
+    def add(self, region: str, url: str) -> None:
+        # https://sqs.<region>.amazonaws.com/<account>/<name> (emulators: <host>/<account>/<name>)
+        path = urlsplit(url).path.strip("/").split("/")
+        if len(path) >= 2:
+            self.urls[(region, path[-2], path[-1])] = url
+            self.accounts.add((region, path[-2]))
+
+
+@dataclass
+class _Reading:
+    """What every route's status of one run shares."""
+
+    durables: dict[str, list[str]]  # queue stream -> the durables its NATS workers read
+    streams: Mapping[str, dict[str, Any]] | None = None  # listed once, when many are read
+    executor: Executor | None = None
+    queues: _QueueUrls | None = None  # listed once, when many are read
+
+
+def _queue_durables(plan: Plan) -> dict[str, list[str]]:
+    """Per queue stream, the durables the queue's NATS workers read (what an sqs-to-nats route
+    fills; one per partition of a partitioned queue): indexed once, not searched per route."""
+    durables: dict[str, list[str]] = {}
+    for r in plan.resources:
+        if r.kind == "sqs-queue" and r.stream is not None:
+            durables.setdefault(r.stream, r.durables)
+    return durables
 
 
 async def route_status(
-    nc: Any, sqs_for: Callable[[str], Any], plan: Plan, route: Route
+    nc: Any,
+    sqs_for: Callable[[str], Any],
+    plan: Plan,
+    route: Route,
+    reading: _Reading | None = None,
 ) -> RouteStatus:
+    shared = reading if reading is not None else _Reading(_queue_durables(plan))
+    streams, executor = shared.streams, shared.executor
     region = _arn_parts(route.aws_arn)[0]
     if route.kind in AWS_TO_NATS:
         queue_name = route.bridge_queue if route.kind == "sns-to-nats" else None
-        aws = await sqs_backlog(sqs_for(region), route.aws_arn, queue_name)
+        aws = await sqs_backlog(
+            sqs_for(region), route.aws_arn, queue_name, executor=executor, listed=shared.queues
+        )
         nats = (
-            await durables_backlog(nc, route.stream, _queue_durables(plan, route))
+            await durables_backlog(
+                nc, route.stream, shared.durables.get(route.stream, []), streams=streams
+            )
             if route.stream
             else None
         )
@@ -207,9 +297,11 @@ async def route_status(
     if route.kind == "dlq-mover":
         consumer = route.advisory_consumer
         stream = route.advisory_stream or "snsq2nats_advisories"
-        advisories = await nats_backlog(nc, stream, consumer)
-        dlq_stream = await nats_backlog(nc, route.target_stream or "", None)
-        dlq_sqs = await sqs_backlog(sqs_for(region), route.aws_arn)
+        advisories = await nats_backlog(nc, stream, consumer, streams=streams)
+        dlq_stream = await nats_backlog(nc, route.target_stream or "", None, streams=streams)
+        dlq_sqs = await sqs_backlog(
+            sqs_for(region), route.aws_arn, executor=executor, listed=shared.queues
+        )
         dlq = {"nats_messages": dlq_stream.stream_messages, "sqs_messages": dlq_sqs.total}
         drained = advisories.exists and advisories.total == 0
         reason = (
@@ -221,9 +313,11 @@ async def route_status(
         )
         return RouteStatus(route.name, route.kind, drained, reason, dlq_sqs, advisories, dlq)
 
-    nats = await durables_backlog(nc, route.stream or "", route.durables)
+    nats = await durables_backlog(nc, route.stream or "", route.durables, streams=streams)
     target = (
-        await sqs_backlog(sqs_for(region), route.aws_arn) if route.kind == "nats-to-sqs" else None
+        await sqs_backlog(sqs_for(region), route.aws_arn, executor=executor, listed=shared.queues)
+        if route.kind == "nats-to-sqs"
+        else None
     )
     if not nats.exists:
         return RouteStatus(
@@ -252,9 +346,48 @@ def route_owner(fleet: FleetSnapshot, route: str, now: datetime) -> RouteOwner:
 
 
 async def collect(
-    nc: Any, sqs_for: Callable[[str], Any], plan: Plan, routes: list[Route]
+    nc: Any,
+    sqs_for: Callable[[str], Any],
+    plan: Plan,
+    routes: list[Route],
+    *,
+    concurrency: int = CONCURRENCY,
+    on_progress: Callable[[int, int | None], None] | None = None,
 ) -> list[RouteStatus]:
-    statuses = list(await asyncio.gather(*(route_status(nc, sqs_for, plan, r) for r in routes)))
+    """Every route's status, in the order given, `concurrency` routes at a time."""
+    from snsq2nats.jetstream.state import stream_infos
+
+    wanted = {s for r in routes for s in (r.stream, r.target_stream, r.advisory_stream) if s}
+    # Many streams: one paged listing reads them all, 256 a request.
+    streams = await stream_infos(nc) if len(wanted) >= LIST_STREAMS_FROM else None
+    gate = asyncio.Semaphore(max(1, concurrency))
+    with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="status") as pool:
+        queues = None
+        if len(routes) >= LIST_QUEUES_FROM:
+            # Many queues: ListQueues (1,000 a page) instead of a GetQueueUrl per queue.
+            from snsq2nats.aws.scan import list_queue_urls
+
+            queues = _QueueUrls()
+            loop = asyncio.get_running_loop()
+            try:
+                for region in sorted({_arn_parts(r.aws_arn)[0] for r in routes}):
+                    sqs = sqs_for(region)
+                    for url in await loop.run_in_executor(pool, list_queue_urls, sqs, None):
+                        queues.add(region, url)
+            except Exception:
+                # Only a shortcut: without sqs:ListQueues (status never needed it), or on any
+                # error listing, each queue is looked up by name as before.
+                queues = None
+        reading = _Reading(_queue_durables(plan), streams, pool, queues)
+
+        async def one(route: Route) -> RouteStatus:
+            async with gate:
+                status = await route_status(nc, sqs_for, plan, route, reading)
+            if on_progress is not None:
+                on_progress(1, len(routes))
+            return status
+
+        statuses = list(await asyncio.gather(*(one(r) for r in routes)))
     fleet = await read_fleet(nc)
     if fleet is not None:
         now = datetime.now(UTC)

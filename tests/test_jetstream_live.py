@@ -36,7 +36,13 @@ from snsq2nats.jetstream.spec import (
     StreamSpec,
     SubjectTransform,
 )
-from snsq2nats.jetstream.state import read_live, server_info, stream_names
+from snsq2nats.jetstream.state import (
+    consumer_infos,
+    read_live,
+    server_info,
+    stream_infos,
+    stream_names,
+)
 from snsq2nats.plan.diff import diff
 from snsq2nats.plan.model import Change, Desired, Route
 
@@ -420,6 +426,12 @@ async def test_every_list_reader_sees_every_page(nc: Any) -> None:
     assert live.streams["p0000"].consumers["c299"]["durable_name"] == "c299"
     assert all(live.streams[name].consumers == {} for name in streams[1:])
     assert await stream_names(nc) == set(streams)
+    infos = await stream_infos(nc)
+    assert sorted(infos) == streams and "state" in infos[streams[-1]]
+    listed = await consumer_infos(nc, "p0000")
+    assert listed is not None and sorted(listed) == consumers
+    assert listed["c299"]["num_pending"] == 0
+    assert await consumer_infos(nc, "no_such_stream") is None
 
 
 async def test_jetstream_disabled_is_a_clear_error(nats_no_js: NatsServer) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import string
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -46,6 +47,7 @@ R = TypeVar("R")
 __all__ = [
     "DEFAULT_CONCURRENCY",
     "RegionClients",
+    "list_queue_urls",
     "queue_from_attributes",
     "redact_endpoint",
     "scan",
@@ -82,7 +84,7 @@ def scan(
     with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
         for region in clients:
             queue_urls = _guard(
-                region, "sqs", functools.partial(_list_queue_urls, region.sqs, prefix)
+                region, "sqs", functools.partial(list_queue_urls, region.sqs, prefix)
             )
             topic_arns = _guard(
                 region, "sns", functools.partial(_list_topic_arns, region.sns, prefix)
@@ -186,16 +188,45 @@ def _code(exc: Exception) -> str:
     return error_code(exc) or exc.__class__.__name__
 
 
-def _list_queue_urls(sqs: SQSClient, prefix: str | None) -> list[str]:
+_QUEUE_PAGE = 1000  # ListQueues' largest MaxResults
+# What a queue name may continue with: letters, digits, `-`, `_`, and `.` of `.fifo`.
+_QUEUE_NAME_CHARS = string.ascii_letters + string.digits + "-_."
+
+
+def list_queue_urls(sqs: SQSClient, prefix: str | None) -> list[str]:
+    """Every queue URL in the client's account and region (names starting with `prefix`)."""
     # ListQueues returns NextToken only when MaxResults is set: without it real AWS stops at 1,000.
     paginator = sqs.get_paginator("list_queues")
-    kwargs: dict[str, Any] = {"PaginationConfig": {"PageSize": 1000}}
+    kwargs: dict[str, Any] = {"PaginationConfig": {"PageSize": _QUEUE_PAGE}}
     if prefix:
         kwargs["QueueNamePrefix"] = prefix
     urls: list[str] = []
+    pages = 0
     for page in paginator.paginate(**kwargs):
+        pages += 1
         urls.extend(page.get("QueueUrls", []))
-    return list(dict.fromkeys(urls))
+    found = dict.fromkeys(urls)
+    if pages == 1 and len(urls) == _QUEUE_PAGE:
+        # A full page and no NextToken: an endpoint that does not paginate (emulators such as
+        # fauxqs) cut the list there. Silently scanning 1,000 of 10,000 queues is the worst
+        # outcome, so list again by every longer prefix: each holds fewer queues, recursively.
+        for char in _QUEUE_NAME_CHARS:
+            found.update(dict.fromkeys(list_queue_urls(sqs, (prefix or "") + char)))
+        if prefix:
+            found.update(dict.fromkeys(_queue_named(sqs, prefix)))
+    return list(found)
+
+
+def _queue_named(sqs: SQSClient, name: str) -> list[str]:
+    """The URL of the queue called exactly `name` (no longer prefix lists it), if there is one."""
+    from botocore.exceptions import ClientError
+
+    try:
+        return [sqs.get_queue_url(QueueName=name)["QueueUrl"]]
+    except ClientError as exc:
+        if _code(exc) in MISSING_CODES:
+            return []
+        raise
 
 
 def _list_topic_arns(sns: SNSClient, prefix: str | None) -> list[str]:

@@ -8,6 +8,7 @@ nats-py is never imported here, so this stays cheap to import.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,38 +70,74 @@ async def paginate(nc: Any, subject: str, key: str, timeout: float = 5.0) -> lis
 
 
 async def _stream_consumers(
-    nc: Any, name: str, timeout: float, gate: asyncio.Semaphore
+    nc: Any,
+    name: str,
+    timeout: float,
+    gate: asyncio.Semaphore,
+    advance: Callable[[int, int | None], None],
 ) -> dict[str, dict[str, Any]] | None:
     """A stream's consumer configs by name, or None when the stream vanished meanwhile."""
     async with gate:
-        try:
-            infos = await paginate(nc, f"{API_PREFIX}.CONSUMER.LIST.{name}", "consumers", timeout)
-        except JetStreamApiError as exc:
-            if exc.err_code == ERR_STREAM_NOT_FOUND:
-                return None
-            raise
-    consumers: dict[str, dict[str, Any]] = {}
+        infos = await consumer_infos(nc, name, timeout=timeout)
+    advance(1, None)
+    if infos is None:
+        return None
+    return {n: dict(info.get("config") or {}) for n, info in infos.items()}
+
+
+async def stream_infos(nc: Any, *, timeout: float = 5.0) -> dict[str, dict[str, Any]]:
+    """Every stream's info (`config`, `state`, …) by name, all pages: one request per 256
+    streams where asking each stream's INFO is one per stream."""
+    infos = await paginate(nc, f"{API_PREFIX}.STREAM.LIST", "streams", timeout)
+    by_name: dict[str, dict[str, Any]] = {}
+    for info in infos:
+        if not isinstance(info, dict):
+            continue
+        name = (info.get("config") or {}).get("name")
+        if name:
+            by_name[str(name)] = info
+    return by_name
+
+
+async def consumer_infos(
+    nc: Any, stream: str, *, timeout: float = 5.0
+) -> dict[str, dict[str, Any]] | None:
+    """Every consumer's info (`config`, `num_pending`, …) on `stream` by name, all pages; None
+    when the stream does not exist."""
+    try:
+        infos = await paginate(nc, f"{API_PREFIX}.CONSUMER.LIST.{stream}", "consumers", timeout)
+    except JetStreamApiError as exc:
+        if exc.err_code == ERR_STREAM_NOT_FOUND:
+            return None
+        raise
+    by_name: dict[str, dict[str, Any]] = {}
     for info in infos:
         if not isinstance(info, dict):
             continue
         config = info.get("config") or {}
-        consumer_name = info.get("name") or config.get("durable_name") or config.get("name")
-        if consumer_name:
-            consumers[str(consumer_name)] = dict(config)
-    return consumers
+        name = info.get("name") or config.get("durable_name") or config.get("name")
+        if name:
+            by_name[str(name)] = info
+    return by_name
 
 
-async def read_live(nc: Any, *, timeout: float = 5.0) -> LiveState:
-    """Every stream (config, message count, bytes) and its consumers' configs."""
-    infos = await paginate(nc, f"{API_PREFIX}.STREAM.LIST", "streams", timeout)
+async def read_live(
+    nc: Any,
+    *,
+    timeout: float = 5.0,
+    on_progress: Callable[[int, int | None], None] | None = None,
+) -> LiveState:
+    """Every stream (config, message count, bytes) and its consumers' configs.
+
+    `on_progress(n, total)`: once the streams are listed (total: one step per stream), then as
+    each stream's consumers are read (one request per stream: the long part on a big server).
+    """
+    advance = on_progress or (lambda n, total: None)
+    infos = await stream_infos(nc, timeout=timeout)
+    advance(0, len(infos))
     streams: dict[str, LiveStream] = {}
-    for info in infos:
-        if not isinstance(info, dict):
-            continue
+    for name, info in infos.items():
         config = dict(info.get("config") or {})
-        name = config.get("name")
-        if not name:
-            continue
         state = info.get("state") or {}
         streams[str(name)] = LiveStream(
             config=config,
@@ -109,7 +146,9 @@ async def read_live(nc: Any, *, timeout: float = 5.0) -> LiveState:
         )
     gate = asyncio.Semaphore(_LIST_CONCURRENCY)
     names = sorted(streams)
-    results = await asyncio.gather(*(_stream_consumers(nc, n, timeout, gate) for n in names))
+    results = await asyncio.gather(
+        *(_stream_consumers(nc, n, timeout, gate, advance) for n in names)
+    )
     for name, consumers in zip(names, results, strict=True):
         if consumers is None:
             del streams[name]

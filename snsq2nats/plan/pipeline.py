@@ -6,7 +6,9 @@ connections passed in, so the CLI, the demo, apply and the tests share one path.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -99,14 +101,16 @@ def obtain_inventory(request: PlanRequest, scan: Callable[[], Inventory]) -> Inv
     return scan()
 
 
-async def read_server(opts: NatsOptions) -> tuple[LiveState | None, ServerInfo]:
+async def read_server(
+    opts: NatsOptions, on_progress: Callable[[int, int | None], None] | None = None
+) -> tuple[LiveState | None, ServerInfo]:
     """The live JetStream state, or None with the reason when no server can be read."""
-    live, server, _ = await read_state(opts)
+    live, server, _ = await read_state(opts, on_progress)
     return live, server
 
 
 async def read_state(
-    opts: NatsOptions,
+    opts: NatsOptions, on_progress: Callable[[int, int | None], None] | None = None
 ) -> tuple[LiveState | None, ServerInfo, dict[str, CutoverRecord]]:
     """The live JetStream state and cutover state, or None with the reason without a server."""
     from snsq2nats.errors import NatsConnectError, NatsRefusedError
@@ -128,7 +132,7 @@ async def read_state(
             {},
         )
     try:
-        live = await read_live(nc)
+        live = await read_live(nc, on_progress=on_progress)
         values = await read_bucket(nc, CUTOVER_BUCKET, RESOURCE_PREFIX + ">")
     finally:
         await nc.close()
@@ -140,7 +144,10 @@ def make_plan(
     *,
     scan: Callable[[], Inventory],
     nats: NatsOptions | None,
+    progress: Callable[[str, int | None], AbstractContextManager[Any]] | None = None,
 ) -> Plan:
+    """`progress(description, total)`: a context giving a sink with `advance(n, total)` (the
+    CLI's bar) for reading the server, which takes a while with 20,000 streams."""
     import asyncio
 
     inventory = obtain_inventory(request, scan)
@@ -153,23 +160,44 @@ def make_plan(
             note="offline plan: no NATS server read; everything is planned as create",
         )
     else:
-        live, server, records = asyncio.run(read_state(nats))
-    return assemble_plan(
-        inventory, rules, live, server=server, prune=request.prune, records=records
-    )
+        with progress("reading JetStream", None) if progress else nullcontext() as bar:
+            live, server, records = asyncio.run(read_state(nats, bar.advance if bar else None))
+    # Seconds at 10,000 queues: a spinner (or a start and an end line) says it is not stuck.
+    with progress("planning", None) if progress else nullcontext():
+        return assemble_plan(
+            inventory, rules, live, server=server, prune=request.prune, records=records
+        )
 
 
 GROUP_ATTRIBUTE = "MessageGroupId"
+
+# Per plan, its queues and topics by name and by ARN: `verify` asks for every queue's subject,
+# and a search of the whole plan each time is quadratic (minutes at 10,000 queues).
+_INDEXES: dict[int, tuple[weakref.ref[Plan], int, dict[str, list[Resource]]]] = {}
+
+
+def _sources_index(plan: Plan) -> dict[str, list[Resource]]:
+    key = id(plan)
+    cached = _INDEXES.get(key)
+    if cached is not None and cached[0]() is plan and cached[1] == len(plan.resources):
+        return cached[2]
+    index: dict[str, list[Resource]] = {}
+    for r in plan.resources:
+        if r.kind in ("sqs-queue", "sns-topic"):
+            for name in dict.fromkeys((r.name, r.source_arn)):
+                index.setdefault(name, []).append(r)
+    _INDEXES[key] = (
+        weakref.ref(plan, lambda _: _INDEXES.pop(key, None)),
+        len(plan.resources),
+        index,
+    )
+    return index
 
 
 def _find_resource(plan: Plan, source: str) -> Resource:
     from snsq2nats.errors import UsageError
 
-    candidates = [
-        r
-        for r in plan.resources
-        if r.kind in ("sqs-queue", "sns-topic") and source in (r.name, r.source_arn)
-    ]
+    candidates = _sources_index(plan).get(source, [])
     if not candidates:
         known = ", ".join(sorted(r.name for r in plan.resources if r.kind != "sns-subscription"))
         raise UsageError(

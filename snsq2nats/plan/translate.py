@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping
 
-from snsq2nats.inventory import Inventory
+from snsq2nats.inventory import Inventory, Subscription
 from snsq2nats.jetstream.spec import ConsumerSpec, StreamSpec
 from snsq2nats.plan.buckets import bucket_specs
 from snsq2nats.plan.context import Context
@@ -57,8 +57,14 @@ def translate(
     wirings = [settle(w, *fanouts[w.topic_arn]) for w in wirings]
     into_queue = _group(wirings, lambda w: w.queue_arn)
     of_topic = _group(wirings, lambda w: w.topic_arn)
+    scanned = {q.arn for q in inventory.queues}
+    dead_letter_for = _dead_letter_counts(queues)
     plans = [
-        plan_queue(names, _queue_facts(names, into_queue.get(arn, []), queues, inventory), ctx)
+        plan_queue(
+            names,
+            _queue_facts(names, into_queue.get(arn, []), queues, scanned, dead_letter_for),
+            ctx,
+        )
         for arn, names in queues.items()
     ]
     derived = derive(
@@ -110,11 +116,15 @@ def _name_queues(
 def _name_topics(
     inventory: Inventory, ctx: Context, cutover: Mapping[str, Cutover]
 ) -> dict[str, TopicNames]:
+    # Grouped once: asking the inventory per topic is topics x subscriptions, minutes at 10k.
+    of_topic: dict[str, list[Subscription]] = {}
+    for sub in inventory.subscriptions:
+        of_topic.setdefault(sub.topic_arn, []).append(sub)
     topics: dict[str, TopicNames] = {}
     for topic in inventory.topics:
         override = _with_live(ctx.rules.resolve(topic.name, topic.arn), cutover.get(topic.arn))
         if not override.exclude:
-            subscriptions = inventory.subscriptions_of(topic.arn)
+            subscriptions = of_topic.get(topic.arn, [])
             topics[topic.arn] = name_topic(topic, override, subscriptions, ctx)
     return topics
 
@@ -155,8 +165,22 @@ def _group(wirings: list[Wiring], key: Callable[[Wiring], str | None]) -> dict[s
     return groups
 
 
+def _dead_letter_counts(queues: dict[str, QueueNames]) -> dict[str, int]:
+    """How many mapped queues dead-letter into each queue ARN, counted in one pass."""
+    counts: dict[str, int] = {}
+    for q in queues.values():
+        if q.queue.redrive_policy is not None:
+            target = q.queue.redrive_policy.dead_letter_target_arn
+            counts[target] = counts.get(target, 0) + 1
+    return counts
+
+
 def _queue_facts(
-    names: QueueNames, wirings: list[Wiring], queues: dict[str, QueueNames], inventory: Inventory
+    names: QueueNames,
+    wirings: list[Wiring],
+    queues: dict[str, QueueNames],
+    scanned: set[str],
+    dead_letter_for: dict[str, int],
 ) -> QueueFacts:
     """What the subscriptions into the queue and the other queues decide about it."""
     feeding = [w for w in wirings if w.feeds_queue]
@@ -165,20 +189,14 @@ def _queue_facts(
     if redrive is not None and redrive.dead_letter_target_arn not in queues:
         dlq_unmapped = (
             "the dead-letter queue is excluded by the mapping rules"
-            if inventory.queue(redrive.dead_letter_target_arn)
+            if redrive.dead_letter_target_arn in scanned
             else "the dead-letter queue was not scanned"
         )
-    dead_letter_for = sum(
-        1
-        for q in queues.values()
-        if q.queue.redrive_policy is not None
-        and q.queue.redrive_policy.dead_letter_target_arn == names.queue.arn
-    )
     return QueueFacts(
         fed_by_topic=bool(feeding),
         sources=tuple(w.source for w in feeding if w.source is not None),
         dlq_unmapped=dlq_unmapped,
-        dead_letter_for=dead_letter_for,
+        dead_letter_for=dead_letter_for.get(names.queue.arn, 0),
     )
 
 

@@ -30,14 +30,25 @@ def owner_cell(owner: RouteOwner | None) -> str:
     return text
 
 
-def status_table(statuses: list[RouteStatus]) -> Table:
+# A terminal table of 10,000 routes is unreadable and takes rich longer to lay out than reading
+# them: past this many rows the routes still to drain come first, the rest are counted.
+TABLE_ROWS = 200
+# Route names named in the one-line verdict; `--json` lists them all.
+LINE_NAMES = 20
+
+
+def status_table(statuses: list[RouteStatus], *, limit: int = TABLE_ROWS) -> Table:
     table = Table(title="Bridge routes", title_justify="left")
     # The owner column only where there is a fleet bucket to read owners from.
     owners = any(st.owner is not None for st in statuses)
     columns = ["route", "kind", "owner"] if owners else ["route", "kind"]
     for column in (*columns, "AWS backlog", "NATS backlog", "DLQ", "verdict"):
         table.add_column(column, overflow="fold")
-    for st in statuses:
+    shown = statuses
+    if len(statuses) > limit:
+        # Stable: within each group the order given is kept.
+        shown = sorted(statuses, key=lambda st: st.drained)[:limit]
+    for st in shown:
         aws = (
             "—"
             if st.aws is None
@@ -59,9 +70,20 @@ def status_table(statuses: list[RouteStatus]) -> Table:
     table.caption = "AWS: visible/in flight/delayed · NATS: pending/unacknowledged"
     if owners:
         table.caption += " · owner: the fleet member holding the route's lease, its age"
+    if len(shown) < len(statuses):
+        left = len(statuses) - len(shown)
+        drained = sum(st.drained for st in statuses) - sum(st.drained for st in shown)
+        table.caption += (
+            f"\n{left} more route(s) not listed ({drained} drained, {left - drained} not); "
+            "--json lists every route"
+        )
     return table
 
 
 def status_line(statuses: list[RouteStatus]) -> str:
     waiting = [s.route for s in statuses if not s.drained]
-    return f"not drained: {', '.join(waiting)}" if waiting else "all selected routes drained"
+    if not waiting:
+        return "all selected routes drained"
+    named = ", ".join(waiting[:LINE_NAMES])
+    more = len(waiting) - LINE_NAMES
+    return f"not drained: {named}" + (f" and {more} more" if more > 0 else "")

@@ -10,7 +10,7 @@ from rich.text import Text
 
 from snsq2nats.console import Output
 from snsq2nats.inventory import Inventory
-from snsq2nats.plan.model import Plan
+from snsq2nats.plan.model import Change, Plan
 from snsq2nats.report.facts import (
     FINDING_VERDICTS,
     MARKERS,
@@ -79,6 +79,10 @@ VERDICT_STYLES = {
 }
 # At most this many resource names per finding on a terminal; the report files list them all.
 TERMINAL_NAMES = 6
+# At most this many changes (without -v) and routes on a terminal. An estate of 10,000 queues
+# plans 20,000 objects: a screenful per object is unreadable, and laying it out took rich
+# longer than planning. Destructive changes sort first, so they are never the ones left out.
+TERMINAL_ROWS = 200
 
 
 class _Trimmed:
@@ -129,7 +133,8 @@ def _changes_renderable(plan: Plan, *, verbose: bool) -> RenderableType:
     if not changes:
         return Text("  nothing to change" + ("" if noops == 0 else f" ({noops} unchanged)"))
     grid = _grid("short", "short", "label", "prose")
-    for change in changes:
+    left_out = changes[TERMINAL_ROWS:] if not verbose else []
+    for change in changes[: len(changes) - len(left_out)]:
         style = ACTION_STYLES[change.action]
         detail = Text(change.reason)
         for diff in change.diff:
@@ -148,9 +153,22 @@ def _changes_renderable(plan: Plan, *, verbose: bool) -> RenderableType:
             detail,
         )
     parts: list[RenderableType] = [Padding(grid, (0, 0, 0, 2))]
+    if left_out:
+        parts.append(Text(f"  … {_left_out_line(left_out)}", style="dim"))
     if not verbose and noops:
         parts.append(Text(f"  = {plural(noops, 'unchanged object')} not listed", style="dim"))
     return Group(*parts)
+
+
+def _left_out_line(changes: list[Change]) -> str:
+    by_action: dict[str, int] = {}
+    for change in changes:
+        by_action[change.action] = by_action.get(change.action, 0) + 1
+    counts = ", ".join(f"{n} {action}" for action, n in by_action.items())
+    return (
+        f"and {plural(len(changes), 'more change')} not listed ({counts}): "
+        "-o plan.json or --report plan.md lists every one"
+    )
 
 
 def _findings_renderables(plan: Plan) -> list[RenderableType]:
@@ -184,9 +202,16 @@ def _routes_renderable(plan: Plan) -> RenderableType:
     table.add_column("kind", no_wrap=True)
     table.add_column("name", overflow="fold", ratio=2)
     table.add_column("from → to", overflow="fold", ratio=5)
-    for route in sorted(plan.routes, key=lambda r: (r.kind, r.name)):
+    routes = sorted(plan.routes, key=lambda r: (r.kind, r.name))
+    for route in routes[:TERMINAL_ROWS]:
         source, target = route_ends(route, short_arn)
         table.add_row(route.kind, Text(route.name), Text(f"{source} → {target}"))
+    if len(routes) > TERMINAL_ROWS:
+        table.caption = (
+            f"and {plural(len(routes) - TERMINAL_ROWS, 'more route')} not listed: "
+            "-o plan.json or --report plan.md lists every one"
+        )
+        table.caption_justify = "left"
     return table
 
 

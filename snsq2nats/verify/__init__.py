@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from snsq2nats.bridge.codec import CANARY_HEADER
 from snsq2nats.errors import SnsqError
@@ -29,6 +29,8 @@ from snsq2nats.verify.canary import CANARY_TOKEN, CanaryRun, CheckResult, Outcom
 from snsq2nats.verify.cleanup import cleanup
 from snsq2nats.verify.queues import check_queue
 from snsq2nats.verify.topics import check_topic
+
+T = TypeVar("T")
 
 __all__ = [
     "CANARY_HEADER",
@@ -40,17 +42,74 @@ __all__ = [
 ]
 
 
+# Checks in flight at once: each holds a pull subscription and waits up to `timeout`, so 10,000
+# queues run as waves of this many rather than 10,000 subscriptions on one connection at once.
+CONCURRENCY = 32
+
+
+def spread(items: list[T], n: int) -> list[T]:
+    """`n` of `items`, evenly spaced and always the same ones: a sample that covers the whole
+    sorted list (every prefix, team and region) instead of its first names."""
+    if n >= len(items):
+        return list(items)
+    if n <= 0:
+        return []
+    return [items[(i * len(items)) // n] for i in range(n)]
+
+
+def _sampled(
+    queues: list[Resource], topics: list[Resource], sample: int | None
+) -> tuple[list[Resource], list[Resource]]:
+    """Queues and topics in proportion, at least one of each kind the plan has."""
+    total = len(queues) + len(topics)
+    if sample is None or sample >= total:
+        return queues, topics
+    n_topics = min(len(topics), max(1 if topics else 0, round(sample * len(topics) / total)))
+    n_queues = min(len(queues), max(1 if queues else 0, sample - n_topics))
+    return spread(queues, n_queues), spread(topics, n_topics)
+
+
+def _topic_waves(
+    plan: Plan, topics: list[Resource]
+) -> tuple[list[list[int]], dict[str, list[Resource]]]:
+    """Topics in waves that share no queue stream (a queue subscribed to two topics would see
+    both topics' canaries at once), and each topic's subscriptions, indexed once."""
+    of_topic: dict[str, list[Resource]] = {}
+    for r in plan.resources:
+        if r.kind == "sns-subscription":
+            # A subscription ARN is its topic ARN plus `:<id>`.
+            of_topic.setdefault(r.source_arn.rsplit(":", 1)[0], []).append(r)
+    waves: list[list[int]] = []
+    used: list[set[str]] = []
+    for i, topic in enumerate(topics):
+        streams = {s.stream for s in of_topic.get(topic.source_arn, []) if s.stream}
+        for wave, taken in zip(waves, used, strict=True):
+            if not streams & taken:
+                wave.append(i)
+                taken |= streams
+                break
+        else:
+            waves.append([i])
+            used.append(set(streams))
+    return waves, of_topic
+
+
 async def verify_plan(
     nc: Any,
     plan: Plan,
     *,
     timeout: float = 5.0,
     on_progress: Callable[[int, int | None], None] | None = None,
+    sample: int | None = None,
+    concurrency: int = CONCURRENCY,
 ) -> list[CheckResult]:
-    """Check every queue and topic of `plan` on the connected server with canaries.
+    """Check every queue and topic of `plan` on the connected server with canaries (or an
+    evenly spread `sample` of them), `concurrency` checks at a time.
 
     Returns one result per check; `on_progress(n, total)` is called as resources finish.
     """
+    from snsq2nats.jetstream.state import stream_infos
+
     run = CanaryRun(nc, plan, timeout, on_progress)
     queues = [
         r
@@ -58,37 +117,56 @@ async def verify_plan(
         if r.kind == "sqs-queue" and r.stream is not None and r.consumer is not None
     ]
     topics = [r for r in plan.resources if r.kind == "sns-topic"]
+    queues, topics = _sampled(queues, topics, sample)
     total = len(queues) + len(topics) + 1
+    # One paged listing for the state before: an INFO per stream is 20,000 round trips.
+    infos = await stream_infos(nc, timeout=timeout)
     for spec in plan.streams:
-        state = await run.stream_state(spec.name)
-        if state is not None:
-            st = state.get("state") or {}
+        info = infos.get(spec.name)
+        if info is not None:
+            st = info.get("state") or {}
             run.before[spec.name] = {
                 "messages": int(st.get("messages") or 0),
                 "last_seq": int(st.get("last_seq") or 0),
             }
+    del infos
+    gate = asyncio.Semaphore(max(1, concurrency))
     results: list[CheckResult] = []
     try:
         # Queues are independent of each other, so their round trips run concurrently.
         async def one_queue(queue: Resource) -> list[CheckResult]:
-            try:
-                return await check_queue(run, queue)
-            except SnsqError as exc:
-                return [CheckResult(queue.name, "round trip", "failed", exc.what)]
-            finally:
-                run.tick(total)
+            async with gate:
+                try:
+                    return await check_queue(run, queue)
+                except SnsqError as exc:
+                    return [CheckResult(queue.name, "round trip", "failed", exc.what)]
+                finally:
+                    run.tick(total)
 
         for batch in await asyncio.gather(*(one_queue(q) for q in queues)):
             results.extend(batch)
-        # Topics share queues (one queue may subscribe to several), so one at a time.
-        for topic in topics:
-            try:
-                results.extend(await check_topic(run, topic))
-            except SnsqError as exc:
-                results.append(CheckResult(topic.name, "fan-out", "failed", exc.what))
-            run.tick(total)
+
+        async def one_topic(topic: Resource, subs: list[Resource]) -> list[CheckResult]:
+            async with gate:
+                try:
+                    return await check_topic(run, topic, subs)
+                except SnsqError as exc:
+                    return [CheckResult(topic.name, "fan-out", "failed", exc.what)]
+                finally:
+                    run.tick(total)
+
+        # Topics that share a queue run one after another; the others side by side.
+        waves, of_topic = _topic_waves(plan, topics)
+        by_topic: dict[int, list[CheckResult]] = {}
+        for wave in waves:
+            done = await asyncio.gather(
+                *(one_topic(topics[i], of_topic.get(topics[i].source_arn, [])) for i in wave)
+            )
+            by_topic.update(zip(wave, done, strict=True))
+        for i in range(len(topics)):
+            results.extend(by_topic[i])
     finally:
-        results.append(await cleanup(run))
+        results.append(await cleanup(run, concurrency=concurrency))
         run.tick(total)
     return results
 

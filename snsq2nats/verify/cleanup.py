@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 
 from snsq2nats.bridge.codec import CANARY_HEADER
@@ -13,7 +14,7 @@ from snsq2nats.jetstream.api import (
     JetStreamApiError,
     api,
 )
-from snsq2nats.verify.canary import CanaryRun, CheckResult
+from snsq2nats.verify.canary import Canary, CanaryRun, CheckResult
 
 
 async def _delete(run: CanaryRun, stream: str, seq: int) -> bool:
@@ -63,23 +64,36 @@ async def _sweep(run: CanaryRun, stream: str, subjects: set[str], start: int) ->
     return found, failed
 
 
-async def cleanup(run: CanaryRun) -> CheckResult:
+async def cleanup(run: CanaryRun, *, concurrency: int = 32) -> CheckResult:
+    from snsq2nats.jetstream.state import stream_infos
+
     check = "no canary left behind"
-    try:
-        for canary in run.topic_canaries:
-            assert canary.stream is not None and canary.seq is not None
+    gate = asyncio.Semaphore(max(1, concurrency))
+
+    async def delete(canary: Canary) -> None:
+        assert canary.stream is not None and canary.seq is not None
+        async with gate:
             await _delete(run, canary.stream, canary.seq)
-        strays = failures = 0
-        for stream, subjects in sorted(run.touched.items()):
-            start = run.before.get(stream, {}).get("last_seq")
-            if start is None:
-                start = 0  # created during the run: look at all of it
-            found, failed = await _sweep(run, stream, subjects, start + 1)
-            strays += found
-            failures += failed
+
+    async def sweep(stream: str, subjects: set[str]) -> tuple[int, int]:
+        start = run.before.get(stream, {}).get("last_seq")
+        if start is None:
+            start = 0  # created during the run: look at all of it
+        async with gate:
+            return await _sweep(run, stream, subjects, start + 1)
+
+    try:
+        await asyncio.gather(*(delete(c) for c in run.topic_canaries))
+        swept = await asyncio.gather(
+            *(sweep(stream, subjects) for stream, subjects in sorted(run.touched.items()))
+        )
+        strays = sum(found for found, _ in swept)
+        failures = sum(failed for _, failed in swept)
+        # One paged listing for the state after, as for the state before.
+        after_infos = await stream_infos(run.nc, timeout=run.timeout)
         changed: list[str] = []
         for stream, before in sorted(run.before.items()):
-            state = await run.stream_state(stream)
+            state = after_infos.get(stream)
             after = int(((state or {}).get("state") or {}).get("messages") or 0)
             if after != before["messages"]:
                 changed.append(f"{stream} {before['messages']}→{after}")
@@ -96,5 +110,5 @@ async def cleanup(run: CanaryRun) -> CheckResult:
         # Not ours (our canaries are all gone): real traffic moved during the run.
         detail += "; message counts changed by other traffic: " + ", ".join(changed)
     else:
-        detail += "; message counts as before"
+        detail += f"; message counts as before in {len(run.before)} stream(s)"
     return CheckResult("(verify)", check, "ok", detail)

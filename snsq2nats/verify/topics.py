@@ -74,7 +74,10 @@ def _source_filters(
     return filters
 
 
-async def check_topic(run: CanaryRun, topic: Resource) -> list[CheckResult]:
+async def check_topic(
+    run: CanaryRun, topic: Resource, subscriptions: list[Resource] | None = None
+) -> list[CheckResult]:
+    """`subscriptions`: the topic's, when the caller indexed them (else searched for)."""
     name = topic.name
     if topic.stream is None:
         return [
@@ -96,7 +99,8 @@ async def check_topic(run: CanaryRun, topic: Resource) -> list[CheckResult]:
 
     results: list[CheckResult] = []
     targets: list[_Target] = []
-    for sub in _subscriptions(run.plan, topic):
+    subs = subscriptions if subscriptions is not None else _subscriptions(run.plan, topic)
+    for sub in subs:
         if sub.stream is None or sub.consumer is None:
             why = next((f.note for f in sub.fidelity if f.verdict == "unsupported"), "")
             results.append(
