@@ -52,12 +52,12 @@ async def _crowd(url: str) -> None:
             await api(nc, subject, body, 30.0)
 
     try:
-        # "a…" sorts before every name the plan gives ("sns_", "sqs_", "snsq2nats_").
+        # "A…" sorts before every name the plan gives ("KV_", "sns_", "sqs_", "snsq2nats_").
         await asyncio.gather(
             *(
                 one(
-                    f"$JS.API.STREAM.CREATE.a{i:04d}",
-                    {"name": f"a{i:04d}", "subjects": [f"foreign.a{i:04d}"], "storage": "memory"},
+                    f"$JS.API.STREAM.CREATE.A{i:04d}",
+                    {"name": f"A{i:04d}", "subjects": [f"foreign.A{i:04d}"], "storage": "memory"},
                 )
                 for i in range(FOREIGN_STREAMS)
             ),
@@ -74,9 +74,9 @@ async def _crowd(url: str) -> None:
         )
         # Otherwise this no longer tests paging: the plan's objects are past the first pages.
         infos = await api(nc, "$JS.API.STREAM.LIST", {"offset": 0})
-        assert all(s["config"]["name"].startswith("a") for s in infos["streams"])
+        assert all(s["config"]["name"].startswith("A") for s in infos["streams"])
         names = await api(nc, "$JS.API.STREAM.NAMES", {"offset": 0})
-        assert all(n.startswith("a") for n in names["streams"])
+        assert all(n.startswith("A") for n in names["streams"])
         assert names["total"] > len(names["streams"])
         consumers = await api(nc, f"$JS.API.CONSUMER.LIST.{ADVISORIES}", {"offset": 0})
         assert all(c["name"].startswith("a") for c in consumers["consumers"])

@@ -217,5 +217,12 @@ async def read_bucket(nc: Any, bucket: str, keys: str = ">") -> dict[str, KvValu
                     msg.data, msg.metadata.sequence.stream, msg.metadata.timestamp.timestamp()
                 )
     finally:
-        await sub.unsubscribe()
+        # Deleted, not left to expire: a stray consumer on the bucket would show in every read
+        # of the live state for its inactive threshold.
+        try:
+            name = (await sub.consumer_info()).name
+            await sub.unsubscribe()
+            await api(nc, f"{API_PREFIX}.CONSUMER.DELETE.{stream}.{name}", None, 5.0)
+        except Exception:
+            await sub.unsubscribe()
     return values
