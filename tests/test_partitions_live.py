@@ -105,7 +105,7 @@ async def test_verify_sends_a_canary_through_every_partition(nc: Any, tmp_path: 
     """One round trip per partition durable, and (the queue is delayed) a schedule whose
     released message the transform puts in partition 0, where verify collects it."""
     plan = await applied(nc, mapping(tmp_path, 3), delay_seconds=5)
-    assert plan.streams[0].allow_msg_schedules
+    assert next(s for s in plan.streams if s.name == STREAM).allow_msg_schedules
     results = await verify_plan(nc, plan, timeout=5)
     trips = [r for r in results if r.resource == "jobs.fifo" and r.check.startswith("round")]
     assert [r.result for r in trips] == ["ok"] * 3, trips
@@ -129,7 +129,7 @@ async def test_a_partition_change_waits_for_a_drained_queue(
     for i in range(6):
         await js.publish(f"{BASE}.g{i}", b"x")
     plan = await plan_for(nc, mapping(tmp_path, 2))
-    (stream,) = [c for c in plan.changes if c.type == "stream"]
+    (stream,) = [c for c in plan.changes if c.type == "stream" and c.name == STREAM]
     assert stream.action == "replace"
     assert "the partitions change" in stream.reason and "6 messages" in stream.reason
     with pytest.raises(ApplyError, match="would lose 6 messages"):
