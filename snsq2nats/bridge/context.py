@@ -11,20 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import random
 import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from snsq2nats.plan.model import Plan, Route
 
 if TYPE_CHECKING:
-    from mypy_boto3_sns import SNSClient
-    from mypy_boto3_sqs import SQSClient
     from nats.aio.client import Client
+    from types_aiobotocore_sns import SNSClient
+    from types_aiobotocore_sqs import SQSClient
 
 # Latency buckets in seconds, shared by the Prometheus histogram and the live view.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -67,31 +65,6 @@ class RouteMetrics:
     def rate(self) -> float:
         elapsed = time.monotonic() - self.started
         return self.messages / elapsed if elapsed > 0 else 0.0
-
-
-class AwsThreads:
-    """Threads for boto3's blocking calls.
-
-    A long poll (a receive with WaitTimeSeconds) holds its thread for up to 20 s, so polls get
-    a pool of their own, a thread per poller, and every other call (sends, deletes, visibility
-    changes) a pool no poll can fill. In asyncio's default pool (CPU count + 4 threads), two
-    idle queues' pollers left a 2-CPU machine no thread to send or delete with for 20 s.
-    """
-
-    def __init__(self, polls: int, calls: int) -> None:
-        self.polls = ThreadPoolExecutor(max(1, polls), thread_name_prefix="aws-poll")
-        self.calls = ThreadPoolExecutor(max(1, calls), thread_name_prefix="aws-call")
-
-    async def run(self, fn: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
-        pool = self.polls if kwargs.get("WaitTimeSeconds") else self.calls
-        return await asyncio.get_running_loop().run_in_executor(
-            pool, functools.partial(fn, **kwargs)
-        )
-
-    def shutdown(self) -> None:
-        # Calls in progress finish on their own (a long poll within its wait); none start.
-        for pool in (self.polls, self.calls):
-            pool.shutdown(wait=False, cancel_futures=True)
 
 
 def backoff(attempt: int, *, base: float = 0.2, cap: float = 10.0) -> float:
@@ -142,8 +115,8 @@ class BridgeContext:
     metrics: dict[str, RouteMetrics] = field(default_factory=dict)
     max_messages: int | None = None
     max_in_flight: int = 256
+    # Sees every AWS call (`fn` one of the clients' methods, and its arguments) and makes it.
     aws_call: Callable[..., Awaitable[Any]] | None = None
-    aws_threads: AwsThreads | None = None
     timings: Timings = field(default_factory=Timings)
     # AWS → NATS tuning. Long polls of 20 s never busy-loop; the visibility given on receive
     # is what the bridge extends while a publish is slow.
@@ -172,10 +145,9 @@ class BridgeContext:
         if self.max_messages is not None and self.total_delivered() >= self.max_messages:
             self.stopping.set()
 
-    async def call_aws(self, fn: Callable[..., Any], /, **kwargs: Any) -> Any:
-        """boto3 is blocking: every AWS call runs in a worker thread, never on the loop."""
+    async def call_aws(self, fn: Callable[..., Awaitable[Any]], /, **kwargs: Any) -> Any:
+        """One AWS call on the loop (the clients are aiobotocore's): a long poll waits on its
+        socket, so an idle route costs no thread however many there are."""
         if self.aws_call is not None:
             return await self.aws_call(fn, **kwargs)
-        if self.aws_threads is not None:
-            return await self.aws_threads.run(fn, kwargs)
-        return await asyncio.to_thread(fn, **kwargs)
+        return await fn(**kwargs)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from snsq2nats.plan.model import Plan, Route
 
 if TYPE_CHECKING:
+    from snsq2nats.aws.clients import AsyncClients
     from snsq2nats.bridge.context import BridgeContext
     from snsq2nats.jetstream.connect import NatsOptions
 
@@ -22,6 +23,8 @@ log = logging.getLogger(__name__)
 
 # A long poll waits up to 20 s: a read timeout under that would cut idle polls off.
 READ_TIMEOUT = 40
+# Connections for the calls other than long polls (sends, deletes, visibility changes).
+CALL_CONNECTIONS = 64
 
 
 class View(Protocol):
@@ -52,10 +55,59 @@ async def bridge_session(
     `on_ready` runs once the clients and the connection exist, just before relaying starts
     (the CLI freezes the heap there).
     """
-    import boto3
-
     from snsq2nats.aws.arns import parse_arn
-    from snsq2nats.aws.clients import make_clients
+    from snsq2nats.aws.clients import async_clients
+
+    # The routes' own region unless told otherwise: the ARNs say where the resources live.
+    region = regions[0] if regions else parse_arn(routes[0].aws_arn).region or None
+    # A connection for every poller of every route (a long poll holds its own for the whole
+    # wait), and CALL_CONNECTIONS that no poll can take for the sends, deletes and the rest.
+    connections = settings.get("pollers", 4) * len(routes) + CALL_CONNECTIONS
+    _allow_open_files(connections + 100)
+    async with async_clients(region, endpoint_url, connections, read_timeout=READ_TIMEOUT) as aws:
+        await _bridge_with(
+            aws,
+            nats,
+            plan,
+            routes,
+            duration=duration,
+            metrics_port=metrics_port,
+            cleanup=cleanup,
+            settings=settings,
+            stop=stop,
+            on_ready=on_ready,
+            view=view,
+        )
+
+
+def _allow_open_files(wanted: int) -> None:
+    """Raise the soft limit on open files towards `wanted` (within the hard limit): a socket
+    per long poll, and a soft limit of 1,024 is common."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        if target > soft:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        if target < wanted:
+            log.warning("open files limited to %d: busy routes may want up to %d", target, wanted)
+
+
+async def _bridge_with(
+    aws: AsyncClients,
+    nats: NatsOptions,
+    plan: Plan,
+    routes: list[Route],
+    *,
+    duration: float | None,
+    metrics_port: int | None,
+    cleanup: bool,
+    settings: dict[str, Any],
+    stop: asyncio.Event | None,
+    on_ready: Callable[[], None] | None,
+    view: View | None,
+) -> None:
     from snsq2nats.bridge.context import BridgeContext
     from snsq2nats.bridge.metrics import serve_metrics
     from snsq2nats.bridge.runtime import run_bridge
@@ -63,13 +115,6 @@ async def bridge_session(
     from snsq2nats.errors import NatsConnectError
     from snsq2nats.jetstream.connect import connect_nats
     from snsq2nats.jetstream.state import stream_names
-
-    session = boto3.Session()
-    # The routes' own region unless told otherwise: the ARNs say where the resources live.
-    region = regions[0] if regions else parse_arn(routes[0].aws_arn).region or session.region_name
-    # A connection for every poller of every route, and some for the other calls.
-    pool = settings.get("pollers", 4) * len(routes) + 10
-    (aws,) = make_clients(session, [region], endpoint_url, pool, read_timeout=READ_TIMEOUT)
 
     closing = False
 
