@@ -9,6 +9,7 @@ changes as they happen.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
@@ -29,6 +30,7 @@ from snsq2nats.bridge.context import BridgeContext, Timings
 from snsq2nats.bridge.nats_to_sns import run_nats_to_sns
 from snsq2nats.bridge.nats_to_sqs import run_nats_to_sqs
 from snsq2nats.bridge.runtime import RUNNERS, run_bridge
+from snsq2nats.bridge.session import aws_connections
 from snsq2nats.bridge.sns_to_nats import cleanup_sns_to_nats
 from snsq2nats.demo.nats_server import NatsCluster, NatsServer
 from snsq2nats.jetstream import api as jetstream
@@ -62,7 +64,7 @@ class Recorder:
             self.receiving += 1
             self.receiving_peak = max(self.receiving_peak, self.receiving)
         try:
-            reply = await asyncio.to_thread(fn, **kwargs)
+            reply = await fn(**kwargs)
         finally:
             if name == "receive_message":
                 self.receiving -= 1
@@ -158,8 +160,13 @@ class InProcess:
         self.task: asyncio.Task[None] | None = None
         self.ctx: BridgeContext | None = None
         self.nc: Any = None
+        self.clients = contextlib.AsyncExitStack()
 
     async def __aenter__(self) -> InProcess:
+        pollers = int(self.settings.get("pollers", 2))
+        aio = await self.clients.enter_async_context(
+            self.aws.async_clients(aws_connections(len(self.routes), pollers))
+        )
         self.nc = await connect_nats(
             NatsOptions(servers=self.url.split(",")),
             allow_reconnect=True,
@@ -171,8 +178,8 @@ class InProcess:
         self.ctx = BridgeContext(
             plan=plan_with(self.plan_routes),
             nc=self.nc,
-            sqs=self.aws.client("sqs"),
-            sns=self.aws.client("sns"),
+            sqs=aio.sqs,
+            sns=aio.sns,
             aws_call=self.recorder,
             **settings,
         )
@@ -186,6 +193,7 @@ class InProcess:
         self.ctx.stopping.set()
         await asyncio.wait_for(self.task, 30)
         await self.nc.close()
+        await self.clients.aclose()
 
     def delivered(self) -> int:
         assert self.ctx is not None
@@ -526,6 +534,8 @@ async def test_consumers_moving_to_nats_get_each_topic_message_once(
     )
 
     nc = await connect_nats(NatsOptions(servers=[nats_server.url]))
+    clients = contextlib.AsyncExitStack()
+    aio = await clients.enter_async_context(aws.async_clients())
     try:
         js = nc.jetstream()
         await create_stream(
@@ -540,7 +550,9 @@ async def test_consumers_moving_to_nats_get_each_topic_message_once(
             )
 
         async def relay(route: Route, runner: Any, stream: str, durable: str) -> None:
-            ctx = BridgeContext(plan=plan_with([route]), nc=nc, sqs=sqs, sns=sns, timings=FAST)
+            ctx = BridgeContext(
+                plan=plan_with([route]), nc=nc, sqs=aio.sqs, sns=aio.sns, timings=FAST
+            )
             task = asyncio.create_task(runner(ctx, route))
 
             async def drained() -> bool:
@@ -578,6 +590,7 @@ async def test_consumers_moving_to_nats_get_each_topic_message_once(
         await relay(to_sns, run_nats_to_sns, "sns_orders", "snsq2nats-to-sns")
     finally:
         await nc.close()
+        await clients.aclose()
     assert queue_depth(aws, urls["billing"]) == (6, 0)
 
     route = sqs_route(aws, "billing", "sqs_billing", "sqs.billing")
@@ -651,10 +664,11 @@ async def test_sns_topic_through_the_bridge_owned_queue(
     # Cleanup unsubscribes, relays what is left, and deletes the queue.
     sns.publish(TopicArn=topic_arn, Message="late")
     nc = await connect_nats(NatsOptions(servers=[nats_server.url]))
-    ctx = BridgeContext(
-        plan=plan_with([route]), nc=nc, sqs=sqs, sns=sns, pollers=1, wait_time_seconds=1
-    )
-    assert await cleanup_sns_to_nats(ctx, route)
+    async with aws.async_clients() as aio:
+        ctx = BridgeContext(
+            plan=plan_with([route]), nc=nc, sqs=aio.sqs, sns=aio.sns, pollers=1, wait_time_seconds=1
+        )
+        assert await cleanup_sns_to_nats(ctx, route)
     info = await nc.jetstream().stream_info("sns_orders")
     await nc.close()
     assert info.state.messages == 7

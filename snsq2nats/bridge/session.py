@@ -60,9 +60,7 @@ async def bridge_session(
 
     # The routes' own region unless told otherwise: the ARNs say where the resources live.
     region = regions[0] if regions else parse_arn(routes[0].aws_arn).region or None
-    # A connection for every poller of every route (a long poll holds its own for the whole
-    # wait), and CALL_CONNECTIONS that no poll can take for the sends, deletes and the rest.
-    connections = settings.get("pollers", 4) * len(routes) + CALL_CONNECTIONS
+    connections = aws_connections(len(routes), settings.get("pollers", 4))
     _allow_open_files(connections + 100)
     async with async_clients(region, endpoint_url, connections, read_timeout=READ_TIMEOUT) as aws:
         await _bridge_with(
@@ -78,6 +76,13 @@ async def bridge_session(
             on_ready=on_ready,
             view=view,
         )
+
+
+def aws_connections(routes: int, pollers: int) -> int:
+    """A connection for every poller of every route (a long poll holds its own for the whole
+    wait), and CALL_CONNECTIONS that no poll can take for the sends, deletes and the rest.
+    Only what is in use is open: an idle route holds one."""
+    return max(1, pollers) * routes + CALL_CONNECTIONS
 
 
 def _allow_open_files(wanted: int) -> None:
