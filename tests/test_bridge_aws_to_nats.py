@@ -131,7 +131,9 @@ async def stream_ids(url: str, stream: str) -> list[str]:
     try:
         js = nc.jetstream()
         info = await js.stream_info(stream)
-        out = []
+        out: list[str] = []
+        if not info.state.messages:
+            return out  # an empty stream's first and last sequences say 0: no message 0 to get
         for seq in range(info.state.first_seq, info.state.last_seq + 1):
             msg = await js.get_msg(stream, seq)
             out.append(msg.headers[AWS_MESSAGE_ID_HEADER])
