@@ -38,7 +38,7 @@ from snsq2nats.jetstream.api import api, create_consumer, create_stream, update_
 from snsq2nats.jetstream.connect import NatsOptions, connect_nats
 from snsq2nats.jetstream.spec import NS, ConsumerSpec, ServerInfo, StreamSource, StreamSpec
 from snsq2nats.plan.model import Plan, Route
-from tests.fixtures.aws import AwsEndpoint
+from tests.fixtures.aws import AwsEndpoint, threads_besides_moto
 from tests.fixtures.bridge import FAST
 from tests.fixtures.wait import until
 
@@ -1078,3 +1078,24 @@ async def test_an_idle_queue_holds_one_long_poll_and_a_busy_one_scales_up(
         assert 2 <= bridge.recorder.receiving_peak <= 4
         assert calls["get_queue_attributes"] > 0  # busy: the backlog is read for the metrics
     await assert_exactly_once(nats_server.url, "sqs_adaptive", sent, bridge.recorder.deleted)
+
+
+async def test_many_idle_routes_hold_a_long_poll_each_and_no_thread(
+    aws: AwsEndpoint, nats_server: NatsServer
+) -> None:
+    """300 idle queues: one long poll each, all out at once, on the event loop: the bridge's
+    threads do not grow with the routes (moto answers each poll on a thread of its own, so
+    those are left out of the count), and a message sent to any one of them is relayed."""
+    sqs = aws.client("sqs")
+    urls = [sqs.create_queue(QueueName=f"many{n}")["QueueUrl"] for n in range(300)]
+    await add_stream(nats_server.url, "sqs_many", ["sqs.many.*"])
+    routes = [sqs_route(aws, f"many{n}", "sqs_many", f"sqs.many.q{n}") for n in range(300)]
+    threads = threads_besides_moto()
+    async with InProcess(aws, nats_server.url, routes, pollers=4, wait_time_seconds=10) as bridge:
+        recorder = bridge.recorder
+        await until(lambda: recorder.receiving == 300, what="every route in its long poll")
+        assert threads_besides_moto() < threads + 10, "long polls took threads"
+        sent = send(aws, urls[137], 1)
+        await until(lambda: bridge.delivered() == 1, what="the one message relayed")
+        assert recorder.receiving_peak == 300  # one long poll a route: none scaled up
+    await assert_exactly_once(nats_server.url, "sqs_many", sent, recorder.deleted)
