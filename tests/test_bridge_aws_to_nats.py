@@ -46,7 +46,7 @@ N = 200
 
 
 class Recorder:
-    """Every AWS call an in-process bridge makes, run in a thread like the real path."""
+    """Every AWS call an in-process bridge makes, awaited on the loop like the real path."""
 
     def __init__(self) -> None:
         self.received: Counter[str] = Counter()
