@@ -8,6 +8,7 @@ bridge has to say goes to the `snsq2nats.bridge` loggers and what it shows to th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
@@ -15,7 +16,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 from snsq2nats.plan.model import Plan, Route
 
 if TYPE_CHECKING:
-    from snsq2nats.aws.clients import AsyncClients
     from snsq2nats.bridge.context import BridgeContext
     from snsq2nats.jetstream.connect import NatsOptions
 
@@ -25,6 +25,27 @@ log = logging.getLogger(__name__)
 READ_TIMEOUT = 40
 # Connections for the calls other than long polls (sends, deletes, visibility changes).
 CALL_CONNECTIONS = 64
+
+
+def aws_connections(routes: int, pollers: int) -> int:
+    """A connection for every poller of every route (a long poll holds its own for the whole
+    wait), and CALL_CONNECTIONS that no poll can take for the sends, deletes and the rest.
+    Only what is in use is open: an idle route holds one."""
+    return max(1, pollers) * routes + CALL_CONNECTIONS
+
+
+def _allow_open_files(wanted: int) -> None:
+    """Raise the soft limit on open files towards `wanted` (within the hard limit): a socket
+    per long poll, and a soft limit of 1,024 is common."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        if target > soft:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        if target < wanted:
+            log.warning("open files limited to %d: busy routes may want up to %d", target, wanted)
 
 
 class View(Protocol):
@@ -57,62 +78,6 @@ async def bridge_session(
     """
     from snsq2nats.aws.arns import parse_arn
     from snsq2nats.aws.clients import async_clients
-
-    # The routes' own region unless told otherwise: the ARNs say where the resources live.
-    region = regions[0] if regions else parse_arn(routes[0].aws_arn).region or None
-    connections = aws_connections(len(routes), settings.get("pollers", 4))
-    _allow_open_files(connections + 100)
-    async with async_clients(region, endpoint_url, connections, read_timeout=READ_TIMEOUT) as aws:
-        await _bridge_with(
-            aws,
-            nats,
-            plan,
-            routes,
-            duration=duration,
-            metrics_port=metrics_port,
-            cleanup=cleanup,
-            settings=settings,
-            stop=stop,
-            on_ready=on_ready,
-            view=view,
-        )
-
-
-def aws_connections(routes: int, pollers: int) -> int:
-    """A connection for every poller of every route (a long poll holds its own for the whole
-    wait), and CALL_CONNECTIONS that no poll can take for the sends, deletes and the rest.
-    Only what is in use is open: an idle route holds one."""
-    return max(1, pollers) * routes + CALL_CONNECTIONS
-
-
-def _allow_open_files(wanted: int) -> None:
-    """Raise the soft limit on open files towards `wanted` (within the hard limit): a socket
-    per long poll, and a soft limit of 1,024 is common."""
-    import resource
-
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < wanted:
-        target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-        if target > soft:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-        if target < wanted:
-            log.warning("open files limited to %d: busy routes may want up to %d", target, wanted)
-
-
-async def _bridge_with(
-    aws: AsyncClients,
-    nats: NatsOptions,
-    plan: Plan,
-    routes: list[Route],
-    *,
-    duration: float | None,
-    metrics_port: int | None,
-    cleanup: bool,
-    settings: dict[str, Any],
-    stop: asyncio.Event | None,
-    on_ready: Callable[[], None] | None,
-    view: View | None,
-) -> None:
     from snsq2nats.bridge.context import BridgeContext
     from snsq2nats.bridge.metrics import serve_metrics
     from snsq2nats.bridge.runtime import run_bridge
@@ -120,6 +85,11 @@ async def _bridge_with(
     from snsq2nats.errors import NatsConnectError
     from snsq2nats.jetstream.connect import connect_nats
     from snsq2nats.jetstream.state import stream_names
+
+    # The routes' own region unless told otherwise: the ARNs say where the resources live.
+    region = regions[0] if regions else parse_arn(routes[0].aws_arn).region or None
+    connections = aws_connections(len(routes), settings.get("pollers", 4))
+    _allow_open_files(connections + 100)
 
     closing = False
 
@@ -140,6 +110,14 @@ async def _bridge_with(
         disconnected_cb=disconnected,
         reconnected_cb=reconnected,
     )
+    clients = contextlib.AsyncExitStack()
+    try:
+        aws = await clients.enter_async_context(
+            async_clients(region, endpoint_url, connections, read_timeout=READ_TIMEOUT)
+        )
+    except BaseException:
+        await nc.close()
+        raise
     ctx = BridgeContext(plan=plan, nc=nc, sqs=aws.sqs, sns=aws.sns, **settings)
     server = None
     try:
@@ -178,6 +156,7 @@ async def _bridge_with(
             server.close()
         closing = True
         await nc.drain() if nc.is_connected else await nc.close()
+        await clients.aclose()
 
 
 async def _forward(source: asyncio.Event, target: asyncio.Event) -> None:
