@@ -24,6 +24,10 @@ if TYPE_CHECKING:
     from types_aiobotocore_sns import SNSClient
     from types_aiobotocore_sqs import SQSClient
 
+# AWS calls other than long polls at once, all routes together: what an instant of work on
+# thousands of routes (one message to each) queues for instead of opening a connection each.
+MAX_AWS_CALLS = 64
+
 # Latency buckets in seconds, shared by the Prometheus histogram and the live view.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -117,6 +121,7 @@ class BridgeContext:
     max_in_flight: int = 256
     # Sees every AWS call (`fn` one of the clients' methods, and its arguments) and makes it.
     aws_call: Callable[..., Awaitable[Any]] | None = None
+    aws_calls: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(MAX_AWS_CALLS))
     timings: Timings = field(default_factory=Timings)
     # AWS → NATS tuning. Long polls of 20 s never busy-loop; the visibility given on receive
     # is what the bridge extends while a publish is slow.
@@ -147,7 +152,14 @@ class BridgeContext:
 
     async def call_aws(self, fn: Callable[..., Awaitable[Any]], /, **kwargs: Any) -> Any:
         """One AWS call on the loop (the clients are aiobotocore's): a long poll waits on its
-        socket, so an idle route costs no thread however many there are."""
-        if self.aws_call is not None:
-            return await self.aws_call(fn, **kwargs)
-        return await fn(**kwargs)
+        socket, so an idle route costs no thread however many there are. Long polls are one
+        per poller; the other calls share MAX_AWS_CALLS places."""
+        call = self.aws_call or _direct
+        if kwargs.get("WaitTimeSeconds"):
+            return await call(fn, **kwargs)
+        async with self.aws_calls:
+            return await call(fn, **kwargs)
+
+
+async def _direct(fn: Callable[..., Awaitable[Any]], /, **kwargs: Any) -> Any:
+    return await fn(**kwargs)

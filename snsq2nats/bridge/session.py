@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
+from snsq2nats.bridge.context import MAX_AWS_CALLS
 from snsq2nats.plan.model import Plan, Route
 
 if TYPE_CHECKING:
@@ -23,8 +24,9 @@ log = logging.getLogger(__name__)
 
 # A long poll waits up to 20 s: a read timeout under that would cut idle polls off.
 READ_TIMEOUT = 40
-# Connections for the calls other than long polls (sends, deletes, visibility changes).
-CALL_CONNECTIONS = 64
+# Connections for the calls other than long polls (sends, deletes, visibility changes): as many
+# as may be out at once.
+CALL_CONNECTIONS = MAX_AWS_CALLS
 
 
 def aws_connections(routes: int, pollers: int) -> int:
