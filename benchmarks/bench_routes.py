@@ -479,7 +479,7 @@ def measure_busy(estate: Estate, endpoint: str, nats_url: str, log: Path) -> Bus
         started = time.monotonic()
         wait_up(bridge, len(urls))
         up_at = time.monotonic()
-        at_up = _metric_sum(_get(f"{bridge.metrics_url}/metrics")[1], "messages_total")
+        at_up = _metric_sum(_get(f"{bridge.metrics_url}/metrics", 60)[1], "messages_total")
         done = at_up
         while done < total and time.monotonic() - up_at < BUSY_TIMEOUT:
             # Not faster: /metrics has a line per route and metric, rendered on the loop that
