@@ -223,7 +223,8 @@ class Relay:
     idle: bool = True
     """The last receive found the queue empty (so far: nothing received, nothing to ask AWS)."""
     lag_task: asyncio.Task[None] | None = None
-    """Reads the backlog while the queue is busy; none while idle (no wake-ups per idle route)."""
+    """Reads the backlog from a full batch on until the queue is empty again; none while idle
+    (no wake-ups per idle route)."""
     replies: Replies = field(init=False)
     _starts: dict[str, int] | None = None
     _starts_read: float = 0.0
@@ -337,7 +338,10 @@ class Relay:
                 continue
             self._release(MAX_BATCH - len(messages))
             self.idle = not messages
-            if messages and (self.lag_task is None or self.lag_task.done()):
+            if len(messages) == MAX_BATCH and (self.lag_task is None or self.lag_task.done()):
+                # A full batch: a backlog is likely, worth reading. A few messages now and
+                # then are not one: a message to each of thousands of idle queues at once
+                # must not become a backlog read from each every few seconds.
                 self.lag_task = asyncio.create_task(self.watch_lag())
             if not messages:
                 self.metrics.lag = 0
@@ -386,7 +390,7 @@ class Relay:
     async def watch_lag(self) -> None:
         """The queue's backlog for the view and the metrics while it is busy; a failure here
         is only cosmetic. It ends when the queue goes idle (an empty long poll already said
-        the backlog is zero) and the next batch received starts it again."""
+        the backlog is zero) and the next full batch received starts it again."""
         while not self.ctx.stopping.is_set() and not self.idle:
             with contextlib.suppress(Exception):
                 reply = await self.ctx.call_aws(
