@@ -1099,3 +1099,32 @@ async def test_many_idle_routes_hold_a_long_poll_each_and_no_thread(
         await until(lambda: bridge.delivered() == 1, what="the one message relayed")
         assert recorder.receiving_peak == 300  # one long poll a route: none scaled up
     await assert_exactly_once(nats_server.url, "sqs_many", sent, recorder.deleted)
+
+
+async def test_blocking_boto3_clients_still_relay(
+    aws: AwsEndpoint, nats_server: NatsServer
+) -> None:
+    """A context built with boto3's clients (as an embedder may still build one) works: each
+    call runs on a worker thread instead of the loop."""
+    url = aws.client("sqs").create_queue(QueueName="blocking")["QueueUrl"]
+    await add_stream(nats_server.url, "sqs_blocking", ["sqs.blocking"])
+    route = sqs_route(aws, "blocking", "sqs_blocking", "sqs.blocking")
+    sent = send(aws, url, 15)
+    nc = await connect_nats(NatsOptions(servers=[nats_server.url]))
+    ctx = BridgeContext(
+        plan=plan_with([route]),
+        nc=nc,
+        sqs=aws.client("sqs"),
+        sns=aws.client("sns"),
+        wait_time_seconds=1,
+        timings=FAST,
+    )
+    task = asyncio.create_task(run_bridge(ctx, [route], RUNNERS, handle_signals=False))
+    try:
+        await until(lambda: queue_depth(aws, url) == (0, 0), what="queue empty")
+    finally:
+        ctx.stopping.set()
+        await asyncio.wait_for(task, 30)
+        await nc.close()
+    assert ctx.total_delivered() >= 15
+    assert Counter(await stream_ids(nats_server.url, "sqs_blocking")) == Counter(sent)

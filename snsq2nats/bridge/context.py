@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 from snsq2nats.plan.model import Plan, Route
 
 if TYPE_CHECKING:
+    from mypy_boto3_sns import SNSClient as BlockingSNSClient
+    from mypy_boto3_sqs import SQSClient as BlockingSQSClient
     from nats.aio.client import Client
     from types_aiobotocore_sns import SNSClient
     from types_aiobotocore_sqs import SQSClient
@@ -113,8 +115,9 @@ class Timings:
 class BridgeContext:
     plan: Plan
     nc: Client
-    sqs: SQSClient
-    sns: SNSClient
+    # aiobotocore's (`aws.clients.async_clients`); boto3's still work, each call on a thread.
+    sqs: SQSClient | BlockingSQSClient
+    sns: SNSClient | BlockingSNSClient
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     metrics: dict[str, RouteMetrics] = field(default_factory=dict)
     max_messages: int | None = None
@@ -150,7 +153,7 @@ class BridgeContext:
         if self.max_messages is not None and self.total_delivered() >= self.max_messages:
             self.stopping.set()
 
-    async def call_aws(self, fn: Callable[..., Awaitable[Any]], /, **kwargs: Any) -> Any:
+    async def call_aws(self, fn: Callable[..., Any], /, **kwargs: Any) -> Any:
         """One AWS call on the loop (the clients are aiobotocore's): a long poll waits on its
         socket, so an idle route costs no thread however many there are. Long polls are one
         per poller; the other calls share MAX_AWS_CALLS places."""
@@ -161,5 +164,10 @@ class BridgeContext:
             return await call(fn, **kwargs)
 
 
-async def _direct(fn: Callable[..., Awaitable[Any]], /, **kwargs: Any) -> Any:
-    return await fn(**kwargs)
+async def _direct(fn: Callable[..., Any], /, **kwargs: Any) -> Any:
+    from aiobotocore.client import AioBaseClient
+
+    if isinstance(getattr(fn, "__self__", None), AioBaseClient):
+        return await fn(**kwargs)
+    # A blocking boto3 client (an embedder's): off the loop, on asyncio's default pool.
+    return await asyncio.to_thread(fn, **kwargs)
