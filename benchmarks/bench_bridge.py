@@ -3,8 +3,9 @@
 The SQS endpoint is fauxqs (npm, `fauxqs@1.9.2`), installed on first use into `.bench/` and
 run on a free loopback port: it answers about 100x faster than moto server, so what is measured
 is the client side — the bridge — not the emulator. Every comparison runs in this process with
-the same boto3 client settings as `snsq2nats bridge`, the same worker threads and the same
-concurrency (SQS pollers, messages in flight), in the same run:
+the same asyncio AWS clients as `snsq2nats bridge` (aiobotocore, configured and sized by the
+bridge's own `async_clients` / `aws_connections`) and the same concurrency (SQS pollers,
+messages in flight), in the same run:
 
 This process runs on one CPU and the servers on the others (`place`; SNSQ2NATS_BENCH_PIN=0 turns
 it off): its event loop and worker threads share one GIL, and handing it across cores costs
@@ -342,9 +343,21 @@ def percentile(values: list[float], q: float) -> float:
 # --- counting AWS calls -----------------------------------------------------------------------
 
 
+@contextlib.asynccontextmanager
+async def aio_clients(endpoint: str) -> Any:
+    """The asyncio SQS and SNS clients `snsq2nats bridge` makes for one route."""
+    from snsq2nats.aws.clients import async_clients
+    from snsq2nats.bridge.session import READ_TIMEOUT, aws_connections
+
+    _aws_env()
+    connections = aws_connections(1, POLLERS)
+    async with async_clients(REGION, endpoint, connections, read_timeout=READ_TIMEOUT) as aws:
+        yield aws
+
+
 @dataclass
 class Tally:
-    """Runs AWS calls the way the bridge does (a worker thread each), counting the entries
+    """Runs AWS calls the way the bridge does (awaited on the loop), counting the entries
     deleted or sent, and signals when `goal` is reached. Used as `BridgeContext.aws_call` and by
     the ceilings alike, so both pay exactly the same for it."""
 
@@ -354,7 +367,7 @@ class Tally:
     finished: float = 0.0
 
     async def __call__(self, fn: Callable[..., Any], /, **kwargs: Any) -> Any:
-        reply = await asyncio.to_thread(fn, **kwargs)
+        reply = await fn(**kwargs)
         if getattr(fn, "__name__", "") in ("delete_message_batch", "send_message_batch"):
             self.counted += len(reply.get("Successful") or [])
             if self.counted >= self.goal and not self.done.is_set():
@@ -500,11 +513,13 @@ async def run_bridge_until(
     from snsq2nats.jetstream.connect import NatsOptions, connect_nats
 
     nc = await connect_nats(NatsOptions(servers=[setup.nats_url]), name="bench bridge")
+    clients = contextlib.AsyncExitStack()
+    aws = await clients.enter_async_context(aio_clients(setup.endpoint))
     ctx = BridgeContext(
         plan=setup.plan,
         nc=nc,
-        sqs=client("sqs", setup.endpoint),
-        sns=client("sns", setup.endpoint),
+        sqs=aws.sqs,
+        sns=aws.sns,
         aws_call=tally,
         pollers=POLLERS,
         max_in_flight=MAX_IN_FLIGHT,
@@ -519,6 +534,7 @@ async def run_bridge_until(
         ctx.stopping.set()
         await asyncio.wait_for(task, 60)
         await nc.close()
+        await clients.aclose()
 
 
 async def timed(coro: Any, tally: Tally, timeout: float) -> float:
@@ -551,7 +567,9 @@ async def sqs_to_nats(setup: Setup) -> dict[str, float]:
     ceilings, bridges, deleted = [], [], 0
     for _ in range(ROUNDS):
         tally = Tally(ROUND)
-        ceilings.append(await timed(ceiling_drain(sqs, setup.urls[RAW_QUEUE], tally), tally, 600))
+        async with aio_clients(setup.endpoint) as aws:
+            drain = ceiling_drain(aws.sqs, setup.urls[RAW_QUEUE], tally)
+            ceilings.append(await timed(drain, tally, 600))
         tally = Tally(ROUND)
         bridges.append(await run_bridge_until(setup, route, tally, 600))
         deleted += tally.counted
@@ -606,9 +624,9 @@ async def nats_to_sqs(setup: Setup) -> dict[str, float]:
     ceilings, bridges, sent = [], [], 0
     for _ in range(ROUNDS):
         tally = Tally(ROUND)
-        ceilings.append(
-            await timed(ceiling_send(sqs, setup.urls[RAW_QUEUE], tally, ROUND), tally, 600)
-        )
+        async with aio_clients(setup.endpoint) as aws:
+            sending = ceiling_send(aws.sqs, setup.urls[RAW_QUEUE], tally, ROUND)
+            ceilings.append(await timed(sending, tally, 600))
         tally = Tally(ROUND)
         bridges.append(await run_bridge_until(setup, route, tally, 600))
         sent += tally.counted
@@ -625,7 +643,6 @@ async def nats_to_sqs(setup: Setup) -> dict[str, float]:
 
 async def raw_latency(setup: Setup) -> list[float]:
     """Send → received by a plain poller, in ms, at the steady rate."""
-    sqs = client("sqs", setup.endpoint)
     url = setup.urls[RAW_QUEUE]
     samples: list[tuple[int, float]] = []
 
@@ -637,11 +654,12 @@ async def raw_latency(setup: Setup) -> list[float]:
 
     stop = asyncio.Event()
     tally = Tally(10**12)
-    consumer = asyncio.create_task(ceiling_drain(sqs, url, tally, on_receive, stop))
-    sent = await steady_producer(setup.endpoint, url)
-    await _until(lambda: len(samples) >= sent, 30)
-    stop.set()
-    await consumer
+    async with aio_clients(setup.endpoint) as aws:
+        consumer = asyncio.create_task(ceiling_drain(aws.sqs, url, tally, on_receive, stop))
+        sent = await steady_producer(setup.endpoint, url)
+        await _until(lambda: len(samples) >= sent, 30)
+        stop.set()
+        await consumer
     return _after_warmup(samples)
 
 

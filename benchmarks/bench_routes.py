@@ -20,6 +20,10 @@ is no larger) and each one's latency is the stream's own timestamp of the stored
 the time just before SendMessage. Last, without a target, one message to every queue at once
 (`burst_every_queue`), as issue 11 first measured it.
 
+At `BUSY_ROUTES` routes, a third bridge then starts with `BUSY_PER_ROUTE` messages waiting in
+every queue: the aggregate rate of all routes together once every route is up (`busy.*`), and
+the streams must hold each message once.
+
 Targets (issue 11, "One process, many routes": 1,000 idle routes in <= 100 threads, <= 250 MB
 RSS, <= 5 % of a core idle, first message p99 <= 2 s; 180 AWS requests per idle route and hour,
 one 20 s long poll at a time) are applied at every N, the cost being meant not to depend on N;
@@ -54,7 +58,10 @@ from typing import Any
 from benchmarks.bench_bridge import REGION, ROOT, client, fauxqs, percentile
 from benchmarks.synthetic import synthetic_inventory
 
-ROUTES = (100, 1000)
+ROUTES = (100, 1000, 5000)
+BUSY_ROUTES = 1000  # the route count whose aggregate throughput is measured too
+BUSY_PER_ROUTE = 50  # messages waiting in each queue when that bridge starts
+BUSY_TIMEOUT = 600.0
 IDLE_SECONDS = 20.0
 LATENCY_SAMPLE = 50
 LATENCY_TIMEOUT = 120.0  # seconds: a message not in its stream by then counts as this late
@@ -168,20 +175,24 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _get(url: str) -> tuple[int, str]:
+def _get(url: str, timeout: float = 5) -> tuple[int, str]:
     try:
-        with urllib.request.urlopen(url, timeout=5) as reply:
+        with urllib.request.urlopen(url, timeout=timeout) as reply:
             return int(reply.status), reply.read().decode()
     except urllib.error.HTTPError as exc:
         return int(exc.code), exc.read().decode()
 
 
-def _up_sum(metrics: str) -> int:
+def _metric_sum(metrics: str, name: str) -> int:
     return sum(
         round(float(line.rsplit(" ", 1)[1]))
         for line in metrics.splitlines()
-        if line.startswith("snsq2nats_bridge_up{")
+        if line.startswith(f"snsq2nats_bridge_{name}{{")
     )
+
+
+def _up_sum(metrics: str) -> int:
+    return _metric_sum(metrics, "up")
 
 
 @dataclass
@@ -227,18 +238,24 @@ def bridge_process(plan_file: Path, endpoint: str, nats_url: str, log: Path) -> 
                 proc.wait(10)
 
 
-def wait_ready(bridge: Bridge, routes: int) -> float:
-    """Seconds until /readyz is 200 with every route up, then until threads and RSS settle."""
+def wait_up(bridge: Bridge, routes: int) -> None:
+    """Until /readyz is 200 with every route up."""
     started = time.monotonic()
     while True:
         bridge.check_alive()
         with contextlib.suppress(OSError):
             status, _ = _get(f"{bridge.metrics_url}/readyz")
             if status == 200 and _up_sum(_get(f"{bridge.metrics_url}/metrics")[1]) == routes:
-                break
+                return
         if time.monotonic() - started > READY_TIMEOUT:
             raise RuntimeError(f"not ready within {READY_TIMEOUT:g}s: {bridge.tail()}")
         time.sleep(0.5)
+
+
+def wait_ready(bridge: Bridge, routes: int) -> float:
+    """Seconds until /readyz is 200 with every route up, then until threads and RSS settle."""
+    started = time.monotonic()
+    wait_up(bridge, routes)
     settle_started = time.monotonic()
     last: dict[str, int] = {}
     steady = 0
@@ -402,6 +419,90 @@ async def first_message_ms(
     return latencies
 
 
+# --- every route busy at once ---------------------------------------------------------------------
+
+
+@dataclass
+class Busy:
+    messages: int
+    rate: float  # msg/s relayed, all routes together, once every route was up
+    wall: float  # s from the process start to the last message stored
+    threads: int
+    rss_mb: float
+
+
+def _fill_every_queue(endpoint: str, urls: list[str], n: int) -> None:
+    sqs = client("sqs", endpoint, 16)
+
+    def fill(url: str) -> None:
+        for start in range(0, n, 10):
+            entries = [
+                {"Id": str(i), "MessageBody": f"busy-{start + i}"}
+                for i in range(min(10, n - start))
+            ]
+            if sqs.send_message_batch(QueueUrl=url, Entries=entries).get("Failed"):
+                raise RuntimeError(f"pre-fill refused in {url}")
+
+    started = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        list(pool.map(fill, urls))
+    took = time.perf_counter() - started
+    print(f"  {n} messages in each of {len(urls)} queues in {took:.1f}s", file=sys.stderr)
+
+
+async def _stored(estate: Estate, nats_url: str) -> int:
+    from snsq2nats.jetstream.api import api
+    from snsq2nats.jetstream.connect import NatsOptions, connect_nats
+
+    nc = await connect_nats(NatsOptions(servers=[nats_url]), name="bench routes busy")
+    try:
+        streams = sorted(estate.urls)
+        infos = await asyncio.gather(
+            *(api(nc, f"$JS.API.STREAM.INFO.{s}", None, 10.0) for s in streams)
+        )
+        return sum(int(i["state"]["messages"]) for i in infos)
+    finally:
+        await nc.close()
+
+
+def measure_busy(estate: Estate, endpoint: str, nats_url: str, log: Path) -> Busy:
+    """`BUSY_PER_ROUTE` messages waiting in every queue, then a bridge started on all of them:
+    its aggregate rate from the moment every route is up (what it relayed while starting is
+    left out) to the last message counted by its metrics; the streams must then hold each
+    message once more than before (the stream's duplicate window absorbs redeliveries)."""
+    before = asyncio.run(_stored(estate, nats_url))
+    urls = list(estate.urls.values())
+    _fill_every_queue(endpoint, urls, BUSY_PER_ROUTE)
+    total = len(urls) * BUSY_PER_ROUTE
+    threads = rss = 0
+    with bridge_process(estate.plan_file, endpoint, nats_url, log) as bridge:
+        started = time.monotonic()
+        wait_up(bridge, len(urls))
+        up_at = time.monotonic()
+        at_up = _metric_sum(_get(f"{bridge.metrics_url}/metrics", 60)[1], "messages_total")
+        done = at_up
+        while done < total and time.monotonic() - up_at < BUSY_TIMEOUT:
+            # Not faster: /metrics has a line per route and metric, rendered on the loop that
+            # is relaying, and a busy loop answers late.
+            time.sleep(1.0)
+            bridge.check_alive()
+            now = _status(bridge.proc.pid)
+            threads, rss = max(threads, now.get("Threads", 0)), max(rss, now.get("VmRSS", 0))
+            metrics = _get(f"{bridge.metrics_url}/metrics", timeout=60)[1]
+            done = _metric_sum(metrics, "messages_total")
+        finished = time.monotonic()
+    stored = asyncio.run(_stored(estate, nats_url)) - before
+    if stored != total:
+        raise RuntimeError(f"busy routes: {stored} stored of {total} ({done} counted)")
+    return Busy(
+        messages=total,
+        rate=(total - at_up) / max(finished - up_at, 1e-9),
+        wall=finished - started,
+        threads=threads,
+        rss_mb=rss / 1024,
+    )
+
+
 # --- one route count ------------------------------------------------------------------------------
 
 
@@ -453,6 +554,15 @@ def measure(routes: int) -> list[dict[str, Any]]:
             wait_ready(bridge, routes)
             counted = measure_idle(bridge, routes, proxy)
             print(f"  idle through the counting proxy: {counted}", file=sys.stderr)
+        busy: Busy | None = None
+        if routes == BUSY_ROUTES:
+            try:
+                busy = measure_busy(
+                    estate, sqs_endpoint.endpoint, server.url, workdir / "bridge-busy.log"
+                )
+                print(f"  busy: {busy}", file=sys.stderr)
+            except Exception:
+                traceback.print_exc(file=sys.stderr)
     p50, p99 = percentile(latencies, 0.5), percentile(latencies, 0.99)
     n = str(routes)
     actions = [
@@ -467,6 +577,17 @@ def measure(routes: int) -> list[dict[str, Any]]:
             _row(f"{n}.burst_every_queue.max", round(max(burst)), "ms"),
         ]
         if burst
+        else []
+    )
+    busy_rows = (
+        [
+            _row(f"{n}.busy.messages", busy.messages, "msgs"),
+            _row(f"{n}.busy.aggregate", round(busy.rate), "msg/s"),
+            _row(f"{n}.busy.wall_from_start", round(busy.wall, 1), "s"),
+            _row(f"{n}.busy.threads", busy.threads, "threads"),
+            _row(f"{n}.busy.rss", round(busy.rss_mb, 1), "MB"),
+        ]
+        if busy
         else []
     )
     return [
@@ -497,6 +618,7 @@ def measure(routes: int) -> list[dict[str, Any]]:
         _row(f"{n}.first_message_p99", round(p99), "ms"),
         _row(f"{n}.first_message_p99_margin_under_2s", round(MAX_P99_MS - p99), "ms", 0),
         *bursts,
+        *busy_rows,
     ]
 
 

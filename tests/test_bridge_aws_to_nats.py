@@ -9,6 +9,7 @@ changes as they happen.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
@@ -26,6 +27,7 @@ import pytest
 from snsq2nats.bridge.codec import AWS_MESSAGE_ID_HEADER, headers_to_attributes
 from snsq2nats.bridge.context import BridgeContext, Timings
 from snsq2nats.bridge.runtime import RUNNERS, run_bridge
+from snsq2nats.bridge.session import aws_connections
 from snsq2nats.bridge.sns_to_nats import cleanup_sns_to_nats
 from snsq2nats.demo.nats_server import NatsCluster, NatsServer
 from snsq2nats.jetstream import api as jetstream
@@ -34,14 +36,15 @@ from snsq2nats.jetstream.connect import NatsOptions, connect_nats
 from snsq2nats.jetstream.spec import ServerInfo
 from snsq2nats.plan.buckets import fleet_bucket_spec
 from snsq2nats.plan.model import Plan, Route
-from tests.fixtures.aws import AwsEndpoint
+from tests.fixtures.aws import AwsEndpoint, threads_besides_moto
+from tests.fixtures.bridge import FAST
 from tests.fixtures.wait import until
 
 N = 200
 
 
 class Recorder:
-    """Every AWS call an in-process bridge makes, run in a thread like the real path."""
+    """Every AWS call an in-process bridge makes, awaited on the loop like the real path."""
 
     def __init__(self) -> None:
         self.received: Counter[str] = Counter()
@@ -59,7 +62,7 @@ class Recorder:
             self.receiving += 1
             self.receiving_peak = max(self.receiving_peak, self.receiving)
         try:
-            reply = await asyncio.to_thread(fn, **kwargs)
+            reply = await fn(**kwargs)
         finally:
             if name == "receive_message":
                 self.receiving -= 1
@@ -126,7 +129,9 @@ async def stream_ids(url: str, stream: str) -> list[str]:
     try:
         js = nc.jetstream()
         info = await js.stream_info(stream)
-        out = []
+        out: list[str] = []
+        if not info.state.messages:
+            return out  # an empty stream's first and last sequences say 0: no message 0 to get
         for seq in range(info.state.first_seq, info.state.last_seq + 1):
             msg = await js.get_msg(stream, seq)
             out.append(msg.headers[AWS_MESSAGE_ID_HEADER])
@@ -155,8 +160,13 @@ class InProcess:
         self.task: asyncio.Task[None] | None = None
         self.ctx: BridgeContext | None = None
         self.nc: Any = None
+        self.clients = contextlib.AsyncExitStack()
 
     async def __aenter__(self) -> InProcess:
+        pollers = int(self.settings.get("pollers", 2))
+        aio = await self.clients.enter_async_context(
+            self.aws.async_clients(aws_connections(len(self.routes), pollers))
+        )
         self.nc = await connect_nats(
             NatsOptions(servers=self.url.split(",")),
             allow_reconnect=True,
@@ -168,8 +178,8 @@ class InProcess:
         self.ctx = BridgeContext(
             plan=plan_with(self.plan_routes),
             nc=self.nc,
-            sqs=self.aws.client("sqs"),
-            sns=self.aws.client("sns"),
+            sqs=aio.sqs,
+            sns=aio.sns,
             aws_call=self.recorder,
             **settings,
         )
@@ -183,6 +193,7 @@ class InProcess:
         self.ctx.stopping.set()
         await asyncio.wait_for(self.task, 30)
         await self.nc.close()
+        await self.clients.aclose()
 
     def delivered(self) -> int:
         assert self.ctx is not None
@@ -442,10 +453,11 @@ async def test_sns_topic_through_the_bridge_owned_queue(
     # Cleanup unsubscribes, relays what is left, and deletes the queue.
     sns.publish(TopicArn=topic_arn, Message="late")
     nc = await connect_nats(NatsOptions(servers=[nats_server.url]))
-    ctx = BridgeContext(
-        plan=plan_with([route]), nc=nc, sqs=sqs, sns=sns, pollers=1, wait_time_seconds=1
-    )
-    assert await cleanup_sns_to_nats(ctx, route)
+    async with aws.async_clients() as aio:
+        ctx = BridgeContext(
+            plan=plan_with([route]), nc=nc, sqs=aio.sqs, sns=aio.sns, pollers=1, wait_time_seconds=1
+        )
+        assert await cleanup_sns_to_nats(ctx, route)
     info = await nc.jetstream().stream_info("sns_orders")
     await nc.close()
     assert info.state.messages == 7
@@ -863,3 +875,53 @@ async def test_an_idle_queue_holds_one_long_poll_and_a_busy_one_scales_up(
         assert 2 <= bridge.recorder.receiving_peak <= 4
         assert calls["get_queue_attributes"] > 0  # busy: the backlog is read for the metrics
     await assert_exactly_once(nats_server.url, "sqs_adaptive", sent, bridge.recorder.deleted)
+
+
+async def test_many_idle_routes_hold_a_long_poll_each_and_no_thread(
+    aws: AwsEndpoint, nats_server: NatsServer
+) -> None:
+    """300 idle queues: one long poll each, all out at once, on the event loop: the bridge's
+    threads do not grow with the routes (moto answers each poll on a thread of its own, so
+    those are left out of the count), and a message sent to any one of them is relayed."""
+    sqs = aws.client("sqs")
+    urls = [sqs.create_queue(QueueName=f"many{n}")["QueueUrl"] for n in range(300)]
+    await add_stream(nats_server.url, "sqs_many", ["sqs.many.*"])
+    routes = [sqs_route(aws, f"many{n}", "sqs_many", f"sqs.many.q{n}") for n in range(300)]
+    threads = threads_besides_moto()
+    async with InProcess(aws, nats_server.url, routes, pollers=4, wait_time_seconds=10) as bridge:
+        recorder = bridge.recorder
+        await until(lambda: recorder.receiving == 300, what="every route in its long poll")
+        assert threads_besides_moto() < threads + 10, "long polls took threads"
+        sent = send(aws, urls[137], 1)
+        await until(lambda: bridge.delivered() == 1, what="the one message relayed")
+        assert recorder.receiving_peak == 300  # one long poll a route: none scaled up
+    await assert_exactly_once(nats_server.url, "sqs_many", sent, recorder.deleted)
+
+
+async def test_blocking_boto3_clients_still_relay(
+    aws: AwsEndpoint, nats_server: NatsServer
+) -> None:
+    """A context built with boto3's clients (as an embedder may still build one) works: each
+    call runs on a worker thread instead of the loop."""
+    url = aws.client("sqs").create_queue(QueueName="blocking")["QueueUrl"]
+    await add_stream(nats_server.url, "sqs_blocking", ["sqs.blocking"])
+    route = sqs_route(aws, "blocking", "sqs_blocking", "sqs.blocking")
+    sent = send(aws, url, 15)
+    nc = await connect_nats(NatsOptions(servers=[nats_server.url]))
+    ctx = BridgeContext(
+        plan=plan_with([route]),
+        nc=nc,
+        sqs=aws.client("sqs"),
+        sns=aws.client("sns"),
+        wait_time_seconds=1,
+        timings=FAST,
+    )
+    task = asyncio.create_task(run_bridge(ctx, [route], RUNNERS, handle_signals=False))
+    try:
+        await until(lambda: queue_depth(aws, url) == (0, 0), what="queue empty")
+    finally:
+        ctx.stopping.set()
+        await asyncio.wait_for(task, 30)
+        await nc.close()
+    assert ctx.total_delivered() >= 15
+    assert Counter(await stream_ids(nats_server.url, "sqs_blocking")) == Counter(sent)

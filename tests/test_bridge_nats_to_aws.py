@@ -13,7 +13,7 @@ import dataclasses
 import functools
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -32,6 +32,7 @@ from snsq2nats.bridge.nats_to_sns import run_nats_to_sns
 from snsq2nats.bridge.nats_to_sqs import run_nats_to_sqs
 from snsq2nats.bridge.pull import PullSource
 from snsq2nats.bridge.runtime import run_bridge
+from snsq2nats.bridge.session import aws_connections
 from snsq2nats.demo.nats_server import NatsCluster
 from snsq2nats.errors import SnsqError
 from snsq2nats.filterpolicy import encode_token
@@ -40,17 +41,37 @@ from snsq2nats.jetstream.connect import NatsOptions, connect_nats
 from snsq2nats.jetstream.spec import NS, ConsumerSpec, ServerInfo, StreamSpec
 from snsq2nats.jetstream.subjects import subject_in, subject_matches
 from snsq2nats.plan.model import Plan, Route
-from tests.fixtures.aws import AwsEndpoint
+from tests.fixtures.aws import AwsEndpoint, threads_besides_moto
 from tests.fixtures.bridge import FAST
 from tests.fixtures.wait import retrying, until
 
 Runner = Callable[[BridgeContext, Route], Awaitable[None]]
 
 
+@pytest.fixture(autouse=True)
+async def aio(request: pytest.FixtureRequest) -> AsyncIterator[None]:
+    """The bridge's asyncio clients for the test's AWS endpoint, open for the whole test."""
+    if "aws" not in request.fixturenames:
+        yield
+        return
+    aws: AwsEndpoint = request.getfixturevalue("aws")
+    # Room for the 41 routes' polls of the starvation test, as a bridge run sizes it.
+    async with aws.async_clients(aws_connections(41, 4)) as clients:
+        _clients[id(aws)] = clients
+        try:
+            yield
+        finally:
+            del _clients[id(aws)]
+
+
+_clients: dict[int, Any] = {}
+
+
 def make_ctx(nc: Any, aws: AwsEndpoint, **kw: Any) -> BridgeContext:
     plan = Plan(generated_at="test", server=ServerInfo(reachable=True))
     kw.setdefault("timings", FAST)
-    return BridgeContext(plan=plan, nc=nc, sqs=aws.client("sqs"), sns=aws.client("sns"), **kw)
+    clients = _clients[id(aws)]
+    return BridgeContext(plan=plan, nc=nc, sqs=clients.sqs, sns=clients.sns, **kw)
 
 
 async def setup_stream(
@@ -259,7 +280,7 @@ async def test_failed_entries_and_throttling_are_retried_once(
 
     async def flaky(fn: Callable[..., Any], /, **kw: Any) -> Any:
         if getattr(fn, "__name__", "") != "send_message_batch":
-            return await asyncio.to_thread(fn, **kw)
+            return await fn(**kw)
         calls["send"] += 1
         if calls["send"] <= 2:
             raise ClientError(
@@ -272,11 +293,11 @@ async def test_failed_entries_and_throttling_are_retried_once(
         if calls["send"] <= 4 and len(kw["Entries"]) > 1:
             # AWS accepts all but the last entry and reports it as a transient failure.
             entries = kw["Entries"]
-            result = await asyncio.to_thread(fn, **{**kw, "Entries": entries[:-1]})
+            result = await fn(**{**kw, "Entries": entries[:-1]})
             failed = {"Id": entries[-1]["Id"], "SenderFault": False, "Code": "InternalError"}
             result["Failed"] = [*result.get("Failed", []), failed]
             return result
-        return await asyncio.to_thread(fn, **kw)
+        return await fn(**kw)
 
     ctx = make_ctx(nc, aws, max_in_flight=10, aws_call=flaky)
     route = sqs_route(arn, "q_flaky")
@@ -370,7 +391,7 @@ async def test_stop_mid_stream_then_resume_is_exactly_once(
             if sends > 1:
                 held += 1
                 await ctx.stopping.wait()
-        return await asyncio.to_thread(fn, **kw)
+        return await fn(**kw)
 
     route = sqs_route(arn, "q_drain")
     ctx = make_ctx(nc, aws, max_in_flight=20, aws_call=held_after_first)
@@ -549,6 +570,7 @@ async def test_idle_long_polls_never_hold_up_sends(nc: Any, js: Any, aws: AwsEnd
     # An idle queue holds one long poll: 40 idle queues, 40 long polls at once.
     ctx = make_ctx(nc, aws, pollers=4, max_in_flight=400, wait_time_seconds=10)
     polls = {"started": 0, "returned": 0}
+    threads = threads_besides_moto()
 
     def count(key: str) -> Callable[..., None]:
         def handler(**_: Any) -> None:
@@ -562,13 +584,15 @@ async def test_idle_long_polls_never_hold_up_sends(nc: Any, js: Any, aws: AwsEnd
     task = asyncio.create_task(run_bridge(ctx, routes, handle_signals=False))
     try:
         await until(lambda: polls["started"] >= 40, what="every poller in its long poll")
+        # Each poll holds a socket on the loop, not a thread (moto serves them on its own);
+        # asyncio's default pool may start a thread or two (a name lookup), never one a poll.
+        assert threads_besides_moto() < threads + 10, "long polls took threads"
         await until(lambda: drained(nc, "q_busy") if not polls["returned"] else True)
         assert polls["returned"] == 0, "sends waited for a long poll to return"
     finally:
         ctx.stopping.set()
         await asyncio.wait_for(task, timeout=30)
     assert len(receive_all(aws.client("sqs"), url)) == 30
-    assert ctx.aws_threads is None  # the run's own pools are gone with it
 
 
 async def test_idle_recheck_rebinds_or_reports_a_missing_consumer(
@@ -645,7 +669,7 @@ async def test_consumer_leader_loss_in_a_cluster_is_exactly_once(
         async def slow(fn: Callable[..., Any], /, **kw: Any) -> Any:
             if getattr(fn, "__name__", "") == "send_message_batch":
                 await asyncio.sleep(0.05)
-            return await asyncio.to_thread(fn, **kw)
+            return await fn(**kw)
 
         ctx = make_ctx(cnc, aws, aws_call=slow)
         route = sqs_route(arn, "sqsfifo_ha", fifo=True)

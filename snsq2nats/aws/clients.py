@@ -1,4 +1,7 @@
-"""boto3 clients for the scan and the bridge: one configuration, adaptive retries.
+"""AWS clients: boto3 for the scan, aiobotocore for the bridge; one configuration, adaptive retries.
+
+The bridge's clients are asyncio-native (aiobotocore over the same botocore): a long poll holds
+a socket, not a thread, so a thousand idle queues cost a thousand sockets and one event loop.
 
 Adaptive retries make botocore slow down on throttling (a client-side rate limiter plus
 backoff) instead of failing the call; that is the only AWS backoff the scan needs, and the
@@ -7,8 +10,9 @@ bridge's own retries come on top of it only for what botocore cannot retry (a ba
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +23,8 @@ if TYPE_CHECKING:
     from botocore.config import Config
     from mypy_boto3_sns import SNSClient
     from mypy_boto3_sqs import SQSClient
+    from types_aiobotocore_sns import SNSClient as AsyncSNSClient
+    from types_aiobotocore_sqs import SQSClient as AsyncSQSClient
 
 DEFAULT_CONCURRENCY = 16
 MAX_ATTEMPTS = 8
@@ -68,6 +74,48 @@ def make_clients(
             )
         )
     return clients
+
+
+@dataclass
+class AsyncClients:
+    region: str
+    sqs: AsyncSQSClient
+    sns: AsyncSNSClient
+
+
+@contextlib.asynccontextmanager
+async def async_clients(
+    region: str | None,
+    endpoint_url: str | None = None,
+    connections: int = DEFAULT_CONCURRENCY,
+    *,
+    read_timeout: float = 30,
+) -> AsyncIterator[AsyncClients]:
+    """An SQS and an SNS client on the running loop, closed on exit, configured as
+    `client_config` says; `connections`: how many calls may be at AWS at once (every long poll
+    holds one for its whole wait, so one per poll that may be out, plus the other calls).
+
+    The credential chain, profiles and `AWS_ENDPOINT_URL` are botocore's, as for boto3.
+    """
+    from aiobotocore.config import AioConfig
+    from aiobotocore.session import get_session
+
+    session = get_session()
+    region = region or session.get_config_variable("region") or os.environ.get("AWS_REGION")
+    config = AioConfig(
+        retries={"mode": "adaptive", "max_attempts": MAX_ATTEMPTS},
+        max_pool_connections=max(10, connections),
+        connect_timeout=5,
+        read_timeout=read_timeout,
+    )
+    kwargs: dict[str, Any] = {"region_name": region, "config": config}
+    if endpoint_url:
+        kwargs["endpoint_url"] = endpoint_url
+    async with (
+        session.create_client("sqs", **kwargs) as sqs,
+        session.create_client("sns", **kwargs) as sns,
+    ):
+        yield AsyncClients(region=str(region), sqs=sqs, sns=sns)
 
 
 def resolve_regions(session: boto3.Session, regions: Iterable[str]) -> list[str]:

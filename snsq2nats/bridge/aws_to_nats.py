@@ -221,6 +221,9 @@ class Relay:
     pollers: set[asyncio.Task[None]] = field(default_factory=set)
     idle: bool = True
     """The last receive found the queue empty (so far: nothing received, nothing to ask AWS)."""
+    lag_task: asyncio.Task[None] | None = None
+    """Reads the backlog from a full batch on until the queue is empty again; none while idle
+    (no wake-ups per idle route)."""
     replies: Replies = field(init=False)
     _starts: dict[str, int] | None = None
     _starts_read: float = 0.0
@@ -281,7 +284,6 @@ class Relay:
     async def run(self) -> None:
         await self.replies.start()
         self._add_poller(scout=True)
-        lag = asyncio.create_task(self.watch_lag())
         try:
             # Pollers come and go with the backlog: wait until none is left running.
             while running := [task for task in self.pollers if not task.done()]:
@@ -290,12 +292,13 @@ class Relay:
             while self.tasks:
                 await asyncio.gather(*list(self.tasks), return_exceptions=True)
         finally:
-            lag.cancel()
             left = [*self.pollers, *self.tasks]
+            if self.lag_task is not None:
+                left.append(self.lag_task)
             for task in left:
                 task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.gather(lag, *left, return_exceptions=True)
+                await asyncio.gather(*left, return_exceptions=True)
             await self.replies.close()
 
     def _add_poller(self, *, scout: bool = False) -> None:
@@ -334,6 +337,11 @@ class Relay:
                 continue
             self._release(MAX_BATCH - len(messages))
             self.idle = not messages
+            if len(messages) == MAX_BATCH and (self.lag_task is None or self.lag_task.done()):
+                # A full batch: a backlog is likely, worth reading. A few messages now and
+                # then are not one: a message to each of thousands of idle queues at once
+                # must not become a backlog read from each every few seconds.
+                self.lag_task = asyncio.create_task(self.watch_lag())
             if not messages:
                 self.metrics.lag = 0
                 if not scout:
@@ -379,17 +387,17 @@ class Relay:
         return all(int(attrs.get(k, "0")) == 0 for k in attrs)
 
     async def watch_lag(self) -> None:
-        """The queue's backlog for the view and the metrics; a failure here is only cosmetic."""
-        while not self.ctx.stopping.is_set():
-            # While idle, an empty long poll already said the backlog is zero: no request.
-            if not self.idle:
-                with contextlib.suppress(Exception):
-                    reply = await self.ctx.call_aws(
-                        self.ctx.sqs.get_queue_attributes,
-                        QueueUrl=self.queue_url,
-                        AttributeNames=["ApproximateNumberOfMessages"],
-                    )
-                    self.metrics.lag = int(reply["Attributes"]["ApproximateNumberOfMessages"])
+        """The queue's backlog for the view and the metrics while it is busy; a failure here
+        is only cosmetic. It ends when the queue goes idle (an empty long poll already said
+        the backlog is zero) and the next full batch received starts it again."""
+        while not self.ctx.stopping.is_set() and not self.idle:
+            with contextlib.suppress(Exception):
+                reply = await self.ctx.call_aws(
+                    self.ctx.sqs.get_queue_attributes,
+                    QueueUrl=self.queue_url,
+                    AttributeNames=["ApproximateNumberOfMessages"],
+                )
+                self.metrics.lag = int(reply["Attributes"]["ApproximateNumberOfMessages"])
             await self.ctx.pause(self.ctx.timings.lag_interval)
 
     # -- one batch

@@ -12,20 +12,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import functools
 import random
 import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from snsq2nats.plan.model import Plan, Route
 
 if TYPE_CHECKING:
-    from mypy_boto3_sns import SNSClient
-    from mypy_boto3_sqs import SQSClient
+    from mypy_boto3_sns import SNSClient as BlockingSNSClient
+    from mypy_boto3_sqs import SQSClient as BlockingSQSClient
     from nats.aio.client import Client
+    from types_aiobotocore_sns import SNSClient
+    from types_aiobotocore_sqs import SQSClient
+
+# AWS calls other than long polls at once, all routes together: what an instant of work on
+# thousands of routes (one message to each) queues for instead of opening a connection each.
+MAX_AWS_CALLS = 64
 
 # Latency buckets in seconds, shared by the Prometheus histogram and the live view.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -70,31 +74,6 @@ class RouteMetrics:
         return self.messages / elapsed if elapsed > 0 else 0.0
 
 
-class AwsThreads:
-    """Threads for boto3's blocking calls.
-
-    A long poll (a receive with WaitTimeSeconds) holds its thread for up to 20 s, so polls get
-    a pool of their own, a thread per poller, and every other call (sends, deletes, visibility
-    changes) a pool no poll can fill. In asyncio's default pool (CPU count + 4 threads), two
-    idle queues' pollers left a 2-CPU machine no thread to send or delete with for 20 s.
-    """
-
-    def __init__(self, polls: int, calls: int) -> None:
-        self.polls = ThreadPoolExecutor(max(1, polls), thread_name_prefix="aws-poll")
-        self.calls = ThreadPoolExecutor(max(1, calls), thread_name_prefix="aws-call")
-
-    async def run(self, fn: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
-        pool = self.polls if kwargs.get("WaitTimeSeconds") else self.calls
-        return await asyncio.get_running_loop().run_in_executor(
-            pool, functools.partial(fn, **kwargs)
-        )
-
-    def shutdown(self) -> None:
-        # Calls in progress finish on their own (a long poll within its wait); none start.
-        for pool in (self.polls, self.calls):
-            pool.shutdown(wait=False, cancel_futures=True)
-
-
 def backoff(attempt: int, *, base: float = 0.2, cap: float = 10.0) -> float:
     """The bridge's one retry delay: exponential in `attempt` (0 = first retry), capped at
     `cap`, half of it fixed and half random.
@@ -137,14 +116,16 @@ class Timings:
 class BridgeContext:
     plan: Plan
     nc: Client
-    sqs: SQSClient
-    sns: SNSClient
+    # aiobotocore's (`aws.clients.async_clients`); boto3's still work, each call on a thread.
+    sqs: SQSClient | BlockingSQSClient
+    sns: SNSClient | BlockingSNSClient
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     metrics: dict[str, RouteMetrics] = field(default_factory=dict)
     max_messages: int | None = None
     max_in_flight: int = 256
+    # Sees every AWS call (`fn` one of the clients' methods, and its arguments) and makes it.
     aws_call: Callable[..., Awaitable[Any]] | None = None
-    aws_threads: AwsThreads | None = None
+    aws_calls: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(MAX_AWS_CALLS))
     timings: Timings = field(default_factory=Timings)
     # AWS → NATS tuning. Long polls of 20 s never busy-loop; the visibility given on receive
     # is what the bridge extends while a publish is slow.
@@ -183,9 +164,20 @@ class BridgeContext:
             (self.bridge or self).stopping.set()
 
     async def call_aws(self, fn: Callable[..., Any], /, **kwargs: Any) -> Any:
-        """boto3 is blocking: every AWS call runs in a worker thread, never on the loop."""
-        if self.aws_call is not None:
-            return await self.aws_call(fn, **kwargs)
-        if self.aws_threads is not None:
-            return await self.aws_threads.run(fn, kwargs)
-        return await asyncio.to_thread(fn, **kwargs)
+        """One AWS call on the loop (the clients are aiobotocore's): a long poll waits on its
+        socket, so an idle route costs no thread however many there are. Long polls are one
+        per poller; the other calls share MAX_AWS_CALLS places."""
+        call = self.aws_call or _direct
+        if kwargs.get("WaitTimeSeconds"):
+            return await call(fn, **kwargs)
+        async with self.aws_calls:
+            return await call(fn, **kwargs)
+
+
+async def _direct(fn: Callable[..., Any], /, **kwargs: Any) -> Any:
+    from aiobotocore.client import AioBaseClient
+
+    if isinstance(getattr(fn, "__self__", None), AioBaseClient):
+        return await fn(**kwargs)
+    # A blocking boto3 client (an embedder's): off the loop, on asyncio's default pool.
+    return await asyncio.to_thread(fn, **kwargs)

@@ -33,7 +33,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Protocol
 
-from snsq2nats.bridge.context import AwsThreads, BridgeContext, backoff
+from snsq2nats.bridge.context import BridgeContext, backoff
 from snsq2nats.bridge.dlq import run_dlq_mover
 from snsq2nats.bridge.filter_router import run_filter_router
 from snsq2nats.bridge.metrics import RELEASED
@@ -57,8 +57,6 @@ RUNNERS: dict[str, Runner] = {
 }
 AWS_TO_NATS = ("sqs-to-nats", "sns-to-nats")
 NATS_TO_AWS = ("nats-to-sqs", "nats-to-sns")
-# Concurrent short AWS calls worth having: past this the GIL, not the thread count, limits.
-MAX_CALL_THREADS = 64
 
 
 def route_direction(kind: str) -> str:
@@ -118,17 +116,6 @@ async def supervise(ctx: BridgeContext, route: Route, runner: Runner) -> None:
         metrics.status = "stopped" if ctx.stopping.is_set() else "finished"
         return
     metrics.status = "stopped"
-
-
-def aws_threads_for(ctx: BridgeContext, routes: list[Route]) -> AwsThreads:
-    """A poll thread for every poller of every route that long-polls AWS, and a call thread for
-    every batch a route may have at AWS at once (`max_in_flight` / 10), within reason."""
-    polling = sum(1 for route in routes if route.kind in AWS_TO_NATS)
-    at_aws = sum(1 for route in routes if route.kind in AWS_TO_NATS + NATS_TO_AWS)
-    batches = max(1, ctx.max_in_flight // 10)
-    return AwsThreads(
-        polls=ctx.pollers * polling, calls=min(MAX_CALL_THREADS, max(4, batches * at_aws))
-    )
 
 
 class RouteSet:
@@ -296,10 +283,6 @@ async def run_bridge(
             except (NotImplementedError, RuntimeError, ValueError):
                 pass  # not the main thread, or a platform without loop signal handlers
 
-    owned_threads = None
-    if ctx.aws_call is None and ctx.aws_threads is None:
-        owned_threads = ctx.aws_threads = aws_threads_for(ctx, routes)
-
     timer: asyncio.Task[None] | None = None
     if duration is not None:
 
@@ -322,9 +305,6 @@ async def run_bridge(
             timer.cancel()
         for sig in installed:
             loop.remove_signal_handler(sig)
-        if owned_threads is not None:
-            ctx.aws_threads = None
-            owned_threads.shutdown()
 
 
 async def _until_stopped_or_done(ctx: BridgeContext, route_set: RouteSet) -> None:

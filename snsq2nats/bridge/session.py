@@ -8,10 +8,12 @@ bridge has to say goes to the `snsq2nats.bridge` loggers and what it shows to th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
+from snsq2nats.bridge.context import MAX_AWS_CALLS
 from snsq2nats.plan.model import Plan, Route
 
 if TYPE_CHECKING:
@@ -22,6 +24,30 @@ log = logging.getLogger(__name__)
 
 # A long poll waits up to 20 s: a read timeout under that would cut idle polls off.
 READ_TIMEOUT = 40
+# Connections for the calls other than long polls (sends, deletes, visibility changes): as many
+# as may be out at once.
+CALL_CONNECTIONS = MAX_AWS_CALLS
+
+
+def aws_connections(routes: int, pollers: int) -> int:
+    """A connection for every poller of every route (a long poll holds its own for the whole
+    wait), and CALL_CONNECTIONS that no poll can take for the sends, deletes and the rest.
+    Only what is in use is open: an idle route holds one."""
+    return max(1, pollers) * routes + CALL_CONNECTIONS
+
+
+def _allow_open_files(wanted: int) -> None:
+    """Raise the soft limit on open files towards `wanted` (within the hard limit): a socket
+    per long poll, and a soft limit of 1,024 is common."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        if target > soft:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        if target < wanted:
+            log.warning("open files limited to %d: busy routes may want up to %d", target, wanted)
 
 
 class View(Protocol):
@@ -59,10 +85,8 @@ async def bridge_session(
     cutover state (`bridge.follow`): it runs the candidates the recorded state needs that
     `select` keeps, and switches when a move is recorded; `routes` are then only checked.
     """
-    import boto3
-
     from snsq2nats.aws.arns import parse_arn
-    from snsq2nats.aws.clients import make_clients
+    from snsq2nats.aws.clients import async_clients
     from snsq2nats.bridge.context import BridgeContext
     from snsq2nats.bridge.fleet import DEFAULT_LEASE_TTL, Fleet, open_bucket
     from snsq2nats.bridge.follow import CutoverFollower
@@ -73,12 +97,10 @@ async def bridge_session(
     from snsq2nats.jetstream.connect import connect_nats
     from snsq2nats.jetstream.state import stream_names
 
-    session = boto3.Session()
     # The routes' own region unless told otherwise: the ARNs say where the resources live.
-    region = regions[0] if regions else parse_arn(routes[0].aws_arn).region or session.region_name
-    # A connection for every poller of every route, and some for the other calls.
-    pool = settings.get("pollers", 4) * len(routes) + 10
-    (aws,) = make_clients(session, [region], endpoint_url, pool, read_timeout=READ_TIMEOUT)
+    region = regions[0] if regions else parse_arn(routes[0].aws_arn).region or None
+    connections = aws_connections(len(routes), settings.get("pollers", 4))
+    _allow_open_files(connections + 100)
 
     closing = False
 
@@ -99,6 +121,14 @@ async def bridge_session(
         disconnected_cb=disconnected,
         reconnected_cb=reconnected,
     )
+    clients = contextlib.AsyncExitStack()
+    try:
+        aws = await clients.enter_async_context(
+            async_clients(region, endpoint_url, connections, read_timeout=READ_TIMEOUT)
+        )
+    except BaseException:
+        await nc.close()
+        raise
     ctx = BridgeContext(plan=plan, nc=nc, sqs=aws.sqs, sns=aws.sns, **settings)
     server = None
     try:
@@ -158,6 +188,7 @@ async def bridge_session(
             server.close()
         closing = True
         await nc.drain() if nc.is_connected else await nc.close()
+        await clients.aclose()
 
 
 async def _forward(source: asyncio.Event, target: asyncio.Event) -> None:
