@@ -168,7 +168,26 @@ class KvValue:
 async def read_bucket(nc: Any, bucket: str, keys: str = ">") -> dict[str, KvValue] | None:
     """A KV bucket's current values under `keys`, or None without the bucket.
 
-    One pull consumer delivering the last message per key: it says up front how many there
+    An empty answer is checked against the stream's own count of those keys and read again
+    when they exist: a consumer created under load has been seen to report nothing pending.
+    """
+    for _ in range(3):
+        values = await _read_bucket_once(nc, bucket, keys)
+        if values:
+            return values
+        if values is None or not await _has_subjects(nc, f"KV_{bucket}", f"$KV.{bucket}.{keys}"):
+            return values
+    return values
+
+
+async def _has_subjects(nc: Any, stream: str, subjects: str) -> bool:
+    info = await api(nc, f"{API_PREFIX}.STREAM.INFO.{stream}", {"subjects_filter": subjects}, 5.0)
+    state = info.get("state") or {}
+    return bool(state.get("num_subjects") or state.get("subjects"))
+
+
+async def _read_bucket_once(nc: Any, bucket: str, keys: str) -> dict[str, KvValue] | None:
+    """One pull consumer delivering the last message per key: it says up front how many there
     are, so the read knows when it has them all (a KV watch's "initial values done" marker can
     arrive before the values themselves).
     """
