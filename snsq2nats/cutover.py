@@ -28,7 +28,14 @@ from snsq2nats.errors import CutoverError
 from snsq2nats.jetstream.api import JetStreamApiError, api
 from snsq2nats.jetstream.state import read_bucket
 from snsq2nats.plan.model import Plan, Resource, Route
-from snsq2nats.plan.moves import Move, plan_finish, plan_moves, switches_at_finish
+from snsq2nats.plan.moves import (
+    Move,
+    aws_feeds,
+    current_view,
+    plan_finish,
+    plan_moves,
+    switches_at_finish,
+)
 from snsq2nats.plan.states import CUTOVER_BUCKET, Change, CutoverRecord, record_key
 
 if TYPE_CHECKING:
@@ -345,7 +352,12 @@ async def drain(
 
 
 async def _drain_old_side(
-    nc: Client, aws: RegionClients | None, move: Move, request: CutoverRequest, progress: Progress
+    nc: Client,
+    aws: RegionClients | None,
+    move: Move,
+    request: CutoverRequest,
+    progress: Progress,
+    feeds: list[str],
 ) -> Drained | None:
     resource = move.resource
     if not move.changed or move.side != "consumers":
@@ -354,6 +366,14 @@ async def _drain_old_side(
         if aws is None:
             raise CutoverError("--wait on a move to NATS reads the SQS queue: no AWS access given")
         where = f"SQS queue {resource.name}"
+        if feeds:
+            # It never stays empty while fed; the bridge relays whatever arrives, so the old
+            # workers may stop whenever suits (each message is still taken once).
+            progress(
+                f"{where} is still fed ({'; '.join(feeds)}): the bridge relays what arrives, "
+                f"the old workers of {resource.name} may stop now"
+            )
+            return Drained(resource.name, where + " (still fed: not waited for)", 0.0)
         seconds = await drain(
             where, lambda: _sqs_backlog(aws, resource.source_arn), progress, request.drain_timeout
         )
@@ -404,8 +424,10 @@ async def run_cutover(
     if request.side == "finish":
         await _after_finish(nc, plan, aws, moves, request, result)
     elif request.wait:
+        view = current_view(plan, await read_records(nc))
         for move in moves:
-            drained = await _drain_old_side(nc, aws, move, request, progress)
+            feeds = aws_feeds(plan, move.resource, view) if move.kind == "queue" else []
+            drained = await _drain_old_side(nc, aws, move, request, progress, feeds)
             if drained is not None:
                 result.drained.append(drained)
     return result

@@ -280,6 +280,7 @@ class Journey:
     aws_workers: dict[str, AwsWorker] = field(default_factory=dict)
     nats_workers: dict[str, NatsWorker] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    retiring: list[str] = field(default_factory=list)
 
     async def move(self, side: str, name: str, to: str | None, *, wait: bool = False) -> None:
         request = CutoverRequest(
@@ -316,8 +317,14 @@ class Journey:
         )
         await self.move("consumers", name, "nats", wait=self.overlap)
         if self.overlap:
-            # `--wait` returned: the SQS queue is drained, the old workers may stop now.
+            # `--wait` returned (the SQS queue drained, or still fed and relayed): the old
+            # workers keep running through the next stretch of traffic, then stop.
+            self.retiring.append(name)
+
+    async def retire(self) -> None:
+        for name in self.retiring:
             await asyncio.to_thread(self.aws_workers.pop(name).halt)
+        self.retiring.clear()
 
 
 async def run_journey(
@@ -360,6 +367,7 @@ async def run_journey(
             await step
             mark = producers.count
             await until(lambda: producers.count >= mark + 20, what=f"traffic after {name}")
+            await journey.retire()
 
         await phase("shipping", journey.consumers_to_nats("shipping"))
         producers.sides = {"aws", "nats"}

@@ -291,6 +291,24 @@ def _finish_blockers(plan: Plan, resource: Resource, view: CutoverView) -> list[
     return blockers
 
 
+def aws_feeds(plan: Plan, queue: Resource, view: CutoverView) -> list[str]:
+    """What still puts messages into the queue's SQS queue in state `view` (empty: nothing)."""
+    feeds = []
+    producers = view.of(queue.source_arn).producers
+    if producers != "nats":
+        feeds.append(f"its producers on {producers}")
+    for sub in _subscriptions_into(plan, queue):
+        topic = _topic_of(plan, sub)
+        if topic is None:
+            continue
+        state = view.of(topic.source_arn)
+        if state.producers != "nats":
+            feeds.append(f"topic {topic.name}'s producers on {state.producers} (through SNS)")
+        elif _fans_out_through_sns(topic) and not state.finished:
+            feeds.append(f"topic {topic.name}'s NATS producers (through SNS)")
+    return feeds
+
+
 def _fans_out_through_sns(topic: Resource) -> bool:
     return any(f.attribute == "Fanout" for f in topic.fidelity)
 
