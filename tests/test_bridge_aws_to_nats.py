@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import random
 import re
 import signal
 import subprocess
@@ -30,7 +29,6 @@ from snsq2nats.bridge.runtime import RUNNERS, run_bridge
 from snsq2nats.bridge.session import aws_connections
 from snsq2nats.bridge.sns_to_nats import cleanup_sns_to_nats
 from snsq2nats.demo.nats_server import NatsCluster, NatsServer
-from snsq2nats.jetstream import api as jetstream
 from snsq2nats.jetstream.api import create_stream
 from snsq2nats.jetstream.connect import NatsOptions, connect_nats
 from snsq2nats.jetstream.spec import ServerInfo
@@ -271,25 +269,15 @@ async def test_fifo_group_and_dedup_ids(aws: AwsEndpoint, nats_server: NatsServe
     assert by_group == {"g0": ["job-0", "job-2", "job-4"], "g1": ["job-1", "job-3", "job-5"]}
 
 
-async def test_fifo_order_survives_a_slow_read_of_the_queue_streams_sources(
-    aws: AwsEndpoint, nats_server: NatsServer, monkeypatch: pytest.MonkeyPatch
+async def test_fifo_order_survives_batch_after_batch(
+    aws: AwsEndpoint, nats_server: NatsServer
 ) -> None:
-    """The relay reads the queue stream's sources (for the origin rule) before publishing. That
-    read must not come between the publishes of one batch: answers arriving out of order would
-    reorder a FIFO group. The read is made slow and uneven here, and repeated for every batch."""
+    """One FIFO group over three receive batches with one poller: the stream holds the group in
+    send order (nothing awaited between a batch's publishes may reorder them)."""
     sqs = aws.client("sqs")
     url = sqs.create_queue(QueueName="jobs.fifo", Attributes={"FifoQueue": "true"})["QueueUrl"]
     await add_stream(nats_server.url, "sqsfifo_jobs", ["sqsfifo.jobs.*"])
     route = sqs_route(aws, "jobs.fifo", "sqsfifo_jobs", "sqsfifo.jobs", fifo=True)
-    real_api = jetstream.api
-    rng = random.Random(7)
-
-    async def uneven_api(nc: Any, subject: str, *args: Any, **kwargs: Any) -> Any:
-        if subject.startswith("$JS.API.STREAM.INFO."):
-            await asyncio.sleep(rng.uniform(0, 0.05))
-        return await real_api(nc, subject, *args, **kwargs)
-
-    monkeypatch.setattr(jetstream, "api", uneven_api)
     for start in range(0, 30, 10):
         reply = sqs.send_message_batch(
             QueueUrl=url,
@@ -304,8 +292,7 @@ async def test_fifo_order_survives_a_slow_read_of_the_queue_streams_sources(
             ],
         )
         assert not reply.get("Failed")
-    every_batch = Timings(source_refresh=0.0)
-    async with InProcess(aws, nats_server.url, [route], pollers=1, timings=every_batch) as bridge:
+    async with InProcess(aws, nats_server.url, [route], pollers=1) as bridge:
         await until(lambda: bridge.delivered() >= 30, what="30 relayed")
     msgs = await stream_messages(nats_server.url, "sqsfifo_jobs")
     assert [m.data.decode() for m in msgs] == [f"job-{i}" for i in range(30)]

@@ -164,7 +164,7 @@ def test_fifo_topic_origin_keeps_the_topic_message_id() -> None:
         **_origin_raw("nats:snsfifo_ledger:3"),
         "Attributes": {"MessageGroupId": "acct-1", "MessageDeduplicationId": "producer-id"},
     }
-    relayed = convert(sqs_route(fifo=True), message, {})
+    relayed = convert(sqs_route(fifo=True), message)
     assert not relayed.drop
     assert relayed.headers["Nats-Msg-Id"] == "snsfifo_ledger:3"
     assert relayed.headers["Snsq2nats-Deduplication-Id"] == "producer-id"

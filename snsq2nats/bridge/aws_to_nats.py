@@ -119,13 +119,8 @@ def parse_origin(value: str | bytes | None) -> tuple[str, int] | None:
     return (stream, int(seq)) if stream and seq.isdigit() else None
 
 
-def convert(
-    route: Route, message: dict[str, Any], source_starts: Mapping[str, int] | None = None
-) -> Relayed:
-    """The NATS message for one SQS message: subject, body, headers and deduplication id.
-
-    `source_starts`: for each topic stream the queue stream sources, its first sequence.
-    """
+def convert(route: Route, message: dict[str, Any]) -> Relayed:
+    """The NATS message for one SQS message: subject, body, headers and deduplication id."""
     body = str(message.get("Body", ""))
     attributes = {
         name: Attribute.from_sqs(raw)
@@ -225,8 +220,6 @@ class Relay:
     """Reads the backlog from a full batch on until the queue is empty again; none while idle
     (no wake-ups per idle route)."""
     replies: Replies = field(init=False)
-    _starts: dict[str, int] | None = None
-    _starts_read: float = 0.0
 
     def __post_init__(self) -> None:
         self.metrics = self.ctx.route_metrics(self.route)
@@ -235,51 +228,6 @@ class Relay:
 
     def log(self, line: str) -> None:
         log.warning("%s: %s", self.route.name, line)
-
-    async def source_starts(self) -> dict[str, int]:
-        """The queue stream's sources and where each starts, re-read every half minute.
-
-        Apply adds a source while the bridge runs (when the queue's consumers move to NATS);
-        reading it late only means relaying a copy that the dedup window then absorbs.
-        """
-        if self.route.kind != "sqs-to-nats" or not self.route.stream:
-            return {}
-        now = time.monotonic()
-        if self._starts is not None and now - self._starts_read < self.ctx.timings.source_refresh:
-            return self._starts
-        from snsq2nats.jetstream.api import api
-
-        try:
-            info = await api(self.ctx.nc, f"$JS.API.STREAM.INFO.{self.route.stream}", None, 5.0)
-        except Exception as exc:  # keep the last answer through an election or reconnect
-            self.log(f"cannot read the stream's sources ({exc}); using the last known")
-            return self._starts or {}
-        sources = (info.get("config") or {}).get("sources") or []
-        starts = {
-            str(src["name"]): int(src.get("opt_start_seq") or 1)
-            for src in sources
-            if isinstance(src, dict) and src.get("name")
-        }
-        # A filter router feeding this stream covers its topic from its own start on, like a
-        # source (it applies the same policy SNS does).
-        for router in self.ctx.plan.routes:
-            if router.kind != "filter-router" or router.target_stream != self.route.stream:
-                continue
-            try:
-                cinfo = await api(
-                    self.ctx.nc,
-                    f"$JS.API.CONSUMER.INFO.{router.stream}.{router.consumer}",
-                    None,
-                    5.0,
-                )
-            except Exception:
-                continue  # no router yet: its topic's SNS copies are relayed
-            config = cinfo.get("config") or {}
-            if config.get("deliver_policy") == "by_start_sequence" and router.stream:
-                starts[router.stream] = int(config.get("opt_start_seq") or 1)
-        self._starts = starts
-        self._starts_read = now
-        return self._starts
 
     async def run(self) -> None:
         await self.replies.start()
@@ -408,10 +356,7 @@ class Relay:
         self.metrics.in_flight += len(pending)
         keeper = asyncio.create_task(self.keep_invisible(pending))
         try:
-            # Read once per batch, before any publish: the publishes must start in receive
-            # order (FIFO groups), so no await may come between a batch's deliveries.
-            starts = await self.source_starts()
-            results = await self.deliver(pending, starts)
+            results = await self.deliver(pending)
             done = [p for p, ok in zip(pending, results, strict=True) if ok is True]
             # Refused for good: left alone, so SQS redelivers it and its redrive policy applies.
             # Anything else (stopping, NATS unreachable) is made visible again right away.
@@ -432,9 +377,7 @@ class Relay:
             self._release(len(pending))
         self.ctx.count_and_check_limit()
 
-    async def deliver(
-        self, pending: list[_Pending], starts: Mapping[str, int]
-    ) -> list[bool | BaseException]:
+    async def deliver(self, pending: list[_Pending]) -> list[bool | BaseException]:
         """Publish a batch until JetStream acknowledged each message: True for those that may
         be deleted, else why not (PublishGaveUp: refused for good; Abandoned: stopping).
 
@@ -446,7 +389,7 @@ class Relay:
         relayed: dict[int, Relayed] = {}
         for i, item in enumerate(pending):
             try:
-                converted = convert(self.route, item.message, starts)
+                converted = convert(self.route, item.message)
             except Exception as exc:
                 self.metrics.error()
                 self.log(f"cannot convert message {item.message.get('MessageId')}: {exc}")

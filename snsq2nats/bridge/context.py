@@ -100,9 +100,6 @@ class Timings:
     ack_timeout: float = 2.0
     # A JetStream PubAck; nats-py futures may never resolve, so every publish is bounded.
     publish_timeout: float = 5.0
-    # How often the AWS → NATS relay re-reads its queue stream's sources (apply adds them
-    # while the bridge runs).
-    source_refresh: float = 30.0
     # How often a queue's backlog is read for the view and the metrics.
     lag_interval: float = 5.0
     # A crashed runner restarts after restart_base, doubling per crash up to restart_cap; one
