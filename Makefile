@@ -7,15 +7,24 @@ STAMP := $(VENV)/.installed
 export NO_COLOR := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install test lint typecheck unit demo bench screenshot clean
+.PHONY: install lock test lint typecheck unit demo bench screenshot clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q -U pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Re-resolve every dependency to the newest versions pyproject.toml allows and pin them.
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install -q -U pip
+	.lock-venv/bin/python -m pip install -q -e '.[dev]'
+	{ sed -n '1,2p' constraints.txt; .lock-venv/bin/python -m pip freeze --exclude-editable \
+		| grep -v '^snsq2nats'; } > constraints.new && mv constraints.new constraints.txt
+	rm -rf .lock-venv
 
 lint: $(STAMP)
 	$(BIN)/ruff check snsq2nats tests benchmarks
