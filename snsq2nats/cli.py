@@ -1174,10 +1174,14 @@ def export(
     help="With --credentials tls: the certificate email or DN each identity maps to.",
 )
 @click.option(
+    "-s",
+    "--server",
     "--url",
-    default="nats://127.0.0.1:4222",
-    show_default=True,
-    help="The server URL written into each natscli context.",
+    "url",
+    envvar="NATS_URL",
+    metavar="URL",
+    help="The server URL(s), comma-separated, written into each natscli context. "
+    "Env: NATS_URL. Default: nats://127.0.0.1:4222.",
 )
 @click.option(
     "-o",
@@ -1194,7 +1198,7 @@ def auth(
     fmt: str,
     credentials: str,
     tls_user: str,
-    url: str,
+    url: str | None,
     out_dir: Path,
     as_json: bool,
     **kwargs: Any,
@@ -1206,7 +1210,14 @@ def auth(
     from snsq2nats.auth.identities import identities
     from snsq2nats.auth.jwt import nsc_script, write_jwt
 
+    from snsq2nats.errors import UsageError
+    from snsq2nats.jetstream.connect import DEFAULT_NATS_URL
+
     out = Output()
+    # Every cluster URL the user gave goes into the contexts, as natscli takes them.
+    url = ",".join(u.strip() for u in (url or DEFAULT_NATS_URL).split(",") if u.strip())
+    if not url:
+        raise UsageError("--server is empty", hint="give the NATS URL(s) the identities use")
     plan = plan_for(out, plan_path, kwargs, live=False)
     generated = identities(plan)
     if as_json:

@@ -225,6 +225,9 @@ def run_demo(out: Output, workdir: Path) -> dict[str, Any]:
     from snsq2nats.report.terminal import render_plan, scan_summary
 
     require_demo_extras()
+    # nats-server runs in its own directory and the contexts are read from anywhere: every
+    # path the demo writes into a config or hands to a process must not depend on our cwd.
+    workdir = workdir.absolute()
     workdir.mkdir(parents=True, exist_ok=True)
     rules = workdir / "cutover.yaml"
     write_atomic(rules, CUTOVER_RULES)
