@@ -595,6 +595,15 @@ def verify(
 )
 @click.option("--route", "route_globs", multiple=True, metavar="GLOB", help="Only routes named so.")
 @click.option("--metrics-port", type=click.IntRange(0, 65535), help="Serve Prometheus metrics.")
+@click.option(
+    "--metrics-host",
+    default="127.0.0.1",
+    show_default=True,
+    envvar="SNSQ2NATS_METRICS_HOST",
+    metavar="ADDRESS",
+    help="Address the metrics, /healthz and /readyz listen on; 0.0.0.0 for probes and "
+    "scrapes from other hosts (a pod). Env: SNSQ2NATS_METRICS_HOST.",
+)
 @click.option("--duration", type=click.FloatRange(min=0), help="Stop after this many seconds.")
 @click.option(
     "--max-messages", type=click.IntRange(min=1), help="Stop after relaying this many messages."
@@ -640,6 +649,7 @@ def bridge(
     direction: str,
     route_globs: tuple[str, ...],
     metrics_port: int | None,
+    metrics_host: str,
     duration: float | None,
     max_messages: int | None,
     cleanup: bool,
@@ -718,6 +728,7 @@ def bridge(
                 settings=settings,
                 duration=duration,
                 metrics_port=worker_metrics_port(metrics_port, index),
+                metrics_host=metrics_host,
                 cleanup=cleanup,
                 stop=stop,
                 # Everything made before relaying (boto3's service models, the plan, the
@@ -1209,7 +1220,6 @@ def auth(
     from snsq2nats.auth.config import write_auth, write_contexts, write_private
     from snsq2nats.auth.identities import identities
     from snsq2nats.auth.jwt import nsc_script, write_jwt
-
     from snsq2nats.errors import UsageError
     from snsq2nats.jetstream.connect import DEFAULT_NATS_URL
 

@@ -48,6 +48,8 @@ def test_manifest_args_probes_and_ports_match_the_cli(tmp_path: Path) -> None:
     params = command.make_context("bridge", args, resilient_parsing=True).params
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert params["metrics_port"] == ports["metrics"]
+    # The bridge listens on loopback unless told: the kubelet's probes come from outside.
+    assert params["metrics_host"] == "0.0.0.0"
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
     # The plan file is the ConfigMap's key, where its volume is mounted.
@@ -100,6 +102,26 @@ def probe(port: int, path: str) -> int:
         return int(err.code)
     except OSError:
         return 0
+
+
+def listening_addresses(port: int) -> set[str]:
+    """The local addresses a TCP socket listens on at `port` (Linux's /proc/net/tcp{,6})."""
+    import ipaddress
+
+    found = set()
+    for table, width in (("/proc/net/tcp", 4), ("/proc/net/tcp6", 16)):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.split(":")
+            if state != "0A" or int(hex_port, 16) != port:  # 0A: LISTEN
+                continue
+            # The kernel prints each 32-bit word of the address in host (little-endian) order.
+            raw = b"".join(
+                bytes.fromhex(address[i : i + 8])[::-1] for i in range(0, len(address), 8)
+            )
+            assert len(raw) == width
+            found.add(str(ipaddress.ip_address(raw)))
+    return found
 
 
 def text(port: int, path: str) -> str:
@@ -170,6 +192,8 @@ async def test_a_bridge_process_answers_the_manifests_probes(
     try:
         await until(lambda: _is(asyncio.to_thread(probe, port, "/healthz"), 200), what="healthz")
         await until(lambda: _is(asyncio.to_thread(probe, port, "/readyz"), 200), what="readyz 200")
+        # Without --metrics-host the endpoint is reachable from this host only.
+        assert listening_addresses(port) == {"127.0.0.1"}
         metrics = await asyncio.to_thread(text, port, "/metrics")
         (member,) = (await fleet_members(nats_server.url))["members"]
         assert f'member="{member}"' in metrics
