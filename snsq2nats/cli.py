@@ -709,11 +709,15 @@ def bridge(
         "max_messages": max_messages,
     }
     from snsq2nats.bridge.session import bridge_session
+    from snsq2nats.bridge.worker_status import WorkerStatus, reporter_from_env
     from snsq2nats.report.live import LiveView
 
     index = worker_index()
     if workers > 1 and index is None and not cleanup:
-        raise SystemExit(run_workers(workers, sys.argv[1:]))
+        # On a terminal the parent shows one live view of all its workers; otherwise each
+        # worker prints its own plain lines.
+        monitor = WorkerStatus(workers, plan, LiveView(out), out.line) if out.interactive else None
+        raise SystemExit(run_workers(workers, sys.argv[1:], monitor))
 
     async def session() -> None:
         stop = asyncio.Event()
@@ -735,7 +739,7 @@ def bridge(
                 # clients) lives for the whole run; frozen, it is no longer rescanned by every
                 # full collection, which otherwise costs about a tenth of a busy route's time.
                 on_ready=gc.freeze,
-                view=LiveView(out),
+                view=reporter_from_env() or LiveView(out),
                 lease_ttl=lease_ttl,
                 select=None if cleanup else select,
             )
