@@ -595,6 +595,15 @@ def verify(
 )
 @click.option("--route", "route_globs", multiple=True, metavar="GLOB", help="Only routes named so.")
 @click.option("--metrics-port", type=click.IntRange(0, 65535), help="Serve Prometheus metrics.")
+@click.option(
+    "--metrics-host",
+    default="127.0.0.1",
+    show_default=True,
+    envvar="SNSQ2NATS_METRICS_HOST",
+    metavar="ADDRESS",
+    help="Address the metrics, /healthz and /readyz listen on; 0.0.0.0 for probes and "
+    "scrapes from other hosts (a pod). Env: SNSQ2NATS_METRICS_HOST.",
+)
 @click.option("--duration", type=click.FloatRange(min=0), help="Stop after this many seconds.")
 @click.option(
     "--max-messages", type=click.IntRange(min=1), help="Stop after relaying this many messages."
@@ -640,6 +649,7 @@ def bridge(
     direction: str,
     route_globs: tuple[str, ...],
     metrics_port: int | None,
+    metrics_host: str,
     duration: float | None,
     max_messages: int | None,
     cleanup: bool,
@@ -699,11 +709,15 @@ def bridge(
         "max_messages": max_messages,
     }
     from snsq2nats.bridge.session import bridge_session
+    from snsq2nats.bridge.worker_status import WorkerStatus, reporter_from_env
     from snsq2nats.report.live import LiveView
 
     index = worker_index()
     if workers > 1 and index is None and not cleanup:
-        raise SystemExit(run_workers(workers, sys.argv[1:]))
+        # On a terminal the parent shows one live view of all its workers; otherwise each
+        # worker prints its own plain lines.
+        monitor = WorkerStatus(workers, plan, LiveView(out), out.line) if out.interactive else None
+        raise SystemExit(run_workers(workers, sys.argv[1:], monitor))
 
     async def session() -> None:
         stop = asyncio.Event()
@@ -718,13 +732,14 @@ def bridge(
                 settings=settings,
                 duration=duration,
                 metrics_port=worker_metrics_port(metrics_port, index),
+                metrics_host=metrics_host,
                 cleanup=cleanup,
                 stop=stop,
                 # Everything made before relaying (boto3's service models, the plan, the
                 # clients) lives for the whole run; frozen, it is no longer rescanned by every
                 # full collection, which otherwise costs about a tenth of a busy route's time.
                 on_ready=gc.freeze,
-                view=LiveView(out),
+                view=reporter_from_env() or LiveView(out),
                 lease_ttl=lease_ttl,
                 select=None if cleanup else select,
             )
@@ -1174,10 +1189,14 @@ def export(
     help="With --credentials tls: the certificate email or DN each identity maps to.",
 )
 @click.option(
+    "-s",
+    "--server",
     "--url",
-    default="nats://127.0.0.1:4222",
-    show_default=True,
-    help="The server URL written into each natscli context.",
+    "url",
+    envvar="NATS_URL",
+    metavar="URL",
+    help="The server URL(s), comma-separated, written into each natscli context. "
+    "Env: NATS_URL. Default: nats://127.0.0.1:4222.",
 )
 @click.option(
     "-o",
@@ -1194,7 +1213,7 @@ def auth(
     fmt: str,
     credentials: str,
     tls_user: str,
-    url: str,
+    url: str | None,
     out_dir: Path,
     as_json: bool,
     **kwargs: Any,
@@ -1205,8 +1224,14 @@ def auth(
     from snsq2nats.auth.config import write_auth, write_contexts, write_private
     from snsq2nats.auth.identities import identities
     from snsq2nats.auth.jwt import nsc_script, write_jwt
+    from snsq2nats.errors import UsageError
+    from snsq2nats.jetstream.connect import DEFAULT_NATS_URL
 
     out = Output()
+    # Every cluster URL the user gave goes into the contexts, as natscli takes them.
+    url = ",".join(u.strip() for u in (url or DEFAULT_NATS_URL).split(",") if u.strip())
+    if not url:
+        raise UsageError("--server is empty", hint="give the NATS URL(s) the identities use")
     plan = plan_for(out, plan_path, kwargs, live=False)
     generated = identities(plan)
     if as_json:

@@ -694,3 +694,46 @@ async def test_secure_three_node_cluster_with_certificate_mapped_users(tmp_path:
 
 async def _messages(js: Any, stream: str, expected: int) -> bool:
     return bool((await js.stream_info(stream)).state.messages == expected)
+
+
+@pytest.mark.parametrize("fmt", ["config", "jwt"])
+def test_contexts_carry_the_server_urls_the_user_gave(
+    fmt: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every context names the cluster the user gave (NATS_URL, -s or --url, all of its URLs),
+    not a default local server; file paths in it are absolute, so the context works wherever
+    natscli or snsq2nats reads it from (here: `-o` relative, read from another directory)."""
+    from click.testing import CliRunner
+
+    from snsq2nats.cli import main
+    from snsq2nats.jetstream.connect import NatsOptions
+
+    plan_path = tmp_path / "plan.json"
+    plan_path.write_text(shop_plan("2.12.0").to_json())
+    cluster = "nats://n1.shop.test:4222,nats://n2.shop.test:4222,nats://n3.shop.test:4222"
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    base = ["auth", "--plan", str(plan_path), "--format", fmt, "--credentials", "nkey"]
+    cases = {
+        "env": ([*base, "-o", "by-env"], {"NATS_URL": cluster.replace(",", ", ")}),
+        "flag": ([*base, "-o", "by-flag", "-s", cluster], {"NATS_URL": "nats://other:4222"}),
+        "url": ([*base, "-o", "by-url", "--url", cluster], {}),
+    }
+    for name, (args, env) in cases.items():
+        run = CliRunner(env={"NATS_URL": None, **env}).invoke(main, args)
+        assert run.exit_code == 0, (name, run.output)
+    monkeypatch.chdir(tmp_path)
+    for out in ("by-env", "by-flag", "by-url"):
+        for identity in ("snsq2nats-bridge", "sqs_orders-billing-consumer"):
+            path = work / out / "contexts" / f"{identity}.json"
+            ctx = json.loads(path.read_text())
+            assert ctx["url"] == cluster, (out, identity)
+            options = NatsOptions.resolve(context=str(path), env={})
+            assert options.servers == cluster.split(",")
+            secret = options.creds if fmt == "jwt" else options.nkey
+            assert secret is not None and Path(secret).is_absolute() and Path(secret).is_file()
+    default = CliRunner(env={"NATS_URL": None}).invoke(main, [*base, "-o", str(tmp_path / "d")])
+    assert default.exit_code == 0, default.output
+    ctx = json.loads((tmp_path / "d" / "contexts" / "snsq2nats-admin.json").read_text())
+    assert ctx["url"] == "nats://127.0.0.1:4222"

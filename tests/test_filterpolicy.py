@@ -359,3 +359,40 @@ def test_moto_agrees_except_where_documented() -> None:
                 if theirs != ours:
                     disagreements.add((case["name"], key, i))
     assert disagreements == set(MOTO_DISAGREES)
+
+
+def test_string_array_holding_one_scalar_is_a_one_element_array() -> None:
+    """AWS's guide documents String.Array only as "an array, formatted as a string" (its vector:
+    `[100, 50]` is not "anything-but" [100, 500]-excluded, since 50 is not listed). A value that
+    is one JSON scalar is delivered by SNS as a one-element array (moto's test
+    `test_filtering_string_array_with_number_no_array_match`, checked against AWS): the engine,
+    and moto agree on it (moto's numeric ranges and anything-but skip String.Array elements)."""
+    utils = pytest.importorskip("moto.sns.utils")
+
+    def array(value: str) -> dict[str, MessageAttribute]:
+        return {"price": MessageAttribute("String.Array", value)}
+
+    # (policy, value, SNS delivers it, moto evaluates this operator on String.Array elements)
+    vectors: list[tuple[dict[str, Any], str, bool, bool]] = [
+        ({"price": [100, 500]}, "100", True, True),
+        ({"price": [100, 500]}, "500.0", True, True),
+        ({"price": [100, 500]}, "[100, 50]", True, True),
+        ({"price": [100, 500]}, "700", False, True),
+        ({"price": ["rugby"]}, '"rugby"', True, True),
+        ({"price": ["rugby"]}, '"soccer"', False, True),
+        ({"price": [{"numeric": [">=", 100]}]}, "150", True, False),
+        ({"price": [{"numeric": [">=", 100]}]}, "99", False, False),
+        # The documented vector (numeric-value-matching: anything-but on an array).
+        ({"price": [{"anything-but": [100, 500]}]}, "[100, 50]", True, True),
+        ({"price": [{"anything-but": [100, 500]}]}, "100", False, False),
+    ]
+    for policy, value, expected, moto_knows in vectors:
+        ours = parse_policy(policy).matches(array(value), None)
+        assert ours is expected, (policy, value)
+        if moto_knows:
+            envelope = {"price": {"Type": "String.Array", "Value": value}}
+            theirs = utils.FilterPolicyMatcher(policy, "MessageAttributes").matches(envelope, "")
+            assert theirs is expected, ("moto", policy, value)
+    # Still no value: an object, or text that is not JSON.
+    assert not parse_policy({"price": [100]}).matches(array('{"price": 100}'), None)
+    assert not parse_policy({"price": ["rugby"]}).matches(array("rugby"), None)

@@ -48,6 +48,8 @@ def test_manifest_args_probes_and_ports_match_the_cli(tmp_path: Path) -> None:
     params = command.make_context("bridge", args, resilient_parsing=True).params
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert params["metrics_port"] == ports["metrics"]
+    # The bridge listens on loopback unless told: the kubelet's probes come from outside.
+    assert params["metrics_host"] == "0.0.0.0"
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
     # The plan file is the ConfigMap's key, where its volume is mounted.
@@ -100,6 +102,26 @@ def probe(port: int, path: str) -> int:
         return int(err.code)
     except OSError:
         return 0
+
+
+def listening_addresses(port: int) -> set[str]:
+    """The local addresses a TCP socket listens on at `port` (Linux's /proc/net/tcp{,6})."""
+    import ipaddress
+
+    found = set()
+    for table, width in (("/proc/net/tcp", 4), ("/proc/net/tcp6", 16)):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.split(":")
+            if state != "0A" or int(hex_port, 16) != port:  # 0A: LISTEN
+                continue
+            # The kernel prints each 32-bit word of the address in host (little-endian) order.
+            raw = b"".join(
+                bytes.fromhex(address[i : i + 8])[::-1] for i in range(0, len(address), 8)
+            )
+            assert len(raw) == width
+            found.add(str(ipaddress.ip_address(raw)))
+    return found
 
 
 def text(port: int, path: str) -> str:
@@ -170,6 +192,8 @@ async def test_a_bridge_process_answers_the_manifests_probes(
     try:
         await until(lambda: _is(asyncio.to_thread(probe, port, "/healthz"), 200), what="healthz")
         await until(lambda: _is(asyncio.to_thread(probe, port, "/readyz"), 200), what="readyz 200")
+        # Without --metrics-host the endpoint is reachable from this host only.
+        assert listening_addresses(port) == {"127.0.0.1"}
         metrics = await asyncio.to_thread(text, port, "/metrics")
         (member,) = (await fleet_members(nats_server.url))["members"]
         assert f'member="{member}"' in metrics
@@ -250,3 +274,85 @@ async def test_workers_are_fleet_members_under_one_parent(
         if parent.poll() is None:
             parent.kill()
             parent.wait()
+
+
+@pytest.mark.slow
+async def test_workers_show_one_live_table_on_a_terminal(
+    aws: AwsEndpoint, nats_server: NatsServer, tmp_path: Path
+) -> None:
+    """`bridge --workers 2` on a terminal: the parent shows one live table of every route of
+    its workers (fed by what each worker reports), their log lines above it, and the summary of
+    all routes at the end."""
+    import os
+    import pty
+    import re
+    import threading
+
+    plan = await estate(aws, nats_server, tmp_path, 4)
+    sqs = aws.client("sqs")
+    for i in range(4):
+        url = sqs.get_queue_url(QueueName=f"deploy{i}")["QueueUrl"]
+        for n in range(i + 1):
+            sqs.send_message(QueueUrl=url, MessageBody=f"m{n}")
+    master, terminal = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if k not in ("TTY_COMPATIBLE", "TTY_INTERACTIVE")}
+    parent = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "snsq2nats", "bridge", "--plan", str(plan)),
+            *("-s", nats_server.url, "--poll-wait", "1", "--lease-ttl", "3", "--workers", "2"),
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=terminal,
+        stderr=terminal,
+        env={**env, "TERM": "xterm", "COLUMNS": "120"},
+    )
+    os.close(terminal)
+    screen: list[bytes] = []
+
+    def read() -> None:
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: every writer closed the terminal
+                return
+            if not chunk:
+                return
+            screen.append(chunk)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+
+    def text() -> str:
+        raw = b"".join(screen).decode("utf-8", "replace")
+        return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", raw)
+
+    def row(route: str, status: str, messages: int) -> str:
+        cells = [route, "sqs-to-nats", status, str(messages)]
+        return r"\s*│\s*".join(re.escape(c) for c in cells) + r"\s*│"
+
+    def every_route_relayed() -> bool:
+        shown = text()
+        return all(re.search(row(f"sqs:deploy{i}", "running", i + 1), shown) for i in range(4))
+
+    try:
+        await until(every_route_relayed, timeout=90, what="every route relayed in the live table")
+        assert "snsq2nats bridge" in text()  # the table's title
+        # The workers' own log lines pass through the parent, above the table.
+        assert re.search(r"worker [01]: fleet member", text()), text()[-3000:]
+        members = (await fleet_members(nats_server.url))["members"]
+        assert len({hb.pid for hb in members.values()}) == 2 and parent.pid not in {
+            hb.pid for hb in members.values()
+        }
+        parent.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(parent.wait, 60) == 0
+        await asyncio.to_thread(reader.join, 10)
+        # The summary of the whole group, once every worker has drained.
+        for i in range(4):
+            assert f"route=sqs:deploy{i} kind=sqs-to-nats status=stopped messages={i + 1}" in (
+                text()
+            ), text()[-3000:]
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+        os.close(master)

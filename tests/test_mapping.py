@@ -18,7 +18,8 @@ Case file shape (every key under `expect` is optional; only what is listed is as
       consumers: {"stream/durable": {to_api subset}}
       resources: {source_arn: {stream, consumer, publish_subject, filter_subjects,
                                verdicts: {attribute: verdict}, notes: {attribute: substring},
-                               manual_steps: {attribute: substring}, absent: [attribute]}}
+                               manual_steps: {attribute: substring}, absent: [attribute],
+                               worst_verdict}}
       resource_arns: [...]             # exactly these resources
       routes: [[kind, name], ...]      # exactly these routes run in the case's cutover state
       route_details: {name: {field subset}}   # of any candidate route
@@ -136,6 +137,7 @@ def assert_resource(resource: Resource, expected: dict[str, Any]) -> None:
         "filter_subjects",
         "subject_tokens",
         "partition_consumers",
+        "worst_verdict",
     ):
         if key in expected:
             assert getattr(resource, key) == expected[key], f"{where}: {key}"

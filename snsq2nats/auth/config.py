@@ -78,13 +78,23 @@ def render_authorization(users: list[dict[str, Any]]) -> str:
     )
 
 
+# Context fields that name files: natscli reads a context from anywhere (its own directory,
+# another cwd), so a relative path written here would point at nothing.
+_PATH_FIELDS = ("creds", "nkey", "cert", "key", "ca")
+
+
 def context(identity: Identity, url: str, credentials: Mapping[str, str]) -> dict[str, Any]:
-    """A natscli context (`~/.config/nats/context/NAME.json`) for one identity."""
+    """A natscli context (`~/.config/nats/context/NAME.json`) for one identity. `url` is the
+    server URL the user gave, comma-separated for a cluster, as natscli takes it."""
+    files = {
+        name: str(Path(value).expanduser().absolute()) if name in _PATH_FIELDS else value
+        for name, value in credentials.items()
+    }
     return {
         "description": f"snsq2nats {identity.role}: {identity.description}",
         "url": url,
         "inbox_prefix": identity.inbox_prefix,
-        **credentials,
+        **files,
     }
 
 

@@ -156,8 +156,17 @@ def ready(ctx: BridgeContext, fleet: FleetState | None = None) -> str | None:
     return f"routes not running: {', '.join(waiting)}" if waiting else None
 
 
+# Loopback unless asked: the endpoint answers anyone who reaches it (metrics name every queue
+# and route), so it is opened wider only on purpose (`--metrics-host 0.0.0.0` in a pod).
+DEFAULT_METRICS_HOST = "127.0.0.1"
+
+
 async def serve_metrics(
-    ctx: BridgeContext, port: int, host: str = "0.0.0.0", *, fleet: FleetState | None = None
+    ctx: BridgeContext,
+    port: int,
+    host: str = DEFAULT_METRICS_HOST,
+    *,
+    fleet: FleetState | None = None,
 ) -> asyncio.base_events.Server:
     """Start the endpoint: /metrics (any other path too), /healthz, /readyz. Close it when done."""
     registry = registry_for(lambda: ctx.metrics.values(), fleet)

@@ -69,6 +69,7 @@ async def bridge_session(
     duration: float | None,
     metrics_port: int | None,
     cleanup: bool,
+    metrics_host: str | None = None,
     stop: asyncio.Event | None = None,
     on_ready: Callable[[], None] | None = None,
     view: View | None = None,
@@ -90,7 +91,7 @@ async def bridge_session(
     from snsq2nats.bridge.context import BridgeContext
     from snsq2nats.bridge.fleet import DEFAULT_LEASE_TTL, Fleet, open_bucket
     from snsq2nats.bridge.follow import CutoverFollower
-    from snsq2nats.bridge.metrics import serve_metrics
+    from snsq2nats.bridge.metrics import DEFAULT_METRICS_HOST, serve_metrics
     from snsq2nats.bridge.runtime import run_bridge
     from snsq2nats.bridge.sns_to_nats import cleanup_sns_to_nats
     from snsq2nats.errors import NatsConnectError
@@ -151,8 +152,9 @@ async def bridge_session(
             routes = await follower.start(nats.redacted_servers)
         fleet = Fleet(nc, routes, lease_ttl=lease_ttl or DEFAULT_LEASE_TTL)
         if metrics_port is not None:
-            server = await serve_metrics(ctx, metrics_port, fleet=fleet)
-            log.info("metrics on :%d/metrics", metrics_port)
+            host = metrics_host or DEFAULT_METRICS_HOST
+            server = await serve_metrics(ctx, metrics_port, host, fleet=fleet)
+            log.info("metrics on %s:%d/metrics", host, server.sockets[0].getsockname()[1])
         log.info(
             "fleet member %s: %d candidate route(s): %s",
             fleet.member,

@@ -21,6 +21,10 @@ import signal
 import subprocess
 import sys
 from types import FrameType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from snsq2nats.bridge.worker_status import WorkerStatus
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +44,9 @@ def worker_metrics_port(base: int | None, index: int | None) -> int | None:
     return base + index
 
 
-def run_workers(count: int, argv: list[str]) -> int:
-    """Run `count` copies of `snsq2nats <argv>` until they all exit; the exit code for all."""
+def run_workers(count: int, argv: list[str], monitor: WorkerStatus | None = None) -> int:
+    """Run `count` copies of `snsq2nats <argv>` until they all exit; the exit code for all.
+    With `monitor` (on a terminal) the workers report to it, which shows one view of them."""
     env = dict(os.environ)
     env["TTY_COMPATIBLE"] = "0"  # one terminal cannot hold N live tables: plain lines
     procs: list[subprocess.Popen[bytes]] = []
@@ -57,14 +62,18 @@ def run_workers(count: int, argv: list[str]) -> int:
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         for index in range(count):
+            options = monitor.spawn_options(index) if monitor is not None else {}
             procs.append(
                 subprocess.Popen(
                     [sys.executable, "-m", "snsq2nats", *argv],
-                    env={**env, WORKER_ENV: str(index)},
+                    env={**env, WORKER_ENV: str(index), **options.pop("env", {})},
                     stdin=subprocess.DEVNULL,
                     start_new_session=True,
+                    **options,
                 )
             )
+            if monitor is not None:
+                monitor.started(index, procs[-1])
         log.info("started %d bridge workers: pids %s", count, " ".join(str(p.pid) for p in procs))
         failed = False
         running = {proc.pid: (index, proc) for index, proc in enumerate(procs)}
@@ -89,6 +98,8 @@ def run_workers(count: int, argv: list[str]) -> int:
         for proc in procs:
             if proc.returncode is None and proc.poll() is None:
                 proc.kill()
+        if monitor is not None:
+            monitor.close()
 
 
 async def stop_with_parent(stop: asyncio.Event, interval: float = 1.0) -> None:

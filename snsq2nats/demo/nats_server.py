@@ -55,7 +55,8 @@ def find_nats_server() -> str:
     if override:
         if not os.access(override, os.X_OK):
             raise LocalNatsError(f"NATS_SERVER_BIN={override} is not an executable file")
-        return override
+        # The server runs in its own work directory, where a relative path names nothing.
+        return str(Path(override).absolute())
     exe = "nats-server.exe" if os.name == "nt" else "nats-server"
     candidates = [
         Path(sys.executable).parent / exe,
@@ -119,10 +120,11 @@ class TlsConfig:
     timeout: float = 5.0
 
     def render(self) -> dict[str, Any]:
+        # nats-server runs in its own work directory: a relative path would name another file.
         block: dict[str, Any] = {
-            "cert_file": str(self.cert_file),
-            "key_file": str(self.key_file),
-            "ca_file": str(self.ca_file),
+            "cert_file": str(self.cert_file.absolute()),
+            "key_file": str(self.key_file.absolute()),
+            "ca_file": str(self.ca_file.absolute()),
             "timeout": self.timeout,
         }
         if self.verify_and_map:
@@ -207,6 +209,9 @@ class NatsServer:
             self.workdir = Path(tempfile.mkdtemp(prefix=f"localnats-{self.name}-"))
             self._owns_workdir = True
         else:
+            # The process runs with this directory as its cwd and the config names files in
+            # it: every path handed over must be absolute to mean the same file there.
+            self.workdir = self.workdir.absolute()
             self.workdir.mkdir(parents=True, exist_ok=True)
         if not self.port or not self.monitor_port:
             port, monitor = free_ports(2)
@@ -319,7 +324,7 @@ class NatsServer:
         self._close_log()
         self._log_handle = open(self.log_file, "ab")  # noqa: SIM115 - lives as long as the process
         self._proc = subprocess.Popen(
-            [binary, "-c", str(self.config_file)],
+            [binary, "-c", str(self.config_file.absolute())],
             stdin=subprocess.DEVNULL,
             stdout=self._log_handle,
             stderr=subprocess.STDOUT,
@@ -484,7 +489,7 @@ class NatsCluster:
             raise ValueError("a cluster needs at least one node")
         self.name = name
         self._owns_workdir = workdir is None
-        self.workdir = workdir or Path(tempfile.mkdtemp(prefix=f"localnats-{name}-"))
+        self.workdir = (workdir or Path(tempfile.mkdtemp(prefix=f"localnats-{name}-"))).absolute()
         ports = free_ports(3 * size)
         route_scheme = "nats-route"
         routes = [f"{route_scheme}://{_LOOPBACK}:{ports[3 * i + 2]}" for i in range(size)]

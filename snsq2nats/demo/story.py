@@ -101,6 +101,27 @@ def https_webhook() -> Iterator[Webhook]:
             server.server_close()
 
 
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
+@contextlib.contextmanager
+def sigterm_unwinds() -> Iterator[None]:
+    """SIGTERM (a CI timeout, `kill`) unwinds the demo like an error, so moto, the webhook and
+    nats-server are stopped rather than left running; Python's default would just exit."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 @contextlib.contextmanager
 def demo_environment(endpoint: str) -> Iterator[None]:
     """Point the standard AWS chain at the local endpoint, and put it back afterwards."""
@@ -225,10 +246,14 @@ def run_demo(out: Output, workdir: Path) -> dict[str, Any]:
     from snsq2nats.report.terminal import render_plan, scan_summary
 
     require_demo_extras()
+    # nats-server runs in its own directory and the contexts are read from anywhere: every
+    # path the demo writes into a config or hands to a process must not depend on our cwd.
+    workdir = workdir.absolute()
     workdir.mkdir(parents=True, exist_ok=True)
     rules = workdir / "cutover.yaml"
     write_atomic(rules, CUTOVER_RULES)
     with contextlib.ExitStack() as stack:
+        stack.enter_context(sigterm_unwinds())
         endpoint = stack.enter_context(moto_endpoint())
         stack.enter_context(demo_environment(endpoint))
         webhook = stack.enter_context(https_webhook())
@@ -291,9 +316,8 @@ async def _live_story(
     out: Output, plan: Any, nats: SecureNats, sqs: Any, sns: Any, seeded: Any, endpoint: str
 ) -> None:
     import asyncio
-    import json
+    import signal
 
-    from snsq2nats import status as status_lib
     from snsq2nats.apply import apply_plan
     from snsq2nats.bridge.session import bridge_session
     from snsq2nats.console import configure_logging
@@ -347,64 +371,92 @@ async def _live_story(
                 view=LiveView(out),
             )
         )
-        topic = seeded.topics["orders"]
-        bridge_queues = [r.bridge_queue for r in plan.routes if r.bridge_queue]
-        await _wait_for_bridge(sqs, sns, topic, bridge_queues)
-        for number, (event, region, amount) in enumerate(BURST, start=1):
-            await asyncio.to_thread(
-                sns.publish,
-                TopicArn=topic,
-                Message=json.dumps({"order": number, "amount": amount}),
-                MessageAttributes={
-                    "event_type": {"DataType": "String", "StringValue": event},
-                    "region": {"DataType": "String", "StringValue": region},
-                    "amount": {"DataType": "Number", "StringValue": str(amount)},
-                },
-            )
-        payments = (await asyncio.to_thread(sqs.get_queue_url, QueueName="payments.fifo"))[
-            "QueueUrl"
-        ]
-        for number in range(1, 4):
-            await asyncio.to_thread(
-                sqs.send_message,
-                QueueUrl=payments,
-                MessageBody=json.dumps({"payment": number}),
-                MessageGroupId="customer-42",
-                MessageDeduplicationId=f"payment-{number}",
-            )
-        out.info(f"      published {len(BURST)} orders to SNS and 3 payments to payments.fifo")
-
-        clients: dict[str, Any] = {}
-
-        def sqs_for(region: str) -> Any:
-            return clients.setdefault(region, sqs)
-
-        statuses: list[Any] = []
-        for _ in range(60):
-            await asyncio.sleep(1)
-            statuses = await status_lib.collect(nc, sqs_for, plan, plan.routes)
-            if all(s.drained for s in statuses):
-                break
-        stop.set()
-        await bridge
+        try:
+            statuses = await _burst_through_bridge(out, nc, plan, sqs, sns, seeded, bridge)
+        finally:
+            # Whatever failed above, the bridge stops before the services under it do.
+            stop.set()
+            with contextlib.suppress(asyncio.CancelledError):
+                await bridge
+            # The bridge's own SIGTERM handler (a graceful drain) leaves the default behind.
+            if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+                signal.signal(signal.SIGTERM, _exit_on_sigterm)
 
         out.info("[7/7] snsq2nats status")
         out.info(status_table(statuses))
-        out.info(
-            "all routes drained: safe to switch"
-            if all(s.drained for s in statuses)
-            else "some routes are not drained yet"
-        )
+        if not all(s.drained for s in statuses):
+            raise SnsqError(
+                "the demo's routes did not drain: some messages were not relayed",
+                hint="see the status table above and the bridge's log lines",
+            )
+        out.info("all routes drained: safe to switch")
         await _nats_workers(out, nats, plan)
     finally:
         await nc.close()
 
 
-async def _wait_for_bridge(sqs: Any, sns: Any, topic: str, names: list[str]) -> None:
+async def _burst_through_bridge(
+    out: Output, nc: Any, plan: Any, sqs: Any, sns: Any, seeded: Any, bridge: Any
+) -> list[Any]:
+    """Publish the burst on AWS once the bridge listens, and wait until every route drained
+    (or the bridge stops): the routes' last status."""
+    import asyncio
+    import json
+
+    from snsq2nats import status as status_lib
+    from snsq2nats.errors import SnsqError
+
+    topic = seeded.topics["orders"]
+    bridge_queues = [r.bridge_queue for r in plan.routes if r.bridge_queue]
+    await _wait_for_bridge(sns, topic, bridge_queues, bridge)
+    for number, (event, region, amount) in enumerate(BURST, start=1):
+        await asyncio.to_thread(
+            sns.publish,
+            TopicArn=topic,
+            Message=json.dumps({"order": number, "amount": amount}),
+            MessageAttributes={
+                "event_type": {"DataType": "String", "StringValue": event},
+                "region": {"DataType": "String", "StringValue": region},
+                "amount": {"DataType": "Number", "StringValue": str(amount)},
+            },
+        )
+    payments = (await asyncio.to_thread(sqs.get_queue_url, QueueName="payments.fifo"))["QueueUrl"]
+    for number in range(1, 4):
+        await asyncio.to_thread(
+            sqs.send_message,
+            QueueUrl=payments,
+            MessageBody=json.dumps({"payment": number}),
+            MessageGroupId="customer-42",
+            MessageDeduplicationId=f"payment-{number}",
+        )
+    out.info(f"      published {len(BURST)} orders to SNS and 3 payments to payments.fifo")
+
+    def sqs_for(region: str) -> Any:
+        return sqs
+
+    statuses: list[Any] = []
+    for _ in range(60):
+        await asyncio.sleep(1)
+        if bridge.done():
+            raise SnsqError(
+                "the demo's bridge stopped before its routes drained",
+                hint="see its log lines above",
+            )
+        statuses = await status_lib.collect(nc, sqs_for, plan, plan.routes)
+        if all(s.drained for s in statuses):
+            break
+    return statuses
+
+
+async def _wait_for_bridge(sns: Any, topic: str, names: list[str], bridge: Any) -> None:
     """The bridge subscribes its own queue to the topic on start: publish only after that."""
     import asyncio
 
-    for _ in range(100):
+    from snsq2nats.errors import SnsqError
+
+    for _ in range(300):
+        if bridge.done():
+            break
         subs = (await asyncio.to_thread(sns.list_subscriptions_by_topic, TopicArn=topic))[
             "Subscriptions"
         ]
@@ -412,6 +464,10 @@ async def _wait_for_bridge(sqs: Any, sns: Any, topic: str, names: list[str]) -> 
         if all(name in endpoints for name in names):
             return
         await asyncio.sleep(0.1)
+    raise SnsqError(
+        f"the demo's bridge did not subscribe {', '.join(names)} to the orders topic",
+        hint="see the bridge's log lines above",
+    )
 
 
 async def _nats_workers(out: Output, nats: SecureNats, plan: Any) -> None:

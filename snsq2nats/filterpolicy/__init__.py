@@ -70,7 +70,8 @@ Evaluation semantics
 * A key the policy names but the message lacks fails every entry except ``{"exists": false}``.
 * Attribute types matter. ``String`` (and custom ``String.x``) values meet string entries,
   ``Number`` (and ``Number.x``) values meet numeric entries only, ``String.Array`` values are
-  JSON arrays whose elements each meet the entries of their own JSON type, and ``Binary``
+  JSON arrays whose elements each meet the entries of their own JSON type (a JSON scalar such
+  as ``"100"`` is a one-element array, as SNS delivers it), and ``Binary``
   attributes are ignored entirely (they count as absent, also for ``exists``).
 * ``anything-but`` matches a value of another type (a number is "anything but" ``"x"``).
 * Body scope needs a JSON object body; anything else matches only the empty policy. Arrays

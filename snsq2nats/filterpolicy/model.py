@@ -103,7 +103,10 @@ def attribute_values(attr: MessageAttribute) -> Values:
         except ValueError:
             return ()
         if not isinstance(items, list):
-            return ()
+            # A JSON scalar ("100") is a one-element array: SNS delivers it to a policy
+            # [100, 500] (moto's test of it was checked against AWS; the guide only says "an
+            # array, formatted as a string"). An object holds no leaf: no value, as before.
+            items = [items]
         return [v for v in map(json_value, items) if v is not None]
     base = data_type.split(".", 1)[0]
     if base == "String":

@@ -24,7 +24,7 @@ from snsq2nats.jetstream.spec import (
 )
 from snsq2nats.plan.access import Access, analyse
 from snsq2nats.plan.context import Context
-from snsq2nats.plan.fidelity import encryption, entry, resource_policy, tags
+from snsq2nats.plan.fidelity import ENCRYPTION_SETTING, encryption, entry, resource_policy, tags
 from snsq2nats.plan.metadata import for_source
 from snsq2nats.plan.model import Fidelity, Resource
 from snsq2nats.plan.names import (
@@ -678,8 +678,11 @@ def _kms_data_key_reuse(queue: Queue) -> list[Fidelity]:
         entry(
             "KmsDataKeyReusePeriodSeconds",
             str(queue.kms_data_key_reuse_period_seconds),
-            "unsupported",
-            "data-key reuse is a KMS setting; JetStream encryption uses the server's key",
-            manual_step="enable JetStream encryption at rest on every server",
+            "approximate",
+            "data-key reuse is a KMS setting with no counterpart: JetStream encrypts at rest "
+            "with one key per server",
+            target=f"server {ENCRYPTION_SETTING}",
+            manual_step=f"enable JetStream encryption at rest ({ENCRYPTION_SETTING}) on every "
+            "server",
         )
     ]
