@@ -15,14 +15,11 @@ the DLQ on the next receive (checked first, below, so the proof cannot pass vacu
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 import signal
 import subprocess
 import sys
 import threading
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -260,7 +257,7 @@ async def test_rolling_restarts_under_traffic_dead_letter_nothing(
             )
             relayed = await stream_total(nc, names)
             await until(
-                lambda: _grew(nc, names, relayed, 12),
+                lambda before=relayed: _grew(nc, names, before, 12),
                 timeout=60,
                 what="traffic relayed by the fleet",
             )
