@@ -16,6 +16,8 @@ the DLQ on the next receive (checked first, below, so the proof cannot pass vacu
 from __future__ import annotations
 
 import json
+import os
+import re
 import signal
 import subprocess
 import sys
@@ -302,3 +304,115 @@ async def test_rolling_restarts_under_traffic_dead_letter_nothing(
 
 async def _grew(nc: Any, names: list[str], before: int, by: int) -> bool:
     return await stream_total(nc, names) >= before + by
+
+
+# --- --workers children die with their parent --------------------------------------------------
+
+
+def children_of(pid: int) -> list[int]:
+    """Live processes whose parent is `pid` (from /proc: Linux, as the workers' guard is)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rpartition(")")[2].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid and fields[0] != "Z":
+                out.append(int(entry.name))
+    return out
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie nobody reaped yet has stopped)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+async def fleet_members(url: str) -> int:
+    nc = await connect_nats(NatsOptions(servers=[url]))
+    try:
+        fleet = await read_fleet(nc)
+    finally:
+        await nc.close()
+    assert fleet is not None
+    return len(fleet.members)
+
+
+async def test_workers_stop_when_their_parent_is_killed(
+    aws: AwsEndpoint, nats_server: NatsServer, tmp_path: Path
+) -> None:
+    """kill -9 of a `--workers 2` parent: both workers notice, drain and leave the fleet (their
+    heartbeats are deleted, which only a worker that stopped cleanly does)."""
+    make_queues(aws, {"orphans": None})
+    await make_streams(nats_server.url, ["orphans"])
+    plan = write_plan(tmp_path / "plan.json", [sqs_route(aws, "orphans")])
+    parent = Member(plan, nats_server.url, tmp_path / "parent.log", "--workers", "2")
+    workers: list[int] = []
+    try:
+        await until(lambda: _two(nats_server.url), timeout=90, what="two workers in the fleet")
+        workers = children_of(parent.proc.pid)
+        assert len(workers) == 2, workers
+        parent.proc.send_signal(signal.SIGKILL)
+        parent.proc.wait()
+        await until(
+            lambda: not any(alive(pid) for pid in workers),
+            timeout=90,
+            what="the orphaned workers stopped",
+        )
+        assert await fleet_members(nats_server.url) == 0, "a worker died without leaving"
+    finally:
+        parent.kill()
+        for pid in workers:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+async def _two(url: str) -> bool:
+    return await fleet_members(url) == 2
+
+
+# --- NATS lost during the drain ------------------------------------------------------------------
+
+
+async def test_nats_lost_during_the_drain_exits_non_zero_saying_what_was_left(
+    aws: AwsEndpoint, nats_server: NatsServer, tmp_path: Path
+) -> None:
+    """SIGTERM while the bridge holds messages it cannot publish (their stream was deleted:
+    every publish is retried), then NATS killed: the bridge exits non-zero and logs what it
+    left undelivered, which is still in SQS."""
+    url = make_queues(aws, {"stranded": None})["stranded"]
+    await make_streams(nats_server.url, ["stranded"])
+    plan = write_plan(tmp_path / "plan.json", [sqs_route(aws, "stranded")])
+    member = Member(plan, nats_server.url, tmp_path / "bridge.log")
+    sender = Sender(aws, {"stranded": url})
+    try:
+        sender.thread.start()
+        nc = await connect_nats(NatsOptions(servers=[nats_server.url]))
+        try:
+            await until(
+                lambda: _grew(nc, ["stranded"], 0, 10), timeout=60, what="relaying under way"
+            )
+            await nc.jetstream().delete_stream("sqs_stranded")
+        finally:
+            await nc.close()
+        await until(
+            lambda: "not acknowledged" in member.text(), timeout=60, what="publishes failing"
+        )
+        sender.stop.set()
+        member.proc.send_signal(signal.SIGTERM)
+        await until(lambda: "stopping: draining" in member.text(), what="the drain begun")
+        nats_server.kill()
+        await until(member.exited, timeout=120, what="the bridge exited")
+    finally:
+        sender.stop.set()
+        member.kill()
+    log = member.text()
+    assert member.proc.returncode == 1, log[-3000:]
+    assert "NATS unreachable" in log, log[-3000:]
+    left = [int(n) for n in re.findall(r"sqs:stranded: left (\d+) message\(s\) undelivered", log)]
+    assert left and left[0] > 0, log[-3000:]
+    assert depth(aws, url) >= left[0]  # still in SQS: back after the visibility timeout
