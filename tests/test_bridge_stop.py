@@ -345,27 +345,37 @@ async def fleet_members(url: str) -> int:
 async def test_workers_stop_when_their_parent_is_killed(
     aws: AwsEndpoint, nats_server: NatsServer, tmp_path: Path
 ) -> None:
-    """kill -9 of a `--workers 2` parent: both workers notice, drain and leave the fleet (their
-    heartbeats are deleted, which only a worker that stopped cleanly does)."""
+    """kill -9 of a `--workers 2` parent, twice: once while its workers are still starting
+    (before they could look at their parent), once while they run. Either way both workers
+    stop, and leave the fleet cleanly (only a worker that drained deletes its heartbeat)."""
     make_queues(aws, {"orphans": None})
     await make_streams(nats_server.url, ["orphans"])
     plan = write_plan(tmp_path / "plan.json", [sqs_route(aws, "orphans")])
-    parent = Member(plan, nats_server.url, tmp_path / "parent.log", "--workers", "2")
     workers: list[int] = []
+    parents: list[Member] = []
     try:
-        await until(lambda: _two(nats_server.url), timeout=90, what="two workers in the fleet")
-        workers = children_of(parent.proc.pid)
-        assert len(workers) == 2, workers
-        parent.proc.send_signal(signal.SIGKILL)
-        parent.proc.wait()
-        await until(
-            lambda: not any(alive(pid) for pid in workers),
-            timeout=90,
-            what="the orphaned workers stopped",
-        )
-        assert await fleet_members(nats_server.url) == 0, "a worker died without leaving"
+        for when in ("starting", "running"):
+            parent = Member(plan, nats_server.url, tmp_path / f"{when}.log", "--workers", "2")
+            parents.append(parent)
+            await until(
+                lambda p=parent: len(children_of(p.proc.pid)) == 2,
+                timeout=60,
+                what="two workers started",
+            )
+            workers = children_of(parent.proc.pid)
+            if when == "running":
+                await until(lambda: _two(nats_server.url), timeout=90, what="two members")
+            parent.proc.send_signal(signal.SIGKILL)
+            parent.proc.wait()
+            await until(
+                lambda pids=workers: not any(alive(pid) for pid in pids),
+                timeout=90,
+                what=f"the workers orphaned while {when} stopped",
+            )
+            assert await fleet_members(nats_server.url) == 0, "a worker died without leaving"
     finally:
-        parent.kill()
+        for parent in parents:
+            parent.kill()
         for pid in workers:
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
