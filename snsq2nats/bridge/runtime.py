@@ -77,8 +77,7 @@ class DrainIncomplete(SnsqError):
         held = sum(left.values())
         super().__init__(
             f"stopped with {held} message(s) undelivered ({why})",
-            where=", ".join(f"{count} on {name}" for name, count in sorted(left.items()))
-            or None,
+            where=", ".join(f"{count} on {name}" for name, count in sorted(left.items())) or None,
             hint="nothing is lost: SQS messages return to their queue after the visibility "
             "timeout and NATS messages are redelivered after the ack wait; start the bridge "
             "again to relay them",
