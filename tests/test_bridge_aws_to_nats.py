@@ -874,6 +874,43 @@ async def test_duration_stops_the_run() -> None:
     assert ctx.stopping.is_set() and ctx.metrics["a"].status == "stopped"
 
 
+class Unreachable:
+    """A NATS client that lost its server."""
+
+    is_connected = False
+
+
+@pytest.mark.parametrize("nats", ["up", "lost"])
+async def test_a_drain_that_cannot_finish_is_cut_short_saying_what_was_left(nats: str) -> None:
+    """A route holding messages it cannot settle: the drain is cut (after the drain timeout,
+    or the NATS grace once NATS is gone), and the error names what each route held."""
+    from snsq2nats.bridge.runtime import DrainIncomplete
+
+    ctx = BridgeContext(
+        plan=plan_with([]), nc=Unreachable() if nats == "lost" else None, sqs=None, sns=None
+    )  # type: ignore[arg-type]
+
+    async def stuck(ctx: BridgeContext, route: Route) -> None:
+        ctx.route_metrics(route).in_flight = 3
+        await asyncio.Event().wait()  # never settles, stopping or not
+
+    async def idle(ctx: BridgeContext, route: Route) -> None:
+        await ctx.stopping.wait()
+
+    runners = {"sqs-to-nats": stuck, "nats-to-sqs": idle}
+    routes = [fake_route("held"), fake_route("free", "nats-to-sqs")]
+    bounds = (
+        {"drain_timeout": 3600.0, "nats_grace": 0.1} if nats == "lost" else {"drain_timeout": 0.1}
+    )
+    with pytest.raises(DrainIncomplete) as caught:
+        await asyncio.wait_for(
+            run_bridge(ctx, routes, runners, 0.1, handle_signals=False, **bounds),  # type: ignore[arg-type]
+            30,
+        )
+    assert caught.value.left == {"held": 3}
+    assert ("NATS unreachable" in caught.value.what) == (nats == "lost")
+
+
 def test_route_selection_by_direction_and_glob() -> None:
     from snsq2nats.bridge.runtime import select_routes
 

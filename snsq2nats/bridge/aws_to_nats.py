@@ -281,8 +281,9 @@ class Relay:
                     if stopped.done():
                         self._cut_polls()
                 for task in self.pollers:
-                    if task.done() and not task.cancelled() and task.exception() is not None:
-                        raise task.exception()  # type: ignore[misc]
+                    failure = task.exception() if task.done() and not task.cancelled() else None
+                    if failure is not None:
+                        raise failure
             # Drain: the batches received finish (publish, delete) before returning.
             while self.tasks:
                 await asyncio.gather(*list(self.tasks), return_exceptions=True)

@@ -403,6 +403,11 @@ async def _bounded(
                 return
             why = why or f"a route's drain took longer than {drain_timeout:g}s"
             raise DrainIncomplete(why, _report(ctx, route_set.left))
+    except asyncio.CancelledError:
+        # The caller cancelled the whole run: the work goes with it.
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        raise
     finally:
         stop_wait.cancel()
     # Cut short: what each route holds now stays undelivered.
