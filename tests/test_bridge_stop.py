@@ -2,7 +2,8 @@
 
 Real `snsq2nats bridge` processes against a real nats-server and moto's server over HTTP. moto
 counts receives and redrives like SQS: a message received `maxReceiveCount` times is moved to
-the DLQ on the next receive (checked first, below, so the proof cannot pass vacuously).
+the DLQ on the next receive (checked first, below, so the proof cannot pass vacuously), and
+a long poll the client cancelled lives on in moto, as in SQS, taking the next message.
 
 - A rolling restart of a two-member fleet under continuous traffic, ten SIGINT/SIGTERM stops:
   every message lands in its stream exactly once, and the DLQs stay empty. One queue has
@@ -15,6 +16,7 @@ the DLQ on the next receive (checked first, below, so the proof cannot pass vacu
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -223,6 +225,40 @@ def test_moto_dead_letters_a_message_handed_back_too_often(aws: AwsEndpoint) -> 
     assert sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=1).get("Messages") is None
     dead = sqs.get_queue_url(QueueName="counted-dead")["QueueUrl"]
     assert depth(aws, dead) == 1
+
+
+def long_poll_in_moto() -> bool:
+    """A thread of moto's server (in this process) is waiting for messages to receive."""
+    for frame in sys._current_frames().values():
+        while frame is not None:
+            if frame.f_code.co_name == "wait_for_messages":
+                return True
+            frame = frame.f_back  # type: ignore[assignment]
+    return False
+
+
+async def test_a_cancelled_long_poll_still_takes_messages_in_sqs(aws: AwsEndpoint) -> None:
+    """Why a stop never cancels a poll on a queue with a DLQ: the request lives on in SQS
+    (moto, as AWS: aws-sdk-go-v2#2068, aws-sdk-java-v2#1395) and takes the next message,
+    counted as received and invisible, with nobody to hand it to."""
+    url = make_queues(aws, {"ghost": None})["ghost"]
+    async with aws.async_clients() as aio:
+        poll = asyncio.create_task(
+            aio.sqs.receive_message(QueueUrl=url, WaitTimeSeconds=10, VisibilityTimeout=60)
+        )
+        await until(long_poll_in_moto, what="the poll waiting in moto")
+        poll.cancel()
+        await asyncio.gather(poll, return_exceptions=True)
+    aws.client("sqs").send_message(QueueUrl=url, MessageBody="taken by nobody")
+
+    def taken() -> bool:
+        attrs = aws.client("sqs").get_queue_attributes(
+            QueueUrl=url, AttributeNames=["ApproximateNumberOfMessagesNotVisible"]
+        )["Attributes"]
+        return attrs["ApproximateNumberOfMessagesNotVisible"] == "1"
+
+    await until(taken, what="the message taken by the cancelled poll")
+    assert aws.client("sqs").receive_message(QueueUrl=url).get("Messages") is None
 
 
 # --- ten stops under traffic ----------------------------------------------------------------------
