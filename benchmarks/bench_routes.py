@@ -18,7 +18,9 @@ per route and hour, in total and by SQS action (the `X-Amz-Target` header of bot
 protocol). Then one message goes to each of `LATENCY_SAMPLE` random queues (all of them when N
 is no larger) and each one's latency is the stream's own timestamp of the stored message minus
 the time just before SendMessage. Last, without a target, one message to every queue at once
-(`burst_every_queue`), as issue 11 first measured it.
+(`burst_every_queue`), as issue 11 first measured it. Then the idle bridge gets SIGTERM and
+`idle_stop` is the time until it exited (issue 18: at most about 2 s, its long polls cancelled
+rather than waited out; it still gives up every lease in the fleet bucket, one request each).
 
 At `BUSY_ROUTES` routes, a third bridge then starts with `BUSY_PER_ROUTE` messages waiting in
 every queue: the aggregate rate of all routes together once every route is up (`busy.*`), and
@@ -546,6 +548,11 @@ def measure(routes: int) -> list[dict[str, Any]]:
             except Exception:
                 traceback.print_exc(file=sys.stderr)
             bridge.check_alive()
+            stop = time.monotonic()
+            bridge.proc.terminate()
+            stopped = bridge.proc.wait(90)
+            idle_stop = time.monotonic() - stop
+            print(f"  idle stop in {idle_stop:.1f}s (exit {stopped})", file=sys.stderr)
         # A second bridge through the counting proxy, for its requests only: the proxy shares
         # this process and the CPUs, and in the first run it slowed the relay it counted
         # (a burst to 1,000 queues took 3-4x longer through it) and the bridge's own CPU.
@@ -618,6 +625,7 @@ def measure(routes: int) -> list[dict[str, Any]]:
         _row(f"{n}.first_message_p99", round(p99), "ms"),
         _row(f"{n}.first_message_p99_margin_under_2s", round(MAX_P99_MS - p99), "ms", 0),
         *bursts,
+        _row(f"{n}.idle_stop", round(idle_stop, 1), "s"),
         *busy_rows,
     ]
 

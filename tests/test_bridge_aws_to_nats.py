@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import re
@@ -23,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from snsq2nats.bridge.aws_to_nats import REDRIVE_POLL_WAIT
 from snsq2nats.bridge.codec import AWS_MESSAGE_ID_HEADER, headers_to_attributes
 from snsq2nats.bridge.context import BridgeContext, Timings
 from snsq2nats.bridge.runtime import RUNNERS, run_bridge
@@ -52,6 +54,10 @@ class Recorder:
         self.calls: Counter[str] = Counter()
         self.receiving = 0
         self.receiving_peak = 0
+        self.waits: list[int] = []  # each receive's WaitTimeSeconds
+        self.cancelled: Counter[str] = Counter()  # calls cancelled before AWS answered
+        self.handed_back = 0  # receipt handles given visibility 0
+        self.before_receive: Callable[[], None] | None = None  # runs once, as a receive starts
 
     async def __call__(self, fn: Callable[..., Any], **kwargs: Any) -> Any:
         name = getattr(fn, "__name__", "")
@@ -59,8 +65,15 @@ class Recorder:
         if name == "receive_message":
             self.receiving += 1
             self.receiving_peak = max(self.receiving_peak, self.receiving)
+            self.waits.append(kwargs["WaitTimeSeconds"])
+            hook, self.before_receive = self.before_receive, None
+            if hook is not None:
+                hook()
         try:
             reply = await fn(**kwargs)
+        except asyncio.CancelledError:
+            self.cancelled[name] += 1
+            raise
         finally:
             if name == "receive_message":
                 self.receiving -= 1
@@ -77,6 +90,8 @@ class Recorder:
             name == "change_message_visibility_batch" and kwargs["Entries"][0]["VisibilityTimeout"]
         ):
             self.visibility_changes += 1
+        elif name == "change_message_visibility_batch":
+            self.handed_back += len(kwargs["Entries"])
         return reply
 
 
@@ -159,6 +174,7 @@ class InProcess:
         self.ctx: BridgeContext | None = None
         self.nc: Any = None
         self.clients = contextlib.AsyncExitStack()
+        self.drain_timeout = 20.0
 
     async def __aenter__(self) -> InProcess:
         pollers = int(self.settings.get("pollers", 2))
@@ -182,7 +198,13 @@ class InProcess:
             **settings,
         )
         self.task = asyncio.create_task(
-            run_bridge(self.ctx, self.routes, RUNNERS, handle_signals=False, drain_timeout=20)
+            run_bridge(
+                self.ctx,
+                self.routes,
+                RUNNERS,
+                handle_signals=False,
+                drain_timeout=self.drain_timeout,
+            )
         )
         return self
 
@@ -648,7 +670,8 @@ async def test_sigterm_drains_in_flight_messages(
     finally:
         proc.kill()
     assert code == 0, proc.stderr.read().decode() if proc.stderr else ""
-    # Received but unpublished messages were handed back at once, not after the visibility.
+    # What the bridge had received when told to stop was relayed and deleted, none left in
+    # flight (nor handed back: tests/test_bridge_stop.py proves that with receive counts).
     visible, invisible = queue_depth(aws, url)
     assert invisible == 0
     assert visible > 0, "stopped too late to test a drain"
@@ -672,6 +695,79 @@ def _relayed(proc: subprocess.Popen[bytes]) -> int:
 
 async def _at_least(count: Any, n: int) -> bool:
     return int(await count) >= n
+
+
+# --- stopping: never a receive lost, never a long wait ----------------------------------------
+
+
+def redrive_queue(aws: AwsEndpoint, name: str) -> str:
+    sqs = aws.client("sqs")
+    dead = sqs.create_queue(QueueName=f"{name}-dead")["QueueUrl"]
+    dead_arn = sqs.get_queue_attributes(QueueUrl=dead, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    policy = json.dumps({"deadLetterTargetArn": dead_arn, "maxReceiveCount": "2"})
+    return str(sqs.create_queue(QueueName=name, Attributes={"RedrivePolicy": policy})["QueueUrl"])
+
+
+async def test_a_stop_cancels_an_idle_long_poll(aws: AwsEndpoint, nats_server: NatsServer) -> None:
+    """An idle queue without a DLQ: the stop does not wait out the 20 s long poll, it cancels
+    it (the drain may take longer than the poll: only the bridge cancels it)."""
+    aws.client("sqs").create_queue(QueueName="idle")
+    await add_stream(nats_server.url, "sqs_idle", ["sqs.idle"])
+    route = sqs_route(aws, "idle", "sqs_idle", "sqs.idle")
+    bridge = InProcess(aws, nats_server.url, [route], wait_time_seconds=20)
+    bridge.drain_timeout = 60.0
+    async with bridge:
+        recorder = bridge.recorder
+        await until(lambda: recorder.receiving == 1, what="the long poll out")
+        polls = recorder.calls["receive_message"]
+    assert recorder.waits[-1] == 20
+    assert recorder.cancelled["receive_message"] == 1
+    assert recorder.calls["receive_message"] == polls  # none sent after the stop
+
+
+async def test_a_redrive_queue_is_polled_briefly_and_never_cut(
+    aws: AwsEndpoint, nats_server: NatsServer
+) -> None:
+    """A queue with a DLQ: a cancelled long poll would still take messages in SQS, counting a
+    receive toward the DLQ, so its polls are REDRIVE_POLL_WAIT long and a stop waits for them."""
+    redrive_queue(aws, "careful")
+    await add_stream(nats_server.url, "sqs_careful", ["sqs.careful"])
+    route = sqs_route(aws, "careful", "sqs_careful", "sqs.careful")
+    async with InProcess(aws, nats_server.url, [route], wait_time_seconds=20) as bridge:
+        recorder = bridge.recorder
+        await until(lambda: recorder.calls["receive_message"] >= 2, what="polls going on")
+        await until(lambda: recorder.receiving == 1, what="a poll out")
+    assert set(recorder.waits) == {REDRIVE_POLL_WAIT}
+    assert recorder.cancelled["receive_message"] == 0
+
+
+async def test_a_poll_returning_during_a_stop_is_relayed_not_handed_back(
+    aws: AwsEndpoint, nats_server: NatsServer
+) -> None:
+    """The stop comes while a poll is out and messages arrive for it: they are published and
+    deleted, not handed back to SQS (a receive counted toward the DLQ for nothing)."""
+    url = redrive_queue(aws, "late")
+    await add_stream(nats_server.url, "sqs_late", ["sqs.late"])
+    route = sqs_route(aws, "late", "sqs_late", "sqs.late")
+    sent: list[str] = []
+    async with InProcess(aws, nats_server.url, [route]) as bridge:
+        recorder = bridge.recorder
+        await until(lambda: recorder.calls["receive_message"] >= 1, what="polling")
+        ctx = bridge.ctx
+        assert ctx is not None
+
+        def stop_then_send() -> None:
+            ctx.stopping.set()
+            sent.extend(send(aws, url, 3))
+
+        recorder.before_receive = stop_then_send
+        await until(lambda: sent, what="the stop, with messages on their way")
+    assert len(recorder.received) == 3
+    assert recorder.handed_back == 0
+    assert queue_depth(aws, url) == (0, 0)
+    await assert_exactly_once(nats_server.url, "sqs_late", sent, recorder.deleted)
 
 
 # --- runtime, metrics and view (no servers) ------------------------------------------------------
@@ -779,6 +875,43 @@ async def test_duration_stops_the_run() -> None:
     assert ctx.stopping.is_set() and ctx.metrics["a"].status == "stopped"
 
 
+class Unreachable:
+    """A NATS client that lost its server."""
+
+    is_connected = False
+
+
+@pytest.mark.parametrize("nats", ["up", "lost"])
+async def test_a_drain_that_cannot_finish_is_cut_short_saying_what_was_left(nats: str) -> None:
+    """A route holding messages it cannot settle: the drain is cut (after the drain timeout,
+    or the NATS grace once NATS is gone), and the error names what each route held."""
+    from snsq2nats.bridge.runtime import DrainIncomplete
+
+    ctx = BridgeContext(
+        plan=plan_with([]), nc=Unreachable() if nats == "lost" else None, sqs=None, sns=None
+    )  # type: ignore[arg-type]
+
+    async def stuck(ctx: BridgeContext, route: Route) -> None:
+        ctx.route_metrics(route).in_flight = 3
+        await asyncio.Event().wait()  # never settles, stopping or not
+
+    async def idle(ctx: BridgeContext, route: Route) -> None:
+        await ctx.stopping.wait()
+
+    runners = {"sqs-to-nats": stuck, "nats-to-sqs": idle}
+    routes = [fake_route("held"), fake_route("free", "nats-to-sqs")]
+    bounds = (
+        {"drain_timeout": 3600.0, "nats_grace": 0.1} if nats == "lost" else {"drain_timeout": 0.1}
+    )
+    with pytest.raises(DrainIncomplete) as caught:
+        await asyncio.wait_for(
+            run_bridge(ctx, routes, runners, 0.1, handle_signals=False, **bounds),  # type: ignore[arg-type]
+            30,
+        )
+    assert caught.value.left == {"held": 3}
+    assert ("NATS unreachable" in caught.value.what) == (nats == "lost")
+
+
 def test_route_selection_by_direction_and_glob() -> None:
     from snsq2nats.bridge.runtime import select_routes
 
@@ -850,7 +983,8 @@ async def test_an_idle_queue_holds_one_long_poll_and_a_busy_one_scales_up(
         calls = bridge.recorder.calls
         await until(lambda: calls["receive_message"] >= 4, what="several idle long polls")
         assert bridge.recorder.receiving_peak == 1
-        assert calls["get_queue_attributes"] == 0  # the empty polls said the backlog is 0
+        # One read, of the redrive policy at start: the empty polls said the backlog is 0.
+        assert calls["get_queue_attributes"] == 1
         sent = send(aws, url, 150)
 
         async def all_in_stream() -> bool:
@@ -860,7 +994,7 @@ async def test_an_idle_queue_holds_one_long_poll_and_a_busy_one_scales_up(
 
         await until(all_in_stream, what="the backlog relayed")
         assert 2 <= bridge.recorder.receiving_peak <= 4
-        assert calls["get_queue_attributes"] > 0  # busy: the backlog is read for the metrics
+        assert calls["get_queue_attributes"] > 1  # busy: the backlog is read for the metrics
     await assert_exactly_once(nats_server.url, "sqs_adaptive", sent, bridge.recorder.deleted)
 
 

@@ -12,8 +12,26 @@ that publishes all its messages at once (pipelined; the in-flight total is bound
 and goes back to polling. The backlog metric is only asked of AWS while the queue is busy: an
 empty long poll already says it is zero. While a batch's publishes are slow its messages are
 kept invisible (ChangeMessageVisibilityBatch at half the visibility timeout), so nobody else
-receives them meanwhile. On stop, pollers stop receiving, in-flight batches finish, and
-anything received but not published is made visible again at once.
+receives them meanwhile.
+
+Stopping (SIGINT, SIGTERM, the fleet handing the route to another member) never hands a
+received message back: SQS counts every receive toward the queue's `maxReceiveCount`, and a
+message handed back at each of a few stops is moved to the DLQ. What a poll returns, even
+during a stop, is relayed and deleted; the drain ends when it is. A long poll cannot be
+shortened once sent, and cancelling it client-side does not cancel it in SQS: the request
+lives on server-side for its wait and takes the next messages that arrive, counted as
+received, invisible until their visibility timeout passes. So:
+
+- a queue with a redrive policy is long-polled for `REDRIVE_POLL_WAIT` (2 s) at most, and a
+  stop waits for its polls to return: no receive is ever lost, at the price of a request every
+  2 s (instead of one per 20 s) while such a queue is idle;
+- any other queue keeps 20 s long polls; on stop, a poll on a queue that was idle is
+  cancelled at once, and a poll on a busy queue (it returns as soon as messages arrive) gets
+  `STOP_GRACE` to come back first. What a cancelled poll took in SQS reappears after the
+  visibility timeout: a delay, and one more receive on a queue that has no DLQ to move it to.
+
+A drain that cannot finish (NATS unreachable) is cut short by the runtime: what is still in
+hand is left invisible and returns after its visibility timeout, never before.
 
 An SNS topic is relayed through an SQS queue the bridge owns (see `sns_to_nats`). The runners
 are `sqs_to_nats` and `sns_to_nats`; the relay they share is here.
@@ -57,12 +75,27 @@ SNS_MESSAGE_ID_HEADER = "Snsq2nats-Sns-Message-Id"
 SNS_SUBJECT_HEADER = "Snsq2nats-Sns-Subject"
 
 
+# The longest poll on a queue with a redrive policy: a stop waits for it (see above).
+REDRIVE_POLL_WAIT = 2
+# How long a stop waits for a poll on a busy queue without a redrive policy before cancelling.
+STOP_GRACE = 1.0
+
+
 class PublishGaveUp(Exception):
     """A message JetStream refused for good (too big, no stream): SQS redelivers it later."""
 
 
-class Abandoned(Exception):
-    """Stopping while JetStream does not answer: the message goes back to SQS unpublished."""
+async def has_redrive_policy(ctx: BridgeContext, queue_url: str) -> bool:
+    """Whether SQS moves the queue's messages to a DLQ after some number of receives. When
+    the attribute cannot be read, assume it does: the safe side is the shorter poll."""
+    try:
+        reply = await ctx.call_aws(
+            ctx.sqs.get_queue_attributes, QueueUrl=queue_url, AttributeNames=["RedrivePolicy"]
+        )
+    except Exception as exc:
+        log.warning("%s: cannot read the redrive policy (%s): polling briefly", queue_url, exc)
+        return True
+    return bool((reply.get("Attributes") or {}).get("RedrivePolicy"))
 
 
 async def queue_url_for(ctx: BridgeContext, arn: str) -> str:
@@ -220,6 +253,10 @@ class Relay:
     """Reads the backlog from a full batch on until the queue is empty again; none while idle
     (no wake-ups per idle route)."""
     replies: Replies = field(init=False)
+    redrive: bool = True
+    """The queue has a redrive policy: its polls are short and never cancelled (read at start)."""
+    receiving: dict[asyncio.Task[None], bool] = field(default_factory=dict)
+    """Pollers waiting for a receive to return, and whether the queue was idle when it went out."""
 
     def __post_init__(self) -> None:
         self.metrics = self.ctx.route_metrics(self.route)
@@ -230,16 +267,28 @@ class Relay:
         log.warning("%s: %s", self.route.name, line)
 
     async def run(self) -> None:
+        self.redrive = self.until_empty or await has_redrive_policy(self.ctx, self.queue_url)
         await self.replies.start()
         self._add_poller(scout=True)
+        stopped = asyncio.ensure_future(self.ctx.stopping.wait())
         try:
             # Pollers come and go with the backlog: wait until none is left running.
             while running := [task for task in self.pollers if not task.done()]:
-                await asyncio.gather(*running)
-            # Drain: the batches already received finish (publish, delete) before returning.
+                if stopped.done():
+                    await asyncio.wait(running)
+                else:
+                    await asyncio.wait([*running, stopped], return_when=asyncio.FIRST_COMPLETED)
+                    if stopped.done():
+                        self._cut_polls()
+                for task in self.pollers:
+                    failure = task.exception() if task.done() and not task.cancelled() else None
+                    if failure is not None:
+                        raise failure
+            # Drain: the batches received finish (publish, delete) before returning.
             while self.tasks:
                 await asyncio.gather(*list(self.tasks), return_exceptions=True)
         finally:
+            stopped.cancel()
             left = [*self.pollers, *self.tasks]
             if self.lag_task is not None:
                 left.append(self.lag_task)
@@ -248,6 +297,25 @@ class Relay:
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.gather(*left, return_exceptions=True)
             await self.replies.close()
+
+    def _cut_polls(self) -> None:
+        """Stopping: end the long polls that would only delay the stop (see the module doc).
+        A poll on a redrive queue is never cut: it returns within REDRIVE_POLL_WAIT."""
+        if self.redrive:
+            return
+        loop = asyncio.get_running_loop()
+        idle = [task for task, was_idle in self.receiving.items() if was_idle]
+        for task in idle:
+            task.cancel()
+        if idle:
+            log.debug("%s: stopping: cancelled %d idle long poll(s)", self.route.name, len(idle))
+        for task, was_idle in self.receiving.items():
+            if not was_idle:
+                loop.call_later(STOP_GRACE, self._cut_if_still_polling, task)
+
+    def _cut_if_still_polling(self, task: asyncio.Task[None]) -> None:
+        if task in self.receiving:
+            task.cancel()
 
     def _add_poller(self, *, scout: bool = False) -> None:
         """The scout polls for as long as the route runs; extra pollers while there is work."""
@@ -259,7 +327,7 @@ class Relay:
 
     def _poller_done(self, task: asyncio.Task[None]) -> None:
         # A poller that failed stays in the set: run() must see its exception.
-        if not task.cancelled() and task.exception() is None:
+        if task.cancelled() or task.exception() is None:
             self.pollers.discard(task)
 
     # -- polling
@@ -270,9 +338,19 @@ class Relay:
             # Reserve room for a full batch first: in-flight work stays bounded.
             for _ in range(MAX_BATCH):
                 await self.permits.acquire()
+            if self.ctx.stopping.is_set():  # while waiting for room: receive nothing more
+                self._release(MAX_BATCH)
+                return
+            task = asyncio.current_task()
+            assert task is not None
+            self.receiving[task] = self.idle
             try:
                 messages = await self.receive()
                 attempt = 0
+            except asyncio.CancelledError:
+                # Cut by a stop (`_cut_polls`), or the route cancelled: nothing was in hand.
+                self._release(MAX_BATCH)
+                raise
             except Exception as exc:
                 self._release(MAX_BATCH)
                 attempt += 1
@@ -283,6 +361,8 @@ class Relay:
                 self.log(f"{kind} ({code}: {exc}); retry in {delay:.1f}s")
                 await self.ctx.pause(delay)
                 continue
+            finally:
+                self.receiving.pop(task, None)
             self._release(MAX_BATCH - len(messages))
             self.idle = not messages
             if len(messages) == MAX_BATCH and (self.lag_task is None or self.lag_task.done()):
@@ -297,23 +377,22 @@ class Relay:
                 if self.until_empty and await self.queue_empty():
                     return
                 continue
-            if len(messages) == MAX_BATCH:
+            if len(messages) == MAX_BATCH and not self.ctx.stopping.is_set():
                 self._add_poller()  # a full batch: there is likely more waiting
-            if self.ctx.stopping.is_set():
-                # Received during shutdown: hand them straight back.
-                await self.set_visibility([m["ReceiptHandle"] for m in messages], 0)
-                self._release(len(messages))
-                return
-            task = asyncio.create_task(self.handle(messages))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
+            # Relayed even when received during a stop: handing them back would count a
+            # receive toward the DLQ for nothing.
+            handling = asyncio.create_task(self.handle(messages))
+            self.tasks.add(handling)
+            handling.add_done_callback(self.tasks.discard)
 
     def _release(self, count: int) -> None:
         for _ in range(count):
             self.permits.release()
 
     async def receive(self) -> list[dict[str, Any]]:
-        wait = 1 if self.until_empty else self.ctx.wait_time_seconds
+        wait = self.ctx.wait_time_seconds
+        if self.redrive:
+            wait = min(wait, REDRIVE_POLL_WAIT)
         reply = await self.ctx.call_aws(
             self.ctx.sqs.receive_message,
             QueueUrl=self.queue_url,
@@ -357,20 +436,12 @@ class Relay:
         keeper = asyncio.create_task(self.keep_invisible(pending))
         try:
             results = await self.deliver(pending)
-            done = [p for p, ok in zip(pending, results, strict=True) if ok is True]
             # Refused for good: left alone, so SQS redelivers it and its redrive policy applies.
-            # Anything else (stopping, NATS unreachable) is made visible again right away.
-            abandoned = [
-                p.message["ReceiptHandle"]
-                for p, ok in zip(pending, results, strict=True)
-                if ok is not True and not isinstance(ok, PublishGaveUp)
-            ]
+            done = [p for p, ok in zip(pending, results, strict=True) if ok is True]
             for p in done:
                 p.done = True
             keeper.cancel()
             await self.delete([p.message for p in done])
-            if abandoned:
-                await self.set_visibility(abandoned, 0)
         finally:
             keeper.cancel()
             self.metrics.in_flight -= len(pending)
@@ -379,11 +450,12 @@ class Relay:
 
     async def deliver(self, pending: list[_Pending]) -> list[bool | BaseException]:
         """Publish a batch until JetStream acknowledged each message: True for those that may
-        be deleted, else why not (PublishGaveUp: refused for good; Abandoned: stopping).
+        be deleted, else why not (PublishGaveUp: refused for good).
 
         All publishes of a batch go out at once, in receive order (FIFO groups keep their
         order), and their PubAcks are awaited together under one timeout. The ones without a
-        PubAck are republished with the same `Nats-Msg-Id`, which JetStream deduplicates.
+        PubAck are republished with the same `Nats-Msg-Id`, which JetStream deduplicates, for
+        as long as it takes: during a stop too (the runtime bounds a drain and cancels it).
         """
         results: list[bool | BaseException] = [True] * len(pending)
         relayed: dict[int, Relayed] = {}
@@ -425,11 +497,7 @@ class Relay:
                 )
             attempt += 1
             self.metrics.error(len(retry))
-            if self.ctx.stopping.is_set() and attempt >= 3:
-                for i in retry:
-                    results[i] = Abandoned(relayed[i].msg_id)
-                break
-            # Not `ctx.pause`: a drain keeps retrying (up to 3 attempts) what it received.
+            # Not `ctx.pause`: a drain keeps retrying what it received.
             await asyncio.sleep(backoff(attempt, base=0.1, cap=2.0))
             waiting = retry
         return results

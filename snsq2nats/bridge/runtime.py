@@ -4,10 +4,15 @@ One supervised task per route, run by the runner of its kind (`RUNNERS`, importe
 runner that cannot be imported fails the bridge at start, never silently leaves a route out).
 A runner that raises is logged and restarted with backoff: a bug or an outage in one route
 must not stop the others. SIGINT/SIGTERM, `--duration` and `--max-messages` all end the run
-the same way, by setting `ctx.stopping`; runners then finish what they hold and return. A
-second signal, or a drain longer than `drain_timeout`, cancels them: still safe, because
-nothing is ever acknowledged on one side before the other side accepted it, so the cost is
-only redelivery (absorbed by deduplication).
+the same way, by setting `ctx.stopping`; runners then finish what they hold and return.
+
+The drain is bounded: it gets `drain_timeout` in all, and `nats_grace` once NATS is
+unreachable (a drain cannot publish or acknowledge without it). A second signal ends it at
+once. A drain cut short cancels the runners, logs what each route still held, and raises
+`DrainIncomplete` (the CLI exits non-zero). Nothing is lost: nothing is ever acknowledged on
+one side before the other side accepted it, so an SQS message in hand returns to its queue
+after its visibility timeout and a NATS message is redelivered after its ack wait (both
+absorbed by deduplication).
 
 The running set is a `RouteSet`, changeable while it runs:
 
@@ -41,6 +46,7 @@ from snsq2nats.bridge.nats_to_sns import run_nats_to_sns
 from snsq2nats.bridge.nats_to_sqs import run_nats_to_sqs
 from snsq2nats.bridge.sns_to_nats import run_sns_to_nats
 from snsq2nats.bridge.sqs_to_nats import run_sqs_to_nats
+from snsq2nats.errors import SnsqError
 from snsq2nats.plan.model import Route
 
 log = logging.getLogger(__name__)
@@ -57,6 +63,26 @@ RUNNERS: dict[str, Runner] = {
 }
 AWS_TO_NATS = ("sqs-to-nats", "sns-to-nats")
 NATS_TO_AWS = ("nats-to-sqs", "nats-to-sns")
+
+# How long a stopping bridge may take to relay what it holds and leave the fleet, and how long
+# of that it waits for NATS once NATS is unreachable.
+DRAIN_TIMEOUT = 60.0
+NATS_GRACE = 5.0
+
+
+class DrainIncomplete(SnsqError):
+    """The bridge stopped before relaying everything it held (nothing is lost: see above)."""
+
+    def __init__(self, why: str, left: Mapping[str, int]) -> None:
+        held = sum(left.values())
+        super().__init__(
+            f"stopped with {held} message(s) undelivered ({why})",
+            where=", ".join(f"{count} on {name}" for name, count in sorted(left.items())) or None,
+            hint="nothing is lost: SQS messages return to their queue after the visibility "
+            "timeout and NATS messages are redelivered after the ack wait; start the bridge "
+            "again to relay them",
+        )
+        self.left = dict(left)
 
 
 def route_direction(kind: str) -> str:
@@ -131,7 +157,7 @@ class RouteSet:
         ctx: BridgeContext,
         runners: Mapping[str, Runner] = RUNNERS,
         *,
-        drain_timeout: float = 60.0,
+        drain_timeout: float = DRAIN_TIMEOUT,
     ) -> None:
         self.ctx = ctx
         self._runners = runners
@@ -139,6 +165,8 @@ class RouteSet:
         self._running: dict[str, tuple[Route, BridgeContext, asyncio.Task[None]]] = {}
         self._draining: dict[str, asyncio.Task[None]] = {}
         self._watch: asyncio.Task[None] | None = None
+        self.left: dict[str, int] = {}
+        """Messages each route still held when the bridge-wide stop cancelled its drain."""
 
     @property
     def running(self) -> dict[str, Route]:
@@ -195,9 +223,14 @@ class RouteSet:
         try:
             _, pending = await asyncio.wait([task], timeout=self._drain_timeout)
             if pending:
+                held = self.ctx.route_metrics(route).in_flight
                 log.warning(
-                    "%s: drain took longer than %gs: cancelling", route.name, self._drain_timeout
+                    "%s: drain took longer than %gs: cancelling (%d message(s) in hand)",
+                    route.name,
+                    self._drain_timeout,
+                    held,
                 )
+                self._record_left(route.name, held)
                 task.cancel()
             await asyncio.gather(task, return_exceptions=True)
             if not self.ctx.stopping.is_set():
@@ -222,6 +255,17 @@ class RouteSet:
     def cancel_all(self) -> None:
         for task in self.tasks():
             task.cancel()
+
+    def abandon(self) -> None:
+        """Cancel every route's run or drain now, recording what each still held."""
+        for name in [*self._running, *self._draining]:
+            metrics = self.ctx.metrics.get(name)
+            self._record_left(name, metrics.in_flight if metrics is not None else 0)
+        self.cancel_all()
+
+    def _record_left(self, name: str, held: int) -> None:
+        if held > 0 and self.ctx.stopping.is_set():
+            self.left[name] = max(held, self.left.get(name, 0))
 
     def _watch_bridge_stop(self) -> None:
         """The bridge-wide stop reaches every route's own stop signal."""
@@ -252,7 +296,8 @@ async def run_bridge(
     runners: Mapping[str, Runner] = RUNNERS,
     duration: float | None = None,
     *,
-    drain_timeout: float = 60.0,
+    drain_timeout: float = DRAIN_TIMEOUT,
+    nats_grace: float = NATS_GRACE,
     handle_signals: bool = True,
     coordinator: Coordinator | None = None,
 ) -> None:
@@ -260,10 +305,12 @@ async def run_bridge(
 
     Without a coordinator every route runs; with one (the fleet), `routes` are only the
     candidates and the coordinator starts and stops them as it acquires and gives up leases.
+    Raises `DrainIncomplete` when the drain had to be cut short.
     """
     loop = asyncio.get_running_loop()
     signals_seen = 0
     route_set = RouteSet(ctx, runners, drain_timeout=drain_timeout)
+    give_up = asyncio.Event()
 
     def on_signal() -> None:
         nonlocal signals_seen
@@ -272,7 +319,8 @@ async def run_bridge(
             log.info("stopping: draining in-flight messages (signal again to stop at once)")
             ctx.stopping.set()
         else:
-            route_set.cancel_all()
+            log.warning("stopping at once: cancelling the drain")
+            give_up.set()
 
     installed: list[signal.Signals] = []
     if handle_signals:
@@ -292,12 +340,16 @@ async def run_bridge(
             ctx.stopping.set()
 
         timer = asyncio.create_task(stop_later())
-    try:
+
+    async def work() -> None:
         if coordinator is not None:
             await _coordinated(ctx, route_set, coordinator)
         else:
             await route_set.reconcile(routes)
             await _until_stopped_or_done(ctx, route_set)
+
+    try:
+        await _bounded(ctx, route_set, work(), drain_timeout, nats_grace, give_up)
     finally:
         ctx.stopping.set()
         route_set.close()
@@ -305,6 +357,79 @@ async def run_bridge(
             timer.cancel()
         for sig in installed:
             loop.remove_signal_handler(sig)
+
+
+async def _bounded(
+    ctx: BridgeContext,
+    route_set: RouteSet,
+    work: Awaitable[None],
+    drain_timeout: float,
+    nats_grace: float,
+    give_up: asyncio.Event,
+) -> None:
+    """Run `work`; once the bridge stops, let it drain for `drain_timeout` at most and for
+    `nats_grace` at most while NATS is unreachable. `give_up` (a second signal) cancels the
+    routes at once and leaves the rest of `work` (giving up the fleet's leases) the same bounds.
+    A drain cut short raises `DrainIncomplete` with what each route still held."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(work)
+    stop_wait = asyncio.ensure_future(ctx.stopping.wait())
+    why = ""
+    try:
+        await asyncio.wait([task, stop_wait], return_when=asyncio.FIRST_COMPLETED)
+        deadline = loop.time() + drain_timeout
+        lost: float | None = None
+        while not task.done():
+            now = loop.time()
+            if getattr(ctx.nc, "is_connected", True):
+                lost = None
+            elif lost is None:
+                lost = now
+                log.warning("stopping: NATS unreachable; waiting %gs for it to return", nats_grace)
+            if give_up.is_set() and not why:
+                why = "stopped at once by a second signal"
+                route_set.abandon()
+            if lost is not None and now - lost >= nats_grace:
+                why = f"NATS unreachable for {nats_grace:g}s during the drain"
+                break
+            if now >= deadline:
+                why = f"the drain took longer than {drain_timeout:g}s"
+                break
+            # A short tick: the NATS client offers no event to wait on here.
+            await asyncio.wait([task], timeout=min(0.25, deadline - now))
+        else:
+            task.result()  # the work's own outcome, error included
+            if not route_set.left:
+                return
+            why = why or f"a route's drain took longer than {drain_timeout:g}s"
+            raise DrainIncomplete(why, _report(ctx, route_set.left))
+    except asyncio.CancelledError:
+        # The caller cancelled the whole run: the work goes with it.
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        raise
+    finally:
+        stop_wait.cancel()
+    # Cut short: what each route holds now stays undelivered.
+    route_set.abandon()
+    log.error("stopping: %s: cancelling the drain", why)
+    task.cancel()
+    await asyncio.gather(task, *route_set.tasks(), return_exceptions=True)
+    if not route_set.left:
+        log.error("stopping: no route held a message; this member's leases expire by their TTL")
+    raise DrainIncomplete(why, _report(ctx, route_set.left))
+
+
+def _report(ctx: BridgeContext, left: Mapping[str, int]) -> Mapping[str, int]:
+    """Log where each route's undelivered messages are; `left`, for the error."""
+    for name, count in sorted(left.items()):
+        metrics = ctx.metrics.get(name)
+        if metrics is not None and metrics.kind in AWS_TO_NATS:
+            where = "received from SQS: back in the queue after its visibility timeout"
+        else:
+            where = "fetched from NATS: redelivered after the consumer's ack wait"
+        log.error("%s: left %d message(s) undelivered (%s)", name, count, where)
+    return left
 
 
 async def _until_stopped_or_done(ctx: BridgeContext, route_set: RouteSet) -> None:

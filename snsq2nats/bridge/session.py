@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# The NATS connection's own drain at the very end (the routes are done by then).
+CLOSE_TIMEOUT = 5.0
+
 # A long poll waits up to 20 s: a read timeout under that would cut idle polls off.
 READ_TIMEOUT = 40
 # Connections for the calls other than long polls (sends, deletes, visibility changes): as many
@@ -75,6 +78,8 @@ async def bridge_session(
     view: View | None = None,
     lease_ttl: float | None = None,
     select: Callable[[list[Route]], list[Route]] | None = None,
+    drain_timeout: float | None = None,
+    nats_grace: float | None = None,
 ) -> None:
     """Run the routes until a signal, --duration, --max-messages, or `stop` (for embedders).
 
@@ -85,6 +90,10 @@ async def bridge_session(
     With `select` (and a plan that lists its candidate routes) the bridge follows the live
     cutover state (`bridge.follow`): it runs the candidates the recorded state needs that
     `select` keeps, and switches when a move is recorded; `routes` are then only checked.
+
+    A stop drains for `drain_timeout` at most (`nats_grace` once NATS is gone; defaults in
+    `runtime.run_bridge`) and raises `runtime.DrainIncomplete`, having logged what was left
+    undelivered, when cut short.
     """
     from snsq2nats.aws.arns import parse_arn
     from snsq2nats.aws.clients import async_clients
@@ -92,7 +101,7 @@ async def bridge_session(
     from snsq2nats.bridge.fleet import DEFAULT_LEASE_TTL, Fleet, open_bucket
     from snsq2nats.bridge.follow import CutoverFollower
     from snsq2nats.bridge.metrics import DEFAULT_METRICS_HOST, serve_metrics
-    from snsq2nats.bridge.runtime import run_bridge
+    from snsq2nats.bridge.runtime import DRAIN_TIMEOUT, NATS_GRACE, DrainIncomplete, run_bridge
     from snsq2nats.bridge.sns_to_nats import cleanup_sns_to_nats
     from snsq2nats.errors import NatsConnectError
     from snsq2nats.jetstream.connect import connect_nats
@@ -171,7 +180,18 @@ async def bridge_session(
             else None
         )
         try:
-            await run_bridge(ctx, routes, duration=duration, coordinator=fleet)
+            await run_bridge(
+                ctx,
+                routes,
+                duration=duration,
+                coordinator=fleet,
+                drain_timeout=DRAIN_TIMEOUT if drain_timeout is None else drain_timeout,
+                nats_grace=NATS_GRACE if nats_grace is None else nats_grace,
+            )
+        except DrainIncomplete:
+            if view is not None:
+                view.final(ctx)  # the table as the drain left it, above the error
+            raise
         finally:
             ctx.stopping.set()
             if relay_stop is not None:
@@ -189,8 +209,18 @@ async def bridge_session(
         if server is not None:
             server.close()
         closing = True
-        await nc.drain() if nc.is_connected else await nc.close()
+        await _close_nats(nc)
         await clients.aclose()
+
+
+async def _close_nats(nc: Any) -> None:
+    """Drain the connection when it is up (bounded: the server may go away meanwhile)."""
+    if nc.is_connected:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(nc.drain(), CLOSE_TIMEOUT)
+    if not nc.is_closed:
+        with contextlib.suppress(Exception):
+            await nc.close()
 
 
 async def _forward(source: asyncio.Event, target: asyncio.Event) -> None:

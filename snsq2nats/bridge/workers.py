@@ -9,7 +9,9 @@ on other hosts take the routes over. Worker `i` (0-based) serves its metrics on
 `--metrics-port` + i.
 
 Workers get their own session (a terminal's Ctrl-C reaches only the parent, which forwards it
-once) and stop by themselves should the parent die without telling them.
+once) and stop by themselves should the parent die without telling them, kill -9 included:
+on Linux the kernel sends them SIGTERM when it dies (`PR_SET_PDEATHSIG`), and everywhere each
+worker also watches its parent's pid. Either way a worker drains as on any stop.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ log = logging.getLogger(__name__)
 
 WORKER_ENV = "SNSQ2NATS_BRIDGE_WORKER"
 """Set in a worker's environment to its index; a worker never starts workers of its own."""
+PARENT_ENV = "SNSQ2NATS_BRIDGE_PARENT"
+"""The pid of the process that started the worker: a parent gone before the worker looked."""
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 def worker_index() -> int | None:
@@ -49,6 +54,7 @@ def run_workers(count: int, argv: list[str], monitor: WorkerStatus | None = None
     With `monitor` (on a terminal) the workers report to it, which shows one view of them."""
     env = dict(os.environ)
     env["TTY_COMPATIBLE"] = "0"  # one terminal cannot hold N live tables: plain lines
+    env[PARENT_ENV] = str(os.getpid())
     procs: list[subprocess.Popen[bytes]] = []
     stopping = False
 
@@ -102,9 +108,31 @@ def run_workers(count: int, argv: list[str], monitor: WorkerStatus | None = None
             monitor.close()
 
 
+def die_with_parent(sig: int = signal.SIGTERM) -> bool:
+    """Have Linux send this process `sig` when its parent dies; False where it cannot."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0) == 0:
+            return True
+        reason = os.strerror(ctypes.get_errno())
+    except (OSError, AttributeError) as exc:
+        reason = str(exc)
+    log.warning("cannot ask to be stopped with the parent (%s): watching its pid", reason)
+    return False
+
+
 async def stop_with_parent(stop: asyncio.Event, interval: float = 1.0) -> None:
-    """A worker's guard: set `stop` once the parent that started it is gone."""
-    parent = os.getppid()
+    """A worker's guard: set `stop` once the parent that started it is gone.
+
+    The kernel's SIGTERM (`die_with_parent`) reaches the bridge's own signal handling; the
+    pid watch covers other systems, and a parent that died before the worker asked."""
+    die_with_parent()
+    recorded = os.environ.get(PARENT_ENV, "")
+    parent = int(recorded) if recorded.isdigit() else os.getppid()
     while not stop.is_set():
         if os.getppid() != parent:
             log.warning("the parent of this bridge worker is gone: stopping")
