@@ -74,6 +74,7 @@ async def bridge_session(
     view: View | None = None,
     lease_ttl: float | None = None,
     select: Callable[[list[Route]], list[Route]] | None = None,
+    plan_revision: int = 0,
 ) -> None:
     """Run the routes until a signal, --duration, --max-messages, or `stop` (for embedders).
 
@@ -84,6 +85,8 @@ async def bridge_session(
     With `select` (and a plan that lists its candidate routes) the bridge follows the live
     cutover state (`bridge.follow`): it runs the candidates the recorded state needs that
     `select` keeps, and switches when a move is recorded; `routes` are then only checked.
+    It follows the applied revision too (`plan_revision`: the one `plan` is, 0 for a plan
+    file when none is recorded): an `apply` switches its routes without a restart.
     """
     from snsq2nats.aws.arns import parse_arn
     from snsq2nats.aws.clients import async_clients
@@ -147,8 +150,9 @@ async def bridge_session(
         await open_bucket(nc, nats.redacted_servers)
         follower = None
         if select is not None and plan.candidate_routes:
-            follower = CutoverFollower(nc, plan, select)
+            follower = CutoverFollower(nc, plan, select, plan_revision)
             routes = await follower.start(nats.redacted_servers)
+            ctx.plan = follower.plan
         fleet = Fleet(nc, routes, lease_ttl=lease_ttl or DEFAULT_LEASE_TTL)
         if metrics_port is not None:
             server = await serve_metrics(ctx, metrics_port, fleet=fleet)
@@ -164,7 +168,7 @@ async def bridge_session(
         showing = asyncio.create_task(view.show(ctx)) if view is not None else None
         relay_stop = asyncio.create_task(_forward(stop, ctx.stopping)) if stop else None
         following = (
-            asyncio.create_task(follower.follow(fleet, ctx.stopping), name="cutover-follow")
+            asyncio.create_task(follower.follow(fleet, ctx.stopping, ctx), name="cutover-follow")
             if follower is not None
             else None
         )
