@@ -482,6 +482,8 @@ def _run_apply(out: Output, nats: Any, plan: Plan, *, allow_destructive: bool) -
             await nc.close()
 
     result = asyncio.run(go())
+    if result.revision is not None:
+        out.info(f"Recorded as applied revision {result.revision}: running bridges follow it.")
     if not result.outcomes:
         out.info("No changes. JetStream matches the plan.")
         return

@@ -149,7 +149,8 @@ async def wait_for_plan_revision(
             log.debug("reading the fleet's heartbeats failed (%s): retrying", exc)
             values = None
         if values is not None:
-            done, waiting = [], []
+            done: list[str] = []
+            waiting: list[str] = []
             for entry in values.values():
                 try:
                     beat = Heartbeat.model_validate_json(entry.value)

@@ -46,6 +46,9 @@ class Pointer(BaseModel):
     step: str = "applied"
     """"applied", or "handover": the routes that may run while apply hands a topic's fan-out
     from SNS to stream sources (`apply.hand_over_fanout`)."""
+    previous: str = ""
+    previous_chunks: int = 0
+    """The revision recorded before (its chunks are deleted when the next one is recorded)."""
 
     def to_bytes(self) -> bytes:
         return self.model_dump_json().encode()
@@ -66,8 +69,10 @@ def chunk_key(digest: str, index: int) -> str:
     return f"{CHUNK_PREFIX}{digest}.{index}"
 
 
-def encode(plan: Plan, applied_at: str, step: str = "applied") -> tuple[Pointer, dict[str, bytes]]:
-    """The pointer and the chunks (key → value) that record `plan`."""
+def encode(
+    plan: Plan, applied_at: str, step: str = "applied", previous: Pointer | None = None
+) -> tuple[Pointer, dict[str, bytes]]:
+    """The pointer and the chunks (key → value) that record `plan` after `previous`."""
     view = bridge_view(plan)
     digest = digest_of(plan)
     if step != "applied":
@@ -82,8 +87,18 @@ def encode(plan: Plan, applied_at: str, step: str = "applied") -> tuple[Pointer,
         generated_at=plan.generated_at,
         applied_at=applied_at,
         step=step,
+        previous=previous.digest if previous else "",
+        previous_chunks=previous.chunks if previous else 0,
     )
     return pointer, chunks
+
+
+def retired_chunks(new: Pointer, old: Pointer | None) -> list[str]:
+    """The chunk keys nothing needs once `new` replaced `old`: those of the revision before
+    `old` (a bridge may still be reading `old` itself)."""
+    if old is None or not old.previous or old.previous in (new.digest, old.digest):
+        return []
+    return [chunk_key(old.previous, i) for i in range(old.previous_chunks)]
 
 
 class RevisionUnreadable(ValueError):
