@@ -1,0 +1,447 @@
+"""The applied revision: `apply` records the plan it made true in NATS, and running bridges
+follow it live, so a re-plan + apply in the middle of a migration is exact for every
+application (issue 18 §4).
+
+The live test reproduces the report: a topic fanning out through SNS because one subscriber
+reads the envelope, NATS producers publishing without pause, a bridge running the first plan
+file; midway the envelope reader turns raw on AWS, a queue with a new subscription appears and
+another subscription's filter changes; `plan` + `apply` run under the running bridge (the
+fan-out moves from SNS to stream sources), then a second bridge starts with the stale plan file.
+Every queue gets each message exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from snsq2nats.apply import record_applied_revision
+from snsq2nats.bridge.follow import choose_plan, read_applied
+from snsq2nats.cli import main
+from snsq2nats.cutover import CutoverRequest, run_cutover
+from snsq2nats.demo.nats_server import NatsServer
+from snsq2nats.jetstream.api import create_stream
+from snsq2nats.jetstream.connect import NatsOptions, connect_nats
+from snsq2nats.jetstream.spec import ServerInfo
+from snsq2nats.jetstream.state import read_bucket
+from snsq2nats.plan.buckets import revision_bucket_spec
+from snsq2nats.plan.model import Plan, Resource, Route, load_plan
+from snsq2nats.plan.pipeline import publish_subject
+from snsq2nats.plan.revision import (
+    CHUNK_BYTES,
+    REVISION_BUCKET,
+    RevisionUnreadable,
+    decode,
+    digest_of,
+    encode,
+)
+from tests.fixtures.aws import AwsEndpoint
+from tests.fixtures.wait import until
+
+TTL = 3.0
+PLACED, SHIPPED, CANCELLED = "order_placed", "order_shipped", "order_cancelled"
+EVENTS = (PLACED, SHIPPED, CANCELLED)
+
+
+def big_plan(queues: int) -> Plan:
+    routes = []
+    resources = []
+    for i in range(queues):
+        arn = f"arn:aws:sqs:us-east-1:123456789012:queue-{i:05d}"
+        resources.append(
+            Resource(source_arn=arn, kind="sqs-queue", name=f"queue-{i:05d}", stream=f"sqs_{i}")
+        )
+        routes.append(
+            Route(name=f"sqs:queue-{i:05d}", kind="sqs-to-nats", source_arn=arn, aws_arn=arn)
+        )
+        if i % 10 == 0:
+            routes.append(
+                Route(name=f"to-sqs:queue-{i:05d}", kind="nats-to-sqs", source_arn=arn, aws_arn=arn)
+            )
+    return Plan(
+        generated_at="2026-01-01T00:00:00Z",
+        server=ServerInfo(reachable=True),
+        resources=resources,
+        candidate_routes=routes,
+    )
+
+
+# --- the record, pure -----------------------------------------------------------------------------
+
+
+def test_an_estate_of_ten_thousand_queues_is_recorded_in_chunks_and_read_back() -> None:
+    plan = big_plan(10_000)
+    assert len(plan.candidate_routes) == 11_000
+    pointer, chunks = encode(plan, "2026-01-02T00:00:00Z")
+    assert pointer.chunks == len(chunks) and all(len(v) <= CHUNK_BYTES for v in chunks.values())
+    assert decode(pointer, chunks) == plan.model_copy(update={"changes": []})
+    # A chunk gone (a newer revision replaced it) is said so, never read as a smaller plan.
+    first = next(iter(chunks))
+    with pytest.raises(RevisionUnreadable):
+        decode(pointer, {k: v for k, v in chunks.items() if k != first})
+    # The digest names the applied content: a plan file made again from the same estate is
+    # the applied revision, whenever it was generated.
+    assert digest_of(plan) == digest_of(plan.model_copy(update={"generated_at": "later"}))
+
+
+# --- the record, on a real server -----------------------------------------------------------------
+
+
+async def test_apply_records_each_revision_and_keeps_only_the_last_two(
+    nats_server: NatsServer,
+) -> None:
+    nc = await connect_nats(NatsOptions(servers=[nats_server.url]))
+    try:
+        assert await read_applied(nc) is None  # no bucket: nothing recorded
+        await create_stream(nc, revision_bucket_spec(), pedantic=False)
+        plans = [big_plan(n) for n in (3_000, 10, 20)]
+        revisions = [await record_applied_revision(nc, p) for p in plans]
+        assert revisions == sorted(revisions) and None not in revisions
+        applied = await read_applied(nc)
+        assert applied is not None and applied.revision == revisions[-1]
+        assert applied.plan == plans[-1]
+        chunks = await read_bucket(nc, REVISION_BUCKET, "chunk.>") or {}
+        assert {k.split(".")[1] for k in chunks} == {digest_of(plans[1]), digest_of(plans[2])}
+        # A stale plan file is followed by the applied revision, and said so.
+        chosen = await choose_plan(nc, plans[0], "old.json")
+        assert chosen.plan == plans[-1] and chosen.revision == revisions[-1]
+        assert chosen.note and "old.json" in chosen.note and "not the applied" in chosen.note
+        current = await choose_plan(nc, plans[-1], "new.json")
+        assert current.note is None
+    finally:
+        await nc.close()
+
+
+def test_bridge_without_a_plan_file_and_nothing_applied_says_what_to_run(
+    nats_server: NatsServer,
+) -> None:
+    result = CliRunner().invoke(main, ["bridge", "-s", nats_server.url, "--duration", "0.1"])
+    assert result.exit_code != 0
+    assert "no applied revision" in result.output
+    assert "snsq2nats apply PLAN_FILE" in result.output
+
+
+# --- a re-plan + apply under a running bridge and continuous traffic -------------------------------
+
+
+def cli(*args: str | Path) -> Any:
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def queue_arn(sqs: Any, url: str) -> str:
+    attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
+    return str(attributes["Attributes"]["QueueArn"])
+
+
+def start_bridge(url: str, log: Path, plan: Path | None) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "snsq2nats",
+            "bridge",
+            *(["--plan", str(plan)] if plan else []),
+            *("-s", url, "--pollers", "2", "--poll-wait", "1"),
+            *("--visibility-timeout", "3", "--lease-ttl", str(TTL)),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("wb"),
+    )
+
+
+async def heartbeats(url: str) -> dict[int, int]:
+    """Live fleet members by pid: the applied revision each runs."""
+    from snsq2nats.bridge.fleet import MEMBERS, Heartbeat
+    from snsq2nats.plan.buckets import FLEET_BUCKET
+
+    nc = await connect_nats(NatsOptions(servers=[url]))
+    try:
+        values = await read_bucket(nc, FLEET_BUCKET, MEMBERS + ">") or {}
+    finally:
+        await nc.close()
+    out = {}
+    for value in values.values():
+        beat = Heartbeat.model_validate_json(value.value)
+        if not beat.leaving and time.time() - value.written < TTL:
+            out[beat.pid] = beat.plan_revision
+    return out
+
+
+class Worker:
+    """An application's AWS workers: receive, note each copy, delete. A message is a copy
+    (its SQS MessageId); the same copy received twice is SQS's own redelivery, not counted."""
+
+    def __init__(self, aws: AwsEndpoint, url: str) -> None:
+        self.sqs = aws.client("sqs")
+        self.url = url
+        self.copies: dict[str, set[str]] = defaultdict(set)
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            reply = self.sqs.receive_message(
+                QueueUrl=self.url, MaxNumberOfMessages=10, WaitTimeSeconds=1
+            )
+            messages = reply.get("Messages") or []
+            for m in messages:
+                body = m["Body"]
+                if body.startswith("{"):  # the envelope, until the subscription turns raw
+                    body = json.loads(body)["Message"]
+                with self.lock:
+                    self.copies[body].add(m["MessageId"])
+            if messages:
+                self.sqs.delete_message_batch(
+                    QueueUrl=self.url,
+                    Entries=[
+                        {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
+                        for i, m in enumerate(messages)
+                    ],
+                )
+
+    def counts(self) -> dict[str, int]:
+        with self.lock:
+            return {label: len(ids) for label, ids in self.copies.items()}
+
+    def halt(self) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+class Producers:
+    """NATS producers: publish on the subject the applied plan says, without pause."""
+
+    def __init__(self, url: str, plan: Plan) -> None:
+        self.url, self.plan = url, plan
+        self.sent: list[tuple[str, str, float]] = []
+        self.stopping = asyncio.Event()
+        self.task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        nc = await connect_nats(NatsOptions(servers=[self.url]))
+        js = nc.jetstream()
+        try:
+            while not self.stopping.is_set():
+                event = EVENTS[len(self.sent) % 3]
+                label = f"m-{len(self.sent):05d}"
+                subject = publish_subject(self.plan, "orders", [f"event_type={event}"])
+                await js.publish(subject, label.encode(), headers={"event_type": event})
+                self.sent.append((label, event, time.monotonic()))
+                await asyncio.sleep(0.02)  # ~50 msg/s, as in the report
+        finally:
+            await nc.close()
+
+    async def halt(self) -> None:
+        self.stopping.set()
+        await self.task
+
+
+def seed(aws: AwsEndpoint) -> dict[str, str]:
+    """`orders` fans out through SNS: `shipping` reads the envelope (raw delivery off)."""
+    sqs, sns = aws.client("sqs"), aws.client("sns")
+    topic = sns.create_topic(Name="orders")["TopicArn"]
+    urls = {"topic": topic}
+    for name, raw, policy in (
+        ("billing", "true", {"event_type": [PLACED]}),
+        ("shipping", "false", None),
+    ):
+        urls[name] = sqs.create_queue(QueueName=name)["QueueUrl"]
+        attributes = {"RawMessageDelivery": raw}
+        if policy:
+            attributes["FilterPolicy"] = json.dumps(policy)
+        urls[name + "-sub"] = sns.subscribe(
+            TopicArn=topic,
+            Protocol="sqs",
+            Endpoint=queue_arn(sqs, urls[name]),
+            Attributes=attributes,
+            ReturnSubscriptionArn=True,
+        )["SubscriptionArn"]
+    return urls
+
+
+async def test_a_replan_applied_under_a_running_bridge_is_exact_for_every_queue(
+    aws: AwsEndpoint, nats_server: NatsServer, tmp_path: Path
+) -> None:
+    url = nats_server.url
+    urls = seed(aws)
+    sqs, sns = aws.client("sqs"), aws.client("sns")
+    inventory, first = tmp_path / "inventory.json", tmp_path / "plan-1.json"
+    await asyncio.to_thread(cli, "scan", "-o", inventory)
+    await asyncio.to_thread(cli, "plan", "--inventory", inventory, "-s", url, "-o", first)
+    await asyncio.to_thread(cli, "apply", first, "-s", url, "--auto-approve")
+    plan1 = load_plan(first)
+    assert any(r.kind == "nats-to-sns" for r in plan1.candidate_routes), "fans out through SNS"
+    nc = await connect_nats(NatsOptions(servers=[url]))
+    try:
+        request = CutoverRequest(side="producers", names=["orders"], to="nats", by="test")
+        await run_cutover(nc, plan1, request)
+    finally:
+        await nc.close()
+    workers = {n: Worker(aws, urls[n]) for n in ("billing", "shipping")}
+    processes = [start_bridge(url, tmp_path / "bridge-1.log", first)]
+    producers: Producers | None = None
+    try:
+        await until(
+            lambda: _has_pids(url, {processes[0].pid}), what="the bridge to join", timeout=120
+        )
+        producers = Producers(url, plan1)
+        await until(lambda: len(workers["shipping"].counts()) >= 40, what="traffic via SNS")
+
+        # Midway on AWS: the envelope reader turns raw, a new queue subscribes, a filter changes.
+        sns.set_subscription_attributes(
+            SubscriptionArn=urls["shipping-sub"],
+            AttributeName="RawMessageDelivery",
+            AttributeValue="true",
+        )
+        sns.set_subscription_attributes(
+            SubscriptionArn=urls["billing-sub"],
+            AttributeName="FilterPolicy",
+            AttributeValue=json.dumps({"event_type": [PLACED, CANCELLED]}),
+        )
+        filter_changed = len(producers.sent)
+        urls["returns"] = sqs.create_queue(QueueName="returns")["QueueUrl"]
+        sns.subscribe(
+            TopicArn=urls["topic"],
+            Protocol="sqs",
+            Endpoint=queue_arn(sqs, urls["returns"]),
+            Attributes={"RawMessageDelivery": "true"},
+        )
+        subscribed = len(producers.sent)
+        workers["returns"] = Worker(aws, urls["returns"])
+
+        second = tmp_path / "plan-2.json"
+        await asyncio.to_thread(cli, "scan", "-o", inventory)
+        await asyncio.to_thread(cli, "plan", "--inventory", inventory, "-s", url, "-o", second)
+        plan2 = load_plan(second)
+        assert not any(r.kind == "nats-to-sns" for r in plan2.candidate_routes), "now sources"
+        applied = await asyncio.to_thread(cli, "apply", second, "-s", url, "--auto-approve")
+        assert "applied revision" in applied.output
+        after_apply = len(producers.sent)
+        nc = await connect_nats(NatsOptions(servers=[url]))
+        try:
+            revision = await read_applied(nc)
+        finally:
+            await nc.close()
+        assert revision is not None and digest_of(revision.plan) == digest_of(plan2)
+        # The running bridge follows the new revision without a restart.
+        await until(
+            lambda: _runs(url, processes[0].pid, revision.revision),
+            what="the running bridge to follow the applied revision",
+            timeout=120,
+        )
+        assert processes[0].poll() is None
+        producers.plan = plan2  # producers publish as the applied plan says from now on
+
+        # A bridge started with the stale plan file follows the applied revision too.
+        stale_log = tmp_path / "bridge-stale.log"
+        processes.append(start_bridge(url, stale_log, first))
+        await until(
+            lambda: _runs(url, processes[1].pid, revision.revision),
+            what="the stale-file bridge to run the applied revision",
+            timeout=120,
+        )
+        assert "is not the applied revision" in stale_log.read_text()
+
+        mark = len(producers.sent)
+        await until(lambda: len(producers.sent) >= mark + 150, what="traffic after apply")
+        await producers.halt()
+
+        sent = producers.sent
+        placed = {label for label, event, _ in sent if event == PLACED}
+        cancelled_late = {label for label, event, _ in sent[after_apply:] if event == CANCELLED}
+        want = {
+            "shipping": {label for label, _, _ in sent},
+            "billing": placed | cancelled_late,
+            "returns": {label for label, _, _ in sent[after_apply:]},
+        }
+
+        def complete() -> bool:
+            return all(want[n] <= set(workers[n].counts()) for n in want)
+
+        await until(complete, what="every queue to get each of its messages", timeout=300)
+        await until(
+            lambda: _all_empty(sqs, [urls[n] for n in want]),
+            what="every SQS queue to be empty",
+            timeout=120,
+        )
+        await until(
+            lambda: _streams_empty(url, plan2), what="every queue stream to be empty", timeout=120
+        )
+        for name, labels in want.items():
+            counts = workers[name].counts()
+            doubled = sorted(label for label, n in counts.items() if n > 1)
+            lost = sorted(labels - set(counts))
+            assert not doubled and not lost, (name, doubled[:5], lost[:5], len(doubled))
+        # Filters hold on both sides of the switch: what billing never asked for never came;
+        # a cancellation published before its filter changed on AWS may or may not (SNS's
+        # own timing), never twice.
+        shipped = {label for label, event, _ in sent if event == SHIPPED}
+        early = {label for label, event, _ in sent[:filter_changed] if event == CANCELLED}
+        assert not shipped & set(workers["billing"].counts())
+        assert not early & set(workers["billing"].counts())
+        # The new subscription carries nothing from before it existed.
+        before = {label for label, _, _ in sent[:subscribed]}
+        assert not before & set(workers["returns"].counts())
+        print(f"revision: {len(sent)} messages published on NATS; counts per queue:", {
+            n: len(workers[n].counts()) for n in want
+        })
+    finally:
+        if producers is not None and not producers.stopping.is_set():
+            await producers.halt()
+        for worker in workers.values():
+            worker.halt()
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        for process in processes:
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+async def _has_pids(url: str, pids: set[int]) -> bool:
+    return pids <= set(await heartbeats(url))
+
+
+async def _runs(url: str, pid: int, revision: int) -> bool:
+    return (await heartbeats(url)).get(pid, 0) >= revision
+
+
+def _all_empty(sqs: Any, urls: list[str]) -> bool:
+    for queue in urls:
+        attributes = sqs.get_queue_attributes(
+            QueueUrl=queue,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
+        if any(int(v) for v in attributes.values()):
+            return False
+    return True
+
+
+async def _streams_empty(url: str, plan: Plan) -> bool:
+    nc = await connect_nats(NatsOptions(servers=[url]))
+    try:
+        js = nc.jetstream()
+        for route in plan.candidate_routes:
+            if route.kind == "nats-to-sqs" and route.stream and route.consumer:
+                info = await js.consumer_info(route.stream, route.consumer)
+                if info.num_pending or info.num_ack_pending:
+                    return False
+    finally:
+        await nc.close()
+    return True
