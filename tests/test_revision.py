@@ -274,6 +274,8 @@ def seed(aws: AwsEndpoint) -> dict[str, str]:
     return urls
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(900)
 async def test_a_replan_applied_under_a_running_bridge_is_exact_for_every_queue(
     aws: AwsEndpoint, nats_server: NatsServer, tmp_path: Path
 ) -> None:
