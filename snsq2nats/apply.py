@@ -633,7 +633,9 @@ CONFIRM_TIMEOUT = 120.0
 """How long apply waits for the running bridges to stop a topic's SNS relay (a drain)."""
 
 
-async def record_applied_revision(nc: Any, plan: Plan, step: str = "applied") -> int | None:
+async def record_applied_revision(
+    nc: Any, plan: Plan, step: str = "applied", starts: Mapping[str, int] | None = None
+) -> int | None:
     """Record `plan` as the applied revision every bridge runs and follows (`plan.revision`):
     the chunks first, then the pointer, then the chunks of the revision before the previous
     one go (a bridge may be reading the previous one right now). The pointer's KV revision,
@@ -656,7 +658,7 @@ async def record_applied_revision(nc: Any, plan: Plan, step: str = "applied") ->
     current = (await read_bucket(nc, REVISION_BUCKET, POINTER_KEY) or {}).get(POINTER_KEY)
     old = Pointer.model_validate_json(current.value) if current is not None else None
     applied_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    pointer, chunks = encode(plan, applied_at, step, old)
+    pointer, chunks = encode(plan, applied_at, step, old, starts)
     for key, value in chunks.items():
         await kv.put(key, value)
     revision = int(await kv.put(POINTER_KEY, pointer.to_bytes()))
@@ -726,13 +728,21 @@ async def hand_over_fanout(
     switching = fanout_switches(plan, live, run)
     if not switching:
         return {}
+    relaying, resumed = await _relaying(nc)
+    if relaying is not None:
+        # Only a relay the bridges run now hands over; a to-sns consumer left behind by a
+        # finished topic (or an earlier switch) is history, and a new source is a new one.
+        switching &= relaying | set(resumed)
+    if not switching:
+        return {}
+    starts = {s: resumed[s] for s in switching if s in resumed}
     interim = plan.model_copy(
         update={
             "candidate_routes": [r for r in plan.candidate_routes if _runnable(r, live)],
             "routes": [r for r in plan.routes if _runnable(r, live)],
         }
     )
-    revision = await record_applied_revision(nc, interim, step="handover")
+    revision = await record_applied_revision(nc, interim, "handover", dict(resumed))
     if revision is not None:
         _, waiting = await wait_for_plan_revision(nc, revision, timeout)
         if waiting:
@@ -743,16 +753,39 @@ async def hand_over_fanout(
                 "those topics wait in their streams): check the bridges' logs, then run "
                 "apply again",
             )
-    starts = {}
-    for stream in sorted(switching):
+    for stream in sorted(switching - set(starts)):
+        # Read once every bridge has drained the relay: the floor no longer moves.
         info = await api(nc, f"$JS.API.CONSUMER.INFO.{stream}.{TO_SNS_CONSUMER}", None, 5.0)
-        handed = int((info.get("ack_floor") or {}).get("stream_seq") or 0)
         if info.get("num_ack_pending"):
             # A relay that died mid-batch: SNS may have those; the sources carry them again
             # rather than lose them (the bridge's at-least-once across a crash).
             log.warning("%s: %d message(s) in doubt at the switch", stream, info["num_ack_pending"])
-        starts[stream] = handed + 1
+        starts[stream] = int((info.get("ack_floor") or {}).get("stream_seq") or 0) + 1
+    if revision is not None:
+        # Said in the handover record too: an apply stopped after this resumes at the same
+        # sequences (the relay's consumer may be gone by then).
+        await record_applied_revision(nc, interim, "handover", {**resumed, **starts})
     return starts
+
+
+async def _relaying(nc: Any) -> tuple[set[str] | None, dict[str, int]]:
+    """The topic streams whose SNS relay the bridges run in the applied revision and the
+    cutover state (None: no revision recorded, any live relay counts), and the starts of a
+    handover an earlier apply recorded but did not finish."""
+    from snsq2nats.bridge.follow import read_applied
+    from snsq2nats.plan.moves import current_view
+    from snsq2nats.plan.routes import active_routes
+    from snsq2nats.plan.states import CUTOVER_BUCKET, RESOURCE_PREFIX, parse_records
+
+    applied = await read_applied(nc)
+    if applied is None:
+        return None, {}
+    if applied.pointer.step == "handover":
+        return set(), dict(applied.pointer.starts)
+    records = parse_records(await read_bucket(nc, CUTOVER_BUCKET, RESOURCE_PREFIX + ">") or {})
+    view = current_view(applied.plan, records)
+    relays = active_routes(applied.plan.candidate_routes, view)
+    return {r.stream for r in relays if r.kind == "nats-to-sns" and r.stream}, {}
 
 
 async def apply_plan(

@@ -20,7 +20,7 @@ import hashlib
 import zlib
 from collections.abc import Mapping
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from snsq2nats.plan.model import Plan
 
@@ -46,6 +46,9 @@ class Pointer(BaseModel):
     step: str = "applied"
     """"applied", or "handover": the routes that may run while apply hands a topic's fan-out
     from SNS to stream sources (`apply.hand_over_fanout`)."""
+    starts: dict[str, int] = Field(default_factory=dict)
+    """A handover: per topic stream, the sequence its new sources start at (a re-run of an
+    apply stopped midway resumes the same handover)."""
     previous: str = ""
     previous_chunks: int = 0
     """The revision recorded before (its chunks are deleted when the next one is recorded)."""
@@ -70,7 +73,11 @@ def chunk_key(digest: str, index: int) -> str:
 
 
 def encode(
-    plan: Plan, applied_at: str, step: str = "applied", previous: Pointer | None = None
+    plan: Plan,
+    applied_at: str,
+    step: str = "applied",
+    previous: Pointer | None = None,
+    starts: Mapping[str, int] | None = None,
 ) -> tuple[Pointer, dict[str, bytes]]:
     """The pointer and the chunks (key → value) that record `plan` after `previous`."""
     view = bridge_view(plan)
@@ -87,6 +94,7 @@ def encode(
         generated_at=plan.generated_at,
         applied_at=applied_at,
         step=step,
+        starts=dict(starts or {}),
         previous=previous.digest if previous else "",
         previous_chunks=previous.chunks if previous else 0,
     )
