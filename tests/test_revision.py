@@ -132,7 +132,7 @@ def test_bridge_without_a_plan_file_and_nothing_applied_says_what_to_run(
     assert "snsq2nats apply PLAN_FILE" in result.output
 
 
-# --- a re-plan + apply under a running bridge and continuous traffic -------------------------------
+# --- a re-plan + apply under a running bridge and continuous traffic ------------------------------
 
 
 def cli(*args: str | Path) -> Any:
@@ -399,9 +399,10 @@ async def test_a_replan_applied_under_a_running_bridge_is_exact_for_every_queue(
         # The new subscription carries nothing from before it existed.
         before = {label for label, _, _ in sent[:subscribed]}
         assert not before & set(workers["returns"].counts())
-        print(f"revision: {len(sent)} messages published on NATS; counts per queue:", {
-            n: len(workers[n].counts()) for n in want
-        })
+        print(
+            f"revision: {len(sent)} messages published on NATS; counts per queue:",
+            {n: len(workers[n].counts()) for n in want},
+        )
     finally:
         if producers is not None and not producers.stopping.is_set():
             await producers.halt()
@@ -447,3 +448,97 @@ async def _streams_empty(url: str, plan: Plan) -> bool:
     finally:
         await nc.close()
     return True
+
+
+# --- a running bridge follows each applied revision -----------------------------------------------
+
+
+def router(name: str, policy: str) -> Route:
+    arn = f"arn:aws:sns:us-east-1:123456789012:{name}"
+    return Route(
+        name=f"filter:{name}",
+        kind="filter-router",
+        source_arn=arn + ":sub",
+        aws_arn=arn,
+        filter_policy=policy,
+    )
+
+
+def routes_plan(*routes: Route) -> Plan:
+    """Filter routers of topics whose producers are on NATS: each runs."""
+    topics = [
+        Resource(source_arn=r.aws_arn, kind="sns-topic", name=r.name, producers="nats")
+        for r in routes
+    ]
+    return Plan(
+        generated_at=time.strftime("%H:%M:%S"),
+        server=ServerInfo(reachable=True),
+        resources=topics,
+        candidate_routes=list(routes),
+    )
+
+
+async def test_a_running_bridge_drains_removed_starts_new_and_restarts_changed_routes(
+    nats_server: NatsServer,
+) -> None:
+    """Each revision: a route removed is drained, a new one started, a changed one (its
+    filter policy) drained before it starts again with the new content, never both at once;
+    the heartbeat says which revision runs."""
+    from snsq2nats.bridge.context import BridgeContext
+    from snsq2nats.bridge.fleet import Fleet
+    from snsq2nats.bridge.follow import CutoverFollower
+    from snsq2nats.bridge.runtime import run_bridge
+    from snsq2nats.plan.buckets import cutover_bucket_spec, fleet_bucket_spec
+
+    running: dict[str, str] = {}
+    started: list[tuple[str, str]] = []
+    overlaps: list[str] = []
+
+    async def runner(ctx: BridgeContext, route: Route) -> None:
+        if route.name in running:
+            overlaps.append(route.name)
+        running[route.name] = route.filter_policy or ""
+        started.append((route.name, route.filter_policy or ""))
+        try:
+            await ctx.stopping.wait()
+        finally:
+            running.pop(route.name, None)
+
+    nc = await connect_nats(NatsOptions(servers=[nats_server.url]))
+    try:
+        for spec in (cutover_bucket_spec(), fleet_bucket_spec(), revision_bucket_spec()):
+            await create_stream(nc, spec, pedantic=False)
+        first = routes_plan(router("a", '{"k": ["1"]}'), router("b", '{"k": ["1"]}'))
+        await record_applied_revision(nc, first)
+        # Started with a stale file (no routes it names exist any more): the applied one runs.
+        follower = CutoverFollower(nc, routes_plan(router("old", "{}")), lambda r: r)
+        routes = await follower.start()
+        assert {r.name for r in routes} == {"filter:a", "filter:b"}
+        ctx = BridgeContext(plan=follower.plan, nc=nc, sqs=None, sns=None)  # type: ignore[arg-type]
+        fleet = Fleet(nc, routes, lease_ttl=3.0)
+        run = asyncio.create_task(
+            run_bridge(
+                ctx, routes, {"filter-router": runner}, handle_signals=False, coordinator=fleet
+            )
+        )
+        follow = asyncio.create_task(follower.follow(fleet, ctx.stopping, ctx))
+        try:
+            await until(lambda: set(running) == {"filter:a", "filter:b"}, what="first revision")
+            second = routes_plan(router("a", '{"k": ["2"]}'), router("c", '{"k": ["1"]}'))
+            revision = await record_applied_revision(nc, second)
+            assert revision is not None
+            want = {"filter:a": '{"k": ["2"]}', "filter:c": '{"k": ["1"]}'}
+            await until(lambda: running == want, what="the second revision to run")
+            await until(lambda: fleet.plan_revision == revision, what="the revision confirmed")
+            assert ctx.plan == second.model_copy(update={"changes": []})
+            assert started.count(("filter:a", '{"k": ["1"]}')) == 1
+            assert started.count(("filter:a", '{"k": ["2"]}')) == 1
+            assert ("filter:c", '{"k": ["1"]}') in started and not overlaps
+        finally:
+            ctx.stopping.set()
+            await asyncio.wait_for(run, 30)
+            follow.cancel()
+            await asyncio.gather(follow, return_exceptions=True)
+            await follower.close()
+    finally:
+        await nc.close()
