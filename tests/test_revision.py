@@ -359,6 +359,36 @@ async def test_a_replan_applied_under_a_running_bridge_is_exact_for_every_queue(
         )
         assert "is not the applied revision" in stale_log.read_text()
 
+        # A third re-plan, now that the topic fans out through sources (its old relay's
+        # consumer is still there: nothing was pruned): a new queue subscribes. Its source
+        # starts at apply, not where the retired relay stopped.
+        urls["audit"] = sqs.create_queue(QueueName="audit")["QueueUrl"]
+        sns.subscribe(
+            TopicArn=urls["topic"],
+            Protocol="sqs",
+            Endpoint=queue_arn(sqs, urls["audit"]),
+            Attributes={"RawMessageDelivery": "true"},
+        )
+        audit_subscribed = len(producers.sent)
+        workers["audit"] = Worker(aws, urls["audit"])
+        third = tmp_path / "plan-3.json"
+        await asyncio.to_thread(cli, "scan", "-o", inventory)
+        await asyncio.to_thread(cli, "plan", "--inventory", inventory, "-s", url, "-o", third)
+        await asyncio.to_thread(cli, "apply", third, "-s", url, "--auto-approve")
+        after_third = len(producers.sent)
+        nc = await connect_nats(NatsOptions(servers=[url]))
+        try:
+            latest = await read_applied(nc)
+        finally:
+            await nc.close()
+        assert latest is not None and latest.revision > revision.revision
+        for process in processes:
+            await until(
+                lambda pid=process.pid: _runs(url, pid, latest.revision),
+                what="both bridges to follow the third revision",
+                timeout=120,
+            )
+
         mark = len(producers.sent)
         await until(lambda: len(producers.sent) >= mark + 150, what="traffic after apply")
         await producers.halt()
@@ -370,6 +400,7 @@ async def test_a_replan_applied_under_a_running_bridge_is_exact_for_every_queue(
             "shipping": {label for label, _, _ in sent},
             "billing": placed | cancelled_late,
             "returns": {label for label, _, _ in sent[after_apply:]},
+            "audit": {label for label, _, _ in sent[after_third:]},
         }
 
         def complete() -> bool:
@@ -399,6 +430,8 @@ async def test_a_replan_applied_under_a_running_bridge_is_exact_for_every_queue(
         # The new subscription carries nothing from before it existed.
         before = {label for label, _, _ in sent[:subscribed]}
         assert not before & set(workers["returns"].counts())
+        before = {label for label, _, _ in sent[:audit_subscribed]}
+        assert not before & set(workers["audit"].counts())
         print(
             f"revision: {len(sent)} messages published on NATS; counts per queue:",
             {n: len(workers[n].counts()) for n in want},
