@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import signal
 import subprocess
 import sys
@@ -55,19 +56,21 @@ EVENTS = (PLACED, SHIPPED, CANCELLED)
 
 
 def big_plan(queues: int) -> Plan:
+    """An estate of `queues` queues with names as varied as real ones (random tokens, so the
+    record does not compress to almost nothing as a run of `queue-00001`… would)."""
+    rng = random.Random(queues)
     routes = []
     resources = []
-    for i in range(queues):
-        arn = f"arn:aws:sqs:us-east-1:123456789012:queue-{i:05d}"
+    for n in range(queues):
+        i = f"{n:05d}-{rng.getrandbits(64):016x}"
+        arn = f"arn:aws:sqs:us-east-1:123456789012:queue-{i}"
         resources.append(
-            Resource(source_arn=arn, kind="sqs-queue", name=f"queue-{i:05d}", stream=f"sqs_{i}")
+            Resource(source_arn=arn, kind="sqs-queue", name=f"queue-{i}", stream=f"sqs_{i}")
         )
-        routes.append(
-            Route(name=f"sqs:queue-{i:05d}", kind="sqs-to-nats", source_arn=arn, aws_arn=arn)
-        )
-        if i % 10 == 0:
+        routes.append(Route(name=f"sqs:queue-{i}", kind="sqs-to-nats", source_arn=arn, aws_arn=arn))
+        if n % 10 == 0:
             routes.append(
-                Route(name=f"to-sqs:queue-{i:05d}", kind="nats-to-sqs", source_arn=arn, aws_arn=arn)
+                Route(name=f"to-sqs:queue-{i}", kind="nats-to-sqs", source_arn=arn, aws_arn=arn)
             )
     return Plan(
         generated_at="2026-01-01T00:00:00Z",
@@ -84,7 +87,9 @@ def test_an_estate_of_ten_thousand_queues_is_recorded_in_chunks_and_read_back() 
     plan = big_plan(10_000)
     assert len(plan.candidate_routes) == 11_000
     pointer, chunks = encode(plan, "2026-01-02T00:00:00Z")
-    assert pointer.chunks == len(chunks) and all(len(v) <= CHUNK_BYTES for v in chunks.values())
+    assert len(plan.model_dump_json()) > 1024 * 1024, "more than one NATS message holds"
+    assert pointer.chunks == len(chunks) > 1
+    assert all(len(v) <= CHUNK_BYTES for v in chunks.values())
     assert decode(pointer, chunks) == plan.model_copy(update={"changes": []})
     # A chunk gone (a newer revision replaced it) is said so, never read as a smaller plan.
     first = next(iter(chunks))
@@ -105,8 +110,11 @@ async def test_apply_records_each_revision_and_keeps_only_the_last_two(
     try:
         assert await read_applied(nc) is None  # no bucket: nothing recorded
         await create_stream(nc, revision_bucket_spec(), pedantic=False)
-        plans = [big_plan(n) for n in (3_000, 10, 20)]
-        revisions = [await record_applied_revision(nc, p) for p in plans]
+        plans = [big_plan(n) for n in (10_000, 10, 20)]
+        revisions = [await record_applied_revision(nc, p) for p in plans[:1]]
+        whole = await read_applied(nc)  # an estate of 10,000 queues: several chunks
+        assert whole is not None and whole.pointer.chunks > 1 and whole.plan == plans[0]
+        revisions += [await record_applied_revision(nc, p) for p in plans[1:]]
         assert revisions == sorted(revisions) and None not in revisions
         applied = await read_applied(nc)
         assert applied is not None and applied.revision == revisions[-1]
