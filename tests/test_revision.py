@@ -583,3 +583,52 @@ async def test_a_running_bridge_drains_removed_starts_new_and_restarts_changed_r
             await follower.close()
     finally:
         await nc.close()
+
+
+async def test_a_changed_source_filter_does_not_replay_the_topic(nats_server: NatsServer) -> None:
+    """The server takes a source whose filter changed for a new one and would start it again
+    at its first start: every retained message of the topic a second time. apply starts it
+    after the topic's last message instead."""
+    from snsq2nats.apply import anchor_new_sources
+    from snsq2nats.jetstream.api import api, update_stream
+    from snsq2nats.jetstream.spec import StreamSource, StreamSpec
+
+    nc = await connect_nats(NatsOptions(servers=[nats_server.url]))
+    js = nc.jetstream()
+    try:
+        await create_stream(nc, StreamSpec(name="T", subjects=["t.>"]), pedantic=False)
+        await js.publish("t.a", b"before")  # the source is created after it: an exact start
+        queue = StreamSpec(
+            name="Q",
+            subjects=["q"],
+            retention="workqueue",
+            sources=[StreamSource(name="T", filter_subject="t.a")],
+        )
+        await create_stream(nc, await anchor_new_sources(nc, queue, None), pedantic=False)
+        for i in range(5):
+            await js.publish("t.a", f"a{i}".encode())
+            await js.publish("t.b", f"b{i}".encode())
+        worker = await js.pull_subscribe("t.>", "w", stream="Q")
+        got: list[bytes] = []
+
+        async def take(n: int) -> bool:
+            try:
+                for msg in await worker.fetch(10, timeout=0.5):
+                    got.append(msg.data)
+                    await msg.ack_sync()
+            except Exception:
+                pass
+            return len(got) >= n
+
+        await until(lambda: take(5), what="the filtered copies")
+        live = (await api(nc, "$JS.API.STREAM.INFO.Q", None, 5.0))["config"]
+        wider = queue.model_copy(update={"sources": [StreamSource(name="T", filter_subject="t.>")]})
+        anchored = await anchor_new_sources(nc, wider, live)
+        await update_stream(nc, anchored, pedantic=False, base=live)
+        await js.publish("t.b", b"b-after")
+        await until(lambda: take(6), what="the message published after the change")
+        await js.publish("t.a", b"a-after")
+        await until(lambda: take(7), what="one more")
+        assert got == [b"a0", b"a1", b"a2", b"a3", b"a4", b"b-after", b"a-after"]
+    finally:
+        await nc.close()
