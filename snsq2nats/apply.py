@@ -23,6 +23,7 @@ starts, and the result lists every change as done, failed or skipped.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -41,11 +42,20 @@ from snsq2nats.jetstream.api import (
     pedantic_supported,
     update_stream,
 )
-from snsq2nats.jetstream.spec import ROUTE_KEY, SOURCE_KEY, ConsumerSpec, LiveState, StreamSpec
-from snsq2nats.jetstream.state import read_live
+from snsq2nats.jetstream.spec import (
+    ROUTE_KEY,
+    SOURCE_KEY,
+    ConsumerSpec,
+    LiveState,
+    StreamSource,
+    StreamSpec,
+)
+from snsq2nats.jetstream.state import read_bucket, read_live
 from snsq2nats.plan.diff import CONFLICT_PREFIX, count_messages, diff
 from snsq2nats.plan.metadata import is_managed
-from snsq2nats.plan.model import Change, Desired, Plan
+from snsq2nats.plan.model import Change, Desired, Plan, Route
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULT_CONCURRENCY",
@@ -55,6 +65,8 @@ __all__ = [
     "apply_plan",
     "conflict_refusal",
     "destructive_refusal",
+    "hand_over_fanout",
+    "record_applied_revision",
 ]
 
 Status = Literal["done", "failed", "skipped"]
@@ -102,6 +114,9 @@ class ApplyResult:
     outcomes: list[Outcome] = field(default_factory=list)
     error: SnsqError | None = None  # the first refusal; usually a JetStreamApiError
     seconds: float = 0.0
+    revision: int | None = None
+    """The applied revision recorded for the bridges (`record_applied_revision`); None when
+    the plan has no revision bucket (no routes) or the run stopped."""
 
     @property
     def ok(self) -> bool:
@@ -416,7 +431,14 @@ def _stream_deps(spec: StreamSpec, dlq_targets: Mapping[str, set[str]]) -> set[s
     return deps
 
 
-def _ops(nc: Any, plan: Plan, run: list[Change], live: LiveState, pedantic: bool) -> list[_Op]:
+def _ops(
+    nc: Any,
+    plan: Plan,
+    run: list[Change],
+    live: LiveState,
+    pedantic: bool,
+    starts: Mapping[str, int] | None = None,
+) -> list[_Op]:
     streams = {s.name: s for s in plan.streams}
     consumers = {(c.stream_name, c.durable_name): c for c in plan.consumers}
     writes = [c for c in run if c.action != "delete"]
@@ -446,7 +468,8 @@ def _ops(nc: Any, plan: Plan, run: list[Change], live: LiveState, pedantic: bool
             mine = position[change.name]
             needed = {d for d in _stream_deps(spec, dlq_targets) if position.get(d, mine) < mine}
             deps = [("stream", d, d) for d in sorted(needed)]
-            ops.append(_Op(change, _stream_write(nc, change, spec, live, pedantic), deps))
+            write = _stream_write(nc, change, spec, live, pedantic, starts or {})
+            ops.append(_Op(change, write, deps))
         else:
             cspec = consumers.get((change.stream, change.name))
             if cspec is None:
@@ -464,45 +487,74 @@ def _ops(nc: Any, plan: Plan, run: list[Change], live: LiveState, pedantic: bool
 
 
 def _stream_write(
-    nc: Any, change: Change, spec: StreamSpec, live: LiveState, pedantic: bool
+    nc: Any,
+    change: Change,
+    spec: StreamSpec,
+    live: LiveState,
+    pedantic: bool,
+    starts: Mapping[str, int],
 ) -> Callable[[], Awaitable[None]]:
     async def go() -> None:
         if change.action == "update":
             base = _live_config(change, live)
-            anchored = await anchor_new_sources(nc, spec, base)
+            anchored = await anchor_new_sources(nc, spec, base, starts)
             await update_stream(nc, anchored, pedantic=pedantic, base=base, timeout=WRITE_TIMEOUT)
             return
         if change.action == "replace":
             await delete_stream(nc, spec.name, missing_ok=True, timeout=WRITE_TIMEOUT)
-        anchored = await anchor_new_sources(nc, spec, None)
+        anchored = await anchor_new_sources(nc, spec, None, starts)
         await create_stream(nc, anchored, pedantic=pedantic, timeout=WRITE_TIMEOUT)
 
     return go
 
 
-async def anchor_new_sources(nc: Any, spec: StreamSpec, base: dict[str, Any] | None) -> StreamSpec:
+async def anchor_new_sources(
+    nc: Any,
+    spec: StreamSpec,
+    base: dict[str, Any] | None,
+    starts: Mapping[str, int] | None = None,
+) -> StreamSpec:
     """Start a newly added source after the origin's last message, never at its beginning.
 
     Like a new SNS subscription, a new source carries what is published from now on: starting
     at the origin's first message would hand the queue the topic's whole retained history.
-    Sources the live stream already has keep the start they were created with.
+    A source of a topic whose fan-out moves from SNS to sources starts where the SNS relay
+    stopped (`starts`, from `hand_over_fanout`). Sources the live stream already has keep the
+    start they were created with; one whose filter changed is a new source to the server
+    (which would start it again at that first start: every retained message twice), so it
+    starts after the origin's last message too.
     """
     if not spec.sources:
         return spec
     existing = {
-        str(s.get("name")): s.get("opt_start_seq")
-        for s in (base or {}).get("sources") or []
-        if isinstance(s, dict)
+        str(s.get("name")): s for s in (base or {}).get("sources") or [] if isinstance(s, dict)
     }
     anchored = []
     for source in spec.sources:
-        if source.name in existing:
-            start = existing[source.name]
+        live = existing.get(source.name)
+        if live is not None and _same_filter(live, source):
+            start = live.get("opt_start_seq")
+        elif live is None and starts and source.name in starts:
+            start = starts[source.name]
         else:
             last = await _last_seq(nc, source.name)
             start = last + 1 if last else None
         anchored.append(source.model_copy(update={"opt_start_seq": start or None}))
     return spec.model_copy(update={"sources": anchored})
+
+
+def _same_filter(live: Mapping[str, Any], source: StreamSource) -> bool:
+    """The live source selects what `source` does (the server's identity of a source)."""
+    wanted = source.to_api()
+    transforms = [
+        (t.get("src"), t.get("dest") or "") for t in wanted.get("subject_transforms") or []
+    ]
+    live_transforms = [
+        (t.get("src"), t.get("dest") or "") for t in live.get("subject_transforms") or []
+    ]
+    return (live.get("filter_subject") or None) == (
+        wanted.get("filter_subject") or None
+    ) and live_transforms == transforms
 
 
 async def anchor_new_consumer(nc: Any, spec: ConsumerSpec) -> ConsumerSpec:
@@ -575,6 +627,167 @@ def _delete(nc: Any, change: Change) -> Callable[[], Awaitable[None]]:
     return go
 
 
+# --- the applied revision (what the bridges run) ------------------------------------------------
+
+CONFIRM_TIMEOUT = 120.0
+"""How long apply waits for the running bridges to stop a topic's SNS relay (a drain)."""
+
+
+async def record_applied_revision(
+    nc: Any, plan: Plan, step: str = "applied", starts: Mapping[str, int] | None = None
+) -> int | None:
+    """Record `plan` as the applied revision every bridge runs and follows (`plan.revision`):
+    the chunks first, then the pointer, then the chunks of the revision before the previous
+    one go (a bridge may be reading the previous one right now). The pointer's KV revision,
+    or None when the plan has no revision bucket (a plan without routes)."""
+    from nats.js.errors import BucketNotFoundError, NotFoundError
+
+    from snsq2nats.plan.revision import (
+        POINTER_KEY,
+        REVISION_BUCKET,
+        Pointer,
+        encode,
+        retired_chunks,
+    )
+
+    try:
+        kv = await nc.jetstream().key_value(REVISION_BUCKET)
+    except (BucketNotFoundError, NotFoundError):
+        return None
+    # Read as the bridges read (a counted pull), not by a direct get: the same grants.
+    current = (await read_bucket(nc, REVISION_BUCKET, POINTER_KEY) or {}).get(POINTER_KEY)
+    old = Pointer.model_validate_json(current.value) if current is not None else None
+    applied_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    pointer, chunks = encode(plan, applied_at, step, old, starts)
+    for key, value in chunks.items():
+        await kv.put(key, value)
+    revision = int(await kv.put(POINTER_KEY, pointer.to_bytes()))
+    for key in retired_chunks(pointer, old):
+        await kv.delete(key)
+    return revision
+
+
+def fanout_switches(plan: Plan, live: LiveState, run: list[Change]) -> set[str]:
+    """Topic streams whose fan-out this run moves from SNS to stream sources: a stream the run
+    writes gains a source on a topic stream whose SNS relay (the to-sns consumer) exists while
+    the plan has no such relay any more."""
+    from snsq2nats.plan.routes import TO_SNS_CONSUMER
+
+    streams = {spec.name: spec for spec in plan.streams}
+    relayed = {r.stream for r in plan.candidate_routes if r.kind == "nats-to-sns"}
+    switching: set[str] = set()
+    for change in run:
+        spec = streams.get(change.name) if change.type == "stream" else None
+        if spec is None or change.action == "delete":
+            continue
+        ls = live.streams.get(change.name)
+        has = {str(s.get("name")) for s in ((ls.config if ls else {}).get("sources") or [])}
+        for source in spec.sources or []:
+            origin = live.streams.get(source.name)
+            if (
+                source.name not in has
+                and source.name not in relayed
+                and origin is not None
+                and TO_SNS_CONSUMER in origin.consumers
+            ):
+                switching.add(source.name)
+    return switching
+
+
+def _runnable(route: Route, live: LiveState) -> bool:
+    """The route's JetStream objects exist before this run writes anything."""
+    if route.stream and route.stream not in live.streams:
+        return False
+    if route.target_stream and route.target_stream not in live.streams:
+        return False
+    if route.advisory_stream and route.advisory_consumer:
+        advisory = live.streams.get(route.advisory_stream)
+        if advisory is None or route.advisory_consumer not in advisory.consumers:
+            return False
+    if route.kind in ("nats-to-sqs", "nats-to-sns", "filter-router") and route.stream:
+        consumers = live.streams[route.stream].consumers
+        return all(d in consumers for d in route.durables)
+    return True
+
+
+async def hand_over_fanout(
+    nc: Any, plan: Plan, live: LiveState, run: list[Change], timeout: float = CONFIRM_TIMEOUT
+) -> dict[str, int]:
+    """Stop the SNS relay of each topic whose fan-out moves to stream sources, exactly once.
+
+    Before anything is written, the bridges are handed a revision without those relays (the
+    new plan's routes that can already run) and apply waits until every live bridge confirms
+    it, which it does once the relay has drained: everything up to the relay consumer's ack
+    floor N went to SNS, nothing after. The new sources then start at N + 1 (returned per
+    topic stream for `anchor_new_sources`): no message travels both paths, none neither. The
+    same handover as `cutover finish TOPIC` (`cutover.switch_to_sources`).
+    """
+    from snsq2nats.bridge.follow import wait_for_plan_revision
+    from snsq2nats.plan.routes import TO_SNS_CONSUMER
+
+    switching = fanout_switches(plan, live, run)
+    if not switching:
+        return {}
+    relaying, resumed = await _relaying(nc)
+    if relaying is not None:
+        # Only a relay the bridges run now hands over; a to-sns consumer left behind by a
+        # finished topic (or an earlier switch) is history, and a new source is a new one.
+        switching &= relaying | set(resumed)
+    if not switching:
+        return {}
+    starts = {s: resumed[s] for s in switching if s in resumed}
+    interim = plan.model_copy(
+        update={
+            "candidate_routes": [r for r in plan.candidate_routes if _runnable(r, live)],
+            "routes": [r for r in plan.routes if _runnable(r, live)],
+        }
+    )
+    revision = await record_applied_revision(nc, interim, "handover", dict(resumed))
+    if revision is not None:
+        _, waiting = await wait_for_plan_revision(nc, revision, timeout)
+        if waiting:
+            raise ApplyError(
+                f"bridge(s) {', '.join(waiting)} did not stop the SNS relay of "
+                f"{', '.join(sorted(switching))} within {timeout:g}s",
+                hint="nothing but the bridges' routes changed (NATS-published messages of "
+                "those topics wait in their streams): check the bridges' logs, then run "
+                "apply again",
+            )
+    for stream in sorted(switching - set(starts)):
+        # Read once every bridge has drained the relay: the floor no longer moves.
+        info = await api(nc, f"$JS.API.CONSUMER.INFO.{stream}.{TO_SNS_CONSUMER}", None, 5.0)
+        if info.get("num_ack_pending"):
+            # A relay that died mid-batch: SNS may have those; the sources carry them again
+            # rather than lose them (the bridge's at-least-once across a crash).
+            log.warning("%s: %d message(s) in doubt at the switch", stream, info["num_ack_pending"])
+        starts[stream] = int((info.get("ack_floor") or {}).get("stream_seq") or 0) + 1
+    if revision is not None:
+        # Said in the handover record too: an apply stopped after this resumes at the same
+        # sequences (the relay's consumer may be gone by then).
+        await record_applied_revision(nc, interim, "handover", {**resumed, **starts})
+    return starts
+
+
+async def _relaying(nc: Any) -> tuple[set[str] | None, dict[str, int]]:
+    """The topic streams whose SNS relay the bridges run in the applied revision and the
+    cutover state (None: no revision recorded, any live relay counts), and the starts of a
+    handover an earlier apply recorded but did not finish."""
+    from snsq2nats.bridge.follow import read_applied
+    from snsq2nats.plan.moves import current_view
+    from snsq2nats.plan.routes import active_routes
+    from snsq2nats.plan.states import CUTOVER_BUCKET, RESOURCE_PREFIX, parse_records
+
+    applied = await read_applied(nc)
+    if applied is None:
+        return None, {}
+    if applied.pointer.step == "handover":
+        return set(), dict(applied.pointer.starts)
+    records = parse_records(await read_bucket(nc, CUTOVER_BUCKET, RESOURCE_PREFIX + ">") or {})
+    view = current_view(applied.plan, records)
+    relays = active_routes(applied.plan.candidate_routes, view)
+    return {r.stream for r in relays if r.kind == "nats-to-sns" and r.stream}, {}
+
+
 async def apply_plan(
     nc: Any,
     plan: Plan,
@@ -582,6 +795,7 @@ async def apply_plan(
     allow_destructive: bool,
     on_progress: Callable[[Outcome], None] | None = None,
     concurrency: int = DEFAULT_CONCURRENCY,
+    confirm_timeout: float = CONFIRM_TIMEOUT,
 ) -> ApplyResult:
     """Apply `plan` over the connection `nc`; raises ApplyError if it must not start.
 
@@ -617,10 +831,16 @@ async def apply_plan(
         if refusal is not None:
             raise refusal
 
-    ops = _ops(nc, plan, run, live, pedantic_supported(live.server))
+    starts = await hand_over_fanout(nc, plan, live, run, confirm_timeout)
+    ops = _ops(nc, plan, run, live, pedantic_supported(live.server), starts)
     runner = _Runner(concurrency=max(1, concurrency), on_progress=on_progress)
     for change in already:
         runner.record(Outcome(change, "skipped", ALREADY_DONE))
     await runner.run(ops)
     ordered = [runner.outcomes[_key(c)] for c in plan.pending]
-    return ApplyResult(outcomes=ordered, error=runner.error, seconds=time.perf_counter() - started)
+    result = ApplyResult(
+        outcomes=ordered, error=runner.error, seconds=time.perf_counter() - started
+    )
+    if result.ok:
+        result.revision = await record_applied_revision(nc, plan)
+    return result

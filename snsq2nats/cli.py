@@ -482,6 +482,8 @@ def _run_apply(out: Output, nats: Any, plan: Plan, *, allow_destructive: bool) -
             await nc.close()
 
     result = asyncio.run(go())
+    if result.revision is not None:
+        out.info(f"Recorded as applied revision {result.revision}: running bridges follow it.")
     if not result.outcomes:
         out.info("No changes. JetStream matches the plan.")
         return
@@ -583,8 +585,14 @@ def verify(
 
 
 @main.command()
-@plan_file_option("Run the routes of")
-@plan_options
+@click.option(
+    "--plan",
+    "plan_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A plan file, for a server where no plan was applied yet. The bridge always runs (and "
+    "follows) the revision `apply` recorded in NATS; a file that is not it is said so.",
+)
+@aws_options
 @nats_options
 @click.option(
     "--direction",
@@ -661,10 +669,12 @@ def bridge(
     visibility_timeout: int,
     **kwargs: Any,
 ) -> None:
-    """Relay live traffic between AWS and NATS along the plan's routes during cutover.
+    """Relay live traffic between AWS and NATS along the applied plan's routes during cutover.
 
-    Every bridge process is a member of one fleet (coordinated in NATS): run more of them, on
-    this host (--workers) or others, with the same plan and NATS URL, and they share the routes.
+    The bridge runs the revision `snsq2nats apply` recorded in NATS and follows each later
+    apply and cutover move without a restart. Every bridge process is a member of one fleet
+    (coordinated in NATS): run more of them, on this host (--workers) or others, with the same
+    NATS URL, and they share the routes.
     """
     import asyncio
     import gc
@@ -683,7 +693,8 @@ def bridge(
 
     out = Output()
     configure_logging(out.console)
-    plan = plan_for(out, plan_path, kwargs, live=False)
+    nats = NatsOptions.resolve(kwargs["server"], kwargs["nats_context"])
+    plan, plan_revision = _bridge_plan(out, nats, plan_path)
 
     def select(candidates: list[Route]) -> list[Route]:
         return select_routes(candidates, direction, route_globs)
@@ -700,7 +711,6 @@ def bridge(
             if candidates
             else "the plan has no queue or topic to bridge",
         )
-    nats = NatsOptions.resolve(kwargs["server"], kwargs["nats_context"])
     settings = {
         "pollers": pollers,
         "max_in_flight": max_in_flight,
@@ -742,12 +752,37 @@ def bridge(
                 view=reporter_from_env() or LiveView(out),
                 lease_ttl=lease_ttl,
                 select=None if cleanup else select,
+                plan_revision=plan_revision,
             )
         finally:
             if guard is not None:
                 guard.cancel()
 
     asyncio.run(session())
+
+
+def _bridge_plan(out: Output, nats: Any, plan_path: Path | None) -> tuple[Plan, int]:
+    """The plan the bridge runs: the applied revision recorded in NATS (a `--plan` file that
+    is not it is followed by it, and said so), or the file when none is recorded yet."""
+    import asyncio
+
+    from snsq2nats.bridge.follow import choose_plan
+    from snsq2nats.jetstream.connect import connect_nats
+    from snsq2nats.plan.model import load_plan
+
+    given = load_plan(plan_path) if plan_path is not None else None
+
+    async def choose() -> Any:
+        nc = await connect_nats(nats, name="snsq2nats bridge")
+        try:
+            return await choose_plan(nc, given, str(plan_path or "the plan file"))
+        finally:
+            await nc.close()
+
+    chosen = asyncio.run(choose())
+    if chosen.note:
+        out.warn(chosen.note)
+    return chosen.plan, chosen.revision
 
 
 @main.command()

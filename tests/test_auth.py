@@ -285,6 +285,25 @@ async def test_bridge_runs_a_fleet_member_with_its_grants_and_no_more(estate: Es
         await bridge.publish_refused("$KV.someone_elses.key", b"x")
 
 
+async def test_bridge_reads_and_follows_the_applied_revision_unrefused(estate: Estate) -> None:
+    """apply (the admin) recorded the applied revision; the bridge identity reads it, watches
+    it and the cutover state (`bridge.follow`), and may not write it."""
+    from snsq2nats.bridge.follow import CutoverFollower, read_applied
+    from snsq2nats.plan.revision import digest_of
+
+    async with Client(estate, "snsq2nats-bridge") as bridge:
+        applied = await read_applied(bridge.nc)
+        assert applied is not None and digest_of(applied.plan) == digest_of(estate.plan)
+        follower = CutoverFollower(bridge.nc, estate.plan, lambda routes: routes)
+        try:
+            assert await follower.start()
+            assert follower.plan_revision == applied.revision
+        finally:
+            await follower.close()
+        assert not bridge.errors, bridge.errors
+        await bridge.publish_refused("$KV.snsq2nats_revision.applied", b"{}")
+
+
 @pytest.fixture(params=[False, True], ids=["classic-acks", "v2-acks"])
 def ack_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Estate, bool]]:
     plan = shop_plan(probe_version())

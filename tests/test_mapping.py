@@ -373,6 +373,7 @@ def test_shop_estate_translates_deterministically(shop: Inventory, shop_desired:
 SHOP_STREAMS = {
     "KV_snsq2nats_cutover",
     "KV_snsq2nats_fleet",
+    "KV_snsq2nats_revision",
     "sns_orders",
     "sqs_notifications-delayed",
     "sqs_orders-analytics",

@@ -21,6 +21,7 @@ from typing import Literal
 
 from snsq2nats.plan.buckets import FLEET_BUCKET, bucket_stream
 from snsq2nats.plan.model import Plan, Resource, Route
+from snsq2nats.plan.revision import REVISION_BUCKET
 from snsq2nats.plan.routes import RELAY_PREFIX
 from snsq2nats.plan.states import CUTOVER_BUCKET
 
@@ -303,12 +304,29 @@ def cutover_read_grants() -> list[str]:
     ]
 
 
+def revision_read_grants() -> list[str]:
+    """What a bridge does with the applied revision (`bridge.follow`, `plan.revision`): read
+    the pointer and the chunks it names (counted pulls of each key's last value) and watch the
+    pointer. Read only: `snsq2nats apply` (the admin) records it."""
+    stream = bucket_stream(REVISION_BUCKET)
+    return [
+        f"{API}.STREAM.INFO.{stream}",
+        f"{API}.CONSUMER.CREATE.{stream}",
+        f"{API}.CONSUMER.CREATE.{stream}.>",
+        f"{API}.CONSUMER.INFO.{stream}.*",
+        f"{API}.CONSUMER.MSG.NEXT.{stream}.*",
+        f"{API}.CONSUMER.DELETE.{stream}.*",
+        f"$JS.FC.{stream}.>",
+    ]
+
+
 def bridge_identity(plan: Plan, subjects: _Subjects) -> Identity:
     publish = [
         f"{API}.STREAM.NAMES",
         f"{API}.STREAM.LIST",
         *fleet_grants(),
         *cutover_read_grants(),
+        *revision_read_grants(),
     ]
     # Any route a cutover state may run: a move switches relays without new credentials.
     for route in plan.candidate_routes or plan.routes:

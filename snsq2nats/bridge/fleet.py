@@ -128,6 +128,8 @@ class Heartbeat(BaseModel):
     leaving: bool = False
     cutover_revision: int = 0
     """The live cutover state revision this member runs (`bridge.follow`)."""
+    plan_revision: int = 0
+    """The applied revision (`plan.revision`) this member runs (`bridge.follow`)."""
 
 
 class Lease(BaseModel):
@@ -216,6 +218,8 @@ class Fleet:
         self.joined = False
         self.cutover_revision = 0
         """Set by `bridge.follow` once this member runs that cutover state revision."""
+        self.plan_revision = 0
+        """Set by `bridge.follow` once this member runs that applied revision."""
         self._assigned: tuple[tuple[str, ...], int, set[str]] = ((), -1, set())
 
     # --- interface for callers --------------------------------------------------------------
@@ -255,6 +259,7 @@ class Fleet:
             routes=len(self.owned),
             leaving=self._leaving,
             cutover_revision=self.cutover_revision,
+            plan_revision=self.plan_revision,
         )
 
     async def beat(self) -> None:

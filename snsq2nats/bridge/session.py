@@ -80,6 +80,7 @@ async def bridge_session(
     select: Callable[[list[Route]], list[Route]] | None = None,
     drain_timeout: float | None = None,
     nats_grace: float | None = None,
+    plan_revision: int = 0,
 ) -> None:
     """Run the routes until a signal, --duration, --max-messages, or `stop` (for embedders).
 
@@ -94,6 +95,9 @@ async def bridge_session(
     A stop drains for `drain_timeout` at most (`nats_grace` once NATS is gone; defaults in
     `runtime.run_bridge`) and raises `runtime.DrainIncomplete`, having logged what was left
     undelivered, when cut short.
+
+    It follows the applied revision too (`plan_revision`: the one `plan` is, 0 for a plan
+    file when none is recorded): an `apply` switches its routes without a restart.
     """
     from snsq2nats.aws.arns import parse_arn
     from snsq2nats.aws.clients import async_clients
@@ -157,8 +161,9 @@ async def bridge_session(
         await open_bucket(nc, nats.redacted_servers)
         follower = None
         if select is not None and plan.candidate_routes:
-            follower = CutoverFollower(nc, plan, select)
+            follower = CutoverFollower(nc, plan, select, plan_revision)
             routes = await follower.start(nats.redacted_servers)
+            ctx.plan = follower.plan
         fleet = Fleet(nc, routes, lease_ttl=lease_ttl or DEFAULT_LEASE_TTL)
         if metrics_port is not None:
             host = metrics_host or DEFAULT_METRICS_HOST
@@ -175,7 +180,7 @@ async def bridge_session(
         showing = asyncio.create_task(view.show(ctx)) if view is not None else None
         relay_stop = asyncio.create_task(_forward(stop, ctx.stopping)) if stop else None
         following = (
-            asyncio.create_task(follower.follow(fleet, ctx.stopping), name="cutover-follow")
+            asyncio.create_task(follower.follow(fleet, ctx.stopping, ctx), name="cutover-follow")
             if follower is not None
             else None
         )

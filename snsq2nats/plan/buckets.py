@@ -7,19 +7,24 @@ bridge only opens it (and says to run `apply` when it is missing).
 
 - `snsq2nats_fleet`: the bridge fleet's members (heartbeats) and route leases (`bridge.fleet`).
 - `snsq2nats_cutover`: the live cutover state (`plan.states`), each key's history kept.
+- `snsq2nats_revision`: the applied revision (`plan.revision`): the plan `apply` last made true,
+  which every bridge runs and follows (`bridge.follow`), whatever plan file it was started with.
 """
 
 from __future__ import annotations
 
 from snsq2nats.jetstream.spec import NS, StreamSpec
 from snsq2nats.plan.metadata import EVERY, for_route
+from snsq2nats.plan.revision import REVISION_BUCKET
 from snsq2nats.plan.states import CUTOVER_BUCKET, CUTOVER_HISTORY
 
 FLEET_BUCKET = "snsq2nats_fleet"
 FLEET_ROUTES = "fleet:*"
+"""The fleet bucket's `snsq2nats.route`: every route of every bridge fleet member uses it."""
 CUTOVER_ROUTES = "cutover:*"
 """The cutover bucket's `snsq2nats.route`: every route follows the state it holds."""
-"""The fleet bucket's `snsq2nats.route`: every route of every bridge fleet member uses it."""
+REVISION_ROUTES = "revision:*"
+"""The revision bucket's `snsq2nats.route`: every route is one of the revision it holds."""
 
 
 def bucket_stream(bucket: str) -> str:
@@ -63,8 +68,32 @@ def cutover_bucket_spec(replicas: int = 1) -> StreamSpec:
     )
 
 
+def revision_bucket_spec(replicas: int = 1) -> StreamSpec:
+    """The applied revision: a pointer key and the chunks it names (`plan.revision`). One value
+    per key: a chunk is written once under a content-addressed key, the pointer moves."""
+    return StreamSpec(
+        name=bucket_stream(REVISION_BUCKET),
+        description="the applied revision: the plan every bridge runs (a KV bucket)",
+        subjects=[f"$KV.{REVISION_BUCKET}.>"],
+        retention="limits",
+        storage="file",
+        num_replicas=replicas,
+        max_msgs_per_subject=1,
+        discard="new",
+        duplicate_window=120 * NS,
+        allow_rollup_hdrs=True,
+        allow_direct=True,
+        metadata=for_route(REVISION_ROUTES, EVERY),
+    )
+
+
 def bucket_specs(has_routes: bool, replicas: int = 1) -> list[StreamSpec]:
-    """The buckets a plan needs when it has routes to bridge: the fleet's and the cutover's."""
+    """The buckets a plan needs when it has routes to bridge: the fleet's, the cutover's and
+    the applied revision's."""
     if not has_routes:
         return []
-    return [cutover_bucket_spec(replicas), fleet_bucket_spec(replicas)]
+    return [
+        cutover_bucket_spec(replicas),
+        fleet_bucket_spec(replicas),
+        revision_bucket_spec(replicas),
+    ]

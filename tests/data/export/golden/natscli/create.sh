@@ -6,6 +6,7 @@ set -eu
 cd "$(dirname "$0")"
 nats stream add KV_snsq2nats_cutover --config streams/KV_snsq2nats_cutover.json
 nats stream add KV_snsq2nats_fleet --config streams/KV_snsq2nats_fleet.json
+nats stream add KV_snsq2nats_revision --config streams/KV_snsq2nats_revision.json
 nats stream add sns_orders --config streams/sns_orders.json
 nats stream add snsq2nats_advisories --config streams/snsq2nats_advisories.json
 nats stream add sqs_notifications-delayed --config streams/sqs_notifications-delayed.json
