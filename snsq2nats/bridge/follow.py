@@ -17,6 +17,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from snsq2nats.errors import NatsConnectError
+from snsq2nats.jetstream.kv import open_kv
+from snsq2nats.plan.buckets import CUTOVER_FOLLOWER
 from snsq2nats.plan.model import Plan, Route
 from snsq2nats.plan.moves import current_view
 from snsq2nats.plan.routes import active_routes
@@ -69,7 +71,7 @@ class CutoverFollower:
         from snsq2nats.jetstream.state import read_bucket
 
         try:
-            kv = await self.nc.jetstream().key_value(CUTOVER_BUCKET)
+            kv = await open_kv(self.nc, CUTOVER_FOLLOWER)
         except (BucketNotFoundError, NotFoundError):
             raise NatsConnectError(
                 f"the cutover state bucket {CUTOVER_BUCKET} does not exist",
@@ -79,7 +81,7 @@ class CutoverFollower:
         # Watch first, then read: a change made in between is in the watch, never lost.
         self._watcher = await kv.watch(RESOURCE_PREFIX + ">", ignore_deletes=True)
         for key, entry in (
-            await read_bucket(self.nc, CUTOVER_BUCKET, RESOURCE_PREFIX + ">") or {}
+            await read_bucket(self.nc, CUTOVER_FOLLOWER, RESOURCE_PREFIX + ">") or {}
         ).items():
             self._take(key, entry.value, entry.revision)
         if self.records:
