@@ -80,6 +80,8 @@ class RouteOwner:
     """Seconds since the member's last heartbeat."""
     alive: bool = False
     """Its heartbeat is within its lease TTL (a dead member's routes are being taken over)."""
+    problem: str | None = None
+    """Why no live member runs the route while the fleet has live members (a failure)."""
 
 
 @dataclass
@@ -335,14 +337,46 @@ async def route_status(
 
 def route_owner(fleet: FleetSnapshot, route: str, now: datetime) -> RouteOwner:
     lease = fleet.leases.get(route)
-    if lease is None:
-        return RouteOwner()
-    return RouteOwner(
-        member=lease.member,
-        lease_age=lease_age(lease, now),
-        heartbeat_age=fleet.heartbeat_age(lease.member, now),
-        alive=fleet.alive(lease.member, now),
+    owner = (
+        RouteOwner()
+        if lease is None
+        else RouteOwner(
+            member=lease.member,
+            lease_age=lease_age(lease, now),
+            heartbeat_age=fleet.heartbeat_age(lease.member, now),
+            alive=fleet.alive(lease.member, now),
+        )
     )
+    if not owner.alive:
+        owner.problem = _ownership_problem(fleet, route, owner, now)
+    return owner
+
+
+def _ownership_problem(
+    fleet: FleetSnapshot, route: str, owner: RouteOwner, now: datetime
+) -> str | None:
+    """A route the running fleet does not run, and why: members say which routes they cannot
+    acquire or run (their heartbeat's `blocked`). None when no member is alive at all (no
+    bridge running is not a fleet failure: the route simply waits)."""
+    live = [m for m in fleet.members if fleet.alive(m, now) and not fleet.members[m].leaving]
+    if not live:
+        return None
+    causes = [
+        f"{m}: {fleet.members[m].blocked[route]}" for m in live if route in fleet.members[m].blocked
+    ]
+    if owner.member is None:
+        head = f"unowned while {len(live)} bridge member(s) run"
+    else:
+        head = (
+            f"held by {owner.member}, silent for {owner.heartbeat_age or 0:.0f}s "
+            f"(a takeover is due)"
+        )
+    if causes:
+        return f"{head}; {'; '.join(causes)}"
+    unready = [m for m in live if not fleet.members[m].ready]
+    if unready:
+        return f"{head}; not ready: {', '.join(unready)} (see their /readyz and logs)"
+    return f"{head}; no member reports why (are they running another plan or --route?)"
 
 
 async def collect(
@@ -393,4 +427,8 @@ async def collect(
         now = datetime.now(UTC)
         for status in statuses:
             status.owner = route_owner(fleet, status.route, now)
+            if status.owner.problem:
+                # Not drained, whatever the backlog: nothing relays it, so nothing stays so.
+                status.drained = False
+                status.reason = f"{status.owner.problem} — {status.reason}"
     return statuses
