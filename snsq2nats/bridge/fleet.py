@@ -607,7 +607,7 @@ class Fleet:
         KV requests only time out when the server refuses them."""
         text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         refusal = self._refusal(f"kv_{FLEET_BUCKET}", f"$kv.{FLEET_BUCKET}")
-        return f"{text}; the server refused {refusal}" if refusal else text
+        return f"{text}; server: {refusal}" if refusal else text
 
     def _refusal(self, *needles: str) -> str | None:
         denials = denials_of(self.nc)
@@ -616,7 +616,9 @@ class Fleet:
         wanted = [n.lower() for n in needles]
         for text in reversed(denials.messages):
             if any(n in text for n in wanted):
-                return text.split("permissions violation", 1)[-1].strip(" -'\"")
+                return "permissions violation" + text.split("permissions violation", 1)[-1].rstrip(
+                    "'"
+                )
         return None
 
     def _judge_runners(self, routes: RouteSet, mine: set[str]) -> None:
@@ -638,7 +640,7 @@ class Fleet:
                 continue
             why = f"runner {metrics.status} ({metrics.restarts} restart(s))"
             refusal = self._refusal(*(s for s in (route.stream, route.target_stream) if s))
-            self._block(name, f"{why}; the server refused {refusal}" if refusal else why)
+            self._block(name, f"{why}; server: {refusal}" if refusal else why)
 
     def _hand_over(self, name: str, routes: RouteSet, *, release: bool) -> None:
         self._handovers[name] = asyncio.create_task(self._drain_and_release(name, routes, release))
