@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from snsq2nats.bridge.context import backoff
-from snsq2nats.errors import NatsConnectError
+from snsq2nats.errors import NatsConnectError, PermissionDeniedError
 from snsq2nats.jetstream.kv import Kv, open_kv
 from snsq2nats.jetstream.operations import BucketUse
 from snsq2nats.jetstream.permissions import denials_of
@@ -605,6 +605,8 @@ class Fleet:
     def _why(self, exc: BaseException) -> str:
         """The error, with the server's permission refusal behind it when there is one: nats-py's
         KV requests only time out when the server refuses them."""
+        if isinstance(exc, PermissionDeniedError):
+            return str(exc)  # names the refused subject already
         text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         refusal = self._refusal(f"kv_{FLEET_BUCKET}", f"$kv.{FLEET_BUCKET}")
         return f"{text}; server: {refusal}" if refusal else text
