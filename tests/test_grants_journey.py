@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -24,7 +25,9 @@ from click.testing import CliRunner
 
 from snsq2nats.cli import main
 from snsq2nats.demo.nats_server import NatsServer
+from snsq2nats.errors import NatsConnectError
 from snsq2nats.jetstream.connect import NatsOptions, connect_nats
+from snsq2nats.plan.model import load_plan
 from tests.fixtures.aws import AwsEndpoint
 from tests.fixtures.wait import until
 
@@ -58,6 +61,25 @@ def seed(aws: AwsEndpoint) -> None:
         sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue(name), Attributes=attributes)
     dlq = queue("jobs-dlq")
     queue("jobs", RedrivePolicy=json.dumps({"deadLetterTargetArn": dlq, "maxReceiveCount": 2}))
+
+
+def replan(aws: AwsEndpoint) -> None:
+    sqs, sns = aws.client("sqs"), aws.client("sns")
+    (topic,) = [t["TopicArn"] for t in sns.list_topics()["Topics"]]
+    for sub in sns.list_subscriptions_by_topic(TopicArn=topic)["Subscriptions"]:
+        if sub["Endpoint"].endswith(":billing"):
+            sns.set_subscription_attributes(
+                SubscriptionArn=sub["SubscriptionArn"],
+                AttributeName="FilterPolicy",
+                AttributeValue=json.dumps({"amount": [{"numeric": [">", 0]}]}),
+            )
+    url = sqs.create_queue(QueueName="audit")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    sns.subscribe(
+        TopicArn=topic, Protocol="sqs", Endpoint=arn, Attributes={"RawMessageDelivery": "true"}
+    )
 
 
 def cli(*args: str | Path, code: int = 0) -> str:
@@ -107,7 +129,10 @@ async def live_members(options: NatsOptions) -> set[int]:
     read as the admin."""
     from snsq2nats.bridge.fleet import read_fleet
 
-    nc = await connect_nats(options)
+    try:
+        nc = await connect_nats(options)
+    except NatsConnectError:
+        return set()  # a loaded machine's refused connect: asked again by `until`
     try:
         fleet = await read_fleet(nc)
     finally:
@@ -194,6 +219,40 @@ async def test_every_command_and_a_bridge_fleet_under_the_generated_identities(
         assert "confirmed by 2" in moved, moved
         await until(every_route_owned, 120, "status after the second move")
         await asyncio.to_thread(cli, "cutover", "history", "orders", "--context", admin)
+
+        # A re-plan: billing's filter turns numeric (a filter router: a new bridge consumer on
+        # the topic stream, inside the bridge's grants) and a new queue (new identities and
+        # streams: apply refuses before changing anything and prints the auth command).
+        replan(aws)
+        inventory2, plan2 = tmp_path / "inventory2.json", tmp_path / "p2.json"
+        await asyncio.to_thread(cli, "scan", "-o", inventory2)
+        await asyncio.to_thread(
+            cli, "plan", "--inventory", inventory2, "--context", admin, "-o", plan2
+        )
+        routers = [
+            r.consumer for r in load_plan(plan2).candidate_routes if r.kind == "filter-router"
+        ]
+        assert "snsq2nats-filter-billing" in routers, routers
+        refused = await asyncio.to_thread(
+            cli, "apply", plan2, "--context", admin, "--auto-approve", code=1
+        )
+        assert "sqs_audit-producer (new" in refused, refused
+        command = refused.split("regenerate them: `")[1].split("`")[0]
+        assert command.startswith(f"snsq2nats auth --plan {plan2} -o {auth}"), command
+        await asyncio.to_thread(cli, *shlex.split(command)[1:])
+        server.extra_config = server_settings(auth, jwt)
+        await asyncio.to_thread(server.restart)
+        applied = await asyncio.to_thread(cli, "apply", plan2, "--context", admin, "--auto-approve")
+        assert "covers this plan" in applied, applied
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        for process in processes:
+            assert await asyncio.to_thread(process.wait, 60) == 0
+        processes = [start_bridge(plan2, bridge, logs) for _ in range(2)]
+        await until(lambda: fleet_of({p.pid for p in processes}), 120, "bridges on the re-plan")
+        plan = plan2
+        await until(every_route_owned, 120, "status of the re-plan")
+        await asyncio.to_thread(cli, "verify", "--plan", plan, "--context", admin)
         await asyncio.to_thread(cli, "runbook", "--plan", plan, "--context", admin)
     finally:
         for process in processes:
