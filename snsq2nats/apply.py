@@ -41,6 +41,7 @@ from snsq2nats.jetstream.api import (
     pedantic_supported,
     update_stream,
 )
+from snsq2nats.jetstream.operations import STREAM_INFO
 from snsq2nats.jetstream.spec import ROUTE_KEY, SOURCE_KEY, ConsumerSpec, LiveState, StreamSpec
 from snsq2nats.jetstream.state import read_live
 from snsq2nats.plan.diff import CONFLICT_PREFIX, count_messages, diff
@@ -532,7 +533,7 @@ def _keep_anchor(spec: ConsumerSpec, base: Mapping[str, Any] | None) -> Consumer
 
 
 async def _last_seq(nc: Any, stream: str) -> int:
-    info = await api(nc, f"$JS.API.STREAM.INFO.{stream}", None, WRITE_TIMEOUT)
+    info = await api(nc, STREAM_INFO.subject(stream=stream), None, WRITE_TIMEOUT)
     return int((info.get("state") or {}).get("last_seq") or 0)
 
 

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 from snsq2nats.bridge.fleet import FleetSnapshot, lease_age, read_fleet
 from snsq2nats.errors import SnsqError
+from snsq2nats.jetstream.operations import CONSUMER_INFO, STREAM_INFO
 from snsq2nats.plan.model import Plan, Route
 
 AWS_TO_NATS = {"sqs-to-nats", "sns-to-nats"}
@@ -176,14 +177,16 @@ async def nats_backlog(
         info = listed
     else:
         try:
-            info = await api(nc, f"$JS.API.STREAM.INFO.{stream}", None, 5.0)
+            info = await api(nc, STREAM_INFO.subject(stream=stream), None, 5.0)
         except JetStreamApiError:
             backlog.exists = False
             return backlog
     backlog.stream_messages = int((info.get("state") or {}).get("messages", 0))
     if consumer:
         try:
-            cinfo = await api(nc, f"$JS.API.CONSUMER.INFO.{stream}.{consumer}", None, 5.0)
+            cinfo = await api(
+                nc, CONSUMER_INFO.subject(stream=stream, consumer=consumer), None, 5.0
+            )
         except JetStreamApiError:
             backlog.exists = False
             return backlog
