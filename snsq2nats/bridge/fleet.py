@@ -58,7 +58,7 @@ from snsq2nats.bridge.context import backoff
 from snsq2nats.errors import NatsConnectError, PermissionDeniedError
 from snsq2nats.jetstream.kv import Kv, open_kv
 from snsq2nats.jetstream.operations import BucketUse
-from snsq2nats.jetstream.permissions import denials_of
+from snsq2nats.jetstream.permissions import denials_of, refused
 from snsq2nats.plan.buckets import FLEET_BUCKET, FLEET_MEMBER, FLEET_OBSERVER
 from snsq2nats.plan.model import Route
 
@@ -616,11 +616,9 @@ class Fleet:
         if denials is None:
             return None
         wanted = [n.lower() for n in needles]
-        for text in reversed(denials.messages):
-            if any(n in text for n in wanted):
-                return "permissions violation" + text.split("permissions violation", 1)[-1].rstrip(
-                    "'"
-                )
+        for message in reversed(denials.messages):
+            if any(n in message.lower() for n in wanted):
+                return f"refused {refused(message)}"
         return None
 
     def _judge_runners(self, routes: RouteSet, mine: set[str]) -> None:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from snsq2nats.errors import PermissionDeniedError
 from snsq2nats.jetstream.operations import BucketUse, KvOp
-from snsq2nats.jetstream.permissions import denials_of
+from snsq2nats.jetstream.permissions import denials_of, refused
 
 if TYPE_CHECKING:
     from nats.js.kv import KeyValue
@@ -48,11 +48,9 @@ class Kv:
                 if task in done:
                     return task.result()
                 newest = denials.messages[-1] if denials.messages else ""
-                if any(n in newest for n in needles):
-                    what = newest.split("permissions violation", 1)[-1].strip(" '")
-                    what = what.removeprefix("for ")
+                if any(n in newest.lower() for n in needles):
                     raise PermissionDeniedError(
-                        f"permission denied: {denials.identity} may not {what}",
+                        f"permission denied: {denials.identity} may not {refused(newest)}",
                         where=f"KV bucket {self.bucket}",
                         hint="regenerate the identities with `snsq2nats auth` (they grant what "
                         "each component declares) and load them into the server",
