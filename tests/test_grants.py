@@ -370,3 +370,45 @@ def test_heartbeats_without_readiness_count_as_ready() -> None:
     )
     beat = Heartbeat.model_validate_json(old)
     assert beat.ready and beat.blocked == {}
+
+
+async def test_a_member_whose_runner_keeps_failing_is_not_ready(nats_url: str) -> None:
+    """A route held but not running (its runner fails and restarts, say refused its consumer
+    after a re-plan) makes the member unready with why; once it runs, ready again."""
+    from snsq2nats.bridge.context import Timings
+
+    routes = [_route("sqs:orders-fraud")]
+    plan = Plan(generated_at="now", server=ServerInfo(reachable=True), routes=routes)
+    nc = await connect_nats(NatsOptions(servers=[nats_url]))
+    await create_stream(nc, fleet_bucket_spec(), pedantic=False)
+    ctx = BridgeContext(
+        plan=plan,
+        nc=nc,
+        sqs=None,  # type: ignore[arg-type]
+        sns=None,  # type: ignore[arg-type]
+        timings=Timings(restart_base=0.5, restart_cap=0.5),
+    )
+    fleet = Fleet(nc, routes, lease_ttl=3.0, member="failing")
+    healthy = asyncio.Event()
+
+    async def runner(ctx: BridgeContext, route: Route) -> None:
+        if not healthy.is_set():
+            raise RuntimeError("consumer info refused")
+        await ctx.stopping.wait()
+
+    task = asyncio.create_task(
+        run_bridge(ctx, routes, {"sqs-to-nats": runner}, handle_signals=False, coordinator=fleet)
+    )
+    try:
+        await until(lambda: "sqs:orders-fraud" in fleet.blocked, what="the failing runner seen")
+        assert fleet.blocked["sqs:orders-fraud"].startswith("runner restarting")
+        why = ready(ctx, fleet)
+        assert why is not None and "routes this member should run but cannot" in why
+        await until(lambda: _not_ready(nc, "failing"), what="its heartbeat says so")
+        healthy.set()
+        await until(lambda: not fleet.blocked, what="ready again once it runs")
+        assert ready(ctx, fleet) is None
+    finally:
+        ctx.stopping.set()
+        await asyncio.wait_for(task, 30)
+        await nc.close()

@@ -25,7 +25,7 @@ CUTOVER_ROUTES = "cutover:*"
 
 # Who does what with each bucket: the code opens a bucket through its use (`jetstream.kv`) and
 # `auth` grants exactly these, so the two cannot drift. A new bucket's grants are one line here.
-FLEET_MEMBER = bucket_use(FLEET_BUCKET, "bridge", KvOp.GET, KvOp.PUT, KvOp.WATCH, KvOp.READ)
+FLEET_MEMBER = bucket_use(FLEET_BUCKET, "bridge", KvOp.GET, KvOp.PUT, KvOp.WATCH)
 """`bridge.fleet`: heartbeats and leases (create of a released lease reads it first)."""
 FLEET_OBSERVER = bucket_use(FLEET_BUCKET, "admin", KvOp.WATCH, KvOp.READ)
 """`status` and `cutover`: read the heartbeats and leases."""
