@@ -269,21 +269,16 @@ def principal_identities(plan: Plan, subjects: _Subjects) -> list[Identity]:
 
 
 def _route_publish(route: Route, subjects: _Subjects) -> list[str]:
-    """What one route's relay does on NATS."""
+    """What one route's relay does on NATS besides pulling (its pulls are granted per stream it
+    reads: `_read_streams`)."""
     if route.kind == "sqs-to-nats":
         return subjects.own(route.stream)
     if route.kind == "sns-to-nats":
         return subjects.relayed(route.stream)
     out: list[str] = []
-    if route.stream and route.consumer and route.kind in ("nats-to-sqs", "nats-to-sns"):
-        for durable in route.durables:
-            out += pull_subjects(route.stream, durable)
-    if route.kind == "filter-router" and route.stream and route.consumer:
-        out += pull_subjects(route.stream, route.consumer)
+    if route.kind == "filter-router":
         out += subjects.own(route.target_stream)
     if route.kind == "dlq-mover":
-        if route.advisory_stream and route.advisory_consumer:
-            out += pull_subjects(route.advisory_stream, route.advisory_consumer)
         if route.stream:
             # Fetch the failed message by sequence, then remove it once the DLQ holds a copy.
             out += MSG_GET.grants(stream=route.stream) + MSG_DELETE.grants(stream=route.stream)
@@ -292,7 +287,8 @@ def _route_publish(route: Route, subjects: _Subjects) -> list[str]:
 
 
 def _read_streams(route: Route) -> list[str]:
-    """The streams a route pulls from (its consumers live there)."""
+    """The streams a route pulls from: the workers' durables of a queue it relays to AWS, the
+    topic stream's relay and filter consumers, the advisories' consumer of the DLQ mover."""
     if route.kind in ("nats-to-sqs", "nats-to-sns", "filter-router"):
         return [route.stream] if route.stream else []
     if route.kind == "dlq-mover":
@@ -310,7 +306,8 @@ def bridge_identity(plan: Plan, subjects: _Subjects) -> Identity:
         if route.stream:
             publish += STREAM_INFO.grants(stream=route.stream)
         publish += _route_publish(route, subjects)
-    # Any consumer of the streams it reads: a re-plan's new bridge consumer there is covered.
+    # Pull, ack and look up any consumer of the streams it reads: the routes' durables, and a
+    # re-plan's new bridge consumer there (a filter router's) without new grants.
     for stream in sorted({s for route in routes for s in _read_streams(route)}):
         publish += pull_grants(stream)
     return _identity("snsq2nats-bridge", "bridge", None, publish, "runs the bridge's routes")
