@@ -1284,6 +1284,8 @@ def auth(
     options += ["--tls-user", tls_user] if fmt == "config" and credentials == "tls" else []
     options += ["--url", url] if fmt != "nsc" and url else []
     write_private(out_dir / RECORD, record_text(generated, options))
+    if not as_json:
+        out.info(f"grants recorded in {out_dir / RECORD}: apply checks later plans against them")
     if as_json:
         out.data(json.dumps({"identities": [i.to_dict() for i in generated]}, indent=2))
     if fmt == "nsc":
