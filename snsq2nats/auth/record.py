@@ -142,8 +142,8 @@ def outdated_error(record: GrantsRecord, found: list[Gap], plan_args: list[str])
     return GrantsOutdated(
         f"the grants `snsq2nats auth` generated do not cover this plan: {shown}"
         + (f"; and {more} more identit(ies)" if more > 0 else ""),
-        where=f"{record.path} (generated {record.generated})",
+        where=f"{record.path}, generated {record.generated}",
         hint=f"regenerate them: `{regenerate_command(record, plan_args)}`, load them into the "
-        "server (reload its config, or push the account JWT), then apply again; nothing was "
-        "applied (--ignore-grants applies anyway)",
+        "server (reload its config; with JWTs the new creds files carry the permissions), "
+        "then apply again; nothing was applied (--ignore-grants applies anyway)",
     )
