@@ -352,6 +352,12 @@ def route_owner(fleet: FleetSnapshot, route: str, now: datetime) -> RouteOwner:
     )
     if not owner.alive:
         owner.problem = _ownership_problem(fleet, route, owner, now)
+    elif owner.member is not None and route in fleet.members[owner.member].blocked:
+        # Held by a live member whose runner of it keeps failing: nothing relays it either.
+        owner.problem = (
+            f"held by {owner.member} but not running: "
+            + (fleet.members[owner.member].blocked[route])
+        )
     return owner
 
 

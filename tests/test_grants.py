@@ -372,9 +372,11 @@ def test_heartbeats_without_readiness_count_as_ready() -> None:
     assert beat.ready and beat.blocked == {}
 
 
-async def test_a_member_whose_runner_keeps_failing_is_not_ready(nats_url: str) -> None:
+async def test_a_member_whose_runner_keeps_failing_is_not_ready(nats_url: str, aws: Any) -> None:
     """A route held but not running (its runner fails and restarts, say refused its consumer
-    after a re-plan) makes the member unready with why; once it runs, ready again."""
+    after a re-plan) makes the member unready with why, and `status` fails the route; once it
+    runs, ready again."""
+    from snsq2nats import status as status_lib
     from snsq2nats.bridge.context import Timings
 
     routes = [_route("sqs:orders-fraud")]
@@ -405,6 +407,15 @@ async def test_a_member_whose_runner_keeps_failing_is_not_ready(nats_url: str) -
         why = ready(ctx, fleet)
         assert why is not None and "routes this member should run but cannot" in why
         await until(lambda: _not_ready(nc, "failing"), what="its heartbeat says so")
+        sqs = aws.client("sqs")
+
+        async def failed_by_status() -> bool:
+            (status,) = await status_lib.collect(nc, lambda region: sqs, plan, routes)
+            return not status.drained and (
+                "held by failing but not running: runner restarting" in status.reason
+            )
+
+        await until(failed_by_status, what="status to fail the route with why")
         healthy.set()
         await until(lambda: not fleet.blocked, what="ready again once it runs")
         assert ready(ctx, fleet) is None
