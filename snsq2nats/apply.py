@@ -42,6 +42,7 @@ from snsq2nats.jetstream.api import (
     pedantic_supported,
     update_stream,
 )
+from snsq2nats.jetstream.operations import STREAM_INFO
 from snsq2nats.jetstream.spec import (
     ROUTE_KEY,
     SOURCE_KEY,
@@ -584,7 +585,7 @@ def _keep_anchor(spec: ConsumerSpec, base: Mapping[str, Any] | None) -> Consumer
 
 
 async def _last_seq(nc: Any, stream: str) -> int:
-    info = await api(nc, f"$JS.API.STREAM.INFO.{stream}", None, WRITE_TIMEOUT)
+    info = await api(nc, STREAM_INFO.subject(stream=stream), None, WRITE_TIMEOUT)
     return int((info.get("state") or {}).get("last_seq") or 0)
 
 
@@ -642,20 +643,16 @@ async def record_applied_revision(
     or None when the plan has no revision bucket (a plan without routes)."""
     from nats.js.errors import BucketNotFoundError, NotFoundError
 
-    from snsq2nats.plan.revision import (
-        POINTER_KEY,
-        REVISION_BUCKET,
-        Pointer,
-        encode,
-        retired_chunks,
-    )
+    from snsq2nats.jetstream.kv import open_kv
+    from snsq2nats.plan.buckets import REVISION_WRITER
+    from snsq2nats.plan.revision import POINTER_KEY, Pointer, encode, retired_chunks
 
     try:
-        kv = await nc.jetstream().key_value(REVISION_BUCKET)
+        kv = await open_kv(nc, REVISION_WRITER)
     except (BucketNotFoundError, NotFoundError):
         return None
     # Read as the bridges read (a counted pull), not by a direct get: the same grants.
-    current = (await read_bucket(nc, REVISION_BUCKET, POINTER_KEY) or {}).get(POINTER_KEY)
+    current = (await read_bucket(nc, REVISION_WRITER, POINTER_KEY) or {}).get(POINTER_KEY)
     old = Pointer.model_validate_json(current.value) if current is not None else None
     applied_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     pointer, chunks = encode(plan, applied_at, step, old, starts)
@@ -773,16 +770,17 @@ async def _relaying(nc: Any) -> tuple[set[str] | None, dict[str, int]]:
     cutover state (None: no revision recorded, any live relay counts), and the starts of a
     handover an earlier apply recorded but did not finish."""
     from snsq2nats.bridge.follow import read_applied
+    from snsq2nats.plan.buckets import CUTOVER_WRITER
     from snsq2nats.plan.moves import current_view
     from snsq2nats.plan.routes import active_routes
-    from snsq2nats.plan.states import CUTOVER_BUCKET, RESOURCE_PREFIX, parse_records
+    from snsq2nats.plan.states import RESOURCE_PREFIX, parse_records
 
     applied = await read_applied(nc)
     if applied is None:
         return None, {}
     if applied.pointer.step == "handover":
         return set(), dict(applied.pointer.starts)
-    records = parse_records(await read_bucket(nc, CUTOVER_BUCKET, RESOURCE_PREFIX + ">") or {})
+    records = parse_records(await read_bucket(nc, CUTOVER_WRITER, RESOURCE_PREFIX + ">") or {})
     view = current_view(applied.plan, records)
     relays = active_routes(applied.plan.candidate_routes, view)
     return {r.stream for r in relays if r.kind == "nats-to-sns" and r.stream}, {}

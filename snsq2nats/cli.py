@@ -384,11 +384,25 @@ _PLANNING_ONLY = {
 @click.option(
     "--prune", is_flag=True, help="When planning: delete managed objects whose source is gone."
 )
+@click.option(
+    "--grants",
+    "grants_path",
+    envvar="SNSQ2NATS_GRANTS",
+    type=click.Path(path_type=Path),
+    help="The grants.json `snsq2nats auth` wrote (or its directory), checked against the plan "
+    "before applying. Default: beside the --context file auth wrote, else ./nats-auth. "
+    "Env: SNSQ2NATS_GRANTS.",
+)
+@click.option(
+    "--ignore-grants", is_flag=True, help="Apply even when the generated grants do not cover it."
+)
 def apply(
     plan_file: Path | None,
     auto_approve: bool,
     allow_destructive: bool,
     prune: bool,
+    grants_path: Path | None,
+    ignore_grants: bool,
     **kwargs: Any,
 ) -> None:
     """Create or change the JetStream objects: a saved PLAN_FILE exactly, or a fresh plan."""
@@ -411,6 +425,8 @@ def apply(
             )
         plan = load_plan(plan_file)
         out.info(f"applying {plan_file}: {summary_line(plan)}")
+        if not ignore_grants:
+            _check_grants(out, plan, plan_file, kwargs, grants_path)
     else:
         plan = build_plan(out, kwargs, prune=prune, offline=False)
         _require_reachable(plan)
@@ -418,6 +434,8 @@ def apply(
         conflicts = conflict_refusal(plan)
         if conflicts is not None:
             raise conflicts
+        if not ignore_grants:
+            _check_grants(out, plan, None, kwargs, grants_path)
         if plan.pending:
             if not allow_destructive:
                 refusal = destructive_refusal(plan.pending)
@@ -427,6 +445,57 @@ def apply(
                 _confirm(_stdin_is_terminal())
     nats = NatsOptions.resolve(kwargs["server"], kwargs["nats_context"])
     _run_apply(out, nats, plan, allow_destructive=allow_destructive)
+
+
+def _grants_record(kwargs: dict[str, Any], given: Path | None) -> Any:
+    """The record `auth` wrote: given, beside the natscli context file in use (auth writes
+    `<dir>/contexts/NAME.json` and `<dir>/grants.json`), or in ./nats-auth."""
+    import os
+
+    from snsq2nats.auth.record import DEFAULT_DIR, load_record
+
+    if given is not None:
+        record = load_record(given)
+        if record is None:
+            from snsq2nats.errors import UsageError
+
+            raise UsageError(f"no grants record at {given}", hint="run `snsq2nats auth` first")
+        return record
+    context = kwargs.get("nats_context") or os.environ.get("NATS_CONTEXT")
+    if context and Path(context).is_file() and Path(context).parent.name == "contexts":
+        record = load_record(Path(context).parent.parent)
+        if record is not None:
+            return record
+    return load_record(DEFAULT_DIR)
+
+
+def _planning_args(plan_file: Path | None, kwargs: dict[str, Any]) -> list[str]:
+    """The options that name this plan to another command (`auth`)."""
+    if plan_file is not None:
+        return ["--plan", str(plan_file)]
+    args: list[str] = []
+    for name, flag in (*_PLANNING_ONLY.items(), ("endpoint_url", "--endpoint-url")):
+        value = kwargs.get(name)
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            if item not in (None, "", ()):
+                args += [flag, str(item)]
+    return args
+
+
+def _check_grants(
+    out: Output, plan: Plan, plan_file: Path | None, kwargs: dict[str, Any], given: Path | None
+) -> None:
+    """Refuse, before changing anything, a plan the generated identities cannot run."""
+    from snsq2nats.auth.identities import identities
+    from snsq2nats.auth.record import gaps, outdated_error
+
+    record = _grants_record(kwargs, given)
+    if record is None:
+        return
+    found = gaps(record, identities(plan))
+    if found:
+        raise outdated_error(record, found, _planning_args(plan_file, kwargs))
+    out.info(f"grants: {record.path} covers this plan")
 
 
 def _require_reachable(plan: Plan) -> None:
@@ -1259,6 +1328,7 @@ def auth(
     from snsq2nats.auth.config import write_auth, write_contexts, write_private
     from snsq2nats.auth.identities import identities
     from snsq2nats.auth.jwt import nsc_script, write_jwt
+    from snsq2nats.auth.record import RECORD, record_text
     from snsq2nats.errors import UsageError
     from snsq2nats.jetstream.connect import DEFAULT_NATS_URL
 
@@ -1269,6 +1339,13 @@ def auth(
         raise UsageError("--server is empty", hint="give the NATS URL(s) the identities use")
     plan = plan_for(out, plan_path, kwargs, live=False)
     generated = identities(plan)
+    # What apply checks a later plan against (no secrets: permissions and these options).
+    options = ["--format", fmt] if fmt != "config" else ["--credentials", credentials]
+    options += ["--tls-user", tls_user] if fmt == "config" and credentials == "tls" else []
+    options += ["--url", url] if fmt != "nsc" and url else []
+    write_private(out_dir / RECORD, record_text(generated, options))
+    if not as_json:
+        out.info(f"grants recorded in {out_dir / RECORD}: apply checks later plans against them")
     if as_json:
         out.data(json.dumps({"identities": [i.to_dict() for i in generated]}, indent=2))
     if fmt == "nsc":

@@ -26,7 +26,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from snsq2nats.errors import CutoverError
 from snsq2nats.jetstream.api import JetStreamApiError, api
+from snsq2nats.jetstream.kv import Kv, open_kv
 from snsq2nats.jetstream.state import read_bucket
+from snsq2nats.plan.buckets import CUTOVER_WRITER, FLEET_OBSERVER
 from snsq2nats.plan.model import Plan, Resource, Route
 from snsq2nats.plan.moves import (
     Move,
@@ -40,7 +42,6 @@ from snsq2nats.plan.states import CUTOVER_BUCKET, Change, CutoverRecord, record_
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
-    from nats.js.kv import KeyValue
 
     from snsq2nats.aws.clients import RegionClients
 
@@ -124,11 +125,11 @@ class CutoverResult:
 # --- the state bucket ---------------------------------------------------------------------------
 
 
-async def open_state(nc: Client) -> KeyValue:
+async def open_state(nc: Client) -> Kv:
     from nats.js.errors import BucketNotFoundError, NotFoundError
 
     try:
-        return await nc.jetstream().key_value(CUTOVER_BUCKET)
+        return await open_kv(nc, CUTOVER_WRITER)
     except (BucketNotFoundError, NotFoundError):
         raise CutoverError(
             f"the cutover state bucket {CUTOVER_BUCKET} does not exist",
@@ -140,11 +141,11 @@ async def read_records(nc: Client) -> dict[str, CutoverRecord]:
     """Every recorded resource by ARN."""
     from snsq2nats.plan.states import RESOURCE_PREFIX, parse_records
 
-    values = await read_bucket(nc, CUTOVER_BUCKET, RESOURCE_PREFIX + ">")
+    values = await read_bucket(nc, CUTOVER_WRITER, RESOURCE_PREFIX + ">")
     return parse_records(values or {})
 
 
-async def history(kv: KeyValue, arn: str) -> list[CutoverRecord]:
+async def history(kv: Kv, arn: str) -> list[CutoverRecord]:
     from nats.js.errors import NoKeysError
 
     try:
@@ -155,7 +156,7 @@ async def history(kv: KeyValue, arn: str) -> list[CutoverRecord]:
 
 
 async def _record(
-    kv: KeyValue, moves: list[Move], records: dict[str, CutoverRecord], request: CutoverRequest
+    kv: Kv, moves: list[Move], records: dict[str, CutoverRecord], request: CutoverRequest
 ) -> int:
     from nats.js.errors import KeyWrongLastSequenceError
 
@@ -227,12 +228,13 @@ async def wait_for_bridges(
 
     Live: a heartbeat written recently (on the server's clock, generously: a busy host beats
     late) that keeps moving while we wait. A member whose heartbeat stands still for two lease
-    TTLs is dead: its routes go to the others, which already run the new state.
+    TTLs is dead: its routes go to the others, which already run the new state. A member that
+    says it is not ready (a route it should run it cannot acquire or run) confirms nothing:
+    it is waited for like one that has not switched yet, and named with why.
     """
     from pydantic import ValidationError
 
     from snsq2nats.bridge.fleet import MEMBERS, Heartbeat
-    from snsq2nats.plan.buckets import FLEET_BUCKET
 
     started = time.monotonic()
     # member → (heartbeat, its revision, when we saw that revision change)
@@ -241,7 +243,7 @@ async def wait_for_bridges(
     last_said = 0.0
     while True:
         try:
-            values = await read_bucket(nc, FLEET_BUCKET, MEMBERS + ">")
+            values = await read_bucket(nc, FLEET_OBSERVER, MEMBERS + ">")
         except Exception as exc:  # a busy or electing server: read again
             log.debug("reading the fleet's heartbeats failed (%s): retrying", exc)
             await asyncio.sleep(POLL / 2)
@@ -270,7 +272,12 @@ async def wait_for_bridges(
             if now - since > 2 * beat.lease_ttl:
                 progress(f"bridge {member} stopped beating: its routes go to the others")
                 del seen[member]
-        waiting = sorted(m for m, (beat, _, _) in seen.items() if beat.cutover_revision < revision)
+        waiting = sorted(
+            m
+            for m, (beat, _, _) in seen.items()
+            if beat.cutover_revision < revision or not beat.ready
+        )
+        unready = {m: _unready(seen[m][0]) for m in waiting if not seen[m][0].ready}
         if not waiting:
             if not seen and values:
                 progress(
@@ -283,14 +290,24 @@ async def wait_for_bridges(
             return sorted(seen)
         if now - started > timeout:
             raise CutoverError(
-                f"bridge(s) {', '.join(waiting)} did not confirm the move within {timeout:g}s",
+                f"bridge(s) {', '.join(waiting)} did not confirm the move within {timeout:g}s"
+                + "".join(f"; {m} is not ready: {why}" for m, why in unready.items()),
                 hint="the move is recorded and they switch when they catch up: check their "
-                "logs, then run `snsq2nats status`",
+                "logs and /readyz, then run `snsq2nats status`",
             )
         if now - last_said > 5:
             last_said = now
             progress(f"waiting for {len(waiting)} bridge(s) to switch: {', '.join(waiting)}")
+            for member, why in unready.items():
+                progress(f"bridge {member} is not ready (it confirms nothing until it is): {why}")
         await asyncio.sleep(POLL / 2)
+
+
+def _unready(beat: Any) -> str:
+    blocked = dict(beat.blocked)
+    if not blocked:
+        return "a route it should run cannot run"
+    return "; ".join(f"{route}: {why}" for route, why in sorted(blocked.items()))
 
 
 # --- draining the old side ------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 from snsq2nats.bridge.fleet import FleetSnapshot, lease_age, read_fleet
 from snsq2nats.errors import SnsqError
+from snsq2nats.jetstream.operations import CONSUMER_INFO, STREAM_INFO
 from snsq2nats.plan.model import Plan, Route
 
 AWS_TO_NATS = {"sqs-to-nats", "sns-to-nats"}
@@ -80,6 +81,8 @@ class RouteOwner:
     """Seconds since the member's last heartbeat."""
     alive: bool = False
     """Its heartbeat is within its lease TTL (a dead member's routes are being taken over)."""
+    problem: str | None = None
+    """Why no live member runs the route while the fleet has live members (a failure)."""
 
 
 @dataclass
@@ -174,14 +177,16 @@ async def nats_backlog(
         info = listed
     else:
         try:
-            info = await api(nc, f"$JS.API.STREAM.INFO.{stream}", None, 5.0)
+            info = await api(nc, STREAM_INFO.subject(stream=stream), None, 5.0)
         except JetStreamApiError:
             backlog.exists = False
             return backlog
     backlog.stream_messages = int((info.get("state") or {}).get("messages", 0))
     if consumer:
         try:
-            cinfo = await api(nc, f"$JS.API.CONSUMER.INFO.{stream}.{consumer}", None, 5.0)
+            cinfo = await api(
+                nc, CONSUMER_INFO.subject(stream=stream, consumer=consumer), None, 5.0
+            )
         except JetStreamApiError:
             backlog.exists = False
             return backlog
@@ -335,14 +340,52 @@ async def route_status(
 
 def route_owner(fleet: FleetSnapshot, route: str, now: datetime) -> RouteOwner:
     lease = fleet.leases.get(route)
-    if lease is None:
-        return RouteOwner()
-    return RouteOwner(
-        member=lease.member,
-        lease_age=lease_age(lease, now),
-        heartbeat_age=fleet.heartbeat_age(lease.member, now),
-        alive=fleet.alive(lease.member, now),
+    owner = (
+        RouteOwner()
+        if lease is None
+        else RouteOwner(
+            member=lease.member,
+            lease_age=lease_age(lease, now),
+            heartbeat_age=fleet.heartbeat_age(lease.member, now),
+            alive=fleet.alive(lease.member, now),
+        )
     )
+    if not owner.alive:
+        owner.problem = _ownership_problem(fleet, route, owner, now)
+    elif owner.member is not None and route in fleet.members[owner.member].blocked:
+        # Held by a live member whose runner of it keeps failing: nothing relays it either.
+        owner.problem = (
+            f"held by {owner.member} but not running: "
+            + (fleet.members[owner.member].blocked[route])
+        )
+    return owner
+
+
+def _ownership_problem(
+    fleet: FleetSnapshot, route: str, owner: RouteOwner, now: datetime
+) -> str | None:
+    """A route the running fleet does not run, and why: members say which routes they cannot
+    acquire or run (their heartbeat's `blocked`). None when no member is alive at all (no
+    bridge running is not a fleet failure: the route simply waits)."""
+    live = [m for m in fleet.members if fleet.alive(m, now) and not fleet.members[m].leaving]
+    if not live:
+        return None
+    causes = [
+        f"{m}: {fleet.members[m].blocked[route]}" for m in live if route in fleet.members[m].blocked
+    ]
+    if owner.member is None:
+        head = f"unowned while {len(live)} bridge member(s) run"
+    else:
+        head = (
+            f"held by {owner.member}, silent for {owner.heartbeat_age or 0:.0f}s "
+            f"(a takeover is due)"
+        )
+    if causes:
+        return f"{head}; {'; '.join(causes)}"
+    unready = [m for m in live if not fleet.members[m].ready]
+    if unready:
+        return f"{head}; not ready: {', '.join(unready)} (see their /readyz and logs)"
+    return f"{head}; no member reports why (are they running another plan or --route?)"
 
 
 async def collect(
@@ -393,4 +436,8 @@ async def collect(
         now = datetime.now(UTC)
         for status in statuses:
             status.owner = route_owner(fleet, status.route, now)
+            if status.owner.problem:
+                # Not drained, whatever the backlog: nothing relays it, so nothing stays so.
+                status.drained = False
+                status.reason = f"{status.owner.problem} — {status.reason}"
     return statuses

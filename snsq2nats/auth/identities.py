@@ -5,6 +5,17 @@ included) and a consumer (pull from exactly the queue's durable, acknowledge its
 that consumer's info); per topic a publisher on the topic's NATS subject space; the bridge with
 what its routes use; an admin for plan/apply/verify/status scoped to the managed streams.
 
+Every subject granted here comes from the operation declarations the requests are built from
+(`jetstream.operations`) and, for the KV buckets, from each bucket's declared uses
+(`plan.buckets.BUCKET_USES`), so a request and its grant cannot drift apart.
+
+The bridge's grants are shaped to survive a re-plan where that is safe: on every stream a route
+of the plan reads from, it may pull from and look up any consumer (a re-plan that adds a
+bridge consumer, say a filter router's `snsq2nats-filter-*` durable, on a stream it already
+relays from needs no new grant; NATS wildcards are whole tokens, so "any" is the only way to
+say "its own consumers"). A re-plan that brings new streams or subjects does need new grants:
+`apply` compares the plan with what `auth` last generated (`grants.json`) and says so.
+
 Every identity has an inbox prefix of its own instead of `_INBOX.>`, so one application cannot
 read another's replies (PubAcks, pulled messages). Acks are allowed in both subject forms:
 `$JS.ACK.<stream>.<consumer>.>` and, for servers with `js_ack_fc_v2`, the form with domain and
@@ -19,14 +30,28 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from snsq2nats.plan.buckets import FLEET_BUCKET, bucket_stream
+from snsq2nats.jetstream.operations import (
+    ACCOUNT_INFO,
+    API,
+    CONSUMER_CREATE,
+    CONSUMER_DELETE,
+    CONSUMER_DURABLE_CREATE,
+    CONSUMER_INFO,
+    CONSUMER_NEXT,
+    MSG_DELETE,
+    MSG_GET,
+    STREAM_INFO,
+    STREAM_LIST,
+    STREAM_NAMES,
+    STREAM_PURGE,
+    pull_grants,
+)
+from snsq2nats.jetstream.operations import ACK as ACK_OP
+from snsq2nats.plan.buckets import bucket_uses
 from snsq2nats.plan.model import Plan, Resource, Route
-from snsq2nats.plan.revision import REVISION_BUCKET
 from snsq2nats.plan.routes import RELAY_PREFIX
-from snsq2nats.plan.states import CUTOVER_BUCKET
 
 Role = Literal["producer", "consumer", "publisher", "subscriber", "principal", "bridge", "admin"]
-API = "$JS.API"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
 
@@ -61,17 +86,13 @@ def inbox_prefix(name: str) -> str:
 
 
 def ack_subjects(stream: str, consumer: str) -> list[str]:
-    return [f"$JS.ACK.{stream}.{consumer}.>", f"$JS.ACK.*.*.{stream}.{consumer}.>"]
+    return ACK_OP.grants(stream=stream, consumer=consumer)
 
 
 def pull_subjects(stream: str, consumer: str) -> list[str]:
     """Pull, acknowledge (ack, nak, in progress, term share one subject) and look the
     consumer up; nothing else of the stream."""
-    return [
-        f"{API}.CONSUMER.MSG.NEXT.{stream}.{consumer}",
-        f"{API}.CONSUMER.INFO.{stream}.{consumer}",
-        *ack_subjects(stream, consumer),
-    ]
+    return pull_grants(stream, consumer)
 
 
 def _ordered(subjects: list[str]) -> tuple[str, ...]:
@@ -165,9 +186,8 @@ def topic_identities(resource: Resource, subjects: _Subjects) -> list[Identity]:
                 "subscriber",
                 resource.source_arn,
                 [
-                    f"{API}.CONSUMER.CREATE.{resource.stream}.{name}",
-                    f"{API}.CONSUMER.CREATE.{resource.stream}.{name}.>",
-                    f"{API}.CONSUMER.DELETE.{resource.stream}.{name}",
+                    *CONSUMER_CREATE.grants(stream=resource.stream, consumer=name),
+                    *CONSUMER_DELETE.grants(stream=resource.stream, consumer=name),
                     *pull_subjects(resource.stream, name),
                 ],
                 f"subscribes to SNS topic {resource.name} with its own durable {name}",
@@ -215,15 +235,15 @@ def _grant_subjects(role: str, resource: Resource, subjects: _Subjects) -> list[
         return _each(
             durables,
             lambda d: [
-                f"{API}.CONSUMER.MSG.NEXT.{stream}.{d}",
-                f"{API}.CONSUMER.INFO.{stream}.{d}",
+                *CONSUMER_NEXT.grants(stream=stream, consumer=d),
+                *CONSUMER_INFO.grants(stream=stream, consumer=d),
             ],
         )
     if role == "reader" and stream:
-        infos = _each(durables, lambda d: [f"{API}.CONSUMER.INFO.{stream}.{d}"])
-        return [f"{API}.STREAM.INFO.{stream}", *infos]
+        infos = _each(durables, lambda d: CONSUMER_INFO.grants(stream=stream, consumer=d))
+        return [*STREAM_INFO.grants(stream=stream), *infos]
     if role == "purger" and stream:
-        return [f"{API}.STREAM.PURGE.{stream}"]
+        return STREAM_PURGE.grants(stream=stream)
     return []
 
 
@@ -249,96 +269,55 @@ def principal_identities(plan: Plan, subjects: _Subjects) -> list[Identity]:
 
 
 def _route_publish(route: Route, subjects: _Subjects) -> list[str]:
-    """What one route's relay does on NATS."""
+    """What one route's relay does on NATS besides pulling (its pulls are granted per stream it
+    reads: `_read_streams`)."""
     if route.kind == "sqs-to-nats":
         return subjects.own(route.stream)
     if route.kind == "sns-to-nats":
         return subjects.relayed(route.stream)
     out: list[str] = []
-    if route.stream and route.consumer and route.kind in ("nats-to-sqs", "nats-to-sns"):
-        for durable in route.durables:
-            out += pull_subjects(route.stream, durable)
-    if route.kind == "filter-router" and route.stream and route.consumer:
-        out += pull_subjects(route.stream, route.consumer)
+    if route.kind == "filter-router":
         out += subjects.own(route.target_stream)
     if route.kind == "dlq-mover":
-        if route.advisory_stream and route.advisory_consumer:
-            out += pull_subjects(route.advisory_stream, route.advisory_consumer)
         if route.stream:
             # Fetch the failed message by sequence, then remove it once the DLQ holds a copy.
-            out += [
-                f"{API}.STREAM.MSG.GET.{route.stream}",
-                f"{API}.STREAM.MSG.DELETE.{route.stream}",
-            ]
+            out += MSG_GET.grants(stream=route.stream) + MSG_DELETE.grants(stream=route.stream)
         out += subjects.own(route.target_stream)
     return out
 
 
-def fleet_grants() -> list[str]:
-    """What a bridge fleet member does with the fleet's KV bucket (`bridge.fleet`): open it,
-    write its heartbeat and the leases (compare-and-set publishes), and watch the bucket
-    through an ordered push consumer (an unnamed ephemeral: created, looked up, its flow
-    control answered; it expires on its own). Nothing of any other bucket or stream."""
-    stream = bucket_stream(FLEET_BUCKET)
-    return [
-        f"{API}.STREAM.INFO.{stream}",
-        f"$KV.{FLEET_BUCKET}.>",
-        f"{API}.CONSUMER.CREATE.{stream}",
-        f"{API}.CONSUMER.INFO.{stream}.*",
-        f"$JS.FC.{stream}.>",
-    ]
-
-
-def cutover_read_grants() -> list[str]:
-    """What a bridge does with the cutover state (`bridge.follow`): read it (a counted pull
-    of each key's last value) and watch it. Read only: `snsq2nats cutover` (the admin) writes."""
-    stream = bucket_stream(CUTOVER_BUCKET)
-    return [
-        f"{API}.STREAM.INFO.{stream}",
-        f"{API}.CONSUMER.CREATE.{stream}",
-        f"{API}.CONSUMER.CREATE.{stream}.>",
-        f"{API}.CONSUMER.INFO.{stream}.*",
-        f"{API}.CONSUMER.MSG.NEXT.{stream}.*",
-        f"{API}.CONSUMER.DELETE.{stream}.*",
-        f"$JS.FC.{stream}.>",
-    ]
-
-
-def revision_read_grants() -> list[str]:
-    """What a bridge does with the applied revision (`bridge.follow`, `plan.revision`): read
-    the pointer and the chunks it names (counted pulls of each key's last value) and watch the
-    pointer. Read only: `snsq2nats apply` (the admin) records it."""
-    stream = bucket_stream(REVISION_BUCKET)
-    return [
-        f"{API}.STREAM.INFO.{stream}",
-        f"{API}.CONSUMER.CREATE.{stream}",
-        f"{API}.CONSUMER.CREATE.{stream}.>",
-        f"{API}.CONSUMER.INFO.{stream}.*",
-        f"{API}.CONSUMER.MSG.NEXT.{stream}.*",
-        f"{API}.CONSUMER.DELETE.{stream}.*",
-        f"$JS.FC.{stream}.>",
-    ]
+def _read_streams(route: Route) -> list[str]:
+    """The streams a route pulls from: the workers' durables of a queue it relays to AWS, the
+    topic stream's relay and filter consumers, the advisories' consumer of the DLQ mover."""
+    if route.kind in ("nats-to-sqs", "nats-to-sns", "filter-router"):
+        return [route.stream] if route.stream else []
+    if route.kind == "dlq-mover":
+        return [route.advisory_stream] if route.advisory_stream else []
+    return []
 
 
 def bridge_identity(plan: Plan, subjects: _Subjects) -> Identity:
-    publish = [
-        f"{API}.STREAM.NAMES",
-        f"{API}.STREAM.LIST",
-        *fleet_grants(),
-        *cutover_read_grants(),
-        *revision_read_grants(),
-    ]
+    publish = [*STREAM_NAMES.grants(), *STREAM_LIST.grants()]
+    for use in bucket_uses("bridge"):
+        publish += use.grants()
     # Any route a cutover state may run: a move switches relays without new credentials.
-    for route in plan.candidate_routes or plan.routes:
+    routes = plan.candidate_routes or plan.routes
+    for route in routes:
         if route.stream:
-            publish.append(f"{API}.STREAM.INFO.{route.stream}")
+            publish += STREAM_INFO.grants(stream=route.stream)
         publish += _route_publish(route, subjects)
+    # Pull, ack and look up any consumer of the streams it reads: the routes' durables, and a
+    # re-plan's new bridge consumer there (a filter router's) without new grants.
+    for stream in sorted({s for route in routes for s in _read_streams(route)}):
+        publish += pull_grants(stream)
     return _identity("snsq2nats-bridge", "bridge", None, publish, "runs the bridge's routes")
 
 
 def admin_identity(plan: Plan, subjects: _Subjects) -> Identity:
     """plan/apply/verify/status: the managed streams and their consumers, nothing else."""
-    publish = [f"{API}.INFO", f"{API}.STREAM.NAMES", f"{API}.STREAM.LIST"]
+    publish = [*ACCOUNT_INFO.grants(), *STREAM_NAMES.grants(), *STREAM_LIST.grants()]
+    for use in bucket_uses("admin"):
+        publish += use.grants()
     for stream in sorted(subjects.by_stream):
         # One wildcard per API family and stream, so the grant list (and a JWT carrying it)
         # stays short: CREATE/UPDATE/INFO/DELETE/PURGE, message get/delete, consumer
@@ -348,9 +327,8 @@ def admin_identity(plan: Plan, subjects: _Subjects) -> Identity:
             f"{API}.STREAM.MSG.*.{stream}",
             f"{API}.CONSUMER.*.{stream}",
             f"{API}.CONSUMER.*.{stream}.>",
-            f"{API}.CONSUMER.DURABLE.CREATE.{stream}.*",
-            f"{API}.CONSUMER.MSG.NEXT.{stream}.*",
-            *ack_subjects(stream, "*"),
+            *CONSUMER_DURABLE_CREATE.grants(stream=stream),
+            *pull_grants(stream),
         ]
         # verify sends canaries through every queue and topic.
         publish += subjects.own(stream) + subjects.relayed(stream)

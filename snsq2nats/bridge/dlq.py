@@ -35,12 +35,12 @@ from snsq2nats.bridge.pull import (
 from snsq2nats.errors import SnsqError
 from snsq2nats.filterpolicy import encode_token
 from snsq2nats.jetstream.api import (
-    API_PREFIX,
     ERR_NO_MESSAGE,
     ERR_STREAM_NOT_FOUND,
     JetStreamApiError,
     api,
 )
+from snsq2nats.jetstream.operations import MSG_DELETE, MSG_GET
 from snsq2nats.plan.model import Route
 from snsq2nats.plan.routes import ADVISORY_STREAM, DLQ_CONSUMER_PREFIX
 
@@ -168,7 +168,7 @@ class _Mover:
     async def _move(self, stream: str, seq: int, deliveries: int, reason: str) -> int | None:
         """Move one message; its size if moved, 0 if it was already gone, None to retry."""
         try:
-            response = await api(self.ctx.nc, f"{API_PREFIX}.STREAM.MSG.GET.{stream}", {"seq": seq})
+            response = await api(self.ctx.nc, MSG_GET.subject(stream=stream), {"seq": seq})
         except JetStreamApiError as exc:
             if exc.err_code in (ERR_NO_MESSAGE, ERR_STREAM_NOT_FOUND):
                 return 0
@@ -195,7 +195,7 @@ class _Mover:
         try:
             await api(
                 self.ctx.nc,
-                f"{API_PREFIX}.STREAM.MSG.DELETE.{stream}",
+                MSG_DELETE.subject(stream=stream),
                 {"seq": seq, "no_erase": True},
             )
         except JetStreamApiError as exc:

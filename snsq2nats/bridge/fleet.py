@@ -55,13 +55,15 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from snsq2nats.bridge.context import backoff
-from snsq2nats.errors import NatsConnectError
-from snsq2nats.plan.buckets import FLEET_BUCKET
+from snsq2nats.errors import NatsConnectError, PermissionDeniedError
+from snsq2nats.jetstream.kv import Kv, open_kv
+from snsq2nats.jetstream.operations import BucketUse
+from snsq2nats.jetstream.permissions import denials_of, refused
+from snsq2nats.plan.buckets import FLEET_BUCKET, FLEET_MEMBER, FLEET_OBSERVER
 from snsq2nats.plan.model import Route
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
-    from nats.js.kv import KeyValue
 
     from snsq2nats.bridge.runtime import RouteSet
 
@@ -70,6 +72,9 @@ log = logging.getLogger(__name__)
 MEMBERS = "members."
 ROUTES = "routes."
 DEFAULT_LEASE_TTL = 15.0
+BLOCKED_SHOWN = 20
+"""Blocked routes a heartbeat names (a heartbeat stays small; the count says the rest)."""
+BLOCKED_REASON = 300
 
 
 def now_iso() -> str:
@@ -130,6 +135,11 @@ class Heartbeat(BaseModel):
     """The live cutover state revision this member runs (`bridge.follow`)."""
     plan_revision: int = 0
     """The applied revision (`plan.revision`) this member runs (`bridge.follow`)."""
+    ready: bool = True
+    """False while a route this member should run cannot be acquired or run: it confirms no
+    cutover then (older members, without the field, count as ready)."""
+    blocked: dict[str, str] = {}
+    """Route → why this member cannot acquire or run it (the first few, shortened)."""
 
 
 class Lease(BaseModel):
@@ -166,12 +176,12 @@ class BucketMissing(NatsConnectError):
     pass
 
 
-async def open_bucket(nc: Client, where: str = "") -> KeyValue:
+async def open_bucket(nc: Client, where: str = "", use: BucketUse = FLEET_MEMBER) -> Kv:
     """The fleet's KV bucket, or a clear error saying to run `apply`."""
     from nats.js.errors import BucketNotFoundError, NotFoundError
 
     try:
-        return await nc.jetstream().key_value(FLEET_BUCKET)
+        return await open_kv(nc, use)
     except (BucketNotFoundError, NotFoundError):
         raise BucketMissing(
             f"the bridge fleet's KV bucket {FLEET_BUCKET} does not exist",
@@ -208,7 +218,7 @@ class Fleet:
         """Routes this member holds the lease of and runs: name → lease revision."""
         self._handovers: dict[str, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
-        self._kv: KeyValue | None = None
+        self._kv: Kv | None = None
         self._beat_revision = 0
         self._beat_at = 0.0
         self._beat_ok_at = 0.0
@@ -221,6 +231,9 @@ class Fleet:
         self.plan_revision = 0
         """Set by `bridge.follow` once this member runs that applied revision."""
         self._assigned: tuple[tuple[str, ...], int, set[str]] = ((), -1, set())
+        self.blocked: dict[str, str] = {}
+        """Routes this member should run but cannot (acquire or start failed, or the runner
+        keeps failing), with why: the member is not ready while any is here."""
 
     # --- interface for callers --------------------------------------------------------------
 
@@ -260,6 +273,11 @@ class Fleet:
             leaving=self._leaving,
             cutover_revision=self.cutover_revision,
             plan_revision=self.plan_revision,
+            ready=not self.blocked,
+            blocked={
+                name: why[:BLOCKED_REASON]
+                for name, why in sorted(self.blocked.items())[:BLOCKED_SHOWN]
+            },
         )
 
     async def beat(self) -> None:
@@ -495,6 +513,7 @@ class Fleet:
                 break
             if name not in self.owned and name not in self._handovers:
                 await self._consider(self._candidates[name], routes, now, fresh)
+        self._judge_runners(routes, mine)
         if fresh:
             await self._forget_dead(group, now)
         for name, seen in list(self.view.leases.items()):
@@ -546,6 +565,8 @@ class Fleet:
             else:
                 holder = self.view.members.get(seen.lease.member)
                 if (holder is not None and self._alive(holder, now)) or not fresh:
+                    # Held by a live member (a handover under way): not this one's failure.
+                    self._unblock(route.name)
                     return
                 revision = await self._kv.update(
                     route_key(route.name), value.encode(), last=seen.revision
@@ -557,16 +578,74 @@ class Fleet:
                     self.lease_ttl,
                 )
         except KeyWrongLastSequenceError:
+            self._unblock(route.name)
             return  # another member got there first; the watch will show who
         except Exception as exc:
-            log.warning("fleet: cannot acquire %s (%s)", route.name, type(exc).__name__)
+            why = f"cannot acquire: {self._why(exc)}"
+            log.warning("fleet: cannot acquire %s (%s)", route.name, why)
+            self._block(route.name, why)
             return
         self.owned[route.name] = revision
         if not await routes.start(route):
             self.owned.pop(route.name, None)
             await self._release(route.name, revision)
+            if not routes.ctx.stopping.is_set():
+                status = routes.ctx.route_metrics(route).status
+                self._block(route.name, f"cannot start: {status}")
             return
+        self._unblock(route.name)
         log.info("fleet: %s runs here (member %s)", route.name, self.member)
+
+    # --- readiness ----------------------------------------------------------------------------
+
+    def _block(self, name: str, why: str) -> None:
+        if self.blocked.get(name) != why:
+            self.blocked[name] = why
+            self._beat_at = 0.0  # say so in the heartbeat at once: cutover must not count it
+
+    def _unblock(self, name: str) -> None:
+        if self.blocked.pop(name, None) is not None:
+            self._beat_at = 0.0
+
+    def _why(self, exc: BaseException) -> str:
+        """The error, with the server's permission refusal behind it when there is one: nats-py's
+        KV requests only time out when the server refuses them."""
+        if isinstance(exc, PermissionDeniedError):
+            return str(exc)  # names the refused subject already
+        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        refusal = self._refusal(f"kv_{FLEET_BUCKET}", f"$kv.{FLEET_BUCKET}")
+        return f"{text}; server: {refusal}" if refusal else text
+
+    def _refusal(self, *needles: str) -> str | None:
+        denials = denials_of(self.nc)
+        if denials is None:
+            return None
+        wanted = [n.lower() for n in needles]
+        for message in reversed(denials.messages):
+            if any(n in message.lower() for n in wanted):
+                return f"refused {refused(message)}"
+        return None
+
+    def _judge_runners(self, routes: RouteSet, mine: set[str]) -> None:
+        """Block routes held here whose runner is not running (failing and restarting, or not
+        available); forget blocks of routes no longer this member's."""
+        for name in list(self.blocked):
+            if name not in mine or name not in self._candidates:
+                self._unblock(name)
+        for name in self.owned:
+            if name in self._handovers:
+                continue
+            route = self._candidates.get(name)
+            metrics = routes.ctx.metrics.get(name)
+            if route is None or metrics is None:
+                continue
+            if metrics.status in ("running", "starting"):
+                if self.blocked.get(name, "").startswith("runner "):
+                    self._unblock(name)
+                continue
+            why = f"runner {metrics.status} ({metrics.restarts} restart(s))"
+            refusal = self._refusal(*(s for s in (route.stream, route.target_stream) if s))
+            self._block(name, f"{why}; server: {refusal}" if refusal else why)
 
     def _hand_over(self, name: str, routes: RouteSet, *, release: bool) -> None:
         self._handovers[name] = asyncio.create_task(self._drain_and_release(name, routes, release))
@@ -633,7 +712,7 @@ def lease_age(lease: Lease, now: datetime) -> float | None:
 async def read_fleet(nc: Client) -> FleetSnapshot | None:
     """Every heartbeat and lease in the bucket; None when there is no bucket (not applied)."""
     try:
-        kv = await open_bucket(nc)
+        kv = await open_bucket(nc, use=FLEET_OBSERVER)
     except BucketMissing:
         return None
     members: dict[str, Heartbeat] = {}

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from snsq2nats.errors import NatsConnectError
+from snsq2nats.jetstream.kv import open_kv
+from snsq2nats.plan.buckets import CUTOVER_FOLLOWER, REVISION_FOLLOWER
 from snsq2nats.plan.model import Plan, Route
 from snsq2nats.plan.moves import current_view
 from snsq2nats.plan.revision import (
@@ -67,7 +69,7 @@ async def read_applied(nc: Client) -> Applied | None:
     from snsq2nats.jetstream.state import read_bucket
 
     for _ in range(READ_ATTEMPTS):
-        pointers = await read_bucket(nc, REVISION_BUCKET, POINTER_KEY)
+        pointers = await read_bucket(nc, REVISION_FOLLOWER, POINTER_KEY)
         entry = (pointers or {}).get(POINTER_KEY)
         if entry is None:
             return None
@@ -86,7 +88,7 @@ async def read_applied(nc: Client) -> Applied | None:
 async def _read_plan(nc: Client, pointer: Pointer) -> Plan:
     from snsq2nats.jetstream.state import read_bucket
 
-    chunks = await read_bucket(nc, REVISION_BUCKET, f"chunk.{pointer.digest}.>") or {}
+    chunks = await read_bucket(nc, REVISION_FOLLOWER, f"chunk.{pointer.digest}.>") or {}
     return decode(pointer, {key: value.value for key, value in chunks.items()})
 
 
@@ -139,12 +141,12 @@ async def wait_for_plan_revision(
 
     from snsq2nats.bridge.fleet import MEMBERS, Heartbeat
     from snsq2nats.jetstream.state import read_bucket
-    from snsq2nats.plan.buckets import FLEET_BUCKET
+    from snsq2nats.plan.buckets import FLEET_OBSERVER
 
     deadline = time.monotonic() + timeout
     while True:
         try:
-            values = await read_bucket(nc, FLEET_BUCKET, MEMBERS + ">") or {}
+            values = await read_bucket(nc, FLEET_OBSERVER, MEMBERS + ">") or {}
         except Exception as exc:  # a busy or electing server: read again
             log.debug("reading the fleet's heartbeats failed (%s): retrying", exc)
             values = None
@@ -206,9 +208,8 @@ class CutoverFollower:
 
         from snsq2nats.jetstream.state import read_bucket
 
-        js = self.nc.jetstream()
         try:
-            kv = await js.key_value(CUTOVER_BUCKET)
+            kv = await open_kv(self.nc, CUTOVER_FOLLOWER)
         except (BucketNotFoundError, NotFoundError):
             raise NatsConnectError(
                 f"the cutover state bucket {CUTOVER_BUCKET} does not exist",
@@ -218,7 +219,7 @@ class CutoverFollower:
         # Watch first, then read: a change made in between is in the watch, never lost.
         self._watcher = await kv.watch(RESOURCE_PREFIX + ">", ignore_deletes=True)
         try:
-            revisions = await js.key_value(REVISION_BUCKET)
+            revisions = await open_kv(self.nc, REVISION_FOLLOWER)
         except (BucketNotFoundError, NotFoundError):
             raise NatsConnectError(
                 f"the applied revision bucket {REVISION_BUCKET} does not exist",
@@ -231,7 +232,7 @@ class CutoverFollower:
         if applied is not None and applied.revision > self.plan_revision:
             self._adopt(applied)
         for key, entry in (
-            await read_bucket(self.nc, CUTOVER_BUCKET, RESOURCE_PREFIX + ">") or {}
+            await read_bucket(self.nc, CUTOVER_FOLLOWER, RESOURCE_PREFIX + ">") or {}
         ).items():
             self._take(key, entry.value, entry.revision)
         if self.records:

@@ -8,9 +8,11 @@ own event loop (no extra thread): `/metrics`, `/healthz` (the process answers) a
 As a fleet member, every route series carries the `member` label (`<host>-<pid>-<random>`), and
 `snsq2nats_bridge_fleet_*` gauges say what the member sees: the live members and the routes it
 holds. `/readyz` answers 200 once the member is connected to NATS, has joined the fleet, and
-every route it holds is running; routes it handed to another member (status `released`) and
-routes it never held do not count, so a member holding nothing (more members than routes)
-is ready: a standby that takes routes over when another member goes.
+every route it holds is running, and no route the fleet gives it failed to be acquired or
+started (a member refused its lease, say for lack of a grant, answers 503 with why). Routes
+it handed to another member (status `released`) and routes it never held do not count, so a
+member holding nothing (more members than routes) is ready: a standby that takes routes over
+when another member goes.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ class FleetState(Protocol):
     member: str
     joined: bool
     owned: dict[str, int]
+    blocked: dict[str, str]
 
     def live_members(self) -> list[str]: ...
 
@@ -120,6 +123,11 @@ class RouteCollector:
             ("fleet_members", "Live fleet members this member sees.", len(fleet.live_members())),
             ("fleet_routes_held", "Routes whose lease this member holds.", len(fleet.owned)),
             ("fleet_joined", "1 once this member has joined the fleet.", int(fleet.joined)),
+            (
+                "fleet_routes_blocked",
+                "Routes this member should run but cannot acquire or run (see /readyz).",
+                len(fleet.blocked),
+            ),
         ):
             gauge = GaugeMetricFamily(f"{PREFIX}_{name}", help_text, labels=["member"])
             gauge.add_metric([fleet.member], value)
@@ -148,6 +156,11 @@ def ready(ctx: BridgeContext, fleet: FleetState | None = None) -> str | None:
         return "not connected to NATS"
     if fleet is not None and not fleet.joined:
         return "not yet a member of the bridge fleet"
+    if fleet is not None and fleet.blocked:
+        # Routes the fleet gives this member that it cannot acquire or run: nobody runs them.
+        return "routes this member should run but cannot: " + "; ".join(
+            f"{name}: {why}" for name, why in sorted(fleet.blocked.items())
+        )
     waiting = sorted(
         m.route
         for m in ctx.metrics.values()

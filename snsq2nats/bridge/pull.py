@@ -22,12 +22,12 @@ from snsq2nats.bridge.context import BridgeContext, RouteMetrics, backoff
 from snsq2nats.bridge.replies import Replies
 from snsq2nats.errors import NatsConnectError, SnsqError
 from snsq2nats.jetstream.api import (
-    API_PREFIX,
     ERR_CONSUMER_NOT_FOUND,
     ERR_STREAM_NOT_FOUND,
     JetStreamApiError,
     api,
 )
+from snsq2nats.jetstream.operations import CONSUMER_INFO, CONSUMER_NEXT
 from snsq2nats.plan.model import Route
 
 if TYPE_CHECKING:
@@ -154,7 +154,7 @@ async def ack_confirmed(
 
 
 async def consumer_info(ctx: BridgeContext, stream: str, consumer: str) -> dict[str, Any]:
-    return await api(ctx.nc, f"{API_PREFIX}.CONSUMER.INFO.{stream}.{consumer}")
+    return await api(ctx.nc, CONSUMER_INFO.subject(stream=stream, consumer=consumer))
 
 
 async def require_consumer(ctx: BridgeContext, route: Route, stream: str, consumer: str) -> None:
@@ -300,7 +300,7 @@ class PullSource:
         self._arrived.clear()
         self._want = batch if no_wait else 1
         await self.ctx.nc.publish(
-            f"{API_PREFIX}.CONSUMER.MSG.NEXT.{self.stream}.{self.consumer}",
+            CONSUMER_NEXT.subject(stream=self.stream, consumer=self.consumer),
             json.dumps(request).encode(),
             reply=f"{self._inbox}.{token}",
         )

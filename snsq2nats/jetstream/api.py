@@ -17,6 +17,15 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from snsq2nats.errors import NatsConnectError, PermissionDeniedError, SnsqError
+from snsq2nats.jetstream.operations import (
+    API,
+    CONSUMER_CREATE,
+    CONSUMER_DELETE,
+    STREAM_CREATE,
+    STREAM_DELETE,
+    STREAM_INFO,
+    STREAM_UPDATE,
+)
 from snsq2nats.jetstream.permissions import denials_of
 from snsq2nats.jetstream.spec import (
     ConsumerSpec,
@@ -39,7 +48,7 @@ __all__ = [
     "update_stream",
 ]
 
-API_PREFIX = "$JS.API"
+API_PREFIX = API
 ConsumerAction = Literal["create", "update", ""]
 
 # JetStream API error codes snsq2nats reacts to (server/errors.json).
@@ -283,7 +292,7 @@ async def create_stream(
 ) -> dict[str, Any]:
     """STREAM.CREATE; returns the server's stream info (its `config` is what it kept)."""
     body = stream_request_body(spec, pedantic=pedantic)
-    return await api(nc, f"{API_PREFIX}.STREAM.CREATE.{spec.name}", body, timeout)
+    return await api(nc, STREAM_CREATE.subject(stream=spec.name), body, timeout)
 
 
 async def update_stream(
@@ -300,10 +309,10 @@ async def update_stream(
     fetched first (one extra request).
     """
     if base is None:
-        info = await api(nc, f"{API_PREFIX}.STREAM.INFO.{spec.name}", None, timeout)
+        info = await api(nc, STREAM_INFO.subject(stream=spec.name), None, timeout)
         base = info.get("config") or {}
     body = stream_request_body(spec, pedantic=pedantic, base=base)
-    return await api(nc, f"{API_PREFIX}.STREAM.UPDATE.{spec.name}", body, timeout)
+    return await api(nc, STREAM_UPDATE.subject(stream=spec.name), body, timeout)
 
 
 async def delete_stream(
@@ -311,7 +320,7 @@ async def delete_stream(
 ) -> bool:
     """STREAM.DELETE (its messages and consumers go with it); False if it was already gone."""
     try:
-        await api(nc, f"{API_PREFIX}.STREAM.DELETE.{name}", None, timeout)
+        await api(nc, STREAM_DELETE.subject(stream=name), None, timeout)
     except JetStreamApiError as exc:
         if missing_ok and exc.err_code == ERR_STREAM_NOT_FOUND:
             return False
@@ -355,7 +364,7 @@ async def create_consumer(
     }
     if pedantic:
         body["pedantic"] = True
-    subject = f"{API_PREFIX}.CONSUMER.CREATE.{spec.stream_name}.{spec.durable_name}"
+    subject = CONSUMER_CREATE.subject(stream=spec.stream_name, consumer=spec.durable_name)
     return await api(nc, subject, body, timeout)
 
 
@@ -364,7 +373,7 @@ async def delete_consumer(
 ) -> bool:
     """CONSUMER.DELETE; False if it (or its stream) was already gone and `missing_ok`."""
     try:
-        await api(nc, f"{API_PREFIX}.CONSUMER.DELETE.{stream}.{name}", None, timeout)
+        await api(nc, CONSUMER_DELETE.subject(stream=stream, consumer=name), None, timeout)
     except JetStreamApiError as exc:
         if missing_ok and exc.err_code in (ERR_CONSUMER_NOT_FOUND, ERR_STREAM_NOT_FOUND):
             return False

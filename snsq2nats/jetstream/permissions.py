@@ -12,6 +12,7 @@ import asyncio
 import weakref
 from collections import deque
 
+VIOLATION = "permissions violation"
 _REGISTRY: weakref.WeakKeyDictionary[object, Denials] = weakref.WeakKeyDictionary()
 
 
@@ -26,10 +27,9 @@ class Denials:
 
     def record(self, message: str) -> bool:
         """Keep `message` if it is a permission violation; True when it was one."""
-        text = message.lower()
-        if "permissions violation" not in text:
+        if VIOLATION not in message.lower():
             return False
-        self.messages.append(text)
+        self.messages.append(message)
         # Wake everyone waiting for the next refusal, then start a fresh event for the next.
         self._changed.set()
         self._changed = asyncio.Event()
@@ -43,12 +43,20 @@ class Denials:
         subscription its reply needs (the connection's inbox)."""
         wanted = f'publish to "{subject.lower()}"'
         inbox = self.inbox_prefix.lower()
-        for text in reversed(self.messages):
+        for message in reversed(self.messages):
+            text = message.lower()
             if wanted in text:
                 return f'publish to "{subject}"'
             if "subscription to" in text and f'"{inbox}.' in text:
                 return f"subscribe to its inbox {self.inbox_prefix}.>"
         return None
+
+
+def refused(message: str) -> str:
+    """What a violation message says was refused: `publish to "SUBJECT"` (the server's case)."""
+    at = message.lower().find(VIOLATION)
+    what = message[at + len(VIOLATION) :] if at >= 0 else message
+    return what.strip(" '\"").removeprefix("for ").rstrip("'")
 
 
 def watch(connection: object, denials: Denials) -> None:

@@ -12,7 +12,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from snsq2nats.jetstream.api import API_PREFIX, ERR_STREAM_NOT_FOUND, JetStreamApiError, api
+from snsq2nats.jetstream.api import ERR_STREAM_NOT_FOUND, JetStreamApiError, api
+from snsq2nats.jetstream.operations import (
+    CONSUMER_DELETE,
+    CONSUMER_LIST,
+    STREAM_INFO,
+    STREAM_LIST,
+    STREAM_NAMES,
+    BucketUse,
+    KvOp,
+    bucket_stream,
+)
 from snsq2nats.jetstream.spec import LiveState, LiveStream, ServerInfo
 
 _LIST_CONCURRENCY = 16
@@ -20,7 +30,7 @@ _LIST_CONCURRENCY = 16
 
 async def stream_names(nc: Any, *, timeout: float = 5.0) -> set[str]:
     """Every stream's name, all pages."""
-    names = await paginate(nc, f"{API_PREFIX}.STREAM.NAMES", "streams", timeout)
+    names = await paginate(nc, STREAM_NAMES.subject(), "streams", timeout)
     return {str(n) for n in names if isinstance(n, str)}
 
 
@@ -88,7 +98,7 @@ async def _stream_consumers(
 async def stream_infos(nc: Any, *, timeout: float = 5.0) -> dict[str, dict[str, Any]]:
     """Every stream's info (`config`, `state`, …) by name, all pages: one request per 256
     streams where asking each stream's INFO is one per stream."""
-    infos = await paginate(nc, f"{API_PREFIX}.STREAM.LIST", "streams", timeout)
+    infos = await paginate(nc, STREAM_LIST.subject(), "streams", timeout)
     by_name: dict[str, dict[str, Any]] = {}
     for info in infos:
         if not isinstance(info, dict):
@@ -105,7 +115,7 @@ async def consumer_infos(
     """Every consumer's info (`config`, `num_pending`, …) on `stream` by name, all pages; None
     when the stream does not exist."""
     try:
-        infos = await paginate(nc, f"{API_PREFIX}.CONSUMER.LIST.{stream}", "consumers", timeout)
+        infos = await paginate(nc, CONSUMER_LIST.subject(stream=stream), "consumers", timeout)
     except JetStreamApiError as exc:
         if exc.err_code == ERR_STREAM_NOT_FOUND:
             return None
@@ -165,23 +175,31 @@ class KvValue:
     """When the server stored it, in epoch seconds."""
 
 
-async def read_bucket(nc: Any, bucket: str, keys: str = ">") -> dict[str, KvValue] | None:
-    """A KV bucket's current values under `keys`, or None without the bucket.
+async def read_bucket(
+    nc: Any, bucket: str | BucketUse, keys: str = ">"
+) -> dict[str, KvValue] | None:
+    """A KV bucket's current values under `keys`, or None without the bucket. Pass the
+    bucket's declared use (`plan.buckets`): it must declare `KvOp.READ`.
 
     An empty answer is checked against the stream's own count of those keys and read again
     when they exist: a consumer created under load has been seen to report nothing pending.
     """
+    if isinstance(bucket, BucketUse):
+        bucket.require(KvOp.READ)
+        bucket = bucket.bucket
     for _ in range(3):
         values = await _read_bucket_once(nc, bucket, keys)
         if values:
             return values
-        if values is None or not await _has_subjects(nc, f"KV_{bucket}", f"$KV.{bucket}.{keys}"):
+        if values is None or not await _has_subjects(
+            nc, bucket_stream(bucket), f"$KV.{bucket}.{keys}"
+        ):
             return values
     return values
 
 
 async def _has_subjects(nc: Any, stream: str, subjects: str) -> bool:
-    info = await api(nc, f"{API_PREFIX}.STREAM.INFO.{stream}", {"subjects_filter": subjects}, 5.0)
+    info = await api(nc, STREAM_INFO.subject(stream=stream), {"subjects_filter": subjects}, 5.0)
     state = info.get("state") or {}
     return bool(state.get("num_subjects") or state.get("subjects"))
 
@@ -195,7 +213,7 @@ async def _read_bucket_once(nc: Any, bucket: str, keys: str) -> dict[str, KvValu
     from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
     from nats.js.errors import NotFoundError
 
-    stream = f"KV_{bucket}"
+    stream = bucket_stream(bucket)
     prefix = f"$KV.{bucket}."
     js = nc.jetstream()
     try:
@@ -212,7 +230,7 @@ async def _read_bucket_once(nc: Any, bucket: str, keys: str) -> dict[str, KvValu
     except NotFoundError:
         # The stream or the new consumer: only a missing stream means "no bucket".
         try:
-            await api(nc, f"{API_PREFIX}.STREAM.INFO.{stream}", None, 5.0)
+            await api(nc, STREAM_INFO.subject(stream=stream), None, 5.0)
         except JetStreamApiError as err:
             if err.err_code == ERR_STREAM_NOT_FOUND:
                 return None
@@ -241,7 +259,7 @@ async def _read_bucket_once(nc: Any, bucket: str, keys: str) -> dict[str, KvValu
         try:
             name = (await sub.consumer_info()).name
             await sub.unsubscribe()
-            await api(nc, f"{API_PREFIX}.CONSUMER.DELETE.{stream}.{name}", None, 5.0)
+            await api(nc, CONSUMER_DELETE.subject(stream=stream, consumer=name), None, 5.0)
         except Exception:
             await sub.unsubscribe()
     return values

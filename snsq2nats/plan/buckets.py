@@ -13,6 +13,8 @@ bridge only opens it (and says to run `apply` when it is missing).
 
 from __future__ import annotations
 
+from snsq2nats.jetstream.operations import BucketUse, KvOp, bucket_use
+from snsq2nats.jetstream.operations import bucket_stream as bucket_stream
 from snsq2nats.jetstream.spec import NS, StreamSpec
 from snsq2nats.plan.metadata import EVERY, for_route
 from snsq2nats.plan.revision import REVISION_BUCKET
@@ -26,9 +28,32 @@ CUTOVER_ROUTES = "cutover:*"
 REVISION_ROUTES = "revision:*"
 """The revision bucket's `snsq2nats.route`: every route is one of the revision it holds."""
 
+# Who does what with each bucket: the code opens a bucket through its use (`jetstream.kv`) and
+# `auth` grants exactly these, so the two cannot drift. A new bucket's grants are one line here.
+FLEET_MEMBER = bucket_use(FLEET_BUCKET, "bridge", KvOp.GET, KvOp.PUT, KvOp.WATCH)
+"""`bridge.fleet`: heartbeats and leases (create of a released lease reads it first)."""
+FLEET_OBSERVER = bucket_use(FLEET_BUCKET, "admin", KvOp.WATCH, KvOp.READ)
+"""`status` and `cutover`: read the heartbeats and leases."""
+CUTOVER_FOLLOWER = bucket_use(CUTOVER_BUCKET, "bridge", KvOp.WATCH, KvOp.READ)
+"""`bridge.follow`: read and watch the cutover state, never write it."""
+CUTOVER_WRITER = bucket_use(CUTOVER_BUCKET, "admin", KvOp.GET, KvOp.PUT, KvOp.WATCH, KvOp.READ)
+"""`cutover` records moves (and shows their history); `plan`, `status`, `runbook` read them."""
+REVISION_FOLLOWER = bucket_use(REVISION_BUCKET, "bridge", KvOp.WATCH, KvOp.READ)
+"""`bridge.follow`: read the applied revision and watch its pointer, never write it."""
+REVISION_WRITER = bucket_use(REVISION_BUCKET, "admin", KvOp.PUT, KvOp.READ)
+"""`apply` records the revision (chunks, then the pointer; retired chunks deleted)."""
+BUCKET_USES: tuple[BucketUse, ...] = (
+    FLEET_MEMBER,
+    FLEET_OBSERVER,
+    CUTOVER_FOLLOWER,
+    CUTOVER_WRITER,
+    REVISION_FOLLOWER,
+    REVISION_WRITER,
+)
 
-def bucket_stream(bucket: str) -> str:
-    return f"KV_{bucket}"
+
+def bucket_uses(role: str) -> list[BucketUse]:
+    return [use for use in BUCKET_USES if use.role == role]
 
 
 def fleet_bucket_spec(replicas: int = 1) -> StreamSpec:

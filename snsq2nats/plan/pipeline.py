@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 from snsq2nats.inventory import Inventory, load_inventory
 from snsq2nats.jetstream.spec import ServerInfo
+from snsq2nats.plan.buckets import CUTOVER_WRITER
 from snsq2nats.plan.diff import diff
 from snsq2nats.plan.model import Plan, Resource
 from snsq2nats.plan.rules import Rules, load_rules
-from snsq2nats.plan.states import CUTOVER_BUCKET, RESOURCE_PREFIX, CutoverRecord, parse_records
+from snsq2nats.plan.states import RESOURCE_PREFIX, CutoverRecord, parse_records
 from snsq2nats.plan.translate import translate
 
 if TYPE_CHECKING:
@@ -133,7 +134,7 @@ async def read_state(
         )
     try:
         live = await read_live(nc, on_progress=on_progress)
-        values = await read_bucket(nc, CUTOVER_BUCKET, RESOURCE_PREFIX + ">")
+        values = await read_bucket(nc, CUTOVER_WRITER, RESOURCE_PREFIX + ">")
     finally:
         await nc.close()
     return live, live.server, parse_records(values or {})

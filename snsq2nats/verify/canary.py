@@ -17,12 +17,12 @@ from typing import Any, Literal
 from snsq2nats.bridge.codec import CANARY_HEADER
 from snsq2nats.errors import SnsqError
 from snsq2nats.jetstream.api import (
-    API_PREFIX,
     ERR_CONSUMER_NOT_FOUND,
     ERR_STREAM_NOT_FOUND,
     JetStreamApiError,
     api,
 )
+from snsq2nats.jetstream.operations import CONSUMER_INFO, STREAM_INFO
 from snsq2nats.jetstream.spec import StreamSpec
 from snsq2nats.plan.model import Plan
 
@@ -132,7 +132,7 @@ class CanaryRun:
 
     async def stream_state(self, name: str) -> dict[str, Any] | None:
         try:
-            info = await api(self.nc, f"{API_PREFIX}.STREAM.INFO.{name}", None, self.timeout)
+            info = await api(self.nc, STREAM_INFO.subject(stream=name), None, self.timeout)
         except JetStreamApiError as exc:
             if exc.err_code == ERR_STREAM_NOT_FOUND:
                 return None
@@ -143,7 +143,7 @@ class CanaryRun:
         """The consumer's info, or why it cannot be used."""
         try:
             return await api(
-                self.nc, f"{API_PREFIX}.CONSUMER.INFO.{stream}.{consumer}", None, self.timeout
+                self.nc, CONSUMER_INFO.subject(stream=stream, consumer=consumer), None, self.timeout
             )
         except JetStreamApiError as exc:
             if exc.err_code == ERR_STREAM_NOT_FOUND:

@@ -8,12 +8,12 @@ import base64
 from snsq2nats.bridge.codec import CANARY_HEADER
 from snsq2nats.errors import SnsqError
 from snsq2nats.jetstream.api import (
-    API_PREFIX,
     ERR_NO_MESSAGE,
     ERR_STREAM_NOT_FOUND,
     JetStreamApiError,
     api,
 )
+from snsq2nats.jetstream.operations import MSG_DELETE, MSG_GET
 from snsq2nats.verify.canary import Canary, CanaryRun, CheckResult
 
 
@@ -21,7 +21,7 @@ async def _delete(run: CanaryRun, stream: str, seq: int) -> bool:
     try:
         await api(
             run.nc,
-            f"{API_PREFIX}.STREAM.MSG.DELETE.{stream}",
+            MSG_DELETE.subject(stream=stream),
             {"seq": seq, "no_erase": True},
             run.timeout,
         )
@@ -41,7 +41,7 @@ async def _sweep(run: CanaryRun, stream: str, subjects: set[str], start: int) ->
             try:
                 resp = await api(
                     run.nc,
-                    f"{API_PREFIX}.STREAM.MSG.GET.{stream}",
+                    MSG_GET.subject(stream=stream),
                     {"seq": seq, "next_by_subj": subject},
                     run.timeout,
                 )
