@@ -862,6 +862,12 @@ cutover_options = option_group(
         type=click.FloatRange(min=1),
         help="With --wait: give up after this many seconds (default: wait as long as it takes).",
     ),
+    click.option(
+        "--record-only",
+        is_flag=True,
+        help="Record the move even when no bridge runs (exit 0; it is pending until one "
+        "starts). Without it, a move no bridge confirmed exits 1.",
+    ),
     click.option("--json", "as_json", is_flag=True, help="Print the result as JSON to stdout."),
 )
 
@@ -959,6 +965,7 @@ def _cutover(
         confirm_timeout=kwargs["confirm_timeout"],
         drain_timeout=kwargs["drain_timeout"],
         delete_aws=extra.get("delete_aws", False),
+        record_only=kwargs["record_only"],
     )
     nats = NatsOptions.resolve(kwargs["server"], kwargs["nats_context"])
     aws = _aws_clients(plan, kwargs)
@@ -975,6 +982,15 @@ def _cutover(
         out.data(jsonlib.dumps(result.to_json(), indent=2))
     else:
         out.info(cutover_report(result))
+    if result.no_bridge and not request.record_only:
+        from snsq2nats.errors import CutoverError
+
+        raise CutoverError(
+            f"the move is recorded (state revision {result.revision}) but pending: no bridge "
+            "is running to make it",
+            hint="start `snsq2nats bridge` (it switches as it starts; keep the old workers "
+            "running until then), or pass --record-only to record moves ahead of a bridge",
+        )
 
 
 def _aws_clients(plan: Plan, kwargs: dict[str, Any]) -> Any:

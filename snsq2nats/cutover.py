@@ -28,6 +28,7 @@ from snsq2nats.errors import CutoverError
 from snsq2nats.jetstream.api import JetStreamApiError, api
 from snsq2nats.jetstream.state import read_bucket
 from snsq2nats.plan.model import Plan, Resource, Route
+from snsq2nats.plan.routes import active_routes
 from snsq2nats.plan.moves import (
     Move,
     aws_feeds,
@@ -63,13 +64,20 @@ class CutoverRequest:
     delete_aws: bool = False
     confirm_timeout: float = CONFIRM_TIMEOUT
     drain_timeout: float | None = None
+    record_only: bool = False
+    """Record the move even though no bridge runs to make it (the CLI exits 0 then)."""
 
 
 @dataclass
 class Drained:
+    """The old side of a consumers move, as `--wait` found it."""
+
     resource: str
     where: str
-    seconds: float
+    seconds: float | None
+    """How long it took to drain; None when it was not waited for (see `fed`)."""
+    fed: list[str] = field(default_factory=list)
+    """What still feeds it on AWS: it never stays empty, so `--wait` does not wait for it."""
 
 
 @dataclass
@@ -114,6 +122,7 @@ class CutoverResult:
             "confirmed_by": self.confirmed,
             "no_bridge": self.no_bridge,
             "seconds_to_confirm": self.seconds_to_confirm,
+            "pending": self.no_bridge,
             "drained": [d.__dict__ for d in self.drained],
             "deleted_aws": self.deleted,
             "kept_aws": self.kept,
@@ -273,13 +282,7 @@ async def wait_for_bridges(
         waiting = sorted(m for m, (beat, _, _) in seen.items() if beat.cutover_revision < revision)
         if not waiting:
             if not seen and values:
-                progress(
-                    "no live bridge among heartbeats: "
-                    + "; ".join(
-                        f"{k} written {time.time() - v.written:.1f}s ago: {v.value[:200]!r}"
-                        for k, v in values.items()
-                    )
-                )
+                progress("no live bridge: " + _heartbeats_summary(values.values()))
             return sorted(seen)
         if now - started > timeout:
             raise CutoverError(
@@ -291,6 +294,25 @@ async def wait_for_bridges(
             last_said = now
             progress(f"waiting for {len(waiting)} bridge(s) to switch: {', '.join(waiting)}")
         await asyncio.sleep(POLL / 2)
+
+
+def _heartbeats_summary(entries: Any) -> str:
+    """What the fleet bucket holds when no member is live: each member, how old its last
+    heartbeat is, and whether it left (decoded, never the raw bytes)."""
+    from pydantic import ValidationError
+
+    from snsq2nats.bridge.fleet import Heartbeat
+
+    said = []
+    for entry in entries:
+        age = f"{time.time() - entry.written:.0f}s ago"
+        try:
+            beat = Heartbeat.model_validate_json(entry.value)
+        except ValidationError:
+            said.append(f"an unreadable heartbeat written {age}")
+            continue
+        said.append(f"{beat.member} {'left' if beat.leaving else 'last beat'} {age}")
+    return "; ".join(said) or "no heartbeat"
 
 
 # --- draining the old side ------------------------------------------------------------------------
@@ -359,21 +381,24 @@ async def _drain_old_side(
     progress: Progress,
     feeds: list[str],
 ) -> Drained | None:
+    """Wait until the side the consumers left holds nothing, whether this command moved them
+    or an earlier one did (`--wait` on a move already made waits just the same)."""
     resource = move.resource
-    if not move.changed or move.side != "consumers":
+    if move.side != "consumers":
         return None
     if move.after.consumers == "nats":
         if aws is None:
             raise CutoverError("--wait on a move to NATS reads the SQS queue: no AWS access given")
         where = f"SQS queue {resource.name}"
         if feeds:
-            # It never stays empty while fed; the bridge relays whatever arrives, so the old
-            # workers may stop whenever suits (each message is still taken once).
+            # It never stays empty while fed; the bridge relays whatever arrives (a FIFO queue
+            # keeps each group's order across both sides), so the old workers may stop whenever.
             progress(
-                f"{where} is still fed ({'; '.join(feeds)}): the bridge relays what arrives, "
-                f"the old workers of {resource.name} may stop now"
+                f"{where} is still fed ({'; '.join(feeds)}): not waiting for it to drain; the "
+                f"bridge relays what arrives, the old workers of {resource.name} may stop "
+                "whenever suits"
             )
-            return Drained(resource.name, where + " (still fed: not waited for)", 0.0)
+            return Drained(resource.name, where, None, feeds)
         seconds = await drain(
             where, lambda: _sqs_backlog(aws, resource.source_arn), progress, request.drain_timeout
         )
@@ -408,24 +433,42 @@ async def run_cutover(
         moves = plan_moves(plan, records, request.side, request.names, request.to)
     await check_applied(nc, moves)
     result = CutoverResult(moves=moves, dry_run=request.dry_run)
-    if request.dry_run or not any(m.changed for m in moves):
+    if request.dry_run:
         return result
-    if request.side == "finish":
-        await _before_finish(nc, aws, moves, request, progress)
-    started = time.monotonic()
-    result.revision = await _record(kv, moves, records, request)
-    progress(f"recorded (state revision {result.revision}); waiting for the bridges to switch")
-    result.confirmed = await wait_for_bridges(
-        nc, result.revision, request.confirm_timeout, progress
-    )
-    result.seconds_to_confirm = round(time.monotonic() - started, 3)
-    if not result.confirmed:
-        progress("no bridge is running: the move takes effect when one starts")
-    if request.side == "finish":
-        await _after_finish(nc, plan, aws, moves, request, result)
-    elif request.wait:
+    if any(m.changed for m in moves):
+        if request.side == "finish":
+            await _before_finish(nc, aws, moves, request, progress)
+        started = time.monotonic()
+        result.revision = await _record(kv, moves, records, request)
+        progress(f"recorded (state revision {result.revision}); waiting for the bridges to switch")
+        result.confirmed = await wait_for_bridges(
+            nc, result.revision, request.confirm_timeout, progress
+        )
+        result.seconds_to_confirm = round(time.monotonic() - started, 3)
+        if not result.confirmed:
+            progress("no bridge is running: the move is recorded and pending until one starts")
+            # Nothing relays the old side yet: waiting for it to drain would wait for nothing.
+            return result
+        if request.side == "finish":
+            await _after_finish(nc, plan, aws, moves, request, result)
+    if request.wait and request.side == "consumers":
+        if result.revision is None and not await wait_for_bridges(
+            nc, 0, request.confirm_timeout, progress
+        ):
+            raise CutoverError(
+                "nothing drains the old side of "
+                + ", ".join(m.resource.name for m in moves)
+                + ": no bridge is running",
+                hint="start `snsq2nats bridge` (the move is already recorded), then run the "
+                "command again",
+            )
         view = current_view(plan, await read_records(nc))
+        running = {r.name for r in active_routes(plan.candidate_routes, view)}
         for move in moves:
+            relay = ("sqs:" if move.after.consumers == "nats" else "to-sqs:") + move.resource.name
+            if not move.changed and relay not in running:
+                # Where the plan always had them, and nothing on the other side to relay.
+                continue
             feeds = aws_feeds(plan, move.resource, view) if move.kind == "queue" else []
             drained = await _drain_old_side(nc, aws, move, request, progress, feeds)
             if drained is not None:

@@ -359,3 +359,113 @@ async def test_a_fifo_queue_moves_to_nats_and_back_keeping_each_group_in_order(
     for group, body in processed:
         by_group[group].append(body)
     assert by_group == sent
+
+
+async def test_a_fifo_move_keeps_group_order_while_the_old_aws_workers_keep_running(
+    aws: AwsEndpoint, nats_server: NatsServer, tmp_path: Path
+) -> None:
+    """jobs.fifo's consumers move to NATS while its AWS workers keep receiving (they stop only
+    after the move, and producers keep sending to SQS throughout). The bridge is one more
+    competing consumer of the SQS queue: it keeps each message it stored in flight (its group
+    locked) until the NATS worker acknowledged it, so no group is ever processed on both sides
+    at once. Each worker records a message when it has processed it, before deleting or
+    acking: every group's record is its send order, each message once."""
+    import threading
+
+    from nats.errors import TimeoutError as NatsTimeout
+
+    urls = seed(aws)
+    plan = await planned(aws, nats_server, tmp_path, apply=True)
+    resource = next(r for r in plan.resources if r.name == "jobs.fifo")
+    assert resource.stream and resource.consumer
+    groups = [f"g{i}" for i in range(4)]
+    sent: dict[str, list[str]] = {g: [] for g in groups}
+    processed: list[tuple[str, str, str]] = []  # (side, group, body), in processing order
+    lock = threading.Lock()
+    stop_sending, stop_aws = threading.Event(), threading.Event()
+
+    def producer() -> None:
+        sqs = aws.client("sqs")
+        n = 0
+        while not stop_sending.is_set():
+            for group in groups:
+                body = f"{group}-{n:04d}"
+                sqs.send_message(
+                    QueueUrl=urls["jobs.fifo"],
+                    MessageBody=body,
+                    MessageGroupId=group,
+                    MessageDeduplicationId=body,
+                )
+                sent[group].append(body)
+            n += 1
+
+    def aws_worker() -> None:
+        sqs = aws.client("sqs")
+        while not stop_aws.is_set():
+            got = sqs.receive_message(
+                QueueUrl=urls["jobs.fifo"], MaxNumberOfMessages=10, WaitTimeSeconds=1
+            ).get("Messages", [])
+            for m in got:
+                with lock:
+                    processed.append(("aws", m["Body"].split("-")[0], m["Body"]))
+                sqs.delete_message(QueueUrl=urls["jobs.fifo"], ReceiptHandle=m["ReceiptHandle"])
+
+    nats_stop = asyncio.Event()
+
+    async def nats_worker() -> None:
+        nc = await connect_nats(NatsOptions(servers=[nats_server.url]))
+        try:
+            sub = await nc.jetstream().pull_subscribe_bind(resource.consumer, resource.stream)
+            while not nats_stop.is_set():
+                try:
+                    # One message in flight: fetch one, with a short wait (`subject --durable`).
+                    msgs = await sub.fetch(1, timeout=0.5)
+                except (TimeoutError, NatsTimeout):
+                    continue
+                for msg in msgs:
+                    # Processing takes a while: the window in which SQS must not hand the
+                    # group's next message to an AWS worker.
+                    await asyncio.sleep(0.05)
+                    body = msg.data.decode()
+                    with lock:
+                        processed.append(("nats", body.split("-")[0], body))
+                    await msg.ack_sync()
+        finally:
+            await nc.close()
+
+    def count(side: str | None = None) -> int:
+        with lock:
+            return sum(1 for s, _, _ in processed if side in (None, s))
+
+    threads = [threading.Thread(target=f, daemon=True) for f in (producer, aws_worker)]
+    for thread in threads:
+        thread.start()
+    bridge = Bridge(nats_server, aws, plan)
+    worker = asyncio.create_task(nats_worker())
+    try:
+        await until(lambda: count("aws") >= 20, what="the AWS workers at work", timeout=60)
+        await cutover(nats_server, aws, plan, "consumers", ["jobs.fifo"], "nats")
+        # Both sides now take messages of the same groups, for a good stretch of traffic.
+        mark = count("aws")
+        await until(lambda: count("nats") >= 30, what="NATS workers at work", timeout=120)
+        await until(lambda: count("aws") >= mark + 5, what="AWS workers still at work", timeout=60)
+        stop_sending.set()
+        stop_aws.set()
+        for thread in threads:
+            await asyncio.to_thread(thread.join)
+        total = sum(len(v) for v in sent.values())
+        await until(lambda: count() >= total, what="every message processed", timeout=180)
+    finally:
+        stop_sending.set()
+        stop_aws.set()
+        nats_stop.set()
+        await worker
+        await bridge.close()
+    by_group: dict[str, list[str]] = {g: [] for g in groups}
+    sides: dict[str, set[str]] = {g: set() for g in groups}
+    for side, group, body in processed:
+        by_group[group].append(body)
+        sides[group].add(side)
+    assert by_group == sent
+    # The overlap was real: groups processed on both sides.
+    assert all(s == {"aws", "nats"} for s in sides.values()), sides

@@ -45,6 +45,7 @@ from snsq2nats.bridge.codec import (
     string_attributes,
 )
 from snsq2nats.bridge.context import BridgeContext, RouteMetrics, backoff
+from snsq2nats.bridge.fifo_handover import pub_ack_seq, until_processed
 from snsq2nats.bridge.replies import EXPECTED_STREAM_HEADER, Replies, check_pub_ack
 from snsq2nats.filterpolicy import encode_token, subject_for
 from snsq2nats.plan.model import Route
@@ -200,6 +201,8 @@ class _Pending:
     message: dict[str, Any]
     received: float
     done: bool = False
+    seq: int | None = None
+    """The stream sequence of its PubAck (recorded for FIFO queues only, see `ordered`)."""
 
 
 @dataclass
@@ -220,8 +223,11 @@ class Relay:
     """Reads the backlog from a full batch on until the queue is empty again; none while idle
     (no wake-ups per idle route)."""
     replies: Replies = field(init=False)
+    ordered: bool = field(init=False)
 
     def __post_init__(self) -> None:
+        # A FIFO queue's messages leave SQS once NATS processed them (`fifo_handover`).
+        self.ordered = self.route.kind == "sqs-to-nats" and self.route.fifo
         self.metrics = self.ctx.route_metrics(self.route)
         self.permits = asyncio.Semaphore(max(self.ctx.max_in_flight, MAX_BATCH))
         self.replies = Replies(self.ctx.nc)
@@ -365,6 +371,8 @@ class Relay:
                 for p, ok in zip(pending, results, strict=True)
                 if ok is not True and not isinstance(ok, PublishGaveUp)
             ]
+            if self.ordered:
+                await self._until_processed(done)
             for p in done:
                 p.done = True
             keeper.cancel()
@@ -458,6 +466,8 @@ class Relay:
                 except Exception as exc:
                     answer = exc
                 else:
+                    if self.ordered:
+                        pending[i].seq = pub_ack_seq(answer)
                     count += 1
                     size += len(relayed[i].payload)
                     received = pending[i].received  # one batch: received together
@@ -468,6 +478,12 @@ class Relay:
             self.metrics.delivered(count, size, time.monotonic() - received)
         failures.sort(key=lambda failure: failure[0])
         return failures
+
+    async def _until_processed(self, done: list[_Pending]) -> None:
+        """FIFO: keep `done` in flight in SQS (its group locked) until the durable acked it."""
+        seqs = [p.seq for p in done if p.seq is not None]
+        if seqs and self.route.stream:
+            await until_processed(self.ctx.nc, self.route.stream, seqs, self.ctx.stopping)
 
     async def keep_invisible(self, pending: list[_Pending]) -> None:
         """Extend visibility before half of it passes, while any publish is outstanding."""
