@@ -337,8 +337,14 @@ def subject(
     out = Output()
     result = plan_for(out, plan_path, kwargs, live=False)
     if durable:
-        for stream, name in worker_durables(result, source, attrs):
+        from snsq2nats.plan.runbook import fetch_advice
+
+        durables = worker_durables(result, source, attrs)
+        for stream, name in durables:
             out.data(f"{stream} {name}")
+        advice = fetch_advice(result, durables)
+        if advice:
+            out.line(advice)  # on stderr: stdout stays `STREAM DURABLE` lines for scripts
         return
     out.data(publish_subject(result, source, attrs))
 

@@ -162,9 +162,11 @@ async def test_dry_run_records_nothing_and_a_move_is_history(
     assert json.loads(empty.stdout) == []
 
     for to in ("nats", "aws"):
-        moved = await asyncio.to_thread(cli, "cutover", "consumers", "billing", "--to", to)
+        moved = await asyncio.to_thread(
+            cli, "cutover", "consumers", "billing", "--to", to, "--record-only"
+        )
         assert moved.exit_code == 0, moved.output
-        assert "no bridge is running" in moved.output
+        assert "no bridge is running" in moved.output and "PENDING" in moved.output
     same = await asyncio.to_thread(cli, "cutover", "consumers", "billing", "--to", "aws")
     assert "no change" in same.output
 
@@ -469,3 +471,98 @@ async def test_a_fifo_move_keeps_group_order_while_the_old_aws_workers_keep_runn
     assert by_group == sent
     # The overlap was real: groups processed on both sides.
     assert all(s == {"aws", "nats"} for s in sides.values()), sides
+
+
+async def test_no_bridge_means_pending_and_wait_waits_on_a_move_already_made(
+    aws: AwsEndpoint, nats_server: NatsServer, tmp_path: Path
+) -> None:
+    """Without a running bridge a move is recorded but pending: the command says so and exits
+    1 (0 with --record-only), and names the fleet's members in words, never raw bytes. `--wait`
+    on a move already made waits for the drain just the same; a queue still fed on AWS is said
+    to be not waited for, never "drained after 0.0s"."""
+    urls = seed(aws)
+    plan = await planned(aws, nats_server, tmp_path, apply=True)
+    plan_path = tmp_path / "plan.json"
+    plan_path.write_text(plan.to_json())
+    runner = CliRunner()
+
+    def cli(*args: str) -> Any:
+        return runner.invoke(main, [*args, "--plan", str(plan_path), "-s", nats_server.url])
+
+    # A bridge ran once and stopped: its heartbeat is in the fleet bucket, no member is live.
+    bridge = Bridge(nats_server, aws, plan)
+    await until(lambda: _members(nats_server.url), what="the bridge's heartbeat", timeout=60)
+    await bridge.close()
+
+    pending = await asyncio.to_thread(cli, "cutover", "producers", "orders", "--to", "nats")
+    assert pending.exit_code == 1, pending.output
+    assert "PENDING" in pending.output and "the move is recorded" in pending.output
+    assert "--record-only" in pending.output and "b'" not in pending.output
+    assert "may stop" not in pending.output
+    for args in (("producers", "billing"), ("consumers", "billing")):
+        recorded = await asyncio.to_thread(
+            cli, "cutover", *args, "--to", "nats", "--record-only"
+        )
+        assert recorded.exit_code == 0, recorded.output
+        assert "PENDING" in recorded.output and "b'" not in recorded.output
+
+    sqs = aws.client("sqs")
+    for i in range(5):
+        sqs.send_message(QueueUrl=urls["billing"], MessageBody=f"waiting-{i}")
+    # Already made, and no bridge to drain it: said, not waited for forever.
+    nothing = await asyncio.to_thread(
+        cli, "cutover", "consumers", "billing", "--to", "nats", "--wait"
+    )
+    assert nothing.exit_code == 1 and "no bridge is running" in nothing.output, nothing.output
+
+    bridge = Bridge(nats_server, aws, plan)
+    try:
+        await until(lambda: _members(nats_server.url, live=True), what="a live bridge", timeout=60)
+        waited = await asyncio.to_thread(
+            cli, "cutover", "consumers", "billing", "--to", "nats", "--wait"
+        )
+        assert waited.exit_code == 0, waited.output
+        assert "no change" in waited.output and "SQS queue billing drained after" in waited.output
+        assert sorted(await stream_bodies(nats_server.url, "sqs_billing")) == [
+            f"waiting-{i}" for i in range(5)
+        ]
+        # jobs.fifo's own producers are still on AWS: it never stays empty.
+        fed = await asyncio.to_thread(
+            cli, "cutover", "consumers", "jobs.fifo", "--to", "nats", "--wait", "--json"
+        )
+        assert fed.exit_code == 0, fed.output
+        (drained,) = json.loads(fed.stdout)["drained"]
+        assert drained["seconds"] is None and drained["fed"] == ["its producers on aws"]
+        again = await asyncio.to_thread(
+            cli, "cutover", "consumers", "jobs.fifo", "--to", "nats", "--wait"
+        )
+        assert "still fed (its producers on aws): not waited for" in again.output
+        assert "drained after" not in again.output
+    finally:
+        await bridge.close()
+
+    # A FIFO queue's durable holds one message at a time: the worker is told how to fetch.
+    def subject(name: str) -> Any:
+        return runner.invoke(main, ["subject", name, "--durable", "--plan", str(plan_path)])
+
+    durable = await asyncio.to_thread(subject, "jobs.fifo")
+    assert durable.exit_code == 0, durable.output
+    assert durable.stdout.split("\n")[0] == "sqsfifo_jobs jobs"
+    assert "fetch(1, timeout=0.5)" in durable.output
+    standard = await asyncio.to_thread(subject, "billing")
+    assert "fetch(" not in standard.output
+
+
+async def _members(url: str, live: bool = False) -> bool:
+    """Whether the fleet bucket holds a heartbeat (`live`: of a member that has not left)."""
+    from snsq2nats.bridge.fleet import MEMBERS, Heartbeat
+    from snsq2nats.jetstream.state import read_bucket
+    from snsq2nats.plan.buckets import FLEET_BUCKET
+
+    nc = await connect_nats(NatsOptions(servers=[url]))
+    try:
+        values = await read_bucket(nc, FLEET_BUCKET, MEMBERS + ">") or {}
+    finally:
+        await nc.close()
+    beats = [Heartbeat.model_validate_json(v.value) for v in values.values()]
+    return any(not b.leaving for b in beats) if live else bool(beats)
