@@ -25,10 +25,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from snsq2nats.errors import CutoverError
-from snsq2nats.jetstream.api import JetStreamApiError, api
+from snsq2nats.jetstream.api import JetStreamApiError, api, create_consumer, delete_consumer
 from snsq2nats.jetstream.state import read_bucket
 from snsq2nats.plan.model import Plan, Resource, Route
-from snsq2nats.plan.routes import active_routes
 from snsq2nats.plan.moves import (
     Move,
     aws_feeds,
@@ -37,6 +36,7 @@ from snsq2nats.plan.moves import (
     plan_moves,
     switches_at_finish,
 )
+from snsq2nats.plan.routes import active_routes
 from snsq2nats.plan.states import CUTOVER_BUCKET, Change, CutoverRecord, record_key
 
 if TYPE_CHECKING:
@@ -451,6 +451,14 @@ async def run_cutover(
             return result
         if request.side == "finish":
             await _after_finish(nc, plan, aws, moves, request, result)
+    elif request.side == "finish":
+        # Finished already: a run interrupted between the finish and its switch completes it
+        # (each part of the switch is left alone where it is done).
+        for move in moves:
+            if move.kind == "topic" and switches_at_finish(move.resource):
+                result.switched[move.resource.name] = await switch_to_sources(
+                    nc, plan, move.resource
+                )
     if request.wait and request.side == "consumers":
         if result.revision is None and not await wait_for_bridges(
             nc, 0, request.confirm_timeout, progress
@@ -483,8 +491,16 @@ async def _before_finish(
     request: CutoverRequest,
     progress: Progress,
 ) -> None:
-    """A finished queue's SQS queue must be empty: the relay stops with the finish."""
+    """A finished queue's SQS queue must be empty: the relay stops with the finish. A topic the
+    finish switches to sources has its filter routers' consumers removed first: they were made
+    by apply and hold everything since, which SNS delivered already; the switch makes them
+    again at the switch's sequence (the routers the bridges start with the finish retry until
+    then: a few seconds, and nothing is read before it)."""
     for move in moves:
+        if move.kind == "topic" and move.changed and switches_at_finish(move.resource):
+            for route in _routers_at_finish(move):
+                assert route.stream and route.consumer
+                await delete_consumer(nc, route.stream, route.consumer, missing_ok=True)
         if move.kind != "queue":
             continue
         if aws is None:
@@ -555,11 +571,18 @@ async def switch_to_sources(nc: Client, plan: Plan, topic: Resource) -> int:
         # A relay that died mid-batch: SNS may or may not have those; the source carries them
         # again rather than lose them (the bridge's at-least-once across a crash).
         log.warning("%s: %d message(s) in doubt at the switch", topic.name, info["num_ack_pending"])
+    routed = {
+        r.source_arn: r
+        for r in plan.candidate_routes
+        if r.kind == "filter-router" and r.aws_arn == topic.source_arn and r.at_finish
+    }
+    for router in routed.values():
+        await _start_router_at(nc, plan, router, handed + 1)
     for sub in plan.resources:
         if sub.kind != "sns-subscription" or not sub.source_arn.startswith(topic.source_arn + ":"):
             continue
-        if sub.stream is None:
-            continue
+        if sub.stream is None or sub.source_arn in routed:
+            continue  # not into a queue, or its filter router carries it
         filters = sub.filter_subjects or list(relay.relay_subjects)
         source = stream_source(topic.stream, filters).model_copy(
             update={"opt_start_seq": handed + 1}
@@ -574,6 +597,44 @@ async def switch_to_sources(nc: Client, plan: Plan, topic: Resource) -> int:
             "%s: %s sources %s from sequence %d", topic.name, sub.stream, topic.stream, handed + 1
         )
     return handed
+
+
+def _routers_at_finish(move: Move) -> list[Route]:
+    return [r for r in move.starts if r.kind == "filter-router" and r.at_finish]
+
+
+async def _start_router_at(nc: Client, plan: Plan, router: Route, start: int) -> None:
+    """Make a switched topic's filter-router consumer start at `start` (the first message SNS
+    did not get); the plan's own consumer otherwise, so a later `plan` finds it unchanged. A
+    consumer already starting there (a second run) is left as it is."""
+    assert router.stream and router.consumer
+    try:
+        live = await api(nc, f"$JS.API.CONSUMER.INFO.{router.stream}.{router.consumer}", None, 5.0)
+    except JetStreamApiError as err:
+        if err.code != 404:
+            raise
+    else:
+        if (live.get("config") or {}).get("opt_start_seq") == start:
+            return
+        await delete_consumer(nc, router.stream, router.consumer, missing_ok=True)
+    spec = next(
+        (
+            c
+            for c in plan.consumers
+            if c.stream_name == router.stream and c.durable_name == router.consumer
+        ),
+        None,
+    )
+    if spec is None:
+        raise CutoverError(
+            f"the plan has no consumer {router.stream}/{router.consumer} for route {router.name}",
+            hint="make the plan again with `snsq2nats plan` (and apply it), then finish again",
+        )
+    anchored = spec.model_copy(
+        update={"deliver_policy": "by_start_sequence", "opt_start_seq": start}
+    )
+    await create_consumer(nc, anchored, pedantic=False)
+    log.info("%s: its consumer starts at sequence %d", router.name, start)
 
 
 async def _remove_bridge_queue(nc: Client, plan: Plan, aws: RegionClients, route: Route) -> None:

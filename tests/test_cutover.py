@@ -500,9 +500,7 @@ async def test_no_bridge_means_pending_and_wait_waits_on_a_move_already_made(
     assert "--record-only" in pending.output and "b'" not in pending.output
     assert "may stop" not in pending.output
     for args in (("producers", "billing"), ("consumers", "billing")):
-        recorded = await asyncio.to_thread(
-            cli, "cutover", *args, "--to", "nats", "--record-only"
-        )
+        recorded = await asyncio.to_thread(cli, "cutover", *args, "--to", "nats", "--record-only")
         assert recorded.exit_code == 0, recorded.output
         assert "PENDING" in recorded.output and "b'" not in recorded.output
 
@@ -566,3 +564,131 @@ async def _members(url: str, live: bool = False) -> bool:
         await nc.close()
     beats = [Heartbeat.model_validate_json(v.value) for v in values.values()]
     return any(not b.leaving for b in beats) if live else bool(beats)
+
+
+# --- finishing a topic that fans out through SNS only for an envelope reader --------------------
+
+
+async def test_finish_switches_a_topic_whose_only_sns_reason_is_an_envelope_reader(
+    aws: AwsEndpoint, nats_server: NatsServer, tmp_path: Path
+) -> None:
+    """`events` fans out through SNS only because `audit` reads SNS's envelope; `big` is
+    filtered by a policy the filter router evaluates (a prefix). Once every consumer and the
+    producers are on NATS, `cutover finish events` switches the topic to stream sources at the
+    nats-to-sns relay's ack floor N — `audit`'s stream sources it from N + 1, `big`'s router
+    consumer starts at N + 1 — while NATS producers keep publishing: each queue gets exactly
+    its share, once."""
+    sqs, sns = aws.client("sqs"), aws.client("sns")
+    topic = sns.create_topic(Name="events")["TopicArn"]
+    urls = {}
+    for name, raw, policy in (
+        ("audit", False, None),
+        ("big", True, {"kind": [{"prefix": "big"}]}),
+    ):
+        urls[name] = sqs.create_queue(QueueName=name)["QueueUrl"]
+        attributes = {"RawMessageDelivery": "true" if raw else "false"}
+        if policy:
+            attributes["FilterPolicy"] = json.dumps(policy)
+        sns.subscribe(
+            TopicArn=topic,
+            Protocol="sqs",
+            Endpoint=f"arn:aws:sqs:{aws.region}:123456789012:{name}",
+            Attributes=attributes,
+        )
+    plan = await planned(aws, nats_server, tmp_path, apply=True)
+    events = next(r for r in plan.resources if r.name == "events")
+    (fanout,) = [f for f in events.fidelity if f.attribute == "Fanout"]
+    assert "audit expects the SNS envelope" in fanout.note
+    (router,) = [r for r in plan.candidate_routes if r.kind == "filter-router"]
+    assert router.at_finish and router.target_stream == "sqs_big"
+
+    sent: list[tuple[str, str]] = []  # (body, kind)
+    publishing = asyncio.Event()
+
+    async def produce() -> None:
+        from snsq2nats.plan.pipeline import publish_subject
+
+        nc = await connect_nats(NatsOptions(servers=[nats_server.url]))
+        try:
+            js = nc.jetstream()
+            subject = publish_subject(plan, "events", [])
+            n = 0
+            while publishing.is_set():
+                kind = "big-order" if n % 3 == 0 else "small-order"
+                body = f"m-{n:04d}"
+                await js.publish(subject, body.encode(), headers={"kind": kind})
+                sent.append((body, kind))
+                n += 1
+                await asyncio.sleep(0.02)  # a steady stream; nothing waits on it
+        finally:
+            await nc.close()
+
+    bridge = Bridge(nats_server, aws, plan)
+    producer: asyncio.Task[None] | None = None
+    try:
+        await cutover(nats_server, aws, plan, "consumers", ["audit", "big"], "nats")
+        await cutover(nats_server, aws, plan, "producers", ["events"], "nats")
+        publishing.set()
+        producer = asyncio.create_task(produce())
+        await until(lambda: len(sent) >= 40, what="traffic through SNS", timeout=60)
+        finished = await cutover(nats_server, aws, plan, "finish", ["events"], None)
+        handed = finished.switched["events"]
+        mark = len(sent)
+        await until(lambda: len(sent) >= mark + 40, what="traffic after the switch", timeout=60)
+        publishing.clear()
+        await producer
+        assert 0 < handed < len(sent)
+
+        want = {
+            "audit": sorted(body for body, _ in sent),
+            "big": sorted(body for body, kind in sent if kind.startswith("big")),
+        }
+
+        async def arrived() -> bool:
+            for name, bodies in want.items():
+                if not set(bodies) <= set(await stream_bodies(nats_server.url, f"sqs_{name}")):
+                    return False
+            return True
+
+        await until(arrived, what="every queue's share in its stream", timeout=180)
+
+        async def settled() -> bool:
+            for name in want:
+                attributes = sqs.get_queue_attributes(
+                    QueueUrl=urls[name],
+                    AttributeNames=[
+                        "ApproximateNumberOfMessages",
+                        "ApproximateNumberOfMessagesNotVisible",
+                    ],
+                )["Attributes"]
+                if any(int(v) for v in attributes.values()):
+                    return False
+            nc = await connect_nats(NatsOptions(servers=[nats_server.url]))
+            try:
+                assert router.stream and router.consumer
+                info = await nc.jetstream().consumer_info(router.stream, router.consumer)
+            finally:
+                await nc.close()
+            return not info.num_pending and not info.num_ack_pending
+
+        await until(settled, what="nothing left to relay", timeout=120)
+        for name, bodies in want.items():
+            assert sorted(await stream_bodies(nats_server.url, f"sqs_{name}")) == bodies, name
+        # The router read from the switch on, not from when apply made its consumer.
+        nc = await connect_nats(NatsOptions(servers=[nats_server.url]))
+        try:
+            assert router.stream and router.consumer
+            info = await nc.jetstream().consumer_info(router.stream, router.consumer)
+            assert info.config.opt_start_seq == handed + 1
+            live = (await nc.jetstream().stream_info("sqs_audit")).config.sources or []
+            assert [(s.name, s.opt_start_seq) for s in live] == [(events.stream, handed + 1)]
+        finally:
+            await nc.close()
+        # A second run of the same finish changes nothing.
+        again = await cutover(nats_server, aws, plan, "finish", ["events"], None)
+        assert again.revision is None and again.switched == {"events": handed}
+    finally:
+        publishing.clear()
+        if producer is not None:
+            await producer
+        await bridge.close()

@@ -26,6 +26,7 @@ group's message may then be processed on both sides (at least once, never lost).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Collection
@@ -72,8 +73,6 @@ async def until_processed(
         except Exception as exc:  # a leader election: read again
             log.debug("%s: reading what was processed failed (%s); retrying", stream, exc)
         if waiting:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), POLL)
-            except TimeoutError:
-                pass
     return True

@@ -188,6 +188,8 @@ def _move(
 def _steps(resource: Resource, side: Side, before: Cutover, after: Cutover) -> list[str]:
     name = resource.name
     if before == after:
+        if side == "finish":
+            return [f"nothing to do: {name} is finished already"]
         return [f"nothing to do: {name}'s {side} are already on {getattr(after, side)}"]
     manual = [
         f"{f.attribute}: {f.manual_step}" for f in resource.fidelity if f.manual_step is not None
