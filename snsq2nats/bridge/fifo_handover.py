@@ -50,8 +50,12 @@ def pub_ack_seq(reply: Any) -> int | None:
 
 
 async def processed(nc: Any, stream: str, seqs: Collection[int]) -> set[int]:
-    """Which of `seqs` the work-queue `stream` no longer holds (acknowledged, or moved)."""
+    """Which of `seqs` the work-queue `stream` no longer holds (acknowledged, or moved). A
+    stream of another retention keeps what was acknowledged, so it cannot tell: all of them
+    (the relay then deletes after the PubAck, as for a standard queue)."""
     info = await api(nc, f"$JS.API.STREAM.INFO.{stream}", {"deleted_details": True}, 5.0)
+    if (info.get("config") or {}).get("retention") != "workqueue":
+        return set(seqs)
     state = info.get("state") or {}
     first = int(state.get("first_seq") or 0)
     last = int(state.get("last_seq") or 0)
