@@ -38,6 +38,10 @@ log = logging.getLogger(__name__)
 
 POLL = 0.2
 """Seconds between two reads of the stream while a batch waits on its workers."""
+MAX_HOLD = 11 * 3600.0
+"""SQS refuses to extend a message's visibility beyond 12 hours from its receive: past that it
+would come back and be received again (a receive count toward the DLQ). A message NATS workers
+have not processed in 11 hours is deleted (it is in the stream) and its group unlocked."""
 
 
 def pub_ack_seq(reply: Any) -> int | None:
@@ -64,13 +68,27 @@ async def processed(nc: Any, stream: str, seqs: Collection[int]) -> set[int]:
 
 
 async def until_processed(
-    nc: Any, stream: str, seqs: Collection[int], stopping: asyncio.Event
+    nc: Any,
+    stream: str,
+    seqs: Collection[int],
+    stopping: asyncio.Event,
+    max_hold: float = MAX_HOLD,
 ) -> bool:
     """Wait until the stream's durable processed every one of `seqs`; False when stopping
-    first (the caller then deletes anyway: the stream holds them)."""
+    first or after `max_hold` seconds (the caller then deletes anyway: the stream holds them)."""
     waiting = set(seqs)
+    deadline = asyncio.get_running_loop().time() + max_hold
     while waiting:
         if stopping.is_set():
+            return False
+        if asyncio.get_running_loop().time() > deadline:
+            log.warning(
+                "%s: %d message(s) not processed on NATS in %.0fs: deleted from SQS, their "
+                "groups unlocked",
+                stream,
+                len(waiting),
+                max_hold,
+            )
             return False
         try:
             waiting -= await processed(nc, stream, waiting)
