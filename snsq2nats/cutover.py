@@ -6,8 +6,11 @@ heartbeat; the command returns once every live bridge has. The handover needs no
 switch point: a relay that starts joins the old side's workers as one more competing consumer
 of the one copy each message has (`plan.routes`), so whether the old workers stop before,
 during or after the switch, each message is taken once — by them, or by the bridge carrying it
-to the new side. `--wait` then blocks until the old side holds nothing, which is when the old
-workers may stop.
+to the new side; a FIFO queue's relay keeps each message's group locked in SQS until the NATS
+workers processed it (`bridge.fifo_handover`), so group order holds too. `--wait` then blocks
+until the old side holds nothing (also for a move made earlier), which is when the old workers
+may stop. With no bridge running a move is recorded and pending: nothing switches until one
+starts, and the CLI exits 1 unless asked to record only.
 
 `finish` retires the bridge's paths for a resource whose sides are all on NATS, removes the
 bridge-owned queue and subscription of a finished topic, and lists the AWS resources nothing
