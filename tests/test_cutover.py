@@ -687,6 +687,10 @@ async def test_finish_switches_a_topic_whose_only_sns_reason_is_an_envelope_read
         # A second run of the same finish changes nothing.
         again = await cutover(nats_server, aws, plan, "finish", ["events"], None)
         assert again.revision is None and again.switched == {"events": handed}
+        # Planned again from the live state, the finished topic fans out through sources: what
+        # the switch made is what that plan wants (nothing to apply).
+        replanned = await planned(aws, nats_server, tmp_path, apply=False)
+        assert [(c.action, c.name) for c in replanned.pending] == []
     finally:
         publishing.clear()
         if producer is not None:
