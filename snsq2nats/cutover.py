@@ -459,9 +459,15 @@ async def run_cutover(
         # (each part of the switch is left alone where it is done).
         for move in moves:
             if move.kind == "topic" and switches_at_finish(move.resource):
-                result.switched[move.resource.name] = await switch_to_sources(
-                    nc, plan, move.resource
-                )
+                try:
+                    result.switched[move.resource.name] = await switch_to_sources(
+                        nc, plan, move.resource
+                    )
+                except JetStreamApiError as err:
+                    if err.code != 404:
+                        raise
+                    # The relay's consumer is gone (a later plan, applied with --prune): that
+                    # plan made the topic's sources, nothing is left to complete.
     if request.wait and request.side == "consumers":
         if result.revision is None and not await wait_for_bridges(
             nc, 0, request.confirm_timeout, progress
