@@ -363,6 +363,33 @@ async def test_a_fifo_queue_moves_to_nats_and_back_keeping_each_group_in_order(
     assert by_group == sent
 
 
+@pytest.fixture
+def atomic_receives(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQS hands a FIFO group to one receiver at a time; moto's in-process server checks which
+    groups are in flight once per ReceiveMessage, without a lock, so two concurrent receives
+    can both find a group free and each take one of its messages. Each receive here is made
+    atomic (a lock around moto's own, non-waiting, receive; the long poll waits outside it), as
+    SQS's is. Everything still goes over HTTP to moto."""
+    import threading
+
+    from moto.sqs.models import SQSBackend
+
+    original = SQSBackend.receive_message
+    lock = threading.Lock()
+
+    def receive(self: Any, queue_name: str, count: int, wait: int, *args: Any, **kw: Any) -> Any:
+        deadline = time.monotonic() + (wait or 0)
+        while True:
+            with lock:
+                got = original(self, queue_name, count, 0, *args, **kw)
+            if got or time.monotonic() >= deadline:
+                return got
+            time.sleep(0.02)  # a long poll's wait, outside the lock
+
+    monkeypatch.setattr(SQSBackend, "receive_message", receive)
+
+
+@pytest.mark.usefixtures("atomic_receives")
 async def test_a_fifo_move_keeps_group_order_while_the_old_aws_workers_keep_running(
     aws: AwsEndpoint, nats_server: NatsServer, tmp_path: Path
 ) -> None:
@@ -465,10 +492,19 @@ async def test_a_fifo_move_keeps_group_order_while_the_old_aws_workers_keep_runn
         await bridge.close()
     by_group: dict[str, list[str]] = {g: [] for g in groups}
     sides: dict[str, set[str]] = {g: set() for g in groups}
+    side_of: dict[str, list[str]] = {}
     for side, group, body in processed:
         by_group[group].append(body)
         sides[group].add(side)
-    assert by_group == sent
+        side_of.setdefault(body, []).append(side)
+    for group in groups:
+        got, want = by_group[group], sent[group]
+        if got != want:
+            at = next(
+                (i for i, (a, b) in enumerate(zip(got, want, strict=False)) if a != b), len(want)
+            )
+            context = [(body, side_of.get(body)) for body in got[max(0, at - 3) : at + 4]]
+            raise AssertionError(f"{group}: first difference at {at}: {context}")
     # The overlap was real: groups processed on both sides.
     assert all(s == {"aws", "nats"} for s in sides.values()), sides
 
