@@ -994,7 +994,7 @@ def _cutover(
         raise CutoverError(
             f"the move is recorded (state revision {result.revision}) but pending: no bridge "
             "is running to make it",
-            hint="start `snsq2nats bridge` (it switches as it starts; keep the old workers "
+            hint="start `snsq2nats bridge` (it switches as it starts; keep the old side "
             "running until then), or pass --record-only to record moves ahead of a bridge",
         )
 

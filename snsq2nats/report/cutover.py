@@ -56,8 +56,8 @@ def outcome_line(result: CutoverResult) -> str:
     elif not result.confirmed:
         return (
             f"recorded at state revision {result.revision}, and PENDING: no bridge is running, "
-            "so nothing has switched yet — the old workers must keep running; the move takes "
-            "effect when a bridge starts (`snsq2nats bridge`)"
+            "so nothing has switched yet — keep the old side running (workers and producers); "
+            "the move takes effect when a bridge starts (`snsq2nats bridge`)"
         )
     else:
         line = (
