@@ -337,8 +337,14 @@ def subject(
     out = Output()
     result = plan_for(out, plan_path, kwargs, live=False)
     if durable:
-        for stream, name in worker_durables(result, source, attrs):
+        from snsq2nats.plan.runbook import fetch_advice
+
+        durables = worker_durables(result, source, attrs)
+        for stream, name in durables:
             out.data(f"{stream} {name}")
+        advice = fetch_advice(result, durables)
+        if advice:
+            out.line(advice)  # on stderr: stdout stays `STREAM DURABLE` lines for scripts
         return
     out.data(publish_subject(result, source, attrs))
 
@@ -981,6 +987,12 @@ cutover_options = option_group(
         type=click.FloatRange(min=1),
         help="With --wait: give up after this many seconds (default: wait as long as it takes).",
     ),
+    click.option(
+        "--record-only",
+        is_flag=True,
+        help="Record the move even when no bridge runs (exit 0; it is pending until one "
+        "starts). Without it, a move no bridge confirmed exits 1.",
+    ),
     click.option("--json", "as_json", is_flag=True, help="Print the result as JSON to stdout."),
 )
 
@@ -1078,6 +1090,7 @@ def _cutover(
         confirm_timeout=kwargs["confirm_timeout"],
         drain_timeout=kwargs["drain_timeout"],
         delete_aws=extra.get("delete_aws", False),
+        record_only=kwargs["record_only"],
     )
     nats = NatsOptions.resolve(kwargs["server"], kwargs["nats_context"])
     aws = _aws_clients(plan, kwargs)
@@ -1094,6 +1107,15 @@ def _cutover(
         out.data(jsonlib.dumps(result.to_json(), indent=2))
     else:
         out.info(cutover_report(result))
+    if result.no_bridge and not request.record_only:
+        from snsq2nats.errors import CutoverError
+
+        raise CutoverError(
+            f"the move is recorded (state revision {result.revision}) but pending: no bridge "
+            "is running to make it",
+            hint="start `snsq2nats bridge` (it switches as it starts; keep the old side "
+            "running until then), or pass --record-only to record moves ahead of a bridge",
+        )
 
 
 def _aws_clients(plan: Plan, kwargs: dict[str, Any]) -> Any:

@@ -6,8 +6,11 @@ heartbeat; the command returns once every live bridge has. The handover needs no
 switch point: a relay that starts joins the old side's workers as one more competing consumer
 of the one copy each message has (`plan.routes`), so whether the old workers stop before,
 during or after the switch, each message is taken once — by them, or by the bridge carrying it
-to the new side. `--wait` then blocks until the old side holds nothing, which is when the old
-workers may stop.
+to the new side; a FIFO queue's relay keeps each message's group locked in SQS until the NATS
+workers processed it (`bridge.fifo_handover`), so group order holds too. `--wait` then blocks
+until the old side holds nothing (also for a move made earlier), which is when the old workers
+may stop. With no bridge running a move is recorded and pending: nothing switches until one
+starts, and the CLI exits 1 unless asked to record only.
 
 `finish` retires the bridge's paths for a resource whose sides are all on NATS, removes the
 bridge-owned queue and subscription of a finished topic, and lists the AWS resources nothing
@@ -25,7 +28,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from snsq2nats.errors import CutoverError
-from snsq2nats.jetstream.api import JetStreamApiError, api
+from snsq2nats.jetstream.api import JetStreamApiError, api, create_consumer, delete_consumer
 from snsq2nats.jetstream.kv import Kv, open_kv
 from snsq2nats.jetstream.state import read_bucket
 from snsq2nats.plan.buckets import CUTOVER_WRITER, FLEET_OBSERVER
@@ -38,6 +41,7 @@ from snsq2nats.plan.moves import (
     plan_moves,
     switches_at_finish,
 )
+from snsq2nats.plan.routes import active_routes
 from snsq2nats.plan.states import CUTOVER_BUCKET, Change, CutoverRecord, record_key
 
 if TYPE_CHECKING:
@@ -64,13 +68,20 @@ class CutoverRequest:
     delete_aws: bool = False
     confirm_timeout: float = CONFIRM_TIMEOUT
     drain_timeout: float | None = None
+    record_only: bool = False
+    """Record the move even though no bridge runs to make it (the CLI exits 0 then)."""
 
 
 @dataclass
 class Drained:
+    """The old side of a consumers move, as `--wait` found it."""
+
     resource: str
     where: str
-    seconds: float
+    seconds: float | None
+    """How long it took to drain; None when it was not waited for (see `fed`)."""
+    fed: list[str] = field(default_factory=list)
+    """What still feeds it on AWS: it never stays empty, so `--wait` does not wait for it."""
 
 
 @dataclass
@@ -115,6 +126,7 @@ class CutoverResult:
             "confirmed_by": self.confirmed,
             "no_bridge": self.no_bridge,
             "seconds_to_confirm": self.seconds_to_confirm,
+            "pending": self.no_bridge,
             "drained": [d.__dict__ for d in self.drained],
             "deleted_aws": self.deleted,
             "kept_aws": self.kept,
@@ -280,13 +292,7 @@ async def wait_for_bridges(
         unready = {m: _unready(seen[m][0]) for m in waiting if not seen[m][0].ready}
         if not waiting:
             if not seen and values:
-                progress(
-                    "no live bridge among heartbeats: "
-                    + "; ".join(
-                        f"{k} written {time.time() - v.written:.1f}s ago: {v.value[:200]!r}"
-                        for k, v in values.items()
-                    )
-                )
+                progress("no live bridge: " + _heartbeats_summary(values.values()))
             return sorted(seen)
         if now - started > timeout:
             raise CutoverError(
@@ -308,6 +314,25 @@ def _unready(beat: Any) -> str:
     if not blocked:
         return "a route it should run cannot run"
     return "; ".join(f"{route}: {why}" for route, why in sorted(blocked.items()))
+
+
+def _heartbeats_summary(entries: Any) -> str:
+    """What the fleet bucket holds when no member is live: each member, how old its last
+    heartbeat is, and whether it left (decoded, never the raw bytes)."""
+    from pydantic import ValidationError
+
+    from snsq2nats.bridge.fleet import Heartbeat
+
+    said = []
+    for entry in entries:
+        age = f"{time.time() - entry.written:.0f}s ago"
+        try:
+            beat = Heartbeat.model_validate_json(entry.value)
+        except ValidationError:
+            said.append(f"an unreadable heartbeat written {age}")
+            continue
+        said.append(f"{beat.member} {'left' if beat.leaving else 'last beat'} {age}")
+    return "; ".join(said) or "no heartbeat"
 
 
 # --- draining the old side ------------------------------------------------------------------------
@@ -376,21 +401,24 @@ async def _drain_old_side(
     progress: Progress,
     feeds: list[str],
 ) -> Drained | None:
+    """Wait until the side the consumers left holds nothing, whether this command moved them
+    or an earlier one did (`--wait` on a move already made waits just the same)."""
     resource = move.resource
-    if not move.changed or move.side != "consumers":
+    if move.side != "consumers":
         return None
     if move.after.consumers == "nats":
         if aws is None:
             raise CutoverError("--wait on a move to NATS reads the SQS queue: no AWS access given")
         where = f"SQS queue {resource.name}"
         if feeds:
-            # It never stays empty while fed; the bridge relays whatever arrives, so the old
-            # workers may stop whenever suits (each message is still taken once).
+            # It never stays empty while fed; the bridge relays whatever arrives (a FIFO queue
+            # keeps each group's order across both sides), so the old workers may stop whenever.
             progress(
-                f"{where} is still fed ({'; '.join(feeds)}): the bridge relays what arrives, "
-                f"the old workers of {resource.name} may stop now"
+                f"{where} is still fed ({'; '.join(feeds)}): not waiting for it to drain; the "
+                f"bridge relays what arrives, the old workers of {resource.name} may stop "
+                "whenever suits"
             )
-            return Drained(resource.name, where + " (still fed: not waited for)", 0.0)
+            return Drained(resource.name, where, None, feeds)
         seconds = await drain(
             where, lambda: _sqs_backlog(aws, resource.source_arn), progress, request.drain_timeout
         )
@@ -425,24 +453,56 @@ async def run_cutover(
         moves = plan_moves(plan, records, request.side, request.names, request.to)
     await check_applied(nc, moves)
     result = CutoverResult(moves=moves, dry_run=request.dry_run)
-    if request.dry_run or not any(m.changed for m in moves):
+    if request.dry_run:
         return result
-    if request.side == "finish":
-        await _before_finish(nc, aws, moves, request, progress)
-    started = time.monotonic()
-    result.revision = await _record(kv, moves, records, request)
-    progress(f"recorded (state revision {result.revision}); waiting for the bridges to switch")
-    result.confirmed = await wait_for_bridges(
-        nc, result.revision, request.confirm_timeout, progress
-    )
-    result.seconds_to_confirm = round(time.monotonic() - started, 3)
-    if not result.confirmed:
-        progress("no bridge is running: the move takes effect when one starts")
-    if request.side == "finish":
-        await _after_finish(nc, plan, aws, moves, request, result)
-    elif request.wait:
-        view = current_view(plan, await read_records(nc))
+    if any(m.changed for m in moves):
+        if request.side == "finish":
+            await _before_finish(nc, aws, moves, request, progress)
+        started = time.monotonic()
+        result.revision = await _record(kv, moves, records, request)
+        progress(f"recorded (state revision {result.revision}); waiting for the bridges to switch")
+        result.confirmed = await wait_for_bridges(
+            nc, result.revision, request.confirm_timeout, progress
+        )
+        result.seconds_to_confirm = round(time.monotonic() - started, 3)
+        if not result.confirmed:
+            progress("no bridge is running: the move is recorded and pending until one starts")
+            # Nothing relays the old side yet: waiting for it to drain would wait for nothing.
+            return result
+        if request.side == "finish":
+            await _after_finish(nc, plan, aws, moves, request, result)
+    elif request.side == "finish":
+        # Finished already: a run interrupted between the finish and its switch completes it
+        # (each part of the switch is left alone where it is done).
         for move in moves:
+            if move.kind == "topic" and switches_at_finish(move.resource):
+                try:
+                    result.switched[move.resource.name] = await switch_to_sources(
+                        nc, plan, move.resource
+                    )
+                except JetStreamApiError as err:
+                    if err.code != 404:
+                        raise
+                    # The relay's consumer is gone (a later plan, applied with --prune): that
+                    # plan made the topic's sources, nothing is left to complete.
+    if request.wait and request.side == "consumers":
+        if result.revision is None and not await wait_for_bridges(
+            nc, 0, request.confirm_timeout, progress
+        ):
+            raise CutoverError(
+                "nothing drains the old side of "
+                + ", ".join(m.resource.name for m in moves)
+                + ": no bridge is running",
+                hint="start `snsq2nats bridge` (the move is already recorded), then run the "
+                "command again",
+            )
+        view = current_view(plan, await read_records(nc))
+        running = {r.name for r in active_routes(plan.candidate_routes, view)}
+        for move in moves:
+            relay = ("sqs:" if move.after.consumers == "nats" else "to-sqs:") + move.resource.name
+            if not move.changed and relay not in running:
+                # Where the plan always had them, and nothing on the other side to relay.
+                continue
             feeds = aws_feeds(plan, move.resource, view) if move.kind == "queue" else []
             drained = await _drain_old_side(nc, aws, move, request, progress, feeds)
             if drained is not None:
@@ -457,8 +517,16 @@ async def _before_finish(
     request: CutoverRequest,
     progress: Progress,
 ) -> None:
-    """A finished queue's SQS queue must be empty: the relay stops with the finish."""
+    """A finished queue's SQS queue must be empty: the relay stops with the finish. A topic the
+    finish switches to sources has its filter routers' consumers removed first: they were made
+    by apply and hold everything since, which SNS delivered already; the switch makes them
+    again at the switch's sequence (the routers the bridges start with the finish retry until
+    then: a few seconds, and nothing is read before it)."""
     for move in moves:
+        if move.kind == "topic" and move.changed and switches_at_finish(move.resource):
+            for route in _routers_at_finish(move):
+                assert route.stream and route.consumer
+                await delete_consumer(nc, route.stream, route.consumer, missing_ok=True)
         if move.kind != "queue":
             continue
         if aws is None:
@@ -529,11 +597,18 @@ async def switch_to_sources(nc: Client, plan: Plan, topic: Resource) -> int:
         # A relay that died mid-batch: SNS may or may not have those; the source carries them
         # again rather than lose them (the bridge's at-least-once across a crash).
         log.warning("%s: %d message(s) in doubt at the switch", topic.name, info["num_ack_pending"])
+    routed = {
+        r.source_arn: r
+        for r in plan.candidate_routes
+        if r.kind == "filter-router" and r.aws_arn == topic.source_arn and r.at_finish
+    }
+    for router in routed.values():
+        await _start_router_at(nc, plan, router, handed + 1)
     for sub in plan.resources:
         if sub.kind != "sns-subscription" or not sub.source_arn.startswith(topic.source_arn + ":"):
             continue
-        if sub.stream is None:
-            continue
+        if sub.stream is None or sub.source_arn in routed:
+            continue  # not into a queue, or its filter router carries it
         filters = sub.filter_subjects or list(relay.relay_subjects)
         source = stream_source(topic.stream, filters).model_copy(
             update={"opt_start_seq": handed + 1}
@@ -548,6 +623,44 @@ async def switch_to_sources(nc: Client, plan: Plan, topic: Resource) -> int:
             "%s: %s sources %s from sequence %d", topic.name, sub.stream, topic.stream, handed + 1
         )
     return handed
+
+
+def _routers_at_finish(move: Move) -> list[Route]:
+    return [r for r in move.starts if r.kind == "filter-router" and r.at_finish]
+
+
+async def _start_router_at(nc: Client, plan: Plan, router: Route, start: int) -> None:
+    """Make a switched topic's filter-router consumer start at `start` (the first message SNS
+    did not get); the plan's own consumer otherwise, so a later `plan` finds it unchanged. A
+    consumer already starting there (a second run) is left as it is."""
+    assert router.stream and router.consumer
+    try:
+        live = await api(nc, f"$JS.API.CONSUMER.INFO.{router.stream}.{router.consumer}", None, 5.0)
+    except JetStreamApiError as err:
+        if err.code != 404:
+            raise
+    else:
+        if (live.get("config") or {}).get("opt_start_seq") == start:
+            return
+        await delete_consumer(nc, router.stream, router.consumer, missing_ok=True)
+    spec = next(
+        (
+            c
+            for c in plan.consumers
+            if c.stream_name == router.stream and c.durable_name == router.consumer
+        ),
+        None,
+    )
+    if spec is None:
+        raise CutoverError(
+            f"the plan has no consumer {router.stream}/{router.consumer} for route {router.name}",
+            hint="make the plan again with `snsq2nats plan` (and apply it), then finish again",
+        )
+    anchored = spec.model_copy(
+        update={"deliver_policy": "by_start_sequence", "opt_start_seq": start}
+    )
+    await create_consumer(nc, anchored, pedantic=False)
+    log.info("%s: its consumer starts at sequence %d", router.name, start)
 
 
 async def _remove_bridge_queue(nc: Client, plan: Plan, aws: RegionClients, route: Route) -> None:

@@ -162,9 +162,11 @@ async def test_dry_run_records_nothing_and_a_move_is_history(
     assert json.loads(empty.stdout) == []
 
     for to in ("nats", "aws"):
-        moved = await asyncio.to_thread(cli, "cutover", "consumers", "billing", "--to", to)
+        moved = await asyncio.to_thread(
+            cli, "cutover", "consumers", "billing", "--to", to, "--record-only"
+        )
         assert moved.exit_code == 0, moved.output
-        assert "no bridge is running" in moved.output
+        assert "no bridge is running" in moved.output and "PENDING" in moved.output
     same = await asyncio.to_thread(cli, "cutover", "consumers", "billing", "--to", "aws")
     assert "no change" in same.output
 
@@ -359,3 +361,374 @@ async def test_a_fifo_queue_moves_to_nats_and_back_keeping_each_group_in_order(
     for group, body in processed:
         by_group[group].append(body)
     assert by_group == sent
+
+
+@pytest.fixture
+def atomic_receives(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQS hands a FIFO group to one receiver at a time; moto's in-process server checks which
+    groups are in flight once per ReceiveMessage, without a lock, so two concurrent receives
+    can both find a group free and each take one of its messages. Each receive here is made
+    atomic (a lock around moto's own, non-waiting, receive; the long poll waits outside it), as
+    SQS's is. Everything still goes over HTTP to moto."""
+    import threading
+
+    from moto.sqs.models import SQSBackend
+
+    original = SQSBackend.receive_message
+    lock = threading.Lock()
+
+    def receive(self: Any, queue_name: str, count: int, wait: int, *args: Any, **kw: Any) -> Any:
+        deadline = time.monotonic() + (wait or 0)
+        while True:
+            with lock:
+                got = original(self, queue_name, count, 0, *args, **kw)
+            if got or time.monotonic() >= deadline:
+                return got
+            time.sleep(0.02)  # a long poll's wait, outside the lock
+
+    monkeypatch.setattr(SQSBackend, "receive_message", receive)
+
+
+@pytest.mark.usefixtures("atomic_receives")
+async def test_a_fifo_move_keeps_group_order_while_the_old_aws_workers_keep_running(
+    aws: AwsEndpoint, nats_server: NatsServer, tmp_path: Path
+) -> None:
+    """jobs.fifo's consumers move to NATS while its AWS workers keep receiving (they stop only
+    after the move, and producers keep sending to SQS throughout). The bridge is one more
+    competing consumer of the SQS queue: it keeps each message it stored in flight (its group
+    locked) until the NATS worker acknowledged it, so no group is ever processed on both sides
+    at once. Each worker records a message when it has processed it, before deleting or
+    acking: every group's record is its send order, each message once."""
+    import threading
+
+    from nats.errors import TimeoutError as NatsTimeout
+
+    urls = seed(aws)
+    plan = await planned(aws, nats_server, tmp_path, apply=True)
+    resource = next(r for r in plan.resources if r.name == "jobs.fifo")
+    assert resource.stream and resource.consumer
+    groups = [f"g{i}" for i in range(4)]
+    sent: dict[str, list[str]] = {g: [] for g in groups}
+    processed: list[tuple[str, str, str]] = []  # (side, group, body), in processing order
+    lock = threading.Lock()
+    stop_sending, stop_aws = threading.Event(), threading.Event()
+
+    def producer() -> None:
+        sqs = aws.client("sqs")
+        n = 0
+        while not stop_sending.is_set():
+            for group in groups:
+                body = f"{group}-{n:04d}"
+                sqs.send_message(
+                    QueueUrl=urls["jobs.fifo"],
+                    MessageBody=body,
+                    MessageGroupId=group,
+                    MessageDeduplicationId=body,
+                )
+                sent[group].append(body)
+            n += 1
+
+    def aws_worker() -> None:
+        sqs = aws.client("sqs")
+        while not stop_aws.is_set():
+            got = sqs.receive_message(
+                QueueUrl=urls["jobs.fifo"], MaxNumberOfMessages=10, WaitTimeSeconds=1
+            ).get("Messages", [])
+            for m in got:
+                with lock:
+                    processed.append(("aws", m["Body"].split("-")[0], m["Body"]))
+                sqs.delete_message(QueueUrl=urls["jobs.fifo"], ReceiptHandle=m["ReceiptHandle"])
+
+    nats_stop = asyncio.Event()
+
+    async def nats_worker() -> None:
+        nc = await connect_nats(NatsOptions(servers=[nats_server.url]))
+        try:
+            sub = await nc.jetstream().pull_subscribe_bind(resource.consumer, resource.stream)
+            while not nats_stop.is_set():
+                try:
+                    # One message in flight: fetch one, with a short wait (`subject --durable`).
+                    msgs = await sub.fetch(1, timeout=0.5)
+                except (TimeoutError, NatsTimeout):
+                    continue
+                for msg in msgs:
+                    # Processing takes a while: the window in which SQS must not hand the
+                    # group's next message to an AWS worker.
+                    await asyncio.sleep(0.05)
+                    body = msg.data.decode()
+                    with lock:
+                        processed.append(("nats", body.split("-")[0], body))
+                    await msg.ack_sync()
+        finally:
+            await nc.close()
+
+    def count(side: str | None = None) -> int:
+        with lock:
+            return sum(1 for s, _, _ in processed if side in (None, s))
+
+    threads = [threading.Thread(target=f, daemon=True) for f in (producer, aws_worker)]
+    for thread in threads:
+        thread.start()
+    bridge = Bridge(nats_server, aws, plan)
+    worker = asyncio.create_task(nats_worker())
+    try:
+        await until(lambda: count("aws") >= 20, what="the AWS workers at work", timeout=60)
+        await cutover(nats_server, aws, plan, "consumers", ["jobs.fifo"], "nats")
+        # Both sides now take messages of the same groups, for a good stretch of traffic.
+        mark = count("aws")
+        await until(lambda: count("nats") >= 30, what="NATS workers at work", timeout=120)
+        await until(lambda: count("aws") >= mark + 5, what="AWS workers still at work", timeout=60)
+        stop_sending.set()
+        stop_aws.set()
+        for thread in threads:
+            await asyncio.to_thread(thread.join)
+        total = sum(len(v) for v in sent.values())
+        await until(lambda: count() >= total, what="every message processed", timeout=180)
+    finally:
+        stop_sending.set()
+        stop_aws.set()
+        nats_stop.set()
+        await worker
+        await bridge.close()
+    by_group: dict[str, list[str]] = {g: [] for g in groups}
+    sides: dict[str, set[str]] = {g: set() for g in groups}
+    side_of: dict[str, list[str]] = {}
+    for side, group, body in processed:
+        by_group[group].append(body)
+        sides[group].add(side)
+        side_of.setdefault(body, []).append(side)
+    for group in groups:
+        got, want = by_group[group], sent[group]
+        if got != want:
+            at = next(
+                (i for i, (a, b) in enumerate(zip(got, want, strict=False)) if a != b), len(want)
+            )
+            context = [(body, side_of.get(body)) for body in got[max(0, at - 3) : at + 4]]
+            raise AssertionError(f"{group}: first difference at {at}: {context}")
+    # The overlap was real: groups processed on both sides.
+    assert all(s == {"aws", "nats"} for s in sides.values()), sides
+
+
+async def test_no_bridge_means_pending_and_wait_waits_on_a_move_already_made(
+    aws: AwsEndpoint, nats_server: NatsServer, tmp_path: Path
+) -> None:
+    """Without a running bridge a move is recorded but pending: the command says so and exits
+    1 (0 with --record-only), and names the fleet's members in words, never raw bytes. `--wait`
+    on a move already made waits for the drain just the same; a queue still fed on AWS is said
+    to be not waited for, never "drained after 0.0s"."""
+    urls = seed(aws)
+    plan = await planned(aws, nats_server, tmp_path, apply=True)
+    plan_path = tmp_path / "plan.json"
+    plan_path.write_text(plan.to_json())
+    runner = CliRunner()
+
+    def cli(*args: str) -> Any:
+        return runner.invoke(main, [*args, "--plan", str(plan_path), "-s", nats_server.url])
+
+    # A bridge ran once and stopped: its heartbeat is in the fleet bucket, no member is live.
+    bridge = Bridge(nats_server, aws, plan)
+    await until(lambda: _members(nats_server.url), what="the bridge's heartbeat", timeout=60)
+    await bridge.close()
+
+    pending = await asyncio.to_thread(cli, "cutover", "producers", "orders", "--to", "nats")
+    assert pending.exit_code == 1, pending.output
+    assert "PENDING" in pending.output and "the move is recorded" in pending.output
+    assert "--record-only" in pending.output and "b'" not in pending.output
+    assert "may stop" not in pending.output
+    for args in (("producers", "billing"), ("consumers", "billing")):
+        recorded = await asyncio.to_thread(cli, "cutover", *args, "--to", "nats", "--record-only")
+        assert recorded.exit_code == 0, recorded.output
+        assert "PENDING" in recorded.output and "b'" not in recorded.output
+
+    sqs = aws.client("sqs")
+    for i in range(5):
+        sqs.send_message(QueueUrl=urls["billing"], MessageBody=f"waiting-{i}")
+    # Already made, and no bridge to drain it: said, not waited for forever.
+    nothing = await asyncio.to_thread(
+        cli, "cutover", "consumers", "billing", "--to", "nats", "--wait"
+    )
+    assert nothing.exit_code == 1 and "no bridge is running" in nothing.output, nothing.output
+
+    bridge = Bridge(nats_server, aws, plan)
+    try:
+        await until(lambda: _members(nats_server.url, live=True), what="a live bridge", timeout=60)
+        waited = await asyncio.to_thread(
+            cli, "cutover", "consumers", "billing", "--to", "nats", "--wait"
+        )
+        assert waited.exit_code == 0, waited.output
+        assert "no change" in waited.output and "SQS queue billing drained after" in waited.output
+        assert sorted(await stream_bodies(nats_server.url, "sqs_billing")) == [
+            f"waiting-{i}" for i in range(5)
+        ]
+        # jobs.fifo's own producers are still on AWS: it never stays empty.
+        fed = await asyncio.to_thread(
+            cli, "cutover", "consumers", "jobs.fifo", "--to", "nats", "--wait", "--json"
+        )
+        assert fed.exit_code == 0, fed.output
+        (drained,) = json.loads(fed.stdout)["drained"]
+        assert drained["seconds"] is None and drained["fed"] == ["its producers on aws"]
+        again = await asyncio.to_thread(
+            cli, "cutover", "consumers", "jobs.fifo", "--to", "nats", "--wait"
+        )
+        assert "still fed (its producers on aws): not waited for" in again.output
+        assert "drained after" not in again.output
+    finally:
+        await bridge.close()
+
+    # A FIFO queue's durable holds one message at a time: the worker is told how to fetch.
+    def subject(name: str) -> Any:
+        return runner.invoke(main, ["subject", name, "--durable", "--plan", str(plan_path)])
+
+    durable = await asyncio.to_thread(subject, "jobs.fifo")
+    assert durable.exit_code == 0, durable.output
+    assert durable.stdout.split("\n")[0] == "sqsfifo_jobs jobs"
+    assert "fetch(1, timeout=0.5)" in durable.output
+    standard = await asyncio.to_thread(subject, "billing")
+    assert "fetch(" not in standard.output
+
+
+async def _members(url: str, live: bool = False) -> bool:
+    """Whether the fleet bucket holds a heartbeat (`live`: of a member that has not left)."""
+    from snsq2nats.bridge.fleet import MEMBERS, Heartbeat
+    from snsq2nats.jetstream.state import read_bucket
+    from snsq2nats.plan.buckets import FLEET_BUCKET
+
+    nc = await connect_nats(NatsOptions(servers=[url]))
+    try:
+        values = await read_bucket(nc, FLEET_BUCKET, MEMBERS + ">") or {}
+    finally:
+        await nc.close()
+    beats = [Heartbeat.model_validate_json(v.value) for v in values.values()]
+    return any(not b.leaving for b in beats) if live else bool(beats)
+
+
+# --- finishing a topic that fans out through SNS only for an envelope reader --------------------
+
+
+async def test_finish_switches_a_topic_whose_only_sns_reason_is_an_envelope_reader(
+    aws: AwsEndpoint, nats_server: NatsServer, tmp_path: Path
+) -> None:
+    """`events` fans out through SNS only because `audit` reads SNS's envelope; `big` is
+    filtered by a policy the filter router evaluates (a prefix). Once every consumer and the
+    producers are on NATS, `cutover finish events` switches the topic to stream sources at the
+    nats-to-sns relay's ack floor N — `audit`'s stream sources it from N + 1, `big`'s router
+    consumer starts at N + 1 — while NATS producers keep publishing: each queue gets exactly
+    its share, once."""
+    sqs, sns = aws.client("sqs"), aws.client("sns")
+    topic = sns.create_topic(Name="events")["TopicArn"]
+    urls = {}
+    for name, raw, policy in (
+        ("audit", False, None),
+        ("big", True, {"kind": [{"prefix": "big"}]}),
+    ):
+        urls[name] = sqs.create_queue(QueueName=name)["QueueUrl"]
+        attributes = {"RawMessageDelivery": "true" if raw else "false"}
+        if policy:
+            attributes["FilterPolicy"] = json.dumps(policy)
+        sns.subscribe(
+            TopicArn=topic,
+            Protocol="sqs",
+            Endpoint=f"arn:aws:sqs:{aws.region}:123456789012:{name}",
+            Attributes=attributes,
+        )
+    plan = await planned(aws, nats_server, tmp_path, apply=True)
+    events = next(r for r in plan.resources if r.name == "events")
+    (fanout,) = [f for f in events.fidelity if f.attribute == "Fanout"]
+    assert "audit expects the SNS envelope" in fanout.note
+    (router,) = [r for r in plan.candidate_routes if r.kind == "filter-router"]
+    assert router.at_finish and router.target_stream == "sqs_big"
+
+    sent: list[tuple[str, str]] = []  # (body, kind)
+    publishing = asyncio.Event()
+
+    async def produce() -> None:
+        from snsq2nats.plan.pipeline import publish_subject
+
+        nc = await connect_nats(NatsOptions(servers=[nats_server.url]))
+        try:
+            js = nc.jetstream()
+            subject = publish_subject(plan, "events", [])
+            n = 0
+            while publishing.is_set():
+                kind = "big-order" if n % 3 == 0 else "small-order"
+                body = f"m-{n:04d}"
+                await js.publish(subject, body.encode(), headers={"kind": kind})
+                sent.append((body, kind))
+                n += 1
+                await asyncio.sleep(0.02)  # a steady stream; nothing waits on it
+        finally:
+            await nc.close()
+
+    bridge = Bridge(nats_server, aws, plan)
+    producer: asyncio.Task[None] | None = None
+    try:
+        await cutover(nats_server, aws, plan, "consumers", ["audit", "big"], "nats")
+        await cutover(nats_server, aws, plan, "producers", ["events"], "nats")
+        publishing.set()
+        producer = asyncio.create_task(produce())
+        await until(lambda: len(sent) >= 40, what="traffic through SNS", timeout=60)
+        finished = await cutover(nats_server, aws, plan, "finish", ["events"], None)
+        handed = finished.switched["events"]
+        mark = len(sent)
+        await until(lambda: len(sent) >= mark + 40, what="traffic after the switch", timeout=60)
+        publishing.clear()
+        await producer
+        assert 0 < handed < len(sent)
+
+        want = {
+            "audit": sorted(body for body, _ in sent),
+            "big": sorted(body for body, kind in sent if kind.startswith("big")),
+        }
+
+        async def arrived() -> bool:
+            for name, bodies in want.items():
+                if not set(bodies) <= set(await stream_bodies(nats_server.url, f"sqs_{name}")):
+                    return False
+            return True
+
+        await until(arrived, what="every queue's share in its stream", timeout=180)
+
+        async def settled() -> bool:
+            for name in want:
+                attributes = sqs.get_queue_attributes(
+                    QueueUrl=urls[name],
+                    AttributeNames=[
+                        "ApproximateNumberOfMessages",
+                        "ApproximateNumberOfMessagesNotVisible",
+                    ],
+                )["Attributes"]
+                if any(int(v) for v in attributes.values()):
+                    return False
+            nc = await connect_nats(NatsOptions(servers=[nats_server.url]))
+            try:
+                assert router.stream and router.consumer
+                info = await nc.jetstream().consumer_info(router.stream, router.consumer)
+            finally:
+                await nc.close()
+            return not info.num_pending and not info.num_ack_pending
+
+        await until(settled, what="nothing left to relay", timeout=120)
+        for name, bodies in want.items():
+            assert sorted(await stream_bodies(nats_server.url, f"sqs_{name}")) == bodies, name
+        # The router read from the switch on, not from when apply made its consumer.
+        nc = await connect_nats(NatsOptions(servers=[nats_server.url]))
+        try:
+            assert router.stream and router.consumer
+            info = await nc.jetstream().consumer_info(router.stream, router.consumer)
+            assert info.config.opt_start_seq == handed + 1
+            live = (await nc.jetstream().stream_info("sqs_audit")).config.sources or []
+            assert [(s.name, s.opt_start_seq) for s in live] == [(events.stream, handed + 1)]
+        finally:
+            await nc.close()
+        # A second run of the same finish changes nothing.
+        again = await cutover(nats_server, aws, plan, "finish", ["events"], None)
+        assert again.revision is None and again.switched == {"events": handed}
+        # Planned again from the live state, the finished topic fans out through sources: what
+        # the switch made is what that plan wants (nothing to apply).
+        replanned = await planned(aws, nats_server, tmp_path, apply=False)
+        assert [(c.action, c.name) for c in replanned.pending] == []
+    finally:
+        publishing.clear()
+        if producer is not None:
+            await producer
+        await bridge.close()

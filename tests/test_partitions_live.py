@@ -387,34 +387,45 @@ async def test_sqs_to_nats_publishes_unpartitioned_and_the_transform_places_it(
         wait_time_seconds=1,
     )
     task = asyncio.create_task(run_sqs_to_nats(ctx, route))
+    from snsq2nats.filterpolicy import encode_token
 
-    async def arrived() -> bool:
+    # Each partition's workers run alongside the relay: a FIFO queue's message leaves SQS (and
+    # its group's next one comes) once NATS processed it (bridge.fifo_handover).
+    by_group: dict[str, list[str]] = defaultdict(list)
+    seen: dict[str, int] = defaultdict(int)
+
+    async def worker(partition: int) -> None:
+        sub = await nc.jetstream().pull_subscribe_bind(f"jobs-p{partition}", stream=STREAM)
+        try:
+            while not ctx.stopping.is_set():
+                try:
+                    msgs = await sub.fetch(1, timeout=0.5)
+                except Exception:
+                    continue
+                for msg in msgs:
+                    group = msg.data.decode().split(":")[0]
+                    assert partition_of(encode_token(group), 4) == partition
+                    seen[msg.subject] += 1
+                    by_group[group].append(msg.data.decode())
+                    await msg.ack_sync()
+        finally:
+            await sub.unsubscribe()
+
+    workers = [asyncio.create_task(worker(p)) for p in range(4)]
+
+    def arrived() -> bool:
         if task.done():
             task.result()
             raise AssertionError("the relay stopped")
-        return sum((await stored_subjects(nc)).values()) == len(groups) * 3
+        return sum(seen.values()) == len(groups) * 3
 
     try:
-        await until(arrived, timeout=60, what="every SQS message in the stream")
+        await until(arrived, timeout=60, what="every SQS message processed from its partition")
     finally:
         ctx.stopping.set()
         await asyncio.wait_for(task, timeout=15)
-    from snsq2nats.filterpolicy import encode_token
-
+        await asyncio.gather(*workers)
     expected = {f"{BASE}.{partition_of(encode_token(g), 4)}.{encode_token(g)}": 3 for g in groups}
-    assert await stored_subjects(nc) == expected
+    assert dict(seen) == expected
     # Each partition's workers see its groups in SQS's order.
-    by_group: dict[str, list[str]] = defaultdict(list)
-    for partition in range(4):
-        sub = await nc.jetstream().pull_subscribe_bind(f"jobs-p{partition}", stream=STREAM)
-        expected_here = sum(3 for g in groups if partition_of(encode_token(g), 4) == partition)
-        taken = 0
-        while taken < expected_here:
-            for msg in await sub.fetch(1, timeout=5):
-                group = msg.data.decode().split(":")[0]
-                assert partition_of(encode_token(group), 4) == partition
-                by_group[group].append(msg.data.decode())
-                await msg.ack_sync()
-                taken += 1
-        await sub.unsubscribe()
     assert dict(by_group) == {g: [f"{g}:{i}" for i in range(3)] for g in groups}

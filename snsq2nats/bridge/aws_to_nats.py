@@ -63,6 +63,7 @@ from snsq2nats.bridge.codec import (
     string_attributes,
 )
 from snsq2nats.bridge.context import BridgeContext, RouteMetrics, backoff
+from snsq2nats.bridge.fifo_handover import pub_ack_seq, until_processed
 from snsq2nats.bridge.replies import EXPECTED_STREAM_HEADER, Replies, check_pub_ack
 from snsq2nats.filterpolicy import encode_token, subject_for
 from snsq2nats.plan.model import Route
@@ -233,6 +234,8 @@ class _Pending:
     message: dict[str, Any]
     received: float
     done: bool = False
+    seq: int | None = None
+    """The stream sequence of its PubAck (recorded for FIFO queues only, see `ordered`)."""
 
 
 @dataclass
@@ -257,8 +260,11 @@ class Relay:
     """The queue has a redrive policy: its polls are short and never cancelled (read at start)."""
     receiving: dict[asyncio.Task[None], bool] = field(default_factory=dict)
     """Pollers waiting for a receive to return, and whether the queue was idle when it went out."""
+    ordered: bool = field(init=False)
 
     def __post_init__(self) -> None:
+        # A FIFO queue's messages leave SQS once NATS processed them (`fifo_handover`).
+        self.ordered = self.route.kind == "sqs-to-nats" and self.route.fifo
         self.metrics = self.ctx.route_metrics(self.route)
         self.permits = asyncio.Semaphore(max(self.ctx.max_in_flight, MAX_BATCH))
         self.replies = Replies(self.ctx.nc)
@@ -438,6 +444,8 @@ class Relay:
             results = await self.deliver(pending)
             # Refused for good: left alone, so SQS redelivers it and its redrive policy applies.
             done = [p for p, ok in zip(pending, results, strict=True) if ok is True]
+            if self.ordered:
+                await self._until_processed(done)
             for p in done:
                 p.done = True
             keeper.cancel()
@@ -526,6 +534,8 @@ class Relay:
                 except Exception as exc:
                     answer = exc
                 else:
+                    if self.ordered:
+                        pending[i].seq = pub_ack_seq(answer)
                     count += 1
                     size += len(relayed[i].payload)
                     received = pending[i].received  # one batch: received together
@@ -536,6 +546,12 @@ class Relay:
             self.metrics.delivered(count, size, time.monotonic() - received)
         failures.sort(key=lambda failure: failure[0])
         return failures
+
+    async def _until_processed(self, done: list[_Pending]) -> None:
+        """FIFO: keep `done` in flight in SQS (its group locked) until the durable acked it."""
+        seqs = [p.seq for p in done if p.seq is not None]
+        if seqs and self.route.stream:
+            await until_processed(self.ctx.nc, self.route.stream, seqs, self.ctx.stopping)
 
     async def keep_invisible(self, pending: list[_Pending]) -> None:
         """Extend visibility before half of it passes, while any publish is outstanding."""

@@ -7,6 +7,7 @@ written to the output directory. Everything started here is stopped again, whate
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 from collections.abc import Iterator
@@ -371,6 +372,9 @@ async def _live_story(
                 view=LiveView(out),
             )
         )
+        # The applications' NATS workers run alongside the bridge, as in a real cutover: a FIFO
+        # queue's message leaves SQS once a NATS worker processed it (bridge.fifo_handover).
+        workers = asyncio.create_task(_nats_workers(out, nats, plan, until=stop))
         try:
             statuses = await _burst_through_bridge(out, nc, plan, sqs, sns, seeded, bridge)
         finally:
@@ -390,7 +394,7 @@ async def _live_story(
                 hint="see the status table above and the bridge's log lines",
             )
         out.info("all routes drained: safe to switch")
-        await _nats_workers(out, nats, plan)
+        await workers
     finally:
         await nc.close()
 
@@ -470,14 +474,15 @@ async def _wait_for_bridge(sns: Any, topic: str, names: list[str], bridge: Any) 
     )
 
 
-async def _nats_workers(out: Output, nats: SecureNats, plan: Any) -> None:
+async def _nats_workers(
+    out: Output, nats: SecureNats, plan: Any, until: asyncio.Event | None = None
+) -> None:
     """The applications' side of the cutover: each queue's workers connect as its generated
-    consumer identity, pull from its durable and ack."""
+    consumer identity, pull from its durable and ack (until `until` is set and nothing more
+    waits; without it, until nothing waits)."""
     from snsq2nats.jetstream.connect import connect_nats
 
-    for resource in plan.resources:
-        if resource.kind != "sqs-queue" or not resource.consumer:
-            continue
+    async def work(resource: Any) -> int:
         nc = await connect_nats(nats.options(f"{resource.stream}-consumer"), name="demo worker")
         received = 0
         try:
@@ -486,14 +491,23 @@ async def _nats_workers(out: Output, nats: SecureNats, plan: Any) -> None:
             )
             while True:
                 try:
-                    batch = await sub.fetch(10, timeout=0.3)
+                    batch = await sub.fetch(1, timeout=0.3)
                 except Exception:  # nothing more waiting
-                    break
+                    if until is None or until.is_set():
+                        break
+                    continue
                 for msg in batch:
                     await msg.ack_sync()
                     received += 1
         finally:
             await nc.close()
+        return received
+
+    queues = [
+        r for r in plan.resources if r.kind == "sqs-queue" and r.consumer and r.consumers == "nats"
+    ]
+    counts = await asyncio.gather(*(work(r) for r in queues))
+    for resource, received in zip(queues, counts, strict=True):
         if received:
             out.info(
                 f"      NATS workers of {resource.name}: {received} message(s) received and acked"

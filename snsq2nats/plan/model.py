@@ -105,6 +105,10 @@ class Route(Model):
     # nats-to-sqs / dlq-mover of a partitioned FIFO queue: `consumer` is the base name and the
     # route reads each partition's durable (see `durables`). Left out of the document when 1.
     partitions: int = Field(default=1, exclude_if=lambda v: v == 1)
+    # filter-router of a topic fanning out through SNS until `cutover finish` switches it to
+    # stream sources: runs from the switch on, from the sequence the switch sets its consumer
+    # to. Left out of the document when False.
+    at_finish: bool = Field(default=False, exclude_if=lambda v: not v)
 
     @property
     def durables(self) -> list[str]:

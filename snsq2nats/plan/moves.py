@@ -188,19 +188,39 @@ def _move(
 def _steps(resource: Resource, side: Side, before: Cutover, after: Cutover) -> list[str]:
     name = resource.name
     if before == after:
+        if side == "finish":
+            return [f"nothing to do: {name} is finished already"]
         return [f"nothing to do: {name}'s {side} are already on {getattr(after, side)}"]
     manual = [
         f"{f.attribute}: {f.manual_step}" for f in resource.fidelity if f.manual_step is not None
     ]
+    fifo = any(f.attribute == "FifoQueue" for f in resource.fidelity)
     if side == "consumers" and after.consumers == "nats":
         return [
             f"start {name}'s workers on NATS: bind to the durable `{resource.consumer}` on "
-            f"stream `{resource.stream}` (pull, ack each message)",
+            f"stream `{resource.stream}` (pull, ack each message; `snsq2nats subject {name} "
+            "--durable` says how many to fetch at once)",
             *(f"change in the workers — {m}" for m in manual),
             "your AWS workers may keep running: each message is taken once, by them or by the "
-            "bridge carrying it to NATS; stop them when `--wait` reports the SQS queue drained",
+            "bridge carrying it to NATS"
+            + (
+                ", and each message group keeps its order (the bridge deletes a message from "
+                "SQS only once your NATS workers acked it, so SQS holds the group meanwhile)"
+                if fifo
+                else ""
+            )
+            + "; stop them when `--wait` reports the SQS queue drained",
         ]
     if side == "consumers":
+        if fifo:
+            return [
+                f"stop {name}'s NATS workers first: on the way back the bridge does not hold a "
+                "message group while an AWS worker processes it, so NATS workers still "
+                "running could process a group's next message before an AWS worker has "
+                "processed the one before it",
+                f"start {name}'s workers on AWS again (the SQS queue); `--wait` returns once "
+                "the bridge has relayed what the stream held",
+            ]
         return [
             f"start {name}'s workers on AWS again (the SQS queue)",
             "your NATS workers may keep running: each message in the stream is taken once, by "

@@ -100,6 +100,9 @@ class TopicInfo:
     """True when the mapping already gives the topic a stream (sources, archive policy)."""
     subscriptions: list[SubscriptionInfo] = field(default_factory=list)
     fanout: Fanout = "sources"
+    switchable: bool = False
+    """Fanning out through SNS only for envelope readers: `cutover finish` switches it to
+    sources (and starts its filter routers) at an exact sequence."""
 
     @property
     def nats_pattern(self) -> str:
@@ -141,6 +144,9 @@ def route_active(route: Route, view: CutoverView) -> bool:
     if route.kind == "sns-to-nats":
         return not topic.finished and (topic.producers != "nats" or route.aws_arn in view.moved)
     if route.kind == "filter-router":
+        if route.at_finish and not topic.finished:
+            # Its topic fans out through SNS until `finish` switches it (cutover.switch).
+            return False
         # It carries NATS producers' messages into the queue for good: finishing the topic
         # retires only the paths through AWS.
         return view.nats_fed(route.aws_arn)
@@ -369,7 +375,10 @@ def _topic_routes(
                 deliver_policy="new",
             )
         )
-    for sub in delivering if topic.fanout == "sources" else []:
+    # A topic fanning out through SNS until finished gets its routers now, idle until then: a
+    # running bridge must know them when `finish` switches the topic.
+    routed = topic.fanout == "sources" or topic.switchable
+    for sub in delivering if routed else []:
         queue = queues.get(sub.endpoint)
         if not (sub.emulated and queue is not None):
             continue
@@ -388,6 +397,7 @@ def _topic_routes(
             relay_subjects=[topic.nats_pattern],
             raw_delivery=sub.raw_delivery,
             fifo=queue.fifo,
+            at_finish=topic.fanout != "sources",
         )
         out.candidates.append(router)
         out.consumers.append(

@@ -653,13 +653,13 @@ def _fifo_caveats(queue: Resource, side: Literal["consumers", "producers"]) -> l
             "the two"
         ]
     caveats = [
-        "FIFO: per-group order holds across the handover when the AWS workers stop before the "
-        "move: the bridge then takes the SQS queue's messages alone, a group's next one only "
-        "once the one before it is stored in the stream, and the stream keeps that order. "
-        "AWS workers still running take turns with the bridge: each message still arrives "
-        "once, but a group's messages may then be processed on both sides at the same time. "
-        "On NATS a group's order is what the plan's `FifoQueue` note says (the durable's "
-        "max_ack_pending)"
+        "FIFO: per-group order holds across the handover whatever the AWS workers do: the "
+        "bridge takes the SQS queue's messages as one more competing consumer and deletes each "
+        "from SQS only once the NATS workers acknowledged it, so SQS hands a group's next "
+        "message to nobody (AWS worker or bridge) before the one before it is processed. "
+        "Moving back to AWS, stop the NATS workers first. On NATS a group's order is what the "
+        "plan's `FifoQueue` note says (the durable's max_ack_pending): workers fetch one "
+        "message at a time with a short wait (`snsq2nats subject QUEUE --durable`)"
     ]
     if len(queue.durables) > 1:
         caveats.append(
@@ -696,3 +696,34 @@ def _done(numbers: list[int]) -> str:
 
 def _unique(items: Any) -> list[str]:
     return list(dict.fromkeys(items))
+
+
+FETCH_ONE_WAIT = 0.5
+"""Seconds a worker of a one-in-flight durable waits in one fetch: short, since the server
+answers a fetch of 1 as soon as the message is there."""
+
+
+def fetch_advice(plan: Plan, durables: list[tuple[str, str]]) -> str | None:
+    """How a worker pulls from these durables so that it is not throttled by its own batch.
+
+    A durable with max_ack_pending 1 (a FIFO queue) delivers one message and nothing more
+    until it is acknowledged: a `fetch(10, timeout=5)` then returns that one message only
+    when its 5 s run out, one message per fetch timeout. None for a durable where batches help.
+    """
+    specs = {(c.stream_name, c.durable_name): c for c in plan.consumers}
+    limits = sorted({specs[d].max_ack_pending for d in durables if d in specs})
+    if not limits or limits[-1] > 10:
+        return None
+    most = limits[-1]
+    what = "one message" if most == 1 else f"{most} messages"
+    advice = (
+        f"these durables deliver {what} at a time (max_ack_pending {most}): fetch {most} with a "
+        f"short wait (nats-py: `fetch({most}, timeout={FETCH_ONE_WAIT})`) and ack before the "
+        "next fetch; a larger batch only returns when its timeout runs out"
+    )
+    if len(durables) > 1:
+        advice += (
+            f"; for parallelism, pull from each of the {len(durables)} durables (one worker "
+            "per durable, or a pool pulling from every one)"
+        )
+    return advice

@@ -156,7 +156,7 @@ def _into_queue(
         blocks_sources=None
         if not delivers or sub.raw_message_delivery
         else f"{queue.queue.name} expects the SNS envelope (raw delivery off)",
-        envelope_only=delivers and not sub.raw_message_delivery and not policy.emulated,
+        envelope_only=delivers and not sub.raw_message_delivery,
     )
 
 
@@ -168,14 +168,13 @@ def fanout_of(wirings: list[Wiring], finished: bool = False) -> tuple[Fanout, li
     does; one that it cannot (an HTTP endpoint, an unmapped queue, a queue reading SNS's JSON
     envelope) needs the nats-to-sns relay, and SNS then hands a copy to every subscribed queue:
     a source next to it would be a second copy. When the only reason is the envelope, finishing
-    the topic (every consumer on NATS) switches it to sources at an exact stream sequence.
+    the topic (every consumer on NATS) switches it to sources at an exact stream sequence; a
+    subscription whose policy the filter router evaluates switches with it (its router runs
+    from that sequence on, see `routes.route_active`).
     """
     blocking = [w for w in wirings if w.blocks_sources]
     reasons = sorted({w.blocks_sources for w in blocking if w.blocks_sources})
-    # An emulated policy needs the filter router, which a topic fanning out through SNS never
-    # had: such a topic stays on SNS.
-    emulated = any(w.info.emulated and w.info.delivers for w in wirings)
-    switchable = bool(blocking) and all(w.envelope_only for w in blocking) and not emulated
+    switchable = bool(blocking) and all(w.envelope_only for w in blocking)
     if not reasons or (finished and switchable):
         return "sources", [], switchable
     return "sns", reasons, switchable

@@ -55,7 +55,11 @@ class TopicNames:
         return self.override.cutover or Cutover()
 
     def info(
-        self, subscriptions: list[SubscriptionInfo], needs_stream: bool, fanout: Fanout
+        self,
+        subscriptions: list[SubscriptionInfo],
+        needs_stream: bool,
+        fanout: Fanout,
+        switchable: bool = False,
     ) -> TopicInfo:
         """What the routes need to know about the topic."""
         return TopicInfo(
@@ -68,6 +72,7 @@ class TopicNames:
             cutover=self.cutover,
             needs_stream=needs_stream or self.topic.archive_policy is not None,
             fanout=fanout,
+            switchable=switchable,
             subscriptions=sorted(subscriptions, key=lambda s: s.arn),
         )
 

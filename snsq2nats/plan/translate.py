@@ -202,8 +202,7 @@ def _queue_facts(
 
 def _topic_info(names: TopicNames, wirings: list[Wiring]) -> TopicInfo:
     """The topic as the routes see it, with the subscriptions of it that were wired."""
+    fanout, _, switchable = fanout_of(wirings, names.cutover.finished)
     return names.info(
-        [w.info for w in wirings],
-        any(w.topic_needs_stream for w in wirings),
-        fanout_of(wirings, names.cutover.finished)[0],
+        [w.info for w in wirings], any(w.topic_needs_stream for w in wirings), fanout, switchable
     )

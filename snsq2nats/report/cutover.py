@@ -52,18 +52,26 @@ def outcome_line(result: CutoverResult) -> str:
     if result.dry_run:
         return "dry run: run the same command without --dry-run to make the move"
     if result.revision is None:
-        return "no change: every resource is already where you asked"
-    if not result.confirmed:
+        line = "no change: every resource is already where you asked"
+    elif not result.confirmed:
         return (
-            f"recorded at state revision {result.revision}; no bridge is running, so the move "
-            "takes effect when one starts"
+            f"recorded at state revision {result.revision}, and PENDING: no bridge is running, "
+            "so nothing has switched yet — keep the old side running (workers and producers); "
+            "the move takes effect when a bridge starts (`snsq2nats bridge`)"
         )
-    line = (
-        f"recorded at state revision {result.revision}; confirmed by "
-        f"{len(result.confirmed)} bridge(s) in {result.seconds_to_confirm:.1f}s"
-    )
+    else:
+        line = (
+            f"recorded at state revision {result.revision}; confirmed by "
+            f"{len(result.confirmed)} bridge(s) in {result.seconds_to_confirm:.1f}s"
+        )
     for drained in result.drained:
-        line += f"\n{drained.where} drained after {drained.seconds:.1f}s"
+        if drained.seconds is None:
+            line += (
+                f"\n{drained.where} is still fed ({'; '.join(drained.fed)}): not waited for; "
+                "the bridge relays what arrives"
+            )
+        else:
+            line += f"\n{drained.where} drained after {drained.seconds:.1f}s"
     for topic, handed in result.switched.items():
         line += (
             f"\n{topic}: NATS-published messages up to sequence {handed} went through SNS; "
