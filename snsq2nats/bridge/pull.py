@@ -153,6 +153,10 @@ async def ack_confirmed(
     metrics.error(len(waiting))
 
 
+FINISH_POLL = 0.5
+"""How often a route switched on at a topic's finish looks for its consumer."""
+
+
 async def consumer_info(ctx: BridgeContext, stream: str, consumer: str) -> dict[str, Any]:
     return await api(ctx.nc, CONSUMER_INFO.subject(stream=stream, consumer=consumer))
 
@@ -164,11 +168,22 @@ async def require_consumer(ctx: BridgeContext, route: Route, stream: str, consum
     An API that does not answer (a leader election, a reconnect) is waited out instead.
     """
     attempt = 0
+    announced = False
     while True:
         try:
             await consumer_info(ctx, stream, consumer)
             return
         except JetStreamApiError as exc:
+            if exc.err_code == ERR_CONSUMER_NOT_FOUND and route.at_finish:
+                # `cutover finish` creates it once the bridges confirmed the switch (at the SNS
+                # relay's ack floor + 1): waiting for it is this route's normal start, not a
+                # failure that would make the member unready and hold that confirmation back.
+                if not announced:
+                    log.info("%s: waiting for the finish switch to create %s", route.name, consumer)
+                    announced = True
+                if await ctx.pause(FINISH_POLL):
+                    return
+                continue
             if exc.err_code in (ERR_CONSUMER_NOT_FOUND, ERR_STREAM_NOT_FOUND):
                 raise SnsqError(
                     f"consumer {consumer!r} on stream {stream!r} does not exist: run "
