@@ -5,7 +5,8 @@ NATS consumer reads. Headers cannot carry everything an attribute can (line brea
 bytes, the data type such as `Number.int`), so one extra header, `Snsq2nats-Attributes`, holds
 a JSON object with each attribute's exact data type and, where the plain header could not hold
 the value faithfully, the value itself (base64 for bytes). Decoding trusts that header first,
-so the round trip is exact; headers a NATS producer set without it become String attributes.
+so the round trip is exact; headers a NATS producer set without it become String attributes
+(`plain_names` lists them: the filter router types them by `filterpolicy.PLAIN_HEADER_RULE`).
 
 Attributes whose names would be read by NATS or by us (`Nats-*`, `Snsq2nats-*`) never become
 headers of their own: a producer's `Nats-Msg-Id` attribute must not turn on deduplication.
@@ -162,6 +163,23 @@ def headers_to_attributes(headers: Mapping[str, str] | None) -> dict[str, Attrib
             continue
         attributes[name] = Attribute("String", value)
     return attributes
+
+
+def plain_names(headers: Mapping[str, str] | None) -> frozenset[str]:
+    """The attributes a NATS producer set as plain headers: no data type recorded for them in
+    `Snsq2nats-Attributes` (every attribute the bridge relays from AWS has one)."""
+    if not headers:
+        return frozenset()
+    described: object = {}
+    if ATTRIBUTES_HEADER in headers:
+        try:
+            described = json.loads(headers[ATTRIBUTES_HEADER])
+        except json.JSONDecodeError:
+            described = {}
+    recorded = described if isinstance(described, dict) else {}
+    return frozenset(
+        name for name in headers if not _reserved(name) and not isinstance(recorded.get(name), dict)
+    )
 
 
 def headers_to_aws(headers: Mapping[str, str] | None) -> dict[str, dict[str, Any]]:

@@ -18,7 +18,12 @@ exactly one copy per queue whichever side the queue's workers are on (or both, d
   expecting SNS's JSON envelope. NATS-published messages then go through SNS like everyone
   else's, and a queue whose consumers moved to NATS gets them through its SQS queue.
 
-A policy that cannot be a subject filter is evaluated by the bridge's filter router instead.
+Every filter policy is evaluated by the bridge's filter router on the message's headers, never
+by a subject filter on promoted tokens: a NATS producer sets each attribute as a header and need
+not repeat it in the subject (a token left `~absent` would make a token filter drop a message
+SNS delivers). Headers decide, tokens are only checked against them (`bridge.filter_router`).
+The router needs a topic that fans out through sources, so a filtered subscription keeps a
+topic whose queues read the SNS envelope on SNS (`fanout_of`: not switched at `finish`).
 """
 
 from __future__ import annotations
@@ -274,24 +279,26 @@ def _filter(sub: Subscription, topic: TopicNames) -> _Filter:
             valid=False,
         )
     compiled = filterpolicy.compile_to_subjects(policy, topic.promoted, topic.subject)
-    if compiled.exact:
-        return _Filter(
-            entry(
-                "FilterPolicy",
-                sub.filter_policy,
-                "exact",
-                f"compiled to {len(compiled.subjects)} filter subject(s) on promoted attributes",
-                target="source subject filters",
-            ),
-            subjects=compiled.subjects,
-        )
+    why = (
+        "a subject filter on promoted tokens would miss a producer that sets the attribute "
+        "only as a header"
+        if compiled.exact
+        else f"it cannot be a subject filter: {compiled.reason}"
+    )
+    numbers = sorted(filterpolicy.numeric_keys(policy))
+    typing = (
+        f"; plain headers {', '.join(numbers)} are Numbers when they parse as one"
+        if numbers
+        else ""
+    )
     return _Filter(
         entry(
             "FilterPolicy",
             sub.filter_policy,
             "emulated",
-            f"cannot be a subject filter ({compiled.reason}); the bridge's filter router "
-            "evaluates it with SNS semantics",
+            "the bridge's filter router evaluates it with SNS semantics on the headers of "
+            f"each NATS-published message ({why}){typing}; what it cannot evaluate is "
+            "counted as undeliverable, never skipped silently",
             target="bridge filter-router",
         ),
         emulated=True,

@@ -154,7 +154,8 @@ def topic_resource(
             "MessageAttributes",
             None,
             "exact",
-            "message attributes travel as NATS headers named after the attribute",
+            "message attributes travel as NATS headers named after the attribute; "
+            + filterpolicy.PLAIN_HEADER_RULE,
             target="headers",
         ),
         *_fifo(names),
@@ -223,8 +224,10 @@ def _promotion(names: TopicNames) -> list[Fidelity]:
             "MessageAttributes",
             ",".join(names.promoted),
             "exact",
-            "these attributes are also subject tokens so subscriptions can filter on "
-            "subjects; producers publish to " + names.template,
+            "these attributes are also subject tokens, for NATS subscribers of the topic that "
+            "filter on subjects; producers publish to " + names.template + " and may leave a "
+            "token ~absent: queues are filtered on the headers, which decide when a token "
+            "disagrees",
             target="subject tokens",
         )
     ]
