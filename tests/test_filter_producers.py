@@ -20,8 +20,13 @@ from click.testing import CliRunner
 
 from snsq2nats import filterpolicy
 from snsq2nats.apply import apply_plan
-from snsq2nats.bridge.codec import Attribute, attributes_to_headers, headers_to_attributes
-from snsq2nats.bridge.codec import plain_names, string_attributes
+from snsq2nats.bridge.codec import (
+    Attribute,
+    attributes_to_headers,
+    headers_to_attributes,
+    plain_names,
+    string_attributes,
+)
 from snsq2nats.bridge.context import BridgeContext
 from snsq2nats.bridge.metrics import render
 from snsq2nats.bridge.runtime import run_bridge
