@@ -17,7 +17,7 @@ from __future__ import annotations
 import base64
 import functools
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -182,18 +182,38 @@ def plain_names(headers: Mapping[str, str] | None) -> frozenset[str]:
     )
 
 
-def headers_to_aws(headers: Mapping[str, str] | None) -> dict[str, dict[str, Any]]:
-    """The attributes a message carried, as SQS/SNS `MessageAttributes` entries."""
+def headers_to_aws(
+    headers: Mapping[str, str] | None, numbers: Collection[str] = ()
+) -> dict[str, dict[str, Any]]:
+    """The attributes a message carried, as SQS/SNS `MessageAttributes` entries.
+
+    `numbers`: attributes a filter policy compares as numbers; a plain header of one that
+    parses as a number goes as a `Number` (`filterpolicy.PLAIN_HEADER_RULE`), so SNS filters
+    it as it would the same attribute from an AWS producer."""
     if not headers:
         return {}
     if ATTRIBUTES_HEADER not in headers:
-        # A NATS producer's plain headers, the relay's common case: all Strings, built directly.
+        # A NATS producer's plain headers, the relay's common case: built directly.
         return {
-            name: {"DataType": "String", "StringValue": value}
+            name: {"DataType": _plain_type(name, value, numbers), "StringValue": value}
             for name, value in headers.items()
             if not _reserved(name)
         }
-    return {name: attr.to_sqs() for name, attr in headers_to_attributes(headers).items()}
+    entries = {name: attr.to_sqs() for name, attr in headers_to_attributes(headers).items()}
+    for name in plain_names(headers):
+        entry = entries.get(name)
+        if entry is not None and "StringValue" in entry:
+            entry["DataType"] = _plain_type(name, entry["StringValue"], numbers)
+    return entries
+
+
+def _plain_type(name: str, value: str, numbers: Collection[str]) -> str:
+    if name not in numbers:
+        return "String"
+    from snsq2nats.filterpolicy import MessageAttribute, type_plain
+
+    typed, _ = type_plain({name: MessageAttribute("String", value)}, (name,), (name,))
+    return typed[name].data_type
 
 
 def string_attributes(attributes: Mapping[str, Attribute]) -> dict[str, Any]:

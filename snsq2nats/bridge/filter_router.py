@@ -100,7 +100,10 @@ class _Router:
             route.filter_policy, scope=scope, source=route.source_arn
         )
         # Plain headers of these attributes are Numbers when they parse as one.
-        self.numeric = filterpolicy.numeric_keys(self.policy)
+        # The topic's (one type per attribute, as on SNS), and this policy's for a plan
+        # written before routes carried them.
+        self.numeric = set(route.number_attributes) | filterpolicy.numeric_keys(self.policy)
+        self.reads = frozenset(self.policy.keys) if scope == "MessageAttributes" else frozenset()
         self.recorder = Recorder(ctx.nc, route.name)
         self.subject = route.subject
         self.source = PullSource(ctx, route, stream, consumer)
@@ -148,6 +151,8 @@ class _Router:
             attributes, problems = filterpolicy.type_plain(
                 written, plain_names(headers), self.numeric
             )
+            # Only a value this policy reads can leave it undecided.
+            problems = [p for p in problems if p.attribute in self.reads]
             try:
                 matched = self.policy.matches(attributes, msg.data)
             except Exception as exc:  # a policy engine bug must not stop the route

@@ -126,8 +126,8 @@ whose elements are all excluded (it passes), custom ``Number.x`` types, ``exists
 
 Plain headers
 -------------
-A NATS producer's header carries no data type. `plain` types it for one policy: a String,
-except a value that parses as a number where the policy compares that attribute as a number
+A NATS producer's header carries no data type. `plain` types it: a String, except a value
+that parses as a number where a policy of the topic compares that attribute as a number
 (SNS's Number type); see `PLAIN_HEADER_RULE`. Recorded types (AWS-relayed messages) are kept.
 
 Layout: `model` (values, attributes, parsed entries), `policy` (grammar and validation),

@@ -5,10 +5,14 @@ header ``amount: 150`` means what an SNS producer means by a ``Number`` attribut
 policy comparing ``amount`` numerically would never match the String "150". The rule, stated
 once here and printed by ``snsq2nats subject``:
 
-    A plain header is a String attribute, except where the subscription's filter policy
-    compares that attribute as a number (a ``numeric`` range, a number in the list, or a number
-    in ``anything-but``): there a value that parses as a number (``150``, ``-2.5``, ``1e3``) is
-    a Number attribute, as SNS's ``Number`` type.
+    A plain header is a String attribute, except for an attribute a filter policy of the topic
+    compares as a number (a ``numeric`` range, a number in the list, or a number in
+    ``anything-but``): there a value that parses as a number (``150``, ``-2.5``, ``1e3``) is a
+    Number attribute, as SNS's ``Number`` type.
+
+One message has one type per attribute, whichever queue's policy reads it, as on SNS: the
+planner collects the topic's numeric attributes (`numeric_keys` of each policy) into the
+routes, and the filter router and the relay to SNS both apply them.
 
 A plain value of such an attribute that is not a number (``"abc"``), or a number outside SNS's
 range (±10^9, which SNS refuses at publish), stays a String and is reported as a `Problem`,
@@ -31,9 +35,9 @@ NUMBER: Final = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
 """What a producer writes for a number: SNS's Number values, no `_`, no `NaN`/`Infinity`."""
 
 RULE: Final = (
-    "a header is a String attribute, except where a subscription's filter policy compares it "
-    "as a number (numeric, or a number value): there a value that parses as a number "
-    "(150, -2.5, 1e3) is a Number, as SNS's Number type"
+    "a header is a String attribute, except for an attribute a filter policy of the topic "
+    "compares as a number (numeric, or a number value): there a value that parses as a "
+    "number (150, -2.5, 1e3) is a Number, as SNS's Number type"
 )
 
 Cause = Literal["not-a-number", "number-out-of-range"]
@@ -71,7 +75,7 @@ def type_plain(
 ) -> tuple[dict[str, MessageAttribute], list[Problem]]:
     """`attributes` with each plain one in `numeric` typed by the module's rule.
 
-    `plain`: the names whose type nobody recorded; `numeric`: `numeric_keys` of the policy.
+    `plain`: the names whose type nobody recorded; `numeric`: the topic's numeric attributes.
     """
     typed = dict(attributes)
     problems: list[Problem] = []

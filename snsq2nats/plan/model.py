@@ -105,6 +105,10 @@ class Route(Model):
     # nats-to-sqs / dlq-mover of a partitioned FIFO queue: `consumer` is the base name and the
     # route reads each partition's durable (see `durables`). Left out of the document when 1.
     partitions: int = Field(default=1, exclude_if=lambda v: v == 1)
+    # nats-to-sns / filter-router: attributes a filter policy of the topic compares as numbers;
+    # a producer's plain header of one is a Number when it parses as one
+    # (`filterpolicy.PLAIN_HEADER_RULE`). Left out of the document when empty.
+    number_attributes: list[str] = Field(default_factory=list, exclude_if=lambda v: not v)
 
     @property
     def durables(self) -> list[str]:

@@ -279,11 +279,8 @@ def header_rules(plan: Plan, source: str) -> list[str]:
     ]
     numbers: set[str] = set()
     for route in plan.candidate_routes:
-        if route.kind != "filter-router" or route.aws_arn != resource.source_arn:
-            continue
-        if not route.filter_policy or route.filter_policy_scope != "MessageAttributes":
-            continue
-        numbers |= filterpolicy.numeric_keys(filterpolicy.parse_policy(route.filter_policy))
+        if route.aws_arn == resource.source_arn:
+            numbers.update(route.number_attributes)
     if numbers:
         lines.append("compared as numbers here: " + ", ".join(sorted(numbers)))
     if resource.subject_tokens:

@@ -100,6 +100,8 @@ class TopicInfo:
     """True when the mapping already gives the topic a stream (sources, archive policy)."""
     subscriptions: list[SubscriptionInfo] = field(default_factory=list)
     fanout: Fanout = "sources"
+    number_attributes: list[str] = field(default_factory=list)
+    """Attributes a filter policy of the topic compares as numbers (`Route.number_attributes`)."""
 
     @property
     def nats_pattern(self) -> str:
@@ -357,6 +359,7 @@ def _topic_routes(
             subject_tokens=list(topic.promoted),
             relay_subjects=[topic.nats_pattern],
             fifo=topic.fifo,
+            number_attributes=list(topic.number_attributes),
         )
         out.candidates.append(to_sns)
         out.consumers.append(
@@ -388,6 +391,7 @@ def _topic_routes(
             relay_subjects=[topic.nats_pattern],
             raw_delivery=sub.raw_delivery,
             fifo=queue.fifo,
+            number_attributes=list(topic.number_attributes),
         )
         out.candidates.append(router)
         out.consumers.append(

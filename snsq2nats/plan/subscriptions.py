@@ -91,6 +91,9 @@ def wire(
             protocol=sub.protocol,
             endpoint=sub.endpoint,
             delivers=not sub.pending_confirmation,
+            # SNS filters for it: the relay to SNS types plain headers by its policy too.
+            filter_policy=sub.filter_policy,
+            filter_policy_scope=sub.filter_policy_scope,
         ),
         blocks_sources=None
         if sub.pending_confirmation

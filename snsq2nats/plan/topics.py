@@ -69,7 +69,26 @@ class TopicNames:
             needs_stream=needs_stream or self.topic.archive_policy is not None,
             fanout=fanout,
             subscriptions=sorted(subscriptions, key=lambda s: s.arn),
+            number_attributes=number_attributes(subscriptions),
         )
+
+
+def number_attributes(subscriptions: list[SubscriptionInfo]) -> list[str]:
+    """The attributes some delivering filter policy of the topic compares as numbers: one
+    message has one type per attribute, as on SNS, whichever queue's policy reads it."""
+    names: set[str] = set()
+    for sub in subscriptions:
+        if not sub.delivers or not sub.filter_policy:
+            continue
+        scope: filterpolicy.Scope = (
+            "MessageBody" if sub.filter_policy_scope == "MessageBody" else "MessageAttributes"
+        )
+        try:
+            policy = filterpolicy.parse_policy(sub.filter_policy, scope=scope, source=sub.arn)
+        except FilterPolicyError:
+            continue  # SNS would reject it: it delivers nothing
+        names |= filterpolicy.numeric_keys(policy)
+    return sorted(names)
 
 
 def name_topic(
