@@ -46,6 +46,9 @@ POLICIES: dict[str, tuple[str, str | None]] = {
     "fraud": ("MessageAttributes", '{"amount": [{"numeric": [">=", 100]}]}'),
     "created": ("MessageAttributes", '{"kind": ["created"]}'),
     "large": ("MessageBody", '{"order": {"size": ["large"]}}'),
+    # Compares amount as a string: an SNS producer sends amount as a Number (the fraud policy
+    # needs one), which a string entry never matches; one type per attribute here too.
+    "code150": ("MessageAttributes", '{"amount": ["150"]}'),
     "all": ("MessageAttributes", None),
 }
 RULES = """
@@ -158,15 +161,19 @@ def test_every_filter_is_routed_by_headers_never_by_a_subject_token(tmp_path: Pa
         r.source_arn.rsplit(":", 1)[1]: r for r in plan.resources if r.kind == "sns-subscription"
     }
     topic = next(r for r in plan.resources if r.kind == "sns-topic")
-    assert topic.subject_tokens == ["kind"]  # still promoted, for NATS-native subscribers
+    # Still promoted, for NATS-native subscribers; no queue depends on them.
+    assert topic.subject_tokens == ["amount", "kind"]
     routers = {r.target_stream for r in plan.candidate_routes if r.kind == "filter-router"}
-    assert routers == {"sqs_fraud", "sqs_created", "sqs_large"}
+    assert routers == {"sqs_fraud", "sqs_created", "sqs_large", "sqs_code150"}
+    assert {
+        tuple(r.number_attributes) for r in plan.candidate_routes if r.kind == "filter-router"
+    } == {("amount",)}
     assert subs["created"].filter_subjects is None
     by_name = {s.name: s for s in plan.streams}
     assert by_name["sqs_created"].sources is None  # no token filter beside the router
     assert (
         by_name["sqs_all"].sources
-        and by_name["sqs_all"].sources[0].filter_subject == "sns.orders.*"
+        and by_name["sqs_all"].sources[0].filter_subject == "sns.orders.*.*"
     )
     fraud = next(f for f in subs["fraud"].fidelity if f.attribute == "FilterPolicy")
     assert fraud.verdict == "emulated" and "amount are Numbers" in fraud.note
@@ -186,7 +193,7 @@ async def test_nats_producer_gets_exactly_sns_share(nc: Any, js: Any, tmp_path: 
     result = CliRunner().invoke(main, ["subject", "orders", "--plan", str(plan_path)])
     assert result.exit_code == 0, result.output
     subject = result.stdout.strip()
-    assert subject == publish_subject(plan, "orders", []) == "sns.orders.~absent"
+    assert subject == publish_subject(plan, "orders", []) == "sns.orders.~absent.~absent"
     assert filterpolicy.PLAIN_HEADER_RULE in result.stderr
     assert "compared as numbers here: amount" in result.stderr
 
@@ -217,7 +224,7 @@ async def test_nats_producer_gets_exactly_sns_share(nc: Any, js: Any, tmp_path: 
 
     ctx = BridgeContext(plan=plan, nc=nc, sqs=None, sns=None, timings=FAST)
     routes = [r for r in plan.routes if r.kind == "filter-router"]
-    assert len(routes) == 3
+    assert len(routes) == 4
     task = asyncio.create_task(run_bridge(ctx, routes, handle_signals=False))
     try:
 
@@ -238,6 +245,10 @@ async def test_nats_producer_gets_exactly_sns_share(nc: Any, js: Any, tmp_path: 
 
         fraud = next(m for m in ctx.metrics.values() if m.route.endswith("->fraud"))
         assert fraud.undeliverable_by == {"not-a-number": 1}
+        code = next(m for m in ctx.metrics.values() if m.route.endswith("->code150"))
+        assert code.undeliverable_by == {"not-a-number": 1}
+        large = next(m for m in ctx.metrics.values() if m.route.endswith("->large"))
+        assert large.undeliverable_by == {}  # it never reads amount
         created = next(m for m in ctx.metrics.values() if m.route.endswith("->created"))
         assert created.rerouted_by == {"subject-mismatch": 1}
         assert "undeliverable=1 undeliverable_by=not-a-number:1" in line(fraud, 0.0)

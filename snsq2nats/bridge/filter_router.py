@@ -183,18 +183,19 @@ class _Router:
         expected = filterpolicy.subject_for(written, promoted, "x").split(".")[1:]
         for name, token, wanted in zip(promoted, tokens, expected, strict=False):
             if token != filterpolicy.ABSENT_TOKEN and token != wanted:
-                self.metrics.rerouted_by["subject-mismatch"] = (
-                    self.metrics.rerouted_by.get("subject-mismatch", 0) + 1
-                )
-                log.warning(
-                    "%s: %s carries %s=%s in its subject but %s in its headers: routed by the "
-                    "headers",
-                    self.route.name,
-                    msg.subject,
-                    name,
-                    token,
-                    "no header" if wanted == filterpolicy.ABSENT_TOKEN else wanted,
-                )
+                seen = self.metrics.rerouted_by.get("subject-mismatch", 0) + 1
+                self.metrics.rerouted_by["subject-mismatch"] = seen
+                if seen & (seen - 1) == 0:  # the 1st, 2nd, 4th, …: a producer's habit, not spam
+                    log.warning(
+                        "%s: %s carries %s=%s in its subject but %s in its headers: routed by "
+                        "the headers (%d such message(s) so far)",
+                        self.route.name,
+                        msg.subject,
+                        name,
+                        token,
+                        "no header" if wanted == filterpolicy.ABSENT_TOKEN else wanted,
+                        seen,
+                    )
                 return
 
     async def _skip(self, msg: Msg, cause: str) -> None:
