@@ -517,6 +517,11 @@ async def switch_to_sources(nc: Client, plan: Plan, topic: Resource) -> int:
             continue
         if sub.stream is None:
             continue
+        if any(
+            r.kind == "filter-router" and r.source_arn == sub.source_arn
+            for r in plan.candidate_routes
+        ):
+            continue  # its filter router takes over from the relay's ack floor instead
         filters = sub.filter_subjects or list(relay.relay_subjects)
         source = stream_source(topic.stream, filters).model_copy(
             update={"opt_start_seq": handed + 1}

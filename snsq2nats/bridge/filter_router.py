@@ -106,11 +106,15 @@ class _Router:
         self.reads = frozenset(self.policy.keys) if scope == "MessageAttributes" else frozenset()
         self.recorder = Recorder(ctx.nc, route.name)
         self.subject = route.subject
+        self.after = 0
+        """Topic sequences up to this one went through SNS (`Route.after_switch`)."""
         self.source = PullSource(ctx, route, stream, consumer)
         self.gate = asyncio.Semaphore(1 if route.fifo else max(1, ctx.max_in_flight))
 
     async def run(self) -> None:
         await require_consumer(self.ctx, self.route, self.source.stream, self.source.consumer)
+        if self.route.after_switch:
+            self.after = await self._switch_point()
         try:
             while not self.ctx.stopping.is_set():
                 size = 1 if self.route.fifo else min(FETCH_BATCH, max(1, self.ctx.max_in_flight))
@@ -132,6 +136,10 @@ class _Router:
         async with self.gate:
             if self.ctx.stopping.is_set():
                 await nak(msg)
+                return
+            if msg.metadata.sequence.stream <= self.after:
+                # The nats-to-sns relay handed it to SNS, which delivered it to the queue.
+                await self._skip(msg, "before-switch")
                 return
             headers: dict[str, str] = dict(msg.headers or {})
             if headers.get(ORIGIN_HEADER, "").lower() == "aws" or (
@@ -172,6 +180,32 @@ class _Router:
                 await self._skip(msg, "body-not-json")
             else:
                 await self._skip(msg, "no-match")
+
+    async def _switch_point(self) -> int:
+        """The last topic stream sequence that went through SNS: the nats-to-sns relay's ack
+        floor, which `cutover finish` switched at (its sources start at the next one)."""
+        from snsq2nats.jetstream.api import api
+        from snsq2nats.plan.routes import TO_SNS_CONSUMER
+
+        stream = self.source.stream
+        try:
+            info = await api(
+                self.ctx.nc, f"$JS.API.CONSUMER.INFO.{stream}.{TO_SNS_CONSUMER}", None, 5.0
+            )
+        except Exception:  # gone, or no longer granted once a re-plan dropped the relay
+            mine = await api(
+                self.ctx.nc, f"$JS.API.CONSUMER.INFO.{stream}.{self.source.consumer}", None, 5.0
+            )
+            if int((mine.get("ack_floor") or {}).get("stream_seq") or 0):
+                return 0  # it routed after the switch before: its ack floor is past it
+            raise SnsqError(
+                f"cannot tell where SNS's share of {stream} ended: the consumer "
+                f"{TO_SNS_CONSUMER} is gone and this router never ran",
+                where=f"route {self.route.name}",
+                hint="re-run `snsq2nats apply` without --prune until every bridge has run the "
+                "topic's filter routers once after `cutover finish`",
+            ) from None
+        return int((info.get("ack_floor") or {}).get("stream_seq") or 0)
 
     def _check_subject(self, msg: Msg, written: dict[str, filterpolicy.MessageAttribute]) -> None:
         """Count a promoted subject token that disagrees with its header (or names a value no

@@ -109,6 +109,10 @@ class Route(Model):
     # a producer's plain header of one is a Number when it parses as one
     # (`filterpolicy.PLAIN_HEADER_RULE`). Left out of the document when empty.
     number_attributes: list[str] = Field(default_factory=list, exclude_if=lambda v: not v)
+    # filter-router of a topic that fans out through SNS until `cutover finish` switches it:
+    # runs once the topic is finished, and skips what went through SNS (the to-sns relay's
+    # ack floor). Left out of the document when false.
+    after_switch: bool = Field(default=False, exclude_if=lambda v: not v)
 
     @property
     def durables(self) -> list[str]:

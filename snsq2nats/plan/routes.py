@@ -102,6 +102,9 @@ class TopicInfo:
     fanout: Fanout = "sources"
     number_attributes: list[str] = field(default_factory=list)
     """Attributes a filter policy of the topic compares as numbers (`Route.number_attributes`)."""
+    switches_at_finish: bool = False
+    """It fans out through SNS only for envelope readers: `cutover finish` switches it to
+    stream sources, and its filter routers take over then (`Route.after_switch`)."""
 
     @property
     def nats_pattern(self) -> str:
@@ -144,7 +147,9 @@ def route_active(route: Route, view: CutoverView) -> bool:
         return not topic.finished and (topic.producers != "nats" or route.aws_arn in view.moved)
     if route.kind == "filter-router":
         # It carries NATS producers' messages into the queue for good: finishing the topic
-        # retires only the paths through AWS.
+        # retires only the paths through AWS. A topic on SNS until finished needs it only then.
+        if route.after_switch and not topic.finished:
+            return False
         return view.nats_fed(route.aws_arn)
     # nats-to-sns: NATS producers, or a backlog left by ones that moved back.
     return not topic.finished and view.nats_fed(route.aws_arn)
@@ -372,7 +377,8 @@ def _topic_routes(
                 deliver_policy="new",
             )
         )
-    for sub in delivering if topic.fanout == "sources" else []:
+    routed = topic.fanout == "sources" or topic.switches_at_finish
+    for sub in delivering if routed else []:
         queue = queues.get(sub.endpoint)
         if not (sub.emulated and queue is not None):
             continue
@@ -392,6 +398,7 @@ def _topic_routes(
             raw_delivery=sub.raw_delivery,
             fifo=queue.fifo,
             number_attributes=list(topic.number_attributes),
+            after_switch=topic.switches_at_finish,
         )
         out.candidates.append(router)
         out.consumers.append(

@@ -164,7 +164,7 @@ def _into_queue(
         blocks_sources=None
         if not delivers or sub.raw_message_delivery
         else f"{queue.queue.name} expects the SNS envelope (raw delivery off)",
-        envelope_only=delivers and not sub.raw_message_delivery and not policy.emulated,
+        envelope_only=delivers and not sub.raw_message_delivery,
     )
 
 
@@ -180,10 +180,9 @@ def fanout_of(wirings: list[Wiring], finished: bool = False) -> tuple[Fanout, li
     """
     blocking = [w for w in wirings if w.blocks_sources]
     reasons = sorted({w.blocks_sources for w in blocking if w.blocks_sources})
-    # An emulated policy needs the filter router, which a topic fanning out through SNS never
-    # had: such a topic stays on SNS.
-    emulated = any(w.info.emulated and w.info.delivers for w in wirings)
-    switchable = bool(blocking) and all(w.envelope_only for w in blocking) and not emulated
+    # A filtered subscription's router is planned from the start, runs only once the topic is
+    # finished and skips what the nats-to-sns relay had handed SNS (`Route.after_switch`).
+    switchable = bool(blocking) and all(w.envelope_only for w in blocking)
     if not reasons or (finished and switchable):
         return "sources", [], switchable
     return "sns", reasons, switchable

@@ -55,7 +55,11 @@ class TopicNames:
         return self.override.cutover or Cutover()
 
     def info(
-        self, subscriptions: list[SubscriptionInfo], needs_stream: bool, fanout: Fanout
+        self,
+        subscriptions: list[SubscriptionInfo],
+        needs_stream: bool,
+        fanout: Fanout,
+        switchable: bool = False,
     ) -> TopicInfo:
         """What the routes need to know about the topic."""
         return TopicInfo(
@@ -70,6 +74,7 @@ class TopicNames:
             fanout=fanout,
             subscriptions=sorted(subscriptions, key=lambda s: s.arn),
             number_attributes=number_attributes(subscriptions),
+            switches_at_finish=switchable,
         )
 
 

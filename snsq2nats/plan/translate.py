@@ -25,7 +25,7 @@ from snsq2nats.plan.buckets import bucket_specs
 from snsq2nats.plan.context import Context
 from snsq2nats.plan.model import Desired, Resource
 from snsq2nats.plan.queues import QueueFacts, QueueNames, name_queue, plan_queue
-from snsq2nats.plan.routes import BRIDGE_QUEUE_PREFIX, TopicInfo, derive
+from snsq2nats.plan.routes import BRIDGE_QUEUE_PREFIX, Fanout, TopicInfo, derive
 from snsq2nats.plan.rules import Cutover, Override, Rules
 from snsq2nats.plan.subscriptions import Wiring, fanout_of, settle, wire
 from snsq2nats.plan.topics import TopicNames, name_topic, topic_resource, topic_stream
@@ -205,5 +205,10 @@ def _topic_info(names: TopicNames, wirings: list[Wiring]) -> TopicInfo:
     return names.info(
         [w.info for w in wirings],
         any(w.topic_needs_stream for w in wirings),
-        fanout_of(wirings, names.cutover.finished)[0],
+        *_fanout_and_switch(wirings, names.cutover.finished),
     )
+
+
+def _fanout_and_switch(wirings: list[Wiring], finished: bool) -> tuple[Fanout, bool]:
+    fanout, _, switchable = fanout_of(wirings, finished)
+    return fanout, switchable
