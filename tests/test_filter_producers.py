@@ -267,3 +267,50 @@ async def test_nats_producer_gets_exactly_sns_share(nc: Any, js: Any, tmp_path: 
     finally:
         ctx.stopping.set()
         await asyncio.wait_for(task, timeout=30)
+
+
+def test_a_topic_switched_at_finish_runs_its_routers_only_once_finished(tmp_path: Path) -> None:
+    """An envelope reader keeps the topic on SNS until `finish`: its filtered subscriptions'
+    routers are planned from the start but run only once the topic is finished (skipping what
+    the nats-to-sns relay handed SNS), so no filter keeps the topic from switching."""
+    from snsq2nats.plan.routes import CutoverView, route_active
+    from snsq2nats.plan.rules import Cutover
+
+    inventory_with_reader = case_inventory(
+        {
+            "queues": [{"name": "fraud"}, {"name": "reader"}],
+            "topics": [{"name": "orders"}],
+            "subscriptions": [
+                {
+                    "arn": f"{TOPIC}:fraud",
+                    "topic_arn": TOPIC,
+                    "endpoint": "arn:aws:sqs:us-east-1:123456789012:fraud",
+                    "raw_message_delivery": True,
+                    "filter_policy": POLICIES["fraud"][1],
+                },
+                {
+                    "arn": f"{TOPIC}:reader",
+                    "topic_arn": TOPIC,
+                    "endpoint": "arn:aws:sqs:us-east-1:123456789012:reader",
+                },
+            ],
+        }
+    )
+    rules_path = tmp_path / "rules.yaml"
+    rules_path.write_text(RULES, encoding="utf-8")
+    plan = assemble_plan(
+        inventory_with_reader,
+        load_rules([rules_path]),
+        None,
+        server=ServerInfo(reachable=False, version="2.11.0"),
+    )
+    topic = next(r for r in plan.resources if r.kind == "sns-topic")
+    fanout = next(f for f in topic.fidelity if f.attribute == "Fanout")
+    assert fanout.target == "nats-to-sns relay until the topic is finished"
+    router = next(r for r in plan.candidate_routes if r.kind == "filter-router")
+    assert router.after_switch and router.number_attributes == ["amount"]
+    assert router not in plan.routes  # producers on NATS, but the topic is not finished
+    nats = Cutover(producers="nats", consumers="nats")
+    finished = nats.model_copy(update={"finished": True})
+    assert not route_active(router, CutoverView({TOPIC: nats}, {TOPIC}))
+    assert route_active(router, CutoverView({TOPIC: finished}, {TOPIC}))
