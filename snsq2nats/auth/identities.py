@@ -21,7 +21,7 @@ from typing import Literal
 
 from snsq2nats.plan.buckets import FLEET_BUCKET, bucket_stream
 from snsq2nats.plan.model import Plan, Resource, Route
-from snsq2nats.plan.routes import RELAY_PREFIX
+from snsq2nats.plan.routes import RELAY_PREFIX, TO_SNS_CONSUMER
 from snsq2nats.plan.states import CUTOVER_BUCKET
 
 Role = Literal["producer", "consumer", "publisher", "subscriber", "principal", "bridge", "admin"]
@@ -260,6 +260,9 @@ def _route_publish(route: Route, subjects: _Subjects) -> list[str]:
     if route.kind == "filter-router" and route.stream and route.consumer:
         out += pull_subjects(route.stream, route.consumer)
         out += subjects.own(route.target_stream)
+        if route.after_switch:
+            # Where SNS's share ended: the nats-to-sns relay's ack floor (bridge.filter_router).
+            out.append(f"{API}.CONSUMER.INFO.{route.stream}.{TO_SNS_CONSUMER}")
     if route.kind == "dlq-mover":
         if route.advisory_stream and route.advisory_consumer:
             out += pull_subjects(route.advisory_stream, route.advisory_consumer)

@@ -22,8 +22,8 @@ Every filter policy is evaluated by the bridge's filter router on the message's 
 by a subject filter on promoted tokens: a NATS producer sets each attribute as a header and need
 not repeat it in the subject (a token left `~absent` would make a token filter drop a message
 SNS delivers). Headers decide, tokens are only checked against them (`bridge.filter_router`).
-The router needs a topic that fans out through sources, so a filtered subscription keeps a
-topic whose queues read the SNS envelope on SNS (`fanout_of`: not switched at `finish`).
+A topic fanning out through SNS only for envelope readers gets its routers planned from the
+start; they run once `cutover finish` switches it (`Route.after_switch`).
 """
 
 from __future__ import annotations
