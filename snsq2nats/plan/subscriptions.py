@@ -192,8 +192,9 @@ def settle(wiring: Wiring, fanout: Fanout, reasons: list[str], _switchable: bool
     """The subscription once its topic's fan-out is known: its source, and the verdict."""
     if wiring.queue_arn is None or wiring.resource is None or not wiring.info.delivers:
         return wiring
+    verdict = _cutover(fanout, reasons, routed=wiring.info.emulated)
     resource = wiring.resource.model_copy(
-        update={"fidelity": [*wiring.resource.fidelity, _cutover(fanout, reasons)]}
+        update={"fidelity": [*wiring.resource.fidelity, verdict]}
     )
     source = wiring.source if fanout == "sources" else None
     return replace(wiring, resource=resource, source=source)
@@ -353,8 +354,20 @@ def _delivery(sub: Subscription) -> list[Fidelity]:
     return out
 
 
-def _cutover(fanout: Fanout, reasons: list[str]) -> Fidelity:
+def _cutover(fanout: Fanout, reasons: list[str], *, routed: bool = False) -> Fidelity:
     """How the topic reaches the queue on either side of its cutover: one copy either way."""
+    if fanout == "sources" and routed:
+        return entry(
+            "Cutover",
+            "filter router",
+            "exact",
+            "NATS-published messages reach the queue stream through the bridge's filter router "
+            "(the bridge relays the stream to SQS while the queue's consumers are on AWS); "
+            "SNS-published ones reach the SQS queue (relayed to the stream while its consumers "
+            "are on NATS). One copy per message, so workers on either side, or both during a "
+            "move, get it once",
+            target="bridge filter-router",
+        )
     if fanout == "sources":
         return entry(
             "Cutover",
