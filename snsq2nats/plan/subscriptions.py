@@ -193,9 +193,7 @@ def settle(wiring: Wiring, fanout: Fanout, reasons: list[str], _switchable: bool
     if wiring.queue_arn is None or wiring.resource is None or not wiring.info.delivers:
         return wiring
     verdict = _cutover(fanout, reasons, routed=wiring.info.emulated)
-    resource = wiring.resource.model_copy(
-        update={"fidelity": [*wiring.resource.fidelity, verdict]}
-    )
+    resource = wiring.resource.model_copy(update={"fidelity": [*wiring.resource.fidelity, verdict]})
     source = wiring.source if fanout == "sources" else None
     return replace(wiring, resource=resource, source=source)
 
