@@ -66,6 +66,7 @@ class Recorder:
         self.key = route_prefix(route) + secrets.token_hex(4)
         self.record = Record(route=route)
         self._lock = asyncio.Lock()
+        self._kv: Any = None
 
     async def add(self, cause: str, stream: str, seq: int, detail: str) -> None:
         self.record.causes[cause] = self.record.causes.get(cause, 0) + 1
@@ -81,8 +82,9 @@ class Recorder:
             return
         async with self._lock:
             try:
-                kv = await self.nc.jetstream().key_value(FLEET_BUCKET)
-                await kv.put(self.key, self.record.model_dump_json().encode())
+                if self._kv is None:
+                    self._kv = await self.nc.jetstream().key_value(FLEET_BUCKET)
+                await self._kv.put(self.key, self.record.model_dump_json().encode())
             except Exception as exc:  # the counters still show it; the log says why not here
                 log.error(
                     "%s: could not record an undeliverable message in %s (%s: %s)",
