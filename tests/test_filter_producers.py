@@ -314,3 +314,21 @@ def test_a_topic_switched_at_finish_runs_its_routers_only_once_finished(tmp_path
     finished = nats.model_copy(update={"finished": True})
     assert not route_active(router, CutoverView({TOPIC: nats}, {TOPIC}))
     assert route_active(router, CutoverView({TOPIC: finished}, {TOPIC}))
+
+
+def test_relay_to_aws_types_only_plain_headers_of_numeric_attributes() -> None:
+    from snsq2nats.bridge.codec import headers_to_aws
+
+    plain = {"amount": "150", "note": "150", "bad": "abc", "Nats-Msg-Id": "x"}
+    got = headers_to_aws(plain, ["amount", "bad"])
+    assert got == {
+        "amount": {"DataType": "Number", "StringValue": "150"},
+        "note": {"DataType": "String", "StringValue": "150"},
+        "bad": {"DataType": "String", "StringValue": "abc"},  # SNS evaluates it as a String
+    }
+    # A recorded String stays one; a plain header beside it is typed by the rule.
+    mixed = attributes_to_headers({"amount": Attribute("String", "7")}) | {"limit": "9"}
+    got = headers_to_aws(mixed, ["amount", "limit"])
+    assert got["amount"] == {"DataType": "String", "StringValue": "7"}
+    assert got["limit"] == {"DataType": "Number", "StringValue": "9"}
+    assert headers_to_aws(plain) == headers_to_aws(plain, ())  # no numbers: all Strings
