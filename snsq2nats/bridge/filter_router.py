@@ -63,6 +63,8 @@ log = logging.getLogger(__name__)
 
 # Messages fetched per pull; each is one publish, so this is also the pipelining depth.
 FETCH_BATCH = 100
+# Reads, half a second apart, waiting for the stopping nats-to-sns relay's last batch.
+SWITCH_SETTLE_READS = 60
 
 RULE_HINT = "(the policy compares it as a number: " + filterpolicy.PLAIN_HEADER_RULE + ")"
 
@@ -183,7 +185,13 @@ class _Router:
 
     async def _switch_point(self) -> int:
         """The last topic stream sequence that went through SNS: the nats-to-sns relay's ack
-        floor, which `cutover finish` switched at (its sources start at the next one)."""
+        floor, which `cutover finish` switched at (its sources start at the next one).
+
+        The relay stops on the same state change that starts this router, so its last batch
+        is waited for (nothing unacknowledged) before the floor is read. Should one still go to
+        SNS after that, its copy comes back through SQS under the same `Nats-Msg-Id`
+        (`<stream>:<seq>`, as this router's) and the queue stream's duplicate window drops it.
+        """
         from snsq2nats.jetstream.api import api
         from snsq2nats.plan.routes import TO_SNS_CONSUMER
 
@@ -192,6 +200,13 @@ class _Router:
             info = await api(
                 self.ctx.nc, f"$JS.API.CONSUMER.INFO.{stream}.{TO_SNS_CONSUMER}", None, 5.0
             )
+            for _ in range(SWITCH_SETTLE_READS):
+                if not info.get("num_ack_pending") or self.ctx.stopping.is_set():
+                    break
+                await asyncio.sleep(0.5)
+                info = await api(
+                    self.ctx.nc, f"$JS.API.CONSUMER.INFO.{stream}.{TO_SNS_CONSUMER}", None, 5.0
+                )
         except Exception:  # gone, or no longer granted once a re-plan dropped the relay
             mine = await api(
                 self.ctx.nc, f"$JS.API.CONSUMER.INFO.{stream}.{self.source.consumer}", None, 5.0
