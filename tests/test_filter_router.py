@@ -209,3 +209,30 @@ async def test_verify_canaries_are_never_routed(nc: Any, js: Any) -> None:
     await run_until(ctx, route)
     assert [body for body, _ in await queue_messages(nc)] == [b"match"]
     assert ctx.route_metrics(route).skipped == 1
+
+
+async def test_after_switch_router_skips_what_the_sns_relay_handed_over(nc: Any, js: Any) -> None:
+    """A topic switched from SNS at `cutover finish`: the router starts after the nats-to-sns
+    relay's ack floor (SNS delivered those), and routes everything after it."""
+    from snsq2nats.plan.routes import TO_SNS_CONSUMER
+
+    await setup(nc)
+    await create_consumer(
+        nc,
+        ConsumerSpec(
+            stream_name="t_orders", durable_name=TO_SNS_CONSUMER, filter_subjects=["sns.orders.*"]
+        ),
+        pedantic=False,
+    )
+    for i in range(6):
+        await js.publish("sns.orders.x", f"m{i}".encode(), headers=attrs("150", "eu-west-1"))
+    relay = await js.pull_subscribe_bind(TO_SNS_CONSUMER, stream="t_orders")
+    for msg in await relay.fetch(4, timeout=5):  # the relay handed m0..m3 to SNS, then stopped
+        await msg.ack_sync()
+
+    ctx = make_ctx(nc)
+    route = router_route().model_copy(update={"after_switch": True})
+    await run_until(ctx, route)
+    assert sorted(body for body, _ in await queue_messages(nc)) == [b"m4", b"m5"]
+    metrics = ctx.route_metrics(route)
+    assert metrics.skipped_by == {"before-switch": 4}
