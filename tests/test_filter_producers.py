@@ -177,6 +177,9 @@ def test_every_filter_is_routed_by_headers_never_by_a_subject_token(tmp_path: Pa
     )
     fraud = next(f for f in subs["fraud"].fidelity if f.attribute == "FilterPolicy")
     assert fraud.verdict == "emulated" and "amount are Numbers" in fraud.note
+    # Its string entry never meets a plain amount header: the note says why.
+    code = next(f for f in subs["code150"].fidelity if f.attribute == "FilterPolicy")
+    assert "plain headers amount are Numbers" in code.note
 
 
 # --- real server: the producer, the bridge, each queue's share ---------------------------------

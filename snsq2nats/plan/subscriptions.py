@@ -91,9 +91,6 @@ def wire(
             protocol=sub.protocol,
             endpoint=sub.endpoint,
             delivers=not sub.pending_confirmation,
-            # SNS filters for it: the relay to SNS types plain headers by its policy too.
-            filter_policy=sub.filter_policy,
-            filter_policy_scope=sub.filter_policy_scope,
         ),
         blocks_sources=None
         if sub.pending_confirmation
@@ -286,9 +283,13 @@ def _filter(sub: Subscription, topic: TopicNames) -> _Filter:
         if compiled.exact
         else f"it cannot be a subject filter: {compiled.reason}"
     )
-    numbers = sorted(filterpolicy.numeric_keys(policy))
+    # Typed for the whole topic: a string entry here never matches a plain header another
+    # policy of the topic compares as a number (SNS would see that attribute as a Number).
+    read = set(policy.keys) if policy.scope == "MessageAttributes" else set()
+    numbers = sorted(read & set(topic.numbers))
     typing = (
-        f"; plain headers {', '.join(numbers)} are Numbers when they parse as one"
+        f"; plain headers {', '.join(numbers)} are Numbers when they parse as one (a filter "
+        "policy of the topic compares them as numbers)"
         if numbers
         else ""
     )

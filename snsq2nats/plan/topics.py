@@ -9,7 +9,7 @@ bridge relay needs one), so its stream and its verdicts are built after that, in
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from snsq2nats import filterpolicy
 from snsq2nats.errors import FilterPolicyError
@@ -39,6 +39,8 @@ class TopicNames:
     fifo: bool
     """From the name's `.fifo` suffix, as the naming templates see it."""
     promoted: list[str]
+    numbers: list[str] = field(default_factory=list)
+    """Attributes a filter policy of the topic compares as numbers (`number_attributes`)."""
 
     @property
     def pattern(self) -> str:
@@ -73,23 +75,22 @@ class TopicNames:
             needs_stream=needs_stream or self.topic.archive_policy is not None,
             fanout=fanout,
             subscriptions=sorted(subscriptions, key=lambda s: s.arn),
-            number_attributes=number_attributes(subscriptions),
+            number_attributes=list(self.numbers),
             switches_at_finish=switchable,
         )
 
 
-def number_attributes(subscriptions: list[SubscriptionInfo]) -> list[str]:
+def number_attributes(subscriptions: list[Subscription]) -> list[str]:
     """The attributes some delivering filter policy of the topic compares as numbers: one
     message has one type per attribute, as on SNS, whichever queue's policy reads it."""
     names: set[str] = set()
     for sub in subscriptions:
-        if not sub.delivers or not sub.filter_policy:
+        if sub.pending_confirmation or not sub.filter_policy:
             continue
-        scope: filterpolicy.Scope = (
-            "MessageBody" if sub.filter_policy_scope == "MessageBody" else "MessageAttributes"
-        )
         try:
-            policy = filterpolicy.parse_policy(sub.filter_policy, scope=scope, source=sub.arn)
+            policy = filterpolicy.parse_policy(
+                sub.filter_policy, scope=sub.filter_policy_scope, source=sub.arn
+            )
         except FilterPolicyError:
             continue  # SNS would reject it: it delivers nothing
         names |= filterpolicy.numeric_keys(policy)
@@ -107,6 +108,7 @@ def name_topic(
         subject=names.subject,
         fifo=names.fifo,
         promoted=_promoted(override, subscriptions, ctx.defaults.max_promoted_attributes),
+        numbers=number_attributes(subscriptions),
     )
 
 
