@@ -334,7 +334,7 @@ def subject(
     """Print the subject a NATS producer publishes to for a topic or queue (name or ARN).
 
     For a topic, stderr also says how headers are read: each attribute is a header of the same
-    name, a String unless a subscription's filter policy compares it as a number (then a value
+    name, a String unless a filter policy of the topic compares it as a number (then a value
     that parses as a number is a Number, as SNS's Number type)."""
     from snsq2nats.plan.pipeline import header_rules, publish_subject, worker_durables
 
