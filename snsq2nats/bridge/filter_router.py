@@ -101,9 +101,9 @@ class _Router:
         self.policy = filterpolicy.parse_policy(
             route.filter_policy, scope=scope, source=route.source_arn
         )
-        # Plain headers of these attributes are Numbers when they parse as one.
-        # The topic's (one type per attribute, as on SNS), and this policy's for a plan
-        # written before routes carried them.
+        # Plain headers of these attributes are Numbers when they parse as one: the topic's
+        # (one type per attribute, as on SNS), and this policy's for a plan written before
+        # routes carried them.
         self.numeric = set(route.number_attributes) | filterpolicy.numeric_keys(self.policy)
         self.reads = frozenset(self.policy.keys) if scope == "MessageAttributes" else frozenset()
         self.recorder = Recorder(ctx.nc, route.name)
