@@ -331,8 +331,12 @@ def plan(
 def subject(
     source: str, attrs: tuple[str, ...], durable: bool, plan_path: Path | None, **kwargs: Any
 ) -> None:
-    """Print the subject a NATS producer publishes to for a topic or queue (name or ARN)."""
-    from snsq2nats.plan.pipeline import publish_subject, worker_durables
+    """Print the subject a NATS producer publishes to for a topic or queue (name or ARN).
+
+    For a topic, stderr also says how headers are read: each attribute is a header of the same
+    name, a String unless a filter policy of the topic compares it as a number (then a value
+    that parses as a number is a Number, as SNS's Number type)."""
+    from snsq2nats.plan.pipeline import header_rules, publish_subject, worker_durables
 
     out = Output()
     result = plan_for(out, plan_path, kwargs, live=False)
@@ -347,6 +351,8 @@ def subject(
             out.line(advice)  # on stderr: stdout stays `STREAM DURABLE` lines for scripts
         return
     out.data(publish_subject(result, source, attrs))
+    for text in header_rules(result, source):
+        out.line(text)  # stderr: `$(snsq2nats subject …)` captures the subject alone
 
 
 @main.command()

@@ -96,6 +96,8 @@ class RouteStatus:
     dlq: dict[str, int] = field(default_factory=dict)
     owner: RouteOwner | None = None
     """None when the fleet's bucket does not exist (the plan was not applied)."""
+    undeliverable: dict[str, int] = field(default_factory=dict)
+    """Messages the route recorded as undeliverable, by cause (`bridge.undeliverable`)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -338,6 +340,33 @@ async def route_status(
     return RouteStatus(route.name, route.kind, drained, reason, target, nats)
 
 
+async def _mark_undeliverable(nc: Any, statuses: list[RouteStatus]) -> None:
+    """A route with recorded undeliverable messages is not drained, whatever its backlog."""
+    from snsq2nats.bridge.undeliverable import read_records
+    from snsq2nats.plan.buckets import FLEET_BUCKET
+
+    records = await read_records(nc)
+    for status in statuses:
+        found = records.get(status.route, [])
+        causes: dict[str, int] = {}
+        for _, record in found:
+            for cause, count in record.causes.items():
+                causes[cause] = causes.get(cause, 0) + count
+        if not causes:
+            continue
+        status.undeliverable = causes
+        status.drained = False
+        last = max((seen for _, r in found for seen in r.last), key=lambda s: s.at, default=None)
+        status.reason = (
+            f"{sum(causes.values())} undeliverable message(s) ("
+            + ", ".join(f"{c} {n}" for c, n in sorted(causes.items()))
+            + (f"; last {last.stream} seq {last.seq}: {last.detail}" if last else "")
+            + f"); once handled: nats kv del {FLEET_BUCKET} "
+            + " ".join(key for key, _ in found)
+            + f" | {status.reason}"
+        )
+
+
 def route_owner(fleet: FleetSnapshot, route: str, now: datetime) -> RouteOwner:
     lease = fleet.leases.get(route)
     owner = (
@@ -431,6 +460,7 @@ async def collect(
             return status
 
         statuses = list(await asyncio.gather(*(one(r) for r in routes)))
+    await _mark_undeliverable(nc, statuses)
     fleet = await read_fleet(nc)
     if fleet is not None:
         now = datetime.now(UTC)

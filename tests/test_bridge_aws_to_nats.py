@@ -935,7 +935,12 @@ def test_plain_view_lines() -> None:
     metrics.lag = 7
     assert line(metrics, 1.5) == (
         "route=sqs:a kind=sqs-to-nats status=starting messages=3 rate=1.5/s in_flight=0 "
-        "errors=0 skipped=0 lag=7"
+        "errors=0 skipped=0 undeliverable=0 lag=7"
+    )
+    metrics.skip("no-match")
+    metrics.undeliverable("not-a-number")
+    assert line(metrics, 1.5).endswith(
+        "skipped=1 skipped_by=no-match:1 undeliverable=1 undeliverable_by=not-a-number:1 lag=7"
     )
 
 

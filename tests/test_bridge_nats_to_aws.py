@@ -487,6 +487,50 @@ async def test_sns_publish_batch_reaches_raw_and_envelope_subscribers_once(
     assert ctx.route_metrics(route).skipped == 1
 
 
+async def test_sns_filters_a_plain_numeric_header_as_a_number(
+    nc: Any, js: Any, aws: AwsEndpoint
+) -> None:
+    """A NATS producer's plain header `amount: 150` reaches SNS as the Number a policy of the
+    topic compares (route.number_attributes), so SNS's own filter delivers it; recorded types
+    (relayed from AWS) and other headers are left as they are."""
+    sns = aws.client("sns")
+    topic = sns.create_topic(Name="pay")["TopicArn"]
+    big_url, big_arn = queue(aws, "pay-big")
+    sub = sns.subscribe(
+        TopicArn=topic,
+        Protocol="sqs",
+        Endpoint=big_arn,
+        Attributes={
+            "RawMessageDelivery": "true",
+            "FilterPolicy": json.dumps({"amount": [{"numeric": [">=", 100]}]}),
+        },
+    )["SubscriptionArn"]
+    assert sub
+    await setup_stream(nc, "t_pay", ["sns.pay"])
+    await publish(js, "sns.pay", b"plain-150", {"amount": "150", "note": "150"})
+    await publish(js, "sns.pay", b"plain-99", {"amount": "99"})
+    await publish(js, "sns.pay", b"plain-abc", {"amount": "abc"})
+    typed = attributes_to_headers({"amount": Attribute("String", "150")})
+    await publish(js, "sns.pay", b"recorded-string", typed)
+
+    ctx = make_ctx(nc, aws)
+    route = Route(
+        name="to-sns:pay",
+        kind="nats-to-sns",
+        source_arn=topic,
+        aws_arn=topic,
+        stream="t_pay",
+        consumer="workers",
+        number_attributes=["amount"],
+    )
+    await run_until(run_nats_to_sns, ctx, route, lambda: drained(nc, "t_pay"))
+    got = receive_all(aws.client("sqs"), big_url)
+    assert [m["Body"] for m in got] == ["plain-150"]
+    attributes = got[0]["MessageAttributes"]
+    assert attributes["amount"] == {"DataType": "Number", "StringValue": "150"}
+    assert attributes["note"] == {"DataType": "String", "StringValue": "150"}
+
+
 async def test_sns_fifo_topic_gets_group_and_dedup(nc: Any, js: Any, aws: AwsEndpoint) -> None:
     sns = aws.client("sns")
     topic = sns.create_topic(

@@ -5,7 +5,8 @@ NATS consumer reads. Headers cannot carry everything an attribute can (line brea
 bytes, the data type such as `Number.int`), so one extra header, `Snsq2nats-Attributes`, holds
 a JSON object with each attribute's exact data type and, where the plain header could not hold
 the value faithfully, the value itself (base64 for bytes). Decoding trusts that header first,
-so the round trip is exact; headers a NATS producer set without it become String attributes.
+so the round trip is exact; headers a NATS producer set without it become String attributes
+(`plain_names` lists them: the filter router types them by `filterpolicy.PLAIN_HEADER_RULE`).
 
 Attributes whose names would be read by NATS or by us (`Nats-*`, `Snsq2nats-*`) never become
 headers of their own: a producer's `Nats-Msg-Id` attribute must not turn on deduplication.
@@ -16,7 +17,7 @@ from __future__ import annotations
 import base64
 import functools
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -164,18 +165,55 @@ def headers_to_attributes(headers: Mapping[str, str] | None) -> dict[str, Attrib
     return attributes
 
 
-def headers_to_aws(headers: Mapping[str, str] | None) -> dict[str, dict[str, Any]]:
-    """The attributes a message carried, as SQS/SNS `MessageAttributes` entries."""
+def plain_names(headers: Mapping[str, str] | None) -> frozenset[str]:
+    """The attributes a NATS producer set as plain headers: no data type recorded for them in
+    `Snsq2nats-Attributes` (every attribute the bridge relays from AWS has one)."""
+    if not headers:
+        return frozenset()
+    described: object = {}
+    if ATTRIBUTES_HEADER in headers:
+        try:
+            described = json.loads(headers[ATTRIBUTES_HEADER])
+        except json.JSONDecodeError:
+            described = {}
+    recorded = described if isinstance(described, dict) else {}
+    return frozenset(
+        name for name in headers if not _reserved(name) and not isinstance(recorded.get(name), dict)
+    )
+
+
+def headers_to_aws(
+    headers: Mapping[str, str] | None, numbers: Collection[str] = ()
+) -> dict[str, dict[str, Any]]:
+    """The attributes a message carried, as SQS/SNS `MessageAttributes` entries.
+
+    `numbers`: attributes a filter policy compares as numbers; a plain header of one that
+    parses as a number goes as a `Number` (`filterpolicy.PLAIN_HEADER_RULE`), so SNS filters
+    it as it would the same attribute from an AWS producer."""
     if not headers:
         return {}
     if ATTRIBUTES_HEADER not in headers:
-        # A NATS producer's plain headers, the relay's common case: all Strings, built directly.
+        # A NATS producer's plain headers, the relay's common case: built directly.
         return {
-            name: {"DataType": "String", "StringValue": value}
+            name: {"DataType": _plain_type(name, value, numbers), "StringValue": value}
             for name, value in headers.items()
             if not _reserved(name)
         }
-    return {name: attr.to_sqs() for name, attr in headers_to_attributes(headers).items()}
+    entries = {name: attr.to_sqs() for name, attr in headers_to_attributes(headers).items()}
+    for name in plain_names(headers):
+        entry = entries.get(name)
+        if entry is not None and "StringValue" in entry:
+            entry["DataType"] = _plain_type(name, entry["StringValue"], numbers)
+    return entries
+
+
+def _plain_type(name: str, value: str, numbers: Collection[str]) -> str:
+    if name not in numbers:
+        return "String"
+    from snsq2nats.filterpolicy import MessageAttribute, type_plain
+
+    typed, _ = type_plain({name: MessageAttribute("String", value)}, (name,), (name,))
+    return typed[name].data_type
 
 
 def string_attributes(attributes: Mapping[str, Attribute]) -> dict[str, Any]:

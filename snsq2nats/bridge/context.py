@@ -53,6 +53,12 @@ class RouteMetrics:
     latency_counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
     latency_sum: float = 0.0
     started: float = field(default_factory=time.monotonic)
+    skipped_by: dict[str, int] = field(default_factory=dict)
+    """`skipped` by cause (e.g. the filter router's `no-match`, `aws-origin`, `canary`)."""
+    undeliverable_by: dict[str, int] = field(default_factory=dict)
+    """Messages a route could neither deliver nor rightly skip, by cause: never silent."""
+    rerouted_by: dict[str, int] = field(default_factory=dict)
+    """Messages delivered by their headers although the subject said otherwise, by cause."""
 
     def delivered(self, count: int, size: int, latency: float | None = None) -> None:
         self.messages += count
@@ -67,6 +73,17 @@ class RouteMetrics:
 
     def error(self, count: int = 1) -> None:
         self.errors += count
+
+    def skip(self, cause: str) -> None:
+        self.skipped += 1
+        self.skipped_by[cause] = self.skipped_by.get(cause, 0) + 1
+
+    def undeliverable(self, cause: str) -> None:
+        self.undeliverable_by[cause] = self.undeliverable_by.get(cause, 0) + 1
+
+    @property
+    def undeliverable_total(self) -> int:
+        return sum(self.undeliverable_by.values())
 
     @property
     def rate(self) -> float:

@@ -6,6 +6,15 @@ source. Each NATS-published topic message is evaluated exactly as SNS would
 (snsq2nats.filterpolicy, attributes read back from the headers by the codec); a match is
 published to the subscribed queue's subject, everything is acknowledged afterwards.
 
+Headers decide, never subject tokens: a NATS producer sets each attribute as a header and may
+leave a promoted token `~absent` (what `snsq2nats subject` prints without `--attr`); a token that
+disagrees with its header is counted (`rerouted`, cause `subject-mismatch`) and the message
+routed by the header. Plain headers (no data type recorded) are typed by
+`filterpolicy.PLAIN_HEADER_RULE`; types recorded by the bridge (AWS-relayed) are kept. Each
+message not delivered is counted by cause: `skipped` (no-match, aws-origin, canary,
+body-not-json: what SNS would not deliver either) or `undeliverable` (not-a-number,
+number-out-of-range, evaluation-error), which is also recorded in NATS for `status`.
+
 Exactly once: the copy's `Nats-Msg-Id` is `<topic stream>:<stream seq>`, so a restart that
 re-delivers a message the router had already published (crash before the ack) is absorbed by
 the queue stream's duplicate window. The body goes over raw: NATS consumers of the queue read
@@ -15,6 +24,7 @@ the raw body with attributes as headers, whatever RawMessageDelivery said on AWS
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import TYPE_CHECKING
 
@@ -26,6 +36,7 @@ from snsq2nats.bridge.codec import (
     ORIGIN_HEADER,
     ROUTE_HEADER,
     headers_to_attributes,
+    plain_names,
     string_attributes,
 )
 from snsq2nats.bridge.context import BridgeContext
@@ -38,6 +49,7 @@ from snsq2nats.bridge.pull import (
     require_consumer,
     route_binding,
 )
+from snsq2nats.bridge.undeliverable import Recorder
 from snsq2nats.errors import SnsqError
 from snsq2nats.jetstream.subjects import subject_in
 from snsq2nats.plan.model import Route
@@ -51,6 +63,17 @@ log = logging.getLogger(__name__)
 
 # Messages fetched per pull; each is one publish, so this is also the pipelining depth.
 FETCH_BATCH = 100
+# Reads, half a second apart, waiting for the stopping nats-to-sns relay's last batch.
+SWITCH_SETTLE_READS = 60
+
+RULE_HINT = "(the policy compares it as a number: " + filterpolicy.PLAIN_HEADER_RULE + ")"
+
+
+def _json_object(body: bytes | None) -> bool:
+    try:
+        return isinstance(json.loads(body or b""), dict)
+    except ValueError:
+        return False
 
 
 class _Router:
@@ -78,6 +101,12 @@ class _Router:
         self.policy = filterpolicy.parse_policy(
             route.filter_policy, scope=scope, source=route.source_arn
         )
+        # Plain headers of these attributes are Numbers when they parse as one: the topic's
+        # (one type per attribute, as on SNS), and this policy's for a plan written before
+        # routes carried them.
+        self.numeric = set(route.number_attributes) | filterpolicy.numeric_keys(self.policy)
+        self.reads = frozenset(self.policy.keys) if scope == "MessageAttributes" else frozenset()
+        self.recorder = Recorder(ctx.nc, route.name)
         self.subject = route.subject
         self.source = PullSource(ctx, route, stream, consumer)
         self.gate = asyncio.Semaphore(1 if route.fifo else max(1, ctx.max_in_flight))
@@ -112,29 +141,84 @@ class _Router:
             ):
                 # SNS filtered AWS-published messages itself and delivered them to the queue,
                 # which sqs-to-nats relays; routing them here too would make a second copy.
-                await self._skip(msg)
+                await self._skip(msg, "aws-origin")
                 return
             if CANARY_HEADER in headers:
                 # verify's canaries test NATS's own routing; copying one would leave it behind.
-                await self._skip(msg)
+                await self._skip(msg, "canary")
                 return
-            attributes = string_attributes(headers_to_attributes(headers))
+            written = string_attributes(headers_to_attributes(headers))
+            # Headers decide, always: a promoted subject token only says the same thing again.
+            self._check_subject(msg, written)
+            attributes, problems = filterpolicy.type_plain(
+                written, plain_names(headers), self.numeric
+            )
+            # Only a value this policy reads can leave it undecided.
+            problems = [p for p in problems if p.attribute in self.reads]
             try:
                 matched = self.policy.matches(attributes, msg.data)
             except Exception as exc:  # a policy engine bug must not stop the route
                 self.metrics.error()
                 log.error("%s: evaluating the policy failed: %r", self.route.name, exc)
-                await nak(msg, nak_delay(msg))
+                await self._undeliverable(msg, "evaluation-error", repr(exc))
                 return
-            if not matched:
-                await self._skip(msg)
-                return
-            await self._forward(msg, headers)
+            if matched:
+                await self._forward(msg, headers)
+            elif problems:
+                # SNS would have refused such a Number at publish; never a silent skip.
+                first = problems[0]
+                await self._undeliverable(
+                    msg, first.cause, f"{first.attribute}={first.value!r} " + RULE_HINT
+                )
+            elif self.policy.scope == "MessageBody" and not _json_object(msg.data):
+                await self._skip(msg, "body-not-json")
+            else:
+                await self._skip(msg, "no-match")
 
-    async def _skip(self, msg: Msg) -> None:
+    def _check_subject(self, msg: Msg, written: dict[str, filterpolicy.MessageAttribute]) -> None:
+        """Count a promoted subject token that disagrees with its header (or names a value no
+        header has): the message is routed by its headers, as SNS routes by attributes."""
+        promoted = self.route.subject_tokens
+        if not promoted:
+            return
+        tokens = msg.subject.split(".")[-len(promoted) :]
+        expected = filterpolicy.subject_for(written, promoted, "x").split(".")[1:]
+        for name, token, wanted in zip(promoted, tokens, expected, strict=False):
+            if token != filterpolicy.ABSENT_TOKEN and token != wanted:
+                seen = self.metrics.rerouted_by.get("subject-mismatch", 0) + 1
+                self.metrics.rerouted_by["subject-mismatch"] = seen
+                if seen & (seen - 1) == 0:  # the 1st, 2nd, 4th, …: a producer's habit, not spam
+                    log.warning(
+                        "%s: %s carries %s=%s in its subject but %s in its headers: routed by "
+                        "the headers (%d such message(s) so far)",
+                        self.route.name,
+                        msg.subject,
+                        name,
+                        token,
+                        "no header" if wanted == filterpolicy.ABSENT_TOKEN else wanted,
+                        seen,
+                    )
+                return
+
+    async def _skip(self, msg: Msg, cause: str) -> None:
         if await ack(msg, self.ctx.timings.ack_timeout):
-            self.metrics.skipped += 1
+            self.metrics.skip(cause)
         else:
+            self.metrics.error()
+
+    async def _undeliverable(self, msg: Msg, cause: str, detail: str) -> None:
+        meta = msg.metadata
+        self.metrics.undeliverable(cause)
+        log.error(
+            "%s: undeliverable %s:%d (%s): %s",
+            self.route.name,
+            meta.stream,
+            meta.sequence.stream,
+            cause,
+            detail,
+        )
+        await self.recorder.add(cause, meta.stream, meta.sequence.stream, detail)
+        if not await ack(msg, self.ctx.timings.ack_timeout):
             self.metrics.error()
 
     async def _forward(self, msg: Msg, original: dict[str, str]) -> None:

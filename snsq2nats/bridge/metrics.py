@@ -66,6 +66,26 @@ _COUNTERS: list[tuple[str, str, Callable[[RouteMetrics], int]]] = [
 ]
 
 
+_BY_CAUSE: list[tuple[str, str, Callable[[RouteMetrics], dict[str, int]]]] = [
+    (
+        "skipped_by_cause",
+        "Messages not relayed on purpose, by cause (no-match: what SNS would not deliver).",
+        lambda m: m.skipped_by,
+    ),
+    (
+        "undeliverable",
+        "Messages neither delivered nor rightly skipped, by cause (recorded for status).",
+        lambda m: m.undeliverable_by,
+    ),
+    (
+        "rerouted",
+        "Messages routed by their headers against their subject, by cause.",
+        lambda m: m.rerouted_by,
+    ),
+]
+"""Per-cause counters: a route's series appears with its first message of that cause."""
+
+
 _GAUGES: list[tuple[str, str, Callable[[RouteMetrics], int]]] = [
     ("in_flight", "Messages received and not yet settled.", lambda m: m.in_flight),
     ("up", "1 while the route's runner is running.", lambda m: int(m.status == "running")),
@@ -90,6 +110,14 @@ class RouteCollector:
             counter = CounterMetricFamily(f"{PREFIX}_{name}", help_text, labels=labels)
             for m in routes:
                 counter.add_metric([m.route, m.kind, *extra], value(m))
+            yield counter
+        for name, help_text, causes in _BY_CAUSE:
+            counter = CounterMetricFamily(
+                f"{PREFIX}_{name}", help_text, labels=[*labels[:2], "cause", *labels[2:]]
+            )
+            for m in routes:
+                for cause, count in sorted(causes(m).items()):
+                    counter.add_metric([m.route, m.kind, cause, *extra], count)
             yield counter
         for name, help_text, read in _GAUGES:
             gauge = GaugeMetricFamily(f"{PREFIX}_{name}", help_text, labels=labels)

@@ -204,7 +204,7 @@ class Target:
         raise NotImplementedError
 
     def build(self, msg: Msg, fetched: float) -> Item:
-        entries = headers_to_aws(msg.headers)
+        entries = headers_to_aws(msg.headers, self.route.number_attributes)
         entries[ORIGIN_ATTRIBUTE] = self.origin_attribute(msg)
         if self.max_attributes is not None and len(entries) > self.max_attributes:
             raise Rejected(

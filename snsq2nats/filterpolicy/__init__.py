@@ -125,11 +125,20 @@ lowercases only the message), ``cidr`` (unsupported), ``anything-but`` on a ``St
 whose elements are all excluded (it passes), custom ``Number.x`` types, ``exists`` on
 ``Binary`` attributes, ``$or`` in body scope, dotted body keys, and ``false``/``null`` literals.
 
+Plain headers
+-------------
+A NATS producer's header carries no data type. `plain` types it: a String, except a value
+that parses as a number where a policy of the topic compares that attribute as a number
+(SNS's Number type); see `PLAIN_HEADER_RULE`. Recorded types (AWS-relayed messages) are kept.
+
 Layout: `model` (values, attributes, parsed entries), `policy` (grammar and validation),
-`match` (the compiled matcher), `subjects` (tokens, compiling, choosing promoted attributes).
+`match` (the compiled matcher), `subjects` (tokens, compiling, choosing promoted attributes),
+`plain` (typing headers a NATS producer wrote).
 """
 
 from snsq2nats.filterpolicy.model import KeyRule, MessageAttribute, Numeric, Scope
+from snsq2nats.filterpolicy.plain import RULE as PLAIN_HEADER_RULE
+from snsq2nats.filterpolicy.plain import Problem, numeric_keys, type_plain
 from snsq2nats.filterpolicy.policy import (
     MAX_COMBINATIONS,
     MAX_KEYS,
@@ -154,18 +163,22 @@ __all__ = [
     "EMPTY_TOKEN",
     "MAX_COMBINATIONS",
     "MAX_KEYS",
+    "PLAIN_HEADER_RULE",
     "TYPED_TOKEN",
     "CompileResult",
     "FilterPolicy",
     "KeyRule",
     "MessageAttribute",
     "Numeric",
+    "Problem",
     "Scope",
     "choose_promoted",
     "compile_to_subjects",
     "decode_token",
     "encode_token",
     "matches",
+    "numeric_keys",
     "parse_policy",
     "subject_for",
+    "type_plain",
 ]

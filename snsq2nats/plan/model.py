@@ -109,6 +109,10 @@ class Route(Model):
     # stream sources: runs from the switch on, from the sequence the switch sets its consumer
     # to. Left out of the document when False.
     at_finish: bool = Field(default=False, exclude_if=lambda v: not v)
+    # nats-to-sns / filter-router: attributes a filter policy of the topic compares as numbers;
+    # a producer's plain header of one is a Number when it parses as one
+    # (`filterpolicy.PLAIN_HEADER_RULE`). Left out of the document when empty.
+    number_attributes: list[str] = Field(default_factory=list, exclude_if=lambda v: not v)
 
     @property
     def durables(self) -> list[str]:

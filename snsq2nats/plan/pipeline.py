@@ -265,6 +265,34 @@ def publish_subject(plan: Plan, source: str, attrs: tuple[str, ...] | list[str])
     )
 
 
+def header_rules(plan: Plan, source: str) -> list[str]:
+    """What a NATS producer of a topic must know about headers, for people (`subject` prints
+    it on stderr): the typing rule, and which attributes the topic's filters compare as
+    numbers."""
+    from snsq2nats import filterpolicy
+
+    resource = _find_resource(plan, source)
+    if resource.kind != "sns-topic":
+        return []
+    lines = [
+        "headers: set each message attribute as a NATS header of the same name; "
+        + filterpolicy.PLAIN_HEADER_RULE
+    ]
+    numbers: set[str] = set()
+    for route in plan.candidate_routes:
+        if route.aws_arn == resource.source_arn:
+            numbers.update(route.number_attributes)
+    if numbers:
+        lines.append("compared as numbers here: " + ", ".join(sorted(numbers)))
+    if resource.subject_tokens:
+        lines.append(
+            "subject tokens: " + ", ".join(resource.subject_tokens) + " may stay ~absent "
+            "(no --attr): queues are filtered on the headers, which win over a token that "
+            "disagrees (counted by the bridge as subject-mismatch)"
+        )
+    return lines
+
+
 def worker_durables(
     plan: Plan, source: str, attrs: tuple[str, ...] | list[str]
 ) -> list[tuple[str, str]]:

@@ -103,6 +103,8 @@ class TopicInfo:
     switchable: bool = False
     """Fanning out through SNS only for envelope readers: `cutover finish` switches it to
     sources (and starts its filter routers) at an exact sequence."""
+    number_attributes: list[str] = field(default_factory=list)
+    """Attributes a filter policy of the topic compares as numbers (`Route.number_attributes`)."""
 
     @property
     def nats_pattern(self) -> str:
@@ -363,6 +365,7 @@ def _topic_routes(
             subject_tokens=list(topic.promoted),
             relay_subjects=[topic.nats_pattern],
             fifo=topic.fifo,
+            number_attributes=list(topic.number_attributes),
         )
         out.candidates.append(to_sns)
         out.consumers.append(
@@ -398,6 +401,7 @@ def _topic_routes(
             raw_delivery=sub.raw_delivery,
             fifo=queue.fifo,
             at_finish=topic.fanout != "sources",
+            number_attributes=list(topic.number_attributes),
         )
         out.candidates.append(router)
         out.consumers.append(

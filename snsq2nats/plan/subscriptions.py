@@ -18,7 +18,12 @@ exactly one copy per queue whichever side the queue's workers are on (or both, d
   expecting SNS's JSON envelope. NATS-published messages then go through SNS like everyone
   else's, and a queue whose consumers moved to NATS gets them through its SQS queue.
 
-A policy that cannot be a subject filter is evaluated by the bridge's filter router instead.
+Every filter policy is evaluated by the bridge's filter router on the message's headers, never
+by a subject filter on promoted tokens: a NATS producer sets each attribute as a header and need
+not repeat it in the subject (a token left `~absent` would make a token filter drop a message
+SNS delivers). Headers decide, tokens are only checked against them (`bridge.filter_router`).
+A topic fanning out through SNS only for envelope readers gets its routers planned from the
+start; they run once `cutover finish` switches it, from the sequence it sets (`Route.at_finish`).
 """
 
 from __future__ import annotations
@@ -184,9 +189,8 @@ def settle(wiring: Wiring, fanout: Fanout, reasons: list[str], _switchable: bool
     """The subscription once its topic's fan-out is known: its source, and the verdict."""
     if wiring.queue_arn is None or wiring.resource is None or not wiring.info.delivers:
         return wiring
-    resource = wiring.resource.model_copy(
-        update={"fidelity": [*wiring.resource.fidelity, _cutover(fanout, reasons)]}
-    )
+    verdict = _cutover(fanout, reasons, routed=wiring.info.emulated)
+    resource = wiring.resource.model_copy(update={"fidelity": [*wiring.resource.fidelity, verdict]})
     source = wiring.source if fanout == "sources" else None
     return replace(wiring, resource=resource, source=source)
 
@@ -273,24 +277,30 @@ def _filter(sub: Subscription, topic: TopicNames) -> _Filter:
             valid=False,
         )
     compiled = filterpolicy.compile_to_subjects(policy, topic.promoted, topic.subject)
-    if compiled.exact:
-        return _Filter(
-            entry(
-                "FilterPolicy",
-                sub.filter_policy,
-                "exact",
-                f"compiled to {len(compiled.subjects)} filter subject(s) on promoted attributes",
-                target="source subject filters",
-            ),
-            subjects=compiled.subjects,
-        )
+    why = (
+        "a subject filter on promoted tokens would miss a producer that sets the attribute "
+        "only as a header"
+        if compiled.exact
+        else f"it cannot be a subject filter: {compiled.reason}"
+    )
+    # Typed for the whole topic: a string entry here never matches a plain header another
+    # policy of the topic compares as a number (SNS would see that attribute as a Number).
+    read = set(policy.keys) if policy.scope == "MessageAttributes" else set()
+    numbers = sorted(read & set(topic.numbers))
+    typing = (
+        f"; plain headers {', '.join(numbers)} are Numbers when they parse as one (a filter "
+        "policy of the topic compares them as numbers)"
+        if numbers
+        else ""
+    )
     return _Filter(
         entry(
             "FilterPolicy",
             sub.filter_policy,
             "emulated",
-            f"cannot be a subject filter ({compiled.reason}); the bridge's filter router "
-            "evaluates it with SNS semantics",
+            "the bridge's filter router evaluates it with SNS semantics on the headers of "
+            f"each NATS-published message ({why}){typing}; what it cannot evaluate is "
+            "counted as undeliverable, never skipped silently",
             target="bridge filter-router",
         ),
         emulated=True,
@@ -343,8 +353,20 @@ def _delivery(sub: Subscription) -> list[Fidelity]:
     return out
 
 
-def _cutover(fanout: Fanout, reasons: list[str]) -> Fidelity:
+def _cutover(fanout: Fanout, reasons: list[str], *, routed: bool = False) -> Fidelity:
     """How the topic reaches the queue on either side of its cutover: one copy either way."""
+    if fanout == "sources" and routed:
+        return entry(
+            "Cutover",
+            "filter router",
+            "exact",
+            "NATS-published messages reach the queue stream through the bridge's filter router "
+            "(the bridge relays the stream to SQS while the queue's consumers are on AWS); "
+            "SNS-published ones reach the SQS queue (relayed to the stream while its consumers "
+            "are on NATS). One copy per message, so workers on either side, or both during a "
+            "move, get it once",
+            target="bridge filter-router",
+        )
     if fanout == "sources":
         return entry(
             "Cutover",

@@ -9,7 +9,7 @@ bridge relay needs one), so its stream and its verdicts are built after that, in
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from snsq2nats import filterpolicy
 from snsq2nats.errors import FilterPolicyError
@@ -39,6 +39,8 @@ class TopicNames:
     fifo: bool
     """From the name's `.fifo` suffix, as the naming templates see it."""
     promoted: list[str]
+    numbers: list[str] = field(default_factory=list)
+    """Attributes a filter policy of the topic compares as numbers (`number_attributes`)."""
 
     @property
     def pattern(self) -> str:
@@ -74,7 +76,25 @@ class TopicNames:
             fanout=fanout,
             switchable=switchable,
             subscriptions=sorted(subscriptions, key=lambda s: s.arn),
+            number_attributes=list(self.numbers),
         )
+
+
+def number_attributes(subscriptions: list[Subscription]) -> list[str]:
+    """The attributes some delivering filter policy of the topic compares as numbers: one
+    message has one type per attribute, as on SNS, whichever queue's policy reads it."""
+    names: set[str] = set()
+    for sub in subscriptions:
+        if sub.pending_confirmation or not sub.filter_policy:
+            continue
+        try:
+            policy = filterpolicy.parse_policy(
+                sub.filter_policy, scope=sub.filter_policy_scope, source=sub.arn
+            )
+        except FilterPolicyError:
+            continue  # SNS would reject it: it delivers nothing
+        names |= filterpolicy.numeric_keys(policy)
+    return sorted(names)
 
 
 def name_topic(
@@ -88,6 +108,7 @@ def name_topic(
         subject=names.subject,
         fifo=names.fifo,
         promoted=_promoted(override, subscriptions, ctx.defaults.max_promoted_attributes),
+        numbers=number_attributes(subscriptions),
     )
 
 
@@ -159,7 +180,8 @@ def topic_resource(
             "MessageAttributes",
             None,
             "exact",
-            "message attributes travel as NATS headers named after the attribute",
+            "message attributes travel as NATS headers named after the attribute; "
+            + filterpolicy.PLAIN_HEADER_RULE,
             target="headers",
         ),
         *_fifo(names),
@@ -228,8 +250,10 @@ def _promotion(names: TopicNames) -> list[Fidelity]:
             "MessageAttributes",
             ",".join(names.promoted),
             "exact",
-            "these attributes are also subject tokens so subscriptions can filter on "
-            "subjects; producers publish to " + names.template,
+            "these attributes are also subject tokens, for NATS subscribers of the topic that "
+            "filter on subjects; producers publish to " + names.template + " and may leave a "
+            "token ~absent: queues are filtered on the headers, which decide when a token "
+            "disagrees",
             target="subject tokens",
         )
     ]

@@ -1,8 +1,9 @@
 """What the operator sees while the bridge runs.
 
 On a terminal: a rich Live table refreshed every second (route, status, rate, in flight, errors,
-lag). Otherwise, e.g. under systemd or in CI: one plain line per route every `interval`
-seconds, so logs stay greppable and timestamps come from whatever collects them.
+skipped, undeliverable, lag). Otherwise, e.g. under systemd or in CI: one plain line per route
+every `interval` seconds, so logs stay greppable and timestamps come from whatever collects
+them.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ class RateMeter:
 
 def table(ctx: BridgeContext, meter: RateMeter) -> Table:
     grid = Table(title="snsq2nats bridge", title_justify="left")
-    for column in ("route", "kind", "status", "messages", "rate/s", "in flight", "errors", "lag"):
+    columns = ("route", "kind", "status", "messages", "rate/s", "in flight", "errors")
+    for column in (*columns, "skipped", "undeliverable", "lag"):
         grid.add_column(
             column, justify="left" if column in ("route", "kind", "status") else "right"
         )
@@ -48,6 +50,9 @@ def table(ctx: BridgeContext, meter: RateMeter) -> Table:
             f"{meter.rate(m):.1f}",
             str(m.in_flight),
             str(m.errors),
+            str(m.skipped),
+            # Never silent: red while any message could not be delivered or rightly skipped.
+            Text(str(m.undeliverable_total), style="bold red" if m.undeliverable_total else ""),
             "-" if m.lag is None else str(m.lag),
         )
     return grid
@@ -57,8 +62,18 @@ def line(m: RouteMetrics, rate: float) -> str:
     lag = "-" if m.lag is None else str(m.lag)
     return (
         f"route={m.route} kind={m.kind} status={m.status.split(':')[0]} messages={m.messages} "
-        f"rate={rate:.1f}/s in_flight={m.in_flight} errors={m.errors} skipped={m.skipped} lag={lag}"
+        f"rate={rate:.1f}/s in_flight={m.in_flight} errors={m.errors} skipped={m.skipped}"
+        f"{_causes('skipped_by', m.skipped_by)} undeliverable={m.undeliverable_total}"
+        f"{_causes('undeliverable_by', m.undeliverable_by)}"
+        f"{_causes('rerouted_by', m.rerouted_by)} lag={lag}"
     )
+
+
+def _causes(name: str, counts: dict[str, int]) -> str:
+    """` name=cause:n,cause:n` when there is any, so plain logs say why, not only how many."""
+    if not counts:
+        return ""
+    return f" {name}=" + ",".join(f"{c}:{n}" for c, n in sorted(counts.items()))
 
 
 async def run_view(ctx: BridgeContext, out: Output, interval: float = 10.0) -> None:
