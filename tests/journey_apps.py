@@ -201,7 +201,7 @@ class Producer:
         for attempt in range(1, 6):
             try:
                 await self.publishers[side](message)
-            except Exception as err:  # noqa: BLE001 - a failed publish is a finding, reported
+            except Exception as err:
                 self.ledger.error(
                     f"{self.target}: {side} publish of {message.id} failed "
                     f"(attempt {attempt}): {type(err).__name__}: {err}"
@@ -246,7 +246,7 @@ class AwsWorker:
                             for i, m in enumerate(messages)
                         ],
                     )
-            except Exception as err:  # noqa: BLE001 - reported, the worker goes on like a real one
+            except Exception as err:
                 self.ledger.error(f"{self.app}: AWS worker: {type(err).__name__}: {err}")
                 time.sleep(0.5)
 
@@ -282,7 +282,7 @@ class NatsWorker:
                     msgs = await sub.fetch(10, timeout=1)
                 except (TimeoutError, NatsTimeout):
                     continue
-                except Exception as err:  # noqa: BLE001 - reported, the worker goes on
+                except Exception as err:
                     self.ledger.error(f"{self.app}: NATS worker fetch: {type(err).__name__}: {err}")
                     await asyncio.sleep(0.5)
                     continue
@@ -290,7 +290,7 @@ class NatsWorker:
                     self.ledger.processed(self.app, msg.data, "nats")
                     try:
                         await msg.ack_sync()
-                    except Exception as err:  # noqa: BLE001 - reported
+                    except Exception as err:
                         self.ledger.error(f"{self.app}: NATS ack: {type(err).__name__}: {err}")
         finally:
             await nc.close()

@@ -142,7 +142,8 @@ class Shell:
     env: dict[str, str]
     logs: Path
     ran: list[Result] = field(default_factory=list)
-    _count: int = 0
+    started: int = 0
+    """Background commands started so far (numbers their log files)."""
 
     def run(
         self,
@@ -151,6 +152,7 @@ class Shell:
         extra: list[str] | None = None,
         check: bool = True,
         start: Callable[[Command], subprocess.Popen[bytes]] | None = None,
+        timeout: float = 600,
     ) -> list[Result | subprocess.Popen[bytes]]:
         """Run every command of `line` (stopping at the first failure of an `&&` chain);
         `extra` words are appended to each snsq2nats command (a test's knobs), `start` runs
@@ -165,7 +167,7 @@ class Shell:
             if command.background:
                 done.append((start or self.start)(command))
                 continue
-            result = self.call(command)
+            result = self.call(command, timeout)
             done.append(result)
             if result.returncode != 0:
                 assert not check, (
@@ -178,7 +180,22 @@ class Shell:
     def argv(self, command: Command) -> list[str]:
         return [sys.executable, "-m", "snsq2nats", *command.snsq2nats]
 
-    def call(self, command: Command) -> Result:
+    def call(self, command: Command, timeout: float = 600) -> Result:
+        """Run a command to its end; one still running after `timeout` is killed and its
+        result says so (exit 124, as timeout(1)), so a hung step is a finding, not a hang."""
+        try:
+            return self._call(command, timeout)
+        except subprocess.TimeoutExpired as err:
+            output = b"".join(o for o in (err.stdout, err.stderr) if isinstance(o, bytes))
+            result = Result(
+                command,
+                124,
+                output.decode(errors="replace") + f"\n(killed: still running after {timeout:g}s)",
+            )
+            self.ran.append(result)
+            return result
+
+    def _call(self, command: Command, timeout: float) -> Result:
         env = {**self.env, **command.env}
         if command.stdout:
             with (self.cwd / command.stdout).open("wb") as out:
@@ -189,7 +206,7 @@ class Shell:
                     stdout=out,
                     stderr=subprocess.PIPE,
                     stdin=subprocess.DEVNULL,
-                    timeout=600,
+                    timeout=timeout,
                 )
             output = done.stderr.decode(errors="replace")
         else:
@@ -199,7 +216,7 @@ class Shell:
                 env=env,
                 capture_output=True,
                 stdin=subprocess.DEVNULL,
-                timeout=600,
+                timeout=timeout,
             )
             output = (done.stdout + done.stderr).decode(errors="replace")
         result = Result(command, done.returncode, output)
@@ -209,8 +226,8 @@ class Shell:
     def start(self, command: Command, name: str | None = None) -> subprocess.Popen[bytes]:
         """A background command in its own session (a terminal's process group: a Ctrl-C is
         a SIGINT to the group), output to a log file, never a pipe."""
-        self._count += 1
-        log = (self.logs / f"{name or command.words[1]}-{self._count}.log").open("wb")
+        self.started += 1
+        log = (self.logs / f"{name or command.words[1]}-{self.started}.log").open("wb")
         try:
             return subprocess.Popen(
                 self.argv(command),
