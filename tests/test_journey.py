@@ -441,9 +441,14 @@ class Fleet:
                 await self.task
         for member in self.members.values():
             if member.process.poll() is None:
-                os.killpg(member.process.pid, signal.SIGTERM)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(member.process.pid, signal.SIGTERM)
         for member in self.members.values():
             await self._exit(member, 120)
+            for pid in await self._orphans(member):
+                self.findings.append(f"bridge {member.label}'s worker {pid} outlived its parent")
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
 
 
 def _children(pid: int) -> list[int]:
@@ -766,19 +771,22 @@ def _stop_first(step: dict[str, Any]) -> bool:
     return bool(re.search(r"must (be )?stop(ped)? (first|before)|stop them before", text))
 
 
-async def run_journey(
-    mode: str, aws: AwsEndpoint, server: JourneyServer, tmp_path: Path
-) -> Journey:
+def prepare(mode: str, aws: AwsEndpoint, server: JourneyServer, tmp_path: Path) -> Journey:
+    """The estate seeded, the team's directory, the README's blocks: nothing started yet."""
     team = tmp_path / "team"
     logs = tmp_path / "logs"
     team.mkdir()
     logs.mkdir()
     env = environment({"NATS_URL": server.url, "PWD": str(team), "NO_COLOR": "1"})
-    shell = Shell(team, env, logs)
     estate = Estate(aws)
     estate.seed()
-    journey = Journey(mode, estate, server, shell, section_blocks())
-    for app in estate.apps:
+    return Journey(mode, estate, server, Shell(team, env, logs), section_blocks())
+
+
+async def run_journey(journey: Journey) -> None:
+    """Traffic on AWS, then the README's setup and every runbook step in order, with the
+    change midway and the stops of bridge members; the producers stop at the end."""
+    for app in journey.estate.apps:
         journey.start_aws_worker(app)
     journey.start_producers()
     try:
@@ -828,7 +836,6 @@ async def run_journey(
     finally:
         for producer in journey.producers.values():
             await producer.halt()
-    return journey
 
 
 async def settle_and_judge(journey: Journey) -> str:
@@ -961,10 +968,15 @@ async def test_the_whole_journey_under_traffic(
 ) -> None:
     # moto's server logs every request: thousands of lines that would bury the report.
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    journey = await run_journey(mode, aws, journey_server, tmp_path)
+    journey = prepare(mode, aws, journey_server, tmp_path)
+    late: list[str] = []
     try:
+        await run_journey(journey)
         problems = await settle_and_judge(journey)
     finally:
+        for producer in journey.producers.values():
+            if not producer.stopping.is_set():
+                await producer.halt()
         for worker in journey.aws_workers.values():
             await asyncio.to_thread(worker.halt)
         for workers in journey.nats_workers.values():
@@ -973,7 +985,10 @@ async def test_the_whole_journey_under_traffic(
         for nc in journey.connections.values():
             await nc.close()
         if journey.fleet is not None:
+            seen = len(journey.fleet.findings)
             await journey.fleet.stop_all()
+            late = journey.fleet.findings[seen:]
+    problems = "\n".join([problems, *late]).strip()
     assert not problems, f"the journey ({mode}) is not exact:\n{problems}"
 
 
