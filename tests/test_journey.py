@@ -31,6 +31,7 @@ import os
 import re
 import shlex
 import signal
+import socket
 import subprocess
 import time
 import urllib.error
@@ -311,9 +312,7 @@ class Fleet:
             del words[at : at + 2]
         elif "--workers" in words:
             workers = int(words[words.index("--workers") + 1])
-        # Worker i serves metrics on the base port + i.
-        base = free_ports(1)[0]
-        ports = [base + i for i in range(workers)]
+        ports = _consecutive_free_ports(workers)
         extra = ["--lease-ttl", LEASE_TTL, "--metrics-port", str(ports[0])]
         command = Command(self.command.line, dict(self.command.env), [*words, *extra], True)
         process = self.shell.start(command, name=f"bridge-{label}")
@@ -451,6 +450,21 @@ class Fleet:
                     os.kill(pid, signal.SIGKILL)
 
 
+def _consecutive_free_ports(count: int) -> list[int]:
+    """Worker i serves metrics on the base port + i: `count` free ports in a row."""
+    while True:
+        base = free_ports(1)[0]
+        ports = [base + i for i in range(count)]
+        try:
+            with contextlib.ExitStack() as stack:
+                for port in ports[1:]:
+                    probe = stack.enter_context(socket.socket())
+                    probe.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return ports
+
+
 def _children(pid: int) -> list[int]:
     path = Path(f"/proc/{pid}/task/{pid}/children")
     try:
@@ -480,6 +494,7 @@ class Journey:
     connections: dict[str, Any] = field(default_factory=dict)
     tokens: dict[str, list[str]] = field(default_factory=dict)
     identities: dict[tuple[str, str], str] = field(default_factory=dict)
+    plan_ready: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def team(self) -> Path:
@@ -609,6 +624,9 @@ class Journey:
         ]
         key = (name, tuple(attrs))
         if key not in self.subjects:
+            # A subject not asked for yet waits for the plan being changed to be applied
+            # (a team publishes to what the applied plan says).
+            await self.plan_ready.wait()
             template = self.template("snsq2nats subject TOPIC")
             self.subjects[key] = await self.cli(template, name, "TOPIC", attrs)
         return self.subjects[key]
@@ -749,12 +767,15 @@ class Journey:
 
     async def change(self) -> None:
         """The estate changes on AWS; the README's change block re-plans and applies it."""
+        self.plan_ready.clear()
         self.estate.change()
         self.start_aws_worker(NEW_QUEUE)
         for line in self.blocks["change"]:
             await self.run_line(line)
+        self.runbook()  # the new plan's subject tokens
         self.subjects.clear()  # a new plan may say new subjects
         self.identities.clear()
+        self.plan_ready.set()
         print("journey: the estate changed, re-planned and applied", flush=True)
         self.estate.changed = True
 
@@ -786,6 +807,7 @@ def prepare(mode: str, aws: AwsEndpoint, server: JourneyServer, tmp_path: Path) 
 async def run_journey(journey: Journey) -> None:
     """Traffic on AWS, then the README's setup and every runbook step in order, with the
     change midway and the stops of bridge members; the producers stop at the end."""
+    journey.plan_ready.set()
     for app in journey.estate.apps:
         journey.start_aws_worker(app)
     journey.start_producers()
