@@ -895,11 +895,16 @@ async def settle_and_judge(journey: Journey) -> str:
         f"journey ({journey.mode}): {len(ledger.sent)} messages published, "
         f"{ledger.total_received()} processed; steps {len(journey.steps_run)}",
         "events: " + "; ".join(journey.fleet.events),
+        "slowest steps: " + "; ".join(sorted(journey.steps_run, key=_took, reverse=True)[:5]),
         *(r.line() for r in reports),
         *(f"client error: {e}" for e in ledger.errors[:15]),
     ]
     print("\n".join(summary))
     return "\n".join(lines)
+
+
+def _took(step: str) -> float:
+    return float(step.rsplit(" ", 1)[-1].rstrip("s"))
 
 
 def permission_violations(log: str) -> list[str]:
