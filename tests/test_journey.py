@@ -22,6 +22,7 @@ for the FIFO queue, with empty DLQs, no permission violation in the server log, 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import http.client
 import itertools
@@ -882,7 +883,7 @@ async def settle_and_judge(journey: Journey) -> str:
     for line in journey.blocks["check"]:
         status += [r for r in await journey.run_line(line, check=False) if isinstance(r, Result)]
     dlqs = await dlq_contents(journey, admin)
-    violations = permission_violations(journey.server.log_text())
+    violations = permission_violations(journey.server.log_text(), jwt_names(journey.team / "auth"))
     lines += [r.line() for r in reports if not r.clean]
     lines += [f"DLQ {name}: {what}" for name, what in dlqs.items() if what]
     lines += [f"server: {v}" for v in violations]
@@ -907,10 +908,11 @@ def _took(step: str) -> float:
     return float(step.rsplit(" ", 1)[-1].rstrip("s"))
 
 
-def permission_violations(log: str) -> list[str]:
-    """The server log's permission violations, one line per (user, kind, subject) with its
-    count: which identity lacks which grant."""
-    pattern = re.compile(r'user:([^"]+)" - (\w+ Violation) - Subject "([^"]+)"')
+def permission_violations(log: str, names: dict[str, str] | None = None) -> list[str]:
+    """The server log's permission violations, one line per (identity, kind, subject) with its
+    count: which identity lacks which grant. `names` maps a JWT user's public key to its
+    identity (the server logs operator-mode users by key)."""
+    pattern = re.compile(r'"([^"]*)" - (\w+ Violation) - Subject "([^"]+)"')
     counts: dict[tuple[str, str, str], int] = {}
     other = 0
     for line in log.splitlines():
@@ -920,7 +922,8 @@ def permission_violations(log: str) -> list[str]:
         if match is None:
             other += 1
             continue
-        key = (match.group(1), match.group(2), match.group(3))
+        who = match.group(1).rsplit(":", 1)[-1]
+        key = ((names or {}).get(who, who), match.group(2), match.group(3))
         counts[key] = counts.get(key, 0) + 1
     out = [
         f"{kind} ×{n}: user {user}, subject {subject}"
@@ -928,6 +931,17 @@ def permission_violations(log: str) -> list[str]:
     ]
     if other:
         out.append(f"{other} more violation line(s) in another format")
+    return out
+
+
+def jwt_names(auth: Path) -> dict[str, str]:
+    """User public key → identity name, from the creds files `auth --format jwt` wrote."""
+    out = {}
+    for creds in sorted((auth / "creds").glob("*.creds")):
+        token = creds.read_text().split("-----\n")[1].split("\n")[0]
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        out[claims["sub"]] = claims["name"]
     return out
 
 
