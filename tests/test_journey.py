@@ -700,8 +700,17 @@ class Journey:
         self.aws_workers[app] = AwsWorker(self.ledger, app, sqs, self.estate.urls[app])
 
     async def traffic(self, messages: int) -> None:
+        """Let `messages` more go out; producers that cannot publish are a finding."""
         mark = len(self.ledger.sent)
-        await until(lambda: len(self.ledger.sent) >= mark + messages, what="traffic", timeout=300)
+        try:
+            await until(
+                lambda: len(self.ledger.sent) >= mark + messages, what="traffic", timeout=300
+            )
+        except AssertionError:
+            self.findings.append(
+                f"producers published {len(self.ledger.sent) - mark} message(s) in 300 s "
+                f"(wanted {messages}); last client errors: {self.ledger.errors[-3:]}"
+            )
 
     # --- the steps ---
 
