@@ -896,6 +896,7 @@ async def settle_and_judge(journey: Journey) -> str:
     lines += [r.line() for r in reports if not r.clean]
     lines += [f"DLQ {name}: {what}" for name, what in dlqs.items() if what]
     lines += [f"server: {v}" for v in violations]
+    lines += [f"client: {e}" for e in ledger.errors if "gave up" in e or "without an id" in e]
     for result in status:
         if result.returncode != 0:
             lines.append(f"`{result.command.line}` exit {result.returncode}:\n{result.output}")
