@@ -167,6 +167,8 @@ def order_violations(receipts: list[Receipt]) -> list[str]:
 # --- producers --------------------------------------------------------------------------------
 
 Publish = Callable[[Sent], Awaitable[None]]
+PUBLISH_BOUND = 60.0
+"""Seconds one publish (connect, subject lookup, PubAck) may take before it counts as failed."""
 
 
 class Producer:
@@ -200,7 +202,8 @@ class Producer:
     async def _publish(self, side: str, message: Sent) -> None:
         for attempt in range(1, 6):
             try:
-                await self.publishers[side](message)
+                # Bounded: a publish that hangs (a connect that never succeeds) is a finding.
+                await asyncio.wait_for(self.publishers[side](message), PUBLISH_BOUND)
             except Exception as err:
                 self.ledger.error(
                     f"{self.target}: {side} publish of {message.id} failed "
