@@ -132,6 +132,8 @@ class Result:
     command: Command
     returncode: int
     output: str
+    stdout: str = ""
+    """What a script reads: stdout alone (a command's advice to people goes to stderr)."""
 
 
 @dataclass
@@ -209,6 +211,7 @@ class Shell:
                     timeout=timeout,
                 )
             output = done.stderr.decode(errors="replace")
+            printed = ""
         else:
             done = subprocess.run(
                 self.argv(command),
@@ -219,7 +222,8 @@ class Shell:
                 timeout=timeout,
             )
             output = (done.stdout + done.stderr).decode(errors="replace")
-        result = Result(command, done.returncode, output)
+            printed = done.stdout.decode(errors="replace")
+        result = Result(command, done.returncode, output, printed)
         self.ran.append(result)
         return result
 

@@ -600,7 +600,7 @@ class Journey:
         command = Command(template, {}, out)
         result = await asyncio.to_thread(self.shell.call, command)
         assert result.returncode == 0, f"{' '.join(out)}: {result.output}"
-        return result.output.strip()
+        return result.stdout.strip()
 
     def template(self, start: str) -> str:
         (line,) = [line for line in self.blocks["steps"] if line.startswith(start)]
@@ -748,8 +748,11 @@ class Journey:
             if _stop_first(step) and resource in self.aws_workers:
                 await asyncio.to_thread(self.aws_workers.pop(resource).halt)
         producer = self.producers.get(resource)
+        # A FIFO queue's producers move with `--wait`: the AWS ones stop first and the NATS
+        # ones start once it returned (the runbook's caveat).
+        drained_first = action == "producers" and command.rstrip().endswith("--wait")
         if action == "producers" and producer is not None and to == "nats":
-            producer.sides = {"nats"}
+            producer.sides = set() if drained_first else {"nats"}
         started = time.monotonic()
         # A step that never returns (a drain nothing serves) is a finding; once two did, the
         # rest get a shorter bound so the journey still reaches its report.
@@ -769,6 +772,8 @@ class Journey:
                 f"runbook {title}: `{command}` exit {outcome.returncode}: "
                 f"{outcome.output.strip()[-600:]}"
             )
+        if drained_first and producer is not None:
+            producer.sides = {"nats"}
         if action == "producers" and producer is not None and to == "both":
             producer.sides = {"aws", "nats"}  # then the new publishers roll out
         if action == "consumers" and resource in self.aws_workers:

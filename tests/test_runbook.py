@@ -318,7 +318,8 @@ def test_a_fifo_queue_carries_its_ordering_caveat_and_partitions(plan: Plan) -> 
     assert any(c.startswith("partitioned into 2") for c in consumers.caveats)
     assert "`jobs-p0`, `jobs-p1`" in consumers.changes[0]
     producers = step(book, "jobs.fifo", "producers", "nats")
-    assert any("each message group's producers at once" in c for c in producers.caveats)
+    assert any("AWS producers must be stopped first" in c for c in producers.caveats)
+    assert producers.command == "snsq2nats cutover producers jobs.fifo --to nats --wait"
     assert any("Nats-Msg-Id" in c for c in producers.changes)
     assert any("MessageGroupId" in c for c in producers.changes)
     assert step(book, "reports", "consumers", "nats").caveats == []

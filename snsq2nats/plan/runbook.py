@@ -457,7 +457,11 @@ class _Writer:
             kind=kind,
             action="producers",
             to=to,
-            command=self._command("producers", label, "--to", to),
+            # A FIFO queue's backlog in SQS must reach the stream before NATS producers publish
+            # the same groups' next messages: `--wait` returns once it has.
+            command=self._command(
+                "producers", label, "--to", to, *(["--wait"] if _is_fifo(resource) else [])
+            ),
             gate=gate,
             changes=changes,
             caveats=_fifo_caveats(resource, "producers") if dlq_of is None else [],
@@ -642,15 +646,19 @@ def _blocking_steps(estate: _Estate, topic_or_queue: str) -> list[str]:
     return _unique(out)
 
 
+def _is_fifo(queue: Resource) -> bool:
+    return any(f.attribute == "FifoQueue" for f in queue.fidelity)
+
+
 def _fifo_caveats(queue: Resource, side: Literal["consumers", "producers"]) -> list[str]:
-    if not any(f.attribute == "FifoQueue" for f in queue.fidelity):
+    if not _is_fifo(queue):
         return []
     if side == "producers":
         return [
-            "FIFO: move each message group's producers at once. The stream keeps the order of "
-            "what is published on NATS, and what still reaches the SQS queue is relayed after "
-            "it, so a group published on both sides at the same time has no order between "
-            "the two"
+            "FIFO: the AWS producers must be stopped first; start the NATS producers only once "
+            "`--wait` returned (the SQS queue drained into the stream). A group's messages still "
+            "in SQS are relayed after whatever NATS producers publish meanwhile, so publishing "
+            "on NATS before the drain breaks the group's order"
         ]
     caveats = [
         "FIFO: per-group order holds across the handover whatever the AWS workers do: the "
