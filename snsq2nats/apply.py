@@ -40,6 +40,7 @@ from snsq2nats.jetstream.api import (
     delete_consumer,
     delete_stream,
     pedantic_supported,
+    restart_consumer_at,
     update_stream,
 )
 from snsq2nats.jetstream.operations import STREAM_INFO
@@ -733,10 +734,17 @@ async def hand_over_fanout(
     if not switching:
         return {}
     starts = {s: resumed[s] for s in switching if s in resumed}
+
+    def interim_runs(route: Route) -> bool:
+        # A switching topic's filter routers wait too: their consumers have held the topic's
+        # messages since they were planned, and start at N + 1 below.
+        switched_router = route.kind == "filter-router" and route.stream in switching
+        return _runnable(route, live) and not switched_router
+
     interim = plan.model_copy(
         update={
-            "candidate_routes": [r for r in plan.candidate_routes if _runnable(r, live)],
-            "routes": [r for r in plan.routes if _runnable(r, live)],
+            "candidate_routes": [r for r in plan.candidate_routes if interim_runs(r)],
+            "routes": [r for r in plan.routes if interim_runs(r)],
         }
     )
     revision = await record_applied_revision(nc, interim, "handover", dict(resumed))
@@ -758,6 +766,15 @@ async def hand_over_fanout(
             # rather than lose them (the bridge's at-least-once across a crash).
             log.warning("%s: %d message(s) in doubt at the switch", stream, info["num_ack_pending"])
         starts[stream] = int((info.get("ack_floor") or {}).get("stream_seq") or 0) + 1
+    for router in plan.candidate_routes:
+        spec = plan.consumer(router.stream, router.consumer)
+        held = (
+            router.stream in live.streams
+            and router.consumer in live.streams[router.stream].consumers
+        )  # a new one is created by this run, anchored as every new bridge consumer
+        if router.kind == "filter-router" and router.stream in starts and spec and held:
+            # What SNS was handed up to N reached the queue through it; the router takes N + 1 on.
+            await restart_consumer_at(nc, spec, starts[router.stream])
     if revision is not None:
         # Said in the handover record too: an apply stopped after this resumes at the same
         # sequences (the relay's consumer may be gone by then).

@@ -28,7 +28,12 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from snsq2nats.errors import CutoverError
-from snsq2nats.jetstream.api import JetStreamApiError, api, create_consumer, delete_consumer
+from snsq2nats.jetstream.api import (
+    JetStreamApiError,
+    api,
+    delete_consumer,
+    restart_consumer_at,
+)
 from snsq2nats.jetstream.kv import Kv, open_kv
 from snsq2nats.jetstream.state import read_bucket
 from snsq2nats.plan.buckets import CUTOVER_WRITER, FLEET_OBSERVER
@@ -631,36 +636,15 @@ def _routers_at_finish(move: Move) -> list[Route]:
 
 async def _start_router_at(nc: Client, plan: Plan, router: Route, start: int) -> None:
     """Make a switched topic's filter-router consumer start at `start` (the first message SNS
-    did not get); the plan's own consumer otherwise, so a later `plan` finds it unchanged. A
-    consumer already starting there (a second run) is left as it is."""
-    assert router.stream and router.consumer
-    try:
-        live = await api(nc, f"$JS.API.CONSUMER.INFO.{router.stream}.{router.consumer}", None, 5.0)
-    except JetStreamApiError as err:
-        if err.code != 404:
-            raise
-    else:
-        if (live.get("config") or {}).get("opt_start_seq") == start:
-            return
-        await delete_consumer(nc, router.stream, router.consumer, missing_ok=True)
-    spec = next(
-        (
-            c
-            for c in plan.consumers
-            if c.stream_name == router.stream and c.durable_name == router.consumer
-        ),
-        None,
-    )
+    did not get), as the plan's own consumer otherwise, so a later `plan` finds it unchanged."""
+    spec = plan.consumer(router.stream, router.consumer)
     if spec is None:
         raise CutoverError(
             f"the plan has no consumer {router.stream}/{router.consumer} for route {router.name}",
             hint="make the plan again with `snsq2nats plan` (and apply it), then finish again",
         )
-    anchored = spec.model_copy(
-        update={"deliver_policy": "by_start_sequence", "opt_start_seq": start}
-    )
-    await create_consumer(nc, anchored, pedantic=False)
-    log.info("%s: its consumer starts at sequence %d", router.name, start)
+    if await restart_consumer_at(nc, spec, start):
+        log.info("%s: its consumer starts at sequence %d", router.name, start)
 
 
 async def _remove_bridge_queue(nc: Client, plan: Plan, aws: RegionClients, route: Route) -> None:

@@ -21,6 +21,7 @@ from snsq2nats.jetstream.operations import (
     API,
     CONSUMER_CREATE,
     CONSUMER_DELETE,
+    CONSUMER_INFO,
     STREAM_CREATE,
     STREAM_DELETE,
     STREAM_INFO,
@@ -378,4 +379,27 @@ async def delete_consumer(
         if missing_ok and exc.err_code in (ERR_CONSUMER_NOT_FOUND, ERR_STREAM_NOT_FOUND):
             return False
         raise
+    return True
+
+
+async def restart_consumer_at(nc: Any, spec: ConsumerSpec, start: int) -> bool:
+    """Make the durable `spec` start at stream sequence `start` (the first message another path
+    did not carry): deleted and created again as `spec` says, anchored there. A consumer cannot
+    be moved in place; one already starting there (a second run) is left alone. True if it
+    was (re)created."""
+    try:
+        live = await api(
+            nc, CONSUMER_INFO.subject(stream=spec.stream_name, consumer=spec.durable_name)
+        )
+    except JetStreamApiError as exc:
+        if exc.err_code != ERR_CONSUMER_NOT_FOUND:
+            raise
+    else:
+        if (live.get("config") or {}).get("opt_start_seq") == start:
+            return False
+        await delete_consumer(nc, spec.stream_name, spec.durable_name, missing_ok=True)
+    anchored = spec.model_copy(
+        update={"deliver_policy": "by_start_sequence", "opt_start_seq": start}
+    )
+    await create_consumer(nc, anchored, pedantic=False)
     return True

@@ -169,6 +169,13 @@ class Plan(Model):
     def pending(self) -> list[Change]:
         return [c for c in self.changes if c.action != "noop"]
 
+    def consumer(self, stream: str | None, durable: str | None) -> ConsumerSpec | None:
+        """The planned consumer `durable` of `stream`, if the plan has it."""
+        return next(
+            (c for c in self.consumers if (c.stream_name, c.durable_name) == (stream, durable)),
+            None,
+        )
+
     def counts(self) -> dict[str, int]:
         counts = {a: 0 for a in ("create", "update", "replace", "delete", "noop")}
         for change in self.changes:
