@@ -308,16 +308,17 @@ async def test_writes_run_in_dependency_order(nats_server: NatsServer, inventory
 FANNED_OUT = ("sqs_orders-billing", "sqs_orders-shipping", "sqs_orders-analytics")
 
 
-def sources_shop(inventory: Path, *, without: str | None = None) -> Path:
-    """The shop with every orders subscription raw, unfiltered (a filtered one is carried by
-    its filter router, not a source) and the https one gone, so the topic fans out through
-    stream sources; `without`: leave out the subscription into that queue too."""
+def sources_shop(inventory: Path, *, without: str | None = None, unfiltered: bool = False) -> Path:
+    """The shop with every orders subscription raw and the https one gone, so the topic fans
+    out through stream sources; `without`: leave out the subscription into that queue too;
+    `unfiltered`: no filter policies (a filtered subscription is its router's, not a source)."""
     doc = json.loads(inventory.read_text())
     subs = []
     for sub in doc["subscriptions"]:
         if sub["protocol"] != "sqs" or (without and sub["endpoint"].endswith(":" + without)):
             continue
-        subs.append({**sub, "raw_message_delivery": True, "filter_policy": None})
+        policy = None if unfiltered else sub["filter_policy"]
+        subs.append({**sub, "raw_message_delivery": True, "filter_policy": policy})
     doc["subscriptions"] = subs
     path = inventory.with_name(f"sources-{without or 'all'}.json")
     path.write_text(json.dumps(doc))
@@ -331,7 +332,7 @@ def test_a_source_added_later_starts_after_the_topics_last_message(
     like a new SNS subscription: its source starts after them, whether apply adds it to a live
     queue stream (update) or creates the queue stream with it; a later apply keeps that start,
     and the plan shows no change for it. Sources that were there keep theirs."""
-    before = sources_shop(inventory, without="orders-analytics")
+    before = sources_shop(inventory, without="orders-analytics", unfiltered=True)
     applied(before)
     state = live(opts)
     (billing,) = state.streams["sqs_orders-billing"].config["sources"]
@@ -346,7 +347,7 @@ def test_a_source_added_later_starts_after_the_topics_last_message(
     # One queue stream is gone meanwhile (re-created: the create path).
     stream_api(opts, "DELETE", "sqs_orders-shipping", None)
 
-    after = sources_shop(inventory)
+    after = sources_shop(inventory, unfiltered=True)
     result = applied(after)
     assert "2 created, 1 updated" in result.output, result.output
     state = live(opts)
@@ -411,7 +412,7 @@ def test_bridge_consumers_start_at_their_creation(opts: NatsOptions, inventory: 
 
     async def publish(nc: Any) -> None:
         for i in range(3):
-            await nc.jetstream().publish("sns.orders", f"m{i}".encode())
+            await nc.jetstream().publish("sns.orders.order_placed.eu", f"m{i}".encode())
 
     on_nats(opts, publish)
     applied(sources_shop(inventory))
