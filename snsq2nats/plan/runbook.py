@@ -581,7 +581,9 @@ def _publish(resource: Resource, label: str) -> list[str]:
             else ""
         )
         + ")",
-        "set each message attribute as a NATS header of the same name (string value)",
+        "set each message attribute as a NATS header of the same name, its value as text: a "
+        "String, or a Number where a filter policy of the topic compares it as one and it "
+        "parses as one (`snsq2nats subject` prints the rule)",
     ]
     if resource.publish_subject and resource.publish_subject.endswith(".<MessageGroupId>"):
         out.append(
