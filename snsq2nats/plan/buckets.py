@@ -56,59 +56,59 @@ def bucket_uses(role: str) -> list[BucketUse]:
     return [use for use in BUCKET_USES if use.role == role]
 
 
-def fleet_bucket_spec(replicas: int = 1) -> StreamSpec:
-    """Heartbeats and leases: one value per key, no expiry (a lease lasts as long as its
-    holder's heartbeat, which the members judge themselves: see `bridge.fleet`)."""
+def _bucket_spec(
+    bucket: str, description: str, history: int, routes: str, replicas: int
+) -> StreamSpec:
+    """A KV bucket as the stream nats-py's `create_key_value` would make (direct gets allowed,
+    rollups for purges), keeping `history` values per key."""
     return StreamSpec(
-        name=bucket_stream(FLEET_BUCKET),
-        description="bridge fleet: member heartbeats and route leases (a KV bucket)",
-        subjects=[f"$KV.{FLEET_BUCKET}.>"],
+        name=bucket_stream(bucket),
+        description=description,
+        subjects=[f"$KV.{bucket}.>"],
         retention="limits",
         storage="file",
         num_replicas=replicas,
-        max_msgs_per_subject=1,
+        max_msgs_per_subject=history,
         discard="new",
         duplicate_window=120 * NS,
         allow_rollup_hdrs=True,
         allow_direct=True,
-        metadata=for_route(FLEET_ROUTES, EVERY),
+        metadata=for_route(routes, EVERY),
+    )
+
+
+def fleet_bucket_spec(replicas: int = 1) -> StreamSpec:
+    """Heartbeats and leases: one value per key, no expiry (a lease lasts as long as its
+    holder's heartbeat, which the members judge themselves: see `bridge.fleet`)."""
+    return _bucket_spec(
+        FLEET_BUCKET,
+        "bridge fleet: member heartbeats and route leases (a KV bucket)",
+        1,
+        FLEET_ROUTES,
+        replicas,
     )
 
 
 def cutover_bucket_spec(replicas: int = 1) -> StreamSpec:
     """One record per moved resource, with its last changes (who, when, from what)."""
-    return StreamSpec(
-        name=bucket_stream(CUTOVER_BUCKET),
-        description="the live cutover state: where each resource's producers and consumers run",
-        subjects=[f"$KV.{CUTOVER_BUCKET}.>"],
-        retention="limits",
-        storage="file",
-        num_replicas=replicas,
-        max_msgs_per_subject=CUTOVER_HISTORY,
-        discard="new",
-        duplicate_window=120 * NS,
-        allow_rollup_hdrs=True,
-        allow_direct=True,
-        metadata=for_route(CUTOVER_ROUTES, EVERY),
+    return _bucket_spec(
+        CUTOVER_BUCKET,
+        "the live cutover state: where each resource's producers and consumers run",
+        CUTOVER_HISTORY,
+        CUTOVER_ROUTES,
+        replicas,
     )
 
 
 def revision_bucket_spec(replicas: int = 1) -> StreamSpec:
     """The applied revision: a pointer key and the chunks it names (`plan.revision`). One value
     per key: a chunk is written once under a content-addressed key, the pointer moves."""
-    return StreamSpec(
-        name=bucket_stream(REVISION_BUCKET),
-        description="the applied revision: the plan every bridge runs (a KV bucket)",
-        subjects=[f"$KV.{REVISION_BUCKET}.>"],
-        retention="limits",
-        storage="file",
-        num_replicas=replicas,
-        max_msgs_per_subject=1,
-        discard="new",
-        duplicate_window=120 * NS,
-        allow_rollup_hdrs=True,
-        allow_direct=True,
-        metadata=for_route(REVISION_ROUTES, EVERY),
+    return _bucket_spec(
+        REVISION_BUCKET,
+        "the applied revision: the plan every bridge runs (a KV bucket)",
+        1,
+        REVISION_ROUTES,
+        replicas,
     )
 
 
