@@ -21,7 +21,6 @@ import json
 import os
 import re
 import signal
-import subprocess
 import sys
 import threading
 from collections import Counter
@@ -39,6 +38,7 @@ from snsq2nats.jetstream.spec import NS, ServerInfo, StreamSpec
 from snsq2nats.plan.buckets import fleet_bucket_spec
 from snsq2nats.plan.model import Plan, Route
 from tests.fixtures.aws import AwsEndpoint
+from tests.fixtures.bridge import bridge_process
 from tests.fixtures.wait import until
 
 pytestmark = pytest.mark.slow
@@ -106,27 +106,10 @@ class Member:
 
     def __init__(self, plan: Path, url: str, log: Path, *extra: str) -> None:
         self.log = log
-        with log.open("wb") as out:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "snsq2nats",
-                    "bridge",
-                    "--plan",
-                    str(plan),
-                    "-s",
-                    url,
-                    "--pollers",
-                    "2",
-                    "--lease-ttl",
-                    "5",
-                    *extra,
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=out,
-            )
+        log.write_bytes(b"")
+        self.proc = bridge_process(
+            plan, log, "-s", url, "--pollers", "2", "--lease-ttl", "5", *extra
+        )
 
     def text(self) -> str:
         return self.log.read_text(errors="replace")

@@ -15,7 +15,6 @@ import re
 import shlex
 import signal
 import subprocess
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from snsq2nats.errors import NatsConnectError
 from snsq2nats.jetstream.connect import NatsOptions, connect_nats
 from snsq2nats.plan.model import load_plan
 from tests.fixtures.aws import AwsEndpoint
+from tests.fixtures.bridge import bridge_process
 from tests.fixtures.wait import until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -102,25 +102,17 @@ def server_settings(directory: Path, jwt: bool) -> dict[str, Any]:
 
 
 def start_bridge(plan: Path, context: Path, log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "snsq2nats",
-            "bridge",
-            "--plan",
-            str(plan),
-            "--context",
-            str(context),
-            "--pollers",
-            "1",
-            "--poll-wait",
-            "1",
-            "--lease-ttl",
-            str(TTL),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=log.open("ab"),
+    return bridge_process(
+        plan,
+        log,
+        "--context",
+        str(context),
+        "--pollers",
+        "1",
+        "--poll-wait",
+        "1",
+        "--lease-ttl",
+        str(TTL),
     )
 
 
