@@ -531,7 +531,17 @@ class Journey:
                 self.server.include = self.team / "auth" / "snsq2nats-jwt.conf"
                 await asyncio.to_thread(self.server.stop)
                 await asyncio.to_thread(self.server.start)
-            # Later runs re-sign only the users' JWTs (their creds files): nothing to reload.
+            # Later runs re-sign only the users' JWTs (their creds files): nothing to reload,
+            # but a client keeps the permissions it connected with. As the README's change
+            # block says: the bridges restart one at a time and the applications reconnect,
+            # each presenting its new creds (nats-py reads the file on every connect).
+            if self.fleet is not None:
+                for label in sorted(self.fleet.members):
+                    await self.fleet.event("ctrl-c", label)
+            stale, self.connections = self.connections, {}
+            for nc in stale.values():
+                with contextlib.suppress(Exception):
+                    await nc.drain()
             return
         self.server.include = self.team / "auth" / "snsq2nats-auth.conf"
         await self.server.reload()
