@@ -17,6 +17,7 @@ import os
 import subprocess
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from typing import IO, TYPE_CHECKING, Any
 
 from snsq2nats.bridge.context import BridgeContext, RouteMetrics
@@ -117,15 +118,24 @@ class WorkerStatus:
             self._read(f"worker-{index}-logs", lambda: self._logs(index, logs))
 
     def merged(self) -> dict[str, RouteMetrics]:
-        """Every route of the group; one whose lease moved is shown from the worker running it."""
+        """Every route of the group; one whose lease moved is shown from the worker running it,
+        with what every worker relayed on it (a worker that took it over counts from 0)."""
         merged: dict[str, RouteMetrics] = {}
+        totals: dict[str, tuple[int, int, int]] = {}
         with self._lock:
             for index in sorted(self._routes):
                 for name, m in self._routes[index].items():
                     held = merged.get(name)
                     if held is None or (m.status == "running" and held.status != "running"):
                         merged[name] = m
-        return merged
+                    messages, size, errors = totals.get(name, (0, 0, 0))
+                    totals[name] = (messages + m.messages, size + m.bytes, errors + m.errors)
+        return {
+            name: replace(
+                m, messages=totals[name][0], bytes=totals[name][1], errors=totals[name][2]
+            )
+            for name, m in merged.items()
+        }
 
     def close(self) -> None:
         """Once every worker has exited: read what they said last, show the outcome."""
