@@ -674,15 +674,20 @@ async def test_secure_three_node_cluster_with_certificate_mapped_users(tmp_path:
         try:
             js = producer.jetstream()
             for n in range(5):
-                # Retried through the new R3 stream's leader election; the message id makes a
-                # retry after a lost PubAck a duplicate the stream drops.
+                # Retried through the new R3 stream's leader election (and until its subjects'
+                # interest reaches this server: "no responders" until then); the message id
+                # makes a retry after a lost PubAck a duplicate the stream drops.
                 ack = await retrying(
                     lambda n=n: js.publish(
                         "sqs.orders-billing",
                         f"order-{n}".encode(),
                         headers={"Nats-Msg-Id": f"o{n}"},
                     ),
-                    retry_on=(nats.errors.TimeoutError, nats.js.errors.ServiceUnavailableError),
+                    retry_on=(
+                        nats.errors.TimeoutError,
+                        nats.js.errors.ServiceUnavailableError,
+                        nats.js.errors.NoStreamResponseError,
+                    ),
                     what="a publish to the new R3 stream",
                 )
                 assert ack.stream == "sqs_orders-billing"
