@@ -42,6 +42,9 @@ class Receipt:
     seq: int
     order: int
     """Global processing order (a counter taken when the worker processed it)."""
+    via: str = ""
+    """How it reached a NATS worker: the relay route, or the stream it was sourced from, and its
+    stream sequence (what a duplicate's report names)."""
 
 
 def message_id(raw: bytes | str) -> tuple[str, str | None, int]:
@@ -62,6 +65,8 @@ class AppReport:
     unexpected: list[str]
     order_violations: list[str]
     by_side: dict[str, int]
+    paths: dict[str, list[str]] = field(default_factory=dict)
+    """Each duplicated id's receipts: the path each copy came by."""
 
     @property
     def clean(self) -> bool:
@@ -83,6 +88,8 @@ class AppReport:
                 f"DUPLICATED {len(self.duplicated)} "
                 f"[{some(f'{k}×{v}' for k, v in self.duplicated.items())}]"
             )
+            first = next(iter(self.duplicated))
+            parts.append(f"{first} came by {' and '.join(self.paths.get(first, []))}")
         if self.unexpected:
             parts.append(f"UNEXPECTED {len(self.unexpected)} [{some(self.unexpected)}]")
         if self.order_violations:
@@ -104,7 +111,7 @@ class Ledger:
         with self.lock:
             self.sent.append(message)
 
-    def processed(self, app: str, raw: bytes | str, side: str) -> None:
+    def processed(self, app: str, raw: bytes | str, side: str, via: str = "") -> None:
         try:
             mid, group, seq = message_id(raw)
         except (ValueError, KeyError, TypeError) as err:
@@ -112,7 +119,7 @@ class Ledger:
             return
         with self.lock:
             self._order += 1
-            self.receipts[app].append(Receipt(mid, side, group, seq, self._order))
+            self.receipts[app].append(Receipt(mid, side, group, seq, self._order, via))
 
     def error(self, text: str) -> None:
         with self.lock:
@@ -140,6 +147,11 @@ class Ledger:
             received=len(counts),
             lost=sorted(expected - set(counts)),
             duplicated={k: v for k, v in sorted(counts.items()) if v > 1},
+            paths={
+                k: [r.via or r.side for r in receipts if r.id == k]
+                for k, v in counts.items()
+                if v > 1
+            },
             unexpected=sorted(set(counts) - expected),
             order_violations=order_violations(receipts),
             by_side=dict(Counter(r.side for r in receipts)),
@@ -158,7 +170,9 @@ def order_violations(receipts: list[Receipt]) -> list[str]:
         seen.add(r.id)
         top = highest.get(r.group)
         if top is not None and r.seq < top.seq:
-            out.append(f"{r.group}:{r.seq}({r.side}) after {top.seq}({top.side})")
+            out.append(
+                f"{r.group}:{r.seq}({r.via or r.side}) after {top.seq}({top.via or top.side})"
+            )
         if top is None or r.seq > top.seq:
             highest[r.group] = r
     return out
@@ -290,7 +304,7 @@ class NatsWorker:
                     await asyncio.sleep(0.5)
                     continue
                 for msg in msgs:
-                    self.ledger.processed(self.app, msg.data, "nats")
+                    self.ledger.processed(self.app, msg.data, "nats", _via(msg))
                     try:
                         await msg.ack_sync()
                     except Exception as err:
@@ -301,3 +315,19 @@ class NatsWorker:
     async def halt(self) -> None:
         self.stopping.set()
         await self.task
+
+
+def _via(msg: Any) -> str:
+    """The path a NATS message came by: the bridge route that published it, or the stream it
+    was sourced from (a message a producer published on the queue's own subject: `publish`)."""
+    headers = msg.headers or {}
+    if "Nats-Stream-Source" in headers:
+        how = "source " + headers["Nats-Stream-Source"].split(" ")[0]
+    else:
+        how = headers.get("Snsq2nats-Route") or "publish"
+    ident = headers.get("Nats-Msg-Id", "")
+    try:
+        where = f"#{msg.metadata.sequence.stream}"
+    except Exception:
+        where = ""
+    return f"{how}{where} id={ident}"
