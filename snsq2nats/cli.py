@@ -978,7 +978,8 @@ cutover_options = option_group(
     click.option(
         "--wait",
         is_flag=True,
-        help="Block until the old side is drained (then the old workers may stop).",
+        help="Block until the old side is drained: consumers, then the old workers may stop; "
+        "a queue's producers to NATS, then the NATS producers may start (FIFO order).",
     ),
     click.option(
         "--timeout",

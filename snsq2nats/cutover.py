@@ -79,7 +79,8 @@ class CutoverRequest:
 
 @dataclass
 class Drained:
-    """The old side of a consumers move, as `--wait` found it."""
+    """The old side of a move, as `--wait` found it: the SQS queue a consumers move (or a
+    queue's producers move to NATS) left, or the stream a move back to AWS left."""
 
     resource: str
     where: str
@@ -398,6 +399,17 @@ async def drain(
     return time.monotonic() - started
 
 
+def _drains_before_nats_producers(move: Move) -> bool:
+    """A queue's producers moving to NATS while its consumers are there: what the AWS producers
+    sent is still being relayed from SQS. (With the consumers on AWS, NATS producers' messages
+    are relayed into SQS after everything already there: nothing to wait for.)"""
+    return (
+        move.kind == "queue"
+        and move.after.producers == "nats"
+        and move.after.consumers == "nats"
+    )
+
+
 async def _drain_old_side(
     nc: Client,
     aws: RegionClients | None,
@@ -409,8 +421,12 @@ async def _drain_old_side(
     """Wait until the side the consumers left holds nothing, whether this command moved them
     or an earlier one did (`--wait` on a move already made waits just the same)."""
     resource = move.resource
-    if move.side != "consumers":
-        return None
+    if move.side == "producers":
+        # What the AWS producers left in SQS must reach the stream before NATS producers publish
+        # the same groups' next messages (relayed later, it would land after them).
+        then = f"the NATS producers of {resource.name} may start"
+    else:
+        then = f"the old workers of {resource.name} may stop"
     if move.after.consumers == "nats":
         if aws is None:
             raise CutoverError("--wait on a move to NATS reads the SQS queue: no AWS access given")
@@ -420,8 +436,7 @@ async def _drain_old_side(
             # keeps each group's order across both sides), so the old workers may stop whenever.
             progress(
                 f"{where} is still fed ({'; '.join(feeds)}): not waiting for it to drain; the "
-                f"bridge relays what arrives, the old workers of {resource.name} may stop "
-                "whenever suits"
+                f"bridge relays what arrives ({then} whenever suits)"
             )
             return Drained(resource.name, where, None, feeds)
         seconds = await drain(
@@ -434,7 +449,7 @@ async def _drain_old_side(
         seconds = await drain(
             where, lambda: _stream_backlog(nc, stream, durable), progress, request.drain_timeout
         )
-    progress(f"{where} is drained: the old workers of {resource.name} may stop")
+    progress(f"{where} is drained: {then}")
     return Drained(resource.name, where, round(seconds, 3))
 
 
@@ -490,7 +505,7 @@ async def run_cutover(
                         raise
                     # The relay's consumer is gone (a later plan, applied with --prune): that
                     # plan made the topic's sources, nothing is left to complete.
-    if request.wait and request.side == "consumers":
+    if request.wait and request.side in ("consumers", "producers"):
         if result.revision is None and not await wait_for_bridges(
             nc, 0, request.confirm_timeout, progress
         ):
@@ -504,6 +519,8 @@ async def run_cutover(
         view = current_view(plan, await read_records(nc))
         running = {r.name for r in active_routes(plan.candidate_routes, view)}
         for move in moves:
+            if move.side == "producers" and not _drains_before_nats_producers(move):
+                continue
             relay = ("sqs:" if move.after.consumers == "nats" else "to-sqs:") + move.resource.name
             if not move.changed and relay not in running:
                 # Where the plan always had them, and nothing on the other side to relay.

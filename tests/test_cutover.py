@@ -7,11 +7,13 @@ The whole migration under traffic is tests/test_cutover_journey.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from pathlib import Path
 from typing import Any
 
+import nats.errors
 import pytest
 from click.testing import CliRunner
 
@@ -572,6 +574,30 @@ async def test_no_bridge_means_pending_and_wait_waits_on_a_move_already_made(
         )
         assert "still fed (its producers on aws): not waited for" in again.output
         assert "drained after" not in again.output
+
+        # Its producers move to NATS with --wait: the command returns once what the AWS
+        # producers sent is out of SQS (relayed, and processed under the FIFO hold), so NATS
+        # producers then publish after it. Until the NATS workers ack, it keeps waiting.
+        for i in range(3):
+            sqs.send_message(
+                QueueUrl=urls["jobs.fifo"],
+                MessageBody=f"aws-{i}",
+                MessageGroupId="g",
+                MessageDeduplicationId=f"aws-{i}",
+            )
+        moving = asyncio.create_task(
+            asyncio.to_thread(cli, "cutover", "producers", "jobs.fifo", "--to", "nats", "--wait")
+        )
+        await until(
+            lambda: _stream_has(nats_server.url, "sqsfifo_jobs"), what="the first relayed", timeout=60
+        )
+        assert not moving.done(), moving.result().output
+        processed = await _work(nats_server.url, "sqsfifo_jobs", "jobs", 3)
+        moved = await moving
+        assert moved.exit_code == 0, moved.output
+        assert "SQS queue jobs.fifo drained after" in moved.output
+        assert "the NATS producers of jobs.fifo may start" in moved.output
+        assert processed == ["aws-0", "aws-1", "aws-2"]
     finally:
         await bridge.close()
 
@@ -585,6 +611,31 @@ async def test_no_bridge_means_pending_and_wait_waits_on_a_move_already_made(
     assert "fetch(1, timeout=0.5)" in durable.output
     standard = await asyncio.to_thread(subject, "billing")
     assert "fetch(" not in standard.output
+
+
+async def _stream_has(url: str, stream: str) -> bool:
+    nc = await connect_nats(NatsOptions(servers=[url]))
+    try:
+        info = await api(nc, f"$JS.API.STREAM.INFO.{stream}", None, 5.0)
+    finally:
+        await nc.close()
+    return bool(info["state"]["messages"])
+
+
+async def _work(url: str, stream: str, durable: str, count: int) -> list[str]:
+    """A NATS worker of the durable: process (record) and ack `count` messages, in order."""
+    nc = await connect_nats(NatsOptions(servers=[url]))
+    got: list[str] = []
+    try:
+        sub = await nc.jetstream().pull_subscribe_bind(durable, stream)
+        while len(got) < count:
+            with contextlib.suppress(asyncio.TimeoutError, nats.errors.TimeoutError):
+                for msg in await sub.fetch(1, timeout=1):
+                    got.append(msg.data.decode())
+                    await msg.ack_sync()
+    finally:
+        await nc.close()
+    return got
 
 
 async def _members(url: str, live: bool = False) -> bool:
