@@ -27,7 +27,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from snsq2nats.errors import SnsqError
 from snsq2nats.jetstream.api import (
@@ -56,6 +56,9 @@ from snsq2nats.jetstream.state import read_bucket, read_live
 from snsq2nats.plan.diff import CONFLICT_PREFIX, count_messages, diff
 from snsq2nats.plan.metadata import is_managed
 from snsq2nats.plan.model import Change, Desired, Plan, Route
+
+if TYPE_CHECKING:
+    from snsq2nats.bridge.fanout_handover import CopyTarget, RelayCut
 
 log = logging.getLogger(__name__)
 
@@ -715,13 +718,15 @@ async def hand_over_fanout(
 
     Before anything is written, the bridges are handed a revision without those relays (the
     new plan's routes that can already run) and apply waits until every live bridge confirms
-    it, which it does once the relay has drained: everything up to the relay consumer's ack
-    floor N went to SNS, nothing after. The new sources then start at N + 1 (returned per
-    topic stream for `anchor_new_sources`): no message travels both paths, none neither. The
-    same handover as `cutover finish TOPIC` (`cutover.switch_to_sources`).
+    it, which it does once the relay has stopped. The relay consumer's floors then say what
+    SNS has (`bridge.fanout_handover`): the new sources start after the last message it was
+    handed (returned per topic stream for `anchor_new_sources`), the few handed to it without
+    an ack are copied into the queue streams under their SNS ids, and the topic's filter
+    routers start after its ack floor. The same handover as `cutover finish TOPIC`
+    (`cutover.switch_to_sources`).
     """
+    from snsq2nats.bridge.fanout_handover import carry_in_doubt, read_cut
     from snsq2nats.bridge.follow import wait_for_plan_revision
-    from snsq2nats.plan.routes import TO_SNS_CONSUMER
 
     switching = fanout_switches(plan, live, run)
     if not switching:
@@ -758,14 +763,15 @@ async def hand_over_fanout(
                 "those topics wait in their streams): check the bridges' logs, then run "
                 "apply again",
             )
+    cuts: dict[str, RelayCut] = {}
     for stream in sorted(switching - set(starts)):
-        # Read once every bridge has drained the relay: the floor no longer moves.
-        info = await api(nc, f"$JS.API.CONSUMER.INFO.{stream}.{TO_SNS_CONSUMER}", None, 5.0)
-        if info.get("num_ack_pending"):
-            # A relay that died mid-batch: SNS may have those; the sources carry them again
-            # rather than lose them (the bridge's at-least-once across a crash).
-            log.warning("%s: %d message(s) in doubt at the switch", stream, info["num_ack_pending"])
-        starts[stream] = int((info.get("ack_floor") or {}).get("stream_seq") or 0) + 1
+        # Read once every bridge has stopped the relay: its floors no longer move.
+        cut = await read_cut(nc, stream)
+        cut = await carry_in_doubt(
+            nc, cut, _relay_subjects(plan, stream), _copy_targets(plan, live, stream), route="apply"
+        )
+        cuts[stream] = cut
+        starts[stream] = cut.source_start
     for router in plan.candidate_routes:
         spec = plan.consumer(router.stream, router.consumer)
         held = (
@@ -773,13 +779,41 @@ async def hand_over_fanout(
             and router.consumer in live.streams[router.stream].consumers
         )  # a new one is created by this run, anchored as every new bridge consumer
         if router.kind == "filter-router" and router.stream in starts and spec and held:
-            # What SNS was handed up to N reached the queue through it; the router takes N + 1 on.
-            await restart_consumer_at(nc, spec, starts[router.stream])
+            # What SNS was handed up to N reached the queue through it; the router takes N + 1
+            # on (its copies carry the SNS path's ids: one of each is kept).
+            switched = cuts.get(router.stream)
+            start = switched.router_start if switched else starts[router.stream]
+            await restart_consumer_at(nc, spec, start)
     if revision is not None:
         # Said in the handover record too: an apply stopped after this resumes at the same
         # sequences (the relay's consumer may be gone by then).
         await record_applied_revision(nc, interim, "handover", {**resumed, **starts})
     return starts
+
+
+def _relay_subjects(plan: Plan, stream: str) -> list[str]:
+    """The NATS-origin space the topic stream's SNS relay sent (the one the new plan has)."""
+    for route in plan.candidate_routes:
+        if route.kind in ("nats-to-sns", "filter-router") and route.stream == stream:
+            return list(route.relay_subjects)
+    return []  # AWS-relayed messages are still told apart by their origin header
+
+
+def _copy_targets(plan: Plan, live: LiveState, stream: str) -> list[CopyTarget]:
+    from snsq2nats.bridge.fanout_handover import copy_target, source_filters
+
+    """The queue streams that exist and get a source of `stream` in this run: each gets the
+    in-doubt messages the SNS relay may not have sent (new streams start after them anyway)."""
+    out = []
+    for spec in plan.streams:
+        ls = live.streams.get(spec.name)
+        if ls is None:
+            continue
+        had = {str(s.get("name")) for s in ls.config.get("sources") or [] if isinstance(s, dict)}
+        for source in spec.sources or []:
+            if source.name == stream and stream not in had:
+                out.append(copy_target(plan, spec.name, source_filters(source)))
+    return out
 
 
 async def _relaying(nc: Any) -> tuple[set[str] | None, dict[str, int]]:

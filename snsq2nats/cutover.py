@@ -53,6 +53,8 @@ if TYPE_CHECKING:
     from nats.aio.client import Client
 
     from snsq2nats.aws.clients import RegionClients
+    from snsq2nats.bridge.fanout_handover import RelayCut
+    from snsq2nats.jetstream.spec import StreamSource
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +104,8 @@ class CutoverResult:
     deleted: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)
     """Bridge-owned AWS resources finish left in place, and why."""
-    switched: dict[str, int] = field(default_factory=dict)
-    """Topics finish switched from SNS to stream sources: the last sequence that went by SNS."""
+    switched: dict[str, RelayCut] = field(default_factory=dict)
+    """Topics finish switched from SNS to stream sources: where SNS's share ended."""
 
     @property
     def no_bridge(self) -> bool:
@@ -136,7 +138,7 @@ class CutoverResult:
             "drained": [d.__dict__ for d in self.drained],
             "deleted_aws": self.deleted,
             "kept_aws": self.kept,
-            "switched_to_sources": self.switched,
+            "switched_to_sources": {k: v.to_json() for k, v in self.switched.items()},
         }
 
 
@@ -404,9 +406,7 @@ def _drains_before_nats_producers(move: Move) -> bool:
     sent is still being relayed from SQS. (With the consumers on AWS, NATS producers' messages
     are relayed into SQS after everything already there: nothing to wait for.)"""
     return (
-        move.kind == "queue"
-        and move.after.producers == "nats"
-        and move.after.consumers == "nats"
+        move.kind == "queue" and move.after.producers == "nats" and move.after.consumers == "nats"
     )
 
 
@@ -595,16 +595,23 @@ async def _after_finish(
                 result.deleted.append(arn)
 
 
-async def switch_to_sources(nc: Client, plan: Plan, topic: Resource) -> int:
-    """Hand a finished topic's queues from SNS to stream sources at an exact sequence.
+async def switch_to_sources(nc: Client, plan: Plan, topic: Resource) -> RelayCut:
+    """Hand a finished topic's queues from SNS to stream sources, exactly once.
 
-    The bridges have stopped the nats-to-sns relay (they confirmed the finish), so its consumer
-    has handed SNS everything up to its ack floor N and nothing after: each subscribed queue's
-    stream now sources the topic from N + 1. What SNS delivered up to N is in the SQS queues,
-    relayed to the same streams until each queue is finished. Returns N. A source a queue
-    stream already has (a second run) is left as it is.
+    The bridges have stopped the nats-to-sns relay (they confirmed the finish), so its
+    consumer's floors say which messages SNS has (`bridge.fanout_handover`): each subscribed
+    queue's stream sources the topic after the last one delivered to the relay, the few handed
+    to it without an ack are copied in under their SNS ids first, and the topic's filter
+    routers start after its ack floor. What SNS delivered is in the SQS queues, relayed to the
+    same streams until each queue is finished. A source a queue stream already has (a second
+    run) is left as it is.
     """
-    from snsq2nats.plan.routes import TO_SNS_CONSUMER
+    from snsq2nats.bridge.fanout_handover import (
+        carry_in_doubt,
+        copy_target,
+        read_cut,
+        source_filters,
+    )
     from snsq2nats.plan.subscriptions import stream_source
 
     assert topic.stream is not None
@@ -613,38 +620,38 @@ async def switch_to_sources(nc: Client, plan: Plan, topic: Resource) -> int:
         for r in plan.candidate_routes
         if r.kind == "nats-to-sns" and r.source_arn == topic.source_arn
     )
-    info = await api(nc, f"$JS.API.CONSUMER.INFO.{topic.stream}.{TO_SNS_CONSUMER}", None, 5.0)
-    handed = int((info.get("ack_floor") or {}).get("stream_seq") or 0)
-    if info.get("num_ack_pending"):
-        # A relay that died mid-batch: SNS may or may not have those; the source carries them
-        # again rather than lose them (the bridge's at-least-once across a crash).
-        log.warning("%s: %d message(s) in doubt at the switch", topic.name, info["num_ack_pending"])
+    cut = await read_cut(nc, topic.stream)
     routed = {
         r.source_arn: r
         for r in plan.candidate_routes
         if r.kind == "filter-router" and r.aws_arn == topic.source_arn and r.at_finish
     }
     for router in routed.values():
-        await _start_router_at(nc, plan, router, handed + 1)
+        await _start_router_at(nc, plan, router, cut.router_start)
+    sourcing: list[tuple[str, dict[str, Any], StreamSource]] = []
     for sub in plan.resources:
         if sub.kind != "sns-subscription" or not sub.source_arn.startswith(topic.source_arn + ":"):
             continue
         if sub.stream is None or sub.source_arn in routed:
             continue  # not into a queue, or its filter router carries it
         filters = sub.filter_subjects or list(relay.relay_subjects)
-        source = stream_source(topic.stream, filters).model_copy(
-            update={"opt_start_seq": handed + 1}
-        )
         live = (await api(nc, f"$JS.API.STREAM.INFO.{sub.stream}", None, 5.0))["config"]
-        sources = list(live.get("sources") or [])
-        if any(s.get("name") == topic.stream for s in sources):
+        if any(s.get("name") == topic.stream for s in live.get("sources") or []):
             continue
-        live["sources"] = [*sources, source.to_api()]
-        await api(nc, f"$JS.API.STREAM.UPDATE.{sub.stream}", live, 10.0)
-        log.info(
-            "%s: %s sources %s from sequence %d", topic.name, sub.stream, topic.stream, handed + 1
+        source = stream_source(topic.stream, filters).model_copy(
+            update={"opt_start_seq": cut.source_start}
         )
-    return handed
+        sourcing.append((sub.stream, live, source))
+    # The copies first: a run stopped before the sources are added copies again (the same ids).
+    targets = [copy_target(plan, stream, source_filters(source)) for stream, _, source in sourcing]
+    cut = await carry_in_doubt(nc, cut, relay.relay_subjects, targets, route=f"finish:{topic.name}")
+    for stream, live, source in sourcing:
+        live["sources"] = [*(live.get("sources") or []), source.to_api()]
+        await api(nc, f"$JS.API.STREAM.UPDATE.{stream}", live, 10.0)
+        log.info(
+            "%s: %s sources %s from sequence %d", topic.name, stream, topic.stream, cut.source_start
+        )
+    return cut
 
 
 def _routers_at_finish(move: Move) -> list[Route]:

@@ -27,6 +27,7 @@ from snsq2nats.jetstream.api import api
 from snsq2nats.jetstream.connect import NatsOptions, connect_nats
 from snsq2nats.plan.model import Plan
 from snsq2nats.plan.pipeline import PlanRequest, make_plan
+from snsq2nats.plan.routes import TO_SNS_CONSUMER
 from tests.fixtures.aws import AwsEndpoint
 from tests.fixtures.wait import until
 
@@ -613,6 +614,13 @@ async def test_no_bridge_means_pending_and_wait_waits_on_a_move_already_made(
     assert "fetch(" not in standard.output
 
 
+async def _hold(msg: Any) -> None:
+    """Keep a message delivered and unacknowledged (`+WPI` before each ack_wait runs out)."""
+    while True:
+        await msg.in_progress()
+        await asyncio.sleep(5)  # well inside the relay consumer's 30 s ack_wait
+
+
 async def _stream_has(url: str, stream: str) -> bool:
     nc = await connect_nats(NatsOptions(servers=[url]))
     try:
@@ -661,10 +669,12 @@ async def test_finish_switches_a_topic_whose_only_sns_reason_is_an_envelope_read
 ) -> None:
     """`events` fans out through SNS only because `audit` reads SNS's envelope; `big` is
     filtered by a policy the filter router evaluates (a prefix). Once every consumer and the
-    producers are on NATS, `cutover finish events` switches the topic to stream sources at the
-    nats-to-sns relay's ack floor N — `audit`'s stream sources it from N + 1, `big`'s router
-    consumer starts at N + 1 — while NATS producers keep publishing: each queue gets exactly
-    its share, once."""
+    producers are on NATS, `cutover finish events` switches the topic to stream sources where
+    the nats-to-sns relay stopped — `audit`'s stream sources it after the last message the
+    relay was handed (D), `big`'s router consumer starts after its ack floor (N) — while NATS
+    producers keep publishing. A message a relay member took and never acknowledged holds the
+    floor below messages SNS already has: those in between are copied under their SNS ids
+    (one of each kept). Each queue gets exactly its share, once."""
     sqs, sns = aws.client("sqs"), aws.client("sns")
     topic = sns.create_topic(Name="events")["TopicArn"]
     urls = {}
@@ -718,13 +728,27 @@ async def test_finish_switches_a_topic_whose_only_sns_reason_is_an_envelope_read
         publishing.set()
         producer = asyncio.create_task(produce())
         await until(lambda: len(sent) >= 40, what="traffic through SNS", timeout=60)
+        # A relay member that took a message and never acknowledged it (stopped with a pull
+        # answered into its gone inbox, or killed before its ack) while the relay went on: the
+        # ack floor stays below it, and SNS has everything acknowledged after it.
+        assert events.stream
+        holder = await connect_nats(NatsOptions(servers=[nats_server.url]))
+        held_sub = await holder.jetstream().pull_subscribe_bind(TO_SNS_CONSUMER, events.stream)
+        (held,) = await held_sub.fetch(1, timeout=30)
+        holding = asyncio.create_task(_hold(held))
+        mark = len(sent)
+        await until(lambda: len(sent) >= mark + 20, what="traffic past the held one", timeout=60)
         finished = await cutover(nats_server, aws, plan, "finish", ["events"], None)
-        handed = finished.switched["events"]
+        holding.cancel()
+        await holder.close()
+        cut = finished.switched["events"]
+        assert cut.acked < held.metadata.sequence.stream <= cut.delivered
+        assert cut.copied >= 1  # the held one, at least, reached no queue through SNS
         mark = len(sent)
         await until(lambda: len(sent) >= mark + 40, what="traffic after the switch", timeout=60)
         publishing.clear()
         await producer
-        assert 0 < handed < len(sent)
+        assert 0 < cut.acked < len(sent)
 
         want = {
             "audit": sorted(body for body, _ in sent),
@@ -766,14 +790,19 @@ async def test_finish_switches_a_topic_whose_only_sns_reason_is_an_envelope_read
         try:
             assert router.stream and router.consumer
             info = await nc.jetstream().consumer_info(router.stream, router.consumer)
-            assert info.config.opt_start_seq == handed + 1
+            assert info.config.opt_start_seq == cut.router_start
             live = (await nc.jetstream().stream_info("sqs_audit")).config.sources or []
-            assert [(s.name, s.opt_start_seq) for s in live] == [(events.stream, handed + 1)]
+            assert [(s.name, s.opt_start_seq) for s in live] == [(events.stream, cut.source_start)]
         finally:
             await nc.close()
         # A second run of the same finish changes nothing.
         again = await cutover(nats_server, aws, plan, "finish", ["events"], None)
-        assert again.revision is None and again.switched == {"events": handed}
+        assert again.revision is None
+        assert (again.switched["events"].acked, again.switched["events"].delivered) == (
+            cut.acked,
+            cut.delivered,
+        )
+        assert again.switched["events"].copied == 0
         # Planned again from the live state, the finished topic fans out through sources: what
         # the switch made is what that plan wants (nothing to apply).
         replanned = await planned(aws, nats_server, tmp_path, apply=False)

@@ -35,6 +35,34 @@ MAX_SQS_ATTRIBUTES = 10
 _RESERVED_PREFIXES = ("nats-", "snsq2nats-")
 
 
+def topic_copy(
+    original: Mapping[str, str],
+    topic_stream: str,
+    seq: int,
+    route: str,
+    subject: str,
+    *,
+    fifo: bool,
+) -> tuple[str, dict[str, str]]:
+    """The subject and headers of a topic message's copy into a queue stream (a filter
+    router's, or a fan-out handover's in-doubt message).
+
+    The id is `<topic stream>:<seq>`, the one the SNS path's copy of the same message carries
+    (the sqs-to-nats relay names a NATS-origin message by its origin), so the queue stream keeps
+    one of any two copies inside its duplicate window. The topic message's server-interpreted
+    headers (expected-stream checks, TTLs, roll-ups) must not act on the copy: they are dropped.
+    A FIFO queue's subject ends in the message group's token.
+    """
+    from snsq2nats.filterpolicy import encode_token
+
+    headers = {k: v for k, v in original.items() if not k.lower().startswith("nats-")}
+    headers[MSG_ID_HEADER] = f"{topic_stream}:{seq}"
+    headers[ROUTE_HEADER] = route
+    if fifo:
+        subject = f"{subject}.{encode_token(original.get(GROUP_HEADER) or None)}"
+    return subject, headers
+
+
 @dataclass(frozen=True)
 class Attribute:
     """One SQS/SNS message attribute: its data type and value (bytes for Binary types)."""

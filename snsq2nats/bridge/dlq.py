@@ -16,7 +16,6 @@ advisory was handled before, so it is simply acknowledged.
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 from collections.abc import Mapping
@@ -39,8 +38,10 @@ from snsq2nats.jetstream.api import (
     ERR_STREAM_NOT_FOUND,
     JetStreamApiError,
     api,
+    get_message,
+    parse_header_block,
 )
-from snsq2nats.jetstream.operations import MSG_DELETE, MSG_GET
+from snsq2nats.jetstream.operations import MSG_DELETE
 from snsq2nats.plan.model import Route
 from snsq2nats.plan.routes import ADVISORY_STREAM, DLQ_CONSUMER_PREFIX
 
@@ -81,21 +82,6 @@ def advisory_consumer_name(route: Route) -> str:
 
 def advisory_stream_name(route: Route) -> str:
     return route.advisory_stream or ADVISORY_STREAM
-
-
-def parse_header_block(raw: bytes) -> dict[str, str]:
-    """A NATS header block (`NATS/1.0\\r\\nKey: Value\\r\\n…`) as a dict.
-
-    A repeated key keeps its last value, as nats-py's own parser does for delivered messages.
-    """
-    headers: dict[str, str] = {}
-    lines = raw.decode("utf-8", "replace").split("\r\n")
-    for line in lines[1:]:  # the first line is the version (and maybe a status)
-        if not line or ":" not in line:
-            continue
-        key, value = line.split(":", 1)
-        headers[key.strip()] = value.strip()
-    return headers
 
 
 class _Mover:
@@ -168,25 +154,22 @@ class _Mover:
     async def _move(self, stream: str, seq: int, deliveries: int, reason: str) -> int | None:
         """Move one message; its size if moved, 0 if it was already gone, None to retry."""
         try:
-            response = await api(self.ctx.nc, MSG_GET.subject(stream=stream), {"seq": seq})
+            message = await get_message(self.ctx.nc, stream, seq)
         except JetStreamApiError as exc:
-            if exc.err_code in (ERR_NO_MESSAGE, ERR_STREAM_NOT_FOUND):
+            if exc.err_code == ERR_STREAM_NOT_FOUND:
                 return 0
             raise
-        message = response.get("message") or {}
-        subject = str(message.get("subject") or "")
-        data = base64.b64decode(message.get("data") or "")
-        raw_headers = message.get("hdrs")
-        original = parse_header_block(base64.b64decode(raw_headers)) if raw_headers else {}
-
+        if message is None:
+            return 0
+        data = message.data
         published = await copy_to_dlq(
             self.ctx,
             self.route,
             source_stream=stream,
             seq=seq,
-            subject=subject,
+            subject=message.subject,
             data=data,
-            original=original,
+            original=message.headers,
             deliveries=deliveries,
             reason=reason,
         )

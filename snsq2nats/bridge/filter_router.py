@@ -31,13 +31,11 @@ from typing import TYPE_CHECKING
 from snsq2nats import filterpolicy
 from snsq2nats.bridge.codec import (
     CANARY_HEADER,
-    GROUP_HEADER,
-    MSG_ID_HEADER,
     ORIGIN_HEADER,
-    ROUTE_HEADER,
     headers_to_attributes,
     plain_names,
     string_attributes,
+    topic_copy,
 )
 from snsq2nats.bridge.context import BridgeContext
 from snsq2nats.bridge.pull import (
@@ -223,15 +221,14 @@ class _Router:
 
     async def _forward(self, msg: Msg, original: dict[str, str]) -> None:
         meta = msg.metadata
-        # Server-interpreted headers of the topic message (expected-stream checks, TTLs,
-        # roll-ups) must not act on the copy; the id is ours, for restart deduplication.
-        headers = {k: v for k, v in original.items() if not k.lower().startswith("nats-")}
-        headers[MSG_ID_HEADER] = f"{meta.stream}:{meta.sequence.stream}"
-        headers[ROUTE_HEADER] = self.route.name
-        subject = self.subject
-        if self.route.fifo:
-            group = original.get(GROUP_HEADER)
-            subject = f"{subject}.{filterpolicy.encode_token(group or None)}"
+        subject, headers = topic_copy(
+            original,
+            meta.stream,
+            meta.sequence.stream,
+            self.route.name,
+            self.subject,
+            fifo=self.route.fifo,
+        )
         started = asyncio.get_running_loop().time()
         self.metrics.in_flight += 1
         try:

@@ -12,8 +12,10 @@ models from here without pulling in a NATS client.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from snsq2nats.errors import NatsConnectError, PermissionDeniedError, SnsqError
@@ -22,6 +24,7 @@ from snsq2nats.jetstream.operations import (
     CONSUMER_CREATE,
     CONSUMER_DELETE,
     CONSUMER_INFO,
+    MSG_GET,
     STREAM_CREATE,
     STREAM_DELETE,
     STREAM_INFO,
@@ -39,11 +42,14 @@ __all__ = [
     "API_PREFIX",
     "ConsumerAction",
     "JetStreamApiError",
+    "StoredMessage",
     "api",
     "create_consumer",
     "create_stream",
     "delete_consumer",
     "delete_stream",
+    "get_message",
+    "parse_header_block",
     "pedantic_supported",
     "stream_request_body",
     "update_stream",
@@ -403,3 +409,47 @@ async def restart_consumer_at(nc: Any, spec: ConsumerSpec, start: int) -> bool:
     )
     await create_consumer(nc, anchored, pedantic=False)
     return True
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    seq: int
+    subject: str
+    data: bytes
+    headers: dict[str, str]
+
+
+def parse_header_block(raw: bytes) -> dict[str, str]:
+    """A NATS header block (`NATS/1.0\\r\\nKey: Value\\r\\n…`) as a dict.
+
+    A repeated key keeps its last value, as nats-py's own parser does for delivered messages.
+    """
+    headers: dict[str, str] = {}
+    lines = raw.decode("utf-8", "replace").split("\r\n")
+    for line in lines[1:]:  # the first line is the version (and maybe a status)
+        if not line or ":" not in line:
+            continue
+        key, value = line.split(":", 1)
+        headers[key.strip()] = value.strip()
+    return headers
+
+
+async def get_message(
+    nc: Any, stream: str, seq: int, *, timeout: float = 5.0
+) -> StoredMessage | None:
+    """The stream's message at `seq` (STREAM.MSG.GET); None when there is none (removed by a
+    limit, acknowledged from a work queue, or never written: a gap)."""
+    try:
+        response = await api(nc, MSG_GET.subject(stream=stream), {"seq": seq}, timeout)
+    except JetStreamApiError as exc:
+        if exc.err_code == ERR_NO_MESSAGE:
+            return None
+        raise
+    message = response.get("message") or {}
+    raw_headers = message.get("hdrs")
+    return StoredMessage(
+        seq=int(message.get("seq") or seq),
+        subject=str(message.get("subject") or ""),
+        data=base64.b64decode(message.get("data") or ""),
+        headers=parse_header_block(base64.b64decode(raw_headers)) if raw_headers else {},
+    )

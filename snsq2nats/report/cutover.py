@@ -72,11 +72,16 @@ def outcome_line(result: CutoverResult) -> str:
             )
         else:
             line += f"\n{drained.where} drained after {drained.seconds:.1f}s"
-    for topic, handed in result.switched.items():
+    for topic, cut in result.switched.items():
         line += (
-            f"\n{topic}: NATS-published messages up to sequence {handed} went through SNS; "
-            f"from {handed + 1} on its queues' streams source it"
+            f"\n{topic}: NATS-published messages up to sequence {cut.acked} went through SNS; "
+            f"from {cut.source_start} on its queues' streams source it"
         )
+        if cut.in_doubt:
+            line += (
+                f" ({len(cut.in_doubt)} in between, handed to SNS without all being "
+                f"acknowledged: {cut.copied} copied under their SNS ids, one of each kept)"
+            )
     for kept in result.kept:
         line += f"\nkept {kept}"
     return line
