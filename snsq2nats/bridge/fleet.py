@@ -69,6 +69,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+ERR_WRONG_LAST_SEQUENCE = 10071
+"""A compare-and-set on a key whose revision moved (JetStream's error code)."""
+
 MEMBERS = "members."
 ROUTES = "routes."
 DEFAULT_LEASE_TTL = 15.0
@@ -666,7 +669,9 @@ class Fleet:
         try:
             await self._kv.delete(route_key(name), last=revision)
         except Exception as exc:
-            # Taken over meanwhile (the revision moved) or NATS unreachable: the next step sees.
+            if getattr(exc, "err_code", None) == ERR_WRONG_LAST_SEQUENCE:
+                return  # released already, or taken over meanwhile: the watch shows by whom
+            # NATS unreachable: the next step sees.
             log.info("fleet: releasing %s: %s", name, type(exc).__name__)
 
     async def _mark_applied(self, generation: int) -> None:
