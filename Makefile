@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export NO_COLOR := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install lock test lint typecheck unit journey-jwt demo bench screenshot clean
+.PHONY: install lock test lint typecheck unit journey demo bench screenshot clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,9 +39,9 @@ unit: $(STAMP)
 
 test: lint typecheck unit
 
-# The end-to-end journey in operator (JWT) mode: not yet exact (see tests/test_journey.py).
-journey-jwt: $(STAMP)
-	$(BIN)/pytest -q -p no:cacheprovider -m journey_jwt tests/test_journey.py
+# The end-to-end journey alone (part of `unit` too), with password and operator (JWT) identities.
+journey: $(STAMP)
+	$(BIN)/pytest -q -p no:cacheprovider -m journey tests/test_journey.py
 
 demo: $(STAMP)
 	$(BIN)/python -m snsq2nats demo

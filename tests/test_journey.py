@@ -1028,13 +1028,8 @@ def _id_of(body: str) -> str:
 # --- the tests ----------------------------------------------------------------------------------
 
 
-# Operator (JWT) mode still finds duplicates in the topic that fans out through SNS for an
-# envelope reader (7-8 of ~140 in `alerts-ops`, both its old AWS workers and NATS getting the
-# same NATS-published messages around `cutover finish alerts`): an open finding of issue 18, run
-# with `make journey-jwt`, left out of `make test` until it is exact.
-@pytest.mark.parametrize(
-    "mode", [pytest.param(m, marks=pytest.mark.journey_jwt) for m in ("password", "jwt")]
-)
+@pytest.mark.journey
+@pytest.mark.parametrize("mode", ["password", "jwt"])
 async def test_the_whole_journey_under_traffic(
     mode: str, aws: AwsEndpoint, journey_server: JourneyServer, tmp_path: Path
 ) -> None:
