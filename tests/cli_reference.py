@@ -1,23 +1,25 @@
 """docs/cli.md, written from every command's `--help` (`make docs`; tests/test_docs.py fails
 when the file in the repository is not what this writes).
 
-The command tree is read from the installed `snsq2nats` entry point, so a command added,
-renamed or moved into a package of its own shows up without touching this file. The help is
+The command tree is read from the `snsq2nats` script pyproject.toml declares, so a command
+added, renamed or moved into a package of its own shows up without touching this file. The help is
 rendered at a fixed width without colour, so the output depends on the code alone, not on the
 terminal it is run from.
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
+import tomllib
 from collections.abc import Iterator
-from importlib.metadata import entry_points
 from pathlib import Path
 
 import click
 from click.testing import CliRunner
 
-DOCS_CLI = Path(__file__).resolve().parent.parent / "docs" / "cli.md"
+ROOT = Path(__file__).resolve().parent.parent
+DOCS_CLI = ROOT / "docs" / "cli.md"
 PROG = "snsq2nats"
 WIDTH = 88
 
@@ -32,9 +34,11 @@ edit by hand (`tests/test_docs.py` fails when this file is stale). The
 
 def root_command() -> click.Group:
     """The click group the `snsq2nats` console script runs."""
-    (script,) = entry_points(group="console_scripts", name=PROG)
-    command = script.load()
-    assert isinstance(command, click.Group), f"{script.value} is not a click group"
+    with (ROOT / "pyproject.toml").open("rb") as f:
+        target = tomllib.load(f)["project"]["scripts"][PROG]
+    module, _, attribute = target.partition(":")
+    command = getattr(importlib.import_module(module), attribute)
+    assert isinstance(command, click.Group), f"{target} is not a click group"
     return command
 
 
