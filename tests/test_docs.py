@@ -60,8 +60,10 @@ def synopsis() -> dict[tuple[str, ...], str]:
             entries[-1] = (head, f"{text} {line.strip()}")
         elif line.strip():
             head, _, text = line.partition(" ")
-            group = _GROUP.match(line)
-            entries.append((f"{group.group(1)} options", group.group(2)) if group else (head, text))
+            defined = _GROUP.match(line)
+            entries.append(
+                (f"{defined.group(1)} options", defined.group(2)) if defined else (head, text)
+            )
     groups = {head: text for head, text in entries if head.endswith(" options")}
 
     def expand(text: str, depth: int = 0) -> str:
