@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export NO_COLOR := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install lock test lint typecheck unit journey demo bench screenshot clean
+.PHONY: install lock test lint typecheck unit journey demo bench docs screenshot clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -48,6 +48,10 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
+
+# docs/cli.md from every command's --help; tests/test_docs.py fails when it is stale.
+docs: $(STAMP)
+	$(BIN)/python -m tests.cli_reference
 
 # The HTML plan (with its estate picture) rendered by a real headless browser: Debian's
 # chromium, installed on first use. Writes .demo/screenshot/plan.html and plan.png to look at.
