@@ -514,6 +514,10 @@ class Fleet:
         for name in mine:
             if not beating or routes.ctx.stopping.is_set():
                 break
+            if self._generation != generation:
+                # New candidates arrived while acquiring (a followed revision restarting a
+                # changed route takes it out first): `mine` is stale, the next step recomputes.
+                break
             if name not in self.owned and name not in self._handovers:
                 await self._consider(self._candidates[name], routes, now, fresh)
         self._judge_runners(routes, mine)
