@@ -73,6 +73,36 @@ def test_unexpected_error_is_one_line_without_traceback(broken_command: str) -> 
     assert "Traceback" not in result.output
 
 
+@pytest.fixture
+def aborting_command() -> Iterator[str]:
+    """A command that fails as expected, through the application's one way out."""
+    from snsq2nats.cli.app import Application, pass_app
+    from snsq2nats.errors import UsageError
+
+    @click.command("abort-for-test")
+    @click.option("--code", type=int)
+    @pass_app
+    def aborting(app: Application, code: int | None) -> None:
+        if code is None:
+            app.abort(UsageError("no widget", where="here", hint="make one"))
+        app.abort(code=code)
+
+    main.add_command(aborting)
+    try:
+        yield "abort-for-test"
+    finally:
+        main.commands.pop("abort-for-test")
+
+
+def test_abort_prints_one_line_and_exits_with_its_code(aborting_command: str) -> None:
+    result = CliRunner().invoke(main, [aborting_command])
+    assert result.exit_code == 1
+    assert result.stderr == "error: no widget (at here): make one\n"
+    silent = CliRunner().invoke(main, [aborting_command, "--code", "2"])
+    assert silent.exit_code == 2
+    assert silent.output == ""
+
+
 def test_debug_lets_the_traceback_through() -> None:
     # A real process: with --debug the exception leaves click as Python reports it.
     code = (
