@@ -26,13 +26,22 @@ def test_help_lists_every_command() -> None:
 
 def test_help_does_not_import_boto3_or_nats() -> None:
     """boto3 and nats-py are slow to import: only the commands that use them import them."""
+    # The group's help and every command's, subcommands included.
     code = (
         "import sys\n"
+        "import click\n"
         "from snsq2nats.cli import main\n"
-        "try:\n"
-        "    main(['plan', '--help'])\n"
-        "except SystemExit:\n"
-        "    pass\n"
+        "paths = [[]]\n"
+        "for name, command in main.commands.items():\n"
+        "    paths.append([name])\n"
+        "    if isinstance(command, click.Group):\n"
+        "        paths += [[name, sub] for sub in command.commands]\n"
+        "assert len(paths) > 12, paths\n"
+        "for path in paths:\n"
+        "    try:\n"
+        "        main([*path, '--help'])\n"
+        "    except SystemExit:\n"
+        "        pass\n"
         "heavy = [m for m in ('boto3', 'botocore', 'nats', 'pydantic') if m in sys.modules]\n"
         "print('heavy=' + ','.join(heavy))\n"
     )
