@@ -13,7 +13,6 @@ from snsq2nats.cli.plans import build_plan
 from snsq2nats.errors import SnsqError, UsageError
 
 if TYPE_CHECKING:
-    from snsq2nats.auth.record import GrantsRecord
     from snsq2nats.plan.model import Plan
 
 
@@ -93,35 +92,15 @@ def apply(
     _run_apply(app, nats, plan, allow_destructive=allow_destructive)
 
 
-def _grants_record(context: str | None, given: Path | None) -> GrantsRecord | None:
-    """The record `auth` wrote: given, beside the natscli context file in use (auth writes
-    `<dir>/contexts/NAME.json` and `<dir>/grants.json`), or in ./nats-auth."""
-    import os
-
-    from snsq2nats.auth.record import DEFAULT_DIR, load_record
-
-    if given is not None:
-        record = load_record(given)
-        if record is None:
-            raise UsageError(f"no grants record at {given}", hint="run `snsq2nats auth` first")
-        return record
-    context = context or os.environ.get("NATS_CONTEXT")
-    if context and Path(context).is_file() and Path(context).parent.name == "contexts":
-        record = load_record(Path(context).parent.parent)
-        if record is not None:
-            return record
-    return load_record(DEFAULT_DIR)
-
-
 def _check_grants(
     app: Application, plan: Plan, plan_args: list[str], context: str | None, given: Path | None
 ) -> None:
     """Refuse, before changing anything, a plan the generated identities cannot run
     (`plan_args`: the options that name this plan to `auth`)."""
     from snsq2nats.auth.identities import identities
-    from snsq2nats.auth.record import gaps, outdated_error
+    from snsq2nats.auth.record import find_record, gaps, outdated_error
 
-    record = _grants_record(context, given)
+    record = find_record(given, context)
     if record is None:
         return
     found = gaps(record, identities(plan))
