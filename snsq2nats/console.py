@@ -34,7 +34,8 @@ def _make_console(file: IO[str] | None = None) -> Console:
 
 
 class Output:
-    """The single wrapper: `info` and `table` for people, `data` for scripts, `abort` to fail."""
+    """The single wrapper: `info`, `line` and `warn` for people, `data` for scripts, `error`
+    and `unexpected` for a failure's one line (the CLI's `Application.abort` ends the run)."""
 
     def __init__(self, err: IO[str] | None = None, out: IO[str] | None = None) -> None:
         self.console = _make_console(err)

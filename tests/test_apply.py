@@ -180,7 +180,7 @@ def test_without_a_terminal_apply_needs_auto_approve(opts: NatsOptions, inventor
 def test_on_a_terminal_apply_asks_first(
     opts: NatsOptions, inventory: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("snsq2nats.cli._stdin_is_terminal", lambda: True)
+    monkeypatch.setattr("snsq2nats.cli.apply._stdin_is_terminal", lambda: True)
     runner = CliRunner()
     result = runner.invoke(main, ["apply", "--inventory", str(inventory)], input="n\n")
     assert result.exit_code == 1

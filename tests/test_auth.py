@@ -546,6 +546,46 @@ def test_cli_jwt_and_nsc_formats(tmp_path: Path) -> None:
     assert "nsc add user" in (tmp_path / "n" / "nsc.sh").read_text()
 
 
+def test_write_identities_writes_each_format_with_its_record_and_modes(tmp_path: Path) -> None:
+    from snsq2nats.auth.output import write_identities
+    from snsq2nats.auth.record import load_record
+
+    generated = identities(shop_plan("2.12.0"))
+    for fmt, main_name, mode in (
+        ("config", "snsq2nats-auth.conf", 0o600),
+        ("jwt", "snsq2nats-jwt.conf", 0o600),
+        ("nsc", "nsc.sh", 0o700),
+    ):
+        directory = tmp_path / fmt
+        written = write_identities(
+            generated, directory, fmt=fmt, credentials="tls", tls_user="{name}", url="nats://a"
+        )
+        assert written.main == directory / main_name
+        assert stat.S_IMODE(written.main.stat().st_mode) == mode
+        assert stat.S_IMODE(written.record.stat().st_mode) == 0o600
+        record = load_record(directory)
+        assert record is not None and record.path == written.record
+    # The record names the options that shaped the grants: a later check regenerates with them.
+    options = json.loads((tmp_path / "config" / "grants.json").read_text())["options"]
+    assert options == ["--credentials", "tls", "--tls-user", "{name}", "--url", "nats://a"]
+    assert json.loads((tmp_path / "nsc" / "grants.json").read_text())["options"] == [
+        "--format",
+        "nsc",
+    ]
+
+
+def test_context_url_keeps_every_url_and_refuses_none() -> None:
+    from snsq2nats.auth.output import context_url
+    from snsq2nats.errors import UsageError
+
+    assert (
+        context_url(" nats://a:4222, ,nats://b:4222 ", "nats://d") == "nats://a:4222,nats://b:4222"
+    )
+    assert context_url(None, "nats://d") == "nats://d"
+    with pytest.raises(UsageError, match="--server is empty"):
+        context_url(" , ", "nats://d")
+
+
 def test_commands_run_under_the_generated_contexts(estate: Estate, tmp_path: Path) -> None:
     """plan and apply with the admin's natscli context (its inbox prefix included) see the
     applied estate; an identity without the grants a command needs gets one line naming the

@@ -26,13 +26,22 @@ def test_help_lists_every_command() -> None:
 
 def test_help_does_not_import_boto3_or_nats() -> None:
     """boto3 and nats-py are slow to import: only the commands that use them import them."""
+    # The group's help and every command's, subcommands included.
     code = (
         "import sys\n"
+        "import click\n"
         "from snsq2nats.cli import main\n"
-        "try:\n"
-        "    main(['plan', '--help'])\n"
-        "except SystemExit:\n"
-        "    pass\n"
+        "paths = [[]]\n"
+        "for name, command in main.commands.items():\n"
+        "    paths.append([name])\n"
+        "    if isinstance(command, click.Group):\n"
+        "        paths += [[name, sub] for sub in command.commands]\n"
+        "assert len(paths) > 12, paths\n"
+        "for path in paths:\n"
+        "    try:\n"
+        "        main([*path, '--help'])\n"
+        "    except SystemExit:\n"
+        "        pass\n"
         "heavy = [m for m in ('boto3', 'botocore', 'nats', 'pydantic') if m in sys.modules]\n"
         "print('heavy=' + ','.join(heavy))\n"
     )
@@ -71,6 +80,36 @@ def test_unexpected_error_is_one_line_without_traceback(broken_command: str) -> 
         "error: unexpected KeyError: 'no such key' (run with --debug for the traceback)\n"
     )
     assert "Traceback" not in result.output
+
+
+@pytest.fixture
+def aborting_command() -> Iterator[str]:
+    """A command that fails as expected, through the application's one way out."""
+    from snsq2nats.cli.app import Application, pass_app
+    from snsq2nats.errors import UsageError
+
+    @click.command("abort-for-test")
+    @click.option("--code", type=int)
+    @pass_app
+    def aborting(app: Application, code: int | None) -> None:
+        if code is None:
+            app.abort(UsageError("no widget", where="here", hint="make one"))
+        app.abort(code=code)
+
+    main.add_command(aborting)
+    try:
+        yield "abort-for-test"
+    finally:
+        main.commands.pop("abort-for-test")
+
+
+def test_abort_prints_one_line_and_exits_with_its_code(aborting_command: str) -> None:
+    result = CliRunner().invoke(main, [aborting_command])
+    assert result.exit_code == 1
+    assert result.stderr == "error: no widget (at here): make one\n"
+    silent = CliRunner().invoke(main, [aborting_command, "--code", "2"])
+    assert silent.exit_code == 2
+    assert silent.output == ""
 
 
 def test_debug_lets_the_traceback_through() -> None:

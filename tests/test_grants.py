@@ -131,6 +131,35 @@ def _record(tmp_path: Path, plan: Plan) -> Any:
     return record
 
 
+def test_find_record_given_beside_the_context_then_nats_auth(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from snsq2nats.auth.record import find_record
+    from snsq2nats.errors import UsageError
+
+    plan = shop_plan()
+
+    def found(given: Path | None, context: str | None) -> Path | None:
+        record = find_record(given, context)
+        return record.path.resolve() if record is not None else None
+
+    monkeypatch.chdir(tmp_path)
+    assert found(None, None) is None
+    with pytest.raises(UsageError, match="no grants record at"):
+        find_record(tmp_path / "nowhere", None)
+    (tmp_path / "nats-auth" / "x").mkdir(parents=True)
+    (tmp_path / "auth" / "contexts").mkdir(parents=True)
+    default = _record(tmp_path / "nats-auth", plan)
+    assert found(None, None) == default.path
+    beside = _record(tmp_path / "auth", plan)
+    context = tmp_path / "auth" / "contexts" / "snsq2nats-admin.json"
+    context.write_text("{}")
+    assert found(None, str(context)) == beside.path
+    # A context by name (not a file auth wrote) leaves the default.
+    assert found(None, "snsq2nats-admin") == default.path
+    assert found(tmp_path / "auth", None) == beside.path
+
+
 def _fanning_out_on_nats(policy: dict[str, Any] | None = None) -> Plan:
     """The shop estate without its webhook and envelope subscriptions, so orders fans out through
     stream sources (orders-fraud's numeric filter through the bridge's filter router), and

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from snsq2nats.auth.identities import Identity
-from snsq2nats.errors import SnsqError
+from snsq2nats.errors import SnsqError, UsageError
 
 RECORD = "grants.json"
 FORMAT_VERSION = 1
@@ -94,6 +94,22 @@ def load_record(path: Path) -> GrantsRecord | None:
             where=str(path),
             hint="re-run `snsq2nats auth` to rewrite it (secrets are kept)",
         ) from None
+
+
+def find_record(given: Path | None, context: str | None) -> GrantsRecord | None:
+    """The record `apply` checks against: `given` (which must hold one), else beside the
+    natscli `context` file in use (auth writes `<dir>/contexts/NAME.json` and
+    `<dir>/grants.json`), else in ./nats-auth; None when there is none."""
+    if given is not None:
+        record = load_record(given)
+        if record is None:
+            raise UsageError(f"no grants record at {given}", hint="run `snsq2nats auth` first")
+        return record
+    if context and Path(context).is_file() and Path(context).parent.name == "contexts":
+        record = load_record(Path(context).parent.parent)
+        if record is not None:
+            return record
+    return load_record(DEFAULT_DIR)
 
 
 def covers(pattern: str, subject: str) -> bool:

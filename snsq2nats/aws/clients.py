@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -128,3 +128,40 @@ def resolve_regions(session: boto3.Session, regions: Iterable[str]) -> list[str]
             hint="pass --region, or set AWS_REGION / AWS_DEFAULT_REGION or a profile's region",
         )
     return chosen
+
+
+def clients_for_arns(
+    regions: Sequence[str], arns: Sequence[str], endpoint_url: str | None = None
+) -> RegionClients | None:
+    """SQS/SNS clients for one region: the first of `regions` given, else where the first of
+    `arns` lives, else the session's; None when none of them names one."""
+    import boto3
+
+    from snsq2nats.aws.arns import parse_arn
+
+    session = boto3.Session()
+    region = regions[0] if regions else parse_arn(arns[0]).region if arns else session.region_name
+    if not region:
+        return None
+    (clients,) = make_clients(session, [region], endpoint_url)
+    return clients
+
+
+def sqs_by_region(endpoint_url: str | None, pool: int) -> Callable[[str], SQSClient]:
+    """An SQS client per region, made on first use and configured as `client_config` says;
+    `pool`: how many calls may be at AWS at once (botocore's default pool of 10 would drop
+    the rest)."""
+    import boto3
+
+    session = boto3.Session()
+    config = client_config(pool)
+    clients: dict[str, SQSClient] = {}
+
+    def sqs_for(region: str) -> SQSClient:
+        if region not in clients:
+            clients[region] = session.client(
+                "sqs", region_name=region, endpoint_url=endpoint_url, config=config
+            )
+        return clients[region]
+
+    return sqs_for

@@ -1,0 +1,72 @@
+"""Everything `snsq2nats auth` writes for one format, in one call: the grants record, then the
+server config and contexts (config, jwt) or the nsc script (nsc)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from snsq2nats.auth.config import Mode, write_auth, write_contexts, write_private
+from snsq2nats.auth.identities import Identity
+from snsq2nats.auth.jwt import nsc_script, write_jwt
+from snsq2nats.auth.record import RECORD, record_text
+from snsq2nats.errors import UsageError
+
+Format = Literal["config", "jwt", "nsc"]
+
+
+@dataclass
+class AuthWritten:
+    """What was written where (paths only: the secrets stay in their 0600 files)."""
+
+    fmt: Format
+    directory: Path
+    record: Path
+    # config: the authorization block; jwt: the operator-mode server config; nsc: the script.
+    main: Path
+
+
+def context_url(given: str | None, default: str) -> str:
+    """Every cluster URL given, comma-separated as natscli takes them (`default` when none)."""
+    url = ",".join(u.strip() for u in (given or default).split(",") if u.strip())
+    if not url:
+        raise UsageError("--server is empty", hint="give the NATS URL(s) the identities use")
+    return url
+
+
+def write_identities(
+    generated: list[Identity],
+    directory: Path,
+    *,
+    fmt: Format,
+    credentials: Mode,
+    tls_user: str,
+    url: str,
+) -> AuthWritten:
+    """Write `generated` into `directory` as `fmt` says, with the grants record `apply` checks
+    later plans against (permissions and these options, no secrets)."""
+    options = ["--format", fmt] if fmt != "config" else ["--credentials", credentials]
+    options += ["--tls-user", tls_user] if fmt == "config" and credentials == "tls" else []
+    options += ["--url", url] if fmt != "nsc" and url else []
+    record = directory / RECORD
+    write_private(record, record_text(generated, options))
+    if fmt == "nsc":
+        script = directory / "nsc.sh"
+        write_private(script, nsc_script(generated))
+        script.chmod(0o700)  # run by its owner, readable by no one else
+        return AuthWritten(fmt, directory, record, script)
+    if fmt == "jwt":
+        jwt = write_jwt(generated, directory)
+        creds = {name: {"creds": str(path)} for name, path in jwt.creds.items()}
+        write_contexts(generated, directory, url, creds)
+        return AuthWritten(fmt, directory, record, jwt.server_config)
+    tls_names = {i.name: tls_user.format(name=i.name) for i in generated}
+    written = write_auth(
+        generated,
+        directory,
+        mode=credentials,
+        url=url,
+        tls_names=tls_names if credentials == "tls" else None,
+    )
+    return AuthWritten(fmt, directory, record, written.config)

@@ -1,0 +1,101 @@
+"""auth: the NATS users the plan needs, each with least-privilege permissions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import click
+
+from snsq2nats.cli.app import Application, pass_app
+from snsq2nats.cli.options import PlanInputs, plan_file_option, plan_options
+from snsq2nats.cli.plans import plan_for
+
+
+@click.command()
+@plan_file_option("Generate from")
+@plan_options
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["config", "jwt", "nsc"]),
+    default="config",
+    show_default=True,
+    help="A server authorization block (+ contexts), operator-mode JWTs and creds files "
+    "(+ contexts), or an nsc script.",
+)
+@click.option(
+    "--credentials",
+    type=click.Choice(["password", "nkey", "tls"]),
+    default="password",
+    show_default=True,
+    help="bcrypt passwords, nkeys, or certificate-mapped users (mutual TLS, verify_and_map).",
+)
+@click.option(
+    "--tls-user",
+    default="{name}",
+    show_default=True,
+    metavar="TEMPLATE",
+    help="With --credentials tls: the certificate email or DN each identity maps to.",
+)
+@click.option(
+    "-s",
+    "--server",
+    "--url",
+    "url",
+    envvar="NATS_URL",
+    metavar="URL",
+    help="The server URL(s), comma-separated, written into each natscli context. "
+    "Env: NATS_URL. Default: nats://127.0.0.1:4222.",
+)
+@click.option(
+    "-o",
+    "--output",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("nats-auth"),
+    show_default=True,
+    help="Directory for the config, the secrets (mode 0600) and the contexts.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the identities as JSON to stdout.")
+@pass_app
+def auth(
+    app: Application,
+    plan_path: Path | None,
+    inputs: PlanInputs,
+    fmt: Literal["config", "jwt", "nsc"],
+    credentials: Literal["password", "nkey", "tls"],
+    tls_user: str,
+    url: str | None,
+    out_dir: Path,
+    as_json: bool,
+) -> None:
+    """Generate NATS users with least-privilege permissions for every queue, topic and tool."""
+    import json
+
+    from snsq2nats.auth.identities import identities
+    from snsq2nats.auth.output import context_url, write_identities
+    from snsq2nats.jetstream.connect import DEFAULT_NATS_URL
+
+    url = context_url(url, DEFAULT_NATS_URL)
+    plan = plan_for(app, plan_path, inputs)
+    generated = identities(plan)
+    written = write_identities(
+        generated, out_dir, fmt=fmt, credentials=credentials, tls_user=tls_user, url=url
+    )
+    if as_json:
+        app.out.data(json.dumps({"identities": [i.to_dict() for i in generated]}, indent=2))
+        return
+    app.out.info(f"grants recorded in {written.record}: apply checks later plans against them")
+    count = f"{len(generated)} identities"
+    if fmt == "nsc":
+        app.out.info(f"{count}: nsc script {written.main}")
+    elif fmt == "jwt":
+        app.out.info(f"{count}: server config {written.main}")
+        app.out.info(
+            f"creds files (0600) in {out_dir / 'creds'}, contexts in {out_dir / 'contexts'}"
+        )
+    else:
+        app.out.info(f"{count}: server config {written.main}")
+        contexts, secrets = out_dir / "contexts", out_dir / "secrets"
+        app.out.info(f"natscli contexts in {contexts}; secrets (0600) in {secrets}")

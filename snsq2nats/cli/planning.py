@@ -1,0 +1,195 @@
+"""scan, plan, subject and demo: reading the estate and saying what it becomes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from snsq2nats.cli.app import Application, pass_app
+from snsq2nats.cli.options import (
+    AwsInputs,
+    NatsInputs,
+    PlanInputs,
+    aws_options,
+    nats_options,
+    plan_file_option,
+    plan_options,
+)
+from snsq2nats.cli.plans import build_plan, plan_for, scan_estate
+
+
+@click.command()
+@aws_options
+@click.option("--prefix", metavar="P", help="Only queues and topics whose name starts with P.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the inventory JSON to this file.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the inventory JSON to stdout.")
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 64),
+    default=16,
+    show_default=True,
+    help="Parallel describe calls.",
+)
+@pass_app
+def scan(
+    app: Application,
+    aws: AwsInputs,
+    prefix: str | None,
+    output: Path | None,
+    as_json: bool,
+    concurrency: int,
+) -> None:
+    """Read every SNS topic, subscription and SQS queue into an inventory."""
+    from snsq2nats.files import document_json, write_atomic
+    from snsq2nats.report.terminal import scan_summary, warnings_table
+
+    inventory = scan_estate(app, aws, prefix, concurrency)
+    if output:
+        write_atomic(output, document_json(inventory))
+    if as_json:
+        app.out.data(inventory.to_json())
+        return
+    app.out.info(scan_summary(inventory))
+    table = warnings_table(inventory)
+    if table is not None:
+        app.out.info(table)
+    if output:
+        app.out.info(f"inventory written to {output}")
+
+
+@click.command()
+@plan_options
+@nats_options
+@click.option("--prune", is_flag=True, help="Plan deletes of managed objects whose source is gone.")
+@click.option("--offline", is_flag=True, help="Do not read NATS: plan everything as create.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the plan JSON (for `apply`) to this file.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the plan JSON to stdout.")
+@click.option(
+    "--report",
+    "reports",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write a review document: FILE.md or FILE.html (repeatable).",
+)
+@click.option(
+    "--detailed-exitcode",
+    is_flag=True,
+    help="Exit 0 when nothing changes, 2 when changes are pending, 1 on error.",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Also list unchanged objects.")
+@pass_app
+def plan(
+    app: Application,
+    inputs: PlanInputs,
+    nats: NatsInputs,
+    prune: bool,
+    offline: bool,
+    output: Path | None,
+    as_json: bool,
+    reports: tuple[Path, ...],
+    detailed_exitcode: bool,
+    verbose: bool,
+) -> None:
+    """Show what the estate becomes in JetStream and what would change (a dry run)."""
+    from snsq2nats.apply import conflict_refusal
+    from snsq2nats.files import document_json, write_atomic
+    from snsq2nats.report.document import write_report
+    from snsq2nats.report.terminal import render_plan
+
+    result = build_plan(app, inputs, nats, prune=prune, offline=offline)
+    if output:
+        write_atomic(output, document_json(result))
+    for report in reports:
+        write_report(report, result)
+    if as_json:
+        app.out.data(result.to_json())
+    else:
+        render_plan(app.out, result, verbose=verbose)
+        for path in [*([output] if output else []), *reports]:
+            app.out.info(f"written: {path}")
+    # A desired name held by an object snsq2nats does not manage can never be applied: say so
+    # now, as an error, rather than as an unchanged object at the bottom of the list.
+    refusal = conflict_refusal(result)
+    if refusal is not None:
+        app.abort(refusal)
+    if detailed_exitcode and result.pending:
+        app.abort(code=2)
+
+
+@click.command()
+@click.argument("source")
+@click.option(
+    "--attr",
+    "attrs",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="A message attribute value for a promoted subject token (repeatable). "
+    "FIFO queues take MessageGroupId=G.",
+)
+@click.option(
+    "--durable",
+    "durable",
+    is_flag=True,
+    help="Print the STREAM DURABLE a worker binds to instead: for a partitioned FIFO queue, "
+    "the partition of --attr MessageGroupId=G, or every partition without a group.",
+)
+@plan_file_option("Read the mapping from")
+@plan_options
+@pass_app
+def subject(
+    app: Application,
+    source: str,
+    attrs: tuple[str, ...],
+    durable: bool,
+    plan_path: Path | None,
+    inputs: PlanInputs,
+) -> None:
+    """Print the subject a NATS producer publishes to for a topic or queue (name or ARN).
+
+    For a topic, stderr also says how headers are read: each attribute is a header of the same
+    name, a String unless a filter policy of the topic compares it as a number (then a value
+    that parses as a number is a Number, as SNS's Number type)."""
+    from snsq2nats.plan.pipeline import header_rules, publish_subject, worker_durables
+
+    result = plan_for(app, plan_path, inputs)
+    if durable:
+        from snsq2nats.plan.runbook import fetch_advice
+
+        durables = worker_durables(result, source, attrs)
+        for stream, name in durables:
+            app.out.data(f"{stream} {name}")
+        advice = fetch_advice(result, durables)
+        if advice:
+            app.out.line(advice)  # on stderr: stdout stays `STREAM DURABLE` lines for scripts
+        return
+    app.out.data(publish_subject(result, source, attrs))
+    for text in header_rules(result, source):
+        app.out.line(text)  # stderr: `$(snsq2nats subject …)` captures the subject alone
+
+
+@click.command()
+@click.option(
+    "--dir",
+    "workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".demo"),
+    show_default=True,
+    help="Where the demo writes the inventory, plan and reports.",
+)
+@pass_app
+def demo(app: Application, workdir: Path) -> None:
+    """Run the migration story on local moto and nats-server (started and stopped here)."""
+    from snsq2nats.demo.story import run_demo
+
+    run_demo(app.out, workdir)

@@ -1,0 +1,61 @@
+"""Where a command's plan comes from: a saved plan file, or one made now as `plan` makes it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from snsq2nats.cli.app import Application
+from snsq2nats.cli.options import AwsInputs, NatsInputs, PlanInputs
+
+if TYPE_CHECKING:
+    from snsq2nats.inventory import Inventory
+    from snsq2nats.plan.model import Plan
+
+
+def scan_estate(
+    app: Application, aws: AwsInputs, prefix: str | None, concurrency: int = 16
+) -> Inventory:
+    import boto3
+
+    from snsq2nats.aws import scan as aws_scan
+    from snsq2nats.aws.clients import make_clients, resolve_regions
+
+    session = boto3.Session()
+    chosen = resolve_regions(session, aws.regions)
+    clients = make_clients(session, chosen, aws.endpoint_url, concurrency)
+    with app.out.progress("scanning AWS", total=None) as bar:
+        return aws_scan.scan(
+            clients, prefix=prefix, concurrency=concurrency, on_progress=bar.advance
+        )
+
+
+def build_plan(
+    app: Application, inputs: PlanInputs, nats: NatsInputs | None, *, prune: bool, offline: bool
+) -> Plan:
+    """A plan made now (`offline` or without `nats`: the NATS server is not read)."""
+    from snsq2nats.plan.pipeline import make_plan
+
+    return make_plan(
+        inputs.request(prune=prune, offline=offline),
+        scan=lambda: scan_estate(app, inputs.aws, inputs.prefix),
+        nats=None if offline or nats is None else nats.options,
+        progress=app.out.progress,
+    )
+
+
+def plan_for(
+    app: Application,
+    plan_path: Path | None,
+    inputs: PlanInputs,
+    nats: NatsInputs | None = None,
+    *,
+    live: bool = False,
+) -> Plan:
+    """The plan a command works from: a saved plan file, or one made now from the same inputs
+    `plan` takes (`live`: read the NATS server too, else plan offline)."""
+    from snsq2nats.plan.model import load_plan
+
+    if plan_path is not None:
+        return load_plan(plan_path)
+    return build_plan(app, inputs, nats, prune=False, offline=not live)
