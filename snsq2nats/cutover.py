@@ -348,25 +348,11 @@ def _heartbeats_summary(entries: Any) -> str:
 
 async def _sqs_backlog(aws: RegionClients, arn: str) -> int:
     from snsq2nats.aws.arns import parse_arn
+    from snsq2nats.aws.backlog import queue_backlog
 
     parts = parse_arn(arn)
-    url = (
-        await asyncio.to_thread(
-            aws.sqs.get_queue_url, QueueName=parts.resource, QueueOwnerAWSAccountId=parts.account
-        )
-    )["QueueUrl"]
-    attributes = (
-        await asyncio.to_thread(
-            aws.sqs.get_queue_attributes,
-            QueueUrl=url,
-            AttributeNames=[
-                "ApproximateNumberOfMessages",
-                "ApproximateNumberOfMessagesNotVisible",
-                "ApproximateNumberOfMessagesDelayed",
-            ],
-        )
-    )["Attributes"]
-    return sum(int(v) for v in attributes.values())
+    counts = await asyncio.to_thread(queue_backlog, aws.sqs, parts.resource, parts.account)
+    return counts.total
 
 
 async def _stream_backlog(nc: Client, stream: str, durable: str) -> int:

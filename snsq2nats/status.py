@@ -21,17 +21,14 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+from snsq2nats.aws.backlog import queue_backlog
+from snsq2nats.aws.errors import error_code, is_missing
 from snsq2nats.bridge.fleet import FleetSnapshot, lease_age, read_fleet
 from snsq2nats.errors import SnsqError
 from snsq2nats.jetstream.operations import CONSUMER_INFO, STREAM_INFO
 from snsq2nats.plan.model import Plan, Route
 
 AWS_TO_NATS = {"sqs-to-nats", "sns-to-nats"}
-COUNT_ATTRIBUTES = [
-    "ApproximateNumberOfMessages",
-    "ApproximateNumberOfMessagesNotVisible",
-    "ApproximateNumberOfMessagesDelayed",
-]
 # Routes read at once: bounds the AWS threads, their connections and the NATS requests in flight,
 # so 10,000 routes cost time in proportion, not 10,000 sockets.
 CONCURRENCY = 32
@@ -131,32 +128,21 @@ async def sqs_backlog(
     if url is None and listed is not None and (region, account) in listed.accounts:
         return SqsBacklog(queue=queue_name, exists=False)  # the listing had its account
     try:
-        if url is None:
-            url = (
-                await _in_thread(
-                    executor,
-                    sqs.get_queue_url,
-                    QueueName=queue_name,
-                    QueueOwnerAWSAccountId=account,
-                )
-            )["QueueUrl"]
-        attrs = (
-            await _in_thread(
-                executor, sqs.get_queue_attributes, QueueUrl=url, AttributeNames=COUNT_ATTRIBUTES
-            )
-        )["Attributes"]
+        counts = await _in_thread(
+            executor, queue_backlog, sqs=sqs, name=queue_name, account=account, url=url
+        )
     except Exception as exc:
-        code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
-        if "NonExistentQueue" in code or "QueueDoesNotExist" in code:
+        if is_missing(exc):
             return SqsBacklog(queue=queue_name, exists=False)
         raise SnsqError(
-            f"cannot read SQS queue counts ({code or type(exc).__name__})", where=queue_name
+            f"cannot read SQS queue counts ({error_code(exc) or type(exc).__name__})",
+            where=queue_name,
         ) from None
     return SqsBacklog(
         queue=queue_name,
-        visible=int(attrs.get("ApproximateNumberOfMessages", 0)),
-        not_visible=int(attrs.get("ApproximateNumberOfMessagesNotVisible", 0)),
-        delayed=int(attrs.get("ApproximateNumberOfMessagesDelayed", 0)),
+        visible=counts.visible,
+        not_visible=counts.not_visible,
+        delayed=counts.delayed,
     )
 
 
