@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+from snsq2nats.aws.arns import parse_arn
 from snsq2nats.aws.backlog import queue_backlog
 from snsq2nats.aws.errors import error_code, is_missing
 from snsq2nats.bridge.fleet import FleetSnapshot, lease_age, read_fleet
@@ -100,11 +101,6 @@ class RouteStatus:
         return asdict(self)
 
 
-def _arn_parts(arn: str) -> tuple[str, str, str]:
-    parts = arn.split(":")
-    return parts[3], parts[4], parts[5]
-
-
 async def _in_thread(executor: Executor | None, fn: Callable[..., Any], **kwargs: Any) -> Any:
     return await asyncio.get_running_loop().run_in_executor(
         executor, functools.partial(fn, **kwargs)
@@ -122,8 +118,8 @@ async def sqs_backlog(
     """The queue's approximate counts; a queue that does not exist holds nothing.
 
     `listed`: the region's queue URLs, listed once, which saves a GetQueueUrl per queue."""
-    region, account, queue_name = _arn_parts(arn)
-    queue_name = name or queue_name
+    parts = parse_arn(arn)
+    region, account, queue_name = parts.region, parts.account, name or parts.resource
     url = listed.urls.get((region, account, queue_name)) if listed is not None else None
     if url is None and listed is not None and (region, account) in listed.accounts:
         return SqsBacklog(queue=queue_name, exists=False)  # the listing had its account
@@ -256,7 +252,7 @@ async def route_status(
 ) -> RouteStatus:
     shared = reading if reading is not None else _Reading(_queue_durables(plan))
     streams, executor = shared.streams, shared.executor
-    region = _arn_parts(route.aws_arn)[0]
+    region = parse_arn(route.aws_arn).region
     if route.kind in AWS_TO_NATS:
         queue_name = route.bridge_queue if route.kind == "sns-to-nats" else None
         aws = await sqs_backlog(
@@ -428,7 +424,7 @@ async def collect(
             queues = _QueueUrls()
             loop = asyncio.get_running_loop()
             try:
-                for region in sorted({_arn_parts(r.aws_arn)[0] for r in routes}):
+                for region in sorted({parse_arn(r.aws_arn).region for r in routes}):
                     sqs = sqs_for(region)
                     for url in await loop.run_in_executor(pool, list_queue_urls, sqs, None):
                         queues.add(region, url)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from snsq2nats.aws.arns import arn_name
 from snsq2nats.console import Output
 from snsq2nats.errors import UsageError
 
@@ -464,7 +465,7 @@ async def _wait_for_bridge(sns: Any, topic: str, names: list[str], bridge: Any) 
         subs = (await asyncio.to_thread(sns.list_subscriptions_by_topic, TopicArn=topic))[
             "Subscriptions"
         ]
-        endpoints = {s["Endpoint"].rsplit(":", 1)[-1] for s in subs}
+        endpoints = {arn_name(s["Endpoint"]) for s in subs}
         if all(name in endpoints for name in names):
             return
         await asyncio.sleep(0.1)

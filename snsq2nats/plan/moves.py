@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+from snsq2nats.aws.arns import subscription_topic
 from snsq2nats.errors import UsageError
 from snsq2nats.plan.model import Plan, Resource, Route
 from snsq2nats.plan.routes import CutoverView, active_routes
@@ -257,7 +258,7 @@ def _subscriptions_into(plan: Plan, queue: Resource) -> list[Resource]:
 
 
 def _topic_of(plan: Plan, subscription: Resource) -> Resource | None:
-    arn = subscription.source_arn.rsplit(":", 1)[0]
+    arn = subscription_topic(subscription.source_arn)
     return next((r for r in plan.resources if r.source_arn == arn and r.kind == TOPIC), None)
 
 

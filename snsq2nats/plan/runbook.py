@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
+from snsq2nats.aws.arns import subscription_topic
 from snsq2nats.errors import UsageError
 from snsq2nats.plan.model import Plan, Resource
 from snsq2nats.plan.moves import (
@@ -156,7 +157,7 @@ class _Estate:
         for sub in plan.resources:
             if sub.kind != "sns-subscription" or sub.stream not in by_stream:
                 continue
-            topic_arn = sub.source_arn.rsplit(":", 1)[0]
+            topic_arn = subscription_topic(sub.source_arn)
             queue_arn = by_stream[sub.stream]
             if topic_arn in topics and queue_arn not in topic_queues[topic_arn]:
                 topic_queues[topic_arn].append(queue_arn)
