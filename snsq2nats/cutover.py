@@ -47,7 +47,7 @@ from snsq2nats.plan.moves import (
     switches_at_finish,
 )
 from snsq2nats.plan.routes import active_routes
-from snsq2nats.plan.states import CUTOVER_BUCKET, Change, CutoverRecord, record_key
+from snsq2nats.plan.states import Change, CutoverRecord, record_key
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
@@ -146,15 +146,8 @@ class CutoverResult:
 
 
 async def open_state(nc: Client) -> Kv:
-    from nats.js.errors import BucketNotFoundError, NotFoundError
-
-    try:
-        return await open_kv(nc, CUTOVER_WRITER)
-    except (BucketNotFoundError, NotFoundError):
-        raise CutoverError(
-            f"the cutover state bucket {CUTOVER_BUCKET} does not exist",
-            hint="run `snsq2nats apply` with a plan made by this version (it creates the bucket)",
-        ) from None
+    """The cutover state bucket; BucketMissing when the plan was not applied."""
+    return await open_kv(nc, CUTOVER_WRITER)
 
 
 async def read_records(nc: Client) -> dict[str, CutoverRecord]:

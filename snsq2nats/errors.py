@@ -17,7 +17,9 @@ Only the CLI turns them into a one-line message and an exit code; library code r
     │                                      subscribe where the command needs to
     ├── ScanError                  AWS answered, but not in a way the scan can continue from
     ├── CutoverError               a move that cannot be made now: the plan is not applied,
-    │                              the state bucket is missing, a bridge does not confirm
+    │                              a bridge does not confirm
+    ├── BucketMissing              a KV bucket `apply` creates (cutover state, fleet, applied
+    │                              revision) is not on the server: run `snsq2nats apply`
     └── LocalNatsError             a local nats-server (demo, tests, benchmarks) could not be
                                    found, started or made ready
 
@@ -91,6 +93,19 @@ class ScanError(SnsqError):
 
 class CutoverError(SnsqError):
     pass
+
+
+class BucketMissing(SnsqError):
+    """A KV bucket the plan declares is not on the server: the plan was not applied (or was
+    made by an older version that did not declare it)."""
+
+    def __init__(self, bucket: str, *, where: str | None = None) -> None:
+        super().__init__(
+            f"the KV bucket {bucket} does not exist",
+            where=where,
+            hint="run `snsq2nats apply` with a plan made by this version (it creates the bucket)",
+        )
+        self.bucket = bucket
 
 
 class LocalNatsError(SnsqError):

@@ -22,7 +22,7 @@ from snsq2nats.aws.clients import RegionClients
 from snsq2nats.cli import main
 from snsq2nats.cutover import CutoverRequest, history, open_state, run_cutover
 from snsq2nats.demo.nats_server import NatsServer
-from snsq2nats.errors import CutoverError, UsageError
+from snsq2nats.errors import BucketMissing, CutoverError, UsageError
 from snsq2nats.jetstream.api import api
 from snsq2nats.jetstream.connect import NatsOptions, connect_nats
 from snsq2nats.plan.model import Plan
@@ -100,7 +100,7 @@ async def test_bad_input_says_what_where_and_what_to_do(
     plan = await planned(aws, nats_server, tmp_path, apply=False)
 
     # Nothing applied yet: no state bucket.
-    with pytest.raises(CutoverError) as missing:
+    with pytest.raises(BucketMissing) as missing:
         await cutover(nats_server, aws, plan, "consumers", ["billing"], "nats")
     assert "snsq2nats_cutover does not exist" in missing.value.what
     assert "snsq2nats apply" in (missing.value.hint or "")
@@ -590,7 +590,9 @@ async def test_no_bridge_means_pending_and_wait_waits_on_a_move_already_made(
             asyncio.to_thread(cli, "cutover", "producers", "jobs.fifo", "--to", "nats", "--wait")
         )
         await until(
-            lambda: _stream_has(nats_server.url, "sqsfifo_jobs"), what="the first relayed", timeout=60
+            lambda: _stream_has(nats_server.url, "sqsfifo_jobs"),
+            what="the first relayed",
+            timeout=60,
         )
         assert not moving.done(), moving.result().output
         processed = await _work(nats_server.url, "sqsfifo_jobs", "jobs", 3)
