@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from snsq2nats.errors import ApplyError as ApplyError
 from snsq2nats.errors import BucketMissing, SnsqError
 from snsq2nats.jetstream.api import (
     ERR_CLUSTER_UNAVAILABLE,
@@ -94,10 +95,6 @@ ALREADY_DONE = "already in the planned state"
 # than WRITE_TIMEOUT at 10,000 queues. The request was queued, not lost: its retry finds the
 # object made (or makes it).
 RETRY_DELAYS = (0.5, 1.0, 2.0)
-
-
-class ApplyError(SnsqError):
-    """apply refused to start (stale plan, conflict, destructive change) or stopped midway."""
 
 
 @dataclass(frozen=True)
