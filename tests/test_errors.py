@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import importlib
-import re
 import pkgutil
+import re
 
 import snsq2nats
 from snsq2nats import errors
