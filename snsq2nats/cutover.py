@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from snsq2nats.errors import CutoverError
 from snsq2nats.jetstream.api import (
@@ -40,6 +40,7 @@ from snsq2nats.plan.buckets import CUTOVER_WRITER, FLEET_OBSERVER
 from snsq2nats.plan.model import Plan, Resource, Route
 from snsq2nats.plan.moves import (
     Move,
+    Side,
     aws_feeds,
     current_view,
     plan_finish,
@@ -65,7 +66,7 @@ POLL = 1.0
 
 @dataclass
 class CutoverRequest:
-    side: Literal["consumers", "producers", "finish"]
+    side: Side
     names: list[str]
     to: str | None = None
     dry_run: bool = False

@@ -23,7 +23,10 @@ from snsq2nats.plan.rules import Cutover
 from snsq2nats.plan.states import CutoverRecord, view_of
 from snsq2nats.plan.topics import FANOUT_UNTIL_FINISHED
 
-Side = Literal["consumers", "producers", "finish"]
+Switch = Literal["consumers", "producers"]
+"""The half of an application a move switches between AWS and NATS."""
+Side = Literal[Switch, "finish"]
+"""What a cutover command acts on: a half to switch, or `finish` (retire the bridge's paths)."""
 QUEUE, TOPIC = "sqs-queue", "sns-topic"
 
 
@@ -106,7 +109,7 @@ def resolve(
 def plan_moves(
     plan: Plan,
     records: Mapping[str, CutoverRecord],
-    side: Literal["consumers", "producers"],
+    side: Switch,
     names: list[str],
     to: str,
 ) -> list[Move]:

@@ -34,6 +34,8 @@ from snsq2nats.plan.model import Plan, Resource
 from snsq2nats.plan.moves import (
     QUEUE,
     TOPIC,
+    Side,
+    Switch,
     current_view,
     plan_finish,
     plan_moves,
@@ -43,7 +45,6 @@ from snsq2nats.plan.routes import BRIDGE_QUEUE_PREFIX
 from snsq2nats.plan.rules import Cutover
 from snsq2nats.plan.states import CutoverRecord
 
-Action = Literal["consumers", "producers", "finish"]
 Status = Literal["done", "todo", "blocked"]
 
 RUNBOOK_FORMAT = 1
@@ -57,7 +58,7 @@ class Step:
     resource: str
     arn: str
     kind: Literal["queue", "topic"]
-    action: Action
+    action: Side
     to: str | None
     """consumers/producers: the side the step moves them to; finish: None."""
     command: str | None
@@ -653,7 +654,7 @@ def _is_fifo(queue: Resource) -> bool:
     return any(f.attribute == "FifoQueue" for f in queue.fidelity)
 
 
-def _fifo_caveats(queue: Resource, side: Literal["consumers", "producers"]) -> list[str]:
+def _fifo_caveats(queue: Resource, side: Switch) -> list[str]:
     if not _is_fifo(queue):
         return []
     if side == "producers":
