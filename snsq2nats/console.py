@@ -6,10 +6,11 @@ NO_COLOR and a non-TTY give plain, deterministic text; COLUMNS fixes the width.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import IO, Any
 
@@ -54,8 +55,10 @@ class Output:
     def warn(self, message: str) -> None:
         self.console.print(f"warning: {message}", markup=False, soft_wrap=True)
 
-    def data(self, text: str) -> None:
-        """Machine-readable output on stdout, never styled."""
+    def data(self, doc: str | Mapping[str, Any] | list[Any]) -> None:
+        """Machine-readable output on stdout, never styled: text as it is, JSON values (a
+        document's `to_json()`) serialised here, indented, non-ASCII kept."""
+        text = doc if isinstance(doc, str) else json.dumps(doc, indent=2, ensure_ascii=False)
         out = self._out if self._out is not None else sys.stdout
         out.write(text)
         if not text.endswith("\n"):

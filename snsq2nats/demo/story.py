@@ -240,7 +240,7 @@ def run_demo(out: Output, workdir: Path) -> dict[str, Any]:
     from snsq2nats.demo.nats_server import nats_server_version
     from snsq2nats.export.bundle import FORMATS, write_export
     from snsq2nats.export.targets import export_plan
-    from snsq2nats.files import write_atomic
+    from snsq2nats.files import document_json, write_atomic
     from snsq2nats.jetstream.spec import ServerInfo
     from snsq2nats.plan.pipeline import PlanRequest, assemble_plan, make_plan
     from snsq2nats.plan.rules import load_rules
@@ -273,7 +273,7 @@ def run_demo(out: Output, workdir: Path) -> dict[str, Any]:
         clients = make_clients(session, [DEMO_REGION], endpoint)
         with out.progress("scanning AWS", total=None) as bar:
             inventory = aws_scan.scan(clients, on_progress=bar.advance)
-        write_atomic(workdir / "inventory.json", inventory.to_json())
+        write_atomic(workdir / "inventory.json", document_json(inventory))
         out.info(scan_summary(inventory))
 
         request = PlanRequest(inventory_path=workdir / "inventory.json", mapping_paths=[rules])
@@ -294,7 +294,7 @@ def run_demo(out: Output, workdir: Path) -> dict[str, Any]:
         out.info(f"[3/7] snsq2nats plan --mapping {rules} --context auth/contexts/snsq2nats-admin")
         admin = nats.options("snsq2nats-admin")
         plan = make_plan(request, scan=lambda: inventory, nats=admin)
-        write_atomic(workdir / "plan.json", plan.to_json())
+        write_atomic(workdir / "plan.json", document_json(plan))
         write_report(workdir / "plan.md", plan)
         write_report(workdir / "plan.html", plan)
         render_plan(out, plan, verbose=False)
