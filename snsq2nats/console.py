@@ -35,7 +35,8 @@ def _make_console(file: IO[str] | None = None) -> Console:
 
 
 class Output:
-    """The single wrapper: `info` and `table` for people, `data` for scripts, `abort` to fail."""
+    """The single wrapper: `info`, `line`, `warn` and `progress` for people, `data` for
+    scripts, `error` and `unexpected` for what failed (the CLI picks the exit code)."""
 
     def __init__(self, err: IO[str] | None = None, out: IO[str] | None = None) -> None:
         self.console = _make_console(err)

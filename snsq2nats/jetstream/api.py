@@ -98,8 +98,6 @@ _HINTS: dict[int, str] = {
     ERR_NOT_ENABLED: "start nats-server with -js (or a `jetstream {}` block in its config)",
 }
 
-# STREAM.LIST and CONSUMER.LIST are issued per stream; a bounded fan-out keeps a large estate
-# fast to read without flooding the server's JetStream API queue.
 # Pedantic requests exist since 2.11; older servers reject the unknown request field.
 _PEDANTIC_SINCE = (2, 11)
 

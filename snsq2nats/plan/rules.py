@@ -29,8 +29,6 @@ def default_rules_file() -> Path:
     return PACKAGED_RULES_FILE if PACKAGED_RULES_FILE.is_file() else REPO_RULES_FILE
 
 
-DEFAULT_RULES_FILE = default_rules_file()
-
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
 _SIZE = re.compile(r"^\s*(\d+)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
