@@ -762,3 +762,41 @@ def test_contexts_carry_the_server_urls_the_user_gave(
     assert default.exit_code == 0, default.output
     ctx = json.loads((tmp_path / "d" / "contexts" / "snsq2nats-admin.json").read_text())
     assert ctx["url"] == "nats://127.0.0.1:4222"
+
+
+@pytest.mark.parametrize(
+    ("fmt", "credentials", "tls_user", "refused"),
+    [
+        ("jwt", "nkey", None, "--credentials only applies to --format config, not --format jwt"),
+        ("nsc", None, "{name}@x", "--tls-user only applies to --format config, not --format nsc"),
+        ("jwt", "tls", "{name}", "--credentials and --tls-user only apply to --format config"),
+        ("config", "password", "{name}@x", "--tls-user only applies with --credentials tls"),
+        ("config", None, "{name}@x", "--tls-user only applies with --credentials tls"),
+    ],
+)
+def test_an_option_the_format_ignores_is_refused(
+    fmt: str, credentials: str | None, tls_user: str | None, refused: str
+) -> None:
+    from snsq2nats.auth.options import check_options
+    from snsq2nats.errors import UsageError
+
+    with pytest.raises(UsageError) as caught:
+        check_options(fmt, credentials, tls_user)
+    assert refused in caught.value.what and caught.value.hint
+
+
+@pytest.mark.parametrize(
+    ("fmt", "credentials", "tls_user"),
+    [
+        ("jwt", None, None),
+        ("nsc", None, None),
+        ("config", "nkey", None),
+        ("config", "tls", "{name}"),
+    ],
+)
+def test_the_options_a_format_reads_pass(
+    fmt: str, credentials: str | None, tls_user: str | None
+) -> None:
+    from snsq2nats.auth.options import check_options
+
+    check_options(fmt, credentials, tls_user)
