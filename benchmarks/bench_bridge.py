@@ -486,6 +486,7 @@ async def make_setup(endpoint: str, nats_url: str, workdir: Path) -> Setup:
     from benchmarks.estate import apply_estate
     from snsq2nats.aws import scan as aws_scan
     from snsq2nats.aws.clients import make_clients
+    from snsq2nats.files import document_json
 
     sqs = client("sqs", endpoint)
     urls = {
@@ -499,7 +500,7 @@ async def make_setup(endpoint: str, nats_url: str, workdir: Path) -> Setup:
     if kinds != ["nats-to-sqs", "sqs-to-nats"]:
         raise RuntimeError(f"unexpected routes in the plan: {kinds}")
     plan_file = workdir / "plan.json"
-    plan_file.write_text(plan.to_json())
+    plan_file.write_bytes(document_json(plan))
     return Setup(endpoint, nats_url, plan, plan_file, urls)
 
 

@@ -109,6 +109,7 @@ async def one_run(
     endpoint: str, nats_url: str, workdir: Path, tag: str, routes: int, members: int
 ) -> float:
     """Messages per second for `routes` routes drained by `members` bridge processes."""
+    from snsq2nats.files import document_json
     from snsq2nats.jetstream.spec import ServerInfo
     from snsq2nats.plan.model import Plan, Route
 
@@ -129,8 +130,10 @@ async def one_run(
         for n, s in zip(names, streams, strict=True)
     ]
     plan = workdir / f"plan-{tag}.json"
-    plan.write_text(
-        Plan(generated_at="bench", server=ServerInfo(reachable=True), routes=plan_routes).to_json()
+    plan.write_bytes(
+        document_json(
+            Plan(generated_at="bench", server=ServerInfo(reachable=True), routes=plan_routes)
+        )
     )
     prefill(endpoint, urls, MESSAGES[routes])
     command = [sys.executable, "-m", "snsq2nats", "bridge", "--plan", str(plan)]

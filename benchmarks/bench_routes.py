@@ -329,6 +329,7 @@ async def make_estate(routes: int, endpoint: str, nats_url: str, workdir: Path) 
     """N queues on fauxqs, a plan of N sqs-to-nats routes, applied."""
     from benchmarks.estate import apply_estate
     from snsq2nats.aws.arns import parse_arn
+    from snsq2nats.files import document_json
 
     inventory = synthetic_inventory(routes, 0, 0)
     sqs = client("sqs", endpoint, 16)
@@ -360,7 +361,7 @@ async def make_estate(routes: int, endpoint: str, nats_url: str, workdir: Path) 
         raise RuntimeError(f"expected {routes} sqs-to-nats routes, got {len(plan.routes)} {kinds}")
     by_arn = {q.arn: q.url for q in inventory.queues}
     plan_file = workdir / "plan.json"
-    plan_file.write_text(plan.to_json())
+    plan_file.write_bytes(document_json(plan))
     return Estate(plan_file, {str(r.stream): by_arn[r.aws_arn] for r in plan.routes})
 
 

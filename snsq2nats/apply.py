@@ -29,7 +29,8 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from snsq2nats.errors import SnsqError
+from snsq2nats.errors import ApplyError as ApplyError
+from snsq2nats.errors import BucketMissing, SnsqError
 from snsq2nats.jetstream.api import (
     ERR_CLUSTER_UNAVAILABLE,
     ERR_NO_PEERS,
@@ -94,10 +95,6 @@ ALREADY_DONE = "already in the planned state"
 # than WRITE_TIMEOUT at 10,000 queues. The request was queued, not lost: its retry finds the
 # object made (or makes it).
 RETRY_DELAYS = (0.5, 1.0, 2.0)
-
-
-class ApplyError(SnsqError):
-    """apply refused to start (stale plan, conflict, destructive change) or stopped midway."""
 
 
 @dataclass(frozen=True)
@@ -645,15 +642,13 @@ async def record_applied_revision(
     the chunks first, then the pointer, then the chunks of the revision before the previous
     one go (a bridge may be reading the previous one right now). The pointer's KV revision,
     or None when the plan has no revision bucket (a plan without routes)."""
-    from nats.js.errors import BucketNotFoundError, NotFoundError
-
     from snsq2nats.jetstream.kv import open_kv
     from snsq2nats.plan.buckets import REVISION_WRITER
     from snsq2nats.plan.revision import POINTER_KEY, Pointer, encode, retired_chunks
 
     try:
         kv = await open_kv(nc, REVISION_WRITER)
-    except (BucketNotFoundError, NotFoundError):
+    except BucketMissing:
         return None
     # Read as the bridges read (a counted pull), not by a direct get: the same grants.
     current = (await read_bucket(nc, REVISION_WRITER, POINTER_KEY) or {}).get(POINTER_KEY)

@@ -6,10 +6,11 @@ NO_COLOR and a non-TTY give plain, deterministic text; COLUMNS fixes the width.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import IO, Any
 
@@ -34,8 +35,9 @@ def _make_console(file: IO[str] | None = None) -> Console:
 
 
 class Output:
-    """The single wrapper: `info`, `line` and `warn` for people, `data` for scripts, `error`
-    and `unexpected` for a failure's one line (the CLI's `Application.abort` ends the run)."""
+    """The single wrapper: `info`, `line`, `warn` and `progress` for people, `data` for
+    scripts, `error` and `unexpected` for a failure's one line (the CLI's `Application.abort`
+    ends the run)."""
 
     def __init__(self, err: IO[str] | None = None, out: IO[str] | None = None) -> None:
         self.console = _make_console(err)
@@ -55,8 +57,10 @@ class Output:
     def warn(self, message: str) -> None:
         self.console.print(f"warning: {message}", markup=False, soft_wrap=True)
 
-    def data(self, text: str) -> None:
-        """Machine-readable output on stdout, never styled."""
+    def data(self, doc: str | Mapping[str, Any] | list[Any]) -> None:
+        """Machine-readable output on stdout, never styled: text as it is, JSON values (a
+        document's `to_json()`) serialised here, indented, non-ASCII kept."""
+        text = doc if isinstance(doc, str) else json.dumps(doc, indent=2, ensure_ascii=False)
         out = self._out if self._out is not None else sys.stdout
         out.write(text)
         if not text.endswith("\n"):

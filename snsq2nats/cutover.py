@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from snsq2nats.errors import CutoverError
 from snsq2nats.jetstream.api import (
@@ -40,6 +40,7 @@ from snsq2nats.plan.buckets import CUTOVER_WRITER, FLEET_OBSERVER
 from snsq2nats.plan.model import Plan, Resource, Route
 from snsq2nats.plan.moves import (
     Move,
+    Side,
     aws_feeds,
     current_view,
     plan_finish,
@@ -47,7 +48,7 @@ from snsq2nats.plan.moves import (
     switches_at_finish,
 )
 from snsq2nats.plan.routes import active_routes
-from snsq2nats.plan.states import CUTOVER_BUCKET, Change, CutoverRecord, record_key
+from snsq2nats.plan.states import Change, CutoverRecord, record_key
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
@@ -65,7 +66,7 @@ POLL = 1.0
 
 @dataclass
 class CutoverRequest:
-    side: Literal["consumers", "producers", "finish"]
+    side: Side
     names: list[str]
     to: str | None = None
     dry_run: bool = False
@@ -146,15 +147,8 @@ class CutoverResult:
 
 
 async def open_state(nc: Client) -> Kv:
-    from nats.js.errors import BucketNotFoundError, NotFoundError
-
-    try:
-        return await open_kv(nc, CUTOVER_WRITER)
-    except (BucketNotFoundError, NotFoundError):
-        raise CutoverError(
-            f"the cutover state bucket {CUTOVER_BUCKET} does not exist",
-            hint="run `snsq2nats apply` with a plan made by this version (it creates the bucket)",
-        ) from None
+    """The cutover state bucket; BucketMissing when the plan was not applied."""
+    return await open_kv(nc, CUTOVER_WRITER)
 
 
 async def read_records(nc: Client) -> dict[str, CutoverRecord]:
@@ -348,25 +342,11 @@ def _heartbeats_summary(entries: Any) -> str:
 
 async def _sqs_backlog(aws: RegionClients, arn: str) -> int:
     from snsq2nats.aws.arns import parse_arn
+    from snsq2nats.aws.backlog import queue_backlog
 
     parts = parse_arn(arn)
-    url = (
-        await asyncio.to_thread(
-            aws.sqs.get_queue_url, QueueName=parts.resource, QueueOwnerAWSAccountId=parts.account
-        )
-    )["QueueUrl"]
-    attributes = (
-        await asyncio.to_thread(
-            aws.sqs.get_queue_attributes,
-            QueueUrl=url,
-            AttributeNames=[
-                "ApproximateNumberOfMessages",
-                "ApproximateNumberOfMessagesNotVisible",
-                "ApproximateNumberOfMessagesDelayed",
-            ],
-        )
-    )["Attributes"]
-    return sum(int(v) for v in attributes.values())
+    counts = await asyncio.to_thread(queue_backlog, aws.sqs, parts.resource, parts.account)
+    return counts.total
 
 
 async def _stream_backlog(nc: Client, stream: str, durable: str) -> int:

@@ -17,7 +17,15 @@ Only the CLI turns them into a one-line message and an exit code; library code r
     │                                      subscribe where the command needs to
     ├── ScanError                  AWS answered, but not in a way the scan can continue from
     ├── CutoverError               a move that cannot be made now: the plan is not applied,
-    │                              the state bucket is missing, a bridge does not confirm
+    │                              a bridge does not confirm
+    ├── BucketMissing              a KV bucket `apply` creates (cutover state, fleet, applied
+    │                              revision) is not on the server: run `snsq2nats apply`
+    ├── ApplyError                 apply refused to start (stale plan, conflict, destructive
+    │                              change) or stopped midway
+    ├── GrantsOutdated             the grants `auth` generated do not cover the plan to apply
+    ├── ExportError                the plan holds what an export target cannot express
+    ├── JetStreamApiError          the JetStream API answered with an error, or not at all
+    ├── DrainIncomplete            a stopping bridge left messages undelivered (none lost)
     └── LocalNatsError             a local nats-server (demo, tests, benchmarks) could not be
                                    found, started or made ready
 
@@ -26,6 +34,8 @@ shows the traceback only under `--debug`.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 
 class SnsqError(Exception):
@@ -91,6 +101,72 @@ class ScanError(SnsqError):
 
 class CutoverError(SnsqError):
     pass
+
+
+class BucketMissing(SnsqError):
+    """A KV bucket the plan declares is not on the server: the plan was not applied (or was
+    made by an older version that did not declare it)."""
+
+    def __init__(self, bucket: str, *, where: str | None = None) -> None:
+        super().__init__(
+            f"the KV bucket {bucket} does not exist",
+            where=where,
+            hint="run `snsq2nats apply` with a plan made by this version (it creates the bucket)",
+        )
+        self.bucket = bucket
+
+
+class ApplyError(SnsqError):
+    """apply refused to start (stale plan, conflict, destructive change) or stopped midway."""
+
+
+class ExportError(SnsqError):
+    """The plan holds something the target cannot express without changing its meaning."""
+
+
+class JetStreamApiError(SnsqError):
+    """The JetStream API answered with an error (or not at all).
+
+    `err_code` is the server's stable JetStream error code (10052, 10058, …), `code` the
+    HTTP-like status; both are None when the API did not answer.
+    """
+
+    def __init__(
+        self,
+        what: str,
+        *,
+        err_code: int | None = None,
+        code: int | None = None,
+        description: str | None = None,
+        subject: str | None = None,
+        where: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(what, where=where, hint=hint)
+        self.err_code = err_code
+        self.code = code
+        self.description = description
+        self.subject = subject
+
+
+class GrantsOutdated(SnsqError):
+    """The grants `snsq2nats auth` generated do not cover the plan about to be applied."""
+
+
+class DrainIncomplete(SnsqError):
+    """The bridge stopped before relaying everything it held (nothing is lost: SQS and NATS
+    deliver it again)."""
+
+    def __init__(self, why: str, left: Mapping[str, int]) -> None:
+        held = sum(left.values())
+        super().__init__(
+            f"stopped with {held} message(s) undelivered ({why})",
+            where=", ".join(f"{count} on {name}" for name, count in sorted(left.items())) or None,
+            hint="nothing is lost: SQS messages return to their queue after the visibility "
+            "timeout and NATS messages are redelivered after the ack wait; start the bridge "
+            "again to relay them",
+        )
+        self.left = dict(left)
 
 
 class LocalNatsError(SnsqError):

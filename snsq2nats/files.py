@@ -43,8 +43,8 @@ _CHUNK = 1 << 20
 
 
 def document_json(doc: BaseModel) -> bytes:
-    """A document's file text (`model_dump_json(indent=2)` and a newline, as the models'
-    `to_json`), as UTF-8 bytes straight from the serializer: no str copy of a 70 MB plan."""
+    """A document's file text (`model_dump_json(indent=2)` and a newline), as UTF-8 bytes
+    straight from the serializer: no str copy of a 70 MB plan."""
     return doc.__pydantic_serializer__.to_json(doc, indent=2) + b"\n"
 
 

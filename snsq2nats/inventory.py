@@ -146,8 +146,9 @@ class Inventory(Model):
     def subscriptions_of(self, topic_arn: str) -> list[Subscription]:
         return [s for s in self.subscriptions if s.topic_arn == topic_arn]
 
-    def to_json(self) -> str:
-        return self.model_dump_json(indent=2) + "\n"
+    def to_json(self) -> dict[str, Any]:
+        """JSON values, for the caller to serialise (the file's text: `files.document_json`)."""
+        return self.model_dump(mode="json")
 
     def summary(self) -> dict[str, Any]:
         protocols: dict[str, int] = {}

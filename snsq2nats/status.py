@@ -21,17 +21,15 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+from snsq2nats.aws.arns import parse_arn
+from snsq2nats.aws.backlog import queue_backlog
+from snsq2nats.aws.errors import error_code, is_missing
 from snsq2nats.bridge.fleet import FleetSnapshot, lease_age, read_fleet
 from snsq2nats.errors import SnsqError
 from snsq2nats.jetstream.operations import CONSUMER_INFO, STREAM_INFO
 from snsq2nats.plan.model import Plan, Route
 
 AWS_TO_NATS = {"sqs-to-nats", "sns-to-nats"}
-COUNT_ATTRIBUTES = [
-    "ApproximateNumberOfMessages",
-    "ApproximateNumberOfMessagesNotVisible",
-    "ApproximateNumberOfMessagesDelayed",
-]
 # Routes read at once: bounds the AWS threads, their connections and the NATS requests in flight,
 # so 10,000 routes cost time in proportion, not 10,000 sockets.
 CONCURRENCY = 32
@@ -103,11 +101,6 @@ class RouteStatus:
         return asdict(self)
 
 
-def _arn_parts(arn: str) -> tuple[str, str, str]:
-    parts = arn.split(":")
-    return parts[3], parts[4], parts[5]
-
-
 async def _in_thread(executor: Executor | None, fn: Callable[..., Any], **kwargs: Any) -> Any:
     return await asyncio.get_running_loop().run_in_executor(
         executor, functools.partial(fn, **kwargs)
@@ -125,38 +118,27 @@ async def sqs_backlog(
     """The queue's approximate counts; a queue that does not exist holds nothing.
 
     `listed`: the region's queue URLs, listed once, which saves a GetQueueUrl per queue."""
-    region, account, queue_name = _arn_parts(arn)
-    queue_name = name or queue_name
+    parts = parse_arn(arn)
+    region, account, queue_name = parts.region, parts.account, name or parts.resource
     url = listed.urls.get((region, account, queue_name)) if listed is not None else None
     if url is None and listed is not None and (region, account) in listed.accounts:
         return SqsBacklog(queue=queue_name, exists=False)  # the listing had its account
     try:
-        if url is None:
-            url = (
-                await _in_thread(
-                    executor,
-                    sqs.get_queue_url,
-                    QueueName=queue_name,
-                    QueueOwnerAWSAccountId=account,
-                )
-            )["QueueUrl"]
-        attrs = (
-            await _in_thread(
-                executor, sqs.get_queue_attributes, QueueUrl=url, AttributeNames=COUNT_ATTRIBUTES
-            )
-        )["Attributes"]
+        counts = await _in_thread(
+            executor, queue_backlog, sqs=sqs, name=queue_name, account=account, url=url
+        )
     except Exception as exc:
-        code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
-        if "NonExistentQueue" in code or "QueueDoesNotExist" in code:
+        if is_missing(exc):
             return SqsBacklog(queue=queue_name, exists=False)
         raise SnsqError(
-            f"cannot read SQS queue counts ({code or type(exc).__name__})", where=queue_name
+            f"cannot read SQS queue counts ({error_code(exc) or type(exc).__name__})",
+            where=queue_name,
         ) from None
     return SqsBacklog(
         queue=queue_name,
-        visible=int(attrs.get("ApproximateNumberOfMessages", 0)),
-        not_visible=int(attrs.get("ApproximateNumberOfMessagesNotVisible", 0)),
-        delayed=int(attrs.get("ApproximateNumberOfMessagesDelayed", 0)),
+        visible=counts.visible,
+        not_visible=counts.not_visible,
+        delayed=counts.delayed,
     )
 
 
@@ -270,7 +252,7 @@ async def route_status(
 ) -> RouteStatus:
     shared = reading if reading is not None else _Reading(_queue_durables(plan))
     streams, executor = shared.streams, shared.executor
-    region = _arn_parts(route.aws_arn)[0]
+    region = parse_arn(route.aws_arn).region
     if route.kind in AWS_TO_NATS:
         queue_name = route.bridge_queue if route.kind == "sns-to-nats" else None
         aws = await sqs_backlog(
@@ -442,7 +424,7 @@ async def collect(
             queues = _QueueUrls()
             loop = asyncio.get_running_loop()
             try:
-                for region in sorted({_arn_parts(r.aws_arn)[0] for r in routes}):
+                for region in sorted({parse_arn(r.aws_arn).region for r in routes}):
                     sqs = sqs_for(region)
                     for url in await loop.run_in_executor(pool, list_queue_urls, sqs, None):
                         queues.add(region, url)

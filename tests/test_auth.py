@@ -24,6 +24,7 @@ from snsq2nats.auth.config import Written, render_authorization, write_auth
 from snsq2nats.auth.identities import Identity, identities
 from snsq2nats.auth.jwt import nsc_script, write_jwt
 from snsq2nats.demo.nats_server import NatsServer, find_nats_server, nats_server_version
+from snsq2nats.files import document_json
 from snsq2nats.inventory import load_inventory
 from snsq2nats.jetstream.spec import ServerInfo
 from snsq2nats.plan.model import Plan
@@ -453,7 +454,7 @@ def test_cli_writes_identities_without_printing_secrets(tmp_path: Path) -> None:
 
     out = tmp_path / "auth"
     plan_path = tmp_path / "plan.json"
-    plan_path.write_text(shop_plan("2.12.0").to_json())
+    plan_path.write_bytes(document_json(shop_plan("2.12.0")))
     run = CliRunner().invoke(main, ["auth", "--plan", str(plan_path), "-o", str(out)])
     assert run.exit_code == 0, run.output
     secrets = {p.read_text().strip() for p in (out / "secrets").iterdir()}
@@ -530,7 +531,7 @@ def test_cli_jwt_and_nsc_formats(tmp_path: Path) -> None:
     from snsq2nats.cli import main
 
     plan_path = tmp_path / "plan.json"
-    plan_path.write_text(shop_plan("2.12.0").to_json())
+    plan_path.write_bytes(document_json(shop_plan("2.12.0")))
     jwt = CliRunner().invoke(
         main, ["auth", "--plan", str(plan_path), "--format", "jwt", "-o", str(tmp_path / "j")]
     )
@@ -600,7 +601,7 @@ def test_commands_run_under_the_generated_contexts(estate: Estate, tmp_path: Pat
     clean = CliRunner().invoke(main, [*plan_args, "--context", str(admin), "--detailed-exitcode"])
     assert clean.exit_code == 0, clean.output
     path = tmp_path / "plan.json"
-    path.write_text(estate.plan.to_json())
+    path.write_bytes(document_json(estate.plan))
     applied = CliRunner().invoke(
         main, ["apply", str(path), "--context", str(admin), "--auto-approve"]
     )
@@ -773,7 +774,7 @@ def test_contexts_carry_the_server_urls_the_user_gave(
     from snsq2nats.jetstream.connect import NatsOptions
 
     plan_path = tmp_path / "plan.json"
-    plan_path.write_text(shop_plan("2.12.0").to_json())
+    plan_path.write_bytes(document_json(shop_plan("2.12.0")))
     cluster = "nats://n1.shop.test:4222,nats://n2.shop.test:4222,nats://n3.shop.test:4222"
     work = tmp_path / "work"
     work.mkdir()
@@ -801,3 +802,41 @@ def test_contexts_carry_the_server_urls_the_user_gave(
     assert default.exit_code == 0, default.output
     ctx = json.loads((tmp_path / "d" / "contexts" / "snsq2nats-admin.json").read_text())
     assert ctx["url"] == "nats://127.0.0.1:4222"
+
+
+@pytest.mark.parametrize(
+    ("fmt", "credentials", "tls_user", "refused"),
+    [
+        ("jwt", "nkey", None, "--credentials only applies to --format config, not --format jwt"),
+        ("nsc", None, "{name}@x", "--tls-user only applies to --format config, not --format nsc"),
+        ("jwt", "tls", "{name}", "--credentials and --tls-user only apply to --format config"),
+        ("config", "password", "{name}@x", "--tls-user only applies with --credentials tls"),
+        ("config", None, "{name}@x", "--tls-user only applies with --credentials tls"),
+    ],
+)
+def test_an_option_the_format_ignores_is_refused(
+    fmt: str, credentials: str | None, tls_user: str | None, refused: str
+) -> None:
+    from snsq2nats.auth.options import check_options
+    from snsq2nats.errors import UsageError
+
+    with pytest.raises(UsageError) as caught:
+        check_options(fmt, credentials, tls_user)
+    assert refused in caught.value.what and caught.value.hint
+
+
+@pytest.mark.parametrize(
+    ("fmt", "credentials", "tls_user"),
+    [
+        ("jwt", None, None),
+        ("nsc", None, None),
+        ("config", "nkey", None),
+        ("config", "tls", "{name}"),
+    ],
+)
+def test_the_options_a_format_reads_pass(
+    fmt: str, credentials: str | None, tls_user: str | None
+) -> None:
+    from snsq2nats.auth.options import check_options
+
+    check_options(fmt, credentials, tls_user)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from snsq2nats.aws.arns import Arn, parse_arn
+from snsq2nats.aws.arns import Arn, arn_name, parse_arn, subscription_topic
 
 
 def test_queue_topic_and_subscription_arns() -> None:
@@ -19,3 +19,11 @@ def test_queue_topic_and_subscription_arns() -> None:
 def test_not_an_arn(text: str) -> None:
     with pytest.raises(ValueError, match="not an ARN"):
         parse_arn(text)
+
+
+def test_a_subscription_belongs_to_its_topic_and_a_name_ends_an_arn() -> None:
+    sub = "arn:aws:sns:eu-west-1:1:news:3f1c"
+    assert subscription_topic(sub) == "arn:aws:sns:eu-west-1:1:news"
+    assert arn_name("arn:aws:sqs:eu-west-1:1:orders.fifo") == "orders.fifo"
+    assert arn_name(sub) == "3f1c"
+    assert arn_name("orders") == "orders", "an endpoint that is no ARN is read, not refused"

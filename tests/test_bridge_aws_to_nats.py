@@ -31,6 +31,7 @@ from snsq2nats.bridge.runtime import RUNNERS, run_bridge
 from snsq2nats.bridge.session import aws_connections
 from snsq2nats.bridge.sns_to_nats import cleanup_sns_to_nats
 from snsq2nats.demo.nats_server import NatsCluster, NatsServer
+from snsq2nats.files import document_json
 from snsq2nats.jetstream.api import create_stream
 from snsq2nats.jetstream.connect import NatsOptions, connect_nats
 from snsq2nats.jetstream.spec import ServerInfo
@@ -601,7 +602,7 @@ async def process_setup(
     await add_stream(server.url, f"sqs_{name}", [f"sqs.{name}"])
     await add_fleet_bucket(server.url)
     plan = tmp_path / "plan.json"
-    plan.write_text(plan_with([sqs_route(aws, name, f"sqs_{name}", f"sqs.{name}")]).to_json())
+    plan.write_bytes(document_json(plan_with([sqs_route(aws, name, f"sqs_{name}", f"sqs.{name}")])))
     return url, plan, send(aws, url, N)
 
 

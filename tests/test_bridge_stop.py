@@ -32,6 +32,7 @@ import pytest
 from snsq2nats.bridge.codec import AWS_MESSAGE_ID_HEADER
 from snsq2nats.bridge.fleet import preferred, read_fleet
 from snsq2nats.demo.nats_server import NatsServer
+from snsq2nats.files import document_json
 from snsq2nats.jetstream.api import create_stream
 from snsq2nats.jetstream.connect import NatsOptions, connect_nats
 from snsq2nats.jetstream.spec import NS, ServerInfo, StreamSpec
@@ -96,7 +97,7 @@ async def make_streams(url: str, names: list[str]) -> None:
 
 def write_plan(path: Path, routes: list[Route]) -> Path:
     plan = Plan(generated_at="now", server=ServerInfo(reachable=True), routes=routes)
-    path.write_text(plan.to_json())
+    path.write_bytes(document_json(plan))
     return path
 
 

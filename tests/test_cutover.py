@@ -22,7 +22,8 @@ from snsq2nats.aws.clients import RegionClients
 from snsq2nats.cli import main
 from snsq2nats.cutover import CutoverRequest, history, open_state, run_cutover
 from snsq2nats.demo.nats_server import NatsServer
-from snsq2nats.errors import CutoverError, UsageError
+from snsq2nats.errors import BucketMissing, CutoverError, UsageError
+from snsq2nats.files import document_json
 from snsq2nats.jetstream.api import api
 from snsq2nats.jetstream.connect import NatsOptions, connect_nats
 from snsq2nats.plan.model import Plan
@@ -56,7 +57,7 @@ async def planned(aws: AwsEndpoint, server: NatsServer, tmp_path: Path, *, apply
         aws_scan.scan, make_clients(aws.session(), [aws.region], aws.url)
     )
     path = tmp_path / "inventory.json"
-    path.write_text(inventory.to_json())
+    path.write_bytes(document_json(inventory))
     plan = await asyncio.to_thread(
         make_plan,
         PlanRequest(inventory_path=path),
@@ -100,7 +101,7 @@ async def test_bad_input_says_what_where_and_what_to_do(
     plan = await planned(aws, nats_server, tmp_path, apply=False)
 
     # Nothing applied yet: no state bucket.
-    with pytest.raises(CutoverError) as missing:
+    with pytest.raises(BucketMissing) as missing:
         await cutover(nats_server, aws, plan, "consumers", ["billing"], "nats")
     assert "snsq2nats_cutover does not exist" in missing.value.what
     assert "snsq2nats apply" in (missing.value.hint or "")
@@ -145,7 +146,7 @@ async def test_dry_run_records_nothing_and_a_move_is_history(
     seed(aws)
     plan = await planned(aws, nats_server, tmp_path, apply=True)
     plan_path = tmp_path / "plan.json"
-    plan_path.write_text(plan.to_json())
+    plan_path.write_bytes(document_json(plan))
     runner = CliRunner()
 
     def cli(*args: str) -> Any:
@@ -522,7 +523,7 @@ async def test_no_bridge_means_pending_and_wait_waits_on_a_move_already_made(
     urls = seed(aws)
     plan = await planned(aws, nats_server, tmp_path, apply=True)
     plan_path = tmp_path / "plan.json"
-    plan_path.write_text(plan.to_json())
+    plan_path.write_bytes(document_json(plan))
     runner = CliRunner()
 
     def cli(*args: str) -> Any:

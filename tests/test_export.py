@@ -25,6 +25,7 @@ from snsq2nats.cli import main
 from snsq2nats.export import nack, terraform
 from snsq2nats.export.bundle import Export, ExportError, owner
 from snsq2nats.export.targets import export_plan
+from snsq2nats.files import document_json
 from snsq2nats.inventory import load_inventory
 from snsq2nats.jetstream.api import api
 from snsq2nats.jetstream.spec import (
@@ -578,7 +579,7 @@ def test_terraform_refuses_a_duration_that_is_not_whole_seconds(tmp_path: Path) 
     # natscli and NACK carry nanoseconds exactly: the same plan exports there.
     assert files(export_plan(plan, "nack"))
     path = tmp_path / "plan.json"
-    path.write_text(plan.to_json())
+    path.write_bytes(document_json(plan))
     out = tmp_path / "tf"
     run = CliRunner().invoke(
         main, ["export", "--format", "terraform", "--plan", str(path), "-o", str(out)]
@@ -658,7 +659,7 @@ def test_bridge_owned_objects_are_named_and_can_be_left_out(fmt: str) -> None:
 
 def test_cli_writes_an_export_and_reports_it(tmp_path: Path) -> None:
     plan_path = tmp_path / "plan.json"
-    plan_path.write_text(shop_plan().to_json())
+    plan_path.write_bytes(document_json(shop_plan()))
     out = tmp_path / "nack"
     run = CliRunner().invoke(
         main,

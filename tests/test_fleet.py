@@ -18,7 +18,7 @@ from snsq2nats.bridge.context import BridgeContext
 from snsq2nats.bridge.fleet import Fleet, Lease, open_bucket, preferred, route_key
 from snsq2nats.bridge.runtime import RouteSet, run_bridge
 from snsq2nats.demo.nats_server import NatsServer
-from snsq2nats.errors import NatsConnectError
+from snsq2nats.errors import BucketMissing
 from snsq2nats.jetstream.api import create_stream
 from snsq2nats.jetstream.connect import NatsOptions, connect_nats
 from snsq2nats.jetstream.spec import ServerInfo
@@ -157,7 +157,7 @@ def test_rendezvous_moves_only_what_must_move() -> None:
 async def test_a_missing_bucket_names_apply(nats_server: NatsServer) -> None:
     nc = await connect_nats(NatsOptions(servers=[nats_server.url]))
     try:
-        with pytest.raises(NatsConnectError) as caught:
+        with pytest.raises(BucketMissing) as caught:
             await open_bucket(nc)
     finally:
         await nc.close()

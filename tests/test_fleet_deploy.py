@@ -20,6 +20,7 @@ import yaml
 from snsq2nats.bridge.fleet import preferred, read_fleet
 from snsq2nats.cli import main
 from snsq2nats.demo.nats_server import NatsServer
+from snsq2nats.files import document_json
 from snsq2nats.jetstream.api import create_stream
 from snsq2nats.jetstream.connect import NatsOptions, connect_nats
 from snsq2nats.jetstream.spec import ServerInfo, StreamSpec
@@ -155,8 +156,8 @@ async def estate(aws: AwsEndpoint, server: NatsServer, tmp_path: Path, queues: i
     finally:
         await nc.close()
     plan = tmp_path / "plan.json"
-    plan.write_text(
-        Plan(generated_at="now", server=ServerInfo(reachable=True), routes=routes).to_json()
+    plan.write_bytes(
+        document_json(Plan(generated_at="now", server=ServerInfo(reachable=True), routes=routes))
     )
     return plan
 

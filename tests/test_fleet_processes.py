@@ -25,6 +25,7 @@ import pytest
 from snsq2nats.bridge.codec import AWS_MESSAGE_ID_HEADER
 from snsq2nats.bridge.fleet import Lease, open_bucket, preferred, read_fleet, route_key
 from snsq2nats.demo.nats_server import NatsServer
+from snsq2nats.files import document_json
 from snsq2nats.jetstream.api import create_consumer, create_stream
 from snsq2nats.jetstream.connect import NatsOptions, connect_nats
 from snsq2nats.jetstream.spec import NS, ConsumerSpec, ServerInfo, StreamSpec
@@ -162,8 +163,8 @@ async def test_kill_9_member_routes_taken_over_and_sqs_to_nats_exactly_once(
         await create_stream(nc, spec, pedantic=False)
     await create_stream(nc, fleet_bucket_spec(), pedantic=False)
     plan = tmp_path / "plan.json"
-    plan.write_text(
-        Plan(generated_at="now", server=ServerInfo(reachable=True), routes=routes).to_json()
+    plan.write_bytes(
+        document_json(Plan(generated_at="now", server=ServerInfo(reachable=True), routes=routes))
     )
     sender = Sender(aws, urls)
     procs = [start_member(plan, nats_server.url) for _ in range(2)]
@@ -252,8 +253,8 @@ async def test_kill_9_member_nats_to_sqs_loses_nothing(
         await create_consumer(nc, consumer, pedantic=False)
     await create_stream(nc, fleet_bucket_spec(), pedantic=False)
     plan = tmp_path / "plan.json"
-    plan.write_text(
-        Plan(generated_at="now", server=ServerInfo(reachable=True), routes=routes).to_json()
+    plan.write_bytes(
+        document_json(Plan(generated_at="now", server=ServerInfo(reachable=True), routes=routes))
     )
     published: dict[str, set[str]] = {q: set() for q in QUEUES}
     stop = asyncio.Event()

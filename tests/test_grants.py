@@ -25,6 +25,7 @@ from snsq2nats.bridge.runtime import run_bridge
 from snsq2nats.cutover import wait_for_bridges
 from snsq2nats.demo.nats_server import NatsServer
 from snsq2nats.errors import CutoverError
+from snsq2nats.files import document_json
 from snsq2nats.inventory import load_inventory
 from snsq2nats.jetstream.api import create_stream
 from snsq2nats.jetstream.connect import NatsOptions, connect_nats
@@ -221,10 +222,10 @@ def test_cli_apply_refuses_a_plan_the_recorded_grants_do_not_cover(tmp_path: Pat
     from snsq2nats.cli import main
 
     before, after = tmp_path / "plan1.json", tmp_path / "plan2.json"
-    before.write_text(shop_plan().to_json())
+    before.write_bytes(document_json(shop_plan()))
     inventory = load_inventory(SHOP)
     fewer = [q for q in inventory.queues if q.name != "orders-billing"]
-    after.write_text(shop_plan(inventory.model_copy(update={"queues": fewer})).to_json())
+    after.write_bytes(document_json(shop_plan(inventory.model_copy(update={"queues": fewer}))))
     grants = tmp_path / "auth"
     made = CliRunner().invoke(main, ["auth", "--plan", str(after), "-o", str(grants)])
     assert made.exit_code == 0, made.output

@@ -474,3 +474,17 @@ async def test_cluster_replicas_round_trip(nats_cluster: NatsCluster) -> None:
         assert pending(diff(explicit, live)) == []
     finally:
         await nc.close()
+
+
+async def test_every_missing_bucket_is_one_error_naming_it_and_apply(nc: Any) -> None:
+    from snsq2nats.errors import BucketMissing
+    from snsq2nats.jetstream.kv import open_kv
+    from snsq2nats.plan.buckets import BUCKET_USES
+
+    for use in BUCKET_USES:
+        with pytest.raises(BucketMissing) as missing:
+            await open_kv(nc, use, "nats://here")
+        error = missing.value
+        assert error.bucket == use.bucket and use.bucket in error.what
+        assert error.where == "nats://here"
+        assert "snsq2nats apply" in (error.hint or "")

@@ -1,4 +1,4 @@
-"""The nats-py internals `snsq2nats.bridge.wire` relies on, checked against the installed
+"""The nats-py internals `snsq2nats.jetstream.wire` relies on, checked against the installed
 nats-py, so an upgrade that changes one fails here, by name, rather than somewhere in a relay.
 And the public-API fallback (a client without those internals) still relays correctly."""
 
@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import importlib.metadata
 import inspect
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,8 +16,8 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import MsgAlreadyAckdError
 
-from snsq2nats.bridge import wire
 from snsq2nats.bridge.replies import Replies, check_pub_ack
+from snsq2nats.jetstream import wire
 from tests.fixtures.bridge import PublicApiOnly
 from tests.fixtures.wait import until
 
@@ -24,7 +26,7 @@ NATS_PY = importlib.metadata.version("nats-py")
 
 def broken(what: str) -> str:
     return (
-        f"nats-py {NATS_PY}: {what}. snsq2nats.bridge.wire relies on it; adapt wire.py to this "
+        f"nats-py {NATS_PY}: {what}. snsq2nats.jetstream.wire relies on it; adapt wire.py to this "
         "nats-py or keep nats-py at a version that has it"
     )
 
@@ -109,10 +111,34 @@ async def test_publish_fallback_relays_every_message_once(nc: Any, js: Any) -> N
 
 
 async def test_server_info_attribute_holds_the_servers_info(nc: Any) -> None:
-    """`snsq2nats.jetstream.state.server_info` reads nats-py's private `_server_info` (the only
-    place a server's cluster name is known without a system-account request)."""
-    info = getattr(nc, "_server_info", None)
-    assert isinstance(info, dict), broken("Client._server_info is no longer the INFO dict")
+    """`wire.server_info` reads nats-py's private INFO (the only place a server's cluster name
+    is known without a system-account request)."""
+    info = getattr(nc, wire.SERVER_INFO, None)
+    assert isinstance(info, dict), broken(f"Client.{wire.SERVER_INFO} is no longer the INFO dict")
     assert info.get("version") and "server_id" in info, broken(
-        f"Client._server_info lacks the INFO fields (has {sorted(info)})"
+        f"Client.{wire.SERVER_INFO} lacks the INFO fields (has {sorted(info)})"
     )
+    assert wire.server_info(nc) == info and wire.server_info(nc) is not info
+
+
+async def test_without_the_info_the_version_comes_from_the_public_api(nc: Any) -> None:
+    class InfoGone:
+        connected_server_version = nc.connected_server_version
+
+    assert wire.server_info(InfoGone()) == {"version": nc._server_info["version"].split("-")[0]}
+    assert wire.server_info(Client()) == {}, "a client that is not connected knows no version"
+
+
+def test_no_module_but_wire_touches_the_private_names() -> None:
+    """The fence: a private nats-py name written anywhere else in the package fails here."""
+    package = Path(wire.__file__).parent.parent
+    names = [*wire.CLIENT_INTERNALS, "_flush_queue", wire.MSG_ACKED_FLAG, wire.SERVER_INFO]
+    names.append("_server_version")
+    used = {
+        f"{path.relative_to(package)}: {name}"
+        for path in package.rglob("*.py")
+        if path != Path(wire.__file__)
+        for name in names
+        if re.search(rf"\b{name}\b", path.read_text(encoding="utf-8"))
+    }
+    assert used == set()

@@ -3,7 +3,6 @@ partition change on a live queue, where a group goes (`subject --durable`), and 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ from click.testing import CliRunner
 from snsq2nats.cli import main
 from snsq2nats.errors import MappingError
 from snsq2nats.export.targets import export_plan
+from snsq2nats.files import document_json
 from snsq2nats.inventory import Inventory
 from snsq2nats.jetstream.spec import LiveState, LiveStream, ServerInfo
 from snsq2nats.jetstream.subjects import partition_of
@@ -152,7 +152,7 @@ def test_worker_durables_name_the_groups_partition(tmp_path: Path) -> None:
 
 def test_subject_cli_prints_the_subject_and_the_durable(tmp_path: Path) -> None:
     plan_path = tmp_path / "plan.json"
-    plan_path.write_text(offline_plan(tmp_path, 4).to_json())
+    plan_path.write_bytes(document_json(offline_plan(tmp_path, 4)))
     runner = CliRunner()
     subject = runner.invoke(
         main, ["subject", "jobs.fifo", "--attr", "MessageGroupId=a", "--plan", str(plan_path)]
@@ -184,7 +184,7 @@ def test_plan_json_carries_the_partition_consumers_and_route_partitions(tmp_path
         {"overrides": [{"match": "jobs.fifo", "partitions": 2, "cutover": {"producers": "nats"}}]},
     )
     plan = assemble_plan(inventory(), load_rules([path]), None, server=ServerInfo(reachable=False))
-    doc = json.loads(plan.to_json())
+    doc = plan.to_json()
     (queue,) = [r for r in doc["resources"] if r["kind"] == "sqs-queue"]
     assert queue["consumer"] == "jobs-p0"
     assert queue["partition_consumers"] == ["jobs-p0", "jobs-p1"]
@@ -192,7 +192,7 @@ def test_plan_json_carries_the_partition_consumers_and_route_partitions(tmp_path
     assert route["partitions"] == 2
     (stream,) = [s for s in doc["streams"] if s["name"] == "sqsfifo_jobs"]
     assert stream["subject_transform"]["dest"] == "sqsfifo.jobs.{{partition(2,1)}}.{{wildcard(1)}}"
-    again = Plan.model_validate_json(plan.to_json())
+    again = Plan.model_validate_json(document_json(plan))
     assert again.routes[0].durables == ["jobs-p0", "jobs-p1"]
 
 

@@ -219,6 +219,39 @@ def test_invalid_yaml_names_the_line(tmp_path: Path) -> None:
     assert f"{path}: line " in line
 
 
+@pytest.mark.parametrize(
+    ("text", "key", "first", "again"),
+    [
+        ("defaults:\n  replicas: 3\n  storage: file\n  replicas: 1\n", "replicas", 2, 4),
+        ("naming: {}\ndefaults: {}\nnaming: {}\n", "naming", 1, 3),
+        (
+            "overrides:\n  - match: orders\n    cutover: {consumers: nats, consumers: aws}\n",
+            "consumers",
+            3,
+            3,
+        ),
+    ],
+)
+def test_a_key_written_twice_is_refused_with_file_line_and_key(
+    tmp_path: Path, text: str, key: str, first: int, again: int
+) -> None:
+    path = write(tmp_path, text)
+    line = error([path])
+    assert f"key '{key}' is written twice in one mapping (first on line {first})" in line
+    assert f"(at {path}: line {again})" in line
+
+
+def test_the_same_key_in_different_mappings_and_merges_are_kept(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "overrides:\n"
+        "  - &billing {match: orders-billing, cutover: {consumers: nats}}\n"
+        "  - {<<: *billing, match: orders-shipping}\n",
+    )
+    rules = load_rules([path])
+    assert [o.match for o in rules.overrides] == ["orders-billing", "orders-shipping"]
+
+
 def test_tab_indented_yaml_names_the_line(tmp_path: Path) -> None:
     path = write(tmp_path, "defaults:\n\treplicas: 3\n")
     line = error([path])

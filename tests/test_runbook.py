@@ -17,6 +17,7 @@ from click.testing import CliRunner
 
 from snsq2nats.cli import main
 from snsq2nats.demo.nats_server import NatsServer
+from snsq2nats.files import document_json
 from snsq2nats.inventory import Inventory, Queue, RedrivePolicy, Subscription, Topic
 from snsq2nats.jetstream.spec import ServerInfo
 from snsq2nats.plan.model import Plan
@@ -463,7 +464,7 @@ def test_runbook_command_shows_a_recorded_move_done(
     nats_server: NatsServer, tmp_path: Path
 ) -> None:
     inventory, plan_path = tmp_path / "inventory.json", tmp_path / "plan.json"
-    inventory.write_text(estate().to_json())
+    inventory.write_bytes(document_json(estate()))
     url = nats_server.url
     cli("plan", "--inventory", inventory, "-s", url, "-o", plan_path)
     cli("apply", plan_path, "-s", url, "--auto-approve")
@@ -493,7 +494,7 @@ def test_runbook_command_shows_a_recorded_move_done(
 
 def test_runbook_without_a_server_says_the_marks_need_one(tmp_path: Path) -> None:
     inventory = tmp_path / "inventory.json"
-    inventory.write_text(estate().to_json())
+    inventory.write_bytes(document_json(estate()))
     result = CliRunner().invoke(
         main, ["runbook", "--inventory", str(inventory), "-s", "nats://127.0.0.1:1", "--json"]
     )

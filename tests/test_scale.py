@@ -18,6 +18,7 @@ from click.testing import CliRunner
 from snsq2nats.apply import apply_plan
 from snsq2nats.cli import main
 from snsq2nats.console import Output
+from snsq2nats.files import document_json
 from snsq2nats.inventory import Inventory, Queue, Subscription, Topic
 from snsq2nats.jetstream.connect import NatsOptions, connect_nats
 from snsq2nats.jetstream.spec import ServerInfo
@@ -127,7 +128,7 @@ def applied_estate(nats_server: Any, tmp_path: Path) -> tuple[Path, str, Plan]:
     """Twenty queues, three topics fanning out to them, applied to a real server."""
     plan = _plan(_inventory(queues=20, topics=3, subscriptions=20))
     plan_file = tmp_path / "plan.json"
-    plan_file.write_text(plan.to_json())
+    plan_file.write_bytes(document_json(plan))
 
     async def apply() -> None:
         nc = await connect_nats(NatsOptions(servers=[nats_server.url]), name="pytest apply")
@@ -220,12 +221,13 @@ def test_status_table_lists_what_is_not_drained_first_and_counts_the_rest() -> N
 
 
 def test_files_are_written_as_the_models_render_them(tmp_path: Path) -> None:
-    from snsq2nats.files import document_json, write_atomic
+    from snsq2nats.files import write_atomic
 
     inventory = _inventory(queues=3, topics=1, subscriptions=3)
     plan = _plan(inventory)
-    for doc, text in ((plan, plan.to_json()), (inventory, inventory.to_json())):
-        assert document_json(doc) == text.encode()
+    for doc in (plan, inventory):
+        assert document_json(doc) == (doc.model_dump_json(indent=2) + "\n").encode()
+        assert json.loads(document_json(doc)) == doc.to_json()
     target = tmp_path / "plan.json"
     write_atomic(target, "é" * 3_000_000)  # more than one chunk, a character on a boundary
     assert target.read_text(encoding="utf-8") == "é" * 3_000_000

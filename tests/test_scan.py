@@ -15,6 +15,7 @@ from snsq2nats.aws.clients import make_clients
 from snsq2nats.cli import main
 from snsq2nats.demo.estate import seed_shop
 from snsq2nats.errors import InventoryFileError
+from snsq2nats.files import document_json
 from snsq2nats.inventory import Inventory, load_inventory
 from tests.fixtures.aws import AwsEndpoint
 
@@ -79,7 +80,7 @@ def test_scan_reads_every_queue_topic_and_subscription(aws: AwsEndpoint, shop: A
 
 
 def test_secrets_in_endpoints_are_redacted(aws: AwsEndpoint, shop: Any) -> None:
-    text = run_scan(aws).to_json()
+    text = document_json(run_scan(aws)).decode()
     assert "s3cr3t" not in text
     assert "https://hooks.example.com/orders?token=%2A%2A%2A" in text
 
@@ -189,7 +190,7 @@ def test_several_regions_in_one_scan(aws: AwsEndpoint) -> None:
 def test_inventory_round_trips_through_json(aws: AwsEndpoint, shop: Any, tmp_path: Path) -> None:
     inv = run_scan(aws)
     path = tmp_path / "inventory.json"
-    path.write_text(inv.to_json())
+    path.write_bytes(document_json(inv))
     assert load_inventory(path) == inv
 
 

@@ -19,6 +19,7 @@ from click.testing import CliRunner
 
 from snsq2nats.cli import main
 from snsq2nats.demo.nats_server import NatsServer
+from snsq2nats.files import document_json
 from snsq2nats.jetstream.api import api, create_consumer, create_stream, pedantic_supported
 from snsq2nats.jetstream.connect import NatsOptions, connect_nats
 from snsq2nats.plan.model import Plan
@@ -61,7 +62,7 @@ def inventory_file(moto_server: str, tmp_path_factory: pytest.TempPathFactory) -
         }
     )
     path = tmp_path_factory.mktemp("verify") / "inventory.json"
-    path.write_text(inventory.to_json(), encoding="utf-8")
+    path.write_bytes(document_json(inventory))
     return path
 
 
@@ -299,7 +300,7 @@ def _cli(*args: str) -> Any:
 def test_cli_table_json_and_exit_code(applied: tuple[str, Plan], tmp_path: Path) -> None:
     url, plan = applied
     plan_file = tmp_path / "plan.json"
-    plan_file.write_text(plan.to_json(), encoding="utf-8")
+    plan_file.write_bytes(document_json(plan))
 
     ok = _cli("--plan", str(plan_file), "-s", url, "--timeout", "3")
     assert ok.exit_code == 0, ok.output

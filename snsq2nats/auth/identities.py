@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from snsq2nats.aws.arns import parse_arn
 from snsq2nats.jetstream.operations import (
     ACCOUNT_INFO,
     API,
@@ -203,17 +204,17 @@ def principal_name(principal: str) -> str:
         return "aws-owner-account"
     if principal.isdigit():
         return f"aws-account-{principal}"
-    parts = principal.split(":")
-    if len(parts) >= 6:
-        resource = parts[5]
-        if resource == "root":
-            return f"aws-account-{parts[4]}"
-        kind, _, rest = resource.partition("/")
-        if kind == "assumed-role":
-            rest = rest.split("/")[0]
-            kind = "role"
-        return f"aws-{kind}-{rest.rsplit('/', 1)[-1]}"
-    return f"aws-{principal}"
+    try:
+        arn = parse_arn(principal)
+    except ValueError:
+        return f"aws-{principal}"
+    if arn.resource == "root":
+        return f"aws-account-{arn.account}"
+    kind, _, rest = arn.resource.partition("/")
+    if kind == "assumed-role":
+        rest = rest.split("/")[0]
+        kind = "role"
+    return f"aws-{kind}-{rest.rsplit('/', 1)[-1]}"
 
 
 def _each(durables: list[str], grant: Callable[[str], list[str]]) -> list[str]:

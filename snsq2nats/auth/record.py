@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from snsq2nats.auth.identities import Identity
+from snsq2nats.errors import GrantsOutdated as GrantsOutdated
 from snsq2nats.errors import SnsqError, UsageError
 
 RECORD = "grants.json"
@@ -146,10 +147,6 @@ def regenerate_command(record: GrantsRecord, plan_args: list[str]) -> str:
     names (`--plan FILE`, or the planning options)."""
     words = ["snsq2nats", "auth", *plan_args, "-o", str(record.directory), *record.options]
     return shlex.join(words)
-
-
-class GrantsOutdated(SnsqError):
-    pass
 
 
 def outdated_error(record: GrantsRecord, found: list[Gap], plan_args: list[str]) -> GrantsOutdated:

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from snsq2nats.aws.arns import parse_arn
+from snsq2nats.aws.arns import arn_name, parse_arn
 from snsq2nats.aws.clients import DEFAULT_CONCURRENCY, RegionClients
 from snsq2nats.aws.errors import BAD_CREDENTIALS_CODES, DENIED_CODES, MISSING_CODES, error_code
 from snsq2nats.errors import AwsConnectError, ScanError
@@ -234,7 +234,7 @@ def _list_topic_arns(sns: SNSClient, prefix: str | None) -> list[str]:
     for page in sns.get_paginator("list_topics").paginate():
         for topic in page.get("Topics", []):
             arn = topic["TopicArn"]
-            if not prefix or _arn_name(arn).startswith(prefix):
+            if not prefix or arn_name(arn).startswith(prefix):
                 arns.append(arn)
     return arns
 
@@ -482,10 +482,6 @@ def _split_arn(arn: str) -> tuple[str, str, str, str, str, str]:
     except ValueError:
         raise ScanError(f"unexpected ARN shape {arn!r}") from None
     return "arn", parts.partition, parts.service, parts.region, parts.account, parts.resource
-
-
-def _arn_name(arn: str) -> str:
-    return arn.rsplit(":", 1)[-1]
 
 
 def _queue_arn_from_url(url: str, region: str) -> str:

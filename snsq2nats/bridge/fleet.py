@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from snsq2nats.bridge.context import backoff
-from snsq2nats.errors import NatsConnectError, PermissionDeniedError
+from snsq2nats.errors import BucketMissing, PermissionDeniedError
 from snsq2nats.jetstream.kv import Kv, open_kv
 from snsq2nats.jetstream.operations import BucketUse
 from snsq2nats.jetstream.permissions import denials_of, refused
@@ -175,22 +175,9 @@ class View:
     loaded: bool = False
 
 
-class BucketMissing(NatsConnectError):
-    pass
-
-
 async def open_bucket(nc: Client, where: str = "", use: BucketUse = FLEET_MEMBER) -> Kv:
-    """The fleet's KV bucket, or a clear error saying to run `apply`."""
-    from nats.js.errors import BucketNotFoundError, NotFoundError
-
-    try:
-        return await open_kv(nc, use)
-    except (BucketNotFoundError, NotFoundError):
-        raise BucketMissing(
-            f"the bridge fleet's KV bucket {FLEET_BUCKET} does not exist",
-            where=where,
-            hint="run `snsq2nats apply` with this plan (it creates the bucket) before bridging",
-        ) from None
+    """The fleet's KV bucket; BucketMissing (saying to run `apply`) when it does not exist."""
+    return await open_kv(nc, use, where or None)
 
 
 class Fleet:

@@ -39,7 +39,7 @@ from snsq2nats.plan.revision import (
     digest_of,
 )
 from snsq2nats.plan.routes import active_routes
-from snsq2nats.plan.states import CUTOVER_BUCKET, RESOURCE_PREFIX, CutoverRecord
+from snsq2nats.plan.states import RESOURCE_PREFIX, CutoverRecord
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
@@ -204,29 +204,12 @@ class CutoverFollower:
 
     async def start(self, where: str = "") -> list[Route]:
         """Read the recorded state and the applied revision; the routes to run from the start."""
-        from nats.js.errors import BucketNotFoundError, NotFoundError
-
         from snsq2nats.jetstream.state import read_bucket
 
-        try:
-            kv = await open_kv(self.nc, CUTOVER_FOLLOWER)
-        except (BucketNotFoundError, NotFoundError):
-            raise NatsConnectError(
-                f"the cutover state bucket {CUTOVER_BUCKET} does not exist",
-                where=where,
-                hint="run `snsq2nats apply` with this plan (it creates the bucket) before bridging",
-            ) from None
+        kv = await open_kv(self.nc, CUTOVER_FOLLOWER, where or None)
         # Watch first, then read: a change made in between is in the watch, never lost.
         self._watcher = await kv.watch(RESOURCE_PREFIX + ">", ignore_deletes=True)
-        try:
-            revisions = await open_kv(self.nc, REVISION_FOLLOWER)
-        except (BucketNotFoundError, NotFoundError):
-            raise NatsConnectError(
-                f"the applied revision bucket {REVISION_BUCKET} does not exist",
-                where=where,
-                hint="run `snsq2nats apply PLAN_FILE` with a plan made by this version (it "
-                "creates the bucket and records the plan the bridges run)",
-            ) from None
+        revisions = await open_kv(self.nc, REVISION_FOLLOWER, where or None)
         self._revisions = await revisions.watch(POINTER_KEY, ignore_deletes=True)
         applied = await read_applied(self.nc)
         if applied is not None and applied.revision > self.plan_revision:

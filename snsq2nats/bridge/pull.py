@@ -17,10 +17,10 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from snsq2nats.bridge import wire
 from snsq2nats.bridge.context import BridgeContext, RouteMetrics, backoff
 from snsq2nats.bridge.replies import Replies
 from snsq2nats.errors import NatsConnectError, SnsqError
+from snsq2nats.jetstream import wire
 from snsq2nats.jetstream.api import (
     ERR_CONSUMER_NOT_FOUND,
     ERR_STREAM_NOT_FOUND,

@@ -25,7 +25,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from snsq2nats.bridge import wire
+from snsq2nats.jetstream import wire
 
 if TYPE_CHECKING:
     from nats.aio.client import Client

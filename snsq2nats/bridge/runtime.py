@@ -46,7 +46,7 @@ from snsq2nats.bridge.nats_to_sns import run_nats_to_sns
 from snsq2nats.bridge.nats_to_sqs import run_nats_to_sqs
 from snsq2nats.bridge.sns_to_nats import run_sns_to_nats
 from snsq2nats.bridge.sqs_to_nats import run_sqs_to_nats
-from snsq2nats.errors import SnsqError
+from snsq2nats.errors import DrainIncomplete as DrainIncomplete
 from snsq2nats.plan.model import Route
 
 log = logging.getLogger(__name__)
@@ -68,21 +68,6 @@ NATS_TO_AWS = ("nats-to-sqs", "nats-to-sns")
 # of that it waits for NATS once NATS is unreachable.
 DRAIN_TIMEOUT = 60.0
 NATS_GRACE = 5.0
-
-
-class DrainIncomplete(SnsqError):
-    """The bridge stopped before relaying everything it held (nothing is lost: see above)."""
-
-    def __init__(self, why: str, left: Mapping[str, int]) -> None:
-        held = sum(left.values())
-        super().__init__(
-            f"stopped with {held} message(s) undelivered ({why})",
-            where=", ".join(f"{count} on {name}" for name, count in sorted(left.items())) or None,
-            hint="nothing is lost: SQS messages return to their queue after the visibility "
-            "timeout and NATS messages are redelivered after the ack wait; start the bridge "
-            "again to relay them",
-        )
-        self.left = dict(left)
 
 
 def route_direction(kind: str) -> str:

@@ -27,14 +27,12 @@ from snsq2nats.cli.plans import plan_for
 @click.option(
     "--credentials",
     type=click.Choice(["password", "nkey", "tls"]),
-    default="password",
-    show_default=True,
+    show_default="password",
     help="bcrypt passwords, nkeys, or certificate-mapped users (mutual TLS, verify_and_map).",
 )
 @click.option(
     "--tls-user",
-    default="{name}",
-    show_default=True,
+    show_default="{name}",
     metavar="TEMPLATE",
     help="With --credentials tls: the certificate email or DN each identity maps to.",
 )
@@ -64,8 +62,8 @@ def auth(
     plan_path: Path | None,
     inputs: PlanInputs,
     fmt: Literal["config", "jwt", "nsc"],
-    credentials: Literal["password", "nkey", "tls"],
-    tls_user: str,
+    credentials: Literal["password", "nkey", "tls"] | None,
+    tls_user: str | None,
     url: str | None,
     out_dir: Path,
     as_json: bool,
@@ -74,14 +72,22 @@ def auth(
     import json
 
     from snsq2nats.auth.identities import identities
+    from snsq2nats.auth.options import DEFAULT_CREDENTIALS, DEFAULT_TLS_USER, check_options
     from snsq2nats.auth.output import context_url, write_identities
     from snsq2nats.jetstream.connect import DEFAULT_NATS_URL
+
+    check_options(fmt, credentials, tls_user)
 
     url = context_url(url, DEFAULT_NATS_URL)
     plan = plan_for(app, plan_path, inputs)
     generated = identities(plan)
     written = write_identities(
-        generated, out_dir, fmt=fmt, credentials=credentials, tls_user=tls_user, url=url
+        generated,
+        out_dir,
+        fmt=fmt,
+        credentials=credentials or DEFAULT_CREDENTIALS,
+        tls_user=tls_user or DEFAULT_TLS_USER,
+        url=url,
     )
     if as_json:
         app.out.data(json.dumps({"identities": [i.to_dict() for i in generated]}, indent=2))

@@ -289,7 +289,7 @@ def runbook(
 async def _runbook_records(nats: NatsOptions) -> tuple[dict[str, Any] | None, str | None]:
     """The live cutover records, or None and why when no server or bucket can give them."""
     from snsq2nats.cutover import open_state, read_records
-    from snsq2nats.errors import ConnectError, CutoverError
+    from snsq2nats.errors import BucketMissing, ConnectError, CutoverError
 
     connected = False
 
@@ -308,5 +308,5 @@ async def _runbook_records(nats: NatsOptions) -> tuple[dict[str, Any] | None, st
             f"no NATS server reachable ({err.what}): progress marks need one, so they show "
             "only the plan's own cutover state"
         )
-    except CutoverError as err:
+    except (CutoverError, BucketMissing) as err:
         return None, f"{err.what}: progress marks show only the plan's own cutover state"

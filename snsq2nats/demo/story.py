@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from snsq2nats.aws.arns import arn_name
 from snsq2nats.console import Output
 from snsq2nats.errors import UsageError
 
@@ -239,7 +240,7 @@ def run_demo(out: Output, workdir: Path) -> dict[str, Any]:
     from snsq2nats.demo.nats_server import nats_server_version
     from snsq2nats.export.bundle import FORMATS, write_export
     from snsq2nats.export.targets import export_plan
-    from snsq2nats.files import write_atomic
+    from snsq2nats.files import document_json, write_atomic
     from snsq2nats.jetstream.spec import ServerInfo
     from snsq2nats.plan.pipeline import PlanRequest, assemble_plan, make_plan
     from snsq2nats.plan.rules import load_rules
@@ -272,7 +273,7 @@ def run_demo(out: Output, workdir: Path) -> dict[str, Any]:
         clients = make_clients(session, [DEMO_REGION], endpoint)
         with out.progress("scanning AWS", total=None) as bar:
             inventory = aws_scan.scan(clients, on_progress=bar.advance)
-        write_atomic(workdir / "inventory.json", inventory.to_json())
+        write_atomic(workdir / "inventory.json", document_json(inventory))
         out.info(scan_summary(inventory))
 
         request = PlanRequest(inventory_path=workdir / "inventory.json", mapping_paths=[rules])
@@ -293,7 +294,7 @@ def run_demo(out: Output, workdir: Path) -> dict[str, Any]:
         out.info(f"[3/7] snsq2nats plan --mapping {rules} --context auth/contexts/snsq2nats-admin")
         admin = nats.options("snsq2nats-admin")
         plan = make_plan(request, scan=lambda: inventory, nats=admin)
-        write_atomic(workdir / "plan.json", plan.to_json())
+        write_atomic(workdir / "plan.json", document_json(plan))
         write_report(workdir / "plan.md", plan)
         write_report(workdir / "plan.html", plan)
         render_plan(out, plan, verbose=False)
@@ -464,7 +465,7 @@ async def _wait_for_bridge(sns: Any, topic: str, names: list[str], bridge: Any) 
         subs = (await asyncio.to_thread(sns.list_subscriptions_by_topic, TopicArn=topic))[
             "Subscriptions"
         ]
-        endpoints = {s["Endpoint"].rsplit(":", 1)[-1] for s in subs}
+        endpoints = {arn_name(s["Endpoint"]) for s in subs}
         if all(name in endpoints for name in names):
             return
         await asyncio.sleep(0.1)

@@ -18,7 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from snsq2nats.errors import NatsConnectError, PermissionDeniedError, SnsqError
+from snsq2nats.errors import JetStreamApiError as JetStreamApiError
+from snsq2nats.errors import NatsConnectError, PermissionDeniedError
 from snsq2nats.jetstream.operations import (
     API,
     CONSUMER_CREATE,
@@ -97,35 +98,8 @@ _HINTS: dict[int, str] = {
     ERR_NOT_ENABLED: "start nats-server with -js (or a `jetstream {}` block in its config)",
 }
 
-# STREAM.LIST and CONSUMER.LIST are issued per stream; a bounded fan-out keeps a large estate
-# fast to read without flooding the server's JetStream API queue.
 # Pedantic requests exist since 2.11; older servers reject the unknown request field.
 _PEDANTIC_SINCE = (2, 11)
-
-
-class JetStreamApiError(SnsqError):
-    """The JetStream API answered with an error (or not at all).
-
-    `err_code` is the server's stable JetStream error code (10052, 10058, …), `code` the
-    HTTP-like status; both are None when the API did not answer.
-    """
-
-    def __init__(
-        self,
-        what: str,
-        *,
-        err_code: int | None = None,
-        code: int | None = None,
-        description: str | None = None,
-        subject: str | None = None,
-        where: str | None = None,
-        hint: str | None = None,
-    ) -> None:
-        super().__init__(what, where=where, hint=hint)
-        self.err_code = err_code
-        self.code = code
-        self.description = description
-        self.subject = subject
 
 
 # --- the raw API ----------------------------------------------------------------------------

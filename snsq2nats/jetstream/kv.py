@@ -15,7 +15,7 @@ import asyncio
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from snsq2nats.errors import PermissionDeniedError
+from snsq2nats.errors import BucketMissing, PermissionDeniedError
 from snsq2nats.jetstream.operations import BucketUse, KvOp
 from snsq2nats.jetstream.permissions import denials_of, refused
 
@@ -94,8 +94,13 @@ class Kv:
         return await self._refusable(self._kv.history(key))
 
 
-async def open_kv(nc: Any, use: BucketUse) -> Kv:
-    """The bucket as `use` declares it; raises nats-py's BucketNotFoundError/NotFoundError
-    when it does not exist (callers say which command creates it)."""
+async def open_kv(nc: Any, use: BucketUse, where: str | None = None) -> Kv:
+    """The bucket as `use` declares it; BucketMissing (saying to run `apply`) when it does not
+    exist. `where`: the server or route to name in that error."""
+    from nats.js.errors import BucketNotFoundError, NotFoundError
+
     use.require(KvOp.OPEN)
-    return Kv(await nc.jetstream().key_value(use.bucket), use, nc)
+    try:
+        return Kv(await nc.jetstream().key_value(use.bucket), use, nc)
+    except (BucketNotFoundError, NotFoundError):
+        raise BucketMissing(use.bucket, where=where) from None

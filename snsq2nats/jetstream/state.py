@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from snsq2nats.jetstream import wire
 from snsq2nats.jetstream.api import ERR_STREAM_NOT_FOUND, JetStreamApiError, api
 from snsq2nats.jetstream.operations import (
     CONSUMER_DELETE,
@@ -36,14 +37,8 @@ async def stream_names(nc: Any, *, timeout: float = 5.0) -> set[str]:
 
 def server_info(nc: Any) -> ServerInfo:
     """What we know about the server the connection landed on, with no secrets in the URL."""
-    # nats-py keeps the server's INFO only in a private attribute; it is the one place the
-    # cluster name is available without a system-account request.
-    info: dict[str, Any] = dict(getattr(nc, "_server_info", None) or {})
+    info = wire.server_info(nc)
     version = info.get("version")
-    if not version:
-        sv = getattr(nc, "connected_server_version", None)
-        raw = getattr(sv, "_server_version", None)
-        version = raw if isinstance(raw, str) and raw else None
     url: str | None = None
     parsed = getattr(nc, "connected_url", None)
     if parsed is not None and getattr(parsed, "hostname", None):

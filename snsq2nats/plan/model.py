@@ -182,8 +182,9 @@ class Plan(Model):
             counts[change.action] += 1
         return counts
 
-    def to_json(self) -> str:
-        return self.model_dump_json(indent=2) + "\n"
+    def to_json(self) -> dict[str, Any]:
+        """JSON values, for the caller to serialise (the file's text: `files.document_json`)."""
+        return self.model_dump(mode="json")
 
 
 def load_plan(path: Path) -> Plan:

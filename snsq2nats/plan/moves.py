@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+from snsq2nats.aws.arns import subscription_topic
 from snsq2nats.errors import UsageError
 from snsq2nats.plan.model import Plan, Resource, Route
 from snsq2nats.plan.routes import CutoverView, active_routes
@@ -22,7 +23,10 @@ from snsq2nats.plan.rules import Cutover
 from snsq2nats.plan.states import CutoverRecord, view_of
 from snsq2nats.plan.topics import FANOUT_UNTIL_FINISHED
 
-Side = Literal["consumers", "producers", "finish"]
+Switch = Literal["consumers", "producers"]
+"""The half of an application a move switches between AWS and NATS."""
+Side = Literal[Switch, "finish"]
+"""What a cutover command acts on: a half to switch, or `finish` (retire the bridge's paths)."""
 QUEUE, TOPIC = "sqs-queue", "sns-topic"
 
 
@@ -105,7 +109,7 @@ def resolve(
 def plan_moves(
     plan: Plan,
     records: Mapping[str, CutoverRecord],
-    side: Literal["consumers", "producers"],
+    side: Switch,
     names: list[str],
     to: str,
 ) -> list[Move]:
@@ -257,7 +261,7 @@ def _subscriptions_into(plan: Plan, queue: Resource) -> list[Resource]:
 
 
 def _topic_of(plan: Plan, subscription: Resource) -> Resource | None:
-    arn = subscription.source_arn.rsplit(":", 1)[0]
+    arn = subscription_topic(subscription.source_arn)
     return next((r for r in plan.resources if r.source_arn == arn and r.kind == TOPIC), None)
 
 

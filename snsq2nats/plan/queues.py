@@ -515,11 +515,11 @@ def _redrive(queue: Queue, dlq_unmapped: str | None) -> tuple[int, list[Fidelity
     )
     return max_deliver, [
         max_receive,
-        _dead_letter_target(queue.redrive_policy.dead_letter_target_arn, dlq_unmapped),
+        _dead_letter_target(queue, queue.redrive_policy.dead_letter_target_arn, dlq_unmapped),
     ]
 
 
-def _dead_letter_target(dlq_arn: str, unmapped: str | None) -> Fidelity:
+def _dead_letter_target(queue: Queue, dlq_arn: str, unmapped: str | None) -> Fidelity:
     if unmapped is not None:
         # No stream to move to: the DLQ is not emulated, whatever the bridge does.
         return entry(
@@ -538,7 +538,7 @@ def _dead_letter_target(dlq_arn: str, unmapped: str | None) -> Fidelity:
         "JetStream has no dead-letter queue: the bridge's DLQ mover moves a message to the "
         "dead-letter queue's stream on the MAX_DELIVERIES advisory, with headers naming where "
         "it came from",
-        target="bridge dlq-mover",
+        target=f"bridge route dlq:{queue.name}",
     )
 
 

@@ -29,8 +29,6 @@ def default_rules_file() -> Path:
     return PACKAGED_RULES_FILE if PACKAGED_RULES_FILE.is_file() else REPO_RULES_FILE
 
 
-DEFAULT_RULES_FILE = default_rules_file()
-
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
 _SIZE = re.compile(r"^\s*(\d+)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
@@ -275,12 +273,45 @@ def _raise(path: str, section: str, model: type[BaseModel], exc: ValidationError
     )
 
 
+class _DuplicateKey(yaml.constructor.ConstructorError):
+    def __init__(self, key: object, first: int, again: yaml.Mark) -> None:
+        super().__init__(problem=f"duplicate key {key!r}", problem_mark=again)
+        self.key, self.first, self.line = key, first, again.line + 1
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """`safe_load`, except that a key written twice in one mapping is an error: YAML keeps
+    the last value silently, so a rule written twice would lose its first half unseen."""
+
+    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[object, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue  # `<<: *base` merges another mapping: not a key of this one
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    if key in seen:
+                        raise _DuplicateKey(key, seen[key], key_node.start_mark)
+                    seen[key] = key_node.start_mark.line + 1
+                except TypeError:
+                    continue  # an unhashable key: the base class says why it is refused
+        return super().construct_mapping(node, deep=deep)  # type: ignore[arg-type]
+
+
 def _read(path: Path) -> RulesFile:
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        # A SafeLoader: plain data only, as safe_load.
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
     except FileNotFoundError:
         raise MappingError(
             "mapping file not found", where=str(path), hint="check the --mapping path"
+        ) from None
+    except _DuplicateKey as exc:
+        raise MappingError(
+            f"key {exc.key!r} is written twice in one mapping (first on line {exc.first})",
+            where=f"{path}: line {exc.line}",
+            hint="YAML would keep only the last one: remove or merge the duplicate",
         ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)

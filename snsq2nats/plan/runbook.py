@@ -28,11 +28,14 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
+from snsq2nats.aws.arns import subscription_topic
 from snsq2nats.errors import UsageError
 from snsq2nats.plan.model import Plan, Resource
 from snsq2nats.plan.moves import (
     QUEUE,
     TOPIC,
+    Side,
+    Switch,
     current_view,
     plan_finish,
     plan_moves,
@@ -42,7 +45,6 @@ from snsq2nats.plan.routes import BRIDGE_QUEUE_PREFIX
 from snsq2nats.plan.rules import Cutover
 from snsq2nats.plan.states import CutoverRecord
 
-Action = Literal["consumers", "producers", "finish"]
 Status = Literal["done", "todo", "blocked"]
 
 RUNBOOK_FORMAT = 1
@@ -56,7 +58,7 @@ class Step:
     resource: str
     arn: str
     kind: Literal["queue", "topic"]
-    action: Action
+    action: Side
     to: str | None
     """consumers/producers: the side the step moves them to; finish: None."""
     command: str | None
@@ -156,7 +158,7 @@ class _Estate:
         for sub in plan.resources:
             if sub.kind != "sns-subscription" or sub.stream not in by_stream:
                 continue
-            topic_arn = sub.source_arn.rsplit(":", 1)[0]
+            topic_arn = subscription_topic(sub.source_arn)
             queue_arn = by_stream[sub.stream]
             if topic_arn in topics and queue_arn not in topic_queues[topic_arn]:
                 topic_queues[topic_arn].append(queue_arn)
@@ -652,7 +654,7 @@ def _is_fifo(queue: Resource) -> bool:
     return any(f.attribute == "FifoQueue" for f in queue.fidelity)
 
 
-def _fifo_caveats(queue: Resource, side: Literal["consumers", "producers"]) -> list[str]:
+def _fifo_caveats(queue: Resource, side: Switch) -> list[str]:
     if not _is_fifo(queue):
         return []
     if side == "producers":

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping
 
+from snsq2nats.aws.arns import arn_name
 from snsq2nats.inventory import Inventory, Subscription
 from snsq2nats.jetstream.spec import ConsumerSpec, StreamSpec
 from snsq2nats.plan.buckets import bucket_specs
@@ -148,7 +149,7 @@ def _wire(
         topic = topics.get(sub.topic_arn)
         if topic is None:
             continue  # topic excluded or not scanned: reported by the scan
-        if sub.protocol == "sqs" and _bridge_owned(sub.endpoint.rsplit(":", 1)[-1]):
+        if sub.protocol == "sqs" and _bridge_owned(arn_name(sub.endpoint)):
             continue  # the bridge's subscription: its sns-to-nats route, not a subscriber
         excluded = rules.resolve(sub.arn, sub.arn).exclude
         target = queues.get(sub.endpoint) if sub.protocol == "sqs" else None

@@ -11,6 +11,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from snsq2nats.aws.arns import parse_arn
 from snsq2nats.jetstream.spec import NS
 from snsq2nats.plan.model import Route
 
@@ -91,16 +92,13 @@ def format_value(field: str, value: Any) -> str:
     return json.dumps(value, sort_keys=True, ensure_ascii=False)
 
 
-def _arn_parts(arn: str) -> list[str]:
-    return arn.split(":", 5)
-
-
 def short_arn(arn: str) -> str:
     """`sqs:us-east-1:orders` for a 100-column terminal; the full ARN is in the files."""
-    parts = _arn_parts(arn)
-    if len(parts) != 6 or parts[0] != "arn":
+    try:
+        parts = parse_arn(arn)
+    except ValueError:
         return arn
-    return f"{parts[2]}:{parts[3]}:{parts[5]}"
+    return f"{parts.service}:{parts.region}:{parts.resource}"
 
 
 def _nats_end(route: Route, *, with_consumer: bool) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import html
 from dataclasses import dataclass
 
+from snsq2nats.aws.arns import subscription_topic
 from snsq2nats.plan.model import Plan, Resource
 
 MAX_ROWS = 150
@@ -116,7 +117,7 @@ def estate_svg(plan: Plan) -> str:
     subs = [r for r in plan.resources if r.kind == "sns-subscription"]
     by_topic: dict[str, list[Resource]] = {}
     for sub in subs:
-        by_topic.setdefault(sub.source_arn.rsplit(":", 1)[0], []).append(sub)
+        by_topic.setdefault(subscription_topic(sub.source_arn), []).append(sub)
 
     boxes: list[_Box] = []
     edges: list[str] = []

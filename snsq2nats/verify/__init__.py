@@ -22,6 +22,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from snsq2nats.aws.arns import subscription_topic
 from snsq2nats.bridge.codec import CANARY_HEADER
 from snsq2nats.errors import SnsqError
 from snsq2nats.plan.model import Plan, Resource
@@ -77,8 +78,7 @@ def _topic_waves(
     of_topic: dict[str, list[Resource]] = {}
     for r in plan.resources:
         if r.kind == "sns-subscription":
-            # A subscription ARN is its topic ARN plus `:<id>`.
-            of_topic.setdefault(r.source_arn.rsplit(":", 1)[0], []).append(r)
+            of_topic.setdefault(subscription_topic(r.source_arn), []).append(r)
     waves: list[list[int]] = []
     used: list[set[str]] = []
     for i, topic in enumerate(topics):

@@ -10,6 +10,7 @@ import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from snsq2nats.aws.arns import subscription_topic
 from snsq2nats.jetstream.spec import StreamSpec
 from snsq2nats.jetstream.subjects import subject_matches
 from snsq2nats.plan.model import Plan, Resource
@@ -38,11 +39,10 @@ class _Target:
 
 
 def _subscriptions(plan: Plan, topic: Resource) -> list[Resource]:
-    # A subscription ARN is its topic ARN plus `:<id>`.
     return [
         r
         for r in plan.resources
-        if r.kind == "sns-subscription" and r.source_arn.rsplit(":", 1)[0] == topic.source_arn
+        if r.kind == "sns-subscription" and subscription_topic(r.source_arn) == topic.source_arn
     ]
 
 
