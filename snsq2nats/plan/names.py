@@ -45,8 +45,21 @@ def partition_subject(subject_base: str, partition: int) -> str:
 
 
 def topic_pattern(subject: str, promoted: Sequence[str]) -> str:
-    """The subjects a topic's messages are published on: one `*` per promoted attribute."""
+    """The subjects the plan tells producers to publish on: one `*` per promoted attribute."""
     return ".".join([subject, *("*" for _ in promoted)])
+
+
+def topic_subjects(subject: str) -> list[str]:
+    """Every subject a topic's messages may be published on, whatever attributes are promoted
+    to tokens: the bare subject and any tokens after it.
+
+    Headers decide routing, tokens only repeat them for subscribers that select by subject. So
+    a re-plan that promotes another attribute changes the subject `snsq2nats subject` prints,
+    never what the topic stream takes or what its readers (sources, filter routers, the SNS
+    relay) select: producers still on the previous scheme keep working, and nothing already
+    published falls outside a reader's filter when apply updates it.
+    """
+    return [subject, f"{subject}.>"]
 
 
 def base_name(aws_name: str) -> tuple[str, bool]:

@@ -35,7 +35,7 @@ from typing import Literal
 from snsq2nats.jetstream.spec import NS, ConsumerSpec, StreamSpec
 from snsq2nats.plan.metadata import EVERY, for_route
 from snsq2nats.plan.model import Route
-from snsq2nats.plan.names import topic_pattern
+from snsq2nats.plan.names import topic_subjects
 from snsq2nats.plan.rules import Cutover, Defaults
 
 RELAY_PREFIX = "aws."
@@ -107,12 +107,14 @@ class TopicInfo:
     """Attributes a filter policy of the topic compares as numbers (`Route.number_attributes`)."""
 
     @property
-    def nats_pattern(self) -> str:
-        return topic_pattern(self.subject, self.promoted)
+    def nats_subjects(self) -> list[str]:
+        """The topic's NATS-origin space (`names.topic_subjects`)."""
+        return topic_subjects(self.subject)
 
     @property
-    def relay_pattern(self) -> str:
-        return RELAY_PREFIX + self.nats_pattern
+    def relay_subjects(self) -> list[str]:
+        """The `aws.` space: what the bridge relayed from SNS."""
+        return [RELAY_PREFIX + s for s in self.nats_subjects]
 
 
 @dataclass(frozen=True)
@@ -363,7 +365,7 @@ def _topic_routes(
             consumer=TO_SNS_CONSUMER,
             subject=topic.subject,
             subject_tokens=list(topic.promoted),
-            relay_subjects=[topic.nats_pattern],
+            relay_subjects=topic.nats_subjects,
             fifo=topic.fifo,
             number_attributes=list(topic.number_attributes),
         )
@@ -397,7 +399,7 @@ def _topic_routes(
             filter_policy=sub.filter_policy,
             filter_policy_scope=sub.filter_policy_scope,
             subject_tokens=list(topic.promoted),
-            relay_subjects=[topic.nats_pattern],
+            relay_subjects=topic.nats_subjects,
             raw_delivery=sub.raw_delivery,
             fifo=queue.fifo,
             at_finish=topic.fanout != "sources",
@@ -426,7 +428,7 @@ def _topic_routes(
             stream=topic.stream,
             subject=relay_subject(topic.subject),
             subject_tokens=list(topic.promoted),
-            relay_subjects=[topic.relay_pattern],
+            relay_subjects=topic.relay_subjects,
             fifo=topic.fifo,
             bridge_queue=bridge_queue_name(topic.name, topic.fifo),
         )

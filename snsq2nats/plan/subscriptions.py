@@ -128,7 +128,7 @@ def _into_queue(
     fidelity = [*pending, policy.verdict, *_delivery(sub)]
     # An emulated filter is carried by the filter router (routes.py), never a stream source.
     feeds_queue = delivers and not policy.emulated
-    filters = policy.subjects or [topic.pattern]
+    filters = policy.subjects or topic.subjects
     return Wiring(
         topic_arn=sub.topic_arn,
         info=SubscriptionInfo(

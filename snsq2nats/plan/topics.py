@@ -20,7 +20,7 @@ from snsq2nats.plan.context import Context
 from snsq2nats.plan.fidelity import encryption, entry, resource_policy, tags
 from snsq2nats.plan.metadata import for_source
 from snsq2nats.plan.model import Fidelity, Resource
-from snsq2nats.plan.names import topic_pattern
+from snsq2nats.plan.names import topic_pattern, topic_subjects
 from snsq2nats.plan.routes import RELAY_PREFIX, Fanout, SubscriptionInfo, TopicInfo
 from snsq2nats.plan.rules import Cutover, Override
 
@@ -44,8 +44,13 @@ class TopicNames:
 
     @property
     def pattern(self) -> str:
-        """The subjects NATS producers publish to: one `*` per promoted attribute."""
+        """The subjects NATS producers are told to publish to: one `*` per promoted attribute."""
         return topic_pattern(self.subject, self.promoted)
+
+    @property
+    def subjects(self) -> list[str]:
+        """What the topic stream takes and its readers select (`names.topic_subjects`)."""
+        return topic_subjects(self.subject)
 
     @property
     def template(self) -> str:
@@ -149,7 +154,11 @@ def topic_stream(names: TopicNames, ctx: Context) -> StreamSpec:
         description=topic.display_name or f"SNS topic {topic.name}",
         # The `aws.` twin holds what the bridge relays from SNS: visible to topic-level
         # consumers, never selected by queue sources (those queues got it through SQS).
-        subjects=[names.pattern, RELAY_PREFIX + names.pattern, *(override.subjects or [])],
+        subjects=[
+            *names.subjects,
+            *(RELAY_PREFIX + s for s in names.subjects),
+            *(override.subjects or []),
+        ],
         retention="limits",
         storage=override.storage or defaults.storage,
         num_replicas=override.replicas or defaults.replicas,

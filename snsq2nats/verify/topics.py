@@ -14,7 +14,7 @@ from snsq2nats.aws.arns import subscription_topic
 from snsq2nats.jetstream.spec import StreamSpec
 from snsq2nats.jetstream.subjects import subject_matches
 from snsq2nats.plan.model import Plan, Resource
-from snsq2nats.plan.names import topic_pattern
+from snsq2nats.plan.names import topic_pattern, topic_subjects
 from snsq2nats.verify.canary import (
     Canary,
     CanaryRun,
@@ -54,7 +54,7 @@ def _emulated(plan: Plan, sub: Resource) -> bool:
 
 
 def _source_filters(
-    specs: dict[str, StreamSpec], queue_stream: str, topic_stream: str, all_subjects: str
+    specs: dict[str, StreamSpec], queue_stream: str, topic_stream: str, everything: list[str]
 ) -> list[str]:
     """The subjects the plan lets flow from the topic stream into the queue stream.
 
@@ -70,7 +70,7 @@ def _source_filters(
         if source.subject_transforms:
             filters.extend(t.src for t in source.subject_transforms)
         else:
-            filters.append(source.filter_subject or all_subjects)
+            filters.extend([source.filter_subject] if source.filter_subject else everything)
     return filters
 
 
@@ -96,6 +96,7 @@ async def check_topic(
     parts = template.split(".")
     prefix = ".".join(parts[: len(parts) - len(topic.subject_tokens)])
     all_subjects = topic_pattern(prefix, topic.subject_tokens)
+    everything = topic_subjects(prefix)
 
     results: list[CheckResult] = []
     targets: list[_Target] = []
@@ -116,7 +117,7 @@ async def check_topic(
                 )
             )
         else:
-            filters = _source_filters(run.specs, sub.stream, topic.stream, all_subjects)
+            filters = _source_filters(run.specs, sub.stream, topic.stream, everything)
             targets.append(_Target(sub, sub.stream, sub.consumer, filters))
     # Every queue stream fed from this topic (emulated ones via the bridge too) could hold
     # a stray canary afterwards; the sweep looks there.
@@ -130,7 +131,7 @@ async def check_topic(
     # differs from it in one attribute value, so filters are checked in both directions.
     subjects: list[str] = []
     for target in targets:
-        if target.filters and target.filters != [all_subjects]:
+        if target.filters and sorted(target.filters) != sorted(everything):
             subjects.append(canary_subject(target.filters[0]))
             miss = near_miss(target.filters[0], len(parts) - len(topic.subject_tokens))
             if miss is not None:

@@ -10,7 +10,7 @@ resource "jetstream_consumer" "sns_orders__snsq2nats-to-sns" {
   max_delivery = -1
   max_ack_pending = 1000
   replicas = 0
-  filter_subject = "sns.orders.*.*"
+  filter_subjects = ["sns.orders", "sns.orders.>"]
   metadata = {
     "snsq2nats.route" = "to-sns:orders"
     "snsq2nats.for" = "arn:aws:sns:us-east-1:123456789012:orders"

@@ -3,7 +3,7 @@
 resource "jetstream_stream" "sns_orders" {
   name = "sns_orders"
   description = "Orders"
-  subjects = ["sns.orders.*.*", "aws.sns.orders.*.*"]
+  subjects = ["sns.orders", "sns.orders.>", "aws.sns.orders", "aws.sns.orders.>"]
   retention = "limits"
   storage = "file"
   replicas = 1
