@@ -617,6 +617,43 @@ async def test_no_bridge_means_pending_and_wait_waits_on_a_move_already_made(
     assert "fetch(" not in standard.output
 
 
+async def test_without_a_plan_file_the_migration_commands_work_from_the_applied_plan(
+    aws: AwsEndpoint, nats_server: NatsServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The runbook's step commands name no plan file: `cutover`, `cutover history`, `status`
+    and `runbook` then work from the revision `apply` recorded (what the bridges run), never
+    a plan made afresh from AWS, which may have changed since (and takes minutes to scan on a
+    large estate). AWS here answers nothing: a scan would fail."""
+    seed(aws)
+    plan = await planned(aws, nats_server, tmp_path, apply=True)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    monkeypatch.delenv("SNSQ2NATS_ENDPOINT_URL", raising=False)
+    runner = CliRunner()
+
+    def cli(*args: str) -> Any:
+        return runner.invoke(main, [*args, "-s", nats_server.url])
+
+    moved = await asyncio.to_thread(
+        cli, "cutover", "producers", "orders", "--to", "nats", "--record-only"
+    )
+    assert moved.exit_code == 0, moved.output
+    assert "working from the applied plan (revision" in moved.output
+    history_run = await asyncio.to_thread(cli, "cutover", "history", "orders", "--json")
+    assert history_run.exit_code == 0, history_run.output
+    assert [r["state"]["producers"] for r in json.loads(history_run.stdout)] == ["nats"]
+    book = await asyncio.to_thread(cli, "runbook", "--json")
+    assert book.exit_code == 0, book.output
+    steps = [s for g in json.loads(book.stdout)["groups"] for s in g["steps"]]
+    done = [(s["resource"], s["action"]) for s in steps if s["status"] == "done"]
+    assert ("orders", "producers") in done
+    # status reads both sides' backlogs: AWS answers again.
+    monkeypatch.setenv("AWS_ENDPOINT_URL", aws.url)
+    status = await asyncio.to_thread(cli, "status", "--json")
+    assert "working from the applied plan" in status.output
+    reported = {r["route"] for r in json.loads(status.stdout)["routes"]}
+    assert reported and reported <= {r.name for r in plan.candidate_routes}
+
+
 async def _hold(msg: Any) -> None:
     """Keep a message delivered and unacknowledged (`+WPI` before each ack_wait runs out)."""
     while True:

@@ -17,7 +17,7 @@ from snsq2nats.cli.options import (
     plan_file_option,
     plan_options,
 )
-from snsq2nats.cli.plans import plan_for
+from snsq2nats.cli.plans import applied_plan_for
 from snsq2nats.errors import UsageError
 
 if TYPE_CHECKING:
@@ -241,7 +241,7 @@ def status(
     from snsq2nats.report.cutover import cutover_state_table
     from snsq2nats.report.status import status_line, status_table
 
-    plan = plan_for(app, plan_path, inputs)
+    plan = applied_plan_for(app, plan_path, inputs, nats)
     candidates = plan.candidate_routes or plan.routes
     routes = select_routes(candidates, "both", route_globs)
     if not routes:

@@ -18,7 +18,7 @@ from snsq2nats.cli.options import (
     plan_file_option,
     plan_options,
 )
-from snsq2nats.cli.plans import plan_for
+from snsq2nats.cli.plans import applied_plan_for
 
 if TYPE_CHECKING:
     from snsq2nats.jetstream.connect import NatsOptions
@@ -172,7 +172,7 @@ def cutover_history(
     from snsq2nats.plan.moves import resolve
     from snsq2nats.report.cutover import history_table
 
-    plan = plan_for(app, plan_path, inputs)
+    plan = applied_plan_for(app, plan_path, inputs, nats)
     (resource,) = resolve(plan, [name])
 
     async def read(nc: Any) -> list[Any]:
@@ -205,7 +205,7 @@ def _cutover(
     from snsq2nats.errors import CutoverError
     from snsq2nats.report.cutover import cutover_report
 
-    plan = plan_for(app, move.plan_path, inputs)
+    plan = applied_plan_for(app, move.plan_path, inputs, nats)
     words = ["cutover", side, *names] + ([f"--to {to}"] if to else [])
     request = CutoverRequest(
         side=side,
@@ -272,7 +272,7 @@ def runbook(
     from snsq2nats.plan.runbook import make_runbook
     from snsq2nats.report.runbook import runbook_markdown, runbook_table, summary_line
 
-    plan = plan_for(app, plan_path, inputs)
+    plan = applied_plan_for(app, plan_path, inputs, nats, required=False)
     records, note = asyncio.run(_runbook_records(nats.options))
     book = make_runbook(plan, records, notes=[note] if note else None)
     if output is not None:

@@ -59,3 +59,39 @@ def plan_for(
     if plan_path is not None:
         return load_plan(plan_path)
     return build_plan(app, inputs, nats, prune=False, offline=not live)
+
+
+def applied_plan_for(
+    app: Application,
+    plan_path: Path | None,
+    inputs: PlanInputs,
+    nats: NatsInputs,
+    *,
+    required: bool = True,
+) -> Plan:
+    """The plan a command about the running migration works from (cutover, status, runbook):
+    a saved plan file; else, when nothing to plan from is given (`--inventory`, `--mapping`,
+    …), the revision `apply` recorded in NATS — what the bridges run — so a step acts on what
+    is applied without scanning AWS again; else (none recorded) one made now.
+
+    `required=False`: a server that cannot be reached is no error here (the runbook works
+    without one); the plan is made now instead.
+    """
+    from snsq2nats.bridge.follow import read_applied
+    from snsq2nats.errors import ConnectError
+
+    if plan_path is not None or inputs.given_flags():
+        return plan_for(app, plan_path, inputs)
+    try:
+        applied = app.run_nats(nats.options, "snsq2nats", read_applied)
+    except ConnectError:
+        if required:
+            raise
+        applied = None
+    if applied is None:
+        return plan_for(app, plan_path, inputs)
+    app.out.line(
+        f"working from the applied plan (revision {applied.revision}, generated "
+        f"{applied.pointer.generated_at}); --plan FILE or planning options choose another"
+    )
+    return applied.plan
