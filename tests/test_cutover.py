@@ -590,7 +590,9 @@ async def test_no_bridge_means_pending_and_wait_waits_on_a_move_already_made(
             asyncio.to_thread(cli, "cutover", "producers", "jobs.fifo", "--to", "nats", "--wait")
         )
         await until(
-            lambda: _stream_has(nats_server.url, "sqsfifo_jobs"), what="the first relayed", timeout=60
+            lambda: _stream_has(nats_server.url, "sqsfifo_jobs"),
+            what="the first relayed",
+            timeout=60,
         )
         assert not moving.done(), moving.result().output
         processed = await _work(nats_server.url, "sqsfifo_jobs", "jobs", 3)
