@@ -473,6 +473,7 @@ async def test_sns_topic_through_the_bridge_owned_queue(
     assert not any("snsq2nats-bridge-orders" in u for u in names)
 
 
+@pytest.mark.slow
 async def test_slow_publish_extends_visibility(aws: AwsEndpoint, nats_server: NatsServer) -> None:
     """A paused nats-server (SIGSTOP) makes every publish slow for real; with a 6 s visibility
     and NATS silent for longer than that, no message may be received twice. (6 s, not less: the
@@ -939,6 +940,7 @@ def test_grafana_dashboard_queries_only_metrics_the_bridge_exports() -> None:
     assert {"snsq2nats_bridge_lag", "snsq2nats_bridge_latency_seconds_bucket"} <= used
 
 
+@pytest.mark.slow
 async def test_an_idle_queue_holds_one_long_poll_and_a_busy_one_scales_up(
     aws: AwsEndpoint, nats_server: NatsServer
 ) -> None:
@@ -967,6 +969,7 @@ async def test_an_idle_queue_holds_one_long_poll_and_a_busy_one_scales_up(
     await assert_exactly_once(nats_server.url, "sqs_adaptive", sent, bridge.recorder.deleted)
 
 
+@pytest.mark.slow
 async def test_many_idle_routes_hold_a_long_poll_each_and_no_thread(
     aws: AwsEndpoint, nats_server: NatsServer
 ) -> None:

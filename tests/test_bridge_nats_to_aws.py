@@ -589,6 +589,7 @@ async def test_survives_nats_server_restart(
     assert got == [f"r-{i:02d}" for i in range(40)]
 
 
+@pytest.mark.slow
 async def test_idle_long_polls_never_hold_up_sends(nc: Any, js: Any, aws: AwsEndpoint) -> None:
     """More idle queues long-polling (one poll each) than asyncio's default pool has threads on
     any machine (32 at most): the nats-to-sqs relay in the same bridge sends everything while
