@@ -446,6 +446,7 @@ async def test_certificate_mapped_users_over_mutual_tls(tmp_path: Path) -> None:
             await producer.close()
 
 
+@pytest.mark.slow
 def test_cli_writes_identities_without_printing_secrets(tmp_path: Path) -> None:
     from click.testing import CliRunner
 
