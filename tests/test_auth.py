@@ -306,20 +306,20 @@ async def test_bridge_reads_and_follows_the_applied_revision_unrefused(estate: E
 
 
 @pytest.fixture(params=[False, True], ids=["classic-acks", "v2-acks"])
-def ack_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Estate, bool]]:
-    plan = shop_plan(probe_version())
-    generated = identities(plan)
-    written = write_auth(generated, tmp_path / "auth")
+def ack_server(request: pytest.FixtureRequest, estate: Estate) -> Iterator[tuple[Estate, bool]]:
+    """A server of its own with the module's identities (hashing their passwords again would
+    cost seconds, and proves nothing more): the ack format is a server setting."""
+    assert estate.written is not None
     server = NatsServer(
         name="acks",
-        users=written.users,
+        users=estate.written.users,
         extra_config={"feature_flags": {"js_ack_fc_v2": request.param}},
     )
     server.start()
     try:
-        estate = Estate(server, plan, written, {i.name: i for i in generated})
-        asyncio.run(apply_as_admin(estate))
-        yield estate, request.param
+        acks = Estate(server, estate.plan, estate.written, estate.by_name)
+        asyncio.run(apply_as_admin(acks))
+        yield acks, request.param
     finally:
         server.stop()
 
@@ -447,6 +447,7 @@ async def test_certificate_mapped_users_over_mutual_tls(tmp_path: Path) -> None:
             await producer.close()
 
 
+@pytest.mark.slow
 def test_cli_writes_identities_without_printing_secrets(tmp_path: Path) -> None:
     from click.testing import CliRunner
 

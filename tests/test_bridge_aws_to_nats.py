@@ -15,8 +15,6 @@ import logging
 import os
 import re
 import signal
-import subprocess
-import sys
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -38,7 +36,7 @@ from snsq2nats.jetstream.spec import ServerInfo
 from snsq2nats.plan.buckets import fleet_bucket_spec
 from snsq2nats.plan.model import Plan, Route
 from tests.fixtures.aws import AwsEndpoint, threads_besides_moto
-from tests.fixtures.bridge import FAST
+from tests.fixtures.bridge import FAST, Bridge, Bridges
 from tests.fixtures.wait import until
 
 N = 200
@@ -476,6 +474,7 @@ async def test_sns_topic_through_the_bridge_owned_queue(
     assert not any("snsq2nats-bridge-orders" in u for u in names)
 
 
+@pytest.mark.slow
 async def test_slow_publish_extends_visibility(aws: AwsEndpoint, nats_server: NatsServer) -> None:
     """A paused nats-server (SIGSTOP) makes every publish slow for real; with a 6 s visibility
     and NATS silent for longer than that, no message may be received twice. (6 s, not less: the
@@ -554,27 +553,10 @@ async def test_leader_loss_in_a_cluster(aws: AwsEndpoint, nats_cluster: NatsClus
 # --- real bridge processes ---------------------------------------------------------------------
 
 
-def start_bridge(plan: Path, url: str, *extra: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "snsq2nats",
-            "bridge",
-            "--plan",
-            str(plan),
-            "-s",
-            url,
-            "--pollers",
-            "2",
-            "--poll-wait",
-            "1",
-            "--visibility-timeout",
-            "3",
-            *extra,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+def start_bridge(bridges: Bridges, plan: Path, url: str, *extra: str) -> Bridge:
+    return bridges.start(
+        *("--plan", plan, "-s", url, "--pollers", "2", "--poll-wait", "1"),
+        *("--visibility-timeout", "3", *extra),
     )
 
 
@@ -608,69 +590,56 @@ async def process_setup(
 
 @pytest.mark.slow
 async def test_kill_9_then_restart_gives_each_message_once(
-    aws: AwsEndpoint, nats_server: NatsServer, tmp_path: Path
+    aws: AwsEndpoint, nats_server: NatsServer, tmp_path: Path, bridges: Bridges
 ) -> None:
     url, plan, sent = await process_setup(aws, nats_server, tmp_path, "killed")
-    proc = start_bridge(plan, nats_server.url)
-    try:
-        await until(
-            lambda: stream_count(nats_server.url, "sqs_killed"), timeout=30, what="first messages"
-        )
-        await until(
-            lambda: _at_least(stream_count(nats_server.url, "sqs_killed"), 60), what="60 in stream"
-        )
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    finally:
-        proc.kill()
+    proc = start_bridge(bridges, plan, nats_server.url)
+    await until(
+        lambda: stream_count(nats_server.url, "sqs_killed"), timeout=30, what="first messages"
+    )
+    await until(
+        lambda: _at_least(stream_count(nats_server.url, "sqs_killed"), 60), what="60 in stream"
+    )
+    proc.kill()
     # Killed mid-stream: work was left in SQS, some of it received and not deleted.
     visible, invisible = queue_depth(aws, url)
     assert visible + invisible > 0
     # Published but not yet deleted: back after the 3 s visibility, republished, deduplicated.
-    proc = start_bridge(plan, nats_server.url)
-    try:
-        await until(lambda: queue_depth(aws, url) == (0, 0), timeout=60, what="queue empty")
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    proc = start_bridge(bridges, plan, nats_server.url)
+    await until(lambda: queue_depth(aws, url) == (0, 0), timeout=60, what="queue empty")
+    proc.stop(timeout=30)
     await assert_exactly_once(nats_server.url, "sqs_killed", sent, [])
 
 
 @pytest.mark.slow
 async def test_two_bridges_on_one_route(
-    aws: AwsEndpoint, nats_server: NatsServer, tmp_path: Path
+    aws: AwsEndpoint, nats_server: NatsServer, tmp_path: Path, bridges: Bridges
 ) -> None:
     url, plan, sent = await process_setup(aws, nats_server, tmp_path, "shared")
-    procs = [start_bridge(plan, nats_server.url) for _ in range(2)]
-    try:
-        await until(lambda: queue_depth(aws, url) == (0, 0), timeout=60, what="queue empty")
-    finally:
-        for proc in procs:
-            proc.terminate()
-        codes = [proc.wait(timeout=30) for proc in procs]
-    assert codes == [0, 0]
+    procs = [start_bridge(bridges, plan, nats_server.url) for _ in range(2)]
+    await until(lambda: queue_depth(aws, url) == (0, 0), timeout=60, what="queue empty")
+    for proc in procs:
+        proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        proc.assert_exit(0, timeout=30)
     # Two fleet members, one route: one holds its lease at a time (two starting together may
     # hand it over once); tests/test_fleet*.py cover sharing many routes and the takeovers.
     shares = [_relayed(proc) for proc in procs]
-    assert sum(shares) >= N, shares
+    assert sum(shares) >= N, (shares, bridges.tails())
     await assert_exactly_once(nats_server.url, "sqs_shared", sent, [])
 
 
 @pytest.mark.slow
 async def test_sigterm_drains_in_flight_messages(
-    aws: AwsEndpoint, nats_server: NatsServer, tmp_path: Path
+    aws: AwsEndpoint, nats_server: NatsServer, tmp_path: Path, bridges: Bridges
 ) -> None:
     url, plan, sent = await process_setup(aws, nats_server, tmp_path, "drained")
-    proc = start_bridge(plan, nats_server.url, "--max-in-flight", "20")
-    try:
-        await until(
-            lambda: _at_least(stream_count(nats_server.url, "sqs_drained"), 30), what="30 in stream"
-        )
-        proc.send_signal(signal.SIGTERM)
-        code = proc.wait(timeout=30)
-    finally:
-        proc.kill()
-    assert code == 0, proc.stderr.read().decode() if proc.stderr else ""
+    proc = start_bridge(bridges, plan, nats_server.url, "--max-in-flight", "20")
+    await until(
+        lambda: _at_least(stream_count(nats_server.url, "sqs_drained"), 30), what="30 in stream"
+    )
+    proc.send_signal(signal.SIGTERM)
+    proc.assert_exit(0, timeout=30)
     # What the bridge had received when told to stop was relayed and deleted, none left in
     # flight (nor handed back: tests/test_bridge_stop.py proves that with receive counts).
     visible, invisible = queue_depth(aws, url)
@@ -678,18 +647,14 @@ async def test_sigterm_drains_in_flight_messages(
     assert visible > 0, "stopped too late to test a drain"
     in_stream = await stream_count(nats_server.url, "sqs_drained")
     assert in_stream + visible == N
-    proc = start_bridge(plan, nats_server.url)
-    try:
-        await until(lambda: queue_depth(aws, url) == (0, 0), timeout=60, what="queue empty")
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    proc = start_bridge(bridges, plan, nats_server.url)
+    await until(lambda: queue_depth(aws, url) == (0, 0), timeout=60, what="queue empty")
+    proc.stop(timeout=30)
     await assert_exactly_once(nats_server.url, "sqs_drained", sent, [])
 
 
-def _relayed(proc: subprocess.Popen[bytes]) -> int:
-    assert proc.stderr is not None
-    text = proc.stderr.read().decode()
+def _relayed(proc: Bridge) -> int:
+    text = proc.text()
     counts = re.findall(r"route=\S+ kind=sqs-to-nats status=\S+ messages=(\d+)", text)
     return int(counts[-1]) if counts else 0
 
@@ -976,6 +941,7 @@ def test_grafana_dashboard_queries_only_metrics_the_bridge_exports() -> None:
     assert {"snsq2nats_bridge_lag", "snsq2nats_bridge_latency_seconds_bucket"} <= used
 
 
+@pytest.mark.slow
 async def test_an_idle_queue_holds_one_long_poll_and_a_busy_one_scales_up(
     aws: AwsEndpoint, nats_server: NatsServer
 ) -> None:
@@ -1004,6 +970,7 @@ async def test_an_idle_queue_holds_one_long_poll_and_a_busy_one_scales_up(
     await assert_exactly_once(nats_server.url, "sqs_adaptive", sent, bridge.recorder.deleted)
 
 
+@pytest.mark.slow
 async def test_many_idle_routes_hold_a_long_poll_each_and_no_thread(
     aws: AwsEndpoint, nats_server: NatsServer
 ) -> None:

@@ -589,6 +589,7 @@ async def test_survives_nats_server_restart(
     assert got == [f"r-{i:02d}" for i in range(40)]
 
 
+@pytest.mark.slow
 async def test_idle_long_polls_never_hold_up_sends(nc: Any, js: Any, aws: AwsEndpoint) -> None:
     """More idle queues long-polling (one poll each) than asyncio's default pool has threads on
     any machine (32 at most): the nats-to-sqs relay in the same bridge sends everything while
@@ -706,7 +707,11 @@ async def test_consumer_leader_loss_in_a_cluster_is_exactly_once(
     js = cnc.jetstream()
     try:
         await js.add_stream(name="sqsfifo_ha", subjects=["sqsfifo.ha.*"], num_replicas=3)
-        await js.add_consumer("sqsfifo_ha", durable_name="workers", ack_policy="explicit")
+        # What the dead leader had delivered unacknowledged comes again after the ack wait:
+        # 5 s, not the default 30 s the test would otherwise sit out.
+        await js.add_consumer(
+            "sqsfifo_ha", durable_name="workers", ack_policy="explicit", ack_wait=5
+        )
         for i in range(200):
             await js.publish("sqsfifo.ha.g", f"h-{i:03d}".encode())
 

@@ -39,7 +39,7 @@ from snsq2nats.jetstream.spec import NS, ServerInfo, StreamSpec
 from snsq2nats.plan.buckets import fleet_bucket_spec
 from snsq2nats.plan.model import Plan, Route
 from tests.fixtures.aws import AwsEndpoint
-from tests.fixtures.bridge import bridge_process
+from tests.fixtures.bridge import Bridge, Bridges
 from tests.fixtures.wait import until
 
 pytestmark = pytest.mark.slow
@@ -101,27 +101,11 @@ def write_plan(path: Path, routes: list[Route]) -> Path:
     return path
 
 
-class Member:
-    """One `snsq2nats bridge` process; its log goes to a file (a pipe nobody reads fills up
-    and blocks the writer)."""
-
-    def __init__(self, plan: Path, url: str, log: Path, *extra: str) -> None:
-        self.log = log
-        log.write_bytes(b"")
-        self.proc = bridge_process(
-            plan, log, "-s", url, "--pollers", "2", "--lease-ttl", "5", *extra
-        )
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def exited(self) -> bool:
-        return self.proc.poll() is not None
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+def start_member(bridges: Bridges, plan: Path, url: str, log: str, *extra: str) -> Bridge:
+    """One `snsq2nats bridge` process, logging to `log` in the test's directory."""
+    return bridges.start(
+        "--plan", plan, "-s", url, "--pollers", "2", "--lease-ttl", "5", *extra, log=log
+    )
 
 
 class Sender:
@@ -249,7 +233,7 @@ async def test_a_cancelled_long_poll_still_takes_messages_in_sqs(aws: AwsEndpoin
 
 
 async def test_rolling_restarts_under_traffic_dead_letter_nothing(
-    aws: AwsEndpoint, nats_server: NatsServer, tmp_path: Path
+    aws: AwsEndpoint, nats_server: NatsServer, tmp_path: Path, bridges: Bridges
 ) -> None:
     names = list(QUEUES)
     urls = make_queues(aws, QUEUES)
@@ -261,10 +245,10 @@ async def test_rolling_restarts_under_traffic_dead_letter_nothing(
     extra = ("--visibility-timeout", "10")
     started = 0
 
-    def start() -> Member:
+    def start() -> Bridge:
         nonlocal started
         started += 1
-        return Member(plan, nats_server.url, tmp_path / f"member{started}.log", *extra)
+        return start_member(bridges, plan, nats_server.url, f"member{started}.log", *extra)
 
     nc = await connect_nats(NatsOptions(servers=[nats_server.url]))
     sender = Sender(aws, urls)
@@ -284,9 +268,9 @@ async def test_rolling_restarts_under_traffic_dead_letter_nothing(
                 what="traffic relayed by the fleet",
             )
             victim = members[stop % 2]
-            victim.proc.send_signal(signal.SIGINT if stop % 2 == 0 else signal.SIGTERM)
-            await until(victim.exited, timeout=90, what=f"member {victim.proc.pid} stopped")
-            assert victim.proc.returncode == 0, victim.text()[-3000:]
+            victim.send_signal(signal.SIGINT if stop % 2 == 0 else signal.SIGTERM)
+            await until(victim.exited, timeout=90, what=f"member {victim.pid} stopped")
+            assert victim.returncode == 0, victim.tail()
             members[stop % 2] = start()
         sender.stop.set()
         sender.thread.join()
@@ -301,10 +285,10 @@ async def test_rolling_restarts_under_traffic_dead_letter_nothing(
             what="every queue emptied",
         )
         for member in members:
-            member.proc.send_signal(signal.SIGTERM)
+            member.send_signal(signal.SIGTERM)
         for member in members:
             await until(member.exited, timeout=90, what="the last members stopped")
-            assert member.proc.returncode == 0, member.text()[-3000:]
+            assert member.returncode == 0, member.tail()
         sqs = aws.client("sqs")
         for name, max_receives in QUEUES.items():
             if max_receives is not None:
@@ -363,7 +347,7 @@ async def fleet_members(url: str) -> int:
 
 
 async def test_workers_stop_when_their_parent_is_killed(
-    aws: AwsEndpoint, nats_server: NatsServer, tmp_path: Path
+    aws: AwsEndpoint, nats_server: NatsServer, tmp_path: Path, bridges: Bridges
 ) -> None:
     """kill -9 of a `--workers 2` parent, twice: once while its workers are still starting
     (before they could look at their parent), once while they run. Either way both workers
@@ -372,21 +356,21 @@ async def test_workers_stop_when_their_parent_is_killed(
     await make_streams(nats_server.url, ["orphans"])
     plan = write_plan(tmp_path / "plan.json", [sqs_route(aws, "orphans")])
     workers: list[int] = []
-    parents: list[Member] = []
+    parents: list[Bridge] = []
     try:
         for when in ("starting", "running"):
-            parent = Member(plan, nats_server.url, tmp_path / f"{when}.log", "--workers", "2")
+            parent = start_member(bridges, plan, nats_server.url, f"{when}.log", "--workers", "2")
             parents.append(parent)
             await until(
-                lambda p=parent: len(children_of(p.proc.pid)) == 2,
+                lambda p=parent: len(children_of(p.pid)) == 2,
                 timeout=60,
                 what="two workers started",
             )
-            workers = children_of(parent.proc.pid)
+            workers = children_of(parent.pid)
             if when == "running":
                 await until(lambda: _two(nats_server.url), timeout=90, what="two members")
-            parent.proc.send_signal(signal.SIGKILL)
-            parent.proc.wait()
+            parent.send_signal(signal.SIGKILL)
+            parent.wait()
             await until(
                 lambda pids=workers: not any(alive(pid) for pid in pids),
                 timeout=90,
@@ -409,7 +393,7 @@ async def _two(url: str) -> bool:
 
 
 async def test_nats_lost_during_the_drain_exits_non_zero_saying_what_was_left(
-    aws: AwsEndpoint, nats_server: NatsServer, tmp_path: Path
+    aws: AwsEndpoint, nats_server: NatsServer, tmp_path: Path, bridges: Bridges
 ) -> None:
     """SIGTERM while the bridge holds messages it cannot publish (their stream was deleted:
     every publish is retried), then NATS killed: the bridge exits non-zero and logs what it
@@ -417,7 +401,7 @@ async def test_nats_lost_during_the_drain_exits_non_zero_saying_what_was_left(
     url = make_queues(aws, {"stranded": None})["stranded"]
     await make_streams(nats_server.url, ["stranded"])
     plan = write_plan(tmp_path / "plan.json", [sqs_route(aws, "stranded")])
-    member = Member(plan, nats_server.url, tmp_path / "bridge.log")
+    bridge = start_member(bridges, plan, nats_server.url, "bridge.log")
     sender = Sender(aws, {"stranded": url})
     try:
         sender.thread.start()
@@ -430,18 +414,18 @@ async def test_nats_lost_during_the_drain_exits_non_zero_saying_what_was_left(
         finally:
             await nc.close()
         await until(
-            lambda: "not acknowledged" in member.text(), timeout=60, what="publishes failing"
+            lambda: "not acknowledged" in bridge.text(), timeout=60, what="publishes failing"
         )
         sender.stop.set()
-        member.proc.send_signal(signal.SIGTERM)
-        await until(lambda: "stopping: draining" in member.text(), what="the drain begun")
+        bridge.send_signal(signal.SIGTERM)
+        await until(lambda: "stopping: draining" in bridge.text(), what="the drain begun")
         nats_server.kill()
-        await until(member.exited, timeout=120, what="the bridge exited")
+        await until(bridge.exited, timeout=120, what="the bridge exited")
     finally:
         sender.stop.set()
-        member.kill()
-    log = member.text()
-    assert member.proc.returncode == 1, log[-3000:]
+        bridge.kill()
+    log = bridge.text()
+    assert bridge.returncode == 1, log[-3000:]
     assert "NATS unreachable" in log, log[-3000:]
     left = [int(n) for n in re.findall(r"sqs:stranded: left (\d+) message\(s\) undelivered", log)]
     assert left and left[0] > 0, log[-3000:]

@@ -216,10 +216,25 @@ async def test_fixtures_nc_and_js(nc: Any, js: Any) -> None:
     assert (ack.stream, ack.seq) == ("ORDERS", 1)
 
 
-async def test_shared_server(nats_server_shared: NatsServer) -> None:
+# The streams test_shared_server made so far in this session, in the order it made them.
+_SHARED_STREAMS: list[str] = []
+
+
+@pytest.mark.parametrize("visit", ["first", "second"])
+async def test_shared_server(nats_server_shared: NatsServer, visit: str) -> None:
+    """The session's one JetStream server: a stream an earlier test made is still there when
+    the next test connects (why its users pick unique names), and JetStream answers."""
     nc = await connect_nats(NatsOptions(servers=[nats_server_shared.url]))
     try:
         await roundtrip(nc)
+        js = nc.jetstream()
+        name = f"shared_{visit}"
+        await js.add_stream(name=name, subjects=[f"shared.{visit}"])
+        ack = await js.publish(f"shared.{visit}", BURGER)
+        assert (ack.stream, ack.seq) == (name, 1)
+        _SHARED_STREAMS.append(name)
+        # The second visit fails here should each test get a server of its own.
+        assert {s.config.name for s in await js.streams_info()} >= set(_SHARED_STREAMS)
     finally:
         await nc.close()
 

@@ -273,6 +273,7 @@ async def test_a_move_made_while_no_bridge_runs_takes_effect_when_one_starts(
     )
 
 
+@pytest.mark.slow
 async def test_a_fifo_queue_moves_to_nats_and_back_keeping_each_group_in_order(
     aws: AwsEndpoint, nats_server: NatsServer, tmp_path: Path
 ) -> None:
@@ -394,6 +395,7 @@ def atomic_receives(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.usefixtures("atomic_receives")
+@pytest.mark.slow
 async def test_a_fifo_move_keeps_group_order_while_the_old_aws_workers_keep_running(
     aws: AwsEndpoint, nats_server: NatsServer, tmp_path: Path
 ) -> None:
@@ -513,6 +515,7 @@ async def test_a_fifo_move_keeps_group_order_while_the_old_aws_workers_keep_runn
     assert all(s == {"aws", "nats"} for s in sides.values()), sides
 
 
+@pytest.mark.slow
 async def test_no_bridge_means_pending_and_wait_waits_on_a_move_already_made(
     aws: AwsEndpoint, nats_server: NatsServer, tmp_path: Path
 ) -> None:
@@ -704,6 +707,7 @@ async def _members(url: str, live: bool = False) -> bool:
 # --- finishing a topic that fans out through SNS only for an envelope reader --------------------
 
 
+@pytest.mark.slow
 async def test_finish_switches_a_topic_whose_only_sns_reason_is_an_envelope_reader(
     aws: AwsEndpoint, nats_server: NatsServer, tmp_path: Path
 ) -> None:

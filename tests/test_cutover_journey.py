@@ -24,9 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections import defaultdict
@@ -45,6 +42,7 @@ from snsq2nats.jetstream.connect import NatsOptions, connect_nats
 from snsq2nats.plan.model import Plan, load_plan
 from snsq2nats.plan.pipeline import publish_subject
 from tests.fixtures.aws import AwsEndpoint
+from tests.fixtures.bridge import Bridge, Bridges
 from tests.fixtures.wait import until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -80,29 +78,10 @@ def cli(*args: str | Path) -> Any:
     return result
 
 
-def start_bridge(plan: Path, url: str) -> subprocess.Popen[bytes]:
-    log = plan.with_name(f"bridge-{time.monotonic_ns()}.log").open("wb")
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "snsq2nats",
-            "bridge",
-            "--plan",
-            str(plan),
-            "-s",
-            url,
-            "--pollers",
-            "2",
-            "--poll-wait",
-            "1",
-            "--visibility-timeout",
-            "3",
-            "--lease-ttl",
-            str(TTL),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=log,
+def start_bridge(bridges: Bridges, plan: Path, url: str) -> Bridge:
+    return bridges.start(
+        *("--plan", plan, "-s", url, "--pollers", "2", "--poll-wait", "1"),
+        *("--visibility-timeout", "3", "--lease-ttl", str(TTL)),
     )
 
 
@@ -331,6 +310,7 @@ async def run_journey(
     aws: AwsEndpoint,
     server: NatsServer,
     tmp_path: Path,
+    launcher: Bridges,
     *,
     raw: bool,
     overlap: bool,
@@ -350,7 +330,7 @@ async def run_journey(
     for name in ("billing", "shipping"):
         journey.apps[name] = App(name)
         journey.aws_workers[name] = AwsWorker(aws, urls[name], journey.apps[name], raw)
-    processes = [start_bridge(plan_path, server.url) for _ in range(bridges)]
+    processes = [start_bridge(launcher, plan_path, server.url) for _ in range(bridges)]
     await joined(server.url, {p.pid for p in processes})
     producers = Producers(aws, urls["topic"], server.url, plan)
     try:
@@ -359,9 +339,8 @@ async def run_journey(
         async def phase(name: str, step: Any) -> None:
             if kill_during == name:
                 victim = processes.pop(0)
-                victim.send_signal(signal.SIGKILL)
-                victim.wait()
-                processes.append(start_bridge(plan_path, server.url))
+                victim.kill()
+                processes.append(start_bridge(launcher, plan_path, server.url))
                 # The move is made while the dead member still looks alive to the others
                 # (for a lease TTL) and its replacement starts.
             await step
@@ -392,13 +371,7 @@ async def run_journey(
             worker.halt()
         for nats_worker in journey.nats_workers.values():
             await nats_worker.halt()
-        for process in processes:
-            process.send_signal(signal.SIGTERM)
-        for process in processes:
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        launcher.stop_all(timeout=60)
 
 
 async def settle(journey: Journey, producers: Producers) -> Journey:
@@ -458,14 +431,26 @@ async def settle(journey: Journey, producers: Producers) -> Journey:
 @pytest.mark.parametrize("raw", [True, False], ids=["sources", "sns"])
 @pytest.mark.parametrize("overlap", [False, True], ids=["stop-first", "overlap"])
 async def test_journey_exactly_once(
-    aws: AwsEndpoint, nats_server: NatsServer, tmp_path: Path, raw: bool, overlap: bool
+    aws: AwsEndpoint,
+    nats_server: NatsServer,
+    tmp_path: Path,
+    bridges: Bridges,
+    raw: bool,
+    overlap: bool,
 ) -> None:
-    await run_journey(aws, nats_server, tmp_path, raw=raw, overlap=overlap)
+    await run_journey(aws, nats_server, tmp_path, bridges, raw=raw, overlap=overlap)
 
 
 async def test_journey_with_a_bridge_killed_during_a_move_and_two_bridges(
-    aws: AwsEndpoint, nats_server: NatsServer, tmp_path: Path
+    aws: AwsEndpoint, nats_server: NatsServer, tmp_path: Path, bridges: Bridges
 ) -> None:
     await run_journey(
-        aws, nats_server, tmp_path, raw=True, overlap=True, bridges=2, kill_during="shipping"
+        aws,
+        nats_server,
+        tmp_path,
+        bridges,
+        raw=True,
+        overlap=True,
+        bridges=2,
+        kill_during="shipping",
     )

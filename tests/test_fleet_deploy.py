@@ -8,7 +8,6 @@ import asyncio
 import signal
 import socket
 import subprocess
-import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -27,6 +26,7 @@ from snsq2nats.jetstream.spec import ServerInfo, StreamSpec
 from snsq2nats.plan.buckets import fleet_bucket_spec
 from snsq2nats.plan.model import Plan, Route, load_plan
 from tests.fixtures.aws import AwsEndpoint
+from tests.fixtures.bridge import BRIDGE_COMMAND, Bridge, Bridges
 from tests.fixtures.wait import until
 
 MANIFEST = Path(__file__).parent.parent / "deploy" / "kubernetes" / "bridge.yaml"
@@ -162,15 +162,8 @@ async def estate(aws: AwsEndpoint, server: NatsServer, tmp_path: Path, queues: i
     return plan
 
 
-def bridge(plan: Path, url: str, *extra: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [
-            *(sys.executable, "-m", "snsq2nats", "bridge", "--plan", str(plan), "-s", url),
-            *("--poll-wait", "1", "--lease-ttl", "3", *extra),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+def bridge(bridges: Bridges, plan: Path, url: str, *extra: str) -> Bridge:
+    return bridges.start("--plan", plan, "-s", url, "--poll-wait", "1", "--lease-ttl", "3", *extra)
 
 
 async def fleet_members(url: str) -> dict[str, Any]:
@@ -185,11 +178,11 @@ async def fleet_members(url: str) -> dict[str, Any]:
 
 @pytest.mark.slow
 async def test_a_bridge_process_answers_the_manifests_probes(
-    aws: AwsEndpoint, nats_server: NatsServer, tmp_path: Path
+    aws: AwsEndpoint, nats_server: NatsServer, tmp_path: Path, bridges: Bridges
 ) -> None:
     plan = await estate(aws, nats_server, tmp_path, 2)
     port = free_ports(1)
-    proc = bridge(plan, nats_server.url, "--metrics-port", str(port))
+    proc = bridge(bridges, plan, nats_server.url, "--metrics-port", str(port))
     try:
         await until(lambda: _is(asyncio.to_thread(probe, port, "/healthz"), 200), what="healthz")
         await until(lambda: _is(asyncio.to_thread(probe, port, "/readyz"), 200), what="readyz 200")
@@ -200,11 +193,9 @@ async def test_a_bridge_process_answers_the_manifests_probes(
         assert f'member="{member}"' in metrics
         assert f'snsq2nats_bridge_fleet_routes_held{{member="{member}"}} 2.0' in metrics
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
+        proc.assert_exit(0, timeout=30)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        proc.kill()
     assert await fleet_members(nats_server.url) == {"members": {}, "leases": {}}
 
 
@@ -214,11 +205,11 @@ async def _is(value: Any, expected: Any) -> bool:
 
 @pytest.mark.slow
 async def test_workers_are_fleet_members_under_one_parent(
-    aws: AwsEndpoint, nats_server: NatsServer, tmp_path: Path
+    aws: AwsEndpoint, nats_server: NatsServer, tmp_path: Path, bridges: Bridges
 ) -> None:
     plan = await estate(aws, nats_server, tmp_path, 4)
     port = free_ports(2)
-    parent = bridge(plan, nats_server.url, "--workers", "2", "--metrics-port", str(port))
+    parent = bridge(bridges, plan, nats_server.url, "--workers", "2", "--metrics-port", str(port))
     try:
         for p in (port, port + 1):
             await until(
@@ -244,11 +235,11 @@ async def test_workers_are_fleet_members_under_one_parent(
         pids = {hb.pid for hb in (await fleet_members(nats_server.url))["members"].values()}
         assert parent.pid not in pids and len(pids) == 2
         parent.send_signal(signal.SIGTERM)
-        assert parent.wait(timeout=60) == 0
+        parent.assert_exit(0, timeout=60)
         assert await fleet_members(nats_server.url) == {"members": {}, "leases": {}}
 
         # A worker that dies makes the parent stop the others and exit non-zero.
-        parent = bridge(plan, nats_server.url, "--workers", "2")
+        parent = bridge(bridges, plan, nats_server.url, "--workers", "2")
 
         async def two_members() -> bool:
             return len((await fleet_members(nats_server.url))["members"]) == 2
@@ -259,9 +250,8 @@ async def test_workers_are_fleet_members_under_one_parent(
         import os
 
         os.kill(victim, signal.SIGKILL)
-        assert parent.wait(timeout=60) == 1
-        stderr = parent.stderr.read().decode() if parent.stderr else ""
-        assert "exited with -9" in stderr, stderr
+        parent.assert_exit(1, timeout=60)
+        assert "exited with -9" in parent.text(), parent.tail()
 
         def gone(pid: int) -> bool:
             try:
@@ -272,9 +262,7 @@ async def test_workers_are_fleet_members_under_one_parent(
 
         await until(lambda: gone(other), what="the other worker stopped")
     finally:
-        if parent.poll() is None:
-            parent.kill()
-            parent.wait()
+        parent.kill()
 
 
 @pytest.mark.slow
@@ -297,9 +285,10 @@ async def test_workers_show_one_live_table_on_a_terminal(
             sqs.send_message(QueueUrl=url, MessageBody=f"m{n}")
     master, terminal = pty.openpty()
     env = {k: v for k, v in os.environ.items() if k not in ("TTY_COMPATIBLE", "TTY_INTERACTIVE")}
+    # On a terminal, not into a log file: the terminal's output is what is under test.
     parent = subprocess.Popen(
         [
-            *(sys.executable, "-m", "snsq2nats", "bridge", "--plan", str(plan)),
+            *(*BRIDGE_COMMAND, "--plan", str(plan)),
             *("-s", nats_server.url, "--poll-wait", "1", "--lease-ttl", "3", "--workers", "2"),
         ],
         stdin=subprocess.DEVNULL,

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import subprocess
-import sys
 import threading
 from collections import Counter
 from pathlib import Path
@@ -32,6 +30,7 @@ from snsq2nats.jetstream.spec import NS, ConsumerSpec, ServerInfo, StreamSpec
 from snsq2nats.plan.buckets import fleet_bucket_spec
 from snsq2nats.plan.model import Plan, Route
 from tests.fixtures.aws import AwsEndpoint
+from tests.fixtures.bridge import Bridge, Bridges
 from tests.fixtures.wait import until
 
 TTL = 3.0
@@ -40,29 +39,10 @@ QUEUES = [f"fleet{i}" for i in range(4)]
 pytestmark = pytest.mark.slow
 
 
-def start_member(plan: Path, url: str, *extra: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "snsq2nats",
-            "bridge",
-            "--plan",
-            str(plan),
-            "-s",
-            url,
-            "--pollers",
-            "2",
-            "--poll-wait",
-            "1",
-            "--visibility-timeout",
-            "3",
-            "--lease-ttl",
-            str(TTL),
-            *extra,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+def start_member(bridges: Bridges, plan: Path, url: str, *extra: str) -> Bridge:
+    return bridges.start(
+        *("--plan", plan, "-s", url, "--pollers", "2", "--poll-wait", "1"),
+        *("--visibility-timeout", "3", "--lease-ttl", str(TTL), *extra),
     )
 
 
@@ -98,9 +78,7 @@ async def split_between_two(url: str, routes: list[Route]) -> bool:
     )
 
 
-def victim_and_survivor(
-    procs: list[subprocess.Popen[bytes]], held: dict[str, int]
-) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes]]:
+def victim_and_survivor(procs: list[Bridge], held: dict[str, int]) -> tuple[Bridge, Bridge]:
     """The member to kill holds routes (all of them, should the hash give it all)."""
     first, second = procs
     return (first, second) if first.pid in held.values() else (second, first)
@@ -142,7 +120,7 @@ class Sender:
 
 
 async def test_kill_9_member_routes_taken_over_and_sqs_to_nats_exactly_once(
-    aws: AwsEndpoint, nats_server: NatsServer, tmp_path: Path
+    aws: AwsEndpoint, nats_server: NatsServer, tmp_path: Path, bridges: Bridges
 ) -> None:
     sqs = aws.client("sqs")
     urls = {q: sqs.create_queue(QueueName=q)["QueueUrl"] for q in QUEUES}
@@ -167,7 +145,7 @@ async def test_kill_9_member_routes_taken_over_and_sqs_to_nats_exactly_once(
         document_json(Plan(generated_at="now", server=ServerInfo(reachable=True), routes=routes))
     )
     sender = Sender(aws, urls)
-    procs = [start_member(plan, nats_server.url) for _ in range(2)]
+    procs = [start_member(bridges, plan, nats_server.url) for _ in range(2)]
     try:
         sender.thread.start()
         await until(
@@ -183,8 +161,7 @@ async def test_kill_9_member_routes_taken_over_and_sqs_to_nats_exactly_once(
 
         await until(relayed_everywhere, timeout=60, what="messages flowing on every route")
         victim, survivor = victim_and_survivor(procs, await owners(nats_server.url, routes))
-        victim.send_signal(signal.SIGKILL)
-        victim.wait()
+        victim.kill()
 
         async def taken_over() -> bool:
             held = await owners(nats_server.url, routes)
@@ -212,13 +189,11 @@ async def test_kill_9_member_routes_taken_over_and_sqs_to_nats_exactly_once(
 
         await until(empty, timeout=90, what="every queue emptied by the survivor")
         survivor.send_signal(signal.SIGTERM)
-        assert survivor.wait(timeout=30) == 0
+        survivor.assert_exit(0, timeout=30)
     finally:
         sender.stop.set()
         for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+            proc.kill()
     try:
         for q in QUEUES:
             counts = Counter(await stream_ids(nc, f"sqs_{q}"))
@@ -229,7 +204,7 @@ async def test_kill_9_member_routes_taken_over_and_sqs_to_nats_exactly_once(
 
 
 async def test_kill_9_member_nats_to_sqs_loses_nothing(
-    aws: AwsEndpoint, nats_server: NatsServer, tmp_path: Path
+    aws: AwsEndpoint, nats_server: NatsServer, tmp_path: Path, bridges: Bridges
 ) -> None:
     sqs = aws.client("sqs")
     urls = {q: sqs.create_queue(QueueName=q)["QueueUrl"] for q in QUEUES}
@@ -289,7 +264,9 @@ async def test_kill_9_member_nats_to_sqs_loses_nothing(
                     ],
                 )
 
-    procs = [start_member(plan, nats_server.url, "--max-in-flight", "20") for _ in range(2)]
+    procs = [
+        start_member(bridges, plan, nats_server.url, "--max-in-flight", "20") for _ in range(2)
+    ]
     publishing = asyncio.create_task(publish())
     try:
         await until(
@@ -301,8 +278,7 @@ async def test_kill_9_member_nats_to_sqs_loses_nothing(
             lambda: all(len(p) >= 50 for p in published.values()), what="publishing under way"
         )
         victim, survivor = victim_and_survivor(procs, await owners(nats_server.url, routes))
-        victim.send_signal(signal.SIGKILL)
-        victim.wait()
+        victim.kill()
 
         async def taken_over() -> bool:
             held = await owners(nats_server.url, routes)
@@ -318,14 +294,12 @@ async def test_kill_9_member_nats_to_sqs_loses_nothing(
 
         await until(all_arrived, timeout=90, what="every published message in SQS")
         survivor.send_signal(signal.SIGTERM)
-        assert survivor.wait(timeout=30) == 0
+        survivor.assert_exit(0, timeout=30)
     finally:
         stop.set()
         publishing.cancel()
         for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+            proc.kill()
         await nc.close()
     for q in QUEUES:
         assert set(received[q]) == published[q]

@@ -14,7 +14,6 @@ import json
 import re
 import shlex
 import signal
-import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ from snsq2nats.errors import NatsConnectError
 from snsq2nats.jetstream.connect import NatsOptions, connect_nats
 from snsq2nats.plan.model import load_plan
 from tests.fixtures.aws import AwsEndpoint
-from tests.fixtures.bridge import bridge_process
+from tests.fixtures.bridge import Bridge, Bridges
 from tests.fixtures.wait import until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -101,18 +100,10 @@ def server_settings(directory: Path, jwt: bool) -> dict[str, Any]:
     return {"authorization": {"users": [u for u in users if "permissions" in u]}}
 
 
-def start_bridge(plan: Path, context: Path, log: Path) -> subprocess.Popen[bytes]:
-    return bridge_process(
-        plan,
-        log,
-        "--context",
-        str(context),
-        "--pollers",
-        "1",
-        "--poll-wait",
-        "1",
-        "--lease-ttl",
-        str(TTL),
+def start_bridge(bridges: Bridges, plan: Path, context: Path) -> Bridge:
+    return bridges.start(
+        *("--plan", plan, "--context", context, "--pollers", "1", "--poll-wait", "1"),
+        *("--lease-ttl", str(TTL)),
     )
 
 
@@ -141,7 +132,7 @@ async def live_members(options: NatsOptions) -> set[int]:
 
 @pytest.mark.parametrize("mode", ["password", "jwt"])
 async def test_every_command_and_a_bridge_fleet_under_the_generated_identities(
-    aws: AwsEndpoint, tmp_path: Path, mode: str
+    aws: AwsEndpoint, tmp_path: Path, bridges: Bridges, mode: str
 ) -> None:
     jwt = mode == "jwt"
     seed(aws)
@@ -162,8 +153,7 @@ async def test_every_command_and_a_bridge_fleet_under_the_generated_identities(
     admin = auth / "contexts" / "snsq2nats-admin.json"
     bridge = auth / "contexts" / "snsq2nats-bridge.json"
     as_admin = NatsOptions.resolve(None, str(admin))
-    processes: list[subprocess.Popen[bytes]] = []
-    logs = tmp_path / "bridges.log"
+    processes: list[Bridge] = []
     try:
         # The admin commands, each as a team runs it, with the admin's context.
         await asyncio.to_thread(
@@ -175,7 +165,7 @@ async def test_every_command_and_a_bridge_fleet_under_the_generated_identities(
         await asyncio.to_thread(cli, "status", "--plan", plan, "--context", admin)
         await asyncio.to_thread(cli, "runbook", "--plan", plan, "--context", admin)
 
-        processes = [start_bridge(plan, bridge, logs) for _ in range(2)]
+        processes = [start_bridge(bridges, plan, bridge) for _ in range(2)]
 
         async def fleet_of(pids: set[int]) -> bool:
             return pids <= await live_members(as_admin)
@@ -190,8 +180,8 @@ async def test_every_command_and_a_bridge_fleet_under_the_generated_identities(
         # member takes its share back (each lease a create over a delete marker).
         leaver = processes.pop(0)
         leaver.send_signal(signal.SIGTERM)
-        assert await asyncio.to_thread(leaver.wait, 60) == 0
-        processes.append(start_bridge(plan, bridge, logs))
+        assert await asyncio.to_thread(leaver.wait, 60) == 0, leaver.tail()
+        processes.append(start_bridge(bridges, plan, bridge))
         await until(lambda: fleet_of({p.pid for p in processes}), 120, "the new member")
 
         def clean_status() -> bool:
@@ -239,24 +229,18 @@ async def test_every_command_and_a_bridge_fleet_under_the_generated_identities(
         for process in processes:
             process.send_signal(signal.SIGTERM)
         for process in processes:
-            assert await asyncio.to_thread(process.wait, 60) == 0
-        processes = [start_bridge(plan2, bridge, logs) for _ in range(2)]
+            assert await asyncio.to_thread(process.wait, 60) == 0, process.tail()
+        processes = [start_bridge(bridges, plan2, bridge) for _ in range(2)]
         await until(lambda: fleet_of({p.pid for p in processes}), 120, "bridges on the re-plan")
         plan = plan2
         await until(every_route_owned, 120, "status of the re-plan")
         await asyncio.to_thread(cli, "verify", "--plan", plan, "--context", admin)
         await asyncio.to_thread(cli, "runbook", "--plan", plan, "--context", admin)
     finally:
-        for process in processes:
-            process.send_signal(signal.SIGTERM)
-        for process in processes:
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        bridges.stop_all(timeout=60)
         log = server.log_file.read_text()
         server.close()
     refused = [line for line in log.splitlines() if "Violation" in line]
     assert not refused, refused[:5]
-    bridge_log = logs.read_text()
+    bridge_log = bridges.text()
     assert "cannot acquire" not in bridge_log and "permission denied" not in bridge_log

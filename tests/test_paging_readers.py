@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +23,11 @@ from snsq2nats import status as status_lib
 from snsq2nats.apply import apply_plan
 from snsq2nats.cli import main
 from snsq2nats.demo.estate import seed_shop
+from snsq2nats.demo.nats_server import NatsServer
 from snsq2nats.jetstream.api import api
 from snsq2nats.jetstream.connect import NatsOptions, connect_nats
 from snsq2nats.plan.model import Plan, load_plan
-from tests.fixtures.aws import AwsEndpoint
+from tests.fixtures.aws import AwsEndpoint, point_at, reset
 
 CUTOVER = """
 overrides:
@@ -85,20 +87,34 @@ async def _crowd(url: str) -> None:
         await nc.close()
 
 
-@pytest.fixture
-def crowded(aws: AwsEndpoint, nats_server: Any, tmp_path: Path) -> tuple[Path, Path, str, Plan]:
-    """(mapping, plan file, NATS URL, plan): the shop applied, behind pages of foreign objects."""
-    seed_shop(aws.client("sqs"), aws.client("sns"))
-    rules = tmp_path / "cutover.yaml"
+@pytest.fixture(scope="module")
+def crowded_server() -> Iterator[NatsServer]:
+    """The server the module's tests share: crowding it takes 1,400 API calls, made once."""
+    with NatsServer(name="crowded") as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def crowded_estate(
+    moto_server: str, crowded_server: NatsServer, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, Path, str, Plan]:
+    """(mapping, plan file, NATS URL, plan): the shop planned and applied, then crowded."""
+    directory = tmp_path_factory.mktemp("crowded")
+    rules = directory / "cutover.yaml"
     rules.write_text(CUTOVER)
-    plan_file = tmp_path / "plan.json"
-    result = invoke("plan", "--mapping", str(rules), "-s", nats_server.url, "-o", str(plan_file))
+    plan_file = directory / "plan.json"
+    url = crowded_server.url
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        aws = point_at(moto_server, monkeypatch)
+        seed_shop(aws.client("sqs"), aws.client("sns"))
+        result = invoke("plan", "--mapping", str(rules), "-s", url, "-o", str(plan_file))
+    reset(moto_server)
     assert result.exit_code == 0, result.stderr
     plan = load_plan(plan_file)
     assert any(c.stream_name == ADVISORIES for c in plan.consumers)
 
     async def apply() -> None:
-        nc = await connect_nats(NatsOptions(servers=[nats_server.url]), name="pytest apply")
+        nc = await connect_nats(NatsOptions(servers=[url]), name="pytest apply")
         try:
             outcome = await apply_plan(nc, plan, allow_destructive=False)
             assert outcome.ok, outcome
@@ -106,8 +122,20 @@ def crowded(aws: AwsEndpoint, nats_server: Any, tmp_path: Path) -> tuple[Path, P
             await nc.close()
 
     asyncio.run(apply())
-    asyncio.run(_crowd(nats_server.url))
-    return rules, plan_file, nats_server.url, plan
+    asyncio.run(_crowd(url))
+    return rules, plan_file, url, plan
+
+
+@pytest.fixture
+def crowded(
+    aws: AwsEndpoint, crowded_estate: tuple[Path, Path, str, Plan]
+) -> tuple[Path, Path, str, Plan]:
+    """The crowded estate, with the shop seeded afresh in this test's clean AWS account (the
+    same names, so the same ARNs and URLs the plan holds): no test sees another's SQS traffic.
+    The tests only read the crowded server (verify's canaries are cleaned up, a bridge run
+    leaves the fleet), so its state is the same for each."""
+    seed_shop(aws.client("sqs"), aws.client("sns"))
+    return crowded_estate
 
 
 def test_live_plan_and_apply_see_every_page(crowded: tuple[Path, Path, str, Plan]) -> None:

@@ -15,9 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections import defaultdict
@@ -48,6 +45,7 @@ from snsq2nats.plan.revision import (
     encode,
 )
 from tests.fixtures.aws import AwsEndpoint
+from tests.fixtures.bridge import Bridge, Bridges
 from tests.fixtures.wait import until
 
 TTL = 3.0
@@ -154,19 +152,11 @@ def queue_arn(sqs: Any, url: str) -> str:
     return str(attributes["Attributes"]["QueueArn"])
 
 
-def start_bridge(url: str, log: Path, plan: Path | None) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "snsq2nats",
-            "bridge",
-            *(["--plan", str(plan)] if plan else []),
-            *("-s", url, "--pollers", "2", "--poll-wait", "1"),
-            *("--visibility-timeout", "3", "--lease-ttl", str(TTL)),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=log.open("wb"),
+def start_bridge(bridges: Bridges, url: str, plan: Path, log: str) -> Bridge:
+    return bridges.start(
+        *("--plan", plan, "-s", url, "--pollers", "2", "--poll-wait", "1"),
+        *("--visibility-timeout", "3", "--lease-ttl", str(TTL)),
+        log=log,
     )
 
 
@@ -285,7 +275,7 @@ def seed(aws: AwsEndpoint) -> dict[str, str]:
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 async def test_a_replan_applied_under_a_running_bridge_is_exact_for_every_queue(
-    aws: AwsEndpoint, nats_server: NatsServer, tmp_path: Path
+    aws: AwsEndpoint, nats_server: NatsServer, tmp_path: Path, bridges: Bridges
 ) -> None:
     url = nats_server.url
     urls = seed(aws)
@@ -303,7 +293,7 @@ async def test_a_replan_applied_under_a_running_bridge_is_exact_for_every_queue(
     finally:
         await nc.close()
     workers = {n: Worker(aws, urls[n]) for n in ("billing", "shipping")}
-    processes = [start_bridge(url, tmp_path / "bridge-1.log", first)]
+    processes = [start_bridge(bridges, url, first, "bridge-1.log")]
     producers: Producers | None = None
     try:
         await until(
@@ -356,18 +346,17 @@ async def test_a_replan_applied_under_a_running_bridge_is_exact_for_every_queue(
             what="the running bridge to follow the applied revision",
             timeout=120,
         )
-        assert processes[0].poll() is None
+        assert not processes[0].exited(), processes[0].tail()
         producers.plan = plan2  # producers publish as the applied plan says from now on
 
         # A bridge started with the stale plan file follows the applied revision too.
-        stale_log = tmp_path / "bridge-stale.log"
-        processes.append(start_bridge(url, stale_log, first))
+        processes.append(start_bridge(bridges, url, first, "bridge-stale.log"))
         await until(
             lambda: _runs(url, processes[1].pid, revision.revision),
             what="the stale-file bridge to run the applied revision",
             timeout=120,
         )
-        assert "is not the applied revision" in stale_log.read_text()
+        assert "is not the applied revision" in processes[1].text(), processes[1].tail()
 
         # A third re-plan, now that the topic fans out through sources (its old relay's
         # consumer is still there: nothing was pruned): a new queue subscribes. Its source
@@ -450,13 +439,7 @@ async def test_a_replan_applied_under_a_running_bridge_is_exact_for_every_queue(
             await producers.halt()
         for worker in workers.values():
             worker.halt()
-        for process in processes:
-            process.send_signal(signal.SIGTERM)
-        for process in processes:
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        bridges.stop_all(timeout=60)
 
 
 async def _has_pids(url: str, pids: set[int]) -> bool:

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from snsq2nats.aws import clients as aws_clients
 from snsq2nats.aws import scan as aws_scan
 from snsq2nats.aws.clients import make_clients
 from snsq2nats.cli import main
@@ -240,7 +241,12 @@ def _closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def test_cli_unreachable_endpoint_is_one_clear_line(aws: AwsEndpoint) -> None:
+def test_cli_unreachable_endpoint_is_one_clear_line(
+    aws: AwsEndpoint, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One retry, not eight: the message after retrying is the same, and eight spend ~40 s in
+    # botocore's backoff. The bound itself is test_clients_give_up_after_bounded_retries's.
+    monkeypatch.setattr(aws_clients, "MAX_ATTEMPTS", 1)
     url = f"http://127.0.0.1:{_closed_port()}"
     result = CliRunner().invoke(main, ["scan", "--endpoint-url", url])
     assert result.exit_code == 1
