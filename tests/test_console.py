@@ -18,3 +18,10 @@ def test_data_serialises_json_values_and_writes_text_as_it_is() -> None:
     assert '"commandes-é"' in first, "non-ASCII is kept, not escaped"
     assert first.startswith('{\n  "queue"'), "indented for people reading it too"
     assert second == "plain line\n"
+
+
+def test_the_package_ships_its_type_information() -> None:
+    """`py.typed` (PEP 561): a project importing snsq2nats type-checks against its hints."""
+    from importlib.resources import files
+
+    assert files("snsq2nats").joinpath("py.typed").is_file()
