@@ -26,6 +26,9 @@ Only the CLI turns them into a one-line message and an exit code; library code r
     ├── ExportError                the plan holds what an export target cannot express
     ├── JetStreamApiError          the JetStream API answered with an error, or not at all
     ├── DrainIncomplete            a stopping bridge left messages undelivered (none lost)
+    ├── GatewayError               a request the gateway answers with an AWS error (code,
+    │   │                          HTTP status, sender or receiver fault), never a crash
+    │   └── GatewayAuthError       no, an incomplete or a wrong SigV4 signature; an unknown key
     └── LocalNatsError             a local nats-server (demo, tests, benchmarks) could not be
                                    found, started or made ready
 
@@ -167,6 +170,26 @@ class DrainIncomplete(SnsqError):
             "again to relay them",
         )
         self.left = dict(left)
+
+
+class GatewayError(SnsqError):
+    """A request the gateway refuses or cannot serve, in AWS's terms: the protocol layer renders
+    `code` (e.g. `AWS.SimpleQueueService.NonExistentQueue`) and `message` in the shape the
+    SDKs parse; `sender` is False for a server-side fault (HTTP 5xx)."""
+
+    def __init__(self, code: str, message: str, *, status: int = 400, sender: bool = True) -> None:
+        super().__init__(message, where=code)
+        self.code = code
+        self.message = message
+        self.status = status
+        self.sender = sender
+
+
+class GatewayAuthError(GatewayError):
+    """SigV4 verification failed: AWS answers these with HTTP 403."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(code, message, status=403)
 
 
 class LocalNatsError(SnsqError):
