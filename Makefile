@@ -34,14 +34,19 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# One test worker per core (PYTEST_WORKERS=0 runs in this process); a module's tests stay on
+# one worker (tests/conftest.py groups them).
+PYTEST_WORKERS ?= auto
+XDIST := -n $(PYTEST_WORKERS) --dist loadgroup
+
 unit: $(STAMP)
-	$(BIN)/pytest -q -p no:cacheprovider
+	$(BIN)/pytest -q -p no:cacheprovider $(XDIST) --durations=15
 
 test: lint typecheck unit
 
 # The end-to-end journey alone (part of `unit` too), with password and operator (JWT) identities.
 journey: $(STAMP)
-	$(BIN)/pytest -q -p no:cacheprovider -m journey tests/test_journey.py
+	$(BIN)/pytest -q -p no:cacheprovider $(XDIST) -m journey tests/test_journey.py
 
 demo: $(STAMP)
 	$(BIN)/python -m snsq2nats demo

@@ -195,11 +195,15 @@ def test_moto_dead_letters_a_message_handed_back_too_often(aws: AwsEndpoint) -> 
     assert depth(aws, dead) == 1
 
 
-def long_poll_in_moto() -> bool:
-    """A thread of moto's server (in this process) is waiting for messages to receive."""
+def long_poll_in_moto(queue: str) -> bool:
+    """A thread of moto's server (in this process) is waiting for messages on `queue` (an
+    earlier test's abandoned poll may still wait on another queue)."""
     for frame in sys._current_frames().values():
         while frame is not None:
-            if frame.f_code.co_name == "wait_for_messages":
+            if (
+                frame.f_code.co_name == "wait_for_messages"
+                and getattr(frame.f_locals.get("self"), "name", None) == queue
+            ):
                 return True
             frame = frame.f_back  # type: ignore[assignment]
     return False
@@ -214,7 +218,7 @@ async def test_a_cancelled_long_poll_still_takes_messages_in_sqs(aws: AwsEndpoin
         poll = asyncio.create_task(
             aio.sqs.receive_message(QueueUrl=url, WaitTimeSeconds=10, VisibilityTimeout=60)
         )
-        await until(long_poll_in_moto, what="the poll waiting in moto")
+        await until(lambda: long_poll_in_moto("ghost"), what="the poll waiting in moto")
         poll.cancel()
         await asyncio.gather(poll, return_exceptions=True)
     aws.client("sqs").send_message(QueueUrl=url, MessageBody="taken by nobody")
