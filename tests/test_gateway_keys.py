@@ -166,3 +166,101 @@ def test_cli_writes_keys_and_never_prints_them(plan: Plan, tmp_path: Path) -> No
         assert key.secret not in run.output and key.secret not in listed.output
     # The --json run regenerated the files: the same keys.
     assert _by_identity(load_keys(out)) == _by_identity(keys)
+
+
+# -- one NATS connection per identity, on a real server with auth's generated config ----------
+
+
+@pytest.mark.parametrize("fmt", ["config", "jwt"])
+async def test_connections_act_as_the_keys_identity(tmp_path: Path, fmt: str) -> None:
+    from snsq2nats.apply import apply_plan
+    from snsq2nats.auth.config import write_auth
+    from snsq2nats.auth.jwt import write_jwt
+    from snsq2nats.demo.nats_server import NatsServer
+    from snsq2nats.errors import GatewayError, PermissionDeniedError
+    from snsq2nats.gateway.connections import IdentityConnections, publish
+    from tests.test_auth import probe_version
+
+    plan = shop_plan(probe_version())
+    generated = identities(plan)
+    directory = tmp_path / "auth"
+    server = NatsServer(name=f"gw-{fmt}")
+    _write_for(plan, directory, fmt, server.url)
+    # The server config for the same secrets (a re-run reuses every seed).
+    if fmt == "jwt":
+        server.extra_config = write_jwt(generated, directory).settings
+    else:
+        server.users = write_auth(generated, directory, mode="nkey", url=server.url).users
+    keys = load_keys(directory)
+    with server:
+        async with IdentityConnections(keys) as conns:  # the URL auth was given
+            admin = await conns.connection("snsq2nats-admin")
+            result = await apply_plan(admin, plan, allow_destructive=False)
+            assert result.ok, [o.detail for o in result.failed]
+            producer = await conns.connection("sqs_orders-billing-producer")
+            assert await conns.connection("sqs_orders-billing-producer") is producer  # reused
+            ack = await publish(producer, "sqs.orders-billing", b"order-1")
+            assert ack.stream == "sqs_orders-billing"
+            # NATS enforces the identity's grants through the gateway: another queue is refused.
+            with pytest.raises(PermissionDeniedError) as caught:
+                await publish(producer, "sqs.orders-fraud", b"not mine")
+            assert "sqs.orders-fraud" in caught.value.one_line()
+            js = await conns.jetstream("sqs_orders-billing-consumer")
+            sub = await js.pull_subscribe_bind("orders-billing", "sqs_orders-billing")
+            (msg,) = await sub.fetch(1, timeout=10)
+            assert msg.data == b"order-1"
+            await msg.ack_sync()
+            assert conns.identities == [
+                "snsq2nats-admin",
+                "sqs_orders-billing-consumer",
+                "sqs_orders-billing-producer",
+            ]
+            with pytest.raises(GatewayError) as unknown:
+                await conns.connection("nobody")
+            assert unknown.value.status == 503 and not unknown.value.sender
+        assert producer.is_closed and admin.is_closed
+        with pytest.raises(GatewayError):
+            await conns.connection("snsq2nats-admin")  # stopped: no new connections
+
+
+def _write_for(plan: Plan, directory: Path, fmt: str, url: str) -> None:
+    write_identities(
+        identities(plan),
+        directory,
+        fmt=fmt,  # type: ignore[arg-type]
+        credentials="nkey",
+        tls_user="{name}",
+        url=url,
+    )
+
+
+def test_identity_options_take_the_identitys_credential_only(plan: Plan, tmp_path: Path) -> None:
+    from snsq2nats.errors import UsageError
+    from snsq2nats.gateway.connections import identity_options
+    from snsq2nats.jetstream.connect import NatsOptions
+
+    base = NatsOptions(servers=["tls://a:4222"], user="gateway", password="pw", ca="/ca.pem")
+    keys = load_keys(_write(plan, tmp_path / "pw", credentials="password"))
+    key = next(k for k in keys.values() if k.identity == "sqs_orders-billing-producer")
+    options = identity_options(key, base)
+    assert options.user == "sqs_orders-billing-producer"
+    assert options.password == Path(key.nats.password_file or "").read_text().strip()
+    assert options.inbox_prefix == "_INBOX_sqs_orders-billing-producer"
+    assert options.servers == ["tls://a:4222"] and options.ca == "/ca.pem"
+    assert options.password not in repr(options)
+    # nsc: the creds file is the operator's to export; until then the gateway says so.
+    nsc = load_keys(_write(plan, tmp_path / "nsc", fmt="nsc"))
+    with pytest.raises(UsageError) as caught:
+        identity_options(next(iter(nsc.values())), base)
+    assert "nsc generate creds" in (caught.value.hint or "")
+    # Certificate-mapped users present the certificate their context names; auth writes none.
+    tls = load_keys(_write(plan, tmp_path / "tls", credentials="tls"))
+    tls_key = next(iter(tls.values()))
+    with pytest.raises(UsageError) as caught:
+        identity_options(tls_key, base)
+    assert "client certificate" in caught.value.what
+    context = Path(tls_key.nats.context or "")
+    body = json.loads(context.read_text())
+    context.write_text(json.dumps({**body, "cert": "/c.pem", "key": "/k.pem"}))
+    options = identity_options(tls_key, base)
+    assert (options.cert, options.key, options.user) == ("/c.pem", "/k.pem", None)
