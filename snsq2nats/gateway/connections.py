@@ -30,7 +30,7 @@ from snsq2nats.gateway.keys import GatewayKey, GatewayKeys
 from snsq2nats.jetstream.connect import DEFAULT_NATS_URL, NatsOptions, connect_nats
 from snsq2nats.jetstream.permissions import denials_of
 
-__all__ = ["IdentityConnections", "identity_options", "publish"]
+__all__ = ["IdentityConnections", "IdentityJetStream", "identity_options", "publish"]
 
 log = logging.getLogger(__name__)
 
@@ -149,8 +149,9 @@ class IdentityConnections:
                 sender=False,
             ) from None
 
-    async def jetstream(self, identity: str) -> Any:
-        return (await self.connection(identity)).jetstream()
+    async def jetstream(self, identity: str) -> IdentityJetStream:
+        """`identity`'s JetStream access, as `sns.handle_sns` takes it."""
+        return IdentityJetStream(await self.connection(identity))
 
     async def _connect(self, identity: str) -> Any:
         key = self._keys.for_identity(identity)
@@ -192,6 +193,35 @@ class IdentityConnections:
         await self.close()
 
 
+class IdentityJetStream:
+    """One identity's connection and its JetStream context: nats-py's `publish`, failing at
+    once on a permission refusal; `publish_core` for subjects no stream captures; anything
+    else is the JetStream context's own (`pull_subscribe_bind`, `stream_info`, …)."""
+
+    def __init__(self, nc: Any) -> None:
+        self.nc = nc
+        self.js = nc.jetstream()
+
+    async def publish(
+        self,
+        subject: str,
+        payload: bytes = b"",
+        timeout: float | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Any:
+        return await publish(
+            self.nc, subject, payload, headers=headers, timeout=timeout or 10.0, js=self.js
+        )
+
+    async def publish_core(
+        self, subject: str, payload: bytes = b"", headers: Mapping[str, str] | None = None
+    ) -> None:
+        await self.nc.publish(subject, payload, headers=dict(headers) if headers else None)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.js, name)
+
+
 async def publish(
     nc: Any,
     subject: str,
@@ -199,10 +229,11 @@ async def publish(
     *,
     headers: Mapping[str, str] | None = None,
     timeout: float = 10.0,
+    js: Any = None,
 ) -> Any:
     """Publish into JetStream and return the PubAck; `PermissionDeniedError` at once when the
     server refuses the subject (or the reply inbox) to this connection's identity."""
-    js = nc.jetstream()
+    js = js or nc.jetstream()
     sending = asyncio.ensure_future(
         js.publish(subject, payload, timeout=timeout, headers=dict(headers) if headers else None)
     )
