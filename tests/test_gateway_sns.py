@@ -450,3 +450,41 @@ async def test_nats_enforces_the_keys_identity(estate: Estate) -> None:
     assert await asyncio.to_thread(
         lambda: estate.sns().publish(TopicArn=estate.events, Message="mine")["MessageId"]
     )
+
+
+async def test_filter_router_delivers_what_the_policy_matches(estate: Estate) -> None:
+    """gw-billing's filter policy is served by the bridge's filter router: gateway-published
+    messages take that road as any NATS producer's do, and only the matching one arrives."""
+    from snsq2nats.bridge.context import BridgeContext
+    from snsq2nats.bridge.filter_router import run_filter_router
+    from tests.fixtures.bridge import FAST
+
+    sns = estate.sns()
+    for event in ("order_placed", "order_cancelled"):
+        attributes = {"event_type": {"DataType": "String", "StringValue": event}}
+        await asyncio.to_thread(
+            sns.publish, TopicArn=estate.events, Message=event, MessageAttributes=attributes
+        )
+    (route,) = [r for r in estate.plan.routes if r.kind == "filter-router"]
+    assert route.target_stream == "sqs_gw-billing"
+    # The router runs as the bridge identity `auth` generated, as a bridge process would.
+    nc = await estate.conns.connection("snsq2nats-bridge")
+    ctx = BridgeContext(plan=estate.plan, nc=nc, sqs=None, sns=None, timings=FAST)
+    task = asyncio.create_task(run_filter_router(ctx, route))
+    try:
+        (routed,) = await estate.stored("sqs_gw-billing", 1)
+        js = await estate.admin()
+
+        async def drained() -> bool:
+            info = await js.consumer_info(route.stream, route.consumer)
+            return bool(info.num_pending == 0 and info.num_ack_pending == 0)
+
+        await until(drained, what="the filter router to have read both messages")
+    finally:
+        ctx.stopping.set()
+        await asyncio.wait_for(task, timeout=30)
+    assert routed.data == b"order_placed"
+    assert headers_to_attributes(routed.headers)["event_type"] == Attribute(
+        "String", "order_placed"
+    )
+    assert (await js.stream_info("sqs_gw-billing")).state.messages == 1

@@ -100,12 +100,11 @@ def credential_service(query: str, headers: Mapping[str, str]) -> str | None:
     carries no SigV4 credential. For routing before (or without) verification; `authenticate`
     returns the verified one."""
     lowered = {k.lower(): v for k, v in headers.items()}
-    credential = None
     authorization = lowered.get("authorization", "")
     if authorization.startswith(ALGORITHM):
         credential = _components(authorization[len(ALGORITHM) :]).get("Credential")
     else:
-        credential = _query_pairs(query).get("X-Amz-Credential")
+        credential = dict(_query_list(query)).get("X-Amz-Credential")
     parts = (credential or "").split("/")
     return parts[3] if len(parts) == 5 else None
 
@@ -268,10 +267,6 @@ def _query_list(query: str) -> list[tuple[str, str]]:
         name, _, value = part.partition("=")
         out.append((unquote(name), unquote(value)))
     return out
-
-
-def _query_pairs(query: str) -> dict[str, str]:
-    return dict(_query_list(query))
 
 
 def _trim(value: str) -> str:

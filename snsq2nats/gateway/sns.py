@@ -34,6 +34,7 @@ import binascii
 import functools
 import hashlib
 import json
+import logging
 import math
 import re
 import uuid
@@ -56,6 +57,8 @@ from snsq2nats.gateway.principal import Principal
 from snsq2nats.plan.model import Plan, Resource
 
 __all__ = ["DATA_PLANE", "error_xml", "handle_sns"]
+
+log = logging.getLogger(__name__)
 
 XMLNS = "http://sns.amazonaws.com/doc/2010-03-31/"
 DATA_PLANE = frozenset(
@@ -174,9 +177,7 @@ def response_xml(action: str, result: Mapping[str, Any], request_id: str) -> byt
     output = _model().operation_model(action).output_shape
     inner = ""
     if output is not None:
-        wrapper = output.serialization.get("resultWrapper", f"{action}Result")
-        body = _xml(output, result, wrapper)
-        inner = body
+        inner = _xml(output, result, output.serialization.get("resultWrapper", f"{action}Result"))
     return (
         f'<{action}Response xmlns="{XMLNS}">{inner}'
         f"<ResponseMetadata><RequestId>{escape(request_id)}</RequestId></ResponseMetadata>"
@@ -551,6 +552,9 @@ async def _send(js: Any, topic: Resource, message: _Message, principal: Principa
     except GatewayError:
         raise
     except Exception as exc:
+        # The client learns only that nothing was stored; the log says why (never a secret:
+        # nats-py's errors name subjects and streams).
+        log.warning("gateway: publish to %s failed: %s", message.subject, exc)
         raise _internal(
             f"the message could not be stored ({type(exc).__name__}); it was not published, "
             "try again"
