@@ -168,6 +168,21 @@ def test_header_values_are_trimmed_and_spaces_collapsed() -> None:
     assert check(request, headers={"X-Amz-Meta-Note": "two words"}).service == "sqs"
 
 
+def test_a_repeated_header_is_signed_as_its_values_joined_by_commas() -> None:
+    from multidict import CIMultiDict
+
+    request = signed(headers={"X-Amz-Meta-Tag": "red,blue"})
+    prepared = request.prepare()
+    sent: CIMultiDict[str] = CIMultiDict(Host=urlsplit(prepared.url).netloc)
+    for name, value in prepared.headers.items():
+        if name.lower() != "x-amz-meta-tag":
+            sent.add(name, value)
+    sent.add("X-Amz-Meta-Tag", " red ")  # the same header twice, as an HTTP server keeps it
+    sent.add("x-amz-meta-tag", "blue")
+    body = prepared.body if isinstance(prepared.body, bytes) else prepared.body.encode()
+    assert verifier().authenticate("POST", "/", "", sent, body).service == "sqs"
+
+
 def test_unsigned_payload_is_taken_as_declared() -> None:
     request = signed(headers={"X-Amz-Content-SHA256": "UNSIGNED-PAYLOAD"})
     assert check(request).service == "sqs"

@@ -137,7 +137,7 @@ class SigV4Authenticator:
         string; header names in any case."""
         path, _, in_path = path.partition("?")
         query = query or in_path
-        lowered = {k.lower(): v for k, v in headers.items()}
+        lowered = _lowered(headers)
         pairs = _query_list(query)
         presigned = any(name == "X-Amz-Algorithm" for name, _ in pairs)
         authorization = lowered.get("authorization")
@@ -169,7 +169,7 @@ class SigV4Authenticator:
                 method.upper(),
                 canonical_uri(path),
                 canonical_query(canonical_pairs),
-                "".join(f"{h}:{_trim(lowered.get(h, ''))}\n" for h in signed.signed_headers),
+                "".join(f"{h}:{lowered.get(h, '')}\n" for h in signed.signed_headers),
                 ";".join(signed.signed_headers),
                 payload,
             ]
@@ -269,8 +269,14 @@ def _query_list(query: str) -> list[tuple[str, str]]:
     return out
 
 
-def _trim(value: str) -> str:
-    return " ".join(value.split())
+def _lowered(headers: Mapping[str, str]) -> dict[str, str]:
+    """Header names lower-cased, values trimmed with inner runs of spaces collapsed; a header
+    sent more than once (a multidict's repeated items) joined with commas, as SigV4 signs it."""
+    out: dict[str, str] = {}
+    for name, value in headers.items():
+        key, text = name.lower(), " ".join(value.split())
+        out[key] = f"{out[key]},{text}" if key in out else text
+    return out
 
 
 def _components(text: str) -> dict[str, str]:
