@@ -42,6 +42,7 @@ from snsq2nats.demo.nats_server import NatsServer, nats_server_version
 from snsq2nats.errors import GatewayError
 from snsq2nats.gateway.connections import IdentityConnections
 from snsq2nats.gateway.keys import GatewayKey, load_keys
+from snsq2nats.gateway.principal import Principal
 from snsq2nats.gateway.sigv4 import SigV4Authenticator
 from snsq2nats.gateway.sns import error_xml, handle_sns
 from snsq2nats.jetstream.spec import ServerInfo
@@ -488,3 +489,92 @@ async def test_filter_router_delivers_what_the_policy_matches(estate: Estate) ->
         "String", "order_placed"
     )
     assert (await js.stream_info("sqs_gw-billing")).state.messages == 1
+
+
+# -- the Query/XML protocol itself, read back by botocore's own parser --------------------------
+
+
+def _parsed(action: str, body: bytes, status: int = 200) -> dict[str, Any]:
+    import botocore.parsers
+    import botocore.session
+
+    model = botocore.session.get_session().get_service_model("sns")
+    output = model.operation_model(action).output_shape
+    parser = botocore.parsers.QueryParser()
+    parsed: dict[str, Any] = parser.parse(
+        {"body": body, "headers": {}, "status_code": status}, output
+    )
+    return parsed
+
+
+def _synthetic_plan(topics: int) -> Plan:
+    from snsq2nats.plan.model import Resource
+
+    return Plan(
+        generated_at="test",
+        server=ServerInfo(reachable=False),
+        resources=[
+            Resource(
+                source_arn=f"arn:aws:sns:us-east-1:123456789012:t{i:03d}",
+                kind="sns-topic",
+                name=f"t{i:03d}",
+                publish_subject=f"sns.t{i:03d}",
+            )
+            for i in range(topics)
+        ],
+    )
+
+
+PRINCIPAL = Principal(access_key_id="AKSQTEST", identity="tester")
+
+
+async def test_list_topics_pages_by_a_hundred() -> None:
+    plan = _synthetic_plan(150)
+    first = _parsed(
+        "ListTopics",
+        await handle_sns("ListTopics", {}, js=None, plan=plan, principal=PRINCIPAL),
+    )
+    assert len(first["Topics"]) == 100 and first["NextToken"]
+    second = _parsed(
+        "ListTopics",
+        await handle_sns(
+            "ListTopics",
+            {"NextToken": first["NextToken"]},
+            js=None,
+            plan=plan,
+            principal=PRINCIPAL,
+            request_id="rid-2",
+        ),
+    )
+    arns = [t["TopicArn"] for t in first["Topics"] + second["Topics"]]
+    assert arns == [r.source_arn for r in plan.resources]
+    assert "NextToken" not in second
+    assert second["ResponseMetadata"]["RequestId"] == "rid-2"
+
+
+async def test_refusals_render_as_snss_error_response() -> None:
+    plan = _synthetic_plan(1)
+
+    async def refusal(action: str, params: dict[str, str]) -> GatewayError:
+        with pytest.raises(GatewayError) as caught:
+            await handle_sns(action, params, js=None, plan=plan, principal=PRINCIPAL)
+        error = caught.value
+        parsed = _parsed("Publish", error_xml(error, "rid-e"), error.status)
+        assert parsed["Error"]["Code"] == error.code
+        assert parsed["Error"]["Message"] == error.message
+        assert parsed["Error"]["Type"] == ("Sender" if error.sender else "Receiver")
+        return error
+
+    assert (await refusal("CreateTopic", {"Name": "x"})).status == 403
+    assert (await refusal("Frobnicate", {})).code == "InvalidAction"
+    missing = await refusal("Publish", {"TopicArn": plan.resources[0].source_arn})
+    assert (missing.code, missing.status) == ("ValidationError", 400)
+    assert "'message'" in missing.message
+    bad_b64 = {
+        "TopicArn": plan.resources[0].source_arn,
+        "Message": "m",
+        "MessageAttributes.entry.1.Name": "b",
+        "MessageAttributes.entry.1.Value.DataType": "Binary",
+        "MessageAttributes.entry.1.Value.BinaryValue": "%%%",
+    }
+    assert (await refusal("Publish", bad_b64)).code == "InvalidParameter"

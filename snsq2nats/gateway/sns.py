@@ -38,6 +38,7 @@ import logging
 import math
 import re
 import uuid
+import weakref
 from collections.abc import Mapping
 from typing import Any
 from xml.sax.saxutils import escape
@@ -256,7 +257,7 @@ async def handle_sns(
                 f"1 validation error detected: Value null at '{name[0].lower()}{name[1:]}' "
                 "failed to satisfy constraint: Member must not be null"
             )
-    topics = _Topics(plan)
+    topics = _topics_of(plan)
     if action == "ListTopics":
         result = topics.list_topics(request.get("NextToken"))
     elif action == "GetTopicAttributes":
@@ -273,13 +274,35 @@ async def handle_sns(
 # -- the plan's topics ---------------------------------------------------------------------------
 
 
+_INDEXES: dict[int, tuple[weakref.ref[Plan], _Topics]] = {}
+
+
+def _topics_of(plan: Plan) -> _Topics:
+    """The plan's topics, indexed once per plan (every request of a gateway reads the same
+    applied plan; a scan of 10,000 resources per Publish would be its cost)."""
+    key = id(plan)
+    cached = _INDEXES.get(key)
+    if cached is not None and cached[0]() is plan:
+        return cached[1]
+    topics = _Topics(plan)
+    _INDEXES[key] = (weakref.ref(plan, lambda _: _INDEXES.pop(key, None)), topics)
+    return topics
+
+
 class _Topics:
     def __init__(self, plan: Plan) -> None:
-        self.plan = plan
         self.topics = sorted(
             (r for r in plan.resources if r.kind == "sns-topic"), key=lambda r: r.source_arn
         )
         self._by_arn = {t.source_arn: t for t in self.topics}
+        self._queue_by_stream = {
+            r.stream: r for r in plan.resources if r.kind == "sqs-queue" and r.stream
+        }
+        self._subscribed: dict[str, list[Resource]] = {}
+        for r in plan.resources:
+            if r.kind == "sns-subscription":
+                # A subscription's ARN is its topic's ARN and one more token.
+                self._subscribed.setdefault(r.source_arn.rsplit(":", 1)[0], []).append(r)
 
     def find(self, arn: str) -> Resource:
         topic = self._by_arn.get(arn)
@@ -296,11 +319,7 @@ class _Topics:
         return result
 
     def subscribed(self, topic: Resource) -> list[Resource]:
-        return [
-            r
-            for r in self.plan.resources
-            if r.kind == "sns-subscription" and r.source_arn.rsplit(":", 1)[0] == topic.source_arn
-        ]
+        return self._subscribed.get(topic.source_arn, [])
 
     def attributes(self, topic: Resource) -> dict[str, Any]:
         account = topic.source_arn.split(":")[4]
@@ -327,14 +346,7 @@ class _Topics:
 
     def _subscription(self, topic: Resource, sub: Resource) -> dict[str, str]:
         protocol, endpoint = "sqs", ""
-        queue = next(
-            (
-                r
-                for r in self.plan.resources
-                if r.kind == "sqs-queue" and sub.stream and r.stream == sub.stream
-            ),
-            None,
-        )
+        queue = self._queue_by_stream.get(sub.stream) if sub.stream else None
         if queue is not None:
             endpoint = queue.source_arn
         else:
