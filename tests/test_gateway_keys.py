@@ -206,6 +206,7 @@ async def test_connections_act_as_the_keys_identity(tmp_path: Path, fmt: str) ->
                 await publish(producer, "sqs.orders-fraud", b"not mine")
             assert "sqs.orders-fraud" in caught.value.one_line()
             js = await conns.jetstream("sqs_orders-billing-consumer")
+            assert await conns.jetstream("sqs_orders-billing-consumer") is js
             sub = await js.pull_subscribe_bind("orders-billing", "sqs_orders-billing")
             (msg,) = await sub.fetch(1, timeout=10)
             assert msg.data == b"order-1"

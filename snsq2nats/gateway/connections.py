@@ -122,6 +122,7 @@ class IdentityConnections:
         self._base = base
         self._name = name
         self._open: dict[str, asyncio.Task[Any]] = {}
+        self._jetstreams: dict[str, IdentityJetStream] = {}
         self._closed = False
 
     async def connection(self, identity: str) -> Any:
@@ -150,8 +151,12 @@ class IdentityConnections:
             ) from None
 
     async def jetstream(self, identity: str) -> IdentityJetStream:
-        """`identity`'s JetStream access, as `sns.handle_sns` takes it."""
-        return IdentityJetStream(await self.connection(identity))
+        """`identity`'s JetStream access, as `sns.handle_sns` takes it (one per connection)."""
+        nc = await self.connection(identity)
+        access = self._jetstreams.get(identity)
+        if access is None or access.nc is not nc:
+            access = self._jetstreams[identity] = IdentityJetStream(nc)
+        return access
 
     async def _connect(self, identity: str) -> Any:
         key = self._keys.for_identity(identity)
@@ -171,7 +176,7 @@ class IdentityConnections:
     async def close(self) -> None:
         """Drain and close every connection (pending publishes flushed first)."""
         self._closed = True
-        tasks, self._open = list(self._open.values()), {}
+        tasks, self._open, self._jetstreams = list(self._open.values()), {}, {}
         for task in tasks:
             if not task.done():
                 task.cancel()

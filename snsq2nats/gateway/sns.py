@@ -412,13 +412,14 @@ def _prepare(entry: Mapping[str, Any], topic: Resource) -> _Message:
     message = entry.get("Message")
     if message is None or message == "":
         raise _invalid("Empty message")
+    sent = str(message)  # what the size limit and content-based deduplication see
     structure = entry.get("MessageStructure")
     if structure is not None:
         if structure != "json":
             raise _invalid("MessageStructure")
         message = _structured(message)
     attributes = _attributes(entry.get("MessageAttributes") or {})
-    size = len(message.encode("utf-8")) + sum(
+    size = len(sent.encode("utf-8")) + sum(
         len(name.encode()) + len(a.data_type.encode()) + _value_size(a)
         for name, a in attributes.items()
     )
@@ -440,7 +441,7 @@ def _prepare(entry: Mapping[str, Any], topic: Resource) -> _Message:
                     "The topic should either have ContentBasedDeduplication enabled or "
                     "MessageDeduplicationId provided explicitly"
                 )
-            dedup = hashlib.sha256(message.encode("utf-8")).hexdigest()
+            dedup = hashlib.sha256(sent.encode("utf-8")).hexdigest()
         for name, value in (("MessageGroupId", group), ("MessageDeduplicationId", dedup)):
             if not _AWS_ID.match(value):
                 raise _invalid(f"{name} Reason: must be 1-128 printable ASCII characters")
