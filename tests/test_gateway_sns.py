@@ -297,6 +297,17 @@ async def test_fifo_topic_groups_and_deduplicates(estate: Estate) -> None:
     info = await (await estate.admin()).stream_info("snsfifo_gw-ledger")
     assert info.state.messages == 2  # the duplicate was dropped by the stream
 
+    # A FIFO batch is stored in its order, each entry after the one before.
+    batch = [{"Id": f"e{i}", "Message": f"entry {i}", "MessageGroupId": "acct-3"} for i in range(3)]
+    answer = await asyncio.to_thread(
+        sns.publish_batch, TopicArn=estate.ledger, PublishBatchRequestEntries=batch
+    )
+    assert [s["SequenceNumber"] for s in answer["Successful"]] == [
+        f"{seq:020d}" for seq in (3, 4, 5)
+    ]
+    in_order = await estate.stored("snsfifo_gw-ledger", 5)
+    assert [m.data for m in in_order[2:]] == [b"entry 0", b"entry 1", b"entry 2"]
+
     missing = await asyncio.to_thread(
         _code, lambda: sns.publish(TopicArn=estate.ledger, Message="no group")
     )
