@@ -466,6 +466,10 @@ def test_cli_writes_identities_without_printing_secrets(tmp_path: Path) -> None:
     # A second run keeps every application's secret: only permissions are regenerated.
     assert {p.read_text().strip() for p in (out / "secrets").iterdir()} == secrets
     assert not any(s in listed.output for s in secrets)
+    # The gateway's access keys, one per identity: never printed either.
+    keys = json.loads((out / "gateway-keys.json").read_text())["keys"]
+    assert sorted(k["identity"] for k in keys) == sorted(names)
+    assert not any(k["secret_access_key"] in run.output + listed.output for k in keys)
 
 
 async def test_operator_mode_user_jwts_carry_the_same_permissions(tmp_path: Path) -> None:
@@ -565,6 +569,7 @@ def test_write_identities_writes_each_format_with_its_record_and_modes(tmp_path:
         assert written.main == directory / main_name
         assert stat.S_IMODE(written.main.stat().st_mode) == mode
         assert stat.S_IMODE(written.record.stat().st_mode) == 0o600
+        assert stat.S_IMODE(written.keys.stat().st_mode) == 0o600
         record = load_record(directory)
         assert record is not None and record.path == written.record
     # The record names the options that shaped the grants: a later check regenerates with them.

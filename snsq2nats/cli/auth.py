@@ -105,3 +105,4 @@ def auth(
         app.out.info(f"{count}: server config {written.main}")
         contexts, secrets = out_dir / "contexts", out_dir / "secrets"
         app.out.info(f"natscli contexts in {contexts}; secrets (0600) in {secrets}")
+    app.out.info(f"gateway access keys (0600, one per identity) in {written.keys}")
