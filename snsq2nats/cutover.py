@@ -37,6 +37,7 @@ from snsq2nats.jetstream.api import (
 from snsq2nats.jetstream.kv import Kv, open_kv
 from snsq2nats.jetstream.state import read_bucket
 from snsq2nats.plan.buckets import CUTOVER_WRITER, FLEET_OBSERVER
+from snsq2nats.plan.fleet import MEMBERS, Heartbeat
 from snsq2nats.plan.model import Plan, Resource, Route
 from snsq2nats.plan.moves import (
     Move,
@@ -248,8 +249,6 @@ async def wait_for_bridges(
     """
     from pydantic import ValidationError
 
-    from snsq2nats.bridge.fleet import MEMBERS, Heartbeat
-
     started = time.monotonic()
     # member → (heartbeat, its revision, when we saw that revision change)
     seen: dict[str, tuple[Heartbeat, int, float]] = {}
@@ -311,7 +310,7 @@ async def wait_for_bridges(
         await asyncio.sleep(POLL / 2)
 
 
-def _unready(beat: Any) -> str:
+def _unready(beat: Heartbeat) -> str:
     blocked = dict(beat.blocked)
     if not blocked:
         return "a route it should run cannot run"
@@ -322,8 +321,6 @@ def _heartbeats_summary(entries: Any) -> str:
     """What the fleet bucket holds when no member is live: each member, how old its last
     heartbeat is, and whether it left (decoded, never the raw bytes)."""
     from pydantic import ValidationError
-
-    from snsq2nats.bridge.fleet import Heartbeat
 
     said = []
     for entry in entries:
@@ -653,14 +650,9 @@ async def _start_router_at(nc: Client, plan: Plan, router: Route, start: int) ->
 
 async def _remove_bridge_queue(nc: Client, plan: Plan, aws: RegionClients, route: Route) -> None:
     """Unsubscribe the topic's bridge queue, relay what it still holds, delete it."""
-    from snsq2nats.bridge.context import BridgeContext
-    from snsq2nats.bridge.sns_to_nats import cleanup_sns_to_nats
+    from snsq2nats.bridge.sns_to_nats import remove_bridge_queue
 
-    ctx = BridgeContext(plan=plan, nc=nc, sqs=aws.sqs, sns=aws.sns)
-    try:
-        await cleanup_sns_to_nats(ctx, route)
-    finally:
-        ctx.stopping.set()
+    await remove_bridge_queue(nc, plan, aws.sqs, aws.sns, route)
 
 
 async def _delete_aws(aws: RegionClients, arn: str) -> None:

@@ -7,7 +7,7 @@ mover. The other side's numbers are shown for context. SQS's counts are approxim
 eventually consistent: AWS advises waiting for a minute of zeros before trusting them.
 
 Each route also shows which bridge fleet member holds its lease, for how long, and whether
-that member's heartbeat is current (from the fleet's KV bucket, `bridge.fleet`).
+that member's heartbeat is current (from the fleet's KV bucket, `plan.fleet`).
 """
 
 from __future__ import annotations
@@ -24,9 +24,10 @@ from urllib.parse import urlsplit
 from snsq2nats.aws.arns import parse_arn
 from snsq2nats.aws.backlog import queue_backlog
 from snsq2nats.aws.errors import error_code, is_missing
-from snsq2nats.bridge.fleet import FleetSnapshot, lease_age, read_fleet
 from snsq2nats.errors import SnsqError
 from snsq2nats.jetstream.operations import CONSUMER_INFO, STREAM_INFO
+from snsq2nats.plan.buckets import FLEET_OBSERVER
+from snsq2nats.plan.fleet import FleetSnapshot, lease_age, snapshot_of
 from snsq2nats.plan.model import Plan, Route
 
 AWS_TO_NATS = {"sqs-to-nats", "sns-to-nats"}
@@ -347,6 +348,15 @@ async def _mark_undeliverable(nc: Any, statuses: list[RouteStatus]) -> None:
             + " ".join(key for key, _ in found)
             + f" | {status.reason}"
         )
+
+
+async def read_fleet(nc: Any) -> FleetSnapshot | None:
+    """Every heartbeat and lease in the fleet's bucket; None when there is no bucket (the plan
+    was not applied)."""
+    from snsq2nats.jetstream.state import read_bucket
+
+    values = await read_bucket(nc, FLEET_OBSERVER)
+    return None if values is None else snapshot_of(values)
 
 
 def route_owner(fleet: FleetSnapshot, route: str, now: datetime) -> RouteOwner:

@@ -139,9 +139,9 @@ async def wait_for_plan_revision(
     run the new revision)."""
     from pydantic import ValidationError
 
-    from snsq2nats.bridge.fleet import MEMBERS, Heartbeat
     from snsq2nats.jetstream.state import read_bucket
     from snsq2nats.plan.buckets import FLEET_OBSERVER
+    from snsq2nats.plan.fleet import MEMBERS, Heartbeat
 
     deadline = time.monotonic() + timeout
     while True:

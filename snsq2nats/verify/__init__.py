@@ -23,8 +23,8 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from snsq2nats.aws.arns import subscription_topic
-from snsq2nats.bridge.codec import CANARY_HEADER
 from snsq2nats.errors import SnsqError
+from snsq2nats.plan.headers import CANARY_HEADER
 from snsq2nats.plan.model import Plan, Resource
 from snsq2nats.verify.canary import CANARY_TOKEN, CanaryRun, CheckResult, Outcome, is_canary
 from snsq2nats.verify.cleanup import cleanup

@@ -14,7 +14,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from snsq2nats.bridge.codec import CANARY_HEADER
 from snsq2nats.errors import SnsqError
 from snsq2nats.jetstream.api import (
     ERR_CONSUMER_NOT_FOUND,
@@ -24,6 +23,7 @@ from snsq2nats.jetstream.api import (
 )
 from snsq2nats.jetstream.operations import CONSUMER_INFO, STREAM_INFO
 from snsq2nats.jetstream.spec import StreamSpec
+from snsq2nats.plan.headers import CANARY_HEADER
 from snsq2nats.plan.model import Plan
 
 Outcome = Literal["ok", "failed", "skipped"]
