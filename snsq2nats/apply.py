@@ -817,9 +817,8 @@ async def _relaying(nc: Any) -> tuple[set[str] | None, dict[str, int]]:
     handover an earlier apply recorded but did not finish."""
     from snsq2nats.bridge.follow import read_applied
     from snsq2nats.plan.buckets import CUTOVER_WRITER
-    from snsq2nats.plan.moves import current_view
     from snsq2nats.plan.routes import active_routes
-    from snsq2nats.plan.states import RESOURCE_PREFIX, parse_records
+    from snsq2nats.plan.states import RESOURCE_PREFIX, current_view, parse_records
 
     applied = await read_applied(nc)
     if applied is None:

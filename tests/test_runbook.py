@@ -16,15 +16,15 @@ import pytest
 from click.testing import CliRunner
 
 from snsq2nats.cli import main
+from snsq2nats.cutover.moves import plan_finish, plan_moves
+from snsq2nats.cutover.runbook import Runbook, Step, make_runbook
 from snsq2nats.demo.nats_server import NatsServer
 from snsq2nats.files import document_json
 from snsq2nats.inventory import Inventory, Queue, RedrivePolicy, Subscription, Topic
 from snsq2nats.jetstream.spec import ServerInfo
 from snsq2nats.plan.model import Plan
-from snsq2nats.plan.moves import plan_finish, plan_moves
 from snsq2nats.plan.pipeline import assemble_plan
 from snsq2nats.plan.rules import Cutover, Override, Rules
-from snsq2nats.plan.runbook import Runbook, Step, make_runbook
 from snsq2nats.plan.states import CutoverRecord
 from snsq2nats.report.runbook import runbook_markdown, runbook_table
 
@@ -211,7 +211,7 @@ def test_each_step_is_the_exact_command(plan: Plan) -> None:
 
 
 def test_every_command_is_a_move_cutover_accepts_in_that_order(plan: Plan) -> None:
-    """Replay the runbook through `plan.moves` as `snsq2nats cutover` would, recording as it
+    """Replay the runbook through `cutover.moves` as `snsq2nats cutover` would, recording as it
     goes: no step is refused, and every move changes something."""
     records: dict[str, CutoverRecord] = {}
     for s in make_runbook(plan).steps:

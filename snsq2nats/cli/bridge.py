@@ -280,8 +280,8 @@ def _collect_status(
     from snsq2nats import status as status_lib
     from snsq2nats.aws.clients import sqs_by_region
     from snsq2nats.cutover import read_records
-    from snsq2nats.plan.moves import current_view
     from snsq2nats.plan.routes import route_active
+    from snsq2nats.plan.states import current_view
 
     # A connection per route read at once.
     sqs_for = sqs_by_region(endpoint_url, status_lib.CONCURRENCY)

@@ -169,7 +169,7 @@ def cutover_history(
     import json as jsonlib
 
     from snsq2nats.cutover import history, open_state
-    from snsq2nats.plan.moves import resolve
+    from snsq2nats.cutover.moves import resolve
     from snsq2nats.report.cutover import history_table
 
     plan = applied_plan_for(app, plan_path, inputs, nats)
@@ -268,8 +268,8 @@ def runbook(
     import asyncio
     import json as jsonlib
 
+    from snsq2nats.cutover.runbook import make_runbook
     from snsq2nats.files import write_atomic
-    from snsq2nats.plan.runbook import make_runbook
     from snsq2nats.report.runbook import runbook_markdown, runbook_table, summary_line
 
     plan = applied_plan_for(app, plan_path, inputs, nats, required=False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from snsq2nats.plan.runbook import Runbook, Step
+from snsq2nats.cutover.runbook import Runbook, Step
 from snsq2nats.report.markdown import _MD_SPECIAL, _md_code, _md_text
 
 _BOX = {"done": "[x]", "todo": "[ ]", "blocked": "[ ]"}

@@ -27,6 +27,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from snsq2nats.cutover.moves import (
+    Move,
+    Side,
+    aws_feeds,
+    plan_finish,
+    plan_moves,
+    switches_at_finish,
+)
 from snsq2nats.errors import CutoverError
 from snsq2nats.jetstream.api import (
     JetStreamApiError,
@@ -39,17 +47,8 @@ from snsq2nats.jetstream.state import read_bucket
 from snsq2nats.plan.buckets import CUTOVER_WRITER, FLEET_OBSERVER
 from snsq2nats.plan.fleet import MEMBERS, Heartbeat
 from snsq2nats.plan.model import Plan, Resource, Route
-from snsq2nats.plan.moves import (
-    Move,
-    Side,
-    aws_feeds,
-    current_view,
-    plan_finish,
-    plan_moves,
-    switches_at_finish,
-)
 from snsq2nats.plan.routes import active_routes
-from snsq2nats.plan.states import Change, CutoverRecord, record_key
+from snsq2nats.plan.states import Change, CutoverRecord, current_view, record_key
 
 if TYPE_CHECKING:
     from nats.aio.client import Client

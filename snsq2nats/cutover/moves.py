@@ -5,7 +5,7 @@ A move changes no JetStream object (see `routes`): it starts and stops bridge re
 relay that starts competes with the old side's workers for the one copy of each message, so
 the handover is exact whenever the old workers stop. `plan_moves` and `plan_finish` validate
 a request against the plan and the live state and say exactly what will happen; the engine
-(`snsq2nats.cutover`) then records it and waits for the bridges.
+(`cutover.engine`) then records it and waits for the bridges.
 """
 
 from __future__ import annotations
@@ -20,14 +20,13 @@ from snsq2nats.errors import UsageError
 from snsq2nats.plan.model import Plan, Resource, Route
 from snsq2nats.plan.routes import CutoverView, active_routes
 from snsq2nats.plan.rules import Cutover
-from snsq2nats.plan.states import CutoverRecord, view_of
+from snsq2nats.plan.states import QUEUE, TOPIC, CutoverRecord, current_view
 from snsq2nats.plan.topics import FANOUT_UNTIL_FINISHED
 
 Switch = Literal["consumers", "producers"]
 """The half of an application a move switches between AWS and NATS."""
 Side = Literal[Switch, "finish"]
 """What a cutover command acts on: a half to switch, or `finish` (retire the bridge's paths)."""
-QUEUE, TOPIC = "sqs-queue", "sns-topic"
 
 
 @dataclass(frozen=True)
@@ -57,19 +56,6 @@ class Move:
         old = getattr(self.before, self.side)
         new = getattr(self.after, self.side)
         return f"{self.resource.name}: {self.side} {old} → {new}"
-
-
-def base_states(plan: Plan) -> dict[str, Cutover]:
-    """Each queue's and topic's cutover state as the plan has it (mapping file or default)."""
-    return {
-        r.source_arn: Cutover(producers=r.producers or "aws", consumers=r.consumers or "aws")
-        for r in plan.resources
-        if r.kind in (QUEUE, TOPIC)
-    }
-
-
-def current_view(plan: Plan, records: Mapping[str, CutoverRecord]) -> CutoverView:
-    return view_of(records.values(), base_states(plan))
 
 
 def resolve(

@@ -12,7 +12,7 @@ bridge's work small and each handover exact:
 4. finish: each queue (`--wait`: once its SQS queue is empty), then each topic; a topic that
    fans out through SNS until finished goes first (its finish switches it to stream sources).
 
-The order is checked by playing it through `plan.moves` from the plan's own state, so every
+The order is checked by playing it through `cutover.moves` from the plan's own state, so every
 step is a move `snsq2nats cutover` accepts at that point, and a finish `moves` refuses (a topic
 fanning out through SNS, a subscriber only SNS serves) becomes a blocked step saying why.
 Progress marks come from the live cutover state (`plan.states` records): a step is done when
@@ -29,21 +29,12 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 from snsq2nats.aws.arns import subscription_topic
+from snsq2nats.cutover.moves import Side, Switch, plan_finish, plan_moves, switches_at_finish
 from snsq2nats.errors import UsageError
 from snsq2nats.plan.model import Plan, Resource
-from snsq2nats.plan.moves import (
-    QUEUE,
-    TOPIC,
-    Side,
-    Switch,
-    current_view,
-    plan_finish,
-    plan_moves,
-    switches_at_finish,
-)
 from snsq2nats.plan.routes import BRIDGE_QUEUE_PREFIX
 from snsq2nats.plan.rules import Cutover
-from snsq2nats.plan.states import CutoverRecord
+from snsq2nats.plan.states import QUEUE, TOPIC, CutoverRecord, current_view
 
 Status = Literal["done", "todo", "blocked"]
 
@@ -264,8 +255,9 @@ def make_runbook(
 ) -> Runbook:
     """The ordered moves of the whole estate, marked with the progress `records` record.
 
-    `records`: the live cutover state by ARN (`cutover.read_records`); None when no server was
-    read, and the marks then follow the plan's own state (its mapping's `cutover:` keys).
+    `records`: the live cutover state by ARN (`cutover.engine.read_records`); None when no
+    server was read, and the marks then follow the plan's own state (its mapping's `cutover:`
+    keys).
     """
     estate = _Estate.of(plan)
     live = current_view(plan, records or {})
@@ -309,7 +301,7 @@ def _replace(step: Step, **changes: Any) -> Step:
 
 
 class _Writer:
-    """Plays the moves through `plan.moves` from the plan's state, numbering the steps."""
+    """Plays the moves through `cutover.moves` from the plan's state, numbering the steps."""
 
     def __init__(self, estate: _Estate) -> None:
         self.estate = estate
@@ -708,34 +700,3 @@ def _done(numbers: list[int]) -> str:
 
 def _unique(items: Any) -> list[str]:
     return list(dict.fromkeys(items))
-
-
-FETCH_ONE_WAIT = 0.5
-"""Seconds a worker of a one-in-flight durable waits in one fetch: short, since the server
-answers a fetch of 1 as soon as the message is there."""
-
-
-def fetch_advice(plan: Plan, durables: list[tuple[str, str]]) -> str | None:
-    """How a worker pulls from these durables so that it is not throttled by its own batch.
-
-    A durable with max_ack_pending 1 (a FIFO queue) delivers one message and nothing more
-    until it is acknowledged: a `fetch(10, timeout=5)` then returns that one message only
-    when its 5 s run out, one message per fetch timeout. None for a durable where batches help.
-    """
-    specs = {(c.stream_name, c.durable_name): c for c in plan.consumers}
-    limits = sorted({specs[d].max_ack_pending for d in durables if d in specs})
-    if not limits or limits[-1] > 10:
-        return None
-    most = limits[-1]
-    what = "one message" if most == 1 else f"{most} messages"
-    advice = (
-        f"these durables deliver {what} at a time (max_ack_pending {most}): fetch {most} with a "
-        f"short wait (nats-py: `fetch({most}, timeout={FETCH_ONE_WAIT})`) and ack before the "
-        "next fetch; a larger batch only returns when its timeout runs out"
-    )
-    if len(durables) > 1:
-        advice += (
-            f"; for parallelism, pull from each of the {len(durables)} durables (one worker "
-            "per durable, or a pool pulling from every one)"
-        )
-    return advice
