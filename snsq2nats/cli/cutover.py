@@ -270,7 +270,12 @@ def runbook(
 
     from snsq2nats.cutover.runbook import make_runbook
     from snsq2nats.files import write_atomic
-    from snsq2nats.report.runbook import runbook_markdown, runbook_table, summary_line
+    from snsq2nats.report.runbook import (
+        runbook_json,
+        runbook_markdown,
+        runbook_table,
+        summary_line,
+    )
 
     plan = applied_plan_for(app, plan_path, inputs, nats, required=False)
     records, note = asyncio.run(_runbook_records(nats.options))
@@ -279,7 +284,7 @@ def runbook(
         write_atomic(output, runbook_markdown(book))
         app.out.info(f"wrote {output}: {summary_line(book)}")
     if as_json:
-        app.out.data(jsonlib.dumps(book.to_json(), indent=2))
+        app.out.data(jsonlib.dumps(runbook_json(book), indent=2))
     elif output is None:
         app.out.info(runbook_table(book))
     for line in book.notes:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
 from typing import Literal
 
 from snsq2nats.aws.arns import subscription_topic
@@ -134,10 +135,11 @@ def plan_finish(plan: Plan, records: Mapping[str, CutoverRecord], names: list[st
     moves = []
     for resource in targets:
         before = view.of(resource.source_arn)
-        blockers = _finish_blockers(plan, resource, view)
+        blockers = finish_blockers(plan, resource, view)
         if blockers:
             raise UsageError(
-                f"{resource.name} cannot be finished yet: " + "; ".join(blockers),
+                f"{resource.name} cannot be finished yet: "
+                + "; ".join(blocker_text(b) for b in blockers),
                 hint="move those first (`snsq2nats runbook` lists the order)",
             )
         after = before.model_copy(update={"finished": True})
@@ -251,29 +253,84 @@ def _topic_of(plan: Plan, subscription: Resource) -> Resource | None:
     return next((r for r in plan.resources if r.source_arn == arn and r.kind == TOPIC), None)
 
 
-def _finish_blockers(plan: Plan, resource: Resource, view: CutoverView) -> list[str]:
+class BlockerKind(StrEnum):
+    """Why a finish cannot be made yet (`Blocker.name` and `.side` are the facts)."""
+
+    PRODUCERS_ON = "producers-on"
+    CONSUMERS_ON_AWS = "consumers-on-aws"
+    TOPIC_PRODUCERS_ON = "topic-producers-on"
+    TOPIC_NOT_FINISHED = "topic-not-finished"
+    TOPIC_FANS_OUT = "topic-fans-out"
+    SNS_ONLY_SUBSCRIPTION = "sns-only-subscription"
+    QUEUE_CONSUMERS_ON_AWS = "queue-consumers-on-aws"
+    FANS_OUT_THROUGH_SNS = "fans-out-through-sns"
+    SOURCE_NOT_FINISHED = "source-not-finished"
+    """A dead-letter queue whose source queue is not finished (the runbook's order)."""
+
+
+@dataclass(frozen=True)
+class Blocker:
+    kind: BlockerKind
+    name: str = ""
+    """The topic, subscription or queue in the way (the resource itself: empty)."""
+    side: str = ""
+    """Where its producers are, for the kinds that say so."""
+
+
+def blocker_text(blocker: Blocker) -> str:
+    """The blocker in words: the one wording, for the refusal (a `UsageError` says what and
+    why where it is raised) and for the runbook's blocked steps alike."""
+    name, side = blocker.name, blocker.side
+    match blocker.kind:
+        case BlockerKind.PRODUCERS_ON:
+            return f"its producers are on {side}"
+        case BlockerKind.CONSUMERS_ON_AWS:
+            return "its consumers are on AWS"
+        case BlockerKind.TOPIC_PRODUCERS_ON:
+            return f"topic {name} still has producers on {side}"
+        case BlockerKind.TOPIC_NOT_FINISHED:
+            return (
+                f"topic {name} delivers into it through SNS until it is finished "
+                f"(`snsq2nats cutover finish {name}` first)"
+            )
+        case BlockerKind.TOPIC_FANS_OUT:
+            return f"topic {name} delivers into it through SNS"
+        case BlockerKind.SNS_ONLY_SUBSCRIPTION:
+            return f"subscription {name} is served by SNS only"
+        case BlockerKind.QUEUE_CONSUMERS_ON_AWS:
+            return f"{name}'s consumers are on AWS"
+        case BlockerKind.FANS_OUT_THROUGH_SNS:
+            return (
+                "it fans out through SNS for a subscriber NATS cannot serve (see its Fanout "
+                "note), so the bridge keeps relaying it"
+            )
+        case BlockerKind.SOURCE_NOT_FINISHED:
+            return f"its source queue {name} is not finished: SQS can still dead-letter into it"
+
+
+def finish_blockers(plan: Plan, resource: Resource, view: CutoverView) -> list[Blocker]:
+    """What stands between `resource` and its finish in state `view` (empty: nothing)."""
     state = view.of(resource.source_arn)
     blockers = []
     if state.producers != "nats":
-        blockers.append(f"its producers are on {state.producers}")
+        blockers.append(Blocker(BlockerKind.PRODUCERS_ON, side=state.producers))
     if resource.kind == QUEUE:
         if state.consumers != "nats":
-            blockers.append("its consumers are on AWS")
+            blockers.append(Blocker(BlockerKind.CONSUMERS_ON_AWS))
         for sub in _subscriptions_into(plan, resource):
             topic = _topic_of(plan, sub)
             if topic is None:
                 continue
             fed = view.of(topic.source_arn)
             if fed.producers != "nats":
-                blockers.append(f"topic {topic.name} still has producers on {fed.producers}")
+                blockers.append(
+                    Blocker(BlockerKind.TOPIC_PRODUCERS_ON, topic.name, side=fed.producers)
+                )
             elif switches_at_finish(topic):
                 if not fed.finished:
-                    blockers.append(
-                        f"topic {topic.name} delivers into it through SNS until it is finished "
-                        f"(`snsq2nats cutover finish {topic.name}` first)"
-                    )
+                    blockers.append(Blocker(BlockerKind.TOPIC_NOT_FINISHED, topic.name))
             elif _fans_out_through_sns(topic):
-                blockers.append(f"topic {topic.name} delivers into it through SNS")
+                blockers.append(Blocker(BlockerKind.TOPIC_FANS_OUT, topic.name))
         return blockers
     for sub in plan.resources:
         if sub.kind != "sns-subscription" or not sub.source_arn.startswith(
@@ -289,15 +346,12 @@ def _finish_blockers(plan: Plan, resource: Resource, view: CutoverView) -> list[
                 f.verdict == "unsupported" and f.attribute in ("Protocol", "Endpoint")
                 for f in sub.fidelity
             ):
-                blockers.append(f"subscription {sub.name} is served by SNS only")
+                blockers.append(Blocker(BlockerKind.SNS_ONLY_SUBSCRIPTION, sub.name))
             continue
         if view.of(queue.source_arn).consumers != "nats":
-            blockers.append(f"{queue.name}'s consumers are on AWS")
+            blockers.append(Blocker(BlockerKind.QUEUE_CONSUMERS_ON_AWS, queue.name))
     if _fans_out_through_sns(resource) and not switches_at_finish(resource) and not blockers:
-        blockers.append(
-            "it fans out through SNS for a subscriber NATS cannot serve (see its Fanout note), "
-            "so the bridge keeps relaying it"
-        )
+        blockers.append(Blocker(BlockerKind.FANS_OUT_THROUGH_SNS))
     return blockers
 
 
