@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from snsq2nats.cli import main
-from snsq2nats.cutover.moves import Blocker, BlockerKind, plan_finish, plan_moves
+from snsq2nats.cutover.moves import Blocker, BlockerKind, TeamKind, plan_finish, plan_moves
 from snsq2nats.cutover.runbook import GateKind, Runbook, Step, make_runbook
 from snsq2nats.demo.nats_server import NatsServer
 from snsq2nats.files import document_json
@@ -26,6 +26,7 @@ from snsq2nats.plan.model import Plan
 from snsq2nats.plan.pipeline import assemble_plan
 from snsq2nats.plan.rules import Cutover, Override, Rules
 from snsq2nats.plan.states import CutoverRecord
+from snsq2nats.report.cutover import team_step_text
 from snsq2nats.report.runbook import (
     WordedStep,
     runbook_json,
@@ -324,6 +325,26 @@ def test_consumers_bind_the_durable_and_producers_publish_to_the_subject(plan: P
     assert any("NATS header" in c for c in orders.changes)
     # The second producers move changes nothing in the code: only where they publish.
     assert not any("publish to `" in c for c in words(book, "orders", "producers", "nats").changes)
+
+
+def test_a_moves_team_steps_are_data_the_report_words(plan: Plan) -> None:
+    """`cutover.moves` says what the team does as a kind and its facts; `report.cutover` words
+    it (the same words `cutover` printed before)."""
+    (move,) = plan_moves(plan, {}, "consumers", ["shipping"], "nats")
+    first = move.steps[0]
+    assert (first.kind, first.durable, first.stream) == (
+        TeamKind.START_NATS_WORKERS,
+        "shipping",
+        "sqs_shipping",
+    )
+    assert team_step_text(first).startswith(
+        "start shipping's workers on NATS: bind to the durable `shipping` on stream `sqs_shipping`"
+    )
+    (again,) = plan_moves(plan, {}, "consumers", ["shipping"], "aws")
+    assert [s.kind for s in again.steps] == [TeamKind.ALREADY_THERE]
+    assert team_step_text(again.steps[0]) == (
+        "nothing to do: shipping's consumers are already on aws"
+    )
 
 
 def test_every_manual_step_of_the_plan_is_in_the_runbook(plan: Plan) -> None:

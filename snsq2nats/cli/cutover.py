@@ -203,7 +203,7 @@ def _cutover(
     from snsq2nats.aws.clients import clients_for_arns
     from snsq2nats.cutover import CutoverRequest, run_cutover
     from snsq2nats.errors import CutoverError
-    from snsq2nats.report.cutover import cutover_report
+    from snsq2nats.report.cutover import cutover_json, cutover_report
 
     plan = applied_plan_for(app, move.plan_path, inputs, nats)
     words = ["cutover", side, *names] + ([f"--to {to}"] if to else [])
@@ -230,7 +230,7 @@ def _cutover(
 
     result = app.run_nats(connection, "snsq2nats cutover", go)
     if move.as_json:
-        app.out.data(jsonlib.dumps(result.to_json(), indent=2))
+        app.out.data(jsonlib.dumps(cutover_json(result), indent=2))
     else:
         app.out.info(cutover_report(result))
     if result.no_bridge and not request.record_only:

@@ -112,36 +112,6 @@ class CutoverResult:
     def no_bridge(self) -> bool:
         return self.revision is not None and not self.confirmed
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "dry_run": self.dry_run,
-            "revision": self.revision,
-            "moves": [
-                {
-                    "resource": m.resource.name,
-                    "arn": m.resource.source_arn,
-                    "kind": m.kind,
-                    "side": m.side,
-                    "changed": m.changed,
-                    "before": m.before.model_dump(),
-                    "after": m.after.model_dump(),
-                    "start": [r.name for r in m.starts],
-                    "stop": [r.name for r in m.stops],
-                    "steps": m.steps,
-                    "unused_aws": m.unused,
-                }
-                for m in self.moves
-            ],
-            "confirmed_by": self.confirmed,
-            "no_bridge": self.no_bridge,
-            "seconds_to_confirm": self.seconds_to_confirm,
-            "pending": self.no_bridge,
-            "drained": [d.__dict__ for d in self.drained],
-            "deleted_aws": self.deleted,
-            "kept_aws": self.kept,
-            "switched_to_sources": {k: v.to_json() for k, v in self.switched.items()},
-        }
-
 
 # --- the state bucket ---------------------------------------------------------------------------
 

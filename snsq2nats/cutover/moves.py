@@ -30,6 +30,48 @@ Side = Literal[Switch, "finish"]
 """What a cutover command acts on: a half to switch, or `finish` (retire the bridge's paths)."""
 
 
+class TeamKind(StrEnum):
+    """What the application team does around a move; `TeamStep`'s facts complete it."""
+
+    FINISHED_ALREADY = "finished-already"
+    ALREADY_THERE = "already-there"
+    """Nothing to do: the `side` is already on `where`."""
+    START_NATS_WORKERS = "start-nats-workers"
+    """Bind the workers to `durable` on `stream`."""
+    WORKERS_NOTE = "workers-note"
+    """A fidelity note's manual step the workers apply."""
+    AWS_WORKERS_MAY_RUN = "aws-workers-may-run"
+    """Until the SQS queue drained (`fifo`: each group keeps its order)."""
+    STOP_NATS_WORKERS_FIRST = "stop-nats-workers-first"
+    START_AWS_WORKERS_AFTER_RELAY = "start-aws-workers-after-relay"
+    START_AWS_WORKERS = "start-aws-workers"
+    NATS_WORKERS_MAY_RUN = "nats-workers-may-run"
+    PRODUCERS_MAY_PUBLISH = "producers-may-publish"
+    """Publish on `where` (nats, both or aws)."""
+    PUBLISH_TO = "publish-to"
+    """Publish to `subject` (None: see `snsq2nats subject`)."""
+    PRODUCERS_NOTE = "producers-note"
+    STOP_PUBLISHING_ON_AWS = "stop-publishing-on-aws"
+    STOP_PUBLISHING_ON_NATS = "stop-publishing-on-nats"
+    NOTHING_ON_AWS = "nothing-on-aws"
+
+
+@dataclass(frozen=True)
+class TeamStep:
+    kind: TeamKind
+    name: str
+    """The resource moved."""
+    side: str = ""
+    where: str = ""
+    durable: str = ""
+    stream: str = ""
+    subject: str | None = None
+    attribute: str = ""
+    note: str = ""
+    """A fidelity note's manual step (of `attribute`), in the plan's words."""
+    fifo: bool = False
+
+
 @dataclass(frozen=True)
 class Move:
     resource: Resource
@@ -38,8 +80,8 @@ class Move:
     after: Cutover
     starts: list[Route] = field(default_factory=list)
     stops: list[Route] = field(default_factory=list)
-    steps: list[str] = field(default_factory=list)
-    """What the application team does, in order."""
+    steps: list[TeamStep] = field(default_factory=list)
+    """What the application team does, in order (`report.cutover` words it)."""
     unused: list[str] = field(default_factory=list)
     """finish: the AWS resources (ARNs) nothing uses any more once it is done."""
 
@@ -177,64 +219,48 @@ def _move(
     )
 
 
-def _steps(resource: Resource, side: Side, before: Cutover, after: Cutover) -> list[str]:
+def _steps(resource: Resource, side: Side, before: Cutover, after: Cutover) -> list[TeamStep]:
     name = resource.name
     if before == after:
         if side == "finish":
-            return [f"nothing to do: {name} is finished already"]
-        return [f"nothing to do: {name}'s {side} are already on {getattr(after, side)}"]
-    manual = [
-        f"{f.attribute}: {f.manual_step}" for f in resource.fidelity if f.manual_step is not None
-    ]
+            return [TeamStep(TeamKind.FINISHED_ALREADY, name)]
+        return [TeamStep(TeamKind.ALREADY_THERE, name, side=side, where=getattr(after, side))]
+    manual = [(f.attribute, f.manual_step) for f in resource.fidelity if f.manual_step is not None]
     fifo = any(f.attribute == "FifoQueue" for f in resource.fidelity)
     if side == "consumers" and after.consumers == "nats":
         return [
-            f"start {name}'s workers on NATS: bind to the durable `{resource.consumer}` on "
-            f"stream `{resource.stream}` (pull, ack each message; `snsq2nats subject {name} "
-            "--durable` says how many to fetch at once)",
-            *(f"change in the workers — {m}" for m in manual),
-            "your AWS workers may keep running: each message is taken once, by them or by the "
-            "bridge carrying it to NATS"
-            + (
-                ", and each message group keeps its order (the bridge deletes a message from "
-                "SQS only once your NATS workers acked it, so SQS holds the group meanwhile)"
-                if fifo
-                else ""
-            )
-            + "; stop them when `--wait` reports the SQS queue drained",
+            TeamStep(
+                TeamKind.START_NATS_WORKERS,
+                name,
+                durable=resource.consumer or "",
+                stream=resource.stream or "",
+            ),
+            *(TeamStep(TeamKind.WORKERS_NOTE, name, attribute=a, note=m) for a, m in manual),
+            TeamStep(TeamKind.AWS_WORKERS_MAY_RUN, name, fifo=fifo),
         ]
     if side == "consumers":
         if fifo:
             return [
-                f"stop {name}'s NATS workers first: on the way back the bridge does not hold a "
-                "message group while an AWS worker processes it, so NATS workers still "
-                "running could process a group's next message before an AWS worker has "
-                "processed the one before it",
-                f"start {name}'s workers on AWS again (the SQS queue); `--wait` returns once "
-                "the bridge has relayed what the stream held",
+                TeamStep(TeamKind.STOP_NATS_WORKERS_FIRST, name),
+                TeamStep(TeamKind.START_AWS_WORKERS_AFTER_RELAY, name),
             ]
         return [
-            f"start {name}'s workers on AWS again (the SQS queue)",
-            "your NATS workers may keep running: each message in the stream is taken once, by "
-            "them or by the bridge relaying it to SQS; stop them when `--wait` reports the "
-            "stream drained",
+            TeamStep(TeamKind.START_AWS_WORKERS, name),
+            TeamStep(TeamKind.NATS_WORKERS_MAY_RUN, name),
         ]
     if side == "producers":
-        subject = resource.publish_subject or "(see `snsq2nats subject`)"
-        where = {"nats": "on NATS only", "both": "on NATS and on AWS", "aws": "on AWS only"}
-        steps = [f"{name}'s producers may now publish {where[after.producers]}"]
+        steps = [TeamStep(TeamKind.PRODUCERS_MAY_PUBLISH, name, where=after.producers)]
         if after.producers in ("nats", "both") and before.producers == "aws":
-            steps.append(
-                f"publish to `{subject}` (`snsq2nats subject {name}` prints the concrete "
-                "subject; message attributes go in NATS headers)"
-            )
-            steps += [f"change in the producers — {m}" for m in manual]
+            steps.append(TeamStep(TeamKind.PUBLISH_TO, name, subject=resource.publish_subject))
+            steps += [
+                TeamStep(TeamKind.PRODUCERS_NOTE, name, attribute=a, note=m) for a, m in manual
+            ]
         if after.producers == "nats":
-            steps.append("stop publishing to AWS: what still arrives there is relayed")
+            steps.append(TeamStep(TeamKind.STOP_PUBLISHING_ON_AWS, name))
         if after.producers == "aws":
-            steps.append("stop publishing on NATS: what is still in the stream is relayed")
+            steps.append(TeamStep(TeamKind.STOP_PUBLISHING_ON_NATS, name))
         return steps
-    return [f"nothing more runs on AWS for {name}"]
+    return [TeamStep(TeamKind.NOTHING_ON_AWS, name)]
 
 
 # --- finish -------------------------------------------------------------------------------------
