@@ -21,6 +21,8 @@ from snsq2nats.cli.options import (
 from snsq2nats.cli.plans import applied_plan_for
 
 if TYPE_CHECKING:
+    from nats.aio.client import Client
+
     from snsq2nats.jetstream.connect import NatsOptions
 
 
@@ -175,7 +177,7 @@ def cutover_history(
     plan = applied_plan_for(app, plan_path, inputs, nats)
     (resource,) = resolve(plan, [name])
 
-    async def read(nc: Any) -> list[Any]:
+    async def read(nc: Client) -> list[Any]:
         return await history(await open_state(nc), resource.source_arn)
 
     records = app.run_nats(nats.options, "snsq2nats cutover", read)
@@ -225,7 +227,7 @@ def _cutover(
     queues = [r.source_arn for r in plan.resources if r.kind == "sqs-queue"]
     aws = clients_for_arns(inputs.aws.regions, queues, inputs.aws.endpoint_url)
 
-    async def go(nc: Any) -> Any:
+    async def go(nc: Client) -> Any:
         return await run_cutover(nc, plan, request, aws=aws, progress=app.out.line)
 
     result = app.run_nats(connection, "snsq2nats cutover", go)
@@ -298,7 +300,7 @@ async def _runbook_records(nats: NatsOptions) -> tuple[dict[str, Any] | None, st
 
     connected = False
 
-    async def read(nc: Any) -> dict[str, Any]:
+    async def read(nc: Client) -> dict[str, Any]:
         nonlocal connected
         connected = True
         await open_state(nc)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     from snsq2nats.aws.clients import RegionClients
     from snsq2nats.bridge.fanout_handover import RelayCut
     from snsq2nats.jetstream.spec import StreamSource
+    from snsq2nats.jetstream.state import KvValue
 
 log = logging.getLogger(__name__)
 
@@ -286,7 +287,7 @@ def _unready(beat: Heartbeat) -> str:
     return "; ".join(f"{route}: {why}" for route, why in sorted(blocked.items()))
 
 
-def _heartbeats_summary(entries: Any) -> str:
+def _heartbeats_summary(entries: Iterable[KvValue]) -> str:
     """What the fleet bucket holds when no member is live: each member, how old its last
     heartbeat is, and whether it left (decoded, never the raw bytes)."""
     from pydantic import ValidationError
@@ -322,7 +323,7 @@ async def _stream_backlog(nc: Client, stream: str, durable: str) -> int:
 
 async def drain(
     what: str,
-    backlog: Callable[[], Any],
+    backlog: Callable[[], Awaitable[int]],
     progress: Progress,
     timeout: float | None,
 ) -> float:
