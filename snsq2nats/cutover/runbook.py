@@ -13,8 +13,9 @@ bridge's work small and each handover exact:
    fans out through SNS until finished goes first (its finish switches it to stream sources).
 
 The order is checked by playing it through `cutover.moves` from the plan's own state, so every
-step is a move `snsq2nats cutover` accepts at that point, and a finish `moves` refuses (a topic
-fanning out through SNS, a subscriber only SNS serves) becomes a blocked step saying why.
+step is a move `snsq2nats cutover` accepts at that point, and a finish `moves` would refuse (a
+topic fanning out through SNS, a subscriber only SNS serves) becomes a blocked step with the
+same blockers (`moves.finish_blockers`).
 Progress marks come from the live cutover state (`plan.states` records): a step is done when
 the live state already has its resource where the step puts it.
 
