@@ -59,6 +59,8 @@ from snsq2nats.plan.metadata import is_managed
 from snsq2nats.plan.model import Change, Desired, Plan, Route
 
 if TYPE_CHECKING:
+    from nats.aio.client import Client
+
     from snsq2nats.bridge.fanout_handover import CopyTarget, RelayCut
 
 log = logging.getLogger(__name__)
@@ -434,7 +436,7 @@ def _stream_deps(spec: StreamSpec, dlq_targets: Mapping[str, set[str]]) -> set[s
 
 
 def _ops(
-    nc: Any,
+    nc: Client,
     plan: Plan,
     run: list[Change],
     live: LiveState,
@@ -489,7 +491,7 @@ def _ops(
 
 
 def _stream_write(
-    nc: Any,
+    nc: Client,
     change: Change,
     spec: StreamSpec,
     live: LiveState,
@@ -511,7 +513,7 @@ def _stream_write(
 
 
 async def anchor_new_sources(
-    nc: Any,
+    nc: Client,
     spec: StreamSpec,
     base: dict[str, Any] | None,
     starts: Mapping[str, int] | None = None,
@@ -559,7 +561,7 @@ def _same_filter(live: Mapping[str, Any], source: StreamSource) -> bool:
     ) and live_transforms == transforms
 
 
-async def anchor_new_consumer(nc: Any, spec: ConsumerSpec) -> ConsumerSpec:
+async def anchor_new_consumer(nc: Client, spec: ConsumerSpec) -> ConsumerSpec:
     """A bridge consumer planned to start at "new" messages gets an exact start sequence: the
     record of where it began, which "new" alone would not leave."""
     if spec.deliver_policy != "new" or ROUTE_KEY not in spec.metadata:
@@ -585,13 +587,13 @@ def _keep_anchor(spec: ConsumerSpec, base: Mapping[str, Any] | None) -> Consumer
     )
 
 
-async def _last_seq(nc: Any, stream: str) -> int:
+async def _last_seq(nc: Client, stream: str) -> int:
     info = await api(nc, STREAM_INFO.subject(stream=stream), None, WRITE_TIMEOUT)
     return int((info.get("state") or {}).get("last_seq") or 0)
 
 
 def _consumer_write(
-    nc: Any, change: Change, spec: ConsumerSpec, live: LiveState, pedantic: bool
+    nc: Client, change: Change, spec: ConsumerSpec, live: LiveState, pedantic: bool
 ) -> Callable[[], Awaitable[None]]:
     async def go() -> None:
         if change.action == "update":
@@ -617,7 +619,7 @@ def _consumer_write(
     return go
 
 
-def _delete(nc: Any, change: Change) -> Callable[[], Awaitable[None]]:
+def _delete(nc: Client, change: Change) -> Callable[[], Awaitable[None]]:
     async def go() -> None:
         if change.type == "stream":
             await delete_stream(nc, change.name, missing_ok=True, timeout=WRITE_TIMEOUT)
@@ -636,7 +638,7 @@ CONFIRM_TIMEOUT = 120.0
 
 
 async def record_applied_revision(
-    nc: Any, plan: Plan, step: str = "applied", starts: Mapping[str, int] | None = None
+    nc: Client, plan: Plan, step: str = "applied", starts: Mapping[str, int] | None = None
 ) -> int | None:
     """Record `plan` as the applied revision every bridge runs and follows (`plan.revision`):
     the chunks first, then the pointer, then the chunks of the revision before the previous
@@ -707,7 +709,7 @@ def _runnable(route: Route, live: LiveState) -> bool:
 
 
 async def hand_over_fanout(
-    nc: Any, plan: Plan, live: LiveState, run: list[Change], timeout: float = CONFIRM_TIMEOUT
+    nc: Client, plan: Plan, live: LiveState, run: list[Change], timeout: float = CONFIRM_TIMEOUT
 ) -> dict[str, int]:
     """Stop the SNS relay of each topic whose fan-out moves to stream sources, exactly once.
 
@@ -811,15 +813,14 @@ def _copy_targets(plan: Plan, live: LiveState, stream: str) -> list[CopyTarget]:
     return out
 
 
-async def _relaying(nc: Any) -> tuple[set[str] | None, dict[str, int]]:
+async def _relaying(nc: Client) -> tuple[set[str] | None, dict[str, int]]:
     """The topic streams whose SNS relay the bridges run in the applied revision and the
     cutover state (None: no revision recorded, any live relay counts), and the starts of a
     handover an earlier apply recorded but did not finish."""
     from snsq2nats.bridge.follow import read_applied
     from snsq2nats.plan.buckets import CUTOVER_WRITER
-    from snsq2nats.plan.moves import current_view
     from snsq2nats.plan.routes import active_routes
-    from snsq2nats.plan.states import RESOURCE_PREFIX, parse_records
+    from snsq2nats.plan.states import RESOURCE_PREFIX, current_view, parse_records
 
     applied = await read_applied(nc)
     if applied is None:
@@ -833,7 +834,7 @@ async def _relaying(nc: Any) -> tuple[set[str] | None, dict[str, int]]:
 
 
 async def apply_plan(
-    nc: Any,
+    nc: Client,
     plan: Plan,
     *,
     allow_destructive: bool,

@@ -7,7 +7,7 @@ mover. The other side's numbers are shown for context. SQS's counts are approxim
 eventually consistent: AWS advises waiting for a minute of zeros before trusting them.
 
 Each route also shows which bridge fleet member holds its lease, for how long, and whether
-that member's heartbeat is current (from the fleet's KV bucket, `bridge.fleet`).
+that member's heartbeat is current (from the fleet's KV bucket, `plan.fleet`).
 """
 
 from __future__ import annotations
@@ -18,16 +18,20 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from snsq2nats.aws.arns import parse_arn
 from snsq2nats.aws.backlog import queue_backlog
 from snsq2nats.aws.errors import error_code, is_missing
-from snsq2nats.bridge.fleet import FleetSnapshot, lease_age, read_fleet
 from snsq2nats.errors import SnsqError
 from snsq2nats.jetstream.operations import CONSUMER_INFO, STREAM_INFO
+from snsq2nats.plan.buckets import FLEET_OBSERVER
+from snsq2nats.plan.fleet import FleetSnapshot, lease_age, snapshot_of
 from snsq2nats.plan.model import Plan, Route
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client
 
 AWS_TO_NATS = {"sqs-to-nats", "sns-to-nats"}
 # Routes read at once: bounds the AWS threads, their connections and the NATS requests in flight,
@@ -143,7 +147,7 @@ async def sqs_backlog(
 
 
 async def nats_backlog(
-    nc: Any,
+    nc: Client,
     stream: str,
     consumer: str | None,
     *,
@@ -180,7 +184,7 @@ async def nats_backlog(
 
 
 async def durables_backlog(
-    nc: Any,
+    nc: Client,
     stream: str,
     durables: list[str],
     *,
@@ -244,7 +248,7 @@ def _queue_durables(plan: Plan) -> dict[str, list[str]]:
 
 
 async def route_status(
-    nc: Any,
+    nc: Client,
     sqs_for: Callable[[str], Any],
     plan: Plan,
     route: Route,
@@ -322,7 +326,7 @@ async def route_status(
     return RouteStatus(route.name, route.kind, drained, reason, target, nats)
 
 
-async def _mark_undeliverable(nc: Any, statuses: list[RouteStatus]) -> None:
+async def _mark_undeliverable(nc: Client, statuses: list[RouteStatus]) -> None:
     """A route with recorded undeliverable messages is not drained, whatever its backlog."""
     from snsq2nats.bridge.undeliverable import read_records
     from snsq2nats.plan.buckets import FLEET_BUCKET
@@ -347,6 +351,15 @@ async def _mark_undeliverable(nc: Any, statuses: list[RouteStatus]) -> None:
             + " ".join(key for key, _ in found)
             + f" | {status.reason}"
         )
+
+
+async def read_fleet(nc: Client) -> FleetSnapshot | None:
+    """Every heartbeat and lease in the fleet's bucket; None when there is no bucket (the plan
+    was not applied)."""
+    from snsq2nats.jetstream.state import read_bucket
+
+    values = await read_bucket(nc, FLEET_OBSERVER)
+    return None if values is None else snapshot_of(values)
 
 
 def route_owner(fleet: FleetSnapshot, route: str, now: datetime) -> RouteOwner:
@@ -400,7 +413,7 @@ def _ownership_problem(
 
 
 async def collect(
-    nc: Any,
+    nc: Client,
     sqs_for: Callable[[str], Any],
     plan: Plan,
     routes: list[Route],

@@ -691,9 +691,9 @@ async def _work(url: str, stream: str, durable: str, count: int) -> list[str]:
 
 async def _members(url: str, live: bool = False) -> bool:
     """Whether the fleet bucket holds a heartbeat (`live`: of a member that has not left)."""
-    from snsq2nats.bridge.fleet import MEMBERS, Heartbeat
     from snsq2nats.jetstream.state import read_bucket
     from snsq2nats.plan.buckets import FLEET_BUCKET
+    from snsq2nats.plan.fleet import MEMBERS, Heartbeat
 
     nc = await connect_nats(NatsOptions(servers=[url]))
     try:

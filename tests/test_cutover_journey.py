@@ -87,9 +87,9 @@ def start_bridge(bridges: Bridges, plan: Path, url: str) -> Bridge:
 
 async def members(url: str) -> set[str]:
     """The bridge fleet members whose heartbeat is fresh (within the lease TTL)."""
-    from snsq2nats.bridge.fleet import MEMBERS, Heartbeat
     from snsq2nats.jetstream.state import read_bucket
     from snsq2nats.plan.buckets import FLEET_BUCKET
+    from snsq2nats.plan.fleet import MEMBERS, Heartbeat
 
     nc = await connect_nats(NatsOptions(servers=[url]))
     try:

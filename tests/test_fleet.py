@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from snsq2nats.bridge.context import BridgeContext
-from snsq2nats.bridge.fleet import Fleet, Lease, open_bucket, preferred, route_key
+from snsq2nats.bridge.fleet import Fleet, open_bucket, preferred
 from snsq2nats.bridge.runtime import RouteSet, run_bridge
 from snsq2nats.demo.nats_server import NatsServer
 from snsq2nats.errors import BucketMissing
@@ -23,6 +23,7 @@ from snsq2nats.jetstream.api import create_stream
 from snsq2nats.jetstream.connect import NatsOptions, connect_nats
 from snsq2nats.jetstream.spec import ServerInfo
 from snsq2nats.plan.buckets import fleet_bucket_spec
+from snsq2nats.plan.fleet import Lease, route_key
 from snsq2nats.plan.model import Plan, Route
 from tests.fixtures.wait import until
 

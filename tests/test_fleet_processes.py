@@ -21,13 +21,14 @@ from typing import Any
 import pytest
 
 from snsq2nats.bridge.codec import AWS_MESSAGE_ID_HEADER
-from snsq2nats.bridge.fleet import Lease, open_bucket, preferred, read_fleet, route_key
+from snsq2nats.bridge.fleet import open_bucket, preferred, read_fleet
 from snsq2nats.demo.nats_server import NatsServer
 from snsq2nats.files import document_json
 from snsq2nats.jetstream.api import create_consumer, create_stream
 from snsq2nats.jetstream.connect import NatsOptions, connect_nats
 from snsq2nats.jetstream.spec import NS, ConsumerSpec, ServerInfo, StreamSpec
 from snsq2nats.plan.buckets import fleet_bucket_spec
+from snsq2nats.plan.fleet import Lease, route_key
 from snsq2nats.plan.model import Plan, Route
 from tests.fixtures.aws import AwsEndpoint
 from tests.fixtures.bridge import Bridge, Bridges

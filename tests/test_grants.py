@@ -19,7 +19,7 @@ from snsq2nats.auth.config import write_auth
 from snsq2nats.auth.identities import Identity, identities
 from snsq2nats.auth.record import covers, gaps, load_record, record_text, regenerate_command
 from snsq2nats.bridge.context import BridgeContext
-from snsq2nats.bridge.fleet import Fleet, Heartbeat, member_key, route_key
+from snsq2nats.bridge.fleet import Fleet
 from snsq2nats.bridge.metrics import ready
 from snsq2nats.bridge.runtime import run_bridge
 from snsq2nats.cutover import wait_for_bridges
@@ -39,6 +39,7 @@ from snsq2nats.plan.buckets import (
     cutover_bucket_spec,
     fleet_bucket_spec,
 )
+from snsq2nats.plan.fleet import Heartbeat, member_key, route_key
 from snsq2nats.plan.model import Plan, Route
 from snsq2nats.plan.pipeline import assemble_plan
 from snsq2nats.plan.rules import load_rules

@@ -162,8 +162,8 @@ def start_bridge(bridges: Bridges, url: str, plan: Path, log: str) -> Bridge:
 
 async def heartbeats(url: str) -> dict[int, int]:
     """Live fleet members by pid: the applied revision each runs."""
-    from snsq2nats.bridge.fleet import MEMBERS, Heartbeat
     from snsq2nats.plan.buckets import FLEET_BUCKET
+    from snsq2nats.plan.fleet import MEMBERS, Heartbeat
 
     nc = await connect_nats(NatsOptions(servers=[url]))
     try:

@@ -16,17 +16,24 @@ import pytest
 from click.testing import CliRunner
 
 from snsq2nats.cli import main
+from snsq2nats.cutover.moves import Blocker, BlockerKind, TeamKind, plan_finish, plan_moves
+from snsq2nats.cutover.runbook import GateKind, Runbook, Step, make_runbook
 from snsq2nats.demo.nats_server import NatsServer
 from snsq2nats.files import document_json
 from snsq2nats.inventory import Inventory, Queue, RedrivePolicy, Subscription, Topic
 from snsq2nats.jetstream.spec import ServerInfo
 from snsq2nats.plan.model import Plan
-from snsq2nats.plan.moves import plan_finish, plan_moves
 from snsq2nats.plan.pipeline import assemble_plan
 from snsq2nats.plan.rules import Cutover, Override, Rules
-from snsq2nats.plan.runbook import Runbook, Step, make_runbook
 from snsq2nats.plan.states import CutoverRecord
-from snsq2nats.report.runbook import runbook_markdown, runbook_table
+from snsq2nats.report.cutover import team_step_text
+from snsq2nats.report.runbook import (
+    WordedStep,
+    runbook_json,
+    runbook_markdown,
+    runbook_table,
+    worded,
+)
 
 ACCOUNT, REGION = "123456789012", "us-east-1"
 
@@ -133,6 +140,11 @@ def step(book: Runbook, resource: str, action: str, to: str | None = None) -> St
     return found
 
 
+def words(book: Runbook, resource: str, action: str, to: str | None = None) -> WordedStep:
+    """The step as people read it (`report.runbook` words the planner's data)."""
+    return worded(step(book, resource, action, to))
+
+
 def record(plan: Plan, name: str, **state: Any) -> CutoverRecord:
     resource = next(r for r in plan.resources if r.name == name and r.kind != "sns-subscription")
     return CutoverRecord(
@@ -191,7 +203,8 @@ def test_the_estate_moves_topic_by_topic_consumers_first_then_producers_then_fin
         ("reports", "finish", None),
     ]
     assert [s.number for s in book.steps] == list(range(1, len(book.steps) + 1))
-    assert step(book, "billing-dlq", "consumers", "nats").role == "dead-letter queue of billing"
+    assert step(book, "billing-dlq", "consumers", "nats").dead_letter_of == "billing"
+    assert words(book, "billing-dlq", "consumers", "nats").role == "dead-letter queue of billing"
 
 
 def test_each_step_is_the_exact_command(plan: Plan) -> None:
@@ -211,7 +224,7 @@ def test_each_step_is_the_exact_command(plan: Plan) -> None:
 
 
 def test_every_command_is_a_move_cutover_accepts_in_that_order(plan: Plan) -> None:
-    """Replay the runbook through `plan.moves` as `snsq2nats cutover` would, recording as it
+    """Replay the runbook through `cutover.moves` as `snsq2nats cutover` would, recording as it
     goes: no step is refused, and every move changes something."""
     records: dict[str, CutoverRecord] = {}
     for s in make_runbook(plan).steps:
@@ -232,15 +245,19 @@ def test_a_topic_fanning_out_through_sns_cannot_be_finished_and_says_why(plan: P
     book = make_runbook(plan)
     alerts = step(book, "alerts", "finish")
     assert alerts.command is None and alerts.status == "blocked"
-    assert alerts.blocked is not None and "served by SNS only" in alerts.blocked
+    assert [b.kind for b in alerts.blocked] == [BlockerKind.SNS_ONLY_SUBSCRIPTION]
+    assert "served by SNS only" in (worded(alerts).blocked or "")
     audit = step(book, "audit", "finish")
     assert audit.command is None
-    assert audit.blocked == "topic alerts delivers into it through SNS"
+    # The planner says why as data; the report words it.
+    assert audit.blocked == [Blocker(BlockerKind.TOPIC_FANS_OUT, "alerts")]
+    assert worded(audit).blocked == "topic alerts delivers into it through SNS"
     # What would unblock it: the Fanout note's manual step and the https subscriber's.
-    assert any("stream sources" in c for c in audit.changes)
-    assert any("https://hooks.example.com/alerts" in c for c in alerts.changes)
+    assert any("stream sources" in c for c in worded(audit).changes)
+    assert any("https://hooks.example.com/alerts" in c for c in worded(alerts).changes)
     # The topic fanning out through stream sources finishes.
-    assert step(book, "orders", "finish").blocked is None
+    assert step(book, "orders", "finish").blocked == []
+    assert words(book, "orders", "finish").blocked is None
 
 
 def test_a_dlq_cannot_finish_before_its_queue(plan: Plan) -> None:
@@ -254,10 +271,11 @@ def test_a_dlq_cannot_finish_before_its_queue(plan: Plan) -> None:
         }
     )
     book = make_runbook(make_plan(inventory))
-    assert step(book, "billing", "finish").blocked is not None
+    assert step(book, "billing", "finish").blocked
     dlq = step(book, "billing-dlq", "finish")
     assert dlq.command is None
-    assert dlq.blocked is not None and "billing is not finished" in dlq.blocked
+    assert dlq.blocked == [Blocker(BlockerKind.SOURCE_NOT_FINISHED, "billing")]
+    assert "billing is not finished" in (worded(dlq).blocked or "")
 
 
 def test_gates_name_the_steps_before_them(plan: Plan) -> None:
@@ -268,17 +286,22 @@ def test_gates_name_the_steps_before_them(plan: Plan) -> None:
         numbers[(q, "consumers", "nats")] for q in ("billing", "billing-dlq", "shipping")
     )
     # The topic's queues (not the DLQ, which the topic does not feed) read on NATS first.
-    assert both.gate.startswith(
+    assert both.gate.kind == GateKind.TOPIC_QUEUES_ON_NATS
+    assert both.gate.steps == [
+        numbers[("billing", "consumers", "nats")],
+        numbers[("shipping", "consumers", "nats")],
+    ]
+    assert worded(both).gate.startswith(
         f"steps {numbers[('billing', 'consumers', 'nats')]} and "
         f"{numbers[('shipping', 'consumers', 'nats')]} are done"
     )
     assert consumers[1] == numbers[("billing", "consumers", "nats")] + 1
-    finish = step(book, "billing", "finish")
+    finish = words(book, "billing", "finish")
     assert "`snsq2nats status --route sqs:billing` shows it drained" in finish.gate
-    assert step(book, "billing-dlq", "finish").gate.startswith(
+    assert words(book, "billing-dlq", "finish").gate.startswith(
         f"step {numbers[('billing', 'finish', None)]} is done"
     )
-    assert "`snsq2nats status --route sns:orders`" in step(book, "orders", "finish").gate
+    assert "`snsq2nats status --route sns:orders`" in words(book, "orders", "finish").gate
 
 
 # --- what the team changes ------------------------------------------------------------------------
@@ -286,14 +309,14 @@ def test_gates_name_the_steps_before_them(plan: Plan) -> None:
 
 def test_consumers_bind_the_durable_and_producers_publish_to_the_subject(plan: Plan) -> None:
     book = make_runbook(plan)
-    shipping = step(book, "shipping", "consumers", "nats")
+    shipping = words(book, "shipping", "consumers", "nats")
     assert shipping.changes[0].startswith(
         "bind the workers to the durable `shipping` on stream `sqs_shipping`"
     )
     assert any(
         "stop them when `--wait` reports the SQS queue drained" in c for c in shipping.changes
     )
-    orders = step(book, "orders", "producers", "both")
+    orders = words(book, "orders", "producers", "both")
     # billing's filter promotes event_type into the subject.
     assert orders.changes[0] == (
         "publish to `sns.orders.<event_type>` (`snsq2nats subject orders` prints the concrete "
@@ -301,12 +324,32 @@ def test_consumers_bind_the_durable_and_producers_publish_to_the_subject(plan: P
     )
     assert any("NATS header" in c for c in orders.changes)
     # The second producers move changes nothing in the code: only where they publish.
-    assert not any("publish to `" in c for c in step(book, "orders", "producers", "nats").changes)
+    assert not any("publish to `" in c for c in words(book, "orders", "producers", "nats").changes)
+
+
+def test_a_moves_team_steps_are_data_the_report_words(plan: Plan) -> None:
+    """`cutover.moves` says what the team does as a kind and its facts; `report.cutover` words
+    it (the same words `cutover` printed before)."""
+    (move,) = plan_moves(plan, {}, "consumers", ["shipping"], "nats")
+    first = move.steps[0]
+    assert (first.kind, first.durable, first.stream) == (
+        TeamKind.START_NATS_WORKERS,
+        "shipping",
+        "sqs_shipping",
+    )
+    assert team_step_text(first).startswith(
+        "start shipping's workers on NATS: bind to the durable `shipping` on stream `sqs_shipping`"
+    )
+    (again,) = plan_moves(plan, {}, "consumers", ["shipping"], "aws")
+    assert [s.kind for s in again.steps] == [TeamKind.ALREADY_THERE]
+    assert team_step_text(again.steps[0]) == (
+        "nothing to do: shipping's consumers are already on aws"
+    )
 
 
 def test_every_manual_step_of_the_plan_is_in_the_runbook(plan: Plan) -> None:
     book = make_runbook(plan)
-    text = "\n".join(c for s in book.steps for c in s.changes)
+    text = "\n".join(c for s in book.steps for c in worded(s).changes)
     manual = {f.manual_step for r in plan.resources for f in r.fidelity if f.manual_step}
     assert manual, "the estate has manual steps"
     assert {m for m in manual if m not in text} == set()
@@ -314,13 +357,14 @@ def test_every_manual_step_of_the_plan_is_in_the_runbook(plan: Plan) -> None:
 
 def test_a_fifo_queue_carries_its_ordering_caveat_and_partitions(plan: Plan) -> None:
     book = make_runbook(plan)
-    consumers = step(book, "jobs.fifo", "consumers", "nats")
+    consumers = words(book, "jobs.fifo", "consumers", "nats")
     assert any("per-group order" in c for c in consumers.caveats)
     assert any(c.startswith("partitioned into 2") for c in consumers.caveats)
     assert "`jobs-p0`, `jobs-p1`" in consumers.changes[0]
-    producers = step(book, "jobs.fifo", "producers", "nats")
+    producers = words(book, "jobs.fifo", "producers", "nats")
     assert any("AWS producers must be stopped first" in c for c in producers.caveats)
-    assert producers.command == "snsq2nats cutover producers jobs.fifo --to nats --wait"
+    command = step(book, "jobs.fifo", "producers", "nats").command
+    assert command == "snsq2nats cutover producers jobs.fifo --to nats --wait"
     assert any("Nats-Msg-Id" in c for c in producers.changes)
     assert any("MessageGroupId" in c for c in producers.changes)
     assert step(book, "reports", "consumers", "nats").caveats == []
@@ -388,7 +432,7 @@ def test_without_records_the_marks_follow_the_plans_own_state() -> None:
 
 def test_json_has_stable_keys_and_round_trips(plan: Plan) -> None:
     book = make_runbook(plan, {}, notes=["a note"])
-    doc = json.loads(json.dumps(book.to_json()))
+    doc = json.loads(json.dumps(runbook_json(book)))
     assert list(doc) == [
         "format_version",
         "plan_generated_at",

@@ -21,6 +21,9 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+# Lives below `verify` and the bridge (both use it); the bridge reads every header name here.
+from snsq2nats.plan.headers import CANARY_HEADER as CANARY_HEADER
+
 ATTRIBUTES_HEADER = "Snsq2nats-Attributes"
 ORIGIN_HEADER = "Snsq2nats-Origin"
 ROUTE_HEADER = "Snsq2nats-Route"
@@ -29,8 +32,6 @@ MSG_ID_HEADER = "Nats-Msg-Id"
 GROUP_HEADER = "Snsq2nats-Group-Id"
 DEDUP_HEADER = "Snsq2nats-Deduplication-Id"
 AWS_MESSAGE_ID_HEADER = "Snsq2nats-Aws-Message-Id"
-CANARY_HEADER = "Snsq2nats-Canary"
-"""Marks `verify`'s test messages: the bridge never relays or routes them anywhere."""
 MAX_SQS_ATTRIBUTES = 10
 _RESERVED_PREFIXES = ("nats-", "snsq2nats-")
 

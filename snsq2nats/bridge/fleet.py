@@ -2,7 +2,7 @@
 
 Every bridge is a member; one member alone owns every route. The coordination lives in the
 JetStream KV bucket `snsq2nats_fleet` (created by `snsq2nats apply`, replicated like the
-streams), with two kinds of keys:
+streams), with two kinds of keys (their records: `plan.fleet`):
 
 - `members.<member>`: the member's heartbeat (`Heartbeat`, JSON), rewritten every third of the
   lease TTL. The member id is `<host>-<pid>-<random>`, shown in the logs and on every metric.
@@ -38,7 +38,6 @@ For the live cutover (and any caller that changes what this member may run while
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import hashlib
 import logging
@@ -52,7 +51,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
 
 from snsq2nats.bridge.context import backoff
 from snsq2nats.errors import BucketMissing, PermissionDeniedError
@@ -60,6 +59,17 @@ from snsq2nats.jetstream.kv import Kv, open_kv
 from snsq2nats.jetstream.operations import BucketUse
 from snsq2nats.jetstream.permissions import denials_of, refused
 from snsq2nats.plan.buckets import FLEET_BUCKET, FLEET_MEMBER, FLEET_OBSERVER
+from snsq2nats.plan.fleet import (
+    MEMBERS,
+    ROUTES,
+    FleetSnapshot,
+    Heartbeat,
+    Lease,
+    member_key,
+    route_key,
+    route_name,
+    snapshot_of,
+)
 from snsq2nats.plan.model import Route
 
 if TYPE_CHECKING:
@@ -72,8 +82,6 @@ log = logging.getLogger(__name__)
 ERR_WRONG_LAST_SEQUENCE = 10071
 """A compare-and-set on a key whose revision moved (JetStream's error code)."""
 
-MEMBERS = "members."
-ROUTES = "routes."
 DEFAULT_LEASE_TTL = 15.0
 BLOCKED_SHOWN = 20
 """Blocked routes a heartbeat names (a heartbeat stays small; the count says the rest)."""
@@ -90,21 +98,6 @@ def new_member_id() -> str:
     return f"{host or 'host'}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
-def route_key(name: str) -> str:
-    """A KV key for a route name (which may hold `:` or other characters keys do not allow)."""
-    token = base64.urlsafe_b64encode(name.encode()).rstrip(b"=").decode()
-    return ROUTES + token
-
-
-def route_name(key: str) -> str:
-    token = key[len(ROUTES) :]
-    return base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
-
-
-def member_key(member: str) -> str:
-    return MEMBERS + member
-
-
 def selection_digest(names: Iterable[str]) -> str:
     """Members with the same digest run the same candidate routes and share them out."""
     return hashlib.sha256("\n".join(sorted(names)).encode()).hexdigest()[:16]
@@ -117,40 +110,6 @@ def preferred(route: str, members: Iterable[str]) -> str | None:
         return hashlib.blake2b(f"{member}\0{route}".encode(), digest_size=8).digest()
 
     return max(members, key=score, default=None)
-
-
-class Heartbeat(BaseModel):
-    """A member's heartbeat value. Readers ignore fields they do not know, so newer members can
-    add fields (say, the cutover revision applied) without breaking older ones."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    member: str
-    host: str
-    pid: int
-    started: str
-    at: str
-    lease_ttl: float
-    selection: str
-    routes: int = 0
-    leaving: bool = False
-    cutover_revision: int = 0
-    """The live cutover state revision this member runs (`bridge.follow`)."""
-    plan_revision: int = 0
-    """The applied revision (`plan.revision`) this member runs (`bridge.follow`)."""
-    ready: bool = True
-    """False while a route this member should run cannot be acquired or run: it confirms no
-    cutover then (older members, without the field, count as ready)."""
-    blocked: dict[str, str] = {}
-    """Route → why this member cannot acquire or run it (the first few, shortened)."""
-
-
-class Lease(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    route: str
-    member: str
-    since: str
 
 
 @dataclass
@@ -672,37 +631,7 @@ class Fleet:
                 self._applied_changed.notify_all()
 
 
-# --- reading the fleet from outside (status) -------------------------------------------------
-
-
-@dataclass
-class FleetSnapshot:
-    """The bucket at one moment: every member's heartbeat and every route's lease."""
-
-    members: dict[str, Heartbeat]
-    leases: dict[str, Lease]
-
-    def heartbeat_age(self, member: str, now: datetime) -> float | None:
-        heartbeat = self.members.get(member)
-        return None if heartbeat is None else _age(heartbeat.at, now)
-
-    def alive(self, member: str, now: datetime) -> bool:
-        """By the heartbeat's own timestamp: for people, where hosts' clocks roughly agree
-        (members judge each other by their own clocks instead)."""
-        heartbeat = self.members.get(member)
-        age = self.heartbeat_age(member, now)
-        return heartbeat is not None and age is not None and age < heartbeat.lease_ttl
-
-
-def _age(stamp: str, now: datetime) -> float | None:
-    try:
-        return max(0.0, (now - datetime.fromisoformat(stamp)).total_seconds())
-    except ValueError:
-        return None
-
-
-def lease_age(lease: Lease, now: datetime) -> float | None:
-    return _age(lease.since, now)
+# --- reading the fleet from outside ---------------------------------------------------------
 
 
 async def read_fleet(nc: Client) -> FleetSnapshot | None:
@@ -711,23 +640,17 @@ async def read_fleet(nc: Client) -> FleetSnapshot | None:
         kv = await open_bucket(nc, use=FLEET_OBSERVER)
     except BucketMissing:
         return None
-    members: dict[str, Heartbeat] = {}
-    leases: dict[str, Lease] = {}
+    values: dict[str, Any] = {}
     watcher: Any = await kv.watch(">")
     try:
         async for entry in watcher:
             if entry is None:
                 break
             if entry.operation in ("DEL", "PURGE") or not entry.value:
+                values.pop(entry.key, None)
                 continue
-            with contextlib.suppress(ValidationError):
-                if entry.key.startswith(MEMBERS):
-                    heartbeat = Heartbeat.model_validate_json(entry.value)
-                    members[heartbeat.member] = heartbeat
-                elif entry.key.startswith(ROUTES):
-                    lease = Lease.model_validate_json(entry.value)
-                    leases[lease.route] = lease
+            values[entry.key] = entry
     finally:
         with contextlib.suppress(Exception):
             await watcher.stop()
-    return FleetSnapshot(members, leases)
+    return snapshot_of(values)

@@ -29,7 +29,6 @@ from snsq2nats.errors import NatsConnectError
 from snsq2nats.jetstream.kv import open_kv
 from snsq2nats.plan.buckets import CUTOVER_FOLLOWER, REVISION_FOLLOWER
 from snsq2nats.plan.model import Plan, Route
-from snsq2nats.plan.moves import current_view
 from snsq2nats.plan.revision import (
     POINTER_KEY,
     REVISION_BUCKET,
@@ -39,7 +38,7 @@ from snsq2nats.plan.revision import (
     digest_of,
 )
 from snsq2nats.plan.routes import active_routes
-from snsq2nats.plan.states import RESOURCE_PREFIX, CutoverRecord
+from snsq2nats.plan.states import RESOURCE_PREFIX, CutoverRecord, current_view
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
@@ -139,9 +138,9 @@ async def wait_for_plan_revision(
     run the new revision)."""
     from pydantic import ValidationError
 
-    from snsq2nats.bridge.fleet import MEMBERS, Heartbeat
     from snsq2nats.jetstream.state import read_bucket
     from snsq2nats.plan.buckets import FLEET_OBSERVER
+    from snsq2nats.plan.fleet import MEMBERS, Heartbeat
 
     deadline = time.monotonic() + timeout
     while True:

@@ -10,12 +10,19 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from snsq2nats.aws.errors import is_missing
 from snsq2nats.bridge.aws_to_nats import Relay
 from snsq2nats.bridge.context import BridgeContext
-from snsq2nats.plan.model import Route
+from snsq2nats.plan.model import Plan, Route
+
+if TYPE_CHECKING:
+    from mypy_boto3_sns import SNSClient as BlockingSNSClient
+    from mypy_boto3_sqs import SQSClient as BlockingSQSClient
+    from nats.aio.client import Client
+    from types_aiobotocore_sns import SNSClient
+    from types_aiobotocore_sqs import SQSClient
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +144,22 @@ async def cleanup_sns_to_nats(ctx: BridgeContext, route: Route) -> bool:
     await ctx.call_aws(ctx.sqs.delete_queue, QueueUrl=url)
     log.info("%s: removed bridge queue %s", route.name, route.bridge_queue)
     return True
+
+
+async def remove_bridge_queue(
+    nc: Client,
+    plan: Plan,
+    sqs: SQSClient | BlockingSQSClient,
+    sns: SNSClient | BlockingSNSClient,
+    route: Route,
+) -> bool:
+    """`cleanup_sns_to_nats` outside a running bridge (a finished topic's cutover): the same
+    unsubscribe, relay and delete, on a context of its own; False if nothing existed."""
+    ctx = BridgeContext(plan=plan, nc=nc, sqs=sqs, sns=sns)
+    try:
+        return await cleanup_sns_to_nats(ctx, route)
+    finally:
+        ctx.stopping.set()
 
 
 async def run_sns_to_nats(ctx: BridgeContext, route: Route) -> None:

@@ -13,6 +13,8 @@ from snsq2nats.cli.plans import build_plan
 from snsq2nats.errors import SnsqError, UsageError
 
 if TYPE_CHECKING:
+    from nats.aio.client import Client
+
     from snsq2nats.plan.model import Plan
 
 
@@ -144,7 +146,7 @@ def _run_apply(app: Application, nats: NatsInputs, plan: Plan, *, allow_destruct
     from snsq2nats.apply import ApplyError, apply_plan
     from snsq2nats.report.apply import outcome_table, result_line
 
-    async def go(nc: Any) -> Any:
+    async def go(nc: Client) -> Any:
         if not plan.pending:
             # Still checked against the live state: an empty plan can be stale too.
             return await apply_plan(nc, plan, allow_destructive=allow_destructive)

@@ -21,6 +21,8 @@ from snsq2nats.cli.plans import applied_plan_for
 from snsq2nats.errors import UsageError
 
 if TYPE_CHECKING:
+    from nats.aio.client import Client
+
     from snsq2nats.plan.model import Plan, Route
 
 
@@ -210,7 +212,7 @@ def _bridge_plan(app: Application, nats: NatsInputs, plan_path: Path | None) -> 
 
     given = load_plan(plan_path) if plan_path is not None else None
 
-    async def choose(nc: Any) -> Any:
+    async def choose(nc: Client) -> Any:
         return await choose_plan(nc, given, str(plan_path or "the plan file"))
 
     chosen = app.run_nats(nats.options, "snsq2nats bridge", choose)
@@ -280,13 +282,13 @@ def _collect_status(
     from snsq2nats import status as status_lib
     from snsq2nats.aws.clients import sqs_by_region
     from snsq2nats.cutover import read_records
-    from snsq2nats.plan.moves import current_view
     from snsq2nats.plan.routes import route_active
+    from snsq2nats.plan.states import current_view
 
     # A connection per route read at once.
     sqs_for = sqs_by_region(endpoint_url, status_lib.CONCURRENCY)
 
-    async def collect(nc: Any) -> tuple[list[Any], list[Any]]:
+    async def collect(nc: Client) -> tuple[list[Any], list[Any]]:
         records = await read_records(nc)
         view = current_view(plan, records)
         running = [r for r in routes if route_active(r, view)]

@@ -21,6 +21,8 @@ from snsq2nats.cli.options import (
 from snsq2nats.cli.plans import applied_plan_for
 
 if TYPE_CHECKING:
+    from nats.aio.client import Client
+
     from snsq2nats.jetstream.connect import NatsOptions
 
 
@@ -169,13 +171,13 @@ def cutover_history(
     import json as jsonlib
 
     from snsq2nats.cutover import history, open_state
-    from snsq2nats.plan.moves import resolve
+    from snsq2nats.cutover.moves import resolve
     from snsq2nats.report.cutover import history_table
 
     plan = applied_plan_for(app, plan_path, inputs, nats)
     (resource,) = resolve(plan, [name])
 
-    async def read(nc: Any) -> list[Any]:
+    async def read(nc: Client) -> list[Any]:
         return await history(await open_state(nc), resource.source_arn)
 
     records = app.run_nats(nats.options, "snsq2nats cutover", read)
@@ -203,7 +205,7 @@ def _cutover(
     from snsq2nats.aws.clients import clients_for_arns
     from snsq2nats.cutover import CutoverRequest, run_cutover
     from snsq2nats.errors import CutoverError
-    from snsq2nats.report.cutover import cutover_report
+    from snsq2nats.report.cutover import cutover_json, cutover_report
 
     plan = applied_plan_for(app, move.plan_path, inputs, nats)
     words = ["cutover", side, *names] + ([f"--to {to}"] if to else [])
@@ -225,12 +227,12 @@ def _cutover(
     queues = [r.source_arn for r in plan.resources if r.kind == "sqs-queue"]
     aws = clients_for_arns(inputs.aws.regions, queues, inputs.aws.endpoint_url)
 
-    async def go(nc: Any) -> Any:
+    async def go(nc: Client) -> Any:
         return await run_cutover(nc, plan, request, aws=aws, progress=app.out.line)
 
     result = app.run_nats(connection, "snsq2nats cutover", go)
     if move.as_json:
-        app.out.data(jsonlib.dumps(result.to_json(), indent=2))
+        app.out.data(jsonlib.dumps(cutover_json(result), indent=2))
     else:
         app.out.info(cutover_report(result))
     if result.no_bridge and not request.record_only:
@@ -268,9 +270,14 @@ def runbook(
     import asyncio
     import json as jsonlib
 
+    from snsq2nats.cutover.runbook import make_runbook
     from snsq2nats.files import write_atomic
-    from snsq2nats.plan.runbook import make_runbook
-    from snsq2nats.report.runbook import runbook_markdown, runbook_table, summary_line
+    from snsq2nats.report.runbook import (
+        runbook_json,
+        runbook_markdown,
+        runbook_table,
+        summary_line,
+    )
 
     plan = applied_plan_for(app, plan_path, inputs, nats, required=False)
     records, note = asyncio.run(_runbook_records(nats.options))
@@ -279,7 +286,7 @@ def runbook(
         write_atomic(output, runbook_markdown(book))
         app.out.info(f"wrote {output}: {summary_line(book)}")
     if as_json:
-        app.out.data(jsonlib.dumps(book.to_json(), indent=2))
+        app.out.data(jsonlib.dumps(runbook_json(book), indent=2))
     elif output is None:
         app.out.info(runbook_table(book))
     for line in book.notes:
@@ -293,7 +300,7 @@ async def _runbook_records(nats: NatsOptions) -> tuple[dict[str, Any] | None, st
 
     connected = False
 
-    async def read(nc: Any) -> dict[str, Any]:
+    async def read(nc: Client) -> dict[str, Any]:
         nonlocal connected
         connected = True
         await open_state(nc)

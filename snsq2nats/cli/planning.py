@@ -164,7 +164,7 @@ def subject(
 
     result = plan_for(app, plan_path, inputs)
     if durable:
-        from snsq2nats.plan.runbook import fetch_advice
+        from snsq2nats.plan.workers import fetch_advice
 
         durables = worker_durables(result, source, attrs)
         for stream, name in durables:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -16,6 +16,9 @@ from snsq2nats.cli.options import (
     plan_options,
 )
 from snsq2nats.cli.plans import plan_for
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client
 
 
 @click.command()
@@ -62,7 +65,7 @@ def verify(
 
     plan = plan_for(app, plan_path, inputs, nats, live=True)
 
-    async def go(nc: Any) -> list[Any]:
+    async def go(nc: Client) -> list[Any]:
         # The total comes with the first tick (it depends on --sample).
         with app.out.progress("verifying", total=None) as bar:
             return await verify_plan(

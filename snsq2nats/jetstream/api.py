@@ -16,7 +16,7 @@ import base64
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from snsq2nats.errors import JetStreamApiError as JetStreamApiError
 from snsq2nats.errors import NatsConnectError, PermissionDeniedError
@@ -38,6 +38,10 @@ from snsq2nats.jetstream.spec import (
     StreamSpec,
     version_tuple,
 )
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client
+    from nats.aio.msg import Msg
 
 __all__ = [
     "API_PREFIX",
@@ -118,7 +122,7 @@ def _where(subject: str) -> str:
 
 
 async def api(
-    nc: Any, subject: str, payload: Mapping[str, Any] | None = None, timeout: float = 5.0
+    nc: Client, subject: str, payload: Mapping[str, Any] | None = None, timeout: float = 5.0
 ) -> dict[str, Any]:
     """One JetStream API request; returns the response object or raises JetStreamApiError.
 
@@ -177,7 +181,7 @@ async def api(
     return response
 
 
-async def _request(nc: Any, subject: str, data: bytes, timeout: float, where: str) -> Any:
+async def _request(nc: Client, subject: str, data: bytes, timeout: float, where: str) -> Msg:
     """`nc.request`, failing at once when the server refuses it for lack of permission."""
     denials = denials_of(nc)
     if denials is None:
@@ -269,7 +273,7 @@ def stream_request_body(
 
 
 async def create_stream(
-    nc: Any, spec: StreamSpec, *, pedantic: bool, timeout: float = 5.0
+    nc: Client, spec: StreamSpec, *, pedantic: bool, timeout: float = 5.0
 ) -> dict[str, Any]:
     """STREAM.CREATE; returns the server's stream info (its `config` is what it kept)."""
     body = stream_request_body(spec, pedantic=pedantic)
@@ -277,7 +281,7 @@ async def create_stream(
 
 
 async def update_stream(
-    nc: Any,
+    nc: Client,
     spec: StreamSpec,
     *,
     pedantic: bool,
@@ -297,7 +301,7 @@ async def update_stream(
 
 
 async def delete_stream(
-    nc: Any, name: str, *, missing_ok: bool = False, timeout: float = 5.0
+    nc: Client, name: str, *, missing_ok: bool = False, timeout: float = 5.0
 ) -> bool:
     """STREAM.DELETE (its messages and consumers go with it); False if it was already gone."""
     try:
@@ -324,7 +328,7 @@ def consumer_request_config(
 
 
 async def create_consumer(
-    nc: Any,
+    nc: Client,
     spec: ConsumerSpec,
     *,
     action: ConsumerAction = "create",
@@ -350,7 +354,7 @@ async def create_consumer(
 
 
 async def delete_consumer(
-    nc: Any, stream: str, name: str, *, missing_ok: bool = False, timeout: float = 5.0
+    nc: Client, stream: str, name: str, *, missing_ok: bool = False, timeout: float = 5.0
 ) -> bool:
     """CONSUMER.DELETE; False if it (or its stream) was already gone and `missing_ok`."""
     try:
@@ -362,7 +366,7 @@ async def delete_consumer(
     return True
 
 
-async def restart_consumer_at(nc: Any, spec: ConsumerSpec, start: int) -> bool:
+async def restart_consumer_at(nc: Client, spec: ConsumerSpec, start: int) -> bool:
     """Make the durable `spec` start at stream sequence `start` (the first message another path
     did not carry): deleted and created again as `spec` says, anchored there. A consumer cannot
     be moved in place; one already starting there (a second run) is left alone. True if it
@@ -409,7 +413,7 @@ def parse_header_block(raw: bytes) -> dict[str, str]:
 
 
 async def get_message(
-    nc: Any, stream: str, seq: int, *, timeout: float = 5.0
+    nc: Client, stream: str, seq: int, *, timeout: float = 5.0
 ) -> StoredMessage | None:
     """The stream's message at `seq` (STREAM.MSG.GET); None when there is none (removed by a
     limit, acknowledged from a work queue, or never written: a gap)."""

@@ -19,10 +19,13 @@ import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from snsq2nats.errors import NatsConnectError, NatsRefusedError, UsageError
 from snsq2nats.jetstream.permissions import Denials, watch
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client
 
 __all__ = [
     "DEFAULT_NATS_URL",
@@ -387,7 +390,7 @@ class _QuietCallbacks:
         denials: Denials,
     ) -> None:
         self.denials = denials
-        self.client: Any = None
+        self.client: Client | None = None
         self.connecting = True
         self.last_error: BaseException | None = None
         self._secrets = secrets
@@ -505,7 +508,7 @@ def _quiet_tls_eof() -> None:
         noise.addFilter(_TlsEofNoise())
 
 
-async def connect_nats(opts: NatsOptions, *, name: str = "snsq2nats", **extra: Any) -> Any:
+async def connect_nats(opts: NatsOptions, *, name: str = "snsq2nats", **extra: Any) -> Client:
     """Open a NATS connection, or raise NatsConnectError / UsageError with a one-line reason.
 
     The initial connect is bounded: each server is tried at most twice and the whole attempt
@@ -602,7 +605,7 @@ async def connect_nats(opts: NatsOptions, *, name: str = "snsq2nats", **extra: A
     return nc
 
 
-async def _discard(nc: Any) -> None:
+async def _discard(nc: Client) -> None:
     """Release a client whose initial connect failed.
 
     After a failed TLS upgrade, asyncio's StreamWriter.wait_closed() never returns (the socket

@@ -20,6 +20,7 @@ from snsq2nats.jetstream.operations import BucketUse, KvOp
 from snsq2nats.jetstream.permissions import denials_of, refused
 
 if TYPE_CHECKING:
+    from nats.aio.client import Client
     from nats.js.kv import KeyValue
 
 T = TypeVar("T")
@@ -28,7 +29,7 @@ T = TypeVar("T")
 class Kv:
     """A bucket as one role may use it."""
 
-    def __init__(self, kv: KeyValue, use: BucketUse, nc: Any = None) -> None:
+    def __init__(self, kv: KeyValue, use: BucketUse, nc: Client | None = None) -> None:
         self._kv = kv
         self.use = use
         self._nc = nc
@@ -63,7 +64,7 @@ class Kv:
     def bucket(self) -> str:
         return self.use.bucket
 
-    async def get(self, key: str) -> Any:
+    async def get(self, key: str) -> KeyValue.Entry:
         self.use.require(KvOp.GET)
         return await self._refusable(self._kv.get(key))
 
@@ -85,16 +86,16 @@ class Kv:
         self.use.require(KvOp.PUT)
         return await self._refusable(self._kv.delete(key, last=last))
 
-    async def watch(self, keys: str, **options: Any) -> Any:
+    async def watch(self, keys: str, **options: Any) -> KeyValue.KeyWatcher:
         self.use.require(KvOp.WATCH)
         return await self._refusable(self._kv.watch(keys, **options))
 
-    async def history(self, key: str) -> list[Any]:
+    async def history(self, key: str) -> list[KeyValue.Entry]:
         self.use.require(KvOp.WATCH)
         return await self._refusable(self._kv.history(key))
 
 
-async def open_kv(nc: Any, use: BucketUse, where: str | None = None) -> Kv:
+async def open_kv(nc: Client, use: BucketUse, where: str | None = None) -> Kv:
     """The bucket as `use` declares it; BucketMissing (saying to run `apply`) when it does not
     exist. `where`: the server or route to name in that error."""
     from nats.js.errors import BucketNotFoundError, NotFoundError

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from snsq2nats.jetstream import wire
 from snsq2nats.jetstream.api import ERR_STREAM_NOT_FOUND, JetStreamApiError, api
@@ -26,16 +26,19 @@ from snsq2nats.jetstream.operations import (
 )
 from snsq2nats.jetstream.spec import LiveState, LiveStream, ServerInfo
 
+if TYPE_CHECKING:
+    from nats.aio.client import Client
+
 _LIST_CONCURRENCY = 16
 
 
-async def stream_names(nc: Any, *, timeout: float = 5.0) -> set[str]:
+async def stream_names(nc: Client, *, timeout: float = 5.0) -> set[str]:
     """Every stream's name, all pages."""
     names = await paginate(nc, STREAM_NAMES.subject(), "streams", timeout)
     return {str(n) for n in names if isinstance(n, str)}
 
 
-def server_info(nc: Any) -> ServerInfo:
+def server_info(nc: Client) -> ServerInfo:
     """What we know about the server the connection landed on, with no secrets in the URL."""
     info = wire.server_info(nc)
     version = info.get("version")
@@ -57,7 +60,7 @@ def server_info(nc: Any) -> ServerInfo:
 # --- reading ----------------------------------------------------------------------------------
 
 
-async def paginate(nc: Any, subject: str, key: str, timeout: float = 5.0) -> list[Any]:
+async def paginate(nc: Client, subject: str, key: str, timeout: float = 5.0) -> list[Any]:
     """All items of a paged LIST or NAMES API (pages of `limit`: 256 infos or 1024 names on
     current servers). nats-py's `streams_info()` reads only the first page: never use it."""
     items: list[Any] = []
@@ -75,7 +78,7 @@ async def paginate(nc: Any, subject: str, key: str, timeout: float = 5.0) -> lis
 
 
 async def _stream_consumers(
-    nc: Any,
+    nc: Client,
     name: str,
     timeout: float,
     gate: asyncio.Semaphore,
@@ -90,7 +93,7 @@ async def _stream_consumers(
     return {n: dict(info.get("config") or {}) for n, info in infos.items()}
 
 
-async def stream_infos(nc: Any, *, timeout: float = 5.0) -> dict[str, dict[str, Any]]:
+async def stream_infos(nc: Client, *, timeout: float = 5.0) -> dict[str, dict[str, Any]]:
     """Every stream's info (`config`, `state`, …) by name, all pages: one request per 256
     streams where asking each stream's INFO is one per stream."""
     infos = await paginate(nc, STREAM_LIST.subject(), "streams", timeout)
@@ -105,7 +108,7 @@ async def stream_infos(nc: Any, *, timeout: float = 5.0) -> dict[str, dict[str, 
 
 
 async def consumer_infos(
-    nc: Any, stream: str, *, timeout: float = 5.0
+    nc: Client, stream: str, *, timeout: float = 5.0
 ) -> dict[str, dict[str, Any]] | None:
     """Every consumer's info (`config`, `num_pending`, …) on `stream` by name, all pages; None
     when the stream does not exist."""
@@ -127,7 +130,7 @@ async def consumer_infos(
 
 
 async def read_live(
-    nc: Any,
+    nc: Client,
     *,
     timeout: float = 5.0,
     on_progress: Callable[[int, int | None], None] | None = None,
@@ -171,7 +174,7 @@ class KvValue:
 
 
 async def read_bucket(
-    nc: Any, bucket: str | BucketUse, keys: str = ">"
+    nc: Client, bucket: str | BucketUse, keys: str = ">"
 ) -> dict[str, KvValue] | None:
     """A KV bucket's current values under `keys`, or None without the bucket. Pass the
     bucket's declared use (`plan.buckets`): it must declare `KvOp.READ`.
@@ -193,13 +196,13 @@ async def read_bucket(
     return values
 
 
-async def _has_subjects(nc: Any, stream: str, subjects: str) -> bool:
+async def _has_subjects(nc: Client, stream: str, subjects: str) -> bool:
     info = await api(nc, STREAM_INFO.subject(stream=stream), {"subjects_filter": subjects}, 5.0)
     state = info.get("state") or {}
     return bool(state.get("num_subjects") or state.get("subjects"))
 
 
-async def _read_bucket_once(nc: Any, bucket: str, keys: str) -> dict[str, KvValue] | None:
+async def _read_bucket_once(nc: Client, bucket: str, keys: str) -> dict[str, KvValue] | None:
     """One pull consumer delivering the last message per key: it says up front how many there
     are, so the read knows when it has them all (a KV watch's "initial values done" marker can
     arrive before the values themselves).
@@ -232,7 +235,7 @@ async def _read_bucket_once(nc: Any, bucket: str, keys: str) -> dict[str, KvValu
         raise
     values: dict[str, KvValue] = {}
     try:
-        left = (await sub.consumer_info()).num_pending
+        left = (await sub.consumer_info()).num_pending or 0
         while left > 0:
             try:
                 msgs = await sub.fetch(min(left, 256), timeout=5.0)

@@ -50,7 +50,7 @@ def mark_acked(msg: Msg) -> None:
     setattr(msg, MSG_ACKED_FLAG, True)
 
 
-def server_info(nc: Any) -> dict[str, Any]:
+def server_info(nc: Client) -> dict[str, Any]:
     """A copy of the INFO the connected server sent (empty when nats-py no longer keeps it);
     `version` is filled from the public API when INFO is missing."""
     info: dict[str, Any] = dict(getattr(nc, SERVER_INFO, None) or {})
@@ -61,7 +61,7 @@ def server_info(nc: Any) -> dict[str, Any]:
     return info
 
 
-def _public_version(nc: Any) -> str | None:
+def _public_version(nc: Client) -> str | None:
     try:
         v = nc.connected_server_version
         version = f"{v.major}.{v.minor}.{v.patch}"

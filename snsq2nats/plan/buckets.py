@@ -5,7 +5,8 @@ value of each key (`max_msgs_per_subject`). Planning it like any other stream me
 shows it, `apply` creates it with the same replicas as the streams, and exports carry it; the
 bridge only opens it (and says to run `apply` when it is missing).
 
-- `snsq2nats_fleet`: the bridge fleet's members (heartbeats) and route leases (`bridge.fleet`).
+- `snsq2nats_fleet`: the bridge fleet's members (heartbeats) and route leases (`plan.fleet`,
+  written by `bridge.fleet`).
 - `snsq2nats_cutover`: the live cutover state (`plan.states`), each key's history kept.
 - `snsq2nats_revision`: the applied revision (`plan.revision`): the plan `apply` last made true,
   which every bridge runs and follows (`bridge.follow`), whatever plan file it was started with.

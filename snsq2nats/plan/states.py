@@ -6,7 +6,8 @@ teams move over weeks. `snsq2nats cutover` writes it; a resource without a recor
 mapping file's `cutover:` keys (or the default, everything on AWS) put it. The bucket keeps
 each key's history, so every change says who made it, when, and from what to what.
 
-Pure: records in, a `CutoverView` out. The bucket I/O lives with its users.
+Pure: records in, a `CutoverView` out (`current_view`: what the bridges and every command
+run under). The bucket I/O lives with its users; the moves that change it are `cutover.moves`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from snsq2nats.aws.arns import parse_arn
+from snsq2nats.plan.model import Plan
 from snsq2nats.plan.routes import CutoverView
 from snsq2nats.plan.rules import Cutover
 
@@ -24,6 +26,8 @@ CUTOVER_BUCKET = "snsq2nats_cutover"
 CUTOVER_HISTORY = 64
 """Changes kept per resource (the KV history): a migration moves a resource a handful of times."""
 RESOURCE_PREFIX = "resource."
+QUEUE, TOPIC = "sqs-queue", "sns-topic"
+"""The resource kinds a cutover moves."""
 
 ResourceKindName = Literal["queue", "topic"]
 
@@ -81,3 +85,16 @@ def view_of(records: Iterable[CutoverRecord], base: Mapping[str, Cutover]) -> Cu
         states[record.arn] = record.state
         moved.add(record.arn)
     return CutoverView(states, frozenset(moved))
+
+
+def base_states(plan: Plan) -> dict[str, Cutover]:
+    """Each queue's and topic's cutover state as the plan has it (mapping file or default)."""
+    return {
+        r.source_arn: Cutover(producers=r.producers or "aws", consumers=r.consumers or "aws")
+        for r in plan.resources
+        if r.kind in (QUEUE, TOPIC)
+    }
+
+
+def current_view(plan: Plan, records: Mapping[str, CutoverRecord]) -> CutoverView:
+    return view_of(records.values(), base_states(plan))

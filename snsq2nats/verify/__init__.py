@@ -20,16 +20,19 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from snsq2nats.aws.arns import subscription_topic
-from snsq2nats.bridge.codec import CANARY_HEADER
 from snsq2nats.errors import SnsqError
+from snsq2nats.plan.headers import CANARY_HEADER
 from snsq2nats.plan.model import Plan, Resource
 from snsq2nats.verify.canary import CANARY_TOKEN, CanaryRun, CheckResult, Outcome, is_canary
 from snsq2nats.verify.cleanup import cleanup
 from snsq2nats.verify.queues import check_queue
 from snsq2nats.verify.topics import check_topic
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client
 
 T = TypeVar("T")
 
@@ -95,7 +98,7 @@ def _topic_waves(
 
 
 async def verify_plan(
-    nc: Any,
+    nc: Client,
     plan: Plan,
     *,
     timeout: float = 5.0,

@@ -12,9 +12,8 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from snsq2nats.bridge.codec import CANARY_HEADER
 from snsq2nats.errors import SnsqError
 from snsq2nats.jetstream.api import (
     ERR_CONSUMER_NOT_FOUND,
@@ -24,7 +23,11 @@ from snsq2nats.jetstream.api import (
 )
 from snsq2nats.jetstream.operations import CONSUMER_INFO, STREAM_INFO
 from snsq2nats.jetstream.spec import StreamSpec
+from snsq2nats.plan.headers import CANARY_HEADER
 from snsq2nats.plan.model import Plan
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client
 
 Outcome = Literal["ok", "failed", "skipped"]
 
@@ -97,7 +100,7 @@ class CanaryRun:
 
     def __init__(
         self,
-        nc: Any,
+        nc: Client,
         plan: Plan,
         timeout: float,
         on_progress: Callable[[int, int | None], None] | None,

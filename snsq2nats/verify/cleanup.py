@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 
-from snsq2nats.bridge.codec import CANARY_HEADER
 from snsq2nats.errors import SnsqError
 from snsq2nats.jetstream.api import (
     ERR_NO_MESSAGE,
@@ -14,6 +13,7 @@ from snsq2nats.jetstream.api import (
     api,
 )
 from snsq2nats.jetstream.operations import MSG_DELETE, MSG_GET
+from snsq2nats.plan.headers import CANARY_HEADER
 from snsq2nats.verify.canary import Canary, CanaryRun, CheckResult
 
 

@@ -12,44 +12,137 @@ bridge's work small and each handover exact:
 4. finish: each queue (`--wait`: once its SQS queue is empty), then each topic; a topic that
    fans out through SNS until finished goes first (its finish switches it to stream sources).
 
-The order is checked by playing it through `plan.moves` from the plan's own state, so every
-step is a move `snsq2nats cutover` accepts at that point, and a finish `moves` refuses (a topic
-fanning out through SNS, a subscriber only SNS serves) becomes a blocked step saying why.
+The order is checked by playing it through `cutover.moves` from the plan's own state, so every
+step is a move `snsq2nats cutover` accepts at that point, and a finish `moves` would refuse (a
+topic fanning out through SNS, a subscriber only SNS serves) becomes a blocked step with the
+same blockers (`moves.finish_blockers`).
 Progress marks come from the live cutover state (`plan.states` records): a step is done when
 the live state already has its resource where the step puts it.
 
-Pure: a plan and records in, a `Runbook` out. Rendering lives in `report.runbook`.
+Pure: a plan and records in, a `Runbook` out. A step's gate, changes, caveats and blockers are
+data (a kind and its facts); `report.runbook` words them.
 """
 
 from __future__ import annotations
 
 import shlex
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
 from typing import Any, Literal
 
 from snsq2nats.aws.arns import subscription_topic
-from snsq2nats.errors import UsageError
-from snsq2nats.plan.model import Plan, Resource
-from snsq2nats.plan.moves import (
-    QUEUE,
-    TOPIC,
+from snsq2nats.cutover.moves import (
+    Blocker,
+    BlockerKind,
     Side,
     Switch,
-    current_view,
+    finish_blockers,
     plan_finish,
     plan_moves,
     switches_at_finish,
 )
+from snsq2nats.plan.model import Fidelity, Plan, Resource
 from snsq2nats.plan.routes import BRIDGE_QUEUE_PREFIX
 from snsq2nats.plan.rules import Cutover
-from snsq2nats.plan.states import CutoverRecord
+from snsq2nats.plan.states import QUEUE, TOPIC, CutoverRecord, current_view
 
 Status = Literal["done", "todo", "blocked"]
 
 RUNBOOK_FORMAT = 1
-_BLOCKED_PREFIX = "cannot be finished yet: "
 _PRODUCER_WORDS = ("producer", "publish")
+
+
+class GateKind(StrEnum):
+    """What must hold before a step is run; `Gate`'s facts complete it."""
+
+    APPLIED = "applied"
+    """The plan is applied, a bridge runs, the queue's new workers are deployed (`name`)."""
+    SOURCE_CONSUMERS = "source-consumers"
+    """A DLQ's consumers: after its source queue's (`steps`, `name` the source)."""
+    NO_QUEUE_ON_NATS = "no-queue-on-nats"
+    """A topic's producers to both sides while none of its queues reads on NATS."""
+    TOPIC_QUEUES_ON_NATS = "topic-queues-on-nats"
+    """A topic's producers to both sides once its queues read on NATS (`steps`, `name`)."""
+    QUEUE_ON_NATS = "queue-on-nats"
+    """A queue's producers once the queue reads on NATS (`steps`, `name`)."""
+    TOPIC_PUBLISHES_ON_NATS = "topic-publishes-on-nats"
+    """A topic's producers to NATS only: after both sides, once every producer publishes on
+    NATS (`steps`, `name`)."""
+    DLQ_REDRIVE_ON_NATS = "dlq-redrive-on-nats"
+    """A DLQ's producers: its source's redrive runs on NATS (`steps`, `name` the source)."""
+    TOPICS_PUBLISH_ON_NATS = "topics-publish-on-nats"
+    """A queue's producers once the topics feeding it publish on NATS (`steps`)."""
+    QUEUE_QUIET = "queue-quiet"
+    """A queue's finish: nothing publishes to its SQS queue (`name`, `fed_by_topics`, `route`;
+    `steps`: its source queue's finish, for a DLQ)."""
+    TOPIC_QUIET = "topic-quiet"
+    """A topic's finish: its relay drained (`route`) or nothing publishes on AWS (`steps`: its
+    queues' finishes)."""
+
+
+@dataclass(frozen=True)
+class Gate:
+    kind: GateKind
+    name: str = ""
+    steps: list[int] = field(default_factory=list)
+    route: str | None = None
+    fed_by_topics: bool = False
+
+
+class ChangeKind(StrEnum):
+    """What the application team does around a step; `Change`'s facts complete it."""
+
+    NO_STREAM = "no-stream"
+    BIND = "bind"
+    """Bind the workers to the durable `items[0]` on stream `other`."""
+    BIND_PARTITIONS = "bind-partitions"
+    """Bind the workers to every partition durable (`items`) on stream `other` of `name`."""
+    PLAN_NOTE = "plan-note"
+    """A fidelity note's manual step (`note`) of `attribute`, owned by `other` when that is
+    not the resource itself."""
+    KEEP_AWS_WORKERS = "keep-aws-workers"
+    PUBLISH = "publish"
+    """Publish to the subject `other` (empty: none), filling the tokens `items`."""
+    HEADERS = "headers"
+    GROUP_TOKEN = "group-token"
+    ROLL_OUT = "roll-out"
+    STOP_TOPIC_ON_AWS = "stop-topic-on-aws"
+    STOP_QUEUE_DIRECT = "stop-queue-direct"
+    STOP_QUEUE = "stop-queue"
+    DLQ_MOVER_FILLS = "dlq-mover-fills"
+    """Nothing to change: the DLQ mover fills `name`'s stream from `other`'s NATS workers."""
+    QUEUE_RETIRED = "queue-retired"
+    RELAY_STOPS = "relay-stops"
+    TOPIC_RETIRED = "topic-retired"
+    UNUSED_AWS = "unused-aws"
+    """The AWS resources (`items`, ARNs) nothing uses any more once finished."""
+    UNBLOCK = "unblock"
+    """A manual step (`note`, of subscription `other` when given) that would unblock it."""
+
+
+@dataclass(frozen=True)
+class Change:
+    kind: ChangeKind
+    name: str = ""
+    """The resource the step moves, as commands name it."""
+    other: str = ""
+    items: list[str] = field(default_factory=list)
+    note: str = ""
+    attribute: str = ""
+
+
+class CaveatKind(StrEnum):
+    FIFO_PRODUCERS = "fifo-producers"
+    FIFO_CONSUMERS = "fifo-consumers"
+    PARTITIONED = "partitioned"
+    """Partitioned into `count` durables."""
+
+
+@dataclass(frozen=True)
+class Caveat:
+    kind: CaveatKind
+    count: int = 0
 
 
 @dataclass(frozen=True)
@@ -63,14 +156,15 @@ class Step:
     """consumers/producers: the side the step moves them to; finish: None."""
     command: str | None
     """The exact command; None when the step cannot be made (see `blocked`)."""
-    gate: str
+    gate: Gate
     """What must hold before the step is run."""
-    changes: list[str] = field(default_factory=list)
+    changes: list[Change] = field(default_factory=list)
     """What the application team does around the step, in order."""
-    caveats: list[str] = field(default_factory=list)
-    role: str | None = None
-    """Why the resource is in this group, when not obvious (a dead-letter queue)."""
-    blocked: str | None = None
+    caveats: list[Caveat] = field(default_factory=list)
+    dead_letter_of: str | None = None
+    """The queue that dead-letters into this one, when that is why it is in this group."""
+    blocked: list[Blocker] = field(default_factory=list)
+    """Why the step cannot be made yet (empty: it can)."""
     status: Status = "todo"
 
     @property
@@ -106,24 +200,6 @@ class Runbook:
         for step in self.steps:
             counts[step.status] += 1
         return counts
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "format_version": RUNBOOK_FORMAT,
-            "plan_generated_at": self.plan_generated_at,
-            "progress_source": self.progress_source,
-            "notes": list(self.notes),
-            "counts": self.counts(),
-            "groups": [
-                {
-                    "title": g.title,
-                    "topics": g.topics,
-                    "queues": g.queues,
-                    "steps": [asdict(s) for s in g.steps],
-                }
-                for g in self.groups
-            ],
-        }
 
 
 # --- the estate's shape -----------------------------------------------------------------------
@@ -264,8 +340,9 @@ def make_runbook(
 ) -> Runbook:
     """The ordered moves of the whole estate, marked with the progress `records` record.
 
-    `records`: the live cutover state by ARN (`cutover.read_records`); None when no server was
-    read, and the marks then follow the plan's own state (its mapping's `cutover:` keys).
+    `records`: the live cutover state by ARN (`cutover.engine.read_records`); None when no
+    server was read, and the marks then follow the plan's own state (its mapping's `cutover:`
+    keys).
     """
     estate = _Estate.of(plan)
     live = current_view(plan, records or {})
@@ -309,7 +386,7 @@ def _replace(step: Step, **changes: Any) -> Step:
 
 
 class _Writer:
-    """Plays the moves through `plan.moves` from the plan's state, numbering the steps."""
+    """Plays the moves through `cutover.moves` from the plan's state, numbering the steps."""
 
     def __init__(self, estate: _Estate) -> None:
         self.estate = estate
@@ -363,19 +440,17 @@ class _Writer:
         number = self._next(arn, "consumers")
         label = estate.label[arn]
         if dlq_of is not None:
-            source = estate.label[dlq_of]
-            gate = f"{_done([self.done_at[(dlq_of, 'consumers')]])} ({source}'s consumers)"
-        else:
-            gate = (
-                "the plan is applied (`snsq2nats apply`), a bridge runs, and "
-                f"{label}'s new workers are deployed, ready to bind"
+            gate = Gate(
+                GateKind.SOURCE_CONSUMERS,
+                estate.label[dlq_of],
+                [self.done_at[(dlq_of, "consumers")]],
             )
+        else:
+            gate = Gate(GateKind.APPLIED, label)
         changes = [
             *_bind(resource),
-            *(f"from the plan's notes — {m}" for m in _manual(estate, arn, producers=False)),
-            f"your AWS workers of {label} may keep running through the move: each message is "
-            "taken once, by them or by the bridge carrying it to NATS; stop them when `--wait` "
-            "reports the SQS queue drained",
+            *_manual(estate, arn, producers=False),
+            Change(ChangeKind.KEEP_AWS_WORKERS, label),
         ]
         return Step(
             number=number,
@@ -388,7 +463,7 @@ class _Writer:
             gate=gate,
             changes=changes,
             caveats=_fifo_caveats(resource, "consumers"),
-            role=_dlq_role(estate, dlq_of),
+            dead_letter_of=_source_label(estate, dlq_of),
         )
 
     def _producers(self, arn: str, to: str, dlq_of: str | None) -> Step:
@@ -399,59 +474,41 @@ class _Writer:
         number = self._next(arn, f"producers:{to}")
         label = estate.label[arn]
         kind: Literal["queue", "topic"] = "queue" if arn in estate.queues else "topic"
-        changes: list[str] = []
+        changes: list[Change] = []
         if before == "aws":
             changes += _publish(resource, label)
-            changes += [
-                f"from the plan's notes — {m}" for m in _manual(estate, arn, producers=True)
-            ]
+            changes += _manual(estate, arn, producers=True)
         if to == "both":
-            changes.append(
-                "roll the new producers out at your pace: messages published on either side "
-                "reach every subscriber once"
-            )
+            changes.append(Change(ChangeKind.ROLL_OUT, label))
         elif kind == "topic":
-            changes.append(
-                f"stop publishing {label} on AWS: what still reaches SNS is relayed to NATS "
-                "until the topic is finished"
-            )
+            changes.append(Change(ChangeKind.STOP_TOPIC_ON_AWS, label))
         elif arn in estate.queue_topics:
-            changes.append(
-                f"stop publishing to the SQS queue {label} directly, if anything does (when only "
-                "its topics feed it there is nothing to change: this records that nothing else "
-                "does); what still arrives there is relayed until the queue is finished"
-            )
+            changes.append(Change(ChangeKind.STOP_QUEUE_DIRECT, label))
         else:
-            changes.append(
-                f"stop publishing to the SQS queue {label}: what still arrives there is relayed "
-                "until the queue is finished"
-            )
+            changes.append(Change(ChangeKind.STOP_QUEUE, label))
         if kind == "topic" and to == "both":
-            gate = self._after_consumers(estate.topic_queues[arn], f"every queue of {label}")
+            gate = self._after_consumers(
+                estate.topic_queues[arn], GateKind.TOPIC_QUEUES_ON_NATS, label
+            )
         elif kind == "topic":
-            gate = (
-                f"{_done([self.done_at[(arn, 'producers:both')]])} and every producer of "
-                f"{label} publishes on NATS"
+            gate = Gate(
+                GateKind.TOPIC_PUBLISHES_ON_NATS, label, [self.done_at[(arn, "producers:both")]]
             )
         elif dlq_of is not None:
-            gate = (
-                f"{_done([self.done_at[(dlq_of, 'producers:nats')]])}: the dead-letter "
-                f"queue's only producer is the redrive of {estate.label[dlq_of]}, which runs on "
-                "NATS now"
+            source = estate.label[dlq_of]
+            gate = Gate(
+                GateKind.DLQ_REDRIVE_ON_NATS, source, [self.done_at[(dlq_of, "producers:nats")]]
             )
-            changes = [
-                "nothing to change: the bridge's DLQ mover fills the stream of "
-                f"{label} when {estate.label[dlq_of]}'s NATS workers give a message up"
-            ]
+            changes = [Change(ChangeKind.DLQ_MOVER_FILLS, label, source)]
         else:
             feeding = [
                 self.done_at[(t, "producers:nats")]
                 for t in estate.queue_topics.get(arn, [])
                 if (t, "producers:nats") in self.done_at
             ]
-            gate = self._after_consumers([arn], label)
+            gate = self._after_consumers([arn], GateKind.QUEUE_ON_NATS, label)
             if feeding:
-                gate = f"{_done(feeding)} (its topics publish on NATS)"
+                gate = Gate(GateKind.TOPICS_PUBLISH_ON_NATS, label, feeding)
         return Step(
             number=number,
             resource=label,
@@ -467,52 +524,46 @@ class _Writer:
             gate=gate,
             changes=changes,
             caveats=_fifo_caveats(resource, "producers") if dlq_of is None else [],
-            role=_dlq_role(estate, dlq_of),
+            dead_letter_of=_source_label(estate, dlq_of),
         )
 
-    def _after_consumers(self, queues: list[str], what: str) -> str:
+    def _after_consumers(self, queues: list[str], kind: GateKind, label: str) -> Gate:
         numbers = [
             self.done_at[(q, "consumers")] for q in queues if (q, "consumers") in self.done_at
         ]
         if not numbers:
-            return "none: no queue of it reads on NATS, so this only starts the bridge's relays"
-        return f"{_done(numbers)} ({what} reads on NATS; `--wait` returned)"
+            return Gate(GateKind.NO_QUEUE_ON_NATS, label)
+        return Gate(kind, label, numbers)
 
     def _finish(self, arn: str, dlq_of: str | None) -> Step:
         estate = self.estate
         label = estate.label[arn]
         kind: Literal["queue", "topic"] = "queue" if arn in estate.queues else "topic"
-        blocked: str | None = None
+        blocked: list[Blocker] = []
         unused: list[str] = []
         if dlq_of is not None and dlq_of not in self.finished:
-            blocked = (
-                f"its source queue {estate.label[dlq_of]} is not finished: SQS can still "
-                "dead-letter into it"
-            )
+            blocked = [Blocker(BlockerKind.SOURCE_NOT_FINISHED, estate.label[dlq_of])]
         else:
-            try:
+            view = current_view(estate.plan, self.records)
+            blocked = finish_blockers(estate.plan, estate.resource(arn), view)
+            if not blocked:
                 (move,) = plan_finish(estate.plan, self.records, [arn])
                 self._record(arn, move.after)
                 self.finished.add(arn)
                 unused = move.unused
-            except UsageError as err:
-                blocked = err.what.partition(_BLOCKED_PREFIX)[2] or err.what
         number = self._next(arn, "finish")
+        changes: list[Change]
         if kind == "queue":
             command = self._command("finish", label, "--wait")
             routes = _route_names(estate.plan, "sqs-to-nats", arn)
-            gate = (
-                f"nothing publishes to the SQS queue {label} any more ({_publishers(estate, arn)} "
-                "on NATS)"
-                + (f"; `snsq2nats status --route {routes[0]}` shows it drained" if routes else "")
-                + " (`--wait` waits for the SQS queue to empty)"
+            gate = Gate(
+                GateKind.QUEUE_QUIET,
+                label,
+                [self.done_at[(dlq_of, "finish")]] if dlq_of is not None else [],
+                routes[0] if routes else None,
+                fed_by_topics=arn in estate.queue_topics,
             )
-            if dlq_of is not None:
-                gate = f"{_done([self.done_at[(dlq_of, 'finish')]])}; " + gate
-            changes = [
-                f"nothing more runs on AWS for {label}: its SQS queue gets nothing new",
-                "the bridge stops relaying it once it is empty",
-            ]
+            changes = [Change(ChangeKind.QUEUE_RETIRED, label), Change(ChangeKind.RELAY_STOPS)]
         else:
             command = self._command("finish", label)
             queued = [
@@ -521,22 +572,12 @@ class _Writer:
                 if (q, "finish") in self.done_at
             ]
             routes = _route_names(estate.plan, "sns-to-nats", arn)
-            gate = (f"{_done(queued)}; " if queued else "") + (
-                f"`snsq2nats status --route {routes[0]}` shows the relay drained"
-                if routes
-                else "nothing publishes to it on AWS any more"
-            )
-            changes = [
-                f"nothing more runs on AWS for {label}: the bridge removes its own queue and "
-                "subscription"
-            ]
+            gate = Gate(GateKind.TOPIC_QUIET, label, queued, routes[0] if routes else None)
+            changes = [Change(ChangeKind.TOPIC_RETIRED, label)]
         if unused:
-            changes.append(
-                "AWS resources nothing uses any more (kept unless you add `--delete-aws`, which "
-                "deletes exactly these): " + ", ".join(unused)
-            )
-        if blocked is not None:
-            changes = [f"before it can be: {m}" for m in _blocking_steps(estate, arn)]
+            changes.append(Change(ChangeKind.UNUSED_AWS, label, items=list(unused)))
+        if blocked:
+            changes = _blocking_steps(estate, arn)
         return Step(
             number=number,
             resource=label,
@@ -547,7 +588,7 @@ class _Writer:
             command=None if blocked else command,
             gate=gate,
             changes=changes,
-            role=_dlq_role(estate, dlq_of),
+            dead_letter_of=_source_label(estate, dlq_of),
             blocked=blocked,
         )
 
@@ -555,46 +596,38 @@ class _Writer:
 # --- what the team changes ----------------------------------------------------------------------
 
 
-def _bind(queue: Resource) -> list[str]:
+def _bind(queue: Resource) -> list[Change]:
     if not queue.stream or not queue.durables:
-        return ["the queue has no stream in the plan: see its fidelity notes"]
+        return [Change(ChangeKind.NO_STREAM, queue.name)]
     durables = queue.durables
     if len(durables) > 1:
-        return [
-            f"bind the workers to every partition durable on stream `{queue.stream}`: "
-            + ", ".join(f"`{d}`" for d in durables)
-            + f" (pull, ack each message; `snsq2nats subject {shlex.quote(queue.name)} "
-            "--durable` lists them)"
-        ]
-    return [
-        f"bind the workers to the durable `{durables[0]}` on stream `{queue.stream}` (pull, ack "
-        "each message after processing it)"
-    ]
+        return [Change(ChangeKind.BIND_PARTITIONS, queue.name, queue.stream, list(durables))]
+    return [Change(ChangeKind.BIND, queue.name, queue.stream, [durables[0]])]
 
 
-def _publish(resource: Resource, label: str) -> list[str]:
-    subject = resource.publish_subject or "(none: see its fidelity notes)"
+def _publish(resource: Resource, label: str) -> list[Change]:
     out = [
-        f"publish to `{subject}` (`snsq2nats subject {shlex.quote(label)}` prints the concrete "
-        "subject"
-        + (
-            ", filling " + ", ".join(f"`--attr {t}=…`" for t in resource.subject_tokens)
-            if resource.subject_tokens
-            else ""
-        )
-        + ")",
-        "set each message attribute as a NATS header of the same name, its value as text: a "
-        "String, or a Number where a filter policy of the topic compares it as one and it "
-        "parses as one (`snsq2nats subject` prints the rule)",
+        Change(
+            ChangeKind.PUBLISH, label, resource.publish_subject or "", list(resource.subject_tokens)
+        ),
+        Change(ChangeKind.HEADERS, label),
     ]
     if resource.publish_subject and resource.publish_subject.endswith(".<MessageGroupId>"):
-        out.append(
-            "the MessageGroupId is the last subject token (`--attr MessageGroupId=G` fills it)"
-        )
+        out.append(Change(ChangeKind.GROUP_TOKEN, label))
     return out
 
 
-def _manual(estate: _Estate, arn: str, *, producers: bool) -> list[str]:
+def _note(owner: str, resource: Resource, f: Fidelity) -> Change:
+    return Change(
+        ChangeKind.PLAN_NOTE,
+        resource.name,
+        "" if owner == resource.name else owner,
+        note=f.manual_step or "",
+        attribute=f.attribute,
+    )
+
+
+def _manual(estate: _Estate, arn: str, *, producers: bool) -> list[Change]:
     """The manual steps of a resource's fidelity notes (and, for a queue, of the subscriptions
     delivering into it) that concern one side: producers, or the workers (everything else)."""
     resource = estate.resource(arn)
@@ -610,23 +643,18 @@ def _manual(estate: _Estate, arn: str, *, producers: bool) -> list[str]:
             of_topic = sub.kind == "sns-subscription" and sub.source_arn.startswith(arn + ":")
             if of_topic and sub.stream is None:
                 entries += [(sub.name, f) for f in sub.fidelity]
-        return _unique(
-            f"{f.attribute}{'' if owner == resource.name else f' ({owner})'}: {f.manual_step}"
-            for owner, f in entries
-            if f.manual_step
-        )
+        return _unique(_note(owner, resource, f) for owner, f in entries if f.manual_step)
     out = []
     for owner, f in entries:
         if not f.manual_step:
             continue
         about_producers = any(w in f.manual_step.lower() for w in _PRODUCER_WORDS)
         if about_producers == producers:
-            where = "" if owner == resource.name else f" ({owner})"
-            out.append(f"{f.attribute}{where}: {f.manual_step}")
+            out.append(_note(owner, resource, f))
     return _unique(out)
 
 
-def _blocking_steps(estate: _Estate, topic_or_queue: str) -> list[str]:
+def _blocking_steps(estate: _Estate, topic_or_queue: str) -> list[Change]:
     """The manual steps that would unblock a finish (subscriptions only SNS serves, Fanout)."""
     topics = (
         [topic_or_queue]
@@ -636,14 +664,14 @@ def _blocking_steps(estate: _Estate, topic_or_queue: str) -> list[str]:
     out = []
     for topic in topics:
         out += [
-            f.manual_step
+            Change(ChangeKind.UNBLOCK, note=f.manual_step)
             for f in estate.topics[topic].fidelity
             if f.attribute == "Fanout" and f.manual_step
         ]
         for sub in estate.plan.resources:
             if sub.kind == "sns-subscription" and sub.source_arn.startswith(topic + ":"):
                 out += [
-                    f"{sub.name}: {f.manual_step}"
+                    Change(ChangeKind.UNBLOCK, other=sub.name, note=f.manual_step)
                     for f in sub.fidelity
                     if f.manual_step and f.attribute in ("Protocol", "Endpoint")
                 ]
@@ -654,42 +682,19 @@ def _is_fifo(queue: Resource) -> bool:
     return any(f.attribute == "FifoQueue" for f in queue.fidelity)
 
 
-def _fifo_caveats(queue: Resource, side: Switch) -> list[str]:
+def _fifo_caveats(queue: Resource, side: Switch) -> list[Caveat]:
     if not _is_fifo(queue):
         return []
     if side == "producers":
-        return [
-            "FIFO: the AWS producers must be stopped first; start the NATS producers only once "
-            "`--wait` returned (the SQS queue drained into the stream). A group's messages still "
-            "in SQS are relayed after whatever NATS producers publish meanwhile, so publishing "
-            "on NATS before the drain breaks the group's order"
-        ]
-    caveats = [
-        "FIFO: per-group order holds across the handover whatever the AWS workers do: the "
-        "bridge takes the SQS queue's messages as one more competing consumer and deletes each "
-        "from SQS only once the NATS workers acknowledged it, so SQS hands a group's next "
-        "message to nobody (AWS worker or bridge) before the one before it is processed. "
-        "Moving back to AWS, stop the NATS workers first. On NATS a group's order is what the "
-        "plan's `FifoQueue` note says (the durable's max_ack_pending): workers fetch one "
-        "message at a time with a short wait (`snsq2nats subject QUEUE --durable`)"
-    ]
+        return [Caveat(CaveatKind.FIFO_PRODUCERS)]
+    caveats = [Caveat(CaveatKind.FIFO_CONSUMERS)]
     if len(queue.durables) > 1:
-        caveats.append(
-            f"partitioned into {len(queue.durables)}: a group's messages go to one partition "
-            "durable, so every partition durable needs a worker (copies sourced from topics go "
-            "to partition 0)"
-        )
+        caveats.append(Caveat(CaveatKind.PARTITIONED, len(queue.durables)))
     return caveats
 
 
-def _publishers(estate: _Estate, queue: str) -> str:
-    if queue in estate.queue_topics:
-        return "its own producers and its topics' producers are"
-    return "its producers are"
-
-
-def _dlq_role(estate: _Estate, dlq_of: str | None) -> str | None:
-    return None if dlq_of is None else f"dead-letter queue of {estate.label[dlq_of]}"
+def _source_label(estate: _Estate, dlq_of: str | None) -> str | None:
+    return None if dlq_of is None else estate.label[dlq_of]
 
 
 def _route_names(plan: Plan, kind: str, arn: str) -> list[str]:
@@ -697,45 +702,10 @@ def _route_names(plan: Plan, kind: str, arn: str) -> list[str]:
     return sorted({r.name for r in routes if r.kind == kind and r.source_arn == arn})
 
 
-def _done(numbers: list[int]) -> str:
-    """`step 3 is done` / `steps 3, 4 and 7 are done`."""
-    numbers = sorted(set(numbers))
-    if len(numbers) == 1:
-        return f"step {numbers[0]} is done"
-    listed = ", ".join(str(n) for n in numbers[:-1]) + f" and {numbers[-1]}"
-    return f"steps {listed} are done"
-
-
-def _unique(items: Any) -> list[str]:
-    return list(dict.fromkeys(items))
-
-
-FETCH_ONE_WAIT = 0.5
-"""Seconds a worker of a one-in-flight durable waits in one fetch: short, since the server
-answers a fetch of 1 as soon as the message is there."""
-
-
-def fetch_advice(plan: Plan, durables: list[tuple[str, str]]) -> str | None:
-    """How a worker pulls from these durables so that it is not throttled by its own batch.
-
-    A durable with max_ack_pending 1 (a FIFO queue) delivers one message and nothing more
-    until it is acknowledged: a `fetch(10, timeout=5)` then returns that one message only
-    when its 5 s run out, one message per fetch timeout. None for a durable where batches help.
-    """
-    specs = {(c.stream_name, c.durable_name): c for c in plan.consumers}
-    limits = sorted({specs[d].max_ack_pending for d in durables if d in specs})
-    if not limits or limits[-1] > 10:
-        return None
-    most = limits[-1]
-    what = "one message" if most == 1 else f"{most} messages"
-    advice = (
-        f"these durables deliver {what} at a time (max_ack_pending {most}): fetch {most} with a "
-        f"short wait (nats-py: `fetch({most}, timeout={FETCH_ONE_WAIT})`) and ack before the "
-        "next fetch; a larger batch only returns when its timeout runs out"
-    )
-    if len(durables) > 1:
-        advice += (
-            f"; for parallelism, pull from each of the {len(durables)} durables (one worker "
-            "per durable, or a pool pulling from every one)"
-        )
-    return advice
+def _unique(items: Iterable[Change]) -> list[Change]:
+    """In order, each once (a note shared by a resource and its subscription is said once)."""
+    out: list[Change] = []
+    for item in items:
+        if item not in out:
+            out.append(item)
+    return out

@@ -5,7 +5,7 @@ A move changes no JetStream object (see `routes`): it starts and stops bridge re
 relay that starts competes with the old side's workers for the one copy of each message, so
 the handover is exact whenever the old workers stop. `plan_moves` and `plan_finish` validate
 a request against the plan and the live state and say exactly what will happen; the engine
-(`snsq2nats.cutover`) then records it and waits for the bridges.
+(`cutover.engine`) then records it and waits for the bridges.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
 from typing import Literal
 
 from snsq2nats.aws.arns import subscription_topic
@@ -20,14 +21,55 @@ from snsq2nats.errors import UsageError
 from snsq2nats.plan.model import Plan, Resource, Route
 from snsq2nats.plan.routes import CutoverView, active_routes
 from snsq2nats.plan.rules import Cutover
-from snsq2nats.plan.states import CutoverRecord, view_of
+from snsq2nats.plan.states import QUEUE, TOPIC, CutoverRecord, current_view
 from snsq2nats.plan.topics import FANOUT_UNTIL_FINISHED
 
 Switch = Literal["consumers", "producers"]
 """The half of an application a move switches between AWS and NATS."""
 Side = Literal[Switch, "finish"]
 """What a cutover command acts on: a half to switch, or `finish` (retire the bridge's paths)."""
-QUEUE, TOPIC = "sqs-queue", "sns-topic"
+
+
+class TeamKind(StrEnum):
+    """What the application team does around a move; `TeamStep`'s facts complete it."""
+
+    FINISHED_ALREADY = "finished-already"
+    ALREADY_THERE = "already-there"
+    """Nothing to do: the `side` is already on `where`."""
+    START_NATS_WORKERS = "start-nats-workers"
+    """Bind the workers to `durable` on `stream`."""
+    WORKERS_NOTE = "workers-note"
+    """A fidelity note's manual step the workers apply."""
+    AWS_WORKERS_MAY_RUN = "aws-workers-may-run"
+    """Until the SQS queue drained (`fifo`: each group keeps its order)."""
+    STOP_NATS_WORKERS_FIRST = "stop-nats-workers-first"
+    START_AWS_WORKERS_AFTER_RELAY = "start-aws-workers-after-relay"
+    START_AWS_WORKERS = "start-aws-workers"
+    NATS_WORKERS_MAY_RUN = "nats-workers-may-run"
+    PRODUCERS_MAY_PUBLISH = "producers-may-publish"
+    """Publish on `where` (nats, both or aws)."""
+    PUBLISH_TO = "publish-to"
+    """Publish to `subject` (None: see `snsq2nats subject`)."""
+    PRODUCERS_NOTE = "producers-note"
+    STOP_PUBLISHING_ON_AWS = "stop-publishing-on-aws"
+    STOP_PUBLISHING_ON_NATS = "stop-publishing-on-nats"
+    NOTHING_ON_AWS = "nothing-on-aws"
+
+
+@dataclass(frozen=True)
+class TeamStep:
+    kind: TeamKind
+    name: str
+    """The resource moved."""
+    side: str = ""
+    where: str = ""
+    durable: str = ""
+    stream: str = ""
+    subject: str | None = None
+    attribute: str = ""
+    note: str = ""
+    """A fidelity note's manual step (of `attribute`), in the plan's words."""
+    fifo: bool = False
 
 
 @dataclass(frozen=True)
@@ -38,8 +80,8 @@ class Move:
     after: Cutover
     starts: list[Route] = field(default_factory=list)
     stops: list[Route] = field(default_factory=list)
-    steps: list[str] = field(default_factory=list)
-    """What the application team does, in order."""
+    steps: list[TeamStep] = field(default_factory=list)
+    """What the application team does, in order (`report.cutover` words it)."""
     unused: list[str] = field(default_factory=list)
     """finish: the AWS resources (ARNs) nothing uses any more once it is done."""
 
@@ -57,19 +99,6 @@ class Move:
         old = getattr(self.before, self.side)
         new = getattr(self.after, self.side)
         return f"{self.resource.name}: {self.side} {old} → {new}"
-
-
-def base_states(plan: Plan) -> dict[str, Cutover]:
-    """Each queue's and topic's cutover state as the plan has it (mapping file or default)."""
-    return {
-        r.source_arn: Cutover(producers=r.producers or "aws", consumers=r.consumers or "aws")
-        for r in plan.resources
-        if r.kind in (QUEUE, TOPIC)
-    }
-
-
-def current_view(plan: Plan, records: Mapping[str, CutoverRecord]) -> CutoverView:
-    return view_of(records.values(), base_states(plan))
 
 
 def resolve(
@@ -148,10 +177,11 @@ def plan_finish(plan: Plan, records: Mapping[str, CutoverRecord], names: list[st
     moves = []
     for resource in targets:
         before = view.of(resource.source_arn)
-        blockers = _finish_blockers(plan, resource, view)
+        blockers = finish_blockers(plan, resource, view)
         if blockers:
             raise UsageError(
-                f"{resource.name} cannot be finished yet: " + "; ".join(blockers),
+                f"{resource.name} cannot be finished yet: "
+                + "; ".join(blocker_text(b) for b in blockers),
                 hint="move those first (`snsq2nats runbook` lists the order)",
             )
         after = before.model_copy(update={"finished": True})
@@ -189,64 +219,48 @@ def _move(
     )
 
 
-def _steps(resource: Resource, side: Side, before: Cutover, after: Cutover) -> list[str]:
+def _steps(resource: Resource, side: Side, before: Cutover, after: Cutover) -> list[TeamStep]:
     name = resource.name
     if before == after:
         if side == "finish":
-            return [f"nothing to do: {name} is finished already"]
-        return [f"nothing to do: {name}'s {side} are already on {getattr(after, side)}"]
-    manual = [
-        f"{f.attribute}: {f.manual_step}" for f in resource.fidelity if f.manual_step is not None
-    ]
+            return [TeamStep(TeamKind.FINISHED_ALREADY, name)]
+        return [TeamStep(TeamKind.ALREADY_THERE, name, side=side, where=getattr(after, side))]
+    manual = [(f.attribute, f.manual_step) for f in resource.fidelity if f.manual_step is not None]
     fifo = any(f.attribute == "FifoQueue" for f in resource.fidelity)
     if side == "consumers" and after.consumers == "nats":
         return [
-            f"start {name}'s workers on NATS: bind to the durable `{resource.consumer}` on "
-            f"stream `{resource.stream}` (pull, ack each message; `snsq2nats subject {name} "
-            "--durable` says how many to fetch at once)",
-            *(f"change in the workers — {m}" for m in manual),
-            "your AWS workers may keep running: each message is taken once, by them or by the "
-            "bridge carrying it to NATS"
-            + (
-                ", and each message group keeps its order (the bridge deletes a message from "
-                "SQS only once your NATS workers acked it, so SQS holds the group meanwhile)"
-                if fifo
-                else ""
-            )
-            + "; stop them when `--wait` reports the SQS queue drained",
+            TeamStep(
+                TeamKind.START_NATS_WORKERS,
+                name,
+                durable=resource.consumer or "",
+                stream=resource.stream or "",
+            ),
+            *(TeamStep(TeamKind.WORKERS_NOTE, name, attribute=a, note=m) for a, m in manual),
+            TeamStep(TeamKind.AWS_WORKERS_MAY_RUN, name, fifo=fifo),
         ]
     if side == "consumers":
         if fifo:
             return [
-                f"stop {name}'s NATS workers first: on the way back the bridge does not hold a "
-                "message group while an AWS worker processes it, so NATS workers still "
-                "running could process a group's next message before an AWS worker has "
-                "processed the one before it",
-                f"start {name}'s workers on AWS again (the SQS queue); `--wait` returns once "
-                "the bridge has relayed what the stream held",
+                TeamStep(TeamKind.STOP_NATS_WORKERS_FIRST, name),
+                TeamStep(TeamKind.START_AWS_WORKERS_AFTER_RELAY, name),
             ]
         return [
-            f"start {name}'s workers on AWS again (the SQS queue)",
-            "your NATS workers may keep running: each message in the stream is taken once, by "
-            "them or by the bridge relaying it to SQS; stop them when `--wait` reports the "
-            "stream drained",
+            TeamStep(TeamKind.START_AWS_WORKERS, name),
+            TeamStep(TeamKind.NATS_WORKERS_MAY_RUN, name),
         ]
     if side == "producers":
-        subject = resource.publish_subject or "(see `snsq2nats subject`)"
-        where = {"nats": "on NATS only", "both": "on NATS and on AWS", "aws": "on AWS only"}
-        steps = [f"{name}'s producers may now publish {where[after.producers]}"]
+        steps = [TeamStep(TeamKind.PRODUCERS_MAY_PUBLISH, name, where=after.producers)]
         if after.producers in ("nats", "both") and before.producers == "aws":
-            steps.append(
-                f"publish to `{subject}` (`snsq2nats subject {name}` prints the concrete "
-                "subject; message attributes go in NATS headers)"
-            )
-            steps += [f"change in the producers — {m}" for m in manual]
+            steps.append(TeamStep(TeamKind.PUBLISH_TO, name, subject=resource.publish_subject))
+            steps += [
+                TeamStep(TeamKind.PRODUCERS_NOTE, name, attribute=a, note=m) for a, m in manual
+            ]
         if after.producers == "nats":
-            steps.append("stop publishing to AWS: what still arrives there is relayed")
+            steps.append(TeamStep(TeamKind.STOP_PUBLISHING_ON_AWS, name))
         if after.producers == "aws":
-            steps.append("stop publishing on NATS: what is still in the stream is relayed")
+            steps.append(TeamStep(TeamKind.STOP_PUBLISHING_ON_NATS, name))
         return steps
-    return [f"nothing more runs on AWS for {name}"]
+    return [TeamStep(TeamKind.NOTHING_ON_AWS, name)]
 
 
 # --- finish -------------------------------------------------------------------------------------
@@ -265,29 +279,84 @@ def _topic_of(plan: Plan, subscription: Resource) -> Resource | None:
     return next((r for r in plan.resources if r.source_arn == arn and r.kind == TOPIC), None)
 
 
-def _finish_blockers(plan: Plan, resource: Resource, view: CutoverView) -> list[str]:
+class BlockerKind(StrEnum):
+    """Why a finish cannot be made yet (`Blocker.name` and `.side` are the facts)."""
+
+    PRODUCERS_ON = "producers-on"
+    CONSUMERS_ON_AWS = "consumers-on-aws"
+    TOPIC_PRODUCERS_ON = "topic-producers-on"
+    TOPIC_NOT_FINISHED = "topic-not-finished"
+    TOPIC_FANS_OUT = "topic-fans-out"
+    SNS_ONLY_SUBSCRIPTION = "sns-only-subscription"
+    QUEUE_CONSUMERS_ON_AWS = "queue-consumers-on-aws"
+    FANS_OUT_THROUGH_SNS = "fans-out-through-sns"
+    SOURCE_NOT_FINISHED = "source-not-finished"
+    """A dead-letter queue whose source queue is not finished (the runbook's order)."""
+
+
+@dataclass(frozen=True)
+class Blocker:
+    kind: BlockerKind
+    name: str = ""
+    """The topic, subscription or queue in the way (the resource itself: empty)."""
+    side: str = ""
+    """Where its producers are, for the kinds that say so."""
+
+
+def blocker_text(blocker: Blocker) -> str:
+    """The blocker in words: the one wording, for the refusal (a `UsageError` says what and
+    why where it is raised) and for the runbook's blocked steps alike."""
+    name, side = blocker.name, blocker.side
+    match blocker.kind:
+        case BlockerKind.PRODUCERS_ON:
+            return f"its producers are on {side}"
+        case BlockerKind.CONSUMERS_ON_AWS:
+            return "its consumers are on AWS"
+        case BlockerKind.TOPIC_PRODUCERS_ON:
+            return f"topic {name} still has producers on {side}"
+        case BlockerKind.TOPIC_NOT_FINISHED:
+            return (
+                f"topic {name} delivers into it through SNS until it is finished "
+                f"(`snsq2nats cutover finish {name}` first)"
+            )
+        case BlockerKind.TOPIC_FANS_OUT:
+            return f"topic {name} delivers into it through SNS"
+        case BlockerKind.SNS_ONLY_SUBSCRIPTION:
+            return f"subscription {name} is served by SNS only"
+        case BlockerKind.QUEUE_CONSUMERS_ON_AWS:
+            return f"{name}'s consumers are on AWS"
+        case BlockerKind.FANS_OUT_THROUGH_SNS:
+            return (
+                "it fans out through SNS for a subscriber NATS cannot serve (see its Fanout "
+                "note), so the bridge keeps relaying it"
+            )
+        case BlockerKind.SOURCE_NOT_FINISHED:
+            return f"its source queue {name} is not finished: SQS can still dead-letter into it"
+
+
+def finish_blockers(plan: Plan, resource: Resource, view: CutoverView) -> list[Blocker]:
+    """What stands between `resource` and its finish in state `view` (empty: nothing)."""
     state = view.of(resource.source_arn)
     blockers = []
     if state.producers != "nats":
-        blockers.append(f"its producers are on {state.producers}")
+        blockers.append(Blocker(BlockerKind.PRODUCERS_ON, side=state.producers))
     if resource.kind == QUEUE:
         if state.consumers != "nats":
-            blockers.append("its consumers are on AWS")
+            blockers.append(Blocker(BlockerKind.CONSUMERS_ON_AWS))
         for sub in _subscriptions_into(plan, resource):
             topic = _topic_of(plan, sub)
             if topic is None:
                 continue
             fed = view.of(topic.source_arn)
             if fed.producers != "nats":
-                blockers.append(f"topic {topic.name} still has producers on {fed.producers}")
+                blockers.append(
+                    Blocker(BlockerKind.TOPIC_PRODUCERS_ON, topic.name, side=fed.producers)
+                )
             elif switches_at_finish(topic):
                 if not fed.finished:
-                    blockers.append(
-                        f"topic {topic.name} delivers into it through SNS until it is finished "
-                        f"(`snsq2nats cutover finish {topic.name}` first)"
-                    )
+                    blockers.append(Blocker(BlockerKind.TOPIC_NOT_FINISHED, topic.name))
             elif _fans_out_through_sns(topic):
-                blockers.append(f"topic {topic.name} delivers into it through SNS")
+                blockers.append(Blocker(BlockerKind.TOPIC_FANS_OUT, topic.name))
         return blockers
     for sub in plan.resources:
         if sub.kind != "sns-subscription" or not sub.source_arn.startswith(
@@ -303,15 +372,12 @@ def _finish_blockers(plan: Plan, resource: Resource, view: CutoverView) -> list[
                 f.verdict == "unsupported" and f.attribute in ("Protocol", "Endpoint")
                 for f in sub.fidelity
             ):
-                blockers.append(f"subscription {sub.name} is served by SNS only")
+                blockers.append(Blocker(BlockerKind.SNS_ONLY_SUBSCRIPTION, sub.name))
             continue
         if view.of(queue.source_arn).consumers != "nats":
-            blockers.append(f"{queue.name}'s consumers are on AWS")
+            blockers.append(Blocker(BlockerKind.QUEUE_CONSUMERS_ON_AWS, queue.name))
     if _fans_out_through_sns(resource) and not switches_at_finish(resource) and not blockers:
-        blockers.append(
-            "it fans out through SNS for a subscriber NATS cannot serve (see its Fanout note), "
-            "so the bridge keeps relaying it"
-        )
+        blockers.append(Blocker(BlockerKind.FANS_OUT_THROUGH_SNS))
     return blockers
 
 

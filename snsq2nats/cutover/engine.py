@@ -22,11 +22,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from snsq2nats.cutover.moves import (
+    Move,
+    Side,
+    aws_feeds,
+    plan_finish,
+    plan_moves,
+    switches_at_finish,
+)
 from snsq2nats.errors import CutoverError
 from snsq2nats.jetstream.api import (
     JetStreamApiError,
@@ -37,18 +45,10 @@ from snsq2nats.jetstream.api import (
 from snsq2nats.jetstream.kv import Kv, open_kv
 from snsq2nats.jetstream.state import read_bucket
 from snsq2nats.plan.buckets import CUTOVER_WRITER, FLEET_OBSERVER
+from snsq2nats.plan.fleet import MEMBERS, Heartbeat
 from snsq2nats.plan.model import Plan, Resource, Route
-from snsq2nats.plan.moves import (
-    Move,
-    Side,
-    aws_feeds,
-    current_view,
-    plan_finish,
-    plan_moves,
-    switches_at_finish,
-)
 from snsq2nats.plan.routes import active_routes
-from snsq2nats.plan.states import Change, CutoverRecord, record_key
+from snsq2nats.plan.states import Change, CutoverRecord, current_view, record_key
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     from snsq2nats.aws.clients import RegionClients
     from snsq2nats.bridge.fanout_handover import RelayCut
     from snsq2nats.jetstream.spec import StreamSource
+    from snsq2nats.jetstream.state import KvValue
 
 log = logging.getLogger(__name__)
 
@@ -111,36 +112,6 @@ class CutoverResult:
     @property
     def no_bridge(self) -> bool:
         return self.revision is not None and not self.confirmed
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "dry_run": self.dry_run,
-            "revision": self.revision,
-            "moves": [
-                {
-                    "resource": m.resource.name,
-                    "arn": m.resource.source_arn,
-                    "kind": m.kind,
-                    "side": m.side,
-                    "changed": m.changed,
-                    "before": m.before.model_dump(),
-                    "after": m.after.model_dump(),
-                    "start": [r.name for r in m.starts],
-                    "stop": [r.name for r in m.stops],
-                    "steps": m.steps,
-                    "unused_aws": m.unused,
-                }
-                for m in self.moves
-            ],
-            "confirmed_by": self.confirmed,
-            "no_bridge": self.no_bridge,
-            "seconds_to_confirm": self.seconds_to_confirm,
-            "pending": self.no_bridge,
-            "drained": [d.__dict__ for d in self.drained],
-            "deleted_aws": self.deleted,
-            "kept_aws": self.kept,
-            "switched_to_sources": {k: v.to_json() for k, v in self.switched.items()},
-        }
 
 
 # --- the state bucket ---------------------------------------------------------------------------
@@ -248,8 +219,6 @@ async def wait_for_bridges(
     """
     from pydantic import ValidationError
 
-    from snsq2nats.bridge.fleet import MEMBERS, Heartbeat
-
     started = time.monotonic()
     # member → (heartbeat, its revision, when we saw that revision change)
     seen: dict[str, tuple[Heartbeat, int, float]] = {}
@@ -311,19 +280,17 @@ async def wait_for_bridges(
         await asyncio.sleep(POLL / 2)
 
 
-def _unready(beat: Any) -> str:
+def _unready(beat: Heartbeat) -> str:
     blocked = dict(beat.blocked)
     if not blocked:
         return "a route it should run cannot run"
     return "; ".join(f"{route}: {why}" for route, why in sorted(blocked.items()))
 
 
-def _heartbeats_summary(entries: Any) -> str:
+def _heartbeats_summary(entries: Iterable[KvValue]) -> str:
     """What the fleet bucket holds when no member is live: each member, how old its last
     heartbeat is, and whether it left (decoded, never the raw bytes)."""
     from pydantic import ValidationError
-
-    from snsq2nats.bridge.fleet import Heartbeat
 
     said = []
     for entry in entries:
@@ -356,7 +323,7 @@ async def _stream_backlog(nc: Client, stream: str, durable: str) -> int:
 
 async def drain(
     what: str,
-    backlog: Callable[[], Any],
+    backlog: Callable[[], Awaitable[int]],
     progress: Progress,
     timeout: float | None,
 ) -> float:
@@ -653,14 +620,9 @@ async def _start_router_at(nc: Client, plan: Plan, router: Route, start: int) ->
 
 async def _remove_bridge_queue(nc: Client, plan: Plan, aws: RegionClients, route: Route) -> None:
     """Unsubscribe the topic's bridge queue, relay what it still holds, delete it."""
-    from snsq2nats.bridge.context import BridgeContext
-    from snsq2nats.bridge.sns_to_nats import cleanup_sns_to_nats
+    from snsq2nats.bridge.sns_to_nats import remove_bridge_queue
 
-    ctx = BridgeContext(plan=plan, nc=nc, sqs=aws.sqs, sns=aws.sns)
-    try:
-        await cleanup_sns_to_nats(ctx, route)
-    finally:
-        ctx.stopping.set()
+    await remove_bridge_queue(nc, plan, aws.sqs, aws.sns, route)
 
 
 async def _delete_aws(aws: RegionClients, arn: str) -> None:
