@@ -457,6 +457,7 @@ def test_json_has_stable_keys_and_round_trips(plan: Plan) -> None:
         "role",
         "blocked",
         "status",
+        "gateway",
     ]
     assert first["command"] == "snsq2nats cutover consumers audit --to nats --wait"
     assert sum(doc["counts"].values()) == sum(len(g["steps"]) for g in doc["groups"])

@@ -11,6 +11,7 @@ a request against the plan and the live state and say exactly what will happen; 
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -54,6 +55,18 @@ class TeamKind(StrEnum):
     STOP_PUBLISHING_ON_AWS = "stop-publishing-on-aws"
     STOP_PUBLISHING_ON_NATS = "stop-publishing-on-nats"
     NOTHING_ON_AWS = "nothing-on-aws"
+    GATEWAY_WORKERS = "gateway-workers"
+    """Or the workers change only their SQS endpoint (`env`) to the gateway, with the key of
+    `identity`: they read `durable` as NATS workers do (`fifo`: what order a group keeps)."""
+    GATEWAY_PRODUCERS = "gateway-producers"
+    """Or the producers change only their endpoint (`env`: SQS for a queue, SNS for a topic)
+    to the gateway, with the key of `identity`: what they send is published to `subject` as
+    NATS producers publish it (`where` they may publish, `consumers` the queue's consumers'
+    side, `fifo`: no mixed fleet for a group)."""
+    GATEWAY_WORKERS_BACK = "gateway-workers-back"
+    """Workers reading through the gateway are NATS workers: back to SQS with them (`env`)."""
+    GATEWAY_PRODUCERS_BACK = "gateway-producers-back"
+    """Producers sending through the gateway publish on NATS: back to AWS with them (`env`)."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +83,16 @@ class TeamStep:
     note: str = ""
     """A fidelity note's manual step (of `attribute`), in the plan's words."""
     fifo: bool = False
+    identity: str = ""
+    """The identity whose gateway access key the application uses (`gateway_identity`)."""
+    env: str = ""
+    """The SDK's endpoint variable that points the application at the gateway."""
+    consumers: str = ""
+    """A queue's producers move: where the queue's consumers are after it."""
+    before: str = ""
+    """A gateway step: where the side was before the move."""
+    durables: tuple[str, ...] = ()
+    """A gateway step of workers: every durable the gateway reads (one per partition)."""
 
 
 @dataclass(frozen=True)
@@ -227,6 +250,7 @@ def _steps(resource: Resource, side: Side, before: Cutover, after: Cutover) -> l
         return [TeamStep(TeamKind.ALREADY_THERE, name, side=side, where=getattr(after, side))]
     manual = [(f.attribute, f.manual_step) for f in resource.fidelity if f.manual_step is not None]
     fifo = any(f.attribute == "FifoQueue" for f in resource.fidelity)
+    gateway = gateway_steps(resource, side, before, after)
     if side == "consumers" and after.consumers == "nats":
         return [
             TeamStep(
@@ -237,16 +261,19 @@ def _steps(resource: Resource, side: Side, before: Cutover, after: Cutover) -> l
             ),
             *(TeamStep(TeamKind.WORKERS_NOTE, name, attribute=a, note=m) for a, m in manual),
             TeamStep(TeamKind.AWS_WORKERS_MAY_RUN, name, fifo=fifo),
+            *gateway,
         ]
     if side == "consumers":
         if fifo:
             return [
                 TeamStep(TeamKind.STOP_NATS_WORKERS_FIRST, name),
                 TeamStep(TeamKind.START_AWS_WORKERS_AFTER_RELAY, name),
+                *gateway,
             ]
         return [
             TeamStep(TeamKind.START_AWS_WORKERS, name),
             TeamStep(TeamKind.NATS_WORKERS_MAY_RUN, name),
+            *gateway,
         ]
     if side == "producers":
         steps = [TeamStep(TeamKind.PRODUCERS_MAY_PUBLISH, name, where=after.producers)]
@@ -259,8 +286,99 @@ def _steps(resource: Resource, side: Side, before: Cutover, after: Cutover) -> l
             steps.append(TeamStep(TeamKind.STOP_PUBLISHING_ON_AWS, name))
         if after.producers == "aws":
             steps.append(TeamStep(TeamKind.STOP_PUBLISHING_ON_NATS, name))
-        return steps
+        return steps + gateway
     return [TeamStep(TeamKind.NOTHING_ON_AWS, name)]
+
+
+# --- the third way: the same application, its endpoint changed ---------------------------------
+
+SQS_ENDPOINT_ENV = "AWS_ENDPOINT_URL_SQS"
+SNS_ENDPOINT_ENV = "AWS_ENDPOINT_URL_SNS"
+_UNSAFE_NAME = re.compile(r"[^A-Za-z0-9_-]+")
+
+GatewayRole = Literal["consumer", "producer", "publisher"]
+GATEWAY_KINDS = frozenset(
+    {
+        TeamKind.GATEWAY_WORKERS,
+        TeamKind.GATEWAY_PRODUCERS,
+        TeamKind.GATEWAY_WORKERS_BACK,
+        TeamKind.GATEWAY_PRODUCERS_BACK,
+    }
+)
+"""The team steps about applications that move by changing their endpoint."""
+
+
+def gateway_identity(resource: Resource, role: GatewayRole) -> str | None:
+    """The identity `snsq2nats auth` generates for `role` of a queue or topic, whose access key
+    in `gateway-keys.json` the application uses through the gateway (None: it has none).
+
+    `auth` is a sibling engine this one may not import, so its naming rule is restated here;
+    tests/test_runbook.py pins the two together over a whole estate.
+    """
+    if resource.kind == QUEUE:
+        if not resource.stream or not resource.consumer or role == "publisher":
+            return None
+        base = resource.stream
+    else:
+        if role != "publisher":
+            return None
+        base = resource.stream or (resource.publish_subject or resource.name).split(".<")[0]
+    return _UNSAFE_NAME.sub("_", f"{base}-{role}")
+
+
+def gateway_steps(
+    resource: Resource, side: Side, before: Cutover, after: Cutover
+) -> list[TeamStep]:
+    """What a move means for applications that change only their endpoint: a worker reading
+    through the gateway reads the queue's durable and a producer sending through it publishes
+    on NATS, so each is one more NATS worker or producer and may be there exactly when the
+    native ones may."""
+    name = resource.name
+    fifo = any(f.attribute == "FifoQueue" for f in resource.fidelity)
+    if side == "consumers":
+        identity = gateway_identity(resource, "consumer")
+        if identity is None:
+            return []
+        if after.consumers == "nats":
+            return [
+                TeamStep(
+                    TeamKind.GATEWAY_WORKERS,
+                    name,
+                    durable=resource.consumer or "",
+                    durables=tuple(resource.durables),
+                    identity=identity,
+                    env=SQS_ENDPOINT_ENV,
+                    fifo=fifo,
+                    before=before.consumers,
+                )
+            ]
+        if before.consumers == "nats":
+            return [TeamStep(TeamKind.GATEWAY_WORKERS_BACK, name, env=SQS_ENDPOINT_ENV, fifo=fifo)]
+        return []
+    if side != "producers":
+        return []
+    role: GatewayRole = "producer" if resource.kind == QUEUE else "publisher"
+    identity = gateway_identity(resource, role)
+    env = SQS_ENDPOINT_ENV if resource.kind == QUEUE else SNS_ENDPOINT_ENV
+    if identity is None:
+        return []
+    if after.producers in ("nats", "both"):
+        return [
+            TeamStep(
+                TeamKind.GATEWAY_PRODUCERS,
+                name,
+                where=after.producers,
+                subject=resource.publish_subject,
+                identity=identity,
+                env=env,
+                consumers=after.consumers if resource.kind == QUEUE else "",
+                fifo=fifo,
+                before=before.producers,
+            )
+        ]
+    if before.producers != "aws":
+        return [TeamStep(TeamKind.GATEWAY_PRODUCERS_BACK, name, env=env)]
+    return []
 
 
 # --- finish -------------------------------------------------------------------------------------

@@ -33,11 +33,15 @@ from typing import Any, Literal
 
 from snsq2nats.aws.arns import subscription_topic
 from snsq2nats.cutover.moves import (
+    GATEWAY_KINDS,
     Blocker,
     BlockerKind,
+    Move,
     Side,
     Switch,
+    TeamStep,
     finish_blockers,
+    gateway_steps,
     plan_finish,
     plan_moves,
     switches_at_finish,
@@ -146,6 +150,16 @@ class Caveat:
 
 
 @dataclass(frozen=True)
+class GatewayOption:
+    """The third way to make a step's move: the application changes only its endpoint."""
+
+    step: TeamStep
+    """The move's own team step about it (`cutover` says the same; `report.cutover` words it)."""
+    ready: bool = False
+    """The live state already allows it (the move, or the one before it, is made)."""
+
+
+@dataclass(frozen=True)
 class Step:
     number: int
     resource: str
@@ -166,6 +180,8 @@ class Step:
     blocked: list[Blocker] = field(default_factory=list)
     """Why the step cannot be made yet (empty: it can)."""
     status: Status = "todo"
+    gateway: GatewayOption | None = None
+    """consumers/producers: the same move made by pointing the application at the gateway."""
 
     @property
     def title(self) -> str:
@@ -368,6 +384,12 @@ def make_runbook(
 
 
 def _with_status(step: Step, state: Cutover) -> Step:
+    if step.gateway is not None:
+        if step.action == "consumers":
+            ready = state.finished or state.consumers == "nats"
+        else:
+            ready = state.finished or state.producers in ("both", "nats")
+        step = _replace(step, gateway=replace(step.gateway, ready=ready))
     if step.action == "consumers":
         done = state.finished or state.consumers == step.to
     elif step.action == "producers" and step.to == "both":
@@ -464,6 +486,7 @@ class _Writer:
             changes=changes,
             caveats=_fifo_caveats(resource, "consumers"),
             dead_letter_of=_source_label(estate, dlq_of),
+            gateway=_gateway(move),
         )
 
     def _producers(self, arn: str, to: str, dlq_of: str | None) -> Step:
@@ -525,6 +548,8 @@ class _Writer:
             changes=changes,
             caveats=_fifo_caveats(resource, "producers") if dlq_of is None else [],
             dead_letter_of=_source_label(estate, dlq_of),
+            # A DLQ's only producer is the bridge's DLQ mover: no application to point anywhere.
+            gateway=_gateway(move) if dlq_of is None else None,
         )
 
     def _after_consumers(self, queues: list[str], kind: GateKind, label: str) -> Gate:
@@ -676,6 +701,16 @@ def _blocking_steps(estate: _Estate, topic_or_queue: str) -> list[Change]:
                     if f.manual_step and f.attribute in ("Protocol", "Endpoint")
                 ]
     return _unique(out)
+
+
+def _gateway(move: Move) -> GatewayOption | None:
+    steps = move.steps
+    if not move.changed and move.side != "finish":
+        # Where the plan's own state has the side moved already, `cutover` has nothing to do,
+        # but an application may still take the third way: say so, as safe now.
+        steps = gateway_steps(move.resource, move.side, move.after, move.after)
+    found = next((s for s in steps if s.kind in GATEWAY_KINDS), None)
+    return None if found is None else GatewayOption(found)
 
 
 def _is_fifo(queue: Resource) -> bool:

@@ -9,7 +9,8 @@ from rich.table import Table
 from rich.text import Text
 
 from snsq2nats.cutover import CutoverResult
-from snsq2nats.cutover.moves import TeamKind, TeamStep
+from snsq2nats.cutover.moves import GATEWAY_KINDS, TeamKind, TeamStep
+from snsq2nats.gateway.keys import KEYS_FILE
 from snsq2nats.plan.states import CutoverRecord
 
 _WHERE = {"nats": "on NATS only", "both": "on NATS and on AWS", "aws": "on AWS only"}
@@ -80,6 +81,122 @@ def team_step_text(step: TeamStep) -> str:
             return "stop publishing on NATS: what is still in the stream is relayed"
         case TeamKind.NOTHING_ON_AWS:
             return f"nothing more runs on AWS for {name}"
+        case TeamKind.GATEWAY_WORKERS:
+            return _gateway_workers(step)
+        case TeamKind.GATEWAY_PRODUCERS:
+            return _gateway_producers(step)
+        case TeamKind.GATEWAY_WORKERS_BACK:
+            return (
+                "workers reading through the gateway are NATS workers: point them back at SQS "
+                f"with the NATS workers (unset `{step.env}`, give them their AWS keys again)"
+                + (", stopping them first as well" if step.fifo else "")
+            )
+        case TeamKind.GATEWAY_PRODUCERS_BACK:
+            return (
+                "producers sending through the gateway publish on NATS: point them back at AWS "
+                f"with the NATS producers (unset `{step.env}`, give them their AWS keys again)"
+            )
+
+
+def _endpoint(step: TeamStep, who: str) -> str:
+    return (
+        f"or move the {who} without changing their code: set `{step.env}` (or the SDK's "
+        "endpoint setting) to the gateway's URL (`snsq2nats gateway`) and give them the access "
+        f"key of `{step.identity}` from `{KEYS_FILE}` (`snsq2nats auth` writes it)"
+    )
+
+
+def _gateway_workers(step: TeamStep) -> str:
+    durables = list(step.durables) or [step.durable]
+    reads = (
+        f"the durable `{durables[0]}`"
+        if len(durables) == 1
+        else "the partition durables " + ", ".join(f"`{d}`" for d in durables)
+    )
+    text = (
+        _endpoint(step, "workers")
+        + f"; through the gateway they read {reads} as NATS workers do, so workers still on "
+        "SQS and workers on the gateway share the queue's messages, each message once (the "
+        "bridge relays SQS → NATS). "
+    )
+    if step.before == "nats":
+        text += "Safe already: the queue's consumers are on NATS"
+    else:
+        text += (
+            "Safe once this move is made, not before: until the queue's consumers move, its "
+            "messages wait in SQS for the AWS workers, and what reaches its stream the bridge "
+            "relays to SQS through that same durable, so a worker on the gateway would get none "
+            "of the first and race the relay for the second"
+        )
+    if step.fifo:
+        text += (
+            ". FIFO: each message group keeps its order across the mixed fleet: the bridge "
+            "deletes a message from SQS only once a NATS worker acked it (a gateway worker acks "
+            "with DeleteMessage), so SQS holds the group meanwhile, and through the gateway "
+            "each durable has one message in flight, so a group's next message comes only "
+            "after the one before it is deleted"
+        )
+    return text
+
+
+def _gateway_producers(step: TeamStep) -> str:
+    topic = step.env.endswith("SNS")
+    who = "publishers" if topic else "producers"
+    subject = step.subject or "(see `snsq2nats subject`)"
+    text = (
+        _endpoint(step, who)
+        + f"; what they send through it is published to `{subject}` as a NATS producer "
+        "publishes it"
+    )
+    if topic:
+        text += (
+            " and reaches every subscriber once, on either side; producers on SNS and on the "
+            "gateway may run side by side. "
+        )
+    else:
+        relay = (
+            ", and the bridge relays it to SQS while the queue's consumers are on AWS"
+            if step.consumers == "aws"
+            else ""
+        )
+        text += relay + ". "
+    if step.before in ("nats", "both"):
+        text += f"Safe already: the {who} publish on NATS since an earlier move"
+    elif topic:
+        text += (
+            "Safe once this move is made, not before: until the topic's producers move, the "
+            "bridge carries nothing published on NATS to the topic's subscribers on AWS"
+        )
+    else:
+        text += (
+            "Safe once this move is made, not before: until the queue's producers move, the "
+            "bridge does not count the queue as fed on NATS, so while its consumers are on AWS "
+            "nothing would carry what the gateway sends to SQS"
+        )
+    if step.fifo:
+        text += (
+            ". FIFO: a message group keeps its order only if it is sent on one side at a time: "
+            "no mixed fleet for a group — the SQS producers stop first, and the producers send "
+            "through the gateway once `--wait` returned; the gateway keeps MessageGroupId and "
+            "deduplication (MessageDeduplicationId or content-based, 5 minutes) as SQS does"
+        )
+    return text
+
+
+def gateway_json(step: TeamStep) -> dict[str, Any]:
+    """A move's gateway option as data: what changes in the application, and in words."""
+    return {
+        "kind": step.kind.value,
+        "env": step.env,
+        "identity": step.identity or None,
+        "keys_file": KEYS_FILE if step.identity else None,
+        "text": team_step_text(step),
+    }
+
+
+def gateway_step(steps: list[TeamStep]) -> TeamStep | None:
+    """The move's team step about applications that change only their endpoint, if any."""
+    return next((s for s in steps if s.kind in GATEWAY_KINDS), None)
 
 
 def cutover_json(result: CutoverResult) -> dict[str, Any]:
@@ -100,6 +217,7 @@ def cutover_json(result: CutoverResult) -> dict[str, Any]:
                 "stop": [r.name for r in m.stops],
                 "steps": [team_step_text(s) for s in m.steps],
                 "unused_aws": m.unused,
+                "gateway": _gateway_or_none(m.steps),
             }
             for m in result.moves
         ],
@@ -112,6 +230,11 @@ def cutover_json(result: CutoverResult) -> dict[str, Any]:
         "kept_aws": result.kept,
         "switched_to_sources": {k: v.to_json() for k, v in result.switched.items()},
     }
+
+
+def _gateway_or_none(steps: list[TeamStep]) -> dict[str, Any] | None:
+    step = gateway_step(steps)
+    return None if step is None else gateway_json(step)
 
 
 def _sides(state: object) -> str:

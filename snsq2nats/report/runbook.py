@@ -20,6 +20,7 @@ from snsq2nats.cutover.runbook import (
     Runbook,
     Step,
 )
+from snsq2nats.report.cutover import gateway_json, team_step_text
 from snsq2nats.report.markdown import _MD_SPECIAL, _md_code, _md_text
 
 _BOX = {"done": "[x]", "todo": "[ ]", "blocked": "[ ]"}
@@ -217,6 +218,8 @@ class WordedStep:
     caveats: list[str]
     role: str | None
     blocked: str | None
+    gateway: str | None = None
+    """The third way: the application changes only its endpoint (the words `cutover` prints)."""
 
 
 def worded(step: Step) -> WordedStep:
@@ -226,7 +229,15 @@ def worded(step: Step) -> WordedStep:
         caveats=[caveat_text(c) for c in step.caveats],
         role=f"dead-letter queue of {step.dead_letter_of}" if step.dead_letter_of else None,
         blocked="; ".join(blocker_text(b) for b in step.blocked) if step.blocked else None,
+        gateway=team_step_text(step.gateway.step) if step.gateway else None,
     )
+
+
+def _gateway_ready(step: Step) -> str:
+    """Whether the live state allows the third way yet, in a few words."""
+    if step.gateway is None:
+        return ""
+    return "ready now" if step.gateway.ready else "once this move is made"
 
 
 def runbook_json(book: Runbook) -> dict[str, Any]:
@@ -248,6 +259,9 @@ def runbook_json(book: Runbook) -> dict[str, Any]:
             "role": words.role,
             "blocked": words.blocked,
             "status": step.status,
+            "gateway": None
+            if step.gateway is None
+            else {**gateway_json(step.gateway.step), "ready": step.gateway.ready},
         }
 
     return {
@@ -348,6 +362,13 @@ def runbook_markdown(book: Runbook) -> str:
                 lines += ["**The team:**", ""]
                 lines += [f"- {_md_prose(change)}" for change in words.changes]
                 lines.append("")
+            if words.gateway:
+                lines += [
+                    f"**Or change the endpoint, no code change ({_gateway_ready(step)}):**",
+                    "",
+                    f"- {_md_prose(words.gateway)}",
+                    "",
+                ]
             for caveat in words.caveats:
                 lines += [f"> **Caveat:** {_md_prose(caveat)}", ""]
     return "\n".join(lines).rstrip("\n") + "\n"
@@ -357,7 +378,7 @@ def runbook_table(book: Runbook) -> Table:
     """The steps at a glance; gates and what each team changes are in the Markdown (`-o`)."""
     caption = summary_line(book) + "; gates and team changes: `snsq2nats runbook -o runbook.md`"
     table = Table(title="Runbook", title_justify="left", caption=caption)
-    for column in ("#", "status", "step", "command"):
+    for column in ("#", "status", "step", "command", "or change the endpoint"):
         table.add_column(column, overflow="fold")
     for group in book.groups:
         for step in group.steps:
@@ -367,5 +388,16 @@ def runbook_table(book: Runbook) -> Table:
                 _STATUS[step.status],
                 step.title + (f" ({words.role})" if words.role else ""),
                 step.command or f"blocked: {words.blocked}",
+                _gateway_cell(step),
             )
     return table
+
+
+def _gateway_cell(step: Step) -> str:
+    if step.gateway is None:
+        return ""
+    option = step.gateway.step
+    if not option.identity:
+        # Moving back: the application leaves the gateway with the other NATS ones.
+        return f"back: unset {option.env}"
+    return f"{option.env}, key of {option.identity}: {_gateway_ready(step)}"
