@@ -161,6 +161,30 @@ async def test_dry_run_records_nothing_and_a_move_is_history(
     assert doc["dry_run"] and doc["revision"] is None
     assert move["start"] == ["sqs:billing"] and move["after"]["consumers"] == "nats"
     assert any("bind to the durable `billing`" in step for step in move["steps"])
+    # The third way, as data and in the same words as the team's steps: point the workers at
+    # the gateway with the key of billing's consumer identity, safe once this move is made.
+    gateway = move["gateway"]
+    assert {k: gateway[k] for k in ("kind", "env", "identity", "keys_file")} == {
+        "kind": "gateway-workers",
+        "env": "AWS_ENDPOINT_URL_SQS",
+        "identity": "sqs_billing-consumer",
+        "keys_file": "gateway-keys.json",
+    }
+    assert gateway["text"] == move["steps"][-1]
+    assert "Safe once this move is made, not before" in gateway["text"]
+    human = await asyncio.to_thread(
+        runner.invoke,
+        main,
+        [
+            *("cutover", "consumers", "billing", "--to", "nats", "--dry-run"),
+            *("--plan", str(plan_path), "-s", nats_server.url),
+        ],
+        env={"COLUMNS": "400"},
+    )
+    assert human.exit_code == 0, human.output
+    shown = " ".join(human.output.split())
+    assert gateway["text"][:120] in shown
+    assert "`sqs_billing-consumer` from `gateway-keys.json`" in shown
 
     empty = await asyncio.to_thread(cli, "cutover", "history", "billing", "--json")
     assert json.loads(empty.stdout) == []

@@ -384,6 +384,146 @@ def test_a_name_shared_by_a_queue_and_a_topic_is_given_as_its_arn() -> None:
     assert f"snsq2nats cutover producers {tarn('events')} --to both" in commands
 
 
+# --- the third way: change the endpoint, no code change ----------------------------------------
+
+
+def test_every_consumers_and_producers_move_names_the_gateway_option(plan: Plan) -> None:
+    """Each move an application makes can be made by pointing it at the gateway: the env var
+    and the key of the identity `auth` generates for that queue's consumer or producer (or the
+    topic's publisher), the same name `auth` gives it."""
+    from snsq2nats.auth.identities import identities
+
+    generated = {(i.role, i.serves): i.name for i in identities(plan)}
+    book = make_runbook(plan)
+    seen = 0
+    for s in book.steps:
+        option = s.gateway
+        if s.action == "finish" or (s.dead_letter_of and s.action == "producers"):
+            # Nothing to point anywhere: a finish moves no application, and a DLQ's only
+            # producer is the bridge's DLQ mover.
+            assert option is None, s.title
+            continue
+        assert option is not None, s.title
+        seen += 1
+        team = option.step
+        if s.action == "consumers":
+            role, env = "consumer", "AWS_ENDPOINT_URL_SQS"
+        elif s.kind == "queue":
+            role, env = "producer", "AWS_ENDPOINT_URL_SQS"
+        else:
+            role, env = "publisher", "AWS_ENDPOINT_URL_SNS"
+        assert (team.env, team.identity) == (env, generated[(role, s.arn)]), s.title
+        text = words(book, s.resource, s.action, s.to).gateway or ""
+        assert f"`{env}`" in text and f"`{team.identity}`" in text
+        assert "`gateway-keys.json`" in text
+    assert seen == 16
+
+
+def test_the_gateway_option_says_when_it_is_safe_and_why_not_before(plan: Plan) -> None:
+    book = make_runbook(plan)
+    shipping = step(book, "shipping", "consumers", "nats")
+    text = words(book, "shipping", "consumers", "nats").gateway or ""
+    assert "they read the durable `shipping` as NATS workers do" in text
+    assert "workers still on SQS and workers on the gateway share the queue's messages, " in text
+    assert "each message once" in text
+    assert "Safe once this move is made, not before: until the queue's consumers move" in text
+    assert shipping.gateway is not None and shipping.gateway.since == shipping.number
+    assert not shipping.gateway.ready
+
+    producers = words(book, "shipping", "producers", "nats").gateway or ""
+    assert "published to `sqs.shipping` as a NATS producer publishes it" in producers
+    assert "Safe once this move is made, not before: until the queue's producers move" in producers
+
+    # A topic's producers publish on NATS from their move to both sides on.
+    both = step(book, "orders", "producers", "both")
+    nats = step(book, "orders", "producers", "nats")
+    assert "not before: until the topic's producers move" in (worded(both).gateway or "")
+    assert "Safe already" in (worded(nats).gateway or "")
+    assert nats.gateway is not None and nats.gateway.since == both.number
+
+    # The marks follow the live state: ready once the move that makes it safe is recorded.
+    records = {
+        r.arn: r
+        for r in [
+            record(plan, "shipping", consumers="nats"),
+            record(plan, "orders", producers="both"),
+        ]
+    }
+    live = make_runbook(plan, records)
+    ready = {(s.resource, s.action, s.to) for s in live.steps if s.gateway and s.gateway.ready}
+    assert ready == {
+        ("shipping", "consumers", "nats"),
+        ("orders", "producers", "both"),
+        ("orders", "producers", "nats"),
+    }
+
+
+def test_a_fifo_queues_gateway_option_says_what_order_a_mixed_fleet_keeps(plan: Plan) -> None:
+    book = make_runbook(plan)
+    workers = words(book, "jobs.fifo", "consumers", "nats").gateway or ""
+    assert "the partition durables `jobs-p0`, `jobs-p1`" in workers
+    assert "FIFO: each message group keeps its order across the mixed fleet" in workers
+    producers = words(book, "jobs.fifo", "producers", "nats").gateway or ""
+    assert "no mixed fleet for a group" in producers
+    assert "once `--wait` returned" in producers
+    assert "FIFO" not in (words(book, "reports", "consumers", "nats").gateway or "")
+
+
+def test_moving_back_takes_the_gateways_applications_back_with_the_nats_ones(plan: Plan) -> None:
+    there = {r.arn: r for r in [record(plan, "shipping", consumers="nats", producers="nats")]}
+    (workers,) = plan_moves(plan, there, "consumers", ["shipping"], "aws")
+    assert workers.steps[-1].kind == TeamKind.GATEWAY_WORKERS_BACK
+    assert "unset `AWS_ENDPOINT_URL_SQS`" in team_step_text(workers.steps[-1])
+    (producers,) = plan_moves(plan, there, "producers", ["shipping"], "aws")
+    assert producers.steps[-1].kind == TeamKind.GATEWAY_PRODUCERS_BACK
+    # Nothing moves, nothing to say about the gateway.
+    (same,) = plan_moves(plan, {}, "producers", ["shipping"], "aws")
+    assert [s.kind for s in same.steps] == [TeamKind.ALREADY_THERE]
+
+
+def test_the_gateway_option_in_json_markdown_and_the_table(plan: Plan) -> None:
+    from rich.console import Console
+
+    records = {r.arn: r for r in [record(plan, "billing", consumers="nats")]}
+    book = make_runbook(plan, records)
+    doc = runbook_json(book)
+    by_title = {(s["resource"], s["action"], s["to"]): s for g in doc["groups"] for s in g["steps"]}
+    billing = by_title[("billing", "consumers", "nats")]
+    assert billing["gateway"] == {
+        "kind": "gateway-workers",
+        "env": "AWS_ENDPOINT_URL_SQS",
+        "identity": "sqs_billing-consumer",
+        "keys_file": "gateway-keys.json",
+        "text": words(book, "billing", "consumers", "nats").gateway,
+        "safe_from_step": billing["number"],
+        "ready": True,
+    }
+    assert by_title[("billing", "producers", "nats")]["gateway"]["ready"] is False
+    assert by_title[("billing", "finish", None)]["gateway"] is None
+    # The gateway option is its own field: the team's changes and caveats stay as they were.
+    assert not any("gateway" in c for s in book.steps for c in worded(s).changes)
+
+    md = runbook_markdown(book)
+    number = billing["number"]
+    section = md[md.index(f"### {number}. ") : md.index(f"### {number + 1}. ")]
+    assert "**Or change the endpoint, no code change (ready now):**" in section
+    assert (
+        "- or move the workers without changing their code: set `AWS_ENDPOINT_URL_SQS`" in section
+    )
+    assert md.count("**Or change the endpoint, no code change") == 16
+    assert "|" not in md.replace("\\|", "")
+
+    console = Console(width=320, record=True)
+    console.print(runbook_table(book))
+    text = console.export_text()
+    assert "AWS_ENDPOINT_URL_SQS, key of sqs_billing-consumer: ready now" in text
+    orders_both = by_title[("orders", "producers", "both")]["number"]
+    assert (
+        f"AWS_ENDPOINT_URL_SNS, key of sns_orders-publisher: once step {orders_both} is done"
+        in text
+    )
+
+
 # --- progress -------------------------------------------------------------------------------------
 
 
@@ -532,9 +672,22 @@ def test_runbook_command_shows_a_recorded_move_done(
     assert done == [("billing", "consumers", "nats"), ("orders", "producers", "both")]
     assert doc["progress_source"] == "the live cutover state"
 
+    ready = [
+        (s["resource"], s["action"], s["to"])
+        for g in doc["groups"]
+        for s in g["steps"]
+        if s["gateway"] and s["gateway"]["ready"]
+    ]
+    assert ready == [
+        ("billing", "consumers", "nats"),
+        ("orders", "producers", "both"),
+        ("orders", "producers", "nats"),
+    ]
+
     out = tmp_path / "runbook.md"
     cli("runbook", "--plan", plan_path, "-s", url, "-o", out)
     assert "- [x] 7. `billing`: consumers → NATS" in out.read_text()
+    assert "**Or change the endpoint, no code change (ready now):**" in out.read_text()
 
 
 def test_runbook_without_a_server_says_the_marks_need_one(tmp_path: Path) -> None:

@@ -155,8 +155,10 @@ class GatewayOption:
 
     step: TeamStep
     """The move's own team step about it (`cutover` says the same; `report.cutover` words it)."""
+    since: int = 0
+    """The step that makes it safe: this one, or an earlier move of the same side."""
     ready: bool = False
-    """The live state already allows it (the move, or the one before it, is made)."""
+    """The live state already allows it (step `since` is made)."""
 
 
 @dataclass(frozen=True)
@@ -486,7 +488,7 @@ class _Writer:
             changes=changes,
             caveats=_fifo_caveats(resource, "consumers"),
             dead_letter_of=_source_label(estate, dlq_of),
-            gateway=_gateway(move),
+            gateway=_gateway(move, number),
         )
 
     def _producers(self, arn: str, to: str, dlq_of: str | None) -> Step:
@@ -549,8 +551,13 @@ class _Writer:
             caveats=_fifo_caveats(resource, "producers") if dlq_of is None else [],
             dead_letter_of=_source_label(estate, dlq_of),
             # A DLQ's only producer is the bridge's DLQ mover: no application to point anywhere.
-            gateway=_gateway(move) if dlq_of is None else None,
+            gateway=self._producers_gateway(arn, move, number) if dlq_of is None else None,
         )
+
+    def _producers_gateway(self, arn: str, move: Move, number: int) -> GatewayOption | None:
+        # A topic's producers publish on NATS from their move to both sides on.
+        since = self.done_at.get((arn, "producers:both"), number)
+        return _gateway(move, since)
 
     def _after_consumers(self, queues: list[str], kind: GateKind, label: str) -> Gate:
         numbers = [
@@ -703,14 +710,14 @@ def _blocking_steps(estate: _Estate, topic_or_queue: str) -> list[Change]:
     return _unique(out)
 
 
-def _gateway(move: Move) -> GatewayOption | None:
+def _gateway(move: Move, since: int) -> GatewayOption | None:
     steps = move.steps
     if not move.changed and move.side != "finish":
         # Where the plan's own state has the side moved already, `cutover` has nothing to do,
         # but an application may still take the third way: say so, as safe now.
         steps = gateway_steps(move.resource, move.side, move.after, move.after)
     found = next((s for s in steps if s.kind in GATEWAY_KINDS), None)
-    return None if found is None else GatewayOption(found)
+    return None if found is None else GatewayOption(found, since)
 
 
 def _is_fifo(queue: Resource) -> bool:

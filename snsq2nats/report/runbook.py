@@ -235,9 +235,14 @@ def worded(step: Step) -> WordedStep:
 
 def _gateway_ready(step: Step) -> str:
     """Whether the live state allows the third way yet, in a few words."""
-    if step.gateway is None:
+    option = step.gateway
+    if option is None:
         return ""
-    return "ready now" if step.gateway.ready else "once this move is made"
+    if option.ready:
+        return "ready now"
+    if option.since != step.number:
+        return f"once step {option.since} is done"
+    return "once this move is made"
 
 
 def runbook_json(book: Runbook) -> dict[str, Any]:
@@ -261,7 +266,11 @@ def runbook_json(book: Runbook) -> dict[str, Any]:
             "status": step.status,
             "gateway": None
             if step.gateway is None
-            else {**gateway_json(step.gateway.step), "ready": step.gateway.ready},
+            else {
+                **gateway_json(step.gateway.step),
+                "safe_from_step": step.gateway.since,
+                "ready": step.gateway.ready,
+            },
         }
 
     return {
