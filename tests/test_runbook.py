@@ -469,6 +469,20 @@ def test_a_fifo_queues_gateway_option_says_what_order_a_mixed_fleet_keeps(plan: 
     assert "FIFO" not in (words(book, "reports", "consumers", "nats").gateway or "")
 
 
+def test_a_fifo_topics_publishers_move_to_the_gateway_together() -> None:
+    inventory = Inventory(
+        generated_at="2026-11-01T00:00:00+00:00",
+        regions=[REGION],
+        queues=[queue("ledger.fifo")],
+        topics=[topic("events.fifo").model_copy(update={"fifo": True})],
+        subscriptions=[sub("events.fifo", "s1", qarn("ledger.fifo"), raw_message_delivery=True)],
+    )
+    book = make_runbook(make_plan(inventory, Rules()))
+    both = words(book, "events.fifo", "producers", "both").gateway or ""
+    assert "`AWS_ENDPOINT_URL_SNS`" in both
+    assert "no mixed fleet for a message group: move a group's publishers together" in both
+
+
 def test_moving_back_takes_the_gateways_applications_back_with_the_nats_ones(plan: Plan) -> None:
     there = {r.arn: r for r in [record(plan, "shipping", consumers="nats", producers="nats")]}
     (workers,) = plan_moves(plan, there, "consumers", ["shipping"], "aws")

@@ -334,7 +334,7 @@ def gateway_steps(
     on NATS, so each is one more NATS worker or producer and may be there exactly when the
     native ones may."""
     name = resource.name
-    fifo = any(f.attribute == "FifoQueue" for f in resource.fidelity)
+    fifo = any(f.attribute in ("FifoQueue", "FifoTopic") for f in resource.fidelity)
     if side == "consumers":
         identity = gateway_identity(resource, "consumer")
         if identity is None:

@@ -173,7 +173,12 @@ def _gateway_producers(step: TeamStep) -> str:
             "bridge does not count the queue as fed on NATS, so while its consumers are on AWS "
             "nothing would carry what the gateway sends to SQS"
         )
-    if step.fifo:
+    if step.fifo and topic:
+        text += (
+            ". FIFO: publishers on SNS and on the gateway keep no one order between them, so "
+            "no mixed fleet for a message group: move a group's publishers together"
+        )
+    elif step.fifo:
         text += (
             ". FIFO: a message group keeps its order only if it is sent on one side at a time: "
             "no mixed fleet for a group — the SQS producers stop first, and the producers send "
