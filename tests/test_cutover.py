@@ -171,7 +171,7 @@ async def test_dry_run_records_nothing_and_a_move_is_history(
         "keys_file": "gateway-keys.json",
     }
     assert gateway["text"] == move["steps"][-1]
-    assert "Safe once this move is made, not before" in gateway["text"]
+    assert "Safe once the bridges confirm this move, not before" in gateway["text"]
     human = await asyncio.to_thread(
         runner.invoke,
         main,

@@ -426,13 +426,19 @@ def test_the_gateway_option_says_when_it_is_safe_and_why_not_before(plan: Plan) 
     assert "they read the durable `shipping` as NATS workers do" in text
     assert "workers still on SQS and workers on the gateway share the queue's messages, " in text
     assert "each message once" in text
-    assert "Safe once this move is made, not before: until the queue's consumers move" in text
+    assert (
+        "Safe once the bridges confirm this move, not before: until the queue's consumers move"
+        in text
+    )
     assert shipping.gateway is not None and shipping.gateway.since == shipping.number
     assert not shipping.gateway.ready
 
     producers = words(book, "shipping", "producers", "nats").gateway or ""
     assert "published to `sqs.shipping` as a NATS producer publishes it" in producers
-    assert "Safe once this move is made, not before: until the queue's producers move" in producers
+    assert (
+        "Safe once the bridges confirm this move, not before: until the queue's producers move"
+        in producers
+    )
 
     # A topic's producers publish on NATS from their move to both sides on.
     both = step(book, "orders", "producers", "both")

@@ -123,10 +123,10 @@ def _gateway_workers(step: TeamStep) -> str:
         text += "Safe already: the queue's consumers are on NATS"
     else:
         text += (
-            "Safe once this move is made, not before: until the queue's consumers move, its "
-            "messages wait in SQS for the AWS workers, and what reaches its stream the bridge "
-            "relays to SQS through that same durable, so a worker on the gateway would get none "
-            "of the first and race the relay for the second"
+            "Safe once the bridges confirm this move, not before: until the queue's consumers "
+            "move, its messages wait in SQS for the AWS workers, and what reaches its stream "
+            "the bridge relays to SQS through that same durable, so a worker on the gateway "
+            "would get none of the first and race the relay for the second"
         )
     if step.fifo:
         text += (
@@ -164,14 +164,15 @@ def _gateway_producers(step: TeamStep) -> str:
         text += f"Safe already: the {who} publish on NATS since an earlier move"
     elif topic:
         text += (
-            "Safe once this move is made, not before: until the topic's producers move, the "
-            "bridge carries nothing published on NATS to the topic's subscribers on AWS"
+            "Safe once the bridges confirm this move, not before: until the topic's producers "
+            "move, the bridge carries nothing published on NATS to the topic's subscribers on "
+            "AWS"
         )
     else:
         text += (
-            "Safe once this move is made, not before: until the queue's producers move, the "
-            "bridge does not count the queue as fed on NATS, so while its consumers are on AWS "
-            "nothing would carry what the gateway sends to SQS"
+            "Safe once the bridges confirm this move, not before: until the queue's producers "
+            "move, the bridge does not count the queue as fed on NATS, so while its consumers "
+            "are on AWS nothing would carry what the gateway sends to SQS"
         )
     if step.fifo and topic:
         text += (
