@@ -19,6 +19,10 @@ same blockers (`moves.finish_blockers`).
 Progress marks come from the live cutover state (`plan.states` records): a step is done when
 the live state already has its resource where the step puts it.
 
+Each consumers and producers step also carries the third way to make its move (`gateway`): the
+unchanged application pointed at `snsq2nats gateway`, which makes it a NATS worker or producer,
+with the step from which that is safe and whether the live state allows it yet.
+
 Pure: a plan and records in, a `Runbook` out. A step's gate, changes, caveats and blockers are
 data (a kind and its facts); `report.runbook` words them.
 """
