@@ -50,7 +50,7 @@ def test_details_pages_give_users_their_groups_policies_and_url_encoded_document
     """GetAccountAuthorizationDetails as botocore may hand it over: documents decoded or still
     URL-encoded JSON, the managed policy's default version, a user's groups."""
     send = '{"Statement": {"Effect": "Allow", "Action": "sqs:SendMessage", "Resource": "*"}}'
-    pages = [
+    pages: list[dict[str, Any]] = [
         {
             "UserDetailList": [
                 {
