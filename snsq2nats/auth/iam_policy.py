@@ -170,3 +170,13 @@ def right_decision(principal: Principal, right: Right, resource: str) -> Decisio
             "(a NATS consumer acknowledges what it receives)",
         )
     return Decision(False, notes)
+
+
+def denies(principal: Principal, action: str, resource: str) -> bool:
+    """Does any Deny of `principal`'s policies or boundary apply (or may apply) to `action` on
+    `resource`? An explicit Deny also overrides what a resource policy allows."""
+    boundary = principal.boundary.statements if principal.boundary else ()
+    return any(
+        s.effect == "Deny" and statement_match(s, action, resource) != "no"
+        for s in (*_statements(principal), *boundary)
+    )
