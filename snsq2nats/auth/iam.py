@@ -13,6 +13,7 @@ its account) in.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
+from typing import Any
 
 from snsq2nats.auth.iam_policy import (
     QUEUE_RIGHTS,
@@ -73,10 +74,19 @@ class IamReport:
 
     def to_dict(self) -> dict[str, object]:
         return {
-            "principals": [asdict(p) for p in self.principals],
+            "principals": [_lists(asdict(p)) for p in self.principals],
             "principals_without_rights": self.unused,
             "problems": list(self.problems),
         }
+
+
+def _lists(value: Any) -> Any:
+    """`value` with its tuples as lists, as JSON has them."""
+    if isinstance(value, dict):
+        return {k: _lists(v) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return [_lists(v) for v in value]
+    return value
 
 
 def iam_identity_name(arn: str) -> str:
@@ -140,7 +150,7 @@ def iam_grants(plan: Plan, authorization: Authorization) -> tuple[list[Principal
     resources = [
         r
         for r in sorted(plan.resources, key=lambda r: (r.kind, r.name))
-        if r.kind in ("sqs-queue", "sns-topic") and r.stream
+        if r.kind in ("sqs-queue", "sns-topic")
     ]
     by_arn = {r.source_arn: r for r in resources}
     from_policies = policy_grants(plan)

@@ -153,8 +153,9 @@ def _gather(pages: Iterable[dict[str, Any]]) -> _Details:
             details.groups[str(group.get("GroupName"))] = group
         for policy in page.get("Policies") or []:
             arn = str(policy.get("Arn"))
+            name = policy.get("PolicyName") or arn.rsplit("/", 1)[-1]
             details.managed[arn] = parse_policy(
-                f"managed policy {policy.get('PolicyName')}",
+                f"managed policy {name}",
                 _default_version(policy.get("PolicyVersionList") or []),
             )
     return details

@@ -1,0 +1,249 @@
+"""`auth --iam` on the AWS emulator, its identities proven on a real nats-server.
+
+The account has queues `orders`, `payments` and `audit` and a topic `events`, and:
+
+- role `orders-worker`: a customer managed policy to receive and delete from `orders`, an
+  inline one to publish to `events`;
+- role `checkout`: `sqs:Send*` on every queue and `sns:Publish` inline, an explicit Deny on
+  `payments`, a permission boundary that allows SQS only; `audit`'s queue policy lets it send;
+- user `ops` in group `operators`, whose managed policy allows everything but deleting messages
+  (NotAction): it may send anywhere and receive nowhere;
+- role `auditor`: receive and delete on `audit` under an IP condition (granted, reported);
+- role `idle`: S3 only.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from snsq2nats.auth.config import write_auth
+from snsq2nats.auth.iam import IamReport, iam_grants
+from snsq2nats.auth.identities import Identity, identities
+from snsq2nats.aws import scan as aws_scan
+from snsq2nats.aws.clients import make_clients
+from snsq2nats.aws.iam import read_authorization
+from snsq2nats.demo.nats_server import NatsServer
+from snsq2nats.jetstream.spec import ServerInfo
+from snsq2nats.plan.model import Plan
+from snsq2nats.plan.pipeline import assemble_plan
+from snsq2nats.plan.rules import load_rules
+from tests.fixtures.aws import REGION, AwsEndpoint
+from tests.test_auth import Client, Estate, apply_as_admin, probe_version
+
+ACCOUNT = "123456789012"
+
+
+def arn(service: str, name: str) -> str:
+    return f"arn:aws:{service}:{REGION}:{ACCOUNT}:{name}"
+
+
+def document(*statements: dict[str, Any]) -> str:
+    return json.dumps({"Version": "2012-10-17", "Statement": list(statements)})
+
+
+def allow(action: Any, resource: Any, **extra: Any) -> dict[str, Any]:
+    return {"Effect": "Allow", "Action": action, "Resource": resource, **extra}
+
+
+ASSUME = document(
+    {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}
+)
+
+
+def build_account(aws: AwsEndpoint) -> None:
+    sqs, sns, iam = aws.client("sqs"), aws.client("sns"), aws.client("iam")
+    for name in ("orders", "payments"):
+        sqs.create_queue(QueueName=name)
+    checkout = f"arn:aws:iam::{ACCOUNT}:role/checkout"
+    sqs.create_queue(
+        QueueName="audit",
+        Attributes={
+            "Policy": document(
+                {
+                    "Sid": "checkout-writes-audit",
+                    "Effect": "Allow",
+                    "Principal": {"AWS": checkout},
+                    "Action": "sqs:SendMessage",
+                    "Resource": arn("sqs", "audit"),
+                }
+            )
+        },
+    )
+    sns.create_topic(Name="events")
+
+    consume = iam.create_policy(
+        PolicyName="orders-consume",
+        PolicyDocument=document(
+            allow(
+                ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"],
+                arn("sqs", "orders"),
+            )
+        ),
+    )["Policy"]["Arn"]
+    iam.create_role(RoleName="orders-worker", AssumeRolePolicyDocument=ASSUME)
+    iam.attach_role_policy(RoleName="orders-worker", PolicyArn=consume)
+    iam.put_role_policy(
+        RoleName="orders-worker",
+        PolicyName="announce",
+        PolicyDocument=document(allow("sns:Publish", arn("sns", "events"))),
+    )
+
+    boundary = iam.create_policy(
+        PolicyName="sqs-only", PolicyDocument=document(allow("sqs:*", "*"))
+    )["Policy"]["Arn"]
+    iam.create_role(
+        RoleName="checkout",
+        Path="/shop/",
+        AssumeRolePolicyDocument=ASSUME,
+        PermissionsBoundary=boundary,
+    )
+    iam.put_role_policy(
+        RoleName="checkout",
+        PolicyName="send-everything",
+        PolicyDocument=document(
+            allow("sqs:Send*", f"arn:aws:sqs:*:{ACCOUNT}:*"),
+            allow("sns:Publish", "*"),
+            {"Effect": "Deny", "Action": "sqs:*", "Resource": arn("sqs", "payments")},
+        ),
+    )
+
+    everything_but_delete = iam.create_policy(
+        PolicyName="operators",
+        PolicyDocument=document(
+            {"Effect": "Allow", "NotAction": ["sqs:Delete*", "sns:*"], "Resource": "*"}
+        ),
+    )["Policy"]["Arn"]
+    iam.create_group(GroupName="operators")
+    iam.attach_group_policy(GroupName="operators", PolicyArn=everything_but_delete)
+    iam.create_user(UserName="ops")
+    iam.add_user_to_group(GroupName="operators", UserName="ops")
+
+    iam.create_role(RoleName="auditor", AssumeRolePolicyDocument=ASSUME)
+    iam.put_role_policy(
+        RoleName="auditor",
+        PolicyName="read-audit",
+        PolicyDocument=document(
+            allow(
+                ["sqs:ReceiveMessage", "sqs:DeleteMessage"],
+                arn("sqs", "audit"),
+                Condition={"IpAddress": {"aws:SourceIp": "10.0.0.0/8"}},
+            )
+        ),
+    )
+    iam.create_role(RoleName="idle", AssumeRolePolicyDocument=ASSUME)
+    iam.put_role_policy(
+        RoleName="idle", PolicyName="s3", PolicyDocument=document(allow("s3:*", "*"))
+    )
+
+
+@dataclass
+class Derived:
+    plan: Plan
+    generated: list[Identity]
+    report: IamReport
+
+    @property
+    def by_name(self) -> dict[str, Identity]:
+        return {i.name: i for i in self.generated}
+
+    def principal(self, name: str) -> dict[str, Any]:
+        (found,) = [p for p in self.report.to_dict()["principals"] if p["arn"].endswith(name)]  # type: ignore[attr-defined]
+        return found  # type: ignore[no-any-return]
+
+
+def derive(aws: AwsEndpoint) -> Derived:
+    build_account(aws)
+    inventory = aws_scan.scan(make_clients(aws.session(), [REGION], aws.url))
+    plan = assemble_plan(
+        inventory,
+        load_rules([]),
+        None,
+        server=ServerInfo(reachable=False, version=probe_version()),
+    )
+    grants, report = iam_grants(plan, read_authorization(aws.client("iam")))
+    return Derived(plan, identities(plan, grants), report)
+
+
+def test_iam_rights_per_principal_with_merges_denies_and_approximations(
+    aws: AwsEndpoint,
+) -> None:
+    derived = derive(aws)
+    worker = derived.principal("role/orders-worker")
+    assert worker["identity"] == "iam-role-orders-worker"
+    assert {(r["name"], tuple(r["rights"])) for r in worker["resources"]} == {
+        ("orders", ("receive",)),
+        ("events", ("publish",)),
+    }
+    checkout = derived.principal("role/shop/checkout")
+    assert checkout["identity"] == "iam-role-checkout"
+    rights = {r["name"]: r["rights"] for r in checkout["resources"] if r["rights"]}
+    # The Deny takes payments away; the boundary takes the topic away, and says so.
+    assert rights == {"orders": ["send"], "audit": ["send"]}
+    (events,) = [r for r in checkout["resources"] if r["name"] == "events"]
+    assert events["notes"] == [
+        "permission boundary managed policy sqs-only does not allow sns:Publish"
+    ]
+    assert checkout["merged"] == ["producer on audit"]
+    ops = derived.principal("user/ops")
+    assert {r["name"]: r["rights"] for r in ops["resources"]} == {
+        "orders": ["send"],
+        "payments": ["send"],
+        "audit": ["send"],
+    }
+    assert any("without sqs:DeleteMessage" in n for r in ops["resources"] for n in r["notes"])
+    auditor = derived.principal("role/auditor")
+    (audit,) = auditor["resources"]
+    assert audit["rights"] == ["receive"] and "aws:SourceIp" in audit["notes"][0]
+    assert not any(p["arn"].endswith("role/idle") for p in derived.report.to_dict()["principals"])  # type: ignore[attr-defined]
+    assert derived.report.unused == 1
+    # The resource policy's principal is one identity with the IAM principal, not two.
+    assert "aws-role-checkout" not in derived.by_name
+    assert set(derived.by_name) >= {
+        "iam-role-orders-worker",
+        "iam-role-checkout",
+        "iam-user-ops",
+        "iam-role-auditor",
+    }
+    assert "iam-role-idle" not in derived.by_name
+
+
+async def test_iam_identities_on_a_real_server(aws: AwsEndpoint, tmp_path: Path) -> None:
+    """Each IAM principal's identity may do on NATS what IAM lets it do on AWS, and no more:
+    exactly the producer's, consumer's or publisher's grants of the same queue or topic."""
+    derived = derive(aws)
+    by_name = derived.by_name
+    for iam_name, role_names in {
+        "iam-role-orders-worker": ["sqs_orders-consumer", "sns_events-publisher"],
+        "iam-role-checkout": ["sqs_audit-producer", "sqs_orders-producer"],
+    }.items():
+        expected = [s for n in role_names for s in by_name[n].publish]
+        assert sorted(set(by_name[iam_name].publish)) == sorted(set(expected)), iam_name
+    written = write_auth(derived.generated, tmp_path / "auth")
+    with NatsServer(name="iam", users=written.users) as server:
+        estate = Estate(server, derived.plan, written, by_name)
+        await apply_as_admin(estate)
+        async with Client(estate, "iam-role-checkout") as checkout:
+            await checkout.send("sqs.orders", b"order-1", "sqs_orders")
+            await checkout.send("sqs.audit", b"audit-1", "sqs_audit")
+            await checkout.publish_refused("sqs.payments", b"denied by IAM")
+            await checkout.publish_refused("sns.events", b"outside the boundary")
+            await checkout.publish_refused("$JS.API.CONSUMER.MSG.NEXT.sqs_orders.orders", b"1")
+        async with Client(estate, "iam-user-ops") as ops:
+            await ops.send("sqs.payments", b"refund", "sqs_payments")
+            await ops.publish_refused("$JS.API.CONSUMER.MSG.NEXT.sqs_payments.payments", b"1")
+        async with Client(estate, "iam-role-orders-worker") as worker:
+            msg = await worker.pull_one("orders", "sqs_orders")
+            assert msg.data == b"order-1"
+            await msg.ack_sync()
+            info = await worker.nc.jetstream().consumer_info("sqs_orders", "orders")
+            assert info.num_ack_pending == 0 and info.num_pending == 0
+            await worker.publish_refused("sqs.orders", b"not a producer")
+            await worker.publish_refused("$JS.API.CONSUMER.MSG.NEXT.sqs_audit.audit", b"1")
+        async with Client(estate, "iam-role-auditor") as auditor:
+            msg = await auditor.pull_one("audit", "sqs_audit")
+            assert msg.data == b"audit-1"
+            await msg.ack_sync()
+            await auditor.publish_refused("sqs.audit", b"no")
