@@ -5,7 +5,8 @@ The account has queues `orders`, `payments` and `audit` and a topic `events`, an
 - role `orders-worker`: a customer managed policy to receive and delete from `orders`, an
   inline one to publish to `events`;
 - role `checkout`: `sqs:Send*` on every queue and `sns:Publish` inline, an explicit Deny on
-  `payments`, a permission boundary that allows SQS only; `audit`'s queue policy lets it send;
+  `payments`, a permission boundary that allows SQS only; the queue policies of `audit` and
+  `payments` let it send;
 - user `ops` in group `operators`, whose managed policy allows everything but deleting messages
   (NotAction): it may send anywhere and receive nowhere;
 - role `auditor`: receive and delete on `audit` under an IP condition (granted, reported);
@@ -55,23 +56,23 @@ ASSUME = document(
 
 def build_account(aws: AwsEndpoint) -> None:
     sqs, sns, iam = aws.client("sqs"), aws.client("sns"), aws.client("iam")
-    for name in ("orders", "payments"):
-        sqs.create_queue(QueueName=name)
+    sqs.create_queue(QueueName="orders")
     checkout = f"arn:aws:iam::{ACCOUNT}:role/checkout"
-    sqs.create_queue(
-        QueueName="audit",
-        Attributes={
-            "Policy": document(
-                {
-                    "Sid": "checkout-writes-audit",
-                    "Effect": "Allow",
-                    "Principal": {"AWS": checkout},
-                    "Action": "sqs:SendMessage",
-                    "Resource": arn("sqs", "audit"),
-                }
-            )
-        },
-    )
+    for name in ("audit", "payments"):
+        sqs.create_queue(
+            QueueName=name,
+            Attributes={
+                "Policy": document(
+                    {
+                        "Sid": f"checkout-writes-{name}",
+                        "Effect": "Allow",
+                        "Principal": {"AWS": checkout},
+                        "Action": "sqs:SendMessage",
+                        "Resource": arn("sqs", name),
+                    }
+                )
+            },
+        )
     sns.create_topic(Name="events")
 
     consume = iam.create_policy(
@@ -186,7 +187,10 @@ def test_iam_rights_per_principal_with_merges_denies_and_approximations(
     assert events["notes"] == [
         "permission boundary managed policy sqs-only does not allow sns:Publish"
     ]
+    # Both queue policies name it: merged into its identity, but IAM's Deny beats the one on
+    # payments (an explicit Deny overrides a resource policy's Allow).
     assert checkout["merged"] == ["producer on audit"]
+    assert checkout["withheld"] == ["producer on payments"]
     ops = derived.principal("user/ops")
     assert {r["name"]: r["rights"] for r in ops["resources"]} == {
         "orders": ["send"],
@@ -247,3 +251,44 @@ async def test_iam_identities_on_a_real_server(aws: AwsEndpoint, tmp_path: Path)
             assert msg.data == b"audit-1"
             await msg.ack_sync()
             await auditor.publish_refused("sqs.audit", b"no")
+
+
+def test_cli_auth_iam_writes_the_identities_and_reports_each_principal(
+    aws: AwsEndpoint, tmp_path: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from snsq2nats.auth.record import load_record
+    from snsq2nats.cli import main
+
+    build_account(aws)
+    out = tmp_path / "auth"
+    listed = CliRunner().invoke(main, ["auth", "--iam", "-o", str(out), "--json"])
+    assert listed.exit_code == 0, listed.output
+    doc = json.loads(listed.stdout)
+    names = {i["name"] for i in doc["identities"]}
+    assert {"iam-role-checkout", "iam-user-ops", "iam-role-orders-worker"} <= names
+    principals = {p["arn"]: p for p in doc["iam"]["principals"]}
+    assert principals[f"arn:aws:iam::{ACCOUNT}:user/ops"]["identity"] == "iam-user-ops"
+    assert doc["iam"]["principals_without_rights"] == 1
+    # Every format's output carries them, the grants record included.
+    record = load_record(out)
+    assert record is not None and record.publish["iam-role-checkout"] == [
+        "sqs.audit",
+        "sqs.orders",
+    ]
+    jwt = CliRunner().invoke(
+        main,
+        ["auth", "--iam", "--format", "jwt", "-o", str(tmp_path / "jwt")],
+        env={"COLUMNS": "300"},
+    )
+    assert jwt.exit_code == 0, jwt.output
+    assert (tmp_path / "jwt" / "creds" / "iam-role-checkout.creds").is_file()
+    # The human report: a row per principal with its rights and what is approximate.
+    assert "iam-role-checkout" in jwt.output and "aws:SourceIp" in jwt.output
+    assert "4 principal(s) with rights on the estate" in jwt.output
+    # Without --iam, auth is what it was: the policy's principal under its own name.
+    plain = CliRunner().invoke(main, ["auth", "-o", str(tmp_path / "plain"), "--json"])
+    plain_names = {i["name"] for i in json.loads(plain.stdout)["identities"]}
+    assert "aws-role-checkout" in plain_names and not any(n.startswith("iam-") for n in plain_names)
+    assert "iam" not in json.loads(plain.stdout)
