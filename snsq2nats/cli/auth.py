@@ -63,7 +63,12 @@ from snsq2nats.cli.plans import plan_for
     "receive from or publish to the estate's queues and topics (reads the account's IAM: "
     "iam:GetAccountAuthorizationDetails), merged with the resource policies' grants.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the identities as JSON to stdout.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the identities (with --iam, and the IAM report) as JSON to stdout.",
+)
 @pass_app
 def auth(
     app: Application,
