@@ -292,3 +292,76 @@ def test_cli_auth_iam_writes_the_identities_and_reports_each_principal(
     plain_names = {i["name"] for i in json.loads(plain.stdout)["identities"]}
     assert "aws-role-checkout" in plain_names and not any(n.startswith("iam-") for n in plain_names)
     assert "iam" not in json.loads(plain.stdout)
+
+
+async def test_a_cross_account_right_needs_the_other_accounts_queue_policy(
+    tmp_path: Path,
+) -> None:
+    """A role of account 123456789012 may send to every queue of account 222222222222 by its
+    own policy; AWS needs the queue's policy too, so only the queue that lets the account in is
+    granted, and the other is reported."""
+    from snsq2nats.aws.iam import authorization_from_pages
+    from tests.test_mapping import case_inventory
+
+    other = "222222222222"
+    inventory = case_inventory(
+        {
+            "queues": [
+                {
+                    "name": "ledger-in",
+                    "account": other,
+                    "policy": {
+                        "Statement": [
+                            {
+                                "Effect": "Allow",
+                                "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:root"},
+                                "Action": "sqs:SendMessage",
+                                "Resource": "*",
+                            }
+                        ]
+                    },
+                },
+                {"name": "ledger-closed", "account": other},
+            ]
+        }
+    )
+    plan = assemble_plan(
+        inventory,
+        load_rules([]),
+        None,
+        server=ServerInfo(reachable=False, version=probe_version()),
+    )
+    pages: list[dict[str, Any]] = [
+        {
+            "RoleDetailList": [
+                {
+                    "RoleName": "biller",
+                    "Arn": f"arn:aws:iam::{ACCOUNT}:role/biller",
+                    "RolePolicyList": [
+                        {
+                            "PolicyName": "ledgers",
+                            "PolicyDocument": document(
+                                allow("sqs:SendMessage", f"arn:aws:sqs:*:{other}:ledger-*")
+                            ),
+                        }
+                    ],
+                }
+            ]
+        }
+    ]
+    grants, report = iam_grants(plan, authorization_from_pages(pages))
+    (biller,) = report.to_dict()["principals"]  # type: ignore[attr-defined]
+    rights = {r["name"]: r for r in biller["resources"]}
+    assert rights["ledger-in"]["rights"] == ["send"]
+    assert rights["ledger-closed"]["rights"] == []
+    assert f"in account {other}" in rights["ledger-closed"]["notes"][0]
+    generated = identities(plan, grants)
+    by_name = {i.name: i for i in generated}
+    assert by_name["iam-role-biller"].publish == by_name["sqs_ledger-in-producer"].publish
+    written = write_auth(generated, tmp_path / "auth")
+    with NatsServer(name="iam-cross", users=written.users) as server:
+        estate = Estate(server, plan, written, by_name)
+        await apply_as_admin(estate)
+        async with Client(estate, "iam-role-biller") as biller_client:
+            await biller_client.send("sqs.ledger-in", b"entry", "sqs_ledger-in")
+            await biller_client.publish_refused("sqs.ledger-closed", b"not let in")
