@@ -16,7 +16,7 @@ The account has queues `orders`, `payments` and `audit` and a topic `events`, an
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -155,15 +155,19 @@ class Derived:
         return found  # type: ignore[no-any-return]
 
 
-def derive(aws: AwsEndpoint) -> Derived:
-    build_account(aws)
+def scanned_plan(aws: AwsEndpoint) -> Plan:
     inventory = aws_scan.scan(make_clients(aws.session(), [REGION], aws.url))
-    plan = assemble_plan(
+    return assemble_plan(
         inventory,
         load_rules([]),
         None,
         server=ServerInfo(reachable=False, version=probe_version()),
     )
+
+
+def derive(aws: AwsEndpoint) -> Derived:
+    build_account(aws)
+    plan = scanned_plan(aws)
     grants, report = iam_grants(plan, read_authorization(aws.client("iam")))
     return Derived(plan, identities(plan, grants), report)
 
@@ -258,7 +262,7 @@ def test_cli_auth_iam_writes_the_identities_and_reports_each_principal(
 ) -> None:
     from click.testing import CliRunner
 
-    from snsq2nats.auth.record import load_record
+    from snsq2nats.auth.record import Merged, gaps, load_record, regenerate_command
     from snsq2nats.cli import main
 
     build_account(aws)
@@ -277,6 +281,16 @@ def test_cli_auth_iam_writes_the_identities_and_reports_each_principal(
         "sqs.audit",
         "sqs.orders",
     ]
+    # apply checks the plan's identities against the record: the policy's principal now lives
+    # in its IAM identity, and what IAM denies it is withheld on purpose, not outgrown.
+    assert record.merged == {"aws-role-checkout": Merged("iam-role-checkout", ["sqs.payments"])}
+    plan = scanned_plan(aws)
+    assert gaps(record, identities(plan)) == []
+    assert "--iam" in regenerate_command(record, ["--plan", "plan.json"])
+    outgrown = replace(record, publish={**record.publish, "iam-role-checkout": ["sqs.orders"]})
+    (gap,) = gaps(outgrown, identities(plan))
+    assert gap.identity == "aws-role-checkout (in iam-role-checkout)"
+    assert gap.missing == ["sqs.audit"]
     jwt = CliRunner().invoke(
         main,
         ["auth", "--iam", "--format", "jwt", "-o", str(tmp_path / "jwt")],

@@ -12,7 +12,7 @@ its account) in.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from snsq2nats.auth.iam_policy import (
@@ -22,7 +22,7 @@ from snsq2nats.auth.iam_policy import (
     denies,
     right_decision,
 )
-from snsq2nats.auth.identities import PrincipalGrant, policy_grants, principal_name
+from snsq2nats.auth.identities import PrincipalGrant, policy_grants, principal_name, safe_name
 from snsq2nats.aws.arns import parse_arn
 from snsq2nats.aws.iam import Authorization, Principal
 from snsq2nats.plan.model import Plan, Resource
@@ -71,11 +71,15 @@ class IamReport:
     unused: int
     """Roles and users with no right on any of the plan's queues and topics."""
     problems: tuple[str, ...] = ()
+    aliases: dict[str, str] = field(default_factory=dict)
+    """The identity a resource policy's principal would have without IAM (`aws-role-X`) →
+    the IAM principal's identity it is merged into (`iam-role-X`)."""
 
     def to_dict(self) -> dict[str, object]:
         return {
             "principals": [_lists(asdict(p)) for p in self.principals],
             "principals_without_rights": self.unused,
+            "merged_identities": dict(self.aliases),
             "problems": list(self.problems),
         }
 
@@ -157,6 +161,7 @@ def iam_grants(plan: Plan, authorization: Authorization) -> tuple[list[Principal
     grants: list[PrincipalGrant] = []
     taken: set[int] = set()
     reports: list[PrincipalRights] = []
+    aliases: dict[str, str] = {}
     unused = 0
     for principal in authorization.principals:
         name = iam_identity_name(principal.arn)
@@ -168,6 +173,7 @@ def iam_grants(plan: Plan, authorization: Authorization) -> tuple[list[Principal
             if not _same_principal(grant, principal):
                 continue
             taken.add(index)
+            aliases[safe_name(grant.name)] = safe_name(name)
             kept = tuple(
                 role
                 for role in grant.roles
@@ -203,5 +209,5 @@ def iam_grants(plan: Plan, authorization: Authorization) -> tuple[list[Principal
         grants += mine
     # The resource policies' other principals (other accounts, account roots) stay as they are.
     grants = [g for i, g in enumerate(from_policies) if i not in taken] + grants
-    report = IamReport(tuple(reports), unused, authorization.problems)
+    report = IamReport(tuple(reports), unused, authorization.problems, aliases)
     return grants, report

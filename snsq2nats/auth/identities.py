@@ -100,10 +100,15 @@ def _ordered(subjects: list[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(subjects))
 
 
+def safe_name(name: str) -> str:
+    """`name` as a NATS user name (what an identity generated for it is called)."""
+    return _UNSAFE.sub("_", name)
+
+
 def _identity(
     name: str, role: Role, serves: str | None, publish: list[str], about: str
 ) -> Identity:
-    safe = _UNSAFE.sub("_", name)
+    safe = safe_name(name)
     return Identity(
         name=safe,
         role=role,

@@ -88,6 +88,7 @@ def auth(
     from snsq2nats.auth.identities import identities
     from snsq2nats.auth.options import DEFAULT_CREDENTIALS, DEFAULT_TLS_USER, check_options
     from snsq2nats.auth.output import context_url, write_identities
+    from snsq2nats.auth.record import merged_identities
     from snsq2nats.jetstream.connect import DEFAULT_NATS_URL
 
     check_options(fmt, credentials, tls_user)
@@ -110,6 +111,8 @@ def auth(
         credentials=credentials or DEFAULT_CREDENTIALS,
         tls_user=tls_user or DEFAULT_TLS_USER,
         url=url,
+        iam=with_iam,
+        merged=merged_identities(identities(plan), generated, report.aliases) if report else None,
     )
     if as_json:
         doc: dict[str, object] = {"identities": [i.to_dict() for i in generated]}
