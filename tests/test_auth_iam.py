@@ -140,6 +140,11 @@ def build_account(aws: AwsEndpoint) -> None:
     )
 
 
+def report_doc(report: IamReport) -> Any:
+    """The report as `--json` prints it."""
+    return json.loads(json.dumps(report.to_dict()))
+
+
 @dataclass
 class Derived:
     plan: Plan
@@ -151,7 +156,7 @@ class Derived:
         return {i.name: i for i in self.generated}
 
     def principal(self, name: str) -> dict[str, Any]:
-        (found,) = [p for p in self.report.to_dict()["principals"] if p["arn"].endswith(name)]  # type: ignore[attr-defined]
+        (found,) = [p for p in report_doc(self.report)["principals"] if p["arn"].endswith(name)]
         return found  # type: ignore[no-any-return]
 
 
@@ -205,7 +210,7 @@ def test_iam_rights_per_principal_with_merges_denies_and_approximations(
     auditor = derived.principal("role/auditor")
     (audit,) = auditor["resources"]
     assert audit["rights"] == ["receive"] and "aws:SourceIp" in audit["notes"][0]
-    assert not any(p["arn"].endswith("role/idle") for p in derived.report.to_dict()["principals"])  # type: ignore[attr-defined]
+    assert not any(p["arn"].endswith("role/idle") for p in report_doc(derived.report)["principals"])
     assert derived.report.unused == 1
     # The resource policy's principal is one identity with the IAM principal, not two.
     assert "aws-role-checkout" not in derived.by_name
@@ -364,7 +369,7 @@ async def test_a_cross_account_right_needs_the_other_accounts_queue_policy(
         }
     ]
     grants, report = iam_grants(plan, authorization_from_pages(pages))
-    (biller,) = report.to_dict()["principals"]  # type: ignore[attr-defined]
+    (biller,) = report_doc(report)["principals"]
     rights = {r["name"]: r for r in biller["resources"]}
     assert rights["ledger-in"]["rights"] == ["send"]
     assert rights["ledger-closed"]["rights"] == []
