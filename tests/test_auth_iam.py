@@ -20,6 +20,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from snsq2nats.auth.config import write_auth
 from snsq2nats.auth.iam import IamReport, iam_grants
 from snsq2nats.auth.identities import Identity, identities
@@ -384,3 +386,25 @@ async def test_a_cross_account_right_needs_the_other_accounts_queue_policy(
         async with Client(estate, "iam-role-biller") as biller_client:
             await biller_client.send("sqs.ledger-in", b"entry", "sqs_ledger-in")
             await biller_client.publish_refused("sqs.ledger-closed", b"not let in")
+
+
+def test_cli_auth_iam_without_credentials_says_so_in_one_line(
+    aws: AwsEndpoint, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from snsq2nats.cli import main
+    from snsq2nats.files import document_json
+
+    build_account(aws)
+    plan_path = tmp_path / "plan.json"
+    plan_path.write_bytes(document_json(scanned_plan(aws)))
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    run = CliRunner().invoke(
+        main, ["auth", "--iam", "--plan", str(plan_path), "-o", str(tmp_path / "out")]
+    )
+    assert run.exit_code != 0
+    assert "no AWS credentials found" in run.output and "Traceback" not in run.output
+    assert not (tmp_path / "out").exists()  # nothing written from a half-read estate

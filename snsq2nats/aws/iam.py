@@ -17,8 +17,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from snsq2nats.aws.errors import is_denied
-from snsq2nats.errors import ScanError
+from snsq2nats.aws.errors import error_code, is_denied
+from snsq2nats.errors import AwsConnectError, ScanError
 
 FILTER = ["Role", "User", "Group", "LocalManagedPolicy"]
 PrincipalKind = Literal["role", "user"]
@@ -261,17 +261,46 @@ def authorization_from_pages(pages: Iterable[dict[str, Any]], iam: Any = None) -
 
 def read_authorization(iam: Any) -> Authorization:
     """Every role and user of the account `iam` (a boto3 IAM client) reads, with its policies."""
+    from botocore.exceptions import (
+        BotoCoreError,
+        ClientError,
+        EndpointConnectionError,
+        NoCredentialsError,
+        PartialCredentialsError,
+    )
+
+    endpoint = iam.meta.endpoint_url
     paginator = iam.get_paginator("get_account_authorization_details")
     try:
         pages = list(paginator.paginate(Filter=FILTER))
-    except Exception as exc:
-        if is_denied(exc):
-            raise ScanError(
-                "IAM refused GetAccountAuthorizationDetails",
-                hint="auth --iam needs iam:GetAccountAuthorizationDetails (and iam:GetPolicy, "
-                "iam:GetPolicyVersion for AWS managed policies) in the account scanned",
-            ) from exc
-        raise
+    except (NoCredentialsError, PartialCredentialsError):
+        raise AwsConnectError(
+            "no AWS credentials found",
+            where="iam",
+            hint="set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+        ) from None
+    except EndpointConnectionError:
+        raise AwsConnectError(
+            "cannot reach the IAM endpoint",
+            where=endpoint,
+            hint="check --endpoint-url / AWS_ENDPOINT_URL",
+        ) from None
+    except ClientError as exc:
+        code = error_code(exc) or "ClientError"
+        raise ScanError(
+            f"IAM refused GetAccountAuthorizationDetails ({code})"
+            if is_denied(exc)
+            else f"IAM error reading the account's authorization details: {code}",
+            where=endpoint,
+            hint="auth --iam needs iam:GetAccountAuthorizationDetails, and iam:GetPolicy and "
+            "iam:GetPolicyVersion for the AWS managed policies principals attach",
+        ) from None
+    except BotoCoreError as exc:
+        raise AwsConnectError(
+            f"cannot talk to the IAM endpoint ({exc.__class__.__name__})",
+            where=endpoint,
+            hint="check --endpoint-url / AWS_ENDPOINT_URL and the network",
+        ) from None
     return authorization_from_pages(pages, iam)
 
 
