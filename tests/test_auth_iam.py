@@ -408,3 +408,56 @@ def test_cli_auth_iam_without_credentials_says_so_in_one_line(
     assert run.exit_code != 0
     assert "no AWS credentials found" in run.output and "Traceback" not in run.output
     assert not (tmp_path / "out").exists()  # nothing written from a half-read estate
+
+
+def test_a_deny_on_delete_leaves_a_policy_consumer_a_receiver() -> None:
+    """A queue policy lets `reporter` receive and delete; its own policy denies deleting: the
+    merged identity may pull, and may not acknowledge (the message comes back, as on AWS)."""
+    from snsq2nats.aws.iam import authorization_from_pages
+    from tests.test_mapping import case_inventory
+
+    reporter = f"arn:aws:iam::{ACCOUNT}:role/reporter"
+    inventory = case_inventory(
+        {
+            "queues": [
+                {
+                    "name": "reports",
+                    "policy": {
+                        "Statement": [
+                            {
+                                "Effect": "Allow",
+                                "Principal": {"AWS": reporter},
+                                "Action": ["sqs:ReceiveMessage", "sqs:DeleteMessage"],
+                                "Resource": "*",
+                            }
+                        ]
+                    },
+                }
+            ]
+        }
+    )
+    plan = assemble_plan(
+        inventory, load_rules([]), None, server=ServerInfo(reachable=False, version="2.12.0")
+    )
+    no_delete = document({"Effect": "Deny", "Action": "sqs:DeleteMessage", "Resource": "*"})
+    pages: list[dict[str, Any]] = [
+        {
+            "RoleDetailList": [
+                {
+                    "RoleName": "reporter",
+                    "Arn": reporter,
+                    "RolePolicyList": [{"PolicyName": "no-delete", "PolicyDocument": no_delete}],
+                }
+            ]
+        }
+    ]
+    grants, report = iam_grants(plan, authorization_from_pages(pages))
+    (entry,) = report_doc(report)["principals"]
+    assert entry["merged"] == ["receiver on reports"]
+    assert entry["withheld"] == ["consumer (sqs:DeleteMessage denied: receiver only) on reports"]
+    assert report.aliases == {"aws-role-reporter": "iam-role-reporter"}
+    by_name = {i.name: i for i in identities(plan, grants)}
+    assert by_name["iam-role-reporter"].publish == (
+        "$JS.API.CONSUMER.MSG.NEXT.sqs_reports.reports",
+        "$JS.API.CONSUMER.INFO.sqs_reports.reports",
+    )

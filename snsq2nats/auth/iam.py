@@ -141,6 +141,25 @@ def _role_actions(role: str, kind: str) -> tuple[str, ...]:
     return _ROLE_ACTIONS.get(role, ())
 
 
+def _kept_roles(principal: Principal, grant: PrincipalGrant) -> tuple[tuple[str, ...], list[str]]:
+    """The roles of a resource policy's `grant` that `principal`'s own policies do not deny,
+    and a description of each one they do."""
+    kept: list[str] = []
+    lost: list[str] = []
+    arn = grant.resource.source_arn
+    for role in grant.roles:
+        denied = [a for a in _role_actions(role, grant.resource.kind) if denies(principal, a, arn)]
+        if not denied:
+            kept.append(role)
+        elif role == "consumer" and denied == ["sqs:DeleteMessage"]:
+            # Receiving stays allowed: pull without acknowledging, as the policy's receivers.
+            kept.append("receiver")
+            lost.append("consumer (sqs:DeleteMessage denied: receiver only)")
+        else:
+            lost.append(role)
+    return tuple(dict.fromkeys(kept)), lost
+
+
 def _same_principal(grant: PrincipalGrant, principal: Principal) -> bool:
     """Does a resource policy's `grant` name `principal` (its ARN, or a session of the role)?"""
     return grant.name == principal_name(principal.arn) and _account(grant.principal) == (
@@ -174,15 +193,8 @@ def iam_grants(plan: Plan, authorization: Authorization) -> tuple[list[Principal
                 continue
             taken.add(index)
             aliases[safe_name(grant.name)] = safe_name(name)
-            kept = tuple(
-                role
-                for role in grant.roles
-                if not any(
-                    denies(principal, action, grant.resource.source_arn)
-                    for action in _role_actions(role, grant.resource.kind)
-                )
-            )
-            withheld += [f"{r} on {grant.resource.name}" for r in grant.roles if r not in kept]
+            kept, lost = _kept_roles(principal, grant)
+            withheld += [f"{r} on {grant.resource.name}" for r in lost]
             if kept:
                 merged.append(f"{'+'.join(kept)} on {grant.resource.name}")
                 mine.append(replace(grant, name=name, principal=principal.arn, roles=kept))
