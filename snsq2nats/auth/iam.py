@@ -184,7 +184,10 @@ def iam_grants(plan: Plan, authorization: Authorization) -> tuple[list[Principal
     unused = 0
     for principal in authorization.principals:
         name = iam_identity_name(principal.arn)
-        on = [r for r in (_rights_on(principal, res) for res in resources) if r is not None]
+        # A principal with a policy that could not be read gets nothing from IAM (its notes say
+        # why, once, not once per queue).
+        evaluated = () if principal.missing else resources
+        on = [r for r in (_rights_on(principal, res) for res in evaluated) if r is not None]
         merged: list[str] = []
         withheld: list[str] = []
         mine: list[PrincipalGrant] = []

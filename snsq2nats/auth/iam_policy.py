@@ -75,11 +75,7 @@ def _resource_match(patterns: Iterable[str], resource: str) -> Match:
 def statement_match(statement: Statement, action: str, resource: str) -> Match:
     """Does `statement` apply to `action` on `resource`? "maybe" when a policy variable in its
     Resource (or NotResource) leaves it open."""
-    if statement.not_actions is not None:
-        acts = not any(glob_match(a, action, case_sensitive=False) for a in statement.not_actions)
-    else:
-        acts = any(glob_match(a, action, case_sensitive=False) for a in statement.actions)
-    if not acts:
+    if not _acts(statement, action):
         return "no"
     if statement.not_resources is not None:
         excluded = _resource_match(statement.not_resources, resource)
@@ -139,16 +135,36 @@ def _statements(principal: Principal) -> list[Statement]:
     return [s for policy in principal.policies for s in policy.statements]
 
 
+def _acts(statement: Statement, action: str) -> bool:
+    if statement.not_actions is not None:
+        return not any(glob_match(a, action, case_sensitive=False) for a in statement.not_actions)
+    return any(glob_match(a, action, case_sensitive=False) for a in statement.actions)
+
+
+@lru_cache(maxsize=16384)
+def _relevant(
+    principal: Principal, action: str
+) -> tuple[tuple[Statement, ...], tuple[Statement, ...] | None]:
+    """The statements of `principal`'s policies and of its boundary (None: it has none) that
+    name `action`: sorted out once per principal and action, not once per resource."""
+    boundary = principal.boundary
+    return (
+        tuple(s for s in _statements(principal) if _acts(s, action)),
+        None if boundary is None else tuple(s for s in boundary.statements if _acts(s, action)),
+    )
+
+
 def action_decision(principal: Principal, action: str, resource: str) -> Decision:
     """`action` on `resource` for `principal`: its policies, intersected with its permission
     boundary."""
     if principal.missing:
         # What an unread policy allows is unknown, and so is what it denies: grant nothing.
         return Decision(False, tuple(f"{m}: nothing granted" for m in principal.missing))
-    identity = evaluate(_statements(principal), action, resource)
-    if principal.boundary is None:
+    statements, boundary = _relevant(principal, action)
+    identity = evaluate(statements, action, resource)
+    if principal.boundary is None or boundary is None:
         return identity
-    bound = evaluate(principal.boundary.statements, action, resource)
+    bound = evaluate(boundary, action, resource)
     where = f"permission boundary {principal.boundary.name}"
     if not bound.allowed:
         reason = bound.notes or (f"{where} does not allow {action}",)
@@ -175,8 +191,8 @@ def right_decision(principal: Principal, right: Right, resource: str) -> Decisio
 def denies(principal: Principal, action: str, resource: str) -> bool:
     """Does any Deny of `principal`'s policies or boundary apply (or may apply) to `action` on
     `resource`? An explicit Deny also overrides what a resource policy allows."""
-    boundary = principal.boundary.statements if principal.boundary else ()
+    statements, boundary = _relevant(principal, action)
     return any(
         s.effect == "Deny" and statement_match(s, action, resource) != "no"
-        for s in (*_statements(principal), *boundary)
+        for s in (*statements, *(boundary or ()))
     )

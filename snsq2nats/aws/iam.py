@@ -49,8 +49,11 @@ class Policy:
     reported, and never read as a grant."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Principal:
+    """One role or user as read (compared and hashed by identity: the evaluator caches what
+    it sorted out of its policies per principal read, without hashing them all each time)."""
+
     arn: str
     kind: PrincipalKind
     name: str
