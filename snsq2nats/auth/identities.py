@@ -100,10 +100,15 @@ def _ordered(subjects: list[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(subjects))
 
 
+def safe_name(name: str) -> str:
+    """`name` as a NATS user name (what an identity generated for it is called)."""
+    return _UNSAFE.sub("_", name)
+
+
 def _identity(
     name: str, role: Role, serves: str | None, publish: list[str], about: str
 ) -> Identity:
-    safe = _UNSAFE.sub("_", name)
+    safe = safe_name(name)
     return Identity(
         name=safe,
         role=role,
@@ -248,21 +253,50 @@ def _grant_subjects(role: str, resource: Resource, subjects: _Subjects) -> list[
     return []
 
 
-def principal_identities(plan: Plan, subjects: _Subjects) -> list[Identity]:
-    """One identity per AWS principal a resource policy names (what IAM grants is not in the
-    plan), with the union of its roles over every queue and topic."""
+@dataclass(frozen=True)
+class PrincipalGrant:
+    """Roles one AWS principal has on one queue or topic, and the NATS identity they go to."""
+
+    name: str
+    """The identity's name (`principal_name` of the principal, unless `auth --iam` merged it
+    into the IAM principal's identity)."""
+    principal: str
+    resource: Resource
+    roles: tuple[str, ...]
+    source: str = "resource policy"
+
+
+def policy_grants(plan: Plan) -> list[PrincipalGrant]:
+    """What the queues' and topics' resource policies grant, per named principal."""
+    return [
+        PrincipalGrant(
+            principal_name(grant.principal), grant.principal, resource, tuple(grant.roles)
+        )
+        for resource in sorted(plan.resources, key=lambda r: (r.kind, r.name))
+        for grant in (resource.access.grants if resource.access else [])
+        # Anyone: no identity stands for it (the plan reports it).
+        if grant.principal != "*"
+    ]
+
+
+def principal_identities(
+    plan: Plan, subjects: _Subjects, grants: list[PrincipalGrant] | None = None
+) -> list[Identity]:
+    """One identity per AWS principal with the union of its roles over every queue and topic:
+    those a resource policy names (`grants`: those and what IAM grants, from `auth --iam`)."""
     publish: dict[str, list[str]] = {}
     about: dict[str, list[str]] = {}
     arns: dict[str, str] = {}
-    for resource in sorted(plan.resources, key=lambda r: (r.kind, r.name)):
-        for grant in resource.access.grants if resource.access else []:
-            if grant.principal == "*":
-                continue  # anyone: no identity stands for it (the plan reports it)
-            name = principal_name(grant.principal)
-            arns.setdefault(name, grant.principal)
-            for role in grant.roles:
-                publish.setdefault(name, []).extend(_grant_subjects(role, resource, subjects))
-            about.setdefault(name, []).append(f"{'+'.join(grant.roles)} on {resource.name}")
+    for grant in policy_grants(plan) if grants is None else grants:
+        arns.setdefault(grant.name, grant.principal)
+        for role in grant.roles:
+            publish.setdefault(grant.name, []).extend(
+                _grant_subjects(role, grant.resource, subjects)
+            )
+        via = "" if grant.source == "resource policy" else f" ({grant.source})"
+        about.setdefault(grant.name, []).append(
+            f"{'+'.join(grant.roles)} on {grant.resource.name}{via}"
+        )
     return [
         _identity(name, "principal", None, publish[name], f"{arns[name]}: {'; '.join(about[name])}")
         for name in sorted(publish)
@@ -336,8 +370,9 @@ def admin_identity(plan: Plan, subjects: _Subjects) -> Identity:
     return _identity("snsq2nats-admin", "admin", None, publish, "plan, apply, verify, status")
 
 
-def identities(plan: Plan) -> list[Identity]:
-    """Every identity the plan implies, in a stable order."""
+def identities(plan: Plan, grants: list[PrincipalGrant] | None = None) -> list[Identity]:
+    """Every identity the plan implies, in a stable order; `grants`: the AWS principals' (by
+    default those the resource policies name)."""
     subjects = _Subjects(plan)
     out: list[Identity] = []
     for resource in sorted(plan.resources, key=lambda r: (r.kind, r.name)):
@@ -345,7 +380,7 @@ def identities(plan: Plan) -> list[Identity]:
             out += queue_identities(resource, subjects)
         elif resource.kind == "sns-topic":
             out += topic_identities(resource, subjects)
-    out += principal_identities(plan, subjects)
+    out += principal_identities(plan, subjects, grants)
     if plan.candidate_routes or plan.routes:
         out.append(bridge_identity(plan, subjects))
     out.append(admin_identity(plan, subjects))

@@ -12,7 +12,7 @@ from snsq2nats.auth.config import Mode, Written, write_auth, write_contexts, wri
 from snsq2nats.auth.identities import Identity
 from snsq2nats.auth.jwt import nsc_script, write_jwt
 from snsq2nats.auth.keys import absolute, write_gateway_keys
-from snsq2nats.auth.record import RECORD, record_text
+from snsq2nats.auth.record import RECORD, Merged, record_text
 from snsq2nats.errors import UsageError
 from snsq2nats.gateway.keys import NatsCredential
 
@@ -48,14 +48,18 @@ def write_identities(
     credentials: Mode,
     tls_user: str,
     url: str,
+    iam: bool = False,
+    merged: dict[str, Merged] | None = None,
 ) -> AuthWritten:
     """Write `generated` into `directory` as `fmt` says, with the grants record `apply` checks
-    later plans against (permissions and these options, no secrets)."""
+    later plans against (permissions and these options, no secrets); `iam`: generated with
+    `--iam`, `merged` the identities that merged (see `record.merged_identities`)."""
     options = ["--format", fmt] if fmt != "config" else ["--credentials", credentials]
+    options += ["--iam"] if iam else []
     options += ["--tls-user", tls_user] if fmt == "config" and credentials == "tls" else []
     options += ["--url", url] if fmt != "nsc" and url else []
     record = directory / RECORD
-    write_private(record, record_text(generated, options))
+    write_private(record, record_text(generated, options, merged))
     if fmt == "nsc":
         script = directory / "nsc.sh"
         write_private(script, nsc_script(generated))

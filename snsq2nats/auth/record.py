@@ -30,6 +30,15 @@ FORMAT_VERSION = 1
 DEFAULT_DIR = Path("nats-auth")
 
 
+@dataclass(frozen=True)
+class Merged:
+    """An identity the plan implies that `auth --iam` merged into an IAM principal's: its
+    grants are `into`'s, less `withheld` (what that principal's IAM policies deny)."""
+
+    into: str
+    withheld: list[str] = field(default_factory=list)
+
+
 @dataclass
 class GrantsRecord:
     path: Path
@@ -38,6 +47,8 @@ class GrantsRecord:
     """`auth`'s options besides the plan and the output directory (`--format jwt`, …)."""
     publish: dict[str, list[str]]
     subscribe: dict[str, list[str]]
+    merged: dict[str, Merged] = field(default_factory=dict)
+    """`auth --iam`: the resource-policy principals' identities merged into IAM principals'."""
 
     @property
     def directory(self) -> Path:
@@ -59,8 +70,27 @@ class Gap:
         return f"{self.identity} lacks {listed}"
 
 
-def record_text(identities: list[Identity], options: list[str]) -> str:
-    body = {
+def merged_identities(
+    plain: list[Identity], generated: list[Identity], aliases: dict[str, str]
+) -> dict[str, Merged]:
+    """For each identity of `plain` (what the plan implies) that `aliases` merges into one of
+    `generated`: what of its grants the merged identity does not have (withheld by IAM)."""
+    by_name = {i.name: i for i in generated}
+    out = {}
+    for identity in plain:
+        into = aliases.get(identity.name)
+        if into is None or into not in by_name:
+            continue
+        granted = by_name[into].publish
+        withheld = [s for s in identity.publish if not any(covers(g, s) for g in granted)]
+        out[identity.name] = Merged(into, withheld)
+    return out
+
+
+def record_text(
+    identities: list[Identity], options: list[str], merged: dict[str, Merged] | None = None
+) -> str:
+    body: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "generated_by": "snsq2nats auth",
         "generated": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -70,6 +100,10 @@ def record_text(identities: list[Identity], options: list[str]) -> str:
             for i in identities
         },
     }
+    if merged:
+        body["merged"] = {
+            name: {"into": m.into, "withheld": list(m.withheld)} for name, m in merged.items()
+        }
     return json.dumps(body, indent=2) + "\n"
 
 
@@ -88,6 +122,10 @@ def load_record(path: Path) -> GrantsRecord | None:
             options=[str(o) for o in body.get("options") or []],
             publish={n: list(v.get("publish") or []) for n, v in identities.items()},
             subscribe={n: list(v.get("subscribe") or []) for n, v in identities.items()},
+            merged={
+                n: Merged(str(v["into"]), [str(s) for s in v.get("withheld") or []])
+                for n, v in (body.get("merged") or {}).items()
+            },
         )
     except (ValueError, KeyError, TypeError, AttributeError):
         raise SnsqError(
@@ -131,6 +169,15 @@ def gaps(record: GrantsRecord, identities: list[Identity]) -> list[Gap]:
     out = []
     for identity in identities:
         granted = record.publish.get(identity.name)
+        merged = record.merged.get(identity.name)
+        if granted is None and merged is not None and merged.into in record.publish:
+            # Its principal connects as the IAM principal's identity, with that one's inbox;
+            # what IAM denies it was withheld on purpose, not outgrown.
+            granted = record.publish[merged.into] + merged.withheld
+            missing = [s for s in identity.publish if not any(covers(g, s) for g in granted)]
+            if missing:
+                out.append(Gap(f"{identity.name} (in {merged.into})", missing))
+            continue
         if granted is None:
             out.append(Gap(identity.name, new=True))
             continue

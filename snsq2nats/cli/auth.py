@@ -55,7 +55,20 @@ from snsq2nats.cli.plans import plan_for
     show_default=True,
     help="Directory for the config, the secrets (mode 0600) and the contexts.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the identities as JSON to stdout.")
+@click.option(
+    "--iam",
+    "with_iam",
+    is_flag=True,
+    help="Also derive an identity per IAM role and user whose policies let it send to, "
+    "receive from or publish to the estate's queues and topics (reads the account's IAM: "
+    "iam:GetAccountAuthorizationDetails), merged with the resource policies' grants.",
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the identities (with --iam, and the IAM report) as JSON to stdout.",
+)
 @pass_app
 def auth(
     app: Application,
@@ -66,6 +79,7 @@ def auth(
     tls_user: str | None,
     url: str | None,
     out_dir: Path,
+    with_iam: bool,
     as_json: bool,
 ) -> None:
     """Generate NATS users with least-privilege permissions for every queue, topic and tool."""
@@ -74,13 +88,22 @@ def auth(
     from snsq2nats.auth.identities import identities
     from snsq2nats.auth.options import DEFAULT_CREDENTIALS, DEFAULT_TLS_USER, check_options
     from snsq2nats.auth.output import context_url, write_identities
+    from snsq2nats.auth.record import merged_identities
     from snsq2nats.jetstream.connect import DEFAULT_NATS_URL
 
     check_options(fmt, credentials, tls_user)
 
     url = context_url(url, DEFAULT_NATS_URL)
     plan = plan_for(app, plan_path, inputs)
-    generated = identities(plan)
+    report = None
+    grants = None
+    if with_iam:
+        from snsq2nats.auth.iam import iam_grants
+        from snsq2nats.aws.iam import iam_client, read_authorization
+
+        authorization = read_authorization(iam_client(inputs.aws.endpoint_url))
+        grants, report = iam_grants(plan, authorization)
+    generated = identities(plan, grants)
     written = write_identities(
         generated,
         out_dir,
@@ -88,10 +111,22 @@ def auth(
         credentials=credentials or DEFAULT_CREDENTIALS,
         tls_user=tls_user or DEFAULT_TLS_USER,
         url=url,
+        iam=with_iam,
+        merged=merged_identities(identities(plan), generated, report.aliases) if report else None,
     )
     if as_json:
-        app.out.data(json.dumps({"identities": [i.to_dict() for i in generated]}, indent=2))
+        doc: dict[str, object] = {"identities": [i.to_dict() for i in generated]}
+        if report is not None:
+            doc["iam"] = report.to_dict()
+        app.out.data(json.dumps(doc, indent=2))
         return
+    if report is not None:
+        from snsq2nats.report.iam import iam_summary, iam_table
+
+        app.out.info(iam_table(report))
+        app.out.info(iam_summary(report))
+        for problem in report.problems:
+            app.out.warn(problem)
     app.out.info(f"grants recorded in {written.record}: apply checks later plans against them")
     count = f"{len(generated)} identities"
     if fmt == "nsc":
