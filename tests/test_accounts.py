@@ -17,8 +17,11 @@ from click.testing import CliRunner
 from snsq2nats.aws.accounts import account_clients, account_sources
 from snsq2nats.aws.scan import AccountOutcome, scan_accounts
 from snsq2nats.cli import main
-from snsq2nats.errors import ScanError, UsageError
+from snsq2nats.errors import MappingError, ScanError, UsageError
+from snsq2nats.files import document_json
 from snsq2nats.inventory import Inventory, load_inventory
+from snsq2nats.plan.rules import load_rules
+from snsq2nats.plan.translate import translate
 from tests.fixtures.aws import AwsEndpoint
 
 A, B, C = "111111111111", "222222222222", "333333333333"
@@ -287,3 +290,151 @@ def test_inventory_without_accounts_is_refused(aws: AwsEndpoint, tmp_path: Path)
     result = CliRunner().invoke(main, ["scan", "--inventory", str(tmp_path / "x.json")])
     assert result.exit_code == 1
     assert "--inventory needs the accounts to read again" in result.stderr
+
+
+# -- the plan: names unique across accounts, cross-account edges shown ------------------------
+
+
+def _mapping(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "accounts.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_same_named_queues_of_two_accounts_are_refused_under_merge(
+    aws: AwsEndpoint, estate: Estate
+) -> None:
+    inv = scan_three(aws)
+    with pytest.raises(MappingError) as err:
+        translate(inv, load_rules([]))
+    line = err.value.one_line()
+    assert estate.queues[(A, EAST, "orders")] in line
+    assert estate.queues[(B, EAST, "orders")] in line
+    assert "accounts: prefix" in line
+
+
+def test_prefix_keeps_every_name_apart(aws: AwsEndpoint, estate: Estate, tmp_path: Path) -> None:
+    inv = scan_three(aws)
+    rules = load_rules(
+        [_mapping(tmp_path, f"accounts:\n  naming: prefix\n  aliases: {{'{A}': shop}}\n")]
+    )
+    desired = translate(inv, rules)
+
+    by_arn = {r.source_arn: r for r in desired.resources}
+    a_orders = by_arn[estate.queues[(A, EAST, "orders")]]
+    b_orders = by_arn[estate.queues[(B, EAST, "orders")]]
+    assert (a_orders.stream, a_orders.consumer, a_orders.publish_subject) == (
+        "shop_sqs_orders",
+        "shop_orders",
+        "shop.sqs.orders",
+    )
+    assert (b_orders.stream, b_orders.consumer, b_orders.publish_subject) == (
+        f"{B}_sqs_orders",
+        f"{B}_orders",
+        f"{B}.sqs.orders",
+    )
+    # Nothing shares a name: streams, consumers on one stream, routes.
+    streams = [s.name for s in desired.streams]
+    assert len(streams) == len(set(streams))
+    consumers = [c.key for c in desired.consumers]
+    assert len(consumers) == len(set(consumers))
+    routes = [r.name for r in desired.candidate_routes]
+    assert len(routes) == len(set(routes))
+    assert {"sqs:shop-orders", f"sqs:{B}-orders"} <= set(routes)
+    # A's topic feeds queues in B and C.
+    topic = by_arn[estate.topic]
+    assert topic.publish_subject is not None and topic.publish_subject.startswith("shop.sns.events")
+
+
+def test_cross_account_edges_are_fidelity_lines(
+    aws: AwsEndpoint, estate: Estate, tmp_path: Path
+) -> None:
+    inv = scan_three(aws)
+    rules = load_rules([_mapping(tmp_path, "accounts: prefix\n")])
+    by_arn = {r.source_arn: r for r in translate(inv, rules).resources}
+
+    def edges(arn: str) -> list[tuple[str, str | None]]:
+        return [
+            (f.attribute, f.value) for f in by_arn[arn].fidelity if "cross-account" in f.attribute
+        ]
+
+    assert edges(estate.subscriptions["b-orders"]) == [
+        ("Endpoint (cross-account)", f"{A} → {B}"),
+        ("RedrivePolicy (cross-account)", f"{A} → {C}"),
+    ]
+    assert edges(estate.subscriptions["c-shipping"]) == [("Endpoint (cross-account)", f"{A} → {C}")]
+    assert edges(estate.queues[(A, EAST, "orders")]) == []
+    assert all(
+        f.verdict == "approximate"
+        for f in by_arn[estate.subscriptions["b-orders"]].fidelity
+        if "cross-account" in f.attribute
+    )
+
+
+def test_plan_json_and_report_show_cross_account_edges(
+    aws: AwsEndpoint, estate: Estate, tmp_path: Path
+) -> None:
+    inventory = tmp_path / "inventory.json"
+    inventory.write_bytes(document_json(scan_three(aws)))
+    mapping = _mapping(tmp_path, "accounts: prefix\n")
+    report = tmp_path / "plan.md"
+    result = CliRunner().invoke(
+        main,
+        [
+            "plan",
+            "--offline",
+            "--inventory",
+            str(inventory),
+            "--mapping",
+            str(mapping),
+            "--report",
+            str(report),
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    notes = [
+        f
+        for r in doc["resources"]
+        if r["source_arn"] == estate.subscriptions["c-shipping"]
+        for f in r["fidelity"]
+        if f["attribute"] == "Endpoint (cross-account)"
+    ]
+    assert len(notes) == 1 and notes[0]["value"] == f"{A} → {C}"
+    assert f"AWS account {C}" in notes[0]["note"]
+    text = report.read_text()
+    assert "Endpoint (cross-account)" in text and "RedrivePolicy (cross-account)" in text
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("accounts: split\n", "accounts.naming"),
+        ("accounts: {aliases: {'12': x}}\n", "not an AWS account ID"),
+        (f"accounts: {{aliases: {{'{A}': 'a.b'}}}}\n", "alias 'a.b'"),
+        (f"accounts: {{aliases: {{'{A}': x, '{B}': x}}}}\n", "same alias"),
+        ("accounts: {nameing: prefix}\n", "allowed keys here: aliases, naming"),
+    ],
+)
+def test_account_mapping_mistakes_are_errors(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(MappingError) as err:
+        load_rules([_mapping(tmp_path, text)])
+    assert message in err.value.one_line()
+
+
+def test_a_name_two_accounts_share_asks_for_the_arn(
+    aws: AwsEndpoint, estate: Estate, tmp_path: Path
+) -> None:
+    inventory = tmp_path / "inventory.json"
+    inventory.write_bytes(document_json(scan_three(aws)))
+    mapping = _mapping(tmp_path, "accounts: prefix\n")
+    common = ["--inventory", str(inventory), "--mapping", str(mapping)]
+    result = CliRunner().invoke(main, ["subject", "orders", *common])
+    assert result.exit_code == 1
+    assert "'orders' names 2 queues" in result.stderr
+    assert estate.queues[(B, EAST, "orders")] in result.stderr
+    arn = estate.queues[(B, EAST, "orders")]
+    result = CliRunner().invoke(main, ["subject", arn, *common])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == f"{B}.sqs.orders"
