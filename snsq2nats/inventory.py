@@ -115,6 +115,7 @@ WarningCode = Literal[
     "dangling-dlq",
     "dangling-endpoint",
     "dangling-topic",
+    "dangling-policy",
     "deleted-during-scan",
     "access-denied",
     "unreadable-attribute",

@@ -73,8 +73,9 @@ def _queue(estate: Estate, account: str, name: str, region: str = EAST, **attrs:
 @pytest.fixture
 def estate(aws: AwsEndpoint) -> Estate:
     """A's `events` topic fans out to B's `orders` (filtered, dead-lettering into C's `dead`;
-    subscribed by A) and C's `shipping` (subscribed by C, as a queue owner does); A and B each
-    have an `orders` queue; B has a queue in a second region."""
+    subscribed by A) and C's `shipping` (subscribed by C, as a queue owner does, its policy
+    letting A's topic send); A and B each have an `orders` queue; B has a queue in a second
+    region."""
     estate = Estate({a: assumed(aws, a) for a in (A, B, C)}, aws.url, "", {}, {})
     dead = _queue(estate, C, "dead")
     _queue(estate, A, "orders")
@@ -93,6 +94,24 @@ def estate(aws: AwsEndpoint) -> Estate:
         },
         ReturnSubscriptionArn=True,
     )["SubscriptionArn"]
+    # C's queue lets A's topic send, as a cross-account fan-out needs.
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"Service": "sns.amazonaws.com"},
+                "Action": "sqs:SendMessage",
+                "Resource": shipping,
+                "Condition": {"ArnEquals": {"aws:SourceArn": estate.topic}},
+            }
+        ],
+    }
+    sqs_c = estate.client(C, "sqs")
+    sqs_c.set_queue_attributes(
+        QueueUrl=sqs_c.get_queue_url(QueueName="shipping")["QueueUrl"],
+        Attributes={"Policy": json.dumps(policy)},
+    )
     estate.subscriptions["c-shipping"] = estate.client(C, "sns").subscribe(
         TopicArn=estate.topic, Protocol="sqs", Endpoint=shipping, ReturnSubscriptionArn=True
     )["SubscriptionArn"]
@@ -126,7 +145,9 @@ def test_three_accounts_two_regions_are_one_estate(aws: AwsEndpoint, estate: Est
     c_sub = by_arn[estate.subscriptions["c-shipping"]]
     assert c_sub.topic_arn == estate.topic
     assert c_sub.endpoint == estate.queues[(C, EAST, "shipping")]
-    # The DLQ in a third account resolves: nothing dangles.
+    # The DLQ in a third account and the topic C's queue policy names resolve: nothing dangles.
+    shipping = inv.queue(estate.queues[(C, EAST, "shipping")])
+    assert shipping is not None and shipping.policy is not None
     assert b_sub.redrive_policy is not None
     assert b_sub.redrive_policy.dead_letter_target_arn == estate.queues[(C, EAST, "dead")]
     assert inv.warnings == []
@@ -148,6 +169,14 @@ def test_one_account_alone_leaves_the_others_dangling(aws: AwsEndpoint, estate: 
             ("dangling-endpoint", estate.subscriptions["b-orders"]),
         ]
     )
+
+
+def test_a_policy_naming_an_unscanned_topic_dangles(aws: AwsEndpoint, estate: Estate) -> None:
+    inv = scan_three(aws, accounts=(B, C))
+    dangling = [(w.resource, w.message) for w in inv.warnings if w.code == "dangling-policy"]
+    assert len(dangling) == 1
+    assert dangling[0][0] == estate.queues[(C, EAST, "shipping")]
+    assert estate.topic in dangling[0][1]
 
 
 def _profiles(tmp_path: Path, aws: AwsEndpoint, monkeypatch: pytest.MonkeyPatch) -> None:

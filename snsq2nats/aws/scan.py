@@ -12,8 +12,9 @@ import functools
 import json
 import string
 import threading
+from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -252,38 +253,46 @@ def scan_accounts(
         except SnsqError as err:
             return err.one_line()
 
-    with (
-        ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool,
-        ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(jobs)))) as outer,
-    ):
-        results = list(outer.map(read, jobs))
-
     found = _Found()
     outcomes: dict[int, AccountOutcome] = {}
     for index, got in enumerate(connected):
         label = accounts[index].label
         if isinstance(got, str):
             outcomes[index] = AccountOutcome(label, None, failures=(got,))
+            tell(outcomes[index])
         else:
             outcomes[index] = AccountOutcome(label, got[0])
+    remaining = Counter(index for index, _ in jobs)
+    with (
+        ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool,
+        ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(jobs)))) as outer,
+    ):
+        pending = {outer.submit(read, job): job for job in jobs}
+        # Folded in as each region completes, so an account is told as soon as it is done.
+        for future in as_completed(pending):
+            index, region = pending[future]
+            result = future.result()
+            outcome = outcomes[index]
+            if isinstance(result, str):
+                outcome = replace(
+                    outcome, failures=(*outcome.failures, f"{region.region}: {result}")
+                )
+            else:
+                part, own = result
+                found.add(part)
+                collector.warnings.extend(own.warnings)
+                outcome = replace(
+                    outcome,
+                    queues=outcome.queues + len(part.queues),
+                    topics=outcome.topics + len(part.topics),
+                    subscriptions=outcome.subscriptions + len(part.subscriptions),
+                    regions_read=(*outcome.regions_read, region.region),
+                )
+            outcomes[index] = outcome
+            remaining[index] -= 1
+            if not remaining[index]:
+                tell(outcome)
     read_in_full: set[str] = set()
-    for (index, region), result in zip(jobs, results, strict=True):
-        outcome = outcomes[index]
-        if isinstance(result, str):
-            outcomes[index] = replace(
-                outcome, failures=(*outcome.failures, f"{region.region}: {result}")
-            )
-            continue
-        part, own = result
-        found.add(part)
-        collector.warnings.extend(own.warnings)
-        outcomes[index] = replace(
-            outcome,
-            queues=outcome.queues + len(part.queues),
-            topics=outcome.topics + len(part.topics),
-            subscriptions=outcome.subscriptions + len(part.subscriptions),
-            regions_read=(*outcome.regions_read, region.region),
-        )
     for outcome in outcomes.values():
         for failure in outcome.failures:
             collector.warn(
@@ -293,7 +302,6 @@ def scan_accounts(
             )
         if outcome.account is not None and not outcome.failures:
             read_in_full.add(outcome.account)
-        tell(outcome)
     if not any(o.regions_read for o in outcomes.values()):
         raise ScanError(
             "no account could be read",
@@ -302,6 +310,7 @@ def scan_accounts(
         )
     found.subscriptions = list({s.arn: s for s in found.subscriptions}.values())
     _cross_reference(found.queues, found.topics, found.subscriptions, collector)
+    _cross_reference_policies(found.queues, found.topics, collector)
     regions = list(dict.fromkeys(region.region for _, region in jobs))
     return _inventory(found, regions, collector, now, sorted(read_in_full))
 
@@ -339,6 +348,7 @@ def merge_inventory(
     ]
     collector.warnings += [w for w in update.warnings if not w.code.startswith("dangling-")]
     _cross_reference(found.queues, found.topics, found.subscriptions, collector)
+    _cross_reference_policies(found.queues, found.topics, collector)
     regions = list(dict.fromkeys([*base.regions, *update.regions]))
     accounts = sorted(set(base.accounts) | replaced)
     return _inventory(found, regions, collector, now, accounts)
@@ -698,6 +708,42 @@ def _cross_reference(
                 f"subscription dead-letter queue {sub.redrive_policy.dead_letter_target_arn} "
                 "was not found among the scanned queues",
             )
+
+
+def _cross_reference_policies(
+    queues: list[Queue], topics: list[Topic], collector: _Collector
+) -> None:
+    """A queue policy letting a topic send (`aws:SourceArn`) names the topic it serves; in a
+    several-account estate that topic is usually another account's, and is looked up across
+    them all. (One-account scans leave policies unchecked, as they always did.)"""
+    topic_arns = {t.arn for t in topics}
+    for queue in queues:
+        for source in policy_source_arns(queue.policy):
+            wildcard = any(c in source for c in "*?")
+            if ":sns:" in source and not wildcard and source not in topic_arns:
+                collector.warn(
+                    "dangling-policy",
+                    queue.arn,
+                    f"the queue policy lets topic {source} send, which was not found "
+                    "among the scanned topics",
+                )
+
+
+def policy_source_arns(policy: dict[str, Any] | None) -> list[str]:
+    """Every `aws:SourceArn` value an Allow statement of a resource policy conditions on."""
+    found: list[str] = []
+    statements = (policy or {}).get("Statement", [])
+    for statement in statements if isinstance(statements, list) else [statements]:
+        if not isinstance(statement, dict) or statement.get("Effect") != "Allow":
+            continue
+        condition = statement.get("Condition")
+        for operands in (condition or {}).values() if isinstance(condition, dict) else []:
+            if not isinstance(operands, dict):
+                continue
+            for key, value in operands.items():
+                if key.lower() == "aws:sourcearn":
+                    found += [str(v) for v in (value if isinstance(value, list) else [value])]
+    return found
 
 
 def redact_endpoint(endpoint: str) -> str:
