@@ -467,3 +467,25 @@ def test_a_name_two_accounts_share_asks_for_the_arn(
     result = CliRunner().invoke(main, ["subject", arn, *common])
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == f"{B}.sqs.orders"
+
+
+def test_an_account_failing_on_rescan_keeps_its_part(
+    aws: AwsEndpoint, estate: Estate, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = tmp_path / "inventory.json"
+    first.write_bytes(document_json(scan_three(aws)))
+    before = load_inventory(first)
+    _profiles(tmp_path, aws, monkeypatch)
+    _queue(estate, B, "returns")
+
+    second = tmp_path / "updated.json"
+    args = ["scan", "--inventory", str(first), "--profile", "team-b", "--profile", "broken"]
+    result = CliRunner().invoke(main, [*args, "-o", str(second)])
+    assert result.exit_code == 0, result.output
+    after = load_inventory(second)
+    assert sorted(q.name for q in after.queues if q.account == B) == ["audit", "orders", "returns"]
+    assert [q for q in after.queues if q.account != B] == [
+        q for q in before.queues if q.account != B
+    ]
+    assert after.subscriptions == before.subscriptions
+    assert [(w.code, w.resource) for w in after.warnings] == [("account-failed", "account broken")]

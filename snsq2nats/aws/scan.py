@@ -331,14 +331,23 @@ def merge_inventory(
     def kept(account: str) -> bool:
         return account not in replaced
 
+    # What `update` read of an account it could not read in full is left out: that account
+    # keeps its previous part whole rather than half old, half new.
     found = _Found(
-        queues=[q for q in base.queues if kept(q.account)] + list(update.queues),
-        topics=[t for t in base.topics if kept(t.account)] + list(update.topics),
-        subscriptions=[s for s in base.subscriptions if kept(s.account)],
+        queues=[q for q in base.queues if kept(q.account)]
+        + [q for q in update.queues if not kept(q.account)],
+        topics=[t for t in base.topics if kept(t.account)]
+        + [t for t in update.topics if not kept(t.account)],
     )
-    found.subscriptions = list(
-        {s.arn: s for s in [*found.subscriptions, *update.subscriptions]}.values()
-    )
+    # A subscription is listed by the account that made it, which may be the queue's: one
+    # that a re-read account made on a kept account's topic comes with the update.
+    fresh = {
+        s.arn: s
+        for s in update.subscriptions
+        if not kept(s.account) or not kept(_account_of(s.endpoint))
+    }
+    old = {s.arn: s for s in base.subscriptions if kept(s.account) and s.arn not in fresh}
+    found.subscriptions = [*old.values(), *fresh.values()]
     collector = _Collector()
     # Dangling references are recomputed below, over the merged estate.
     collector.warnings += [
@@ -346,7 +355,16 @@ def merge_inventory(
         for w in base.warnings
         if not w.code.startswith("dangling-") and kept(_account_of(w.resource))
     ]
-    collector.warnings += [w for w in update.warnings if not w.code.startswith("dangling-")]
+    collector.warnings += [
+        w
+        for w in update.warnings
+        if w.code == "account-failed"
+        or (not w.code.startswith("dangling-") and not kept(_account_of(w.resource)))
+    ]
+    # The same failure seen by the previous scan and by this one is one warning.
+    collector.warnings = list(
+        {(w.code, w.resource, w.message): w for w in collector.warnings}.values()
+    )
     _cross_reference(found.queues, found.topics, found.subscriptions, collector)
     _cross_reference_policies(found.queues, found.topics, collector)
     regions = list(dict.fromkeys([*base.regions, *update.regions]))
