@@ -179,11 +179,14 @@ def test_a_policy_naming_an_unscanned_topic_dangles(aws: AwsEndpoint, estate: Es
     assert estate.topic in dangling[0][1]
 
 
-def _profiles(tmp_path: Path, aws: AwsEndpoint, monkeypatch: pytest.MonkeyPatch) -> None:
-    """`team-a` and `team-b` act in A and B; `broken`'s credential process fails."""
+def _profiles(tmp_path: Path, aws: AwsEndpoint, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """`team-a` and `team-b` act in A and B; `broken`'s credential process fails. Returns the
+    profiles' secrets, which nothing may print."""
     lines: list[str] = []
+    secrets: list[str] = []
     for name, account in (("team-a", A), ("team-b", B)):
         creds = assumed(aws, account).get_credentials()
+        secrets += [creds.secret_key, creds.token]
         lines += [
             f"[profile {name}]",
             f"aws_access_key_id = {creds.access_key}",
@@ -195,6 +198,7 @@ def _profiles(tmp_path: Path, aws: AwsEndpoint, monkeypatch: pytest.MonkeyPatch)
     config = tmp_path / "aws-config"
     config.write_text("\n".join(lines))
     monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+    return secrets
 
 
 def test_cli_reads_accounts_by_assumed_role(
@@ -210,17 +214,19 @@ def test_cli_reads_accounts_by_assumed_role(
         assert f"account {account}: {queues} queues" in result.stderr
     # Credentials are never printed or stored: the assumed role's keys are not in the output.
     assert "SecretAccessKey" not in result.output + out.read_text()
-    assert "ASIA" not in result.output + out.read_text()
+    # moto's session tokens start so (`moto.sts.utils.SESSION_TOKEN_PREFIX`).
+    assert "FQoGZXIvYXdzEBYaD" not in result.output + out.read_text()
 
 
 def test_an_account_that_fails_is_a_warning(
     aws: AwsEndpoint, estate: Estate, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _profiles(tmp_path, aws, monkeypatch)
+    secrets = _profiles(tmp_path, aws, monkeypatch)
     out = tmp_path / "inventory.json"
     profiles = ["--profile", "team-a", "--profile", "broken", "--profile", "missing"]
     result = CliRunner().invoke(main, ["scan", *profiles, "-o", str(out)])
     assert result.exit_code == 0, result.output
+    assert not [s for s in secrets if s in result.output + out.read_text()]
     inv = load_inventory(out)
     assert {q.account for q in inv.queues} == {A}
     assert inv.accounts == [A]
@@ -489,3 +495,36 @@ def test_an_account_failing_on_rescan_keeps_its_part(
     ]
     assert after.subscriptions == before.subscriptions
     assert [(w.code, w.resource) for w in after.warnings] == [("account-failed", "account broken")]
+
+
+def test_merge_without_shared_names_plans_as_one_account(aws: AwsEndpoint, estate: Estate) -> None:
+    """Accounts whose names never meet keep the one-account names under `merge`."""
+    inv = scan_three(aws, accounts=(A, C))
+    by_arn = {r.source_arn: r for r in translate(inv, load_rules([])).resources}
+    shipping = by_arn[estate.queues[(C, EAST, "shipping")]]
+    assert (shipping.stream, shipping.consumer, shipping.publish_subject) == (
+        "sqs_shipping",
+        "shipping",
+        "sqs.shipping",
+    )
+    assert by_arn[estate.queues[(A, EAST, "orders")]].stream == "sqs_orders"
+
+
+def test_account_templates_alone_leave_route_names_shared(
+    aws: AwsEndpoint, estate: Estate, tmp_path: Path
+) -> None:
+    """`{account}` in the templates keeps streams and subjects apart, not the bridge's routes
+    (named after AWS names): refused, pointing at `accounts: prefix`."""
+    inv = scan_three(aws)
+    naming = (
+        "naming:\n"
+        "  queue_stream: 'sqs_{account}_{name}'\n"
+        "  queue_subject: 'sqs.{account}.{name}'\n"
+        "  queue_consumer: '{account}_{name}'\n"
+    )
+    with pytest.raises(MappingError) as err:
+        translate(inv, load_rules([_mapping(tmp_path, naming)]))
+    line = err.value.one_line()
+    assert "route name 'sqs:orders'" in line or "route name 'to-sqs:orders'" in line
+    assert estate.queues[(A, EAST, "orders")] in line and estate.queues[(B, EAST, "orders")] in line
+    assert "accounts: prefix" in line

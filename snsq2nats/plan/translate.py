@@ -22,11 +22,12 @@ from dataclasses import replace
 from typing import TypeVar
 
 from snsq2nats.aws.arns import arn_name, parse_arn
+from snsq2nats.errors import MappingError
 from snsq2nats.inventory import Inventory, Subscription
 from snsq2nats.jetstream.spec import ConsumerSpec, StreamSpec
 from snsq2nats.plan.buckets import bucket_specs
 from snsq2nats.plan.context import Context
-from snsq2nats.plan.model import Desired, Fidelity, Resource
+from snsq2nats.plan.model import Desired, Fidelity, Resource, Route
 from snsq2nats.plan.queues import QueueFacts, QueueNames, name_queue, plan_queue
 from snsq2nats.plan.routes import BRIDGE_QUEUE_PREFIX, QueueInfo, TopicInfo, derive
 from snsq2nats.plan.rules import Cutover, Override, Rules
@@ -81,6 +82,7 @@ def translate(
         advisory_replicas=rules.defaults.replicas,
         moved=moved,
     )
+    _check_route_names(derived.candidates)
 
     streams: list[StreamSpec] = list(derived.streams)
     # Every route a cutover state may run needs them, not only those running in this one.
@@ -143,6 +145,23 @@ def _route_named(info: InfoT, account: str, rules: Rules) -> InfoT:
     if rules.accounts.naming == "merge":
         return info
     return replace(info, name=f"{rules.accounts.label(account)}-{info.name}")
+
+
+def _check_route_names(routes: list[Route]) -> None:
+    """The bridge runs one route per name, and route names come from AWS names: two accounts'
+    `orders` given apart by `{account}` in the naming templates would still share `sqs:orders`.
+    (Same-named queues of one account's regions are left as they were.)"""
+    owners: dict[str, str] = {}
+    for route in routes:
+        owner = owners.setdefault(route.name, route.source_arn)
+        if _account_of(owner) not in ("", _account_of(route.source_arn)):
+            raise MappingError(
+                f"route name {route.name!r} would be shared by {owner} and {route.source_arn}",
+                where="naming",
+                hint="they are in different AWS accounts and the bridge runs one route per "
+                "name: set `accounts: prefix` in a --mapping file (routes are then named "
+                "`<account>-<name>`)",
+            )
 
 
 def _mark_cross_account(resources: list[Resource], inventory: Inventory) -> list[Resource]:
