@@ -110,19 +110,18 @@ def _open(
             session = boto3.Session(profile_name=source.profile)
             account = _caller_account(session, regions, endpoint_url)
             return session, account
-        assert source.role_arn is not None and source.account is not None
+        # `account_sources` gives every source without a profile a role and its account.
+        role_arn, account = str(source.role_arn), str(source.account)
         base = base or boto3.Session()
         sts = base.client("sts", region_name=_sts_region(base, regions), endpoint_url=endpoint_url)
-        creds = sts.assume_role(RoleArn=source.role_arn, RoleSessionName=ROLE_SESSION_NAME)[
-            "Credentials"
-        ]
+        creds = sts.assume_role(RoleArn=role_arn, RoleSessionName=ROLE_SESSION_NAME)["Credentials"]
         session = boto3.Session(
             aws_access_key_id=creds["AccessKeyId"],
             aws_secret_access_key=creds["SecretAccessKey"],
             aws_session_token=creds["SessionToken"],
             region_name=base.region_name,
         )
-        return session, source.account
+        return session, account
     except ProfileNotFound:
         raise AwsConnectError(
             f"AWS profile {source.profile!r} is not configured",
