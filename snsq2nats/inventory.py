@@ -115,10 +115,12 @@ WarningCode = Literal[
     "dangling-dlq",
     "dangling-endpoint",
     "dangling-topic",
+    "dangling-policy",
     "deleted-during-scan",
     "access-denied",
     "unreadable-attribute",
     "pending-confirmation",
+    "account-failed",
 ]
 
 
@@ -132,6 +134,10 @@ class Inventory(Model):
     format_version: int = FORMAT_VERSION
     generated_at: str
     regions: list[str]
+    # Left out when empty: a one-account inventory keeps the shape it always had.
+    accounts: list[str] = Field(default_factory=list, exclude_if=lambda v: not v)
+    """The AWS accounts a several-account scan read in full (empty for a one-account scan,
+    whose account is the one each resource names)."""
     queues: list[Queue] = Field(default_factory=list)
     topics: list[Topic] = Field(default_factory=list)
     subscriptions: list[Subscription] = Field(default_factory=list)
@@ -145,6 +151,12 @@ class Inventory(Model):
 
     def subscriptions_of(self, topic_arn: str) -> list[Subscription]:
         return [s for s in self.subscriptions if s.topic_arn == topic_arn]
+
+    def account_ids(self) -> list[str]:
+        """Every account the inventory holds a resource of, or read without finding one."""
+        found = {q.account for q in self.queues} | {t.account for t in self.topics}
+        found |= {s.account for s in self.subscriptions}
+        return sorted(found | set(self.accounts))
 
     def to_json(self) -> dict[str, Any]:
         """JSON values, for the caller to serialise (the file's text: `files.document_json`)."""

@@ -131,7 +131,7 @@ def test_unknown_top_level_key(tmp_path: Path) -> None:
     line = error([path])
     assert "unknown key 'defualts'" in line
     assert f"{path}: defualts" in line
-    assert "allowed keys here: defaults, naming, overrides, version" in line
+    assert "allowed keys here: accounts, defaults, naming, overrides, version" in line
 
 
 def test_unknown_key_in_defaults(tmp_path: Path) -> None:

@@ -11,9 +11,11 @@ from __future__ import annotations
 import functools
 import json
 import string
+import threading
+from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -46,11 +48,15 @@ R = TypeVar("R")
 
 __all__ = [
     "DEFAULT_CONCURRENCY",
+    "AccountClients",
+    "AccountOutcome",
     "RegionClients",
     "list_queue_urls",
+    "merge_inventory",
     "queue_from_attributes",
     "redact_endpoint",
     "scan",
+    "scan_accounts",
 ]
 
 
@@ -78,47 +84,305 @@ def scan(
     """
     collector = _Collector()
     advance = on_progress or (lambda n, total: None)
-    queues: list[Queue] = []
-    topics: list[Topic] = []
-    subscriptions: list[Subscription] = []
+    found = _Found()
     with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
         for region in clients:
-            queue_urls = _guard(
-                region, "sqs", functools.partial(list_queue_urls, region.sqs, prefix)
+            found.add(
+                _scan_region(region, prefix, pool, collector, advance, lambda total: total, None)
             )
-            topic_arns = _guard(
-                region, "sns", functools.partial(_list_topic_arns, region.sns, prefix)
-            )
-            raw_subs = _guard(
-                region,
-                "sns",
-                functools.partial(_list_subscriptions, region.sns, set(topic_arns)),
-            )
-            total = len(queue_urls) + len(topic_arns) + len(raw_subs)
-            advance(0, total)
+    _cross_reference(found.queues, found.topics, found.subscriptions, collector)
+    return _inventory(found, [c.region for c in clients], collector, now)
 
-            def describe_queue(url: str, r: RegionClients = region) -> Queue | None:
-                return _describe_queue(r, url, collector)
 
-            def describe_topic(arn: str, r: RegionClients = region) -> Topic | None:
-                return _describe_topic(r, arn, collector)
+@dataclass
+class _Found:
+    queues: list[Queue] = field(default_factory=list)
+    topics: list[Topic] = field(default_factory=list)
+    subscriptions: list[Subscription] = field(default_factory=list)
 
-            def describe_sub(raw: dict[str, str], r: RegionClients = region) -> Subscription | None:
-                return _describe_subscription(r, raw, collector)
+    def add(self, other: _Found) -> None:
+        self.queues += other.queues
+        self.topics += other.topics
+        self.subscriptions += other.subscriptions
 
-            queues += _run(pool, describe_queue, queue_urls, advance)
-            topics += _run(pool, describe_topic, topic_arns, advance)
-            subscriptions += _run(pool, describe_sub, raw_subs, advance)
 
-    _cross_reference(queues, topics, subscriptions, collector)
+def _inventory(
+    found: _Found,
+    regions: list[str],
+    collector: _Collector,
+    now: Callable[[], datetime],
+    accounts: list[str] | None = None,
+) -> Inventory:
     return Inventory(
         generated_at=now().isoformat(timespec="seconds"),
-        regions=[c.region for c in clients],
-        queues=sorted(queues, key=lambda q: q.arn),
-        topics=sorted(topics, key=lambda t: t.arn),
-        subscriptions=sorted(subscriptions, key=lambda s: (s.topic_arn, s.arn)),
+        regions=regions,
+        accounts=accounts or [],
+        queues=sorted(found.queues, key=lambda q: q.arn),
+        topics=sorted(found.topics, key=lambda t: t.arn),
+        subscriptions=sorted(found.subscriptions, key=lambda s: (s.topic_arn, s.arn)),
         warnings=sorted(collector.warnings, key=lambda w: (w.resource, w.code)),
     )
+
+
+def _scan_region(
+    region: RegionClients,
+    prefix: str | None,
+    pool: ThreadPoolExecutor,
+    collector: _Collector,
+    advance: Callable[[int, int | None], None],
+    add_total: Callable[[int], int],
+    scanned_accounts: frozenset[str] | None,
+) -> _Found:
+    """One account's region: listed here, described on `pool`.
+
+    `scanned_accounts`: in a several-account scan, subscriptions this account owns on another
+    scanned account's topic are kept too (SNS lists a subscription under the account that made
+    it, which for a cross-account fan-out is often the queue's)."""
+    queue_urls = _guard(region, "sqs", functools.partial(list_queue_urls, region.sqs, prefix))
+    topic_arns = _guard(region, "sns", functools.partial(_list_topic_arns, region.sns, prefix))
+    own = set(topic_arns)
+
+    def wanted(topic_arn: str) -> bool:
+        if topic_arn in own:
+            return True
+        if scanned_accounts is None:
+            return False
+        try:
+            account = parse_arn(topic_arn).account
+        except ValueError:
+            return False
+        return account in scanned_accounts and (
+            not prefix or arn_name(topic_arn).startswith(prefix)
+        )
+
+    raw_subs = _guard(region, "sns", functools.partial(_list_subscriptions, region.sns, wanted))
+    advance(0, add_total(len(queue_urls) + len(topic_arns) + len(raw_subs)))
+
+    def describe_queue(url: str) -> Queue | None:
+        return _describe_queue(region, url, collector)
+
+    def describe_topic(arn: str) -> Topic | None:
+        return _describe_topic(region, arn, collector)
+
+    def describe_sub(raw: dict[str, str]) -> Subscription | None:
+        return _describe_subscription(region, raw, collector)
+
+    return _Found(
+        queues=_run(pool, describe_queue, queue_urls, advance),
+        topics=_run(pool, describe_topic, topic_arns, advance),
+        subscriptions=_run(pool, describe_sub, raw_subs, advance),
+    )
+
+
+@dataclass(frozen=True)
+class AccountClients:
+    """One AWS account of a several-account scan. `connect` opens its session (a profile, or a
+    role assumed now) and returns the account ID with a client pair per region; it may fail,
+    and then only this account is missing from the scan."""
+
+    label: str
+    connect: Callable[[], tuple[str, list[RegionClients]]]
+
+
+@dataclass(frozen=True)
+class AccountOutcome:
+    """What the scan read of one account, for progress lines: counts, or why it failed."""
+
+    label: str
+    account: str | None
+    queues: int = 0
+    topics: int = 0
+    subscriptions: int = 0
+    failures: tuple[str, ...] = ()
+    regions_read: tuple[str, ...] = ()
+
+
+def scan_accounts(
+    accounts: list[AccountClients],
+    *,
+    prefix: str | None = None,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    on_progress: Callable[[int, int | None], None] | None = None,
+    on_account: Callable[[AccountOutcome], None] | None = None,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> Inventory:
+    """Scan several accounts' regions as one estate: every account × region is listed at once
+    (up to `concurrency`), the describes share one pool of `concurrency` threads.
+
+    An account (or one of its regions) that cannot be read is an `account-failed` warning and
+    the others complete; only when none could be read at all is it a `ScanError`. References
+    between the accounts (a topic in one fanning out to a queue in another, a dead-letter queue
+    elsewhere) resolve across the whole estate.
+    """
+    from snsq2nats.errors import SnsqError
+
+    advance = on_progress or (lambda n, total: None)
+    tell = on_account or (lambda outcome: None)
+    collector = _Collector()
+    lock = threading.Lock()
+    totals = [0]
+
+    def add_total(n: int) -> int:
+        with lock:
+            totals[0] += n
+            return totals[0]
+
+    def connect(acct: AccountClients) -> tuple[str, list[RegionClients]] | str:
+        try:
+            return acct.connect()
+        except SnsqError as err:
+            return err.one_line()
+
+    lanes = max(1, min(concurrency, len(accounts)))
+    with ThreadPoolExecutor(max_workers=lanes) as outer:
+        connected = list(outer.map(connect, accounts))
+    ids = frozenset(c[0] for c in connected if not isinstance(c, str))
+    jobs = [
+        (index, region)
+        for index, got in enumerate(connected)
+        if not isinstance(got, str)
+        for region in got[1]
+    ]
+
+    def read(job: tuple[int, RegionClients]) -> tuple[_Found, _Collector] | str:
+        # Each region's warnings are kept apart until it completes, so a region that fails
+        # half-way leaves no half of its warnings behind.
+        own = _Collector()
+        try:
+            return _scan_region(job[1], prefix, pool, own, advance, add_total, ids), own
+        except SnsqError as err:
+            return err.one_line()
+
+    found = _Found()
+    outcomes: dict[int, AccountOutcome] = {}
+    for index, got in enumerate(connected):
+        label = accounts[index].label
+        if isinstance(got, str):
+            outcomes[index] = AccountOutcome(label, None, failures=(got,))
+            tell(outcomes[index])
+        else:
+            outcomes[index] = AccountOutcome(label, got[0])
+    remaining = Counter(index for index, _ in jobs)
+    with (
+        ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool,
+        ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(jobs)))) as outer,
+    ):
+        pending = {outer.submit(read, job): job for job in jobs}
+        # Folded in as each region completes, so an account is told as soon as it is done.
+        for future in as_completed(pending):
+            index, region = pending[future]
+            result = future.result()
+            outcome = outcomes[index]
+            if isinstance(result, str):
+                outcome = replace(
+                    outcome, failures=(*outcome.failures, f"{region.region}: {result}")
+                )
+            else:
+                part, own = result
+                found.add(part)
+                collector.warnings.extend(own.warnings)
+                outcome = replace(
+                    outcome,
+                    queues=outcome.queues + len(part.queues),
+                    topics=outcome.topics + len(part.topics),
+                    subscriptions=outcome.subscriptions + len(part.subscriptions),
+                    regions_read=(*outcome.regions_read, region.region),
+                )
+            outcomes[index] = outcome
+            remaining[index] -= 1
+            if not remaining[index]:
+                tell(outcome)
+    read_in_full: set[str] = set()
+    for outcome in outcomes.values():
+        for failure in outcome.failures:
+            collector.warn(
+                "account-failed",
+                f"account {outcome.label}",
+                f"not read, the other accounts were: {failure}",
+            )
+        if outcome.account is not None and not outcome.failures:
+            read_in_full.add(outcome.account)
+    if not any(o.regions_read for o in outcomes.values()):
+        raise ScanError(
+            "no account could be read",
+            where=", ".join(f"account {o.label}" for o in outcomes.values()),
+            hint="; ".join(f"{o.label}: {o.failures[0]}" for o in outcomes.values() if o.failures),
+        )
+    found.subscriptions = list({s.arn: s for s in found.subscriptions}.values())
+    _cross_reference(found.queues, found.topics, found.subscriptions, collector)
+    _cross_reference_policies(found.queues, found.topics, collector)
+    regions = list(dict.fromkeys(region.region for _, region in jobs))
+    return _inventory(found, regions, collector, now, sorted(read_in_full))
+
+
+def merge_inventory(
+    base: Inventory,
+    update: Inventory,
+    *,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> Inventory:
+    """`base` with the accounts `update` read in full replaced by what it read of them.
+
+    Accounts `update` could not read keep their part of `base` (its failure stays a warning).
+    The references between accounts are checked again over the result, as one scan would.
+    """
+    replaced = set(update.accounts)
+
+    def kept(account: str) -> bool:
+        return account not in replaced
+
+    # What `update` read of an account it could not read in full is left out: that account
+    # keeps its previous part whole rather than half old, half new.
+    found = _Found(
+        queues=[q for q in base.queues if kept(q.account)]
+        + [q for q in update.queues if not kept(q.account)],
+        topics=[t for t in base.topics if kept(t.account)]
+        + [t for t in update.topics if not kept(t.account)],
+    )
+    # A subscription is listed by the account that made it, which may be the queue's: one
+    # that a re-read account made on a kept account's topic comes with the update.
+    fresh = {
+        s.arn: s
+        for s in update.subscriptions
+        if not kept(s.account) or not kept(_account_of(s.endpoint))
+    }
+    old = {s.arn: s for s in base.subscriptions if kept(s.account) and s.arn not in fresh}
+    found.subscriptions = [*old.values(), *fresh.values()]
+    collector = _Collector()
+    # Dangling references are recomputed below, over the merged estate.
+    collector.warnings += [
+        w
+        for w in base.warnings
+        if not w.code.startswith("dangling-") and kept(_account_of(w.resource))
+    ]
+    collector.warnings += [
+        w
+        for w in update.warnings
+        if w.code == "account-failed"
+        or (not w.code.startswith("dangling-") and not kept(_account_of(w.resource)))
+    ]
+    # The same failure seen by the previous scan and by this one is one warning.
+    collector.warnings = list(
+        {(w.code, w.resource, w.message): w for w in collector.warnings}.values()
+    )
+    _cross_reference(found.queues, found.topics, found.subscriptions, collector)
+    _cross_reference_policies(found.queues, found.topics, collector)
+    regions = list(dict.fromkeys([*base.regions, *update.regions]))
+    accounts = sorted(set(base.accounts) | replaced)
+    return _inventory(found, regions, collector, now, accounts)
+
+
+def _account_of(resource: str) -> str:
+    """The account a warning's resource (an ARN, a queue URL, `account X`) lives in, or ''."""
+    if resource.startswith("arn:"):
+        try:
+            return parse_arn(resource.split("#", 1)[0]).account
+        except ValueError:
+            return ""
+    if resource.startswith(("http://", "https://")):
+        parts = urlsplit(resource).path.strip("/").split("/")
+        return parts[-2] if len(parts) >= 2 else ""
+    return resource.removeprefix("account ")
 
 
 def _run(
@@ -239,12 +503,12 @@ def _list_topic_arns(sns: SNSClient, prefix: str | None) -> list[str]:
     return arns
 
 
-def _list_subscriptions(sns: SNSClient, topic_arns: set[str]) -> list[dict[str, str]]:
+def _list_subscriptions(sns: SNSClient, wanted: Callable[[str], bool]) -> list[dict[str, str]]:
     """Account-wide listing: 100 per call, far fewer calls than listing per topic."""
     found: list[dict[str, str]] = []
     for page in sns.get_paginator("list_subscriptions").paginate():
         for sub in page.get("Subscriptions", []):
-            if sub.get("TopicArn") in topic_arns:
+            if wanted(sub.get("TopicArn", "")):
                 found.append({k: str(v) for k, v in sub.items()})
     return found
 
@@ -462,6 +726,42 @@ def _cross_reference(
                 f"subscription dead-letter queue {sub.redrive_policy.dead_letter_target_arn} "
                 "was not found among the scanned queues",
             )
+
+
+def _cross_reference_policies(
+    queues: list[Queue], topics: list[Topic], collector: _Collector
+) -> None:
+    """A queue policy letting a topic send (`aws:SourceArn`) names the topic it serves; in a
+    several-account estate that topic is usually another account's, and is looked up across
+    them all. (One-account scans leave policies unchecked, as they always did.)"""
+    topic_arns = {t.arn for t in topics}
+    for queue in queues:
+        for source in policy_source_arns(queue.policy):
+            wildcard = any(c in source for c in "*?")
+            if ":sns:" in source and not wildcard and source not in topic_arns:
+                collector.warn(
+                    "dangling-policy",
+                    queue.arn,
+                    f"the queue policy lets topic {source} send, which was not found "
+                    "among the scanned topics",
+                )
+
+
+def policy_source_arns(policy: dict[str, Any] | None) -> list[str]:
+    """Every `aws:SourceArn` value an Allow statement of a resource policy conditions on."""
+    found: list[str] = []
+    statements = (policy or {}).get("Statement", [])
+    for statement in statements if isinstance(statements, list) else [statements]:
+        if not isinstance(statement, dict) or statement.get("Effect") != "Allow":
+            continue
+        condition = statement.get("Condition")
+        for operands in (condition or {}).values() if isinstance(condition, dict) else []:
+            if not isinstance(operands, dict):
+                continue
+            for key, value in operands.items():
+                if key.lower() == "aws:sourcearn":
+                    found += [str(v) for v in (value if isinstance(value, list) else [value])]
+    return found
 
 
 def redact_endpoint(endpoint: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -17,6 +18,9 @@ from snsq2nats.cli.options import (
     plan_options,
 )
 from snsq2nats.cli.plans import build_plan, plan_for, scan_estate
+
+if TYPE_CHECKING:
+    from snsq2nats.inventory import Inventory
 
 
 @click.command()
@@ -34,7 +38,35 @@ from snsq2nats.cli.plans import build_plan, plan_for, scan_estate
     type=click.IntRange(1, 64),
     default=16,
     show_default=True,
-    help="Parallel describe calls.",
+    help="Parallel describe calls (and accounts × regions listed at once).",
+)
+@click.option(
+    "--profile",
+    "profiles",
+    multiple=True,
+    metavar="NAME",
+    help="Read the account of this AWS profile (repeatable: several accounts, one estate).",
+)
+@click.option(
+    "--assume-role",
+    "role_template",
+    metavar="ARN",
+    help="Read each --account through this role, assumed from the base credentials: "
+    "'arn:aws:iam::{account}:role/NAME'.",
+)
+@click.option(
+    "--account",
+    "accounts",
+    multiple=True,
+    metavar="ID",
+    help="An AWS account ID to read with --assume-role (repeatable).",
+)
+@click.option(
+    "--inventory",
+    "base_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Update this inventory: the accounts read now replace their part of it, the others "
+    "stay (with --profile or --assume-role/--account).",
 )
 @pass_app
 def scan(
@@ -44,12 +76,31 @@ def scan(
     output: Path | None,
     as_json: bool,
     concurrency: int,
+    profiles: tuple[str, ...],
+    role_template: str | None,
+    accounts: tuple[str, ...],
+    base_path: Path | None,
 ) -> None:
-    """Read every SNS topic, subscription and SQS queue into an inventory."""
+    """Read every SNS topic, subscription and SQS queue into an inventory.
+
+    With --profile or --assume-role/--account, several AWS accounts are read as one estate;
+    an account that cannot be read is a warning, and the scan fails only when none could be."""
     from snsq2nats.files import document_json, write_atomic
     from snsq2nats.report.terminal import scan_summary, warnings_table
 
-    inventory = scan_estate(app, aws, prefix, concurrency)
+    if profiles or role_template or accounts:
+        inventory = _scan_accounts(
+            app, aws, prefix, concurrency, profiles, role_template, accounts, base_path
+        )
+    elif base_path is not None:
+        from snsq2nats.errors import UsageError
+
+        raise UsageError(
+            "--inventory needs the accounts to read again",
+            hint="pass --profile NAME, or --assume-role TEMPLATE with --account ID",
+        )
+    else:
+        inventory = scan_estate(app, aws, prefix, concurrency)
     if output:
         write_atomic(output, document_json(inventory))
     if as_json:
@@ -61,6 +112,50 @@ def scan(
         app.out.info(table)
     if output:
         app.out.info(f"inventory written to {output}")
+
+
+def _scan_accounts(
+    app: Application,
+    aws: AwsInputs,
+    prefix: str | None,
+    concurrency: int,
+    profiles: tuple[str, ...],
+    role_template: str | None,
+    accounts: tuple[str, ...],
+    base_path: Path | None,
+) -> Inventory:
+    """Several accounts as one estate, or (`base_path`) their part of an existing inventory."""
+    from snsq2nats.aws.accounts import account_clients, account_sources
+    from snsq2nats.aws.scan import AccountOutcome, merge_inventory, scan_accounts
+    from snsq2nats.inventory import load_inventory
+
+    sources = account_sources(profiles, role_template, accounts)
+    base = load_inventory(base_path) if base_path is not None else None
+    # Updating an inventory reads the regions it holds unless others are named.
+    regions = aws.regions or (tuple(base.regions) if base is not None else ())
+    targets = [account_clients(s, regions, aws.endpoint_url, concurrency) for s in sources]
+
+    def tell(outcome: AccountOutcome) -> None:
+        name = outcome.label
+        if outcome.account is not None and outcome.account != outcome.label:
+            name = f"{outcome.label} ({outcome.account})"
+        if outcome.regions_read:
+            app.out.line(
+                f"account {name}: {outcome.queues} queues, {outcome.topics} topics, "
+                f"{outcome.subscriptions} subscriptions in {', '.join(outcome.regions_read)}"
+            )
+        for failure in outcome.failures:
+            app.out.warn(f"account {name} not read: {failure}")
+
+    with app.out.progress(f"scanning {len(targets)} AWS accounts", total=None) as bar:
+        inventory = scan_accounts(
+            targets,
+            prefix=prefix,
+            concurrency=concurrency,
+            on_progress=bar.advance,
+            on_account=tell,
+        )
+    return inventory if base is None else merge_inventory(base, inventory)
 
 
 @click.command()

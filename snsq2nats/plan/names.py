@@ -113,10 +113,23 @@ class NameRegistry:
     def claim(self, name: str, source: str) -> str:
         owner = self._owners.setdefault(name, source)
         if owner != source:
+            accounts = {_account(owner), _account(source)} - {""}
+            hint = (
+                "they are in different AWS accounts: set `accounts: prefix` in a --mapping "
+                "file (every name then starts with the account or its alias from "
+                "`accounts: {aliases: …}`), or rename one of them (`rename:`)"
+                if len(accounts) == 2
+                else "rename one of them with a mapping override (`rename:`), or add "
+                "{region}/{account} to the naming template when scanning several regions"
+            )
             raise MappingError(
                 f"{self.what} name {name!r} would be shared by {owner} and {source}",
                 where="naming",
-                hint="rename one of them with a mapping override (`rename:`), or add "
-                "{region}/{account} to the naming template when scanning several regions",
+                hint=hint,
             )
         return name
+
+
+def _account(arn: str) -> str:
+    parts = arn.split(":")
+    return parts[4] if len(parts) > 5 and parts[0] == "arn" else ""

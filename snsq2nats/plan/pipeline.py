@@ -206,8 +206,15 @@ def _find_resource(plan: Plan, source: str) -> Resource:
             hint=f"use a name or ARN from: {known}" if known else "the plan has no resources",
         )
     if len(candidates) > 1:
+        kinds = {r.kind for r in candidates}
+        what = (
+            "both a queue and a topic"
+            if len(kinds) > 1
+            else f"{len(candidates)} {'queues' if 'sqs-queue' in kinds else 'topics'} "
+            "(in different accounts or regions)"
+        )
         raise UsageError(
-            f"{source!r} names both a queue and a topic",
+            f"{source!r} names {what}",
             hint="pass the ARN instead: " + " or ".join(r.source_arn for r in candidates),
         )
     return candidates[0]

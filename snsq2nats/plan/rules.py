@@ -1,8 +1,9 @@
 """Mapping rules: the shipped defaults (`mappings/default.yaml`) plus users' `--mapping` files.
 
-Files merge in order, later files winning: `defaults` and `naming` key by key, `overrides`
-appended so a later override applies after an earlier one. Every key is validated; a typo is an
-error naming the file, the key path and what is allowed, never a silently ignored setting.
+Files merge in order, later files winning: `defaults`, `naming` and `accounts` key by key
+(account aliases one by one), `overrides` appended so a later override applies after an
+earlier one. Every key is validated; a typo is an error naming the file, the key path and what
+is allowed, never a silently ignored setting.
 """
 
 from __future__ import annotations
@@ -137,6 +138,57 @@ class Naming(Strict):
     fifo_topic_subject: str = "snsfifo.{name}"
 
 
+AccountNaming = Literal["merge", "prefix"]
+
+
+class Accounts(Strict):
+    """How AWS accounts show in NATS names when an estate spans several."""
+
+    naming: AccountNaming = "merge"
+    """`merge`: names as if one account, and two resources that would share a name are an
+    error; `prefix`: every stream, subject and queue consumer starts with the account's alias
+    (or its ID), so same-named resources of different accounts stay apart."""
+    aliases: dict[str, str] = Field(default_factory=dict)
+    """Account ID → the word its names start with under `prefix` (default: the ID)."""
+
+    @field_validator("aliases")
+    @classmethod
+    def _valid_aliases(cls, value: dict[str, str]) -> dict[str, str]:
+        for account, alias in value.items():
+            if not re.fullmatch(r"\d{12}", str(account)):
+                raise ValueError(f"{account!r} is not an AWS account ID (12 digits)")
+            if not NAME_RE.match(alias) or len(alias) > 64:
+                raise ValueError(
+                    f"alias {alias!r} of {account} must use only letters, digits, '_' and '-' "
+                    "(at most 64 characters)"
+                )
+        if len(set(value.values())) != len(value):
+            raise ValueError("two accounts have the same alias: names would collide")
+        return value
+
+    def label(self, account: str) -> str:
+        return self.aliases.get(account, account)
+
+    def naming_for(self, naming: Naming, account: str) -> Naming:
+        """The naming templates of one account's resources: as given under `merge`, else with
+        the account's label in front (`<label>_` on names, `<label>.` on subjects)."""
+        if self.naming == "merge":
+            return naming
+        label = self.label(account)
+        prefixed = {
+            key: f"{label}.{value}" if key.endswith("_subject") else f"{label}_{value}"
+            for key, value in naming.model_dump().items()
+        }
+        return Naming.model_validate(prefixed)
+
+
+def _accounts_shorthand(value: Any) -> Any:
+    """`accounts: prefix` is `accounts: {naming: prefix}`; an empty section is the default."""
+    if value is None:
+        return {}
+    return {"naming": value} if isinstance(value, str) else value
+
+
 class Cutover(Strict):
     """Where a resource's producers and consumers live right now."""
 
@@ -194,11 +246,15 @@ class RulesFile(Strict):
     overrides: Annotated[list[dict[str, Any]], BeforeValidator(_list_if_none)] = Field(
         default_factory=list
     )
+    accounts: Annotated[dict[str, Any], BeforeValidator(_accounts_shorthand)] = Field(
+        default_factory=dict
+    )
 
 
 class Rules(Strict):
     defaults: Defaults = Field(default_factory=lambda: Defaults())
     naming: Naming = Field(default_factory=lambda: Naming())
+    accounts: Accounts = Field(default_factory=lambda: Accounts())
     overrides: list[Override] = Field(default_factory=list)
 
     def resolve(self, name: str, arn: str) -> Override:
@@ -246,6 +302,7 @@ _VALUE_HINTS = {
     "match": "every override needs `match:`, a name or ARN glob",
     "partitions": f"a whole number of partitions from 1 to {MAX_PARTITIONS} (1 = no partitions)",
     "fifo_partitions": f"a whole number of partitions from 1 to {MAX_PARTITIONS}",
+    "naming": "use merge or prefix",
 }
 
 
@@ -340,6 +397,10 @@ def _read(path: Path) -> RulesFile:
         Naming.model_validate(rules_file.naming)
     except ValidationError as exc:
         _raise(str(path), "naming", Naming, exc)
+    try:
+        Accounts.model_validate(rules_file.accounts)
+    except ValidationError as exc:
+        _raise(str(path), "accounts", Accounts, exc)
     for index, override in enumerate(rules_file.overrides):
         try:
             Override.model_validate(override)
@@ -353,11 +414,17 @@ def load_rules(paths: list[Path], *, replicas: int | None = None) -> Rules:
     defaults: dict[str, Any] = {}
     naming: dict[str, Any] = {}
     overrides: list[dict[str, Any]] = []
+    accounts: dict[str, Any] = {}
     for path in [default_rules_file(), *paths]:
         rules_file = _read(path)
         defaults.update(rules_file.defaults)
         naming.update(rules_file.naming)
         overrides.extend(rules_file.overrides)
+        # Aliases merge one by one, as the naming templates do.
+        aliases = {**accounts.get("aliases", {}), **rules_file.accounts.get("aliases", {})}
+        accounts.update(rules_file.accounts)
+        if aliases:
+            accounts["aliases"] = aliases
     if replicas is not None:
         defaults["replicas"] = replicas
         try:
@@ -370,4 +437,5 @@ def load_rules(paths: list[Path], *, replicas: int | None = None) -> Rules:
         defaults=Defaults.model_validate(defaults),
         naming=Naming.model_validate(naming),
         overrides=[Override.model_validate(o) for o in overrides],
+        accounts=Accounts.model_validate(accounts),
     )

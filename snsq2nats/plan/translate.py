@@ -18,15 +18,18 @@ Every attribute gets a fidelity verdict; nothing is dropped silently.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping
+from dataclasses import replace
+from typing import TypeVar
 
-from snsq2nats.aws.arns import arn_name
+from snsq2nats.aws.arns import arn_name, parse_arn
+from snsq2nats.errors import MappingError
 from snsq2nats.inventory import Inventory, Subscription
 from snsq2nats.jetstream.spec import ConsumerSpec, StreamSpec
 from snsq2nats.plan.buckets import bucket_specs
 from snsq2nats.plan.context import Context
-from snsq2nats.plan.model import Desired, Resource
+from snsq2nats.plan.model import Desired, Fidelity, Resource, Route
 from snsq2nats.plan.queues import QueueFacts, QueueNames, name_queue, plan_queue
-from snsq2nats.plan.routes import BRIDGE_QUEUE_PREFIX, TopicInfo, derive
+from snsq2nats.plan.routes import BRIDGE_QUEUE_PREFIX, QueueInfo, TopicInfo, derive
 from snsq2nats.plan.rules import Cutover, Override, Rules
 from snsq2nats.plan.subscriptions import Wiring, fanout_of, settle, wire
 from snsq2nats.plan.topics import TopicNames, name_topic, topic_resource, topic_stream
@@ -48,8 +51,9 @@ def translate(
     the mapping's `cutover:` keys; `moved`: the resources it has a record of.
     """
     ctx = Context(rules, server_version)
-    queues = _name_queues(inventory, ctx, cutover or {})
-    topics = _name_topics(inventory, ctx, cutover or {})
+    of_account = _account_contexts(ctx)
+    queues = _name_queues(inventory, of_account, cutover or {})
+    topics = _name_topics(inventory, of_account, cutover or {})
     wirings = _wire(inventory, topics, queues, rules)
     fanouts = {
         arn: fanout_of(group, topics[arn].cutover.finished)
@@ -64,17 +68,21 @@ def translate(
         plan_queue(
             names,
             _queue_facts(names, into_queue.get(arn, []), queues, scanned, dead_letter_for),
-            ctx,
+            of_account(names.queue.account),
         )
         for arn, names in queues.items()
     ]
     derived = derive(
-        [plan.info() for plan in plans],
-        [_topic_info(names, of_topic.get(arn, [])) for arn, names in topics.items()],
+        [_route_named(plan.info(), plan.names.queue.account, rules) for plan in plans],
+        [
+            _route_named(_topic_info(names, of_topic.get(arn, [])), names.topic.account, rules)
+            for arn, names in topics.items()
+        ],
         rules.defaults,
         advisory_replicas=rules.defaults.replicas,
         moved=moved,
     )
+    _check_route_names(derived.candidates)
 
     streams: list[StreamSpec] = list(derived.streams)
     # Every route a cutover state may run needs them, not only those running in this one.
@@ -82,7 +90,10 @@ def translate(
     consumers: list[ConsumerSpec] = list(derived.consumers)
     resources: list[Resource] = []
     for names in topics.values():
-        stream = topic_stream(names, ctx) if names.topic.arn in derived.topic_streams else None
+        topic_ctx = of_account(names.topic.account)
+        stream = (
+            topic_stream(names, topic_ctx) if names.topic.arn in derived.topic_streams else None
+        )
         if stream is not None:
             streams.append(stream)
         fanout = fanouts.get(names.topic.arn, ("sources", [], False))
@@ -92,6 +103,7 @@ def translate(
         consumers.extend(plan.consumers)
         resources.append(plan.resource())
     resources.extend(w.resource for w in wirings if w.resource is not None)
+    resources = _mark_cross_account(resources, inventory)
     return Desired(
         streams=sorted(streams, key=lambda s: s.name),
         consumers=sorted(consumers, key=lambda c: c.key),
@@ -101,13 +113,114 @@ def translate(
     )
 
 
+def _account_contexts(ctx: Context) -> Callable[[str], Context]:
+    """The context each account's resources are named in. Under `accounts: merge` that is the
+    one context; under `prefix` each account gets its own templates, sharing the registries of
+    names taken, so a collision across accounts is still caught."""
+    accounts = ctx.rules.accounts
+    if accounts.naming == "merge":
+        return lambda account: ctx
+    made: dict[str, Context] = {}
+
+    def of_account(account: str) -> Context:
+        if account not in made:
+            naming = accounts.naming_for(ctx.rules.naming, account)
+            made[account] = Context(
+                ctx.rules.model_copy(update={"naming": naming}),
+                ctx.server_version,
+                streams=ctx.streams,
+                subjects=ctx.subjects,
+            )
+        return made[account]
+
+    return of_account
+
+
+InfoT = TypeVar("InfoT", QueueInfo, TopicInfo)
+
+
+def _route_named(info: InfoT, account: str, rules: Rules) -> InfoT:
+    """Under `accounts: prefix`, routes (and the bridge's queue for a topic) are named after
+    `<label>-<name>`, so same-named queues of two accounts get two routes."""
+    if rules.accounts.naming == "merge":
+        return info
+    return replace(info, name=f"{rules.accounts.label(account)}-{info.name}")
+
+
+def _check_route_names(routes: list[Route]) -> None:
+    """The bridge runs one route per name, and route names come from AWS names: two accounts'
+    `orders` given apart by `{account}` in the naming templates would still share `sqs:orders`.
+    (Same-named queues of one account's regions are left as they were.)"""
+    owners: dict[str, str] = {}
+    for route in routes:
+        owner = owners.setdefault(route.name, route.source_arn)
+        if _account_of(owner) not in ("", _account_of(route.source_arn)):
+            raise MappingError(
+                f"route name {route.name!r} would be shared by {owner} and {route.source_arn}",
+                where="naming",
+                hint="they are in different AWS accounts and the bridge runs one route per "
+                "name: set `accounts: prefix` in a --mapping file (routes are then named "
+                "`<account>-<name>`)",
+            )
+
+
+def _mark_cross_account(resources: list[Resource], inventory: Inventory) -> list[Resource]:
+    """Every edge whose two ends are in different AWS accounts, as a fidelity line on the
+    resource it starts from: a subscription to another account's queue, a dead-letter queue
+    in another account."""
+    edges: dict[str, list[tuple[str, str, str]]] = {}
+    for sub in inventory.subscriptions:
+        if sub.protocol == "sqs":
+            edges.setdefault(sub.arn, []).append(("Endpoint", sub.account, sub.endpoint))
+        if sub.redrive_policy is not None:
+            target = sub.redrive_policy.dead_letter_target_arn
+            edges.setdefault(sub.arn, []).append(("RedrivePolicy", sub.account, target))
+    for queue in inventory.queues:
+        if queue.redrive_policy is not None:
+            target = queue.redrive_policy.dead_letter_target_arn
+            edges.setdefault(queue.arn, []).append(("RedrivePolicy", queue.account, target))
+    marked: list[Resource] = []
+    for resource in resources:
+        notes = [
+            _cross_account(attribute, here, there)
+            for attribute, here, there in edges.get(resource.source_arn, [])
+            if _account_of(there) not in ("", here)
+        ]
+        if notes:
+            resource = resource.model_copy(update={"fidelity": [*resource.fidelity, *notes]})
+        marked.append(resource)
+    return marked
+
+
+def _account_of(arn: str) -> str:
+    try:
+        return parse_arn(arn).account
+    except ValueError:
+        return ""
+
+
+def _cross_account(attribute: str, here: str, there: str) -> Fidelity:
+    what = "dead-letter queue" if attribute == "RedrivePolicy" else "queue"
+    return Fidelity(
+        attribute=f"{attribute} (cross-account)",
+        value=f"{here} → {_account_of(there)}",
+        verdict="approximate",
+        target="one NATS account",
+        note=f"the {what} {there} is in AWS account {_account_of(there)}, this resource in "
+        f"{here}: on NATS both are in one account, so the edge crosses no account boundary "
+        "and keeping the two apart rests on each identity's permissions (`snsq2nats auth`); "
+        "a NATS account per AWS account is not planned yet",
+    )
+
+
 def _name_queues(
-    inventory: Inventory, ctx: Context, cutover: Mapping[str, Cutover]
+    inventory: Inventory, of_account: Callable[[str], Context], cutover: Mapping[str, Cutover]
 ) -> dict[str, QueueNames]:
     queues: dict[str, QueueNames] = {}
     for queue in inventory.queues:
         if _bridge_owned(queue.name):
             continue  # the bridge's own queue for a topic, seen by a scan made while it ran
+        ctx = of_account(queue.account)
         override = _with_live(ctx.rules.resolve(queue.name, queue.arn), cutover.get(queue.arn))
         if not override.exclude:
             queues[queue.arn] = name_queue(queue, override, ctx)
@@ -115,7 +228,7 @@ def _name_queues(
 
 
 def _name_topics(
-    inventory: Inventory, ctx: Context, cutover: Mapping[str, Cutover]
+    inventory: Inventory, of_account: Callable[[str], Context], cutover: Mapping[str, Cutover]
 ) -> dict[str, TopicNames]:
     # Grouped once: asking the inventory per topic is topics x subscriptions, minutes at 10k.
     of_topic: dict[str, list[Subscription]] = {}
@@ -123,6 +236,7 @@ def _name_topics(
         of_topic.setdefault(sub.topic_arn, []).append(sub)
     topics: dict[str, TopicNames] = {}
     for topic in inventory.topics:
+        ctx = of_account(topic.account)
         override = _with_live(ctx.rules.resolve(topic.name, topic.arn), cutover.get(topic.arn))
         if not override.exclude:
             subscriptions = of_topic.get(topic.arn, [])

@@ -1,0 +1,166 @@
+"""Which AWS accounts a scan reads, and the credentials it reads each with.
+
+An estate spans accounts: each is reached through a named profile (`--profile`) or through a
+role assumed in it from the base credentials (`--assume-role` template × `--account`). A session
+is opened only when the scan reaches the account, so one account's missing role or expired
+profile is that account's failure, not the whole scan's. Credentials stay inside the boto3
+session: nothing here returns or formats them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from snsq2nats.aws.clients import DEFAULT_CONCURRENCY, make_clients, resolve_regions
+from snsq2nats.aws.errors import error_code
+from snsq2nats.aws.scan import AccountClients
+from snsq2nats.errors import AwsConnectError, ScanError, UsageError
+
+if TYPE_CHECKING:
+    import boto3
+
+    from snsq2nats.aws.clients import RegionClients
+
+ACCOUNT_RE = re.compile(r"^\d{12}$")
+ACCOUNT_FIELD = "{account}"
+ROLE_SESSION_NAME = "snsq2nats-scan"
+STS_FALLBACK_REGION = "us-east-1"
+"""Where STS is asked when no region is configured: any region's STS issues the same keys."""
+
+
+@dataclass(frozen=True)
+class AccountSource:
+    """How one account is reached: exactly one of `profile` and `role_arn`."""
+
+    label: str
+    """What the operator named it by: the profile, or the account ID."""
+    profile: str | None = None
+    role_arn: str | None = None
+    account: str | None = None
+    """Known up front for an assumed role; a profile's is asked of STS."""
+
+
+def account_sources(
+    profiles: Sequence[str], role_template: str | None, accounts: Sequence[str]
+) -> list[AccountSource]:
+    """The accounts named on the command line, checked before anything is read."""
+    if accounts and not role_template:
+        raise UsageError(
+            "--account needs --assume-role",
+            hint="pass --assume-role 'arn:aws:iam::{account}:role/NAME' to say which role "
+            "to assume in each account, or use --profile per account",
+        )
+    if role_template and not accounts:
+        raise UsageError(
+            "--assume-role needs at least one --account",
+            hint="repeat --account ID for every account to read",
+        )
+    sources = [AccountSource(label=p, profile=p) for p in dict.fromkeys(profiles)]
+    if role_template:
+        if ACCOUNT_FIELD not in role_template or not role_template.startswith("arn:"):
+            raise UsageError(
+                f"--assume-role {role_template!r} is not a role ARN template",
+                hint="write it as 'arn:aws:iam::{account}:role/NAME'; {account} is filled "
+                "with each --account",
+            )
+        for account in dict.fromkeys(accounts):
+            if not ACCOUNT_RE.match(account):
+                raise UsageError(
+                    f"--account {account!r} is not an AWS account ID",
+                    hint="an account ID is 12 digits",
+                )
+            role = role_template.replace(ACCOUNT_FIELD, account)
+            sources.append(AccountSource(label=account, role_arn=role, account=account))
+    return sources
+
+
+def account_clients(
+    source: AccountSource,
+    regions: Sequence[str],
+    endpoint_url: str | None = None,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    *,
+    base: boto3.Session | None = None,
+) -> AccountClients:
+    """The account's clients, opened when the scan calls `connect` (in its own thread)."""
+
+    def connect() -> tuple[str, list[RegionClients]]:
+        session, account = _open(source, regions, endpoint_url, base)
+        chosen = resolve_regions(session, regions)
+        return account, make_clients(session, chosen, endpoint_url, concurrency)
+
+    return AccountClients(label=source.label, connect=connect)
+
+
+def _open(
+    source: AccountSource,
+    regions: Sequence[str],
+    endpoint_url: str | None,
+    base: boto3.Session | None,
+) -> tuple[boto3.Session, str]:
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError, ProfileNotFound
+
+    where = f"account {source.label}"
+    try:
+        if source.profile is not None:
+            session = boto3.Session(profile_name=source.profile)
+            account = _caller_account(session, regions, endpoint_url)
+            return session, account
+        # `account_sources` gives every source without a profile a role and its account.
+        role_arn, account = str(source.role_arn), str(source.account)
+        base = base or boto3.Session()
+        sts = base.client("sts", region_name=_sts_region(base, regions), endpoint_url=endpoint_url)
+        creds = sts.assume_role(RoleArn=role_arn, RoleSessionName=ROLE_SESSION_NAME)["Credentials"]
+        session = boto3.Session(
+            aws_access_key_id=creds["AccessKeyId"],
+            aws_secret_access_key=creds["SecretAccessKey"],
+            aws_session_token=creds["SessionToken"],
+            region_name=base.region_name,
+        )
+        return session, account
+    except ProfileNotFound:
+        raise AwsConnectError(
+            f"AWS profile {source.profile!r} is not configured",
+            where=where,
+            hint="check the profile name in ~/.aws/config (or AWS_CONFIG_FILE)",
+        ) from None
+    except ClientError as exc:
+        code = error_code(exc) or "ClientError"
+        if source.role_arn is not None:
+            raise ScanError(
+                f"cannot assume {source.role_arn} ({code})",
+                where=where,
+                hint="check that the role exists in the account and trusts the base "
+                "credentials (sts:AssumeRole)",
+            ) from None
+        raise ScanError(
+            f"AWS refused profile {source.profile!r} ({code})",
+            where=where,
+            hint="refresh the profile's credentials",
+        ) from None
+    except BotoCoreError as exc:
+        # No credentials, a failing credential_process, an unreachable endpoint: the class
+        # says which, the message may quote configuration, so only the class is shown.
+        raise AwsConnectError(
+            f"cannot open AWS credentials ({exc.__class__.__name__})",
+            where=where,
+            hint="check the profile or the base credentials and --endpoint-url",
+        ) from None
+
+
+def _caller_account(
+    session: boto3.Session, regions: Sequence[str], endpoint_url: str | None
+) -> str:
+    """Which account a profile's credentials act in: an incremental scan replaces exactly it."""
+    sts = session.client(
+        "sts", region_name=_sts_region(session, regions), endpoint_url=endpoint_url
+    )
+    return str(sts.get_caller_identity()["Account"])
+
+
+def _sts_region(session: boto3.Session, regions: Sequence[str]) -> str:
+    return (regions[0] if regions else None) or session.region_name or STS_FALLBACK_REGION
