@@ -1,0 +1,140 @@
+"""The gateway's HTTP server (aiohttp): SQS requests in, JetStream operations, AWS answers out.
+
+The server authenticates every request with the `Authenticator` it is handed, asks its
+`NatsLink` for the NATS connection of that principal (one shared connection, or the connection
+of the identity the principal maps to) and runs the action. Every failure a client can cause
+is a `GatewayError` rendered in the protocol's error shape; anything else is a 500
+`InternalFailure` (logged, never shown to the client).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from aiohttp import web
+
+from snsq2nats.errors import GatewayAuthError, GatewayError
+from snsq2nats.gateway import protocol
+from snsq2nats.gateway.principal import Authenticator, Principal
+from snsq2nats.gateway.sqs import Call, SqsActions
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client
+
+log = logging.getLogger(__name__)
+
+MAX_REQUEST_BYTES = 2 * 1024 * 1024
+"""Above any SQS request (ten 1 MiB messages do not fit a batch's own limit either)."""
+
+Action = Callable[[Call], Awaitable[dict[str, Any]]]
+
+
+class NatsLink(Protocol):
+    """Where a principal's requests reach NATS."""
+
+    async def client(self, principal: Principal) -> Client: ...
+
+
+@dataclass
+class SharedConnection:
+    """One connection for every principal: NATS sees the gateway's own identity."""
+
+    nc: Client
+
+    async def client(self, principal: Principal) -> Client:
+        return self.nc
+
+
+class Gateway:
+    def __init__(
+        self,
+        actions: SqsActions,
+        authenticator: Authenticator,
+        link: NatsLink,
+        *,
+        public_url: str | None = None,
+    ) -> None:
+        self.actions = actions
+        self.authenticator = authenticator
+        self.link = link
+        self.public_url = public_url.rstrip("/") if public_url else None
+        self.table: dict[str, Action] = {
+            "GetQueueUrl": actions.get_queue_url,
+            "ListQueues": actions.list_queues,
+            "SendMessage": actions.send_message,
+            "ReceiveMessage": actions.receive_message,
+            "DeleteMessage": actions.delete_message,
+        }
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=MAX_REQUEST_BYTES)
+        app.router.add_post("/", self.handle)
+        app.router.add_post("/{account}/{queue}", self.handle)
+        return app
+
+    def base_url(self, request: web.Request) -> str:
+        return self.public_url or f"{request.scheme}://{request.host}"
+
+    async def handle(self, request: web.Request) -> web.Response:
+        request_id = str(uuid.uuid4())
+        target = request.headers.get("X-Amz-Target", "")
+        try:
+            body = await request.read()
+            principal = self.authenticate(request, body)
+            if not target.startswith(protocol.TARGET_PREFIX):
+                raise protocol.unknown_action(target or "(none)")
+            name = target[len(protocol.TARGET_PREFIX) :]
+            result = await self.run(request, principal, name, protocol.json_params(body))
+            return self.json_response(200, protocol.json_body(result), request_id, {})
+        except GatewayError as exc:
+            data, headers = protocol.json_error(exc)
+            return self.json_response(exc.status, data, request_id, headers)
+        except Exception:
+            log.exception("request %s (%s) failed", request_id, target)
+            error = GatewayError(
+                "InternalFailure",
+                f"The gateway failed to process request {request_id}.",
+                status=500,
+                sender=False,
+            )
+            data, headers = protocol.json_error(error)
+            return self.json_response(500, data, request_id, headers)
+
+    def authenticate(self, request: web.Request, body: bytes) -> Principal:
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        try:
+            return self.authenticator.authenticate(
+                request.method, request.path, request.query_string, headers, body
+            )
+        except GatewayAuthError:
+            raise
+
+    async def run(
+        self, request: web.Request, principal: Principal, name: str, params: dict[str, Any]
+    ) -> dict[str, Any]:
+        action = self.table.get(name)
+        if action is None:
+            if name in protocol.CONTROL_PLANE:
+                raise protocol.control_plane_error(name)
+            raise protocol.unknown_action(name)
+        nc = await self.link.client(principal)
+        call = Call(nc, params, self.base_url(request), principal.access_key_id)
+        return await action(call)
+
+    @staticmethod
+    def json_response(
+        status: int, body: bytes, request_id: str, headers: dict[str, str]
+    ) -> web.Response:
+        return web.Response(
+            status=status,
+            body=body,
+            headers={
+                "Content-Type": protocol.JSON_CONTENT_TYPE,
+                "x-amzn-RequestId": request_id,
+                **headers,
+            },
+        )

@@ -1,0 +1,521 @@
+"""The SQS data plane over JetStream: each action takes the request as the JSON protocol shapes
+it (the Query protocol is read into the same shape) and returns the response's fields.
+
+A queue is its stream and its worker durable (the one native NATS workers bind to), so gateway
+clients and NATS workers share one backlog. Sending publishes where NATS producers publish,
+with attributes as the bridge's header contract writes them (`bridge.codec`); receiving pulls
+from the durable; a receipt handle seals the delivery's ack subject; deleting acks it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import hashlib
+import re
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from snsq2nats.bridge.codec import (
+    AWS_MESSAGE_ID_HEADER,
+    DEDUP_HEADER,
+    GROUP_HEADER,
+    MAX_SQS_ATTRIBUTES,
+    MSG_ID_HEADER,
+    Attribute,
+    attributes_to_headers,
+    headers_to_attributes,
+)
+from snsq2nats.errors import GatewayError
+from snsq2nats.filterpolicy import encode_token
+from snsq2nats.gateway.checksums import md5_of_attributes, md5_of_body
+from snsq2nats.gateway.estate import Estate, GatewayQueue
+from snsq2nats.gateway.handles import ExpiredHandle, HandleSigner, InvalidHandle, Receipt
+from snsq2nats.gateway.pull import pull
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client
+    from nats.aio.msg import Msg
+
+NON_EXISTENT_QUEUE = "AWS.SimpleQueueService.NonExistentQueue"
+INVALID_PARAMETER = "InvalidParameterValue"
+MISSING_PARAMETER = "MissingParameter"
+HANDLE_INVALID = "ReceiptHandleIsInvalid"
+UNSUPPORTED = "AWS.SimpleQueueService.UnsupportedOperation"
+MAX_WAIT_SECONDS = 20
+MAX_RECEIVE = 10
+ACK_TIMEOUT = 5.0
+ERR_MESSAGE_TOO_LARGE = 10054
+
+_ATTRIBUTE_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,256}$")
+_AWS_ID_RE = re.compile(r"^[\x21-\x7e]{1,128}$")
+# What SQS accepts in a body: #x9 | #xA | #xD | #x20-#xD7FF | #xE000-#xFFFD | #x10000-#x10FFFF.
+_INVALID_BODY_RE = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+_SYSTEM_ATTRIBUTES = (
+    "SenderId",
+    "SentTimestamp",
+    "ApproximateReceiveCount",
+    "ApproximateFirstReceiveTimestamp",
+    "MessageGroupId",
+    "MessageDeduplicationId",
+    "SequenceNumber",
+)
+
+
+def missing(name: str) -> GatewayError:
+    return GatewayError(
+        MISSING_PARAMETER, f"The request must contain the parameter {name}.", status=400
+    )
+
+
+def invalid(message: str) -> GatewayError:
+    return GatewayError(INVALID_PARAMETER, message)
+
+
+def no_queue() -> GatewayError:
+    return GatewayError(NON_EXISTENT_QUEUE, "The specified queue does not exist.")
+
+
+def invalid_handle(handle: str) -> GatewayError:
+    return GatewayError(
+        HANDLE_INVALID, f'The input receipt handle "{handle}" is not a valid receipt handle.'
+    )
+
+
+@dataclass(frozen=True)
+class Call:
+    """One request, as the actions see it: who, what, and where clients reach the gateway."""
+
+    nc: Client
+    params: Mapping[str, Any]
+    base_url: str
+    """`http(s)://host:port` that queue URLs are built on."""
+    sender: str
+    """The SenderId SQS would report: the caller's access key id."""
+
+
+class SqsActions:
+    def __init__(self, estate: Callable[[], Estate], signer: HandleSigner) -> None:
+        self.estate = estate
+        self.signer = signer
+
+    # -- naming ------------------------------------------------------------------------------
+
+    def queue_of(self, params: Mapping[str, Any]) -> GatewayQueue:
+        url = params.get("QueueUrl")
+        if not url:
+            raise missing("QueueUrl")
+        queue = self.estate().by_url(str(url))
+        if queue is None:
+            raise no_queue()
+        return queue
+
+    async def get_queue_url(self, call: Call) -> dict[str, Any]:
+        name = call.params.get("QueueName")
+        if not name:
+            raise missing("QueueName")
+        queue = self.estate().by_name(str(name), call.params.get("QueueOwnerAWSAccountId"))
+        if queue is None:
+            raise no_queue()
+        return {"QueueUrl": queue.url(call.base_url)}
+
+    async def list_queues(self, call: Call) -> dict[str, Any]:
+        prefix = str(call.params.get("QueueNamePrefix") or "")
+        urls = [q.url(call.base_url) for q in self.estate().queues if q.name.startswith(prefix)]
+        limit = call.params.get("MaxResults")
+        start = _int(call.params.get("NextToken") or 0, "NextToken") if limit else 0
+        if limit is not None:
+            size = _int(limit, "MaxResults")
+            if not 1 <= size <= 1000:
+                raise invalid(
+                    f"Value {size} for parameter MaxResults is invalid. "
+                    "Reason: MaxResults must be an integer between 1 and 1000."
+                )
+            page = urls[start : start + size]
+            out: dict[str, Any] = {"QueueUrls": page} if page else {}
+            if start + size < len(urls):
+                out["NextToken"] = str(start + size)
+            return out
+        # SQS answers at most 1,000 URLs when no page size is asked for.
+        return {"QueueUrls": urls[:1000]} if urls else {}
+
+    # -- sending -----------------------------------------------------------------------------
+
+    async def send_message(self, call: Call) -> dict[str, Any]:
+        queue = self.queue_of(call.params)
+        return await self._send(call, queue, call.params)
+
+    async def _send(
+        self, call: Call, queue: GatewayQueue, entry: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        body = entry.get("MessageBody")
+        if body is None or body == "":
+            raise missing("MessageBody")
+        body = str(body)
+        if _INVALID_BODY_RE.search(body):
+            raise GatewayError(
+                "InvalidMessageContents",
+                "Invalid characters found. Valid unicode characters are #x9 | #xA | #xD | "
+                "#x20 to #xD7FF | #xE000 to #xFFFD | #x10000 to #x10FFFF",
+            )
+        attributes = parse_attributes(entry.get("MessageAttributes"))
+        size = len(body.encode("utf-8")) + attributes_size(attributes)
+        if size > queue.max_message_size:
+            raise invalid(
+                "One or more parameters are invalid. Reason: Message must be shorter than "
+                f"{queue.max_message_size} bytes."
+            )
+        delay = entry.get("DelaySeconds")
+        if delay is not None and _int(delay, "DelaySeconds") != 0:
+            # The plan maps a queue's delay onto message schedules; a per-message delay has no
+            # place there yet, and silently ignoring it would deliver early.
+            raise GatewayError(
+                UNSUPPORTED,
+                "DelaySeconds on a message is not served by the snsq2nats gateway: "
+                "set the queue's DelaySeconds in AWS and re-plan, or send without it.",
+            )
+        message_id = str(uuid.uuid4())
+        headers = attributes_to_headers(attributes)
+        headers[AWS_MESSAGE_ID_HEADER] = message_id
+        subject = queue.subject_base
+        if queue.fifo:
+            group = entry.get("MessageGroupId")
+            if not group:
+                raise missing("MessageGroupId")
+            group = _aws_id(str(group), "MessageGroupId")
+            dedup = entry.get("MessageDeduplicationId")
+            if dedup:
+                dedup = _aws_id(str(dedup), "MessageDeduplicationId")
+            elif queue.content_based_deduplication:
+                dedup = hashlib.sha256(body.encode("utf-8")).hexdigest()
+            else:
+                raise invalid(
+                    "The queue should either have ContentBasedDeduplication enabled or "
+                    "MessageDeduplicationId provided explicitly"
+                )
+            headers[GROUP_HEADER] = group
+            headers[DEDUP_HEADER] = dedup
+            headers[MSG_ID_HEADER] = dedup
+            subject = f"{subject}.{encode_token(group)}"
+        else:
+            # A retried publish (lost PubAck) stays one message: same id, inside the window.
+            headers[MSG_ID_HEADER] = message_id
+        ack = await publish(call.nc, queue, subject, body.encode("utf-8"), headers)
+        if queue.fifo and ack.duplicate:
+            # SQS answers a duplicate with the original's id: the stored message carries it.
+            message_id = await _stored_message_id(call.nc, queue.stream, ack.seq) or message_id
+        out: dict[str, Any] = {"MessageId": message_id, "MD5OfMessageBody": md5_of_body(body)}
+        md5 = md5_of_attributes(attributes)
+        if md5 is not None:
+            out["MD5OfMessageAttributes"] = md5
+        if queue.fifo:
+            out["SequenceNumber"] = _sequence_number(ack.seq)
+        return out
+
+    # -- receiving ---------------------------------------------------------------------------
+
+    async def receive_message(self, call: Call) -> dict[str, Any]:
+        params = call.params
+        queue = self.queue_of(params)
+        count = _int(params.get("MaxNumberOfMessages", 1), "MaxNumberOfMessages")
+        if not 1 <= count <= MAX_RECEIVE:
+            raise invalid(
+                f"Value {count} for parameter MaxNumberOfMessages is invalid. "
+                "Reason: Must be between 1 and 10, if provided."
+            )
+        wait = _int(params.get("WaitTimeSeconds", queue.receive_wait_seconds), "WaitTimeSeconds")
+        if not 0 <= wait <= MAX_WAIT_SECONDS:
+            raise invalid(
+                f"Value {wait} for parameter WaitTimeSeconds is invalid. "
+                "Reason: Must be >= 0 and <= 20, if provided."
+            )
+        names = _names(params.get("MessageAttributeNames"))
+        system = _system_names(
+            [
+                *_names(params.get("AttributeNames")),
+                *_names(params.get("MessageSystemAttributeNames")),
+            ]
+        )
+        msgs = await self._pull(call.nc, queue, count, float(wait))
+        now = int(time.time() * 1000)
+        return (
+            {"Messages": [self._message(call, queue, m, names, system, now) for m in msgs]}
+            if msgs
+            else {}
+        )
+
+    async def _pull(self, nc: Client, queue: GatewayQueue, count: int, wait: float) -> list[Msg]:
+        durables = queue.durables
+        if len(durables) == 1:
+            return await pull(nc, queue.stream, durables[0], count, wait)
+        # Partitions: what each has now, in turn; then the long poll on one of them.
+        got: list[Msg] = []
+        for durable in durables:
+            got += await pull(nc, queue.stream, durable, count - len(got), 0)
+            if len(got) >= count:
+                return got
+        if got or wait <= 0:
+            return got
+        durable = durables[int(time.monotonic() * 1000) % len(durables)]
+        return await pull(nc, queue.stream, durable, count, wait)
+
+    def _message(
+        self,
+        call: Call,
+        queue: GatewayQueue,
+        msg: Msg,
+        names: Sequence[str],
+        system: Sequence[str],
+        now: int,
+    ) -> dict[str, Any]:
+        headers = msg.headers or {}
+        body = (msg.data or b"").decode("utf-8", "replace")
+        meta = msg.metadata
+        message_id = headers.get(AWS_MESSAGE_ID_HEADER) or str(
+            uuid.uuid5(uuid.NAMESPACE_URL, f"nats:{meta.stream}:{meta.sequence.stream}")
+        )
+        out: dict[str, Any] = {
+            "MessageId": message_id,
+            "ReceiptHandle": self.signer.issue(_queue_key(queue), str(msg.reply), now / 1000),
+            "MD5OfBody": md5_of_body(body),
+            "Body": body,
+        }
+        if system:
+            sent = int(meta.timestamp.timestamp() * 1000) if meta.timestamp else now
+            values = {
+                "SenderId": call.sender,
+                "SentTimestamp": str(sent),
+                "ApproximateReceiveCount": str(meta.num_delivered or 1),
+                # JetStream keeps no first-delivery time: a first delivery is now; a redelivery
+                # reports its send time, the earliest it can have been.
+                "ApproximateFirstReceiveTimestamp": str(
+                    now if (meta.num_delivered or 1) <= 1 else sent
+                ),
+            }
+            if queue.fifo:
+                values["MessageGroupId"] = headers.get(GROUP_HEADER, "")
+                values["MessageDeduplicationId"] = headers.get(DEDUP_HEADER) or headers.get(
+                    MSG_ID_HEADER, ""
+                )
+                values["SequenceNumber"] = _sequence_number(meta.sequence.stream)
+            out["Attributes"] = {k: v for k, v in values.items() if k in system}
+        if names:
+            attributes = {
+                n: a for n, a in headers_to_attributes(headers).items() if _selected(n, names)
+            }
+            if attributes:
+                out["MessageAttributes"] = {n: _json_attribute(a) for n, a in attributes.items()}
+                out["MD5OfMessageAttributes"] = md5_of_attributes(attributes)
+        return out
+
+    # -- settling ----------------------------------------------------------------------------
+
+    def receipt(self, queue: GatewayQueue, handle: Any) -> Receipt:
+        if not handle:
+            raise missing("ReceiptHandle")
+        try:
+            return self.signer.open(str(handle), _queue_key(queue))
+        except InvalidHandle:
+            raise invalid_handle(str(handle)) from None
+        except ExpiredHandle:
+            raise invalid(
+                f"Value {handle} for parameter ReceiptHandle is invalid. "
+                "Reason: The receipt handle has expired."
+            ) from None
+
+    async def delete_message(self, call: Call) -> dict[str, Any]:
+        queue = self.queue_of(call.params)
+        receipt = self.receipt(queue, call.params.get("ReceiptHandle"))
+        await settle(call.nc, receipt, b"+ACK")
+        return {}
+
+
+async def publish(
+    nc: Client, queue: GatewayQueue, subject: str, data: bytes, headers: dict[str, str]
+) -> Any:
+    """The PubAck of one message stored in the queue's stream, or the SQS error for why not."""
+    from nats.errors import NoRespondersError, TimeoutError
+    from nats.js.errors import APIError
+
+    try:
+        return await nc.jetstream().publish(subject, data, stream=queue.stream, headers=headers)
+    except APIError as exc:
+        if exc.err_code == ERR_MESSAGE_TOO_LARGE:
+            # The stream's max_msg_size counts the headers that carry the attributes as well.
+            raise invalid(
+                "One or more parameters are invalid. Reason: Message must be shorter than "
+                f"{queue.max_message_size} bytes."
+            ) from None
+        raise unavailable(f"JetStream refused the message ({exc.description})") from None
+    except (TimeoutError, NoRespondersError):
+        raise unavailable("JetStream did not confirm the message in time") from None
+
+
+def unavailable(why: str) -> GatewayError:
+    return GatewayError(
+        "ServiceUnavailable", f"{why}; retry the request.", status=503, sender=False
+    )
+
+
+async def settle(nc: Client, receipt: Receipt, verb: bytes) -> None:
+    """Send `verb` to the delivery's ack subject and wait for the server to take it.
+
+    An ack the server confirms is final; one it does not confirm within ACK_TIMEOUT (the
+    message was already acked, or the connection dropped) is answered as SQS answers a second
+    delete of the same handle: done. A lost ack only means a redelivery after the ack wait."""
+    from nats.errors import NoRespondersError, TimeoutError
+
+    with contextlib.suppress(TimeoutError, NoRespondersError):
+        await nc.request(receipt.reply, verb, timeout=ACK_TIMEOUT)
+
+
+def _queue_key(queue: GatewayQueue) -> str:
+    return f"{queue.account}/{queue.name}"
+
+
+def _sequence_number(seq: int) -> str:
+    # SQS sequence numbers are 20-digit strings; a stream sequence keeps their order.
+    return f"{seq:020d}"
+
+
+async def _stored_message_id(nc: Client, stream: str, seq: int) -> str | None:
+    try:
+        stored = await nc.jetstream().get_msg(stream, seq)
+    except Exception:
+        return None
+    return (stored.headers or {}).get(AWS_MESSAGE_ID_HEADER)
+
+
+def _int(value: Any, name: str) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise invalid(f"Value {value} for parameter {name} is invalid.") from None
+
+
+def _aws_id(value: str, name: str) -> str:
+    if not _AWS_ID_RE.match(value):
+        raise invalid(
+            f"Value {value} for parameter {name} is invalid. Reason: {name} can only include "
+            "alphanumeric and punctuation characters. 1 to 128 in length."
+        )
+    return value
+
+
+def _names(value: Any) -> list[str]:
+    if not value:
+        return []
+    if isinstance(value, str):
+        return [value]
+    return [str(v) for v in value]
+
+
+def _system_names(names: Sequence[str]) -> list[str]:
+    if "All" in names:
+        return list(_SYSTEM_ATTRIBUTES)
+    return [n for n in _SYSTEM_ATTRIBUTES if n in names]
+
+
+def _selected(name: str, wanted: Sequence[str]) -> bool:
+    for pattern in wanted:
+        if pattern in ("All", ".*") or pattern == name:
+            return True
+        if pattern.endswith(".*") and name.startswith(pattern[:-1]):
+            return True
+    return False
+
+
+def _json_attribute(attribute: Attribute) -> dict[str, Any]:
+    if attribute.is_binary:
+        value = attribute.value
+        raw = value if isinstance(value, bytes) else value.encode()
+        return {"DataType": attribute.data_type, "BinaryValue": base64.b64encode(raw).decode()}
+    value = attribute.value
+    text = value.decode("utf-8") if isinstance(value, bytes) else value
+    return {"DataType": attribute.data_type, "StringValue": text}
+
+
+def parse_attributes(raw: Any) -> dict[str, Attribute]:
+    """MessageAttributes as the JSON protocol carries them (BinaryValue base64), validated as
+    SQS validates them."""
+    if not raw:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise invalid("The request has an invalid MessageAttributes parameter.")
+    if len(raw) > MAX_SQS_ATTRIBUTES:
+        raise invalid(
+            f"Number of message attributes [{len(raw)}] exceeds the allowed maximum "
+            f"[{MAX_SQS_ATTRIBUTES}]."
+        )
+    out: dict[str, Attribute] = {}
+    for name, value in raw.items():
+        name = str(name)
+        if (
+            not _ATTRIBUTE_NAME_RE.match(name)
+            or name.startswith(".")
+            or name.endswith(".")
+            or ".." in name
+            or name.lower().startswith(("aws.", "amazon."))
+        ):
+            raise invalid(f"Message attribute name '{name}' is invalid.")
+        if not isinstance(value, Mapping):
+            raise invalid(
+                f"The message attribute '{name}' must contain non-empty message attribute value."
+            )
+        data_type = str(value.get("DataType") or "")
+        if not data_type:
+            raise invalid(
+                f"The message attribute '{name}' must contain non-empty message attribute type."
+            )
+        kind = data_type.split(".", 1)[0]
+        if kind not in ("String", "Number", "Binary"):
+            raise invalid(
+                f"The type of message attribute '{name}' is invalid. You must use only the "
+                "following supported type prefixes: Binary, Number, String."
+            )
+        if kind == "Binary":
+            blob = value.get("BinaryValue")
+            if not blob:
+                raise invalid(
+                    f"The message attribute '{name}' with type 'Binary' must use field 'Binary'."
+                )
+            try:
+                data = blob if isinstance(blob, bytes) else base64.b64decode(blob, validate=True)
+            except (binascii.Error, ValueError):
+                raise invalid(
+                    f"The message attribute '{name}' has an invalid binary value."
+                ) from None
+            out[name] = Attribute(data_type, data)
+            continue
+        text = value.get("StringValue")
+        if text is None or text == "":
+            raise invalid(
+                f"The message attribute '{name}' must contain non-empty message attribute value "
+                f"for message attribute type '{kind}'."
+            )
+        if kind == "Number" and not _is_number(str(text)):
+            raise invalid(f"Can't cast the value of message attribute '{name}' to a number.")
+        out[name] = Attribute(data_type, str(text))
+    return out
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def attributes_size(attributes: Mapping[str, Attribute]) -> int:
+    """What SQS counts toward the message size: each name, data type and value."""
+    size = 0
+    for name, attribute in attributes.items():
+        value = attribute.value
+        size += len(name.encode()) + len(attribute.data_type.encode())
+        size += len(value) if isinstance(value, bytes) else len(value.encode("utf-8"))
+    return size

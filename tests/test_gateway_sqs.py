@@ -1,0 +1,306 @@
+"""The SQS API through the gateway, differentially: the same boto3 code runs against moto's
+server and against the gateway over a real nats-server holding the applied plan of the same
+queues, and what the application sees must be the same.
+
+The estate is seeded into moto and scanned once per module; each test uses queues of its own,
+so tests share the applied plan without sharing messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import functools
+import hashlib
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from snsq2nats.demo.nats_server import NatsServer
+from snsq2nats.jetstream.connect import NatsOptions, connect_nats
+from snsq2nats.plan.model import Plan
+from snsq2nats.plan.pipeline import PlanRequest, make_plan
+from tests.fixtures.gateway import RunningGateway, running_gateway
+
+REGION = "us-east-1"
+STANDARD = ["gw-basic", "gw-errors", "gw-twice", "gw-size"]
+SMALL_QUEUE = "gw-size"
+SMALL_SIZE = 1024
+
+
+@dataclass
+class Sides:
+    moto: Any
+    gateway: Any
+    plan: Plan
+    nats_url: str
+    running: RunningGateway
+
+    def both(self) -> list[tuple[str, Any]]:
+        return [("moto", self.moto), ("gateway", self.gateway)]
+
+
+def _moto_sqs(moto_server: str) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    return boto3.Session(
+        aws_access_key_id="testing", aws_secret_access_key="testing", region_name=REGION
+    ).client("sqs", endpoint_url=moto_server, config=Config(retries={"max_attempts": 1}))
+
+
+def seed(sqs: Any) -> None:
+    for name in STANDARD:
+        attributes = {"VisibilityTimeout": "30"}
+        if name == SMALL_QUEUE:
+            attributes["MaximumMessageSize"] = str(SMALL_SIZE)
+        sqs.create_queue(QueueName=name, Attributes=attributes)
+
+
+@pytest.fixture(scope="module")
+def sides(moto_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sides]:
+    import boto3
+
+    from snsq2nats.apply import apply_plan
+    from snsq2nats.aws import scan as aws_scan
+    from snsq2nats.aws.clients import make_clients
+    from snsq2nats.files import document_json
+
+    reset = urllib.request.Request(f"{moto_server}/moto-api/reset", method="POST")
+    urllib.request.urlopen(reset, timeout=10).close()
+    moto = _moto_sqs(moto_server)
+    seed(moto)
+    session = boto3.Session(
+        aws_access_key_id="testing", aws_secret_access_key="testing", region_name=REGION
+    )
+    inventory = aws_scan.scan(make_clients(session, [REGION], moto_server))
+    path = tmp_path_factory.mktemp("gateway") / "inventory.json"
+    path.write_bytes(document_json(inventory))
+    with NatsServer(name="gateway") as server:
+        plan = make_plan(
+            PlanRequest(inventory_path=path),
+            scan=lambda: pytest.fail("must not scan"),
+            nats=NatsOptions(servers=[server.url]),
+        )
+
+        async def apply() -> None:
+            nc = await connect_nats(NatsOptions(servers=[server.url]), name="pytest apply")
+            try:
+                result = await apply_plan(nc, plan, allow_destructive=False)
+                assert result.ok, result
+            finally:
+                await nc.close()
+
+        asyncio.run(apply())
+        with running_gateway(server.url, plan) as running:
+            yield Sides(moto, running.client(), plan, server.url, running)
+
+
+def url_of(sqs: Any, name: str) -> str:
+    return str(sqs.get_queue_url(QueueName=name)["QueueUrl"])
+
+
+def error_of(call: Callable[[], Any]) -> tuple[str, str, int]:
+    """What an application sees of a failure: the code, the SDK's exception class, the status."""
+    with pytest.raises(ClientError) as caught:
+        call()
+    response = caught.value.response
+    return (
+        response["Error"]["Code"],
+        type(caught.value).__name__,
+        response["ResponseMetadata"]["HTTPStatusCode"],
+    )
+
+
+ATTRIBUTES = {
+    "colour": {"DataType": "String", "StringValue": "blue"},
+    "count": {"DataType": "Number", "StringValue": "42"},
+    "ratio": {"DataType": "Number.float", "StringValue": "0.5"},
+    "blob": {"DataType": "Binary", "BinaryValue": b"\x00\x01\xffbytes"},
+    "note": {"DataType": "String.custom", "StringValue": "line one\nline two é"},
+}
+
+
+def basic_story(sqs: Any) -> dict[str, Any]:
+    """Send two messages, receive them with every attribute, delete them: what the app sees."""
+    url = url_of(sqs, "gw-basic")
+    sent = [
+        sqs.send_message(QueueUrl=url, MessageBody="plain body"),
+        sqs.send_message(
+            QueueUrl=url, MessageBody='héllo {"json": 1}', MessageAttributes=ATTRIBUTES
+        ),
+    ]
+    got: list[dict[str, Any]] = []
+    while len(got) < 2:
+        got += sqs.receive_message(
+            QueueUrl=url,
+            MaxNumberOfMessages=10,
+            WaitTimeSeconds=5,
+            MessageAttributeNames=["All"],
+            AttributeNames=["ApproximateReceiveCount"],
+        ).get("Messages", [])
+    by_body = {m["Body"]: m for m in got}
+    for message in got:
+        sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+    empty = sqs.receive_message(QueueUrl=url, WaitTimeSeconds=1).get("Messages", [])
+    return {
+        "path": url.split("/", 3)[3],
+        "sent": [
+            {k: s.get(k) for k in ("MD5OfMessageBody", "MD5OfMessageAttributes")} for s in sent
+        ],
+        "ids": [s["MessageId"] for s in sent]
+        == [by_body[b]["MessageId"] for b in ("plain body", 'héllo {"json": 1}')],
+        "received": {
+            body: {
+                "MD5OfBody": m["MD5OfBody"],
+                "MD5OfMessageAttributes": m.get("MD5OfMessageAttributes"),
+                "MessageAttributes": m.get("MessageAttributes"),
+                "Attributes": m.get("Attributes"),
+            }
+            for body, m in sorted(by_body.items())
+        },
+        "after_delete": empty,
+    }
+
+
+def test_send_receive_delete_are_what_sqs_answers(sides: Sides) -> None:
+    stories = {side: basic_story(sqs) for side, sqs in sides.both()}
+    assert stories["gateway"] == stories["moto"]
+    story = stories["gateway"]
+    assert story["path"] == "123456789012/gw-basic"
+    assert story["ids"] is True
+    assert story["received"]["plain body"]["MD5OfBody"] == hashlib.md5(b"plain body").hexdigest()
+    assert (
+        story["received"]['héllo {"json": 1}']["MessageAttributes"]["blob"]["BinaryValue"]
+        == b"\x00\x01\xffbytes"
+    )
+    assert story["after_delete"] == []
+
+
+def test_queue_urls_are_the_gateways_own_and_reachable(sides: Sides) -> None:
+    url = url_of(sides.gateway, "gw-basic")
+    assert url == f"{sides.running.url}/123456789012/gw-basic"
+    listed = {
+        side: sorted(
+            u.split("/", 3)[3] for u in sqs.list_queues(QueueNamePrefix="gw-")["QueueUrls"]
+        )
+        for side, sqs in sides.both()
+    }
+    assert listed["gateway"] == listed["moto"] == sorted(f"123456789012/{q}" for q in STANDARD)
+    assert "QueueUrls" not in sides.gateway.list_queues(QueueNamePrefix="nothing-")
+
+
+def error_story(sqs: Any) -> dict[str, Any]:
+    url = url_of(sqs, "gw-errors")
+    missing_url = url.rsplit("/", 1)[0] + "/gw-nowhere"
+    return {
+        "unknown name": error_of(lambda: sqs.get_queue_url(QueueName="gw-nowhere")),
+        "unknown url": error_of(lambda: sqs.send_message(QueueUrl=missing_url, MessageBody="x")),
+        "bad handle": error_of(lambda: sqs.delete_message(QueueUrl=url, ReceiptHandle="forged")),
+        "too many": error_of(lambda: sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=11)),
+        "bad attribute type": error_of(
+            lambda: sqs.send_message(
+                QueueUrl=url,
+                MessageBody="x",
+                MessageAttributes={"a": {"DataType": "Text", "StringValue": "v"}},
+            )
+        ),
+        "invalid attribute name": error_of(
+            lambda: sqs.send_message(
+                QueueUrl=url,
+                MessageBody="x",
+                MessageAttributes={"bad name!": {"DataType": "String", "StringValue": "v"}},
+            )
+        ),
+    }
+
+
+def test_errors_are_what_sqs_answers(sides: Sides) -> None:
+    stories = {side: error_story(sqs) for side, sqs in sides.both()}
+    assert stories["gateway"] == stories["moto"]
+    assert stories["gateway"]["unknown name"] == (
+        "AWS.SimpleQueueService.NonExistentQueue",
+        "QueueDoesNotExist",
+        400,
+    )
+    assert stories["gateway"]["bad handle"][0] == "ReceiptHandleIsInvalid"
+
+
+@pytest.mark.parametrize(
+    "attributes",
+    [
+        {"a": {"DataType": "Number", "StringValue": "many"}},
+        {"AWS.trace": {"DataType": "String", "StringValue": "v"}},
+        {f"a{i}": {"DataType": "String", "StringValue": "v"} for i in range(11)},
+    ],
+    ids=["not a number", "reserved name", "eleven"],
+)
+def test_attributes_sqs_refuses_are_refused(sides: Sides, attributes: dict[str, Any]) -> None:
+    # SQS refuses these; moto does not check them, so they are the gateway's alone.
+    url = url_of(sides.gateway, "gw-errors")
+    assert error_of(
+        lambda: sides.gateway.send_message(
+            QueueUrl=url, MessageBody="x", MessageAttributes=attributes
+        )
+    ) == ("InvalidParameterValue", "ClientError", 400)
+
+
+def test_a_handle_for_another_queue_or_tampered_with_is_invalid(sides: Sides) -> None:
+    sqs = sides.gateway
+    url = url_of(sqs, "gw-twice")
+    sqs.send_message(QueueUrl=url, MessageBody="one")
+    got: list[dict[str, Any]] = []
+    while not got:
+        got = sqs.receive_message(QueueUrl=url, WaitTimeSeconds=5).get("Messages", [])
+    handle = got[0]["ReceiptHandle"]
+    other = url_of(sqs, "gw-errors")
+    assert error_of(lambda: sqs.delete_message(QueueUrl=other, ReceiptHandle=handle))[0] == (
+        "ReceiptHandleIsInvalid"
+    )
+    payload, mac = handle.split(".")
+    forged = (
+        base64.urlsafe_b64encode(
+            base64.urlsafe_b64decode(payload + "==").replace(b"gw-twice", b"gw-basic")
+        )
+        .decode()
+        .rstrip("=")
+    )
+    assert error_of(lambda: sqs.delete_message(QueueUrl=url, ReceiptHandle=f"{forged}.{mac}"))[
+        0
+    ] == ("ReceiptHandleIsInvalid")
+    # SQS answers a second delete of the same handle as the first.
+    sqs.delete_message(QueueUrl=url, ReceiptHandle=handle)
+    sqs.delete_message(QueueUrl=url, ReceiptHandle=handle)
+    assert sqs.receive_message(QueueUrl=url, WaitTimeSeconds=1).get("Messages", []) == []
+
+
+def test_a_body_over_the_queues_maximum_size_is_refused(sides: Sides) -> None:
+    answers = {}
+    for side, sqs in sides.both():
+        url = url_of(sqs, SMALL_QUEUE)
+        # Not quite the limit: the stream's max_msg_size counts the gateway's headers too
+        # (docs/gateway.md, "What differs").
+        sqs.send_message(QueueUrl=url, MessageBody="x" * (SMALL_SIZE - 256))
+        answers[side] = error_of(
+            functools.partial(sqs.send_message, QueueUrl=url, MessageBody="x" * (SMALL_SIZE + 1))
+        )
+    assert answers["gateway"] == answers["moto"]
+    assert answers["gateway"][0] == "InvalidParameterValue"
+
+
+def test_control_plane_actions_say_the_plan_manages_the_estate(sides: Sides) -> None:
+    code, _, status = error_of(lambda: sides.gateway.create_queue(QueueName="gw-new"))
+    assert (code, status) == ("AWS.SimpleQueueService.UnsupportedOperation", 400)
+    with pytest.raises(ClientError) as caught:
+        sides.gateway.create_queue(QueueName="gw-new")
+    assert "snsq2nats apply" in caught.value.response["Error"]["Message"]
+
+
+def test_an_unknown_access_key_is_refused(sides: Sides) -> None:
+    stranger = sides.running.client(key="AKIDSTRANGER")
+    code, _, status = error_of(lambda: stranger.list_queues())
+    assert (code, status) == ("InvalidClientTokenId", 403)
