@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
 
-from snsq2nats.errors import GatewayAuthError, GatewayError
+from snsq2nats.errors import GatewayAuthError, GatewayError, SnsqError
 from snsq2nats.gateway import protocol
 from snsq2nats.gateway.principal import Authenticator, Principal
 from snsq2nats.gateway.sqs import Call, SqsActions
@@ -68,6 +68,12 @@ class Gateway:
             "SendMessage": actions.send_message,
             "ReceiveMessage": actions.receive_message,
             "DeleteMessage": actions.delete_message,
+            "ChangeMessageVisibility": actions.change_message_visibility,
+            "SendMessageBatch": actions.send_message_batch,
+            "DeleteMessageBatch": actions.delete_message_batch,
+            "ChangeMessageVisibilityBatch": actions.change_message_visibility_batch,
+            "GetQueueAttributes": actions.get_queue_attributes,
+            "PurgeQueue": actions.purge_queue,
         }
 
     def app(self) -> web.Application:
@@ -93,6 +99,18 @@ class Gateway:
         except GatewayError as exc:
             data, headers = protocol.json_error(exc)
             return self.json_response(exc.status, data, request_id, headers)
+        except SnsqError as exc:
+            # NATS did not answer as it should (no leader, a permission the identity lacks):
+            # the client may retry; the operator reads why in the log.
+            log.warning("request %s (%s): %s", request_id, target, exc.one_line())
+            error = GatewayError(
+                "ServiceUnavailable",
+                f"The gateway could not reach JetStream for request {request_id}; retry it.",
+                status=503,
+                sender=False,
+            )
+            data, headers = protocol.json_error(error)
+            return self.json_response(503, data, request_id, headers)
         except Exception:
             log.exception("request %s (%s) failed", request_id, target)
             error = GatewayError(

@@ -9,6 +9,7 @@ from the durable; a receipt handle seals the delivery's ack subject; deleting ac
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import contextlib
@@ -16,7 +17,7 @@ import hashlib
 import re
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -30,12 +31,14 @@ from snsq2nats.bridge.codec import (
     attributes_to_headers,
     headers_to_attributes,
 )
-from snsq2nats.errors import GatewayError
+from snsq2nats.errors import GatewayError, SnsqError
 from snsq2nats.filterpolicy import encode_token
 from snsq2nats.gateway.checksums import md5_of_attributes, md5_of_body
 from snsq2nats.gateway.estate import Estate, GatewayQueue
 from snsq2nats.gateway.handles import ExpiredHandle, HandleSigner, InvalidHandle, Receipt
 from snsq2nats.gateway.pull import pull
+from snsq2nats.jetstream.api import api, get_message
+from snsq2nats.jetstream.operations import CONSUMER_INFO, STREAM_PURGE
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
@@ -240,7 +243,13 @@ class SqsActions:
                 *_names(params.get("MessageSystemAttributeNames")),
             ]
         )
+        visibility = params.get("VisibilityTimeout")
+        if visibility is not None:
+            visibility = _visibility(visibility)
         msgs = await self._pull(call.nc, queue, count, float(wait))
+        if visibility is not None and visibility != queue.visibility_timeout:
+            for msg in msgs:
+                await call.nc.publish(str(msg.reply), nak_payload(visibility))
         now = int(time.time() * 1000)
         return (
             {"Messages": [self._message(call, queue, m, names, system, now) for m in msgs]}
@@ -333,6 +342,232 @@ class SqsActions:
         await settle(call.nc, receipt, b"+ACK")
         return {}
 
+    async def change_message_visibility(self, call: Call) -> dict[str, Any]:
+        queue = self.queue_of(call.params)
+        await self._change(call, queue, call.params)
+        return {}
+
+    async def _change(self, call: Call, queue: GatewayQueue, entry: Mapping[str, Any]) -> None:
+        """A delayed NAK: the delivery stays pending (its handle still deletes it) and comes
+        back exactly `VisibilityTimeout` seconds from now, shorter or longer than the ack wait,
+        whichever replica settles it and whether or not this one is still running."""
+        receipt = self.receipt(queue, entry.get("ReceiptHandle"))
+        if entry.get("VisibilityTimeout") is None:
+            raise missing("VisibilityTimeout")
+        seconds = _visibility(entry["VisibilityTimeout"])
+        try:
+            stored = await get_message(call.nc, queue.stream, receipt.stream_sequence)
+        except SnsqError:
+            stored = None  # an identity that may not read the stream: the NAK still does it
+        else:
+            if stored is None:
+                raise invalid(
+                    f"Value {entry.get('ReceiptHandle')} for parameter ReceiptHandle is invalid. "
+                    "Reason: Message does not exist or is not available for visibility timeout "
+                    "change."
+                )
+        await settle(call.nc, receipt, nak_payload(seconds))
+
+    # -- batches -----------------------------------------------------------------------------
+
+    async def send_message_batch(self, call: Call) -> dict[str, Any]:
+        queue = self.queue_of(call.params)
+        entries = _batch(call.params, "SendMessageBatchRequestEntry")
+        total = sum(len(str(e.get("MessageBody", "")).encode()) for e in entries) + sum(
+            attributes_size(_lenient_attributes(e.get("MessageAttributes"))) for e in entries
+        )
+        if total > queue.max_message_size:
+            raise GatewayError(
+                "AWS.SimpleQueueService.BatchRequestTooLong",
+                f"Batch requests cannot be longer than {queue.max_message_size} bytes. "
+                f"You have sent {total} bytes.",
+            )
+
+        async def one(entry: Mapping[str, Any]) -> dict[str, Any]:
+            return await self._send(call, queue, entry)
+
+        # FIFO: in the order given, as SQS stores a batch's messages of one group.
+        return await _run_batch(entries, one, concurrent=not queue.fifo)
+
+    async def delete_message_batch(self, call: Call) -> dict[str, Any]:
+        queue = self.queue_of(call.params)
+        entries = _batch(call.params, "DeleteMessageBatchRequestEntry")
+
+        async def one(entry: Mapping[str, Any]) -> dict[str, Any]:
+            receipt = self.receipt(queue, entry.get("ReceiptHandle"))
+            await settle(call.nc, receipt, b"+ACK")
+            return {}
+
+        return await _run_batch(entries, one, concurrent=True)
+
+    async def change_message_visibility_batch(self, call: Call) -> dict[str, Any]:
+        queue = self.queue_of(call.params)
+        entries = _batch(call.params, "ChangeMessageVisibilityBatchRequestEntry")
+
+        async def one(entry: Mapping[str, Any]) -> dict[str, Any]:
+            await self._change(call, queue, entry)
+            return {}
+
+        return await _run_batch(entries, one, concurrent=True)
+
+    # -- the queue ---------------------------------------------------------------------------
+
+    async def get_queue_attributes(self, call: Call) -> dict[str, Any]:
+        queue = self.queue_of(call.params)
+        wanted = _names(call.params.get("AttributeNames"))
+        for name in wanted:
+            if name != "All" and name not in QUEUE_ATTRIBUTES:
+                raise GatewayError("InvalidAttributeName", f"Unknown Attribute {name}.")
+        names = list(QUEUE_ATTRIBUTES) if "All" in wanted else wanted
+        if not names:
+            return {}
+        values: dict[str, str] = {
+            "QueueArn": queue.arn,
+            "VisibilityTimeout": str(queue.visibility_timeout),
+            "MaximumMessageSize": str(queue.max_message_size),
+            "MessageRetentionPeriod": str(queue.retention_seconds),
+            "ReceiveMessageWaitTimeSeconds": str(queue.receive_wait_seconds),
+            "DelaySeconds": "0",
+        }
+        if queue.fifo:
+            values["FifoQueue"] = "true"
+            values["ContentBasedDeduplication"] = str(queue.content_based_deduplication).lower()
+        if any(n.startswith("Approximate") for n in names):
+            waiting = in_flight = 0
+            for durable in queue.durables:
+                info = await api(
+                    call.nc, CONSUMER_INFO.subject(stream=queue.stream, consumer=durable)
+                )
+                waiting += int(info.get("num_pending") or 0)
+                in_flight += int(info.get("num_ack_pending") or 0)
+            values["ApproximateNumberOfMessages"] = str(waiting)
+            values["ApproximateNumberOfMessagesNotVisible"] = str(in_flight)
+            values["ApproximateNumberOfMessagesDelayed"] = "0"
+        return {"Attributes": {n: values[n] for n in names if n in values}}
+
+    async def purge_queue(self, call: Call) -> dict[str, Any]:
+        """Every message of the queue's stream goes, in flight or not, as SQS purges."""
+        queue = self.queue_of(call.params)
+        await api(call.nc, STREAM_PURGE.subject(stream=queue.stream), {})
+        return {}
+
+
+QUEUE_ATTRIBUTES = (
+    "ApproximateNumberOfMessages",
+    "ApproximateNumberOfMessagesNotVisible",
+    "ApproximateNumberOfMessagesDelayed",
+    "VisibilityTimeout",
+    "MaximumMessageSize",
+    "MessageRetentionPeriod",
+    "ReceiveMessageWaitTimeSeconds",
+    "DelaySeconds",
+    "QueueArn",
+    "FifoQueue",
+    "ContentBasedDeduplication",
+    "CreatedTimestamp",
+    "LastModifiedTimestamp",
+    "Policy",
+    "RedrivePolicy",
+    "RedriveAllowPolicy",
+    "KmsMasterKeyId",
+    "KmsDataKeyReusePeriodSeconds",
+    "SqsManagedSseEnabled",
+    "DeduplicationScope",
+    "FifoThroughputLimit",
+)
+"""What SQS knows (asking for any other is InvalidAttributeName); those the plan does not say
+are left out of the answer, as SQS leaves out what a queue does not have."""
+MAX_VISIBILITY = 43_200
+_BATCH_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
+MAX_BATCH = 10
+
+
+def nak_payload(seconds: int) -> bytes:
+    if seconds <= 0:
+        return b"-NAK"
+    return b'-NAK {"delay": %d}' % (seconds * 1_000_000_000)
+
+
+def _visibility(value: Any) -> int:
+    seconds = _int(value, "VisibilityTimeout")
+    if not 0 <= seconds <= MAX_VISIBILITY:
+        raise invalid(
+            f"Value {seconds} for parameter VisibilityTimeout is invalid. "
+            f"Reason: Must be >= 0 and <= {MAX_VISIBILITY}, if provided."
+        )
+    return seconds
+
+
+def _batch(params: Mapping[str, Any], what: str) -> list[Mapping[str, Any]]:
+    entries = params.get("Entries")
+    if not entries:
+        raise GatewayError(
+            "AWS.SimpleQueueService.EmptyBatchRequest",
+            f"There should be at least one {what} in the request.",
+        )
+    if not isinstance(entries, list) or not all(isinstance(e, Mapping) for e in entries):
+        raise invalid("The request has an invalid Entries parameter.")
+    if len(entries) > MAX_BATCH:
+        raise GatewayError(
+            "AWS.SimpleQueueService.TooManyEntriesInBatchRequest",
+            f"Maximum number of entries per request are {MAX_BATCH}. You have sent {len(entries)}.",
+        )
+    seen: set[str] = set()
+    for entry in entries:
+        entry_id = str(entry.get("Id") or "")
+        if not _BATCH_ID_RE.match(entry_id):
+            raise GatewayError(
+                "AWS.SimpleQueueService.InvalidBatchEntryId",
+                "A batch entry id can only contain alphanumeric characters, hyphens and "
+                "underscores. It can be at most 80 letters long.",
+            )
+        if entry_id in seen:
+            raise GatewayError(
+                "AWS.SimpleQueueService.BatchEntryIdsNotDistinct", f"Id {entry_id} repeated."
+            )
+        seen.add(entry_id)
+    return list(entries)
+
+
+async def _run_batch(
+    entries: Sequence[Mapping[str, Any]],
+    one: Callable[[Mapping[str, Any]], Awaitable[dict[str, Any]]],
+    *,
+    concurrent: bool,
+) -> dict[str, Any]:
+    """Each entry on its own: a failure of one is a `Failed` entry, not a failed request
+    (except a fault of the gateway's side, which fails the request: retrying it is safe)."""
+
+    async def settled(entry: Mapping[str, Any]) -> dict[str, Any]:
+        try:
+            return {"Id": str(entry["Id"]), **await one(entry)}
+        except GatewayError as exc:
+            if not exc.sender:
+                raise
+            return {
+                "Id": str(entry["Id"]),
+                "SenderFault": True,
+                "Code": exc.code,
+                "Message": exc.message,
+                "failed": True,
+            }
+
+    if concurrent:
+        results = list(await asyncio.gather(*(settled(e) for e in entries)))
+    else:
+        results = [await settled(e) for e in entries]
+    ok = [r for r in results if not r.get("failed")]
+    failed = [{k: v for k, v in r.items() if k != "failed"} for r in results if r.get("failed")]
+    return {"Successful": ok, "Failed": failed}
+
+
+def _lenient_attributes(raw: Any) -> dict[str, Attribute]:
+    """For sizing a batch before each entry is checked on its own."""
+    try:
+        return parse_attributes(raw)
+    except GatewayError:
+        return {}
+
 
 async def publish(
     nc: Client, queue: GatewayQueue, subject: str, data: bytes, headers: dict[str, str]
@@ -384,10 +619,10 @@ def _sequence_number(seq: int) -> str:
 
 async def _stored_message_id(nc: Client, stream: str, seq: int) -> str | None:
     try:
-        stored = await nc.jetstream().get_msg(stream, seq)
-    except Exception:
+        stored = await get_message(nc, stream, seq)
+    except SnsqError:
         return None
-    return (stored.headers or {}).get(AWS_MESSAGE_ID_HEADER)
+    return stored.headers.get(AWS_MESSAGE_ID_HEADER) if stored else None
 
 
 def _int(value: Any, name: str) -> int:
