@@ -37,6 +37,7 @@ STANDARD = [
     "gw-vis",
     "gw-attrs",
     "gw-purge",
+    "gw-query",
 ]
 SHORT_VISIBILITY = {"gw-vis": 2}
 SMALL_QUEUE = "gw-size"
@@ -512,3 +513,156 @@ def test_purge_empties_the_queue(sides: Sides) -> None:
         receive_all(sqs, url, 1, VisibilityTimeout=0)
         sqs.purge_queue(QueueUrl=url)
         assert sqs.receive_message(QueueUrl=url, WaitTimeSeconds=1).get("Messages", []) == []
+
+
+# -- the Query protocol (form posts, XML answers) ---------------------------------------------
+
+# Ids differ by nature; moto adds a lower-case `message` of its own to Query errors.
+IGNORED = {"RequestId", "ResponseMetadata", "ReceiptHandle", "MessageId", "Detail", "message"}
+
+
+def query(base: str, params: dict[str, str], path: str = "/") -> tuple[int, Any]:
+    """A signed Query request, as the SDKs of the Query era send it; the status and the XML."""
+    import urllib.error
+    import xml.etree.ElementTree as ET
+    from urllib.parse import urlencode
+
+    body = urlencode({**params, "Version": "2012-11-05"}).encode()
+    content_type = {"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"}
+    request = signed_post(base + path, body, content_type)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, ET.fromstring(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, ET.fromstring(exc.read())
+
+
+def signed_post(url: str, body: bytes, headers: dict[str, str]) -> urllib.request.Request:
+    """A POST signed with SigV4 as the SDKs sign it (with the test's access key)."""
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    signed = AWSRequest(method="POST", url=url, data=body, headers=headers)
+    SigV4Auth(Credentials("testing", "secret"), "sqs", REGION).add_auth(signed)
+    return urllib.request.Request(
+        url, data=body, headers=dict(signed.headers.items()), method="POST"
+    )
+
+
+def simplify(element: Any) -> Any:
+    """An XML answer as comparable data: namespaces, ids and order of elements left out."""
+    children = [c for c in element if c.tag.split("}")[-1] not in IGNORED]
+    if not children:
+        return (element.text or "").strip()
+    return sorted(
+        ((c.tag.split("}")[-1], simplify(c)) for c in children), key=lambda pair: repr(pair)
+    )
+
+
+def find(element: Any, tag: str) -> list[Any]:
+    return [e for e in element.iter() if e.tag.split("}")[-1] == tag]
+
+
+def query_story(base: str) -> dict[str, Any]:
+    status, answer = query(base, {"Action": "GetQueueUrl", "QueueName": "gw-query"})
+    url = find(answer, "QueueUrl")[0].text
+    path = "/" + url.split("/", 3)[3]
+    blob = base64.b64encode(b"\x00\xffraw").decode()
+    attributes = {
+        "MessageAttribute.1.Name": "colour",
+        "MessageAttribute.1.Value.DataType": "String",
+        "MessageAttribute.1.Value.StringValue": "blue & <green>",
+        "MessageAttribute.2.Name": "raw",
+        "MessageAttribute.2.Value.DataType": "Binary",
+        "MessageAttribute.2.Value.BinaryValue": blob,
+    }
+    _, sent = query(
+        base,
+        {"Action": "SendMessage", "MessageBody": "posted to the queue URL", **attributes},
+        path,
+    )
+    _, batch = query(
+        base,
+        {
+            "Action": "SendMessageBatch",
+            "QueueUrl": url,
+            "SendMessageBatchRequestEntry.1.Id": "a",
+            "SendMessageBatchRequestEntry.1.MessageBody": "batch a",
+            "SendMessageBatchRequestEntry.2.Id": "b",
+            "SendMessageBatchRequestEntry.2.MessageBody": "batch b",
+        },
+    )
+    messages: list[Any] = []
+    while len(messages) < 3:
+        _, received = query(
+            base,
+            {
+                "Action": "ReceiveMessage",
+                "QueueUrl": url,
+                "MaxNumberOfMessages": "10",
+                "WaitTimeSeconds": "5",
+                "AttributeName.1": "ApproximateReceiveCount",
+                "MessageAttributeName.1": "All",
+            },
+        )
+        messages += find(received, "Message")
+    last = len(messages) + 1
+    handles = {f"DeleteMessageBatchRequestEntry.{last}.Id": "forged"}
+    handles[f"DeleteMessageBatchRequestEntry.{last}.ReceiptHandle"] = "forged"
+    for i, message in enumerate(messages, 1):
+        handles[f"DeleteMessageBatchRequestEntry.{i}.Id"] = f"m{i}"
+        handles[f"DeleteMessageBatchRequestEntry.{i}.ReceiptHandle"] = find(
+            message, "ReceiptHandle"
+        )[0].text
+    _, deleted = query(base, {"Action": "DeleteMessageBatch", "QueueUrl": url, **handles})
+    missing = query(base, {"Action": "GetQueueUrl", "QueueName": "gw-nowhere"})
+    _, visibility = query(
+        base,
+        {"Action": "GetQueueAttributes", "QueueUrl": url, "AttributeName.1": "VisibilityTimeout"},
+    )
+    return {
+        "status": status,
+        "path": path,
+        "sent": simplify(sent),
+        "batch": simplify(batch),
+        "received": sorted((simplify(m) for m in messages), key=repr),
+        "deleted": simplify(deleted),
+        "missing": (missing[0], simplify(missing[1])),
+        "attributes": simplify(visibility),
+    }
+
+
+def test_the_query_protocol_answers_as_sqs_does(sides: Sides, moto_server: str) -> None:
+    moto = query_story(moto_server)
+    gateway = query_story(sides.running.url)
+    assert gateway == moto
+    assert gateway["path"] == "/123456789012/gw-query"
+    assert ("Code", "AWS.SimpleQueueService.NonExistentQueue") in gateway["missing"][1][0][1]
+    assert gateway["missing"][0] == 400
+    assert len(gateway["received"]) == 3
+
+
+def test_query_errors_are_xml(sides: Sides) -> None:
+    status, answer = query(sides.running.url, {"Action": "CreateQueue", "QueueName": "x"})
+    assert status == 400
+    assert answer.tag == "{http://queue.amazonaws.com/doc/2012-11-05/}ErrorResponse"
+    assert find(answer, "Code")[0].text == "AWS.SimpleQueueService.UnsupportedOperation"
+    assert find(answer, "Type")[0].text == "Sender"
+    assert find(answer, "RequestId")[0].text
+
+
+def test_malformed_json_is_a_serialization_error(sides: Sides) -> None:
+    import json
+    import urllib.error
+
+    request = signed_post(
+        sides.running.url + "/",
+        b'{"QueueName": "gw-basic"',
+        {"X-Amz-Target": "AmazonSQS.GetQueueUrl", "Content-Type": "application/x-amz-json-1.0"},
+    )
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(request, timeout=30)
+    assert caught.value.code == 400
+    assert caught.value.headers["x-amzn-RequestId"]
+    assert json.loads(caught.value.read())["__type"].endswith("#SerializationException")

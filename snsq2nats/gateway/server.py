@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
 
-from snsq2nats.errors import GatewayAuthError, GatewayError, SnsqError
-from snsq2nats.gateway import protocol
+from snsq2nats.errors import GatewayError, SnsqError
+from snsq2nats.gateway import protocol, query
 from snsq2nats.gateway.principal import Authenticator, Principal
 from snsq2nats.gateway.sqs import Call, SqsActions
 
@@ -78,58 +78,79 @@ class Gateway:
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_REQUEST_BYTES)
-        app.router.add_post("/", self.handle)
-        app.router.add_post("/{account}/{queue}", self.handle)
+        for path in ("/", "/{account}/{queue}"):
+            app.router.add_post(path, self.handle)
+            app.router.add_get(path, self.handle)
         return app
 
     def base_url(self, request: web.Request) -> str:
         return self.public_url or f"{request.scheme}://{request.host}"
 
     async def handle(self, request: web.Request) -> web.Response:
+        """One request in either protocol: JSON when it names an `X-Amz-Target`, else Query."""
         request_id = str(uuid.uuid4())
-        target = request.headers.get("X-Amz-Target", "")
+        json_protocol = "X-Amz-Target" in request.headers
+        action = "(unknown)"
         try:
             body = await request.read()
             principal = self.authenticate(request, body)
-            if not target.startswith(protocol.TARGET_PREFIX):
-                raise protocol.unknown_action(target or "(none)")
-            name = target[len(protocol.TARGET_PREFIX) :]
-            result = await self.run(request, principal, name, protocol.json_params(body))
-            return self.json_response(200, protocol.json_body(result), request_id, {})
+            if json_protocol:
+                target = request.headers["X-Amz-Target"]
+                if not target.startswith(protocol.TARGET_PREFIX):
+                    raise protocol.unknown_action(target)
+                action = target[len(protocol.TARGET_PREFIX) :]
+                params = protocol.json_params(body)
+            else:
+                form = query.parse_form(body, request.query_string)
+                action = form.get("Action", "")
+                if not action:
+                    raise GatewayError("MissingAction", "The request must contain an Action.")
+                params = query.to_params(form)
+            if "QueueUrl" not in params and "queue" in request.match_info:
+                # Query clients post to the queue's URL instead of naming it.
+                params["QueueUrl"] = f"{self.base_url(request)}{request.path}"
+            result = await self.run(request, principal, action, params)
+            if json_protocol:
+                return self.respond(200, protocol.json_body(result), request_id, json_protocol)
+            return self.respond(
+                200, query.xml_response(action, result, request_id), request_id, json_protocol
+            )
         except GatewayError as exc:
-            data, headers = protocol.json_error(exc)
-            return self.json_response(exc.status, data, request_id, headers)
+            return self.failure(exc, request_id, json_protocol)
         except SnsqError as exc:
             # NATS did not answer as it should (no leader, a permission the identity lacks):
             # the client may retry; the operator reads why in the log.
-            log.warning("request %s (%s): %s", request_id, target, exc.one_line())
+            log.warning("request %s (%s): %s", request_id, action, exc.one_line())
             error = GatewayError(
                 "ServiceUnavailable",
                 f"The gateway could not reach JetStream for request {request_id}; retry it.",
                 status=503,
                 sender=False,
             )
-            data, headers = protocol.json_error(error)
-            return self.json_response(503, data, request_id, headers)
+            return self.failure(error, request_id, json_protocol)
         except Exception:
-            log.exception("request %s (%s) failed", request_id, target)
+            log.exception("request %s (%s) failed", request_id, action)
             error = GatewayError(
                 "InternalFailure",
                 f"The gateway failed to process request {request_id}.",
                 status=500,
                 sender=False,
             )
+            return self.failure(error, request_id, json_protocol)
+
+    def failure(self, error: GatewayError, request_id: str, json_protocol: bool) -> web.Response:
+        if json_protocol:
             data, headers = protocol.json_error(error)
-            return self.json_response(500, data, request_id, headers)
+            return self.respond(error.status, data, request_id, json_protocol, headers)
+        return self.respond(
+            error.status, query.xml_error(error, request_id), request_id, json_protocol
+        )
 
     def authenticate(self, request: web.Request, body: bytes) -> Principal:
         headers = {k.lower(): v for k, v in request.headers.items()}
-        try:
-            return self.authenticator.authenticate(
-                request.method, request.path, request.query_string, headers, body
-            )
-        except GatewayAuthError:
-            raise
+        return self.authenticator.authenticate(
+            request.method, request.path, request.query_string, headers, body
+        )
 
     async def run(
         self, request: web.Request, principal: Principal, name: str, params: dict[str, Any]
@@ -144,15 +165,20 @@ class Gateway:
         return await action(call)
 
     @staticmethod
-    def json_response(
-        status: int, body: bytes, request_id: str, headers: dict[str, str]
+    def respond(
+        status: int,
+        body: bytes,
+        request_id: str,
+        json_protocol: bool,
+        headers: dict[str, str] | None = None,
     ) -> web.Response:
+        content_type = protocol.JSON_CONTENT_TYPE if json_protocol else query.XML_CONTENT_TYPE
         return web.Response(
             status=status,
             body=body,
             headers={
-                "Content-Type": protocol.JSON_CONTENT_TYPE,
+                "Content-Type": content_type,
                 "x-amzn-RequestId": request_id,
-                **headers,
+                **(headers or {}),
             },
         )
