@@ -40,6 +40,10 @@ STANDARD = [
     "gw-query",
 ]
 SHORT_VISIBILITY = {"gw-vis": 2}
+FIFO = ["gw-fifo.fifo", "gw-content.fifo", "gw-parts.fifo"]
+CONTENT_BASED = "gw-content.fifo"
+PARTITIONED = "gw-parts.fifo"
+PARTITIONS = 3
 SMALL_QUEUE = "gw-size"
 SMALL_SIZE = 1024
 
@@ -73,6 +77,11 @@ def seed(sqs: Any) -> None:
         if name == SMALL_QUEUE:
             attributes["MaximumMessageSize"] = str(SMALL_SIZE)
         sqs.create_queue(QueueName=name, Attributes=attributes)
+    for name in FIFO:
+        fifo = {"FifoQueue": "true"}
+        if name == CONTENT_BASED:
+            fifo["ContentBasedDeduplication"] = "true"
+        sqs.create_queue(QueueName=name, Attributes=fifo)
 
 
 @pytest.fixture(scope="module")
@@ -92,11 +101,14 @@ def sides(moto_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         aws_access_key_id="testing", aws_secret_access_key="testing", region_name=REGION
     )
     inventory = aws_scan.scan(make_clients(session, [REGION], moto_server))
-    path = tmp_path_factory.mktemp("gateway") / "inventory.json"
+    folder = tmp_path_factory.mktemp("gateway")
+    path = folder / "inventory.json"
     path.write_bytes(document_json(inventory))
+    mapping = folder / "partitions.yaml"
+    mapping.write_text(f"overrides:\n  - match: {PARTITIONED}\n    partitions: {PARTITIONS}\n")
     with NatsServer(name="gateway") as server:
         plan = make_plan(
-            PlanRequest(inventory_path=path),
+            PlanRequest(inventory_path=path, mapping_paths=[mapping]),
             scan=lambda: pytest.fail("must not scan"),
             nats=NatsOptions(servers=[server.url]),
         )
@@ -204,7 +216,8 @@ def test_queue_urls_are_the_gateways_own_and_reachable(sides: Sides) -> None:
         )
         for side, sqs in sides.both()
     }
-    assert listed["gateway"] == listed["moto"] == sorted(f"123456789012/{q}" for q in STANDARD)
+    assert listed["gateway"] == listed["moto"]
+    assert listed["gateway"] == sorted(f"123456789012/{q}" for q in STANDARD + FIFO)
     assert "QueueUrls" not in sides.gateway.list_queues(QueueNamePrefix="nothing-")
 
 
@@ -666,3 +679,116 @@ def test_malformed_json_is_a_serialization_error(sides: Sides) -> None:
     assert caught.value.code == 400
     assert caught.value.headers["x-amzn-RequestId"]
     assert json.loads(caught.value.read())["__type"].endswith("#SerializationException")
+
+
+# -- FIFO ---------------------------------------------------------------------------------------
+
+
+def fifo_story(sqs: Any, name: str) -> dict[str, Any]:
+    """Two groups, an explicit duplicate; received one at a time and deleted: per-group order,
+    the duplicate answered with the original's id, the system attributes SQS gives."""
+    url = url_of(sqs, name)
+    content_based = name == CONTENT_BASED
+    sent = []
+    for i, group in enumerate(["a", "b", "a", "b", "a"]):
+        entry: dict[str, Any] = {"MessageBody": f"{group}{i}", "MessageGroupId": group}
+        if not content_based:
+            entry["MessageDeduplicationId"] = f"d{i}"
+        sent.append(sqs.send_message(QueueUrl=url, **entry))
+    again: dict[str, Any] = {"MessageBody": "a0", "MessageGroupId": "a"}
+    if not content_based:
+        again["MessageDeduplicationId"] = "d0"
+    duplicate = sqs.send_message(QueueUrl=url, **again)
+    order: dict[str, list[str]] = {"a": [], "b": []}
+    sequences: list[int] = []
+    dedup_ids = set()
+    while sum(len(v) for v in order.values()) < 5:
+        for message in sqs.receive_message(
+            QueueUrl=url, WaitTimeSeconds=5, AttributeNames=["All"]
+        ).get("Messages", []):
+            attributes = message["Attributes"]
+            order[attributes["MessageGroupId"]].append(message["Body"])
+            sequences.append(int(attributes.get("SequenceNumber", -1)))
+            dedup_ids.add(attributes["MessageDeduplicationId"])
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+    return {
+        "order": order,
+        "duplicate is the original": duplicate["MessageId"] == sent[0]["MessageId"],
+        "sequence numbers": all(len(s.get("SequenceNumber", "")) == 20 for s in sent),
+        "increasing": [int(s.get("SequenceNumber", -1)) for s in sent]
+        == sorted(int(s.get("SequenceNumber", -1)) for s in sent),
+        "received sequences sent": set(sequences)
+        <= {int(s.get("SequenceNumber", -1)) for s in sent},
+        "dedup ids": len(dedup_ids),
+        "left": sqs.receive_message(QueueUrl=url, WaitTimeSeconds=1).get("Messages", []),
+        "no group": error_of(lambda: sqs.send_message(QueueUrl=url, MessageBody="x")),
+    }
+
+
+@pytest.mark.parametrize("name", FIFO)
+def test_fifo_order_and_deduplication_are_what_sqs_does(sides: Sides, name: str) -> None:
+    stories = {side: fifo_story(sqs, name) for side, sqs in sides.both()}
+    # SQS answers a duplicate with the original's MessageId, numbers a queue's messages in
+    # increasing order and gives every received FIFO message its SequenceNumber; moto does not
+    # always, so these are the gateway's alone.
+    story = stories["gateway"]
+    own = (
+        "duplicate is the original",
+        "sequence numbers",
+        "increasing",
+        "received sequences sent",
+    )
+    for key in own:
+        assert story.pop(key) is True, key
+        stories["moto"].pop(key)
+    assert stories["gateway"] == stories["moto"]
+    assert story["order"] == {"a": ["a0", "a2", "a4"], "b": ["b1", "b3"]}
+
+
+def test_fifo_without_deduplication_id_is_refused_as_sqs_does(sides: Sides) -> None:
+    answers = {
+        side: error_of(
+            lambda sqs=sqs: sqs.send_message(
+                QueueUrl=url_of(sqs, "gw-fifo.fifo"), MessageBody="x", MessageGroupId="g"
+            )
+        )
+        for side, sqs in sides.both()
+    }
+    assert answers["gateway"] == answers["moto"]
+    assert answers["gateway"][0] == "InvalidParameterValue"
+
+
+def test_partitions_give_parallel_groups(sides: Sides) -> None:
+    """Groups in different partitions are in flight at once (one durable per partition, one
+    message each), and a group's next message waits for its predecessor's delete."""
+    sqs = sides.gateway
+    url = url_of(sqs, PARTITIONED)
+    groups = [f"g{i}" for i in range(12)]
+    for group in groups:
+        for n in range(2):
+            sqs.send_message(
+                QueueUrl=url,
+                MessageBody=f"{group}-{n}",
+                MessageGroupId=group,
+                MessageDeduplicationId=f"{group}-{n}",
+            )
+    held: list[dict[str, Any]] = []
+    while len(held) < PARTITIONS:
+        held += sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=5).get(
+            "Messages", []
+        )
+    bodies = [m["Body"] for m in held]
+    assert len(bodies) == PARTITIONS  # one in flight per partition
+    assert all(b.endswith("-0") for b in bodies)  # each group's first comes first
+    received = list(bodies)
+    for message in held:
+        sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+    while len(received) < 2 * len(groups):
+        for message in sqs.receive_message(
+            QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=5
+        ).get("Messages", []):
+            received.append(message["Body"])
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+    assert sorted(received) == sorted(f"{g}-{n}" for g in groups for n in range(2))
+    for group in groups:
+        assert received.index(f"{group}-0") < received.index(f"{group}-1")

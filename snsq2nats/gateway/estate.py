@@ -36,6 +36,8 @@ class GatewayQueue:
     """Seconds: the durable's ack wait, which is what a received message stays invisible for."""
     max_message_size: int
     max_receive_count: int
+    max_in_flight: int
+    """Each durable's max_ack_pending: a receive asks for no more (a FIFO queue's is 1)."""
     """The durable's max_deliver (-1: unlimited)."""
     retention_seconds: int
     duplicate_window_seconds: int
@@ -80,6 +82,7 @@ class Estate:
                     visibility_timeout=round(consumer.ack_wait / NS) if consumer else 30,
                     max_message_size=max_size or SQS_MAX_MESSAGE_SIZE,
                     max_receive_count=consumer.max_deliver if consumer else -1,
+                    max_in_flight=consumer.max_ack_pending if consumer else 1000,
                     retention_seconds=round(stream.max_age / NS) if stream else 345_600,
                     duplicate_window_seconds=round(stream.duplicate_window / NS) if stream else 120,
                     content_based_deduplication=source.get("ContentBasedDeduplication") == "true",

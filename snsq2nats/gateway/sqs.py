@@ -105,6 +105,7 @@ class SqsActions:
     def __init__(self, estate: Callable[[], Estate], signer: HandleSigner) -> None:
         self.estate = estate
         self.signer = signer
+        self._turn = 0
 
     # -- naming ------------------------------------------------------------------------------
 
@@ -258,19 +259,24 @@ class SqsActions:
         )
 
     async def _pull(self, nc: Client, queue: GatewayQueue, count: int, wait: float) -> list[Msg]:
+        # Never more than a durable may have in flight: a larger request would be held by the
+        # server until it expires (a FIFO queue's durable takes one message at a time).
+        batch = max(1, min(count, queue.max_in_flight))
         durables = queue.durables
         if len(durables) == 1:
-            return await pull(nc, queue.stream, durables[0], count, wait)
-        # Partitions: what each has now, in turn; then the long poll on one of them.
-        got: list[Msg] = []
-        for durable in durables:
-            got += await pull(nc, queue.stream, durable, count - len(got), 0)
-            if len(got) >= count:
-                return got
+            return await pull(nc, queue.stream, durables[0], batch, wait)
+        # Partitions: what each has now, all at once (starting at the next in turn when asked for
+        # fewer messages than there are partitions); then the long poll on the next in turn.
+        self._turn = (self._turn + 1) % len(durables)
+        turn = [*durables[self._turn :], *durables[: self._turn]]
+        found = await asyncio.gather(*(pull(nc, queue.stream, d, batch, 0) for d in turn[:count]))
+        got = [m for msgs in found for m in msgs]
+        for extra in got[count:]:
+            # More than asked for (partitions taking several in flight): back at once.
+            await nc.publish(str(extra.reply), nak_payload(0))
         if got or wait <= 0:
-            return got
-        durable = durables[int(time.monotonic() * 1000) % len(durables)]
-        return await pull(nc, queue.stream, durable, count, wait)
+            return got[:count]
+        return await pull(nc, queue.stream, turn[0], batch, wait)
 
     def _message(
         self,
