@@ -51,6 +51,8 @@ HANDLE_INVALID = "ReceiptHandleIsInvalid"
 UNSUPPORTED = "AWS.SimpleQueueService.UnsupportedOperation"
 MAX_WAIT_SECONDS = 20
 MAX_RECEIVE = 10
+PARTITION_SWEEP = 0.2
+"""Seconds between a long poll's sweeps over a partitioned queue's durables."""
 ACK_TIMEOUT = 5.0
 ERR_MESSAGE_TOO_LARGE = 10054
 
@@ -265,18 +267,24 @@ class SqsActions:
         durables = queue.durables
         if len(durables) == 1:
             return await pull(nc, queue.stream, durables[0], batch, wait)
-        # Partitions: what each has now, all at once (starting at the next in turn when asked for
-        # fewer messages than there are partitions); then the long poll on the next in turn.
+        # Partitions: a sweep takes what each has now, in turn (starting one further each
+        # receive, so no partition waits on another); a long poll sweeps again until a message
+        # comes or the wait ends. Waiting on one partition alone would miss the others', and
+        # waiting on all at once would leave pending requests that deliver to nobody.
         self._turn = (self._turn + 1) % len(durables)
         turn = [*durables[self._turn :], *durables[: self._turn]]
-        found = await asyncio.gather(*(pull(nc, queue.stream, d, batch, 0) for d in turn[:count]))
-        got = [m for msgs in found for m in msgs]
-        for extra in got[count:]:
-            # More than asked for (partitions taking several in flight): back at once.
-            await nc.publish(str(extra.reply), nak_payload(0))
-        if got or wait <= 0:
-            return got[:count]
-        return await pull(nc, queue.stream, turn[0], batch, wait)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        got: list[Msg] = []
+        while True:
+            for durable in turn:
+                got += await pull(nc, queue.stream, durable, min(batch, count - len(got)), 0)
+                if len(got) >= count:
+                    return got
+            remaining = deadline - loop.time()
+            if got or remaining <= 0:
+                return got
+            await asyncio.sleep(min(PARTITION_SWEEP, remaining))
 
     def _message(
         self,
