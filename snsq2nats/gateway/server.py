@@ -10,6 +10,7 @@ is a `GatewayError` rendered in the protocol's error shape; anything else is a 5
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -18,7 +19,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from aiohttp import web
 
 from snsq2nats.errors import GatewayError, SnsqError
-from snsq2nats.gateway import protocol, query
+from snsq2nats.gateway import metrics, protocol, query
+from snsq2nats.gateway.metrics import GatewayMetrics
 from snsq2nats.gateway.principal import Authenticator, Principal
 from snsq2nats.gateway.sqs import Call, SqsActions
 
@@ -62,6 +64,9 @@ class Gateway:
         self.authenticator = authenticator
         self.link = link
         self.public_url = public_url.rstrip("/") if public_url else None
+        self.metrics = GatewayMetrics()
+        self.ready = False
+        """Set once serving, cleared at a stop: what /readyz answers."""
         self.table: dict[str, Action] = {
             "GetQueueUrl": actions.get_queue_url,
             "ListQueues": actions.list_queues,
@@ -78,16 +83,54 @@ class Gateway:
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_REQUEST_BYTES)
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/readyz", self.readyz)
+        app.router.add_get("/metrics", self.scrape)
         for path in ("/", "/{account}/{queue}"):
             app.router.add_post(path, self.handle)
             app.router.add_get(path, self.handle)
         return app
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        """Ready while serving with the estate loaded; 503 while starting and stopping."""
+        if not self.ready:
+            return web.Response(status=503, text="not ready\n")
+        return web.Response(text=f"ready: {len(self.actions.estate().queues)} queues\n")
+
+    async def scrape(self, request: web.Request) -> web.Response:
+        return web.Response(
+            body=self.metrics.exposition(), headers={"Content-Type": metrics.CONTENT_TYPE}
+        )
+
+    def queue_label(self, params: dict[str, Any]) -> str:
+        """The queue's name for metrics; `-` for no queue or one the estate does not have (so
+        clients cannot grow the label set)."""
+        url = params.get("QueueUrl")
+        queue = self.actions.estate().by_url(str(url)) if url else None
+        return queue.name if queue else "-"
 
     def base_url(self, request: web.Request) -> str:
         return self.public_url or f"{request.scheme}://{request.host}"
 
     async def handle(self, request: web.Request) -> web.Response:
         """One request in either protocol: JSON when it names an `X-Amz-Target`, else Query."""
+        started = time.perf_counter()
+        seen: dict[str, Any] = {}
+        with self.metrics.in_flight.track_inprogress():
+            response = await self.answer(request, seen)
+        outcome = "ok" if response.status < 300 else str(seen.get("error", response.status))
+        action = str(seen.get("action", "-"))
+        queue = self.queue_label(seen.get("params") or {})
+        self.metrics.observe(action, queue, outcome, time.perf_counter() - started)
+        result = seen.get("result")
+        if result is not None and queue != "-":
+            self.metrics.count(queue, *_moved(action, result))
+        return response
+
+    async def answer(self, request: web.Request, seen: dict[str, Any]) -> web.Response:
         request_id = str(uuid.uuid4())
         json_protocol = "X-Amz-Target" in request.headers
         action = "(unknown)"
@@ -109,13 +152,16 @@ class Gateway:
             if "QueueUrl" not in params and "queue" in request.match_info:
                 # Query clients post to the queue's URL instead of naming it.
                 params["QueueUrl"] = f"{self.base_url(request)}{request.path}"
+            seen["action"], seen["params"] = action, params
             result = await self.run(request, principal, action, params)
+            seen["result"] = result
             if json_protocol:
                 return self.respond(200, protocol.json_body(result), request_id, json_protocol)
             return self.respond(
                 200, query.xml_response(action, result, request_id), request_id, json_protocol
             )
         except GatewayError as exc:
+            seen["error"] = exc.code
             return self.failure(exc, request_id, json_protocol)
         except SnsqError as exc:
             # NATS did not answer as it should (no leader, a permission the identity lacks):
@@ -182,3 +228,24 @@ class Gateway:
                 **(headers or {}),
             },
         )
+
+
+_MOVES = {
+    "SendMessage": "sent",
+    "SendMessageBatch": "sent",
+    "ReceiveMessage": "received",
+    "DeleteMessage": "deleted",
+    "DeleteMessageBatch": "deleted",
+}
+
+
+def _moved(action: str, result: dict[str, Any]) -> tuple[str, int]:
+    """Which way messages moved in an answered request, and how many."""
+    direction = _MOVES.get(action)
+    if direction is None:
+        return "-", 0
+    if action == "ReceiveMessage":
+        return direction, len(result.get("Messages", []))
+    if action.endswith("Batch"):
+        return direction, len(result.get("Successful", []))
+    return direction, 1
