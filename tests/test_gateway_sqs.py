@@ -748,8 +748,11 @@ def test_fifo_order_and_deduplication_are_what_sqs_does(sides: Sides, name: str)
 def test_fifo_without_deduplication_id_is_refused_as_sqs_does(sides: Sides) -> None:
     answers = {
         side: error_of(
-            lambda sqs=sqs: sqs.send_message(
-                QueueUrl=url_of(sqs, "gw-fifo.fifo"), MessageBody="x", MessageGroupId="g"
+            functools.partial(
+                sqs.send_message,
+                QueueUrl=url_of(sqs, "gw-fifo.fifo"),
+                MessageBody="x",
+                MessageGroupId="g",
             )
         )
         for side, sqs in sides.both()
