@@ -38,7 +38,9 @@ STANDARD = [
     "gw-attrs",
     "gw-purge",
     "gw-query",
+    "gw-delay",
 ]
+DELAYED = {"gw-delay": 2}
 SHORT_VISIBILITY = {"gw-vis": 2}
 FIFO = ["gw-fifo.fifo", "gw-content.fifo", "gw-parts.fifo"]
 CONTENT_BASED = "gw-content.fifo"
@@ -72,6 +74,8 @@ def _moto_sqs(moto_server: str) -> Any:
 def seed(sqs: Any) -> None:
     for name in STANDARD:
         attributes = {"VisibilityTimeout": "30"}
+        if name in DELAYED:
+            attributes["DelaySeconds"] = str(DELAYED[name])
         if name in SHORT_VISIBILITY:
             attributes["VisibilityTimeout"] = str(SHORT_VISIBILITY[name])
         if name == SMALL_QUEUE:
@@ -795,3 +799,46 @@ def test_partitions_give_parallel_groups(sides: Sides) -> None:
     assert sorted(received) == sorted(f"{g}-{n}" for g in groups for n in range(2))
     for group in groups:
         assert received.index(f"{group}-0") < received.index(f"{group}-1")
+
+
+# -- delays -------------------------------------------------------------------------------------
+
+
+def delay_story(sqs: Any) -> dict[str, Any]:
+    """The queue's delay, then a message's own (shorter) one: neither arrives early."""
+    url = url_of(sqs, "gw-delay")
+    out: dict[str, Any] = {}
+    for label, extra, delay in (
+        ("queue", {}, DELAYED["gw-delay"]),
+        ("own", {"DelaySeconds": 1}, 1),
+    ):
+        sent = time.monotonic()
+        sqs.send_message(QueueUrl=url, MessageBody=label, **extra)
+        early = sqs.receive_message(QueueUrl=url, WaitTimeSeconds=0).get("Messages", [])
+        if time.monotonic() < sent + delay:  # else the check says nothing (a slow machine)
+            assert early == [], label
+        got = receive_all(sqs, url, 1, MessageAttributeNames=["All"])
+        out[label] = (got[0]["Body"], time.monotonic() - sent >= delay)
+        sqs.delete_message(QueueUrl=url, ReceiptHandle=got[0]["ReceiptHandle"])
+    out["attribute"] = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["DelaySeconds"])[
+        "Attributes"
+    ]
+    return out
+
+
+def test_delays_are_kept_as_sqs_keeps_them(sides: Sides) -> None:
+    stories = {side: delay_story(sqs) for side, sqs in sides.both()}
+    assert stories["gateway"] == stories["moto"]
+    assert stories["gateway"]["queue"] == ("queue", True)
+    assert stories["gateway"]["own"] == ("own", True)
+    assert stories["gateway"]["attribute"] == {"DelaySeconds": "2"}
+
+
+def test_a_delay_the_queue_cannot_keep_is_refused_not_ignored(sides: Sides) -> None:
+    # gw-basic has no DelaySeconds, so its stream takes no schedules: moto would delay, the
+    # gateway says it cannot rather than deliver early.
+    url = url_of(sides.gateway, "gw-basic")
+    code, _, status = error_of(
+        lambda: sides.gateway.send_message(QueueUrl=url, MessageBody="x", DelaySeconds=5)
+    )
+    assert (code, status) == ("AWS.SimpleQueueService.UnsupportedOperation", 400)

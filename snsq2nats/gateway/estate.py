@@ -43,6 +43,10 @@ class GatewayQueue:
     duplicate_window_seconds: int
     content_based_deduplication: bool = False
     receive_wait_seconds: int = 0
+    delay_seconds: int = 0
+    """The queue's DelaySeconds: what a message sent without its own delay waits."""
+    schedules: bool = False
+    """The stream takes message schedules: how a delay is kept (nats-server 2.12+)."""
     """The queue's ReceiveMessageWaitTimeSeconds: a receive's wait when it names none."""
 
     def url(self, base: str) -> str:
@@ -87,6 +91,8 @@ class Estate:
                     duplicate_window_seconds=round(stream.duplicate_window / NS) if stream else 120,
                     content_based_deduplication=source.get("ContentBasedDeduplication") == "true",
                     receive_wait_seconds=_int(source.get("ReceiveMessageWaitTimeSeconds")),
+                    delay_seconds=_int(source.get("DelaySeconds")),
+                    schedules=bool(stream and stream.allow_msg_schedules),
                 )
             )
         return cls(queues)

@@ -19,6 +19,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from snsq2nats.bridge.codec import (
@@ -39,6 +40,7 @@ from snsq2nats.gateway.handles import ExpiredHandle, HandleSigner, InvalidHandle
 from snsq2nats.gateway.pull import pull
 from snsq2nats.jetstream.api import api, get_message
 from snsq2nats.jetstream.operations import CONSUMER_INFO, STREAM_PURGE
+from snsq2nats.plan.names import SCHEDULE_TOKEN
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
@@ -51,6 +53,9 @@ HANDLE_INVALID = "ReceiptHandleIsInvalid"
 UNSUPPORTED = "AWS.SimpleQueueService.UnsupportedOperation"
 MAX_WAIT_SECONDS = 20
 MAX_RECEIVE = 10
+MAX_DELAY = 900
+SCHEDULE_HEADER = "Nats-Schedule"
+SCHEDULE_TARGET_HEADER = "Nats-Schedule-Target"
 PARTITION_SWEEP = 0.2
 """Seconds between a long poll's sweeps over a partitioned queue's durables."""
 ACK_TIMEOUT = 5.0
@@ -175,15 +180,7 @@ class SqsActions:
                 "One or more parameters are invalid. Reason: Message must be shorter than "
                 f"{queue.max_message_size} bytes."
             )
-        delay = entry.get("DelaySeconds")
-        if delay is not None and _int(delay, "DelaySeconds") != 0:
-            # The plan maps a queue's delay onto message schedules; a per-message delay has no
-            # place there yet, and silently ignoring it would deliver early.
-            raise GatewayError(
-                UNSUPPORTED,
-                "DelaySeconds on a message is not served by the snsq2nats gateway: "
-                "set the queue's DelaySeconds in AWS and re-plan, or send without it.",
-            )
+        delay = self._delay(queue, entry.get("DelaySeconds"))
         message_id = str(uuid.uuid4())
         headers = attributes_to_headers(attributes)
         headers[AWS_MESSAGE_ID_HEADER] = message_id
@@ -210,6 +207,13 @@ class SqsActions:
         else:
             # A retried publish (lost PubAck) stays one message: same id, inside the window.
             headers[MSG_ID_HEADER] = message_id
+        if delay:
+            # A message schedule: the stream holds it under the schedule token and publishes
+            # it to the queue's subject when the delay ends (how the plan maps DelaySeconds).
+            at = datetime.now(UTC) + timedelta(seconds=delay)
+            headers[SCHEDULE_HEADER] = "@at " + at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            headers[SCHEDULE_TARGET_HEADER] = subject
+            subject = f"{queue.subject_base}.{SCHEDULE_TOKEN}.{message_id}"
         ack = await publish(call.nc, queue, subject, body.encode("utf-8"), headers)
         if queue.fifo and ack.duplicate:
             # SQS answers a duplicate with the original's id: the stored message carries it.
@@ -221,6 +225,31 @@ class SqsActions:
         if queue.fifo:
             out["SequenceNumber"] = _sequence_number(ack.seq)
         return out
+
+    def _delay(self, queue: GatewayQueue, value: Any) -> int:
+        """Seconds the message waits: its own DelaySeconds, else the queue's."""
+        if value is None:
+            return queue.delay_seconds if queue.schedules else 0
+        seconds = _int(value, "DelaySeconds")
+        if not 0 <= seconds <= MAX_DELAY:
+            raise invalid(
+                f"Value {seconds} for parameter DelaySeconds is invalid. "
+                f"Reason: DelaySeconds must be >= 0 and <= {MAX_DELAY}"
+            )
+        if seconds and queue.fifo:
+            raise invalid(
+                f"Value {seconds} for parameter DelaySeconds is invalid. Reason: The request "
+                "include parameter that is not valid for this queue type"
+            )
+        if seconds and not queue.schedules:
+            # Ignoring it would deliver early: say why it cannot be kept.
+            raise GatewayError(
+                UNSUPPORTED,
+                "DelaySeconds is not served for this queue: its stream takes no message "
+                "schedules (the plan maps delays to schedules only for queues with a "
+                "DelaySeconds, on nats-server 2.12+, without topic sources).",
+            )
+        return seconds
 
     # -- receiving ---------------------------------------------------------------------------
 
@@ -441,7 +470,7 @@ class SqsActions:
             "MaximumMessageSize": str(queue.max_message_size),
             "MessageRetentionPeriod": str(queue.retention_seconds),
             "ReceiveMessageWaitTimeSeconds": str(queue.receive_wait_seconds),
-            "DelaySeconds": "0",
+            "DelaySeconds": str(queue.delay_seconds),
         }
         if queue.fifo:
             values["FifoQueue"] = "true"
