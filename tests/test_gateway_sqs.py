@@ -12,10 +12,14 @@ import asyncio
 import base64
 import functools
 import hashlib
+import json
+import os
+import subprocess
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -39,6 +43,7 @@ STANDARD = [
     "gw-purge",
     "gw-query",
     "gw-delay",
+    "gw-js",
 ]
 DELAYED = {"gw-delay": 2}
 SHORT_VISIBILITY = {"gw-vis": 2}
@@ -842,3 +847,49 @@ def test_a_delay_the_queue_cannot_keep_is_refused_not_ignored(sides: Sides) -> N
         lambda: sides.gateway.send_message(QueueUrl=url, MessageBody="x", DelaySeconds=5)
     )
     assert (code, status) == ("AWS.SimpleQueueService.UnsupportedOperation", 400)
+
+
+# -- the JavaScript SDK v3 ----------------------------------------------------------------------
+
+JS_APP = Path(__file__).parent / "js"
+
+
+@pytest.fixture(scope="module")
+def node_app() -> Path:
+    """The JS application with its SDK installed (`npm ci` from the lock file, once)."""
+    if not (JS_APP / "node_modules" / "@aws-sdk" / "client-sqs").is_dir():
+        subprocess.run(
+            ["npm", "ci", "--no-audit", "--no-fund"], cwd=JS_APP, check=True, timeout=600
+        )
+    return JS_APP
+
+
+def js_story(app: Path, endpoint: str) -> dict[str, Any]:
+    done = subprocess.run(
+        ["node", "story.mjs", endpoint, "gw-js"],
+        cwd=app,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "secret"},
+    )
+    assert done.returncode == 0, done.stderr
+    story: dict[str, Any] = json.loads(done.stdout)
+    return story
+
+
+def test_the_javascript_sdk_sees_what_it_sees_on_sqs(
+    sides: Sides, moto_server: str, node_app: Path
+) -> None:
+    moto = js_story(node_app, moto_server)
+    gateway = js_story(node_app, sides.running.url)
+    assert gateway == moto
+    assert gateway["path"] == "/123456789012/gw-js"
+    assert gateway["unknownQueue"] == {
+        "name": "QueueDoesNotExist",
+        "code": "AWS.SimpleQueueService.NonExistentQueue",
+        "status": 400,
+    }
+    assert gateway["notDeleted"] == [["forged", "ReceiptHandleIsInvalid", True]]
+    assert [m["ApproximateReceiveCount"] for m in gateway["again"]] == ["2"]
+    assert gateway["left"] == []
