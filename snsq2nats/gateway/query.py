@@ -49,9 +49,7 @@ def parse_form(body: bytes, query: str) -> dict[str, str]:
     """The request's parameters: the form body's, and the URL query's (GET-style clients)."""
     try:
         text = body.decode("utf-8")
-        pairs = parse_qsl(query, keep_blank_values=True) + parse_qsl(
-            text, keep_blank_values=True, strict_parsing=bool(text.strip())
-        )
+        pairs = parse_qsl(query, keep_blank_values=True) + parse_qsl(text, keep_blank_values=True)
     except (UnicodeDecodeError, ValueError):
         raise GatewayError(
             "MalformedQueryString", "The request's form parameters cannot be read."
