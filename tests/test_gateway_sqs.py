@@ -29,7 +29,7 @@ from snsq2nats.demo.nats_server import NatsServer
 from snsq2nats.jetstream.connect import NatsOptions, connect_nats
 from snsq2nats.plan.model import Plan
 from snsq2nats.plan.pipeline import PlanRequest, make_plan
-from tests.fixtures.gateway import RunningGateway, running_gateway
+from tests.fixtures.gateway import ACCESS_KEY, SECRET_KEY, RunningGateway, running_gateway
 
 REGION = "us-east-1"
 STANDARD = [
@@ -566,7 +566,7 @@ def signed_post(url: str, body: bytes, headers: dict[str, str]) -> urllib.reques
     from botocore.credentials import Credentials
 
     signed = AWSRequest(method="POST", url=url, data=body, headers=headers)
-    SigV4Auth(Credentials("testing", "secret"), "sqs", REGION).add_auth(signed)
+    SigV4Auth(Credentials(ACCESS_KEY, SECRET_KEY), "sqs", REGION).add_auth(signed)
     return urllib.request.Request(
         url, data=body, headers=dict(signed.headers.items()), method="POST"
     )
@@ -871,7 +871,7 @@ def js_story(app: Path, endpoint: str) -> dict[str, Any]:
         capture_output=True,
         text=True,
         timeout=120,
-        env={**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "secret"},
+        env={**os.environ, "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY},
     )
     assert done.returncode == 0, done.stderr
     story: dict[str, Any] = json.loads(done.stdout)

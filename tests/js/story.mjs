@@ -16,7 +16,10 @@ const [endpoint, queueName] = process.argv.slice(2);
 const sqs = new SQSClient({
   endpoint,
   region: "us-east-1",
-  credentials: { accessKeyId: "testing", secretAccessKey: "secret" },
+  credentials: {
+    accessKeyId: process.env.AWS_ACCESS_KEY_ID,
+    secretAccessKey: process.env.AWS_SECRET_ACCESS_KEY,
+  },
   maxAttempts: 1,
 });
 
