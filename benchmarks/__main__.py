@@ -19,6 +19,7 @@ SUITES = [
     "bench_fifo",
     "bench_fleet",
     "bench_estate",
+    "bench_gateway",
 ]
 
 

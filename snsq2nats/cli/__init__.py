@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import click
 
-from snsq2nats.cli import apply, auth, bridge, cutover, export, planning, verify
+from snsq2nats.cli import apply, auth, bridge, cutover, export, gateway, planning, verify
 from snsq2nats.cli.app import FunnelGroup
 from snsq2nats.errors import SnsqError
 
@@ -40,6 +40,7 @@ for command in (
     cutover.runbook,
     export.export,
     auth.auth,
+    gateway.gateway,
 ):
     main.add_command(command)
 

@@ -1,0 +1,118 @@
+"""The queues the gateway serves: the applied plan's SQS queues, looked up as clients name them.
+
+A client names a queue by its URL (`http://HOST:PORT/<account>/<name>`) or, in GetQueueUrl, by
+its name and optionally its owner's account. The plan knows each queue's ARN (account, region,
+name), its stream, its worker durables and the consumer settings that stand for its SQS
+attributes; everything the gateway answers about a queue comes from there, never from AWS.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from snsq2nats.aws.arns import parse_arn
+from snsq2nats.jetstream.spec import NS
+from snsq2nats.plan.model import Plan
+
+SQS_MAX_MESSAGE_SIZE = 262_144
+"""What a queue takes when the plan does not say (the historical SQS maximum)."""
+GROUP_SUFFIX = ".<MessageGroupId>"
+
+
+@dataclass(frozen=True)
+class GatewayQueue:
+    name: str
+    account: str
+    region: str
+    arn: str
+    stream: str
+    durables: tuple[str, ...]
+    """Where receivers read: the one worker durable, or one per partition."""
+    subject_base: str
+    fifo: bool
+    visibility_timeout: int
+    """Seconds: the durable's ack wait, which is what a received message stays invisible for."""
+    max_message_size: int
+    max_receive_count: int
+    max_in_flight: int
+    """Each durable's max_ack_pending: a receive asks for no more (a FIFO queue's is 1)."""
+    """The durable's max_deliver (-1: unlimited)."""
+    retention_seconds: int
+    duplicate_window_seconds: int
+    content_based_deduplication: bool = False
+    receive_wait_seconds: int = 0
+    delay_seconds: int = 0
+    """The queue's DelaySeconds: what a message sent without its own delay waits."""
+    schedules: bool = False
+    """The stream takes message schedules: how a delay is kept (nats-server 2.12+)."""
+    """The queue's ReceiveMessageWaitTimeSeconds: a receive's wait when it names none."""
+
+    def url(self, base: str) -> str:
+        return f"{base.rstrip('/')}/{self.account}/{self.name}"
+
+
+class Estate:
+    """The applied queues by name; a name may exist in several accounts (several scanned)."""
+
+    def __init__(self, queues: Iterable[GatewayQueue]) -> None:
+        self.queues = sorted(queues, key=lambda q: (q.name, q.account))
+        self._by_key = {(q.account, q.name): q for q in self.queues}
+
+    @classmethod
+    def from_plan(cls, plan: Plan) -> Estate:
+        streams = {s.name: s for s in plan.streams}
+        queues = []
+        for resource in plan.resources:
+            if resource.kind != "sqs-queue" or not resource.stream or not resource.durables:
+                continue
+            arn = parse_arn(resource.source_arn)
+            stream = streams.get(resource.stream)
+            consumer = plan.consumer(resource.stream, resource.durables[0])
+            source = {f.attribute: f.value for f in resource.fidelity}
+            subject = (resource.publish_subject or "").removesuffix(GROUP_SUFFIX)
+            max_size = stream.max_msg_size if stream and stream.max_msg_size > 0 else 0
+            queues.append(
+                GatewayQueue(
+                    name=resource.name,
+                    account=arn.account,
+                    region=arn.region,
+                    arn=resource.source_arn,
+                    stream=resource.stream,
+                    durables=tuple(resource.durables),
+                    subject_base=subject,
+                    fifo=resource.name.endswith(".fifo"),
+                    visibility_timeout=round(consumer.ack_wait / NS) if consumer else 30,
+                    max_message_size=max_size or SQS_MAX_MESSAGE_SIZE,
+                    max_receive_count=consumer.max_deliver if consumer else -1,
+                    max_in_flight=consumer.max_ack_pending if consumer else 1000,
+                    retention_seconds=round(stream.max_age / NS) if stream else 345_600,
+                    duplicate_window_seconds=round(stream.duplicate_window / NS) if stream else 120,
+                    content_based_deduplication=source.get("ContentBasedDeduplication") == "true",
+                    receive_wait_seconds=_int(source.get("ReceiveMessageWaitTimeSeconds")),
+                    delay_seconds=_int(source.get("DelaySeconds")),
+                    schedules=bool(stream and stream.allow_msg_schedules),
+                )
+            )
+        return cls(queues)
+
+    def by_name(self, name: str, account: str | None = None) -> GatewayQueue | None:
+        if account:
+            return self._by_key.get((account, name))
+        return next((q for q in self.queues if q.name == name), None)
+
+    def by_url(self, url: str) -> GatewayQueue | None:
+        """The queue a URL names; only its path counts (clients reach the gateway under many
+        host names: a load balancer's, a pod's, localhost)."""
+        parts = [p for p in urlsplit(url).path.split("/") if p]
+        if len(parts) != 2:
+            return None
+        return self._by_key.get((parts[0], parts[1]))
+
+
+def _int(value: str | None) -> int:
+    try:
+        return int(value or 0)
+    except ValueError:
+        return 0
