@@ -107,11 +107,13 @@ def test_per_account_places_streams_and_shows_each_crossing(tmp_path: Path) -> N
     deliver = "snsq2nats.deliver.billing.shop_sns_events.>"
     assert [(g.type, g.subject) for g in edge.exports] == [
         ("service", create),
+        ("service", create[:-2]),
         ("stream", deliver),
         ("service", "$JS.FC.>"),
     ]
     assert [(g.type, g.subject, g.local_subject) for g in edge.imports] == [
         ("service", create, "$JS.shop.API.CONSUMER.CREATE.shop_sns_events.>"),
+        ("service", create[:-2], "$JS.shop.API.CONSUMER.CREATE.shop_sns_events"),
         ("stream", deliver, None),
         ("service", "$JS.FC.>", None),
     ]
@@ -132,7 +134,8 @@ def test_per_account_places_streams_and_shows_each_crossing(tmp_path: Path) -> N
     assert billing.max_streams == len(billing.streams)
     assert billing.max_consumers >= len(billing.consumers)
     assert billing.max_consumers > accounts["shop"].max_consumers - 100  # sized, not unlimited
-    assert billing.disk_storage > 0
+    # Unbounded streams (no max_bytes, the default) leave the account's storage unbounded.
+    assert billing.disk_storage == -1 and billing.memory_storage == 0
     # The plan document round-trips with its accounts.
     assert Plan.model_validate(plan.to_json()) == plan
 
@@ -144,3 +147,13 @@ def test_cross_account_fidelity_names_the_crossing(tmp_path: Path) -> None:
     ]
     assert len(notes) == 2 and all("crossings" in f.note for f in notes)
     assert all(f.target == "NATS account per AWS account" for f in notes)
+
+
+def test_bounded_streams_size_the_account_storage(tmp_path: Path) -> None:
+    plan = plan_of(
+        tmp_path, PER_ACCOUNT + "overrides:\n  - {match: '*', limits: {max_bytes: 1MiB}}\n"
+    )
+    shop = next(a for a in plan.nats_accounts if a.name == "shop")
+    held = [s for s in plan.streams if s.name in shop.streams]
+    assert all(s.max_bytes == 1024 * 1024 for s in held)
+    assert shop.disk_storage == sum(s.max_bytes for s in held)

@@ -53,7 +53,9 @@ class StreamSource(Spec):
     """Set by apply when a source is added to a stream, never by the mapping (see apply)."""
     filter_subject: str | None = None
     subject_transforms: list[SubjectTransform] | None = None
-    # A source in another NATS account (`accounts: {nats: per-account}`); left out otherwise.
+    # A source in another NATS account (`accounts: {nats: per-account}`), and where apply
+    # starts it (its origin's sequence is not readable from here); left out otherwise.
+    opt_start_time: str | None = Field(default=None, exclude_if=lambda v: v is None)
     external: ExternalSource | None = Field(default=None, exclude_if=lambda v: v is None)
 
 

@@ -13,8 +13,8 @@ is unavailable never reaches it. nats-server sources a stream of another account
 `external` source: the sourcing account imports the origin's consumer-create API under a
 prefix of its own and the subject the sourcing consumer delivers on (checked on nats-server
 2.15 in tests/test_nats_accounts.py). So the topic's account exports, per edge,
-`$JS.API.CONSUMER.CREATE.<topic stream>.>` (a service: creating a consumer on that stream and
-nothing else) and `<deliver prefix>.>` (a stream), and `$JS.FC.>` (a service: the queue's
+`$JS.API.CONSUMER.CREATE.<topic stream>` and `….>` (services: creating a consumer on that
+stream and nothing else) and `<deliver prefix>.>` (a stream), and `$JS.FC.>` (a service: the queue's
 account answers the sourcing consumer's flow-control requests there).
 
 Pure: a function of the translated state and the rules.
@@ -34,15 +34,17 @@ from snsq2nats.jetstream.spec import (
     StreamSource,
     StreamSpec,
 )
-from snsq2nats.plan.model import Crossing, Desired, Grant, NatsAccount
+from snsq2nats.plan.model import Crossing, Desired, Grant, NatsAccount, Plan
 from snsq2nats.plan.rules import Rules
 
 HOME = "SNSQ2NATS"
 """The NATS account of what no AWS account owns (buckets, advisory streams); the one account
 of a plan without `per-account`."""
 FLOW_CONTROL = "$JS.FC.>"
-DEFAULT_STREAM_BYTES = 1024**3
-"""Storage counted for a stream with no `max_bytes` when sizing an account's JetStream limit."""
+UNLIMITED = -1
+"""An account's storage limit when one of its streams has no `max_bytes`: sizing it at some
+guess would make the server refuse the account (a reservation beyond its `max_file_store`) or
+refuse publishes the stream itself would take; the server's own store limit bounds it."""
 BRIDGE_CONSUMERS = 16
 """Consumers an account's limit leaves for what the bridge creates while it runs (readers)."""
 
@@ -96,7 +98,10 @@ def split(
             deliver = deliver_prefix(target, source.name)
             external = ExternalSource(api=api_prefix(origin), deliver=deliver)
             sources.append(source.model_copy(update={"external": external}))
+            # A source with one filter creates its consumer on `…CREATE.<stream>.<name>.<filter>`,
+            # one with several (a topic's subject and its `.>`) on `…CREATE.<stream>`.
             create = f"$JS.API.CONSUMER.CREATE.{source.name}.>"
+            create_all = f"$JS.API.CONSUMER.CREATE.{source.name}"
             crossings.append(
                 Crossing(
                     source_arn=origin_arn.get(source.name) or "",
@@ -108,6 +113,7 @@ def split(
                     target_stream=stream.name,
                     exports=[
                         Grant(type="service", subject=create),
+                        Grant(type="service", subject=create_all),
                         Grant(type="stream", subject=f"{deliver}.>"),
                         Grant(type="service", subject=FLOW_CONTROL),
                     ],
@@ -116,6 +122,11 @@ def split(
                             type="service",
                             subject=create,
                             local_subject=f"{api_prefix(origin)}.CONSUMER.CREATE.{source.name}.>",
+                        ),
+                        Grant(
+                            type="service",
+                            subject=create_all,
+                            local_subject=f"{api_prefix(origin)}.CONSUMER.CREATE.{source.name}",
                         ),
                         Grant(type="stream", subject=f"{deliver}.>"),
                         Grant(type="service", subject=FLOW_CONTROL),
@@ -182,9 +193,6 @@ def _accounts(
             f"{c.stream_name}/{c.durable_name}" for c in consumers if c.stream_name in names
         )
 
-        def size(s: StreamSpec) -> int:
-            return s.max_bytes if s.max_bytes > 0 else DEFAULT_STREAM_BYTES
-
         out.append(
             NatsAccount(
                 name=name,
@@ -193,8 +201,44 @@ def _accounts(
                 consumers=durables,
                 max_streams=len(own),
                 max_consumers=len(durables) + sourcing.get(name, 0) + BRIDGE_CONSUMERS,
-                disk_storage=sum(size(s) for s in own if s.storage == "file"),
-                memory_storage=sum(size(s) for s in own if s.storage == "memory"),
+                disk_storage=_storage([s for s in own if s.storage == "file"]),
+                memory_storage=_storage([s for s in own if s.storage == "memory"]),
             )
         )
     return out
+
+
+def _storage(streams: list[StreamSpec]) -> int:
+    """The sum of the streams' `max_bytes`, unlimited if one has none."""
+    if any(s.max_bytes <= 0 for s in streams):
+        return UNLIMITED
+    return sum(s.max_bytes for s in streams)
+
+
+def account_plan(plan: Plan, name: str) -> Plan:
+    """The part of a per-account plan one NATS account's connection applies: its streams, its
+    consumers and their changes."""
+    held = {s for a in plan.nats_accounts if a.name == name for s in a.streams}
+    return plan.model_copy(
+        update={
+            "streams": [s for s in plan.streams if s.name in held],
+            "consumers": [c for c in plan.consumers if c.stream_name in held],
+            "changes": [c for c in plan.changes if c.stream in held],
+        }
+    )
+
+
+def apply_order(plan: Plan) -> list[str]:
+    """The accounts in the order to apply them: an account whose streams others source from
+    before those (a topic's stream exists before a queue in another account sources it)."""
+    after: dict[str, set[str]] = {}
+    for crossing in plan.crossings:
+        if crossing.how == "stream-source":
+            after.setdefault(crossing.to_account, set()).add(crossing.from_account)
+    done: list[str] = []
+    pending = [a.name for a in plan.nats_accounts]
+    while pending:
+        ready = [a for a in pending if after.get(a, set()) <= set(done)] or pending[:1]
+        done.append(ready[0])
+        pending.remove(ready[0])
+    return done
