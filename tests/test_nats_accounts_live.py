@@ -4,6 +4,7 @@ identities unable to read shop's streams."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import json
@@ -16,8 +17,11 @@ from nats.errors import NoRespondersError
 from snsq2nats.apply import apply_plan
 from snsq2nats.auth.identities import Identity, identities
 from snsq2nats.auth.jwt import write_jwt
+from snsq2nats.auth.output import write_identities
 from snsq2nats.demo.nats_server import NatsServer
-from snsq2nats.plan.accounts import account_plan, apply_order
+from snsq2nats.files import document_json
+from snsq2nats.plan.accounts import account_plan, admin_credentials, apply_order
+from snsq2nats.plan.model import Plan
 from tests.fixtures.wait import until
 from tests.test_nats_accounts import BILLING, PER_ACCOUNT, SHOP, plan_of
 
@@ -134,3 +138,90 @@ async def test_topic_in_one_account_reaches_a_queue_in_another(tmp_path: Path) -
             assert any(f"stream.info.{topic.stream}".lower() in e for e in errors)
         finally:
             await reader.close()
+
+
+def _jwt_auth(tmp_path: Path, plan: Plan, url: str) -> tuple[Path, dict[str, Any]]:
+    """`auth --format jwt` of a per-account plan into a directory, and the server settings."""
+    generated = identities(plan)
+    auth_dir = tmp_path / "nats-auth"
+    write_identities(
+        generated,
+        auth_dir,
+        fmt="jwt",
+        credentials="password",
+        tls_user="{name}",
+        url=url,
+        plan=plan,
+    )
+    # The same seeds again: the settings as data, for the test server.
+    settings = write_jwt(generated, auth_dir, plan.nats_accounts, plan.crossings).settings
+    return auth_dir, settings
+
+
+async def _stream_names(url: str, creds: Path) -> list[str]:
+    admin = Identity("snsq2nats-admin", "admin", None, (), ())
+    errors: list[str] = []
+    nc = await _connect(url, creds, admin, errors)
+    try:
+        reply = await nc.request("$JS.API.STREAM.NAMES", b"{}", timeout=10)
+        names: list[str] = json.loads(reply.data).get("streams") or []
+        return sorted(names)
+    finally:
+        await nc.close()
+
+
+def test_apply_connects_to_each_account_with_its_admin(tmp_path: Path) -> None:
+    """`apply PLAN --grants DIR`: each NATS account's part with that account's admin creds."""
+    from click.testing import CliRunner
+
+    from snsq2nats.cli import main
+
+    plan = plan_of(tmp_path, PER_ACCOUNT)
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_bytes(document_json(plan))
+    server = NatsServer(name="natsacct-apply")
+    auth_dir, settings = _jwt_auth(tmp_path, plan, server.url)
+    server.extra_config = settings
+    with server:
+        run = CliRunner().invoke(
+            main,
+            ["apply", str(plan_file), "--grants", str(auth_dir), "--server", server.url],
+        )
+        assert run.exit_code == 0, run.output
+        for account in plan.nats_accounts:
+            creds = admin_credentials(plan, auth_dir)[account.name]
+            assert asyncio.run(_stream_names(server.url, creds)) == account.streams
+        # Applied again: nothing left to do in any account.
+        again = CliRunner().invoke(
+            main,
+            ["apply", str(plan_file), "--grants", str(auth_dir), "--server", server.url],
+        )
+        assert again.exit_code == 0, again.output
+        assert again.output.count("already as planned") == len(plan.nats_accounts)
+
+
+def test_apply_of_a_per_account_plan_needs_the_auth_output(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from snsq2nats.cli import main
+
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_bytes(document_json(plan_of(tmp_path, PER_ACCOUNT)))
+    run = CliRunner().invoke(
+        main, ["apply", str(plan_file), "--ignore-grants", "--server", "nats://127.0.0.1:1"]
+    )
+    assert run.exit_code != 0
+    assert "--grants DIR" in run.output and "own NATS account" in run.output
+
+
+def test_config_format_refuses_a_per_account_plan(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from snsq2nats.cli import main
+
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_bytes(document_json(plan_of(tmp_path, PER_ACCOUNT)))
+    run = CliRunner().invoke(main, ["auth", "--plan", str(plan_file), "-o", str(tmp_path / "out")])
+    assert run.exit_code != 0
+    assert "--format config cannot express" in run.output and "--format jwt" in run.output
+    assert not (tmp_path / "out" / "creds").exists()

@@ -23,6 +23,7 @@ Pure: a function of the translated state and the rules.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from snsq2nats.aws.arns import parse_arn
 from snsq2nats.inventory import Inventory
@@ -242,3 +243,14 @@ def apply_order(plan: Plan) -> list[str]:
         done.append(ready[0])
         pending.remove(ready[0])
     return done
+
+
+def admin_credentials(
+    plan: Plan, auth_dir: Path, admin: str = "snsq2nats-admin"
+) -> dict[str, Path]:
+    """Each NATS account's admin creds file under the directory `auth --format jwt` wrote."""
+    home = auth_dir / "creds"
+    return {
+        a.name: home / (f"{admin}.creds" if a.name == HOME else f"{a.name}/{admin}.creds")
+        for a in plan.nats_accounts
+    }
