@@ -27,6 +27,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from snsq2nats.errors import ApplyError as ApplyError
@@ -540,6 +541,12 @@ async def anchor_new_sources(
             start = live.get("opt_start_seq")
         elif live is None and starts and source.name in starts:
             start = starts[source.name]
+        elif source.external is not None:
+            # The origin is another NATS account's stream, whose info this account cannot
+            # read (its import is the consumer-create API only): start from now instead.
+            now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+            anchored.append(source.model_copy(update={"opt_start_time": now}))
+            continue
         else:
             last = await _last_seq(nc, source.name)
             start = last + 1 if last else None

@@ -449,7 +449,7 @@ def test_plan_json_and_report_show_cross_account_edges(
         ("accounts: {aliases: {'12': x}}\n", "not an AWS account ID"),
         (f"accounts: {{aliases: {{'{A}': 'a.b'}}}}\n", "alias 'a.b'"),
         (f"accounts: {{aliases: {{'{A}': x, '{B}': x}}}}\n", "same alias"),
-        ("accounts: {nameing: prefix}\n", "allowed keys here: aliases, naming"),
+        ("accounts: {nameing: prefix}\n", "allowed keys here: aliases, naming, nats"),
     ],
 )
 def test_account_mapping_mistakes_are_errors(tmp_path: Path, text: str, message: str) -> None:

@@ -36,3 +36,15 @@ def check_options(fmt: str, credentials: str | None, tls_user: str | None) -> No
             "--tls-user only applies with --credentials tls",
             hint="it names the certificate each identity maps to; passwords and nkeys have none",
         )
+
+
+def check_plan_format(fmt: str, per_account: bool) -> None:
+    """A plan with `accounts: {nats: per-account}` has several NATS accounts: only operator
+    mode (`--format jwt`) creates accounts, with their exports and imports."""
+    if per_account and fmt != "jwt":
+        raise UsageError(
+            f"the plan puts each AWS account in its own NATS account (accounts: {{nats: "
+            f"per-account}}), which --format {fmt} cannot express",
+            hint="use --format jwt (operator mode creates the accounts, their JetStream limits "
+            "and the exports/imports of each cross-account edge), or plan with `nats: one`",
+        )

@@ -15,6 +15,7 @@ from snsq2nats.auth.keys import absolute, write_gateway_keys
 from snsq2nats.auth.record import RECORD, Merged, record_text
 from snsq2nats.errors import UsageError
 from snsq2nats.gateway.keys import NatsCredential
+from snsq2nats.plan.model import Plan
 
 Format = Literal["config", "jwt", "nsc"]
 
@@ -50,6 +51,7 @@ def write_identities(
     url: str,
     iam: bool = False,
     merged: dict[str, Merged] | None = None,
+    plan: Plan | None = None,
 ) -> AuthWritten:
     """Write `generated` into `directory` as `fmt` says, with the grants record `apply` checks
     later plans against (permissions and these options, no secrets); `iam`: generated with
@@ -73,7 +75,8 @@ def write_identities(
         keys = write_gateway_keys(generated, directory, expected, url)
         return AuthWritten(fmt, directory, record, script, keys)
     if fmt == "jwt":
-        jwt = write_jwt(generated, directory)
+        accounts = (plan.nats_accounts, plan.crossings) if plan is not None else ([], [])
+        jwt = write_jwt(generated, directory, *accounts)
         creds = {name: {"creds": str(path)} for name, path in jwt.creds.items()}
         write_contexts(generated, directory, url, creds)
         nats = {name: NatsCredential("creds", creds=absolute(p)) for name, p in jwt.creds.items()}

@@ -12,6 +12,8 @@ from snsq2nats.cli.options import NatsInputs, PlanInputs, nats_options, plan_opt
 from snsq2nats.cli.plans import build_plan
 from snsq2nats.errors import SnsqError, UsageError
 
+ADMIN = "snsq2nats-admin"
+
 if TYPE_CHECKING:
     from nats.aio.client import Client
 
@@ -84,6 +86,7 @@ def apply(
         plan_args = inputs.as_args()
     if not ignore_grants:
         _check_grants(app, plan, plan_args, nats.context, grants_path)
+    admins = _account_admins(plan, nats.context, grants_path)
     if plan_file is None and plan.pending:
         if not allow_destructive:
             refusal = destructive_refusal(plan.pending)
@@ -91,7 +94,64 @@ def apply(
                 app.abort(refusal)
         if not auto_approve:
             _confirm(app, _stdin_is_terminal())
-    _run_apply(app, nats, plan, allow_destructive=allow_destructive)
+    if admins:
+        _run_per_account(app, nats, plan, admins, allow_destructive=allow_destructive)
+    else:
+        _run_apply(app, nats, plan, allow_destructive=allow_destructive)
+
+
+def _account_admins(plan: Plan, context: str | None, given: Path | None) -> dict[str, Path]:
+    """A per-account plan: each NATS account's admin creds file, from the directory of the
+    `auth --format jwt` run whose grants record apply found."""
+    if not plan.nats_accounts:
+        return {}
+    from snsq2nats.auth.record import find_record
+    from snsq2nats.plan.accounts import admin_credentials
+
+    record = find_record(given, context)
+    if record is None:
+        raise UsageError(
+            "the plan puts each AWS account in its own NATS account: apply connects to each "
+            "with that account's admin credentials, and found no `auth` output to take them from",
+            hint="run `snsq2nats auth --plan PLAN --format jwt -o DIR`, then apply with "
+            "--grants DIR",
+        )
+    return admin_credentials(plan, record.path.parent)
+
+
+def _run_per_account(
+    app: Application,
+    nats: NatsInputs,
+    plan: Plan,
+    admins: dict[str, Path],
+    *,
+    allow_destructive: bool,
+) -> None:
+    """Apply each NATS account's part with its own admin, origins of cross-account sources
+    first, stopping at the first account the server refuses something in."""
+    import dataclasses
+
+    from snsq2nats.auth.identities import inbox_prefix
+    from snsq2nats.plan.accounts import account_plan, apply_order
+
+    for account in apply_order(plan):
+        app.out.info(f"account {account}: {admins[account]}")
+        options = dataclasses.replace(
+            nats.options,
+            creds=str(admins[account]),
+            nkey=None,
+            user=None,
+            password=None,
+            token=None,
+            inbox_prefix=inbox_prefix(ADMIN),
+        )
+        part = account_plan(plan, account)
+        _run_apply(
+            app,
+            NatsInputs(nats.server, nats.context, options),
+            part,
+            allow_destructive=allow_destructive,
+        )
 
 
 def _check_grants(

@@ -86,7 +86,12 @@ def auth(
     import json
 
     from snsq2nats.auth.identities import identities
-    from snsq2nats.auth.options import DEFAULT_CREDENTIALS, DEFAULT_TLS_USER, check_options
+    from snsq2nats.auth.options import (
+        DEFAULT_CREDENTIALS,
+        DEFAULT_TLS_USER,
+        check_options,
+        check_plan_format,
+    )
     from snsq2nats.auth.output import context_url, write_identities
     from snsq2nats.auth.record import merged_identities
     from snsq2nats.jetstream.connect import DEFAULT_NATS_URL
@@ -95,6 +100,7 @@ def auth(
 
     url = context_url(url, DEFAULT_NATS_URL)
     plan = plan_for(app, plan_path, inputs)
+    check_plan_format(fmt, bool(plan.nats_accounts))
     report = None
     grants = None
     if with_iam:
@@ -113,6 +119,7 @@ def auth(
         url=url,
         iam=with_iam,
         merged=merged_identities(identities(plan), generated, report.aliases) if report else None,
+        plan=plan,
     )
     if as_json:
         doc: dict[str, object] = {"identities": [i.to_dict() for i in generated]}

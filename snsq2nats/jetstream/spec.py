@@ -39,12 +39,24 @@ class SubjectTransform(Spec):
     dest: str
 
 
+class ExternalSource(Spec):
+    """A stream of another NATS account: the prefix its JetStream API is imported under and
+    the subject prefix the sourcing consumer delivers on (both imported from that account)."""
+
+    api: str
+    deliver: str
+
+
 class StreamSource(Spec):
     name: str
     opt_start_seq: int | None = None
     """Set by apply when a source is added to a stream, never by the mapping (see apply)."""
     filter_subject: str | None = None
     subject_transforms: list[SubjectTransform] | None = None
+    # A source in another NATS account (`accounts: {nats: per-account}`), and where apply
+    # starts it (its origin's sequence is not readable from here); left out otherwise.
+    opt_start_time: str | None = Field(default=None, exclude_if=lambda v: v is None)
+    external: ExternalSource | None = Field(default=None, exclude_if=lambda v: v is None)
 
 
 class Placement(Spec):

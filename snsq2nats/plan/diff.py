@@ -108,6 +108,9 @@ def _norm_sources(value: Any) -> list[dict[str, Any]]:
         ]
         if transforms:
             item["subject_transforms"] = transforms
+        external = source.get("external")
+        if isinstance(external, Mapping) and external:
+            item["external"] = {"api": external.get("api"), "deliver": external.get("deliver")}
         out.append(item)
     return sorted(out, key=lambda s: json.dumps(s, sort_keys=True))
 

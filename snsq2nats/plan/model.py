@@ -148,6 +148,50 @@ class Change(Model):
     live_messages: int | None = None
 
 
+class Grant(Model):
+    """One export (in the origin account) or import (in the sourcing account)."""
+
+    type: Literal["service", "stream"]
+    subject: str
+    """The subject in the exporting account."""
+    local_subject: str | None = None
+    """Imports: where the subject shows in the importing account (None: the same subject)."""
+
+
+class Crossing(Model):
+    """An edge between two AWS accounts and how it crosses between their NATS accounts."""
+
+    kind: Literal["subscription"] = "subscription"
+    source_arn: str
+    """The topic (the edge's origin)."""
+    target_arn: str
+    """The queue it fans out to."""
+    from_account: str
+    to_account: str
+    how: Literal["stream-source", "bridge"]
+    """`stream-source`: the queue stream sources the topic stream across accounts with the
+    exports and imports below; `bridge`: the bridge relays it (filter router, SNS fan-out), with
+    one connection per account (not crossed on NATS)."""
+    origin_stream: str | None = None
+    target_stream: str | None = None
+    exports: list[Grant] = Field(default_factory=list)
+    imports: list[Grant] = Field(default_factory=list)
+
+
+class NatsAccount(Model):
+    """One NATS account of a per-account plan, with what it holds and its JetStream limits."""
+
+    name: str
+    aws_account: str | None = None
+    streams: list[str] = Field(default_factory=list)
+    consumers: list[str] = Field(default_factory=list)
+    """`<stream>/<durable>`."""
+    max_streams: int = 0
+    max_consumers: int = 0
+    disk_storage: int = 0
+    memory_storage: int = 0
+
+
 class Plan(Model):
     format_version: int = FORMAT_VERSION
     generated_at: str
@@ -164,6 +208,14 @@ class Plan(Model):
     """Where each moved resource's cutover state came from ("live" or "mapping"), by ARN."""
     streams: list[StreamSpec] = Field(default_factory=list)
     consumers: list[ConsumerSpec] = Field(default_factory=list)
+    # `accounts: {nats: per-account}` (plan.accounts): the NATS accounts and every edge between
+    # two AWS accounts. Left out of the document otherwise, so one-account plans stay as were.
+    nats_accounts: list[NatsAccount] = Field(default_factory=list, exclude_if=lambda v: not v)
+    crossings: list[Crossing] = Field(default_factory=list, exclude_if=lambda v: not v)
+
+    def account_of(self, stream: str) -> str | None:
+        """The NATS account holding `stream` in a per-account plan (None: one account)."""
+        return next((a.name for a in self.nats_accounts if stream in a.streams), None)
 
     @property
     def pending(self) -> list[Change]:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from snsq2nats.inventory import Inventory, load_inventory
 from snsq2nats.jetstream.spec import ServerInfo
+from snsq2nats.plan.accounts import split as split_accounts
 from snsq2nats.plan.buckets import CUTOVER_WRITER
 from snsq2nats.plan.diff import diff
 from snsq2nats.plan.model import Plan, Resource
@@ -61,6 +62,7 @@ def assemble_plan(
         cutover={arn: r.state for arn, r in records.items()},
         moved=frozenset(records),
     )
+    desired, nats_accounts, crossings = split_accounts(desired, inventory, rules)
     changes = diff(desired, live, prune=prune)
     return Plan(
         cutover_origin=cutover_origin(inventory, rules, records),
@@ -73,6 +75,8 @@ def assemble_plan(
         candidate_routes=desired.candidate_routes,
         streams=desired.streams,
         consumers=desired.consumers,
+        nats_accounts=nats_accounts,
+        crossings=crossings,
     )
 
 

@@ -139,6 +139,7 @@ class Naming(Strict):
 
 
 AccountNaming = Literal["merge", "prefix"]
+NatsAccounts = Literal["one", "per-account"]
 
 
 class Accounts(Strict):
@@ -150,6 +151,10 @@ class Accounts(Strict):
     (or its ID), so same-named resources of different accounts stay apart."""
     aliases: dict[str, str] = Field(default_factory=dict)
     """Account ID → the word its names start with under `prefix` (default: the ID)."""
+    nats: NatsAccounts = "one"
+    """`one`: every stream and consumer in one NATS account; `per-account`: each in the NATS
+    account named after its AWS account's alias (or ID), a topic fanning out to another
+    account's queue crossing by an export in one and an import in the other (plan/accounts)."""
 
     @field_validator("aliases")
     @classmethod

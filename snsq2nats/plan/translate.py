@@ -103,7 +103,7 @@ def translate(
         consumers.extend(plan.consumers)
         resources.append(plan.resource())
     resources.extend(w.resource for w in wirings if w.resource is not None)
-    resources = _mark_cross_account(resources, inventory)
+    resources = _mark_cross_account(resources, inventory, rules.accounts.nats == "per-account")
     return Desired(
         streams=sorted(streams, key=lambda s: s.name),
         consumers=sorted(consumers, key=lambda c: c.key),
@@ -164,7 +164,9 @@ def _check_route_names(routes: list[Route]) -> None:
             )
 
 
-def _mark_cross_account(resources: list[Resource], inventory: Inventory) -> list[Resource]:
+def _mark_cross_account(
+    resources: list[Resource], inventory: Inventory, per_account: bool = False
+) -> list[Resource]:
     """Every edge whose two ends are in different AWS accounts, as a fidelity line on the
     resource it starts from: a subscription to another account's queue, a dead-letter queue
     in another account."""
@@ -182,7 +184,7 @@ def _mark_cross_account(resources: list[Resource], inventory: Inventory) -> list
     marked: list[Resource] = []
     for resource in resources:
         notes = [
-            _cross_account(attribute, here, there)
+            _cross_account(attribute, here, there, per_account)
             for attribute, here, there in edges.get(resource.source_arn, [])
             if _account_of(there) not in ("", here)
         ]
@@ -199,8 +201,18 @@ def _account_of(arn: str) -> str:
         return ""
 
 
-def _cross_account(attribute: str, here: str, there: str) -> Fidelity:
+def _cross_account(attribute: str, here: str, there: str, per_account: bool) -> Fidelity:
     what = "dead-letter queue" if attribute == "RedrivePolicy" else "queue"
+    if per_account:
+        return Fidelity(
+            attribute=f"{attribute} (cross-account)",
+            value=f"{here} → {_account_of(there)}",
+            verdict="approximate",
+            target="NATS account per AWS account",
+            note=f"the {what} {there} is in AWS account {_account_of(there)}, this resource in "
+            f"{here}: each is in its own NATS account, and the plan's `crossings` say how the "
+            "edge crosses (a stream source through an export and an import, or the bridge)",
+        )
     return Fidelity(
         attribute=f"{attribute} (cross-account)",
         value=f"{here} → {_account_of(there)}",
