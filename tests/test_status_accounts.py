@@ -1,6 +1,6 @@
-"""`status` of an estate in two AWS accounts: each route says its account (JSON), and the table
-has an account column with each account's routes together. A one-account estate keeps the shape
-it always had (tests/test_status.py compares it)."""
+"""`status` and `cutover` of an estate in two AWS accounts: each route and move says its account
+(JSON), and the tables have an account column with each account's rows together. A one-account
+estate keeps the shape it always had (tests/test_status.py and test_cutover.py compare it)."""
 
 from __future__ import annotations
 
@@ -126,3 +126,24 @@ def test_a_one_account_table_has_no_account_column() -> None:
     assert table.columns[0].header == "AWS account"
     assert list(table.columns[0].cells) == [A, B]
     assert several[0].to_dict()["account"] == B
+
+
+def test_cutover_says_the_account_of_a_move_in_a_several_account_estate(
+    two_accounts: tuple[Path, str],
+) -> None:
+    """Even one move says its account when the estate has several: the operator sees which
+    account's application is moving."""
+    plan_file, url = two_accounts
+    args = ("cutover", "consumers", "billing", "--to", "nats", "--dry-run")
+    common = ("--plan", str(plan_file), "-s", url)
+    dry = invoke(*args, "--json", *common)
+    assert dry.exit_code == 0, dry.output
+    (move,) = json.loads(dry.stdout)["moves"]
+    assert move["account"] == A and parse_arn(move["arn"]).account == A
+    assert list(move)[:4] == ["resource", "arn", "account", "kind"]
+
+    human = CliRunner().invoke(main, [*args, *common], env={"COLUMNS": "300"})
+    assert human.exit_code == 0, human.output
+    header = next(line for line in human.output.splitlines() if "resource" in line)
+    assert "AWS account" in header
+    assert any(A in line and "billing" in line for line in human.output.splitlines())
