@@ -12,6 +12,7 @@ from typing import Any
 SUITES = [
     "bench_filterpolicy",
     "bench_scan",
+    "bench_scan_accounts",
     "bench_plan",
     "bench_apply",
     "bench_bridge",

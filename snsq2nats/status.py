@@ -100,9 +100,23 @@ class RouteStatus:
     """None when the fleet's bucket does not exist (the plan was not applied)."""
     undeliverable: dict[str, int] = field(default_factory=dict)
     """Messages the route recorded as undeliverable, by cause (`bridge.undeliverable`)."""
+    account: str | None = None
+    """The AWS account of the route's queue or topic, set only when the plan's routes span
+    several accounts."""
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        # Left out for one account: a one-account estate's JSON keeps the shape it always had.
+        if self.account is None:
+            del data["account"]
+        return data
+
+
+def estate_accounts(plan: Plan) -> list[str]:
+    """The AWS accounts the plan's routes live in (every route, not only those selected, so
+    one account's routes still say which account they are)."""
+    routes = [*plan.routes, *plan.candidate_routes]
+    return sorted({parse_arn(r.aws_arn).account for r in routes})
 
 
 async def _in_thread(executor: Executor | None, fn: Callable[..., Any], **kwargs: Any) -> Any:
@@ -455,6 +469,9 @@ async def collect(
             return status
 
         statuses = list(await asyncio.gather(*(one(r) for r in routes)))
+    if len(estate_accounts(plan)) > 1:
+        for status, route in zip(statuses, routes, strict=True):
+            status.account = parse_arn(route.aws_arn).account
     await _mark_undeliverable(nc, statuses)
     fleet = await read_fleet(nc)
     if fleet is not None:

@@ -739,3 +739,66 @@ def test_the_bridges_own_queue_found_by_a_later_scan_is_not_moved() -> None:
     book = make_runbook(make_plan(inventory))
     assert bridge_queue not in {s.resource for s in book.steps}
     assert moves_of(book) == moves_of(make_runbook(make_plan()))
+
+
+# --- an estate in several AWS accounts ------------------------------------------------------------
+
+OTHER = "210987654321"
+
+
+def two_account_estate() -> Inventory:
+    """The estate with `shipping` and `audit` in a second account, subscribed to the first's
+    topics: a cross-account fan-out."""
+    inv = estate()
+    moved = {"shipping", "audit"}
+
+    def other(arn: str) -> str:
+        return arn.replace(f":{ACCOUNT}:", f":{OTHER}:")
+
+    queues = [
+        q.model_copy(
+            update={"arn": other(q.arn), "account": OTHER, "url": q.url.replace(ACCOUNT, OTHER)}
+        )
+        if q.name in moved
+        else q
+        for q in inv.queues
+    ]
+    subscriptions = [
+        s.model_copy(update={"endpoint": other(s.endpoint)})
+        if s.endpoint.rsplit(":", 1)[-1] in moved
+        else s
+        for s in inv.subscriptions
+    ]
+    return inv.model_copy(update={"queues": queues, "subscriptions": subscriptions})
+
+
+def test_a_runbook_of_several_accounts_names_each_steps_account() -> None:
+    from rich.console import Console
+
+    one = make_runbook(make_plan())
+    book = make_runbook(make_plan(two_account_estate()))
+    # The same moves in the same order: the accounts only add words.
+    assert moves_of(book) == moves_of(one)
+    accounts = {s.resource: s.arn.split(":")[4] for s in book.steps}
+    assert accounts["shipping"] == OTHER and accounts["billing"] == ACCOUNT
+
+    doc = runbook_json(book)
+    steps = [s for g in doc["groups"] for s in g["steps"]]
+    assert all(s["account"] == accounts[s["resource"]] for s in steps)
+    assert list(steps[0])[:4] == ["number", "resource", "arn", "account"]
+    assert all("account" not in s for g in runbook_json(one)["groups"] for s in g["steps"])
+
+    md = runbook_markdown(book)
+    shipping = step(book, "shipping", "consumers", "nats")
+    assert f"### {shipping.number}. `shipping` in account `{OTHER}`: consumers → NATS" in md
+    numbers = ", ".join(str(s.number) for s in book.steps if accounts[s.resource] == OTHER)
+    assert f"- `{OTHER}`: steps {numbers} (0 of " in md
+    assert "## By AWS account" in md and "## By AWS account" not in runbook_markdown(one)
+
+    console = Console(width=200, record=True)
+    console.print(runbook_table(book))
+    rows = [line for line in console.export_text().splitlines() if "shipping: consumers" in line]
+    assert rows and all(OTHER in row for row in rows)
+    console = Console(width=200, record=True)
+    console.print(runbook_table(one))
+    assert "AWS account" not in console.export_text()

@@ -1,7 +1,8 @@
 """Which AWS accounts a scan reads, and the credentials it reads each with.
 
 An estate spans accounts: each is reached through a named profile (`--profile`) or through a
-role assumed in it from the base credentials (`--assume-role` template × `--account`). A session
+role assumed in it from the base credentials (`--assume-role` template × `--account`, or × every
+active account AWS Organizations lists, `--organization`). A session
 is opened only when the scan reaches the account, so one account's missing role or expired
 profile is that account's failure, not the whole scan's. Credentials stay inside the boto3
 session: nothing here returns or formats them.
@@ -43,10 +44,91 @@ class AccountSource:
     """Known up front for an assumed role; a profile's is asked of STS."""
 
 
+@dataclass(frozen=True)
+class OrganizationAccount:
+    """One account as Organizations ListAccounts lists it."""
+
+    id: str
+    name: str
+    status: str
+    """ACTIVE, SUSPENDED or PENDING_CLOSURE: only an active account is read."""
+
+    @property
+    def active(self) -> bool:
+        return self.status == "ACTIVE"
+
+
+def organization_accounts(
+    endpoint_url: str | None = None,
+    regions: Sequence[str] = (),
+    *,
+    base: boto3.Session | None = None,
+    page_size: int | None = None,
+) -> list[OrganizationAccount]:
+    """Every account of the organization the base credentials belong to (ListAccounts, every
+    page), in the order listed. Only the management account or a delegated administrator may
+    list them; without that nothing can be scanned, so it is an error, not a warning."""
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    where = "AWS Organizations ListAccounts"
+    session = base or boto3.Session()
+    try:
+        client = session.client(
+            "organizations", region_name=_sts_region(session, regions), endpoint_url=endpoint_url
+        )
+        listed: list[OrganizationAccount] = []
+        paging = {"PageSize": page_size} if page_size else {}
+        pages = client.get_paginator("list_accounts").paginate(PaginationConfig=paging)
+        for page in pages:
+            listed.extend(
+                OrganizationAccount(str(a["Id"]), str(a.get("Name", "")), str(a.get("Status")))
+                for a in page.get("Accounts", [])
+            )
+    except ClientError as exc:
+        code = error_code(exc) or "ClientError"
+        raise ScanError(
+            f"cannot list the organization's accounts ({code})",
+            where=where,
+            hint="run with the management account's credentials or a delegated administrator's "
+            "(organizations:ListAccounts), or name the accounts with --account",
+        ) from None
+    except BotoCoreError as exc:
+        # The message may quote configuration: only the class is shown.
+        raise AwsConnectError(
+            f"cannot open AWS credentials ({exc.__class__.__name__})",
+            where=where,
+            hint="check the base credentials and --endpoint-url",
+        ) from None
+    return listed
+
+
 def account_sources(
-    profiles: Sequence[str], role_template: str | None, accounts: Sequence[str]
+    profiles: Sequence[str],
+    role_template: str | None,
+    accounts: Sequence[str],
+    *,
+    organization: bool = False,
 ) -> list[AccountSource]:
-    """The accounts named on the command line, checked before anything is read."""
+    """The accounts named on the command line, checked before anything is read.
+
+    With `organization` the accounts come from Organizations later (`organization_sources`):
+    only the role template is checked here."""
+    if organization:
+        if accounts:
+            raise UsageError(
+                "--organization and --account cannot be combined",
+                hint="--organization reads every active account of the organization; drop it "
+                "to read only the accounts named",
+            )
+        if not role_template:
+            raise UsageError(
+                "--organization needs --assume-role",
+                hint="pass --assume-role 'arn:aws:iam::{account}:role/NAME' to say which role "
+                "to assume in each account of the organization",
+            )
+        _check_template(role_template)
+        return [AccountSource(label=p, profile=p) for p in dict.fromkeys(profiles)]
     if accounts and not role_template:
         raise UsageError(
             "--account needs --assume-role",
@@ -60,12 +142,7 @@ def account_sources(
         )
     sources = [AccountSource(label=p, profile=p) for p in dict.fromkeys(profiles)]
     if role_template:
-        if ACCOUNT_FIELD not in role_template or not role_template.startswith("arn:"):
-            raise UsageError(
-                f"--assume-role {role_template!r} is not a role ARN template",
-                hint="write it as 'arn:aws:iam::{account}:role/NAME'; {account} is filled "
-                "with each --account",
-            )
+        _check_template(role_template)
         for account in dict.fromkeys(accounts):
             if not ACCOUNT_RE.match(account):
                 raise UsageError(
@@ -75,6 +152,28 @@ def account_sources(
             role = role_template.replace(ACCOUNT_FIELD, account)
             sources.append(AccountSource(label=account, role_arn=role, account=account))
     return sources
+
+
+def organization_sources(
+    role_template: str, listed: Sequence[OrganizationAccount]
+) -> list[AccountSource]:
+    """The role assumed in each active account the organization lists (the others are not
+    read: a suspended account's API refuses every call)."""
+    _check_template(role_template)
+    return [
+        AccountSource(label=a.id, role_arn=role_template.replace(ACCOUNT_FIELD, a.id), account=a.id)
+        for a in listed
+        if a.active
+    ]
+
+
+def _check_template(role_template: str) -> None:
+    if ACCOUNT_FIELD not in role_template or not role_template.startswith("arn:"):
+        raise UsageError(
+            f"--assume-role {role_template!r} is not a role ARN template",
+            hint="write it as 'arn:aws:iam::{account}:role/NAME'; {account} is filled "
+            "with each account ID",
+        )
 
 
 def account_clients(

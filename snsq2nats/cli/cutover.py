@@ -205,7 +205,7 @@ def _cutover(
     from snsq2nats.aws.clients import clients_for_arns
     from snsq2nats.cutover import CutoverRequest, run_cutover
     from snsq2nats.errors import CutoverError
-    from snsq2nats.report.cutover import cutover_json, cutover_report
+    from snsq2nats.report.cutover import cutover_json, cutover_report, plan_accounts
 
     plan = applied_plan_for(app, move.plan_path, inputs, nats)
     words = ["cutover", side, *names] + ([f"--to {to}"] if to else [])
@@ -231,10 +231,12 @@ def _cutover(
         return await run_cutover(nc, plan, request, aws=aws, progress=app.out.line)
 
     result = app.run_nats(connection, "snsq2nats cutover", go)
+    # One move of a several-account estate still says which account it moved.
+    accounts = len(plan_accounts(plan)) > 1
     if move.as_json:
-        app.out.data(jsonlib.dumps(cutover_json(result), indent=2))
+        app.out.data(jsonlib.dumps(cutover_json(result, accounts=accounts), indent=2))
     else:
-        app.out.info(cutover_report(result))
+        app.out.info(cutover_report(result, accounts=accounts))
     if result.no_bridge and not request.record_only:
         app.abort(
             CutoverError(

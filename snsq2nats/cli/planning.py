@@ -62,6 +62,12 @@ if TYPE_CHECKING:
     help="An AWS account ID to read with --assume-role (repeatable).",
 )
 @click.option(
+    "--organization",
+    is_flag=True,
+    help="Read every active account AWS Organizations lists (ListAccounts from the base "
+    "credentials) through --assume-role.",
+)
+@click.option(
     "--inventory",
     "base_path",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -79,25 +85,36 @@ def scan(
     profiles: tuple[str, ...],
     role_template: str | None,
     accounts: tuple[str, ...],
+    organization: bool,
     base_path: Path | None,
 ) -> None:
     """Read every SNS topic, subscription and SQS queue into an inventory.
 
-    With --profile or --assume-role/--account, several AWS accounts are read as one estate;
-    an account that cannot be read is a warning, and the scan fails only when none could be."""
+    With --profile, --assume-role/--account or --assume-role/--organization, several AWS
+    accounts are read as one estate; an account that cannot be read is a warning, and the scan
+    fails only when none could be."""
     from snsq2nats.files import document_json, write_atomic
     from snsq2nats.report.terminal import scan_summary, warnings_table
 
-    if profiles or role_template or accounts:
+    if profiles or role_template or accounts or organization:
         inventory = _scan_accounts(
-            app, aws, prefix, concurrency, profiles, role_template, accounts, base_path
+            app,
+            aws,
+            prefix,
+            concurrency,
+            profiles,
+            role_template,
+            accounts,
+            organization,
+            base_path,
         )
     elif base_path is not None:
         from snsq2nats.errors import UsageError
 
         raise UsageError(
             "--inventory needs the accounts to read again",
-            hint="pass --profile NAME, or --assume-role TEMPLATE with --account ID",
+            hint="pass --profile NAME, or --assume-role TEMPLATE with --account ID (or "
+            "--organization)",
         )
     else:
         inventory = scan_estate(app, aws, prefix, concurrency)
@@ -122,17 +139,36 @@ def _scan_accounts(
     profiles: tuple[str, ...],
     role_template: str | None,
     accounts: tuple[str, ...],
+    organization: bool,
     base_path: Path | None,
 ) -> Inventory:
     """Several accounts as one estate, or (`base_path`) their part of an existing inventory."""
-    from snsq2nats.aws.accounts import account_clients, account_sources
+    from snsq2nats.aws.accounts import (
+        account_clients,
+        account_sources,
+        organization_accounts,
+        organization_sources,
+    )
     from snsq2nats.aws.scan import AccountOutcome, merge_inventory, scan_accounts
     from snsq2nats.inventory import load_inventory
 
-    sources = account_sources(profiles, role_template, accounts)
+    sources = account_sources(profiles, role_template, accounts, organization=organization)
     base = load_inventory(base_path) if base_path is not None else None
     # Updating an inventory reads the regions it holds unless others are named.
     regions = aws.regions or (tuple(base.regions) if base is not None else ())
+    if organization and role_template:
+        listed = organization_accounts(aws.endpoint_url, regions)
+        for skipped in (a for a in listed if not a.active):
+            app.out.warn(f"account {skipped.id} not read: its status is {skipped.status}")
+        sources += organization_sources(role_template, listed)
+        if not sources:
+            from snsq2nats.errors import ScanError
+
+            raise ScanError(
+                "the organization lists no active account",
+                where="AWS Organizations ListAccounts",
+                hint="check that the base credentials are the organization's management account",
+            )
     targets = [account_clients(s, regions, aws.endpoint_url, concurrency) for s in sources]
 
     def tell(outcome: AccountOutcome) -> None:

@@ -8,9 +8,11 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from snsq2nats.aws.arns import parse_arn
 from snsq2nats.cutover import CutoverResult
-from snsq2nats.cutover.moves import GATEWAY_KINDS, TeamKind, TeamStep
+from snsq2nats.cutover.moves import GATEWAY_KINDS, Move, TeamKind, TeamStep
 from snsq2nats.gateway.keys import KEYS_FILE
+from snsq2nats.plan.model import Plan
 from snsq2nats.plan.states import CutoverRecord
 
 _WHERE = {"nats": "on NATS only", "both": "on NATS and on AWS", "aws": "on AWS only"}
@@ -205,8 +207,33 @@ def gateway_step(steps: list[TeamStep]) -> TeamStep | None:
     return next((s for s in steps if s.kind in GATEWAY_KINDS), None)
 
 
-def cutover_json(result: CutoverResult) -> dict[str, Any]:
-    """`cutover --json`: the moves, with what the team does in words, and what happened."""
+def plan_accounts(plan: Plan) -> list[str]:
+    """The AWS accounts of the plan's queues and topics."""
+    return sorted(
+        {
+            parse_arn(r.source_arn).account
+            for r in plan.resources
+            if r.kind in ("sqs-queue", "sns-topic") and r.source_arn.startswith("arn:")
+        }
+    )
+
+
+def _move_account(move: Move) -> str:
+    return parse_arn(move.resource.source_arn).account
+
+
+def _several_accounts(result: CutoverResult, accounts: bool | None) -> bool:
+    """Name the accounts when the caller says the estate spans several (`plan_accounts`), or,
+    when it does not say, when the moves themselves do; a one-account estate reads as always."""
+    if accounts is not None:
+        return accounts
+    return len({_move_account(m) for m in result.moves}) > 1
+
+
+def cutover_json(result: CutoverResult, *, accounts: bool | None = None) -> dict[str, Any]:
+    """`cutover --json`: the moves, with what the team does in words, and what happened.
+    `accounts`: whether each move says its AWS account (see `_several_accounts`)."""
+    several = _several_accounts(result, accounts)
     return {
         "dry_run": result.dry_run,
         "revision": result.revision,
@@ -214,6 +241,7 @@ def cutover_json(result: CutoverResult) -> dict[str, Any]:
             {
                 "resource": m.resource.name,
                 "arn": m.resource.source_arn,
+                **({"account": _move_account(m)} if several else {}),
                 "kind": m.kind,
                 "side": m.side,
                 "changed": m.changed,
@@ -250,17 +278,24 @@ def _sides(state: object) -> str:
     return f"producers {producers} · consumers {consumers}{finished}"
 
 
-def cutover_report(result: CutoverResult) -> Group:
+def cutover_report(result: CutoverResult, *, accounts: bool | None = None) -> Group:
     parts: list[object] = []
     table = Table(
         title="Cutover (dry run: nothing recorded)" if result.dry_run else "Cutover",
         title_justify="left",
     )
+    several = _several_accounts(result, accounts)
+    if several:
+        # An account ID is looked up by eye: never folded.
+        table.add_column("AWS account", min_width=12, no_wrap=True)
     for column in ("resource", "move", "bridge relays", "then"):
         table.add_column(column, overflow="fold")
-    for move in result.moves:
+    # Each account's moves together; the order within an account kept.
+    moves = sorted(result.moves, key=_move_account) if several else result.moves
+    for move in moves:
         relays = [f"start {r.name}" for r in move.starts] + [f"stop {r.name}" for r in move.stops]
         table.add_row(
+            *([_move_account(move)] if several else []),
             move.resource.name,
             move.describe() if move.changed else "no change",
             "\n".join(relays) or "none",

@@ -8,6 +8,7 @@ from typing import Any
 
 from rich.table import Table
 
+from snsq2nats.aws.arns import parse_arn
 from snsq2nats.cutover.moves import blocker_text
 from snsq2nats.cutover.runbook import (
     RUNBOOK_FORMAT,
@@ -28,6 +29,17 @@ _STATUS = {"done": "done", "todo": "to do", "blocked": "blocked"}
 
 
 # --- the runbook's steps in words --------------------------------------------------------------
+
+
+def step_account(step: Step) -> str:
+    """The AWS account of the step's queue or topic."""
+    return parse_arn(step.arn).account
+
+
+def several_accounts(book: Runbook) -> bool:
+    """Whether the runbook's steps span AWS accounts: only then does it name them, so a
+    one-account runbook reads as it always did."""
+    return len({step_account(s) for s in book.steps}) > 1
 
 
 def _done(numbers: list[int]) -> str:
@@ -248,12 +260,16 @@ def _gateway_ready(step: Step) -> str:
 def runbook_json(book: Runbook) -> dict[str, Any]:
     """`runbook --json`: the steps with their words (`format_version` says the shape)."""
 
+    accounts = several_accounts(book)
+
     def step_json(step: Step) -> dict[str, Any]:
         words = worded(step)
+        account = {"account": step_account(step)} if accounts else {}
         return {
             "number": step.number,
             "resource": step.resource,
             "arn": step.arn,
+            **account,
             "kind": step.kind,
             "action": step.action,
             "to": step.to,
@@ -314,8 +330,10 @@ def summary_line(book: Runbook) -> str:
     return f"{line} (progress from {book.progress_source})"
 
 
-def _heading(step: Step) -> str:
+def _heading(step: Step, accounts: bool = False) -> str:
     name = _md_code(step.resource)
+    if accounts:
+        name += f" in account {_md_code(step_account(step))}"
     if step.action == "finish":
         title = f"finish {name}"
     else:
@@ -324,7 +342,21 @@ def _heading(step: Step) -> str:
     return f"{step.number}. {title}" + (f" ({_md_text(role)})" if role else "")
 
 
+def _accounts_section(book: Runbook) -> list[str]:
+    """Each AWS account's steps: the teams of one account find theirs at a glance."""
+    by_account: dict[str, list[Step]] = {}
+    for step in book.steps:
+        by_account.setdefault(step_account(step), []).append(step)
+    lines = ["## By AWS account", ""]
+    for account, steps in sorted(by_account.items()):
+        done = sum(s.status == "done" for s in steps)
+        numbers = ", ".join(str(s.number) for s in steps)
+        lines.append(f"- {_md_code(account)}: steps {numbers} ({done} of {len(steps)} done)")
+    return [*lines, ""]
+
+
 def runbook_markdown(book: Runbook) -> str:
+    accounts = several_accounts(book)
     lines = ["# snsq2nats runbook", ""]
     lines += [
         f"From the plan generated {_md_text(book.plan_generated_at)}. "
@@ -352,8 +384,10 @@ def runbook_markdown(book: Runbook) -> str:
                 if step.command
                 else f"blocked: {_md_prose(worded(step).blocked or '')}"
             )
-            lines.append(f"  - {_BOX[step.status]} {_heading(step)} — {what}")
+            lines.append(f"  - {_BOX[step.status]} {_heading(step, accounts)} — {what}")
     lines.append("")
+    if accounts:
+        lines += _accounts_section(book)
     for group in book.groups:
         lines += [f"## {_md_text(group.title.capitalize())}", ""]
         if group.queues:
@@ -361,7 +395,7 @@ def runbook_markdown(book: Runbook) -> str:
             lines += [f"Queues: {names}.", ""]
         for step in group.steps:
             words = worded(step)
-            lines += [f"### {_heading(step)} ({_STATUS[step.status]})", ""]
+            lines += [f"### {_heading(step, accounts)} ({_STATUS[step.status]})", ""]
             if step.command:
                 lines += ["```sh", step.command, "```", ""]
             else:
@@ -387,13 +421,19 @@ def runbook_table(book: Runbook) -> Table:
     """The steps at a glance; gates and what each team changes are in the Markdown (`-o`)."""
     caption = summary_line(book) + "; gates and team changes: `snsq2nats runbook -o runbook.md`"
     table = Table(title="Runbook", title_justify="left", caption=caption)
-    for column in ("#", "status", "step", "command", "or change the endpoint"):
+    accounts = several_accounts(book)
+    table.add_column("#", overflow="fold")
+    if accounts:
+        # An account ID is looked up by eye: never folded.
+        table.add_column("AWS account", min_width=12, no_wrap=True)
+    for column in ("status", "step", "command", "or change the endpoint"):
         table.add_column(column, overflow="fold")
     for group in book.groups:
         for step in group.steps:
             words = worded(step)
             table.add_row(
                 str(step.number),
+                *([step_account(step)] if accounts else []),
                 _STATUS[step.status],
                 step.title + (f" ({words.role})" if words.role else ""),
                 step.command or f"blocked: {words.blocked}",

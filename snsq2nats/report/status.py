@@ -41,14 +41,22 @@ def status_table(statuses: list[RouteStatus], *, limit: int = TABLE_ROWS) -> Tab
     table = Table(title="Bridge routes", title_justify="left")
     # The owner column only where there is a fleet bucket to read owners from.
     owners = any(st.owner is not None for st in statuses)
+    # The account column only for an estate of several accounts (`collect` sets it then).
+    accounts = any(st.account is not None for st in statuses)
     columns = ["route", "kind", "owner"] if owners else ["route", "kind"]
+    if accounts:
+        # An account ID is looked up by eye: never folded.
+        table.add_column("AWS account", min_width=12, no_wrap=True)
     for column in (*columns, "AWS backlog", "NATS backlog", "DLQ", "verdict"):
         table.add_column(column, overflow="fold")
     shown = statuses
     if len(statuses) > limit:
         # Stable: within each group the order given is kept.
         shown = sorted(statuses, key=lambda st: st.drained)[:limit]
-    for st in shown:
+    if accounts:
+        # Each account's routes together, a rule between accounts; the order within kept.
+        shown = sorted(shown, key=lambda st: st.account or "")
+    for index, st in enumerate(shown):
         aws = (
             "—"
             if st.aws is None
@@ -66,7 +74,21 @@ def status_table(statuses: list[RouteStatus], *, limit: int = TABLE_ROWS) -> Tab
         dlq = ", ".join(f"{k.split('_')[0]} {v}" for k, v in st.dlq.items()) or "—"
         verdict = ("drained" if st.drained else "NOT drained") + f": {st.reason}"
         owner = [owner_cell(st.owner)] if owners else []
-        table.add_row(st.route, st.kind, *owner, aws, nats, dlq, verdict)
+        account = [st.account or "?"] if accounts else []
+        last_of_account = (
+            accounts and index + 1 < len(shown) and shown[index + 1].account != st.account
+        )
+        table.add_row(
+            *account,
+            st.route,
+            st.kind,
+            *owner,
+            aws,
+            nats,
+            dlq,
+            verdict,
+            end_section=last_of_account,
+        )
     table.caption = "AWS: visible/in flight/delayed · NATS: pending/unacknowledged"
     if owners:
         table.caption += " · owner: the fleet member holding the route's lease, its age"
