@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -10,8 +11,8 @@ from snsq2nats.cli.app import Application, pass_app
 from snsq2nats.cli.options import NatsInputs, nats_options
 from snsq2nats.errors import UsageError
 
-SIGV4 = "snsq2nats.gateway.sigv4:SigV4Authenticator"
-"""The production verifier: SigV4 over the key pairs `auth` generated."""
+if TYPE_CHECKING:
+    from snsq2nats.gateway.principal import Authenticator
 
 
 def _address(value: str) -> tuple[str, int]:
@@ -61,7 +62,19 @@ def _address(value: str) -> tuple[str, int]:
     help="The secret sealing receipt handles; every replica needs the same one. Prefer the "
     "environment (SNSQ2NATS_GATEWAY_SECRET) to the command line, which others can read.",
 )
-@click.option("--authenticator", default=SIGV4, hidden=True, metavar="MODULE:NAME")
+@click.option(
+    "--keys",
+    "keys_path",
+    default="nats-auth",
+    show_default=True,
+    envvar="SNSQ2NATS_GATEWAY_KEYS",
+    type=click.Path(path_type=Path),
+    help="The access keys `snsq2nats auth` wrote (gateway-keys.json, or its directory): each "
+    "request's SigV4 signature is verified with them and runs on NATS as the key's identity. "
+    "Env: SNSQ2NATS_GATEWAY_KEYS.",
+)
+# Tests only: a verifier that skips signatures, with one shared NATS connection.
+@click.option("--authenticator", hidden=True, metavar="MODULE:NAME")
 @nats_options
 @pass_app
 def gateway(
@@ -72,7 +85,8 @@ def gateway(
     tls_key: Path | None,
     plan_path: Path | None,
     handle_secret: str | None,
-    authenticator: str,
+    keys_path: Path,
+    authenticator: str | None,
     nats: NatsInputs,
 ) -> None:
     """Serve the applied queues over the SQS API (JSON and Query protocols) from JetStream.
@@ -87,7 +101,9 @@ def gateway(
     import signal
 
     from snsq2nats.console import configure_logging
+    from snsq2nats.gateway.keys import load_keys
     from snsq2nats.gateway.service import GatewaySettings, load_authenticator, serve
+    from snsq2nats.gateway.sigv4 import SigV4Authenticator
     from snsq2nats.plan.model import load_plan
 
     configure_logging(app.out.console)
@@ -101,7 +117,11 @@ def gateway(
         handle_secret=handle_secret,
     )
     plan = load_plan(plan_path) if plan_path is not None else None
-    verifier = load_authenticator(authenticator)
+    if authenticator is None:
+        keys = load_keys(keys_path)
+        verifier: Authenticator = SigV4Authenticator(keys)
+    else:
+        keys, verifier = None, load_authenticator(authenticator)
 
     async def run() -> None:
         stop = asyncio.Event()
@@ -114,6 +134,7 @@ def gateway(
             verifier,
             plan,
             stop,
+            keys=keys,
             on_listening=lambda url: app.out.line(f"gateway listening on {url}"),
         )
         app.out.line("gateway stopped")

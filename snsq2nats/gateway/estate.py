@@ -56,9 +56,11 @@ class GatewayQueue:
 class Estate:
     """The applied queues by name; a name may exist in several accounts (several scanned)."""
 
-    def __init__(self, queues: Iterable[GatewayQueue]) -> None:
+    def __init__(self, queues: Iterable[GatewayQueue], plan: Plan | None = None) -> None:
         self.queues = sorted(queues, key=lambda q: (q.name, q.account))
         self._by_key = {(q.account, q.name): q for q in self.queues}
+        self.plan = plan
+        """The plan served: SNS requests read its topics and their subscribers."""
 
     @classmethod
     def from_plan(cls, plan: Plan) -> Estate:
@@ -95,7 +97,7 @@ class Estate:
                     schedules=bool(stream and stream.allow_msg_schedules),
                 )
             )
-        return cls(queues)
+        return cls(queues, plan)
 
     def by_name(self, name: str, account: str | None = None) -> GatewayQueue | None:
         if account:

@@ -19,9 +19,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 from aiohttp import web
 
 from snsq2nats.errors import GatewayError, SnsqError
-from snsq2nats.gateway import metrics, protocol, query
+from snsq2nats.gateway import metrics, protocol, query, sns
+from snsq2nats.gateway.connections import IdentityConnections, IdentityJetStream
 from snsq2nats.gateway.metrics import GatewayMetrics
 from snsq2nats.gateway.principal import Authenticator, Principal
+from snsq2nats.gateway.sigv4 import credential_service
 from snsq2nats.gateway.sqs import Call, SqsActions
 
 if TYPE_CHECKING:
@@ -40,6 +42,8 @@ class NatsLink(Protocol):
 
     async def client(self, principal: Principal) -> Client: ...
 
+    async def jetstream(self, principal: Principal) -> IdentityJetStream: ...
+
 
 @dataclass
 class SharedConnection:
@@ -49,6 +53,24 @@ class SharedConnection:
 
     async def client(self, principal: Principal) -> Client:
         return self.nc
+
+    async def jetstream(self, principal: Principal) -> IdentityJetStream:
+        return IdentityJetStream(self.nc)
+
+
+@dataclass
+class PerIdentity:
+    """Each principal's requests on its own identity's connection: NATS enforces the grants
+    `auth` gave that identity, as for a native client."""
+
+    connections: IdentityConnections
+
+    async def client(self, principal: Principal) -> Client:
+        nc: Client = await self.connections.connection(principal.identity)
+        return nc
+
+    async def jetstream(self, principal: Principal) -> IdentityJetStream:
+        return await self.connections.jetstream(principal.identity)
 
 
 class Gateway:
@@ -133,6 +155,8 @@ class Gateway:
     async def answer(self, request: web.Request, seen: dict[str, Any]) -> web.Response:
         request_id = str(uuid.uuid4())
         json_protocol = "X-Amz-Target" in request.headers
+        if not json_protocol and credential_service(request.query_string, request.headers) == "sns":
+            return await self.handle_sns(request, request_id, seen)
         action = "(unknown)"
         try:
             body = await request.read()
@@ -184,6 +208,47 @@ class Gateway:
             )
             return self.failure(error, request_id, json_protocol)
 
+    async def handle_sns(
+        self, request: web.Request, request_id: str, seen: dict[str, Any]
+    ) -> web.Response:
+        """One SNS request (Query/XML): signed for the `sns` service."""
+        action = "(unknown)"
+        try:
+            body = await request.read()
+            principal = self.authenticate(request, body)
+            form = query.parse_form(body, request.query_string)
+            action = seen["action"] = form.get("Action", "")
+            plan = self.actions.estate().plan
+            if plan is None:
+                raise GatewayError(
+                    "NotFound", "No plan is served: the gateway has no topics.", status=404
+                )
+            js = await self.link.jetstream(principal)
+            answer = await sns.handle_sns(
+                action, form, js=js, plan=plan, principal=principal, request_id=request_id
+            )
+            return self.xml(200, answer, request_id)
+        except GatewayError as exc:
+            seen["error"] = exc.code
+            return self.xml(exc.status, sns.error_xml(exc, request_id), request_id)
+        except Exception:
+            log.exception("request %s (SNS %s) failed", request_id, action)
+            error = GatewayError(
+                "InternalError",
+                f"The gateway failed to process request {request_id}.",
+                status=500,
+                sender=False,
+            )
+            return self.xml(error.status, sns.error_xml(error, request_id), request_id)
+
+    @staticmethod
+    def xml(status: int, body: bytes, request_id: str) -> web.Response:
+        return web.Response(
+            status=status,
+            body=body,
+            headers={"Content-Type": query.XML_CONTENT_TYPE, "x-amzn-RequestId": request_id},
+        )
+
     def failure(self, error: GatewayError, request_id: str, json_protocol: bool) -> web.Response:
         if json_protocol:
             data, headers = protocol.json_error(error)
@@ -194,8 +259,13 @@ class Gateway:
 
     def authenticate(self, request: web.Request, body: bytes) -> Principal:
         headers = {k.lower(): v for k, v in request.headers.items()}
+        # SigV4 signs the request target as sent: still percent-encoded.
         return self.authenticator.authenticate(
-            request.method, request.path, request.query_string, headers, body
+            request.method,
+            request.rel_url.raw_path,
+            request.rel_url.raw_query_string,
+            headers,
+            body,
         )
 
     async def run(

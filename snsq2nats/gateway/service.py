@@ -21,10 +21,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from snsq2nats.errors import SnsqError, UsageError
+from snsq2nats.gateway.connections import IdentityConnections
 from snsq2nats.gateway.estate import Estate
 from snsq2nats.gateway.handles import HandleSigner
+from snsq2nats.gateway.keys import GatewayKeys
 from snsq2nats.gateway.principal import Authenticator
-from snsq2nats.gateway.server import Gateway, SharedConnection
+from snsq2nats.gateway.server import Gateway, NatsLink, PerIdentity, SharedConnection
 from snsq2nats.gateway.sqs import SqsActions
 
 if TYPE_CHECKING:
@@ -126,7 +128,11 @@ async def serve(
     plan: Plan | None,
     stop: asyncio.Event,
     on_listening: Callable[[str], None] = lambda url: None,
+    *,
+    keys: GatewayKeys | None = None,
 ) -> None:
+    """Serve until `stop` is set. With `keys`, each request runs on NATS as its access key's
+    identity (one connection per identity); without, on the gateway's own connection."""
     from aiohttp import web
 
     from snsq2nats.jetstream.connect import connect_nats
@@ -139,13 +145,15 @@ async def serve(
         )
     nc = await connect_nats(nats, name="snsq2nats gateway")
     follower: asyncio.Task[None] | None = None
+    identities = IdentityConnections(keys, nats) if keys is not None else None
+    link: NatsLink = PerIdentity(identities) if identities is not None else SharedConnection(nc)
     try:
         source = EstateSource(plan)
         await source.load(nc)
         gateway = Gateway(
             SqsActions(source, HandleSigner(settings.handle_secret)),
             authenticator,
-            SharedConnection(nc),
+            link,
             public_url=settings.public_url,
         )
         follower = asyncio.create_task(source.follow(nc))
@@ -174,5 +182,7 @@ async def serve(
             follower.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await follower
+        if identities is not None:
+            await identities.close()
         with contextlib.suppress(Exception):
             await nc.drain()
