@@ -181,7 +181,7 @@ async def msg_ids(url: str, stream: str, body: str) -> list[str]:
         out = []
         for seq in range(state.first_seq, state.last_seq + 1):
             message = await js.get_msg(stream, seq)
-            if message.data.decode() == body:
+            if (message.data or b"").decode() == body:
                 out.append((message.headers or {}).get("Nats-Msg-Id", ""))
         return out
     finally:
