@@ -880,3 +880,76 @@ async def test_finish_switches_a_topic_whose_only_sns_reason_is_an_envelope_read
         if producer is not None:
             await producer
         await bridge.close()
+
+
+# --- finishing a topic removes its bridge queue: what it holds reaches NATS first ---------------
+
+
+@pytest.mark.slow
+async def test_finish_relays_what_the_bridge_queue_holds_then_removes_it(
+    aws: AwsEndpoint, nats_server: NatsServer, tmp_path: Path
+) -> None:
+    """`events`' AWS publishers reach its stream through the bridge queue (sns-to-nats). When
+    the topic is finished, some of the queue's messages are in flight, taken by a member that
+    died mid-batch: the finish detaches the queue before the bridges stop its relay, relays
+    the rest, waits for those to come back, and only then deletes the queue. Each message the
+    AWS publishers sent is in the topic stream once."""
+    sqs, sns = aws.client("sqs"), aws.client("sns")
+    topic = sns.create_topic(Name="events")["TopicArn"]
+    sqs.create_queue(QueueName="audit")
+    sns.subscribe(
+        TopicArn=topic,
+        Protocol="sqs",
+        Endpoint=f"arn:aws:sqs:{aws.region}:123456789012:audit",
+        Attributes={"RawMessageDelivery": "true"},
+    )
+    plan = await planned(aws, nats_server, tmp_path, apply=True)
+    events = next(r for r in plan.resources if r.name == "events")
+    (relay,) = [r for r in plan.candidate_routes if r.kind == "sns-to-nats"]
+    assert events.stream and relay.bridge_queue
+
+    async def relayed() -> list[str]:
+        assert events.stream
+        bodies = await stream_bodies(nats_server.url, events.stream)
+        return sorted(b for b in bodies if b.startswith(("aws-", "late-")))
+
+    def bridge_endpoints() -> list[str]:
+        subs = sns.list_subscriptions_by_topic(TopicArn=topic)["Subscriptions"]
+        return [s["Endpoint"] for s in subs if s["Endpoint"].endswith(":" + relay.bridge_queue)]
+
+    bridge = Bridge(nats_server, aws, plan)
+    try:
+        await until(bridge_endpoints, what="the bridge queue subscribed", timeout=60)
+        for i in range(10):
+            sns.publish(TopicArn=topic, Message=f"aws-{i}")
+        await until(lambda: _count(relayed, 10), what="the relay through the bridge queue")
+    finally:
+        await bridge.close()
+    # Published while no bridge runs: they wait in the bridge queue. A member that died
+    # mid-batch took some (in flight until their visibility timeout, longer than the finish).
+    late = [f"late-{i}" for i in range(6)]
+    for body in late:
+        sns.publish(TopicArn=topic, Message=body)
+    bridge_queue = sqs.get_queue_url(QueueName=relay.bridge_queue)["QueueUrl"]
+    taken = sqs.receive_message(
+        QueueUrl=bridge_queue, MaxNumberOfMessages=3, VisibilityTimeout=15
+    ).get("Messages", [])
+    assert taken, "a batch in flight"
+
+    bridge = Bridge(nats_server, aws, plan)
+    try:
+        await cutover(nats_server, aws, plan, "consumers", ["audit"], "nats")
+        await cutover(nats_server, aws, plan, "producers", ["events"], "nats")
+        finished = await cutover(nats_server, aws, plan, "finish", ["events"], None)
+    finally:
+        await bridge.close()
+    assert finished.confirmed and relay.bridge_queue in finished.deleted
+    # Every message the publishers sent reached the stream once, the in-flight ones included.
+    assert await relayed() == sorted([f"aws-{i}" for i in range(10)] + late)
+    with pytest.raises(sqs.exceptions.QueueDoesNotExist):
+        sqs.get_queue_url(QueueName=relay.bridge_queue)
+    assert bridge_endpoints() == []
+
+
+async def _count(bodies: Any, n: int) -> bool:
+    return len(await bodies()) >= n

@@ -14,6 +14,14 @@ So each queue's new source starts at D + 1, and each message of (N, D] the sourc
 is copied into the queue stream first, under the id the SNS path's copy of it carries
 (`codec.topic_copy`): whichever copy arrives second inside the queue stream's duplicate window
 is dropped. A filter router, whose copies carry that id anyway, starts at N + 1.
+
+That holds where SNS's copies reach the queue stream: a queue whose consumers are on NATS
+(its sqs-to-nats relay names them by that id). `apply` may hand over while a queue's consumers
+are still on AWS; there SNS's copy goes straight to SQS and the stream's copy follows through
+the nats-to-sqs relay, and SQS has no duplicate window: every acknowledged message of (N, D]
+reaches such a queue twice (reproduced: one held message, 39 duplicates in each queue). Only
+the messages of (N, D] never acknowledged may be missing from SNS, but the relay consumer's
+state says how many there are, not which.
 """
 
 from __future__ import annotations

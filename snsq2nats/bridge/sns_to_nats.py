@@ -4,6 +4,13 @@ The bridge queue is subscribed to the topic with raw delivery, so attributes arr
 attributes; it is created on start, reused across restarts (a tag names the topic it serves),
 and removed by `cleanup_sns_to_nats`: unsubscribe, relay what is left, delete. From the queue on,
 the relay is the one `sqs_to_nats` uses (`aws_to_nats.Relay`).
+
+`cutover finish` of a topic detaches the queue (`detach_bridge_queue`) before the bridges stop
+its relay, not after: a stopped relay's cancelled long poll lives on in SQS for up to its wait
+(20 s) and takes whatever reaches the queue meanwhile, invisible for the visibility timeout
+(30 s), and the removal must wait for it to come back (measured: 32 s for one message that
+arrived after the stop). Detached first, nothing reaches the queue once the relays stop; the
+removal waits only for messages a member took and never finished (one killed mid-batch).
 """
 
 from __future__ import annotations
@@ -128,14 +135,42 @@ async def ensure_bridge_queue(ctx: BridgeContext, route: Route) -> str:
     return url
 
 
+async def _unsubscribe(ctx: BridgeContext, route: Route, arn: str) -> int:
+    """Remove every subscription of the topic to the bridge queue; how many there were."""
+    subs = await _subscriptions_to(ctx, route.aws_arn, arn)
+    for sub in subs:
+        await ctx.call_aws(ctx.sns.unsubscribe, SubscriptionArn=sub["SubscriptionArn"])
+    return len(subs)
+
+
+async def _in_flight(ctx: BridgeContext, url: str) -> int:
+    """Messages of the queue received by someone and neither deleted nor visible again."""
+    reply = await ctx.call_aws(
+        ctx.sqs.get_queue_attributes,
+        QueueUrl=url,
+        AttributeNames=["ApproximateNumberOfMessagesNotVisible"],
+    )
+    return int((reply.get("Attributes") or {}).get("ApproximateNumberOfMessagesNotVisible", 0))
+
+
 async def cleanup_sns_to_nats(ctx: BridgeContext, route: Route) -> bool:
     """Unsubscribe, relay what the queue still holds, then delete it; False if nothing existed."""
     found = await _bridge_queue(ctx, route, create=False)
     if found is None:
         return False
     url, arn = found
-    for sub in await _subscriptions_to(ctx, route.aws_arn, arn):
-        await ctx.call_aws(ctx.sns.unsubscribe, SubscriptionArn=sub["SubscriptionArn"])
+    await _unsubscribe(ctx, route, arn)
+    held = await _in_flight(ctx, url)
+    if held:
+        # Only SQS knows what they are (an echo of a NATS message, or one an AWS publisher
+        # sent): the queue goes once they are back and relayed, never before.
+        log.info(
+            "%s: %d message(s) of bridge queue %s are in flight (taken by a relay that stopped "
+            "or died): waiting for their visibility timeout to relay them",
+            route.name,
+            held,
+            route.bridge_queue,
+        )
     # Deleting a queue with messages in it would lose them: relay until it is empty.
     await Relay(ctx, route, url, until_empty=True).run()
     if ctx.stopping.is_set():
@@ -143,6 +178,25 @@ async def cleanup_sns_to_nats(ctx: BridgeContext, route: Route) -> bool:
         return True
     await ctx.call_aws(ctx.sqs.delete_queue, QueueUrl=url)
     log.info("%s: removed bridge queue %s", route.name, route.bridge_queue)
+    return True
+
+
+async def detach_bridge_queue(
+    nc: Client,
+    plan: Plan,
+    sqs: SQSClient | BlockingSQSClient,
+    sns: SNSClient | BlockingSNSClient,
+    route: Route,
+) -> bool:
+    """Unsubscribe the topic's bridge queue while its relay still runs (`cutover finish`,
+    before the bridges stop it): nothing new reaches the queue, and the running relay goes on
+    draining what is there. False if there is no such queue."""
+    ctx = BridgeContext(plan=plan, nc=nc, sqs=sqs, sns=sns)
+    found = await _bridge_queue(ctx, route, create=False)
+    if found is None:
+        return False
+    if await _unsubscribe(ctx, route, found[1]):
+        log.info("%s: bridge queue %s unsubscribed from the topic", route.name, route.bridge_queue)
     return True
 
 

@@ -424,7 +424,7 @@ async def run_cutover(
         return result
     if any(m.changed for m in moves):
         if request.side == "finish":
-            await _before_finish(nc, aws, moves, request, progress)
+            await _before_finish(nc, plan, aws, moves, request, progress)
         started = time.monotonic()
         result.revision = await _record(kv, moves, records, request)
         progress(f"recorded (state revision {result.revision}); waiting for the bridges to switch")
@@ -481,6 +481,7 @@ async def run_cutover(
 
 async def _before_finish(
     nc: Client,
+    plan: Plan,
     aws: RegionClients | None,
     moves: list[Move],
     request: CutoverRequest,
@@ -515,6 +516,12 @@ async def _before_finish(
                 f"{where} still holds {left} message(s) the bridge has not relayed yet",
                 hint="pass --wait to finish once it is empty",
             )
+    if aws is None:
+        return  # the bridge queues stay (`_after_finish` says so)
+    for move in moves:
+        for route in move.stops if move.kind == "topic" and move.changed else []:
+            if route.kind == "sns-to-nats" and route.bridge_queue:
+                await _detach_bridge_queue(nc, plan, aws, route)
 
 
 async def _after_finish(
@@ -618,8 +625,19 @@ async def _start_router_at(nc: Client, plan: Plan, router: Route, start: int) ->
         log.info("%s: its consumer starts at sequence %d", router.name, start)
 
 
+async def _detach_bridge_queue(nc: Client, plan: Plan, aws: RegionClients, route: Route) -> None:
+    """Unsubscribe a finishing topic's bridge queue before the bridges stop its relay: what
+    reaches the queue after a relay stopped is taken by the relay's long poll, which lives on
+    in SQS, and would hold `_remove_bridge_queue` up for a visibility timeout (see
+    `bridge.sns_to_nats`). Until the finish is confirmed the running relay drains it."""
+    from snsq2nats.bridge.sns_to_nats import detach_bridge_queue
+
+    await detach_bridge_queue(nc, plan, aws.sqs, aws.sns, route)
+
+
 async def _remove_bridge_queue(nc: Client, plan: Plan, aws: RegionClients, route: Route) -> None:
-    """Unsubscribe the topic's bridge queue, relay what it still holds, delete it."""
+    """Unsubscribe the topic's bridge queue (again: a relay restarted since the finish began
+    subscribes it anew), relay what it still holds, delete it."""
     from snsq2nats.bridge.sns_to_nats import remove_bridge_queue
 
     await remove_bridge_queue(nc, plan, aws.sqs, aws.sns, route)
