@@ -35,7 +35,6 @@ import functools
 import hashlib
 import json
 import logging
-import math
 import re
 import uuid
 import weakref
@@ -54,6 +53,7 @@ from snsq2nats.bridge.codec import (
 )
 from snsq2nats.errors import GatewayError, PermissionDeniedError
 from snsq2nats.filterpolicy import subject_for
+from snsq2nats.gateway.attributes import Wording, checked_attributes
 from snsq2nats.gateway.principal import Principal
 from snsq2nats.plan.model import Plan, Resource
 
@@ -71,7 +71,6 @@ PAGE = 100
 PUBLISH_TIMEOUT = 10.0
 # MessageIds name the stored message: the same stream and sequence, the same id.
 _MESSAGE_IDS = uuid.UUID("5b0e4f4e-8a51-4f1c-9d2e-5e7a3c1b2d60")
-_ATTRIBUTE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,256}$")
 _BATCH_ID = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
 _AWS_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
 
@@ -481,65 +480,25 @@ def _value_size(attribute: Attribute) -> int:
     return len(value) if isinstance(value, bytes) else len(value.encode("utf-8"))
 
 
+_WORDS = Wording(
+    bad_name="The message attribute name '{name}' is invalid.",
+    no_value="The message attribute '{name}' must contain non-empty type.",
+    no_type="The message attribute '{name}' must contain non-empty type.",
+    bad_type="The message attribute '{name}' has an invalid message attribute type, the set of "
+    "supported type prefixes is Binary, Number, and String.",
+    no_binary="The message attribute '{name}' with type 'Binary' must use field 'Binary'.",
+    bad_binary="The message attribute '{name}' has an invalid binary value.",
+    empty="The message attribute '{name}' must contain non-empty message attribute value for "
+    "message attribute type '{kind}'.",
+    not_number="Could not cast message attribute '{name}' value to number.",
+    not_array="The message attribute '{name}' with type 'String.Array' must be a JSON array.",
+)
+"""SNS's words for the attribute checks both services make."""
+
+
 def _attributes(raw: Mapping[str, Any]) -> dict[str, Attribute]:
     """MessageAttributes checked as SNS checks them (names, types, values)."""
-    out: dict[str, Attribute] = {}
-    for name, entry in raw.items():
-        if (
-            not _ATTRIBUTE_NAME.match(name)
-            or name.startswith(".")
-            or name.endswith(".")
-            or ".." in name
-            or name.lower().startswith(("aws.", "amazon."))
-        ):
-            raise _value_invalid(f"The message attribute name '{name}' is invalid.")
-        entry = entry or {}
-        data_type = str(entry.get("DataType") or "")
-        base = data_type.split(".", 1)[0]
-        if not data_type:
-            raise _value_invalid(f"The message attribute '{name}' must contain non-empty type.")
-        if base not in ("String", "Number", "Binary"):
-            raise _value_invalid(
-                f"The message attribute '{name}' has an invalid message attribute type, the set "
-                "of supported type prefixes is Binary, Number, and String."
-            )
-        if base == "Binary":
-            binary = entry.get("BinaryValue")
-            if not binary:
-                raise _value_invalid(
-                    f"The message attribute '{name}' with type 'Binary' must use field 'Binary'."
-                )
-            out[name] = Attribute(data_type, bytes(binary))
-            continue
-        text = entry.get("StringValue")
-        if text is None or text == "":
-            raise _value_invalid(
-                f"The message attribute '{name}' must contain non-empty message attribute value "
-                f"for message attribute type '{base}'."
-            )
-        if base == "Number" and not _number(text):
-            raise _value_invalid(f"Could not cast message attribute '{name}' value to number.")
-        if data_type == "String.Array" and not _array(text):
-            raise _value_invalid(
-                f"The message attribute '{name}' with type 'String.Array' must be a JSON array."
-            )
-        out[name] = Attribute(data_type, str(text))
-    return out
-
-
-def _number(text: str) -> bool:
-    try:
-        value = float(text)
-    except ValueError:
-        return False
-    return math.isfinite(value)
-
-
-def _array(text: str) -> bool:
-    try:
-        return isinstance(json.loads(text), list)
-    except ValueError:
-        return False
+    return checked_attributes(raw, _WORDS, _value_invalid)
 
 
 async def _send(js: Any, topic: Resource, message: _Message, principal: Principal) -> Any:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import contextlib
 import hashlib
 import re
@@ -34,6 +33,7 @@ from snsq2nats.bridge.codec import (
 )
 from snsq2nats.errors import GatewayError, SnsqError
 from snsq2nats.filterpolicy import encode_token
+from snsq2nats.gateway.attributes import Wording, checked_attributes
 from snsq2nats.gateway.checksums import md5_of_attributes, md5_of_body
 from snsq2nats.gateway.estate import Estate, GatewayQueue
 from snsq2nats.gateway.handles import ExpiredHandle, HandleSigner, InvalidHandle, Receipt
@@ -61,7 +61,6 @@ PARTITION_SWEEP = 0.2
 ACK_TIMEOUT = 5.0
 ERR_MESSAGE_TOO_LARGE = 10054
 
-_ATTRIBUTE_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,256}$")
 _AWS_ID_RE = re.compile(r"^[\x21-\x7e]{1,128}$")
 # What SQS accepts in a body: #x9 | #xA | #xD | #x20-#xD7FF | #xE000-#xFFFD | #x10000-#x10FFFF.
 _INVALID_BODY_RE = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
@@ -717,6 +716,22 @@ def _json_attribute(attribute: Attribute) -> dict[str, Any]:
     return {"DataType": attribute.data_type, "StringValue": text}
 
 
+_WORDS = Wording(
+    bad_name="Message attribute name '{name}' is invalid.",
+    no_value="The message attribute '{name}' must contain non-empty message attribute value.",
+    no_type="The message attribute '{name}' must contain non-empty message attribute type.",
+    bad_type="The type of message attribute '{name}' is invalid. You must use only the following "
+    "supported type prefixes: Binary, Number, String.",
+    no_binary="The message attribute '{name}' with type 'Binary' must use field 'Binary'.",
+    bad_binary="The message attribute '{name}' has an invalid binary value.",
+    empty="The message attribute '{name}' must contain non-empty message attribute value for "
+    "message attribute type '{kind}'.",
+    not_number="Can't cast the value of message attribute '{name}' to a number.",
+    not_array=None,
+)
+"""SQS's words for the attribute checks both services make."""
+
+
 def parse_attributes(raw: Any) -> dict[str, Attribute]:
     """MessageAttributes as the JSON protocol carries them (BinaryValue base64), validated as
     SQS validates them."""
@@ -729,64 +744,7 @@ def parse_attributes(raw: Any) -> dict[str, Attribute]:
             f"Number of message attributes [{len(raw)}] exceeds the allowed maximum "
             f"[{MAX_SQS_ATTRIBUTES}]."
         )
-    out: dict[str, Attribute] = {}
-    for name, value in raw.items():
-        name = str(name)
-        if (
-            not _ATTRIBUTE_NAME_RE.match(name)
-            or name.startswith(".")
-            or name.endswith(".")
-            or ".." in name
-            or name.lower().startswith(("aws.", "amazon."))
-        ):
-            raise invalid(f"Message attribute name '{name}' is invalid.")
-        if not isinstance(value, Mapping):
-            raise invalid(
-                f"The message attribute '{name}' must contain non-empty message attribute value."
-            )
-        data_type = str(value.get("DataType") or "")
-        if not data_type:
-            raise invalid(
-                f"The message attribute '{name}' must contain non-empty message attribute type."
-            )
-        kind = data_type.split(".", 1)[0]
-        if kind not in ("String", "Number", "Binary"):
-            raise invalid(
-                f"The type of message attribute '{name}' is invalid. You must use only the "
-                "following supported type prefixes: Binary, Number, String."
-            )
-        if kind == "Binary":
-            blob = value.get("BinaryValue")
-            if not blob:
-                raise invalid(
-                    f"The message attribute '{name}' with type 'Binary' must use field 'Binary'."
-                )
-            try:
-                data = blob if isinstance(blob, bytes) else base64.b64decode(blob, validate=True)
-            except (binascii.Error, ValueError):
-                raise invalid(
-                    f"The message attribute '{name}' has an invalid binary value."
-                ) from None
-            out[name] = Attribute(data_type, data)
-            continue
-        text = value.get("StringValue")
-        if text is None or text == "":
-            raise invalid(
-                f"The message attribute '{name}' must contain non-empty message attribute value "
-                f"for message attribute type '{kind}'."
-            )
-        if kind == "Number" and not _is_number(str(text)):
-            raise invalid(f"Can't cast the value of message attribute '{name}' to a number.")
-        out[name] = Attribute(data_type, str(text))
-    return out
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
+    return checked_attributes(raw, _WORDS, invalid)
 
 
 def attributes_size(attributes: Mapping[str, Attribute]) -> int:
