@@ -29,22 +29,6 @@ EAST, WEST = "us-east-1", "eu-west-1"
 ROLE = "arn:aws:iam::{account}:role/snsq2nats-scan"
 
 
-def assumed(aws: AwsEndpoint, account: str) -> Any:
-    """A boto3 session acting in `account` (what the scan does, done here to seed it)."""
-    import boto3
-
-    sts = aws.client("sts")
-    creds = sts.assume_role(RoleArn=ROLE.format(account=account), RoleSessionName="seed")[
-        "Credentials"
-    ]
-    return boto3.Session(
-        aws_access_key_id=creds["AccessKeyId"],
-        aws_secret_access_key=creds["SecretAccessKey"],
-        aws_session_token=creds["SessionToken"],
-        region_name=EAST,
-    )
-
-
 @dataclass
 class Estate:
     sessions: dict[str, Any]
@@ -76,7 +60,7 @@ def estate(aws: AwsEndpoint) -> Estate:
     subscribed by A) and C's `shipping` (subscribed by C, as a queue owner does, its policy
     letting A's topic send); A and B each have an `orders` queue; B has a queue in a second
     region."""
-    estate = Estate({a: assumed(aws, a) for a in (A, B, C)}, aws.url, "", {}, {})
+    estate = Estate({a: aws.assumed(a) for a in (A, B, C)}, aws.url, "", {}, {})
     dead = _queue(estate, C, "dead")
     _queue(estate, A, "orders")
     b_orders = _queue(estate, B, "orders")
@@ -185,7 +169,7 @@ def _profiles(tmp_path: Path, aws: AwsEndpoint, monkeypatch: pytest.MonkeyPatch)
     lines: list[str] = []
     secrets: list[str] = []
     for name, account in (("team-a", A), ("team-b", B)):
-        creds = assumed(aws, account).get_credentials()
+        creds = aws.assumed(account).get_credentials()
         secrets += [creds.secret_key, creds.token]
         lines += [
             f"[profile {name}]",

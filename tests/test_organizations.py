@@ -6,7 +6,6 @@ in the role's account, so every account here is a real, separate moto account.""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -23,20 +22,6 @@ from snsq2nats.inventory import load_inventory
 from tests.fixtures.aws import AwsEndpoint
 
 ROLE = "arn:aws:iam::{account}:role/snsq2nats-scan"
-
-
-def _assumed(aws: AwsEndpoint, account: str) -> Any:
-    import boto3
-
-    creds = aws.client("sts").assume_role(
-        RoleArn=ROLE.format(account=account), RoleSessionName="seed"
-    )["Credentials"]
-    return boto3.Session(
-        aws_access_key_id=creds["AccessKeyId"],
-        aws_secret_access_key=creds["SecretAccessKey"],
-        aws_session_token=creds["SessionToken"],
-        region_name=aws.region,
-    )
 
 
 def _organization(aws: AwsEndpoint, members: int) -> tuple[str, list[str]]:
@@ -67,7 +52,7 @@ def test_scan_reads_every_active_account_of_the_organization(
     management, (dev, prod, closed) = _organization(aws, 3)
     aws.client("organizations").close_account(AccountId=closed)
     for account, name in ((dev, "orders"), (prod, "orders"), (prod, "audit"), (closed, "gone")):
-        _assumed(aws, account).client("sqs", endpoint_url=aws.url).create_queue(QueueName=name)
+        aws.assumed(account).client("sqs", endpoint_url=aws.url).create_queue(QueueName=name)
 
     out = tmp_path / "inventory.json"
     result = CliRunner().invoke(

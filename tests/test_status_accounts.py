@@ -28,25 +28,11 @@ def invoke(*args: str) -> Any:
     return CliRunner().invoke(main, list(args), catch_exceptions=False)
 
 
-def assumed(aws: AwsEndpoint, account: str) -> Any:
-    import boto3
-
-    creds = aws.client("sts").assume_role(
-        RoleArn=ROLE.format(account=account), RoleSessionName="seed"
-    )["Credentials"]
-    return boto3.Session(
-        aws_access_key_id=creds["AccessKeyId"],
-        aws_secret_access_key=creds["SecretAccessKey"],
-        aws_session_token=creds["SessionToken"],
-        region_name=aws.region,
-    )
-
-
 @pytest.fixture
 def two_accounts(aws: AwsEndpoint, nats_server: Any, tmp_path: Path) -> tuple[Path, str]:
     """A's `events` topic fans out to A's `billing` and B's `shipping`; B also has `audit`.
     Scanned as one estate, planned, applied: the plan file and the NATS URL."""
-    sessions = {a: assumed(aws, a) for a in (A, B)}
+    sessions = {a: aws.assumed(a) for a in (A, B)}
     arns = {}
     for account, name in ((A, "billing"), (B, "shipping"), (B, "audit")):
         sqs = sessions[account].client("sqs", endpoint_url=aws.url)
