@@ -130,6 +130,13 @@ def received(gateway: Any, url: str) -> dict[str, Any]:
             return dict(message)
 
 
+def test_the_room_is_the_worst_case_of_the_header_contract() -> None:
+    # Small queues: every byte SQS counts may be an attribute byte taking 3 of headers.
+    assert stored_size(1024) == 3 * 1024 + 4096
+    # Large ones: JetStream stores no header block over 65,535 bytes.
+    assert stored_size(262_144) == 262_144 + 65_535
+
+
 def test_the_plan_leaves_the_headers_room_and_the_gateway_keeps_sqs_limit(estate: Estate) -> None:
     streams = {s.name: s for s in estate.plan.streams}
     for name, size in QUEUES.items():
