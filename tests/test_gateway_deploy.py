@@ -37,7 +37,10 @@ def container() -> dict[str, Any]:
 def args_of(container: dict[str, Any]) -> dict[str, Any]:
     command = main.commands["gateway"]
     args = [str(a) for a in container["args"][1:]]
-    return dict(command.make_context("gateway", args, resilient_parsing=True).params)
+    # Under the group's context, as the CLI parses it: alone, click would settle the command's
+    # help option without the group's `-h` (and keep it for the rest of the process).
+    parent = main.make_context("snsq2nats", [], resilient_parsing=True)
+    return dict(command.make_context("gateway", args, parent=parent, resilient_parsing=True).params)
 
 
 def test_manifest_args_mounts_and_ports_match_the_cli() -> None:
