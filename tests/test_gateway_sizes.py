@@ -52,9 +52,9 @@ def estate(moto_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     session = boto3.Session(
         aws_access_key_id="testing", aws_secret_access_key="testing", region_name=REGION
     )
-    moto = session.client("sqs", endpoint_url=moto_server)
+    moto: Any = session.client("sqs", endpoint_url=moto_server)
     for name, size in QUEUES.items():
-        attributes = {"MaximumMessageSize": str(size)}
+        attributes: dict[str, Any] = {"MaximumMessageSize": str(size)}
         if name.endswith(".fifo"):
             attributes["FifoQueue"] = "true"
         moto.create_queue(QueueName=name, Attributes=attributes)
