@@ -26,7 +26,9 @@ REGION = "us-east-1"
 LIMIT = 262_144
 """SQS's limit for years, and the largest whose worst case fits nats-server's default
 max_payload (1 MiB) that the test server runs with."""
-QUEUES = {"size-std": LIMIT, "size-small": 1024, "size-fifo.fifo": LIMIT}
+QUEUES = {"size-std": LIMIT, "size-small": 1024, "size-fifo.fifo": LIMIT, "size-delay": LIMIT}
+DELAYED = "size-delay"
+"""Its messages wait as message schedules: the schedule's headers travel with them."""
 ATTRIBUTE_BYTES = 20_000
 """Attributes this heavy, escaped, take about 60 KiB of headers: near JetStream's 64 KiB."""
 
@@ -57,6 +59,8 @@ def estate(moto_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         attributes: dict[str, Any] = {"MaximumMessageSize": str(size)}
         if name.endswith(".fifo"):
             attributes["FifoQueue"] = "true"
+        if name == DELAYED:
+            attributes["DelaySeconds"] = "1"
         moto.create_queue(QueueName=name, Attributes=attributes)
     inventory = Path(tmp_path_factory.mktemp("sizes")) / "inventory.json"
     inventory.write_bytes(
@@ -143,13 +147,14 @@ def test_the_plan_leaves_the_headers_room_and_the_gateway_keeps_sqs_limit(estate
         resource = next(r for r in estate.plan.resources if r.name == name)
         assert resource.stream
         assert streams[resource.stream].max_msg_size == stored_size(size) > size
+        assert streams[resource.stream].allow_msg_schedules == (True if name == DELAYED else None)
         attributes = estate.gateway.get_queue_attributes(
             QueueUrl=url_of(estate.gateway, name), AttributeNames=["MaximumMessageSize"]
         )["Attributes"]
         assert attributes == {"MaximumMessageSize": str(size)}
 
 
-@pytest.mark.parametrize("name", ["size-std", "size-small"])
+@pytest.mark.parametrize("name", ["size-std", "size-small", DELAYED])
 @pytest.mark.parametrize("binary", [False, True])
 def test_a_message_of_exactly_the_limit_is_stored_and_one_byte_more_refused(
     estate: Estate, name: str, binary: bool
