@@ -24,9 +24,13 @@ from tests.fixtures.gateway import RunningGateway, running_gateway
 
 REGION = "us-east-1"
 LIMIT = 262_144
+MIB = 1_048_576
 """SQS's limit for years, and the largest whose worst case fits nats-server's default
 max_payload (1 MiB) that the test server runs with."""
 QUEUES = {"size-std": LIMIT, "size-small": 1024, "size-fifo.fifo": LIMIT, "size-delay": LIMIT}
+LARGE = "size-large"
+"""SQS's largest queue (1 MiB): on a server with the default max_payload, the plan calls it
+approximate and the gateway refuses what does not fit, without losing its connection."""
 DELAYED = "size-delay"
 """Its messages wait as message schedules: the schedule's headers travel with them."""
 ATTRIBUTE_BYTES = 20_000
@@ -55,7 +59,7 @@ def estate(moto_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         aws_access_key_id="testing", aws_secret_access_key="testing", region_name=REGION
     )
     moto: Any = session.client("sqs", endpoint_url=moto_server)
-    for name, size in QUEUES.items():
+    for name, size in {**QUEUES, LARGE: MIB}.items():
         attributes: dict[str, Any] = {"MaximumMessageSize": str(size)}
         if name.endswith(".fifo"):
             attributes["FifoQueue"] = "true"
@@ -215,3 +219,24 @@ def test_attributes_beyond_jetstreams_headers_are_refused_for_good(estate: Estat
     error = refused.value.response["Error"]
     assert error["Code"] == "InvalidParameterValue", error
     assert "64 KiB of headers" in error["Message"]
+
+
+def test_a_message_over_the_servers_max_payload_is_refused_and_the_connection_kept(
+    estate: Estate,
+) -> None:
+    resource = next(r for r in estate.plan.resources if r.name == LARGE)
+    size = next(f for f in resource.fidelity if f.attribute == "MaximumMessageSize")
+    assert (size.value, size.verdict) == (str(MIB), "approximate")
+    assert f"raise max_payload to {stored_size(MIB)}" in (size.note or "")
+    gateway, url = estate.gateway, url_of(estate.gateway, LARGE)
+    # SQS takes it; with its headers it exceeds the server's max_payload (1 MiB).
+    with pytest.raises(ClientError) as refused:
+        gateway.send_message(QueueUrl=url, MessageBody="b" * MIB)
+    error = refused.value.response["Error"]
+    assert error["Code"] == "InvalidParameterValue" and "max_payload" in error["Message"], error
+    # The server would have closed the connection: the gateway did not send it, so the next
+    # message goes through the same connection.
+    body = "c" * (MIB - 4096)
+    sent = gateway.send_message(QueueUrl=url, MessageBody=body)
+    got = received(gateway, url)
+    assert (got["MessageId"], got["Body"]) == (sent["MessageId"], body)

@@ -621,6 +621,11 @@ async def publish(
     from nats.errors import MaxPayloadError, NoRespondersError, TimeoutError
     from nats.js.errors import APIError
 
+    # The server checks max_payload on body and headers together and closes the connection of
+    # a client that exceeds it (nats-py checks the body alone): refuse it here instead.
+    max_payload = int(nc.max_payload or 0)
+    if max_payload and len(data) + header_block_size(headers) > max_payload:
+        raise invalid(_MAX_PAYLOAD_REASON) from None
     try:
         return await nc.jetstream().publish(subject, data, stream=queue.stream, headers=headers)
     except APIError as exc:
@@ -640,14 +645,26 @@ async def publish(
             ) from None
         raise unavailable(f"JetStream refused the message ({exc.description})") from None
     except MaxPayloadError:
-        # Above the server's max_payload, which the plan's verdict says to raise.
-        raise invalid(
-            "One or more parameters are invalid. Reason: the message is larger than the NATS "
-            "server's max_payload; its operator must raise max_payload (see the plan's "
-            "MaximumMessageSize verdict)."
-        ) from None
+        raise invalid(_MAX_PAYLOAD_REASON) from None
     except (TimeoutError, NoRespondersError):
         raise unavailable("JetStream did not confirm the message in time") from None
+
+
+# Above the server's max_payload, which the plan's MaximumMessageSize verdict says to raise.
+_MAX_PAYLOAD_REASON = (
+    "One or more parameters are invalid. Reason: the message is larger than the NATS server's "
+    "max_payload; its operator must raise max_payload (see the plan's MaximumMessageSize "
+    "verdict)."
+)
+
+
+def header_block_size(headers: Mapping[str, str]) -> int:
+    """The bytes of the NATS header block nats-py sends for `headers` (`NATS/1.0`, one
+    `Name: value` line each, a blank line): what the server counts with the body."""
+    if not headers:
+        return 0
+    lines = sum(len(k.encode()) + len(v.encode()) + 4 for k, v in headers.items())
+    return len(b"NATS/1.0\r\n") + lines + 2
 
 
 def unavailable(why: str) -> GatewayError:
