@@ -74,7 +74,12 @@ class Estate:
             consumer = plan.consumer(resource.stream, resource.durables[0])
             source = {f.attribute: f.value for f in resource.fidelity}
             subject = (resource.publish_subject or "").removesuffix(GROUP_SUFFIX)
-            max_size = stream.max_msg_size if stream and stream.max_msg_size > 0 else 0
+            # SQS's own limit, on what SQS counts: the stream's max_msg_size leaves room for
+            # the headers (plan/queues.py), so it binds only where it is lower (a mapping's
+            # limit, or a plan made before the room was planned).
+            sizes = [_int(source.get("MaximumMessageSize"))]
+            sizes.append(stream.max_msg_size if stream else 0)
+            max_size = min((s for s in sizes if s > 0), default=0)
             queues.append(
                 GatewayQueue(
                     name=resource.name,

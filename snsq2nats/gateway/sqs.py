@@ -60,6 +60,8 @@ PARTITION_SWEEP = 0.2
 """Seconds between a long poll's sweeps over a partitioned queue's durables."""
 ACK_TIMEOUT = 5.0
 ERR_MESSAGE_TOO_LARGE = 10054
+ERR_HEADERS_TOO_LARGE = 10097
+"""JetStream's 64 KiB limit on a message's header block, where the attributes travel."""
 
 _AWS_ID_RE = re.compile(r"^[\x21-\x7e]{1,128}$")
 # What SQS accepts in a body: #x9 | #xA | #xD | #x20-#xD7FF | #xE000-#xFFFD | #x10000-#x10FFFF.
@@ -615,21 +617,53 @@ async def publish(
     nc: Client, queue: GatewayQueue, subject: str, data: bytes, headers: dict[str, str]
 ) -> Any:
     """The PubAck of one message stored in the queue's stream, or the SQS error for why not."""
-    from nats.errors import NoRespondersError, TimeoutError
+    from nats.errors import MaxPayloadError, NoRespondersError, TimeoutError
     from nats.js.errors import APIError
 
+    # The server checks max_payload on body and headers together and closes the connection of
+    # a client that exceeds it (nats-py checks the body alone): refuse it here instead.
+    max_payload = int(nc.max_payload or 0)
+    if max_payload and len(data) + header_block_size(headers) > max_payload:
+        raise invalid(_MAX_PAYLOAD_REASON) from None
     try:
         return await nc.jetstream().publish(subject, data, stream=queue.stream, headers=headers)
     except APIError as exc:
         if exc.err_code == ERR_MESSAGE_TOO_LARGE:
-            # The stream's max_msg_size counts the headers that carry the attributes as well.
+            # The plan leaves the stream room for the headers: only a mapping's lower
+            # max_msg_size gets here. Retrying cannot help, so not ServiceUnavailable.
             raise invalid(
                 "One or more parameters are invalid. Reason: Message must be shorter than "
                 f"{queue.max_message_size} bytes."
             ) from None
+        if exc.err_code == ERR_HEADERS_TOO_LARGE:
+            # A message SQS would take: its attributes are too large for JetStream's headers.
+            raise invalid(
+                "One or more parameters are invalid. Reason: the message attributes take more "
+                "than the 64 KiB of headers JetStream stores with a message; move the larger "
+                "values into the body."
+            ) from None
         raise unavailable(f"JetStream refused the message ({exc.description})") from None
+    except MaxPayloadError:
+        raise invalid(_MAX_PAYLOAD_REASON) from None
     except (TimeoutError, NoRespondersError):
         raise unavailable("JetStream did not confirm the message in time") from None
+
+
+# Above the server's max_payload, which the plan's MaximumMessageSize verdict says to raise.
+_MAX_PAYLOAD_REASON = (
+    "One or more parameters are invalid. Reason: the message is larger than the NATS server's "
+    "max_payload; its operator must raise max_payload (see the plan's MaximumMessageSize "
+    "verdict)."
+)
+
+
+def header_block_size(headers: Mapping[str, str]) -> int:
+    """The bytes of the NATS header block nats-py sends for `headers` (`NATS/1.0`, one
+    `Name: value` line each, a blank line): what the server counts with the body."""
+    if not headers:
+        return 0
+    lines = sum(len(k.encode()) + len(v.encode()) + 4 for k, v in headers.items())
+    return len(b"NATS/1.0\r\n") + lines + 2
 
 
 def unavailable(why: str) -> GatewayError:

@@ -40,6 +40,20 @@ from snsq2nats.plan.rules import Cutover, Defaults, Limits, Override
 
 MAX_PAYLOAD_DEFAULT = 1_048_576
 """nats-server's default max_payload."""
+ATTRIBUTE_EXPANSION = 3
+"""How many bytes of headers one byte SQS counts can take through the header contract
+(bridge/codec.py). SQS counts each attribute's name, type and value once; the contract writes a
+name twice (its header and its key in `Snsq2nats-Attributes`), and a value it cannot put in a
+header of its own goes into that JSON instead: base64 for Binary (4/3), escaped for text (a
+2-byte character becomes a 6-byte `\\uXXXX`). So 3x, whatever the mix of body and attributes."""
+HEADER_ALLOWANCE = 4096
+"""Header bytes a stored message carries besides its attributes' own, at most: `NATS/1.0` and
+the blank line, the ids (message, `Nats-Msg-Id`, group and deduplication, up to 128 each), the
+bridge's origin and route, SNS's topic ARN, message id and subject, a schedule's time and target,
+the JSON framing of up to 10 attributes (about 22 bytes each). About 2.5 KiB at the worst."""
+JETSTREAM_MAX_HEADERS = 65_535
+"""JetStream stores no message whose header block is larger (`header size exceeds maximum
+allowed of 64k`): what headers can add to a stored message, however large its attributes."""
 SQS_DEDUP_WINDOW = 300 * NS
 """SQS deduplicates FIFO messages for 5 minutes."""
 
@@ -378,18 +392,41 @@ def _retention(queue: Queue, limits: Limits | None) -> tuple[int, Fidelity]:
     )
 
 
+def stored_size(sqs_size: int) -> int:
+    """The most a message SQS accepts at `sqs_size` (body, attribute names, types and values)
+    weighs in the stream, headers included, as JetStream counts max_msg_size."""
+    return min(ATTRIBUTE_EXPANSION * sqs_size + HEADER_ALLOWANCE, sqs_size + JETSTREAM_MAX_HEADERS)
+
+
 def _message_size(queue: Queue, limits: Limits | None) -> tuple[int, Fidelity]:
-    size = queue.maximum_message_size
     if limits and limits.max_msg_size is not None:
+        # The operator's own limit on the stream, as written.
         size = limits.max_msg_size
-    fits = size <= MAX_PAYLOAD_DEFAULT
+        fits = size <= MAX_PAYLOAD_DEFAULT
+        note = (
+            "larger messages are rejected at publish, as SQS rejects them"
+            if fits
+            else "above nats-server's default max_payload (1 MiB): raise max_payload"
+        )
+    else:
+        # JetStream counts the headers the attributes and ids travel in, SQS does not: the
+        # stream takes the largest message SQS accepts; the gateway keeps SQS's own limit.
+        size = stored_size(queue.maximum_message_size)
+        fits = size <= MAX_PAYLOAD_DEFAULT
+        note = (
+            f"every message SQS accepts is stored (max_msg_size {size} leaves room for the "
+            "headers its attributes travel in), unless its attributes take more than "
+            "JetStream's 64 KiB of headers; the gateway refuses larger ones, as SQS does"
+            if fits
+            else f"with the headers its attributes travel in, a message SQS accepts can reach "
+            f"{size} bytes, above nats-server's default max_payload (1 MiB): raise max_payload "
+            f"to {size}"
+        )
     return size, entry(
         "MaximumMessageSize",
         str(queue.maximum_message_size),
         "exact" if fits else "approximate",
-        "larger messages are rejected at publish, as SQS rejects them"
-        if fits
-        else "above nats-server's default max_payload (1 MiB): raise max_payload",
+        note,
         target="stream max_msg_size",
     )
 

@@ -10,7 +10,7 @@ resource "jetstream_stream" "sqs_orders-fraud" {
   max_age = 345600
   max_msgs = -1
   max_bytes = -1
-  max_msg_size = 1048576
+  max_msg_size = 1114111
   max_consumers = -1
   discard = "old"
   duplicate_window = 300
