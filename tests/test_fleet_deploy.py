@@ -46,7 +46,10 @@ def test_manifest_args_probes_and_ports_match_the_cli(tmp_path: Path) -> None:
     flags = {opt for param in command.params for opt in param.opts}
     args = [str(a) for a in container["args"][1:]]
     assert {a for a in args if a.startswith("-")} <= flags
-    params = command.make_context("bridge", args, resilient_parsing=True).params
+    # Under the group's context, as the CLI parses it: a context of its own would leave state
+    # behind that changes a later `--help` in this process (tests/test_docs.py).
+    parent = main.make_context("snsq2nats", [], resilient_parsing=True)
+    params = command.make_context("bridge", args, parent=parent, resilient_parsing=True).params
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert params["metrics_port"] == ports["metrics"]
     # The bridge listens on loopback unless told: the kubelet's probes come from outside.
