@@ -21,6 +21,7 @@ from snsq2nats.plan.fidelity import encryption, entry, resource_policy, tags
 from snsq2nats.plan.metadata import for_source
 from snsq2nats.plan.model import Fidelity, Resource
 from snsq2nats.plan.names import topic_pattern, topic_subjects
+from snsq2nats.plan.queues import stored_size
 from snsq2nats.plan.routes import RELAY_PREFIX, Fanout, SubscriptionInfo, TopicInfo
 from snsq2nats.plan.rules import Cutover, Override
 
@@ -163,9 +164,10 @@ def topic_stream(names: TopicNames, ctx: Context) -> StreamSpec:
         storage=override.storage or defaults.storage,
         num_replicas=override.replicas or defaults.replicas,
         max_age=int(max_age * NS),
+        # SNS counts body and attributes; JetStream counts the headers they travel in.
         max_msg_size=limits.max_msg_size
         if limits and limits.max_msg_size is not None
-        else SNS_MAX_MESSAGE,
+        else stored_size(SNS_MAX_MESSAGE),
         max_bytes=limits.max_bytes if limits and limits.max_bytes is not None else -1,
         max_msgs=limits.max_msgs if limits and limits.max_msgs is not None else -1,
         duplicate_window=int(window * NS),

@@ -10,7 +10,7 @@ resource "jetstream_stream" "sns_orders" {
   max_age = 86400
   max_msgs = -1
   max_bytes = -1
-  max_msg_size = 262144
+  max_msg_size = 327679
   max_consumers = -1
   discard = "old"
   duplicate_window = 300
