@@ -323,3 +323,143 @@ def test_send_receive_delete_print_what_they_print_on_sqs(cli: Cli, sides: Sides
     assert set(plain["Attributes"]) >= {"SentTimestamp", "ApproximateFirstReceiveTimestamp"}
     assert story["deleted"] == [Outcome(0, None, None)] * 2
     assert story["after"] == Outcome(0, None, None)
+
+
+def batch_story(cli: Cli, endpoint: str) -> dict[str, Any]:
+    """A batch whose one entry asks a delay SQS refuses: that entry fails, the rest are sent."""
+    url = queue_url(cli, endpoint, "cli-batch")
+    entries = [
+        {"Id": "one", "MessageBody": "first"},
+        {"Id": "bad", "MessageBody": "too late", "DelaySeconds": 901},
+        {"Id": "two", "MessageBody": "second", "MessageAttributes": {"n": ATTRIBUTES["count"]}},
+    ]
+    sent = cli.run(
+        endpoint,
+        "sqs",
+        "send-message-batch",
+        "--queue-url",
+        url,
+        "--entries",
+        json.dumps(entries),
+    )
+    got = receive(cli, endpoint, url, 2, "--message-attribute-names", "All")
+    for message in got:
+        cli.run(
+            endpoint,
+            "sqs",
+            "delete-message",
+            "--queue-url",
+            url,
+            "--receipt-handle",
+            message["ReceiptHandle"],
+        )
+    output = sent.output or {}
+    return {
+        "exit": sent.exit,
+        "successful": sorted(
+            ({k: v for k, v in s.items() if k != "MessageId"} for s in output["Successful"]),
+            key=lambda s: str(s["Id"]),
+        ),
+        "failed": [
+            {k: v for k, v in f.items() if k != "Message"} for f in output.get("Failed", [])
+        ],
+        "received": sorted((_message(m) for m in got), key=lambda m: str(m["Body"])),
+        "after": nothing_left(cli, endpoint, url),
+    }
+
+
+def test_a_batch_with_a_bad_entry_prints_what_it_prints_on_sqs(cli: Cli, sides: Sides) -> None:
+    stories = {side: batch_story(cli, endpoint) for side, endpoint in sides.both()}
+    assert stories["gateway"] == stories["moto"]
+    story = stories["gateway"]
+    assert story["exit"] == 0
+    assert [s["Id"] for s in story["successful"]] == ["one", "two"]
+    assert story["failed"] == [
+        {"Id": "bad", "SenderFault": True, "Code": "InvalidParameterValue"}
+    ]
+    assert [m["Body"] for m in story["received"]] == ["first", "second"]
+    assert story["after"] == Outcome(0, None, None)
+
+
+def visibility_story(cli: Cli, endpoint: str) -> dict[str, Any]:
+    """A message made visible again by change-message-visibility is received again, counted."""
+    url = queue_url(cli, endpoint, "cli-vis")
+    cli.run(endpoint, "sqs", "send-message", "--queue-url", url, "--message-body", "twice")
+    count = ("--attribute-names", "ApproximateReceiveCount")
+    (first,) = receive(cli, endpoint, url, 1, *count)
+    hidden = nothing_left(cli, endpoint, url)
+    changed = cli.run(
+        endpoint,
+        "sqs",
+        "change-message-visibility",
+        "--queue-url",
+        url,
+        "--receipt-handle",
+        first["ReceiptHandle"],
+        "--visibility-timeout",
+        "0",
+    )
+    (second,) = receive(cli, endpoint, url, 1, *count)
+    cli.run(
+        endpoint,
+        "sqs",
+        "delete-message",
+        "--queue-url",
+        url,
+        "--receipt-handle",
+        second["ReceiptHandle"],
+    )
+    return {
+        "first": _message(first),
+        "hidden": hidden,
+        "changed": changed,
+        "second": _message(second),
+        "same message": first["MessageId"] == second["MessageId"],
+        "after": nothing_left(cli, endpoint, url),
+    }
+
+
+def test_change_message_visibility_does_what_it_does_on_sqs(cli: Cli, sides: Sides) -> None:
+    stories = {side: visibility_story(cli, endpoint) for side, endpoint in sides.both()}
+    assert stories["gateway"] == stories["moto"]
+    story = stories["gateway"]
+    assert story["hidden"] == Outcome(0, None, None)
+    assert story["changed"] == Outcome(0, None, None)
+    assert [story[k]["Attributes"]["ApproximateReceiveCount"] for k in ("first", "second")] == [
+        "1",
+        "2",
+    ]
+    assert story["same message"] is True
+    assert story["after"] == Outcome(0, None, None)
+
+
+def error_story(cli: Cli, endpoint: str) -> dict[str, Outcome]:
+    url = queue_url(cli, endpoint, "cli-basic")
+    missing = url.rsplit("/", 1)[0] + "/cli-nowhere"
+    return {
+        "unknown name": cli.run(endpoint, "sqs", "get-queue-url", "--queue-name", "cli-nowhere"),
+        "unknown url": cli.run(
+            endpoint, "sqs", "send-message", "--queue-url", missing, "--message-body", "x"
+        ),
+        "forged handle": cli.run(
+            endpoint,
+            "sqs",
+            "change-message-visibility",
+            "--queue-url",
+            url,
+            "--receipt-handle",
+            "forged",
+            "--visibility-timeout",
+            "0",
+        ),
+    }
+
+
+def test_errors_are_the_codes_and_exit_codes_of_sqs(cli: Cli, sides: Sides) -> None:
+    stories = {side: error_story(cli, endpoint) for side, endpoint in sides.both()}
+    assert stories["gateway"] == stories["moto"]
+    story = stories["gateway"]
+    # The CLI v1 exits 255 whatever failed (v2 tells a service's error apart with 254).
+    assert story["unknown name"] == Outcome(255, None, "AWS.SimpleQueueService.NonExistentQueue")
+    assert story["unknown url"] == Outcome(255, None, "AWS.SimpleQueueService.NonExistentQueue")
+    assert story["forged handle"] == Outcome(255, None, "ReceiptHandleIsInvalid")
