@@ -29,6 +29,7 @@ from typing import Any
 import pytest
 
 from snsq2nats.demo.nats_server import NatsServer
+from snsq2nats.gateway.sigv4 import SigV4Authenticator
 from snsq2nats.jetstream.connect import NatsOptions, connect_nats
 from snsq2nats.plan.pipeline import PlanRequest, make_plan
 from tests.fixtures.gateway import ACCESS_KEY, SECRET_KEY, running_gateway
@@ -92,7 +93,7 @@ class Outcome:
 class Cli:
     aws: Path
 
-    def run(self, endpoint: str, *args: str) -> Outcome:
+    def run(self, endpoint: str, *args: str, secret: str = SECRET_KEY) -> Outcome:
         # Only what the test names reaches the CLI: no profile, config or endpoint of the host.
         env = {
             key: value
@@ -103,7 +104,7 @@ class Cli:
             {
                 "HOME": str(CLI_VENV),
                 "AWS_ACCESS_KEY_ID": ACCESS_KEY,
-                "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+                "AWS_SECRET_ACCESS_KEY": secret,
                 "AWS_DEFAULT_REGION": REGION,
                 "AWS_CONFIG_FILE": "/nonexistent/aws-config",
                 "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent/aws-credentials",
@@ -135,6 +136,12 @@ def cli() -> Cli:
     )
     assert version.stdout.startswith("aws-cli/1."), version.stdout
     return Cli(aws)
+
+
+@dataclass(frozen=True)
+class _Key:
+    identity: str
+    secret: str
 
 
 @dataclass
@@ -200,7 +207,10 @@ def sides(moto_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
                 await nc.close()
 
         asyncio.run(apply())
-        with running_gateway(server.url, plan) as running:
+        # The real verifier, not the fixture's stand-in: the CLI's own SigV4 (for sqs and for
+        # sns) is what the gateway checks.
+        verifier = SigV4Authenticator({ACCESS_KEY: _Key("test-app", SECRET_KEY)})
+        with running_gateway(server.url, plan, authenticator=verifier) as running:
             yield Sides(moto_server, running.url)
 
 
@@ -297,8 +307,7 @@ def basic_story(cli: Cli, endpoint: str) -> dict[str, Any]:
     return {
         "path": url.split("/", 3)[3],
         "sent": [_sent(s) for s in sent],
-        "ids": sorted(s.output["MessageId"] for s in sent)
-        == sorted(m["MessageId"] for m in got),
+        "ids": sorted(s.output["MessageId"] for s in sent) == sorted(m["MessageId"] for m in got),
         "received": sorted((_message(m) for m in got), key=lambda m: str(m["Body"])),
         "deleted": deleted,
         "after": nothing_left(cli, endpoint, url),
@@ -374,9 +383,7 @@ def test_a_batch_with_a_bad_entry_prints_what_it_prints_on_sqs(cli: Cli, sides: 
     story = stories["gateway"]
     assert story["exit"] == 0
     assert [s["Id"] for s in story["successful"]] == ["one", "two"]
-    assert story["failed"] == [
-        {"Id": "bad", "SenderFault": True, "Code": "InvalidParameterValue"}
-    ]
+    assert story["failed"] == [{"Id": "bad", "SenderFault": True, "Code": "InvalidParameterValue"}]
     assert [m["Body"] for m in story["received"]] == ["first", "second"]
     assert story["after"] == Outcome(0, None, None)
 
@@ -463,3 +470,65 @@ def test_errors_are_the_codes_and_exit_codes_of_sqs(cli: Cli, sides: Sides) -> N
     assert story["unknown name"] == Outcome(255, None, "AWS.SimpleQueueService.NonExistentQueue")
     assert story["unknown url"] == Outcome(255, None, "AWS.SimpleQueueService.NonExistentQueue")
     assert story["forged handle"] == Outcome(255, None, "ReceiptHandleIsInvalid")
+
+
+def publish_story(cli: Cli, endpoint: str) -> dict[str, Any]:
+    """`aws sns publish` to a topic, then its raw subscriber's queue read with `aws sqs`."""
+    topic = f"arn:aws:sns:{REGION}:{ACCOUNT}:{TOPIC}"
+    published = cli.run(
+        endpoint,
+        "sns",
+        "publish",
+        "--topic-arn",
+        topic,
+        "--message",
+        "published by the CLI",
+        "--message-attributes",
+        json.dumps({"kind": {"DataType": "String", "StringValue": "order"}}),
+    )
+    url = queue_url(cli, endpoint, AUDIT)
+    got = receive(cli, endpoint, url, 1, "--message-attribute-names", "All")
+    for message in got:
+        cli.run(
+            endpoint,
+            "sqs",
+            "delete-message",
+            "--queue-url",
+            url,
+            "--receipt-handle",
+            message["ReceiptHandle"],
+        )
+    unknown = cli.run(
+        endpoint, "sns", "publish", "--topic-arn", f"{topic}-nowhere", "--message", "x"
+    )
+    return {
+        "published": (published.exit, sorted(published.output or {}), published.error),
+        "received": [_message(m) for m in got],
+        "unknown topic": unknown,
+    }
+
+
+def test_sns_publish_reaches_the_subscriber_as_on_aws(cli: Cli, sides: Sides) -> None:
+    stories = {side: publish_story(cli, endpoint) for side, endpoint in sides.both()}
+    assert stories["gateway"] == stories["moto"]
+    story = stories["gateway"]
+    assert story["published"] == (0, ["MessageId"], None)
+    (received,) = story["received"]
+    assert received["Body"] == "published by the CLI"
+    assert received["MD5OfBody"] == hashlib.md5(b"published by the CLI").hexdigest()
+    assert received["MessageAttributes"] == {"kind": {"DataType": "String", "StringValue": "order"}}
+    assert story["unknown topic"] == Outcome(255, None, "NotFound")
+
+
+def test_a_wrong_secret_is_refused_for_sqs_and_for_sns(cli: Cli, sides: Sides) -> None:
+    # moto accepts any signature: this is the gateway's alone, as AWS answers it.
+    topic = f"arn:aws:sns:{REGION}:{ACCOUNT}:{TOPIC}"
+    wrong = "not-the-secret"
+    sqs = cli.run(sides.gateway, "sqs", "get-queue-url", "--queue-name", "cli-basic", secret=wrong)
+    sns = cli.run(
+        sides.gateway, "sns", "publish", "--topic-arn", topic, "--message", "x", secret=wrong
+    )
+    assert sqs == Outcome(255, None, "SignatureDoesNotMatch")
+    assert sns == Outcome(255, None, "SignatureDoesNotMatch")
+    # The same command lines with the right secret are served.
+    assert cli.run(sides.gateway, "sqs", "get-queue-url", "--queue-name", "cli-basic").exit == 0
