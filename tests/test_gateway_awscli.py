@@ -532,3 +532,108 @@ def test_a_wrong_secret_is_refused_for_sqs_and_for_sns(cli: Cli, sides: Sides) -
     assert sns == Outcome(255, None, "SignatureDoesNotMatch")
     # The same command lines with the right secret are served.
     assert cli.run(sides.gateway, "sqs", "get-queue-url", "--queue-name", "cli-basic").exit == 0
+
+
+def _failed(outcome: Outcome) -> Any:
+    """A batch's failures as a script tells them apart: by id, code and whose fault."""
+    output = outcome.output or {}
+    failed = [(f["Id"], f["Code"], f["SenderFault"]) for f in output.get("Failed", [])]
+    return (outcome.exit, output.get("Successful"), failed, outcome.error)
+
+
+def more_story(cli: Cli, endpoint: str) -> dict[str, Any]:
+    url = queue_url(cli, endpoint, "cli-batch")
+    topic = f"arn:aws:sns:{REGION}:{ACCOUNT}:{TOPIC}"
+    listed = cli.run(endpoint, "sqs", "list-queues", "--queue-name-prefix", "cli-")
+    attributes = cli.run(
+        endpoint, "sqs", "get-queue-attributes", "--queue-url", url, "--attribute-names", "All"
+    )
+    forged = [{"Id": "f", "ReceiptHandle": "forged"}]
+    structured = cli.run(
+        endpoint,
+        "sns",
+        "publish",
+        "--topic-arn",
+        topic,
+        "--message-structure",
+        "json",
+        "--message",
+        json.dumps({"default": "for everyone", "sqs": "for queues"}),
+    )
+    (delivered,) = receive(cli, endpoint, queue_url(cli, endpoint, AUDIT), 1)
+    cli.run(
+        endpoint,
+        "sqs",
+        "delete-message",
+        "--queue-url",
+        queue_url(cli, endpoint, AUDIT),
+        "--receipt-handle",
+        delivered["ReceiptHandle"],
+    )
+    return {
+        "listed": (listed.exit, sorted(u.split("/", 3)[3] for u in listed.output["QueueUrls"])),
+        "attributes": (attributes.exit, attributes.output["Attributes"]),
+        "delete batch": _failed(
+            cli.run(
+                endpoint,
+                "sqs",
+                "delete-message-batch",
+                "--queue-url",
+                url,
+                "--entries",
+                json.dumps(forged),
+            )
+        ),
+        "visibility batch": _failed(
+            cli.run(
+                endpoint,
+                "sqs",
+                "change-message-visibility-batch",
+                "--queue-url",
+                url,
+                "--entries",
+                json.dumps([{**forged[0], "VisibilityTimeout": 0}]),
+            )
+        ),
+        "too many": cli.run(
+            endpoint, "sqs", "receive-message", "--queue-url", url, "--max-number-of-messages", "11"
+        ),
+        "bad attribute type": cli.run(
+            endpoint,
+            "sqs",
+            "send-message",
+            "--queue-url",
+            url,
+            "--message-body",
+            "x",
+            "--message-attributes",
+            json.dumps({"a": {"DataType": "Text", "StringValue": "v"}}),
+        ),
+        "structured": (structured.exit, sorted(structured.output or {}), delivered["Body"]),
+    }
+
+
+def test_more_of_the_cli_answers_as_on_sqs(cli: Cli, sides: Sides) -> None:
+    stories = {side: more_story(cli, endpoint) for side, endpoint in sides.both()}
+    # moto answers attributes the gateway does not serve (the queue's creation and change
+    # times, SqsManagedSseEnabled); those the gateway serves must carry moto's values.
+    moto_code, moto_attributes = stories["moto"].pop("attributes")
+    code, attributes = stories["gateway"].pop("attributes")
+    assert (code, attributes) == (moto_code, {k: moto_attributes[k] for k in attributes})
+    assert {"ApproximateNumberOfMessages", "VisibilityTimeout", "QueueArn"} <= set(attributes)
+    assert stories["gateway"] == stories["moto"]
+    story = stories["gateway"]
+    assert story["listed"] == (0, [f"{ACCOUNT}/{q}" for q in sorted(QUEUES)])
+    assert story["delete batch"] == (0, [], [("f", "ReceiptHandleIsInvalid", True)], None)
+    assert story["visibility batch"] == story["delete batch"]
+    assert story["too many"] == Outcome(255, None, "InvalidParameterValue")
+    assert story["bad attribute type"] == Outcome(255, None, "InvalidParameterValue")
+    assert story["structured"] == (0, ["MessageId"], "for queues")
+
+
+def test_the_control_plane_is_refused_not_diverged_from(cli: Cli, sides: Sides) -> None:
+    # moto creates the queue; the gateway says the estate is the plan's (issue 19).
+    made = cli.run(sides.gateway, "sqs", "create-queue", "--queue-name", "cli-new")
+    assert made == Outcome(255, None, "AWS.SimpleQueueService.UnsupportedOperation")
+    missing = cli.run(sides.gateway, "sqs", "get-queue-url", "--queue-name", "cli-new")
+    assert missing == Outcome(255, None, "AWS.SimpleQueueService.NonExistentQueue")
