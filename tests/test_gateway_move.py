@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import subprocess
 import sys
@@ -202,12 +203,14 @@ class Gateway:
         self.log = directory / "gateway.log"
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "snsq2nats", "gateway", "--keys", str(keys)]
-                + ["--context", str(context), "--listen", "127.0.0.1:0"],
+                [
+                    *(sys.executable, "-m", "snsq2nats", "gateway", "--keys", str(keys)),
+                    *("--context", str(context), "--listen", "127.0.0.1:0"),
+                ],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                env={**_environ(), "PYTHONUNBUFFERED": "1", "SNSQ2NATS_GATEWAY_SECRET": "x" * 48},
+                env={**os.environ, "PYTHONUNBUFFERED": "1", "SNSQ2NATS_GATEWAY_SECRET": "x" * 48},
             )
         self.url = ""
 
@@ -228,12 +231,6 @@ class Gateway:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             return self.proc.wait()
-
-
-def _environ() -> dict[str, str]:
-    import os
-
-    return dict(os.environ)
 
 
 async def backlogs(aws: AwsEndpoint, admin: NatsOptions, plan_path: Path) -> dict[str, int]:
@@ -333,13 +330,13 @@ async def test_an_application_moves_to_the_gateway_mid_traffic_each_message_once
         assert "confirmed by 1" in moved, moved
         for old in workers[:2]:
             await asyncio.to_thread(old.halt)
-        workers[:2] = [
-            Worker(f"gateway-{i}", gateway.url, consumer_key, ledger) for i in range(2)
-        ]
+        workers[:2] = [Worker(f"gateway-{i}", gateway.url, consumer_key, ledger) for i in range(2)]
         gateway_before, sqs_before = ledger.count("gateway-"), ledger.count("sqs-")
         await until(
-            lambda: ledger.count("gateway-") >= gateway_before + 10
-            and ledger.count("sqs-") >= sqs_before + 10,
+            lambda: (
+                ledger.count("gateway-") >= gateway_before + 10
+                and ledger.count("sqs-") >= sqs_before + 10
+            ),
             300,
             "the mixed fleet: SQS workers and gateway workers each processing",
         )
@@ -365,9 +362,7 @@ async def test_an_application_moves_to_the_gateway_mid_traffic_each_message_once
         await asyncio.to_thread(producer.halt)
         producer = None
         want = set(ledger.sent)
-        await until(
-            lambda: want <= set(ledger.receipts), 300, "every message to be processed"
-        )
+        await until(lambda: want <= set(ledger.receipts), 300, "every message to be processed")
 
         async def nothing_left() -> bool:
             return not any((await backlogs(aws, as_admin, plan)).values())
