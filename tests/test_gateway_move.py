@@ -60,9 +60,9 @@ TTL = 3.0
 class Ledger:
     """What the application sent, received and processed.
 
-    The application processes each MessageId once, as every SQS consumer must: SQS delivers at
-    least once, and moto, like SQS, now and then hands one message to two concurrent receivers
-    (two SQS workers, or an SQS worker and the bridge's relay). Those second receipts of one
+    The application processes each MessageId once, as every SQS consumer must: SQS delivers a
+    standard queue's messages at least once, and moto now and then hands one message, of either
+    kind of queue, to two concurrent receivers (two SQS workers, or one and the bridge's relay). Those second receipts of one
     copy are kept (`receipts`) and reported; what would be a duplicate is a second *copy* of a
     job (another MessageId, processed again), or one copy received twice through the gateway.
     """
@@ -86,6 +86,11 @@ class Ledger:
                 self.processed[body].append(worker)
                 self.order.append((body, worker))
                 self.by_worker[worker] += 1
+
+    def bodies(self) -> set[str]:
+        """The jobs processed so far (read while the workers write)."""
+        with self.lock:
+            return set(self.processed)
 
     def count(self, prefix: str) -> int:
         with self.lock:
@@ -332,6 +337,7 @@ async def test_an_application_moves_to_the_gateway_mid_traffic_each_message_once
     workers: list[Worker] = []
     producer: Producer | None = None
     gateway: Gateway | None = None
+    stopped: int | None = None
     server.start()
     try:
         await asyncio.to_thread(
@@ -405,7 +411,7 @@ async def test_an_application_moves_to_the_gateway_mid_traffic_each_message_once
         await asyncio.to_thread(producer.halt)
         producer = None
         want = set(ledger.sent)
-        await until(lambda: want <= set(ledger.processed), 300, "every message to be processed")
+        await until(lambda: want <= ledger.bodies(), 300, "every message to be processed")
 
         async def nothing_left() -> bool:
             return not any((await backlogs(aws, as_admin, plan, fifo)).values())
@@ -421,9 +427,10 @@ async def test_an_application_moves_to_the_gateway_mid_traffic_each_message_once
             worker.stopping.set()
         bridges.stop_all(timeout=60)
         if gateway is not None:
-            assert gateway.stop() == 0, gateway.text()[-3000:]
+            stopped = gateway.stop()
         server.close()
 
+    assert gateway is not None and stopped == 0, gateway and gateway.text()[-3000:]
     lost = sorted(want - set(ledger.processed))
     twice = {b: ws for b, ws in ledger.processed.items() if len(ws) != 1}
     extra = sorted(set(ledger.processed) - want)
