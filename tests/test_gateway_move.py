@@ -62,9 +62,10 @@ class Ledger:
 
     The application processes each MessageId once, as every SQS consumer must: SQS delivers a
     standard queue's messages at least once, and moto now and then hands one message, of either
-    kind of queue, to two concurrent receivers (two SQS workers, or one and the bridge's relay). Those second receipts of one
-    copy are kept (`receipts`) and reported; what would be a duplicate is a second *copy* of a
-    job (another MessageId, processed again), or one copy received twice through the gateway.
+    kind of queue, to two concurrent receivers (two SQS workers, or one and the bridge's relay).
+    Those second receipts of one copy are kept (`receipts`) and reported; what would be a
+    duplicate is a second *copy* of a job (another MessageId, processed again), or one copy
+    received twice through the gateway.
     """
 
     sent: list[str] = field(default_factory=list)
