@@ -43,18 +43,32 @@ QUEUES = ("audit", "billing")
 
 
 @pytest.mark.parametrize(
-    ("hold", "consumers"),
-    [(True, "nats"), (False, "nats"), (True, "aws"), (False, "aws")],
+    ("hold", "consumers", "released"),
+    [
+        (True, "nats", True),
+        (False, "nats", True),
+        (True, "aws", True),
+        (False, "aws", True),
+        (True, "nats", False),
+    ],
     ids=[
         "held-relay-message-consumers-on-nats",
         "clean-stop-consumers-on-nats",
         "held-relay-message-consumers-on-aws",
         "clean-stop-consumers-on-aws",
+        "held-past-the-wait-consumers-on-nats",
     ],
 )
 async def test_a_replan_hands_a_held_relay_over_with_each_message_once_per_queue(
-    aws: AwsEndpoint, nats_server: NatsServer, tmp_path: Path, hold: bool, consumers: str
+    aws: AwsEndpoint,
+    nats_server: NatsServer,
+    tmp_path: Path,
+    hold: bool,
+    consumers: str,
+    released: bool,
 ) -> None:
+    """`released` False: a client keeps holding the message past apply's wait, so apply copies
+    all of (N, D] (exact where the queue streams deduplicate: consumers on NATS)."""
     url = nats_server.url
     sqs, sns = aws.client("sqs"), aws.client("sns")
     topic = sns.create_topic(Name="events")["TopicArn"]
@@ -125,7 +139,7 @@ async def test_a_replan_hands_a_held_relay_over_with_each_message_once_per_queue
             applying = asyncio.create_task(
                 apply_plan(nc, second, allow_destructive=False, on_note=notes.append)
             )
-            if holding is not None:
+            if holding is not None and released:
                 # The holding member stops with the relay, once every bridge has stopped it.
                 await stop_with_the_relay(nc, holding)
             result = await applying
@@ -148,6 +162,10 @@ async def test_a_replan_hands_a_held_relay_over_with_each_message_once_per_queue
             # what it waited for.
             assert cut.copied >= len(QUEUES), cut
             assert any("unacknowledged" in n and "waiting up to" in n for n in notes), notes
+        if hold and not released:
+            # Not given back within the wait: every message of (N, D] to each queue, said so.
+            assert cut.copied == len(QUEUES) * (delivered - acked), cut
+            assert any("copying all of" in n for n in notes), notes
         assert 0 < delivered < len(sent)
         # Each queue sources the topic after the last message the relay was handed.
         assert starts == {n: [(events.stream, delivered + 1)] for n in QUEUES}
