@@ -338,3 +338,36 @@ async def test_the_environment_switch_gives_botocores_client(
     async with async_clients(aws.region, aws.url) as clients:
         assert isinstance(clients.sqs, LeanSQS)
     await asyncio.sleep(0)
+
+
+def test_the_signature_is_botocores(monkeypatch: pytest.MonkeyPatch) -> None:
+    """At the same instant, the lean request carries exactly the Authorization (and signed
+    headers) botocore's own signer gives the same request."""
+    import datetime as dt
+
+    import botocore.auth
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    from snsq2nats.aws import lean
+
+    instant = dt.datetime(2026, 5, 4, 3, 2, 1)
+    monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda: instant)
+    creds = Credentials("AKIDEXAMPLE", "secret", "session-token").get_frozen_credentials()
+    url = "https://sqs.eu-west-1.amazonaws.com/"
+    body = b'{"QueueUrl":"https://sqs.eu-west-1.amazonaws.com/1/q","WaitTimeSeconds":20}'
+    headers = {
+        "Content-Type": "application/x-amz-json-1.0",
+        "X-Amz-Target": "AmazonSQS.ReceiveMessage",
+        "x-amzn-query-mode": "true",
+    }
+    theirs = AWSRequest(method="POST", url=url, data=body, headers=headers)
+    SigV4Auth(creds, "sqs", "eu-west-1").add_auth(theirs)
+    ours = lean._Request(url, body, {k.lower(): v for k, v in headers.items()})
+    lean._signer_class()(creds, "sqs", "eu-west-1").add_auth(ours)
+    expected = {k.lower(): v for k, v in theirs.headers.items()}
+    assert dict(ours.headers) == expected
+    assert expected["authorization"].startswith(
+        "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20260504/eu-west-1/sqs/aws4_request"
+    )
