@@ -37,6 +37,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -451,7 +452,12 @@ async def measure() -> list[dict[str, Any]]:
                 print(f"  {row['name']}: {row['value']} {row['unit']}", file=sys.stderr)
             out += rows
     for n in IDLE_ROUTES:
-        out += await idle_routes(n)
+        # A route count that cannot even start (a loaded machine) is a row, not the end.
+        try:
+            out += await idle_routes(n)
+        except Exception:
+            traceback.print_exc(file=sys.stderr)
+            out.append(_row(f"idle.{n}.measured", 0, "", 1))
     return out
 
 
