@@ -371,3 +371,36 @@ def test_the_signature_is_botocores(monkeypatch: pytest.MonkeyPatch) -> None:
     assert expected["authorization"].startswith(
         "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20260504/eu-west-1/sqs/aws4_request"
     )
+
+
+async def test_a_reply_slower_than_the_read_timeout_raises_botocores_timeout(
+    aws: AwsEndpoint,
+) -> None:
+    from botocore.exceptions import ReadTimeoutError
+
+    calls: list[float] = []
+    release = asyncio.Event()
+
+    async def handler(request: web.Request) -> web.Response:
+        calls.append(asyncio.get_running_loop().time())
+        await release.wait()  # never answers in time
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_post("/", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        async with async_clients(aws.region, endpoint, read_timeout=0.5, transport="lean") as c:
+            assert isinstance(c.sqs, LeanSQS)
+            c.sqs._attempts = 2
+            with pytest.raises(ReadTimeoutError):
+                await c.sqs.receive_message(QueueUrl=f"{endpoint}/1/q", WaitTimeSeconds=0)
+            assert len(calls) == 2, "a timed-out call is retried like any transient failure"
+    finally:
+        release.set()
+        await runner.cleanup()
