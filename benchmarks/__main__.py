@@ -16,6 +16,7 @@ SUITES = [
     "bench_plan",
     "bench_apply",
     "bench_bridge",
+    "bench_sqs_transport",
     "bench_routes",
     "bench_fifo",
     "bench_fleet",

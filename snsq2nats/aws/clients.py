@@ -14,7 +14,7 @@ import contextlib
 import os
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from snsq2nats.errors import UsageError
 
@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 
 DEFAULT_CONCURRENCY = 16
 MAX_ATTEMPTS = 8
+# The switch between the lean SQS transport (`aws.lean`) and botocore's for the bridge.
+TRANSPORT_ENV = "SNSQ2NATS_SQS_TRANSPORT"
+TRANSPORTS = ("lean", "botocore")
 
 
 @dataclass
@@ -90,12 +93,15 @@ async def async_clients(
     connections: int = DEFAULT_CONCURRENCY,
     *,
     read_timeout: float = 30,
+    transport: str | None = None,
 ) -> AsyncIterator[AsyncClients]:
     """An SQS and an SNS client on the running loop, closed on exit, configured as
     `client_config` says; `connections`: how many calls may be at AWS at once (every long poll
     holds one for its whole wait, so one per poll that may be out, plus the other calls).
 
-    The credential chain, profiles and `AWS_ENDPOINT_URL` are botocore's, as for boto3.
+    The credential chain, profiles and `AWS_ENDPOINT_URL` are botocore's, as for boto3. The
+    SQS client's hot calls take the lean transport (`aws.lean`) unless `transport` (default:
+    the `SNSQ2NATS_SQS_TRANSPORT` environment variable) is `botocore`.
     """
     from aiobotocore.config import AioConfig
     from aiobotocore.session import get_session
@@ -111,11 +117,42 @@ async def async_clients(
     kwargs: dict[str, Any] = {"region_name": region, "config": config}
     if endpoint_url:
         kwargs["endpoint_url"] = endpoint_url
+    lean = sqs_transport(transport) == "lean"
     async with (
         session.create_client("sqs", **kwargs) as sqs,
         session.create_client("sns", **kwargs) as sns,
     ):
-        yield AsyncClients(region=str(region), sqs=sqs, sns=sns)
+        if not lean:
+            yield AsyncClients(region=str(region), sqs=sqs, sns=sns)
+            return
+        from snsq2nats.aws.lean import LeanSQS
+
+        wrapped = LeanSQS(
+            sqs,
+            await session.get_credentials(),
+            connections=max(10, connections),
+            connect_timeout=5,
+            read_timeout=read_timeout,
+            max_attempts=MAX_ATTEMPTS + 1,
+        )
+        try:
+            # Stands for the aiobotocore client: same calls, same replies and errors.
+            yield AsyncClients(region=str(region), sqs=cast("AsyncSQSClient", wrapped), sns=sns)
+        finally:
+            await wrapped.close()
+
+
+def sqs_transport(transport: str | None = None) -> str:
+    """`lean` or `botocore`: the bridge's SQS transport, `transport` else the environment's
+    SNSQ2NATS_SQS_TRANSPORT, `lean` when neither says."""
+    chosen = (transport or os.environ.get(TRANSPORT_ENV) or "lean").strip().lower()
+    if chosen not in TRANSPORTS:
+        raise UsageError(
+            f"unknown SQS transport {chosen!r}",
+            where=TRANSPORT_ENV if transport is None else "transport",
+            hint=f"use one of: {', '.join(TRANSPORTS)}",
+        )
+    return chosen
 
 
 def resolve_regions(session: boto3.Session, regions: Iterable[str]) -> list[str]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import inspect
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -191,7 +192,8 @@ class BridgeContext:
 async def _direct(fn: Callable[..., Any], /, **kwargs: Any) -> Any:
     from aiobotocore.client import AioBaseClient
 
-    if isinstance(getattr(fn, "__self__", None), AioBaseClient):
+    # aiobotocore's, or the lean SQS transport's (`aws.lean`) standing in for it.
+    if isinstance(getattr(fn, "__self__", None), AioBaseClient) or inspect.iscoroutinefunction(fn):
         return await fn(**kwargs)
     # A blocking boto3 client (an embedder's): off the loop, on asyncio's default pool.
     return await asyncio.to_thread(fn, **kwargs)
