@@ -228,6 +228,7 @@ class Bridge:
     """One in-process bridge following the live cutover state."""
 
     def __init__(self, server: NatsServer, aws: AwsEndpoint, plan: Plan) -> None:
+        from snsq2nats.bridge.context import RelaySettings
         from snsq2nats.bridge.runtime import select_routes
         from snsq2nats.bridge.session import bridge_session
 
@@ -239,7 +240,7 @@ class Bridge:
                 plan.candidate_routes,
                 regions=(aws.region,),
                 endpoint_url=aws.url,
-                settings={"wait_time_seconds": 1, "visibility_timeout": 5},
+                settings=RelaySettings(wait_time_seconds=1, visibility_timeout=5),
                 duration=None,
                 metrics_port=None,
                 cleanup=False,

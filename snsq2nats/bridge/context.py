@@ -127,6 +127,18 @@ class Timings:
     healthy_after: float = 60.0
 
 
+@dataclass(frozen=True)
+class RelaySettings:
+    """The bridge command's tuning of its relays (`bridge --pollers …`), as `BridgeContext`
+    takes it."""
+
+    pollers: int = 4
+    max_in_flight: int = 256
+    wait_time_seconds: int = 20
+    visibility_timeout: int = 30
+    max_messages: int | None = None
+
+
 @dataclass
 class BridgeContext:
     plan: Plan
@@ -151,6 +163,22 @@ class BridgeContext:
     # bridge-wide stop; the route's `stopping` is set by that one and by a stop of the route
     # alone (the fleet handing it to another member).
     bridge: BridgeContext | None = None
+
+    @classmethod
+    def tuned(
+        cls, settings: RelaySettings, *, plan: Plan, nc: Client, sqs: Any, sns: Any
+    ) -> BridgeContext:
+        return cls(
+            plan=plan,
+            nc=nc,
+            sqs=sqs,
+            sns=sns,
+            pollers=settings.pollers,
+            max_in_flight=settings.max_in_flight,
+            wait_time_seconds=settings.wait_time_seconds,
+            visibility_timeout=settings.visibility_timeout,
+            max_messages=settings.max_messages,
+        )
 
     def for_route(self) -> BridgeContext:
         """A context for one route: everything shared, except a stop signal of its own, so a

@@ -43,7 +43,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from snsq2nats.bridge.codec import CANARY_HEADER, ORIGIN_HEADER, topic_copy
 from snsq2nats.jetstream.api import StoredMessage, api, delete_consumer, get_message
@@ -52,6 +52,9 @@ from snsq2nats.jetstream.spec import StreamSource
 from snsq2nats.jetstream.subjects import subject_in
 from snsq2nats.plan.model import Plan
 from snsq2nats.plan.routes import TO_SNS_CONSUMER
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +108,7 @@ class CopyTarget:
     filters: tuple[str, ...]
 
 
-async def read_cut(nc: Any, topic_stream: str) -> RelayCut:
+async def read_cut(nc: Client, topic_stream: str) -> RelayCut:
     """The relay consumer's floors, read once no bridge runs it (they no longer move)."""
     info = await api(nc, CONSUMER_INFO.subject(stream=topic_stream, consumer=TO_SNS_CONSUMER))
     acked = int((info.get("ack_floor") or {}).get("stream_seq") or 0)
@@ -141,7 +144,7 @@ def copy_target(plan: Plan, queue_stream: str, filters: Sequence[str]) -> CopyTa
 
 
 async def carry_in_doubt(
-    nc: Any,
+    nc: Client,
     cut: RelayCut,
     relay_subjects: Sequence[str],
     targets: Sequence[CopyTarget],
@@ -166,7 +169,7 @@ async def carry_in_doubt(
 
 
 async def carry_unacked(
-    nc: Any,
+    nc: Client,
     cut: RelayCut,
     relay_subjects: Sequence[str],
     targets: Sequence[CopyTarget],
@@ -220,7 +223,9 @@ async def carry_unacked(
     return await _carry(nc, cut, unacked, relay_subjects, targets, route=route)
 
 
-async def _redeliveries(nc: Any, cut: RelayCut, holding: int, wait: float) -> list[StoredMessage]:
+async def _redeliveries(
+    nc: Client, cut: RelayCut, holding: int, wait: float
+) -> list[StoredMessage]:
     """Pull the retired relay's redeliveries (never acknowledged) until `holding` distinct ones
     of (N, D] came back or `wait` seconds passed."""
     from nats.errors import TimeoutError as NatsTimeout
@@ -243,14 +248,14 @@ async def _redeliveries(nc: Any, cut: RelayCut, holding: int, wait: float) -> li
     return [got[seq] for seq in sorted(got)]
 
 
-async def retire_relay(nc: Any, topic_stream: str) -> None:
+async def retire_relay(nc: Client, topic_stream: str) -> None:
     """Delete the topic's SNS relay consumer once its fan-out runs through sources: what it
     still holds was copied (`carry_unacked`), and no plan runs it any more."""
     await delete_consumer(nc, topic_stream, TO_SNS_CONSUMER, missing_ok=True)
 
 
 async def _carry(
-    nc: Any,
+    nc: Client,
     cut: RelayCut,
     messages: Iterable[StoredMessage],
     relay_subjects: Sequence[str],
@@ -283,7 +288,7 @@ async def _carry(
 
 
 async def _publish(
-    nc: Any, subject: str, data: bytes, headers: dict[str, str], stream: str
+    nc: Client, subject: str, data: bytes, headers: dict[str, str], stream: str
 ) -> None:
     """Publish and wait for the PubAck; a retry carries the same id, so it cannot double."""
     from nats.errors import TimeoutError as NatsTimeout

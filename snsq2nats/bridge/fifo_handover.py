@@ -30,9 +30,12 @@ import contextlib
 import json
 import logging
 from collections.abc import Collection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from snsq2nats.jetstream.api import api
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +56,7 @@ def pub_ack_seq(reply: Any) -> int | None:
     return int(seq) if isinstance(seq, int) else None
 
 
-async def processed(nc: Any, stream: str, seqs: Collection[int]) -> set[int]:
+async def processed(nc: Client, stream: str, seqs: Collection[int]) -> set[int]:
     """Which of `seqs` the work-queue `stream` no longer holds (acknowledged, or moved). A
     stream of another retention keeps what was acknowledged, so it cannot tell: all of them
     (the relay then deletes after the PubAck, as for a standard queue)."""
@@ -68,7 +71,7 @@ async def processed(nc: Any, stream: str, seqs: Collection[int]) -> set[int]:
 
 
 async def until_processed(
-    nc: Any,
+    nc: Client,
     stream: str,
     seqs: Collection[int],
     stopping: asyncio.Event,

@@ -11,12 +11,14 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from snsq2nats.bridge.context import MAX_AWS_CALLS
+from snsq2nats.bridge.context import MAX_AWS_CALLS, RelaySettings
 from snsq2nats.plan.model import Plan, Route
 
 if TYPE_CHECKING:
+    from nats.aio.client import Client
+
     from snsq2nats.bridge.context import BridgeContext
     from snsq2nats.jetstream.connect import NatsOptions
 
@@ -68,7 +70,7 @@ async def bridge_session(
     *,
     regions: tuple[str, ...],
     endpoint_url: str | None,
-    settings: dict[str, Any],
+    settings: RelaySettings,
     duration: float | None,
     metrics_port: int | None,
     cleanup: bool,
@@ -113,7 +115,7 @@ async def bridge_session(
 
     # The routes' own region unless told otherwise: the ARNs say where the resources live.
     region = regions[0] if regions else parse_arn(routes[0].aws_arn).region or None
-    connections = aws_connections(len(routes), settings.get("pollers", 4))
+    connections = aws_connections(len(routes), settings.pollers)
     _allow_open_files(connections + 100)
 
     closing = False
@@ -143,7 +145,7 @@ async def bridge_session(
     except BaseException:
         await nc.close()
         raise
-    ctx = BridgeContext(plan=plan, nc=nc, sqs=aws.sqs, sns=aws.sns, **settings)
+    ctx = BridgeContext.tuned(settings, plan=plan, nc=nc, sqs=aws.sqs, sns=aws.sns)
     server = None
     try:
         missing = sorted({r.stream for r in routes if r.stream} - await stream_names(nc))
@@ -218,7 +220,7 @@ async def bridge_session(
         await clients.aclose()
 
 
-async def _close_nats(nc: Any) -> None:
+async def _close_nats(nc: Client) -> None:
     """Drain the connection when it is up (bounded: the server may go away meanwhile)."""
     if nc.is_connected:
         with contextlib.suppress(Exception):

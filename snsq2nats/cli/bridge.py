@@ -125,6 +125,7 @@ def bridge(
     import gc
     import sys
 
+    from snsq2nats.bridge.context import RelaySettings
     from snsq2nats.bridge.runtime import select_routes
     from snsq2nats.bridge.session import bridge_session
     from snsq2nats.bridge.worker_status import WorkerStatus, reporter_from_env
@@ -157,13 +158,13 @@ def bridge(
                 else "the plan has no queue or topic to bridge",
             )
         )
-    settings = {
-        "pollers": pollers,
-        "max_in_flight": max_in_flight,
-        "wait_time_seconds": poll_wait,
-        "visibility_timeout": visibility_timeout,
-        "max_messages": max_messages,
-    }
+    settings = RelaySettings(
+        pollers=pollers,
+        max_in_flight=max_in_flight,
+        wait_time_seconds=poll_wait,
+        visibility_timeout=visibility_timeout,
+        max_messages=max_messages,
+    )
     index = worker_index()
     if workers > 1 and index is None and not cleanup:
         # On a terminal the parent shows one live view of all its workers; otherwise each

@@ -321,6 +321,7 @@ async def _live_story(
     import signal
 
     from snsq2nats.apply import apply_plan
+    from snsq2nats.bridge.context import RelaySettings
     from snsq2nats.bridge.session import bridge_session
     from snsq2nats.console import configure_logging
     from snsq2nats.errors import SnsqError
@@ -350,13 +351,7 @@ async def _live_story(
 
         out.info("[6/7] snsq2nats bridge: a burst of orders published on AWS")
         stop = asyncio.Event()
-        settings = {
-            "pollers": 2,
-            "max_in_flight": 64,
-            "wait_time_seconds": 1,
-            "visibility_timeout": 30,
-            "max_messages": None,
-        }
+        settings = RelaySettings(pollers=2, max_in_flight=64, wait_time_seconds=1)
         configure_logging(out.console)  # the bridge logs what it does
         bridge = asyncio.create_task(
             bridge_session(

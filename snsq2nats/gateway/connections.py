@@ -23,12 +23,15 @@ import logging
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from snsq2nats.errors import GatewayError, PermissionDeniedError, SnsqError, UsageError
 from snsq2nats.gateway.keys import GatewayKey, GatewayKeys
 from snsq2nats.jetstream.connect import DEFAULT_NATS_URL, NatsOptions, connect_nats
 from snsq2nats.jetstream.permissions import denials_of
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client
 
 __all__ = ["IdentityConnections", "IdentityJetStream", "identity_options", "publish"]
 
@@ -203,7 +206,7 @@ class IdentityJetStream:
     once on a permission refusal; `publish_core` for subjects no stream captures; anything
     else is the JetStream context's own (`pull_subscribe_bind`, `stream_info`, …)."""
 
-    def __init__(self, nc: Any) -> None:
+    def __init__(self, nc: Client) -> None:
         self.nc = nc
         self.js = nc.jetstream()
 
@@ -228,7 +231,7 @@ class IdentityJetStream:
 
 
 async def publish(
-    nc: Any,
+    nc: Client,
     subject: str,
     payload: bytes,
     *,
