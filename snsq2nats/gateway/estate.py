@@ -8,7 +8,8 @@ attributes; everything the gateway answers about a queue comes from there, never
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import json
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -48,6 +49,9 @@ class GatewayQueue:
     schedules: bool = False
     """The stream takes message schedules: how a delay is kept (nats-server 2.12+)."""
     """The queue's ReceiveMessageWaitTimeSeconds: a receive's wait when it names none."""
+    recorded: tuple[tuple[str, str], ...] = ()
+    """SQS attributes as the scan recorded them (the plan's fidelity), answered as they were:
+    encryption, redrive, FIFO throughput. Left out when the scan recorded nothing to say."""
 
     def url(self, base: str) -> str:
         return f"{base.rstrip('/')}/{self.account}/{self.name}"
@@ -100,6 +104,9 @@ class Estate:
                     receive_wait_seconds=_int(source.get("ReceiveMessageWaitTimeSeconds")),
                     delay_seconds=_int(source.get("DelaySeconds")),
                     schedules=bool(stream and stream.allow_msg_schedules),
+                    recorded=tuple(
+                        recorded_attributes(source, fifo=resource.name.endswith(".fifo"))
+                    ),
                 )
             )
         return cls(queues, plan)
@@ -116,6 +123,35 @@ class Estate:
         if len(parts) != 2:
             return None
         return self._by_key.get((parts[0], parts[1]))
+
+
+def recorded_attributes(source: Mapping[str, str | None], *, fifo: bool) -> dict[str, str]:
+    """GetQueueAttributes' answers the plan keeps, from its fidelity entries (the queue's
+    attributes at scan time), in the form SQS gives them."""
+    out: dict[str, str] = {}
+    # The plan records SSE only when it is on (a KMS key replaces it), as SQS reports "false"
+    # for a queue encrypted with KMS or not at all.
+    out["SqsManagedSseEnabled"] = "true" if source.get("SqsManagedSseEnabled") else "false"
+    kms = source.get("KmsMasterKeyId")
+    if kms:
+        out["KmsMasterKeyId"] = kms
+        out["KmsDataKeyReusePeriodSeconds"] = source.get("KmsDataKeyReusePeriodSeconds") or "300"
+    target = source.get("RedrivePolicy.deadLetterTargetArn")
+    count = source.get("RedrivePolicy.maxReceiveCount")
+    if target and count:
+        policy = {"deadLetterTargetArn": target, "maxReceiveCount": _int(count)}
+        out["RedrivePolicy"] = json.dumps(policy, separators=(",", ":"))
+    permission = source.get("RedriveAllowPolicy")
+    # byQueue names its source queues, which the plan does not keep: better absent than wrong.
+    if permission in ("allowAll", "denyAll"):
+        out["RedriveAllowPolicy"] = json.dumps(
+            {"redrivePermission": permission}, separators=(",", ":")
+        )
+    if fifo:
+        # SQS's defaults, which a queue created before high throughput existed also reports.
+        out["DeduplicationScope"] = source.get("DeduplicationScope") or "queue"
+        out["FifoThroughputLimit"] = source.get("FifoThroughputLimit") or "perQueue"
+    return out
 
 
 def _int(value: str | None) -> int:

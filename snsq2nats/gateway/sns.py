@@ -330,9 +330,22 @@ class _Topics:
             "SubscriptionsPending": "0",
             "SubscriptionsDeleted": "0",
         }
+        policy = _default_policy(topic)
+        if policy is not None:
+            attributes["Policy"] = policy
+        delivery = _fidelity_value(topic, "DeliveryPolicy")
+        if delivery:
+            attributes["DeliveryPolicy"] = delivery
+        attributes["EffectiveDeliveryPolicy"] = delivery or DEFAULT_DELIVERY_POLICY
+        kms = _fidelity_value(topic, "KmsMasterKeyId")
+        if kms:
+            attributes["KmsMasterKeyId"] = kms
         if _fifo(topic):
             attributes["FifoTopic"] = "true"
             attributes["ContentBasedDeduplication"] = "true" if _content_dedup(topic) else "false"
+            scope = _fidelity_value(topic, "FifoThroughputScope")
+            if scope:
+                attributes["FifoThroughputScope"] = scope
         return {"Attributes": attributes}
 
     def subscriptions(self, topic: Resource, token: str | None) -> dict[str, Any]:
@@ -380,6 +393,60 @@ def _page_token(start: int) -> str:
 
 def _fidelity_value(resource: Resource, attribute: str) -> str | None:
     return next((f.value for f in resource.fidelity if f.attribute == attribute), None)
+
+
+DEFAULT_DELIVERY_POLICY = json.dumps(
+    {
+        "http": {
+            "defaultHealthyRetryPolicy": {
+                "minDelayTarget": 20,
+                "maxDelayTarget": 20,
+                "numRetries": 3,
+                "numMaxDelayRetries": 0,
+                "numNoDelayRetries": 0,
+                "numMinDelayRetries": 0,
+                "backoffFunction": "linear",
+            },
+            "disableSubscriptionOverrides": False,
+            "defaultRequestPolicy": {"headerContentType": "text/plain; charset=UTF-8"},
+        }
+    },
+    separators=(",", ":"),
+)
+"""SNS's EffectiveDeliveryPolicy for a topic without a DeliveryPolicy of its own."""
+_DEFAULT_ACTIONS = (
+    "GetTopicAttributes",
+    "SetTopicAttributes",
+    "AddPermission",
+    "RemovePermission",
+    "DeleteTopic",
+    "Subscribe",
+    "ListSubscriptionsByTopic",
+    "Publish",
+)
+
+
+def _default_policy(topic: Resource) -> str | None:
+    """The topic's Policy when it is SNS's default (the owner's account only), rebuilt as SNS
+    writes it. The plan keeps who a policy lets in, not its document: any other policy is left
+    out rather than answered as something it is not."""
+    access = topic.access
+    if access is not None and (
+        access.plumbing
+        or any(g.principal != "owner-account" or g.conditions for g in access.grants)
+    ):
+        return None
+    account = topic.source_arn.split(":")[4]
+    statement = {
+        "Sid": "__default_statement_ID",
+        "Effect": "Allow",
+        "Principal": {"AWS": "*"},
+        "Action": [f"SNS:{a}" for a in _DEFAULT_ACTIONS],
+        "Resource": topic.source_arn,
+        "Condition": {"StringEquals": {"AWS:SourceOwner": account}},
+    }
+    policy = {"Version": "2008-10-17", "Id": "__default_policy_ID", "Statement": [statement]}
+    return json.dumps(policy, separators=(",", ":"))
 
 
 def _fifo(topic: Resource) -> bool:

@@ -39,7 +39,7 @@ from snsq2nats.gateway.estate import Estate, GatewayQueue
 from snsq2nats.gateway.handles import ExpiredHandle, HandleSigner, InvalidHandle, Receipt
 from snsq2nats.gateway.pull import pull
 from snsq2nats.jetstream.api import api, get_message
-from snsq2nats.jetstream.operations import CONSUMER_INFO, STREAM_PURGE
+from snsq2nats.jetstream.operations import CONSUMER_INFO, STREAM_INFO, STREAM_PURGE
 from snsq2nats.plan.names import SCHEDULE_TOKEN
 
 if TYPE_CHECKING:
@@ -473,9 +473,12 @@ class SqsActions:
             "ReceiveMessageWaitTimeSeconds": str(queue.receive_wait_seconds),
             "DelaySeconds": str(queue.delay_seconds),
         }
+        values.update(queue.recorded)
         if queue.fifo:
             values["FifoQueue"] = "true"
             values["ContentBasedDeduplication"] = str(queue.content_based_deduplication).lower()
+        if {"CreatedTimestamp", "LastModifiedTimestamp", DELAYED} & set(names):
+            values.update(await _stream_attributes(call.nc, queue, delayed=DELAYED in names))
         if any(n.startswith("Approximate") for n in names):
             waiting = in_flight = 0
             for durable in queue.durables:
@@ -486,7 +489,6 @@ class SqsActions:
                 in_flight += int(info.get("num_ack_pending") or 0)
             values["ApproximateNumberOfMessages"] = str(waiting)
             values["ApproximateNumberOfMessagesNotVisible"] = str(in_flight)
-            values["ApproximateNumberOfMessagesDelayed"] = "0"
         return {"Attributes": {n: values[n] for n in names if n in values}}
 
     async def purge_queue(self, call: Call) -> dict[str, Any]:
@@ -494,6 +496,40 @@ class SqsActions:
         queue = self.queue_of(call.params)
         await api(call.nc, STREAM_PURGE.subject(stream=queue.stream), {})
         return {}
+
+
+DELAYED = "ApproximateNumberOfMessagesDelayed"
+
+
+async def _stream_attributes(nc: Client, queue: GatewayQueue, *, delayed: bool) -> dict[str, str]:
+    """What the queue's stream tells: its creation time (both timestamps: the plan changes a
+    queue by updating its stream, which JetStream does not date) and, asked for, the delayed
+    messages, which wait under the schedule token until the server publishes them."""
+    pattern = f"{queue.subject_base}.{SCHEDULE_TOKEN}.>"
+    count, offset = 0, 0
+    while True:
+        request = {"subjects_filter": pattern, "offset": offset} if delayed else None
+        info = await api(nc, STREAM_INFO.subject(stream=queue.stream), request)
+        subjects = (info.get("state") or {}).get("subjects") or {}
+        count += sum(int(n) for n in subjects.values())
+        offset += len(subjects)
+        # The server pages a long subject list; each delayed message has its own subject.
+        if not subjects or offset >= int(info.get("total") or 0):
+            break
+    created = str(info.get("created") or "")
+    out = {"CreatedTimestamp": _epoch(created), "LastModifiedTimestamp": _epoch(created)}
+    if delayed:
+        out[DELAYED] = str(count if queue.schedules else 0)
+    return out
+
+
+def _epoch(stamp: str) -> str:
+    """JetStream's RFC 3339 time (nanoseconds, UTC) as SQS's epoch seconds."""
+    try:
+        whole = re.sub(r"\.\d+", "", stamp).replace("Z", "+00:00")
+        return str(int(datetime.fromisoformat(whole).timestamp()))
+    except ValueError:
+        return "0"
 
 
 QUEUE_ATTRIBUTES = (
