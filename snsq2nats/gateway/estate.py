@@ -105,7 +105,7 @@ class Estate:
                     delay_seconds=_int(source.get("DelaySeconds")),
                     schedules=bool(stream and stream.allow_msg_schedules),
                     recorded=tuple(
-                        recorded_attributes(source, fifo=resource.name.endswith(".fifo"))
+                        recorded_attributes(source, fifo=resource.name.endswith(".fifo")).items()
                     ),
                 )
             )
