@@ -31,6 +31,8 @@ DELAYED = "ga-delay"
 FIFO = "ga-order.fifo"
 TOPIC = "ga-topic"
 FIFO_TOPIC = "ga-topic.fifo"
+SHARED_TOPIC = "ga-shared"
+PARTNER = "210987654321"
 STAMPS = ("CreatedTimestamp", "LastModifiedTimestamp")
 
 
@@ -69,6 +71,15 @@ def seed(sqs: Any, sns: Any) -> None:
     )
     sns.create_topic(Name=TOPIC, Attributes={"DisplayName": "Orders"})
     sns.create_topic(Name=FIFO_TOPIC, Attributes={"FifoTopic": "true"})
+    shared = f"arn:aws:sns:{REGION}:123456789012:{SHARED_TOPIC}"
+    grant = {
+        "Effect": "Allow",
+        "Principal": {"AWS": f"arn:aws:iam::{PARTNER}:root"},
+        "Action": "SNS:Publish",
+        "Resource": shared,
+    }
+    policy = {"Version": "2012-10-17", "Statement": [grant]}
+    sns.create_topic(Name=SHARED_TOPIC, Attributes={"Policy": json.dumps(policy)})
 
 
 @pytest.fixture(scope="module")
@@ -196,3 +207,14 @@ def test_topic_attributes_match_moto(sides: Sides, name: str) -> None:
     assert effective["http"]["defaultHealthyRetryPolicy"]["numRetries"] == 3
     assert json.loads(moto.pop("EffectiveDeliveryPolicy"))
     assert gateway == moto
+
+
+def test_a_policy_the_plan_keeps_no_document_of_is_left_out(sides: Sides) -> None:
+    """A policy that lets another account in is served on NATS as that account's permissions;
+    answering SNS's default would hide it, so the gateway leaves Policy out."""
+    arn = f"arn:aws:sns:{REGION}:123456789012:{SHARED_TOPIC}"
+    moto = sides.moto_sns.get_topic_attributes(TopicArn=arn)["Attributes"]
+    gateway = sides.sns.get_topic_attributes(TopicArn=arn)["Attributes"]
+    assert PARTNER in moto["Policy"]
+    assert "Policy" not in gateway
+    assert gateway["TopicArn"] == arn
