@@ -187,10 +187,14 @@ def test_delayed_messages_are_counted(sides: Sides) -> None:
 
         asyncio.run(until(counted, what=f"{side}: the delayed message counted"))
         seen[side] = counted()
-    assert seen["gateway"] == seen["moto"] == {
-        "ApproximateNumberOfMessages": "0",
-        "ApproximateNumberOfMessagesDelayed": "1",
-    }
+    assert (
+        seen["gateway"]
+        == seen["moto"]
+        == {
+            "ApproximateNumberOfMessages": "0",
+            "ApproximateNumberOfMessagesDelayed": "1",
+        }
+    )
 
 
 @pytest.mark.parametrize("name", [TOPIC, FIFO_TOPIC])
