@@ -222,3 +222,23 @@ def test_a_policy_the_plan_keeps_no_document_of_is_left_out(sides: Sides) -> Non
     assert PARTNER in moto["Policy"]
     assert "Policy" not in gateway
     assert gateway["TopicArn"] == arn
+
+
+@pytest.mark.parametrize(
+    ("recorded", "answered"),
+    [
+        ({"RedriveAllowPolicy": "denyAll"}, '{"redrivePermission":"denyAll"}'),
+        ({"RedriveAllowPolicy": "allowAll"}, '{"redrivePermission":"allowAll"}'),
+        # byQueue names source queues the plan does not keep: absent, never a wrong list.
+        ({"RedriveAllowPolicy": "byQueue"}, None),
+        ({}, None),
+    ],
+)
+def test_redrive_allow_policy_as_sqs_writes_it(
+    recorded: dict[str, str | None], answered: str | None
+) -> None:
+    """moto does not answer RedriveAllowPolicy, so its scan records none: the plan's fidelity
+    stands in for what a scan of SQS records."""
+    from snsq2nats.gateway.estate import recorded_attributes
+
+    assert recorded_attributes(recorded, fifo=False).get("RedriveAllowPolicy") == answered
