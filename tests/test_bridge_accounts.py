@@ -154,7 +154,9 @@ async def test_the_bridge_relays_each_account_with_its_own_credentials(
                 await js.publish(subject, f"{account}-out-{i}".encode())
 
         async def relayed_in() -> bool:
-            counts = [len(await _stream_bodies(nats_server.url, str(inbound[a].stream))) for a in (A, B)]
+            counts = [
+                len(await _stream_bodies(nats_server.url, str(inbound[a].stream))) for a in (A, B)
+            ]
             return all(c >= 5 for c in counts)
 
         await until(relayed_in, what="both accounts' SQS messages in their streams", timeout=60)
@@ -265,3 +267,38 @@ def test_a_profile_comes_before_the_role() -> None:
     assert first is not None and first.profile == "ops"
     assert second is not None and second.role_arn == ROLE.replace("{account}", B)
     assert route_accounts((), None).source(A) is None
+
+
+async def test_one_client_pair_per_account_and_one_role_per_account(
+    aws: AwsEndpoint, nats_server: NatsServer, tmp_path: Path
+) -> None:
+    """Routes of one account share its clients; the role is assumed on the first call, once for
+    the account, into credentials botocore refreshes before they expire."""
+    import contextlib
+
+    from aiobotocore.credentials import AioDeferredRefreshableCredentials
+
+    from snsq2nats.bridge.session import AccountPool
+
+    plan = await _planned(aws, nats_server, tmp_path, (A, B))
+    routes = [
+        _route(plan, kind, a, n)
+        for a in (A, B)
+        for kind, n in (
+            ("sqs-to-nats", "orders"),
+            ("nats-to-sqs", "billing"),
+        )
+    ]
+    async with contextlib.AsyncExitStack() as stack:
+        pool = AccountPool(stack, aws.url, RouteAccounts(ROLE), BASE, None)
+        await pool.open(routes, pollers=2)
+        pairs = [pool.clients(r) for r in routes]
+        assert pairs[0] == pairs[1] and pairs[2] == pairs[3] and pairs[0] != pairs[2]
+        assert len({id(sqs) for sqs, _ in pairs}) == 2
+        for account, (sqs, _) in zip((A, B), pairs[::2], strict=True):
+            reply = await sqs.get_queue_url(QueueName="orders")
+            assert f"/{account}/orders" in reply["QueueUrl"]
+        credentials = await pool._sessions[A].get_credentials()
+        assert isinstance(credentials, AioDeferredRefreshableCredentials)
+        assert credentials.method == "assume-role"
+        assert (await credentials.get_frozen_credentials()).token
