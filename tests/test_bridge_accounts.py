@@ -302,3 +302,23 @@ async def test_one_client_pair_per_account_and_one_role_per_account(
         assert isinstance(credentials, AioDeferredRefreshableCredentials)
         assert credentials.method == "assume-role"
         assert (await credentials.get_frozen_credentials()).token
+
+
+async def test_one_accounts_plan_is_bridged_with_the_base_credentials(
+    aws: AwsEndpoint, nats_server: NatsServer, tmp_path: Path
+) -> None:
+    """No account option and one account: the base clients serve every route, as before."""
+    plan = await _planned(aws, nats_server, tmp_path, (BASE,))
+    route = _route(plan, "sqs-to-nats", BASE, "orders")
+    base = aws.client("sqs")
+    base.send_message(QueueUrl=base.get_queue_url(QueueName="orders")["QueueUrl"], MessageBody="y")
+    stop, task = _start(nats_server, aws, plan, [route], RouteAccounts())
+    try:
+
+        async def relayed() -> bool:
+            return await _stream_bodies(nats_server.url, str(route.stream)) == ["y"]
+
+        await until(relayed, what="the message in its stream", timeout=60)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 60)

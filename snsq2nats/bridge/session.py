@@ -85,6 +85,7 @@ class AccountPool:
         self._region = region
         self._sessions: dict[str, Any] = {}
         self._clients: dict[tuple[str, str | None], AsyncClients] = {}
+        self._unopened: set[tuple[str, str | None]] = set()
         self.missing: dict[str, list[str]] = {}
         """Accounts without credentials, with the names of their routes."""
 
@@ -92,7 +93,9 @@ class AccountPool:
         """Whose clients a route uses: its account ("" for the base credentials') and region
         (`--region` when given, else where its ARN says)."""
         parts = parse_arn(route.aws_arn)
-        account = "" if parts.account in ("", self._base_account) else parts.account
+        # No base account asked (`_needs_accounts`): every route is the base credentials'.
+        base = self._base_account is None or parts.account in ("", self._base_account)
+        account = "" if base else parts.account
         return account, self._region or parts.region or None
 
     async def open(self, routes: list[Route], pollers: int) -> None:
@@ -126,7 +129,22 @@ class AccountPool:
             )
 
     def runnable(self, route: Route) -> bool:
-        return self.place(route)[0] not in self.missing
+        """Whether the route's clients exist. A route a later revision brings in an account or
+        region no route had at the start has none (they are opened before relaying starts):
+        said once, it waits for a restart."""
+        place = self.place(route)
+        if place in self._clients:
+            return True
+        if place[0] not in self.missing and place not in self._unopened:
+            self._unopened.add(place)
+            log.error(
+                "%s: no AWS clients for account %s in %s (it was not in the plan when the "
+                "bridge started): restart the bridge to relay it",
+                route.name,
+                place[0] or "of the base credentials",
+                place[1] or "the default region",
+            )
+        return False
 
     def clients(self, route: Route) -> tuple[Any, Any]:
         place = self.place(route)
