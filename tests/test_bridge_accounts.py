@@ -322,3 +322,15 @@ async def test_one_accounts_plan_is_bridged_with_the_base_credentials(
     finally:
         stop.set()
         await asyncio.wait_for(task, 60)
+
+
+@pytest.mark.parametrize("command", ["bridge", "status"])
+def test_cli_refuses_a_profile_without_its_account(command: str) -> None:
+    from click.testing import CliRunner
+
+    from snsq2nats.cli import main
+
+    result = CliRunner().invoke(main, [command, "--profile", "ops", "-s", "nats://127.0.0.1:1"])
+    assert result.exit_code == 1
+    assert "--profile 'ops' does not say which account" in result.output
+    assert "NAME=ACCOUNT_ID" in result.output
