@@ -149,11 +149,25 @@ async def caller_account(region: str | None, endpoint_url: str | None = None) ->
     """The AWS account the base credentials act in (STS GetCallerIdentity, which needs no
     permission)."""
     from aiobotocore.session import get_session
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from snsq2nats.errors import AwsConnectError
 
     session = get_session()
     region = region or session.get_config_variable("region") or "us-east-1"
-    async with session.create_client("sts", region_name=region, endpoint_url=endpoint_url) as sts:
-        return str((await sts.get_caller_identity())["Account"])
+    try:
+        async with session.create_client(
+            "sts", region_name=region, endpoint_url=endpoint_url
+        ) as sts:
+            return str((await sts.get_caller_identity())["Account"])
+    except (BotoCoreError, ClientError) as exc:
+        # The message may quote configuration: only the class is shown.
+        raise AwsConnectError(
+            f"cannot tell which AWS account the base credentials act in ({exc.__class__.__name__})",
+            where="STS GetCallerIdentity",
+            hint="check the base credentials and --endpoint-url: the routes span several "
+            "accounts, and those of the base credentials' own account use them",
+        ) from None
 
 
 def sqs_transport(transport: str | None = None) -> str:

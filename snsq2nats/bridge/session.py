@@ -280,8 +280,10 @@ async def bridge_session(
     )
     ctx.clients_for = pool.clients
     for route in routes:
-        if not pool.runnable(route):
-            ctx.route_metrics(route).status = "not available: no credentials for AWS account"
+        account = pool.place(route)[0]
+        if account in pool.missing:
+            why = f"no credentials for AWS account {account}"
+            ctx.route_metrics(route).status = f"not available: {why}"
     routes = [r for r in routes if pool.runnable(r)]
     if select is not None:
         chosen = select
