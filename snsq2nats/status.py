@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 from snsq2nats.aws.arns import parse_arn
 from snsq2nats.aws.backlog import queue_backlog
+from snsq2nats.aws.clients import SqsByAccount
 from snsq2nats.aws.errors import error_code, is_missing
 from snsq2nats.errors import SnsqError
 from snsq2nats.jetstream.operations import CONSUMER_INFO, STREAM_INFO
@@ -270,11 +271,15 @@ async def route_status(
 ) -> RouteStatus:
     shared = reading if reading is not None else _Reading(_queue_durables(plan))
     streams, executor = shared.streams, shared.executor
-    region = parse_arn(route.aws_arn).region
+    parts = parse_arn(route.aws_arn)
+    region = parts.region
+    # A client acting in the route's own account when the caller has one (`aws.clients.
+    # SqsByAccount`): another account's queue is read with that account's credentials.
+    sqs = sqs_for(region, parts.account) if isinstance(sqs_for, SqsByAccount) else sqs_for(region)
     if route.kind in AWS_TO_NATS:
         queue_name = route.bridge_queue if route.kind == "sns-to-nats" else None
         aws = await sqs_backlog(
-            sqs_for(region), route.aws_arn, queue_name, executor=executor, listed=shared.queues
+            sqs, route.aws_arn, queue_name, executor=executor, listed=shared.queues
         )
         nats = (
             await durables_backlog(
@@ -306,9 +311,7 @@ async def route_status(
         stream = route.advisory_stream or "snsq2nats_advisories"
         advisories = await nats_backlog(nc, stream, consumer, streams=streams)
         dlq_stream = await nats_backlog(nc, route.target_stream or "", None, streams=streams)
-        dlq_sqs = await sqs_backlog(
-            sqs_for(region), route.aws_arn, executor=executor, listed=shared.queues
-        )
+        dlq_sqs = await sqs_backlog(sqs, route.aws_arn, executor=executor, listed=shared.queues)
         dlq = {"nats_messages": dlq_stream.stream_messages, "sqs_messages": dlq_sqs.total}
         drained = advisories.exists and advisories.total == 0
         reason = (
@@ -322,7 +325,7 @@ async def route_status(
 
     nats = await durables_backlog(nc, route.stream or "", route.durables, streams=streams)
     target = (
-        await sqs_backlog(sqs_for(region), route.aws_arn, executor=executor, listed=shared.queues)
+        await sqs_backlog(sqs, route.aws_arn, executor=executor, listed=shared.queues)
         if route.kind == "nats-to-sqs"
         else None
     )
@@ -426,6 +429,13 @@ def _ownership_problem(
     return f"{head}; no member reports why (are they running another plan or --route?)"
 
 
+def _place(route: Route, sqs_for: Callable[[str], Any]) -> tuple[str, str]:
+    """Where the route's queue is listed from: its region, and its account when each account
+    has its own client."""
+    parts = parse_arn(route.aws_arn)
+    return parts.region, parts.account if isinstance(sqs_for, SqsByAccount) else ""
+
+
 async def collect(
     nc: Client,
     sqs_for: Callable[[str], Any],
@@ -451,8 +461,13 @@ async def collect(
             queues = _QueueUrls()
             loop = asyncio.get_running_loop()
             try:
-                for region in sorted({parse_arn(r.aws_arn).region for r in routes}):
-                    sqs = sqs_for(region)
+                places = sorted({_place(r, sqs_for) for r in routes})
+                for region, account in places:
+                    sqs = (
+                        sqs_for(region, account)
+                        if isinstance(sqs_for, SqsByAccount)
+                        else sqs_for(region)
+                    )
                     for url in await loop.run_in_executor(pool, list_queue_urls, sqs, None):
                         queues.add(region, url)
             except Exception:

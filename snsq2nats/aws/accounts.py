@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from snsq2nats.aws.clients import DEFAULT_CONCURRENCY, make_clients, resolve_regions
 from snsq2nats.aws.errors import error_code
@@ -23,7 +23,7 @@ from snsq2nats.errors import AwsConnectError, ScanError, UsageError
 if TYPE_CHECKING:
     import boto3
 
-    from snsq2nats.aws.clients import RegionClients
+    from snsq2nats.aws.clients import RegionClients, SqsByAccount
 
 ACCOUNT_RE = re.compile(r"^\d{12}$")
 ACCOUNT_FIELD = "{account}"
@@ -263,3 +263,171 @@ def _caller_account(
 
 def _sts_region(session: boto3.Session, regions: Sequence[str]) -> str:
     return (regions[0] if regions else None) or session.region_name or STS_FALLBACK_REGION
+
+
+BRIDGE_SESSION_NAME = "snsq2nats-bridge"
+
+
+@dataclass(frozen=True)
+class RouteAccounts:
+    """How the bridge and `status` reach the AWS accounts of the plan's routes other than the
+    base credentials' own: a profile named for the account (`--profile NAME=ACCOUNT`), else the
+    role of `--assume-role` assumed in it from the base credentials. A route's account is in
+    its ARN, so no account list is needed."""
+
+    role_template: str | None = None
+    profiles: tuple[tuple[str, str], ...] = ()
+    """(account, profile) pairs."""
+
+    @property
+    def given(self) -> bool:
+        return bool(self.role_template or self.profiles)
+
+    def source(self, account: str) -> AccountSource | None:
+        """How `account` is reached; None when neither option covers it."""
+        for named, profile in self.profiles:
+            if named == account:
+                return AccountSource(label=profile, profile=profile, account=account)
+        if self.role_template:
+            role = self.role_template.replace(ACCOUNT_FIELD, account)
+            return AccountSource(label=account, role_arn=role, account=account)
+        return None
+
+
+def route_accounts(profiles: Sequence[str], role_template: str | None) -> RouteAccounts:
+    """The bridge's account options, checked before anything connects."""
+    pairs: dict[str, str] = {}
+    for given in profiles:
+        name, sep, account = given.rpartition("=")
+        if not sep or not name or not ACCOUNT_RE.match(account):
+            raise UsageError(
+                f"--profile {given!r} does not say which account the profile acts in",
+                hint="write it as --profile NAME=ACCOUNT_ID (12 digits): the bridge picks the "
+                "profile for the routes of that account",
+            )
+        if pairs.get(account, name) != name:
+            raise UsageError(
+                f"account {account} is given two profiles ({pairs[account]}, {name})",
+                hint="name one --profile per account",
+            )
+        pairs[account] = name
+    if role_template:
+        _check_template(role_template)
+    return RouteAccounts(role_template=role_template, profiles=tuple(pairs.items()))
+
+
+def no_credentials_hint(account: str) -> str:
+    return (
+        f"pass --assume-role 'arn:aws:iam::{{account}}:role/NAME' (a role in {account} the base "
+        f"credentials may assume) or --profile NAME={account}"
+    )
+
+
+def blocking_session(source: AccountSource, endpoint_url: str | None, region: str | None) -> Any:
+    """A boto3 session acting in the source's account, opened without a call: a profile as
+    configured, a role assumed from the base credentials on first use and again before its
+    keys expire (botocore's refreshable credentials)."""
+    import boto3
+    import botocore.session
+    from botocore.credentials import (
+        AssumeRoleCredentialFetcher,
+        CredentialProvider,
+        CredentialResolver,
+        DeferredRefreshableCredentials,
+    )
+
+    if source.profile is not None:
+        return boto3.Session(profile_name=source.profile, region_name=region)
+    base = botocore.session.Session()
+    sts_region = region or base.get_config_variable("region") or STS_FALLBACK_REGION
+
+    def sts(service: str, **kwargs: Any) -> Any:
+        return base.create_client(
+            service, region_name=sts_region, endpoint_url=endpoint_url, **kwargs
+        )
+
+    fetcher = AssumeRoleCredentialFetcher(
+        client_creator=sts,
+        source_credentials=base.get_credentials(),
+        role_arn=str(source.role_arn),
+        extra_args={"RoleSessionName": BRIDGE_SESSION_NAME},
+    )
+    credentials = DeferredRefreshableCredentials(fetcher.fetch_credentials, "assume-role")
+
+    class Assumed(CredentialProvider):
+        METHOD = "assume-role"
+
+        def load(self) -> Any:
+            return credentials
+
+    assumed = botocore.session.Session()
+    assumed.register_component("credential_provider", CredentialResolver([Assumed()]))
+    return boto3.Session(botocore_session=assumed, region_name=region)
+
+
+async def async_session(source: AccountSource, endpoint_url: str | None, region: str | None) -> Any:
+    """An aiobotocore session acting in the source's account, as `blocking_session` opens it:
+    the role is assumed on the first call made with it, once for all its clients, and again
+    before the keys expire."""
+    from aiobotocore.credentials import (
+        AioAssumeRoleCredentialFetcher,
+        AioCredentialResolver,
+        AioDeferredRefreshableCredentials,
+    )
+    from aiobotocore.session import AioSession, get_session
+    from botocore.credentials import CredentialProvider
+
+    if source.profile is not None:
+        return AioSession(profile=source.profile)
+    base: Any = get_session()
+    sts_region = region or base.get_config_variable("region") or STS_FALLBACK_REGION
+
+    def sts(service: str, **kwargs: Any) -> Any:
+        return base.create_client(
+            service, region_name=sts_region, endpoint_url=endpoint_url, **kwargs
+        )
+
+    fetcher = AioAssumeRoleCredentialFetcher(
+        client_creator=sts,
+        source_credentials=await base.get_credentials(),
+        role_arn=str(source.role_arn),
+        extra_args={"RoleSessionName": BRIDGE_SESSION_NAME},
+    )
+    credentials = AioDeferredRefreshableCredentials(fetcher.fetch_credentials, "assume-role")
+
+    class Assumed(CredentialProvider):
+        METHOD = "assume-role"
+
+        async def load(self) -> Any:
+            return credentials
+
+    assumed = get_session()
+    assumed.register_component("credential_provider", AioCredentialResolver([Assumed()]))
+    return assumed
+
+
+def status_sqs(endpoint_url: str | None, pool: int, accounts: RouteAccounts) -> SqsByAccount:
+    """`status`'s SQS clients: each queue read in its own account (`accounts` says how), the
+    base credentials' account (asked of STS once, when first needed) with the base clients."""
+    import boto3
+
+    from snsq2nats.aws.clients import SqsByAccount
+
+    sessions: dict[str, Any] = {}
+    base: list[str] = []
+
+    def base_account() -> str:
+        if not base:
+            session = boto3.Session()
+            base.append(_caller_account(session, (), endpoint_url))
+        return base[0]
+
+    def session_for(account: str, region: str) -> Any:
+        source = accounts.source(account)
+        if source is None:
+            return None
+        if account not in sessions:
+            sessions[account] = blocking_session(source, endpoint_url, region)
+        return sessions[account]
+
+    return SqsByAccount(endpoint_url, pool, session_for, base_account)

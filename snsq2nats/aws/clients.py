@@ -94,6 +94,7 @@ async def async_clients(
     *,
     read_timeout: float = 30,
     transport: str | None = None,
+    session: Any = None,
 ) -> AsyncIterator[AsyncClients]:
     """An SQS and an SNS client on the running loop, closed on exit, configured as
     `client_config` says; `connections`: how many calls may be at AWS at once (every long poll
@@ -101,12 +102,14 @@ async def async_clients(
 
     The credential chain, profiles and `AWS_ENDPOINT_URL` are botocore's, as for boto3. The
     SQS client's hot calls take the lean transport (`aws.lean`) unless `transport` (default:
-    the `SNSQ2NATS_SQS_TRANSPORT` environment variable) is `botocore`.
+    the `SNSQ2NATS_SQS_TRANSPORT` environment variable) is `botocore`. `session`: an
+    aiobotocore session acting in another account (`aws.accounts.async_session`), else the
+    base credentials'.
     """
     from aiobotocore.config import AioConfig
     from aiobotocore.session import get_session
 
-    session = get_session()
+    session = session or get_session()
     region = region or session.get_config_variable("region") or os.environ.get("AWS_REGION")
     config = AioConfig(
         retries={"mode": "adaptive", "max_attempts": MAX_ATTEMPTS},
@@ -140,6 +143,31 @@ async def async_clients(
             yield AsyncClients(region=str(region), sqs=cast("AsyncSQSClient", wrapped), sns=sns)
         finally:
             await wrapped.close()
+
+
+async def caller_account(region: str | None, endpoint_url: str | None = None) -> str:
+    """The AWS account the base credentials act in (STS GetCallerIdentity, which needs no
+    permission)."""
+    from aiobotocore.session import get_session
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from snsq2nats.errors import AwsConnectError
+
+    session = get_session()
+    region = region or session.get_config_variable("region") or "us-east-1"
+    try:
+        async with session.create_client(
+            "sts", region_name=region, endpoint_url=endpoint_url
+        ) as sts:
+            return str((await sts.get_caller_identity())["Account"])
+    except (BotoCoreError, ClientError) as exc:
+        # The message may quote configuration: only the class is shown.
+        raise AwsConnectError(
+            f"cannot tell which AWS account the base credentials act in ({exc.__class__.__name__})",
+            where="STS GetCallerIdentity",
+            hint="check the base credentials and --endpoint-url: the routes span several "
+            "accounts, and those of the base credentials' own account use them",
+        ) from None
 
 
 def sqs_transport(transport: str | None = None) -> str:
@@ -202,3 +230,36 @@ def sqs_by_region(endpoint_url: str | None, pool: int) -> Callable[[str], SQSCli
         return clients[region]
 
     return sqs_for
+
+
+class SqsByAccount:
+    """An SQS client per account × region, made on first use: the base credentials' for their
+    own account (and for any account when none other is reachable), a session per other
+    account from `session_for` (None: that account has no credentials of its own)."""
+
+    def __init__(
+        self,
+        endpoint_url: str | None,
+        pool: int,
+        session_for: Callable[[str, str], boto3.Session | None],
+        base_account: Callable[[], str | None],
+    ) -> None:
+        self._base = sqs_by_region(endpoint_url, pool)
+        self._endpoint_url = endpoint_url
+        self._config = client_config(pool)
+        self._session_for = session_for
+        self._base_account = base_account
+        self._clients: dict[tuple[str, str], SQSClient] = {}
+
+    def __call__(self, region: str, account: str | None = None) -> SQSClient:
+        if not account or account == self._base_account():
+            return self._base(region)
+        key = (account, region)
+        if key not in self._clients:
+            session = self._session_for(account, region)
+            if session is None:
+                return self._base(region)
+            self._clients[key] = session.client(
+                "sqs", region_name=region, endpoint_url=self._endpoint_url, config=self._config
+            )
+        return self._clients[key]

@@ -163,6 +163,9 @@ class BridgeContext:
     # bridge-wide stop; the route's `stopping` is set by that one and by a stop of the route
     # alone (the fleet handing it to another member).
     bridge: BridgeContext | None = None
+    # The SQS and SNS clients acting in a route's own AWS account and region
+    # (`bridge.session.AccountPool`); None: `sqs` and `sns` serve every route.
+    clients_for: Callable[[Route], tuple[Any, Any]] | None = None
 
     @classmethod
     def tuned(
@@ -180,10 +183,14 @@ class BridgeContext:
             max_messages=settings.max_messages,
         )
 
-    def for_route(self) -> BridgeContext:
+    def for_route(self, route: Route | None = None) -> BridgeContext:
         """A context for one route: everything shared, except a stop signal of its own, so a
-        runner drains when the route alone is stopped exactly as when the whole bridge is."""
-        return dataclasses.replace(self, stopping=asyncio.Event(), bridge=self.bridge or self)
+        runner drains when the route alone is stopped exactly as when the whole bridge is; and
+        the clients of the route's own AWS account when the routes span several."""
+        child = dataclasses.replace(self, stopping=asyncio.Event(), bridge=self.bridge or self)
+        if route is not None and self.clients_for is not None:
+            child.sqs, child.sns = self.clients_for(route)
+        return child
 
     async def pause(self, seconds: float) -> bool:
         """Sleep `seconds`, waking early when the bridge stops; True if it is stopping."""

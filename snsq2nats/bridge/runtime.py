@@ -185,7 +185,7 @@ class RouteSet:
             self.ctx.route_metrics(route).status = f"not available: {why}"
             log.error("%s: not available (%s)", route.name, why)
             return False
-        child = self.ctx.for_route()
+        child = self.ctx.for_route(route)
         task = asyncio.create_task(supervise(child, route, runner), name=route.name)
         self._running[route.name] = (route, child, task)
         return True

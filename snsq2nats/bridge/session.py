@@ -11,14 +11,18 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
+from snsq2nats.aws.accounts import RouteAccounts, async_session, no_credentials_hint
+from snsq2nats.aws.arns import parse_arn
+from snsq2nats.aws.clients import async_clients
 from snsq2nats.bridge.context import MAX_AWS_CALLS, RelaySettings
 from snsq2nats.plan.model import Plan, Route
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
 
+    from snsq2nats.aws.clients import AsyncClients
     from snsq2nats.bridge.context import BridgeContext
     from snsq2nats.jetstream.connect import NatsOptions
 
@@ -55,6 +59,111 @@ def _allow_open_files(wanted: int) -> None:
             log.warning("open files limited to %d: busy routes may want up to %d", target, wanted)
 
 
+class NoCredentials(Exception):
+    """A route's AWS account is not the base credentials' and no account option covers it."""
+
+
+class AccountPool:
+    """The bridge's AWS clients: one SQS/SNS pair per AWS account × region the routes live in,
+    never one per route. The base credentials' account uses them directly; another account's
+    pair acts through its profile or its assumed role (`aws.accounts.RouteAccounts`), the role
+    assumed on the first call, once for all of the account's regions, and again before the keys
+    expire."""
+
+    def __init__(
+        self,
+        stack: contextlib.AsyncExitStack,
+        endpoint_url: str | None,
+        accounts: RouteAccounts,
+        base_account: str | None,
+        region: str | None,
+    ) -> None:
+        self._stack = stack
+        self._endpoint_url = endpoint_url
+        self._accounts = accounts
+        self._base_account = base_account
+        self._region = region
+        self._sessions: dict[str, Any] = {}
+        self._clients: dict[tuple[str, str | None], AsyncClients] = {}
+        self._unopened: set[tuple[str, str | None]] = set()
+        self.missing: dict[str, list[str]] = {}
+        """Accounts without credentials, with the names of their routes."""
+
+    def place(self, route: Route) -> tuple[str, str | None]:
+        """Whose clients a route uses: its account ("" for the base credentials') and region
+        (`--region` when given, else where its ARN says)."""
+        parts = parse_arn(route.aws_arn)
+        # No base account asked (`_needs_accounts`): every route is the base credentials'.
+        base = self._base_account is None or parts.account in ("", self._base_account)
+        account = "" if base else parts.account
+        return account, self._region or parts.region or None
+
+    async def open(self, routes: list[Route], pollers: int) -> None:
+        """Open the clients `routes` need (no call to AWS yet), noting the accounts that have
+        no credentials instead of failing: their routes alone cannot run."""
+        wanted: dict[tuple[str, str | None], int] = {}
+        for route in routes:
+            account, region = self.place(route)
+            if account and self._accounts.source(account) is None:
+                self.missing.setdefault(account, []).append(route.name)
+                continue
+            wanted[(account, region)] = wanted.get((account, region), 0) + 1
+        for (account, region), count in wanted.items():
+            session = None
+            if account:
+                if account not in self._sessions:
+                    source = self._accounts.source(account)
+                    assert source is not None  # checked above
+                    self._sessions[account] = await async_session(
+                        source, self._endpoint_url, region
+                    )
+                session = self._sessions[account]
+            self._clients[(account, region)] = await self._stack.enter_async_context(
+                async_clients(
+                    region,
+                    self._endpoint_url,
+                    aws_connections(count, pollers),
+                    read_timeout=READ_TIMEOUT,
+                    session=session,
+                )
+            )
+
+    def runnable(self, route: Route) -> bool:
+        """Whether the route's clients exist. A route a later revision brings in an account or
+        region no route had at the start has none (they are opened before relaying starts):
+        said once, it waits for a restart."""
+        place = self.place(route)
+        if place in self._clients:
+            return True
+        if place[0] not in self.missing and place not in self._unopened:
+            self._unopened.add(place)
+            log.error(
+                "%s: no AWS clients for account %s in %s (it was not in the plan when the "
+                "bridge started): restart the bridge to relay it",
+                route.name,
+                place[0] or "of the base credentials",
+                place[1] or "the default region",
+            )
+        return False
+
+    def clients(self, route: Route) -> tuple[Any, Any]:
+        place = self.place(route)
+        found = self._clients.get(place)
+        if found is None:
+            raise NoCredentials(f"{route.name}: no AWS clients for account {place[0] or 'base'}")
+        return found.sqs, found.sns
+
+    def first(self) -> AsyncClients | None:
+        return next(iter(self._clients.values()), None)
+
+
+def _needs_accounts(routes: list[Route], accounts: RouteAccounts) -> bool:
+    """Whether the routes' accounts must be told apart: always when account options are
+    given, else only when the routes span several accounts (one account's plan is bridged with
+    the base credentials, as it always was, without asking STS whose they are)."""
+    return accounts.given or len({parse_arn(r.aws_arn).account for r in routes}) > 1
+
+
 class View(Protocol):
     async def show(self, ctx: BridgeContext) -> None:
         """Show progress until `ctx.stopping` is set."""
@@ -83,6 +192,7 @@ async def bridge_session(
     drain_timeout: float | None = None,
     nats_grace: float | None = None,
     plan_revision: int = 0,
+    accounts: RouteAccounts | None = None,
 ) -> None:
     """Run the routes until a signal, --duration, --max-messages, or `stop` (for embedders).
 
@@ -100,9 +210,12 @@ async def bridge_session(
 
     It follows the applied revision too (`plan_revision`: the one `plan` is, 0 for a plan
     file when none is recorded): an `apply` switches its routes without a restart.
+
+    Each route's AWS calls act in its own account (`accounts`: how the accounts other than the
+    base credentials' are reached); a route whose account has none is not run, said once per
+    account, and the others run.
     """
-    from snsq2nats.aws.arns import parse_arn
-    from snsq2nats.aws.clients import async_clients
+    from snsq2nats.aws.clients import caller_account
     from snsq2nats.bridge.context import BridgeContext
     from snsq2nats.bridge.fleet import DEFAULT_LEASE_TTL, Fleet, open_bucket
     from snsq2nats.bridge.follow import CutoverFollower
@@ -113,8 +226,9 @@ async def bridge_session(
     from snsq2nats.jetstream.connect import connect_nats
     from snsq2nats.jetstream.state import stream_names
 
+    accounts = accounts or RouteAccounts()
     # The routes' own region unless told otherwise: the ARNs say where the resources live.
-    region = regions[0] if regions else parse_arn(routes[0].aws_arn).region or None
+    region = regions[0] if regions else None
     connections = aws_connections(len(routes), settings.pollers)
     _allow_open_files(connections + 100)
 
@@ -139,13 +253,45 @@ async def bridge_session(
     )
     clients = contextlib.AsyncExitStack()
     try:
-        aws = await clients.enter_async_context(
-            async_clients(region, endpoint_url, connections, read_timeout=READ_TIMEOUT)
-        )
+        base_account = None
+        if _needs_accounts(routes, accounts):
+            base_region = region or parse_arn(routes[0].aws_arn).region or None
+            base_account = await caller_account(base_region, endpoint_url)
+        pool = AccountPool(clients, endpoint_url, accounts, base_account, region)
+        await pool.open(routes, settings.pollers)
     except BaseException:
+        await clients.aclose()
         await nc.close()
         raise
-    ctx = BridgeContext.tuned(settings, plan=plan, nc=nc, sqs=aws.sqs, sns=aws.sns)
+    for account, names in pool.missing.items():
+        log.error(
+            "AWS account %s has no credentials: its route(s) %s do not run; %s",
+            account,
+            ", ".join(names),
+            no_credentials_hint(account),
+        )
+    aws = pool.first()
+    ctx = BridgeContext.tuned(
+        settings,
+        plan=plan,
+        nc=nc,
+        sqs=aws.sqs if aws is not None else None,
+        sns=aws.sns if aws is not None else None,
+    )
+    ctx.clients_for = pool.clients
+    for route in routes:
+        account = pool.place(route)[0]
+        if account in pool.missing:
+            why = f"no credentials for AWS account {account}"
+            ctx.route_metrics(route).status = f"not available: {why}"
+    routes = [r for r in routes if pool.runnable(r)]
+    if select is not None:
+        chosen = select
+
+        def select_runnable(candidates: list[Route]) -> list[Route]:
+            return [r for r in chosen(candidates) if pool.runnable(r)]
+
+        select = select_runnable
     server = None
     try:
         missing = sorted({r.stream for r in routes if r.stream} - await stream_names(nc))
@@ -157,7 +303,7 @@ async def bridge_session(
             )
         if cleanup:
             for route in routes:
-                if not await cleanup_sns_to_nats(ctx, route):
+                if not await cleanup_sns_to_nats(ctx.for_route(route), route):
                     log.info("%s: no bridge queue %s", route.name, route.bridge_queue)
             return
         await open_bucket(nc, nats.redacted_servers)

@@ -12,6 +12,7 @@ from snsq2nats.cli.options import (
     AwsInputs,
     NatsInputs,
     PlanInputs,
+    account_options,
     aws_options,
     nats_options,
     plan_file_option,
@@ -23,6 +24,7 @@ from snsq2nats.errors import UsageError
 if TYPE_CHECKING:
     from nats.aio.client import Client
 
+    from snsq2nats.aws.accounts import RouteAccounts
     from snsq2nats.plan.model import Plan, Route
 
 
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
     "follows) the revision `apply` recorded in NATS; a file that is not it is said so.",
 )
 @aws_options
+@account_options
 @nats_options
 @click.option(
     "--direction",
@@ -99,6 +102,7 @@ def bridge(
     app: Application,
     plan_path: Path | None,
     aws: AwsInputs,
+    accounts: RouteAccounts,
     nats: NatsInputs,
     direction: str,
     route_globs: tuple[str, ...],
@@ -197,6 +201,7 @@ def bridge(
                 lease_ttl=lease_ttl,
                 select=None if cleanup else select,
                 plan_revision=plan_revision,
+                accounts=accounts,
             )
         finally:
             if guard is not None:
@@ -227,6 +232,7 @@ def _bridge_plan(app: Application, nats: NatsInputs, plan_path: Path | None) -> 
 @click.option("--route", "route_globs", multiple=True, metavar="GLOB", help="Only these routes.")
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON on stdout.")
 @plan_options
+@account_options
 @nats_options
 @pass_app
 def status(
@@ -235,6 +241,7 @@ def status(
     route_globs: tuple[str, ...],
     as_json: bool,
     inputs: PlanInputs,
+    accounts: RouteAccounts,
     nats: NatsInputs,
 ) -> None:
     """Per bridge route: backlog on both sides and whether it is drained (exit 0 only if all)."""
@@ -254,7 +261,7 @@ def status(
                 hint="routes in the plan: " + (", ".join(r.name for r in candidates) or "none"),
             )
         )
-    statuses, records = _collect_status(app, nats, plan, routes, inputs.aws.endpoint_url)
+    statuses, records = _collect_status(app, nats, plan, routes, inputs.aws.endpoint_url, accounts)
     if as_json:
         app.out.data(
             jsonlib.dumps(
@@ -276,18 +283,26 @@ def status(
 
 
 def _collect_status(
-    app: Application, nats: NatsInputs, plan: Plan, routes: list[Route], endpoint_url: str | None
+    app: Application,
+    nats: NatsInputs,
+    plan: Plan,
+    routes: list[Route],
+    endpoint_url: str | None,
+    accounts: RouteAccounts,
 ) -> tuple[list[Any], list[Any]]:
     """The routes the live cutover state runs (of those selected), their backlogs, and the
     recorded cutover state."""
     from snsq2nats import status as status_lib
+    from snsq2nats.aws.accounts import status_sqs
     from snsq2nats.aws.clients import sqs_by_region
     from snsq2nats.cutover import read_records
     from snsq2nats.plan.routes import route_active
     from snsq2nats.plan.states import current_view
 
     # A connection per route read at once.
-    sqs_for = sqs_by_region(endpoint_url, status_lib.CONCURRENCY)
+    sqs_for: Any = sqs_by_region(endpoint_url, status_lib.CONCURRENCY)
+    if accounts.given:
+        sqs_for = status_sqs(endpoint_url, status_lib.CONCURRENCY, accounts)
 
     async def collect(nc: Client) -> tuple[list[Any], list[Any]]:
         records = await read_records(nc)

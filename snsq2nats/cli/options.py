@@ -136,6 +136,34 @@ _aws_flags = option_group(
 
 aws_options = option_group(_aws_flags, gather("aws", AwsInputs, ("regions", "endpoint_url")))
 
+
+def _route_accounts(profiles: tuple[str, ...], role_template: str | None) -> Any:
+    from snsq2nats.aws.accounts import route_accounts
+
+    return route_accounts(profiles, role_template)
+
+
+account_options = option_group(
+    click.option(
+        "--assume-role",
+        "role_template",
+        metavar="ARN",
+        help="Reach the AWS accounts of routes other than the base credentials' through this "
+        "role, assumed from the base credentials: 'arn:aws:iam::{account}:role/NAME'.",
+    ),
+    click.option(
+        "--profile",
+        "profiles",
+        multiple=True,
+        metavar="NAME=ACCOUNT",
+        help="Reach the routes of AWS account ACCOUNT with this profile (repeatable; before "
+        "--assume-role).",
+    ),
+    gather("accounts", _route_accounts, ("profiles", "role_template")),
+)
+"""`accounts: RouteAccounts` (`aws.accounts`): how the bridge and `status` act in each route's own
+AWS account."""
+
 nats_options = option_group(
     click.option(
         "-s",
