@@ -188,6 +188,9 @@ class Fleet:
         """What a full step depended on when it left nothing to retry: a step that finds the
         same skips the walk over every route (an idle fleet's steps cost O(members))."""
         self._settled_at = 0.0
+        self.steps = 0
+        self.walks = 0
+        """Steps taken, and those of them that walked every route (for tests and debugging)."""
         self.blocked: dict[str, str] = {}
         """Routes this member should run but cannot (acquire or start failed, or the runner
         keeps failing), with why: the member is not ready while any is here."""
@@ -470,12 +473,14 @@ class Fleet:
         beating = now - self._beat_ok_at <= self.lease_ttl
         group = self._group(now)
         inputs = self._inputs(routes, now, fresh, beating, group)
+        self.steps += 1
         # A full walk once a TTL all the same: what no input above shows is retried there.
         if inputs == self._settled and now - self._settled_at < self.lease_ttl:
             if fresh:
                 await self._forget_dead(group, now)
             return
         self._settled = None
+        self.walks += 1
         settled = await self._full_step(routes, now, generation, fresh, beating, group)
         if settled and not self.blocked:
             # The inputs from before the walk: a change seen during it (or made by it) differs
