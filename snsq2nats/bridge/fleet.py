@@ -487,9 +487,6 @@ class Fleet:
             # from them, so the next step walks again.
             self._settled = inputs
             self._settled_at = now
-            from snsq2nats.bridge.runtime import freeze_startup_heap
-
-            freeze_startup_heap()  # this member's routes all run: its startup is over
 
     async def _full_step(
         self,

@@ -32,7 +32,6 @@ candidates of a running fleet member, see `Fleet.set_candidates` and `Fleet.appl
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import signal
 import time
@@ -93,22 +92,6 @@ def select_routes(routes: list[Route], direction: str, globs: tuple[str, ...] = 
             continue
         chosen.append(route)
     return chosen
-
-
-_heap_frozen = False
-
-
-def freeze_startup_heap() -> None:
-    """Once every route runs: collect, then take what is alive out of the cyclic collector's
-    sight (`gc.freeze`). Otherwise each full collection walks thousands of routes' long-lived
-    objects again, a cost an idle bridge pays per poll. Refcounting still frees them; the
-    first call in a process does it, later ones nothing."""
-    global _heap_frozen
-    if _heap_frozen:
-        return
-    _heap_frozen = True
-    gc.collect()
-    gc.freeze()
 
 
 async def supervise(
@@ -369,7 +352,6 @@ async def run_bridge(
             await _coordinated(ctx, route_set, coordinator)
         else:
             await route_set.reconcile(routes)
-            freeze_startup_heap()
             await _until_stopped_or_done(ctx, route_set)
 
     try:
