@@ -910,6 +910,31 @@ def test_plain_view_lines() -> None:
     )
 
 
+def test_plain_view_prints_a_summary_and_only_routes_with_news() -> None:
+    from snsq2nats.report.live import PlainView
+
+    ctx = BridgeContext(plan=plan_with([]), nc=None, sqs=None, sns=None)
+    idle = [ctx.route_metrics(fake_route(f"sqs:idle{i}")) for i in range(3)]
+    for m in idle:
+        m.status = "running"
+        m.lag = 0
+    busy = ctx.route_metrics(fake_route("sqs:busy"))
+    view = PlainView()
+    first = view.lines(ctx)
+    # A route never shown that is starting has news; idle running routes have none.
+    assert first[0].startswith("routes=4 running=3 active=1 messages=0 ")
+    assert [t.split()[0] for t in first[1:]] == ["route=sqs:busy"]
+    busy.status = "running"
+    busy.delivered(5, 50)
+    second = view.lines(ctx)
+    assert "messages=5 " in second[0]
+    assert len(second) == 2 and "route=sqs:busy" in second[1] and "messages=5 " in second[1]
+    quiet = view.lines(ctx)
+    assert len(quiet) == 1 and quiet[0].startswith("routes=4 running=4 active=0 messages=5 ")
+    idle[1].error()
+    assert [t.split()[0] for t in view.lines(ctx)[1:]] == ["route=sqs:idle1"]
+
+
 def test_grafana_dashboard_queries_only_metrics_the_bridge_exports() -> None:
     """The dashboard shipped with the bridge: every metric a panel or variable queries is one
     the bridge's /metrics serves (route metrics, process and python collectors)."""

@@ -369,3 +369,27 @@ async def test_readyz_of_a_holder_and_of_a_standby(bucket: str) -> None:
     finally:
         for member in members:
             await member.stop()
+
+
+async def test_an_idle_member_does_not_walk_every_route_at_each_step(bucket: str) -> None:
+    """Steps keep coming (a second, and each heartbeat seen) but, nothing having changed, cost
+    O(members): none walks the routes until an input moves (here: the candidates)."""
+    ledger = Ledger()
+    # A long TTL: the once-a-TTL safety walk cannot fall within the steps counted.
+    one = await Member(bucket, ledger, ROUTES, "m1", ttl=120.0).start()
+    try:
+        await until(lambda: ledger.complete_and_disjoint(ROUTES, ["m1"]), what="all running")
+        fleet = one.fleet
+        assert fleet is not None
+        await asyncio.wait_for(fleet.applied(), 30)
+        # Settled: a step that did not walk.
+        await until(lambda: fleet.steps > fleet.walks + 1, what="a step without a walk")
+        steps, walks = fleet.steps, fleet.walks
+        await until(lambda: fleet.steps >= steps + 4, timeout=60, what="four more steps")
+        assert fleet.walks == walks
+        generation = fleet.set_candidates(ROUTES[:5])
+        await asyncio.wait_for(fleet.applied(generation), 30)
+        assert fleet.walks > walks
+        assert ledger.runs("m1") == {r.name for r in ROUTES[:5]}
+    finally:
+        await one.stop()

@@ -180,6 +180,17 @@ class Fleet:
         self.plan_revision = 0
         """Set by `bridge.follow` once this member runs that applied revision."""
         self._assigned: tuple[tuple[str, ...], int, set[str]] = ((), -1, set())
+        self._leases_changed = 0
+        """Counts the lease changes the watch showed (a member's heartbeat is not one)."""
+        self._handed_over = 0
+        """Counts the handovers that finished."""
+        self._settled: tuple[Any, ...] | None = None
+        """What a full step depended on when it left nothing to retry: a step that finds the
+        same skips the walk over every route (an idle fleet's steps cost O(members))."""
+        self._settled_at = 0.0
+        self.steps = 0
+        self.walks = 0
+        """Steps taken, and those of them that walked every route (for tests and debugging)."""
         self.blocked: dict[str, str] = {}
         """Routes this member should run but cannot (acquire or start failed, or the runner
         keeps failing), with why: the member is not ready while any is here."""
@@ -365,6 +376,7 @@ class Fleet:
             restart.cancel()
 
     def _forget_unseen(self, seen: set[str]) -> None:
+        self._leases_changed += 1
         self.view.members = {m: v for m, v in self.view.members.items() if member_key(m) in seen}
         self.view.leases = {r: v for r, v in self.view.leases.items() if route_key(r) in seen}
 
@@ -383,6 +395,7 @@ class Fleet:
                 if old is None or old.revision != revision:
                     self.view.members[member] = SeenMember(heartbeat, revision, self._clock())
             elif key.startswith(ROUTES):
+                self._leases_changed += 1
                 if deleted:
                     self.view.leases.pop(route_name(key), None)
                     return
@@ -433,10 +446,59 @@ class Fleet:
             self._assigned = (key, self._generation, names)
         return self._assigned[2]
 
+    def _inputs(
+        self, routes: RouteSet, now: float, fresh: bool, beating: bool, group: list[str]
+    ) -> tuple[Any, ...]:
+        """Everything a step's decisions depend on beside time, each cheap to read: when none
+        moved since a step that left nothing to retry, another step would decide the same."""
+        alive = tuple(sorted(m for m, seen in self.view.members.items() if self._alive(seen, now)))
+        return (
+            self._generation,
+            self._leases_changed,
+            self._handed_over,
+            routes.status_changes,
+            len(self.owned),
+            len(self._handovers),
+            tuple(sorted(group)),
+            alive,
+            fresh,
+            beating,
+            self._leaving,
+            routes.ctx.stopping.is_set(),
+        )
+
     async def _step(self, routes: RouteSet, now: float) -> None:
         generation = self._generation
         fresh = self._fresh(now)
         beating = now - self._beat_ok_at <= self.lease_ttl
+        group = self._group(now)
+        inputs = self._inputs(routes, now, fresh, beating, group)
+        self.steps += 1
+        # A full walk once a TTL all the same: what no input above shows is retried there.
+        if inputs == self._settled and now - self._settled_at < self.lease_ttl:
+            if fresh:
+                await self._forget_dead(group, now)
+            return
+        self._settled = None
+        self.walks += 1
+        settled = await self._full_step(routes, now, generation, fresh, beating, group)
+        if settled and not self.blocked:
+            # The inputs from before the walk: a change seen during it (or made by it) differs
+            # from them, so the next step walks again.
+            self._settled = inputs
+            self._settled_at = now
+
+    async def _full_step(
+        self,
+        routes: RouteSet,
+        now: float,
+        generation: int,
+        fresh: bool,
+        beating: bool,
+        group: list[str],
+    ) -> bool:
+        """Walk every route; True when it left nothing to retry at the next step."""
+        settled = True
         if not beating and self.owned:
             # Unable to heartbeat for a whole TTL: others may take these routes over. Stop
             # running them; the leases are picked up again if they are still ours later.
@@ -446,7 +508,6 @@ class Fleet:
             for name in list(self.owned):
                 if name not in self._handovers:
                     self._hand_over(name, routes, release=False)
-        group = self._group(now)
         mine = self._mine(group)
         for name, revision in list(self.owned.items()):
             if name in self._handovers:
@@ -463,9 +524,14 @@ class Fleet:
             if self._generation != generation:
                 # New candidates arrived while acquiring (a followed revision restarting a
                 # changed route takes it out first): `mine` is stale, the next step recomputes.
+                settled = False
                 break
-            if name not in self.owned and name not in self._handovers:
-                await self._consider(self._candidates[name], routes, now, fresh)
+            if (
+                name not in self.owned
+                and name not in self._handovers
+                and not await self._consider(self._candidates[name], routes, now, fresh)
+            ):
+                settled = False
         self._judge_runners(routes, mine)
         if fresh:
             await self._forget_dead(group, now)
@@ -478,9 +544,11 @@ class Fleet:
                 and name not in mine
             ):
                 await self._release(name, seen.revision)
+                settled = False  # the watch shows it gone, or the next step retries
         removals = [n for n in self._handovers if n not in self._candidates]
         if not removals and all(n in self._candidates for n in self.owned):
             await self._mark_applied(generation)
+        return settled
 
     async def _forget_dead(self, group: list[str], now: float) -> None:
         """Delete the heartbeat of a member dead for two TTLs (one member does it: the one
@@ -499,8 +567,9 @@ class Fleet:
                         "fleet: forgot member %s (no heartbeat since %s)", member, seen.heartbeat.at
                     )
 
-    async def _consider(self, route: Route, routes: RouteSet, now: float, fresh: bool) -> None:
-        """Acquire `route` (this member's by the hash) if free, ours, or its holder is dead."""
+    async def _consider(self, route: Route, routes: RouteSet, now: float, fresh: bool) -> bool:
+        """Acquire `route` (this member's by the hash) if free, ours, or its holder is dead.
+        False when it failed for a reason only a retry finds gone."""
         from nats.js.errors import KeyWrongLastSequenceError
 
         assert self._kv is not None
@@ -520,7 +589,7 @@ class Fleet:
                 if (holder is not None and self._alive(holder, now)) or not fresh:
                     # Held by a live member (a handover under way): not this one's failure.
                     self._unblock(route.name)
-                    return
+                    return True
                 revision = await self._kv.update(
                     route_key(route.name), value.encode(), last=seen.revision
                 )
@@ -532,12 +601,12 @@ class Fleet:
                 )
         except KeyWrongLastSequenceError:
             self._unblock(route.name)
-            return  # another member got there first; the watch will show who
+            return True  # another member got there first; the watch will show who
         except Exception as exc:
             why = f"cannot acquire: {self._why(exc)}"
             log.warning("fleet: cannot acquire %s (%s)", route.name, why)
             self._block(route.name, why)
-            return
+            return False
         self.owned[route.name] = revision
         if not await routes.start(route):
             self.owned.pop(route.name, None)
@@ -545,9 +614,10 @@ class Fleet:
             if not routes.ctx.stopping.is_set():
                 status = routes.ctx.route_metrics(route).status
                 self._block(route.name, f"cannot start: {status}")
-            return
+            return False
         self._unblock(route.name)
         log.info("fleet: %s runs here (member %s)", route.name, self.member)
+        return True
 
     # --- readiness ----------------------------------------------------------------------------
 
@@ -612,6 +682,7 @@ class Fleet:
                 log.info("fleet: %s drained and released", name)
         finally:
             self._handovers.pop(name, None)
+            self._handed_over += 1
             self._wake.set()
 
     async def _release(self, name: str, revision: int) -> None:

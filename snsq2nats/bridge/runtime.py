@@ -94,18 +94,31 @@ def select_routes(routes: list[Route], direction: str, globs: tuple[str, ...] = 
     return chosen
 
 
-async def supervise(ctx: BridgeContext, route: Route, runner: Runner) -> None:
-    """Run one route until stopping; restart it with capped exponential backoff if it fails."""
+async def supervise(
+    ctx: BridgeContext,
+    route: Route,
+    runner: Runner,
+    on_status: Callable[[], None] | None = None,
+) -> None:
+    """Run one route until stopping; restart it with capped exponential backoff if it fails.
+    `on_status` hears of every change of the route's status (the fleet judges runners by it)."""
     timings = ctx.timings
     metrics = ctx.route_metrics(route)
+
+    def status(now: str) -> None:
+        if metrics.status != now:
+            metrics.status = now
+            if on_status is not None:
+                on_status()
+
     failures = 0
     while not ctx.stopping.is_set():
         started = time.monotonic()
-        metrics.status = "running"
+        status("running")
         try:
             await runner(ctx, route)
         except asyncio.CancelledError:
-            metrics.status = "stopped"
+            status("stopped")
             raise
         except Exception as exc:
             if time.monotonic() - started > timings.healthy_after:
@@ -114,7 +127,7 @@ async def supervise(ctx: BridgeContext, route: Route, runner: Runner) -> None:
             metrics.restarts += 1
             delay = backoff(failures, base=timings.restart_base, cap=timings.restart_cap)
             failures += 1
-            metrics.status = "restarting"
+            status("restarting")
             log.error(
                 "%s: runner failed (%s: %s); restarting in %.1fs",
                 route.name,
@@ -124,9 +137,9 @@ async def supervise(ctx: BridgeContext, route: Route, runner: Runner) -> None:
             )
             await ctx.pause(delay)
             continue
-        metrics.status = "stopped" if ctx.stopping.is_set() else "finished"
+        status("stopped" if ctx.stopping.is_set() else "finished")
         return
-    metrics.status = "stopped"
+    status("stopped")
 
 
 class RouteSet:
@@ -152,6 +165,9 @@ class RouteSet:
         self._watch: asyncio.Task[None] | None = None
         self.left: dict[str, int] = {}
         """Messages each route still held when the bridge-wide stop cancelled its drain."""
+        self.status_changes = 0
+        """Counts every change of a running route's status: a coordinator that saw the same
+        count last time need not look at every route's status again."""
 
     @property
     def running(self) -> dict[str, Route]:
@@ -186,9 +202,14 @@ class RouteSet:
             log.error("%s: not available (%s)", route.name, why)
             return False
         child = self.ctx.for_route(route)
-        task = asyncio.create_task(supervise(child, route, runner), name=route.name)
+        task = asyncio.create_task(
+            supervise(child, route, runner, self._status_changed), name=route.name
+        )
         self._running[route.name] = (route, child, task)
         return True
+
+    def _status_changed(self) -> None:
+        self.status_changes += 1
 
     async def stop(self, name: str) -> None:
         """Drain one route and return once its runner has returned (cancelled after the drain

@@ -1,9 +1,11 @@
 """What the operator sees while the bridge runs.
 
 On a terminal: a rich Live table refreshed every second (route, status, rate, in flight, errors,
-skipped, undeliverable, lag). Otherwise, e.g. under systemd or in CI: one plain line per route
-every `interval` seconds, so logs stay greppable and timestamps come from whatever collects
-them.
+skipped, undeliverable, lag). Otherwise, e.g. under systemd or in CI: every `interval` seconds
+one plain summary line of the whole bridge, and one plain line per route that did something
+since its last line (or never had one and is not a fresh idle route), so logs stay greppable,
+timestamps come from whatever collects them, and thousands of idle routes cost one line, not
+thousands.
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ class RateMeter:
     def __init__(self) -> None:
         self._last: dict[str, tuple[float, int]] = {}
 
-    def rate(self, m: RouteMetrics) -> float:
-        now = time.monotonic()
+    def rate(self, m: RouteMetrics, now: float | None = None) -> float:
+        now = time.monotonic() if now is None else now
         then, count = self._last.get(m.route, (m.started, 0))
         self._last[m.route] = (now, m.messages)
         elapsed = now - then
@@ -69,6 +71,60 @@ def line(m: RouteMetrics, rate: float) -> str:
     )
 
 
+Shown = tuple[str, int, int, int, int, int, int | None, tuple[tuple[str, int], ...]]
+"""What a plain route line says, its rate aside: a route whose last line said the same and
+relays nothing now has nothing new to say."""
+
+QUIET: Shown = ("running", 0, 0, 0, 0, 0, None, ())
+"""A route never shown that says this (or the same with lag 0) is idle: no line of its own."""
+
+
+def _shown(m: RouteMetrics) -> Shown:
+    causes = (m.skipped_by, m.undeliverable_by, m.rerouted_by)
+    return (
+        m.status,
+        m.messages,
+        m.in_flight,
+        m.errors,
+        m.skipped,
+        m.undeliverable_total,
+        None if m.lag == 0 else m.lag,
+        tuple((c, n) for counts in causes for c, n in counts.items()) if any(causes) else (),
+    )
+
+
+class PlainView:
+    """The non-terminal view's lines at each refresh: the summary, then the routes with news."""
+
+    def __init__(self) -> None:
+        self.meter = RateMeter()
+        self._shown: dict[str, Shown] = {}
+
+    def lines(self, ctx: BridgeContext) -> list[str]:
+        now = time.monotonic()
+        routes: list[str] = []
+        running = messages = in_flight = errors = undeliverable = 0
+        total_rate = 0.0
+        for m in ctx.metrics.values():
+            rate = self.meter.rate(m, now)
+            total_rate += rate
+            running += m.status == "running"
+            messages += m.messages
+            in_flight += m.in_flight
+            errors += m.errors
+            undeliverable += m.undeliverable_total
+            shown = _shown(m)
+            if rate or shown != self._shown.get(m.route, QUIET):
+                self._shown[m.route] = shown
+                routes.append(line(m, rate))
+        head = (
+            f"routes={len(ctx.metrics)} running={running} active={len(routes)} "
+            f"messages={messages} rate={total_rate:.1f}/s in_flight={in_flight} errors={errors} "
+            f"undeliverable={undeliverable}"
+        )
+        return [head, *sorted(routes)]
+
+
 def _causes(name: str, counts: dict[str, int]) -> str:
     """` name=cause:n,cause:n` when there is any, so plain logs say why, not only how many."""
     if not counts:
@@ -86,13 +142,14 @@ async def run_view(ctx: BridgeContext, out: Output, interval: float = 10.0) -> N
                     await asyncio.wait_for(ctx.stopping.wait(), timeout=1.0)
                 live.update(table(ctx, meter))
         return
+    plain = PlainView()
     while not ctx.stopping.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(ctx.stopping.wait(), timeout=interval)
         if ctx.stopping.is_set():
             break
-        for m in sorted(ctx.metrics.values(), key=lambda m: m.route):
-            out.line(line(m, meter.rate(m)))
+        for text in plain.lines(ctx):
+            out.line(text)
 
 
 def summary(ctx: BridgeContext) -> list[str]:
