@@ -122,9 +122,6 @@ class ApplyResult:
     revision: int | None = None
     """The applied revision recorded for the bridges (`record_applied_revision`); None when
     the plan has no revision bucket (no routes) or the run stopped."""
-    handovers: dict[str, RelayCut] = field(default_factory=dict)
-    """Per topic stream whose fan-out this run moved from SNS to sources: where its stopped
-    SNS relay left it and how many in-doubt copies were written."""
 
     @property
     def ok(self) -> bool:
@@ -719,14 +716,7 @@ def _runnable(route: Route, live: LiveState) -> bool:
 
 
 async def hand_over_fanout(
-    nc: Client,
-    plan: Plan,
-    live: LiveState,
-    run: list[Change],
-    timeout: float = CONFIRM_TIMEOUT,
-    *,
-    cuts: dict[str, RelayCut] | None = None,
-    on_note: Callable[[str], None] | None = None,
+    nc: Client, plan: Plan, live: LiveState, run: list[Change], timeout: float = CONFIRM_TIMEOUT
 ) -> dict[str, int]:
     """Stop the SNS relay of each topic whose fan-out moves to stream sources, exactly once.
 
@@ -734,14 +724,12 @@ async def hand_over_fanout(
     new plan's routes that can already run) and apply waits until every live bridge confirms
     it, which it does once the relay has stopped. The relay consumer's floors then say what
     SNS has (`bridge.fanout_handover`): the new sources start after the last message it was
-    handed (returned per topic stream for `anchor_new_sources`), the few handed to it and
-    never acknowledged are copied into the queue streams under their SNS ids (read back from
-    the stopped relay: a wait of up to its ack wait, said through `on_note`), and the topic's
-    filter routers start after its ack floor. Each topic's cut is put in `cuts`. The same
-    handover as `cutover finish TOPIC` (`cutover.switch_to_sources`), which may copy all of
-    (N, D] because the queues' consumers are on NATS there; here they may still be on AWS.
+    handed (returned per topic stream for `anchor_new_sources`), the few handed to it without
+    an ack are copied into the queue streams under their SNS ids, and the topic's filter
+    routers start after its ack floor. The same handover as `cutover finish TOPIC`
+    (`cutover.switch_to_sources`).
     """
-    from snsq2nats.bridge.fanout_handover import carry_unacked, read_cut
+    from snsq2nats.bridge.fanout_handover import carry_in_doubt, read_cut
     from snsq2nats.bridge.follow import wait_for_plan_revision
 
     switching = fanout_switches(plan, live, run)
@@ -779,18 +767,12 @@ async def hand_over_fanout(
                 "those topics wait in their streams): check the bridges' logs, then run "
                 "apply again",
             )
-    if cuts is None:
-        cuts = {}
+    cuts: dict[str, RelayCut] = {}
     for stream in sorted(switching - set(starts)):
         # Read once every bridge has stopped the relay: its floors no longer move.
         cut = await read_cut(nc, stream)
-        cut = await carry_unacked(
-            nc,
-            cut,
-            _relay_subjects(plan, stream),
-            _copy_targets(plan, live, stream),
-            route="apply",
-            on_note=on_note,
+        cut = await carry_in_doubt(
+            nc, cut, _relay_subjects(plan, stream), _copy_targets(plan, live, stream), route="apply"
         )
         cuts[stream] = cut
         starts[stream] = cut.source_start
@@ -864,7 +846,6 @@ async def apply_plan(
     *,
     allow_destructive: bool,
     on_progress: Callable[[Outcome], None] | None = None,
-    on_note: Callable[[str], None] | None = None,
     concurrency: int = DEFAULT_CONCURRENCY,
     confirm_timeout: float = CONFIRM_TIMEOUT,
 ) -> ApplyResult:
@@ -872,7 +853,6 @@ async def apply_plan(
 
     Returns the result of every pending change; `result.ok` is False (and `result.error` holds
     the server's refusal) when the server rejected one, in which case the run stopped there.
-    `on_note` hears what the run waits for (a fan-out handover's redeliveries).
     """
     started = time.perf_counter()
     live = await read_live(nc)
@@ -903,10 +883,7 @@ async def apply_plan(
         if refusal is not None:
             raise refusal
 
-    cuts: dict[str, RelayCut] = {}
-    starts = await hand_over_fanout(
-        nc, plan, live, run, confirm_timeout, cuts=cuts, on_note=on_note
-    )
+    starts = await hand_over_fanout(nc, plan, live, run, confirm_timeout)
     ops = _ops(nc, plan, run, live, pedantic_supported(live.server), starts)
     runner = _Runner(concurrency=max(1, concurrency), on_progress=on_progress)
     for change in already:
@@ -914,17 +891,8 @@ async def apply_plan(
     await runner.run(ops)
     ordered = [runner.outcomes[_key(c)] for c in plan.pending]
     result = ApplyResult(
-        outcomes=ordered,
-        error=runner.error,
-        seconds=time.perf_counter() - started,
-        handovers=cuts,
+        outcomes=ordered, error=runner.error, seconds=time.perf_counter() - started
     )
     if result.ok:
-        from snsq2nats.bridge.fanout_handover import retire_relay
-
-        # Only now: until the sources are written, a rerun finds the switch by this consumer
-        # and resumes at the starts recorded above.
-        for stream in sorted(starts):
-            await retire_relay(nc, stream)
         result.revision = await record_applied_revision(nc, plan)
     return result

@@ -209,16 +209,13 @@ def _run_apply(app: Application, nats: NatsInputs, plan: Plan, *, allow_destruct
     async def go(nc: Client) -> Any:
         if not plan.pending:
             # Still checked against the live state: an empty plan can be stale too.
-            return await apply_plan(
-                nc, plan, allow_destructive=allow_destructive, on_note=app.out.line
-            )
+            return await apply_plan(nc, plan, allow_destructive=allow_destructive)
         with app.out.progress("applying", total=len(plan.pending)) as bar:
             return await apply_plan(
                 nc,
                 plan,
                 allow_destructive=allow_destructive,
                 on_progress=lambda _outcome: bar.advance(1),
-                on_note=app.out.line,
             )
 
     result = app.run_nats(nats.options, "snsq2nats apply", go)
