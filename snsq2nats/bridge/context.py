@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from types_aiobotocore_sns import SNSClient
     from types_aiobotocore_sqs import SQSClient
 
+    from snsq2nats.bridge.nats_accounts import AccountConnections
+
 # AWS calls other than long polls at once, all routes together: what an instant of work on
 # thousands of routes (one message to each) queues for instead of opening a connection each.
 MAX_AWS_CALLS = 64
@@ -166,6 +168,10 @@ class BridgeContext:
     # The SQS and SNS clients acting in a route's own AWS account and region
     # (`bridge.session.AccountPool`); None: `sqs` and `sns` serve every route.
     clients_for: Callable[[Route], tuple[Any, Any]] | None = None
+    # A per-account plan's connections to the NATS accounts other than the home one
+    # (`bridge.nats_accounts`): a route's runner gets its account's as `nc`. None: `nc` serves
+    # every route.
+    nats_accounts: AccountConnections | None = None
 
     @classmethod
     def tuned(
@@ -191,6 +197,13 @@ class BridgeContext:
         if route is not None and self.clients_for is not None:
             child.sqs, child.sns = self.clients_for(route)
         return child
+
+    @property
+    def home_nc(self) -> Client:
+        """The bridge's own connection, in the account holding the fleet's buckets (the
+        cutover state, the revision, leases and records): a route's `nc` may be another
+        account's (`bridge.nats_accounts`)."""
+        return (self.bridge or self).nc
 
     async def pause(self, seconds: float) -> bool:
         """Sleep `seconds`, waking early when the bridge stops; True if it is stopping."""

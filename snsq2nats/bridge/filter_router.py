@@ -104,7 +104,7 @@ class _Router:
         # routes carried them.
         self.numeric = set(route.number_attributes) | filterpolicy.numeric_keys(self.policy)
         self.reads = frozenset(self.policy.keys) if scope == "MessageAttributes" else frozenset()
-        self.recorder = Recorder(ctx.nc, route.name)
+        self.recorder = Recorder(ctx.home_nc, route.name)
         self.subject = route.subject
         self.source = PullSource(ctx, route, stream, consumer)
         self.gate = asyncio.Semaphore(1 if route.fifo else max(1, ctx.max_in_flight))

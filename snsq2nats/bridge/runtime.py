@@ -201,6 +201,8 @@ class RouteSet:
             self.ctx.route_metrics(route).status = f"not available: {why}"
             log.error("%s: not available (%s)", route.name, why)
             return False
+        if self.ctx.nats_accounts is not None:
+            runner = self.ctx.nats_accounts.wrap(runner)
         child = self.ctx.for_route(route)
         task = asyncio.create_task(
             supervise(child, route, runner, self._status_changed), name=route.name

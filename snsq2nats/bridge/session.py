@@ -10,13 +10,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from snsq2nats.aws.accounts import RouteAccounts, async_session, no_credentials_hint
 from snsq2nats.aws.arns import parse_arn
 from snsq2nats.aws.clients import async_clients
 from snsq2nats.bridge.context import MAX_AWS_CALLS, RelaySettings
+from snsq2nats.bridge.nats_accounts import AccountConnections, close_connection, route_account
+from snsq2nats.errors import UsageError
+from snsq2nats.plan.accounts import HOME
 from snsq2nats.plan.model import Plan, Route
 
 if TYPE_CHECKING:
@@ -193,6 +196,7 @@ async def bridge_session(
     nats_grace: float | None = None,
     plan_revision: int = 0,
     accounts: RouteAccounts | None = None,
+    nats_accounts: Mapping[str, NatsOptions] | None = None,
 ) -> None:
     """Run the routes until a signal, --duration, --max-messages, or `stop` (for embedders).
 
@@ -214,6 +218,12 @@ async def bridge_session(
     Each route's AWS calls act in its own account (`accounts`: how the accounts other than the
     base credentials' are reached); a route whose account has none is not run, said once per
     account, and the others run.
+
+    A plan that puts each AWS account in its own NATS account (`plan.nats_accounts`) has each
+    route relayed over a connection to its stream's account, with that account's options in
+    `nats_accounts` (`auth.bridge.account_options`), opened when the account's first route
+    starts here (`bridge.nats_accounts`); `nats` is then the home account's, which holds the
+    fleet's buckets.
     """
     from snsq2nats.aws.clients import caller_account
     from snsq2nats.bridge.context import BridgeContext
@@ -227,6 +237,14 @@ async def bridge_session(
     from snsq2nats.jetstream.state import stream_names
 
     accounts = accounts or RouteAccounts()
+    elsewhere = _other_nats_accounts(plan, routes)
+    if elsewhere and nats_accounts is None:
+        raise UsageError(
+            "the plan puts each AWS account in its own NATS account, and the bridge was given "
+            f"no credentials for {', '.join(elsewhere)}",
+            hint="give --grants the directory `snsq2nats auth --plan PLAN --format jwt -o DIR` "
+            "wrote for this plan",
+        )
     # The routes' own region unless told otherwise: the ARNs say where the resources live.
     region = regions[0] if regions else None
     connections = aws_connections(len(routes), settings.pollers)
@@ -251,6 +269,25 @@ async def bridge_session(
         disconnected_cb=disconnected,
         reconnected_cb=reconnected,
     )
+
+    async def connect_account(options: NatsOptions, name: str) -> Client:
+        async def account_disconnected() -> None:
+            if not closing:
+                log.warning("NATS disconnected (%s): reconnecting", name)
+
+        async def account_reconnected() -> None:
+            log.info("NATS reconnected (%s)", name)
+
+        return await connect_nats(
+            options,
+            name=name,
+            allow_reconnect=True,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=1,
+            disconnected_cb=account_disconnected,
+            reconnected_cb=account_reconnected,
+        )
+
     clients = contextlib.AsyncExitStack()
     try:
         base_account = None
@@ -279,6 +316,8 @@ async def bridge_session(
         sns=aws.sns if aws is not None else None,
     )
     ctx.clients_for = pool.clients
+    if nats_accounts is not None and plan.nats_accounts:
+        ctx.nats_accounts = AccountConnections(lambda: ctx.plan, nc, nats_accounts, connect_account)
     for route in routes:
         account = pool.place(route)[0]
         if account in pool.missing:
@@ -294,7 +333,10 @@ async def bridge_session(
         select = select_runnable
     server = None
     try:
-        missing = sorted({r.stream for r in routes if r.stream} - await stream_names(nc))
+        # Another NATS account's streams are seen over its own connection, made only once a
+        # route there starts (a missing one is then its runner's error, retried).
+        here = [r for r in routes if not plan.nats_accounts or route_account(plan, r) == HOME]
+        missing = sorted({r.stream for r in here if r.stream} - await stream_names(nc))
         if missing:
             raise NatsConnectError(
                 f"stream(s) {', '.join(missing)} do not exist",
@@ -303,7 +345,7 @@ async def bridge_session(
             )
         if cleanup:
             for route in routes:
-                if not await cleanup_sns_to_nats(ctx.for_route(route), route):
+                if not await _cleanup(ctx, route, cleanup_sns_to_nats):
                     log.info("%s: no bridge queue %s", route.name, route.bridge_queue)
             return
         await open_bucket(nc, nats.redacted_servers)
@@ -362,18 +404,36 @@ async def bridge_session(
         if server is not None:
             server.close()
         closing = True
+        if ctx.nats_accounts is not None:
+            await ctx.nats_accounts.close()
         await _close_nats(nc)
         await clients.aclose()
 
 
 async def _close_nats(nc: Client) -> None:
     """Drain the connection when it is up (bounded: the server may go away meanwhile)."""
-    if nc.is_connected:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(nc.drain(), CLOSE_TIMEOUT)
-    if not nc.is_closed:
-        with contextlib.suppress(Exception):
-            await nc.close()
+    await close_connection(nc, CLOSE_TIMEOUT)
+
+
+def _other_nats_accounts(plan: Plan, routes: list[Route]) -> list[str]:
+    """The NATS accounts besides the home one that `routes` relay in (none: one account)."""
+    if not plan.nats_accounts:
+        return []
+    return sorted({route_account(plan, r) for r in routes} - {HOME})
+
+
+async def _cleanup(
+    ctx: BridgeContext, route: Route, cleanup: Callable[[BridgeContext, Route], Any]
+) -> bool:
+    """`--cleanup` of one topic's bridge queue, over its NATS account's connection."""
+    child = ctx.for_route(route)
+    if ctx.nats_accounts is None:
+        return bool(await cleanup(child, route))
+    account, child.nc = await ctx.nats_accounts.acquire(route)
+    try:
+        return bool(await cleanup(child, route))
+    finally:
+        await ctx.nats_accounts.release(account)
 
 
 async def _forward(source: asyncio.Event, target: asyncio.Event) -> None:

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from nats.aio.client import Client
 
     from snsq2nats.aws.accounts import RouteAccounts
+    from snsq2nats.jetstream.connect import NatsOptions
     from snsq2nats.plan.model import Plan, Route
 
 
@@ -95,6 +96,16 @@ if TYPE_CHECKING:
     show_default=True,
     help="Seconds without a heartbeat before a fleet member's routes are taken over.",
 )
+@click.option(
+    "--grants",
+    "grants_path",
+    envvar="SNSQ2NATS_GRANTS",
+    type=click.Path(path_type=Path),
+    help="A plan with `accounts: {nats: per-account}`: the directory `snsq2nats auth --format "
+    "jwt` wrote (or its grants.json), whose creds/<account>/snsq2nats-bridge.creds the bridge "
+    "relays each NATS account's routes with; the NATS options connect to the home account. "
+    "Default: beside the --context file auth wrote, else ./nats-auth. Env: SNSQ2NATS_GRANTS.",
+)
 @click.option("--poll-wait", type=click.IntRange(1, 20), default=20, hidden=True)
 @click.option("--visibility-timeout", type=click.IntRange(2, 43_200), default=30, hidden=True)
 @pass_app
@@ -115,6 +126,7 @@ def bridge(
     max_in_flight: int,
     workers: int,
     lease_ttl: float,
+    grants_path: Path | None,
     poll_wait: int,
     visibility_timeout: int,
 ) -> None:
@@ -162,6 +174,7 @@ def bridge(
                 else "the plan has no queue or topic to bridge",
             )
         )
+    nats_accounts = _nats_accounts(plan, routes, nats, grants_path)
     settings = RelaySettings(
         pollers=pollers,
         max_in_flight=max_in_flight,
@@ -202,12 +215,35 @@ def bridge(
                 select=None if cleanup else select,
                 plan_revision=plan_revision,
                 accounts=accounts,
+                nats_accounts=nats_accounts,
             )
         finally:
             if guard is not None:
                 guard.cancel()
 
     asyncio.run(session())
+
+
+def _nats_accounts(
+    plan: Plan, routes: list[Route], nats: NatsInputs, given: Path | None
+) -> dict[str, NatsOptions] | None:
+    """A per-account plan: the connection options of each NATS account the routes relay in
+    besides the home one, with that account's bridge creds from `auth`'s directory."""
+    if not plan.nats_accounts:
+        return None
+    from snsq2nats.auth.bridge import account_options
+    from snsq2nats.auth.record import find_record
+
+    record = find_record(given, nats.context)
+    if record is None:
+        raise UsageError(
+            "the plan puts each AWS account in its own NATS account: the bridge relays each "
+            "route with that account's bridge credentials, and found no `auth` output to take "
+            "them from",
+            hint="run `snsq2nats auth --plan PLAN --format jwt -o DIR`, then bridge with "
+            "--grants DIR",
+        )
+    return account_options(plan, routes, nats.options, record.path.parent)
 
 
 def _bridge_plan(app: Application, nats: NatsInputs, plan_path: Path | None) -> tuple[Plan, int]:
