@@ -1,0 +1,401 @@
+"""The bridge in a per-account plan (`accounts: {nats: per-account}`): each route relayed over a
+connection to its own NATS account with that account's bridge identity.
+
+moto serves two AWS accounts through STS AssumeRole (shop and billing); a nats-server in
+operator mode runs the JWTs `auth --format jwt` wrote for the plan, each account applied with
+its own admin. Billing's `orders` queue has its consumers on NATS (an sqs-to-nats relay into
+billing's NATS account); shop's `events` topic has its producers on NATS and fans out through
+SNS (its `audit` queue reads SNS's envelope), so a nats-to-sns relay reads shop's NATS account.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from snsq2nats.apply import apply_plan
+from snsq2nats.auth.bridge import BRIDGE, account_options, bridge_credentials
+from snsq2nats.auth.identities import Identity, identities, inbox_prefix
+from snsq2nats.auth.jwt import JwtWritten, write_jwt
+from snsq2nats.auth.output import write_identities
+from snsq2nats.aws.accounts import RouteAccounts, account_clients, account_sources
+from snsq2nats.aws.scan import scan_accounts
+from snsq2nats.bridge.context import RelaySettings
+from snsq2nats.bridge.nats_accounts import route_account
+from snsq2nats.bridge.session import bridge_session
+from snsq2nats.demo.nats_server import NatsServer
+from snsq2nats.errors import UsageError
+from snsq2nats.jetstream.connect import NatsOptions, connect_nats
+from snsq2nats.jetstream.spec import ServerInfo
+from snsq2nats.plan.accounts import HOME, account_plan, admin_credentials, apply_order
+from snsq2nats.plan.model import Plan, Route
+from snsq2nats.plan.pipeline import assemble_plan
+from snsq2nats.plan.rules import load_rules
+from tests.fixtures.aws import AwsEndpoint
+from tests.fixtures.wait import until
+
+SHOP, BILLING = "111111111111", "222222222222"
+ROLE = "arn:aws:iam::{account}:role/snsq2nats-bridge"
+PER_ACCOUNT = (
+    f"accounts:\n  naming: prefix\n  nats: per-account\n"
+    f"  aliases: {{'{SHOP}': shop, '{BILLING}': billing}}\n"
+)
+COUNT = 5
+
+
+@dataclass
+class Estate:
+    plan: Plan
+    auth_dir: Path
+    written: JwtWritten
+    by_name: dict[str, Identity]
+
+
+def _seed(aws: AwsEndpoint) -> None:
+    """shop: topic `events`, its `audit` queue subscribed with the SNS envelope (so the topic
+    keeps fanning out through SNS); billing: queue `orders`."""
+    shop = aws.assumed(SHOP)
+    sns = shop.client("sns", endpoint_url=aws.url)
+    sqs = shop.client("sqs", endpoint_url=aws.url)
+    topic = sns.create_topic(Name="events")["TopicArn"]
+    audit = sqs.create_queue(QueueName="audit")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=audit, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn)
+    aws.assumed(BILLING).client("sqs", endpoint_url=aws.url).create_queue(QueueName="orders")
+
+
+def _estate(aws: AwsEndpoint, tmp_path: Path, url: str) -> Estate:
+    """Scanned through both accounts' roles, planned per account, and `auth --format jwt`."""
+    _seed(aws)
+    sources = account_sources((), "arn:aws:iam::{account}:role/snsq2nats-scan", (SHOP, BILLING))
+    inventory = scan_accounts([account_clients(s, (aws.region,), aws.url) for s in sources])
+    mapping = tmp_path / "mapping.yaml"
+    mapping.write_text(PER_ACCOUNT)
+    plan = assemble_plan(
+        inventory, load_rules([mapping]), None, server=ServerInfo(reachable=False, note="offline")
+    )
+    generated = identities(plan)
+    auth_dir = tmp_path / "nats-auth"
+    write_identities(
+        generated,
+        auth_dir,
+        fmt="jwt",
+        credentials="password",
+        tls_user="{name}",
+        url=url,
+        plan=plan,
+    )
+    # The same seeds again: the server's settings as data.
+    written = write_jwt(generated, auth_dir, plan.nats_accounts, plan.crossings)
+    return Estate(plan, auth_dir, written, {i.name: i for i in generated})
+
+
+async def _connect(url: str, creds: Path, identity: Identity) -> Any:
+    return await connect_nats(
+        NatsOptions(servers=[url], creds=str(creds), inbox_prefix=identity.inbox_prefix)
+    )
+
+
+async def _apply(estate: Estate, url: str) -> None:
+    """Each NATS account's part with its own admin, origins first (as `apply --grants`)."""
+    admins = admin_credentials(estate.plan, estate.auth_dir)
+    admin = estate.by_name["snsq2nats-admin"]
+    for account in apply_order(estate.plan):
+        nc = await _connect(url, admins[account], admin)
+        try:
+            result = await apply_plan(
+                nc, account_plan(estate.plan, account), allow_destructive=False
+            )
+            assert result.ok, [o.detail for o in result.failed]
+        finally:
+            await nc.close()
+
+
+def _route(plan: Plan, kind: str, account: str, name: str) -> Route:
+    return next(
+        r
+        for r in plan.candidate_routes
+        if r.kind == kind and r.aws_arn.endswith(f":{account}:{name}")
+    )
+
+
+def _home_options(estate: Estate, url: str) -> NatsOptions:
+    """The bridge's own connection: the home account's bridge, as auth's context names it."""
+    return NatsOptions(
+        servers=[url],
+        creds=str(bridge_credentials(estate.plan, estate.auth_dir)[HOME]),
+        inbox_prefix=inbox_prefix(BRIDGE),
+    )
+
+
+def _bridge_connections(server: NatsServer) -> dict[str, str]:
+    """The bridge's connections open on the server now: connection name → account name."""
+    accounts = {}
+    for key, token in server.extra_config["resolver_preload"].items():  # type: ignore[index]
+        body = token.split(".")[1]
+        accounts[key] = json.loads(_b64(body))["name"]
+    with urllib.request.urlopen(f"{server.monitor_url}/connz?auth=true&limit=1024") as reply:
+        connz = json.loads(reply.read())
+    return {
+        c["name"]: accounts.get(c.get("account", ""), c.get("account", ""))
+        for c in connz.get("connections") or []
+        if str(c.get("name", "")).startswith("snsq2nats bridge")
+    }
+
+
+def _b64(text: str) -> bytes:
+    import base64
+
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _start(
+    estate: Estate, url: str, aws: AwsEndpoint, routes: list[Route]
+) -> tuple[asyncio.Event, asyncio.Task[None]]:
+    stop = asyncio.Event()
+    home = _home_options(estate, url)
+    task = asyncio.create_task(
+        bridge_session(
+            home,
+            estate.plan,
+            routes,
+            regions=(),
+            endpoint_url=aws.url,
+            settings=RelaySettings(wait_time_seconds=1, visibility_timeout=5),
+            duration=None,
+            metrics_port=None,
+            cleanup=False,
+            stop=stop,
+            lease_ttl=3.0,
+            accounts=RouteAccounts(ROLE),
+            nats_accounts=account_options(estate.plan, routes, home, estate.auth_dir),
+        )
+    )
+    return stop, task
+
+
+async def _stream_bodies(url: str, creds: Path, identity: Identity, stream: str) -> list[str]:
+    nc = await _connect(url, creds, identity)
+    try:
+        js = nc.jetstream()
+        last = (await js.stream_info(stream)).state.last_seq
+        return [
+            ((await js.get_msg(stream, seq)).data or b"").decode() for seq in range(1, last + 1)
+        ]
+    finally:
+        await nc.close()
+
+
+async def test_each_route_relays_in_its_own_nats_account(aws: AwsEndpoint, tmp_path: Path) -> None:
+    server = NatsServer(name="bridgeacct")
+    estate = await asyncio.to_thread(_estate, aws, tmp_path, server.url)
+    server.extra_config = estate.written.settings
+    plan = estate.plan
+    inbound = _route(plan, "sqs-to-nats", BILLING, "orders")
+    outbound = _route(plan, "nats-to-sns", SHOP, "events")
+    assert route_account(plan, inbound) == "billing"
+    assert route_account(plan, outbound) == "shop"
+    topic = next(r for r in plan.resources if r.source_arn == outbound.aws_arn)
+    assert topic.publish_subject is not None
+    publisher = next(
+        i for i in estate.by_name.values() if i.role == "publisher" and i.serves == topic.source_arn
+    )
+    admin = estate.by_name["snsq2nats-admin"]
+    admins = admin_credentials(plan, estate.auth_dir)
+    billing_sqs = aws.assumed(BILLING).client("sqs", endpoint_url=aws.url)
+    shop_sqs = aws.assumed(SHOP).client("sqs", endpoint_url=aws.url)
+    orders = billing_sqs.get_queue_url(QueueName="orders")["QueueUrl"]
+    audit = shop_sqs.get_queue_url(QueueName="audit")["QueueUrl"]
+
+    with server:
+        await _apply(estate, server.url)
+        for i in range(COUNT):
+            billing_sqs.send_message(QueueUrl=orders, MessageBody=f"in-{i}")
+        stop, task = _start(estate, server.url, aws, [inbound, outbound])
+        try:
+            await until(
+                lambda: {"shop", "billing"} <= set(_bridge_connections(server).values()),
+                what="the bridge connected to shop's and billing's NATS accounts",
+                timeout=60,
+            )
+            connections = _bridge_connections(server)
+            # The fleet's own connection is the home account's; one more per route account.
+            assert connections["snsq2nats bridge"] == HOME
+            assert connections["snsq2nats bridge shop"] == "shop"
+            assert connections["snsq2nats bridge billing"] == "billing"
+
+            pub = await _connect(server.url, estate.written.creds[publisher.name], publisher)
+            try:
+                for i in range(COUNT):
+                    ack = await pub.jetstream().publish(topic.publish_subject, f"out-{i}".encode())
+                    assert ack.stream == outbound.stream
+            finally:
+                await pub.close()
+
+            async def relayed_in() -> bool:
+                bodies = await _stream_bodies(
+                    server.url, admins["billing"], admin, str(inbound.stream)
+                )
+                return len(bodies) >= COUNT
+
+            await until(relayed_in, what="billing's SQS messages in its stream", timeout=60)
+
+            received: list[str] = []
+
+            def drain_audit() -> bool:
+                got = shop_sqs.receive_message(QueueUrl=audit, MaxNumberOfMessages=10)
+                for m in got.get("Messages", []):
+                    received.append(json.loads(m["Body"])["Message"])
+                    shop_sqs.delete_message(QueueUrl=audit, ReceiptHandle=m["ReceiptHandle"])
+                return len(received) >= COUNT
+
+            await until(
+                lambda: asyncio.to_thread(drain_audit),
+                what="shop's NATS producers' messages through SNS in shop's audit queue",
+                timeout=60,
+            )
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 60)
+
+        # Each message once: nothing doubled, nothing left behind.
+        bodies = await _stream_bodies(server.url, admins["billing"], admin, str(inbound.stream))
+        assert sorted(bodies) == [f"in-{i}" for i in range(COUNT)]
+        assert sorted(received) == [f"out-{i}" for i in range(COUNT)]
+        assert not billing_sqs.receive_message(QueueUrl=orders).get("Messages")
+        assert not shop_sqs.receive_message(QueueUrl=audit).get("Messages")
+        # The bridge closed every account's connection on its way out.
+        assert _bridge_connections(server) == {}
+
+        # Billing's bridge identity cannot reach shop's streams: they are not in its account,
+        # and shop's imported API is not among its grants.
+        bridge = estate.by_name[BRIDGE]
+        creds = bridge_credentials(plan, estate.auth_dir)
+        nc = await _connect(server.url, creds["billing"], bridge)
+        try:
+            reply = await nc.request(f"$JS.API.STREAM.INFO.{outbound.stream}", b"", timeout=10)
+            assert json.loads(reply.data)["error"]["err_code"] == 10059  # stream not found
+            reply = await nc.request(f"$JS.API.STREAM.INFO.{inbound.stream}", b"", timeout=10)
+            assert "error" not in json.loads(reply.data)
+        finally:
+            await nc.close()
+        shop_bridge = await _connect(server.url, creds["shop"], bridge)
+        try:
+            reply = await shop_bridge.request(
+                f"$JS.API.STREAM.INFO.{outbound.stream}", b"", timeout=10
+            )
+            assert "error" not in json.loads(reply.data)
+        finally:
+            await shop_bridge.close()
+
+
+async def test_a_member_connects_only_to_the_accounts_of_its_routes(
+    aws: AwsEndpoint, tmp_path: Path
+) -> None:
+    """Given billing's route alone, the bridge opens no connection to shop's account."""
+    server = NatsServer(name="bridgeacct-lazy")
+    estate = await asyncio.to_thread(_estate, aws, tmp_path, server.url)
+    server.extra_config = estate.written.settings
+    inbound = _route(estate.plan, "sqs-to-nats", BILLING, "orders")
+    admins = admin_credentials(estate.plan, estate.auth_dir)
+    admin = estate.by_name["snsq2nats-admin"]
+    sqs = aws.assumed(BILLING).client("sqs", endpoint_url=aws.url)
+    sqs.send_message(QueueUrl=sqs.get_queue_url(QueueName="orders")["QueueUrl"], MessageBody="x")
+    with server:
+        await _apply(estate, server.url)
+        stop, task = _start(estate, server.url, aws, [inbound])
+        try:
+
+            async def relayed() -> bool:
+                bodies = await _stream_bodies(
+                    server.url, admins["billing"], admin, str(inbound.stream)
+                )
+                return bodies == ["x"]
+
+            await until(relayed, what="billing's message in its stream", timeout=60)
+            assert sorted(_bridge_connections(server).values()) == sorted([HOME, "billing"])
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 60)
+
+
+def test_a_missing_creds_file_names_the_account_and_the_option(tmp_path: Path) -> None:
+    from tests.test_nats_accounts import PER_ACCOUNT as MAPPING
+    from tests.test_nats_accounts import plan_of
+
+    plan = plan_of(tmp_path, MAPPING)
+    auth_dir = tmp_path / "nats-auth"
+    write_identities(
+        identities(plan),
+        auth_dir,
+        fmt="jwt",
+        credentials="password",
+        tls_user="{name}",
+        url="nats://127.0.0.1:4222",
+        plan=plan,
+    )
+    routes = plan.candidate_routes
+    base = NatsOptions(servers=["nats://127.0.0.1:4222"], creds=str(auth_dir / "x.creds"))
+    found = account_options(plan, routes, base, auth_dir)
+    assert sorted(found) == ["billing", "shop"]
+    assert found["billing"].creds == str(auth_dir / "creds" / "billing" / f"{BRIDGE}.creds")
+    assert found["billing"].inbox_prefix == inbox_prefix(BRIDGE)
+    assert found["billing"].servers == base.servers
+    (auth_dir / "creds" / "billing" / f"{BRIDGE}.creds").unlink()
+    with pytest.raises(UsageError) as refused:
+        account_options(plan, routes, base, auth_dir)
+    assert "NATS account(s) billing" in str(refused.value) and "shop" not in str(refused.value)
+    assert "--grants" in (refused.value.hint or "")
+    # Only the accounts the selected routes relay in are asked for.
+    shop_only = [r for r in routes if route_account(plan, r) == "shop"]
+    assert sorted(account_options(plan, shop_only, base, auth_dir)) == ["shop"]
+
+
+async def test_a_per_account_plan_without_account_credentials_is_refused(tmp_path: Path) -> None:
+    from tests.test_nats_accounts import PER_ACCOUNT as MAPPING
+    from tests.test_nats_accounts import plan_of
+
+    plan = plan_of(tmp_path, MAPPING)
+    with pytest.raises(UsageError) as refused:
+        await bridge_session(
+            NatsOptions(servers=["nats://127.0.0.1:1"]),
+            plan,
+            plan.candidate_routes,
+            regions=(),
+            endpoint_url=None,
+            settings=RelaySettings(),
+            duration=None,
+            metrics_port=None,
+            cleanup=False,
+        )
+    assert "billing, shop" in str(refused.value) and "--grants" in (refused.value.hint or "")
+
+
+def test_bridge_cli_of_a_per_account_plan_needs_the_auth_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No --grants and no ./nats-auth: one error naming the option, before any relay."""
+    from click.testing import CliRunner
+
+    from snsq2nats.cli import main
+    from snsq2nats.files import document_json
+    from tests.test_nats_accounts import PER_ACCOUNT as MAPPING
+    from tests.test_nats_accounts import plan_of
+
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_bytes(document_json(plan_of(tmp_path, MAPPING)))
+    monkeypatch.chdir(tmp_path)
+    with NatsServer(name="bridgeacct-cli") as server:
+        run = CliRunner().invoke(
+            main, ["bridge", "--plan", str(plan_file), "--server", server.url, "--duration", "1"]
+        )
+    assert run.exit_code != 0
+    assert "own NATS account" in run.output and "--grants DIR" in run.output
