@@ -27,7 +27,7 @@ from snsq2nats.auth.output import write_identities
 from snsq2nats.aws.accounts import RouteAccounts, account_clients, account_sources
 from snsq2nats.aws.scan import scan_accounts
 from snsq2nats.bridge.context import RelaySettings
-from snsq2nats.bridge.nats_accounts import route_account
+from snsq2nats.bridge.nats_accounts import route_account, route_accounts
 from snsq2nats.bridge.session import bridge_session
 from snsq2nats.demo.nats_server import NatsServer
 from snsq2nats.errors import UsageError
@@ -82,6 +82,11 @@ def _estate(aws: AwsEndpoint, tmp_path: Path, url: str) -> Estate:
     plan = assemble_plan(
         inventory, load_rules([mapping]), None, server=ServerInfo(reachable=False, note="offline")
     )
+    return _authorised(plan, tmp_path, url)
+
+
+def _authorised(plan: Plan, tmp_path: Path, url: str) -> Estate:
+    """`auth --format jwt` of the plan into tmp_path/nats-auth."""
     generated = identities(plan)
     auth_dir = tmp_path / "nats-auth"
     write_identities(
@@ -160,6 +165,7 @@ def _b64(text: str) -> bytes:
 def _start(
     estate: Estate, url: str, aws: AwsEndpoint, routes: list[Route]
 ) -> tuple[asyncio.Event, asyncio.Task[None]]:
+    """An in-process bridge of `routes`, its own connection the home account's bridge."""
     stop = asyncio.Event()
     home = _home_options(estate, url)
     task = asyncio.create_task(
@@ -354,8 +360,10 @@ def test_a_missing_creds_file_names_the_account_and_the_option(tmp_path: Path) -
         account_options(plan, routes, base, auth_dir)
     assert "NATS account(s) billing" in str(refused.value) and "shop" not in str(refused.value)
     assert "--grants" in (refused.value.hint or "")
-    # Only the accounts the selected routes relay in are asked for.
-    shop_only = [r for r in routes if route_account(plan, r) == "shop"]
+    # Only the accounts the selected routes relay in are asked for (the filter router from
+    # shop's topic into billing's queue needs both).
+    shop_only = [r for r in routes if route_accounts(plan, r) == {"shop"}]
+    assert shop_only
     assert sorted(account_options(plan, shop_only, base, auth_dir)) == ["shop"]
 
 
@@ -399,3 +407,67 @@ def test_bridge_cli_of_a_per_account_plan_needs_the_auth_output(
         )
     assert run.exit_code != 0
     assert "own NATS account" in run.output and "--grants DIR" in run.output
+
+
+async def test_a_filtered_subscription_crosses_accounts_through_the_filter_router(
+    aws: AwsEndpoint, tmp_path: Path
+) -> None:
+    """shop's topic, billing's filtered `picky` queue: the plan lists the edge as the bridge's
+    (`how: bridge`); the filter router reads the topic in shop's NATS account and publishes
+    each match into billing's, each once, the rest nowhere."""
+    from snsq2nats.bridge.codec import Attribute, attributes_to_headers
+    from snsq2nats.bridge.nats_accounts import target_account
+    from tests.test_nats_accounts import PER_ACCOUNT as MAPPING
+    from tests.test_nats_accounts import plan_of
+
+    plan = plan_of(tmp_path, MAPPING)
+    router = next(r for r in plan.candidate_routes if r.kind == "filter-router")
+    assert (route_account(plan, router), target_account(plan, router)) == ("shop", "billing")
+    assert [(c.how, c.from_account, c.to_account) for c in plan.crossings if c.how == "bridge"] == [
+        ("bridge", "shop", "billing")
+    ]
+    server = NatsServer(name="bridgeacct-filter")
+    estate = _authorised(plan, tmp_path, server.url)
+    server.extra_config = estate.written.settings
+    topic = next(r for r in plan.resources if r.source_arn == router.aws_arn)
+    assert topic.publish_subject is not None
+    publisher = next(
+        i for i in estate.by_name.values() if i.role == "publisher" and i.serves == topic.source_arn
+    )
+    admin = estate.by_name["snsq2nats-admin"]
+    admins = admin_credentials(plan, estate.auth_dir)
+    kinds = [("one", "big"), ("two", "small"), ("three", "big")]
+    with server:
+        await _apply(estate, server.url)
+        stop, task = _start(estate, server.url, aws, [router])
+        try:
+            await until(
+                lambda: {"shop", "billing"} <= set(_bridge_connections(server).values()),
+                what="the router connected to the topic's and the queue's NATS accounts",
+                timeout=60,
+            )
+            pub = await _connect(server.url, estate.written.creds[publisher.name], publisher)
+            try:
+                for body, kind in kinds:
+                    headers = attributes_to_headers({"kind": Attribute("String", kind)})
+                    await pub.jetstream().publish(
+                        topic.publish_subject, body.encode(), headers=headers
+                    )
+            finally:
+                await pub.close()
+
+            async def routed() -> bool:
+                bodies = await _stream_bodies(
+                    server.url, admins["billing"], admin, str(router.target_stream)
+                )
+                return len(bodies) >= 2
+
+            await until(routed, what="the matches in billing's picky stream", timeout=60)
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 60)
+        bodies = await _stream_bodies(
+            server.url, admins["billing"], admin, str(router.target_stream)
+        )
+        assert bodies == ["one", "three"]
+        assert _bridge_connections(server) == {}

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from snsq2nats.auth.identities import inbox_prefix
-from snsq2nats.bridge.nats_accounts import route_account
+from snsq2nats.bridge.nats_accounts import route_accounts
 from snsq2nats.errors import UsageError
 from snsq2nats.jetstream.connect import NatsOptions
 from snsq2nats.plan.accounts import HOME, admin_credentials
@@ -28,11 +28,11 @@ def bridge_credentials(plan: Plan, auth_dir: Path) -> dict[str, Path]:
 def account_options(
     plan: Plan, routes: Iterable[Route], base: NatsOptions, auth_dir: Path
 ) -> dict[str, NatsOptions]:
-    """The connection options of every NATS account other than the home one that `routes` run
-    in: the servers and TLS settings of `base`, the account's bridge creds from `auth_dir`.
-    Refuses, naming each account and its file, when a creds file is missing."""
+    """The connection options of every NATS account other than the home one that `routes` read
+    from or publish into: the servers and TLS settings of `base`, the account's bridge creds
+    from `auth_dir`. Refuses, naming each account and its file, when a creds file is missing."""
     files = bridge_credentials(plan, auth_dir)
-    wanted = sorted({route_account(plan, r) for r in routes} - {HOME})
+    wanted = sorted(set().union(*(route_accounts(plan, r) for r in routes)) - {HOME})
     missing = [a for a in wanted if a not in files or not files[a].is_file()]
     if missing:
         where = ", ".join(f"{a} ({files.get(a, auth_dir / 'creds' / a)})" for a in missing)

@@ -172,6 +172,9 @@ class BridgeContext:
     # (`bridge.nats_accounts`): a route's runner gets its account's as `nc`. None: `nc` serves
     # every route.
     nats_accounts: AccountConnections | None = None
+    # A route publishing into another NATS account than it reads (a filter router whose topic
+    # and queue are in two accounts): that account's connection; None: `nc` for both.
+    target_nc: Client | None = None
 
     @classmethod
     def tuned(

@@ -233,7 +233,13 @@ class _Router:
         self.metrics.in_flight += 1
         try:
             published = await publish_with_retry(
-                self.ctx, subject, msg.data or b"", headers, stream=self.route.target_stream
+                self.ctx,
+                subject,
+                msg.data or b"",
+                headers,
+                stream=self.route.target_stream,
+                # The subscribed queue's account when it is not the topic's.
+                nc=self.ctx.target_nc,
             )
         finally:
             self.metrics.in_flight -= 1

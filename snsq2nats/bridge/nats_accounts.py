@@ -44,17 +44,36 @@ Connect = Callable[["NatsOptions", str], Awaitable["Client"]]
 Runner = Callable[["BridgeContext", Route], Awaitable[None]]
 
 
+def _holder(plan: Plan, stream: str | None) -> str | None:
+    if stream is None:
+        return None
+    return next((a.name for a in plan.nats_accounts if stream in a.streams), None)
+
+
 def route_account(plan: Plan, route: Route) -> str:
     """The NATS account a route's relay works in: the one holding its stream (the queue's for
     a queue's routes, the topic's for a topic's), else its AWS resource's account's."""
-    for account in plan.nats_accounts:
-        if route.stream is not None and route.stream in account.streams:
-            return account.name
+    held = _holder(plan, route.stream)
+    if held is not None:
+        return held
     try:
         aws = parse_arn(route.aws_arn).account
     except ValueError:
         return HOME
     return next((a.name for a in plan.nats_accounts if aws and a.aws_account == aws), HOME)
+
+
+def target_account(plan: Plan, route: Route) -> str | None:
+    """The NATS account a route publishes into when it is not the one it reads from: a filter
+    router whose topic is in one account and whose subscribed queue is in another."""
+    target = _holder(plan, route.target_stream)
+    return target if target is not None and target != route_account(plan, route) else None
+
+
+def route_accounts(plan: Plan, route: Route) -> set[str]:
+    """Every NATS account a route's relay needs a connection to."""
+    target = target_account(plan, route)
+    return {route_account(plan, route), *([target] if target else [])}
 
 
 class AccountConnections:
@@ -89,8 +108,11 @@ class AccountConnections:
         """The account `route` relays in and the connection to it, opened when it is the
         account's first route here."""
         account = self.account_of(route)
+        return account, await self._hold(account, route)
+
+    async def _hold(self, account: str, route: Route) -> Client:
         if account == HOME:
-            return account, self._home
+            return self._home
         options = self._options.get(account)
         if options is None:
             raise UsageError(
@@ -107,7 +129,7 @@ class AccountConnections:
                 self._open[account] = nc
                 log.info("NATS account %s: connected with its bridge identity", account)
             self._users[account] = self._users.get(account, 0) + 1
-            return account, nc
+            return nc
 
     async def release(self, account: str) -> None:
         """A route of `account` no longer relays: close the connection if it was the last."""
@@ -129,14 +151,21 @@ class AccountConnections:
         await asyncio.gather(*(close_connection(nc) for nc in held))
 
     def wrap(self, runner: Runner) -> Runner:
-        """`runner` over its route's account's connection, held while it runs."""
+        """`runner` over its route's account's connection, held while it runs (and, for a
+        route publishing into another account, that account's as `ctx.target_nc`)."""
 
         async def run(ctx: BridgeContext, route: Route) -> None:
             account, ctx.nc = await self.acquire(route)
+            held = [account]
             try:
+                target = target_account(self._plan(), route)
+                if target is not None:
+                    ctx.target_nc = await self._hold(target, route)
+                    held.append(target)
                 await runner(ctx, route)
             finally:
-                await asyncio.shield(self.release(account))
+                for name in held:
+                    await asyncio.shield(self.release(name))
 
         return run
 

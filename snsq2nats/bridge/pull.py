@@ -392,14 +392,16 @@ async def publish_with_retry(
     *,
     stream: str | None = None,
     attempts: int = PUBLISH_ATTEMPTS,
+    nc: Client | None = None,
 ) -> bool:
-    """Publish to JetStream and wait for the PubAck; True once the stream has the message.
+    """Publish to JetStream and wait for the PubAck; True once the stream has the message
+    (over `nc` when the stream is in another NATS account than `ctx.nc`).
 
     Every attempt carries the same headers, hence the same `Nats-Msg-Id`, so a publish that
     timed out but did land is deduplicated by the stream. False when the attempts are used up
     or the bridge is stopping; the caller then leaves its source message unacknowledged.
     """
-    js = ctx.nc.jetstream()
+    js = (nc or ctx.nc).jetstream()
     timeout = ctx.timings.publish_timeout
     for attempt in range(attempts):
         try:
