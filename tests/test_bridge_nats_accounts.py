@@ -72,13 +72,13 @@ def _seed(aws: AwsEndpoint) -> None:
     aws.assumed(BILLING).client("sqs", endpoint_url=aws.url).create_queue(QueueName="orders")
 
 
-def _estate(aws: AwsEndpoint, tmp_path: Path, url: str) -> Estate:
+def _estate(aws: AwsEndpoint, tmp_path: Path, url: str, mapping_text: str = PER_ACCOUNT) -> Estate:
     """Scanned through both accounts' roles, planned per account, and `auth --format jwt`."""
     _seed(aws)
     sources = account_sources((), "arn:aws:iam::{account}:role/snsq2nats-scan", (SHOP, BILLING))
     inventory = scan_accounts([account_clients(s, (aws.region,), aws.url) for s in sources])
     mapping = tmp_path / "mapping.yaml"
-    mapping.write_text(PER_ACCOUNT)
+    mapping.write_text(mapping_text)
     plan = assemble_plan(
         inventory, load_rules([mapping]), None, server=ServerInfo(reachable=False, note="offline")
     )
@@ -471,3 +471,58 @@ async def test_a_filtered_subscription_crosses_accounts_through_the_filter_route
         )
         assert bodies == ["one", "three"]
         assert _bridge_connections(server) == {}
+
+
+def test_the_bridge_command_takes_each_accounts_creds_from_the_auth_output(
+    aws: AwsEndpoint, tmp_path: Path
+) -> None:
+    """`snsq2nats bridge --context DIR/contexts/snsq2nats-bridge.json`: the home account's
+    bridge runs the revision apply recorded there, and finds billing's creds beside the context
+    (the default --grants) to relay billing's queue, whose consumers the mapping puts on NATS."""
+    from click.testing import CliRunner
+
+    from snsq2nats.cli import main
+    from snsq2nats.files import document_json
+
+    on_nats = (
+        f"overrides:\n  - match: 'arn:aws:sqs:*:{BILLING}:orders'\n"
+        "    cutover: {producers: aws, consumers: nats}\n"
+    )
+    server = NatsServer(name="bridgeacct-command")
+    estate = _estate(aws, tmp_path, server.url, PER_ACCOUNT + on_nats)
+    server.extra_config = estate.written.settings
+    inbound = _route(estate.plan, "sqs-to-nats", BILLING, "orders")
+    assert inbound in estate.plan.routes  # run in the plan's cutover state
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_bytes(document_json(estate.plan))
+    sqs = aws.assumed(BILLING).client("sqs", endpoint_url=aws.url)
+    sqs.send_message(QueueUrl=sqs.get_queue_url(QueueName="orders")["QueueUrl"], MessageBody="c")
+    context = estate.auth_dir / "contexts" / f"{BRIDGE}.json"
+    with server:
+        asyncio.run(_apply(estate, server.url))
+        run = CliRunner().invoke(
+            main,
+            [
+                "bridge",
+                "--plan",
+                str(plan_file),
+                "--context",
+                str(context),
+                "--assume-role",
+                ROLE,
+                "--route",
+                inbound.name,
+                "--max-messages",
+                "1",
+                # Only a guard against a hang: the run ends at its first message.
+                "--duration",
+                "600",
+            ],
+        )
+        assert run.exit_code == 0, run.output
+        admins = admin_credentials(estate.plan, estate.auth_dir)
+        admin = estate.by_name["snsq2nats-admin"]
+        bodies = asyncio.run(
+            _stream_bodies(server.url, admins["billing"], admin, str(inbound.stream))
+        )
+    assert bodies == ["c"]
