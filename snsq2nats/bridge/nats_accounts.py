@@ -96,11 +96,6 @@ class AccountConnections:
         self._users: dict[str, int] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
-    @property
-    def open_accounts(self) -> list[str]:
-        """The accounts this process holds a connection to now."""
-        return sorted(self._open)
-
     def account_of(self, route: Route) -> str:
         return route_account(self._plan(), route)
 

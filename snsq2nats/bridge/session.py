@@ -17,7 +17,12 @@ from snsq2nats.aws.accounts import RouteAccounts, async_session, no_credentials_
 from snsq2nats.aws.arns import parse_arn
 from snsq2nats.aws.clients import async_clients
 from snsq2nats.bridge.context import MAX_AWS_CALLS, RelaySettings
-from snsq2nats.bridge.nats_accounts import AccountConnections, close_connection, route_account
+from snsq2nats.bridge.nats_accounts import (
+    AccountConnections,
+    close_connection,
+    route_account,
+    route_accounts,
+)
 from snsq2nats.errors import UsageError
 from snsq2nats.plan.accounts import HOME
 from snsq2nats.plan.model import Plan, Route
@@ -416,10 +421,11 @@ async def _close_nats(nc: Client) -> None:
 
 
 def _other_nats_accounts(plan: Plan, routes: list[Route]) -> list[str]:
-    """The NATS accounts besides the home one that `routes` relay in (none: one account)."""
+    """The NATS accounts besides the home one that `routes` read or publish in (none: one
+    account)."""
     if not plan.nats_accounts:
         return []
-    return sorted({route_account(plan, r) for r in routes} - {HOME})
+    return sorted(set().union(*(route_accounts(plan, r) for r in routes)) - {HOME})
 
 
 async def _cleanup(
