@@ -526,3 +526,43 @@ def test_the_bridge_command_takes_each_accounts_creds_from_the_auth_output(
             _stream_bodies(server.url, admins["billing"], admin, str(inbound.stream))
         )
     assert bodies == ["c"]
+
+
+async def test_an_accounts_connection_lives_while_one_of_its_routes_runs(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    """Opened by the account's first route, shared by the next, closed after the last; the
+    home account's routes use the bridge's own connection and open nothing."""
+    from snsq2nats.bridge.nats_accounts import AccountConnections
+    from tests.test_nats_accounts import PER_ACCOUNT as MAPPING
+    from tests.test_nats_accounts import plan_of
+
+    plan = plan_of(tmp_path, MAPPING)
+    billing = [r for r in plan.candidate_routes if route_accounts(plan, r) == {"billing"}]
+    assert len(billing) >= 2
+    home_route = billing[0].model_copy(update={"stream": "KV_snsq2nats_fleet"})
+    opened: list[str] = []
+
+    async def connect(options: NatsOptions, name: str) -> Any:
+        opened.append(name)
+        return await connect_nats(options, name=name)
+
+    home = await connect_nats(NatsOptions(servers=[nats_server.url]))
+    pool = AccountConnections(
+        lambda: plan, home, {"billing": NatsOptions(servers=[nats_server.url])}, connect
+    )
+    try:
+        first, nc = await pool.acquire(billing[0])
+        second, again = await pool.acquire(billing[1])
+        assert (first, second) == ("billing", "billing") and again is nc and nc is not home
+        assert await pool.acquire(home_route) == (HOME, home)
+        await pool.release(HOME)
+        await pool.release(first)
+        assert nc.is_connected  # billing[1] still runs
+        await pool.release(second)
+        await until(lambda: nc.is_closed, what="billing's connection closed after its last route")
+        assert opened == ["snsq2nats bridge billing"]
+        assert home.is_connected
+    finally:
+        await pool.close()
+        await home.close()
