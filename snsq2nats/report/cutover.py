@@ -346,9 +346,11 @@ def outcome_line(result: CutoverResult) -> str:
             f"from {cut.source_start} on its queues' streams source it"
         )
         if cut.in_doubt:
+            recorded = f"{cut.recorded} recorded as sent to SNS, " if cut.ledger else ""
             line += (
                 f" ({len(cut.in_doubt)} in between, handed to SNS without all being "
-                f"acknowledged: {cut.copied} copied under their SNS ids, one of each kept)"
+                f"acknowledged: {recorded}{cut.copied} copied under their SNS ids, one of each "
+                "kept)"
             )
     for kept in result.kept:
         line += f"\nkept {kept}"
