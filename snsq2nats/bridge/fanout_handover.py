@@ -11,7 +11,7 @@ N + 1 would deliver the acknowledged ones twice, sources starting at D + 1 alone
 unsent ones.
 
 So each queue's new source starts at D + 1, and each message of (N, D] the source would carry
-is copied into the queue stream first, under the id the SNS path's copy of it carries
+and SNS may lack (below) is copied into the queue stream first, under the id the SNS path's copy of it carries
 (`codec.topic_copy`): whichever copy arrives second inside the queue stream's duplicate window
 is dropped. A filter router, whose copies carry that id anyway, starts at N + 1.
 
@@ -25,12 +25,14 @@ batch), and the handover copies only the messages of (N, D] the ledger does not 
 acknowledged one is named (its record was written before its ack), a held one (handed to a
 member, never sent, never acknowledged) is not, and neither is anything a graceful stop gave
 back. Exact for both kinds of queue, with one at-least-once window left: a member killed
-between SNS's answer and its record leaves a message SNS has unnamed, and a queue whose
-consumers are on AWS gets it twice (on NATS the stream's duplicate window still keeps one).
+between SNS's answer and its record (or a record the ledger would not take: the relay warns
+and acknowledges anyway, since holding the ack back would resend it for certain) leaves a
+message SNS has unnamed, and a queue whose consumers are on AWS gets it twice (on NATS the
+stream's duplicate window still keeps one).
 
-Without the ledger (a plan applied before it existed, or a bridge too old to write it) every
-message of (N, D] is copied, as before the ledger: `RelayCut.ledger` says which it was, and
-apply and cutover say so.
+Without the ledger stream (a plan applied before it existed) every message of (N, D] is
+copied, as before the ledger: `RelayCut.ledger` is False, and apply and cutover say so. A
+bridge too old to write records leaves what it sent unnamed, so that is copied too.
 """
 
 from __future__ import annotations
