@@ -34,6 +34,7 @@ from snsq2nats.jetstream.connect import NatsOptions, connect_nats
 from snsq2nats.plan.buckets import SENT_LEDGER
 from snsq2nats.plan.pipeline import publish_subject
 from snsq2nats.plan.routes import TO_SNS_CONSUMER
+from snsq2nats.report.apply import handover_lines
 from tests.fixtures.aws import AwsEndpoint
 from tests.fixtures.wait import until
 from tests.test_cutover import Bridge, _hold, cutover, planned, stream_bodies
@@ -160,10 +161,15 @@ async def test_a_replan_hands_a_held_relay_over_with_each_message_once_per_queue
             # The ledger names what SNS took after the held one; the held one is copied.
             assert cut.recorded > 0, cut
             assert len(QUEUES) <= cut.copied <= len(QUEUES) * (delivered - acked - cut.recorded)
+        if hold and ledger:
+            (line,) = handover_lines(result)
+            assert f"{cut.recorded} recorded as sent to SNS" in line, line
         if not ledger:
-            # Nothing to tell SNS's share by: every message of (N, D] to each queue.
+            # Nothing to tell SNS's share by: every message of (N, D] to each queue, said so.
             assert cut.recorded == 0, cut
             assert cut.copied == len(QUEUES) * (delivered - acked), cut
+            (line,) = handover_lines(result)
+            assert "no ledger of what SNS accepted" in line, line
         assert 0 < delivered < len(sent)
         # Each queue sources the topic after the last message the relay was handed.
         assert starts == {n: [(events.stream, delivered + 1)] for n in QUEUES}
