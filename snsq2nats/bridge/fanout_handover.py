@@ -13,7 +13,8 @@ unsent ones.
 So each queue's new source starts at D + 1, and each message of (N, D] the source would carry
 and SNS may lack (below) is copied into the queue stream first, under the id the SNS path's
 copy of it carries (`codec.topic_copy`): whichever copy arrives second inside the queue
-stream's duplicate window is dropped. A filter router, whose copies carry that id anyway, starts at N + 1.
+stream's duplicate window is dropped. A filter router, whose copies carry that id anyway,
+starts at N + 1.
 
 Copying all of (N, D] is exact only where SNS's copies reach the queue stream: a queue whose
 consumers are on NATS (its sqs-to-nats relay names them by that id). `apply` may hand over
