@@ -122,6 +122,10 @@ class ApplyResult:
     revision: int | None = None
     """The applied revision recorded for the bridges (`record_applied_revision`); None when
     the plan has no revision bucket (no routes) or the run stopped."""
+    handovers: dict[str, RelayCut] = field(default_factory=dict)
+    """Per topic stream whose fan-out this run moved from SNS to sources: where its stopped
+    SNS relay left it, how many in-doubt messages the ledger named as sent to SNS, how many
+    copies were written, and whether there was a ledger to read (`bridge.fanout_handover`)."""
 
     @property
     def ok(self) -> bool:
@@ -716,7 +720,13 @@ def _runnable(route: Route, live: LiveState) -> bool:
 
 
 async def hand_over_fanout(
-    nc: Client, plan: Plan, live: LiveState, run: list[Change], timeout: float = CONFIRM_TIMEOUT
+    nc: Client,
+    plan: Plan,
+    live: LiveState,
+    run: list[Change],
+    timeout: float = CONFIRM_TIMEOUT,
+    *,
+    cuts: dict[str, RelayCut] | None = None,
 ) -> dict[str, int]:
     """Stop the SNS relay of each topic whose fan-out moves to stream sources, exactly once.
 
@@ -724,9 +734,11 @@ async def hand_over_fanout(
     new plan's routes that can already run) and apply waits until every live bridge confirms
     it, which it does once the relay has stopped. The relay consumer's floors then say what
     SNS has (`bridge.fanout_handover`): the new sources start after the last message it was
-    handed (returned per topic stream for `anchor_new_sources`), the few handed to it without
-    an ack are copied into the queue streams under their SNS ids, and the topic's filter
-    routers start after its ack floor. The same handover as `cutover finish TOPIC`
+    handed (returned per topic stream for `anchor_new_sources`), those of the few handed to it
+    without an ack that its ledger does not name as accepted by SNS are copied into the queue
+    streams under their SNS ids (exact also for a queue whose consumers are still on AWS; all
+    of them without a ledger), and the topic's filter routers start after its ack floor. Each
+    topic's cut is put in `cuts`. The same handover as `cutover finish TOPIC`
     (`cutover.switch_to_sources`).
     """
     from snsq2nats.bridge.fanout_handover import carry_in_doubt, read_cut
@@ -767,7 +779,8 @@ async def hand_over_fanout(
                 "those topics wait in their streams): check the bridges' logs, then run "
                 "apply again",
             )
-    cuts: dict[str, RelayCut] = {}
+    if cuts is None:
+        cuts = {}
     for stream in sorted(switching - set(starts)):
         # Read once every bridge has stopped the relay: its floors no longer move.
         cut = await read_cut(nc, stream)
@@ -883,7 +896,8 @@ async def apply_plan(
         if refusal is not None:
             raise refusal
 
-    starts = await hand_over_fanout(nc, plan, live, run, confirm_timeout)
+    cuts: dict[str, RelayCut] = {}
+    starts = await hand_over_fanout(nc, plan, live, run, confirm_timeout, cuts=cuts)
     ops = _ops(nc, plan, run, live, pedantic_supported(live.server), starts)
     runner = _Runner(concurrency=max(1, concurrency), on_progress=on_progress)
     for change in already:
@@ -891,7 +905,10 @@ async def apply_plan(
     await runner.run(ops)
     ordered = [runner.outcomes[_key(c)] for c in plan.pending]
     result = ApplyResult(
-        outcomes=ordered, error=runner.error, seconds=time.perf_counter() - started
+        outcomes=ordered,
+        error=runner.error,
+        seconds=time.perf_counter() - started,
+        handovers=cuts,
     )
     if result.ok:
         result.revision = await record_applied_revision(nc, plan)

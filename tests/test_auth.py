@@ -305,6 +305,38 @@ async def test_bridge_reads_and_follows_the_applied_revision_unrefused(estate: E
         await bridge.publish_refused("$KV.snsq2nats_revision.applied", b"{}")
 
 
+async def test_the_sns_relay_records_what_sns_took_and_the_admin_reads_it(estate: Estate) -> None:
+    """The bridge identity writes the SNS relay's ledger record of a message it pulled from
+    the relay's durable (the relay's own code), and no other topic's; the admin (apply's and
+    cutover's handover) reads it back."""
+    from snsq2nats.bridge.context import BridgeContext
+    from snsq2nats.bridge.fanout_handover import read_sent
+    from snsq2nats.bridge.nats_to_aws import Item, Relay
+    from snsq2nats.bridge.nats_to_sns import SnsTarget
+    from snsq2nats.plan.routes import TO_SNS_CONSUMER
+
+    route = next(r for r in estate.plan.candidate_routes if r.kind == "nats-to-sns")
+    assert route.stream == "sns_orders"
+    async with Client(estate, "sns_orders-publisher") as publisher:
+        await publisher.send("sns.orders.order_placed.eu", b"{}", "sns_orders")
+    async with Client(estate, "snsq2nats-bridge") as bridge:
+        msg = await bridge.pull_one(TO_SNS_CONSUMER, "sns_orders")
+        ctx = BridgeContext(plan=estate.plan, nc=bridge.nc, sqs=None, sns=None)  # type: ignore[arg-type]
+        relay = Relay(ctx, route, SnsTarget(ctx, route))
+        try:
+            await relay._record([Item(msg, {}, 0, 0.0)])
+        finally:
+            await relay.replies.close()
+        await msg.ack_sync()
+        assert not relay.ledger_warned
+        assert not bridge.errors, bridge.errors
+        await bridge.publish_refused("snsq2nats.sent.sqs_orders-billing", b"[1]")
+    async with Client(estate, "snsq2nats-admin") as admin:
+        sent = await read_sent(admin.nc, "sns_orders", None)
+        assert sent is not None and msg.metadata.sequence.stream in sent
+        assert not admin.errors, admin.errors
+
+
 @pytest.fixture(params=[False, True], ids=["classic-acks", "v2-acks"])
 def ack_server(request: pytest.FixtureRequest, estate: Estate) -> Iterator[tuple[Estate, bool]]:
     """A server of its own with the module's identities (hashing their passwords again would

@@ -384,6 +384,7 @@ SHOP_STREAMS = {
     "sqsfifo_payments",
     "sqsfifo_payments-dlq",
     "snsq2nats_advisories",
+    "snsq2nats_sent",
 }
 
 

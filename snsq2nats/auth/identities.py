@@ -48,7 +48,7 @@ from snsq2nats.jetstream.operations import (
     pull_grants,
 )
 from snsq2nats.jetstream.operations import ACK as ACK_OP
-from snsq2nats.plan.buckets import bucket_uses
+from snsq2nats.plan.buckets import bucket_uses, sent_subject
 from snsq2nats.plan.model import Plan, Resource, Route
 from snsq2nats.plan.routes import RELAY_PREFIX
 
@@ -311,6 +311,9 @@ def _route_publish(route: Route, subjects: _Subjects) -> list[str]:
     if route.kind == "sns-to-nats":
         return subjects.relayed(route.stream)
     out: list[str] = []
+    if route.kind == "nats-to-sns" and route.stream:
+        # What SNS accepted, recorded before the ack (`plan.buckets.SENT_LEDGER`).
+        out.append(sent_subject(route.stream))
     if route.kind == "filter-router":
         out += subjects.own(route.target_stream)
     if route.kind == "dlq-mover":

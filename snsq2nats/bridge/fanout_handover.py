@@ -11,32 +11,53 @@ N + 1 would deliver the acknowledged ones twice, sources starting at D + 1 alone
 unsent ones.
 
 So each queue's new source starts at D + 1, and each message of (N, D] the source would carry
-is copied into the queue stream first, under the id the SNS path's copy of it carries
-(`codec.topic_copy`): whichever copy arrives second inside the queue stream's duplicate window
-is dropped. A filter router, whose copies carry that id anyway, starts at N + 1.
+and SNS may lack (below) is copied into the queue stream first, under the id the SNS path's
+copy of it carries (`codec.topic_copy`): whichever copy arrives second inside the queue
+stream's duplicate window is dropped. A filter router, whose copies carry that id anyway,
+starts at N + 1.
 
-That holds where SNS's copies reach the queue stream: a queue whose consumers are on NATS
-(its sqs-to-nats relay names them by that id). `apply` may hand over while a queue's consumers
-are still on AWS; there SNS's copy goes straight to SQS and the stream's copy follows through
-the nats-to-sqs relay, and SQS has no duplicate window: every acknowledged message of (N, D]
-reaches such a queue twice (reproduced: one held message, 39 duplicates in each queue). Only
-the messages of (N, D] never acknowledged may be missing from SNS, but the relay consumer's
-state says how many there are, not which.
+Copying all of (N, D] is exact only where SNS's copies reach the queue stream: a queue whose
+consumers are on NATS (its sqs-to-nats relay names them by that id). `apply` may hand over
+while a queue's consumers are still on AWS; there SNS's copy goes straight to SQS and the
+stream's copy follows through the nats-to-sqs relay, and SQS has no duplicate window. So the
+relay records, per PublishBatch SNS accepted and before acknowledging those messages, the
+stream sequences it sent in the ledger (`plan.buckets.SENT_LEDGER`, one awaited publish per
+batch), and the handover copies only the messages of (N, D] the ledger does not name: each
+acknowledged one is named (its record was written before its ack), a held one (handed to a
+member, never sent, never acknowledged) is not, and neither is anything a graceful stop gave
+back. Exact for both kinds of queue, with one at-least-once window left: a member killed
+between SNS's answer and its record (or a record the ledger would not take: the relay warns
+and acknowledges anyway, since holding the ack back would resend it for certain) leaves a
+message SNS has unnamed, and a queue whose consumers are on AWS gets it twice (on NATS the
+stream's duplicate window still keeps one).
+
+Without the ledger stream (a plan applied before it existed) every message of (N, D] is
+copied, as before the ledger: `RelayCut.ledger` is False, and apply and cutover say so. A
+bridge too old to write records leaves what it sent unnamed, so that is copied too.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from snsq2nats.bridge.codec import CANARY_HEADER, ORIGIN_HEADER, topic_copy
-from snsq2nats.jetstream.api import api, get_message
-from snsq2nats.jetstream.operations import CONSUMER_INFO
+from snsq2nats.jetstream.api import (
+    ERR_NO_MESSAGE,
+    ERR_STREAM_NOT_FOUND,
+    JetStreamApiError,
+    api,
+    get_message,
+)
+from snsq2nats.jetstream.operations import CONSUMER_DELETE, CONSUMER_INFO, MSG_GET, STREAM_INFO
 from snsq2nats.jetstream.spec import StreamSource
 from snsq2nats.jetstream.subjects import subject_in
+from snsq2nats.plan.buckets import SENT_LEDGER, sent_subject
 from snsq2nats.plan.model import Plan
 from snsq2nats.plan.routes import TO_SNS_CONSUMER
 
@@ -46,6 +67,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PUBLISH_ATTEMPTS = 5
+CLOCK_MARGIN = timedelta(minutes=5)
+"""How far before its first in-doubt message the ledger is read: a record is written after the
+message it names, but by the ledger's leader, whose clock may lag the topic stream's."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +83,10 @@ class RelayCut:
     """D: no message after this one did."""
     copied: int = 0
     """Copies of (N, D] written into queue streams by this handover."""
+    recorded: int = 0
+    """Messages of (N, D] the ledger names as accepted by SNS: not copied."""
+    ledger: bool = True
+    """False: no ledger to read, so every message of (N, D] was copied."""
 
     @property
     def source_start(self) -> int:
@@ -72,12 +100,14 @@ class RelayCut:
     def in_doubt(self) -> range:
         return range(self.acked + 1, self.delivered + 1)
 
-    def to_json(self) -> dict[str, int]:
+    def to_json(self) -> dict[str, int | bool]:
         return {
             "acked": self.acked,
             "delivered": self.delivered,
             "source_start": self.source_start,
             "copied": self.copied,
+            "recorded": self.recorded,
+            "ledger": self.ledger,
         }
 
 
@@ -134,13 +164,27 @@ async def carry_in_doubt(
     *,
     route: str,
 ) -> RelayCut:
-    """Copy each message of the cut's (N, D] into each target whose source selects it, as the
-    relay would have sent it: NATS-published (in `relay_subjects`, not AWS-relayed), never a
-    canary. Returns the cut with the number of copies written."""
-    copied = 0
-    if not targets:
+    """Copy each message of the cut's (N, D] that SNS did not accept (the ledger does not name
+    it; all of them without a ledger) into each target whose source selects it, as the relay
+    would have sent it: NATS-published (in `relay_subjects`, not AWS-relayed), never a canary.
+    Returns the cut with the number of copies written and of messages the ledger named."""
+    if not targets or not cut.in_doubt:
         return cut
+    since = await _first_published(nc, cut.topic_stream, cut.in_doubt)
+    sent = await read_sent(nc, cut.topic_stream, since - CLOCK_MARGIN if since else None)
+    if sent is None:
+        log.warning(
+            "%s: no ledger %s of what SNS accepted: every message of %d to %d is copied",
+            cut.topic_stream,
+            SENT_LEDGER,
+            cut.acked + 1,
+            cut.delivered,
+        )
+    copied = recorded = 0
     for seq in cut.in_doubt:
+        if sent is not None and seq in sent:
+            recorded += 1  # SNS has it and delivers it to every queue itself
+            continue
         message = await get_message(nc, cut.topic_stream, seq)
         if message is None or CANARY_HEADER in message.headers:
             continue
@@ -156,7 +200,104 @@ async def carry_in_doubt(
             )
             await _publish(nc, subject, message.data, headers, target.stream)
             copied += 1
-    return RelayCut(cut.topic_stream, cut.acked, cut.delivered, cut.copied + copied)
+    return RelayCut(
+        cut.topic_stream,
+        cut.acked,
+        cut.delivered,
+        cut.copied + copied,
+        cut.recorded + recorded,
+        sent is not None,
+    )
+
+
+async def _first_published(nc: Client, stream: str, seqs: range) -> datetime | None:
+    """When the first message of `seqs` still in the stream was published (None: none is, or
+    the server's time cannot be read)."""
+    for seq in seqs:
+        try:
+            response = await api(nc, MSG_GET.subject(stream=stream), {"seq": seq}, 5.0)
+        except JetStreamApiError as exc:
+            if exc.err_code == ERR_NO_MESSAGE:
+                continue
+            raise
+        return _parse_time(str((response.get("message") or {}).get("time") or ""))
+    return None
+
+
+def _parse_time(text: str) -> datetime | None:
+    """The server's RFC 3339 time (nanoseconds, `Z`), to the microsecond."""
+    head, _, fraction = text.removesuffix("Z").partition(".")
+    try:
+        moment = datetime.fromisoformat(head)
+    except ValueError:
+        return None
+    digits = "".join(c for c in fraction if c.isdigit())[:6]
+    micros = int(digits.ljust(6, "0")) if digits else 0
+    return moment.replace(microsecond=micros, tzinfo=moment.tzinfo or UTC)
+
+
+async def read_sent(nc: Client, topic_stream: str, since: datetime | None) -> set[int] | None:
+    """The sequences of `topic_stream` its SNS relay recorded as accepted by SNS (records
+    written from `since` on; all without it), or None when there is no ledger.
+
+    One filtered consumer of its own, which says up front how many records there are, so the
+    read knows when it has them all; deleted afterwards."""
+    from nats.errors import TimeoutError as NatsTimeout
+    from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+    from nats.js.errors import NotFoundError
+
+    js = nc.jetstream()
+    config = ConsumerConfig(
+        deliver_policy=DeliverPolicy.BY_START_TIME if since else DeliverPolicy.ALL,
+        opt_start_time=since,
+        ack_policy=AckPolicy.NONE,
+        inactive_threshold=30.0,
+        mem_storage=True,
+    )
+    try:
+        sub = await js.pull_subscribe(sent_subject(topic_stream), stream=SENT_LEDGER, config=config)
+    except NotFoundError:
+        # The stream or the new consumer: only a missing stream means "no ledger".
+        try:
+            await api(nc, STREAM_INFO.subject(stream=SENT_LEDGER), None, 5.0)
+        except JetStreamApiError as err:
+            if err.err_code == ERR_STREAM_NOT_FOUND:
+                return None
+        raise
+    sent: set[int] = set()
+    try:
+        left = (await sub.consumer_info()).num_pending or 0
+        silent = 0
+        # A record that expired meanwhile never comes: an unread one only costs a copy more.
+        while left > 0 and silent < 3:
+            try:
+                msgs = await sub.fetch(min(left, 256), timeout=5.0)
+            except (TimeoutError, NatsTimeout):
+                silent += 1
+                continue
+            silent = 0
+            for msg in msgs:
+                left = msg.metadata.num_pending
+                sent.update(_record(msg.data))
+    finally:
+        try:
+            name = (await sub.consumer_info()).name
+            await sub.unsubscribe()
+            await api(nc, CONSUMER_DELETE.subject(stream=SENT_LEDGER, consumer=name), None, 5.0)
+        except Exception:
+            await sub.unsubscribe()
+    return sent
+
+
+def _record(data: bytes | None) -> list[int]:
+    """A ledger record: a JSON list of stream sequences (anything else names none)."""
+    try:
+        value = json.loads(data or b"")
+    except ValueError:
+        return []
+    if not isinstance(value, list):
+        return []
+    return [int(v) for v in value if isinstance(v, int)]
 
 
 async def _publish(

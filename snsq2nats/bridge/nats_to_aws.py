@@ -14,6 +14,10 @@ first copied to that DLQ; the TERM reason, the log line and the error metric say
 
 Batches of up to 10 entries (and at most the call's byte budget) go out concurrently on
 "lanes"; FIFO routes use a single lane so each message group reaches AWS in stream order.
+
+A target with a ledger (SNS: `Target.ledger_subject`) has each accepted batch's stream
+sequences recorded there, one awaited publish per batch, between AWS's answer and the ack: a
+later fan-out handover learns which in-doubt messages SNS already has (`bridge.fanout_handover`).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import asyncio
 import contextlib
 import functools
 import hashlib
+import json
 import logging
 import re
 import time
@@ -52,10 +57,11 @@ from snsq2nats.bridge.pull import (
     route_binding,
     term_with_reason,
 )
-from snsq2nats.bridge.replies import Replies
+from snsq2nats.bridge.replies import NoResponders, Replies, check_pub_ack
 from snsq2nats.errors import SnsqError
 from snsq2nats.filterpolicy import decode_token
 from snsq2nats.jetstream.subjects import subject_in
+from snsq2nats.plan.buckets import SENT_LEDGER
 from snsq2nats.plan.model import Route
 
 if TYPE_CHECKING:
@@ -65,6 +71,8 @@ log = logging.getLogger(__name__)
 
 # In-process attempts at one batch before its failures are NAKed with a delay.
 MAX_ATTEMPTS = 5
+# Attempts at one ledger record before the batch is acknowledged without it.
+RECORD_ATTEMPTS = 3
 BATCH_ENTRIES = 10
 _ENTRY_IDS = tuple(f"m{i}" for i in range(BATCH_ENTRIES))
 SQS_MAX_BYTES = 1_048_576  # per message and per SendMessageBatch request
@@ -200,6 +208,11 @@ class Target:
     def body_field(self) -> str:
         raise NotImplementedError
 
+    def ledger_subject(self) -> str | None:
+        """Where the stream sequences AWS accepted are recorded before their ack (None: not
+        recorded; a queue's copy reaches SQS once whatever happens to the relay)."""
+        return None
+
     async def call(self, entries: list[dict[str, Any]]) -> dict[str, Any]:
         raise NotImplementedError
 
@@ -299,6 +312,7 @@ class Relay:
                 self.dlq_route = other
         self.pause_until = 0.0
         self.route_failures = 0
+        self.ledger_warned = False
 
     async def run(self) -> None:
         await require_consumer(self.ctx, self.route, self.source.stream, self.source.consumer)
@@ -459,6 +473,7 @@ class Relay:
         while pending:
             accepted, retry, rejected = await self._send(pending)
             if accepted:
+                await self._record(accepted)
                 await ack_confirmed(
                     self.replies,
                     [i.msg for i in accepted],
@@ -489,6 +504,47 @@ class Relay:
             if await self.ctx.pause(backoff(attempt)):
                 await self._give_back(pending, delayed=False)
                 return
+
+    async def _record(self, accepted: list[Item]) -> None:
+        """Record the accepted batch's sequences in the target's ledger, before the ack.
+
+        Never holds the ack back: the messages are at AWS already, and leaving them
+        unacknowledged would send them again for certain. A record that cannot be written
+        costs a duplicate only if a fan-out handover later finds the message in doubt (it then
+        copies it, as it copies every message of a relay that keeps no ledger)."""
+        subject = self.target.ledger_subject()
+        if subject is None:
+            return
+        payload = json.dumps(
+            [int(item.msg.metadata.sequence.stream) for item in accepted], separators=(",", ":")
+        ).encode()
+        problem = ""
+        for _ in range(RECORD_ATTEMPTS):
+            try:
+                future = await self.replies.send(
+                    subject, payload, {"Nats-Expected-Stream": SENT_LEDGER}
+                )
+                (reply,) = await self.replies.gather([future], self.ctx.timings.publish_timeout)
+                if isinstance(reply, BaseException):
+                    raise reply
+                check_pub_ack(reply)
+                return
+            except NoResponders:
+                problem = f"no stream {SENT_LEDGER} (run snsq2nats apply with this version)"
+                break
+            except Exception as exc:
+                problem = f"{type(exc).__name__}: {exc}"
+        self.metrics.error()
+        if not self.ledger_warned:
+            self.ledger_warned = True
+            log.warning(
+                "%s: cannot record what %s accepted in %s: %s; a fan-out handover copies such "
+                "messages to the topic's queues again",
+                self.route.name,
+                self.target.kind,
+                subject,
+                problem,
+            )
 
     async def _give_back(self, items: list[Item], *, delayed: bool) -> None:
         if delayed:

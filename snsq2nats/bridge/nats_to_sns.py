@@ -1,5 +1,6 @@
 """nats-to-sns: a topic whose publishers moved to NATS, relayed into its SNS topic for the
-subscriptions still on AWS (PublishBatch). The relay itself is `nats_to_aws`."""
+subscriptions still on AWS (PublishBatch). The relay itself is `nats_to_aws`; what SNS accepted
+is recorded in the ledger (`plan.buckets.SENT_LEDGER`) before it is acknowledged."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from snsq2nats.bridge.context import BridgeContext
 from snsq2nats.bridge.nats_to_aws import SNS_MAX_BYTES, Target, run_relay
+from snsq2nats.plan.buckets import sent_subject
 from snsq2nats.plan.model import Route
 
 if TYPE_CHECKING:
@@ -31,6 +33,11 @@ class SnsTarget(Target):
 
     def body_field(self) -> str:
         return "Message"
+
+    def ledger_subject(self) -> str | None:
+        """SNS has no duplicate window towards a queue whose consumers are on AWS: a fan-out
+        handover must know which in-doubt messages SNS already took."""
+        return sent_subject(self.route.stream) if self.route.stream else None
 
     async def call(self, entries: list[dict[str, Any]]) -> dict[str, Any]:
         result: dict[str, Any] = await self.ctx.call_aws(

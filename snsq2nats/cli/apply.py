@@ -204,7 +204,7 @@ def _confirm(app: Application, interactive: bool) -> None:
 
 def _run_apply(app: Application, nats: NatsInputs, plan: Plan, *, allow_destructive: bool) -> None:
     from snsq2nats.apply import ApplyError, apply_plan
-    from snsq2nats.report.apply import outcome_table, result_line
+    from snsq2nats.report.apply import handover_lines, outcome_table, result_line
 
     async def go(nc: Client) -> Any:
         if not plan.pending:
@@ -219,6 +219,8 @@ def _run_apply(app: Application, nats: NatsInputs, plan: Plan, *, allow_destruct
             )
 
     result = app.run_nats(nats.options, "snsq2nats apply", go)
+    for line in handover_lines(result):
+        app.out.info(line)
     if result.revision is not None:
         app.out.info(f"Recorded as applied revision {result.revision}: running bridges follow it.")
     if not result.outcomes:

@@ -10,6 +10,13 @@ bridge only opens it (and says to run `apply` when it is missing).
 - `snsq2nats_cutover`: the live cutover state (`plan.states`), each key's history kept.
 - `snsq2nats_revision`: the applied revision (`plan.revision`): the plan `apply` last made true,
   which every bridge runs and follows (`bridge.follow`), whatever plan file it was started with.
+
+One plain stream sits beside them, planned the same way when a topic fans out through SNS:
+
+- `snsq2nats_sent`: the SNS relays' ledger. A nats-to-sns relay records, per PublishBatch SNS
+  accepted and before it acknowledges those messages, the topic stream sequences it sent, on
+  `snsq2nats.sent.<topic stream>`; the fan-out handover reads it to copy only what SNS does
+  not have (`bridge.fanout_handover`).
 """
 
 from __future__ import annotations
@@ -55,6 +62,39 @@ BUCKET_USES: tuple[BucketUse, ...] = (
 
 def bucket_uses(role: str) -> list[BucketUse]:
     return [use for use in BUCKET_USES if use.role == role]
+
+
+SENT_LEDGER = "snsq2nats_sent"
+SENT_PREFIX = "snsq2nats.sent"
+SENT_ROUTES = "to-sns:*"
+"""The ledger's `snsq2nats.route`: every nats-to-sns route (`to-sns:<topic>`) writes it."""
+SENT_MAX_AGE = 7 * 86400
+"""Seconds a record is kept: a handover reads only records newer than its in-doubt messages,
+which a topic stream keeps for `topic_retention` (a day by default)."""
+
+
+def sent_subject(topic_stream: str) -> str:
+    """Where the SNS relay of `topic_stream` records what SNS accepted."""
+    return f"{SENT_PREFIX}.{topic_stream}"
+
+
+def sent_ledger_spec(replicas: int = 1) -> StreamSpec:
+    """Small JSON records (`[seq, …]`), one per accepted PublishBatch, kept `SENT_MAX_AGE`."""
+    return StreamSpec(
+        name=SENT_LEDGER,
+        description="SNS relays' ledger: the topic stream sequences SNS accepted",
+        subjects=[f"{SENT_PREFIX}.>"],
+        retention="limits",
+        storage="file",
+        num_replicas=replicas,
+        max_age=SENT_MAX_AGE * NS,
+        metadata=for_route(SENT_ROUTES, EVERY),
+    )
+
+
+def ledger_specs(relays_to_sns: bool, replicas: int = 1) -> list[StreamSpec]:
+    """The ledger when some topic may fan out through SNS (a nats-to-sns candidate route)."""
+    return [sent_ledger_spec(replicas)] if relays_to_sns else []
 
 
 def _bucket_spec(

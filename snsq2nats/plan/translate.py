@@ -25,7 +25,7 @@ from snsq2nats.aws.arns import arn_name, parse_arn
 from snsq2nats.errors import MappingError
 from snsq2nats.inventory import Inventory, Subscription
 from snsq2nats.jetstream.spec import ConsumerSpec, StreamSpec
-from snsq2nats.plan.buckets import bucket_specs
+from snsq2nats.plan.buckets import bucket_specs, ledger_specs
 from snsq2nats.plan.context import Context
 from snsq2nats.plan.model import Desired, Fidelity, Resource, Route
 from snsq2nats.plan.queues import QueueFacts, QueueNames, name_queue, plan_queue
@@ -87,6 +87,8 @@ def translate(
     streams: list[StreamSpec] = list(derived.streams)
     # Every route a cutover state may run needs them, not only those running in this one.
     streams += bucket_specs(bool(derived.candidates), rules.defaults.replicas)
+    relays_to_sns = any(r.kind == "nats-to-sns" for r in derived.candidates)
+    streams += ledger_specs(relays_to_sns, rules.defaults.replicas)
     consumers: list[ConsumerSpec] = list(derived.consumers)
     resources: list[Resource] = []
     for names in topics.values():

@@ -62,3 +62,29 @@ def result_line(result: ApplyResult) -> str:
     return (
         f"Apply stopped: {summary}; {len(result.failed)} failed, {len(result.not_done)} not done."
     )
+
+
+def handover_lines(result: ApplyResult) -> list[str]:
+    """Per topic whose fan-out this run moved from SNS to sources: where SNS's share ended and
+    what was copied; a warning when there was no ledger of what SNS accepted."""
+    lines = []
+    for stream, cut in sorted(result.handovers.items()):
+        line = (
+            f"{stream}: NATS-published messages up to sequence {cut.acked} went through SNS; "
+            f"from {cut.source_start} on its queues' streams source it"
+        )
+        if cut.in_doubt and cut.ledger:
+            line += (
+                f" ({len(cut.in_doubt)} in between, handed to SNS without all being "
+                f"acknowledged: {cut.recorded} recorded as sent to SNS, {cut.copied} copies of "
+                "the others written under their SNS ids)"
+            )
+        elif cut.in_doubt:
+            line += (
+                f". Warning: no ledger of what SNS accepted (a bridge or applied plan older "
+                f"than it): all {len(cut.in_doubt)} messages handed to SNS without all being "
+                f"acknowledged were copied ({cut.copied} copies); a queue whose consumers are "
+                "still on AWS may get those SNS took twice"
+            )
+        lines.append(line)
+    return lines

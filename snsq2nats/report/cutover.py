@@ -346,9 +346,15 @@ def outcome_line(result: CutoverResult) -> str:
             f"from {cut.source_start} on its queues' streams source it"
         )
         if cut.in_doubt:
+            recorded = (
+                f"{cut.recorded} recorded as sent to SNS, the others"
+                if cut.ledger
+                else "no ledger of what SNS accepted, so every one"
+            )
             line += (
                 f" ({len(cut.in_doubt)} in between, handed to SNS without all being "
-                f"acknowledged: {cut.copied} copied under their SNS ids, one of each kept)"
+                f"acknowledged: {recorded} copied under their SNS ids ({cut.copied} copies), "
+                "one of each kept)"
             )
     for kept in result.kept:
         line += f"\nkept {kept}"

@@ -9,6 +9,7 @@ nats stream add KV_snsq2nats_fleet --config streams/KV_snsq2nats_fleet.json
 nats stream add KV_snsq2nats_revision --config streams/KV_snsq2nats_revision.json
 nats stream add sns_orders --config streams/sns_orders.json
 nats stream add snsq2nats_advisories --config streams/snsq2nats_advisories.json
+nats stream add snsq2nats_sent --config streams/snsq2nats_sent.json
 nats stream add sqs_notifications-delayed --config streams/sqs_notifications-delayed.json
 nats stream add sqs_orders-analytics --config streams/sqs_orders-analytics.json
 nats stream add sqs_orders-dlq --config streams/sqs_orders-dlq.json
