@@ -7,17 +7,30 @@ does what the chain relies on; the chain test runs the commands as the README wr
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from snsq2nats.demo.nats_server import NatsServer
+from snsq2nats.jetstream.connect import NatsOptions, connect_nats
+from tests.fixtures.bridge import Bridges
 from tests.fixtures.localstack import BASE_ACCOUNT, LocalStack
-from tests.fixtures.wait import wait_until
+from tests.fixtures.wait import until, wait_until
+from tests.journey_apps import AwsWorker, Ledger, NatsWorker, Producer, Sent
 
-pytestmark = [pytest.mark.slow, pytest.mark.localstack]
+# The first test may install LocalStack into its venv (a minute or two on a fresh machine).
+pytestmark = [pytest.mark.slow, pytest.mark.localstack, pytest.mark.timeout(900)]
 
 A, B, C = "111111111111", "222222222222", "333333333333"
+"""The chain's accounts: shop (the topics), billing (a filtered queue), ledger (FIFO, a DLQ)."""
+D, E = "444444444444", "555555555555"
+"""The emulator proof's own accounts: the chain scans A, B and C whole."""
 R1, R2 = "us-east-1", "eu-west-1"
 
 
@@ -27,21 +40,21 @@ def _queue_arn(sqs: Any, url: str) -> str:
 
 
 def test_a_topic_in_one_account_delivers_to_a_queue_in_another(localstack: LocalStack) -> None:
-    """A's topic (R1) reaches B's queue (R2), subscribed by B under a queue policy letting the
+    """D's topic (R1) reaches E's queue (R2), subscribed by E under a queue policy letting the
     topic send, each account acting through keys STS AssumeRole gave for it."""
-    for account in (A, B):
+    for account in (D, E):
         sts = localstack.assumed(account).client("sts", endpoint_url=localstack.url)
         assert sts.get_caller_identity()["Account"] == account
     base = localstack.base().client("sts", endpoint_url=localstack.url)
     assert base.get_caller_identity()["Account"] == BASE_ACCOUNT
 
-    sns = localstack.client("sns", A, R1)
+    sns = localstack.client("sns", D, R1)
     topic = sns.create_topic(Name="proof-orders")["TopicArn"]
-    assert f":{A}:" in topic
-    sqs = localstack.client("sqs", B, R2)
+    assert f":{D}:" in topic
+    sqs = localstack.client("sqs", E, R2)
     url = sqs.create_queue(QueueName="proof-orders")["QueueUrl"]
     arn = _queue_arn(sqs, url)
-    assert arn == f"arn:aws:sqs:{R2}:{B}:proof-orders"
+    assert arn == f"arn:aws:sqs:{R2}:{E}:proof-orders"
     policy = {
         "Version": "2012-10-17",
         "Statement": [
@@ -55,18 +68,18 @@ def test_a_topic_in_one_account_delivers_to_a_queue_in_another(localstack: Local
         ],
     }
     sqs.set_queue_attributes(QueueUrl=url, Attributes={"Policy": json.dumps(policy)})
-    # A same-named queue in the topic's own account must not get B's messages (moto's defect).
-    decoy = localstack.client("sqs", A, R2)
+    # A same-named queue in the topic's own account must not get E's messages (moto's defect).
+    decoy = localstack.client("sqs", D, R2)
     decoy_url = decoy.create_queue(QueueName="proof-orders")["QueueUrl"]
     assert decoy_url != url
 
-    # B subscribes its queue to A's topic (cross-region too): SNS lists it under the topic.
-    subscribed = localstack.client("sns", B, R1).subscribe(
+    # E subscribes its queue to D's topic (cross-region too): SNS lists it under the topic.
+    subscribed = localstack.client("sns", E, R1).subscribe(
         TopicArn=topic, Protocol="sqs", Endpoint=arn, ReturnSubscriptionArn=True
     )
     assert subscribed["SubscriptionArn"].startswith(topic + ":")
     listed = sns.list_subscriptions_by_topic(TopicArn=topic)["Subscriptions"]
-    assert [(s["Endpoint"], s["Owner"]) for s in listed] == [(arn, B)]
+    assert [(s["Endpoint"], s["Owner"]) for s in listed] == [(arn, E)]
 
     for i in range(3):
         sns.publish(TopicArn=topic, Message=f"crossed-{i}")
@@ -79,6 +92,357 @@ def test_a_topic_in_one_account_delivers_to_a_queue_in_another(localstack: Local
             sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
         return len(bodies) >= 3
 
-    wait_until(received, what="A's messages in B's queue", timeout=60)
+    wait_until(received, what="D's messages in E's queue", timeout=60)
     assert sorted(bodies) == ["crossed-0", "crossed-1", "crossed-2"]
     assert not decoy.receive_message(QueueUrl=decoy_url).get("Messages")
+
+
+# --- the chain ------------------------------------------------------------------------------------
+
+ROLE = "arn:aws:iam::{account}:role/snsq2nats"
+PLACED, SHIPPED = "order_placed", "order_shipped"
+GROUPS = ("g0", "g1", "g2")
+MAPPING = f"""\
+accounts:
+  naming: prefix
+  nats: one
+  aliases: {{"{A}": shop, "{B}": billing, "{C}": ledger}}
+"""
+
+
+@dataclass(frozen=True)
+class Queue:
+    """One SQS queue of the estate and the application reading it."""
+
+    app: str
+    account: str
+    region: str
+    name: str
+    url: str
+    arn: str
+
+
+@dataclass
+class Estate:
+    orders: str
+    payments: str
+    queues: dict[str, Queue] = field(default_factory=dict)
+
+
+def seed(stack: LocalStack) -> Estate:
+    """shop (A, R1): topics `orders` and `payments.fifo`, queue `audit` (raw, everything).
+    billing (B, R2): `invoices`, order_placed only, its subscription's DLQ in ledger (C, R2).
+    ledger (C, R1): `audit` (the same name as shop's) and `payments.fifo` (FIFO, raw)."""
+    sns = stack.client("sns", A, R1)
+    estate = Estate(
+        orders=sns.create_topic(Name="orders")["TopicArn"],
+        payments=sns.create_topic(
+            Name="payments.fifo",
+            Attributes={"FifoTopic": "true", "ContentBasedDeduplication": "false"},
+        )["TopicArn"],
+    )
+
+    def queue(app: str, account: str, region: str, name: str, **attributes: str) -> Queue:
+        sqs = stack.client("sqs", account, region)
+        url = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+        made = Queue(app, account, region, name, url, _queue_arn(sqs, url))
+        estate.queues[app] = made
+        return made
+
+    dlq = queue("invoices-dlq", C, R2, "invoices-dlq")
+    subscriptions = [
+        (estate.orders, queue("shop-audit", A, R1, "audit"), {}),
+        (estate.orders, queue("ledger-audit", C, R1, "audit"), {}),
+        (
+            estate.orders,
+            queue("invoices", B, R2, "invoices"),
+            {
+                "FilterPolicy": json.dumps({"event_type": [PLACED]}),
+                "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq.arn}),
+            },
+        ),
+        (
+            estate.payments,
+            queue("payments", C, R1, "payments.fifo", FifoQueue="true"),
+            {},
+        ),
+    ]
+    for topic, target, attributes in subscriptions:
+        # The queue's owner subscribes it to shop's topic, as a team in its own account does.
+        stack.client("sns", target.account, R1).subscribe(
+            TopicArn=topic,
+            Protocol="sqs",
+            Endpoint=target.arn,
+            Attributes={"RawMessageDelivery": "true", **attributes},
+        )
+    return estate
+
+
+def cli(*args: str | Path) -> str:
+    from click.testing import CliRunner
+
+    from snsq2nats.cli import main
+
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert result.exit_code == 0, f"snsq2nats {' '.join(map(str, args))}:\n{result.output}"
+    return result.output
+
+
+@dataclass(eq=False)
+class ChainServer(NatsServer):
+    """A nats-server whose config includes what `snsq2nats auth --format jwt` wrote."""
+
+    include: Path | None = None
+
+    def write_config(self) -> Path:
+        path = super().write_config()
+        if self.include is not None:
+            with path.open("a", encoding="utf-8") as config:
+                config.write(f'include "{os.path.relpath(self.include, self.dir)}"\n')
+        return path
+
+
+@pytest.fixture
+def chain_server() -> Iterator[ChainServer]:
+    server = ChainServer(name="chain")
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def _orders(n: int, side: str) -> Sent:
+    event = PLACED if n % 2 == 0 else SHIPPED
+    mid = f"order-{n:04d}"
+    return Sent(mid, "orders", side, {"event_type": ("String", event)}, {"id": mid})
+
+
+def _payments(n: int, side: str) -> Sent:
+    group, seq = GROUPS[n % len(GROUPS)], n // len(GROUPS)
+    mid = f"payment-{n:04d}"
+    return Sent(mid, "payments.fifo", side, {}, {"id": mid, "group": group, "seq": seq}, group, seq)
+
+
+def _publisher(sns: Any, topic: str) -> Any:
+    async def publish(message: Sent) -> None:
+        extra: dict[str, Any] = {}
+        if message.group is not None:
+            extra = {"MessageGroupId": message.group, "MessageDeduplicationId": message.id}
+        attributes = {
+            name: {"DataType": kind, "StringValue": value}
+            for name, (kind, value) in message.attributes.items()
+        }
+        await asyncio.to_thread(
+            sns.publish,
+            TopicArn=topic,
+            Message=json.dumps(message.body),
+            MessageAttributes=attributes,
+            **extra,
+        )
+
+    return publish
+
+
+async def _fleet_members(url: str, context: Path) -> set[int]:
+    """The pids of the bridge processes beating in the fleet bucket."""
+    from snsq2nats.jetstream.state import read_bucket
+    from snsq2nats.plan.buckets import FLEET_BUCKET
+    from snsq2nats.plan.fleet import MEMBERS, Heartbeat
+
+    nc = await connect_nats(NatsOptions.resolve(server=url, context=str(context), env={}))
+    try:
+        values = await read_bucket(nc, FLEET_BUCKET, MEMBERS + ">") or {}
+    finally:
+        await nc.close()
+    beats = [Heartbeat.model_validate_json(v.value) for v in values.values()]
+    return {int(b.member.split("-")[-2]) for b in beats if not b.leaving}
+
+
+async def test_the_chain_across_three_accounts_and_two_regions(
+    localstack: LocalStack,
+    chain_server: ChainServer,
+    bridges: Bridges,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """scan (assumed roles, 3 accounts × 2 regions) → plan (prefix names) → auth (JWTs) → apply
+    (operator mode) → verify → bridge (assumed roles) relaying every route → billing's consumers
+    cut over to NATS under traffic: every application gets each of its messages once."""
+    from snsq2nats.auth.identities import identities
+    from snsq2nats.plan.model import load_plan
+
+    localstack.environment(monkeypatch)
+    estate = await asyncio.to_thread(seed, localstack)
+    inventory, plan_path, auth = (
+        tmp_path / "inventory.json",
+        tmp_path / "plan.json",
+        tmp_path / "auth",
+    )
+
+    # --- scan, as one estate -------------------------------------------------------------------
+    accounts = ("--account", A, "--account", B, "--account", C)
+    await asyncio.to_thread(
+        cli,
+        "scan",
+        "--assume-role",
+        ROLE,
+        *accounts,
+        "--region",
+        R1,
+        "--region",
+        R2,
+        "-o",
+        inventory,
+    )
+    scanned = json.loads(inventory.read_text())
+    assert sorted(scanned["accounts"]) == [A, B, C]
+    arns = {q["arn"] for q in scanned["queues"]}
+    assert arns == {q.arn for q in estate.queues.values()}, arns
+    endpoints = {s["endpoint"]: s for s in scanned["subscriptions"]}
+    assert set(endpoints) == {q.arn for q in estate.queues.values() if q.app != "invoices-dlq"}
+    assert not [w for w in scanned.get("warnings", []) if "dangling" in json.dumps(w)], scanned[
+        "warnings"
+    ]
+
+    # --- plan: same-named queues kept apart, every cross-account edge said ---------------------
+    mapping = tmp_path / "accounts.yaml"
+    mapping.write_text(MAPPING)
+    await asyncio.to_thread(
+        cli, "plan", "--inventory", inventory, "--mapping", mapping, "--offline", "-o", plan_path
+    )
+    plan = load_plan(plan_path)
+    queues = {
+        q.app: next(r for r in plan.resources if r.source_arn == q.arn)
+        for q in estate.queues.values()
+    }
+    assert queues["shop-audit"].stream != queues["ledger-audit"].stream
+    assert {queues["shop-audit"].stream, queues["ledger-audit"].stream} == {
+        "shop_sqs_audit",
+        "ledger_sqs_audit",
+    }
+    crossing = [f for r in plan.resources for f in r.fidelity if "cross-account" in f.attribute]
+    assert len(crossing) >= 3, crossing
+
+    # --- auth (operator mode), apply, verify -----------------------------------------------------
+    await asyncio.to_thread(
+        cli, "auth", "--plan", plan_path, "--format", "jwt", "--url", chain_server.url, "-o", auth
+    )
+    chain_server.include = auth / "snsq2nats-jwt.conf"
+    await asyncio.to_thread(chain_server.start)
+    contexts = auth / "contexts"
+    monkeypatch.setenv("NATS_CONTEXT", str(contexts / "snsq2nats-admin.json"))
+    await asyncio.to_thread(cli, "apply", plan_path, "--auto-approve")
+    verified = await asyncio.to_thread(cli, "verify", "--plan", plan_path)
+    assert "failed" not in verified.lower() or " 0 failed" in verified, verified
+
+    # --- the bridge, each route in its own account ----------------------------------------------
+    monkeypatch.setenv("NATS_CONTEXT", str(contexts / "snsq2nats-bridge.json"))
+    bridge = bridges.start(
+        *("--plan", plan_path, "--assume-role", ROLE),
+        *("--pollers", "1", "--poll-wait", "1", "--visibility-timeout", "5", "--lease-ttl", "3"),
+    )
+    monkeypatch.setenv("NATS_CONTEXT", str(contexts / "snsq2nats-admin.json"))
+    admin = contexts / "snsq2nats-admin.json"
+    await until(
+        lambda: _fleet_members(chain_server.url, admin),
+        what="the bridge to join the fleet",
+        timeout=120,
+    )
+
+    # --- the applications and their traffic -----------------------------------------------------
+    ledger = Ledger()
+    workers = {
+        app: AwsWorker(ledger, app, localstack.client("sqs", q.account, q.region), q.url)
+        for app, q in estate.queues.items()
+    }
+    producers = [
+        Producer(
+            ledger,
+            "orders",
+            _orders,
+            {"aws": _publisher(localstack.client("sns", A, R1), estate.orders)},
+            0.1,
+        ),
+        Producer(
+            ledger,
+            "payments.fifo",
+            _payments,
+            {"aws": _publisher(localstack.client("sns", A, R1), estate.payments)},
+            0.2,
+        ),
+    ]
+    invoices = queues["invoices"]
+    assert invoices.stream and invoices.consumer
+    (consumer,) = [
+        i.name for i in identities(plan) if i.role == "consumer" and i.serves == invoices.source_arn
+    ]
+    nats_workers: list[NatsWorker] = []
+    try:
+        await until(
+            lambda: ledger.count("invoices") >= 5, what="billing's first invoices", timeout=120
+        )
+        # billing's team: NATS workers under its own identity, then the move; the old workers
+        # stop right away (the bridge carries what SQS still holds).
+        nats_workers.append(
+            NatsWorker(
+                ledger,
+                "invoices",
+                lambda: connect_nats(
+                    NatsOptions.resolve(
+                        server=chain_server.url, context=str(contexts / f"{consumer}.json"), env={}
+                    )
+                ),
+                invoices.stream,
+                invoices.consumer,
+            )
+        )
+        await asyncio.to_thread(workers.pop("invoices").halt)
+        moved = await asyncio.to_thread(
+            cli,
+            "cutover",
+            "consumers",
+            invoices.source_arn,
+            "--to",
+            "nats",
+            "--wait",
+            "--plan",
+            plan_path,
+        )
+        assert "confirmed" in moved, moved
+        mark = ledger.count("invoices")
+        await until(
+            lambda: ledger.count("invoices") >= mark + 10,
+            what="billing's invoices on NATS after the move",
+            timeout=120,
+        )
+    finally:
+        for producer in producers:
+            await producer.halt()
+
+    sent = list(ledger.sent)
+    want = {
+        "shop-audit": {m.id for m in sent if m.target == "orders"},
+        "ledger-audit": {m.id for m in sent if m.target == "orders"},
+        "invoices": {
+            m.id for m in sent if m.target == "orders" and m.attributes["event_type"][1] == PLACED
+        },
+        "payments": {m.id for m in sent if m.target == "payments.fifo"},
+        "invoices-dlq": set(),
+    }
+    try:
+        await until(
+            lambda: all(want[app] <= ledger.ids(app) for app in want),
+            what="every application to receive each of its messages",
+            timeout=180,
+        )
+    finally:
+        for worker in workers.values():
+            await asyncio.to_thread(worker.halt)
+        for nats_worker in nats_workers:
+            await nats_worker.halt()
+    reports = [ledger.report(app, ids) for app, ids in want.items()]
+    assert all(r.clean for r in reports), "\n".join(r.line() for r in reports)
+    assert not ledger.errors, ledger.errors[:5]
+    by_side = ledger.report("invoices", want["invoices"]).by_side
+    assert by_side.get("aws") and by_side.get("nats"), by_side
+    assert bridge.exited() is False, bridge.tail()
