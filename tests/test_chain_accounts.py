@@ -258,6 +258,22 @@ async def _fleet_members(url: str, context: Path) -> set[int]:
     return {int(b.member.split("-")[-2]) for b in beats if not b.leaving}
 
 
+async def _stream_ids(url: str, context: Path, stream: str) -> list[str]:
+    """The message ids a stream holds, one per stored message."""
+    from tests.journey_apps import message_id
+
+    nc = await connect_nats(NatsOptions.resolve(server=url, context=str(context), env={}))
+    try:
+        js = nc.jetstream()
+        state = (await js.stream_info(stream)).state
+        ids = []
+        for seq in range(state.first_seq, state.last_seq + 1):
+            ids.append(message_id((await js.get_msg(stream, seq)).data or b"")[0])
+        return ids
+    finally:
+        await nc.close()
+
+
 async def test_the_chain_across_three_accounts_and_two_regions(
     localstack: LocalStack,
     chain_server: ChainServer,
@@ -346,6 +362,16 @@ async def test_the_chain_across_three_accounts_and_two_regions(
     await until(
         lambda: _fleet_members(chain_server.url, admin),
         what="the bridge to join the fleet",
+        timeout=120,
+    )
+    # Its relays of the topics into NATS start with their bridge queues subscribed (in shop's
+    # account, with shop's role): only then is every message published on AWS relayed.
+    await until(
+        lambda: all(
+            f"subscribed bridge queue snsq2nats-bridge-{name} to the topic" in bridge.text()
+            for name in ("shop-orders", "shop-payments.fifo")
+        ),
+        what="the topics' bridge queues",
         timeout=120,
     )
 
@@ -441,8 +467,31 @@ async def test_the_chain_across_three_accounts_and_two_regions(
         for nats_worker in nats_workers:
             await nats_worker.halt()
     reports = [ledger.report(app, ids) for app, ids in want.items()]
+    print("chain:", "; ".join(r.line() for r in reports))
     assert all(r.clean for r in reports), "\n".join(r.line() for r in reports)
     assert not ledger.errors, ledger.errors[:5]
+    # Every route the bridge ran relayed each message once: both topics' streams (from their
+    # bridge queues in shop's account) hold exactly what was published on AWS.
+    topics = {r.source_arn: r for r in plan.resources if r.kind == "sns-topic"}
+    for arn, target in ((estate.orders, "orders"), (estate.payments, "payments.fifo")):
+        stream = topics[arn].stream
+        assert stream is not None
+        held = await _stream_ids(chain_server.url, admin, stream)
+        assert sorted(held) == sorted(m.id for m in sent if m.target == target), stream
+    ran = bridge.text()
+    for route in ("sns:shop-orders", "sns:shop-payments.fifo", "sqs:billing-invoices"):
+        assert f"fleet: {route} runs here" in ran, bridge.tail()
+    # The DLQ in ledger's account and the second region, moved whole: the waits read its SQS
+    # queue there, with ledger's role (`cutover --assume-role`).
+    dlq = estate.queues["invoices-dlq"].arn
+    move = ("--plan", plan_path, "--assume-role", ROLE)
+    await asyncio.to_thread(cli, "cutover", "consumers", dlq, "--to", "nats", *move)
+    drained = await asyncio.to_thread(
+        cli, "cutover", "producers", dlq, "--to", "nats", "--wait", *move
+    )
+    assert "SQS queue invoices-dlq is drained" in drained, drained
+    finished = await asyncio.to_thread(cli, "cutover", "finish", dlq, "--wait", *move)
+    assert "finish" in finished.lower(), finished
     by_side = ledger.report("invoices", want["invoices"]).by_side
     assert by_side.get("aws") and by_side.get("nats"), by_side
     assert bridge.exited() is False, bridge.tail()
