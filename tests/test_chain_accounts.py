@@ -102,6 +102,9 @@ def test_a_topic_in_one_account_delivers_to_a_queue_in_another(localstack: Local
 ROLE = "arn:aws:iam::{account}:role/snsq2nats"
 PLACED, SHIPPED = "order_placed", "order_shipped"
 GROUPS = ("g0", "g1", "g2")
+RECONCILED = ("reconcile-0", "reconcile-1", "reconcile-2")
+UNFED = ("invoices-dlq", "reconcile")
+"""Queues no topic feeds: no application reads them during the traffic."""
 MAPPING = f"""\
 accounts:
   naming: prefix
@@ -132,7 +135,8 @@ class Estate:
 def seed(stack: LocalStack) -> Estate:
     """shop (A, R1): topics `orders` and `payments.fifo`, queue `audit` (raw, everything).
     billing (B, R2): `invoices`, order_placed only, its subscription's DLQ in ledger (C, R2).
-    ledger (C, R1): `audit` (the same name as shop's) and `payments.fifo` (FIFO, raw)."""
+    ledger (C, R1): `audit` (the same name as shop's), `payments.fifo` (FIFO, raw) and
+    `reconcile`, which no topic feeds (RECONCILED waits in it)."""
     sns = stack.client("sns", A, R1)
     estate = Estate(
         orders=sns.create_topic(Name="orders")["TopicArn"],
@@ -150,6 +154,10 @@ def seed(stack: LocalStack) -> Estate:
         return made
 
     dlq = queue("invoices-dlq", C, R2, "invoices-dlq")
+    reconcile = queue("reconcile", C, R1, "reconcile")
+    sqs = stack.client("sqs", C, R1)
+    for mid in RECONCILED:
+        sqs.send_message(QueueUrl=reconcile.url, MessageBody=json.dumps({"id": mid}))
     subscriptions = [
         (estate.orders, queue("shop-audit", A, R1, "audit"), {}),
         (estate.orders, queue("ledger-audit", C, R1, "audit"), {}),
@@ -315,7 +323,7 @@ async def test_the_chain_across_three_accounts_and_two_regions(
     arns = {q["arn"] for q in scanned["queues"]}
     assert arns == {q.arn for q in estate.queues.values()}, arns
     endpoints = {s["endpoint"]: s for s in scanned["subscriptions"]}
-    assert set(endpoints) == {q.arn for q in estate.queues.values() if q.app != "invoices-dlq"}
+    assert set(endpoints) == {q.arn for q in estate.queues.values() if q.app not in UNFED}
     assert not [w for w in scanned.get("warnings", []) if "dangling" in json.dumps(w)], scanned[
         "warnings"
     ]
@@ -380,6 +388,7 @@ async def test_the_chain_across_three_accounts_and_two_regions(
     workers = {
         app: AwsWorker(ledger, app, localstack.client("sqs", q.account, q.region), q.url)
         for app, q in estate.queues.items()
+        if app != "reconcile"
     }
     producers = [
         Producer(
@@ -481,8 +490,9 @@ async def test_the_chain_across_three_accounts_and_two_regions(
     ran = bridge.text()
     for route in ("sns:shop-orders", "sns:shop-payments.fifo", "sqs:billing-invoices"):
         assert f"fleet: {route} runs here" in ran, bridge.tail()
-    # The DLQ in ledger's account and the second region, moved whole: the waits read its SQS
-    # queue there, with ledger's role (`cutover --assume-role`).
+    # ledger's unfed queues, one in each region, moved whole: the waits read each SQS queue in
+    # its own region, with ledger's role (`cutover --assume-role`); reconcile's messages reach
+    # its stream through the bridge's relay, with that role too.
     dlq = estate.queues["invoices-dlq"].arn
     move = ("--plan", plan_path, "--assume-role", ROLE)
     await asyncio.to_thread(cli, "cutover", "consumers", dlq, "--to", "nats", *move)
@@ -492,6 +502,16 @@ async def test_the_chain_across_three_accounts_and_two_regions(
     assert "SQS queue invoices-dlq is drained" in drained, drained
     finished = await asyncio.to_thread(cli, "cutover", "finish", dlq, "--wait", *move)
     assert "finish" in finished.lower(), finished
+    reconcile = queues["reconcile"]
+    assert reconcile.stream is not None
+    await asyncio.to_thread(
+        cli, "cutover", "consumers", reconcile.source_arn, "--to", "nats", *move
+    )
+    drained = await asyncio.to_thread(
+        cli, "cutover", "producers", reconcile.source_arn, "--to", "nats", "--wait", *move
+    )
+    assert "SQS queue reconcile is drained" in drained, drained
+    assert sorted(await _stream_ids(chain_server.url, admin, reconcile.stream)) == list(RECONCILED)
     by_side = ledger.report("invoices", want["invoices"]).by_side
     assert by_side.get("aws") and by_side.get("nats"), by_side
     assert bridge.exited() is False, bridge.tail()
