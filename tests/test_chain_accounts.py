@@ -515,3 +515,33 @@ async def test_the_chain_across_three_accounts_and_two_regions(
     by_side = ledger.report("invoices", want["invoices"]).by_side
     assert by_side.get("aws") and by_side.get("nats"), by_side
     assert bridge.exited() is False, bridge.tail()
+
+
+def test_cutovers_clients_act_in_each_arns_own_account_and_region(
+    localstack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`cutover --assume-role`'s clients: an ARN's account through its role, in the ARN's
+    region, one pair per account × region; without an account option the base credentials."""
+    from botocore.exceptions import ClientError
+
+    from snsq2nats.aws.accounts import clients_by_arn, route_accounts
+
+    localstack.environment(monkeypatch)
+    where = ((D, R2), (E, R1))
+    for account, region in where:
+        localstack.client("sqs", account, region).create_queue(QueueName="pool-probe")
+    clients = clients_by_arn(localstack.url, route_accounts((), ROLE))
+    for account, region in where:
+        pair = clients(f"arn:aws:sqs:{region}:{account}:pool-probe")
+        assert pair.region == region
+        # Without an owner, SQS looks a name up in the caller's own account.
+        url = pair.sqs.get_queue_url(QueueName="pool-probe")["QueueUrl"]
+        assert url.endswith(f"/{account}/pool-probe")
+    assert clients(f"arn:aws:sqs:{R2}:{D}:a") is clients(f"arn:aws:sns:{R2}:{D}:b")
+    assert clients(f"arn:aws:sqs:{R1}:{D}:a") is not clients(f"arn:aws:sqs:{R2}:{D}:a")
+
+    plain = clients_by_arn(localstack.url, route_accounts((), None))
+    base = plain(f"arn:aws:sqs:{R2}:{D}:pool-probe")
+    assert base.region == R2
+    with pytest.raises(ClientError):
+        base.sqs.get_queue_url(QueueName="pool-probe")
