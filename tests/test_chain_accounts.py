@@ -196,6 +196,17 @@ def cli(*args: str | Path) -> str:
     return result.output
 
 
+def cli_json(*args: str | Path) -> Any:
+    """A command's `--json` document (stdout only: progress goes to stderr)."""
+    from click.testing import CliRunner
+
+    from snsq2nats.cli import main
+
+    result = CliRunner().invoke(main, [*(str(a) for a in args), "--json"])
+    assert result.exit_code == 0, f"snsq2nats {' '.join(map(str, args))}:\n{result.output}"
+    return json.loads(result.stdout)
+
+
 @dataclass(eq=False)
 class ChainServer(NatsServer):
     """A nats-server whose config includes what `snsq2nats auth --format jwt` wrote."""
@@ -356,8 +367,10 @@ async def test_the_chain_across_three_accounts_and_two_regions(
     contexts = auth / "contexts"
     monkeypatch.setenv("NATS_CONTEXT", str(contexts / "snsq2nats-admin.json"))
     await asyncio.to_thread(cli, "apply", plan_path, "--auto-approve")
-    verified = await asyncio.to_thread(cli, "verify", "--plan", plan_path)
-    assert "failed" not in verified.lower() or " 0 failed" in verified, verified
+    verified = await asyncio.to_thread(cli_json, "verify", "--plan", plan_path)
+    assert verified["ok"] and not verified["counts"]["failed"], verified["counts"]
+    # A canary through each of the six queues and both topics.
+    assert verified["counts"]["ok"] >= len(estate.queues) + 2, verified["counts"]
 
     # --- the bridge, each route in its own account ----------------------------------------------
     monkeypatch.setenv("NATS_CONTEXT", str(contexts / "snsq2nats-bridge.json"))
@@ -433,17 +446,15 @@ async def test_the_chain_across_three_accounts_and_two_regions(
         )
         await asyncio.to_thread(workers.pop("invoices").halt)
         moved = await asyncio.to_thread(
-            cli,
-            "cutover",
-            "consumers",
-            invoices.source_arn,
-            "--to",
-            "nats",
-            "--wait",
-            "--plan",
-            plan_path,
+            cli_json,
+            *("cutover", "consumers", invoices.source_arn, "--to", "nats", "--wait"),
+            *("--plan", plan_path, "--assume-role", ROLE),
         )
-        assert "confirmed" in moved, moved
+        assert moved["confirmed_by"] and [m["account"] for m in moved["moves"]] == [B], moved
+        # shop's producers still publish on AWS: the queue stays fed, the bridge relays it.
+        assert [d["fed"] for d in moved["drained"]] == [
+            ["its producers on aws", "topic orders's producers on aws (through SNS)"]
+        ], moved["drained"]
         mark = ledger.count("invoices")
         await until(
             lambda: ledger.count("invoices") >= mark + 10,
@@ -485,32 +496,38 @@ async def test_the_chain_across_three_accounts_and_two_regions(
     for arn, target in ((estate.orders, "orders"), (estate.payments, "payments.fifo")):
         stream = topics[arn].stream
         assert stream is not None
-        held = await _stream_ids(chain_server.url, admin, stream)
-        assert sorted(held) == sorted(m.id for m in sent if m.target == target), stream
+        published = sorted(m.id for m in sent if m.target == target)
+
+        async def relayed(stream: str = stream, count: int = len(published)) -> bool:
+            return len(await _stream_ids(chain_server.url, admin, stream)) >= count
+
+        await until(relayed, what=f"the topic relay into {stream}", timeout=120)
+        assert sorted(await _stream_ids(chain_server.url, admin, stream)) == published, stream
     ran = bridge.text()
     for route in ("sns:shop-orders", "sns:shop-payments.fifo", "sqs:billing-invoices"):
         assert f"fleet: {route} runs here" in ran, bridge.tail()
     # ledger's unfed queues, one in each region, moved whole: the waits read each SQS queue in
     # its own region, with ledger's role (`cutover --assume-role`); reconcile's messages reach
     # its stream through the bridge's relay, with that role too.
-    dlq = estate.queues["invoices-dlq"].arn
     move = ("--plan", plan_path, "--assume-role", ROLE)
-    await asyncio.to_thread(cli, "cutover", "consumers", dlq, "--to", "nats", *move)
-    drained = await asyncio.to_thread(
-        cli, "cutover", "producers", dlq, "--to", "nats", "--wait", *move
+    for name in UNFED:
+        queue = queues[name]
+        await asyncio.to_thread(
+            cli, "cutover", "consumers", queue.source_arn, "--to", "nats", *move
+        )
+        drained = await asyncio.to_thread(
+            cli_json, "cutover", "producers", queue.source_arn, "--to", "nats", "--wait", *move
+        )
+        assert [(d["where"], d["fed"]) for d in drained["drained"]] == [
+            (f"SQS queue {queue.name}", [])
+        ], drained
+        assert drained["drained"][0]["seconds"] is not None
+    finished = await asyncio.to_thread(
+        cli_json, "cutover", "finish", queues["invoices-dlq"].source_arn, "--wait", *move
     )
-    assert "SQS queue invoices-dlq is drained" in drained, drained
-    finished = await asyncio.to_thread(cli, "cutover", "finish", dlq, "--wait", *move)
-    assert "finish" in finished.lower(), finished
+    assert finished["confirmed_by"] and finished["moves"][0]["after"]["finished"], finished
     reconcile = queues["reconcile"]
     assert reconcile.stream is not None
-    await asyncio.to_thread(
-        cli, "cutover", "consumers", reconcile.source_arn, "--to", "nats", *move
-    )
-    drained = await asyncio.to_thread(
-        cli, "cutover", "producers", reconcile.source_arn, "--to", "nats", "--wait", *move
-    )
-    assert "SQS queue reconcile is drained" in drained, drained
     assert sorted(await _stream_ids(chain_server.url, admin, reconcile.stream)) == list(RECONCILED)
     by_side = ledger.report("invoices", want["invoices"]).by_side
     assert by_side.get("aws") and by_side.get("nats"), by_side
