@@ -529,6 +529,27 @@ async def test_the_chain_across_three_accounts_and_two_regions(
     reconcile = queues["reconcile"]
     assert reconcile.stream is not None
     assert sorted(await _stream_ids(chain_server.url, admin, reconcile.stream)) == list(RECONCILED)
+
+    # `status` reads the queues in their own accounts and regions too: both moved queues exist
+    # there and are drained (SQS's counts are approximate: asked until they say so).
+    routes = ("sqs:billing-invoices", "sqs:ledger-reconcile")
+    said: list[Any] = []
+
+    def drained_status() -> bool:
+        from click.testing import CliRunner
+
+        from snsq2nats.cli import main
+
+        words = ["status", "--plan", str(plan_path), "--assume-role", ROLE, "--json"]
+        said[:] = [CliRunner().invoke(main, [*words, *(f"--route={r}" for r in routes)])]
+        return bool(said[0].exit_code == 0)
+
+    await asyncio.to_thread(wait_until, drained_status, 120, "the moved queues' status")
+    status = json.loads(said[0].stdout)["routes"]
+    assert [(r["route"], r["account"], r["aws"]["exists"]) for r in status] == [
+        ("sqs:billing-invoices", B, True),
+        ("sqs:ledger-reconcile", C, True),
+    ], status
     by_side = ledger.report("invoices", want["invoices"]).by_side
     assert by_side.get("aws") and by_side.get("nats"), by_side
     assert bridge.exited() is False, bridge.tail()
