@@ -2,7 +2,12 @@
 
 moto cannot carry this: a subscription one account makes on another's topic never fires there
 (tests/fixtures/localstack.py says why LocalStack does). The first test proves the emulator
-does what the chain relies on; the chain test runs the commands as the README writes them.
+does what the chain relies on. The chain runs the commands as the README writes them: `scan`
+through an assumed role per account, `plan` with prefixed names, `auth --format jwt`, `apply`
+and `verify` in operator mode, a `bridge --assume-role` relaying every route, `cutover` of
+billing's consumers (a filtered queue in another account and region than its topic) under
+traffic, then ledger's unfed queues moved with `--wait` and `status`, each reading SQS in the
+queue's own account and region. Each application gets each of its messages exactly once.
 """
 
 from __future__ import annotations
