@@ -2,7 +2,12 @@ import os
 
 import pytest
 
-pytest_plugins = ["tests.fixtures.nats", "tests.fixtures.aws", "tests.fixtures.bridge"]
+pytest_plugins = [
+    "tests.fixtures.nats",
+    "tests.fixtures.aws",
+    "tests.fixtures.bridge",
+    "tests.fixtures.localstack",
+]
 
 # Deterministic human output: no colour, a fixed width, no terminal detection surprises.
 os.environ["NO_COLOR"] = "1"

@@ -11,7 +11,7 @@ session: nothing here returns or formats them.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -431,3 +431,49 @@ def status_sqs(endpoint_url: str | None, pool: int, accounts: RouteAccounts) -> 
         return sessions[account]
 
     return SqsByAccount(endpoint_url, pool, session_for, base_account)
+
+
+ClientsFor = Callable[[str], "RegionClients"]
+"""The SQS/SNS clients acting in the account and region an ARN names."""
+
+
+def clients_by_arn(
+    endpoint_url: str | None, accounts: RouteAccounts, regions: Sequence[str] = ()
+) -> ClientsFor:
+    """`cutover`'s clients, as the bridge's: one SQS/SNS pair per account × region, made on
+    first use, in the region the ARN names. The base credentials serve their own account (asked
+    of STS once, and only when an account option is given) and every account neither option
+    covers, as before; a profile or the assumed role serves the others. `regions`: where an ARN
+    without a region (none SQS or SNS issues) is looked for."""
+    import boto3
+
+    from snsq2nats.aws.arns import parse_arn
+    from snsq2nats.aws.clients import make_clients
+
+    base = boto3.Session()
+    pairs: dict[tuple[str | None, str], RegionClients] = {}
+    sessions: dict[str, Any] = {}
+    known: list[str] = []
+
+    def base_account() -> str:
+        if not known:
+            known.append(_caller_account(base, regions, endpoint_url))
+        return known[0]
+
+    def clients(arn: str) -> RegionClients:
+        parts = parse_arn(arn)
+        region = parts.region or _sts_region(base, regions)
+        source = None
+        if accounts.given and parts.account and parts.account != base_account():
+            source = accounts.source(parts.account)
+        key = (parts.account if source is not None else None, region)
+        if key not in pairs:
+            session = base
+            if source is not None:
+                if parts.account not in sessions:
+                    sessions[parts.account] = blocking_session(source, endpoint_url, region)
+                session = sessions[parts.account]
+            (pairs[key],) = make_clients(session, [region], endpoint_url)
+        return pairs[key]
+
+    return clients

@@ -12,6 +12,7 @@ from snsq2nats.cli.app import Application, pass_app, with_nats
 from snsq2nats.cli.options import (
     NatsInputs,
     PlanInputs,
+    account_options,
     gather,
     nats_options,
     option_group,
@@ -23,6 +24,7 @@ from snsq2nats.cli.plans import applied_plan_for
 if TYPE_CHECKING:
     from nats.aio.client import Client
 
+    from snsq2nats.aws.accounts import RouteAccounts
     from snsq2nats.jetstream.connect import NatsOptions
 
 
@@ -53,6 +55,7 @@ class MoveOptions:
 cutover_options = option_group(
     plan_file_option("Move resources of"),
     plan_options,
+    account_options,
     nats_options,
     click.option("--dry-run", is_flag=True, help="Show the moves and relays; record nothing."),
     click.option(
@@ -107,11 +110,12 @@ def cutover_consumers(
     names: tuple[str, ...],
     to: str,
     inputs: PlanInputs,
+    accounts: RouteAccounts,
     nats: NatsInputs,
     move: MoveOptions,
 ) -> None:
     """Move the consumers of QUEUE(s) (name or ARN) to NATS or back to AWS."""
-    _cutover(app, "consumers", names, to, inputs, nats, move)
+    _cutover(app, "consumers", names, to, inputs, accounts, nats, move)
 
 
 @cutover.command("producers")
@@ -124,11 +128,12 @@ def cutover_producers(
     names: tuple[str, ...],
     to: str,
     inputs: PlanInputs,
+    accounts: RouteAccounts,
     nats: NatsInputs,
     move: MoveOptions,
 ) -> None:
     """Move the producers of TOPIC(s) or QUEUE(s) (name or ARN) to NATS, both, or AWS."""
-    _cutover(app, "producers", names, to, inputs, nats, move)
+    _cutover(app, "producers", names, to, inputs, accounts, nats, move)
 
 
 @cutover.command("finish")
@@ -145,11 +150,12 @@ def cutover_finish(
     names: tuple[str, ...],
     delete_aws: bool,
     inputs: PlanInputs,
+    accounts: RouteAccounts,
     nats: NatsInputs,
     move: MoveOptions,
 ) -> None:
     """Retire the bridge for TOPIC(s)/QUEUE(s) whose sides are all on NATS."""
-    _cutover(app, "finish", names, None, inputs, nats, move, delete_aws=delete_aws)
+    _cutover(app, "finish", names, None, inputs, accounts, nats, move, delete_aws=delete_aws)
 
 
 @cutover.command("history")
@@ -193,6 +199,7 @@ def _cutover(
     names: tuple[str, ...],
     to: str | None,
     inputs: PlanInputs,
+    accounts: RouteAccounts,
     nats: NatsInputs,
     move: MoveOptions,
     *,
@@ -202,7 +209,7 @@ def _cutover(
     import json as jsonlib
     import socket
 
-    from snsq2nats.aws.clients import clients_for_arns
+    from snsq2nats.aws.accounts import clients_by_arn
     from snsq2nats.cutover import CutoverRequest, run_cutover
     from snsq2nats.errors import CutoverError
     from snsq2nats.report.cutover import cutover_json, cutover_report, plan_accounts
@@ -223,20 +230,20 @@ def _cutover(
         record_only=move.record_only,
     )
     connection = nats.options
-    # SQS/SNS clients for the plan's region (the queues' ARNs say where they live).
-    queues = [r.source_arn for r in plan.resources if r.kind == "sqs-queue"]
-    aws = clients_for_arns(inputs.aws.regions, queues, inputs.aws.endpoint_url)
+    # Each resource is read in its own account and region (its ARN says which), as the bridge
+    # reads it: --assume-role / --profile NAME=ACCOUNT reach the accounts besides the base's.
+    aws = clients_by_arn(inputs.aws.endpoint_url, accounts, inputs.aws.regions)
 
     async def go(nc: Client) -> Any:
         return await run_cutover(nc, plan, request, aws=aws, progress=app.out.line)
 
     result = app.run_nats(connection, "snsq2nats cutover", go)
     # One move of a several-account estate still says which account it moved.
-    accounts = len(plan_accounts(plan)) > 1
+    several = len(plan_accounts(plan)) > 1
     if move.as_json:
-        app.out.data(jsonlib.dumps(cutover_json(result, accounts=accounts), indent=2))
+        app.out.data(jsonlib.dumps(cutover_json(result, accounts=several), indent=2))
     else:
-        app.out.info(cutover_report(result, accounts=accounts))
+        app.out.info(cutover_report(result, accounts=several))
     if result.no_bridge and not request.record_only:
         app.abort(
             CutoverError(

@@ -53,6 +53,7 @@ from snsq2nats.plan.states import Change, CutoverRecord, current_view, record_ke
 if TYPE_CHECKING:
     from nats.aio.client import Client
 
+    from snsq2nats.aws.accounts import ClientsFor
     from snsq2nats.aws.clients import RegionClients
     from snsq2nats.bridge.fanout_handover import RelayCut
     from snsq2nats.jetstream.spec import StreamSource
@@ -307,12 +308,21 @@ def _heartbeats_summary(entries: Iterable[KvValue]) -> str:
 # --- draining the old side ------------------------------------------------------------------------
 
 
-async def _sqs_backlog(aws: RegionClients, arn: str) -> int:
+def _clients(aws: RegionClients | ClientsFor, arn: str) -> RegionClients:
+    """The clients acting where `arn` lives: `aws` is one region's clients (a one-account
+    estate) or the clients of each ARN's own account and region (`aws.accounts.clients_by_arn`,
+    what `snsq2nats cutover` passes)."""
+    return aws(arn) if callable(aws) else aws
+
+
+async def _sqs_backlog(aws: RegionClients | ClientsFor, arn: str) -> int:
     from snsq2nats.aws.arns import parse_arn
     from snsq2nats.aws.backlog import queue_backlog
 
     parts = parse_arn(arn)
-    counts = await asyncio.to_thread(queue_backlog, aws.sqs, parts.resource, parts.account)
+    # Made on a thread: opening an account's clients may ask STS for its role.
+    sqs = await asyncio.to_thread(lambda: _clients(aws, arn).sqs)
+    counts = await asyncio.to_thread(queue_backlog, sqs, parts.resource, parts.account)
     return counts.total
 
 
@@ -359,7 +369,7 @@ def _drains_before_nats_producers(move: Move) -> bool:
 
 async def _drain_old_side(
     nc: Client,
-    aws: RegionClients | None,
+    aws: RegionClients | ClientsFor | None,
     move: Move,
     request: CutoverRequest,
     progress: Progress,
@@ -408,7 +418,7 @@ async def run_cutover(
     plan: Plan,
     request: CutoverRequest,
     *,
-    aws: RegionClients | None = None,
+    aws: RegionClients | ClientsFor | None = None,
     progress: Progress = lambda line: None,
 ) -> CutoverResult:
     kv = await open_state(nc)
@@ -482,7 +492,7 @@ async def run_cutover(
 async def _before_finish(
     nc: Client,
     plan: Plan,
-    aws: RegionClients | None,
+    aws: RegionClients | ClientsFor | None,
     moves: list[Move],
     request: CutoverRequest,
     progress: Progress,
@@ -505,7 +515,7 @@ async def _before_finish(
         arn = move.resource.source_arn
         if request.wait:
 
-            async def backlog(clients: RegionClients = aws, arn: str = arn) -> int:
+            async def backlog(clients: RegionClients | ClientsFor = aws, arn: str = arn) -> int:
                 return await _sqs_backlog(clients, arn)
 
             await drain(where, backlog, progress, request.drain_timeout)
@@ -527,7 +537,7 @@ async def _before_finish(
 async def _after_finish(
     nc: Client,
     plan: Plan,
-    aws: RegionClients | None,
+    aws: RegionClients | ClientsFor | None,
     moves: list[Move],
     request: CutoverRequest,
     result: CutoverResult,
@@ -625,39 +635,48 @@ async def _start_router_at(nc: Client, plan: Plan, router: Route, start: int) ->
         log.info("%s: its consumer starts at sequence %d", router.name, start)
 
 
-async def _detach_bridge_queue(nc: Client, plan: Plan, aws: RegionClients, route: Route) -> None:
+async def _detach_bridge_queue(
+    nc: Client, plan: Plan, aws: RegionClients | ClientsFor, route: Route
+) -> None:
     """Unsubscribe a finishing topic's bridge queue before the bridges stop its relay: what
     reaches the queue after a relay stopped is taken by the relay's long poll, which lives on
     in SQS, and would hold `_remove_bridge_queue` up for a visibility timeout (see
     `bridge.sns_to_nats`). Until the finish is confirmed the running relay drains it."""
     from snsq2nats.bridge.sns_to_nats import detach_bridge_queue
 
-    await detach_bridge_queue(nc, plan, aws.sqs, aws.sns, route)
+    # The bridge queue lives in the topic's account and region, as the bridge made it.
+    clients = await asyncio.to_thread(_clients, aws, route.aws_arn)
+    await detach_bridge_queue(nc, plan, clients.sqs, clients.sns, route)
 
 
-async def _remove_bridge_queue(nc: Client, plan: Plan, aws: RegionClients, route: Route) -> None:
+async def _remove_bridge_queue(
+    nc: Client, plan: Plan, aws: RegionClients | ClientsFor, route: Route
+) -> None:
     """Unsubscribe the topic's bridge queue (again: a relay restarted since the finish began
     subscribes it anew), relay what it still holds, delete it."""
     from snsq2nats.bridge.sns_to_nats import remove_bridge_queue
 
-    await remove_bridge_queue(nc, plan, aws.sqs, aws.sns, route)
+    clients = await asyncio.to_thread(_clients, aws, route.aws_arn)
+    await remove_bridge_queue(nc, plan, clients.sqs, clients.sns, route)
 
 
-async def _delete_aws(aws: RegionClients, arn: str) -> None:
+async def _delete_aws(aws: RegionClients | ClientsFor, arn: str) -> None:
     from snsq2nats.aws.arns import parse_arn
 
     parts = parse_arn(arn)
+    # A subscription's ARN names its topic's account and region: the topic owner unsubscribes.
+    clients = await asyncio.to_thread(_clients, aws, arn)
     if parts.service == "sqs":
         url = (
             await asyncio.to_thread(
-                aws.sqs.get_queue_url,
+                clients.sqs.get_queue_url,
                 QueueName=parts.resource,
                 QueueOwnerAWSAccountId=parts.account,
             )
         )["QueueUrl"]
-        await asyncio.to_thread(aws.sqs.delete_queue, QueueUrl=url)
+        await asyncio.to_thread(clients.sqs.delete_queue, QueueUrl=url)
     elif ":" in parts.resource:
-        await asyncio.to_thread(aws.sns.unsubscribe, SubscriptionArn=arn)
+        await asyncio.to_thread(clients.sns.unsubscribe, SubscriptionArn=arn)
     else:
-        await asyncio.to_thread(aws.sns.delete_topic, TopicArn=arn)
+        await asyncio.to_thread(clients.sns.delete_topic, TopicArn=arn)
     log.info("deleted %s", arn)
