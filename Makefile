@@ -34,10 +34,12 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-# One test worker per core (PYTEST_WORKERS=0 runs in this process); a module's tests stay on
-# one worker (tests/conftest.py groups them).
+# One test worker per core (PYTEST_WORKERS=0 runs in this process). tests/conftest.py groups
+# the tests (a module's on one worker, a slow parametrized case alone) and orders the groups
+# longest first; --no-loadscope-reorder keeps that order (xdist's own puts the groups with the
+# most tests first, which started the journey's minutes-long modes last).
 PYTEST_WORKERS ?= auto
-XDIST := -n $(PYTEST_WORKERS) --dist loadgroup
+XDIST := -n $(PYTEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
 unit: $(STAMP)
 	$(BIN)/pytest -q -p no:cacheprovider $(XDIST) --durations=15
