@@ -17,9 +17,8 @@ from typing import Any
 import pytest
 
 from snsq2nats.demo.nats_server import NatsServer
-from snsq2nats.jetstream.connect import NatsOptions, connect_nats
-from snsq2nats.plan.pipeline import PlanRequest, make_plan
-from tests.fixtures.gateway import running_gateway
+from snsq2nats.plan.pipeline import PlanRequest
+from tests.fixtures.gateway import applied_plan, running_gateway
 from tests.fixtures.wait import until
 
 REGION = "us-east-1"
@@ -86,7 +85,6 @@ def seed(sqs: Any, sns: Any) -> None:
 def sides(moto_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sides]:
     import boto3
 
-    from snsq2nats.apply import apply_plan
     from snsq2nats.aws import scan as aws_scan
     from snsq2nats.aws.clients import make_clients
     from snsq2nats.files import document_json
@@ -102,21 +100,7 @@ def sides(moto_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     path = tmp_path_factory.mktemp("attributes") / "inventory.json"
     path.write_bytes(document_json(inventory))
     with NatsServer(name="gateway-attributes") as server:
-        plan = make_plan(
-            PlanRequest(inventory_path=path),
-            scan=lambda: pytest.fail("must not scan"),
-            nats=NatsOptions(servers=[server.url]),
-        )
-
-        async def apply() -> None:
-            nc = await connect_nats(NatsOptions(servers=[server.url]), name="pytest apply")
-            try:
-                result = await apply_plan(nc, plan, allow_destructive=False)
-                assert result.ok, result
-            finally:
-                await nc.close()
-
-        asyncio.run(apply())
+        plan = applied_plan(server.url, PlanRequest(inventory_path=path))
         with running_gateway(server.url, plan) as running:
             yield Sides(moto_sqs, moto_sns, running.client(), running.client("sns"))
 

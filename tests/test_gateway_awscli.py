@@ -10,7 +10,6 @@ JavaScript SDK is installed by `npm ci` from its lock file.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import fcntl
 import hashlib
@@ -30,9 +29,8 @@ import pytest
 
 from snsq2nats.demo.nats_server import NatsServer
 from snsq2nats.gateway.sigv4 import SigV4Authenticator
-from snsq2nats.jetstream.connect import NatsOptions, connect_nats
-from snsq2nats.plan.pipeline import PlanRequest, make_plan
-from tests.fixtures.gateway import ACCESS_KEY, SECRET_KEY, running_gateway
+from snsq2nats.plan.pipeline import PlanRequest
+from tests.fixtures.gateway import ACCESS_KEY, SECRET_KEY, applied_plan, running_gateway
 
 pytestmark = pytest.mark.slow
 
@@ -176,7 +174,6 @@ def _seed(moto_server: str) -> None:
 def sides(moto_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sides]:
     import boto3
 
-    from snsq2nats.apply import apply_plan
     from snsq2nats.aws import scan as aws_scan
     from snsq2nats.aws.clients import make_clients
     from snsq2nats.files import document_json
@@ -192,21 +189,7 @@ def sides(moto_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     path = folder / "inventory.json"
     path.write_bytes(document_json(inventory))
     with NatsServer(name="gateway-awscli") as server:
-        plan = make_plan(
-            PlanRequest(inventory_path=path),
-            scan=lambda: pytest.fail("must not scan"),
-            nats=NatsOptions(servers=[server.url]),
-        )
-
-        async def apply() -> None:
-            nc = await connect_nats(NatsOptions(servers=[server.url]), name="pytest apply")
-            try:
-                result = await apply_plan(nc, plan, allow_destructive=False)
-                assert result.ok, result
-            finally:
-                await nc.close()
-
-        asyncio.run(apply())
+        plan = applied_plan(server.url, PlanRequest(inventory_path=path))
         # The real verifier, not the fixture's stand-in: the CLI's own SigV4 (for sqs and for
         # sns) is what the gateway checks.
         verifier = SigV4Authenticator({ACCESS_KEY: _Key("test-app", SECRET_KEY)})

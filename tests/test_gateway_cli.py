@@ -4,10 +4,7 @@ metrics, and a SIGTERM that lets the request in flight finish and loses no messa
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
 import threading
 import urllib.request
 from pathlib import Path
@@ -16,18 +13,18 @@ from typing import Any
 from snsq2nats.demo.nats_server import NatsServer
 from snsq2nats.files import document_json
 from snsq2nats.jetstream.connect import NatsOptions, connect_nats
-from snsq2nats.plan.pipeline import PlanRequest, make_plan
-from tests.fixtures.gateway import TEST_AUTHENTICATOR, RunningGateway
+from snsq2nats.plan.pipeline import PlanRequest
+from tests.fixtures.gateway import TEST_AUTHENTICATOR, Gateways, RunningGateway, applied_plan
 from tests.fixtures.wait import wait_until
 
 REGION = "us-east-1"
 QUEUE = "gw-cli"
 
 
-def applied_plan(moto_server: str, nats_url: str, folder: Path) -> Path:
+def plan_file(moto_server: str, nats_url: str, folder: Path) -> Path:
+    """moto with one queue, scanned, planned and applied: the plan file a gateway serves."""
     import boto3
 
-    from snsq2nats.apply import apply_plan
     from snsq2nats.aws import scan as aws_scan
     from snsq2nats.aws.clients import make_clients
 
@@ -43,22 +40,8 @@ def applied_plan(moto_server: str, nats_url: str, folder: Path) -> Path:
     inventory.write_bytes(
         document_json(aws_scan.scan(make_clients(session, [REGION], moto_server)))
     )
-    plan = make_plan(
-        PlanRequest(inventory_path=inventory),
-        scan=lambda: None,  # type: ignore[arg-type,return-value]
-        nats=NatsOptions(servers=[nats_url]),
-    )
-
-    async def apply() -> None:
-        nc = await connect_nats(NatsOptions(servers=[nats_url]), name="pytest apply")
-        try:
-            assert (await apply_plan(nc, plan, allow_destructive=False)).ok
-        finally:
-            await nc.close()
-
-    asyncio.run(apply())
     path = folder / "plan.json"
-    path.write_bytes(document_json(plan))
+    path.write_bytes(document_json(applied_plan(nats_url, PlanRequest(inventory_path=inventory))))
     return path
 
 
@@ -92,91 +75,58 @@ async def bodies_left(nats_url: str, stream: str, durable: str, want: int) -> li
 
 
 def test_the_gateway_command_serves_probes_metrics_and_stops_gracefully(
-    moto_server: str, tmp_path: Path
+    moto_server: str, tmp_path: Path, gateways: Gateways
 ) -> None:
     with NatsServer(name="gateway-cli") as server:
-        plan = applied_plan(moto_server, server.url, tmp_path)
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "snsq2nats",
-                "gateway",
-                "--plan",
-                str(plan),
-                "--server",
-                server.url,
-                "--listen",
-                "127.0.0.1:0",
-                "--authenticator",
-                TEST_AUTHENTICATOR,
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", "SNSQ2NATS_GATEWAY_SECRET": "s3cret"},
+        plan = plan_file(moto_server, server.url, tmp_path)
+        process = gateways.start(
+            *("--plan", plan, "--server", server.url, "--listen", "127.0.0.1:0"),
+            *("--authenticator", TEST_AUTHENTICATOR),
+            env={"SNSQ2NATS_GATEWAY_SECRET": "s3cret"},
         )
-        output: list[str] = []
-        try:
-            assert process.stdout is not None
-            for line in process.stdout:
-                output.append(line)
-                if "gateway listening on " in line:
-                    break
-            url = output[-1].split("gateway listening on ", 1)[1].strip()
-            reader = threading.Thread(target=lambda: output.extend(process.stdout or []))
-            reader.start()
-            assert get(f"{url}/healthz") == (200, "ok\n")
-            assert get(f"{url}/readyz")[0] == 200
-            sqs = RunningGateway(url).client()
-            queue_url = sqs.get_queue_url(QueueName=QUEUE)["QueueUrl"]
-            for body in ("one", "two"):
-                sqs.send_message(QueueUrl=queue_url, MessageBody=body)
-            held: list[Any] = []
-            while len(held) < 2:
-                # Invisible for 8 s: the long poll below finds the queue empty and waits.
-                held += sqs.receive_message(
-                    QueueUrl=queue_url, WaitTimeSeconds=5, VisibilityTimeout=8
-                ).get("Messages", [])
-            assert sorted(m["Body"] for m in held) == ["one", "two"]
-            status, metrics = get(f"{url}/metrics")
-            assert status == 200
-            assert (
-                'snsq2nats_gateway_requests_total{action="SendMessage",outcome="ok",'
-                f'queue="{QUEUE}"}} 2.0' in metrics
-            )
-            assert f'snsq2nats_gateway_messages_total{{direction="sent",queue="{QUEUE}"}} 2.0' in (
-                metrics
-            )
-            # A long poll in flight when SIGTERM comes is answered, not cut off.
-            answers: list[Any] = []
+        url = process.wait_listening()
+        assert get(f"{url}/healthz") == (200, "ok\n")
+        assert get(f"{url}/readyz")[0] == 200
+        sqs = RunningGateway(url).client()
+        queue_url = sqs.get_queue_url(QueueName=QUEUE)["QueueUrl"]
+        for body in ("one", "two"):
+            sqs.send_message(QueueUrl=queue_url, MessageBody=body)
+        held: list[Any] = []
+        while len(held) < 2:
+            # Invisible for 8 s: the long poll below finds the queue empty and waits.
+            held += sqs.receive_message(
+                QueueUrl=queue_url, WaitTimeSeconds=5, VisibilityTimeout=8
+            ).get("Messages", [])
+        assert sorted(m["Body"] for m in held) == ["one", "two"]
+        status, metrics = get(f"{url}/metrics")
+        assert status == 200
+        assert (
+            'snsq2nats_gateway_requests_total{action="SendMessage",outcome="ok",'
+            f'queue="{QUEUE}"}} 2.0' in metrics
+        )
+        assert f'snsq2nats_gateway_messages_total{{direction="sent",queue="{QUEUE}"}} 2.0' in (
+            metrics
+        )
+        # A long poll in flight when SIGTERM comes is answered, not cut off.
+        answers: list[Any] = []
 
-            def long_poll() -> None:
-                answers.append(
-                    sqs.receive_message(
-                        QueueUrl=queue_url, WaitTimeSeconds=4, MaxNumberOfMessages=10
-                    )
-                )
-
-            poller = threading.Thread(target=long_poll)
-            poller.start()
-            wait_until(
-                lambda: "snsq2nats_gateway_requests_in_flight 1.0" in get(f"{url}/metrics")[1],
-                what="the long poll to be under way",
+        def long_poll() -> None:
+            answers.append(
+                sqs.receive_message(QueueUrl=queue_url, WaitTimeSeconds=4, MaxNumberOfMessages=10)
             )
-            process.send_signal(signal.SIGTERM)
-            poller.join(60)
-            assert answers and answers[0]["ResponseMetadata"]["HTTPStatusCode"] == 200
-            assert "Messages" not in answers[0]  # both held: the poll waited, then answered
-            assert process.wait(60) == 0
-            reader.join(30)
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-            if process.stdout is not None:
-                process.stdout.close()
-        assert any("gateway stopped" in line for line in output), output
+
+        poller = threading.Thread(target=long_poll)
+        poller.start()
+        wait_until(
+            lambda: "snsq2nats_gateway_requests_in_flight 1.0" in get(f"{url}/metrics")[1],
+            what="the long poll to be under way",
+        )
+        process.send_signal(signal.SIGTERM)
+        poller.join(60)
+        assert answers and answers[0]["ResponseMetadata"]["HTTPStatusCode"] == 200
+        assert "Messages" not in answers[0]  # both held: the poll waited, then answered
+        assert process.wait(60) == 0, process.tail()
+        assert "gateway stopped" in process.text(), process.tail()
         # Nothing was deleted: both messages are still the queue's, held ones included.
         from snsq2nats.plan.model import load_plan
 

@@ -7,10 +7,6 @@ apply) is the SNS tests' fixture; here the real command serves it.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +16,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from snsq2nats.files import document_json
+from tests.fixtures.gateway import Gateways
 from tests.test_gateway_sns import Estate
 from tests.test_gateway_sns import estate as estate  # the fixture
 
@@ -49,85 +46,52 @@ def _error(call: Any) -> str:
 
 
 async def test_the_command_verifies_keys_and_acts_as_each_identity(
-    estate: Estate, tmp_path: Path
+    estate: Estate, tmp_path: Path, gateways: Gateways
 ) -> None:
     (tmp_path / "plan.json").write_bytes(document_json(estate.plan))
     admin_context = tmp_path / "auth" / "contexts" / "snsq2nats-admin.json"
     assert admin_context.exists(), "auth writes a natscli context per identity"
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "snsq2nats",
-            "gateway",
-            "--plan",
-            "plan.json",
-            "--keys",
-            "auth",
-            "--context",
-            "auth/contexts/snsq2nats-admin.json",
-            "--listen",
-            "127.0.0.1:0",
-        ],
+    gateway = gateways.start(
+        *("--plan", "plan.json", "--keys", "auth"),
+        *("--context", "auth/contexts/snsq2nats-admin.json", "--listen", "127.0.0.1:0"),
         cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", "SNSQ2NATS_GATEWAY_SECRET": "s3cret"},
+        env={"SNSQ2NATS_GATEWAY_SECRET": "s3cret"},
     )
-    output: list[str] = []
-    reader: threading.Thread | None = None
-    try:
-        assert process.stdout is not None
-        for line in process.stdout:
-            output.append(line)
-            if "gateway listening on " in line:
-                break
-        assert "gateway listening on " in output[-1], "".join(output)
-        url = output[-1].split("gateway listening on ", 1)[1].strip()
-        reader = threading.Thread(target=lambda: output.extend(process.stdout or []))
-        reader.start()
+    url = gateway.wait_listening()
 
-        publisher = _key(estate, "gw-events-publisher")
-        consumer = _key(estate, "gw-audit-consumer")
-        producer = _key(estate, "gw-audit-producer")
-        sns = _client("sns", url, publisher.access_key_id, publisher.secret)
-        sent = sns.publish(TopicArn=estate.events, Message="through the command")
-        assert sent["MessageId"]
+    publisher = _key(estate, "gw-events-publisher")
+    consumer = _key(estate, "gw-audit-consumer")
+    producer = _key(estate, "gw-audit-producer")
+    sns = _client("sns", url, publisher.access_key_id, publisher.secret)
+    sent = sns.publish(TopicArn=estate.events, Message="through the command")
+    assert sent["MessageId"]
 
-        # The topic's message reaches its raw subscriber's queue; its worker reads it over SQS.
-        worker = _client("sqs", url, consumer.access_key_id, consumer.secret)
-        queue_url = worker.get_queue_url(QueueName="gw-audit")["QueueUrl"]
-        bodies: list[str] = []
-        handles: list[str] = []
-        while "through the command" not in bodies:
-            got = worker.receive_message(QueueUrl=queue_url, WaitTimeSeconds=5)
-            for message in got.get("Messages", []):
-                bodies.append(message["Body"])
-                handles.append(message["ReceiptHandle"])
-        for handle in handles:
-            worker.delete_message(QueueUrl=queue_url, ReceiptHandle=handle)
+    # The topic's message reaches its raw subscriber's queue; its worker reads it over SQS.
+    worker = _client("sqs", url, consumer.access_key_id, consumer.secret)
+    queue_url = worker.get_queue_url(QueueName="gw-audit")["QueueUrl"]
+    bodies: list[str] = []
+    handles: list[str] = []
+    while "through the command" not in bodies:
+        got = worker.receive_message(QueueUrl=queue_url, WaitTimeSeconds=5)
+        for message in got.get("Messages", []):
+            bodies.append(message["Body"])
+            handles.append(message["ReceiptHandle"])
+    for handle in handles:
+        worker.delete_message(QueueUrl=queue_url, ReceiptHandle=handle)
 
-        # The queue's producer sends; its worker receives exactly that.
-        sender = _client("sqs", url, producer.access_key_id, producer.secret)
-        sender.send_message(QueueUrl=queue_url, MessageBody="sent by its producer")
-        got = worker.receive_message(QueueUrl=queue_url, WaitTimeSeconds=10)
-        assert [m["Body"] for m in got.get("Messages", [])] == ["sent by its producer"]
+    # The queue's producer sends; its worker receives exactly that.
+    sender = _client("sqs", url, producer.access_key_id, producer.secret)
+    sender.send_message(QueueUrl=queue_url, MessageBody="sent by its producer")
+    got = worker.receive_message(QueueUrl=queue_url, WaitTimeSeconds=10)
+    assert [m["Body"] for m in got.get("Messages", [])] == ["sent by its producer"]
 
-        # Keys the gateway does not know, or a wrong secret, are AWS's refusals.
-        stranger = _client("sqs", url, "AKIANOTAKEY000000000", "nope")
-        assert _error(lambda: stranger.list_queues()) == "InvalidClientTokenId"
-        forged = _client("sqs", url, producer.access_key_id, "not-the-secret")
-        assert _error(lambda: forged.list_queues()) == "SignatureDoesNotMatch"
-        forged_sns = _client("sns", url, publisher.access_key_id, "not-the-secret")
-        assert _error(lambda: forged_sns.list_topics()) == "SignatureDoesNotMatch"
-        # A secret never reaches the gateway's output.
-        assert producer.secret not in "".join(output)
-    finally:
-        process.terminate()
-        process.wait(60)
-        if reader is not None:
-            reader.join(30)
-        if process.stdout is not None:
-            process.stdout.close()
-    assert process.returncode == 0, "".join(output)
+    # Keys the gateway does not know, or a wrong secret, are AWS's refusals.
+    stranger = _client("sqs", url, "AKIANOTAKEY000000000", "nope")
+    assert _error(lambda: stranger.list_queues()) == "InvalidClientTokenId"
+    forged = _client("sqs", url, producer.access_key_id, "not-the-secret")
+    assert _error(lambda: forged.list_queues()) == "SignatureDoesNotMatch"
+    forged_sns = _client("sns", url, publisher.access_key_id, "not-the-secret")
+    assert _error(lambda: forged_sns.list_topics()) == "SignatureDoesNotMatch"
+    assert gateway.stop() == 0, gateway.tail()
+    # A secret never reaches the gateway's output.
+    assert producer.secret not in gateway.text()

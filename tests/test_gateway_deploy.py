@@ -4,11 +4,7 @@ the manifest's --listen opens, and the pod gets more time to stop than the gatew
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +14,9 @@ from snsq2nats.cli import main
 from snsq2nats.cli.gateway import _address
 from snsq2nats.demo.nats_server import NatsServer
 from snsq2nats.gateway.service import STOP_GRACE
-from tests.fixtures.gateway import TEST_AUTHENTICATOR
+from tests.fixtures.gateway import TEST_AUTHENTICATOR, Gateways
 from tests.test_fleet_deploy import listening_addresses
-from tests.test_gateway_cli import applied_plan, get
+from tests.test_gateway_cli import get, plan_file
 
 MANIFEST = Path(__file__).parent.parent / "deploy" / "kubernetes" / "gateway.yaml"
 
@@ -92,7 +88,7 @@ def test_manifest_args_mounts_and_ports_match_the_cli() -> None:
 
 
 def test_a_gateway_process_answers_the_manifests_probes_and_scrape(
-    moto_server: str, tmp_path: Path
+    moto_server: str, tmp_path: Path, gateways: Gateways
 ) -> None:
     gateway = container()
     params = args_of(gateway)
@@ -103,44 +99,23 @@ def test_a_gateway_process_answers_the_manifests_probes_and_scrape(
     # with a test verifier instead of the keys the pod mounts.
     args = [str(a) for a in gateway["args"]]
     args[args.index("--listen") + 1] = f"{host}:0"
+    assert args[0] == "gateway"  # the fixture's command names it
     with NatsServer(name="gateway-deploy") as server:
-        plan = applied_plan(moto_server, server.url, tmp_path)
-        process = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "snsq2nats", *args),
-                *("--plan", str(plan), "--server", server.url),
-                *("--authenticator", TEST_AUTHENTICATOR),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", "SNSQ2NATS_GATEWAY_SECRET": "s3cret"},
+        plan = plan_file(moto_server, server.url, tmp_path)
+        process = gateways.start(
+            *args[1:],
+            *("--plan", plan, "--server", server.url),
+            *("--authenticator", TEST_AUTHENTICATOR),
+            env={"SNSQ2NATS_GATEWAY_SECRET": "s3cret"},
         )
-        output: list[str] = []
-        try:
-            assert process.stdout is not None
-            for line in process.stdout:
-                output.append(line)
-                if "gateway listening on " in line:
-                    break
-            assert output and "gateway listening on " in output[-1], output
-            port = int(output[-1].rsplit(":", 1)[1])
-            reader = threading.Thread(target=lambda: output.extend(process.stdout or []))
-            reader.start()
-            # Listening on every address, as the probes from the node need.
-            assert listening_addresses(port) == {host}
-            local = f"http://127.0.0.1:{port}"
-            for path in probes:
-                assert get(f"{local}{path}")[0] == 200, path
-            status, metrics = get(f"{local}{scrape}")
-            assert status == 200 and "snsq2nats_gateway_requests_in_flight" in metrics
-            process.send_signal(signal.SIGTERM)
-            assert process.wait(STOP_GRACE + 30) == 0
-            reader.join(30)
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-            if process.stdout is not None:
-                process.stdout.close()
-        assert any("gateway stopped" in line for line in output), output
+        port = int(process.wait_listening().rsplit(":", 1)[1])
+        # Listening on every address, as the probes from the node need.
+        assert listening_addresses(port) == {host}
+        local = f"http://127.0.0.1:{port}"
+        for path in probes:
+            assert get(f"{local}{path}")[0] == 200, path
+        status, metrics = get(f"{local}{scrape}")
+        assert status == 200 and "snsq2nats_gateway_requests_in_flight" in metrics
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(STOP_GRACE + 30) == 0, process.tail()
+        assert "gateway stopped" in process.text(), process.tail()

@@ -22,10 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import re
-import subprocess
-import sys
 import threading
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -44,6 +40,7 @@ from snsq2nats.jetstream.connect import NatsOptions, connect_nats
 from snsq2nats.plan.model import load_plan
 from tests.fixtures.aws import AwsEndpoint
 from tests.fixtures.bridge import Bridges
+from tests.fixtures.gateway import GatewayProcess, Gateways
 from tests.fixtures.wait import until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -238,43 +235,6 @@ def server_users(directory: Path) -> dict[str, Any]:
     return {"authorization": {"users": [u for u in users if "permissions" in u]}}
 
 
-class Gateway:
-    """`snsq2nats gateway` as a process, logging to a file (a pipe nobody reads would block it)."""
-
-    def __init__(self, directory: Path, keys: Path, context: Path) -> None:
-        self.log = directory / "gateway.log"
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [
-                    *(sys.executable, "-m", "snsq2nats", "gateway", "--keys", str(keys)),
-                    *("--context", str(context), "--listen", "127.0.0.1:0"),
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1", "SNSQ2NATS_GATEWAY_SECRET": "x" * 48},
-            )
-        self.url = ""
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def listening(self) -> bool:
-        found = re.search(r"gateway listening on (\S+)", self.text())
-        assert found or self.proc.poll() is None, self.text()
-        self.url = found.group(1) if found else ""
-        return bool(found)
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-        try:
-            return self.proc.wait(60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait()
-
-
 async def backlogs(
     aws: AwsEndpoint, admin: NatsOptions, plan_path: Path, fifo: bool
 ) -> dict[str, int]:
@@ -313,7 +273,7 @@ async def backlogs(
 
 @pytest.mark.parametrize("fifo", [False, True], ids=["standard", "fifo"])
 async def test_an_application_moves_to_the_gateway_mid_traffic_each_message_once(
-    aws: AwsEndpoint, tmp_path: Path, bridges: Bridges, fifo: bool
+    aws: AwsEndpoint, tmp_path: Path, bridges: Bridges, gateways: Gateways, fifo: bool
 ) -> None:
     seed(aws, fifo)
     queue = names(fifo)[0]
@@ -337,7 +297,7 @@ async def test_an_application_moves_to_the_gateway_mid_traffic_each_message_once
     ledger = Ledger()
     workers: list[Worker] = []
     producer: Producer | None = None
-    gateway: Gateway | None = None
+    gateway: GatewayProcess | None = None
     stopped: int | None = None
     server.start()
     try:
@@ -358,7 +318,10 @@ async def test_an_application_moves_to_the_gateway_mid_traffic_each_message_once
             return status.exit_code == 0
 
         await until(bridge_ready, 120, "the bridge to own every route")
-        gateway = Gateway(tmp_path, auth, contexts / "snsq2nats-bridge.json")
+        gateway = gateways.start(
+            *("--keys", auth, "--context", contexts / "snsq2nats-bridge.json"),
+            *("--listen", "127.0.0.1:0"),
+        )
         await until(gateway.listening, 120, "the gateway to listen")
 
         # All on AWS: the application as it runs today.
@@ -431,7 +394,7 @@ async def test_an_application_moves_to_the_gateway_mid_traffic_each_message_once
             stopped = gateway.stop()
         server.close()
 
-    assert gateway is not None and stopped == 0, gateway and gateway.text()[-3000:]
+    assert gateway is not None and stopped == 0, gateway and gateway.tail()
     lost = sorted(want - set(ledger.processed))
     twice = {b: ws for b, ws in ledger.processed.items() if len(ws) != 1}
     extra = sorted(set(ledger.processed) - want)

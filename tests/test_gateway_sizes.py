@@ -5,7 +5,6 @@ more is refused, as SQS refuses it."""
 
 from __future__ import annotations
 
-import asyncio
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,11 +15,10 @@ import pytest
 from botocore.exceptions import ClientError
 
 from snsq2nats.demo.nats_server import NatsServer
-from snsq2nats.jetstream.connect import NatsOptions, connect_nats
 from snsq2nats.plan.model import Plan
-from snsq2nats.plan.pipeline import PlanRequest, make_plan
+from snsq2nats.plan.pipeline import PlanRequest
 from snsq2nats.plan.queues import stored_size
-from tests.fixtures.gateway import RunningGateway, running_gateway
+from tests.fixtures.gateway import RunningGateway, applied_plan, running_gateway
 
 REGION = "us-east-1"
 LIMIT = 262_144
@@ -48,7 +46,6 @@ class Estate:
 def estate(moto_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Estate]:
     import boto3
 
-    from snsq2nats.apply import apply_plan
     from snsq2nats.aws import scan as aws_scan
     from snsq2nats.aws.clients import make_clients
     from snsq2nats.files import document_json
@@ -71,20 +68,7 @@ def estate(moto_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         document_json(aws_scan.scan(make_clients(session, [REGION], moto_server)))
     )
     with NatsServer(name="gateway-sizes") as server:
-        plan = make_plan(
-            PlanRequest(inventory_path=inventory),
-            scan=lambda: pytest.fail("must not scan"),
-            nats=NatsOptions(servers=[server.url]),
-        )
-
-        async def apply() -> None:
-            nc = await connect_nats(NatsOptions(servers=[server.url]), name="pytest apply")
-            try:
-                assert (await apply_plan(nc, plan, allow_destructive=False)).ok
-            finally:
-                await nc.close()
-
-        asyncio.run(apply())
+        plan = applied_plan(server.url, PlanRequest(inventory_path=inventory))
         with running_gateway(server.url, plan) as running:
             yield Estate(plan, running.client(), running)
 

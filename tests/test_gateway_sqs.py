@@ -8,7 +8,6 @@ so tests share the applied plan without sharing messages.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import functools
 import hashlib
@@ -26,10 +25,15 @@ import pytest
 from botocore.exceptions import ClientError
 
 from snsq2nats.demo.nats_server import NatsServer
-from snsq2nats.jetstream.connect import NatsOptions, connect_nats
 from snsq2nats.plan.model import Plan
-from snsq2nats.plan.pipeline import PlanRequest, make_plan
-from tests.fixtures.gateway import ACCESS_KEY, SECRET_KEY, RunningGateway, running_gateway
+from snsq2nats.plan.pipeline import PlanRequest
+from tests.fixtures.gateway import (
+    ACCESS_KEY,
+    SECRET_KEY,
+    RunningGateway,
+    applied_plan,
+    running_gateway,
+)
 
 REGION = "us-east-1"
 STANDARD = [
@@ -97,7 +101,6 @@ def seed(sqs: Any) -> None:
 def sides(moto_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sides]:
     import boto3
 
-    from snsq2nats.apply import apply_plan
     from snsq2nats.aws import scan as aws_scan
     from snsq2nats.aws.clients import make_clients
     from snsq2nats.files import document_json
@@ -116,21 +119,7 @@ def sides(moto_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     mapping = folder / "partitions.yaml"
     mapping.write_text(f"overrides:\n  - match: {PARTITIONED}\n    partitions: {PARTITIONS}\n")
     with NatsServer(name="gateway") as server:
-        plan = make_plan(
-            PlanRequest(inventory_path=path, mapping_paths=[mapping]),
-            scan=lambda: pytest.fail("must not scan"),
-            nats=NatsOptions(servers=[server.url]),
-        )
-
-        async def apply() -> None:
-            nc = await connect_nats(NatsOptions(servers=[server.url]), name="pytest apply")
-            try:
-                result = await apply_plan(nc, plan, allow_destructive=False)
-                assert result.ok, result
-            finally:
-                await nc.close()
-
-        asyncio.run(apply())
+        plan = applied_plan(server.url, PlanRequest(inventory_path=path, mapping_paths=[mapping]))
         with running_gateway(server.url, plan) as running:
             yield Sides(moto, running.client(), plan, server.url, running)
 

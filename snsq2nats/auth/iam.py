@@ -22,9 +22,10 @@ from snsq2nats.auth.iam_policy import (
     denies,
     right_decision,
 )
-from snsq2nats.auth.identities import PrincipalGrant, policy_grants, principal_name, safe_name
+from snsq2nats.auth.identities import PrincipalGrant, policy_grants, principal_name
 from snsq2nats.aws.arns import parse_arn
 from snsq2nats.aws.iam import Authorization, Principal
+from snsq2nats.plan.identities import safe_name
 from snsq2nats.plan.model import Plan, Resource
 
 RIGHT_ROLES: dict[Right, str] = {"send": "producer", "receive": "consumer", "publish": "publisher"}

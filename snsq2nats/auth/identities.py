@@ -25,7 +25,6 @@ matches no real ack subject: every ack would be denied and every message redeliv
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -49,11 +48,11 @@ from snsq2nats.jetstream.operations import (
 )
 from snsq2nats.jetstream.operations import ACK as ACK_OP
 from snsq2nats.plan.buckets import bucket_uses, sent_subject
+from snsq2nats.plan.identities import resource_identity, safe_name
 from snsq2nats.plan.model import Plan, Resource, Route
 from snsq2nats.plan.routes import RELAY_PREFIX
 
 Role = Literal["producer", "consumer", "publisher", "subscriber", "principal", "bridge", "admin"]
-_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
 
 @dataclass(frozen=True)
@@ -100,11 +99,6 @@ def _ordered(subjects: list[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(subjects))
 
 
-def safe_name(name: str) -> str:
-    """`name` as a NATS user name (what an identity generated for it is called)."""
-    return _UNSAFE.sub("_", name)
-
-
 def _identity(
     name: str, role: Role, serves: str | None, publish: list[str], about: str
 ) -> Identity:
@@ -147,10 +141,12 @@ def _topic_space(resource: Resource, subjects: _Subjects) -> list[str]:
 
 def queue_identities(resource: Resource, subjects: _Subjects) -> list[Identity]:
     stream, consumer = resource.stream, resource.consumer
-    if not stream or not consumer:
+    producer_name = resource_identity(resource, "producer")
+    worker_name = resource_identity(resource, "consumer")
+    if not stream or not consumer or producer_name is None or worker_name is None:
         return []
     producer = _identity(
-        f"{stream}-producer",
+        producer_name,
         "producer",
         resource.source_arn,
         subjects.own(stream),
@@ -158,7 +154,7 @@ def queue_identities(resource: Resource, subjects: _Subjects) -> list[Identity]:
     )
     durables = resource.durables
     worker = _identity(
-        f"{stream}-consumer",
+        worker_name,
         "consumer",
         resource.source_arn,
         _each(durables, lambda d: pull_subjects(stream, d)),
@@ -171,21 +167,23 @@ def queue_identities(resource: Resource, subjects: _Subjects) -> list[Identity]:
 
 
 def topic_identities(resource: Resource, subjects: _Subjects) -> list[Identity]:
-    base = resource.stream or (resource.publish_subject or resource.name).split(".<")[0]
+    publisher = resource_identity(resource, "publisher")
+    if publisher is None:
+        return []
     out = [
         _identity(
-            f"{base}-publisher",
+            publisher,
             "publisher",
             resource.source_arn,
             _topic_space(resource, subjects),
             f"publishes to SNS topic {resource.name}",
         )
     ]
-    if resource.stream:
+    name = resource_identity(resource, "subscriber")
+    if resource.stream and name is not None:
         # A NATS application that subscribes to the topic itself gets one durable of its own
         # on the topic stream, named after the identity (the server refuses any other name in
         # a CONSUMER.CREATE subject pinned so), and nothing of the queues'.
-        name = f"{base}-subscriber"
         out.append(
             _identity(
                 name,

@@ -11,7 +11,6 @@ a request against the plan and the live state and say exactly what will happen; 
 from __future__ import annotations
 
 import difflib
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -19,6 +18,7 @@ from typing import Literal
 
 from snsq2nats.aws.arns import subscription_topic
 from snsq2nats.errors import UsageError
+from snsq2nats.plan.identities import resource_identity
 from snsq2nats.plan.model import Plan, Resource, Route
 from snsq2nats.plan.routes import CutoverView, active_routes
 from snsq2nats.plan.rules import Cutover
@@ -294,7 +294,6 @@ def _steps(resource: Resource, side: Side, before: Cutover, after: Cutover) -> l
 
 SQS_ENDPOINT_ENV = "AWS_ENDPOINT_URL_SQS"
 SNS_ENDPOINT_ENV = "AWS_ENDPOINT_URL_SNS"
-_UNSAFE_NAME = re.compile(r"[^A-Za-z0-9_-]+")
 
 GatewayRole = Literal["consumer", "producer", "publisher"]
 GATEWAY_KINDS = frozenset(
@@ -310,20 +309,8 @@ GATEWAY_KINDS = frozenset(
 
 def gateway_identity(resource: Resource, role: GatewayRole) -> str | None:
     """The identity `snsq2nats auth` generates for `role` of a queue or topic, whose access key
-    in `gateway-keys.json` the application uses through the gateway (None: it has none).
-
-    `auth` is a sibling engine this one may not import, so its naming rule is restated here;
-    tests/test_runbook.py pins the two together over a whole estate.
-    """
-    if resource.kind == QUEUE:
-        if not resource.stream or not resource.consumer or role == "publisher":
-            return None
-        base = resource.stream
-    else:
-        if role != "publisher":
-            return None
-        base = resource.stream or (resource.publish_subject or resource.name).split(".<")[0]
-    return _UNSAFE_NAME.sub("_", f"{base}-{role}")
+    in `gateway-keys.json` the application uses through the gateway (None: it has none)."""
+    return resource_identity(resource, role)
 
 
 def gateway_steps(
