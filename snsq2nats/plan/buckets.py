@@ -92,9 +92,11 @@ def sent_ledger_spec(replicas: int = 1) -> StreamSpec:
     )
 
 
-def ledger_specs(relays_to_sns: bool, replicas: int = 1) -> list[StreamSpec]:
-    """The ledger when some topic may fan out through SNS (a nats-to-sns candidate route)."""
-    return [sent_ledger_spec(replicas)] if relays_to_sns else []
+def ledger_specs(topic_streams: bool, replicas: int = 1) -> list[StreamSpec]:
+    """The ledger whenever a topic has a stream: a re-plan that stops a topic's fan-out
+    through SNS drops its nats-to-sns route, and that apply's handover still reads the ledger
+    (so it must stay in the plan, and in the admin's grants)."""
+    return [sent_ledger_spec(replicas)] if topic_streams else []
 
 
 def _bucket_spec(

@@ -87,8 +87,9 @@ def translate(
     streams: list[StreamSpec] = list(derived.streams)
     # Every route a cutover state may run needs them, not only those running in this one.
     streams += bucket_specs(bool(derived.candidates), rules.defaults.replicas)
-    relays_to_sns = any(r.kind == "nats-to-sns" for r in derived.candidates)
-    streams += ledger_specs(relays_to_sns, rules.defaults.replicas)
+    # Any topic with a stream: one that fans out through SNS in no revision of this plan may in
+    # the applied one, and the handover of that fan-out (during this very apply) reads its records.
+    streams += ledger_specs(bool(derived.topic_streams), rules.defaults.replicas)
     consumers: list[ConsumerSpec] = list(derived.consumers)
     resources: list[Resource] = []
     for names in topics.values():
