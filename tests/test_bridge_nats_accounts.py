@@ -280,6 +280,7 @@ async def test_each_route_relays_in_its_own_nats_account(aws: AwsEndpoint, tmp_p
         assert not shop_sqs.receive_message(QueueUrl=audit).get("Messages")
         # The bridge closed every account's connection on its way out.
         assert _bridge_connections(server) == {}
+        await _ledger_is_homes(estate, server.url, str(outbound.stream))
 
         # Billing's bridge identity cannot reach shop's streams: they are not in its account,
         # and shop's imported API is not among its grants.
@@ -301,6 +302,31 @@ async def test_each_route_relays_in_its_own_nats_account(aws: AwsEndpoint, tmp_p
             assert "error" not in json.loads(reply.data)
         finally:
             await shop_bridge.close()
+
+
+async def _ledger_is_homes(estate: Estate, url: str, topic_stream: str) -> None:
+    """shop's SNS relay recorded each message SNS accepted in the home account's ledger (shop's
+    account has none), and a handover over shop's connection reads it there: a cut whose
+    every message is in doubt copies none."""
+    from snsq2nats.bridge.fanout_handover import CopyTarget, RelayCut, carry_in_doubt, read_sent
+    from snsq2nats.plan.buckets import SENT_LEDGER
+
+    admin = estate.by_name["snsq2nats-admin"]
+    admins = admin_credentials(estate.plan, estate.auth_dir)
+    home = await _connect(url, admins[HOME], admin)
+    shop = await _connect(url, admins["shop"], admin)
+    try:
+        assert await read_sent(home, topic_stream, None) == set(range(1, COUNT + 1))
+        assert await read_sent(shop, topic_stream, None) is None  # no ledger in shop's account
+        reply = await shop.request(f"$JS.API.STREAM.INFO.{SENT_LEDGER}", b"", timeout=10)
+        assert json.loads(reply.data)["error"]["err_code"] == 10059
+        nowhere = CopyTarget("nowhere", "nowhere", False, (">",))
+        cut = RelayCut(topic_stream, 0, COUNT)
+        carried = await carry_in_doubt(shop, cut, [], [nowhere], route="test", ledger=home)
+        assert (carried.recorded, carried.copied, carried.ledger) == (COUNT, 0, True)
+    finally:
+        await shop.close()
+        await home.close()
 
 
 async def test_a_member_connects_only_to_the_accounts_of_its_routes(
