@@ -25,6 +25,7 @@ from snsq2nats.auth.identities import Identity, identities, inbox_prefix
 from snsq2nats.auth.jwt import JwtWritten, write_jwt
 from snsq2nats.auth.output import write_identities
 from snsq2nats.aws.accounts import RouteAccounts, account_clients, account_sources
+from snsq2nats.aws.arns import parse_arn
 from snsq2nats.aws.scan import scan_accounts
 from snsq2nats.bridge.context import RelaySettings
 from snsq2nats.bridge.nats_accounts import route_account, route_accounts
@@ -592,3 +593,32 @@ async def test_an_accounts_connection_lives_while_one_of_its_routes_runs(
     finally:
         await pool.close()
         await home.close()
+
+
+def test_verify_sends_each_canary_in_its_own_nats_account(aws: AwsEndpoint, tmp_path: Path) -> None:
+    """`verify --grants DIR` of a per-account plan: each queue's canary is published and
+    received in its own NATS account (billing's `orders`, shop's `audit`), and shop's topic's
+    reaches its queue; none is left behind. Without the other accounts' creds those streams
+    cannot even be seen from the home account."""
+    from click.testing import CliRunner
+
+    from snsq2nats.cli import main
+    from snsq2nats.files import document_json
+
+    server = NatsServer(name="bridgeacct-verify")
+    estate = _estate(aws, tmp_path, server.url)
+    server.extra_config = estate.written.settings
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_bytes(document_json(estate.plan))
+    context = estate.auth_dir / "contexts" / "snsq2nats-admin.json"
+    words = ["verify", "--plan", str(plan_file), "--context", str(context), "--json"]
+    with server:
+        asyncio.run(_apply(estate, server.url))
+        run = CliRunner().invoke(main, [*words, "--grants", str(estate.auth_dir)])
+    assert run.exit_code == 0, run.output
+    doc = json.loads(run.stdout)
+    assert doc["ok"] and not doc["counts"]["failed"], doc
+    checked = {r["resource"] for r in doc["results"] if r["result"] == "ok"}
+    queues = [r for r in estate.plan.resources if r.kind == "sqs-queue"]
+    assert {r.name for r in queues} <= checked, doc["results"]
+    assert {SHOP, BILLING} == {parse_arn(r.source_arn).account for r in queues}
