@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from snsq2nats.cli.app import Application, pass_app
+from snsq2nats.cli.nats_accounts import admin_options, connected, grants_option_help
 from snsq2nats.cli.options import (
     NatsInputs,
     PlanInputs,
@@ -15,7 +16,6 @@ from snsq2nats.cli.options import (
     plan_file_option,
     plan_options,
 )
-from snsq2nats.cli.nats_accounts import admin_options, connected, grants_option_help
 from snsq2nats.cli.plans import plan_for
 
 if TYPE_CHECKING:
