@@ -509,7 +509,7 @@ async def test_the_chain_across_three_accounts_and_two_regions(
         moved = await asyncio.to_thread(
             cli_json,
             *("cutover", "consumers", invoices.source_arn, "--to", "nats", "--wait"),
-            *("--plan", plan_path, "--assume-role", ROLE),
+            *("--plan", plan_path, "--assume-role", ROLE, *grants),
         )
         assert moved["confirmed_by"] and [m["account"] for m in moved["moves"]] == [B], moved
         # shop's producers still publish on AWS: the queue stays fed, the bridge relays it.
@@ -574,7 +574,7 @@ async def test_the_chain_across_three_accounts_and_two_regions(
     # ledger's unfed queues, one in each region, moved whole: the waits read each SQS queue in
     # its own region, with ledger's role (`cutover --assume-role`); reconcile's messages reach
     # its stream through the bridge's relay, with that role too.
-    move = ("--plan", plan_path, "--assume-role", ROLE)
+    move = ("--plan", plan_path, "--assume-role", ROLE, *grants)
     for name in UNFED:
         queue = queues[name]
         await asyncio.to_thread(
