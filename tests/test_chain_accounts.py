@@ -8,6 +8,12 @@ and `verify` in operator mode, a `bridge --assume-role` relaying every route, `c
 billing's consumers (a filtered queue in another account and region than its topic) under
 traffic, then ledger's unfed queues moved with `--wait` and `status`, each reading SQS in the
 queue's own account and region. Each application gets each of its messages exactly once.
+
+The chain runs twice, as two test items (another worker may take the second): with
+`accounts: {nats: one}`, and with `nats: per-account`, where each AWS account is a NATS account
+of its own and `apply`, `verify`, the bridge, `cutover` and `status` take `--grants DIR` to act
+in each (shop's topics reach ledger's queues through cross-account stream sources). Each run has
+AWS accounts of its own, so both can share one LocalStack.
 """
 
 from __future__ import annotations
@@ -613,9 +619,12 @@ async def test_the_chain_across_three_accounts_and_two_regions(
 
     await asyncio.to_thread(wait_until, drained_status, 120, "the moved queues' status")
     status = json.loads(said[0].stdout)["routes"]
-    assert [(r["route"], r["account"], r["aws"]["exists"]) for r in status] == [
-        ("sqs:billing-invoices", B, True),
-        ("sqs:ledger-reconcile", C, True),
+    # ... and their streams in the NATS accounts holding them (per-account: billing's, ledger's).
+    assert [
+        (r["route"], r["account"], r["aws"]["exists"], r["nats"]["exists"]) for r in status
+    ] == [
+        ("sqs:billing-invoices", B, True, True),
+        ("sqs:ledger-reconcile", C, True, True),
     ], status
     by_side = ledger.report("invoices", want["invoices"]).by_side
     assert by_side.get("aws") and by_side.get("nats"), by_side
