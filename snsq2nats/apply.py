@@ -727,6 +727,7 @@ async def hand_over_fanout(
     timeout: float = CONFIRM_TIMEOUT,
     *,
     cuts: dict[str, RelayCut] | None = None,
+    ledger: Client | None = None,
 ) -> dict[str, int]:
     """Stop the SNS relay of each topic whose fan-out moves to stream sources, exactly once.
 
@@ -739,7 +740,8 @@ async def hand_over_fanout(
     streams under their SNS ids (exact also for a queue whose consumers are still on AWS; all
     of them without a ledger), and the topic's filter routers start after its ack floor. Each
     topic's cut is put in `cuts`. The same handover as `cutover finish TOPIC`
-    (`cutover.switch_to_sources`).
+    (`cutover.switch_to_sources`). `ledger`: the home account's connection, where the ledger
+    is, when `nc` is another NATS account's (`apply_plan`).
     """
     from snsq2nats.bridge.fanout_handover import carry_in_doubt, read_cut
     from snsq2nats.bridge.follow import wait_for_plan_revision
@@ -785,7 +787,12 @@ async def hand_over_fanout(
         # Read once every bridge has stopped the relay: its floors no longer move.
         cut = await read_cut(nc, stream)
         cut = await carry_in_doubt(
-            nc, cut, _relay_subjects(plan, stream), _copy_targets(plan, live, stream), route="apply"
+            nc,
+            cut,
+            _relay_subjects(plan, stream),
+            _copy_targets(plan, live, stream),
+            route="apply",
+            ledger=ledger,
         )
         cuts[stream] = cut
         starts[stream] = cut.source_start
@@ -861,8 +868,12 @@ async def apply_plan(
     on_progress: Callable[[Outcome], None] | None = None,
     concurrency: int = DEFAULT_CONCURRENCY,
     confirm_timeout: float = CONFIRM_TIMEOUT,
+    ledger: Client | None = None,
 ) -> ApplyResult:
     """Apply `plan` over the connection `nc`; raises ApplyError if it must not start.
+
+    `ledger`: in a per-account plan, the home account's connection when `nc` is another NATS
+    account's: a fan-out handover reads the SNS relays' ledger there (None: over `nc`).
 
     Returns the result of every pending change; `result.ok` is False (and `result.error` holds
     the server's refusal) when the server rejected one, in which case the run stopped there.
@@ -897,7 +908,7 @@ async def apply_plan(
             raise refusal
 
     cuts: dict[str, RelayCut] = {}
-    starts = await hand_over_fanout(nc, plan, live, run, confirm_timeout, cuts=cuts)
+    starts = await hand_over_fanout(nc, plan, live, run, confirm_timeout, cuts=cuts, ledger=ledger)
     ops = _ops(nc, plan, run, live, pedantic_supported(live.server), starts)
     runner = _Runner(concurrency=max(1, concurrency), on_progress=on_progress)
     for change in already:

@@ -8,6 +8,11 @@ eventually consistent: AWS advises waiting for a minute of zeros before trusting
 
 Each route also shows which bridge fleet member holds its lease, for how long, and whether
 that member's heartbeat is current (from the fleet's KV bucket, `plan.fleet`).
+
+In a per-account plan (`accounts: {nats: per-account}`) each stream lives in its AWS account's
+NATS account, where a connection to another account cannot see it: each route's stream and
+consumers are read over a connection to the account holding them (`collect`'s `accounts`);
+the fleet, the cutover state and the undeliverable records stay the home connection's.
 """
 
 from __future__ import annotations
@@ -250,6 +255,19 @@ class _Reading:
     streams: Mapping[str, dict[str, Any]] | None = None  # listed once, when many are read
     executor: Executor | None = None
     queues: _QueueUrls | None = None  # listed once, when many are read
+    # Per stream, the connection to the NATS account holding it (None: the one connection).
+    conn: Callable[[str], Client] | None = None
+
+
+def _connections(
+    plan: Plan, home: Client, accounts: Mapping[str, Client] | None
+) -> Callable[[str], Client] | None:
+    """Each stream's connection in a per-account plan: its NATS account's (`accounts`, by
+    name), the home one's for a stream of the home account or of no account."""
+    if not accounts:
+        return None
+    holder = {stream: a.name for a in plan.nats_accounts for stream in a.streams}
+    return lambda stream: accounts.get(holder.get(stream, ""), home)
 
 
 def _queue_durables(plan: Plan) -> dict[str, list[str]]:
@@ -271,6 +289,10 @@ async def route_status(
 ) -> RouteStatus:
     shared = reading if reading is not None else _Reading(_queue_durables(plan))
     streams, executor = shared.streams, shared.executor
+    home = nc
+    if shared.conn is not None:
+        # The route's own NATS account: its stream (a queue's or a topic's) is there.
+        nc = shared.conn(route.stream or "")
     parts = parse_arn(route.aws_arn)
     region = parts.region
     # A client acting in the route's own account when the caller has one (`aws.clients.
@@ -309,8 +331,10 @@ async def route_status(
     if route.kind == "dlq-mover":
         consumer = route.advisory_consumer
         stream = route.advisory_stream or "snsq2nats_advisories"
-        advisories = await nats_backlog(nc, stream, consumer, streams=streams)
-        dlq_stream = await nats_backlog(nc, route.target_stream or "", None, streams=streams)
+        # The advisories' stream is the home account's; the DLQ's stream its queue's account's.
+        advisories = await nats_backlog(home, stream, consumer, streams=streams)
+        dlq_nc = shared.conn(route.target_stream or "") if shared.conn is not None else home
+        dlq_stream = await nats_backlog(dlq_nc, route.target_stream or "", None, streams=streams)
         dlq_sqs = await sqs_backlog(sqs, route.aws_arn, executor=executor, listed=shared.queues)
         dlq = {"nats_messages": dlq_stream.stream_messages, "sqs_messages": dlq_sqs.total}
         drained = advisories.exists and advisories.total == 0
@@ -444,13 +468,22 @@ async def collect(
     *,
     concurrency: int = CONCURRENCY,
     on_progress: Callable[[int, int | None], None] | None = None,
+    accounts: Mapping[str, Client] | None = None,
 ) -> list[RouteStatus]:
-    """Every route's status, in the order given, `concurrency` routes at a time."""
+    """Every route's status, in the order given, `concurrency` routes at a time.
+
+    `accounts`: in a per-account plan, the connection to each NATS account other than the
+    home one (`nc`'s), by name: each route's stream is read in its own account."""
     from snsq2nats.jetstream.state import stream_infos
 
     wanted = {s for r in routes for s in (r.stream, r.target_stream, r.advisory_stream) if s}
-    # Many streams: one paged listing reads them all, 256 a request.
-    streams = await stream_infos(nc) if len(wanted) >= LIST_STREAMS_FROM else None
+    streams: dict[str, dict[str, Any]] | None = None
+    if len(wanted) >= LIST_STREAMS_FROM:
+        # Many streams: one paged listing per account reads them all, 256 a request (a stream
+        # name is unique across the plan's accounts).
+        streams = {}
+        for conn in [nc, *(accounts or {}).values()]:
+            streams.update(await stream_infos(conn))
     gate = asyncio.Semaphore(max(1, concurrency))
     with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="status") as pool:
         queues = None
@@ -474,7 +507,9 @@ async def collect(
                 # Only a shortcut: without sqs:ListQueues (status never needed it), or on any
                 # error listing, each queue is looked up by name as before.
                 queues = None
-        reading = _Reading(_queue_durables(plan), streams, pool, queues)
+        reading = _Reading(
+            _queue_durables(plan), streams, pool, queues, _connections(plan, nc, accounts)
+        )
 
         async def one(route: Route) -> RouteStatus:
             async with gate:

@@ -25,6 +25,7 @@ from snsq2nats.auth.identities import Identity, identities, inbox_prefix
 from snsq2nats.auth.jwt import JwtWritten, write_jwt
 from snsq2nats.auth.output import write_identities
 from snsq2nats.aws.accounts import RouteAccounts, account_clients, account_sources
+from snsq2nats.aws.arns import parse_arn
 from snsq2nats.aws.scan import scan_accounts
 from snsq2nats.bridge.context import RelaySettings
 from snsq2nats.bridge.nats_accounts import route_account, route_accounts
@@ -280,6 +281,7 @@ async def test_each_route_relays_in_its_own_nats_account(aws: AwsEndpoint, tmp_p
         assert not shop_sqs.receive_message(QueueUrl=audit).get("Messages")
         # The bridge closed every account's connection on its way out.
         assert _bridge_connections(server) == {}
+        await _ledger_is_homes(estate, server.url, str(outbound.stream))
 
         # Billing's bridge identity cannot reach shop's streams: they are not in its account,
         # and shop's imported API is not among its grants.
@@ -301,6 +303,31 @@ async def test_each_route_relays_in_its_own_nats_account(aws: AwsEndpoint, tmp_p
             assert "error" not in json.loads(reply.data)
         finally:
             await shop_bridge.close()
+
+
+async def _ledger_is_homes(estate: Estate, url: str, topic_stream: str) -> None:
+    """shop's SNS relay recorded each message SNS accepted in the home account's ledger (shop's
+    account has none), and a handover over shop's connection reads it there: a cut whose
+    every message is in doubt copies none."""
+    from snsq2nats.bridge.fanout_handover import CopyTarget, RelayCut, carry_in_doubt, read_sent
+    from snsq2nats.plan.buckets import SENT_LEDGER
+
+    admin = estate.by_name["snsq2nats-admin"]
+    admins = admin_credentials(estate.plan, estate.auth_dir)
+    home = await _connect(url, admins[HOME], admin)
+    shop = await _connect(url, admins["shop"], admin)
+    try:
+        assert await read_sent(home, topic_stream, None) == set(range(1, COUNT + 1))
+        assert await read_sent(shop, topic_stream, None) is None  # no ledger in shop's account
+        reply = await shop.request(f"$JS.API.STREAM.INFO.{SENT_LEDGER}", b"", timeout=10)
+        assert json.loads(reply.data)["error"]["err_code"] == 10059
+        nowhere = CopyTarget("nowhere", "nowhere", False, (">",))
+        cut = RelayCut(topic_stream, 0, COUNT)
+        carried = await carry_in_doubt(shop, cut, [], [nowhere], route="test", ledger=home)
+        assert (carried.recorded, carried.copied, carried.ledger) == (COUNT, 0, True)
+    finally:
+        await shop.close()
+        await home.close()
 
 
 async def test_a_member_connects_only_to_the_accounts_of_its_routes(
@@ -566,3 +593,32 @@ async def test_an_accounts_connection_lives_while_one_of_its_routes_runs(
     finally:
         await pool.close()
         await home.close()
+
+
+def test_verify_sends_each_canary_in_its_own_nats_account(aws: AwsEndpoint, tmp_path: Path) -> None:
+    """`verify --grants DIR` of a per-account plan: each queue's canary is published and
+    received in its own NATS account (billing's `orders`, shop's `audit`), and shop's topic's
+    reaches its queue; none is left behind. Without the other accounts' creds those streams
+    cannot even be seen from the home account."""
+    from click.testing import CliRunner
+
+    from snsq2nats.cli import main
+    from snsq2nats.files import document_json
+
+    server = NatsServer(name="bridgeacct-verify")
+    estate = _estate(aws, tmp_path, server.url)
+    server.extra_config = estate.written.settings
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_bytes(document_json(estate.plan))
+    context = estate.auth_dir / "contexts" / "snsq2nats-admin.json"
+    words = ["verify", "--plan", str(plan_file), "--context", str(context), "--json"]
+    with server:
+        asyncio.run(_apply(estate, server.url))
+        run = CliRunner().invoke(main, [*words, "--grants", str(estate.auth_dir)])
+    assert run.exit_code == 0, run.output
+    doc = json.loads(run.stdout)
+    assert doc["ok"] and not doc["counts"]["failed"], doc
+    checked = {r["resource"] for r in doc["results"] if r["result"] == "ok"}
+    queues = [r for r in estate.plan.resources if r.kind == "sqs-queue"]
+    assert {r.name for r in queues} <= checked, doc["results"]
+    assert {SHOP, BILLING} == {parse_arn(r.source_arn).account for r in queues}

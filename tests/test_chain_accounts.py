@@ -8,6 +8,12 @@ and `verify` in operator mode, a `bridge --assume-role` relaying every route, `c
 billing's consumers (a filtered queue in another account and region than its topic) under
 traffic, then ledger's unfed queues moved with `--wait` and `status`, each reading SQS in the
 queue's own account and region. Each application gets each of its messages exactly once.
+
+The chain runs twice, as two test items (another worker may take the second): with
+`accounts: {nats: one}`, and with `nats: per-account`, where each AWS account is a NATS account
+of its own and `apply`, `verify`, the bridge, `cutover` and `status` take `--grants DIR` to act
+in each (shop's topics reach ledger's queues through cross-account stream sources). Each run has
+AWS accounts of its own, so both can share one LocalStack.
 """
 
 from __future__ import annotations
@@ -110,12 +116,35 @@ GROUPS = ("g0", "g1", "g2")
 RECONCILED = ("reconcile-0", "reconcile-1", "reconcile-2")
 UNFED = ("invoices-dlq", "reconcile")
 """Queues no topic feeds: no application reads them during the traffic."""
-MAPPING = f"""\
-accounts:
-  naming: prefix
-  nats: one
-  aliases: {{"{A}": shop, "{B}": billing, "{C}": ledger}}
-"""
+
+
+@dataclass(frozen=True)
+class Chain:
+    """One run of the chain: its three AWS accounts and how they become NATS accounts. Each
+    run has accounts of its own, so both can share one LocalStack."""
+
+    nats: str
+    shop: str
+    billing: str
+    ledger: str
+
+    @property
+    def per_account(self) -> bool:
+        return self.nats == "per-account"
+
+    def mapping(self) -> str:
+        return (
+            f"accounts:\n  naming: prefix\n  nats: {self.nats}\n"
+            f'  aliases: {{"{self.shop}": shop, "{self.billing}": billing, '
+            f'"{self.ledger}": ledger}}\n'
+        )
+
+
+CHAINS = {
+    "one": Chain("one", A, B, C),
+    # Each AWS account its own NATS account, in operator mode.
+    "per-account": Chain("per-account", "611111111111", "622222222222", "633333333333"),
+}
 
 
 @dataclass(frozen=True)
@@ -137,11 +166,12 @@ class Estate:
     queues: dict[str, Queue] = field(default_factory=dict)
 
 
-def seed(stack: LocalStack) -> Estate:
+def seed(stack: LocalStack, chain: Chain) -> Estate:
     """shop (A, R1): topics `orders` and `payments.fifo`, queue `audit` (raw, everything).
     billing (B, R2): `invoices`, order_placed only, its subscription's DLQ in ledger (C, R2).
     ledger (C, R1): `audit` (the same name as shop's), `payments.fifo` (FIFO, raw) and
     `reconcile`, which no topic feeds (RECONCILED waits in it)."""
+    A, B, C = chain.shop, chain.billing, chain.ledger
     sns = stack.client("sns", A, R1)
     estate = Estate(
         orders=sns.create_topic(Name="orders")["TopicArn"],
@@ -282,11 +312,26 @@ async def _fleet_members(url: str, context: Path) -> set[int]:
     return {int(b.member.split("-")[-2]) for b in beats if not b.leaving}
 
 
-async def _stream_ids(url: str, context: Path, stream: str) -> list[str]:
+def _reader(url: str, auth: Path, plan: Any, stream: str) -> NatsOptions:
+    """The admin of the NATS account holding `stream` (the one account's without per-account)."""
+    from snsq2nats.auth.identities import inbox_prefix
+    from snsq2nats.plan.accounts import HOME, admin_credentials
+
+    held = [a.name for a in plan.nats_accounts if stream in a.streams]
+    if not held or held == [HOME]:
+        context = auth / "contexts" / "snsq2nats-admin.json"
+        return NatsOptions.resolve(server=url, context=str(context), env={})
+    creds = admin_credentials(plan, auth)[held[0]]
+    return NatsOptions(
+        servers=[url], creds=str(creds), inbox_prefix=inbox_prefix("snsq2nats-admin")
+    )
+
+
+async def _stream_ids(options: NatsOptions, stream: str) -> list[str]:
     """The message ids a stream holds, one per stored message."""
     from tests.journey_apps import message_id
 
-    nc = await connect_nats(NatsOptions.resolve(server=url, context=str(context), env={}))
+    nc = await connect_nats(options)
     try:
         js = nc.jetstream()
         state = (await js.stream_info(stream)).state
@@ -298,7 +343,9 @@ async def _stream_ids(url: str, context: Path, stream: str) -> list[str]:
         await nc.close()
 
 
+@pytest.mark.parametrize("chain", list(CHAINS.values()), ids=list(CHAINS))
 async def test_the_chain_across_three_accounts_and_two_regions(
+    chain: Chain,
     localstack: LocalStack,
     chain_server: ChainServer,
     bridges: Bridges,
@@ -307,12 +354,16 @@ async def test_the_chain_across_three_accounts_and_two_regions(
 ) -> None:
     """scan (assumed roles, 3 accounts × 2 regions) → plan (prefix names) → auth (JWTs) → apply
     (operator mode) → verify → bridge (assumed roles) relaying every route → billing's consumers
-    cut over to NATS under traffic: every application gets each of its messages once."""
+    cut over to NATS under traffic: every application gets each of its messages once. Run
+    twice: all in one NATS account, and each AWS account in its own (`apply`, `verify`, the
+    bridge and `status` then act in each account with the admin or bridge `auth` wrote there)."""
     from snsq2nats.auth.identities import identities
+    from snsq2nats.plan.accounts import HOME
     from snsq2nats.plan.model import load_plan
 
+    A, B, C = chain.shop, chain.billing, chain.ledger
     localstack.environment(monkeypatch)
-    estate = await asyncio.to_thread(seed, localstack)
+    estate = await asyncio.to_thread(seed, localstack, chain)
     inventory, plan_path, auth = (
         tmp_path / "inventory.json",
         tmp_path / "plan.json",
@@ -346,7 +397,7 @@ async def test_the_chain_across_three_accounts_and_two_regions(
 
     # --- plan: same-named queues kept apart, every cross-account edge said ---------------------
     mapping = tmp_path / "accounts.yaml"
-    mapping.write_text(MAPPING)
+    mapping.write_text(chain.mapping())
     await asyncio.to_thread(
         cli, "plan", "--inventory", inventory, "--mapping", mapping, "--offline", "-o", plan_path
     )
@@ -362,6 +413,17 @@ async def test_the_chain_across_three_accounts_and_two_regions(
     }
     crossing = [f for r in plan.resources for f in r.fidelity if "cross-account" in f.attribute]
     assert len(crossing) >= 3, crossing
+    if chain.per_account:
+        assert {a.name for a in plan.nats_accounts} == {HOME, "shop", "billing", "ledger"}
+        # shop's topics reach ledger's queues through stream sources across the accounts;
+        # billing's filtered subscription goes through the bridge's filter router.
+        edges = {(c.from_account, c.to_account, c.how) for c in plan.crossings}
+        assert ("shop", "ledger", "stream-source") in edges, edges
+        assert ("shop", "billing", "bridge") in edges, edges
+    else:
+        assert not plan.nats_accounts and not plan.crossings
+    # `apply`, `verify`, the bridge and `status` find each account's creds in auth's output.
+    grants = ("--grants", auth) if chain.per_account else ()
 
     # --- auth (operator mode), apply, verify -----------------------------------------------------
     await asyncio.to_thread(
@@ -371,8 +433,8 @@ async def test_the_chain_across_three_accounts_and_two_regions(
     await asyncio.to_thread(chain_server.start)
     contexts = auth / "contexts"
     monkeypatch.setenv("NATS_CONTEXT", str(contexts / "snsq2nats-admin.json"))
-    await asyncio.to_thread(cli, "apply", plan_path, "--auto-approve")
-    verified = await asyncio.to_thread(cli_json, "verify", "--plan", plan_path)
+    await asyncio.to_thread(cli, "apply", plan_path, "--auto-approve", *grants)
+    verified = await asyncio.to_thread(cli_json, "verify", "--plan", plan_path, *grants)
     assert verified["ok"] and not verified["counts"]["failed"], verified["counts"]
     # A canary through each of the six queues and both topics.
     assert verified["counts"]["ok"] >= len(estate.queues) + 2, verified["counts"]
@@ -380,7 +442,7 @@ async def test_the_chain_across_three_accounts_and_two_regions(
     # --- the bridge, each route in its own account ----------------------------------------------
     monkeypatch.setenv("NATS_CONTEXT", str(contexts / "snsq2nats-bridge.json"))
     bridge = bridges.start(
-        *("--plan", plan_path, "--assume-role", ROLE),
+        *("--plan", plan_path, "--assume-role", ROLE, *grants),
         *("--pollers", "1", "--poll-wait", "1", "--visibility-timeout", "5", "--lease-ttl", "3"),
     )
     monkeypatch.setenv("NATS_CONTEXT", str(contexts / "snsq2nats-admin.json"))
@@ -453,7 +515,7 @@ async def test_the_chain_across_three_accounts_and_two_regions(
         moved = await asyncio.to_thread(
             cli_json,
             *("cutover", "consumers", invoices.source_arn, "--to", "nats", "--wait"),
-            *("--plan", plan_path, "--assume-role", ROLE),
+            *("--plan", plan_path, "--assume-role", ROLE, *grants),
         )
         assert moved["confirmed_by"] and [m["account"] for m in moved["moves"]] == [B], moved
         # shop's producers still publish on AWS: the queue stays fed, the bridge relays it.
@@ -503,18 +565,22 @@ async def test_the_chain_across_three_accounts_and_two_regions(
         assert stream is not None
         published = sorted(m.id for m in sent if m.target == target)
 
-        async def relayed(stream: str = stream, count: int = len(published)) -> bool:
-            return len(await _stream_ids(chain_server.url, admin, stream)) >= count
+        reader = _reader(chain_server.url, auth, plan, stream)
+
+        async def relayed(
+            reader: NatsOptions = reader, stream: str = stream, count: int = len(published)
+        ) -> bool:
+            return len(await _stream_ids(reader, stream)) >= count
 
         await until(relayed, what=f"the topic relay into {stream}", timeout=120)
-        assert sorted(await _stream_ids(chain_server.url, admin, stream)) == published, stream
+        assert sorted(await _stream_ids(reader, stream)) == published, stream
     ran = bridge.text()
     for route in ("sns:shop-orders", "sns:shop-payments.fifo", "sqs:billing-invoices"):
         assert f"fleet: {route} runs here" in ran, bridge.tail()
     # ledger's unfed queues, one in each region, moved whole: the waits read each SQS queue in
     # its own region, with ledger's role (`cutover --assume-role`); reconcile's messages reach
     # its stream through the bridge's relay, with that role too.
-    move = ("--plan", plan_path, "--assume-role", ROLE)
+    move = ("--plan", plan_path, "--assume-role", ROLE, *grants)
     for name in UNFED:
         queue = queues[name]
         await asyncio.to_thread(
@@ -533,7 +599,8 @@ async def test_the_chain_across_three_accounts_and_two_regions(
     assert finished["confirmed_by"] and finished["moves"][0]["after"]["finished"], finished
     reconcile = queues["reconcile"]
     assert reconcile.stream is not None
-    assert sorted(await _stream_ids(chain_server.url, admin, reconcile.stream)) == list(RECONCILED)
+    reader = _reader(chain_server.url, auth, plan, reconcile.stream)
+    assert sorted(await _stream_ids(reader, reconcile.stream)) == list(RECONCILED)
 
     # `status` reads the queues in their own accounts and regions too: both moved queues exist
     # there and are drained (SQS's counts are approximate: asked until they say so).
@@ -546,14 +613,18 @@ async def test_the_chain_across_three_accounts_and_two_regions(
         from snsq2nats.cli import main
 
         words = ["status", "--plan", str(plan_path), "--assume-role", ROLE, "--json"]
+        words += [str(g) for g in grants]
         said[:] = [CliRunner().invoke(main, [*words, *(f"--route={r}" for r in routes)])]
         return bool(said[0].exit_code == 0)
 
     await asyncio.to_thread(wait_until, drained_status, 120, "the moved queues' status")
     status = json.loads(said[0].stdout)["routes"]
-    assert [(r["route"], r["account"], r["aws"]["exists"]) for r in status] == [
-        ("sqs:billing-invoices", B, True),
-        ("sqs:ledger-reconcile", C, True),
+    # ... and their streams in the NATS accounts holding them (per-account: billing's, ledger's).
+    assert [
+        (r["route"], r["account"], r["aws"]["exists"], r["nats"]["exists"]) for r in status
+    ] == [
+        ("sqs:billing-invoices", B, True, True),
+        ("sqs:ledger-reconcile", C, True, True),
     ], status
     by_side = ledger.report("invoices", want["invoices"]).by_side
     assert by_side.get("aws") and by_side.get("nats"), by_side

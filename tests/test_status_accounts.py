@@ -133,3 +133,73 @@ def test_cutover_says_the_account_of_a_move_in_a_several_account_estate(
     header = next(line for line in human.output.splitlines() if "resource" in line)
     assert "AWS account" in header
     assert any(A in line and "billing" in line for line in human.output.splitlines())
+
+
+async def test_status_reads_each_routes_stream_in_its_own_nats_account(
+    aws: AwsEndpoint, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A per-account plan in operator mode: `status --grants DIR` reads billing's queue stream
+    in billing's NATS account and shop's topic stream (two NATS-published messages waiting
+    for its SNS relay) in shop's, each with that account's admin, while the cutover state
+    comes from the home account the NATS options name."""
+    from snsq2nats.demo.nats_server import NatsServer
+    from snsq2nats.files import document_json
+    from snsq2nats.jetstream.connect import NatsOptions, connect_nats
+    from tests.test_bridge_nats_accounts import BILLING, PER_ACCOUNT, SHOP, _apply, _estate, _route
+
+    on_nats = (
+        f"overrides:\n  - match: 'arn:aws:sqs:*:{BILLING}:orders'\n"
+        "    cutover: {producers: aws, consumers: nats}\n"
+        f"  - match: 'arn:aws:sns:*:{SHOP}:events'\n"
+        "    cutover: {producers: nats}\n"
+    )
+    server = NatsServer(name="status-accounts")
+    estate = await asyncio.to_thread(_estate, aws, tmp_path, server.url, PER_ACCOUNT + on_nats)
+    server.extra_config = estate.written.settings
+    inbound = _route(estate.plan, "sqs-to-nats", BILLING, "orders")
+    outbound = _route(estate.plan, "nats-to-sns", SHOP, "events")
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_bytes(document_json(estate.plan))
+    topic = next(r for r in estate.plan.resources if r.source_arn == outbound.aws_arn)
+    assert topic.publish_subject is not None
+    publisher = next(
+        i for i in estate.by_name.values() if i.role == "publisher" and i.serves == topic.source_arn
+    )
+    admin = estate.auth_dir / "contexts" / "snsq2nats-admin.json"
+    words = ["status", "--plan", str(plan_file), "--context", str(admin), "--json"]
+    words += ["--assume-role", ROLE, f"--route={inbound.name}", f"--route={outbound.name}"]
+    with server:
+        await _apply(estate, server.url)
+        pub = await connect_nats(
+            NatsOptions(
+                servers=[server.url],
+                creds=str(estate.written.creds[publisher.name]),
+                inbox_prefix=publisher.inbox_prefix,
+            )
+        )
+        try:
+            for i in range(2):
+                await pub.jetstream().publish(topic.publish_subject, f"out-{i}".encode())
+        finally:
+            await pub.close()
+        said = await asyncio.to_thread(invoke, *words, "--grants", str(estate.auth_dir))
+        # Without the auth output (none given, none beside a context, no ./nats-auth), the
+        # other accounts cannot be read: one line says so.
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        monkeypatch.chdir(elsewhere)
+        bare = ["status", "--plan", str(plan_file), "-s", server.url, "--route", inbound.name]
+        unset: dict[str, str | None] = {"SNSQ2NATS_GRANTS": None, "NATS_CONTEXT": None}
+        refused = await asyncio.to_thread(lambda: CliRunner().invoke(main, bare, env=unset))
+    routes = {r["route"]: r for r in json.loads(said.stdout)["routes"]}
+    assert set(routes) == {inbound.name, outbound.name}, said.output
+    assert routes[outbound.name]["nats"]["exists"] is True, routes[outbound.name]
+    assert routes[outbound.name]["nats"]["pending"] == 2
+    assert routes[outbound.name]["drained"] is False
+    assert routes[outbound.name]["account"] == SHOP
+    assert routes[inbound.name]["nats"]["exists"] is True, routes[inbound.name]
+    assert routes[inbound.name]["account"] == BILLING
+    assert refused.exit_code != 0
+    assert "admin credentials" in refused.output and "--grants DIR" in refused.output, (
+        refused.output
+    )

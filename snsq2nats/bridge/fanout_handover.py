@@ -163,15 +163,19 @@ async def carry_in_doubt(
     targets: Sequence[CopyTarget],
     *,
     route: str,
+    ledger: Client | None = None,
 ) -> RelayCut:
     """Copy each message of the cut's (N, D] that SNS did not accept (the ledger does not name
     it; all of them without a ledger) into each target whose source selects it, as the relay
     would have sent it: NATS-published (in `relay_subjects`, not AWS-relayed), never a canary.
-    Returns the cut with the number of copies written and of messages the ledger named."""
+    Returns the cut with the number of copies written and of messages the ledger named.
+
+    `ledger`: the connection to the account holding the ledger, the home one, when `nc` is
+    another's (the topic's own in a per-account plan); None: `nc`'s."""
     if not targets or not cut.in_doubt:
         return cut
     since = await _first_published(nc, cut.topic_stream, cut.in_doubt)
-    sent = await read_sent(nc, cut.topic_stream, since - CLOCK_MARGIN if since else None)
+    sent = await read_sent(ledger or nc, cut.topic_stream, since - CLOCK_MARGIN if since else None)
     if sent is None:
         log.warning(
             "%s: no ledger %s of what SNS accepted: every message of %d to %d is copied",

@@ -305,6 +305,9 @@ class Relay:
         self.relay_subjects: tuple[str, ...] = tuple(route.relay_subjects)
         self.tasks: set[asyncio.Task[None]] = set()
         self.replies = Replies(ctx.nc)
+        # The ledger lives in the home account with the fleet's buckets; in a per-account plan
+        # the route's own connection is another account's, where no ledger is.
+        self.ledger = self.replies if ctx.home_nc is ctx.nc else Replies(ctx.home_nc)
         self.dlq_route: Route | None = None
         for other in ctx.plan.routes:
             # A partitioned queue's relay reads one partition durable; its mover watches them all.
@@ -354,6 +357,8 @@ class Relay:
                 await asyncio.gather(*self.tasks, return_exceptions=True)
             await self.source.close()
             await self.replies.close()
+            if self.ledger is not self.replies:
+                await self.ledger.close()
 
     async def _prepare(self, msgs: list[Msg]) -> list[Item]:
         items: list[Item] = []
@@ -521,10 +526,10 @@ class Relay:
         problem = ""
         for _ in range(RECORD_ATTEMPTS):
             try:
-                future = await self.replies.send(
+                future = await self.ledger.send(
                     subject, payload, {"Nats-Expected-Stream": SENT_LEDGER}
                 )
-                (reply,) = await self.replies.gather([future], self.ctx.timings.publish_timeout)
+                (reply,) = await self.ledger.gather([future], self.ctx.timings.publish_timeout)
                 if isinstance(reply, BaseException):
                     raise reply
                 check_pub_ack(reply)

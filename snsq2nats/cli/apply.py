@@ -17,6 +17,7 @@ ADMIN = "snsq2nats-admin"
 if TYPE_CHECKING:
     from nats.aio.client import Client
 
+    from snsq2nats.jetstream.connect import NatsOptions
     from snsq2nats.plan.model import Plan
 
 
@@ -132,11 +133,10 @@ def _run_per_account(
     import dataclasses
 
     from snsq2nats.auth.identities import inbox_prefix
-    from snsq2nats.plan.accounts import account_plan, apply_order
+    from snsq2nats.plan.accounts import HOME, account_plan, apply_order
 
-    for account in apply_order(plan):
-        app.out.info(f"account {account}: {admins[account]}")
-        options = dataclasses.replace(
+    def admin_of(account: str) -> NatsOptions:
+        return dataclasses.replace(
             nats.options,
             creds=str(admins[account]),
             nkey=None,
@@ -145,12 +145,18 @@ def _run_per_account(
             token=None,
             inbox_prefix=inbox_prefix(ADMIN),
         )
+
+    for account in apply_order(plan):
+        app.out.info(f"account {account}: {admins[account]}")
         part = account_plan(plan, account)
         _run_apply(
             app,
-            NatsInputs(nats.server, nats.context, options),
+            NatsInputs(nats.server, nats.context, admin_of(account)),
             part,
             allow_destructive=allow_destructive,
+            # A topic's fan-out handover reads the SNS relay's ledger, which is the home
+            # account's (with the fleet's buckets), not the topic's.
+            ledger=admin_of(HOME) if account != HOME and HOME in admins else None,
         )
 
 
@@ -202,20 +208,37 @@ def _confirm(app: Application, interactive: bool) -> None:
         app.abort(SnsqError("apply cancelled: nothing was changed"))
 
 
-def _run_apply(app: Application, nats: NatsInputs, plan: Plan, *, allow_destructive: bool) -> None:
+def _run_apply(
+    app: Application,
+    nats: NatsInputs,
+    plan: Plan,
+    *,
+    allow_destructive: bool,
+    ledger: NatsOptions | None = None,
+) -> None:
     from snsq2nats.apply import ApplyError, apply_plan
+    from snsq2nats.jetstream.connect import connect_nats
     from snsq2nats.report.apply import handover_lines, outcome_table, result_line
 
     async def go(nc: Client) -> Any:
+        home = await connect_nats(ledger, name="snsq2nats apply") if ledger else None
+        try:
+            return await apply_to(nc, home)
+        finally:
+            if home is not None:
+                await home.close()
+
+    async def apply_to(nc: Client, home: Client | None) -> Any:
         if not plan.pending:
             # Still checked against the live state: an empty plan can be stale too.
-            return await apply_plan(nc, plan, allow_destructive=allow_destructive)
+            return await apply_plan(nc, plan, allow_destructive=allow_destructive, ledger=home)
         with app.out.progress("applying", total=len(plan.pending)) as bar:
             return await apply_plan(
                 nc,
                 plan,
                 allow_destructive=allow_destructive,
                 on_progress=lambda _outcome: bar.advance(1),
+                ledger=home,
             )
 
     result = app.run_nats(nats.options, "snsq2nats apply", go)

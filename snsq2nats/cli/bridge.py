@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from snsq2nats.cli.app import Application, pass_app
+from snsq2nats.cli.nats_accounts import admin_options, connected, grants_option_help
 from snsq2nats.cli.options import (
     AwsInputs,
     NatsInputs,
@@ -270,6 +271,13 @@ def _bridge_plan(app: Application, nats: NatsInputs, plan_path: Path | None) -> 
 @plan_options
 @account_options
 @nats_options
+@click.option(
+    "--grants",
+    "grants_path",
+    envvar="SNSQ2NATS_GRANTS",
+    type=click.Path(path_type=Path),
+    help=grants_option_help("status"),
+)
 @pass_app
 def status(
     app: Application,
@@ -279,6 +287,7 @@ def status(
     inputs: PlanInputs,
     accounts: RouteAccounts,
     nats: NatsInputs,
+    grants_path: Path | None,
 ) -> None:
     """Per bridge route: backlog on both sides and whether it is drained (exit 0 only if all)."""
     import json as jsonlib
@@ -297,7 +306,10 @@ def status(
                 hint="routes in the plan: " + (", ".join(r.name for r in candidates) or "none"),
             )
         )
-    statuses, records = _collect_status(app, nats, plan, routes, inputs.aws.endpoint_url, accounts)
+    nats_accounts = admin_options(plan, nats, grants_path, "status")
+    statuses, records = _collect_status(
+        app, nats, plan, routes, inputs.aws.endpoint_url, accounts, nats_accounts
+    )
     if as_json:
         app.out.data(
             jsonlib.dumps(
@@ -325,9 +337,10 @@ def _collect_status(
     routes: list[Route],
     endpoint_url: str | None,
     accounts: RouteAccounts,
+    nats_accounts: dict[str, NatsOptions],
 ) -> tuple[list[Any], list[Any]]:
     """The routes the live cutover state runs (of those selected), their backlogs, and the
-    recorded cutover state."""
+    recorded cutover state (`nats_accounts`: a per-account plan's other NATS accounts)."""
     from snsq2nats import status as status_lib
     from snsq2nats.aws.accounts import status_sqs
     from snsq2nats.aws.clients import sqs_by_region
@@ -344,8 +357,11 @@ def _collect_status(
         records = await read_records(nc)
         view = current_view(plan, records)
         running = [r for r in routes if route_active(r, view)]
-        with app.out.progress("reading routes", total=len(running)) as bar:
-            statuses = await status_lib.collect(nc, sqs_for, plan, running, on_progress=bar.advance)
+        async with connected(nats_accounts, "snsq2nats status") as others:
+            with app.out.progress("reading routes", total=len(running)) as bar:
+                statuses = await status_lib.collect(
+                    nc, sqs_for, plan, running, on_progress=bar.advance, accounts=others
+                )
         return statuses, sorted(records.values(), key=lambda r: r.name)
 
     return app.run_nats(nats.options, "snsq2nats status", collect)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import click
 
 from snsq2nats.cli.app import Application, pass_app, with_nats
+from snsq2nats.cli.nats_accounts import admin_options, connected, grants_option_help
 from snsq2nats.cli.options import (
     NatsInputs,
     PlanInputs,
@@ -50,6 +51,7 @@ class MoveOptions:
     drain_timeout: float | None
     record_only: bool
     as_json: bool
+    grants_path: Path | None
 
 
 cutover_options = option_group(
@@ -84,6 +86,13 @@ cutover_options = option_group(
         "starts). Without it, a move no bridge confirmed exits 1.",
     ),
     click.option("--json", "as_json", is_flag=True, help="Print the result as JSON to stdout."),
+    click.option(
+        "--grants",
+        "grants_path",
+        envvar="SNSQ2NATS_GRANTS",
+        type=click.Path(path_type=Path),
+        help=grants_option_help("cutover"),
+    ),
     gather(
         "move",
         MoveOptions,
@@ -95,6 +104,7 @@ cutover_options = option_group(
             "drain_timeout",
             "record_only",
             "as_json",
+            "grants_path",
         ),
     ),
 )
@@ -234,8 +244,13 @@ def _cutover(
     # reads it: --assume-role / --profile NAME=ACCOUNT reach the accounts besides the base's.
     aws = clients_by_arn(inputs.aws.endpoint_url, accounts, inputs.aws.regions)
 
+    others = admin_options(plan, nats, move.grants_path, "cutover")
+
     async def go(nc: Client) -> Any:
-        return await run_cutover(nc, plan, request, aws=aws, progress=app.out.line)
+        async with connected(others, "snsq2nats cutover") as accounts:
+            return await run_cutover(
+                nc, plan, request, aws=aws, progress=app.out.line, accounts=accounts
+            )
 
     result = app.run_nats(connection, "snsq2nats cutover", go)
     # One move of a several-account estate still says which account it moved.

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from snsq2nats.cli.app import Application, pass_app
+from snsq2nats.cli.nats_accounts import admin_options, connected, grants_option_help
 from snsq2nats.cli.options import (
     NatsInputs,
     PlanInputs,
@@ -46,6 +47,13 @@ if TYPE_CHECKING:
     show_default=True,
     help="Checks in flight at once.",
 )
+@click.option(
+    "--grants",
+    "grants_path",
+    envvar="SNSQ2NATS_GRANTS",
+    type=click.Path(path_type=Path),
+    help=grants_option_help("verify"),
+)
 @pass_app
 def verify(
     app: Application,
@@ -56,6 +64,7 @@ def verify(
     timeout: float,
     sample: int | None,
     concurrency: int,
+    grants_path: Path | None,
 ) -> None:
     """Send a canary through every queue and topic and receive it where the plan says."""
     import json
@@ -64,18 +73,21 @@ def verify(
     from snsq2nats.verify import result_counts, verify_plan
 
     plan = plan_for(app, plan_path, inputs, nats, live=True)
+    others = admin_options(plan, nats, grants_path, "verify")
 
     async def go(nc: Client) -> list[Any]:
         # The total comes with the first tick (it depends on --sample).
-        with app.out.progress("verifying", total=None) as bar:
-            return await verify_plan(
-                nc,
-                plan,
-                timeout=timeout,
-                on_progress=bar.advance,
-                sample=sample,
-                concurrency=concurrency,
-            )
+        async with connected(others, "snsq2nats verify") as accounts:
+            with app.out.progress("verifying", total=None) as bar:
+                return await verify_plan(
+                    nc,
+                    plan,
+                    timeout=timeout,
+                    on_progress=bar.advance,
+                    sample=sample,
+                    concurrency=concurrency,
+                    accounts=accounts,
+                )
 
     results = app.run_nats(nats.options, "snsq2nats verify", go)
     counts = result_counts(results)

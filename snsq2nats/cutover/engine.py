@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -178,22 +178,40 @@ async def _record(
 # --- checks ---------------------------------------------------------------------------------------
 
 
-async def check_applied(nc: Client, moves: list[Move]) -> None:
-    """Every object the moved resources and the relays to start need exists on the server."""
-    needed: dict[str, str] = {}
+def stream_connections(
+    plan: Plan, nc: Client, accounts: Mapping[str, Client] | None
+) -> Callable[[str], Client]:
+    """Each stream's connection: in a per-account plan its NATS account's (`accounts`, by
+    name; the home one's, `nc`, for the rest), else `nc`."""
+    holder = {stream: a.name for a in plan.nats_accounts for stream in a.streams}
+    others = dict(accounts or {})
+    return lambda stream: others.get(holder.get(stream, ""), nc)
+
+
+async def check_applied(
+    nc: Client, moves: list[Move], conn: Callable[[str], Client] | None = None
+) -> None:
+    """Every object the moved resources and the relays to start need exists on the server
+    (`conn`: each stream's connection, in a per-account plan)."""
+    needed: dict[str, tuple[str, str]] = {}
     for move in moves:
         if move.resource.stream:
-            needed[f"$JS.API.STREAM.INFO.{move.resource.stream}"] = f"stream {move.resource.stream}"
+            stream = move.resource.stream
+            needed[f"$JS.API.STREAM.INFO.{stream}"] = (stream, f"stream {stream}")
         for route in move.starts:
             if route.stream:
-                needed[f"$JS.API.STREAM.INFO.{route.stream}"] = f"stream {route.stream}"
+                needed[f"$JS.API.STREAM.INFO.{route.stream}"] = (
+                    route.stream,
+                    f"stream {route.stream}",
+                )
             if route.stream and route.consumer:
                 needed[f"$JS.API.CONSUMER.INFO.{route.stream}.{route.consumer}"] = (
-                    f"consumer {route.stream}/{route.consumer}"
+                    route.stream,
+                    f"consumer {route.stream}/{route.consumer}",
                 )
-    for subject, what in needed.items():
+    for subject, (stream, what) in needed.items():
         try:
-            await api(nc, subject, None, 5.0)
+            await api(conn(stream) if conn else nc, subject, None, 5.0)
         except JetStreamApiError as err:
             if err.code != 404:
                 raise
@@ -420,7 +438,13 @@ async def run_cutover(
     *,
     aws: RegionClients | ClientsFor | None = None,
     progress: Progress = lambda line: None,
+    accounts: Mapping[str, Client] | None = None,
 ) -> CutoverResult:
+    """`accounts`: in a per-account plan, the connection to each NATS account but the home one
+    (`nc`'s, where the cutover state and the fleet are): the streams a move needs are checked,
+    and drained, in their own accounts. A topic's switch to stream sources at its finish still
+    runs over `nc` alone."""
+    conn = stream_connections(plan, nc, accounts)
     kv = await open_state(nc)
     records = await read_records(nc)
     if request.side == "finish":
@@ -428,7 +452,7 @@ async def run_cutover(
     else:
         assert request.to is not None
         moves = plan_moves(plan, records, request.side, request.names, request.to)
-    await check_applied(nc, moves)
+    await check_applied(nc, moves, conn)
     result = CutoverResult(moves=moves, dry_run=request.dry_run)
     if request.dry_run:
         return result
@@ -483,7 +507,10 @@ async def run_cutover(
                 # Where the plan always had them, and nothing on the other side to relay.
                 continue
             feeds = aws_feeds(plan, move.resource, view) if move.kind == "queue" else []
-            drained = await _drain_old_side(nc, aws, move, request, progress, feeds)
+            stream = move.resource.stream
+            drained = await _drain_old_side(
+                conn(stream) if stream else nc, aws, move, request, progress, feeds
+            )
             if drained is not None:
                 result.drained.append(drained)
     return result

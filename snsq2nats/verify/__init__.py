@@ -19,8 +19,8 @@ deleted by sequence, and a final sweep confirms no canary of this run is left an
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import TYPE_CHECKING, TypeVar
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from snsq2nats.aws.arns import subscription_topic
 from snsq2nats.errors import SnsqError
@@ -105,15 +105,19 @@ async def verify_plan(
     on_progress: Callable[[int, int | None], None] | None = None,
     sample: int | None = None,
     concurrency: int = CONCURRENCY,
+    accounts: Mapping[str, Client] | None = None,
 ) -> list[CheckResult]:
     """Check every queue and topic of `plan` on the connected server with canaries (or an
     evenly spread `sample` of them), `concurrency` checks at a time.
 
+    `accounts`: in a per-account plan, the connection to each NATS account other than the home
+    one (`nc`'s), by name: each canary is published, received and cleaned up in the account
+    holding its stream (a topic's canaries cross into other accounts' queues on their own).
     Returns one result per check; `on_progress(n, total)` is called as resources finish.
     """
     from snsq2nats.jetstream.state import stream_infos
 
-    run = CanaryRun(nc, plan, timeout, on_progress)
+    run = CanaryRun(nc, plan, timeout, on_progress, accounts)
     queues = [
         r
         for r in plan.resources
@@ -123,7 +127,9 @@ async def verify_plan(
     queues, topics = _sampled(queues, topics, sample)
     total = len(queues) + len(topics) + 1
     # One paged listing for the state before: an INFO per stream is 20,000 round trips.
-    infos = await stream_infos(nc, timeout=timeout)
+    infos: dict[str, dict[str, Any]] = {}
+    for conn in run.connections:
+        infos.update(await stream_infos(conn, timeout=timeout))
     for spec in plan.streams:
         info = infos.get(spec.name)
         if info is not None:

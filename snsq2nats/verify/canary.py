@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -104,10 +104,14 @@ class CanaryRun:
         plan: Plan,
         timeout: float,
         on_progress: Callable[[int, int | None], None] | None,
+        accounts: Mapping[str, Client] | None = None,
     ) -> None:
         self.nc = nc
-        self.js = nc.jetstream()
         self.plan = plan
+        # A per-account plan: the connection to each NATS account but the home one (`nc`),
+        # by name; each stream is reached in the account holding it.
+        self.accounts: dict[str, Client] = dict(accounts or {})
+        self._holder = {s: a.name for a in plan.nats_accounts for s in a.streams}
         self.timeout = timeout
         # How long a window stays open after the expected canaries arrived, to catch ones that
         # should not arrive; stream sources copy within milliseconds on a healthy server.
@@ -126,6 +130,16 @@ class CanaryRun:
         self._counter += 1
         return Canary(id=f"{self.run_id}-{self._counter}", subject=subject)
 
+    def conn(self, stream: str) -> Client:
+        """The connection to the NATS account holding `stream`."""
+        conn: Client = self.accounts.get(self._holder.get(stream, ""), self.nc)
+        return conn
+
+    @property
+    def connections(self) -> list[Client]:
+        """One connection per NATS account of the run."""
+        return [self.nc, *self.accounts.values()]
+
     def touch(self, stream: str, subject: str) -> None:
         self.touched.setdefault(stream, set()).add(subject)
 
@@ -135,7 +149,7 @@ class CanaryRun:
 
     async def stream_state(self, name: str) -> dict[str, Any] | None:
         try:
-            info = await api(self.nc, STREAM_INFO.subject(stream=name), None, self.timeout)
+            info = await api(self.conn(name), STREAM_INFO.subject(stream=name), None, self.timeout)
         except JetStreamApiError as exc:
             if exc.err_code == ERR_STREAM_NOT_FOUND:
                 return None
@@ -146,7 +160,10 @@ class CanaryRun:
         """The consumer's info, or why it cannot be used."""
         try:
             return await api(
-                self.nc, CONSUMER_INFO.subject(stream=stream, consumer=consumer), None, self.timeout
+                self.conn(stream),
+                CONSUMER_INFO.subject(stream=stream, consumer=consumer),
+                None,
+                self.timeout,
             )
         except JetStreamApiError as exc:
             if exc.err_code == ERR_STREAM_NOT_FOUND:
@@ -191,7 +208,9 @@ class CanaryRun:
         headers.update(extra or {})
         canary.published_at = time.monotonic()
         try:
-            reply = await self.nc.request(
+            # Published in the account of the stream meant to store it: only there does the
+            # subject reach that stream.
+            reply = await self.conn(expect_stream).request(
                 canary.subject, self._body(canary), timeout=self.timeout, headers=headers
             )
         except nats_errors.NoRespondersError:
@@ -231,7 +250,7 @@ class CanaryRun:
         loop_start = time.monotonic()
         deadline = loop_start + wait
         settle_until: float | None = None
-        sub = await self.js.pull_subscribe_bind(consumer, stream=stream)
+        sub = await self.conn(stream).jetstream().pull_subscribe_bind(consumer, stream=stream)
         try:
             while True:
                 now = time.monotonic()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from typing import Any
 
 from snsq2nats.errors import SnsqError
 from snsq2nats.jetstream.api import (
@@ -20,7 +21,7 @@ from snsq2nats.verify.canary import Canary, CanaryRun, CheckResult
 async def _delete(run: CanaryRun, stream: str, seq: int) -> bool:
     try:
         await api(
-            run.nc,
+            run.conn(stream),
             MSG_DELETE.subject(stream=stream),
             {"seq": seq, "no_erase": True},
             run.timeout,
@@ -40,7 +41,7 @@ async def _sweep(run: CanaryRun, stream: str, subjects: set[str], start: int) ->
         while True:
             try:
                 resp = await api(
-                    run.nc,
+                    run.conn(stream),
                     MSG_GET.subject(stream=stream),
                     {"seq": seq, "next_by_subj": subject},
                     run.timeout,
@@ -89,8 +90,10 @@ async def cleanup(run: CanaryRun, *, concurrency: int = 32) -> CheckResult:
         )
         strays = sum(found for found, _ in swept)
         failures = sum(failed for _, failed in swept)
-        # One paged listing for the state after, as for the state before.
-        after_infos = await stream_infos(run.nc, timeout=run.timeout)
+        # One paged listing (per NATS account) for the state after, as for the state before.
+        after_infos: dict[str, dict[str, Any]] = {}
+        for nc in run.connections:
+            after_infos.update(await stream_infos(nc, timeout=run.timeout))
         changed: list[str] = []
         for stream, before in sorted(run.before.items()):
             state = after_infos.get(stream)
