@@ -622,3 +622,86 @@ def test_verify_sends_each_canary_in_its_own_nats_account(aws: AwsEndpoint, tmp_
     queues = [r for r in estate.plan.resources if r.kind == "sqs-queue"]
     assert {r.name for r in queues} <= checked, doc["results"]
     assert {SHOP, BILLING} == {parse_arn(r.source_arn).account for r in queues}
+
+
+def test_cutover_finish_switches_a_topic_in_its_own_nats_account(
+    aws: AwsEndpoint, tmp_path: Path
+) -> None:
+    """`cutover finish TOPIC --grants DIR` of a per-account plan: shop's `events` fans out through
+    SNS for its envelope reader `audit`; once both sides are on NATS, the finish switches the
+    topic to stream sources in shop's NATS account (the home connection cannot see its stream)
+    and reads the SNS relay's ledger in the home account. No bridge runs: the moves are recorded
+    ahead of one, and a second finish completes the switch of a finish no bridge confirmed. What
+    NATS producers published before the switch, which no relay sent to SNS, reaches `audit`'s
+    stream once."""
+    from click.testing import CliRunner
+
+    from snsq2nats.cli import main
+    from snsq2nats.files import document_json
+
+    server = NatsServer(name="bridgeacct-finish")
+    estate = _estate(aws, tmp_path, server.url)
+    server.extra_config = estate.written.settings
+    plan = estate.plan
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_bytes(document_json(plan))
+    context = estate.auth_dir / "contexts" / "snsq2nats-admin.json"
+    outbound = _route(plan, "nats-to-sns", SHOP, "events")
+    topic = next(r for r in plan.resources if r.source_arn == outbound.aws_arn)
+    audit = next(
+        r for r in plan.resources if r.kind == "sqs-queue" and r.source_arn.endswith(":audit")
+    )
+    assert topic.publish_subject and audit.stream and outbound.stream
+    publisher = next(
+        i for i in estate.by_name.values() if i.role == "publisher" and i.serves == topic.source_arn
+    )
+    admin = estate.by_name["snsq2nats-admin"]
+    admins = admin_credentials(plan, estate.auth_dir)
+    common = ["--plan", str(plan_file), "--context", str(context), "--grants", str(estate.auth_dir)]
+
+    def cutover(*words: str) -> Any:
+        run = CliRunner().invoke(main, ["cutover", *words, *common, "--record-only", "--json"])
+        assert run.exit_code == 0, run.output
+        return json.loads(run.stdout)
+
+    async def publish() -> None:
+        pub = await _connect(server.url, estate.written.creds[publisher.name], publisher)
+        try:
+            for i in range(COUNT):
+                await pub.jetstream().publish(str(topic.publish_subject), f"out-{i}".encode())
+        finally:
+            await pub.close()
+
+    async def sources() -> list[tuple[str, int | None]]:
+        nc = await _connect(server.url, admins["shop"], admin)
+        try:
+            live = (await nc.jetstream().stream_info(str(audit.stream))).config.sources or []
+            return [(s.name, s.opt_start_seq) for s in live]
+        finally:
+            await nc.close()
+
+    with server:
+        asyncio.run(_apply(estate, server.url))
+        asyncio.run(publish())
+        cutover("consumers", audit.source_arn, "--to", "nats")
+        cutover("producers", topic.source_arn, "--to", "nats")
+        pending = cutover("finish", topic.source_arn)
+        assert not pending["switched_to_sources"], (
+            pending
+        )  # no bridge confirmed it: nothing switched
+        done = cutover("finish", topic.source_arn)
+        assert asyncio.run(sources()) == [(outbound.stream, 1)]
+
+        async def arrived() -> bool:
+            bodies = await _stream_bodies(server.url, admins["shop"], admin, str(audit.stream))
+            return len(bodies) >= COUNT
+
+        asyncio.run(until(arrived, what="the topic's messages in audit's stream", timeout=60))
+        bodies = asyncio.run(_stream_bodies(server.url, admins["shop"], admin, str(audit.stream)))
+        # A third finish changes nothing: the source is there once.
+        cutover("finish", topic.source_arn)
+        assert asyncio.run(sources()) == [(outbound.stream, 1)]
+    assert sorted(bodies) == [f"out-{i}" for i in range(COUNT)]
+    # No relay ran: nothing was in doubt, the sources start at the topic's first message.
+    (cut,) = done["switched_to_sources"].values()
+    assert (cut["acked"], cut["delivered"], cut["copied"]) == (0, 0, 0), done

@@ -441,9 +441,9 @@ async def run_cutover(
     accounts: Mapping[str, Client] | None = None,
 ) -> CutoverResult:
     """`accounts`: in a per-account plan, the connection to each NATS account but the home one
-    (`nc`'s, where the cutover state and the fleet are): the streams a move needs are checked,
-    and drained, in their own accounts. A topic's switch to stream sources at its finish still
-    runs over `nc` alone."""
+    (`nc`'s, where the cutover state, the fleet and the SNS relays' ledger are): the streams a
+    move needs are checked, and drained, in their own accounts, and a topic's switch to stream
+    sources at its finish runs in the topic's account (its queue streams are there too)."""
     conn = stream_connections(plan, nc, accounts)
     kv = await open_state(nc)
     records = await read_records(nc)
@@ -453,12 +453,14 @@ async def run_cutover(
         assert request.to is not None
         moves = plan_moves(plan, records, request.side, request.names, request.to)
     await check_applied(nc, moves, conn)
+    if request.side == "finish":
+        _check_switch_accounts(plan, moves)
     result = CutoverResult(moves=moves, dry_run=request.dry_run)
     if request.dry_run:
         return result
     if any(m.changed for m in moves):
         if request.side == "finish":
-            await _before_finish(nc, plan, aws, moves, request, progress)
+            await _before_finish(nc, plan, aws, moves, request, progress, conn)
         started = time.monotonic()
         result.revision = await _record(kv, moves, records, request)
         progress(f"recorded (state revision {result.revision}); waiting for the bridges to switch")
@@ -471,7 +473,7 @@ async def run_cutover(
             # Nothing relays the old side yet: waiting for it to drain would wait for nothing.
             return result
         if request.side == "finish":
-            await _after_finish(nc, plan, aws, moves, request, result)
+            await _after_finish(nc, plan, aws, moves, request, result, conn)
     elif request.side == "finish":
         # Finished already: a run interrupted between the finish and its switch completes it
         # (each part of the switch is left alone where it is done).
@@ -479,7 +481,7 @@ async def run_cutover(
             if move.kind == "topic" and switches_at_finish(move.resource):
                 try:
                     result.switched[move.resource.name] = await switch_to_sources(
-                        nc, plan, move.resource
+                        nc, plan, move.resource, conn=conn
                     )
                 except JetStreamApiError as err:
                     if err.code != 404:
@@ -523,6 +525,7 @@ async def _before_finish(
     moves: list[Move],
     request: CutoverRequest,
     progress: Progress,
+    conn: Callable[[str], Client],
 ) -> None:
     """A finished queue's SQS queue must be empty: the relay stops with the finish. A topic the
     finish switches to sources has its filter routers' consumers removed first: they were made
@@ -533,7 +536,9 @@ async def _before_finish(
         if move.kind == "topic" and move.changed and switches_at_finish(move.resource):
             for route in _routers_at_finish(move):
                 assert route.stream and route.consumer
-                await delete_consumer(nc, route.stream, route.consumer, missing_ok=True)
+                await delete_consumer(
+                    conn(route.stream), route.stream, route.consumer, missing_ok=True
+                )
         if move.kind != "queue":
             continue
         if aws is None:
@@ -568,10 +573,13 @@ async def _after_finish(
     moves: list[Move],
     request: CutoverRequest,
     result: CutoverResult,
+    conn: Callable[[str], Client],
 ) -> None:
     for move in moves:
         if move.kind == "topic" and switches_at_finish(move.resource):
-            result.switched[move.resource.name] = await switch_to_sources(nc, plan, move.resource)
+            result.switched[move.resource.name] = await switch_to_sources(
+                nc, plan, move.resource, conn=conn
+            )
         for route in move.stops:
             if route.kind == "sns-to-nats" and route.bridge_queue:
                 if aws is None:
@@ -586,7 +594,55 @@ async def _after_finish(
                 result.deleted.append(arn)
 
 
-async def switch_to_sources(nc: Client, plan: Plan, topic: Resource) -> RelayCut:
+def _switched_queues(plan: Plan, topic: Resource) -> list[Resource]:
+    """The subscriptions into a queue stream that a topic's switch gives a source."""
+    routed = {
+        r.source_arn
+        for r in plan.candidate_routes
+        if r.kind == "filter-router" and r.aws_arn == topic.source_arn and r.at_finish
+    }
+    return [
+        sub
+        for sub in plan.resources
+        if sub.kind == "sns-subscription"
+        and sub.source_arn.startswith(topic.source_arn + ":")
+        and sub.stream is not None
+        and sub.source_arn not in routed
+    ]
+
+
+def _check_switch_accounts(plan: Plan, moves: list[Move]) -> None:
+    """Refuse, before anything is recorded, a finish whose switch would source a topic's stream
+    from another NATS account: such a crossing is carried by the bridge in this plan, so the
+    accounts export and import nothing for it."""
+    if not plan.nats_accounts:
+        return
+    holder = {stream: a.name for a in plan.nats_accounts for stream in a.streams}
+    for move in moves:
+        topic = move.resource
+        if move.kind != "topic" or not topic.stream or not switches_at_finish(topic):
+            continue
+        for sub in _switched_queues(plan, topic):
+            assert sub.stream is not None
+            if holder.get(sub.stream) != holder.get(topic.stream):
+                raise CutoverError(
+                    f"finishing topic {topic.name} would make stream {sub.stream} (NATS account "
+                    f"{holder.get(sub.stream)}) source {topic.stream} (account "
+                    f"{holder.get(topic.stream)}), a crossing this plan carries through the "
+                    "bridge, with no export or import for it",
+                    hint="plan the topic's fan-out on NATS (a re-plan with its producers on "
+                    "NATS), run `snsq2nats auth --format jwt` and apply: apply hands the "
+                    "fan-out over exactly once; nothing was recorded",
+                )
+
+
+async def switch_to_sources(
+    nc: Client,
+    plan: Plan,
+    topic: Resource,
+    *,
+    conn: Callable[[str], Client] | None = None,
+) -> RelayCut:
     """Hand a finished topic's queues from SNS to stream sources, exactly once.
 
     The bridges have stopped the nats-to-sns relay (they confirmed the finish), so its
@@ -596,6 +652,10 @@ async def switch_to_sources(nc: Client, plan: Plan, topic: Resource) -> RelayCut
     routers start after its ack floor. What SNS delivered is in the SQS queues, relayed to the
     same streams until each queue is finished. A source a queue stream already has (a second
     run) is left as it is.
+
+    `conn`: each stream's connection in a per-account plan (`stream_connections`): the switch
+    runs in the topic's account, where its queue streams are (`_check_switch_accounts`), and
+    reads the SNS relays' ledger over `nc`, the home account's.
     """
     from snsq2nats.bridge.fanout_handover import (
         carry_in_doubt,
@@ -606,6 +666,8 @@ async def switch_to_sources(nc: Client, plan: Plan, topic: Resource) -> RelayCut
     from snsq2nats.plan.subscriptions import stream_source
 
     assert topic.stream is not None
+    home = nc
+    nc = conn(topic.stream) if conn else nc
     relay = next(
         r
         for r in plan.candidate_routes
@@ -635,7 +697,14 @@ async def switch_to_sources(nc: Client, plan: Plan, topic: Resource) -> RelayCut
         sourcing.append((sub.stream, live, source))
     # The copies first: a run stopped before the sources are added copies again (the same ids).
     targets = [copy_target(plan, stream, source_filters(source)) for stream, _, source in sourcing]
-    cut = await carry_in_doubt(nc, cut, relay.relay_subjects, targets, route=f"finish:{topic.name}")
+    cut = await carry_in_doubt(
+        nc,
+        cut,
+        relay.relay_subjects,
+        targets,
+        route=f"finish:{topic.name}",
+        ledger=home if home is not nc else None,
+    )
     for stream, live, source in sourcing:
         live["sources"] = [*(live.get("sources") or []), source.to_api()]
         await api(nc, f"$JS.API.STREAM.UPDATE.{stream}", live, 10.0)
