@@ -63,6 +63,7 @@ if TYPE_CHECKING:
     from nats.aio.client import Client
 
     from snsq2nats.bridge.fanout_handover import CopyTarget, RelayCut
+    from snsq2nats.bridge.follow import Applied
 
 log = logging.getLogger(__name__)
 
@@ -727,7 +728,7 @@ async def hand_over_fanout(
     timeout: float = CONFIRM_TIMEOUT,
     *,
     cuts: dict[str, RelayCut] | None = None,
-    ledger: Client | None = None,
+    home: Client | None = None,
 ) -> dict[str, int]:
     """Stop the SNS relay of each topic whose fan-out moves to stream sources, exactly once.
 
@@ -740,8 +741,13 @@ async def hand_over_fanout(
     streams under their SNS ids (exact also for a queue whose consumers are still on AWS; all
     of them without a ledger), and the topic's filter routers start after its ack floor. Each
     topic's cut is put in `cuts`. The same handover as `cutover finish TOPIC`
-    (`cutover.switch_to_sources`). `ledger`: the home account's connection, where the ledger
-    is, when `nc` is another NATS account's (`apply_plan`).
+    (`cutover.switch_to_sources`).
+
+    `home`: the home account's connection when `nc` is another NATS account's (`apply_plan`):
+    the applied revision the bridges follow, their fleet and the SNS relays' ledger are there.
+    The interim revision is then the applied one without the switching relays: the other
+    accounts' routes keep running as the bridges run them now, and a second account's handover
+    in the same apply still finds its own relay in it.
     """
     from snsq2nats.bridge.fanout_handover import carry_in_doubt, read_cut
     from snsq2nats.bridge.follow import wait_for_plan_revision
@@ -749,7 +755,8 @@ async def hand_over_fanout(
     switching = fanout_switches(plan, live, run)
     if not switching:
         return {}
-    relaying, resumed = await _relaying(nc)
+    where = home or nc
+    relaying, resumed, applied = await _relaying(where, keep_handover=home is not None)
     if relaying is not None:
         # Only a relay the bridges run now hands over; a to-sns consumer left behind by a
         # finished topic (or an earlier switch) is history, and a new source is a new one.
@@ -764,15 +771,27 @@ async def hand_over_fanout(
         switched_router = route.kind == "filter-router" and route.stream in switching
         return _runnable(route, live) and not switched_router
 
-    interim = plan.model_copy(
-        update={
-            "candidate_routes": [r for r in plan.candidate_routes if interim_runs(r)],
-            "routes": [r for r in plan.routes if interim_runs(r)],
-        }
-    )
-    revision = await record_applied_revision(nc, interim, "handover", dict(resumed))
+    def still_runs(route: Route) -> bool:
+        stopped = route.kind in ("nats-to-sns", "filter-router") and route.stream in switching
+        return not stopped
+
+    if home is not None and applied is not None:
+        interim = applied.plan.model_copy(
+            update={
+                "candidate_routes": [r for r in applied.plan.candidate_routes if still_runs(r)],
+                "routes": [r for r in applied.plan.routes if still_runs(r)],
+            }
+        )
+    else:
+        interim = plan.model_copy(
+            update={
+                "candidate_routes": [r for r in plan.candidate_routes if interim_runs(r)],
+                "routes": [r for r in plan.routes if interim_runs(r)],
+            }
+        )
+    revision = await record_applied_revision(where, interim, "handover", dict(resumed))
     if revision is not None:
-        _, waiting = await wait_for_plan_revision(nc, revision, timeout)
+        _, waiting = await wait_for_plan_revision(where, revision, timeout)
         if waiting:
             raise ApplyError(
                 f"bridge(s) {', '.join(waiting)} did not stop the SNS relay of "
@@ -792,7 +811,7 @@ async def hand_over_fanout(
             _relay_subjects(plan, stream),
             _copy_targets(plan, live, stream),
             route="apply",
-            ledger=ledger,
+            ledger=home,
         )
         cuts[stream] = cut
         starts[stream] = cut.source_start
@@ -811,7 +830,7 @@ async def hand_over_fanout(
     if revision is not None:
         # Said in the handover record too: an apply stopped after this resumes at the same
         # sequences (the relay's consumer may be gone by then).
-        await record_applied_revision(nc, interim, "handover", {**resumed, **starts})
+        await record_applied_revision(where, interim, "handover", {**resumed, **starts})
     return starts
 
 
@@ -840,10 +859,15 @@ def _copy_targets(plan: Plan, live: LiveState, stream: str) -> list[CopyTarget]:
     return out
 
 
-async def _relaying(nc: Client) -> tuple[set[str] | None, dict[str, int]]:
+async def _relaying(
+    nc: Client, *, keep_handover: bool = False
+) -> tuple[set[str] | None, dict[str, int], Applied | None]:
     """The topic streams whose SNS relay the bridges run in the applied revision and the
-    cutover state (None: no revision recorded, any live relay counts), and the starts of a
-    handover an earlier apply recorded but did not finish."""
+    cutover state (None: no revision recorded, any live relay counts), the starts of a
+    handover an earlier apply recorded but did not finish, and that revision.
+
+    `keep_handover`: a per-account apply, where one account's handover may follow another's
+    in the same apply: the relays a handover revision still runs count too."""
     from snsq2nats.bridge.follow import read_applied
     from snsq2nats.plan.buckets import CUTOVER_WRITER
     from snsq2nats.plan.routes import active_routes
@@ -851,13 +875,15 @@ async def _relaying(nc: Client) -> tuple[set[str] | None, dict[str, int]]:
 
     applied = await read_applied(nc)
     if applied is None:
-        return None, {}
-    if applied.pointer.step == "handover":
-        return set(), dict(applied.pointer.starts)
+        return None, {}, None
+    handover = applied.pointer.step == "handover"
+    resumed = dict(applied.pointer.starts) if handover else {}
+    if handover and not keep_handover:
+        return set(), resumed, applied
     records = parse_records(await read_bucket(nc, CUTOVER_WRITER, RESOURCE_PREFIX + ">") or {})
     view = current_view(applied.plan, records)
     relays = active_routes(applied.plan.candidate_routes, view)
-    return {r.stream for r in relays if r.kind == "nats-to-sns" and r.stream}, {}
+    return {r.stream for r in relays if r.kind == "nats-to-sns" and r.stream}, resumed, applied
 
 
 async def apply_plan(
@@ -868,12 +894,14 @@ async def apply_plan(
     on_progress: Callable[[Outcome], None] | None = None,
     concurrency: int = DEFAULT_CONCURRENCY,
     confirm_timeout: float = CONFIRM_TIMEOUT,
-    ledger: Client | None = None,
+    home: Client | None = None,
 ) -> ApplyResult:
     """Apply `plan` over the connection `nc`; raises ApplyError if it must not start.
 
-    `ledger`: in a per-account plan, the home account's connection when `nc` is another NATS
-    account's: a fan-out handover reads the SNS relays' ledger there (None: over `nc`).
+    `home`: in a per-account plan, the home account's connection when `nc` is another NATS
+    account's: a fan-out handover records its interim revision and waits for the bridges
+    there, and reads the SNS relays' ledger there (None: all over `nc`). The applied revision
+    itself is recorded by the home account's part, applied last (`plan.accounts.apply_order`).
 
     Returns the result of every pending change; `result.ok` is False (and `result.error` holds
     the server's refusal) when the server rejected one, in which case the run stopped there.
@@ -908,7 +936,7 @@ async def apply_plan(
             raise refusal
 
     cuts: dict[str, RelayCut] = {}
-    starts = await hand_over_fanout(nc, plan, live, run, confirm_timeout, cuts=cuts, ledger=ledger)
+    starts = await hand_over_fanout(nc, plan, live, run, confirm_timeout, cuts=cuts, home=home)
     ops = _ops(nc, plan, run, live, pedantic_supported(live.server), starts)
     runner = _Runner(concurrency=max(1, concurrency), on_progress=on_progress)
     for change in already:

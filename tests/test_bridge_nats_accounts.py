@@ -705,3 +705,198 @@ def test_cutover_finish_switches_a_topic_in_its_own_nats_account(
     # No relay ran: nothing was in doubt, the sources start at the topic's first message.
     (cut,) = done["switched_to_sources"].values()
     assert (cut["acked"], cut["delivered"], cut["copied"]) == (0, 0, 0), done
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(420)
+async def test_a_per_account_replan_hands_a_held_relay_over_once(
+    aws: AwsEndpoint, tmp_path: Path
+) -> None:
+    """`apply --grants` of a per-account re-plan that moves shop's `events` from SNS to stream
+    sources, under a running bridge and continuous traffic, while a relay member holds a message
+    it never acknowledged. Shop's part records its interim revision in the home account, where
+    the bridges follow it, and reads the relay's floors only once they stopped it: the sources
+    start after the last message the relay was handed, the held one is copied, and `audit`'s
+    stream gets each message once. The home account's part goes last and records the plan."""
+    from snsq2nats.bridge.runtime import select_routes
+    from snsq2nats.cutover import CutoverRequest, read_records, run_cutover
+    from snsq2nats.cutover.engine import wait_for_bridges
+    from snsq2nats.jetstream.spec import LiveState
+    from snsq2nats.jetstream.state import read_live
+    from snsq2nats.plan.routes import TO_SNS_CONSUMER
+    from tests.test_cutover import _hold
+
+    server = NatsServer(name="bridgeacct-handover")
+    estate = await asyncio.to_thread(_estate, aws, tmp_path, server.url)
+    server.extra_config = estate.written.settings
+    first = estate.plan
+    outbound = _route(first, "nats-to-sns", SHOP, "events")
+    topic = next(r for r in first.resources if r.source_arn == outbound.aws_arn)
+    audit = next(
+        r for r in first.resources if r.kind == "sqs-queue" and r.source_arn.endswith(":audit")
+    )
+    events, audit_stream = str(outbound.stream), str(audit.stream)
+    publisher = next(
+        i for i in estate.by_name.values() if i.role == "publisher" and i.serves == topic.source_arn
+    )
+    admin = estate.by_name["snsq2nats-admin"]
+    admins = admin_credentials(first, estate.auth_dir)
+    shop_sns = aws.assumed(SHOP).client("sns", endpoint_url=aws.url)
+    shop_sqs = aws.assumed(SHOP).client("sqs", endpoint_url=aws.url)
+    audit_url = shop_sqs.get_queue_url(QueueName="audit")["QueueUrl"]
+    (subscription,) = shop_sns.list_subscriptions()["Subscriptions"]
+    assert apply_order(first)[-1] == HOME
+
+    sent: list[str] = []
+    publishing = asyncio.Event()
+
+    async def produce() -> None:
+        pub = await _connect(server.url, estate.written.creds[publisher.name], publisher)
+        try:
+            while publishing.is_set():
+                body = f"m-{len(sent):04d}"
+                await pub.jetstream().publish(str(topic.publish_subject), body.encode())
+                sent.append(body)
+                await asyncio.sleep(0.02)  # a steady stream; nothing waits on it
+        finally:
+            await pub.close()
+
+    with server:
+        await _apply(estate, server.url)
+        conns = {a: await _connect(server.url, admins[a], admin) for a in admins}
+        home, shop = conns[HOME], conns["shop"]
+        others = {a: c for a, c in conns.items() if a != HOME}
+        home_options = _home_options(estate, server.url)
+        stop = asyncio.Event()
+        bridge = asyncio.create_task(
+            bridge_session(
+                home_options,
+                first,
+                first.candidate_routes,
+                regions=(),
+                endpoint_url=aws.url,
+                settings=RelaySettings(wait_time_seconds=1, visibility_timeout=5),
+                duration=None,
+                metrics_port=None,
+                cleanup=False,
+                stop=stop,
+                lease_ttl=3.0,
+                select=lambda routes: select_routes(routes, "both"),
+                accounts=RouteAccounts(ROLE),
+                nats_accounts=account_options(
+                    first, first.candidate_routes, home_options, estate.auth_dir
+                ),
+            )
+        )
+        producer: asyncio.Task[None] | None = None
+        holding: asyncio.Task[None] | None = None
+        try:
+
+            async def in_fleet() -> bool:
+                return bool(await wait_for_bridges(home, 0, 1.0, lambda _line: None))
+
+            await until(in_fleet, what="the bridge in the fleet", timeout=60)
+            for request in (
+                CutoverRequest("consumers", [audit.source_arn], "nats", by="tester", command="t"),
+                CutoverRequest("producers", [topic.source_arn], "nats", by="tester", command="t"),
+            ):
+                moved = await run_cutover(home, first, request, accounts=others)
+                assert moved.confirmed, request.side
+            publishing.set()
+            producer = asyncio.create_task(produce())
+            await until(lambda: len(sent) >= 40, what="traffic through SNS", timeout=60)
+            sub = await shop.jetstream().pull_subscribe_bind(TO_SNS_CONSUMER, events)
+            (held,) = await sub.fetch(1, timeout=30)
+            held_seq = held.metadata.sequence.stream
+            holding = asyncio.create_task(_hold(held))
+            mark = len(sent)
+            await until(lambda: len(sent) >= mark + 20, what="traffic past the held one")
+
+            # On AWS, midway: the envelope reader turns raw. The re-plan fans out through
+            # sources; planned against every account's live state, as apply reconciles each.
+            shop_sns.set_subscription_attributes(
+                SubscriptionArn=subscription["SubscriptionArn"],
+                AttributeName="RawMessageDelivery",
+                AttributeValue="true",
+            )
+            sources = account_sources(
+                (), "arn:aws:iam::{account}:role/snsq2nats-scan", (SHOP, BILLING)
+            )
+            inventory = await asyncio.to_thread(
+                scan_accounts, [account_clients(s, (aws.region,), aws.url) for s in sources]
+            )
+            lives = [await read_live(c) for c in conns.values()]
+            live = LiveState(
+                streams={k: v for one in lives for k, v in one.streams.items()},
+                server=lives[0].server,
+            )
+            second = assemble_plan(
+                inventory,
+                load_rules([tmp_path / "mapping.yaml"]),
+                live,
+                server=live.server,
+                records=await read_records(home),
+            )
+            assert not any(r.kind == "nats-to-sns" for r in second.candidate_routes)
+            results = {}
+            for account in apply_order(second):
+                result = await apply_plan(
+                    conns[account],
+                    account_plan(second, account),
+                    allow_destructive=False,
+                    home=home if account != HOME else None,
+                )
+                assert result.ok, (account, result.error)
+                results[account] = result
+            holding.cancel()
+            cut = results["shop"].handovers[events]
+            relay = await shop.jetstream().consumer_info(events, TO_SNS_CONSUMER)
+            # Read once the bridges stopped the relay: its floors did not move since.
+            assert (cut.acked, cut.delivered) == (
+                relay.ack_floor.stream_seq,
+                relay.delivered.stream_seq,
+            )
+            assert cut.acked < held_seq < cut.delivered, (cut, held_seq)
+            assert cut.ledger and cut.recorded > 0 and cut.copied >= 1, cut
+            info = await shop.jetstream().stream_info(audit_stream)
+            assert [(s.name, s.opt_start_seq) for s in info.config.sources or []] == [
+                (events, cut.delivered + 1)
+            ]
+            assert results[HOME].revision is not None  # the plan, recorded after the handover
+
+            mark = len(sent)
+            await until(lambda: len(sent) >= mark + 40, what="traffic after the switch")
+            publishing.clear()
+            await producer
+
+            async def arrived() -> bool:
+                bodies = await _stream_bodies(server.url, admins["shop"], admin, audit_stream)
+                return set(sent) <= set(bodies)
+
+            await until(arrived, what="every message in audit's stream", timeout=180)
+
+            def sqs_empty() -> bool:
+                attributes = shop_sqs.get_queue_attributes(
+                    QueueUrl=audit_url,
+                    AttributeNames=[
+                        "ApproximateNumberOfMessages",
+                        "ApproximateNumberOfMessagesNotVisible",
+                    ],
+                )["Attributes"]
+                return not any(int(v) for v in attributes.values())
+
+            await until(sqs_empty, what="nothing left in SQS to relay", timeout=120)
+            bodies = await _stream_bodies(server.url, admins["shop"], admin, audit_stream)
+            doubled = sorted(b for b in set(bodies) if bodies.count(b) > 1)
+            assert not doubled, (len(doubled), doubled[:5])
+            assert sorted(bodies) == sorted(sent)
+        finally:
+            publishing.clear()
+            if producer is not None:
+                await producer
+            if holding is not None:
+                holding.cancel()
+            stop.set()
+            await asyncio.wait_for(bridge, 60)
+            for c in conns.values():
+                await c.close()

@@ -129,7 +129,8 @@ def _run_per_account(
     allow_destructive: bool,
 ) -> None:
     """Apply each NATS account's part with its own admin, origins of cross-account sources
-    first, stopping at the first account the server refuses something in."""
+    first and the home account's last (it records the applied revision), stopping at the first
+    account the server refuses something in."""
     import dataclasses
 
     from snsq2nats.auth.identities import inbox_prefix
@@ -154,9 +155,9 @@ def _run_per_account(
             NatsInputs(nats.server, nats.context, admin_of(account)),
             part,
             allow_destructive=allow_destructive,
-            # A topic's fan-out handover reads the SNS relay's ledger, which is the home
-            # account's (with the fleet's buckets), not the topic's.
-            ledger=admin_of(HOME) if account != HOME and HOME in admins else None,
+            # A topic's fan-out handover waits for the bridges and reads the SNS relay's
+            # ledger in the home account (with the fleet's buckets), not the topic's.
+            home=admin_of(HOME) if account != HOME and HOME in admins else None,
         )
 
 
@@ -214,31 +215,31 @@ def _run_apply(
     plan: Plan,
     *,
     allow_destructive: bool,
-    ledger: NatsOptions | None = None,
+    home: NatsOptions | None = None,
 ) -> None:
     from snsq2nats.apply import ApplyError, apply_plan
     from snsq2nats.jetstream.connect import connect_nats
     from snsq2nats.report.apply import handover_lines, outcome_table, result_line
 
     async def go(nc: Client) -> Any:
-        home = await connect_nats(ledger, name="snsq2nats apply") if ledger else None
+        homes = await connect_nats(home, name="snsq2nats apply") if home else None
         try:
-            return await apply_to(nc, home)
+            return await apply_to(nc, homes)
         finally:
-            if home is not None:
-                await home.close()
+            if homes is not None:
+                await homes.close()
 
     async def apply_to(nc: Client, home: Client | None) -> Any:
         if not plan.pending:
             # Still checked against the live state: an empty plan can be stale too.
-            return await apply_plan(nc, plan, allow_destructive=allow_destructive, ledger=home)
+            return await apply_plan(nc, plan, allow_destructive=allow_destructive, home=home)
         with app.out.progress("applying", total=len(plan.pending)) as bar:
             return await apply_plan(
                 nc,
                 plan,
                 allow_destructive=allow_destructive,
                 on_progress=lambda _outcome: bar.advance(1),
-                ledger=home,
+                home=home,
             )
 
     result = app.run_nats(nats.options, "snsq2nats apply", go)

@@ -231,7 +231,9 @@ def account_plan(plan: Plan, name: str) -> Plan:
 
 def apply_order(plan: Plan) -> list[str]:
     """The accounts in the order to apply them: an account whose streams others source from
-    before those (a topic's stream exists before a queue in another account sources it)."""
+    before those (a topic's stream exists before a queue in another account sources it), and
+    the home account last unless another needs it first: its part records the applied revision
+    the bridges follow, which must come after every account's objects and fan-out handover."""
     after: dict[str, set[str]] = {}
     for crossing in plan.crossings:
         if crossing.how == "stream-source":
@@ -240,8 +242,9 @@ def apply_order(plan: Plan) -> list[str]:
     pending = [a.name for a in plan.nats_accounts]
     while pending:
         ready = [a for a in pending if after.get(a, set()) <= set(done)] or pending[:1]
-        done.append(ready[0])
-        pending.remove(ready[0])
+        pick = next((a for a in ready if a != HOME), ready[0])
+        done.append(pick)
+        pending.remove(pick)
     return done
 
 
