@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,9 +74,15 @@ def _seed(aws: AwsEndpoint) -> None:
     aws.assumed(BILLING).client("sqs", endpoint_url=aws.url).create_queue(QueueName="orders")
 
 
-def _estate(aws: AwsEndpoint, tmp_path: Path, url: str, mapping_text: str = PER_ACCOUNT) -> Estate:
+def _estate(
+    aws: AwsEndpoint,
+    tmp_path: Path,
+    url: str,
+    mapping_text: str = PER_ACCOUNT,
+    seed: Callable[[AwsEndpoint], None] = _seed,
+) -> Estate:
     """Scanned through both accounts' roles, planned per account, and `auth --format jwt`."""
-    _seed(aws)
+    seed(aws)
     sources = account_sources((), "arn:aws:iam::{account}:role/snsq2nats-scan", (SHOP, BILLING))
     inventory = scan_accounts([account_clients(s, (aws.region,), aws.url) for s in sources])
     mapping = tmp_path / "mapping.yaml"
@@ -900,3 +907,96 @@ async def test_a_per_account_replan_hands_a_held_relay_over_once(
             await asyncio.wait_for(bridge, 60)
             for c in conns.values():
                 await c.close()
+
+
+def _seed_with_dlq(aws: AwsEndpoint) -> None:
+    """The estate of `_seed`, and billing's `orders` dead-letters into billing's `orders-dlq`
+    after two receives."""
+    _seed(aws)
+    sqs = aws.assumed(BILLING).client("sqs", endpoint_url=aws.url)
+    dlq = sqs.create_queue(QueueName="orders-dlq")["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    policy = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "2"})
+    orders = sqs.get_queue_url(QueueName="orders")["QueueUrl"]
+    sqs.set_queue_attributes(QueueUrl=orders, Attributes={"RedrivePolicy": policy})
+
+
+async def test_a_message_that_exhausts_its_deliveries_lands_in_its_accounts_dlq_once(
+    aws: AwsEndpoint, tmp_path: Path
+) -> None:
+    """A per-account plan captures MAX_DELIVERIES advisories in the account of the queue with a
+    dead-letter queue (the server raises them in the consumer's account; the home account's
+    stream would never see them): billing's worker refuses a message until its deliveries are
+    exhausted, and the bridge's DLQ mover, working in billing's account, moves it into
+    billing's `orders-dlq` stream once."""
+    from nats.js.errors import NotFoundError
+
+    from snsq2nats.plan.accounts import advisory_stream_of
+    from snsq2nats.plan.routes import ADVISORY_STREAM
+
+    server = NatsServer(name="bridgeacct-dlq")
+    estate = await asyncio.to_thread(
+        _estate, aws, tmp_path, server.url, PER_ACCOUNT, _seed_with_dlq
+    )
+    server.extra_config = estate.written.settings
+    plan = estate.plan
+    mover = _route(plan, "dlq-mover", BILLING, "orders-dlq")
+    advisories = advisory_stream_of("billing")
+    assert mover.advisory_stream == advisories != ADVISORY_STREAM
+    held = {a.name: a.streams for a in plan.nats_accounts}
+    assert advisories in held["billing"]
+    assert not any(ADVISORY_STREAM in streams for streams in held.values())
+    assert mover.stream and mover.consumer and mover.target_stream
+    admin = estate.by_name["snsq2nats-admin"]
+    admins = admin_credentials(plan, estate.auth_dir)
+
+    with server:
+        await _apply(estate, server.url)
+        billing = await _connect(server.url, admins["billing"], admin)
+        stop, task = _start(estate, server.url, aws, [mover])
+        try:
+            js = billing.jetstream()
+            subject = next(
+                r.subject
+                for r in plan.candidate_routes
+                if r.kind == "sqs-to-nats" and r.stream == mover.stream
+            )
+            assert subject
+            await js.publish(subject, b"poison")
+            await js.publish(subject, b"good")
+            sub = await js.pull_subscribe_bind(mover.consumer, mover.stream)
+
+            async def work() -> bool:
+                try:
+                    msgs = await sub.fetch(10, timeout=0.5)
+                except TimeoutError:
+                    msgs = []
+                for msg in msgs:
+                    await (msg.nak() if msg.data == b"poison" else msg.ack())
+                state = (await js.stream_info(str(mover.target_stream))).state
+                return bool(state.messages >= 1)
+
+            await until(work, what="the refused message in billing's DLQ stream", timeout=60)
+
+            # Moved, not copied: gone from the queue's stream (it was its first message), once
+            # in the DLQ's.
+            async def moved() -> bool:
+                try:
+                    await js.get_msg(str(mover.stream), 1)
+                except NotFoundError:
+                    return True
+                return False
+
+            await until(moved, what="the refused message deleted from orders' stream")
+            assert await _stream_bodies(
+                server.url, admins["billing"], admin, str(mover.target_stream)
+            ) == ["poison"]
+            info = await js.stream_info(advisories)
+            assert info.state.messages == 1  # the advisory, captured in billing's account
+            await sub.unsubscribe()
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 60)
+            await billing.close()

@@ -2,8 +2,10 @@
 how a topic in one account reaches a queue in another.
 
 Each stream and consumer goes into the NATS account named after its resource's AWS account
-(the alias, else the ID); streams that belong to no AWS resource (the KV buckets, advisory
-streams) go into the home account `SNSQ2NATS`, which the bridge and the tools use as today.
+(the alias, else the ID); streams that belong to no AWS resource (the KV buckets) go into the
+home account `SNSQ2NATS`, which the bridge and the tools use as today. The MAX_DELIVERIES
+advisory stream is planned in each account holding a queue with a dead-letter queue: the
+server raises a consumer's advisories in that consumer's account.
 
 A queue stream sourcing a topic stream of another account keeps sourcing it, across the
 boundary, rather than capturing the topic's subject through a subject import: a stream source
@@ -35,7 +37,8 @@ from snsq2nats.jetstream.spec import (
     StreamSource,
     StreamSpec,
 )
-from snsq2nats.plan.model import Crossing, Desired, Grant, NatsAccount, Plan
+from snsq2nats.plan.model import Crossing, Desired, Grant, NatsAccount, Plan, Route
+from snsq2nats.plan.routes import ADVISORY_STREAM
 from snsq2nats.plan.rules import Rules
 
 HOME = "SNSQ2NATS"
@@ -86,6 +89,8 @@ def split(
         aws = _aws_account(_owner_arn(stream.metadata))
         owner[stream.name] = label(aws) if aws else HOME
         aws_of[owner[stream.name]] = aws
+    desired, advisories = _advisories_per_account(desired, owner)
+    owner.update(advisories)
     origin_arn = {s.name: _owner_arn(s.metadata) for s in desired.streams}
     crossings: list[Crossing] = []
     streams: list[StreamSpec] = []
@@ -138,6 +143,59 @@ def split(
     crossings += _bridged(desired, inventory, owner, label)
     accounts = _accounts(streams, desired.consumers, owner, aws_of)
     return desired.model_copy(update={"streams": streams}), accounts, crossings
+
+
+def advisory_stream_of(account: str) -> str:
+    """The stream holding an account's MAX_DELIVERIES advisories: the one-account name in the
+    home account, the account's name appended elsewhere (a plan names each stream once)."""
+    return ADVISORY_STREAM if account == HOME else f"{ADVISORY_STREAM}_{account}"
+
+
+def _advisories_per_account(
+    desired: Desired, owner: dict[str, str]
+) -> tuple[Desired, dict[str, str]]:
+    """One advisory stream per NATS account holding a queue with a DLQ route, with the DLQ
+    movers' durables on it: nats-server raises a consumer's MAX_DELIVERIES advisory in the
+    consumer's own account, so only a stream there captures it, and the mover, which works in
+    the queue's account, reads it there. Returns the desired state and each advisory stream's
+    account."""
+    template = next((s for s in desired.streams if s.name == ADVISORY_STREAM), None)
+    movers = [r for r in desired.candidate_routes if r.kind == "dlq-mover" and r.stream]
+    if template is None or not movers:
+        return desired, {}
+    stream_of = {str(r.stream): advisory_stream_of(owner.get(str(r.stream), HOME)) for r in movers}
+    by_durable = {r.advisory_consumer: stream_of[str(r.stream)] for r in movers}
+    accounts = {
+        advisory_stream_of(owner.get(str(r.stream), HOME)): owner.get(str(r.stream), HOME)
+        for r in movers
+    }
+
+    def moved(route: Route) -> Route:
+        if route.kind != "dlq-mover" or route.stream not in stream_of:
+            return route
+        return route.model_copy(update={"advisory_stream": stream_of[str(route.stream)]})
+
+    streams: list[StreamSpec] = []
+    for stream in desired.streams:
+        if stream.name != ADVISORY_STREAM:
+            streams.append(stream)
+            continue
+        streams.extend(stream.model_copy(update={"name": name}) for name in sorted(accounts))
+    consumers = [
+        c.model_copy(update={"stream_name": by_durable[c.durable_name]})
+        if c.stream_name == ADVISORY_STREAM and c.durable_name in by_durable
+        else c
+        for c in desired.consumers
+    ]
+    changed = desired.model_copy(
+        update={
+            "streams": streams,
+            "consumers": consumers,
+            "routes": [moved(r) for r in desired.routes],
+            "candidate_routes": [moved(r) for r in desired.candidate_routes],
+        }
+    )
+    return changed, accounts
 
 
 def _bridged(
