@@ -1000,3 +1000,63 @@ async def test_a_message_that_exhausts_its_deliveries_lands_in_its_accounts_dlq_
             stop.set()
             await asyncio.wait_for(task, 60)
             await billing.close()
+
+
+def _seed_cross_account_envelope(aws: AwsEndpoint) -> None:
+    """shop's topic `events` delivers to billing's queue `ledger`, which reads SNS's envelope:
+    the fan-out stays on SNS, and the crossing is the bridge's."""
+    shop_sns = aws.assumed(SHOP).client("sns", endpoint_url=aws.url)
+    billing_sqs = aws.assumed(BILLING).client("sqs", endpoint_url=aws.url)
+    topic = shop_sns.create_topic(Name="events")["TopicArn"]
+    url = billing_sqs.create_queue(QueueName="ledger")["QueueUrl"]
+    arn = billing_sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    shop_sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn)
+
+
+def test_cutover_finish_refuses_a_switch_across_accounts_before_recording(
+    aws: AwsEndpoint, tmp_path: Path
+) -> None:
+    """Finishing shop's `events`, whose only queue is billing's `ledger`, would make billing's
+    stream source shop's topic stream, an edge this plan carries through the bridge with no
+    export or import: the finish is refused, naming both accounts, and nothing is recorded."""
+    from click.testing import CliRunner
+
+    from snsq2nats.cli import main
+    from snsq2nats.files import document_json
+
+    server = NatsServer(name="bridgeacct-finish-cross")
+    estate = _estate(aws, tmp_path, server.url, PER_ACCOUNT, _seed_cross_account_envelope)
+    server.extra_config = estate.written.settings
+    plan = estate.plan
+    (crossing,) = plan.crossings
+    assert (crossing.how, crossing.from_account, crossing.to_account) == (
+        "bridge",
+        "shop",
+        "billing",
+    )
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_bytes(document_json(plan))
+    context = estate.auth_dir / "contexts" / "snsq2nats-admin.json"
+    common = ["--plan", str(plan_file), "--context", str(context), "--grants", str(estate.auth_dir)]
+
+    def cutover(*words: str) -> Any:
+        return CliRunner().invoke(main, ["cutover", *words, *common, "--record-only", "--json"])
+
+    with server:
+        asyncio.run(_apply(estate, server.url))
+        for words in (
+            ("consumers", crossing.target_arn, "--to", "nats"),
+            ("producers", crossing.source_arn, "--to", "nats"),
+        ):
+            run = cutover(*words)
+            assert run.exit_code == 0, run.output
+        refused = cutover("finish", crossing.source_arn)
+        reading = ["--plan", str(plan_file), "--context", str(context), "--json"]
+        history = CliRunner().invoke(main, ["cutover", "history", crossing.source_arn, *reading])
+    assert refused.exit_code != 0
+    assert "account billing" in refused.output and "account shop" in refused.output
+    assert "nothing was recorded" in refused.output
+    assert history.exit_code == 0, history.output
+    assert [r["state"]["producers"] for r in json.loads(history.stdout)] == ["nats"]
