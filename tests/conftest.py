@@ -15,6 +15,17 @@ os.environ["NO_COLOR"] = "1"
 os.environ["COLUMNS"] = "100"
 os.environ.pop("NATS_CONTEXT", None)
 
+# Each test worker takes its local servers' ports from a range of its own, below the kernel's
+# ephemeral ports (32768 on): a port one worker chose and released before its server bound it
+# was otherwise handed to another worker's server (a monitor port answering as a NATS client
+# port), and the kernel's outgoing connections never take them either.
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+_INDEX = int(_WORKER[2:]) if _WORKER[2:].isdigit() else 0
+_PORTS_PER_WORKER = 1500
+os.environ["SNSQ2NATS_LOCAL_PORTS"] = (
+    f"{20000 + _INDEX * _PORTS_PER_WORKER}-{20000 + (_INDEX + 1) * _PORTS_PER_WORKER}"
+)
+
 # What a test costs, roughly, on the loaded 2-core machine (seconds): only the order of the
 # groups depends on it, so that the longest start first and the last to finish are short.
 JOURNEY_SECONDS = 220.0

@@ -133,12 +133,12 @@ async def test_a_replan_hands_a_held_relay_over_with_each_message_once_per_queue
             AttributeName="RawMessageDelivery",
             AttributeValue="true",
         )
-        second = await planned(aws, nats_server, tmp_path, apply=False)
-        assert not any(r.kind == "nats-to-sns" for r in second.candidate_routes), "now sources"
         nc = await connect_nats(NatsOptions(servers=[url]))
         try:
             if not ledger:
                 await delete_stream(nc, SENT_LEDGER)
+            second = await planned(aws, nats_server, tmp_path, apply=False)
+            assert not any(r.kind == "nats-to-sns" for r in second.candidate_routes), "sources"
             result = await apply_plan(nc, second, allow_destructive=False)
             assert result.ok, result.error
             cut = result.handovers[events.stream]

@@ -242,7 +242,9 @@ def _parse_time(text: str) -> datetime | None:
 
 async def read_sent(nc: Client, topic_stream: str, since: datetime | None) -> set[int] | None:
     """The sequences of `topic_stream` its SNS relay recorded as accepted by SNS (records
-    written from `since` on; all without it), or None when there is no ledger.
+    written from `since` on; all without it), or None when its relay kept no ledger: no
+    ledger stream, or not one record of this topic in it (a bridge older than the ledger, or
+    a ledger this very apply created).
 
     One filtered consumer of its own, which says up front how many records there are, so the
     read knows when it has them all; deleted afterwards."""
@@ -250,6 +252,17 @@ async def read_sent(nc: Client, topic_stream: str, since: datetime | None) -> se
     from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
     from nats.js.errors import NotFoundError
 
+    try:
+        await api(
+            nc,
+            MSG_GET.subject(stream=SENT_LEDGER),
+            {"last_by_subj": sent_subject(topic_stream)},
+            5.0,
+        )
+    except JetStreamApiError as err:
+        if err.err_code in (ERR_STREAM_NOT_FOUND, ERR_NO_MESSAGE):
+            return None
+        raise
     js = nc.jetstream()
     config = ConsumerConfig(
         deliver_policy=DeliverPolicy.BY_START_TIME if since else DeliverPolicy.ALL,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import http.client
 import json
 import os
 import shutil
@@ -85,19 +86,66 @@ def nats_server_version() -> str:
     return done.stdout.strip().split()[-1].lstrip("v") if done.stdout.strip() else ""
 
 
+PORT_RANGE_ENV = "SNSQ2NATS_LOCAL_PORTS"
+"""`LOW-HIGH`: choose local servers' ports in this range (below the kernel's ephemeral range),
+so processes given disjoint ranges (parallel test workers) never pick each other's ports."""
+
+_next_port: int | None = None
+_PORT_LOCK = threading.Lock()
+
+
+def _port_range() -> tuple[int, int] | None:
+    text = os.environ.get(PORT_RANGE_ENV, "")
+    low, _, high = text.partition("-")
+    if not (low.isdigit() and high.isdigit()) or int(low) >= int(high):
+        return None
+    return int(low), int(high)
+
+
+def _bound(port: int) -> socket.socket:
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.bind((_LOOPBACK, port))
+    except OSError:
+        s.close()
+        raise
+    return s
+
+
 def free_ports(count: int) -> list[int]:
     """Reserve `count` distinct free TCP ports on loopback.
 
     All sockets stay open until every port is chosen so one call never hands out the same
-    port twice; another process can still race us afterwards, which start() tolerates by
-    reporting the server's own log.
+    port twice. Another process can still take a port before the server binds it: the kernel
+    hands out recently freed ephemeral ports again soon, to anyone. With `PORT_RANGE_ENV` set,
+    ports come round-robin from that range instead, so successive calls in this process do not
+    repeat a port a server was given but has not bound yet, and other processes (given other
+    ranges, or ephemeral ports) do not race for them.
     """
+    global _next_port
+    span = _port_range()
     socks: list[socket.socket] = []
     try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind((_LOOPBACK, 0))
-            socks.append(s)
+        if span is None:
+            for _ in range(count):
+                socks.append(_bound(0))
+        else:
+            low, high = span
+            with _PORT_LOCK:
+                if _next_port is None:
+                    _next_port = low + os.getpid() % (high - low)
+                for _ in range(high - low):
+                    if len(socks) == count:
+                        break
+                    port = _next_port
+                    _next_port = low + (_next_port + 1 - low) % (high - low)
+                    with contextlib.suppress(OSError):
+                        socks.append(_bound(port))
+            if len(socks) < count:
+                raise LocalNatsError(
+                    f"no {count} free ports left in {PORT_RANGE_ENV}={low}-{high}",
+                    hint="widen the range, or unset it to take ephemeral ports",
+                )
         return [int(s.getsockname()[1]) for s in socks]
     finally:
         for s in socks:
@@ -353,8 +401,9 @@ class NatsServer:
                 if status == 200 and self._client_port_open():
                     return
                 last = f"HTTP {status}: {body[:200]!r}"
-            except OSError as exc:
-                last = str(exc)
+            except (OSError, http.client.HTTPException) as exc:
+                # HTTPException: something else answers on the monitor port (a port race).
+                last = f"{type(exc).__name__}: {exc}"[:300]
             time.sleep(0.05)
         raise LocalNatsError(
             f"nats-server {self.name} not ready after {timeout:.0f}s ({last}); "
