@@ -340,9 +340,14 @@ async def test_the_environment_switch_gives_botocores_client(
     await asyncio.sleep(0)
 
 
-def test_the_signature_is_botocores(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    "url", ["https://sqs.eu-west-1.amazonaws.com/", "http://127.0.0.1:4566", "https://sqs.x:8443"]
+)
+def test_the_signature_is_botocores(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
     """At the same instant, the lean request carries exactly the Authorization (and signed
-    headers) botocore's own signer gives the same request."""
+    headers) botocore's own signer gives the same request: on the first call, on the next
+    ones that reuse the derived signing key, across a day change, with and without a session
+    token, and with credentials refreshed in the middle of a day."""
     import datetime as dt
 
     import botocore.auth
@@ -350,27 +355,50 @@ def test_the_signature_is_botocores(monkeypatch: pytest.MonkeyPatch) -> None:
     from botocore.awsrequest import AWSRequest
     from botocore.credentials import Credentials
 
-    from snsq2nats.aws import lean
+    from snsq2nats.aws.sigv4 import JsonRequestSigner
 
-    instant = dt.datetime(2026, 5, 4, 3, 2, 1)
-    monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda: instant)
-    creds = Credentials("AKIDEXAMPLE", "secret", "session-token").get_frozen_credentials()
-    url = "https://sqs.eu-west-1.amazonaws.com/"
+    now = [dt.datetime(2026, 5, 4, 3, 2, 1)]
+    monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda: now[0])
     body = b'{"QueueUrl":"https://sqs.eu-west-1.amazonaws.com/1/q","WaitTimeSeconds":20}'
-    headers = {
-        "Content-Type": "application/x-amz-json-1.0",
-        "X-Amz-Target": "AmazonSQS.ReceiveMessage",
-        "x-amzn-query-mode": "true",
-    }
-    theirs = AWSRequest(method="POST", url=url, data=body, headers=headers)
-    SigV4Auth(creds, "sqs", "eu-west-1").add_auth(theirs)
-    ours = lean._Request(url, body, {k.lower(): v for k, v in headers.items()})
-    lean._signer_class()(creds, "sqs", "eu-west-1").add_auth(ours)
-    expected = {k.lower(): v for k, v in theirs.headers.items()}
-    assert dict(ours.headers) == expected
-    assert expected["authorization"].startswith(
-        "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20260504/eu-west-1/sqs/aws4_request"
+    signer = JsonRequestSigner(url, "eu-west-1", "sqs")
+    derived: list[object] = []
+
+    def check(creds: Credentials, action: str) -> dict[str, str]:
+        frozen = creds.get_frozen_credentials()
+        headers = {
+            "Content-Type": "application/x-amz-json-1.0",
+            "X-Amz-Target": f"AmazonSQS.{action}",
+            "x-amzn-query-mode": "true",
+        }
+        theirs = AWSRequest(method="POST", url=url, data=body, headers=headers)
+        SigV4Auth(frozen, "sqs", "eu-west-1").add_auth(theirs)
+        ours = signer.headers(f"AmazonSQS.{action}", body, frozen)
+        expected = {k.lower(): v for k, v in theirs.headers.items()}
+        assert ours == expected
+        derived.append(signer._key_for)
+        return ours
+
+    first = Credentials("AKIDEXAMPLE", "secret", "session-token")
+    signed = check(first, "ReceiveMessage")
+    assert signed["authorization"].startswith(
+        "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20260504/eu-west-1/sqs/aws4_request, "
+        "SignedHeaders=content-type;host;x-amz-date;x-amz-security-token;x-amz-target;"
+        "x-amzn-query-mode, Signature="
     )
+    now[0] += dt.timedelta(hours=20, seconds=7)  # the same day: the cached key
+    check(first, "DeleteMessageBatch")
+    assert derived[-1] == derived[-2] == ("20260504", "secret")
+    now[0] += dt.timedelta(hours=1)  # past midnight: a new day, a new key
+    signed = check(first, "ReceiveMessage")
+    assert derived[-1] == ("20260505", "secret")
+    assert "/20260505/eu-west-1/sqs/aws4_request" in signed["authorization"]
+    # Refreshed credentials mid-day: a new key at once, and no token header without a token.
+    refreshed = Credentials("AKIDOTHER", "other-secret")
+    signed = check(refreshed, "ReceiveMessage")
+    assert derived[-1] == ("20260505", "other-secret")
+    assert "x-amz-security-token" not in signed
+    check(first, "SendMessageBatch")  # and back: the key follows the credentials signing
+    assert derived[-1] == ("20260505", "secret")
 
 
 async def test_a_reply_slower_than_the_read_timeout_raises_botocores_timeout(

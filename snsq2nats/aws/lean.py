@@ -4,9 +4,10 @@ Profiling the bridge showed most of its CPU per AWS call in botocore's model-dri
 serialisation, response parsing and event hooks, not in signing or on the wire. SQS speaks a
 JSON protocol (`X-Amz-Target: AmazonSQS.<Action>`, the shape of the request is the parameters
 as given), so the calls the bridge makes per message and per idle poll go out here as one JSON
-body over a pooled aiohttp session, signed by botocore's own SigV4 signer with the credentials
-of botocore's chain (refreshed as botocore refreshes them), and their replies are read with
-orjson. Everything botocore decides that matters to a caller is kept:
+body over a pooled aiohttp session, signed with botocore's SigV4 (`aws.sigv4`: byte for byte
+botocore's signature, with what does not change between requests worked out once) with the
+credentials of botocore's chain (refreshed as botocore refreshes them), and their replies are
+read with orjson. Everything botocore decides that matters to a caller is kept:
 
 - the endpoint and region are the botocore client's own (its resolution, `--endpoint-url`,
   `AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_SQS`, profiles);
@@ -38,6 +39,7 @@ import orjson
 import yarl
 
 from snsq2nats.aws.errors import THROTTLE_CODES
+from snsq2nats.aws.sigv4 import JsonRequestSigner
 
 if TYPE_CHECKING:
     from aiobotocore.credentials import AioCredentials
@@ -74,8 +76,6 @@ _MAX_BACKOFF = 20.0
 _THROTTLE_SCALE = 1.0
 _TRANSIENT_SCALE = 0.05
 _RETRY_AFTER_MAX_ADDITIONAL = 5.0
-
-_CONTENT_TYPE = "application/x-amz-json-1.0"
 
 
 class _Adaptive:
@@ -155,68 +155,6 @@ def _decode_messages(messages: list[dict[str, Any]]) -> None:
                 value["BinaryListValues"] = [base64.b64decode(v) for v in value["BinaryListValues"]]
 
 
-class _Headers(dict[str, str]):
-    """Request headers for botocore's signer: case-insensitive as botocore's `HTTPHeaders`
-    (keys kept lower case), without the email-message machinery that makes those slow."""
-
-    def __setitem__(self, key: str, value: str) -> None:
-        super().__setitem__(key.lower(), value)
-
-    def __getitem__(self, key: str) -> str:
-        return super().__getitem__(key.lower())
-
-    def __delitem__(self, key: str) -> None:
-        super().__delitem__(key.lower())
-
-    def __contains__(self, key: object) -> bool:
-        return super().__contains__(key.lower() if isinstance(key, str) else key)
-
-    def get_all(self, key: str) -> list[str]:
-        value = self.get(key.lower())
-        return [] if value is None else [value]
-
-
-class _Request:
-    """What botocore's SigV4 signer reads and writes of a request (as `AWSRequest`)."""
-
-    method = "POST"
-
-    def __init__(self, url: str, body: bytes, headers: dict[str, str]) -> None:
-        self.url = url
-        self.body = body
-        self.headers = _Headers(headers)
-        self.params: dict[str, str] = {}
-        self.context: dict[str, Any] = {}
-
-
-_SIGNER: Any = None
-
-
-def _signer_class() -> Any:
-    """botocore's SigV4 signer, collecting the headers to sign into `_Headers` (its own
-    collects them into an `HTTPHeaders`, half of the signing time); the canonical request,
-    the string to sign and the signature are botocore's."""
-    global _SIGNER
-    if _SIGNER is None:
-        import botocore.auth
-        from botocore.auth import SIGNED_HEADERS_BLACKLIST, SigV4Auth
-
-        host_from_url = botocore.auth._host_from_url  # type: ignore[attr-defined]
-
-        class LeanSigV4Auth(SigV4Auth):
-            def headers_to_sign(self, request: Any) -> Any:
-                header_map = _Headers()
-                for name, value in request.headers.items():
-                    if name not in SIGNED_HEADERS_BLACKLIST:
-                        header_map[name] = value
-                if "host" not in header_map:
-                    header_map["host"] = host_from_url(request.url)
-                return header_map
-
-        _SIGNER = LeanSigV4Auth
-    return _SIGNER
-
-
 class LeanSQS:
     """An aiobotocore SQS client whose hot calls (`LEAN_CALLS`) take the lean transport.
 
@@ -256,6 +194,7 @@ class LeanSQS:
             auto_decompress=False,
         )
         self._target = yarl.URL(self._url)
+        self._signer = JsonRequestSigner(self._url, self._region, "sqs")
         import botocore
 
         self._user_agent = f"snsq2nats-lean botocore/{botocore.__version__}"
@@ -305,17 +244,7 @@ class LeanSQS:
             raise NoCredentialsError()
         # Refreshes the chain's temporary credentials when they near expiry, as botocore does.
         frozen = await self._credentials.get_frozen_credentials()
-        request = _Request(
-            self._url,
-            body,
-            {
-                "content-type": _CONTENT_TYPE,
-                "x-amz-target": f"AmazonSQS.{action}",
-                "x-amzn-query-mode": "true",
-            },
-        )
-        _signer_class()(frozen, "sqs", self._region).add_auth(request)
-        headers = dict(request.headers)
+        headers = self._signer.headers(f"AmazonSQS.{action}", body, frozen)
         headers["user-agent"] = self._user_agent
         return headers
 
