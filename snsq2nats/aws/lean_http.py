@@ -296,13 +296,16 @@ class HttpPool:
             try:
                 async with asyncio.timeout_at(deadline):
                     await waiter
-            except TimeoutError:
-                raise ConnectTimeout(
-                    f"no free connection within {self._connect_timeout:g}s"
-                ) from None
-            finally:
+            except BaseException as exc:
                 with contextlib.suppress(ValueError):
                     self._waiters.remove(waiter)
+                if waiter.done() and not waiter.cancelled():
+                    self._wake_next()  # woken for a slot it will not take: pass it on
+                if isinstance(exc, TimeoutError):
+                    raise ConnectTimeout(
+                        f"no free connection within {self._connect_timeout:g}s"
+                    ) from None
+                raise
 
     async def _open(self, deadline: float) -> _Connection:
         loop = asyncio.get_running_loop()
@@ -333,11 +336,14 @@ class HttpPool:
             self._idle.append(connection)
         else:
             connection.close()
+        self._wake_next()
+
+    def _wake_next(self) -> None:
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
                 waiter.set_result(None)
-                break
+                return
 
     async def close(self) -> None:
         self._closed = True
