@@ -8,7 +8,8 @@ against the lean one (`aws.lean`, "after"), in one run on one fauxqs (see bench_
    at a time (180 an hour) whatever the transport, so this is what an idle estate pays.
    Beside it the client alone in this process on the same queues: one long poll out per
    queue with the relay's arguments, `IDLE_ROUNDS` each with a short wait (`IDLE_WAIT`), CPU
-   of this process over the polls made. Target: <= 0.5 ms per empty poll.
+   of this process over the polls made. Target: <= 0.5 ms per empty poll at 1,000 and 5,000
+   routes.
 2. Busy: one route with `--pollers 8` relays `ROUND` messages each way; the best of `ROUNDS`
    rounds counts, and the process CPU per 10,000 relayed messages beside it, which is stable on
    a noisy machine where the rate is not. The ceiling is the faster of two raw drains on the
@@ -73,6 +74,10 @@ WARM_AT_ONCE = 250
 # The idle bridge's window: two 20 s long polls per route (they start together and stay close).
 IDLE_WINDOW = 40.0
 IDLE_TARGET_MS = 0.5
+# The route counts the target is for (the 1,000 and 5,000): at 100 routes an idle
+# bridge makes 5 requests a second, and its fixed once-a-second work (fleet step, metrics,
+# NATS) outweighs them; that row is shown, not judged.
+IDLE_TARGET_ROUTES = (1_000, 5_000)
 POLLERS = 8
 ROUND = 10_000
 ROUNDS = 2
@@ -542,7 +547,7 @@ def _idle_rows(
             f"idle.{n}.lean.margin_under_{IDLE_TARGET_MS:g}ms",
             round(IDLE_TARGET_MS - bridge["lean"][0], 3),
             "ms",
-            0,
+            0 if n in IDLE_TARGET_ROUTES else None,
         )
     )
     return rows

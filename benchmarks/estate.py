@@ -66,6 +66,9 @@ def seeded_moto(
             queues=queues,
             topics=topics,
             subscriptions=subscriptions,
+            # One at a time: moto's SNS Subscribe walks its subscriptions while another
+            # request adds one ("OrderedDict mutated during iteration", a 500).
+            workers=1,
         )
         print(f"  seeded estate in {time.perf_counter() - started:.1f}s", file=sys.stderr)
         with delayed_link(port, AWS_ROUND_TRIP, scheme="http") as proxied:

@@ -340,9 +340,14 @@ async def test_the_environment_switch_gives_botocores_client(
     await asyncio.sleep(0)
 
 
-def test_the_signature_is_botocores(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    "url", ["https://sqs.eu-west-1.amazonaws.com/", "http://127.0.0.1:4566", "https://sqs.x:8443"]
+)
+def test_the_signature_is_botocores(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
     """At the same instant, the lean request carries exactly the Authorization (and signed
-    headers) botocore's own signer gives the same request."""
+    headers) botocore's own signer gives the same request: on the first call, on the next
+    ones that reuse the derived signing key, across a day change, with and without a session
+    token, and with credentials refreshed in the middle of a day."""
     import datetime as dt
 
     import botocore.auth
@@ -350,27 +355,50 @@ def test_the_signature_is_botocores(monkeypatch: pytest.MonkeyPatch) -> None:
     from botocore.awsrequest import AWSRequest
     from botocore.credentials import Credentials
 
-    from snsq2nats.aws import lean
+    from snsq2nats.aws.sigv4 import JsonRequestSigner
 
-    instant = dt.datetime(2026, 5, 4, 3, 2, 1)
-    monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda: instant)
-    creds = Credentials("AKIDEXAMPLE", "secret", "session-token").get_frozen_credentials()
-    url = "https://sqs.eu-west-1.amazonaws.com/"
+    now = [dt.datetime(2026, 5, 4, 3, 2, 1)]
+    monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda: now[0])
     body = b'{"QueueUrl":"https://sqs.eu-west-1.amazonaws.com/1/q","WaitTimeSeconds":20}'
-    headers = {
-        "Content-Type": "application/x-amz-json-1.0",
-        "X-Amz-Target": "AmazonSQS.ReceiveMessage",
-        "x-amzn-query-mode": "true",
-    }
-    theirs = AWSRequest(method="POST", url=url, data=body, headers=headers)
-    SigV4Auth(creds, "sqs", "eu-west-1").add_auth(theirs)
-    ours = lean._Request(url, body, {k.lower(): v for k, v in headers.items()})
-    lean._signer_class()(creds, "sqs", "eu-west-1").add_auth(ours)
-    expected = {k.lower(): v for k, v in theirs.headers.items()}
-    assert dict(ours.headers) == expected
-    assert expected["authorization"].startswith(
-        "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20260504/eu-west-1/sqs/aws4_request"
+    signer = JsonRequestSigner(url, "eu-west-1", "sqs")
+    derived: list[object] = []
+
+    def check(creds: Credentials, action: str) -> dict[str, str]:
+        frozen = creds.get_frozen_credentials()
+        headers = {
+            "Content-Type": "application/x-amz-json-1.0",
+            "X-Amz-Target": f"AmazonSQS.{action}",
+            "x-amzn-query-mode": "true",
+        }
+        theirs = AWSRequest(method="POST", url=url, data=body, headers=headers)
+        SigV4Auth(frozen, "sqs", "eu-west-1").add_auth(theirs)
+        ours = signer.headers(f"AmazonSQS.{action}", body, frozen)
+        expected = {k.lower(): v for k, v in theirs.headers.items()}
+        assert ours == expected
+        derived.append(signer._key_for)
+        return ours
+
+    first = Credentials("AKIDEXAMPLE", "secret", "session-token")
+    signed = check(first, "ReceiveMessage")
+    assert signed["authorization"].startswith(
+        "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20260504/eu-west-1/sqs/aws4_request, "
+        "SignedHeaders=content-type;host;x-amz-date;x-amz-security-token;x-amz-target;"
+        "x-amzn-query-mode, Signature="
     )
+    now[0] += dt.timedelta(hours=20, seconds=7)  # the same day: the cached key
+    check(first, "DeleteMessageBatch")
+    assert derived[-1] == derived[-2] == ("20260504", "secret")
+    now[0] += dt.timedelta(hours=1)  # past midnight: a new day, a new key
+    signed = check(first, "ReceiveMessage")
+    assert derived[-1] == ("20260505", "secret")
+    assert "/20260505/eu-west-1/sqs/aws4_request" in signed["authorization"]
+    # Refreshed credentials mid-day: a new key at once, and no token header without a token.
+    refreshed = Credentials("AKIDOTHER", "other-secret")
+    signed = check(refreshed, "ReceiveMessage")
+    assert derived[-1] == ("20260505", "other-secret")
+    assert "x-amz-security-token" not in signed
+    check(first, "SendMessageBatch")  # and back: the key follows the credentials signing
+    assert derived[-1] == ("20260505", "secret")
 
 
 async def test_a_reply_slower_than_the_read_timeout_raises_botocores_timeout(
@@ -404,3 +432,159 @@ async def test_a_reply_slower_than_the_read_timeout_raises_botocores_timeout(
     finally:
         release.set()
         await runner.cleanup()
+
+
+# -- the HTTP client under the lean transport (`aws.lean_http`), against a scripted server
+
+
+class _Scripted:
+    """A loopback HTTP server answering each request with the next scripted reply (raw
+    bytes, or None: never answer); records each connection and the requests on it."""
+
+    def __init__(self, replies: list[bytes | None]) -> None:
+        self.replies = replies
+        self.connections = 0
+        self.requests: list[tuple[int, bytes, bytes]] = []  # (connection, head, body)
+        self.close_after: set[int] = set()  # request numbers after which the server hangs up
+        self.server: asyncio.Server | None = None
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        number = self.connections
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":", 1)[1])
+                body = await reader.readexactly(length)
+                self.requests.append((number, head, body))
+                reply = self.replies.pop(0)
+                if reply is None:
+                    await asyncio.Event().wait()
+                    return
+                writer.write(reply)
+                await writer.drain()
+                if len(self.requests) in self.close_after:
+                    return
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return
+        finally:
+            writer.close()
+
+    async def __aenter__(self) -> str:
+        self.server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self.server is not None
+        self.server.close()
+
+
+def _json_reply(body: bytes, extra: bytes = b"") -> bytes:
+    return (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/x-amz-json-1.0\r\n"
+        b"x-amzn-RequestId: r-1\r\n" + extra + b"Content-Length: %d\r\n\r\n" % len(body) + body
+    )
+
+
+def _pool(url: str, limit: int = 4, connect_timeout: float = 5) -> Any:
+    from snsq2nats.aws.lean_http import HttpPool
+
+    return HttpPool(
+        url, limit=limit, connect_timeout=connect_timeout, read_timeout=5, user_agent="test"
+    )
+
+
+async def test_requests_share_a_kept_alive_connection() -> None:
+    server = _Scripted([_json_reply(b'{"n":1}'), _json_reply(b'{"n":2}')])
+    async with server as url:
+        pool = _pool(url)
+        try:
+            first = await pool.post({"x-amz-target": "AmazonSQS.ReceiveMessage"}, b'{"a":1}')
+            second = await pool.post({"x-amz-target": "AmazonSQS.ReceiveMessage"}, b"{}")
+        finally:
+            await pool.close()
+    assert first == (
+        200,
+        {
+            "content-type": "application/x-amz-json-1.0",
+            "x-amzn-requestid": "r-1",
+            "content-length": "7",
+        },
+        b'{"n":1}',
+    )
+    assert second[2] == b'{"n":2}'
+    assert server.connections == 1
+    (_, head, body), _ = server.requests
+    port = url.rsplit(":", 1)[1]
+    assert head.startswith(f"POST / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n".encode())
+    assert b"\r\nx-amz-target: AmazonSQS.ReceiveMessage\r\n" in head
+    assert body == b'{"a":1}'
+
+
+async def test_chunked_interim_and_close_delimited_replies_are_read_whole() -> None:
+    chunked = (
+        b"HTTP/1.1 100 Continue\r\n\r\n"
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b'4\r\n{"Me\r\n11;ext=1\r\nssages":[],"x":1}\r\n0\r\nTrailer: t\r\n\r\n'
+    )
+    to_close = b'HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n{"y":2}'
+    server = _Scripted([chunked, to_close, _json_reply(b"{}")])
+    server.close_after = {2}
+    async with server as url:
+        pool = _pool(url)
+        try:
+            status, _, body = await pool.post({}, b"{}")
+            assert (status, body) == (200, b'{"Messages":[],"x":1}')
+            status, headers, body = await pool.post({}, b"{}")
+            assert (status, body) == (200, b'{"y":2}')
+            assert headers["connection"] == "close"
+            await pool.post({}, b"{}")
+        finally:
+            await pool.close()
+    # The first two shared a connection; the one after the close needed a new one.
+    assert [c for c, _, _ in server.requests] == [1, 1, 2]
+
+
+async def test_a_connection_the_server_dropped_is_replaced_and_the_call_answers(
+    aws: AwsEndpoint,
+) -> None:
+    """A kept-alive connection closed by the endpoint between calls costs no failed call."""
+    reply = _json_reply(b'{"Attributes":{"QueueArn":"arn:aws:sqs:us-east-1:1:q"}}')
+    server = _Scripted([reply, reply])
+    server.close_after = {1}
+    async with server as url, async_clients(aws.region, url, transport="lean") as clients:
+        sqs = clients.sqs
+        assert isinstance(sqs, LeanSQS)
+        for _ in range(2):
+            answer = await sqs.get_queue_attributes(QueueUrl=f"{url}/1/q")
+            assert answer["Attributes"]["QueueArn"].endswith(":q")
+        while server.connections < 2:  # the server saw the second call on a new connection
+            await asyncio.sleep(0.01)
+    assert [c for c, _, _ in server.requests] == [1, 2]
+
+
+async def test_a_cancelled_request_frees_its_connection_slot() -> None:
+    """A poll cut by a stop is cancelled mid-request: its connection is closed (its reply
+    would come to nobody) and the pool's only slot is free for the next request."""
+    from snsq2nats.aws.lean_http import ConnectTimeout
+
+    server = _Scripted([None, _json_reply(b'{"ok":true}')])
+    async with server as url:
+        pool = _pool(url, limit=1, connect_timeout=0.2)
+        try:
+            hanging = asyncio.create_task(pool.post({}, b"{}"))
+            while not server.requests:
+                await asyncio.sleep(0.01)
+            with pytest.raises(ConnectTimeout):  # the only slot is taken
+                await pool.post({}, b"{}")
+            hanging.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await hanging
+            assert (await pool.post({}, b"{}"))[2] == b'{"ok":true}'
+        finally:
+            await pool.close()
+    assert [c for c, _, _ in server.requests] == [1, 2]

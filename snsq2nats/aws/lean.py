@@ -4,9 +4,11 @@ Profiling the bridge showed most of its CPU per AWS call in botocore's model-dri
 serialisation, response parsing and event hooks, not in signing or on the wire. SQS speaks a
 JSON protocol (`X-Amz-Target: AmazonSQS.<Action>`, the shape of the request is the parameters
 as given), so the calls the bridge makes per message and per idle poll go out here as one JSON
-body over a pooled aiohttp session, signed by botocore's own SigV4 signer with the credentials
-of botocore's chain (refreshed as botocore refreshes them), and their replies are read with
-orjson. Everything botocore decides that matters to a caller is kept:
+body over a pool of kept-alive connections (`aws.lean_http`), signed with botocore's SigV4
+(`aws.sigv4`: byte for byte botocore's signature, with what does not change between requests
+worked out once) with the credentials of botocore's chain (refreshed as botocore refreshes
+them), and their replies are read with orjson. Everything botocore decides that matters to a
+caller is kept:
 
 - the endpoint and region are the botocore client's own (its resolution, `--endpoint-url`,
   `AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_SQS`, profiles);
@@ -33,11 +35,11 @@ import random
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import orjson
-import yarl
 
 from snsq2nats.aws.errors import THROTTLE_CODES
+from snsq2nats.aws.lean_http import ConnectTimeout, HttpPool, ReadTimeout, TransportError
+from snsq2nats.aws.sigv4 import JsonRequestSigner
 
 if TYPE_CHECKING:
     from aiobotocore.credentials import AioCredentials
@@ -74,8 +76,6 @@ _MAX_BACKOFF = 20.0
 _THROTTLE_SCALE = 1.0
 _TRANSIENT_SCALE = 0.05
 _RETRY_AFTER_MAX_ADDITIONAL = 5.0
-
-_CONTENT_TYPE = "application/x-amz-json-1.0"
 
 
 class _Adaptive:
@@ -155,68 +155,6 @@ def _decode_messages(messages: list[dict[str, Any]]) -> None:
                 value["BinaryListValues"] = [base64.b64decode(v) for v in value["BinaryListValues"]]
 
 
-class _Headers(dict[str, str]):
-    """Request headers for botocore's signer: case-insensitive as botocore's `HTTPHeaders`
-    (keys kept lower case), without the email-message machinery that makes those slow."""
-
-    def __setitem__(self, key: str, value: str) -> None:
-        super().__setitem__(key.lower(), value)
-
-    def __getitem__(self, key: str) -> str:
-        return super().__getitem__(key.lower())
-
-    def __delitem__(self, key: str) -> None:
-        super().__delitem__(key.lower())
-
-    def __contains__(self, key: object) -> bool:
-        return super().__contains__(key.lower() if isinstance(key, str) else key)
-
-    def get_all(self, key: str) -> list[str]:
-        value = self.get(key.lower())
-        return [] if value is None else [value]
-
-
-class _Request:
-    """What botocore's SigV4 signer reads and writes of a request (as `AWSRequest`)."""
-
-    method = "POST"
-
-    def __init__(self, url: str, body: bytes, headers: dict[str, str]) -> None:
-        self.url = url
-        self.body = body
-        self.headers = _Headers(headers)
-        self.params: dict[str, str] = {}
-        self.context: dict[str, Any] = {}
-
-
-_SIGNER: Any = None
-
-
-def _signer_class() -> Any:
-    """botocore's SigV4 signer, collecting the headers to sign into `_Headers` (its own
-    collects them into an `HTTPHeaders`, half of the signing time); the canonical request,
-    the string to sign and the signature are botocore's."""
-    global _SIGNER
-    if _SIGNER is None:
-        import botocore.auth
-        from botocore.auth import SIGNED_HEADERS_BLACKLIST, SigV4Auth
-
-        host_from_url = botocore.auth._host_from_url  # type: ignore[attr-defined]
-
-        class LeanSigV4Auth(SigV4Auth):
-            def headers_to_sign(self, request: Any) -> Any:
-                header_map = _Headers()
-                for name, value in request.headers.items():
-                    if name not in SIGNED_HEADERS_BLACKLIST:
-                        header_map[name] = value
-                if "host" not in header_map:
-                    header_map["host"] = host_from_url(request.url)
-                return header_map
-
-        _SIGNER = LeanSigV4Auth
-    return _SIGNER
-
-
 class LeanSQS:
     """An aiobotocore SQS client whose hot calls (`LEAN_CALLS`) take the lean transport.
 
@@ -240,25 +178,18 @@ class LeanSQS:
         self._region = client.meta.region_name
         self._attempts = max_attempts
         self._adaptive = _Adaptive()
-        self._timeout = aiohttp.ClientTimeout(
-            total=None,
-            connect=connect_timeout,
-            sock_connect=connect_timeout,
-            sock_read=read_timeout,
-        )
-        # One pooled session: a long poll holds a connection for its wait, as with botocore.
-        # No cookies, no compression (SQS answers plain JSON): less work per request.
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=connections, limit_per_host=0),
-            timeout=self._timeout,
-            cookie_jar=aiohttp.DummyCookieJar(),
-            skip_auto_headers=("User-Agent", "Accept-Encoding"),
-            auto_decompress=False,
-        )
-        self._target = yarl.URL(self._url)
+        self._signer = JsonRequestSigner(self._url, self._region, "sqs")
         import botocore
 
-        self._user_agent = f"snsq2nats-lean botocore/{botocore.__version__}"
+        # One pool of kept-alive connections: a long poll holds one for its wait, as with
+        # botocore (`aws.lean_http`: the request as bytes, the reply read whole).
+        self._http = HttpPool(
+            self._url,
+            limit=connections,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            user_agent=f"snsq2nats-lean botocore/{botocore.__version__}",
+        )
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._client, name)
@@ -268,7 +199,7 @@ class LeanSQS:
         return self._client
 
     async def close(self) -> None:
-        await self._session.close()
+        await self._http.close()
 
     # -- the hot calls, named and shaped as botocore's
 
@@ -305,19 +236,7 @@ class LeanSQS:
             raise NoCredentialsError()
         # Refreshes the chain's temporary credentials when they near expiry, as botocore does.
         frozen = await self._credentials.get_frozen_credentials()
-        request = _Request(
-            self._url,
-            body,
-            {
-                "content-type": _CONTENT_TYPE,
-                "x-amz-target": f"AmazonSQS.{action}",
-                "x-amzn-query-mode": "true",
-            },
-        )
-        _signer_class()(frozen, "sqs", self._region).add_auth(request)
-        headers = dict(request.headers)
-        headers["user-agent"] = self._user_agent
-        return headers
+        return self._signer.headers(f"AmazonSQS.{action}", body, frozen)
 
     async def _call(self, action: str, params: Mapping[str, Any]) -> dict[str, Any]:
         body = orjson.dumps(params)
@@ -326,11 +245,8 @@ class LeanSQS:
             await self._adaptive.before_send()
             headers = await self._headers(action, body)
             try:
-                async with self._session.post(self._target, data=body, headers=headers) as response:
-                    raw = await response.read()
-                    status = response.status
-                    reply_headers = response.headers
-            except (aiohttp.ClientError, TimeoutError) as exc:
+                status, reply_headers, raw = await self._http.post(headers, body)
+            except TransportError as exc:
                 await self._adaptive.after_response(throttled=False)
                 attempt += 1
                 if attempt >= self._attempts:
@@ -413,8 +329,8 @@ class LeanSQS:
             ReadTimeoutError,
         )
 
-        if isinstance(exc, aiohttp.ServerTimeoutError | TimeoutError):
-            if isinstance(exc, aiohttp.ConnectionTimeoutError):
-                return ConnectTimeoutError(endpoint_url=self._url, error=exc)
+        if isinstance(exc, ConnectTimeout):
+            return ConnectTimeoutError(endpoint_url=self._url, error=exc)
+        if isinstance(exc, ReadTimeout):
             return ReadTimeoutError(endpoint_url=self._url, error=exc)
         return EndpointConnectionError(endpoint_url=self._url, error=exc)
