@@ -452,7 +452,13 @@ class Fleet:
 
 
 def _consecutive_free_ports(count: int) -> list[int]:
-    """Worker i serves metrics on the base port + i: `count` free ports in a row."""
+    """Worker i serves metrics on the base port + i: `count` free ports in a row, taken through
+    `free_ports` so later calls do not hand them out again (in a test worker's port range they
+    come in a row already)."""
+    for _ in range(100):
+        ports = free_ports(count)
+        if ports == list(range(ports[0], ports[0] + count)):
+            return ports
     while True:
         base = free_ports(1)[0]
         ports = [base + i for i in range(count)]
