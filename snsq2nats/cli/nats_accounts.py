@@ -34,11 +34,12 @@ def grants_option_help(command: str) -> str:
 
 
 def admin_options(
-    plan: Plan, nats: NatsInputs, given: Path | None, command: str
+    plan: Plan, nats: NatsInputs, given: Path | None, command: str, *, before: str = ""
 ) -> dict[str, NatsOptions]:
     """The connection options of each NATS account but the home one: the servers and TLS
     settings of the NATS options given, the account's admin creds. Empty for a plan in one
-    NATS account; refuses, naming what is missing, when auth's output is not found."""
+    NATS account; refuses, naming what is missing, when auth's output is not found (`before`:
+    what to do instead when nothing exists yet, added to the hint)."""
     if not plan.nats_accounts:
         return {}
     from snsq2nats.auth.identities import inbox_prefix
@@ -52,7 +53,7 @@ def admin_options(
             f"the plan puts each AWS account in its own NATS account: {command} reads each "
             "account's streams with that account's admin credentials, and found no `auth` "
             "output to take them from",
-            hint=hint,
+            hint=hint + before,
         )
     files = {
         account: path

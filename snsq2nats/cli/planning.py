@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import click
 
 from snsq2nats.cli.app import Application, pass_app
+from snsq2nats.cli.nats_accounts import grants_option_help
 from snsq2nats.cli.options import (
     AwsInputs,
     NatsInputs,
@@ -219,6 +220,13 @@ def _scan_accounts(
     help="Exit 0 when nothing changes, 2 when changes are pending, 1 on error.",
 )
 @click.option("-v", "--verbose", is_flag=True, help="Also list unchanged objects.")
+@click.option(
+    "--grants",
+    "grants_path",
+    envvar="SNSQ2NATS_GRANTS",
+    type=click.Path(path_type=Path),
+    help=grants_option_help("plan"),
+)
 @pass_app
 def plan(
     app: Application,
@@ -231,14 +239,21 @@ def plan(
     reports: tuple[Path, ...],
     detailed_exitcode: bool,
     verbose: bool,
+    grants_path: Path | None,
 ) -> None:
-    """Show what the estate becomes in JetStream and what would change (a dry run)."""
+    """Show what the estate becomes in JetStream and what would change (a dry run).
+
+    With `accounts: {nats: per-account}` each NATS account's streams are read with its admin
+    creds from `auth --format jwt`'s output (--grants), so what exists in any account is
+    planned as it is."""
     from snsq2nats.apply import conflict_refusal
     from snsq2nats.files import document_json, write_atomic
     from snsq2nats.report.document import write_report
     from snsq2nats.report.terminal import render_plan
 
-    result = build_plan(app, inputs, nats, prune=prune, offline=offline)
+    result = build_plan(
+        app, inputs, nats, prune=prune, offline=offline, grants=grants_path, accounts=True
+    )
     if output:
         write_atomic(output, document_json(result))
     for report in reports:

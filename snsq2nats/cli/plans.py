@@ -9,7 +9,10 @@ from snsq2nats.cli.app import Application
 from snsq2nats.cli.options import AwsInputs, NatsInputs, PlanInputs
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from snsq2nats.inventory import Inventory
+    from snsq2nats.jetstream.connect import NatsOptions
     from snsq2nats.plan.model import Plan
 
 
@@ -31,16 +34,41 @@ def scan_estate(
 
 
 def build_plan(
-    app: Application, inputs: PlanInputs, nats: NatsInputs | None, *, prune: bool, offline: bool
+    app: Application,
+    inputs: PlanInputs,
+    nats: NatsInputs | None,
+    *,
+    prune: bool,
+    offline: bool,
+    grants: Path | None = None,
+    accounts: bool = False,
 ) -> Plan:
-    """A plan made now (`offline` or without `nats`: the NATS server is not read)."""
+    """A plan made now (`offline` or without `nats`: the NATS server is not read).
+
+    `accounts`: a plan with a NATS account per AWS account reads every account, each with
+    the admin creds of the `auth` output at `grants` (found as `apply --grants` finds it)."""
     from snsq2nats.plan.pipeline import make_plan
+
+    def admins(given: NatsInputs) -> Callable[[Plan], dict[str, NatsOptions]]:
+        def others(draft: Plan) -> dict[str, NatsOptions]:
+            from snsq2nats.cli.nats_accounts import admin_options
+
+            return admin_options(
+                draft,
+                given,
+                grants,
+                "plan",
+                before="; or plan with --offline before anything exists on NATS",
+            )
+
+        return others
 
     return make_plan(
         inputs.request(prune=prune, offline=offline),
         scan=lambda: scan_estate(app, inputs.aws, inputs.prefix),
         nats=None if offline or nats is None else nats.options,
         progress=app.out.progress,
+        accounts=admins(nats) if accounts and nats is not None else None,
     )
 
 

@@ -7,7 +7,7 @@ connections passed in, so the CLI, the demo, apply and the tests share one path.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -144,15 +144,53 @@ async def read_state(
     return live, live.server, parse_records(values or {})
 
 
+async def read_accounts(
+    options: Mapping[str, NatsOptions],
+    on_progress: Callable[[int, int | None], None] | None = None,
+) -> dict[str, LiveState]:
+    """The live JetStream state of each NATS account of `options` (the home account's is
+    `read_state`'s), each read over a connection of its own admin."""
+    from snsq2nats.jetstream.connect import connect_nats
+    from snsq2nats.jetstream.state import read_live
+
+    lives: dict[str, LiveState] = {}
+    for account, opts in sorted(options.items()):
+        nc = await connect_nats(opts, name=f"snsq2nats plan {account}")
+        try:
+            lives[account] = await read_live(nc, on_progress=on_progress)
+        finally:
+            await nc.close()
+    return lives
+
+
+def merge_live(home: LiveState, others: Iterable[LiveState]) -> LiveState:
+    """A per-account estate's live state as one, as `diff` compares it: the streams of every
+    account (a stream's name is unique across the estate's accounts, `plan.accounts` names
+    them so) on the home account's server."""
+    from snsq2nats.jetstream.spec import LiveState
+
+    streams = dict(home.streams)
+    for one in others:
+        streams.update(one.streams)
+    return LiveState(streams=streams, server=home.server)
+
+
 def make_plan(
     request: PlanRequest,
     *,
     scan: Callable[[], Inventory],
     nats: NatsOptions | None,
     progress: Callable[[str, int | None], AbstractContextManager[Any]] | None = None,
+    accounts: Callable[[Plan], Mapping[str, NatsOptions]] | None = None,
 ) -> Plan:
     """`progress(description, total)`: a context giving a sink with `advance(n, total)` (the
-    CLI's bar) for reading the server, which takes a while with 20,000 streams."""
+    CLI's bar) for reading the server, which takes a while with 20,000 streams.
+
+    `accounts(draft)`: for a mapping with a NATS account per AWS account, the connection
+    options of each account but the home one (`nats` connects to that), given a plan of the
+    estate that knows its accounts; their streams are read and merged with the home
+    account's, so what exists in any account is planned as it is. Without it such a plan
+    sees the home account only."""
     import asyncio
 
     inventory = obtain_inventory(request, scan)
@@ -167,6 +205,19 @@ def make_plan(
     else:
         with progress("reading JetStream", None) if progress else nullcontext() as bar:
             live, server, records = asyncio.run(read_state(nats, bar.advance if bar else None))
+        if live is not None and accounts is not None and rules.accounts.nats != "one":
+            # The accounts follow from the desired state alone (not from what is live), so
+            # a draft without the live state names the same ones the plan will.
+            draft = assemble_plan(inventory, rules, None, server=server, records=records)
+            others = accounts(draft)
+            if others:
+                with (
+                    progress("reading the other NATS accounts", None)
+                    if progress
+                    else (nullcontext()) as bar
+                ):
+                    lives = asyncio.run(read_accounts(others, bar.advance if bar else None))
+                live = merge_live(live, lives.values())
     # Seconds at 10,000 queues: a spinner (or a start and an end line) says it is not stuck.
     with progress("planning", None) if progress else nullcontext():
         return assemble_plan(
