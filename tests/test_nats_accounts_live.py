@@ -225,3 +225,107 @@ def test_config_format_refuses_a_per_account_plan(tmp_path: Path) -> None:
     assert run.exit_code != 0
     assert "--format config cannot express" in run.output and "--format jwt" in run.output
     assert not (tmp_path / "out" / "creds").exists()
+
+
+def test_plan_reads_each_accounts_live_state_with_its_admin(tmp_path: Path) -> None:
+    """`plan --grants DIR` of an applied per-account estate: every object of every NATS account
+    is found as it is ("no change"), though the home connection sees only its own streams.
+    A new queue in billing is then exactly its stream and consumer to create, and `apply
+    --grants` takes that plan (auth ran for the grown estate, so its admin may create it)."""
+    from click.testing import CliRunner
+
+    from snsq2nats.cli import main
+    from snsq2nats.jetstream.spec import ServerInfo
+    from snsq2nats.plan.pipeline import assemble_plan
+    from snsq2nats.plan.rules import load_rules
+    from tests.test_nats_accounts import _queue, estate
+
+    plan = plan_of(tmp_path, PER_ACCOUNT)
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_bytes(document_json(plan))
+    inventory_file = tmp_path / "inventory.json"
+    inventory_file.write_bytes(document_json(estate()))
+    grown = estate()
+    grown.queues.append(_queue(BILLING, "refunds"))
+    server = NatsServer(name="natsacct-replan")
+    # The admin's rights name the streams of the plan auth ran for: the grown estate's, so the
+    # new queue's stream may be created later without a new `auth` (and a server reload).
+    grown_plan = assemble_plan(
+        grown,
+        load_rules([tmp_path / "mapping.yaml"]),
+        None,
+        server=ServerInfo(reachable=False, note="offline"),
+    )
+    auth_dir, settings = _jwt_auth(tmp_path, grown_plan, server.url)
+    server.extra_config = settings
+    context = auth_dir / "contexts" / "snsq2nats-admin.json"
+    planning = [
+        "plan",
+        "--inventory",
+        str(inventory_file),
+        "--mapping",
+        str(tmp_path / "mapping.yaml"),
+    ]
+    connecting = ["--context", str(context), "--grants", str(auth_dir)]
+
+    def replan(output: Path) -> dict[str, Any]:
+        run = CliRunner().invoke(main, [*planning, *connecting, "-o", str(output), "--json"])
+        assert run.exit_code == 0, run.output
+        doc: dict[str, Any] = json.loads(run.stdout)
+        return doc
+
+    with server:
+        applied = CliRunner().invoke(
+            main, ["apply", str(plan_file), "--grants", str(auth_dir), "--server", server.url]
+        )
+        assert applied.exit_code == 0, applied.output
+        again = replan(tmp_path / "again.json")
+        assert {c["action"] for c in again["changes"]} == {"noop"}, again["changes"]
+        assert len(again["changes"]) == len(plan.changes)
+
+        # The estate grows: a queue in billing only.
+        inventory_file.write_bytes(document_json(grown))
+        second = tmp_path / "second.json"
+        doc = replan(second)
+        pending = [c for c in doc["changes"] if c["action"] != "noop"]
+        assert {c["action"] for c in pending} == {"create"}, pending
+        assert {c["source_arn"] for c in pending} == {_queue(BILLING, "refunds").arn}, pending
+        applied = CliRunner().invoke(
+            main,
+            ["apply", str(second), "--grants", str(auth_dir), "--server", server.url]
+            + ["--ignore-grants"],
+        )
+        assert applied.exit_code == 0, applied.output
+        billing = admin_credentials(plan, auth_dir)["billing"]
+        (refunds,) = [c["stream"] for c in pending if c["type"] == "stream"]
+        assert refunds in asyncio.run(_stream_names(server.url, billing))
+        # And now nothing is left to do anywhere.
+        done = replan(tmp_path / "done.json")
+        assert {c["action"] for c in done["changes"]} == {"noop"}, done["changes"]
+
+
+def test_plan_of_a_per_account_estate_without_the_auth_output_names_grants(
+    tmp_path: Path,
+) -> None:
+    """A per-account plan against a reachable server but without `auth`'s output cannot read
+    the other accounts: one error naming --grants, and --offline for before anything exists."""
+    from click.testing import CliRunner
+
+    from snsq2nats.cli import main
+    from tests.test_nats_accounts import estate
+
+    plan_of(tmp_path, PER_ACCOUNT)  # writes the mapping
+    inventory_file = tmp_path / "inventory.json"
+    inventory_file.write_bytes(document_json(estate()))
+    words = [
+        "plan",
+        "--inventory",
+        str(inventory_file),
+        "--mapping",
+        str(tmp_path / "mapping.yaml"),
+    ]
+    with NatsServer(name="natsacct-replan-noauth") as server:
+        run = CliRunner().invoke(main, [*words, "--server", server.url])
+    assert run.exit_code == 1, run.output
+    assert "--grants DIR" in run.output and "--offline" in run.output, run.output
+    assert "Traceback" not in run.output
