@@ -728,8 +728,8 @@ async def test_a_per_account_replan_hands_a_held_relay_over_once(
     from snsq2nats.bridge.runtime import select_routes
     from snsq2nats.cutover import CutoverRequest, read_records, run_cutover
     from snsq2nats.cutover.engine import wait_for_bridges
-    from snsq2nats.jetstream.spec import LiveState
     from snsq2nats.jetstream.state import read_live
+    from snsq2nats.plan.pipeline import merge_live
     from snsq2nats.plan.routes import TO_SNS_CONSUMER
     from tests.test_cutover import _hold
 
@@ -832,11 +832,7 @@ async def test_a_per_account_replan_hands_a_held_relay_over_once(
             inventory = await asyncio.to_thread(
                 scan_accounts, [account_clients(s, (aws.region,), aws.url) for s in sources]
             )
-            lives = [await read_live(c) for c in conns.values()]
-            live = LiveState(
-                streams={k: v for one in lives for k, v in one.streams.items()},
-                server=lives[0].server,
-            )
+            live = merge_live(await read_live(home), [await read_live(c) for c in others.values()])
             second = assemble_plan(
                 inventory,
                 load_rules([tmp_path / "mapping.yaml"]),

@@ -292,8 +292,7 @@ def test_plan_reads_each_accounts_live_state_with_its_admin(tmp_path: Path) -> N
         assert {c["source_arn"] for c in pending} == {_queue(BILLING, "refunds").arn}, pending
         applied = CliRunner().invoke(
             main,
-            ["apply", str(second), "--grants", str(auth_dir), "--server", server.url]
-            + ["--ignore-grants"],
+            ["apply", str(second), "--grants", str(auth_dir), "--server", server.url],
         )
         assert applied.exit_code == 0, applied.output
         billing = admin_credentials(plan, auth_dir)["billing"]
